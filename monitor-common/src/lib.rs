@@ -1,0 +1,324 @@
+//! The event ABI shared by the kernel programs (`monitor-ebpf`) and the agent (`monitor`).
+//!
+//! Every record the kernel writes to the ring buffer starts with an [`EventHeader`]; the header's
+//! `kind` says which fixed payload follows, and some kinds carry variable-length bytes after the
+//! fixed payload (paths, argv). All types are plain `#[repr(C)]`, `Copy`, without `bool` or implicit
+//! padding, and their sizes are asserted at compile time so both sides can never silently disagree.
+#![no_std]
+
+/// Version of the binary layout below. Bump it whenever a struct or a meaning changes; the JSON
+/// event stream carries its own schema number (see the agent's `event` module).
+pub const EVENT_ABI_VERSION: u32 = 1;
+
+/// Event kinds. Families leave gaps so a kind can be added without renumbering the others.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ProcessExec = 1,
+    ProcessFork = 2,
+    ProcessExit = 3,
+    NetConnect = 16,
+    FileOpen = 32,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::ProcessExec,
+        EventKind::ProcessFork,
+        EventKind::ProcessExit,
+        EventKind::NetConnect,
+        EventKind::FileOpen,
+    ];
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| *kind as u32 == value)
+    }
+
+    /// Dense index into the kernel's per-kind loss counters ([`LOSS_SLOTS`] wide).
+    pub const fn loss_slot(self) -> u32 {
+        match self {
+            EventKind::ProcessExec => 0,
+            EventKind::ProcessFork => 1,
+            EventKind::ProcessExit => 2,
+            EventKind::NetConnect => 3,
+            EventKind::FileOpen => 4,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::ProcessExec => "exec",
+            EventKind::ProcessFork => "fork",
+            EventKind::ProcessExit => "exit",
+            EventKind::NetConnect => "connect",
+            EventKind::FileOpen => "open",
+        }
+    }
+}
+
+/// Width of the `LOSSES` per-CPU array: one slot per event kind, with room to grow.
+pub const LOSS_SLOTS: u32 = 8;
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Fixed header of every record. Identity fields describe the process the event is about (for a
+/// fork, the new child), so the agent can key its process table without reading /proc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Kind-specific flag bits (`EXEC_*`, `OPEN_*`), e.g. truncation.
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME, comparable with `start_ns`.
+    pub ts_ns: u64,
+    /// Thread group id (what userspace calls the pid).
+    pub tgid: u32,
+    /// Thread id of the thread that caused the event.
+    pub pid: u32,
+    /// Thread group id of the parent process (`real_parent->tgid`).
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad0: u32,
+    /// `group_leader->start_boottime` in ns: with `tgid` it names a process even across pid reuse.
+    pub start_ns: u64,
+    /// The same for the parent process.
+    pub parent_start_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Bounds on variable-length data. They are documented in docs/events.md; anything longer is cut
+/// and the event carries a `*_TRUNCATED` flag, which the rules treat as suspicious (fail closed).
+pub const MAX_PATH_LEN: usize = 4096;
+pub const MAX_ARGV_LEN: usize = 4096;
+pub const MAX_FILENAME_LEN: usize = 256;
+/// Maximum number of path components walked before a path is declared too deep.
+pub const MAX_PATH_DEPTH: u32 = 48;
+
+/// Exec flags.
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
+pub const EXEC_EXE_TRUNCATED: u32 = 1 << 1;
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 2;
+pub const EXEC_EXE_UNRESOLVED: u32 = 1 << 3;
+
+/// `sched_process_exec`: followed by `exe_len` bytes of the resolved executable path, `argv_len`
+/// bytes of NUL-separated arguments and `filename_len` bytes of the name given to execve (for a
+/// `#!` script this is the script, while `exe` is its interpreter).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub exe_len: u16,
+    pub argv_len: u16,
+    pub filename_len: u16,
+    pub _pad0: u16,
+    /// Total bytes of the argument block in the new process, before truncation.
+    pub argv_total_len: u32,
+    pub _pad1: u32,
+}
+
+/// A new process (not a thread) was created; the header describes the child.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+}
+
+/// The last thread of a process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// Wait status as the parent would see it: `(code << 8) | signal`.
+    pub exit_code: u32,
+    pub _pad0: u32,
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const SOCK_STREAM: u16 = 1;
+pub const SOCK_DGRAM: u16 = 2;
+
+/// An outbound `connect(2)` to an IPv4 or IPv6 address, with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// Return value of connect: 0, or a negative errno (-EINPROGRESS for non-blocking sockets).
+    pub result: i32,
+    pub family: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ... (0 when the socket could not be read).
+    pub sock_type: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub _pad0: u16,
+    /// IPv4 in the first 4 bytes, or the 16 bytes of IPv6, network byte order.
+    pub addr: [u8; 16],
+}
+
+/// Open flags.
+pub const OPEN_PATH_TRUNCATED: u32 = 1 << 0;
+pub const OPEN_VIA_IO_URING: u32 = 1 << 1;
+pub const OPEN_PATH_UNRESOLVED: u32 = 1 << 2;
+
+/// Why the kernel let an open through its filter (bits of `FileOpenEvent::matched`).
+pub const MATCH_NAME: u32 = 1 << 0;
+pub const MATCH_NAME_PREFIX: u32 = 1 << 1;
+pub const MATCH_NAME_SUFFIX: u32 = 1 << 2;
+pub const MATCH_PARENT_DIR: u32 = 1 << 3;
+pub const MATCH_PROC_OTHER: u32 = 1 << 4;
+pub const MATCH_ALL: u32 = 1 << 5;
+
+/// Values of the watch maps: which accesses of a matching file are sent.
+pub const WATCH_READ: u32 = 1 << 0;
+pub const WATCH_WRITE: u32 = 1 << 1;
+/// For `mem`, `environ` and `maps`: matched on procfs only, and only when the process directory
+/// is not the opener's own (reading your own /proc/self/environ is normal).
+pub const WATCH_PROC_OTHER: u32 = 1 << 2;
+
+/// A successful open, resolved to the file the kernel really opened. Followed by `path_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileOpenEvent {
+    pub header: EventHeader,
+    /// `file->f_flags` (O_ACCMODE, O_CREAT, O_TRUNC, ... as the kernel kept them).
+    pub f_flags: u32,
+    /// `file->f_mode` (FMODE_READ = 1, FMODE_WRITE = 2, FMODE_CREATED = 0x100000).
+    pub f_mode: u32,
+    pub ino: u64,
+    /// `sb->s_dev` of the file's filesystem (kernel dev_t encoding).
+    pub dev: u32,
+    /// `MATCH_*` bits.
+    pub matched: u32,
+    pub fd: i32,
+    pub path_len: u16,
+    pub _pad0: u16,
+}
+
+/// Size of a watch-map key: a file or directory name, NUL padded. Longer names are cut.
+pub const NAME_KEY_LEN: usize = 64;
+/// Suffix keys hold the last bytes of a name, reversed, so a longest-prefix-match trie finds them.
+pub const SUFFIX_KEY_LEN: usize = 16;
+
+/// Key of the exact-name and parent-directory watch maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub bytes: [u8; NAME_KEY_LEN],
+}
+
+/// Data of the prefix and suffix LPM tries (the prefix length in bits is beside it in the key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffixKey {
+    pub bytes: [u8; SUFFIX_KEY_LEN],
+}
+
+/// Byte offsets of the kernel structure fields the programs read, found in the running kernel's
+/// BTF by the agent at load time and handed over as a read-only global, so no layout of one kernel
+/// is compiled in. A zero `present` means the agent could not fill it (the programs then report
+/// `*_UNRESOLVED` instead of reading garbage).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub present: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub task_files: u32,
+    pub task_fs: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub file_f_flags: u32,
+    pub file_f_mode: u32,
+    pub file_f_inode: u32,
+    pub file_private_data: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub dentry_d_inode: u32,
+    pub dentry_d_sb: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub fs_root: u32,
+    pub inode_i_ino: u32,
+    pub sb_s_dev: u32,
+    pub sb_s_magic: u32,
+    pub socket_type: u32,
+    pub io_kiocb_opcode: u32,
+    pub io_uring_cqe_res: u32,
+    pub _pad0: u32,
+}
+
+/// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
+/// 5.x: (ctx, req, user_data, res, cflags); 6.x: (ctx, req, cqe).
+pub const IO_URING_LAYOUT_NONE: u32 = 0;
+pub const IO_URING_LAYOUT_RES_ARG3: u32 = 1;
+pub const IO_URING_LAYOUT_CQE_ARG2: u32 = 2;
+
+/// Run-time settings handed to the programs as a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// The agent's own tgid: its events are never sent.
+    pub agent_tgid: u32,
+    /// Non-zero: send every successful open (learning and debugging; costly).
+    pub open_all: u32,
+    /// One of `IO_URING_LAYOUT_*`.
+    pub io_uring_layout: u32,
+    pub _pad0: u32,
+}
+
+/// Magic of procfs (`PROC_SUPER_MAGIC`): opens of `/proc/<other pid>/{mem,environ,maps}` always pass.
+pub const PROC_SUPER_MAGIC: u32 = 0x9fa0;
+
+const _: () = {
+    assert!(core::mem::size_of::<EventHeader>() == 80);
+    assert!(core::mem::size_of::<ExecEvent>() == 96);
+    assert!(core::mem::size_of::<ForkEvent>() == 80);
+    assert!(core::mem::size_of::<ExitEvent>() == 88);
+    assert!(core::mem::size_of::<ConnectEvent>() == 112);
+    assert!(core::mem::size_of::<FileOpenEvent>() == 112);
+    assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
+    assert!(core::mem::size_of::<KernelOffsets>() == 43 * 4);
+    assert!(core::mem::size_of::<ProbeConfig>() == 16);
+    // The kernel builds a record in one scratch buffer before copying it out.
+    assert!(
+        core::mem::size_of::<ExecEvent>() + MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN
+            <= EVENT_SCRATCH_LEN
+    );
+};
+
+/// Size of the per-CPU buffer a record is assembled in (a power of two, so offsets can be masked).
+pub const EVENT_SCRATCH_LEN: usize = 16384;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, without padding or invalid bit patterns.
+    unsafe impl aya::Pod for NameKey {}
+    unsafe impl aya::Pod for AffixKey {}
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for ProbeConfig {}
+}

@@ -1,0 +1,115 @@
+//! Outbound connect(2) to IPv4/IPv6 addresses, with the syscall's result.
+//!
+//! Kernel contract: `syscalls/sys_enter_connect` record: `fd` at 16, `uservaddr` at 24, `addrlen`
+//! at 32 (each 8 bytes wide); `syscalls/sys_exit_connect`: `ret` at 16. The socket type comes from
+//! `file->private_data` (a `struct socket`, `type` field) of the descriptor.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6};
+
+use crate::{
+    kernel::{
+        current_task, file_of_fd, fill_header, is_agent, off, offsets_present, read, read_ptr,
+        submit_fixed,
+    },
+    PendingConnect, PENDING_CONNECTS,
+};
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_enter(&ctx) };
+    0
+}
+
+unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let fd = ctx.read_at::<u64>(16).map_err(|e| e as i64)? as i32;
+    let uaddr = ctx.read_at::<u64>(24).map_err(|e| e as i64)?;
+    let addr_len = ctx.read_at::<u64>(32).map_err(|e| e as i64)? as u32;
+    let mut pending = PendingConnect {
+        fd,
+        addr_len,
+        sockaddr: [0; 28],
+        _pad0: 0,
+    };
+    // Read the family first: most connects on a build machine are AF_UNIX, skip them cheaply.
+    let mut family = 0u16;
+    if bpf_probe_read_user((&raw mut family).cast(), 2, uaddr as *const _) < 0 {
+        return Ok(());
+    }
+    let copy_len = match family {
+        AF_INET => 16u32,
+        AF_INET6 => 28u32,
+        _ => return Ok(()),
+    };
+    if addr_len < copy_len {
+        return Ok(()); // the kernel will refuse it with EINVAL
+    }
+    if bpf_probe_read_user(
+        pending.sockaddr.as_mut_ptr().cast(),
+        copy_len,
+        uaddr as *const _,
+    ) < 0
+    {
+        return Ok(());
+    }
+    let tid = pid_tgid as u32;
+    PENDING_CONNECTS
+        .insert(&tid, &pending, 0)
+        .map_err(|e| e as i64)?;
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_exit(&ctx) };
+    0
+}
+
+unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(pending) = PENDING_CONNECTS.get_ptr(&tid) else {
+        return Ok(());
+    };
+    let pending = *pending;
+    let _ = PENDING_CONNECTS.remove(&tid);
+    if !offsets_present() {
+        return Ok(());
+    }
+    let ret = ctx.read_at::<i64>(16).map_err(|e| e as i64)?;
+    let task = current_task();
+    let mut event = ConnectEvent::default();
+    fill_header(&raw mut event.header, EventKind::NetConnect, task);
+    event.fd = pending.fd;
+    event.result = ret as i32;
+    let sa = pending.sockaddr;
+    event.family = u16::from_ne_bytes([sa[0], sa[1]]);
+    event.port = u16::from_be_bytes([sa[2], sa[3]]);
+    if event.family == AF_INET {
+        event.addr[0] = sa[4];
+        event.addr[1] = sa[5];
+        event.addr[2] = sa[6];
+        event.addr[3] = sa[7];
+    } else {
+        // sockaddr_in6: port at 2, flowinfo at 4, address at 8..24.
+        let mut i = 0;
+        while i < 16 {
+            event.addr[i] = sa[8 + i];
+            i += 1;
+        }
+    }
+    if let Ok(file) = file_of_fd(task, pending.fd as i64) {
+        if let Ok(socket) = read_ptr(file, off!(file_private_data)) {
+            event.sock_type = read::<u16>(socket, off!(socket_type)).unwrap_or(0);
+        }
+    }
+    submit_fixed(&event, EventKind::NetConnect);
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Reading kernel structures at offsets found in BTF by the agent, and filling event headers.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
+};
+use monitor_common::{EventHeader, EventKind, KernelOffsets, ProbeConfig};
+
+use crate::{EventScratch, EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG};
+
+/// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
+/// still sees the loaded value as a constant because the global lives in frozen .rodata.
+macro_rules! off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::KERNEL_OFFSETS.$field) as usize }
+    };
+}
+pub(crate) use off;
+
+#[inline(always)]
+pub fn offsets_present() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS.present) != 0 }
+}
+
+#[inline(always)]
+pub fn config() -> ProbeConfig {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG) }
+}
+
+#[inline(always)]
+pub fn is_agent(tgid: u32) -> bool {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.agent_tgid) == tgid }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub unsafe fn read<T: Copy>(base: *const u8, offset: usize) -> Result<T, i64> {
+    if base.is_null() {
+        return Err(-1);
+    }
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    let ret = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+        value.as_mut_ptr().cast(),
+        core::mem::size_of::<T>() as u32,
+        base.add(offset).cast(),
+    );
+    if ret < 0 {
+        return Err(ret);
+    }
+    Ok(value.assume_init())
+}
+
+#[inline(always)]
+pub unsafe fn read_ptr(base: *const u8, offset: usize) -> Result<*const u8, i64> {
+    read::<*const u8>(base, offset)
+}
+
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// `task->group_leader->start_boottime`: with the tgid, the identity of a process.
+#[inline(always)]
+pub unsafe fn process_start_ns(task: *const u8) -> u64 {
+    let leader = read_ptr(task, off!(task_group_leader)).unwrap_or(task);
+    read::<u64>(leader, off!(task_start_boottime)).unwrap_or(0)
+}
+
+/// Fills the header for the current task, as seen from `task` (the current task unless a fork).
+#[inline(always)]
+pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *const u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let parent = read_ptr(task, off!(task_real_parent)).unwrap_or(core::ptr::null());
+    (*header).kind = kind as u32;
+    (*header).flags = 0;
+    (*header).ts_ns = bpf_ktime_get_boot_ns();
+    (*header).tgid = (pid_tgid >> 32) as u32;
+    (*header).pid = pid_tgid as u32;
+    (*header).ppid = read::<u32>(parent, off!(task_tgid)).unwrap_or(0);
+    (*header).uid = uid_gid as u32;
+    (*header).gid = (uid_gid >> 32) as u32;
+    (*header)._pad0 = 0;
+    (*header).start_ns = process_start_ns(task);
+    (*header).parent_start_ns = if parent.is_null() {
+        0
+    } else {
+        process_start_ns(parent)
+    };
+    (*header).cgroup_id = bpf_get_current_cgroup_id();
+    (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// The per-CPU record scratch buffer.
+#[inline(always)]
+pub fn event_scratch() -> Option<*mut EventScratch> {
+    EVENT_SCRATCH.get_ptr_mut(0)
+}
+
+/// Copies `len` bytes of `scratch` to the ring buffer, counting a loss on failure.
+#[inline(always)]
+pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
+    let len = len & (monitor_common::EVENT_SCRATCH_LEN - 1);
+    let ret = aya_ebpf::helpers::generated::bpf_ringbuf_output(
+        (&raw const EVENTS).cast_mut().cast(),
+        scratch.cast(),
+        len as u64,
+        0,
+    );
+    if ret < 0 {
+        count_loss(kind);
+    }
+}
+
+/// Submits a fixed-size record.
+#[inline(always)]
+pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
+    if EVENTS.output::<T>(record, 0).is_err() {
+        count_loss(kind);
+    }
+}
+
+#[inline(always)]
+pub fn count_loss(kind: EventKind) {
+    if let Some(slot) = LOSSES.get_ptr_mut(kind.loss_slot()) {
+        // Per-CPU value: no other writer can race this increment.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// `current->files->fdt->fd[fd]`, checked against `max_fds`.
+#[inline(always)]
+pub unsafe fn file_of_fd(task: *const u8, fd: i64) -> Result<*const u8, i64> {
+    if fd < 0 {
+        return Err(-1);
+    }
+    let files = read_ptr(task, off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max_fds = read::<u32>(fdt, off!(fdt_max_fds))?;
+    if fd as u64 >= max_fds as u64 {
+        return Err(-1);
+    }
+    let fd_array = read_ptr(fdt, off!(fdt_fd))?;
+    read_ptr(fd_array, (fd as usize) * 8)
+}

@@ -1,0 +1,81 @@
+//! Kernel side of the monitor: process lifecycle, connect and file-open probes.
+//!
+//! Only tracepoints, raw tracepoints and cgroup programs are used, so the same object loads where
+//! fentry/LSM are refused and kprobes are absent. Kernel structures are read at offsets that the
+//! agent finds in the running kernel's BTF (`KERNEL_OFFSETS`), never at offsets compiled in.
+//! Each program filters before it reserves or copies anything, and counts every record it could
+//! not hand to the ring buffer.
+#![no_std]
+#![no_main]
+
+mod connect;
+mod kernel;
+mod open;
+mod path;
+mod process;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    AffixKey, KernelOffsets, NameKey, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
+};
+
+/// Filled by the agent before load (read-only data: the verifier sees them as constants).
+#[no_mangle]
+static KERNEL_OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+#[no_mangle]
+static PROBE_CONFIG: ProbeConfig = unsafe { core::mem::zeroed() };
+
+/// All records, variable length. The agent may resize it before load.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Records that could not be written to `EVENTS`, per `EventKind::loss_slot`.
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
+/// Where a record is assembled before it is copied to the ring (too big for the 512-byte stack).
+#[repr(C)]
+pub struct EventScratch {
+    pub bytes: [u8; EVENT_SCRATCH_LEN],
+}
+#[map]
+static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Watch lists pushed by the agent: an open passes the kernel filter when the opened file's name,
+/// name prefix, name suffix (reversed) or parent directory name is listed for that access.
+#[map]
+static WATCH_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(1024, 0);
+#[map]
+static WATCH_PARENT_DIRS: HashMap<NameKey, u32> = HashMap::with_max_entries(256, 0);
+/// BPF_F_NO_PREALLOC is required for LPM tries.
+#[map]
+static WATCH_NAME_PREFIXES: LpmTrie<NameKey, u32> = LpmTrie::with_max_entries(256, 1);
+#[map]
+static WATCH_NAME_SUFFIXES: LpmTrie<AffixKey, u32> = LpmTrie::with_max_entries(256, 1);
+
+/// connect(2) arguments between syscall entry and exit, keyed by thread id. LRU, so a thread that
+/// never returns (killed in the syscall) cannot fill it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    pub fd: i32,
+    pub addr_len: u32,
+    pub sockaddr: [u8; 28],
+    pub _pad0: u32,
+}
+#[map]
+static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects programs that could reach a panic; this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,257 @@
+//! Successful opens, resolved to the file the kernel really opened.
+//!
+//! Hooks: `syscalls/sys_exit_{open,openat,openat2,creat,open_by_handle_at}` (record: `ret` at 16)
+//! and the raw tracepoint `io_uring_complete` for IORING_OP_OPENAT/OPENAT2. The returned
+//! descriptor is looked up in the task's files table, so relative paths, symlinks, `..` and dirfds
+//! are already resolved by the kernel.
+//!
+//! A build opens hundreds of thousands of files, so the cheap test comes first: the opened
+//! dentry's own name and its parent's name are checked against the watch maps pushed by the
+//! agent, and only a match pays for the full path walk and a ring-buffer record.
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{lpm_trie::Key, PerCpuArray},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use monitor_common::{
+    AffixKey, EventKind, FileOpenEvent, NameKey, IO_URING_LAYOUT_CQE_ARG2,
+    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX,
+    MATCH_PARENT_DIR, MATCH_PROC_OTHER, NAME_KEY_LEN, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED,
+    OPEN_VIA_IO_URING, PROC_SUPER_MAGIC, SUFFIX_KEY_LEN, WATCH_PROC_OTHER, WATCH_READ, WATCH_WRITE,
+};
+
+use crate::{
+    kernel::{
+        config, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        offsets_present, read, read_ptr, submit,
+    },
+    path, WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PARENT_DIRS,
+};
+
+const FMODE_WRITE: u32 = 0x2;
+const IORING_OP_OPENAT: u8 = 18;
+const IORING_OP_OPENAT2: u8 = 28;
+
+#[repr(C)]
+pub struct FilterScratch {
+    name: Key<NameKey>,
+    suffix: Key<AffixKey>,
+    tail: [u8; SUFFIX_KEY_LEN * 2],
+}
+#[map]
+static FILTER_SCRATCH: PerCpuArray<FilterScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    if ret >= 0 {
+        let _ = unsafe { try_open(ret, 0) };
+    }
+    0
+}
+
+/// Kernel contract: 5.x `io_uring_complete(void *ctx, void *req, u64 user_data, int res, unsigned
+/// cflags)`; 6.x `io_uring_complete(void *ctx, void *req, struct io_uring_cqe *cqe)`. The agent
+/// reads which one from BTF. `req` is a `struct io_kiocb` with a `u8 opcode`.
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
+    let _ = unsafe { try_io_uring(&ctx) };
+    0
+}
+
+unsafe fn try_io_uring(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let req: *const u8 = ctx.arg(1);
+    let opcode = read::<u8>(req, off!(io_kiocb_opcode))?;
+    if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
+        return Ok(());
+    }
+    let res: i64 = match config().io_uring_layout {
+        IO_URING_LAYOUT_RES_ARG3 => ctx.arg::<i32>(3) as i64,
+        IO_URING_LAYOUT_CQE_ARG2 => {
+            let cqe: *const u8 = ctx.arg(2);
+            read::<i32>(cqe, off!(io_uring_cqe_res))? as i64
+        }
+        _ => return Ok(()),
+    };
+    // 0 is also what an open into a fixed-file slot returns: those are not resolved (documented).
+    if res <= 0 {
+        return Ok(());
+    }
+    try_open(res, OPEN_VIA_IO_URING)
+}
+
+unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if is_agent(tgid) || !offsets_present() {
+        return Ok(());
+    }
+    let task = current_task();
+    let file = file_of_fd(task, fd)?;
+    let f_mode = read::<u32>(file, off!(file_f_mode))?;
+    let access = if f_mode & FMODE_WRITE != 0 {
+        WATCH_WRITE
+    } else {
+        WATCH_READ
+    };
+    let f_path = file.wrapping_add(off!(file_f_path));
+    let dentry = read_ptr(f_path, off!(path_dentry))?;
+
+    let matched = if config().open_all != 0 {
+        MATCH_ALL
+    } else {
+        let matched = watch_match(dentry, access, tgid, pid_tgid as u32)?;
+        if matched == 0 {
+            return Ok(());
+        }
+        matched
+    };
+
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<FileOpenEvent>();
+    fill_header(&raw mut (*event).header, EventKind::FileOpen, task);
+    let mut flags = extra_flags;
+    let header_len = core::mem::size_of::<FileOpenEvent>();
+    let path_len = match path::resolve_path_struct(task, f_path) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                flags |= OPEN_PATH_TRUNCATED;
+            }
+            path::copy_to(&resolved, base.add(header_len))
+        }
+        Err(_) => {
+            flags |= OPEN_PATH_UNRESOLVED;
+            0
+        }
+    };
+    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
+    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+    (*event).header.flags = flags;
+    (*event).f_flags = read::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+    (*event).f_mode = f_mode;
+    (*event).ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+    (*event).dev = read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0);
+    (*event).matched = matched;
+    (*event).fd = fd as i32;
+    (*event).path_len = path_len as u16;
+    (*event)._pad0 = 0;
+    submit(scratch, header_len + path_len, EventKind::FileOpen);
+    Ok(())
+}
+
+/// Copies a dentry's name into `key` (zero padded, cut at NAME_KEY_LEN - 1); returns its length.
+#[inline(always)]
+unsafe fn load_name(dentry: *const u8, key: *mut NameKey) -> Result<(u32, *const u8), i64> {
+    let qstr = dentry.wrapping_add(off!(dentry_d_name));
+    let len = read::<u32>(qstr, off!(qstr_len))?;
+    let name = read_ptr(qstr, off!(qstr_name))?;
+    let words = key.cast::<u64>();
+    let mut i = 0;
+    while i < NAME_KEY_LEN / 8 {
+        *words.add(i) = 0;
+        i += 1;
+    }
+    bpf_probe_read_kernel_str(key.cast(), NAME_KEY_LEN as u32, name.cast());
+    Ok((len, name))
+}
+
+#[inline(always)]
+unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Result<u32, i64> {
+    let scratch = FILTER_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    let name_key = &raw mut (*scratch).name;
+    let mut matched = 0u32;
+
+    let (len, name) = load_name(dentry, &raw mut (*name_key).data)?;
+    let mut proc_candidate = false;
+    if let Some(value) = WATCH_NAMES.get_ptr(&(*name_key).data) {
+        let value = *value;
+        if value & access != 0 {
+            matched |= MATCH_NAME;
+        }
+        proc_candidate = value & WATCH_PROC_OTHER != 0;
+    }
+    (*name_key).prefix_len = (NAME_KEY_LEN as u32) * 8;
+    if let Some(value) = WATCH_NAME_PREFIXES.get(&*name_key) {
+        if *value & access != 0 {
+            matched |= MATCH_NAME_PREFIX;
+        }
+    }
+
+    // Suffixes: the last (up to) SUFFIX_KEY_LEN bytes of the name, reversed.
+    let tail_len = if len < SUFFIX_KEY_LEN as u32 {
+        len
+    } else {
+        SUFFIX_KEY_LEN as u32
+    };
+    let tail = (*scratch).tail.as_mut_ptr();
+    let suffix = &raw mut (*scratch).suffix;
+    if bpf_probe_read_kernel(
+        tail.cast(),
+        tail_len & (SUFFIX_KEY_LEN as u32 * 2 - 1),
+        name.add((len - tail_len) as usize).cast(),
+    ) == 0
+    {
+        let out = (*suffix).data.bytes.as_mut_ptr();
+        let mut i = 0u32;
+        while i < SUFFIX_KEY_LEN as u32 {
+            *out.add(i as usize) = if i < tail_len {
+                *tail.add(((tail_len - 1 - i) as usize) & (SUFFIX_KEY_LEN - 1))
+            } else {
+                0
+            };
+            i += 1;
+        }
+        (*suffix).prefix_len = tail_len * 8;
+        if let Some(value) = WATCH_NAME_SUFFIXES.get(&*suffix) {
+            if *value & access != 0 {
+                matched |= MATCH_NAME_SUFFIX;
+            }
+        }
+    }
+
+    // The parent directory's name (~/.ssh/*, .github/workflows/*, ...).
+    let parent = read_ptr(dentry, off!(dentry_d_parent))?;
+    load_name(parent, &raw mut (*name_key).data)?;
+    if let Some(value) = WATCH_PARENT_DIRS.get_ptr(&(*name_key).data) {
+        if *value & access != 0 {
+            matched |= MATCH_PARENT_DIR;
+        }
+    }
+
+    // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
+    if proc_candidate {
+        let sb = read_ptr(dentry, off!(dentry_d_sb))?;
+        let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
+        if magic == PROC_SUPER_MAGIC {
+            let owner = parse_pid(&(*name_key).data);
+            if owner != tgid && owner != tid {
+                matched |= MATCH_PROC_OTHER;
+            }
+        }
+    }
+    Ok(matched)
+}
+
+/// The decimal number in a /proc directory name, or 0 when it is not one.
+#[inline(always)]
+fn parse_pid(key: &NameKey) -> u32 {
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < 10 {
+        let c = key.bytes[i];
+        if c == 0 {
+            break;
+        }
+        if !c.is_ascii_digit() {
+            return 0;
+        }
+        value = value.wrapping_mul(10).wrapping_add((c - b'0') as u32);
+        i += 1;
+    }
+    value
+}

@@ -1,0 +1,172 @@
+//! Process lifecycle: exec, fork (new processes only, not threads) and exit (last thread).
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str, bpf_probe_read_user,
+    },
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use monitor_common::{
+    EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_ARGV_TRUNCATED, EXEC_EXE_TRUNCATED,
+    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_FILENAME_LEN,
+};
+
+use crate::{
+    kernel::{
+        current_task, event_scratch, fill_header, is_agent, off, offsets_present, process_start_ns,
+        read, read_ptr, submit, submit_fixed,
+    },
+    path,
+};
+
+const HEADER_LEN: usize = core::mem::size_of::<ExecEvent>();
+const SECTION_MASK: usize = 8191;
+
+/// Kernel contract: `sched/sched_process_exec` record: `__data_loc char[] filename` at 8,
+/// `pid` at 12, `old_pid` at 16. Fires in the new program's context, after the point of no return.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_exec(&ctx) };
+    0
+}
+
+unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_agent(tgid) || !offsets_present() {
+        return Ok(());
+    }
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<ExecEvent>();
+    let task = current_task();
+    fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
+    let mut flags = 0u32;
+
+    // The name given to execve, from the tracepoint record.
+    let data_loc: u32 = ctx.read_at::<u32>(8).map_err(|e| e as i64)?;
+    let filename_src = (ctx.as_ptr() as *const u8).add((data_loc & 0xffff) as usize);
+    let mut offset = HEADER_LEN;
+    let copied = bpf_probe_read_kernel_str(
+        base.add(offset).cast(),
+        MAX_FILENAME_LEN as u32,
+        filename_src.cast(),
+    );
+    let filename_len = if copied > 0 {
+        (copied as usize - 1) & (MAX_FILENAME_LEN - 1)
+    } else {
+        0
+    };
+    if (data_loc >> 16) as usize > MAX_FILENAME_LEN {
+        flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    offset += filename_len;
+
+    // The executable the kernel really mapped (for a script: its interpreter), resolved.
+    let mm = read_ptr(task, off!(task_mm))?;
+    let mut exe_len = 0usize;
+    match read_ptr(mm, off!(mm_exe_file)) {
+        Ok(exe_file) => {
+            match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
+                Ok(resolved) => {
+                    if resolved.truncated {
+                        flags |= EXEC_EXE_TRUNCATED;
+                    }
+                    exe_len = path::copy_to(&resolved, base.add(offset & SECTION_MASK));
+                }
+                Err(_) => flags |= EXEC_EXE_UNRESOLVED,
+            }
+        }
+        Err(_) => flags |= EXEC_EXE_UNRESOLVED,
+    }
+    offset = (offset + exe_len) & SECTION_MASK;
+
+    // argv: the NUL-separated block the kernel just copied onto the new stack.
+    let arg_start = read::<u64>(mm, off!(mm_arg_start))?;
+    let arg_end = read::<u64>(mm, off!(mm_arg_end))?;
+    let argv_total = arg_end.saturating_sub(arg_start);
+    let mut argv_len = argv_total as usize;
+    if argv_len > MAX_ARGV_LEN - 1 {
+        argv_len = MAX_ARGV_LEN - 1;
+        flags |= EXEC_ARGV_TRUNCATED;
+    }
+    let argv_len = argv_len & (MAX_ARGV_LEN - 1);
+    if bpf_probe_read_user(
+        base.add(offset).cast(),
+        argv_len as u32,
+        arg_start as *const _,
+    ) < 0
+    {
+        flags |= EXEC_ARGV_TRUNCATED;
+    }
+
+    (*event).header.flags = flags;
+    (*event).exe_len = exe_len as u16;
+    (*event).argv_len = argv_len as u16;
+    (*event).filename_len = filename_len as u16;
+    (*event)._pad0 = 0;
+    (*event).argv_total_len = argv_total.min(u32::MAX as u64) as u32;
+    (*event)._pad1 = 0;
+    submit(scratch, offset + argv_len, EventKind::ProcessExec);
+    Ok(())
+}
+
+/// Kernel contract: raw tracepoint `sched_process_fork(struct task_struct *parent, struct
+/// task_struct *child)`, called after copy_process, so the child's ids and start time are set.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = unsafe { try_fork(&ctx) };
+    0
+}
+
+unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_agent(parent_tgid) || !offsets_present() {
+        return Ok(());
+    }
+    let parent: *const u8 = ctx.arg(0);
+    let child: *const u8 = ctx.arg(1);
+    let child_pid = read::<u32>(child, off!(task_pid))?;
+    let child_tgid = read::<u32>(child, off!(task_tgid))?;
+    if child_pid != child_tgid {
+        return Ok(()); // a thread, not a process
+    }
+    let mut event = ForkEvent::default();
+    fill_header(&raw mut event.header, EventKind::ProcessFork, child);
+    // fill_header used the current (parent) thread for the ids: the record is about the child.
+    let real_parent = read_ptr(child, off!(task_real_parent)).unwrap_or(parent);
+    event.header.tgid = child_tgid;
+    event.header.pid = child_pid;
+    event.header.ppid = read::<u32>(real_parent, off!(task_tgid)).unwrap_or(parent_tgid);
+    event.header.start_ns = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
+    event.header.parent_start_ns = process_start_ns(real_parent);
+    submit_fixed(&event, EventKind::ProcessFork);
+    Ok(())
+}
+
+/// Kernel contract: `sched/sched_process_exit` fires in do_exit after `signal->live` was
+/// decremented and `exit_code` set, for every thread; `live == 0` marks the last one.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_exit() };
+    0
+}
+
+unsafe fn try_exit() -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_agent(tgid) || !offsets_present() {
+        return Ok(());
+    }
+    let task = current_task();
+    let signal = read_ptr(task, off!(task_signal))?;
+    let live = read::<i32>(signal, off!(signal_live))?;
+    if live != 0 {
+        return Ok(()); // other threads of the process still run
+    }
+    let mut event = ExitEvent::default();
+    fill_header(&raw mut event.header, EventKind::ProcessExit, task);
+    event.exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+    submit_fixed(&event, EventKind::ProcessExit);
+    Ok(())
+}

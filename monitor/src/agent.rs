@@ -1,0 +1,256 @@
+//! The live pipeline: ring buffer -> decode -> process table -> JSON lines.
+//!
+//! The reader task only drains the ring, decodes and `try_send`s into a bounded channel, so a slow
+//! consumer never stalls the kernel side; every record that cannot be decoded or queued is
+//! counted. Enrichment and output run in the processing task.
+
+use std::{
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use monitor_common::EventKind;
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::{
+    event::{
+        decode::{decode, KernelEvent},
+        Enricher, WallClock,
+    },
+    kernel_layout::running_kernel_layout,
+    probes::{LossReader, ProbeOptions, Probes, LOSS_POLL},
+    process_tree::{clock_ticks_per_second, read_proc, ProcessTable},
+    watch::WatchList,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where to write events (None: stdout).
+    pub events: Option<PathBuf>,
+    /// Created once the probes are attached and the process table is seeded.
+    pub ready_file: Option<PathBuf>,
+    pub probe: ProbeOptions,
+    pub max_processes: usize,
+    pub channel_capacity: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            events: None,
+            ready_file: None,
+            probe: ProbeOptions::default(),
+            max_processes: 65_536,
+            channel_capacity: 65_536,
+        }
+    }
+}
+
+/// Counters of the pipeline; every loss on either side is here.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: [AtomicU64; 5],
+    pub kernel_losses: [AtomicU64; 5],
+    pub decode_errors: AtomicU64,
+    pub channel_full: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+impl Stats {
+    fn slot(kind: EventKind) -> usize {
+        kind.loss_slot() as usize
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        let per_kind = |counters: &[AtomicU64; 5]| {
+            EventKind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        k.name().to_string(),
+                        serde_json::json!(counters[Self::slot(*k)].load(Ordering::Relaxed)),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "events": per_kind(&self.events),
+            "kernel_losses": per_kind(&self.kernel_losses),
+            "decode_errors": self.decode_errors.load(Ordering::Relaxed),
+            "channel_full_drops": self.channel_full.load(Ordering::Relaxed),
+            "write_errors": self.write_errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Opens an output file for the agent's logs: created owner-only (0600), appended to.
+pub fn open_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(file)
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    let layout =
+        running_kernel_layout().context("reading this kernel's structure layout from BTF")?;
+    let mut probes = Probes::load(&layout, &WatchList::defaults(), &options.probe)?;
+    for (hook, why) in &probes.report.skipped {
+        log::warn!("optional hook {hook} not attached: {why}");
+    }
+    log::info!("attached: {}", probes.report.attached.join(", "));
+    let ring = probes.take_ring()?;
+    let losses = probes.loss_reader()?;
+
+    let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
+    table.seed(read_proc(std::path::Path::new("/proc")));
+    log::info!("process table seeded with {} processes", table.len());
+    let enricher = Enricher::new(table, WallClock::now());
+
+    let output: Box<dyn Write + Send> = match &options.events {
+        Some(path) => Box::new(open_private(path)?),
+        None => Box::new(std::io::stdout()),
+    };
+
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel(options.channel_capacity);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(read_ring(ring, tx, stats.clone(), stop_rx));
+
+    if let Some(path) = &options.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    eprintln!("monitor: probes attached, streaming events");
+
+    let processor = tokio::spawn(process(rx, enricher, output, losses, stats.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    reader.await??;
+    processor.await??;
+    drop(probes);
+    eprintln!("{}", serde_json::json!({ "stats": stats.summary() }));
+    Ok(())
+}
+
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<KernelEvent>,
+    stats: Arc<Stats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for as long as the
+    // AsyncFd (which owns the RingBuf) lives.
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let drain = |ring: &mut RingBuf<MapData>| {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    if tx.try_send(event).is_err() {
+                        stats.channel_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("undecodable record: {e}");
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = stop.changed() => {
+                drain(fd.get_mut());
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn process(
+    mut rx: mpsc::Receiver<KernelEvent>,
+    mut enricher: Enricher,
+    output: Box<dyn Write + Send>,
+    losses: LossReader,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
+    let mut tick = tokio::time::interval(LOSS_POLL);
+    let mut reported_losses = [0u64; 5];
+    loop {
+        tokio::select! {
+            received = rx.recv() => {
+                let Some(event) = received else { break };
+                handle(&mut enricher, event, &mut out, &stats);
+                // Drain what is queued, then flush: at most one flush per burst.
+                while let Ok(event) = rx.try_recv() {
+                    handle(&mut enricher, event, &mut out, &stats);
+                }
+                if out.flush().is_err() {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = tick.tick() => {
+                for (kind, total) in losses.read() {
+                    let slot = Stats::slot(kind);
+                    stats.kernel_losses[slot].store(total, Ordering::Relaxed);
+                    if total > reported_losses[slot] {
+                        log::warn!("kernel dropped {} {} records (ring buffer full)", total - reported_losses[slot], kind.name());
+                        reported_losses[slot] = total;
+                    }
+                }
+                let now = boot_ns();
+                enricher.table.collect_garbage(now);
+            }
+        }
+    }
+    for (kind, total) in losses.read() {
+        stats.kernel_losses[Stats::slot(kind)].store(total, Ordering::Relaxed);
+    }
+    out.flush().context("flushing events")?;
+    Ok(())
+}
+
+fn handle(enricher: &mut Enricher, event: KernelEvent, out: &mut impl Write, stats: &Stats) {
+    stats.events[Stats::slot(event.header().kind)].fetch_add(1, Ordering::Relaxed);
+    let event = enricher.enrich(event);
+    let written = serde_json::to_writer(&mut *out, &event).is_ok() && out.write_all(b"\n").is_ok();
+    if !written {
+        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How long the processor waits at most before output is flushed (documented latency bound).
+pub const MAX_OUTPUT_DELAY: Duration = Duration::from_secs(1);

@@ -1,0 +1,208 @@
+//! `monitor doctor`: can this machine run the monitor, and if not, what to do about it.
+
+use std::path::Path;
+
+use crate::{kernel_layout, probes};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do when it is not Ok.
+    pub remedy: String,
+}
+
+fn check(
+    name: &'static str,
+    status: Status,
+    detail: impl Into<String>,
+    remedy: impl Into<String>,
+) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+        remedy: remedy.into(),
+    }
+}
+
+/// Effective capability bits from /proc/self/status.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0)
+}
+
+const CAP_SYS_ADMIN: u64 = 21;
+const CAP_PERFMON: u64 = 38;
+const CAP_BPF: u64 = 39;
+
+pub fn run_checks(try_load: bool) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let caps = effective_caps();
+    let has = |cap: u64| caps & (1 << cap) != 0;
+    checks.push(if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        check("privileges", Status::Ok, format!("CapEff={caps:#x}"), "")
+    } else {
+        check(
+            "privileges",
+            Status::Fail,
+            format!("CapEff={caps:#x}: neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON"),
+            "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (the systemd unit does)",
+        )
+    });
+
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let version: Vec<u32> = release
+        .split(['.', '-'])
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    checks.push(match version.as_slice() {
+        [major, minor] if (*major, *minor) >= (5, 8) => check("kernel", Status::Ok, release, ""),
+        _ => check("kernel", Status::Fail, release, "a 5.8 or newer kernel is needed (ring buffer); Ubuntu 22.04 (5.15) and 24.04 (6.8) are supported"),
+    });
+
+    match kernel_layout::BtfIndex::open(Path::new(kernel_layout::VMLINUX_BTF)).and_then(|b| b.layout()) {
+        Ok(layout) => {
+            checks.push(check("btf", Status::Ok, "all structure offsets found in /sys/kernel/btf/vmlinux", ""));
+            checks.push(if layout.io_uring_layout == monitor_common::IO_URING_LAYOUT_NONE {
+                check("io_uring", Status::Warn, "io_uring_complete not found: io_uring opens are not seen", "a kernel with CONFIG_IO_URING and its tracepoints")
+            } else {
+                check("io_uring", Status::Ok, format!("io_uring_complete layout {}", layout.io_uring_layout), "")
+            });
+        }
+        Err(e) => checks.push(check("btf", Status::Fail, e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (all Ubuntu, Debian, Fedora kernels are)")),
+    }
+
+    let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .find(|d| Path::new(d).join("events").is_dir());
+    checks.push(match tracefs {
+        Some(dir) => check("tracefs", Status::Ok, dir, ""),
+        None => check(
+            "tracefs",
+            Status::Warn,
+            "not mounted (the agent mounts it at start)",
+            "mount -t tracefs nodev /sys/kernel/tracing",
+        ),
+    });
+    if let Some(dir) = tracefs {
+        for hook in probes::HOOKS.iter().filter(|h| h.category.is_some()) {
+            let path = Path::new(dir)
+                .join("events")
+                .join(hook.category.unwrap_or_default())
+                .join(hook.name);
+            if !path.is_dir() {
+                checks.push(check(
+                    "tracepoint",
+                    if hook.optional {
+                        Status::Warn
+                    } else {
+                        Status::Fail
+                    },
+                    format!("{} missing", path.display()),
+                    "a kernel with CONFIG_FTRACE_SYSCALLS=y",
+                ));
+            }
+        }
+    }
+
+    let bpffs = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf"));
+    checks.push(if bpffs {
+        check("bpffs", Status::Ok, "mounted", "")
+    } else {
+        check(
+            "bpffs",
+            Status::Warn,
+            "not mounted (not needed yet; block mode pins programs there)",
+            "mount -t bpf bpf /sys/fs/bpf",
+        )
+    });
+    let cgroup2 = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string());
+    checks.push(match cgroup2 {
+        Some(at) => check("cgroup2", Status::Ok, format!("mounted at {at}"), ""),
+        None => check(
+            "cgroup2",
+            Status::Warn,
+            "no cgroup v2 hierarchy (needed for egress block mode)",
+            "mount -t cgroup2 none /sys/fs/cgroup/unified",
+        ),
+    });
+
+    if try_load && checks.iter().all(|c| c.status != Status::Fail) {
+        let result = kernel_layout::running_kernel_layout()
+            .map_err(anyhow::Error::from)
+            .and_then(|layout| {
+                probes::Probes::load(
+                    &layout,
+                    &crate::watch::WatchList::defaults(),
+                    &probes::ProbeOptions::default(),
+                )
+            });
+        checks.push(match result {
+            Ok(p) => check(
+                "load",
+                if p.report.skipped.is_empty() {
+                    Status::Ok
+                } else {
+                    Status::Warn
+                },
+                format!(
+                    "attached {}; skipped {:?}",
+                    p.report.attached.len(),
+                    p.report.skipped
+                ),
+                "",
+            ),
+            Err(e) => check(
+                "load",
+                Status::Fail,
+                format!("{e:#}"),
+                "see the message: it includes the verifier's reason",
+            ),
+        });
+    }
+    checks
+}
+
+pub fn print(checks: &[Check]) -> bool {
+    let mut ok = true;
+    for c in checks {
+        let tag = match c.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => {
+                ok = false;
+                "FAIL"
+            }
+        };
+        println!("{tag} {:<11} {}", c.name, c.detail);
+        if c.status != Status::Ok && !c.remedy.is_empty() {
+            println!("     {:<11} fix: {}", "", c.remedy);
+        }
+    }
+    ok
+}

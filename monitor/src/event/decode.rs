@@ -1,0 +1,404 @@
+//! Decoding ring-buffer records into typed kernel events, with every size checked.
+//!
+//! A record that is too short, names an unknown kind, or whose variable lengths run past its end is
+//! an error the caller counts; nothing here can panic on bad input.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use monitor_common::{
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, ForkEvent, AF_INET,
+    AF_INET6, COMM_LEN,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {needed}-byte {what}")]
+    TooShort {
+        what: &'static str,
+        len: usize,
+        needed: usize,
+    },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown address family {0}")]
+    UnknownFamily(u16),
+}
+
+impl DecodeError {
+    /// A bounded label for metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            DecodeError::TooShort { .. } => "too_short",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::UnknownFamily(_) => "unknown_family",
+        }
+    }
+}
+
+/// The identity and context every record carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: EventKind,
+    pub flags: u32,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub start_ns: u64,
+    pub parent_start_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    Exec {
+        header: Header,
+        exe: String,
+        argv: Vec<String>,
+        filename: String,
+        argv_total_len: u32,
+    },
+    Fork {
+        header: Header,
+    },
+    Exit {
+        header: Header,
+        exit_status: u32,
+    },
+    Connect {
+        header: Header,
+        fd: i32,
+        result: i32,
+        sock_type: u16,
+        address: IpAddr,
+        port: u16,
+    },
+    Open {
+        header: Header,
+        path: String,
+        f_flags: u32,
+        f_mode: u32,
+        ino: u64,
+        dev: u32,
+        matched: u32,
+        fd: i32,
+    },
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &Header {
+        match self {
+            KernelEvent::Exec { header, .. }
+            | KernelEvent::Fork { header }
+            | KernelEvent::Exit { header, .. }
+            | KernelEvent::Connect { header, .. }
+            | KernelEvent::Open { header, .. } => header,
+        }
+    }
+}
+
+/// Reads a `#[repr(C)]` POD struct from the start of `bytes`.
+fn read_struct<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let needed = std::mem::size_of::<T>();
+    if bytes.len() < needed {
+        return Err(DecodeError::TooShort {
+            what,
+            len: bytes.len(),
+            needed,
+        });
+    }
+    // SAFETY: length checked; T is a plain repr(C) struct of integers (any bit pattern is valid);
+    // read_unaligned does not require the ring buffer's alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Splits `lens` consecutive sections off the bytes after a fixed part.
+fn sections<'a, const N: usize>(
+    bytes: &'a [u8],
+    fixed: usize,
+    lens: [usize; N],
+) -> Result<[&'a [u8]; N], DecodeError> {
+    let needed = fixed + lens.iter().sum::<usize>();
+    if bytes.len() < needed {
+        return Err(DecodeError::TooShort {
+            what: "variable data",
+            len: bytes.len(),
+            needed,
+        });
+    }
+    let mut out = [&bytes[0..0]; N];
+    let mut at = fixed;
+    for (slot, len) in out.iter_mut().zip(lens) {
+        *slot = &bytes[at..at + len];
+        at += len;
+    }
+    Ok(out)
+}
+
+/// Kernel strings are bytes; paths and argv are shown lossily (invalid UTF-8 becomes U+FFFD).
+fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+pub fn split_nul(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn header(raw: &EventHeader) -> Result<Header, DecodeError> {
+    let kind = EventKind::from_u32(raw.kind).ok_or(DecodeError::UnknownKind(raw.kind))?;
+    let comm: [u8; COMM_LEN] = raw.comm;
+    Ok(Header {
+        kind,
+        flags: raw.flags,
+        ts_ns: raw.ts_ns,
+        tgid: raw.tgid,
+        pid: raw.pid,
+        ppid: raw.ppid,
+        uid: raw.uid,
+        gid: raw.gid,
+        start_ns: raw.start_ns,
+        parent_start_ns: raw.parent_start_ns,
+        cgroup_id: raw.cgroup_id,
+        comm: text(&comm),
+    })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let raw_header: EventHeader = read_struct(bytes, "header")?;
+    let header = header(&raw_header)?;
+    Ok(match header.kind {
+        EventKind::ProcessExec => {
+            let raw: ExecEvent = read_struct(bytes, "exec record")?;
+            let [filename, exe, argv] = sections(
+                bytes,
+                std::mem::size_of::<ExecEvent>(),
+                [
+                    raw.filename_len as usize,
+                    raw.exe_len as usize,
+                    raw.argv_len as usize,
+                ],
+            )?;
+            KernelEvent::Exec {
+                header,
+                exe: text(exe),
+                argv: split_nul(argv),
+                filename: text(filename),
+                argv_total_len: raw.argv_total_len,
+            }
+        }
+        EventKind::ProcessFork => {
+            let _: ForkEvent = read_struct(bytes, "fork record")?;
+            KernelEvent::Fork { header }
+        }
+        EventKind::ProcessExit => {
+            let raw: ExitEvent = read_struct(bytes, "exit record")?;
+            KernelEvent::Exit {
+                header,
+                exit_status: raw.exit_code,
+            }
+        }
+        EventKind::NetConnect => {
+            let raw: ConnectEvent = read_struct(bytes, "connect record")?;
+            let address = match raw.family {
+                AF_INET => IpAddr::V4(Ipv4Addr::new(
+                    raw.addr[0],
+                    raw.addr[1],
+                    raw.addr[2],
+                    raw.addr[3],
+                )),
+                AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
+                other => return Err(DecodeError::UnknownFamily(other)),
+            };
+            KernelEvent::Connect {
+                header,
+                fd: raw.fd,
+                result: raw.result,
+                sock_type: raw.sock_type,
+                address,
+                port: raw.port,
+            }
+        }
+        EventKind::FileOpen => {
+            let raw: FileOpenEvent = read_struct(bytes, "open record")?;
+            let [path] = sections(
+                bytes,
+                std::mem::size_of::<FileOpenEvent>(),
+                [raw.path_len as usize],
+            )?;
+            KernelEvent::Open {
+                header,
+                path: text(path),
+                f_flags: raw.f_flags,
+                f_mode: raw.f_mode,
+                ino: raw.ino,
+                dev: raw.dev,
+                matched: raw.matched,
+                fd: raw.fd,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn as_bytes<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: test helper over plain repr(C) structs.
+        unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    pub fn raw_header(kind: EventKind, tgid: u32) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"node");
+        EventHeader {
+            kind: kind as u32,
+            tgid,
+            pid: tgid,
+            ppid: 1,
+            start_ns: 5_000_000_000,
+            comm,
+            ..Default::default()
+        }
+    }
+
+    fn exec_record(filename: &[u8], exe: &[u8], argv: &[u8]) -> Vec<u8> {
+        let raw = ExecEvent {
+            header: raw_header(EventKind::ProcessExec, 42),
+            exe_len: exe.len() as u16,
+            argv_len: argv.len() as u16,
+            filename_len: filename.len() as u16,
+            argv_total_len: argv.len() as u32,
+            ..Default::default()
+        };
+        let mut bytes = as_bytes(&raw);
+        bytes.extend_from_slice(filename);
+        bytes.extend_from_slice(exe);
+        bytes.extend_from_slice(argv);
+        bytes
+    }
+
+    #[test]
+    fn decodes_exec_with_sections() {
+        let bytes = exec_record(b"./run.sh", b"/usr/bin/bash", b"bash\0./run.sh\0--flag\0");
+        let KernelEvent::Exec {
+            header,
+            exe,
+            argv,
+            filename,
+            ..
+        } = decode(&bytes).unwrap()
+        else {
+            panic!("not an exec")
+        };
+        assert_eq!(header.tgid, 42);
+        assert_eq!(header.comm, "node");
+        assert_eq!(exe, "/usr/bin/bash");
+        assert_eq!(filename, "./run.sh");
+        assert_eq!(argv, vec!["bash", "./run.sh", "--flag"]);
+    }
+
+    #[test]
+    fn argv_cut_in_the_middle_keeps_the_partial_argument() {
+        assert_eq!(split_nul(b"npm\0instal"), vec!["npm", "instal"]);
+        assert_eq!(split_nul(b""), Vec::<String>::new());
+        assert_eq!(split_nul(b"a\0\0b\0"), vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn sections_longer_than_the_record_are_an_error() {
+        let mut bytes = exec_record(b"x", b"/bin/x", b"x\0");
+        bytes.truncate(bytes.len() - 1);
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::TooShort {
+                what: "variable data",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors_not_panics() {
+        assert!(matches!(
+            decode(&[]),
+            Err(DecodeError::TooShort { what: "header", .. })
+        ));
+        assert!(matches!(
+            decode(&[0u8; 10]),
+            Err(DecodeError::TooShort { .. })
+        ));
+        let mut header = raw_header(EventKind::ProcessExec, 1);
+        header.kind = 999;
+        assert_eq!(
+            decode(&as_bytes(&header)),
+            Err(DecodeError::UnknownKind(999))
+        );
+        // An exec header without its fixed payload.
+        let header = raw_header(EventKind::ProcessExec, 1);
+        assert!(matches!(
+            decode(&as_bytes(&header)),
+            Err(DecodeError::TooShort {
+                what: "exec record",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn decodes_connect_v4_v6_and_rejects_other_families() {
+        let mut raw = ConnectEvent {
+            header: raw_header(EventKind::NetConnect, 7),
+            family: AF_INET,
+            port: 443,
+            sock_type: 1,
+            ..Default::default()
+        };
+        raw.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let KernelEvent::Connect { address, port, .. } = decode(&as_bytes(&raw)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(port, 443);
+        raw.family = AF_INET6;
+        raw.addr = Ipv6Addr::LOCALHOST.octets();
+        let KernelEvent::Connect { address, .. } = decode(&as_bytes(&raw)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(address, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        raw.family = 1;
+        assert_eq!(decode(&as_bytes(&raw)), Err(DecodeError::UnknownFamily(1)));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A cheap stand-in until the fuzz target lands: many lengths and patterns.
+        let mut seed = 0x1234_5678_u64;
+        for len in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            let _ = decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Events as the agent emits them: one JSON object per line, documented in docs/events.md.
+//!
+//! A kernel record is decoded (`decode`), then enriched with what the process table knows (the
+//! process's executable, argv and ancestry) into an [`Event`]. The JSON form is also the input of
+//! replay, so it round-trips through serde.
+
+pub mod decode;
+
+use std::net::IpAddr;
+
+use monitor_common::{
+    EXEC_ARGV_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED,
+    MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX, MATCH_PARENT_DIR,
+    MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, SOCK_DGRAM,
+    SOCK_STREAM,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    process_tree::{Process, ProcessKey, ProcessTable},
+    redact::redact_argv,
+};
+use decode::{Header, KernelEvent};
+
+/// Version of the JSON event format; bump on any incompatible change.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+/// Ancestors listed in each event (the process table knows more).
+pub const ANCESTRY_IN_EVENT: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: u32,
+    /// Position in this agent's stream, from 1.
+    pub seq: u64,
+    /// Wall-clock time, RFC 3339 UTC.
+    pub time: String,
+    /// CLOCK_BOOTTIME ns, as the kernel stamped it.
+    pub ts_ns: u64,
+    #[serde(flatten)]
+    pub detail: Detail,
+    pub process: ProcessInfo,
+    /// Parent first, then grandparent, ...
+    pub ancestry: Vec<Ancestor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    Exec {
+        /// The name given to execve (the script, for a `#!` script).
+        filename: String,
+        filename_truncated: bool,
+        exe_truncated: bool,
+        exe_unresolved: bool,
+        /// Size of the whole argument block, also when argv was cut.
+        argv_total_len: u32,
+    },
+    Fork {},
+    Exit {
+        /// Wait status: `code << 8 | signal`.
+        status: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Connect {
+        protocol: String,
+        family: String,
+        address: IpAddr,
+        port: u16,
+        /// 0, or the negative errno connect returned (-115 = EINPROGRESS for non-blocking).
+        result: i32,
+        fd: i32,
+    },
+    Open {
+        path: String,
+        path_truncated: bool,
+        path_unresolved: bool,
+        /// "read", "write" or "read_write".
+        access: String,
+        created: bool,
+        flags: u32,
+        ino: u64,
+        dev: u32,
+        /// Why the kernel filter let it through.
+        matched: Vec<String>,
+        via: String,
+        fd: i32,
+    },
+}
+
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Exec { .. } => "exec",
+            Detail::Fork {} => "fork",
+            Detail::Exit { .. } => "exit",
+            Detail::Connect { .. } => "connect",
+            Detail::Open { .. } => "open",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    /// With `pid`, names the process across pid reuse (clock ticks since boot, as in /proc).
+    pub start_ticks: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    /// Secrets found in arguments are replaced by `[REDACTED]`.
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub cgroup_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    pub exited: bool,
+}
+
+/// Converts CLOCK_BOOTTIME to wall time with an offset taken once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    pub boot_to_unix_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let boot = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+        Self {
+            boot_to_unix_ns: unix - boot,
+        }
+    }
+
+    pub fn format(&self, boot_ns: u64) -> String {
+        let unix = (boot_ns as i128 + self.boot_to_unix_ns).max(0) as u64;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix);
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
+}
+
+/// Turns decoded kernel events into enriched events, keeping the process table up to date.
+pub struct Enricher {
+    pub table: ProcessTable,
+    clock: WallClock,
+    seq: u64,
+}
+
+impl Enricher {
+    pub fn new(table: ProcessTable, clock: WallClock) -> Self {
+        Self {
+            table,
+            clock,
+            seq: 0,
+        }
+    }
+
+    pub fn enrich(&mut self, event: KernelEvent) -> Event {
+        let header = event.header().clone();
+        let (key, detail) = match event {
+            KernelEvent::Exec {
+                header,
+                exe,
+                argv,
+                filename,
+                argv_total_len,
+            } => {
+                let truncated = header.flags & EXEC_ARGV_TRUNCATED != 0;
+                let key = self.table.on_exec(&header, &exe, &argv, truncated);
+                let detail = Detail::Exec {
+                    filename,
+                    filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
+                    exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
+                    exe_unresolved: header.flags & EXEC_EXE_UNRESOLVED != 0,
+                    argv_total_len,
+                };
+                (key, detail)
+            }
+            KernelEvent::Fork { header } => (self.table.on_fork(&header), Detail::Fork {}),
+            KernelEvent::Exit {
+                header,
+                exit_status,
+            } => {
+                let key = self.table.on_exit(&header, exit_status);
+                let signal = (exit_status & 0x7f) as i32;
+                let detail = Detail::Exit {
+                    status: exit_status,
+                    code: (signal == 0).then_some(((exit_status >> 8) & 0xff) as i32),
+                    signal: (signal != 0).then_some(signal),
+                };
+                (key, detail)
+            }
+            KernelEvent::Connect {
+                header,
+                fd,
+                result,
+                sock_type,
+                address,
+                port,
+            } => {
+                let key = self.table.observe(&header);
+                let family = if address.is_ipv4() { "ipv4" } else { "ipv6" };
+                let protocol = match sock_type {
+                    SOCK_STREAM => "tcp",
+                    SOCK_DGRAM => "udp",
+                    _ => "other",
+                };
+                let detail = Detail::Connect {
+                    protocol: protocol.into(),
+                    family: family.into(),
+                    // An IPv4-mapped IPv6 destination is an IPv4 destination.
+                    address: address.to_canonical(),
+                    port,
+                    result,
+                    fd,
+                };
+                (key, detail)
+            }
+            KernelEvent::Open {
+                header,
+                path,
+                f_flags,
+                f_mode,
+                ino,
+                dev,
+                matched,
+                fd,
+            } => {
+                let key = self.table.observe(&header);
+                let detail = Detail::Open {
+                    path,
+                    path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
+                    path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,
+                    access: access_of(f_mode).into(),
+                    created: f_mode & FMODE_CREATED != 0,
+                    flags: f_flags,
+                    ino,
+                    dev,
+                    matched: match_reasons(matched),
+                    via: if header.flags & OPEN_VIA_IO_URING != 0 {
+                        "io_uring"
+                    } else {
+                        "syscall"
+                    }
+                    .into(),
+                    fd,
+                };
+                (key, detail)
+            }
+        };
+        self.seq += 1;
+        let process = self.table.get(&key);
+        Event {
+            schema: JSON_SCHEMA_VERSION,
+            seq: self.seq,
+            time: self.clock.format(header.ts_ns),
+            ts_ns: header.ts_ns,
+            detail,
+            process: process_info(&header, key, process),
+            ancestry: self
+                .table
+                .ancestry(&key)
+                .into_iter()
+                .take(ANCESTRY_IN_EVENT)
+                .map(|p| Ancestor {
+                    pid: p.key.tgid,
+                    start_ticks: p.key.start_ticks,
+                    comm: p.comm.clone(),
+                    exe: p.exe.clone(),
+                    argv: redact_argv(&p.argv),
+                    exited: p.exited_at_ns.is_some(),
+                })
+                .collect(),
+        }
+    }
+}
+
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_CREATED: u32 = 0x10_0000;
+
+fn access_of(f_mode: u32) -> &'static str {
+    match (f_mode & FMODE_READ != 0, f_mode & FMODE_WRITE != 0) {
+        (true, true) => "read_write",
+        (false, true) => "write",
+        _ => "read",
+    }
+}
+
+fn match_reasons(bits: u32) -> Vec<String> {
+    [
+        (MATCH_NAME, "name"),
+        (MATCH_NAME_PREFIX, "name_prefix"),
+        (MATCH_NAME_SUFFIX, "name_suffix"),
+        (MATCH_PARENT_DIR, "parent_dir"),
+        (MATCH_PROC_OTHER, "proc_other_process"),
+        (MATCH_ALL, "all"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| name.to_string())
+    .collect()
+}
+
+fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo {
+    ProcessInfo {
+        pid: h.tgid,
+        tid: h.pid,
+        ppid: h.ppid,
+        start_ticks: key.start_ticks,
+        uid: h.uid,
+        gid: h.gid,
+        comm: h.comm.clone(),
+        exe: p.and_then(|p| p.exe.clone()),
+        argv: p.map(|p| redact_argv(&p.argv)).unwrap_or_default(),
+        argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
+        cgroup_id: h.cgroup_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process_tree::ProcessTable;
+    use monitor_common::EventKind;
+
+    fn header(kind: EventKind, tgid: u32, ppid: u32) -> Header {
+        Header {
+            kind,
+            flags: 0,
+            ts_ns: 1_000,
+            tgid,
+            pid: tgid,
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            start_ns: tgid as u64 * 1_000_000_000,
+            parent_start_ns: ppid as u64 * 1_000_000_000,
+            cgroup_id: 1,
+            comm: "x".into(),
+        }
+    }
+
+    #[test]
+    fn exec_event_round_trips_through_json_with_redacted_argv() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        e.enrich(KernelEvent::Exec {
+            header: header(EventKind::ProcessExec, 10, 1),
+            exe: "/usr/bin/bash".into(),
+            argv: vec!["bash".into()],
+            filename: "/bin/bash".into(),
+            argv_total_len: 5,
+        });
+        let token = format!("ghp_{}", "a".repeat(36));
+        let event = e.enrich(KernelEvent::Exec {
+            header: header(EventKind::ProcessExec, 11, 10),
+            exe: "/usr/bin/curl".into(),
+            argv: vec![
+                "curl".into(),
+                "-H".into(),
+                format!("Authorization: token {token}"),
+            ],
+            filename: "curl".into(),
+            argv_total_len: 60,
+        });
+        let line = serde_json::to_string(&event).unwrap();
+        assert!(!line.contains(&token), "token leaked: {line}");
+        assert!(line.contains("\"kind\":\"exec\""));
+        assert_eq!(event.ancestry[0].exe.as_deref(), Some("/usr/bin/bash"));
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(event.time, "1970-01-01T00:00:00.000001000Z");
+    }
+
+    #[test]
+    fn exit_status_is_split_into_code_and_signal() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        let ev = e.enrich(KernelEvent::Exit {
+            header: header(EventKind::ProcessExit, 5, 1),
+            exit_status: 3 << 8,
+        });
+        assert_eq!(
+            ev.detail,
+            Detail::Exit {
+                status: 768,
+                code: Some(3),
+                signal: None
+            }
+        );
+        let ev = e.enrich(KernelEvent::Exit {
+            header: header(EventKind::ProcessExit, 6, 1),
+            exit_status: 9,
+        });
+        assert_eq!(
+            ev.detail,
+            Detail::Exit {
+                status: 9,
+                code: None,
+                signal: Some(9)
+            }
+        );
+    }
+
+    #[test]
+    fn mapped_ipv4_is_reported_as_ipv4_address() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        let ev = e.enrich(KernelEvent::Connect {
+            header: header(EventKind::NetConnect, 5, 1),
+            fd: 3,
+            result: 0,
+            sock_type: SOCK_STREAM,
+            address: "::ffff:10.1.2.3".parse().unwrap(),
+            port: 80,
+        });
+        let Detail::Connect {
+            address,
+            family,
+            protocol,
+            ..
+        } = ev.detail
+        else {
+            panic!()
+        };
+        assert_eq!(address, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!((family.as_str(), protocol.as_str()), ("ipv6", "tcp"));
+    }
+}

@@ -1,0 +1,313 @@
+//! Kernel structure field offsets, read from the running kernel's BTF at load time.
+//!
+//! The kernel programs read `task_struct`, `file`, `dentry`, `mount`, ... at the offsets found
+//! here, so one object works on 5.15 (Ubuntu 22.04), 6.8 (24.04) and 6.18 alike. Fields inside
+//! anonymous structs and unions (e.g. `file.f_path` and `qstr.len` on 6.x, most of `mm_struct`)
+//! are found by searching through anonymous members. Every field's size is checked too, so a
+//! kernel that changes a type is refused with a clear message instead of read wrongly.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use monitor_common::{
+    KernelOffsets, IO_URING_LAYOUT_CQE_ARG2, IO_URING_LAYOUT_NONE, IO_URING_LAYOUT_RES_ARG3,
+};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
+    Btf { path: String, source: anyhow::Error },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {strukt} has no field {field}")]
+    NoField { strukt: String, field: String },
+    #[error("kernel BTF: {strukt}.{field} is {actual} bytes, expected one of {expected:?}")]
+    FieldSize {
+        strukt: String,
+        field: String,
+        actual: usize,
+        expected: Vec<usize>,
+    },
+}
+
+/// What the programs need to know about this kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub offsets: KernelOffsets,
+    /// One of `IO_URING_LAYOUT_*`: how `io_uring_complete` passes its result.
+    pub io_uring_layout: u32,
+}
+
+pub struct BtfIndex {
+    btf: Btf,
+}
+
+/// A field found in BTF: byte offset from the start of the outer struct, and byte size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: usize,
+}
+
+impl BtfIndex {
+    pub fn open(path: &Path) -> Result<Self, LayoutError> {
+        let btf = Btf::from_file(path).map_err(|source| LayoutError::Btf {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { btf })
+    }
+
+    fn struct_named(&self, name: &str) -> Result<btf_rs::Struct, LayoutError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| LayoutError::NoStruct(name.to_string()))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn strip(&self, mut t: Type) -> Type {
+        for _ in 0..16 {
+            let next = match &t {
+                Type::Typedef(x) => self.btf.resolve_chained_type(x),
+                Type::Const(x) => self.btf.resolve_chained_type(x),
+                Type::Volatile(x) => self.btf.resolve_chained_type(x),
+                Type::Restrict(x) => self.btf.resolve_chained_type(x),
+                Type::TypeTag(x) => self.btf.resolve_chained_type(x),
+                _ => return t,
+            };
+            match next {
+                Ok(n) => t = n,
+                Err(_) => return t,
+            }
+        }
+        t
+    }
+
+    fn type_size(&self, t: &Type) -> usize {
+        match self.strip(t.clone()) {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => 8,
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Enum(e) => e.size(),
+            Type::Array(a) => {
+                let elem = self
+                    .btf
+                    .resolve_chained_type(&a)
+                    .map(|e| self.type_size(&e))
+                    .unwrap_or(0);
+                elem * a.len()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Finds `field` in `members`, descending into anonymous structs and unions.
+    fn find_in(&self, members: &[btf_rs::Member], field: &str, base_bits: u32) -> Option<Field> {
+        for member in members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            let bits = base_bits + member.bit_offset();
+            let Ok(member_type) = self.btf.resolve_chained_type(member) else {
+                continue;
+            };
+            if name == field {
+                return Some(Field {
+                    offset: bits / 8,
+                    size: self.type_size(&member_type),
+                });
+            }
+            if name.is_empty() {
+                if let Type::Struct(s) | Type::Union(s) = self.strip(member_type) {
+                    if let Some(found) = self.find_in(&s.members, field, bits) {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub fn field(&self, strukt: &str, field: &str) -> Result<Field, LayoutError> {
+        let s = self.struct_named(strukt)?;
+        self.find_in(&s.members, field, 0)
+            .ok_or_else(|| LayoutError::NoField {
+                strukt: strukt.to_string(),
+                field: field.to_string(),
+            })
+    }
+
+    /// A field's offset, with its size checked against what the programs read.
+    fn offset(&self, strukt: &str, field: &str, sizes: &[usize]) -> Result<u32, LayoutError> {
+        let found = self.field(strukt, field)?;
+        if !sizes.contains(&found.size) {
+            return Err(LayoutError::FieldSize {
+                strukt: strukt.to_string(),
+                field: field.to_string(),
+                actual: found.size,
+                expected: sizes.to_vec(),
+            });
+        }
+        Ok(found.offset)
+    }
+
+    /// Number of arguments of a tracepoint's prototype (`btf_trace_<name>` minus the context).
+    pub fn tracepoint_arg_count(&self, name: &str) -> Option<usize> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?;
+        for t in types {
+            if let Type::Ptr(p) = self.strip(t) {
+                if let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&p) {
+                    return Some(proto.parameters.len().saturating_sub(1));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn layout(&self) -> Result<KernelLayout, LayoutError> {
+        const PTR: &[usize] = &[8];
+        const U32: &[usize] = &[4];
+        let task_start = self
+            .offset("task_struct", "start_boottime", &[8])
+            .or_else(|_| self.offset("task_struct", "real_start_time", &[8]))?;
+        let mut offsets = KernelOffsets {
+            present: 1,
+            task_pid: self.offset("task_struct", "pid", U32)?,
+            task_tgid: self.offset("task_struct", "tgid", U32)?,
+            task_real_parent: self.offset("task_struct", "real_parent", PTR)?,
+            task_group_leader: self.offset("task_struct", "group_leader", PTR)?,
+            task_start_boottime: task_start,
+            task_mm: self.offset("task_struct", "mm", PTR)?,
+            task_files: self.offset("task_struct", "files", PTR)?,
+            task_fs: self.offset("task_struct", "fs", PTR)?,
+            task_signal: self.offset("task_struct", "signal", PTR)?,
+            task_exit_code: self.offset("task_struct", "exit_code", U32)?,
+            signal_live: self.offset("signal_struct", "live", U32)?,
+            mm_arg_start: self.offset("mm_struct", "arg_start", &[8])?,
+            mm_arg_end: self.offset("mm_struct", "arg_end", &[8])?,
+            mm_exe_file: self.offset("mm_struct", "exe_file", PTR)?,
+            files_fdt: self.offset("files_struct", "fdt", PTR)?,
+            fdt_max_fds: self.offset("fdtable", "max_fds", U32)?,
+            fdt_fd: self.offset("fdtable", "fd", PTR)?,
+            file_f_path: self.offset("file", "f_path", &[16])?,
+            file_f_flags: self.offset("file", "f_flags", U32)?,
+            file_f_mode: self.offset("file", "f_mode", U32)?,
+            file_f_inode: self.offset("file", "f_inode", PTR)?,
+            file_private_data: self.offset("file", "private_data", PTR)?,
+            path_mnt: self.offset("path", "mnt", PTR)?,
+            path_dentry: self.offset("path", "dentry", PTR)?,
+            dentry_d_parent: self.offset("dentry", "d_parent", PTR)?,
+            dentry_d_name: self.offset("dentry", "d_name", &[16])?,
+            dentry_d_inode: self.offset("dentry", "d_inode", PTR)?,
+            dentry_d_sb: self.offset("dentry", "d_sb", PTR)?,
+            qstr_len: self.offset("qstr", "len", U32)?,
+            qstr_name: self.offset("qstr", "name", PTR)?,
+            mount_mnt: self.offset("mount", "mnt", &[self.struct_named("vfsmount")?.size()])?,
+            mount_mnt_parent: self.offset("mount", "mnt_parent", PTR)?,
+            mount_mnt_mountpoint: self.offset("mount", "mnt_mountpoint", PTR)?,
+            vfsmount_mnt_root: self.offset("vfsmount", "mnt_root", PTR)?,
+            fs_root: self.offset("fs_struct", "root", &[16])?,
+            inode_i_ino: self.offset("inode", "i_ino", &[8])?,
+            sb_s_dev: self.offset("super_block", "s_dev", U32)?,
+            sb_s_magic: self.offset("super_block", "s_magic", &[8])?,
+            socket_type: self.offset("socket", "type", &[2])?,
+            io_kiocb_opcode: 0,
+            io_uring_cqe_res: 0,
+            _pad0: 0,
+        };
+        // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
+        let io_uring_layout = match (
+            self.offset("io_kiocb", "opcode", &[1]),
+            self.tracepoint_arg_count("io_uring_complete"),
+        ) {
+            (Ok(opcode), Some(3)) => {
+                offsets.io_kiocb_opcode = opcode;
+                offsets.io_uring_cqe_res = self.offset("io_uring_cqe", "res", U32)?;
+                IO_URING_LAYOUT_CQE_ARG2
+            }
+            (Ok(opcode), Some(5)) => {
+                offsets.io_kiocb_opcode = opcode;
+                IO_URING_LAYOUT_RES_ARG3
+            }
+            _ => IO_URING_LAYOUT_NONE,
+        };
+        Ok(KernelLayout {
+            offsets,
+            io_uring_layout,
+        })
+    }
+}
+
+/// Reads the layout of the running kernel.
+pub fn running_kernel_layout() -> Result<KernelLayout, LayoutError> {
+    BtfIndex::open(Path::new(VMLINUX_BTF))?.layout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // These read the real BTF of the machine the tests run on (world-readable, no root needed).
+    fn index() -> BtfIndex {
+        BtfIndex::open(Path::new(VMLINUX_BTF)).expect("tests need /sys/kernel/btf/vmlinux")
+    }
+
+    #[test]
+    fn finds_fields_inside_anonymous_members() {
+        let btf = index();
+        // On 6.x qstr.len sits in an anonymous struct inside an anonymous union, after `hash`.
+        let len = btf.field("qstr", "len").unwrap();
+        let hash = btf.field("qstr", "hash").unwrap();
+        assert_eq!(len.offset, hash.offset + 4);
+        assert_eq!(len.size, 4);
+        let name = btf.field("qstr", "name").unwrap();
+        assert_eq!(name.offset, 8);
+    }
+
+    #[test]
+    fn layout_of_running_kernel_is_complete_and_consistent() {
+        let layout = index().layout().unwrap();
+        let o = layout.offsets;
+        assert_eq!(o.present, 1);
+        // struct path is { mnt, dentry } on every supported kernel.
+        assert_eq!((o.path_mnt, o.path_dentry), (0, 8));
+        assert!(
+            o.task_tgid == o.task_pid + 4,
+            "pid and tgid are adjacent in task_struct"
+        );
+        // struct fdtable starts { unsigned int max_fds; struct file **fd; }.
+        assert_eq!((o.fdt_max_fds, o.fdt_fd), (0, 8));
+        assert_ne!(
+            layout.io_uring_layout, IO_URING_LAYOUT_NONE,
+            "this kernel has io_uring"
+        );
+    }
+
+    #[test]
+    fn missing_struct_and_field_are_named() {
+        let btf = index();
+        let err = btf
+            .field("task_struct", "no_such_field")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("task_struct") && err.contains("no_such_field"),
+            "{err}"
+        );
+        let err = btf
+            .field("no_such_struct_xyz", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no_such_struct_xyz"), "{err}");
+    }
+}

@@ -1,0 +1,318 @@
+//! Loading and attaching the kernel programs, and reading what they produce. This is the only
+//! module that talks to BPF; everything after the ring buffer is plain code.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{bail, Context as _};
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use monitor_common::{AffixKey, EventKind, NameKey, ProbeConfig, LOSS_SLOTS};
+
+use crate::{
+    kernel_layout::KernelLayout,
+    watch::{name_key, suffix_key, WatchList},
+};
+
+/// The compiled kernel programs, built by build.rs from `monitor-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+/// Every hook, as (program, kind, attach point). `optional` hooks may be missing on some kernels.
+pub struct Hook {
+    pub program: &'static str,
+    pub category: Option<&'static str>,
+    pub name: &'static str,
+    pub optional: bool,
+}
+
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        program: "sched_process_exec",
+        category: Some("sched"),
+        name: "sched_process_exec",
+        optional: false,
+    },
+    Hook {
+        program: "sched_process_fork",
+        category: None,
+        name: "sched_process_fork",
+        optional: false,
+    },
+    Hook {
+        program: "sched_process_exit",
+        category: Some("sched"),
+        name: "sched_process_exit",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_connect",
+        category: Some("syscalls"),
+        name: "sys_enter_connect",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_connect",
+        category: Some("syscalls"),
+        name: "sys_exit_connect",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_open",
+        category: Some("syscalls"),
+        name: "sys_exit_openat",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_open",
+        category: Some("syscalls"),
+        name: "sys_exit_open",
+        optional: true,
+    },
+    Hook {
+        program: "sys_exit_open",
+        category: Some("syscalls"),
+        name: "sys_exit_creat",
+        optional: true,
+    },
+    Hook {
+        program: "sys_exit_open",
+        category: Some("syscalls"),
+        name: "sys_exit_openat2",
+        optional: true,
+    },
+    Hook {
+        program: "sys_exit_open",
+        category: Some("syscalls"),
+        name: "sys_exit_open_by_handle_at",
+        optional: true,
+    },
+    Hook {
+        program: "io_uring_complete",
+        category: None,
+        name: "io_uring_complete",
+        optional: true,
+    },
+];
+
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub ring_bytes: u32,
+    pub open_all: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 8 * 1024 * 1024,
+            open_all: false,
+        }
+    }
+}
+
+/// Which hooks attached; reported by doctor and, later, as metrics.
+#[derive(Debug, Clone)]
+pub struct AttachReport {
+    pub attached: Vec<String>,
+    pub skipped: Vec<(String, String)>,
+}
+
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub report: AttachReport,
+}
+
+/// Where tracefs is, mounting it if it is not (aya needs it to attach tracepoints).
+pub fn ensure_tracefs() -> anyhow::Result<&'static str> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(dir);
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: constant NUL-terminated strings.
+    let ret = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret != 0 || !Path::new("/sys/kernel/tracing/events").is_dir() {
+        bail!(
+            "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs nodev /sys/kernel/tracing` as root",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok("/sys/kernel/tracing")
+}
+
+impl Probes {
+    /// Loads the programs with this kernel's layout, pushes the watch list, attaches every hook.
+    pub fn load(
+        layout: &KernelLayout,
+        watch: &WatchList,
+        options: &ProbeOptions,
+    ) -> anyhow::Result<Self> {
+        watch.validate()?;
+        ensure_tracefs()?;
+        let config = ProbeConfig {
+            agent_tgid: std::process::id(),
+            open_all: options.open_all as u32,
+            io_uring_layout: layout.io_uring_layout,
+            _pad0: 0,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KERNEL_OFFSETS", &layout.offsets, true)
+            .override_global("PROBE_CONFIG", &config, true)
+            .map_max_entries("EVENTS", options.ring_bytes)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (maps and globals)")?;
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+            log::debug!("no eBPF log map: {e}");
+        }
+        push_watch_list(&mut ebpf, watch)?;
+        let report = attach_all(&mut ebpf)?;
+        Ok(Self { ebpf, report })
+    }
+
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn loss_reader(&mut self) -> anyhow::Result<LossReader> {
+        let map = self.ebpf.take_map("LOSSES").context("LOSSES map missing")?;
+        Ok(LossReader {
+            map: PerCpuArray::try_from(map)?,
+        })
+    }
+}
+
+fn push_watch_list(ebpf: &mut Ebpf, watch: &WatchList) -> anyhow::Result<()> {
+    {
+        let mut names: HashMap<_, NameKey, u32> =
+            HashMap::try_from(ebpf.map_mut("WATCH_NAMES").context("WATCH_NAMES")?)?;
+        for (name, value) in &watch.names {
+            names
+                .insert(name_key(name), value, 0)
+                .with_context(|| format!("watch name {name}"))?;
+        }
+    }
+    {
+        let mut dirs: HashMap<_, NameKey, u32> = HashMap::try_from(
+            ebpf.map_mut("WATCH_PARENT_DIRS")
+                .context("WATCH_PARENT_DIRS")?,
+        )?;
+        for (name, value) in &watch.parent_dirs {
+            dirs.insert(name_key(name), value, 0)
+                .with_context(|| format!("watch dir {name}"))?;
+        }
+    }
+    {
+        let mut prefixes: LpmTrie<_, NameKey, u32> = LpmTrie::try_from(
+            ebpf.map_mut("WATCH_NAME_PREFIXES")
+                .context("WATCH_NAME_PREFIXES")?,
+        )?;
+        for (prefix, value) in &watch.name_prefixes {
+            let key = Key::new((prefix.len() * 8) as u32, name_key(prefix));
+            prefixes
+                .insert(&key, value, 0)
+                .with_context(|| format!("watch prefix {prefix}"))?;
+        }
+    }
+    {
+        let mut suffixes: LpmTrie<_, AffixKey, u32> = LpmTrie::try_from(
+            ebpf.map_mut("WATCH_NAME_SUFFIXES")
+                .context("WATCH_NAME_SUFFIXES")?,
+        )?;
+        for (suffix, value) in &watch.name_suffixes {
+            let (bits, data) = suffix_key(suffix);
+            suffixes
+                .insert(&Key::new(bits, data), value, 0)
+                .with_context(|| format!("watch suffix {suffix}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
+    let mut report = AttachReport {
+        attached: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut loaded: Vec<&str> = Vec::new();
+    for hook in HOOKS {
+        let label = match hook.category {
+            Some(c) => format!("tracepoint/{c}/{}", hook.name),
+            None => format!("raw_tracepoint/{}", hook.name),
+        };
+        let program = ebpf
+            .program_mut(hook.program)
+            .with_context(|| format!("program {} missing from the object", hook.program))?;
+        let result: anyhow::Result<()> = (|| {
+            match hook.category {
+                Some(category) => {
+                    let tp: &mut TracePoint = program.try_into()?;
+                    if !loaded.contains(&hook.program) {
+                        tp.load().map_err(verifier_context(hook.program))?;
+                        loaded.push(hook.program);
+                    }
+                    tp.attach(category, hook.name)?;
+                }
+                None => {
+                    let tp: &mut RawTracePoint = program.try_into()?;
+                    if !loaded.contains(&hook.program) {
+                        tp.load().map_err(verifier_context(hook.program))?;
+                        loaded.push(hook.program);
+                    }
+                    tp.attach(hook.name)?;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => report.attached.push(label),
+            Err(e) if hook.optional => report.skipped.push((label, format!("{e:#}"))),
+            Err(e) => return Err(e.context(format!("attaching {label}"))),
+        }
+    }
+    Ok(report)
+}
+
+/// Keeps the verifier log of a refused program in the error (it says why).
+fn verifier_context(
+    program: &'static str,
+) -> impl Fn(aya::programs::ProgramError) -> anyhow::Error {
+    move |e| anyhow::Error::new(e).context(format!("the kernel refused to load program {program}"))
+}
+
+/// Sums the kernel's per-CPU loss counters.
+pub struct LossReader {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl LossReader {
+    /// Total records lost per event kind since load.
+    pub fn read(&self) -> Vec<(EventKind, u64)> {
+        EventKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let total = self
+                    .map
+                    .get(&kind.loss_slot(), 0)
+                    .map(|values| values.iter().sum())
+                    .unwrap_or(0);
+                (kind, total)
+            })
+            .collect()
+    }
+}
+
+/// How often losses are polled.
+pub const LOSS_POLL: Duration = Duration::from_secs(1);
+
+const _: () = assert!(LOSS_SLOTS as usize >= EventKind::ALL.len());

@@ -1,0 +1,227 @@
+//! What the kernel's open filter lets through: file names, name prefixes and suffixes, and
+//! parent-directory names, each for reads, writes or both.
+//!
+//! The kernel cannot afford the full path of every open, so it tests the opened file's own name
+//! and its directory's name, which cost two short reads. This is a coarse net: the rules in
+//! userspace decide on the resolved absolute path. The defaults cover the credential and
+//! persistence places of docs/threats (and `../shared/notes/threats.md`); a profile adds to them.
+
+use monitor_common::{NAME_KEY_LEN, SUFFIX_KEY_LEN, WATCH_PROC_OTHER, WATCH_READ, WATCH_WRITE};
+
+const RW: u32 = WATCH_READ | WATCH_WRITE;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchList {
+    pub names: Vec<(String, u32)>,
+    pub name_prefixes: Vec<(String, u32)>,
+    pub name_suffixes: Vec<(String, u32)>,
+    pub parent_dirs: Vec<(String, u32)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WatchError {
+    #[error("watched name {0:?} is empty or longer than {max} bytes", max = NAME_KEY_LEN - 1)]
+    NameLength(String),
+    #[error("watched suffix {0:?} is empty or longer than {max} bytes", max = SUFFIX_KEY_LEN)]
+    SuffixLength(String),
+    #[error("watched name {0:?} contains '/' or NUL: names are single path components")]
+    NotAComponent(String),
+}
+
+impl WatchList {
+    /// The built-in list: credentials and the places attackers persist through.
+    pub fn defaults() -> Self {
+        let names = [
+            // Package registry and git credentials.
+            (".npmrc", RW),
+            (".yarnrc", RW),
+            (".yarnrc.yml", RW),
+            (".pypirc", RW),
+            (".netrc", RW),
+            (".git-credentials", RW),
+            (".gitconfig", WATCH_WRITE),
+            ("config", RW),
+            ("hosts.yml", RW),
+            ("credentials", RW),
+            ("credentials.json", RW),
+            ("credentials.db", RW),
+            ("access_tokens.db", RW),
+            ("application_default_credentials.json", RW),
+            ("accessTokens.json", RW),
+            ("azureProfile.json", RW),
+            ("msal_token_cache.json", RW),
+            ("msal_token_cache.bin", RW),
+            ("kubeconfig", RW),
+            ("token", RW),
+            (".vault-token", RW),
+            ("credentials.tfrc.json", RW),
+            (".terraformrc", RW),
+            ("config.json", RW),
+            // System and runner secrets.
+            ("shadow", RW),
+            ("gshadow", RW),
+            ("sudoers", WATCH_WRITE),
+            (".credentials", RW),
+            (".credentials_rsaparams", RW),
+            (".runner", RW),
+            (".env", RW),
+            // Shell start-up files: reading them is normal, writing them is persistence.
+            (".bashrc", WATCH_WRITE),
+            (".bash_profile", WATCH_WRITE),
+            (".profile", WATCH_WRITE),
+            (".zshrc", WATCH_WRITE),
+            (".zprofile", WATCH_WRITE),
+            (".bash_logout", WATCH_WRITE),
+            ("authorized_keys", WATCH_WRITE),
+            ("crontab", WATCH_WRITE),
+            // Other processes' memory and environment (the runner-memory secret dump).
+            ("mem", WATCH_PROC_OTHER),
+            ("environ", WATCH_PROC_OTHER),
+            ("maps", WATCH_PROC_OTHER),
+        ];
+        let name_prefixes = [("id_", RW), (".env", RW), ("ssh_host_", RW)];
+        let name_suffixes = [
+            (".pth", RW),
+            (".pem", WATCH_READ),
+            (".key", WATCH_READ),
+            (".p12", WATCH_READ),
+            (".pfx", WATCH_READ),
+            (".jks", WATCH_READ),
+            (".kdbx", WATCH_READ),
+            (".map", WATCH_READ),
+            (".tfstate", WATCH_READ),
+            (".ovpn", WATCH_READ),
+        ];
+        let parent_dirs = [
+            (".ssh", RW),
+            (".aws", RW),
+            (".kube", RW),
+            (".docker", RW),
+            ("gcloud", RW),
+            (".azure", RW),
+            ("gh", RW),
+            ("serviceaccount", RW),
+            (".gnupg", RW),
+            (".gem", RW),
+            (".cargo", WATCH_WRITE),
+            // Persistence: CI workflow files, systemd user units, editor/agent settings.
+            ("workflows", WATCH_WRITE),
+            ("user", WATCH_WRITE),
+            (".claude", WATCH_WRITE),
+            (".vscode", WATCH_WRITE),
+            ("autostart", WATCH_WRITE),
+            ("cron.d", WATCH_WRITE),
+        ];
+        let own = |list: &[(&str, u32)]| list.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        Self {
+            names: own(&names),
+            name_prefixes: own(&name_prefixes),
+            name_suffixes: own(&name_suffixes),
+            parent_dirs: own(&parent_dirs),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), WatchError> {
+        for (name, _) in self
+            .names
+            .iter()
+            .chain(&self.name_prefixes)
+            .chain(&self.parent_dirs)
+        {
+            check_component(name)?;
+            if name.is_empty() || name.len() >= NAME_KEY_LEN {
+                return Err(WatchError::NameLength(name.clone()));
+            }
+        }
+        for (suffix, _) in &self.name_suffixes {
+            check_component(suffix)?;
+            if suffix.is_empty() || suffix.len() > SUFFIX_KEY_LEN {
+                return Err(WatchError::SuffixLength(suffix.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_component(name: &str) -> Result<(), WatchError> {
+    if name.contains('/') || name.contains('\0') {
+        return Err(WatchError::NotAComponent(name.to_string()));
+    }
+    Ok(())
+}
+
+/// The zero-padded key the kernel builds from a dentry name.
+pub fn name_key(name: &str) -> monitor_common::NameKey {
+    let mut bytes = [0u8; NAME_KEY_LEN];
+    let n = name.len().min(NAME_KEY_LEN - 1);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    monitor_common::NameKey { bytes }
+}
+
+/// The suffix key: the suffix reversed, with its length in bits as the LPM prefix length.
+pub fn suffix_key(suffix: &str) -> (u32, monitor_common::AffixKey) {
+    let mut bytes = [0u8; SUFFIX_KEY_LEN];
+    for (slot, b) in bytes.iter_mut().zip(suffix.bytes().rev()) {
+        *slot = b;
+    }
+    (
+        (suffix.len().min(SUFFIX_KEY_LEN) * 8) as u32,
+        monitor_common::AffixKey { bytes },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_cover_the_threat_note() {
+        let w = WatchList::defaults();
+        w.validate().unwrap();
+        let has = |list: &[(String, u32)], n: &str| list.iter().any(|(x, _)| x == n);
+        for name in [
+            ".npmrc",
+            ".pypirc",
+            ".git-credentials",
+            "credentials",
+            "shadow",
+            "config",
+            ".runner",
+            "token",
+        ] {
+            assert!(has(&w.names, name), "{name}");
+        }
+        for dir in [
+            ".ssh",
+            ".aws",
+            ".kube",
+            ".docker",
+            "gcloud",
+            ".azure",
+            "workflows",
+        ] {
+            assert!(has(&w.parent_dirs, dir), "{dir}");
+        }
+        assert!(has(&w.name_suffixes, ".pth"));
+        assert!(has(&w.name_prefixes, "id_"));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_with_the_name() {
+        let mut w = WatchList::default();
+        w.names.push(("a/b".into(), RW));
+        assert_eq!(w.validate(), Err(WatchError::NotAComponent("a/b".into())));
+        let mut w = WatchList::default();
+        w.name_suffixes
+            .push((".averyveryverylongsuffix".into(), RW));
+        assert!(matches!(w.validate(), Err(WatchError::SuffixLength(_))));
+    }
+
+    #[test]
+    fn suffix_keys_are_reversed() {
+        let (bits, key) = suffix_key(".pth");
+        assert_eq!(bits, 32);
+        assert_eq!(&key.bytes[..4], b"htp.");
+        assert!(key.bytes[4..].iter().all(|b| *b == 0));
+    }
+}

@@ -1,0 +1,248 @@
+//! Project tasks: `cargo xtask setup | run | test | bench`.
+//!
+//! `setup` makes a fresh Debian 12 machine able to build the kernel programs (see
+//! docs/toolchain.md for why each step exists). Every step checks first, so a second run takes
+//! well under a second.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+/// Where the BPF toolchain pieces live (override with MONITOR_TOOLCHAIN_DIR).
+const DEFAULT_TOOLCHAIN_DIR: &str = "/opt/monitor-toolchain";
+/// The rustup name monitor/build.rs builds the eBPF crate with.
+const BPF_TOOLCHAIN: &str = "monitor-bpf";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install and link everything needed to build the kernel programs (idempotent).
+    Setup,
+    /// Set up, build in release mode and start the agent (arguments after -- go to `monitor run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test (unit and privileged end-to-end).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Setup => setup(),
+        Task::Run { args } => {
+            setup()?;
+            cargo(&["build", "--release", "--package", "monitor"])?;
+            let bin = workspace_root().join("target/release/monitor");
+            let mut command = Command::new(&bin);
+            command.arg("run").args(&args);
+            let status = command
+                .status()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            if !status.success() {
+                bail!("monitor exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test { args } => {
+            setup()?;
+            // The privileged tests start the real agent binary.
+            cargo(&["build", "--package", "monitor"])?;
+            // Default members: every crate but monitor-ebpf, which only builds for the BPF target.
+            let mut test_args = vec!["test"];
+            test_args.extend(args.iter().map(String::as_str));
+            cargo(&test_args)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn toolchain_dir() -> PathBuf {
+    std::env::var_os("MONITOR_TOOLCHAIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_TOOLCHAIN_DIR.into())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_step(what: &str, command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("setup: {what}");
+    let status = command
+        .status()
+        .with_context(|| format!("{what}: could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}): {command:?}");
+    }
+    Ok(())
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = toolchain_dir();
+
+    // 1. A Rust whose library sources match it exactly (rustup cannot fetch rust-src here).
+    let library = Path::new("/usr/lib/rustlib/src/rust/library/core");
+    if !library.is_dir() || !Path::new("/usr/bin/rustc").exists() {
+        run_step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
+        run_step(
+            "installing Debian's Rust with its library sources",
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "rustc-web",
+                    "cargo-web",
+                    "rust-web-src",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let rustc_info = output("/usr/bin/rustc", &["-vV"]).context("/usr/bin/rustc -vV")?;
+    let llvm_major = rustc_info
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc -vV reports no LLVM version")?
+        .to_string();
+
+    // 2. Expose it to rustup under a fixed name (aya-build runs `rustup run <name> cargo`).
+    let rust_dir = dir.join("rust");
+    std::fs::create_dir_all(rust_dir.join("bin"))
+        .with_context(|| format!("creating {}", rust_dir.display()))?;
+    for tool in ["rustc", "cargo", "rustdoc"] {
+        symlink(
+            Path::new("/usr/bin").join(tool),
+            rust_dir.join("bin").join(tool),
+        )?;
+    }
+    symlink("/usr/lib".into(), rust_dir.join("lib"))?;
+    // Re-linked every time (cheap), so a changed MONITOR_TOOLCHAIN_DIR is picked up.
+    run_step(
+        "linking the BPF toolchain into rustup",
+        Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN]).arg(&rust_dir),
+    )?;
+
+    // 3. bpf-linker built against the same LLVM as that rustc (its runtime library suffices).
+    let linker = dir.join("bin/bpf-linker");
+    let have = output(linker.to_str().unwrap_or_default(), &["--version"]).unwrap_or_default();
+    if !have.contains(BPF_LINKER_VERSION) {
+        let ldd = output("ldd", &["/usr/bin/rustc"]).context("ldd /usr/bin/rustc")?;
+        let libllvm = ldd
+            .lines()
+            .filter(|l| l.contains("libLLVM"))
+            .find_map(|l| {
+                l.split("=>")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .context("rustc is not linked to a shared libLLVM")?;
+        let llvm_prefix = dir.join("llvm");
+        std::fs::create_dir_all(llvm_prefix.join("lib"))?;
+        symlink(PathBuf::from(&libllvm), llvm_prefix.join("lib/libLLVM.so"))?;
+        run_step(
+            &format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major}"),
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                    "--no-default-features",
+                ])
+                .args(["--features", &format!("llvm-{llvm_major}")])
+                .arg("--root")
+                .arg(&dir)
+                .env("LLVM_PREFIX", &llvm_prefix),
+        )?;
+    }
+
+    // 4. Kernel filesystems the agent and tests use (no-ops when mounted).
+    mount_if_missing(
+        "tracefs",
+        "/sys/kernel/tracing",
+        "/sys/kernel/tracing/events",
+    );
+    mount_if_missing("bpf", "/sys/fs/bpf", "");
+    eprintln!(
+        "setup: ready in {:.1} s (toolchain in {})",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn symlink(target: PathBuf, link: PathBuf) -> anyhow::Result<()> {
+    if std::fs::read_link(&link)
+        .map(|t| t == target)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+}
+
+fn mount_if_missing(fstype: &str, target: &str, probe: &str) {
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(target));
+    if mounted || (!probe.is_empty() && Path::new(probe).exists()) {
+        return;
+    }
+    let status = Command::new("mount")
+        .args(["-t", fstype, "nodev", target])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("setup: warning: could not mount {fstype} at {target} (not root?)");
+    }
+}
