@@ -284,6 +284,35 @@ fn unwatched_files_and_own_proc_entries_stay_in_the_kernel_but_other_processes_m
 }
 
 #[test]
+fn path_deeper_than_the_walk_bound_is_flagged_truncated() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut deep = std::fs::canonicalize(dir.path()).unwrap();
+    for i in 0..60 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let target = deep.join(".npmrc");
+    std::fs::write(&target, "x").unwrap();
+    let mut cat = Command::new("/bin/cat")
+        .arg(&target)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cat_pid = cat.id() as u64;
+    cat.wait().unwrap();
+    let open = agent.wait_for("open of the deep file", |e| {
+        kind(e) == "open" && pid(e) == cat_pid
+    });
+    assert_eq!(open["path_truncated"], true, "{open}");
+    // What is kept is the tail of the path, ending in the file itself.
+    assert!(
+        open["path"].as_str().unwrap().ends_with("/d59/.npmrc"),
+        "{open}"
+    );
+}
+
+#[test]
 fn argv_longer_than_the_bound_is_truncated_and_flagged() {
     let agent = Agent::start();
     let long: Vec<String> = (0..100)

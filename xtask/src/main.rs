@@ -4,6 +4,8 @@
 //! docs/toolchain.md for why each step exists). Every step checks first, so a second run takes
 //! well under a second.
 
+mod bench;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -40,6 +42,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the agent's overhead: wall-time ratios with vs without it, CPU, RSS, throughput.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +72,11 @@ fn main() -> anyhow::Result<()> {
             let mut test_args = vec!["test"];
             test_args.extend(args.iter().map(String::as_str));
             cargo(&test_args)
+        }
+        Task::Bench(args) => {
+            setup()?;
+            cargo(&["build", "--release", "--package", "monitor"])?;
+            bench::run(&workspace_root(), args)
         }
     }
 }
@@ -164,7 +173,9 @@ pub fn setup() -> anyhow::Result<()> {
     // Re-linked every time (cheap), so a changed MONITOR_TOOLCHAIN_DIR is picked up.
     run_step(
         "linking the BPF toolchain into rustup",
-        Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN]).arg(&rust_dir),
+        Command::new("rustup")
+            .args(["toolchain", "link", BPF_TOOLCHAIN])
+            .arg(&rust_dir),
     )?;
 
     // 3. bpf-linker built against the same LLVM as that rustc (its runtime library suffices).
