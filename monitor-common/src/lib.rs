@@ -8,7 +8,7 @@
 
 /// Version of the binary layout below. Bump it whenever a struct or a meaning changes; the JSON
 /// event stream carries its own schema number (see the agent's `event` module).
-pub const EVENT_ABI_VERSION: u32 = 1;
+pub const EVENT_ABI_VERSION: u32 = 2;
 
 /// Event kinds. Families leave gaps so a kind can be added without renumbering the others.
 #[repr(u32)]
@@ -17,15 +17,18 @@ pub enum EventKind {
     ProcessExec = 1,
     ProcessFork = 2,
     ProcessExit = 3,
+    /// The environment of a program just executed; always sent right before its `ProcessExec`.
+    ProcessEnv = 4,
     NetConnect = 16,
     FileOpen = 32,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
+        EventKind::ProcessEnv,
         EventKind::NetConnect,
         EventKind::FileOpen,
     ];
@@ -42,6 +45,7 @@ impl EventKind {
             EventKind::ProcessExit => 2,
             EventKind::NetConnect => 3,
             EventKind::FileOpen => 4,
+            EventKind::ProcessEnv => 5,
         }
     }
 
@@ -52,6 +56,7 @@ impl EventKind {
             EventKind::ProcessExit => "exit",
             EventKind::NetConnect => "connect",
             EventKind::FileOpen => "open",
+            EventKind::ProcessEnv => "env",
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct EventHeader {
 pub const MAX_PATH_LEN: usize = 4096;
 pub const MAX_ARGV_LEN: usize = 4096;
 pub const MAX_FILENAME_LEN: usize = 256;
+/// Environment block copied at exec (bytes, a power of two; at most one less is kept).
+pub const MAX_ENV_LEN: usize = 16384;
 /// Maximum number of path components walked before a path is declared too deep.
 pub const MAX_PATH_DEPTH: u32 = 48;
 
@@ -104,10 +111,17 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const EXEC_EXE_TRUNCATED: u32 = 1 << 1;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 2;
 pub const EXEC_EXE_UNRESOLVED: u32 = 1 << 3;
+pub const EXEC_CWD_TRUNCATED: u32 = 1 << 4;
+pub const EXEC_CWD_UNRESOLVED: u32 = 1 << 5;
 
-/// `sched_process_exec`: followed by `exe_len` bytes of the resolved executable path, `argv_len`
-/// bytes of NUL-separated arguments and `filename_len` bytes of the name given to execve (for a
-/// `#!` script this is the script, while `exe` is its interpreter).
+/// Env flags.
+pub const ENV_TRUNCATED: u32 = 1 << 0;
+pub const ENV_UNREADABLE: u32 = 1 << 1;
+
+/// `sched_process_exec`: followed by `filename_len` bytes of the name given to execve (for a `#!`
+/// script this is the script, while `exe` is its interpreter), `exe_len` bytes of the resolved
+/// executable path, `argv_len` bytes of NUL-separated arguments and `cwd_len` bytes of the
+/// resolved working directory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExecEvent {
@@ -115,10 +129,22 @@ pub struct ExecEvent {
     pub exe_len: u16,
     pub argv_len: u16,
     pub filename_len: u16,
-    pub _pad0: u16,
+    pub cwd_len: u16,
     /// Total bytes of the argument block in the new process, before truncation.
     pub argv_total_len: u32,
     pub _pad1: u32,
+}
+
+/// The NUL-separated `KEY=value` block of a program just executed, followed by `env_len` bytes.
+/// It carries secrets: the agent keeps only the CI-identity and package-manager keys it needs and
+/// never writes the block anywhere.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnvEvent {
+    pub header: EventHeader,
+    pub env_len: u32,
+    /// Size of the whole block in the process, also when it was cut.
+    pub env_total_len: u32,
 }
 
 /// A new process (not a thread) was created; the header describes the child.
@@ -236,6 +262,9 @@ pub struct KernelOffsets {
     pub task_files: u32,
     pub task_fs: u32,
     pub task_signal: u32,
+    pub fs_pwd: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     pub task_exit_code: u32,
     pub signal_live: u32,
     pub mm_arg_start: u32,
@@ -268,7 +297,6 @@ pub struct KernelOffsets {
     pub socket_type: u32,
     pub io_kiocb_opcode: u32,
     pub io_uring_cqe_res: u32,
-    pub _pad0: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -287,7 +315,8 @@ pub struct ProbeConfig {
     pub open_all: u32,
     /// One of `IO_URING_LAYOUT_*`.
     pub io_uring_layout: u32,
-    pub _pad0: u32,
+    /// Non-zero: send each executed program's environment (an `EnvEvent` before its exec).
+    pub capture_env: u32,
 }
 
 /// Magic of procfs (`PROC_SUPER_MAGIC`): opens of `/proc/<other pid>/{mem,environ,maps}` always pass.
@@ -298,20 +327,22 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 96);
     assert!(core::mem::size_of::<ForkEvent>() == 80);
     assert!(core::mem::size_of::<ExitEvent>() == 88);
+    assert!(core::mem::size_of::<EnvEvent>() == 88);
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 43 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 45 * 4);
     assert!(core::mem::size_of::<ProbeConfig>() == 16);
     // The kernel builds a record in one scratch buffer before copying it out.
     assert!(
-        core::mem::size_of::<ExecEvent>() + MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN
+        core::mem::size_of::<ExecEvent>() + 2 * MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN
             <= EVENT_SCRATCH_LEN
     );
+    assert!(core::mem::size_of::<EnvEvent>() + MAX_ENV_LEN <= EVENT_SCRATCH_LEN);
 };
 
 /// Size of the per-CPU buffer a record is assembled in (a power of two, so offsets can be masked).
-pub const EVENT_SCRATCH_LEN: usize = 16384;
+pub const EVENT_SCRATCH_LEN: usize = 32768;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -4,9 +4,10 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use monitor_common::{EventHeader, EventKind, KernelOffsets, ProbeConfig};
+use monitor_common::{EventHeader, EventKind, ProbeConfig};
 
-use crate::{EventScratch, EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG};
+pub use crate::EventScratch;
+use crate::{EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG};
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
 /// still sees the loaded value as a constant because the global lives in frozen .rodata.

@@ -9,20 +9,22 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_ARGV_TRUNCATED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_FILENAME_LEN,
+    EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
+    EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
+    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_ENV_LEN, MAX_FILENAME_LEN,
 };
 
 use crate::{
     kernel::{
-        current_task, event_scratch, fill_header, is_agent, off, offsets_present, process_start_ns,
-        read, read_ptr, submit, submit_fixed,
+        config, current_task, event_scratch, fill_header, is_agent, off, offsets_present,
+        process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
     },
     path,
 };
 
 const HEADER_LEN: usize = core::mem::size_of::<ExecEvent>();
 const SECTION_MASK: usize = 8191;
+const TAIL_MASK: usize = 16383;
 
 /// Kernel contract: `sched/sched_process_exec` record: `__data_loc char[] filename` at 8,
 /// `pid` at 12, `old_pid` at 16. Fires in the new program's context, after the point of no return.
@@ -38,9 +40,16 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let scratch = event_scratch().ok_or(-1i64)?;
+    let task = current_task();
+    let mm = read_ptr(task, off!(task_mm))?;
+    // The environment goes first, so the agent holds it when the exec record arrives (records of
+    // one task on one CPU keep their order in the ring).
+    if config().capture_env != 0 {
+        send_env(scratch, task, mm);
+    }
+
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<ExecEvent>();
-    let task = current_task();
     fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
     let mut flags = 0u32;
 
@@ -64,7 +73,6 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     offset += filename_len;
 
     // The executable the kernel really mapped (for a script: its interpreter), resolved.
-    let mm = read_ptr(task, off!(task_mm))?;
     let mut exe_len = 0usize;
     match read_ptr(mm, off!(mm_exe_file)) {
         Ok(exe_file) => {
@@ -101,15 +109,63 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         flags |= EXEC_ARGV_TRUNCATED;
     }
 
+    offset = (offset + argv_len) & TAIL_MASK;
+
+    // The working directory: where a package manager runs a package's install code.
+    let mut cwd_len = 0usize;
+    match read_ptr(task, off!(task_fs)) {
+        Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
+            Ok(resolved) => {
+                if resolved.truncated {
+                    flags |= EXEC_CWD_TRUNCATED;
+                }
+                cwd_len = path::copy_to(&resolved, base.add(offset));
+            }
+            Err(_) => flags |= EXEC_CWD_UNRESOLVED,
+        },
+        Err(_) => flags |= EXEC_CWD_UNRESOLVED,
+    }
+
     (*event).header.flags = flags;
     (*event).exe_len = exe_len as u16;
     (*event).argv_len = argv_len as u16;
     (*event).filename_len = filename_len as u16;
-    (*event)._pad0 = 0;
+    (*event).cwd_len = cwd_len as u16;
     (*event).argv_total_len = argv_total.min(u32::MAX as u64) as u32;
     (*event)._pad1 = 0;
-    submit(scratch, offset + argv_len, EventKind::ProcessExec);
+    submit(scratch, offset + cwd_len, EventKind::ProcessExec);
     Ok(())
+}
+
+/// Sends the new program's environment block (`mm->env_start..env_end`, just copied onto its
+/// stack by execve, so it cannot have been changed by the program yet).
+#[inline(always)]
+unsafe fn send_env(scratch: *mut EventScratch, task: *const u8, mm: *const u8) {
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<EnvEvent>();
+    fill_header(&raw mut (*event).header, EventKind::ProcessEnv, task);
+    let start = read::<u64>(mm, off!(mm_env_start)).unwrap_or(0);
+    let end = read::<u64>(mm, off!(mm_env_end)).unwrap_or(0);
+    let total = end.saturating_sub(start);
+    let mut flags = 0u32;
+    let mut len = total as usize;
+    if len > MAX_ENV_LEN - 1 {
+        len = MAX_ENV_LEN - 1;
+        flags |= ENV_TRUNCATED;
+    }
+    let len = len & (MAX_ENV_LEN - 1);
+    let header_len = core::mem::size_of::<EnvEvent>();
+    let mut kept = len;
+    if start == 0
+        || bpf_probe_read_user(base.add(header_len).cast(), len as u32, start as *const _) < 0
+    {
+        flags |= ENV_UNREADABLE;
+        kept = 0;
+    }
+    (*event).header.flags = flags;
+    (*event).env_len = kept as u32;
+    (*event).env_total_len = total.min(u32::MAX as u64) as u32;
+    submit(scratch, header_len + kept, EventKind::ProcessEnv);
 }
 
 /// Kernel contract: raw tracepoint `sched_process_fork(struct task_struct *parent, struct

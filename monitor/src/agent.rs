@@ -54,11 +54,13 @@ impl Default for RunOptions {
     }
 }
 
+const KINDS: usize = EventKind::ALL.len();
+
 /// Counters of the pipeline; every loss on either side is here.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub events: [AtomicU64; 5],
-    pub kernel_losses: [AtomicU64; 5],
+    pub events: [AtomicU64; KINDS],
+    pub kernel_losses: [AtomicU64; KINDS],
     pub decode_errors: AtomicU64,
     pub channel_full: AtomicU64,
     pub write_errors: AtomicU64,
@@ -70,7 +72,7 @@ impl Stats {
     }
 
     pub fn summary(&self) -> serde_json::Value {
-        let per_kind = |counters: &[AtomicU64; 5]| {
+        let per_kind = |counters: &[AtomicU64; KINDS]| {
             EventKind::ALL
                 .iter()
                 .map(|k| {
@@ -116,7 +118,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
-    let enricher = Enricher::new(table, WallClock::now());
+    let enricher = Enricher::new(table, WallClock::now()).with_pth_reader(pth_has_executable_lines);
 
     let output: Box<dyn Write + Send> = match &options.events {
         Some(path) => Box::new(open_private(path)?),
@@ -198,7 +200,7 @@ async fn process(
 ) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
     let mut tick = tokio::time::interval(LOSS_POLL);
-    let mut reported_losses = [0u64; 5];
+    let mut reported_losses = [0u64; KINDS];
     loop {
         tokio::select! {
             received = rx.recv() => {
@@ -235,11 +237,28 @@ async fn process(
 
 fn handle(enricher: &mut Enricher, event: KernelEvent, out: &mut impl Write, stats: &Stats) {
     stats.events[Stats::slot(event.header().kind)].fetch_add(1, Ordering::Relaxed);
-    let event = enricher.enrich(event);
+    let Some(event) = enricher.enrich(event) else {
+        return;
+    };
     let written = serde_json::to_writer(&mut *out, &event).is_ok() && out.write_all(b"\n").is_ok();
     if !written {
         stats.write_errors.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Whether a `.pth` file has lines Python executes at start-up (`import ...`), reading at most
+/// 64 KiB. `None` when it cannot be read (gone already, or not a regular file).
+fn pth_has_executable_lines(path: &str) -> Option<bool> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut text).ok()?;
+    Some(crate::rules::lifecycle::pth_is_executable(
+        &String::from_utf8_lossy(&text),
+    ))
 }
 
 fn boot_ns() -> u64 {

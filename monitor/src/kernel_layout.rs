@@ -191,6 +191,9 @@ impl BtfIndex {
             task_files: self.offset("task_struct", "files", PTR)?,
             task_fs: self.offset("task_struct", "fs", PTR)?,
             task_signal: self.offset("task_struct", "signal", PTR)?,
+            fs_pwd: self.offset("fs_struct", "pwd", &[16])?,
+            mm_env_start: self.offset("mm_struct", "env_start", &[8])?,
+            mm_env_end: self.offset("mm_struct", "env_end", &[8])?,
             task_exit_code: self.offset("task_struct", "exit_code", U32)?,
             signal_live: self.offset("signal_struct", "live", U32)?,
             mm_arg_start: self.offset("mm_struct", "arg_start", &[8])?,
@@ -223,7 +226,6 @@ impl BtfIndex {
             socket_type: self.offset("socket", "type", &[2])?,
             io_kiocb_opcode: 0,
             io_uring_cqe_res: 0,
-            _pad0: 0,
         };
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
         let io_uring_layout = match (

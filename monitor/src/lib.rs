@@ -1,12 +1,18 @@
 //! The monitor as a library: the pipeline stages, so tests and replay use them without the binary.
 //!
-//! kernel probes -> ring buffer -> [`event::decode`] -> [`process_tree`] -> [`event::Event`] -> output
+//! kernel probes -> ring buffer -> [`event::decode`] -> [`process_tree`] -> [`event::Event`]
+//! -> [`engine`] (with [`ci`], [`profile`], [`rules`]) -> [`finding::Finding`] -> output
 
 pub mod agent;
+pub mod ci;
 pub mod doctor;
+pub mod engine;
 pub mod event;
+pub mod finding;
 pub mod kernel_layout;
 pub mod probes;
 pub mod process_tree;
+pub mod profile;
 pub mod redact;
+pub mod rules;
 pub mod watch;

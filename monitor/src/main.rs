@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 probe: ProbeOptions {
                     ring_bytes,
                     open_all: all_opens,
+                    ..Default::default()
                 },
                 max_processes,
                 ..Default::default()

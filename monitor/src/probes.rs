@@ -100,6 +100,8 @@ pub const HOOKS: &[Hook] = &[
 pub struct ProbeOptions {
     pub ring_bytes: u32,
     pub open_all: bool,
+    /// Send each executed program's environment (CI job/step identity, package-manager context).
+    pub capture_env: bool,
 }
 
 impl Default for ProbeOptions {
@@ -107,6 +109,7 @@ impl Default for ProbeOptions {
         Self {
             ring_bytes: 8 * 1024 * 1024,
             open_all: false,
+            capture_env: true,
         }
     }
 }
@@ -163,7 +166,7 @@ impl Probes {
             agent_tgid: std::process::id(),
             open_all: options.open_all as u32,
             io_uring_layout: layout.io_uring_layout,
-            _pad0: 0,
+            capture_env: options.capture_env as u32,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &layout.offsets, true)

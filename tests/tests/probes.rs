@@ -392,3 +392,46 @@ fn agent_stops_cleanly_and_reports_no_losses_at_low_rate() {
     assert_eq!(stats["stats"]["decode_errors"], 0);
     assert_eq!(stats["stats"]["channel_full_drops"], 0);
 }
+
+#[test]
+fn exec_carries_cwd_and_only_the_ci_identity_part_of_its_environment() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    let canary = format!("ghs_{}", "C4n4ry".repeat(6));
+    let mut child = Command::new("/bin/true")
+        .current_dir(&cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_ACTION", "__run_2")
+        .env("GITHUB_RUN_ID", "4242")
+        .env("GITHUB_TOKEN", &canary)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &canary)
+        .env("npm_lifecycle_event", "postinstall")
+        .spawn()
+        .unwrap();
+    let child_pid = child.id() as u64;
+    child.wait().unwrap();
+    let exec = agent.wait_for("exec with CI env", |e| {
+        kind(e) == "exec" && pid(e) == child_pid
+    });
+    assert_eq!(exec["cwd"].as_str(), Some(cwd.to_str().unwrap()), "{exec}");
+    assert_eq!(exec["env"]["GITHUB_JOB"], "build", "{exec}");
+    assert_eq!(exec["env"]["GITHUB_ACTION"], "__run_2");
+    assert_eq!(exec["env"]["GITHUB_RUN_ID"], "4242");
+    assert_eq!(exec["env"]["npm_lifecycle_event"], "postinstall");
+    assert_eq!(exec["env"]["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], "[present]");
+    assert!(exec["env"].get("GITHUB_TOKEN").is_none(), "{exec}");
+    assert!(exec["env"].get("PATH").is_none(), "{exec}");
+    let everything = std::fs::read_to_string(&agent.events_path).unwrap();
+    let log = agent.stop();
+    assert!(
+        !everything.contains(&canary),
+        "a secret from the environment reached the event log"
+    );
+    assert!(
+        !log.contains(&canary),
+        "a secret from the environment reached the agent log"
+    );
+}

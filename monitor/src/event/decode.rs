@@ -5,10 +5,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use std::collections::BTreeMap;
+
 use monitor_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, ForkEvent, AF_INET,
-    AF_INET6, COMM_LEN,
+    ConnectEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, ForkEvent,
+    AF_INET, AF_INET6, COMM_LEN,
 };
+
+use crate::ci::env::select_env;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -60,6 +64,13 @@ pub enum KernelEvent {
         argv: Vec<String>,
         filename: String,
         argv_total_len: u32,
+        cwd: String,
+    },
+    /// Only the environment keys the agent needs (see `ci::env`); the rest never leaves decode.
+    Env {
+        header: Header,
+        vars: BTreeMap<String, String>,
+        total_len: u32,
     },
     Fork {
         header: Header,
@@ -92,6 +103,7 @@ impl KernelEvent {
     pub fn header(&self) -> &Header {
         match self {
             KernelEvent::Exec { header, .. }
+            | KernelEvent::Env { header, .. }
             | KernelEvent::Fork { header }
             | KernelEvent::Exit { header, .. }
             | KernelEvent::Connect { header, .. }
@@ -181,13 +193,14 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     Ok(match header.kind {
         EventKind::ProcessExec => {
             let raw: ExecEvent = read_struct(bytes, "exec record")?;
-            let [filename, exe, argv] = sections(
+            let [filename, exe, argv, cwd] = sections(
                 bytes,
                 std::mem::size_of::<ExecEvent>(),
                 [
                     raw.filename_len as usize,
                     raw.exe_len as usize,
                     raw.argv_len as usize,
+                    raw.cwd_len as usize,
                 ],
             )?;
             KernelEvent::Exec {
@@ -196,6 +209,20 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 argv: split_nul(argv),
                 filename: text(filename),
                 argv_total_len: raw.argv_total_len,
+                cwd: text(cwd),
+            }
+        }
+        EventKind::ProcessEnv => {
+            let raw: EnvEvent = read_struct(bytes, "env record")?;
+            let [block] = sections(
+                bytes,
+                std::mem::size_of::<EnvEvent>(),
+                [raw.env_len as usize],
+            )?;
+            KernelEvent::Env {
+                header,
+                vars: select_env(block),
+                total_len: raw.env_total_len,
             }
         }
         EventKind::ProcessFork => {

@@ -6,13 +6,16 @@
 
 pub mod decode;
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use monitor_common::{
-    EXEC_ARGV_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED,
-    MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX, MATCH_PARENT_DIR,
-    MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, SOCK_DGRAM,
-    SOCK_STREAM,
+    EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
+    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX,
+    MATCH_NAME_SUFFIX, MATCH_PARENT_DIR, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
+    OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, SOCK_DGRAM, SOCK_STREAM,
 };
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,7 @@ use crate::{
 use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 1;
+pub const JSON_SCHEMA_VERSION: u32 = 2;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -54,6 +57,15 @@ pub enum Detail {
         exe_unresolved: bool,
         /// Size of the whole argument block, also when argv was cut.
         argv_total_len: u32,
+        /// Resolved working directory at exec ("" when unresolved).
+        #[serde(default)]
+        cwd: String,
+        #[serde(default)]
+        cwd_truncated: bool,
+        /// The CI-identity and package-manager keys of the new program's environment (see
+        /// `ci::env`); nothing else of the environment is ever recorded.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
     },
     Fork {},
     Exit {
@@ -85,6 +97,10 @@ pub enum Detail {
         matched: Vec<String>,
         via: String,
         fd: i32,
+        /// For `.pth` files read at interpreter start: whether the file has lines Python
+        /// executes (`import ...`). Filled by the live agent, which can read the file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pth_executable: Option<bool>,
     },
 }
 
@@ -158,11 +174,18 @@ impl WallClock {
     }
 }
 
+/// Env records waiting for their exec record; more than this means exec records were lost.
+const MAX_PENDING_ENV: usize = 4096;
+
 /// Turns decoded kernel events into enriched events, keeping the process table up to date.
 pub struct Enricher {
     pub table: ProcessTable,
     clock: WallClock,
     seq: u64,
+    /// Kept env keys of execs whose exec record has not arrived yet, by thread id.
+    pending_env: HashMap<u32, BTreeMap<String, String>>,
+    /// Reads the content a `.pth` open needs judged (live: the file; replay: nothing).
+    pth_reader: Option<fn(&str) -> Option<bool>>,
 }
 
 impl Enricher {
@@ -171,27 +194,54 @@ impl Enricher {
             table,
             clock,
             seq: 0,
+            pending_env: HashMap::new(),
+            pth_reader: None,
         }
     }
 
-    pub fn enrich(&mut self, event: KernelEvent) -> Event {
+    /// Lets the enricher judge `.pth` files by reading them (the live agent does; tests need not).
+    pub fn with_pth_reader(mut self, reader: fn(&str) -> Option<bool>) -> Self {
+        self.pth_reader = Some(reader);
+        self
+    }
+
+    /// Enriches one kernel record; `None` for records that only complete a later one (env).
+    pub fn enrich(&mut self, event: KernelEvent) -> Option<Event> {
         let header = event.header().clone();
         let (key, detail) = match event {
+            KernelEvent::Env { header, vars, .. } => {
+                if self.pending_env.len() >= MAX_PENDING_ENV {
+                    self.pending_env.clear();
+                }
+                self.pending_env.insert(header.pid, vars);
+                return None;
+            }
             KernelEvent::Exec {
                 header,
                 exe,
                 argv,
                 filename,
                 argv_total_len,
+                cwd,
             } => {
                 let truncated = header.flags & EXEC_ARGV_TRUNCATED != 0;
                 let key = self.table.on_exec(&header, &exe, &argv, truncated);
+                // execve from a non-leader thread takes over the leader's pid: the env record
+                // was sent by the same thread as the exec record, so match on the thread id.
+                let env = self.pending_env.remove(&header.pid).unwrap_or_default();
                 let detail = Detail::Exec {
                     filename,
                     filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
                     exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
                     exe_unresolved: header.flags & EXEC_EXE_UNRESOLVED != 0,
                     argv_total_len,
+                    cwd: if header.flags & EXEC_CWD_UNRESOLVED != 0 {
+                        String::new()
+                    } else {
+                        cwd
+                    },
+                    cwd_truncated: header.flags & EXEC_CWD_TRUNCATED != 0,
+                    env,
                 };
                 (key, detail)
             }
@@ -246,7 +296,14 @@ impl Enricher {
                 fd,
             } => {
                 let key = self.table.observe(&header);
+                let pth_executable = match self.pth_reader {
+                    Some(read) if path.ends_with(".pth") && f_mode & FMODE_WRITE == 0 => {
+                        read(&path)
+                    }
+                    _ => None,
+                };
                 let detail = Detail::Open {
+                    pth_executable,
                     path,
                     path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
                     path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,
@@ -269,7 +326,7 @@ impl Enricher {
         };
         self.seq += 1;
         let process = self.table.get(&key);
-        Event {
+        Some(Event {
             schema: JSON_SCHEMA_VERSION,
             seq: self.seq,
             time: self.clock.format(header.ts_ns),
@@ -290,7 +347,7 @@ impl Enricher {
                     exited: p.exited_at_ns.is_some(),
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -372,19 +429,23 @@ mod tests {
             argv: vec!["bash".into()],
             filename: "/bin/bash".into(),
             argv_total_len: 5,
+            cwd: "/".into(),
         });
         let token = format!("ghp_{}", "a".repeat(36));
-        let event = e.enrich(KernelEvent::Exec {
-            header: header(EventKind::ProcessExec, 11, 10),
-            exe: "/usr/bin/curl".into(),
-            argv: vec![
-                "curl".into(),
-                "-H".into(),
-                format!("Authorization: token {token}"),
-            ],
-            filename: "curl".into(),
-            argv_total_len: 60,
-        });
+        let event = e
+            .enrich(KernelEvent::Exec {
+                header: header(EventKind::ProcessExec, 11, 10),
+                exe: "/usr/bin/curl".into(),
+                argv: vec![
+                    "curl".into(),
+                    "-H".into(),
+                    format!("Authorization: token {token}"),
+                ],
+                filename: "curl".into(),
+                argv_total_len: 60,
+                cwd: "/work".into(),
+            })
+            .unwrap();
         let line = serde_json::to_string(&event).unwrap();
         assert!(!line.contains(&token), "token leaked: {line}");
         assert!(line.contains("\"kind\":\"exec\""));
@@ -395,15 +456,62 @@ mod tests {
     }
 
     #[test]
+    fn env_record_is_attached_to_the_following_exec_of_the_same_thread() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        let vars: BTreeMap<String, String> = [("GITHUB_JOB".to_string(), "build".to_string())]
+            .into_iter()
+            .collect();
+        assert!(e
+            .enrich(KernelEvent::Env {
+                header: header(EventKind::ProcessEnv, 20, 1),
+                vars: vars.clone(),
+                total_len: 100,
+            })
+            .is_none());
+        let exec = e
+            .enrich(KernelEvent::Exec {
+                header: header(EventKind::ProcessExec, 20, 1),
+                exe: "/usr/bin/bash".into(),
+                argv: vec!["bash".into()],
+                filename: "/bin/bash".into(),
+                argv_total_len: 5,
+                cwd: "/w".into(),
+            })
+            .unwrap();
+        let Detail::Exec { env, cwd, .. } = &exec.detail else {
+            panic!()
+        };
+        assert_eq!((env, cwd.as_str()), (&vars, "/w"));
+        assert_eq!(exec.seq, 1, "env records take no place in the stream");
+        // Consumed: a later exec of the same thread without an env record has none.
+        let again = e
+            .enrich(KernelEvent::Exec {
+                header: header(EventKind::ProcessExec, 20, 1),
+                exe: "/usr/bin/true".into(),
+                argv: vec![],
+                filename: "true".into(),
+                argv_total_len: 0,
+                cwd: "/w".into(),
+            })
+            .unwrap();
+        assert!(matches!(&again.detail, Detail::Exec { env, .. } if env.is_empty()));
+    }
+
+    #[test]
     fn exit_status_is_split_into_code_and_signal() {
         let mut e = Enricher::new(
             ProcessTable::new(100, 1000),
             WallClock { boot_to_unix_ns: 0 },
         );
-        let ev = e.enrich(KernelEvent::Exit {
-            header: header(EventKind::ProcessExit, 5, 1),
-            exit_status: 3 << 8,
-        });
+        let ev = e
+            .enrich(KernelEvent::Exit {
+                header: header(EventKind::ProcessExit, 5, 1),
+                exit_status: 3 << 8,
+            })
+            .unwrap();
         assert_eq!(
             ev.detail,
             Detail::Exit {
@@ -412,10 +520,12 @@ mod tests {
                 signal: None
             }
         );
-        let ev = e.enrich(KernelEvent::Exit {
-            header: header(EventKind::ProcessExit, 6, 1),
-            exit_status: 9,
-        });
+        let ev = e
+            .enrich(KernelEvent::Exit {
+                header: header(EventKind::ProcessExit, 6, 1),
+                exit_status: 9,
+            })
+            .unwrap();
         assert_eq!(
             ev.detail,
             Detail::Exit {
@@ -432,14 +542,16 @@ mod tests {
             ProcessTable::new(100, 1000),
             WallClock { boot_to_unix_ns: 0 },
         );
-        let ev = e.enrich(KernelEvent::Connect {
-            header: header(EventKind::NetConnect, 5, 1),
-            fd: 3,
-            result: 0,
-            sock_type: SOCK_STREAM,
-            address: "::ffff:10.1.2.3".parse().unwrap(),
-            port: 80,
-        });
+        let ev = e
+            .enrich(KernelEvent::Connect {
+                header: header(EventKind::NetConnect, 5, 1),
+                fd: 3,
+                result: 0,
+                sock_type: SOCK_STREAM,
+                address: "::ffff:10.1.2.3".parse().unwrap(),
+                port: 80,
+            })
+            .unwrap();
         let Detail::Connect {
             address,
             family,

@@ -1,0 +1,143 @@
+//! Which environment variables of an executed program the agent keeps.
+//!
+//! The kernel hands over the whole environment block of every exec, and environments on CI
+//! runners carry secrets (`GITHUB_TOKEN`, `NPM_TOKEN`, `AWS_SECRET_ACCESS_KEY`, ...). Only the keys
+//! listed here survive decoding: CI job and step identity, and the context package managers give
+//! the code they run at install time. Everything else is dropped before the record leaves the
+//! decoder, so it can reach no log, report or metric. Values are bounded and redacted too.
+
+use std::collections::BTreeMap;
+
+use crate::redact::redact;
+
+/// Kept with their value.
+const KEEP: &[&str] = &[
+    // GitHub Actions: job and step identity (set by Runner.Worker for every step process).
+    "GITHUB_ACTIONS",
+    "GITHUB_ACTION",
+    "GITHUB_ACTION_REPOSITORY",
+    "GITHUB_ACTION_REF",
+    "GITHUB_JOB",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_RUN_NUMBER",
+    "GITHUB_WORKFLOW",
+    "GITHUB_WORKFLOW_REF",
+    "GITHUB_REPOSITORY",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_ACTOR",
+    "GITHUB_WORKSPACE",
+    "GITHUB_STEP_SUMMARY",
+    "RUNNER_NAME",
+    "RUNNER_TEMP",
+    // GitLab CI.
+    "GITLAB_CI",
+    "CI_JOB_ID",
+    "CI_JOB_NAME",
+    "CI_JOB_STAGE",
+    "CI_PIPELINE_ID",
+    "CI_PROJECT_PATH",
+    "CI_PROJECT_DIR",
+    // Jobs started explicitly with `monitor job start` / the runner hooks.
+    "MONITOR_JOB_ID",
+    // npm, yarn, pnpm and bun run lifecycle scripts with these.
+    "npm_lifecycle_event",
+    "npm_lifecycle_script",
+    "npm_package_name",
+    "npm_package_version",
+    "npm_command",
+    "npm_config_user_agent",
+    // Cargo runs build scripts with these.
+    "CARGO_PKG_NAME",
+    "CARGO_PKG_VERSION",
+    "CARGO_MANIFEST_DIR",
+];
+
+/// Kept as `"[present]"`: whether they are set matters, their value is (or guards) a secret.
+const PRESENCE_ONLY: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
+pub const PRESENT: &str = "[present]";
+
+/// Longest value kept; longer ones are cut (on a character boundary) and marked.
+pub const MAX_VALUE_LEN: usize = 512;
+
+/// Picks the kept keys out of a NUL-separated `KEY=value` block.
+pub fn select_env(block: &[u8]) -> BTreeMap<String, String> {
+    let mut kept = BTreeMap::new();
+    for entry in block.split(|b| *b == 0) {
+        let Some(eq) = entry.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let Ok(key) = std::str::from_utf8(&entry[..eq]) else {
+            continue;
+        };
+        if PRESENCE_ONLY.contains(&key) {
+            kept.insert(key.to_string(), PRESENT.to_string());
+        } else if KEEP.contains(&key) {
+            let value = String::from_utf8_lossy(&entry[eq + 1..]);
+            let mut value = redact(&value).into_owned();
+            if value.len() > MAX_VALUE_LEN {
+                let mut cut = MAX_VALUE_LEN;
+                while !value.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                value.truncate(cut);
+                value.push_str("[...]");
+            }
+            kept.insert(key.to_string(), value);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_identity_keys_survive_and_secrets_never_do() {
+        let token = format!("ghp_{}", "x".repeat(36));
+        let block = format!(
+            "PATH=/usr/bin\0GITHUB_TOKEN={token}\0GITHUB_JOB=build\0GITHUB_ACTION=__run_2\0\
+             NPM_TOKEN=npm_{npm}\0ACTIONS_ID_TOKEN_REQUEST_TOKEN=eyJsecret\0\
+             npm_lifecycle_event=postinstall\0npm_lifecycle_script=curl -H 'Authorization: token {token}' x\0\
+             AWS_SECRET_ACCESS_KEY=abc\0garbage-without-equals\0",
+            npm = "y".repeat(36)
+        );
+        let kept = select_env(block.as_bytes());
+        assert_eq!(kept.get("GITHUB_JOB").map(String::as_str), Some("build"));
+        assert_eq!(
+            kept.get("GITHUB_ACTION").map(String::as_str),
+            Some("__run_2")
+        );
+        assert_eq!(
+            kept.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+                .map(String::as_str),
+            Some(PRESENT)
+        );
+        assert_eq!(
+            kept.get("npm_lifecycle_event").map(String::as_str),
+            Some("postinstall")
+        );
+        let all = format!("{kept:?}");
+        assert!(!all.contains(&token), "{all}");
+        assert!(!all.contains("npm_yyy"), "{all}");
+        assert!(!all.contains("eyJsecret"), "{all}");
+        for gone in ["PATH", "GITHUB_TOKEN", "NPM_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
+            assert!(!kept.contains_key(gone), "{gone} kept: {all}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_and_marked() {
+        let block = format!("GITHUB_WORKFLOW={}\0", "é".repeat(600));
+        let kept = select_env(block.as_bytes());
+        let value = &kept["GITHUB_WORKFLOW"];
+        assert!(value.ends_with("[...]") && value.len() <= MAX_VALUE_LEN + 5);
+    }
+}

@@ -1,0 +1,880 @@
+//! The detection engine: enriched events in, findings out. Pure: no BPF, no clock, no I/O; time
+//! is the events' own (`ts_ns`), so the live agent, `monitor replay` and the unit tests run the
+//! very same code.
+//!
+//! It attributes every process to a CI job and step: a process with no attributed ancestor whose
+//! exec carries a job identity in its environment (`ci::identity_from_env`) is a step's root;
+//! every descendant belongs to that step, whatever its own environment says (a step cannot leave
+//! its job by rewriting `GITHUB_*`), including processes that daemonize. Processes outside any
+//! job are not judged.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    ci::{identity_from_env, JobIdentity, StepIdentity},
+    event::{Detail, Event},
+    finding::{ChainLink, Finding, Severity},
+    process_tree::ProcessKey,
+    profile::{Allowance, Profile, Rules},
+    rules::{
+        credentials, egress::is_metadata_endpoint, lifecycle, lifecycle::Hook, persistence,
+        tool_matches, tool_of,
+    },
+};
+
+/// How long after a step's root exits its remaining processes count as having outlived it.
+pub const STEP_GRACE_NS: u64 = 2_000_000_000;
+/// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
+pub const MAX_TRACKED_PROCESSES: usize = 262_144;
+/// Bound on distinct findings kept for de-duplication per job.
+const MAX_SEEN_PER_JOB: usize = 65_536;
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// The machine's DNS resolvers: DNS to them is allowed unless the profile says otherwise.
+    pub dns_resolvers: Vec<IpAddr>,
+}
+
+impl EngineConfig {
+    /// Resolvers from a resolv.conf text.
+    pub fn resolvers_from(resolv_conf: &str) -> Vec<IpAddr> {
+        resolv_conf
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .filter_map(|a| a.trim().split('%').next()?.parse().ok())
+            .collect()
+    }
+}
+
+struct Proc {
+    job: usize,
+    step: usize,
+    hook: Option<usize>,
+    link: ChainLink,
+    tool: String,
+    alive: bool,
+    is_step_root: bool,
+}
+
+struct Step {
+    identity: StepIdentity,
+    root: ProcessKey,
+    ended: Option<(u64, String)>,
+    checked: bool,
+}
+
+struct Job {
+    identity: JobIdentity,
+    /// The process the steps are children of (Runner.Worker): the job ends when it exits.
+    anchor: Option<ProcessKey>,
+    steps: Vec<Step>,
+    ended_ns: Option<u64>,
+    seen: HashSet<String>,
+}
+
+struct HookState {
+    hook: Hook,
+    /// The hook runs with the profile's blessing; what it does is still judged.
+    allowed: bool,
+}
+
+/// A `.pth` file written by a job, waiting to be read at some interpreter's start.
+struct WrittenPth {
+    job: usize,
+    step: usize,
+    hook: Option<usize>,
+    writer: Vec<ChainLink>,
+    writer_seq: u64,
+}
+
+pub struct Engine {
+    profile: Profile,
+    config: EngineConfig,
+    procs: HashMap<ProcessKey, Proc>,
+    jobs: Vec<Job>,
+    job_by_key: HashMap<String, usize>,
+    anchors: HashMap<ProcessKey, usize>,
+    hooks: Vec<HookState>,
+    written_pth: HashMap<String, WrittenPth>,
+    next_id: u64,
+    now_ns: u64,
+    /// Exited processes forgotten because of the bound.
+    pub evicted: u64,
+}
+
+fn key_of(pid: u32, start_ticks: u64) -> ProcessKey {
+    ProcessKey {
+        tgid: pid,
+        start_ticks,
+    }
+}
+
+fn link_of(e: &Event) -> ChainLink {
+    ChainLink {
+        pid: e.process.pid,
+        start_ticks: e.process.start_ticks,
+        comm: e.process.comm.clone(),
+        exe: e.process.exe.clone(),
+        argv: e.process.argv.clone(),
+    }
+}
+
+/// What a rule found, before the engine adds the job, step, chain and id.
+struct Raw {
+    rule: &'static str,
+    severity: Severity,
+    summary: String,
+    evidence: Vec<(&'static str, Value)>,
+    profile_clause: String,
+    allowance: Option<Allowance>,
+    /// De-duplication: the same rule with the same key in one job is reported once.
+    dedupe: String,
+}
+
+impl Engine {
+    pub fn new(profile: Profile, config: EngineConfig) -> Self {
+        Self {
+            profile,
+            config,
+            procs: HashMap::new(),
+            jobs: Vec::new(),
+            job_by_key: HashMap::new(),
+            anchors: HashMap::new(),
+            hooks: Vec::new(),
+            written_pth: HashMap::new(),
+            next_id: 0,
+            now_ns: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Jobs seen so far, and whether each has ended.
+    pub fn jobs(&self) -> impl Iterator<Item = (&JobIdentity, bool)> {
+        self.jobs
+            .iter()
+            .map(|j| (&j.identity, j.ended_ns.is_some()))
+    }
+
+    /// Judges one event.
+    pub fn on_event(&mut self, e: &Event) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.advance(e.ts_ns, &mut out);
+        let key = key_of(e.process.pid, e.process.start_ticks);
+        if let Detail::Exit { .. } = e.detail {
+            if let Some(job) = self.anchors.remove(&key) {
+                self.jobs[job].ended_ns = Some(e.ts_ns);
+            }
+        }
+        let attributed = self.attribute(e, key);
+        // A job-written .pth file judges the interpreter that reads it, wherever it runs.
+        if let Detail::Open {
+            path,
+            access,
+            pth_executable,
+            ..
+        } = &e.detail
+        {
+            if access == "read" && lifecycle::is_site_pth(path) {
+                self.on_pth_read(e, path, *pth_executable, &mut out);
+            }
+        }
+        if !attributed {
+            return out;
+        }
+        match &e.detail {
+            Detail::Exec { .. } => self.on_exec(e, key, &mut out),
+            Detail::Exit { .. } => self.on_exit(e, key),
+            Detail::Connect { .. } => self.on_connect(e, key, &mut out),
+            Detail::Open { .. } => self.on_open(e, key, &mut out),
+            Detail::Fork {} => {}
+        }
+        out
+    }
+
+    /// Lets time pass without events (the live agent calls this about twice a second).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.advance(now_ns, &mut out);
+        out
+    }
+
+    /// End of input: every pending check is done now.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        self.tick(u64::MAX)
+    }
+
+    fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.check_outlived_steps(out);
+    }
+
+    /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
+    fn attribute(&mut self, e: &Event, key: ProcessKey) -> bool {
+        if self.procs.contains_key(&key) {
+            if let Detail::Exec { .. } = e.detail {
+                let proc = self.procs.get_mut(&key).expect("checked");
+                proc.link = link_of(e);
+                proc.tool = tool_of(e.process.exe.as_deref(), &e.process.argv);
+            }
+            return true;
+        }
+        let inherited = e.ancestry.iter().find_map(|a| {
+            self.procs
+                .get(&key_of(a.pid, a.start_ticks))
+                .map(|p| (p.job, p.step, p.hook))
+        });
+        let (job, step, hook, is_root) = match inherited {
+            Some((job, step, hook)) => (job, step, hook, false),
+            None => {
+                let Detail::Exec { env, .. } = &e.detail else {
+                    return false;
+                };
+                let Some((job_id, step_id)) = identity_from_env(env) else {
+                    return false;
+                };
+                let job = self.job_index(job_id);
+                let parent = e.ancestry.first().map(|a| key_of(a.pid, a.start_ticks));
+                if self.jobs[job].anchor.is_none() {
+                    if let Some(parent) = parent {
+                        self.jobs[job].anchor = Some(parent);
+                        self.anchors.insert(parent, job);
+                    }
+                }
+                self.jobs[job].steps.push(Step {
+                    identity: step_id,
+                    root: key,
+                    ended: None,
+                    checked: false,
+                });
+                (job, self.jobs[job].steps.len() - 1, None, true)
+            }
+        };
+        if self.procs.len() >= MAX_TRACKED_PROCESSES {
+            let before = self.procs.len();
+            self.procs.retain(|_, p| p.alive);
+            self.evicted += (before - self.procs.len()) as u64;
+        }
+        self.procs.insert(
+            key,
+            Proc {
+                job,
+                step,
+                hook,
+                link: link_of(e),
+                tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
+                alive: true,
+                is_step_root: is_root,
+            },
+        );
+        true
+    }
+
+    fn job_index(&mut self, identity: JobIdentity) -> usize {
+        if let Some(i) = self.job_by_key.get(&identity.key) {
+            return *i;
+        }
+        self.jobs.push(Job {
+            identity: identity.clone(),
+            anchor: None,
+            steps: Vec::new(),
+            ended_ns: None,
+            seen: HashSet::new(),
+        });
+        self.job_by_key.insert(identity.key, self.jobs.len() - 1);
+        self.jobs.len() - 1
+    }
+
+    fn rules_of(&self, job: usize, step: usize) -> impl Iterator<Item = &Rules> {
+        let identity = self.jobs[job].steps.get(step).map(|s| &s.identity);
+        self.profile.rules_for(identity)
+    }
+
+    /// The acting process and its ancestors up to the step root.
+    fn chain(&self, e: &Event, key: ProcessKey) -> Vec<ChainLink> {
+        let mut chain = vec![link_of(e)];
+        if self.procs.get(&key).is_some_and(|p| p.is_step_root) {
+            return chain;
+        }
+        for a in &e.ancestry {
+            let k = key_of(a.pid, a.start_ticks);
+            let Some(p) = self.procs.get(&k) else { break };
+            chain.push(ChainLink {
+                pid: a.pid,
+                start_ticks: a.start_ticks,
+                comm: a.comm.clone(),
+                exe: a.exe.clone(),
+                argv: a.argv.clone(),
+            });
+            if p.is_step_root {
+                break;
+            }
+        }
+        chain
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        out: &mut Vec<Finding>,
+        raw: Raw,
+        job: usize,
+        step: usize,
+        hook: Option<usize>,
+        chain: Vec<ChainLink>,
+        events: Vec<u64>,
+        time: &str,
+        ts_ns: u64,
+    ) {
+        let seen = &mut self.jobs[job].seen;
+        let dedupe = format!("{}|{step}|{}", raw.rule, raw.dedupe);
+        if seen.contains(&dedupe) {
+            return;
+        }
+        if seen.len() < MAX_SEEN_PER_JOB {
+            seen.insert(dedupe);
+        }
+        let mut evidence: std::collections::BTreeMap<String, Value> = raw
+            .evidence
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if let Some(h) = hook {
+            evidence.insert(
+                "hook_allowed_by_profile".into(),
+                json!(self.hooks[h].allowed),
+            );
+        }
+        let hook = hook.map(|h| self.hooks[h].hook.clone());
+        // Inside a dependency's install code everything is worse: that code has no business
+        // reading credentials, connecting out or running downloads.
+        let severity = match (&hook, raw.rule) {
+            (Some(_), "lifecycle-hook") => raw.severity,
+            (Some(_), _) => Severity::Critical,
+            (None, _) => raw.severity,
+        };
+        self.next_id += 1;
+        let job_state = &self.jobs[job];
+        out.push(Finding {
+            id: self.next_id,
+            rule: raw.rule.into(),
+            severity,
+            summary: raw.summary,
+            time: time.to_string(),
+            ts_ns,
+            job: Some(job_state.identity.clone()),
+            step: job_state.steps.get(step).map(|s| s.identity.clone()),
+            process_chain: chain,
+            events,
+            evidence,
+            hook,
+            profile_clause: raw.profile_clause,
+            allowance: raw.allowance,
+        });
+    }
+
+    fn emit_for(&mut self, out: &mut Vec<Finding>, raw: Raw, e: &Event, key: ProcessKey) {
+        let Some(p) = self.procs.get(&key) else {
+            return;
+        };
+        let (job, step, hook) = (p.job, p.step, p.hook);
+        let chain = self.chain(e, key);
+        self.emit(
+            out,
+            raw,
+            job,
+            step,
+            hook,
+            chain,
+            vec![e.seq],
+            &e.time,
+            e.ts_ns,
+        );
+    }
+
+    fn on_exec(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Exec { env, cwd, .. } = &e.detail else {
+            return;
+        };
+        let exe = e.process.exe.clone().unwrap_or_default();
+        let (job, step, inherited_hook) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook)
+        };
+        let workspace = self.jobs[job].identity.workspace.clone();
+        let hook = lifecycle::npm_hook(env, cwd)
+            .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref()))
+            .or_else(|| lifecycle::cargo_hook(&exe, env))
+            .filter(|h| h.dependency);
+        if let Some(hook) = hook {
+            let same = inherited_hook.is_some_and(|i| {
+                let h = &self.hooks[i].hook;
+                h.package == hook.package
+                    && h.ecosystem == hook.ecosystem
+                    && h.script == hook.script
+            });
+            if !same {
+                let allowed = self.rules_of(job, step).any(|r| {
+                    r.lifecycle.allow.iter().any(|rule| {
+                        rule.matches(hook.ecosystem, &hook.package, hook.version.as_deref())
+                    })
+                });
+                self.hooks.push(HookState {
+                    hook: hook.clone(),
+                    allowed,
+                });
+                let index = self.hooks.len() - 1;
+                self.procs.get_mut(&key).expect("attributed").hook = Some(index);
+                if !allowed {
+                    let raw = Raw {
+                        rule: "lifecycle-hook",
+                        severity: Severity::Medium,
+                        summary: format!(
+                            "{} runs install-time code of {} package {} ({})",
+                            hook.manager,
+                            hook.ecosystem.name(),
+                            hook.package,
+                            hook.script
+                        ),
+                        evidence: vec![
+                            ("package", json!(hook.package)),
+                            ("version", json!(hook.version)),
+                            ("script", json!(hook.script)),
+                            ("cwd", json!(cwd)),
+                        ],
+                        profile_clause: "lifecycle.allow: the package is not allowed to run code at install time".into(),
+                        allowance: Some(Allowance::Lifecycle {
+                            ecosystem: hook.ecosystem,
+                            package: hook.package.clone(),
+                            version: None,
+                        }),
+                        dedupe: format!("{}:{}:{}", hook.ecosystem.name(), hook.package, hook.script),
+                    };
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
+
+        let allowed_exe = |rules: &Rules| {
+            rules
+                .executables
+                .allow
+                .as_ref()
+                .is_some_and(|list| list.iter().any(|p| p.matches(&exe)))
+        };
+        let in_temp = ["/tmp/", "/var/tmp/", "/dev/shm/"]
+            .iter()
+            .any(|t| exe.starts_with(t))
+            && !exe.contains("/target/");
+        if in_temp && !self.rules_of(job, step).any(allowed_exe) {
+            let raw = Raw {
+                rule: "exec-from-temp",
+                severity: Severity::High,
+                summary: format!("executed {exe}, a program in a temporary directory"),
+                evidence: vec![("executable", json!(exe)), ("cwd", json!(cwd))],
+                profile_clause: "executables.allow: programs in temporary directories are downloads until allowed".into(),
+                allowance: Some(Allowance::Executables { path: exe.clone() }),
+                dedupe: exe.clone(),
+            };
+            self.emit_for(out, raw, e, key);
+        } else if !in_temp {
+            let lists: Vec<_> = self
+                .rules_of(job, step)
+                .filter(|r| r.executables.allow.is_some())
+                .collect();
+            if !lists.is_empty() && !lists.iter().any(|r| allowed_exe(r)) {
+                let raw = Raw {
+                    rule: "unexpected-executable",
+                    severity: Severity::Medium,
+                    summary: format!("executed {exe}, which the profile does not list"),
+                    evidence: vec![("executable", json!(exe))],
+                    profile_clause: "executables.allow".into(),
+                    allowance: Some(Allowance::Executables { path: exe.clone() }),
+                    dedupe: exe.clone(),
+                };
+                self.emit_for(out, raw, e, key);
+            }
+        }
+    }
+
+    fn on_exit(&mut self, e: &Event, key: ProcessKey) {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return;
+        };
+        p.alive = false;
+        if p.is_step_root {
+            let (job, step) = (p.job, p.step);
+            if let Some(s) = self.jobs[job].steps.get_mut(step) {
+                if s.root == key && s.ended.is_none() {
+                    s.ended = Some((e.ts_ns, e.time.clone()));
+                }
+            }
+        }
+    }
+
+    /// Processes still alive `STEP_GRACE_NS` after their step's root exited.
+    fn check_outlived_steps(&mut self, out: &mut Vec<Finding>) {
+        let mut due = Vec::new();
+        for (j, job) in self.jobs.iter_mut().enumerate() {
+            for (s, step) in job.steps.iter_mut().enumerate() {
+                if let Some((ended, time)) = &step.ended {
+                    if !step.checked && self.now_ns >= ended.saturating_add(STEP_GRACE_NS) {
+                        step.checked = true;
+                        due.push((j, s, *ended, time.clone()));
+                    }
+                }
+            }
+        }
+        for (job, step, ended, time) in due {
+            let mut left: Vec<(ProcessKey, ChainLink, Option<usize>)> = self
+                .procs
+                .iter()
+                .filter(|(_, p)| p.job == job && p.step == step && p.alive && !p.is_step_root)
+                .map(|(k, p)| (*k, p.link.clone(), p.hook))
+                .collect();
+            left.sort_by_key(|(k, _, _)| *k);
+            for (_, link, hook) in left {
+                let exe = link.exe.clone().unwrap_or_default();
+                let allowed = self
+                    .rules_of(job, step)
+                    .any(|r| r.processes.background.iter().any(|p| p.matches(&exe)));
+                if allowed {
+                    continue;
+                }
+                let raw = Raw {
+                    rule: "outlived-step",
+                    severity: Severity::Medium,
+                    summary: format!("{exe} (pid {}) kept running after its step ended", link.pid),
+                    evidence: vec![("executable", json!(exe)), ("pid", json!(link.pid))],
+                    profile_clause:
+                        "processes.background: only listed programs may outlive their step".into(),
+                    allowance: Some(Allowance::Processes {
+                        executable: exe.clone(),
+                    }),
+                    dedupe: format!("{}:{}", link.pid, link.start_ticks),
+                };
+                self.emit(out, raw, job, step, hook, vec![link], vec![], &time, ended);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Connect {
+            address,
+            port,
+            protocol,
+            result,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let (address, port) = (*address, *port);
+        let (job, step) = {
+            let p = &self.procs[&key];
+            (p.job, p.step)
+        };
+        if port == 53
+            && self.profile.allows_dns()
+            && self
+                .config
+                .dns_resolvers
+                .iter()
+                .any(|r| r.to_canonical() == address)
+        {
+            return;
+        }
+        let metadata = is_metadata_endpoint(address);
+        // No DNS attribution yet: a connection carries no domain, so only address rules match.
+        let domain: Option<&str> = None;
+        let allowed = self.rules_of(job, step).any(|r| {
+            r.egress.allow.iter().any(|rule| {
+                rule.allows(address, port, domain) && (!metadata || rule.names_exactly(address))
+            })
+        });
+        if allowed {
+            return;
+        }
+        let dest = match address {
+            IpAddr::V6(a) => format!("[{a}]:{port}"),
+            IpAddr::V4(a) => format!("{a}:{port}"),
+        };
+        let raw = if metadata {
+            Raw {
+                rule: "cloud-metadata",
+                severity: Severity::Critical,
+                summary: format!("connection to the cloud metadata endpoint {dest}"),
+                evidence: vec![
+                    ("address", json!(address)),
+                    ("port", json!(port)),
+                    ("protocol", json!(protocol)),
+                    ("result", json!(result)),
+                ],
+                profile_clause:
+                    "egress.allow: metadata endpoints are allowed only by their exact address"
+                        .into(),
+                allowance: Some(Allowance::Egress {
+                    address,
+                    port,
+                    domain: None,
+                }),
+                dedupe: dest.clone(),
+            }
+        } else {
+            Raw {
+                rule: "unexpected-egress",
+                severity: Severity::High,
+                summary: format!("connection to {dest}, which the profile does not allow"),
+                evidence: vec![
+                    ("address", json!(address)),
+                    ("port", json!(port)),
+                    ("protocol", json!(protocol)),
+                    ("result", json!(result)),
+                    ("domain", Value::Null),
+                    ("resolved", json!(false)),
+                ],
+                profile_clause: "egress.allow: no entry matches this destination".into(),
+                allowance: Some(Allowance::Egress {
+                    address,
+                    port,
+                    domain: None,
+                }),
+                dedupe: dest.clone(),
+            }
+        };
+        self.emit_for(out, raw, e, key);
+    }
+
+    fn on_open(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Open {
+            path,
+            access,
+            matched,
+            path_truncated,
+            created,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let (job, step, hook, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook, p.tool.clone())
+        };
+        let in_hook = hook.is_some();
+        let allowed_by = |rules: &Rules, list: fn(&Rules) -> &Vec<crate::profile::AccessRule>| {
+            list(rules).iter().any(|a| {
+                a.path.matches(path)
+                    && a.by.iter().any(|b| {
+                        if b.starts_with('/') {
+                            crate::profile::PathPattern::new(b)
+                                .is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
+                        } else {
+                            tool_matches(b, &tool)
+                        }
+                    })
+            })
+        };
+
+        // Another process's memory, environment or memory map: always a finding.
+        if matched.iter().any(|m| m == "proc_other_process") {
+            if let Some((target, file)) = credentials::proc_target(path) {
+                if self
+                    .rules_of(job, step)
+                    .any(|r| allowed_by(r, |r| &r.credentials.allow))
+                {
+                    return;
+                }
+                let (rule, severity, what) = match file {
+                    "mem" => ("process-memory-read", Severity::Critical, "memory"),
+                    "maps" => ("process-memory-read", Severity::High, "memory map"),
+                    _ => ("process-environ-read", Severity::High, "environment"),
+                };
+                let raw = Raw {
+                    rule,
+                    severity,
+                    summary: format!("{tool} opened the {what} of process {target} ({path})"),
+                    evidence: vec![("path", json!(path)), ("target_pid", json!(target)), ("access", json!(access))],
+                    profile_clause: "credentials: other processes' memory and environment hold the job's secrets".into(),
+                    allowance: Some(Allowance::Credentials { path: path.clone(), by: tool.clone() }),
+                    dedupe: format!("{path}:{}", e.process.pid),
+                };
+                self.emit_for(out, raw, e, key);
+                return;
+            }
+        }
+
+        if *path_truncated {
+            let raw = Raw {
+                rule: "unresolved-sensitive-open",
+                severity: Severity::Medium,
+                summary: format!(
+                    "{tool} opened a watched file whose path is too deep to resolve (...{path})"
+                ),
+                evidence: vec![
+                    ("path_tail", json!(path)),
+                    ("matched", json!(matched)),
+                    ("access", json!(access)),
+                ],
+                profile_clause:
+                    "credentials: a path that cannot be resolved cannot be allowed (fail closed)"
+                        .into(),
+                allowance: None,
+                dedupe: path.clone(),
+            };
+            self.emit_for(out, raw, e, key);
+            return;
+        }
+
+        let writes = access != "read";
+        let reads = access != "write";
+        if writes && lifecycle::is_site_pth(path) {
+            let chain = self.chain(e, key);
+            self.written_pth.insert(
+                path.clone(),
+                WrittenPth {
+                    job,
+                    step,
+                    hook,
+                    writer: chain,
+                    writer_seq: e.seq,
+                },
+            );
+        }
+        if writes {
+            if let Some(place) = persistence::classify(path) {
+                let owner = place.owned_by(&tool) && !in_hook;
+                if !owner
+                    && !self
+                        .rules_of(job, step)
+                        .any(|r| allowed_by(r, |r| &r.persistence.allow))
+                {
+                    let raw = Raw {
+                        rule: "persistence-write",
+                        severity: Severity::High,
+                        summary: format!("{tool} {} {path} ({})", if *created { "created" } else { "wrote" }, place.name),
+                        evidence: vec![("path", json!(path)), ("place", json!(place.name)), ("access", json!(access)), ("created", json!(created))],
+                        profile_clause: "persistence.allow: writes to places that run code later must be expected".into(),
+                        allowance: Some(Allowance::Persistence { path: path.clone(), by: tool.clone() }),
+                        dedupe: format!("{path}:{tool}"),
+                    };
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
+        if reads {
+            let builtin = credentials::classify(path);
+            let watched = self
+                .rules_of(job, step)
+                .any(|r| r.credentials.watch.iter().any(|p| p.matches(path)));
+            if builtin.is_none() && !watched {
+                return;
+            }
+            // Inside a dependency's install hook even the owning tool is not itself: npm run from
+            // a postinstall script to read .npmrc is how the worm publishes.
+            let owner = builtin.is_some_and(|k| k.owned_by(&tool)) && !in_hook;
+            if owner
+                || self
+                    .rules_of(job, step)
+                    .any(|r| allowed_by(r, |r| &r.credentials.allow))
+            {
+                return;
+            }
+            let name = builtin.map_or("watched-credential", |k| k.name);
+            let owners = builtin.map(|k| k.owners.join(", ")).unwrap_or_default();
+            let raw = Raw {
+                rule: "credential-read",
+                severity: Severity::High,
+                summary: format!("{tool} read {path} ({name})"),
+                evidence: vec![
+                    ("path", json!(path)),
+                    ("credential", json!(name)),
+                    ("access", json!(access)),
+                    ("owners", json!(owners)),
+                ],
+                profile_clause: if owners.is_empty() || in_hook {
+                    "credentials.allow: no exception lets this process read it".to_string()
+                } else {
+                    format!(
+                        "credentials: only {owners} may read it, and not from install-time code"
+                    )
+                },
+                allowance: Some(Allowance::Credentials {
+                    path: path.clone(),
+                    by: tool.clone(),
+                }),
+                dedupe: format!("{path}:{tool}"),
+            };
+            self.emit_for(out, raw, e, key);
+        }
+    }
+
+    fn on_pth_read(
+        &mut self,
+        e: &Event,
+        path: &str,
+        executable: Option<bool>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(written) = self.written_pth.get(path) else {
+            return;
+        };
+        let file = path.rsplit('/').next().unwrap_or(path);
+        // Unknown content (a replayed log, or a file already gone) fails closed.
+        if executable == Some(false) || lifecycle::pth_is_known_benign(file) {
+            return;
+        }
+        let (job, step, hook) = (written.job, written.step, written.hook);
+        let writer = written.writer.clone();
+        let writer_seq = written.writer_seq;
+        let reader = link_of(e);
+        let package = hook.map(|h| self.hooks[h].hook.package.clone());
+        let raw = Raw {
+            rule: "pth-executed",
+            severity: Severity::High,
+            summary: format!(
+                "{} ran the executable .pth file {path}, installed during this job{}",
+                reader.exe.as_deref().unwrap_or(&reader.comm),
+                package
+                    .map(|p| format!(" by package {p}"))
+                    .unwrap_or_default()
+            ),
+            evidence: vec![
+                ("path", json!(path)),
+                ("executable_lines", json!(executable)),
+                ("written_by", json!(writer.first())),
+                ("reader_pid", json!(e.process.pid)),
+            ],
+            profile_clause:
+                "lifecycle: .pth files run at every interpreter start; only known ones are expected"
+                    .into(),
+            allowance: None,
+            dedupe: path.to_string(),
+        };
+        let mut chain = vec![reader];
+        chain.extend(writer);
+        // Reported even when the hook was allowed: an allowed build has no business planting code.
+        self.emit(
+            out,
+            raw,
+            job,
+            step,
+            hook,
+            chain,
+            vec![writer_seq, e.seq],
+            &e.time,
+            e.ts_ns,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! The expected behaviour profile: what a job may do. Documented in docs/profile.md.
+//!
+//! A profile is YAML. Every section is an allow-list; the `steps` map adds allowances for one
+//! step, named by its id (`build`, `__run_2`) or its action (`actions/checkout@v4`, or without
+//! the ref). Unknown keys are errors, and every error names the file, line and column, because a
+//! misspelt allowance silently ignored is a hole nobody sees.
+
+pub mod pattern;
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ci::StepIdentity;
+pub use pattern::{EgressRule, EgressTarget, PathPattern};
+
+pub const PROFILE_VERSION: u32 = 1;
+
+/// The built-in profile used when none is given (`profiles/default.yml` in the repository).
+pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.yml");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawProfile", into = "RawProfile")]
+pub struct Profile {
+    pub version: u32,
+    /// Job-level allowances.
+    pub rules: Rules,
+    /// Extra allowances per step, by step id or action.
+    pub steps: BTreeMap<String, Rules>,
+}
+
+/// The file form of a profile: the job-level sections sit at the top. (Not `#[serde(flatten)]`:
+/// it buffers the document and loses the line and column of errors inside it.)
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Egress::is_empty")]
+    egress: Egress,
+    #[serde(default, skip_serializing_if = "Lifecycle::is_empty")]
+    lifecycle: Lifecycle,
+    #[serde(default, skip_serializing_if = "Credentials::is_empty")]
+    credentials: Credentials,
+    #[serde(default, skip_serializing_if = "Executables::is_empty")]
+    executables: Executables,
+    #[serde(default, skip_serializing_if = "Persistence::is_empty")]
+    persistence: Persistence,
+    #[serde(default, skip_serializing_if = "Processes::is_empty")]
+    processes: Processes,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    steps: BTreeMap<String, Rules>,
+}
+
+impl From<RawProfile> for Profile {
+    fn from(raw: RawProfile) -> Self {
+        Profile {
+            version: raw.version,
+            rules: Rules {
+                egress: raw.egress,
+                lifecycle: raw.lifecycle,
+                credentials: raw.credentials,
+                executables: raw.executables,
+                persistence: raw.persistence,
+                processes: raw.processes,
+            },
+            steps: raw.steps,
+        }
+    }
+}
+
+impl From<Profile> for RawProfile {
+    fn from(p: Profile) -> Self {
+        RawProfile {
+            version: p.version,
+            egress: p.rules.egress,
+            lifecycle: p.rules.lifecycle,
+            credentials: p.rules.credentials,
+            executables: p.rules.executables,
+            persistence: p.rules.persistence,
+            processes: p.rules.processes,
+            steps: p.steps,
+        }
+    }
+}
+
+/// The allow-lists, at job level or for one step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default, skip_serializing_if = "Egress::is_empty")]
+    pub egress: Egress,
+    #[serde(default, skip_serializing_if = "Lifecycle::is_empty")]
+    pub lifecycle: Lifecycle,
+    #[serde(default, skip_serializing_if = "Credentials::is_empty")]
+    pub credentials: Credentials,
+    #[serde(default, skip_serializing_if = "Executables::is_empty")]
+    pub executables: Executables,
+    #[serde(default, skip_serializing_if = "Persistence::is_empty")]
+    pub persistence: Persistence,
+    #[serde(default, skip_serializing_if = "Processes::is_empty")]
+    pub processes: Processes,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// Report connections the profile does not allow.
+    #[default]
+    Audit,
+    /// Also refuse them in the kernel (where supported).
+    Block,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<EgressMode>,
+    /// Destinations: `registry.npmjs.org`, `*.githubusercontent.com`, `10.0.0.0/8`, `1.2.3.4:443`,
+    /// `[::1]:8080`, or `{host: pypi.org, ports: [443]}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<EgressRule>,
+    /// DNS to the machine's resolvers is allowed unless this is `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_dns: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ecosystem {
+    Npm,
+    Pypi,
+    Cargo,
+}
+
+impl Ecosystem {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ecosystem::Npm => "npm",
+            Ecosystem::Pypi => "pypi",
+            Ecosystem::Cargo => "cargo",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Packages allowed to run code at install time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<PackageRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageRule {
+    pub ecosystem: Ecosystem,
+    /// Package name; `*` wildcards allowed (`@types/*`).
+    pub package: String,
+    /// Version; `*` wildcards allowed. Absent: any version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// More credential files to watch, beyond the built-in list (`~/.config/mytool/token`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<PathPattern>,
+    /// Exceptions: who may read what.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AccessRule>,
+}
+
+/// `path` (a glob; `~/` is any home directory) may be accessed `by` these tools (`npm`, `git`,
+/// `ssh`: see docs/profile.md) or executables (absolute globs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    pub path: PathPattern,
+    pub by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executables {
+    /// When present, executing anything not matched here is a finding. Also allows executing
+    /// from temporary directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<PathPattern>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    /// Writes to persistence places (workflow files, shell rc files, systemd user units, ...)
+    /// that are expected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AccessRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processes {
+    /// Executables allowed to keep running after their step ended (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub background: Vec<PathPattern>,
+}
+
+impl Egress {
+    fn is_empty(&self) -> bool {
+        *self == Egress::default()
+    }
+}
+impl Lifecycle {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+}
+impl Credentials {
+    fn is_empty(&self) -> bool {
+        self.watch.is_empty() && self.allow.is_empty()
+    }
+}
+impl Executables {
+    fn is_empty(&self) -> bool {
+        self.allow.is_none()
+    }
+}
+impl Persistence {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+}
+impl Processes {
+    fn is_empty(&self) -> bool {
+        self.background.is_empty()
+    }
+}
+impl Rules {
+    pub fn is_empty(&self) -> bool {
+        *self == Rules::default()
+    }
+}
+
+/// A refused profile: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ProfileError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Profile {
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ProfileError> {
+        let error = |line: usize, column: usize, message: String| ProfileError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        };
+        let from_yaml = |e: serde_norway::Error| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            // The message repeats the position; keep only the problem.
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            error(line, column, message)
+        };
+        let profile: Profile = serde_norway::from_str(text).map_err(from_yaml)?;
+        if profile.version != PROFILE_VERSION {
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("version"))
+                .map_or(1, |i| i + 1);
+            return Err(error(
+                line,
+                1,
+                format!(
+                    "unsupported profile version {} (this monitor reads version {PROFILE_VERSION})",
+                    profile.version
+                ),
+            ));
+        }
+        Ok(profile)
+    }
+
+    pub fn default_profile() -> Self {
+        Self::parse(DEFAULT_PROFILE, "<built-in default profile>")
+            .expect("the built-in profile is valid (tested)")
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("profiles always serialize")
+    }
+
+    /// The job-level rules and those of every step section that names `step`.
+    pub fn rules_for<'a>(
+        &'a self,
+        step: Option<&'a StepIdentity>,
+    ) -> impl Iterator<Item = &'a Rules> {
+        std::iter::once(&self.rules).chain(
+            self.steps
+                .iter()
+                .filter(move |(selector, _)| step.is_some_and(|s| s.matches(selector)))
+                .map(|(_, rules)| rules),
+        )
+    }
+
+    pub fn egress_mode(&self) -> EgressMode {
+        self.rules.egress.mode.unwrap_or_default()
+    }
+
+    pub fn allows_dns(&self) -> bool {
+        self.rules.egress.allow_dns.unwrap_or(true)
+    }
+}
+
+/// What a profile would need to allow what a finding reports; `monitor profile learn` adds
+/// these to a profile, `monitor profile diff` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "section", rename_all = "snake_case")]
+pub enum Allowance {
+    Egress {
+        address: IpAddr,
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
+    Lifecycle {
+        ecosystem: Ecosystem,
+        package: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
+    Credentials {
+        path: String,
+        by: String,
+    },
+    Persistence {
+        path: String,
+        by: String,
+    },
+    Executables {
+        path: String,
+    },
+    Processes {
+        executable: String,
+    },
+}
+
+impl Profile {
+    /// Adds an allowance at job level (idempotent).
+    pub fn allow(&mut self, allowance: &Allowance) {
+        let rules = &mut self.rules;
+        match allowance {
+            Allowance::Egress {
+                address,
+                port,
+                domain,
+            } => {
+                let rule = match domain {
+                    Some(d) => EgressRule::domain_port(d, *port),
+                    None => EgressRule::address_port(*address, *port),
+                };
+                if !rules.egress.allow.contains(&rule) {
+                    rules.egress.allow.push(rule);
+                }
+            }
+            Allowance::Lifecycle {
+                ecosystem,
+                package,
+                version,
+            } => {
+                let rule = PackageRule {
+                    ecosystem: *ecosystem,
+                    package: package.clone(),
+                    version: version.clone(),
+                };
+                if !rules.lifecycle.allow.contains(&rule) {
+                    rules.lifecycle.allow.push(rule);
+                }
+            }
+            Allowance::Credentials { path, by } => {
+                add_access(&mut rules.credentials.allow, path, by)
+            }
+            Allowance::Persistence { path, by } => {
+                add_access(&mut rules.persistence.allow, path, by)
+            }
+            Allowance::Executables { path } => {
+                let list = rules.executables.allow.get_or_insert_with(Vec::new);
+                let pattern = PathPattern::literal(path);
+                if !list.contains(&pattern) {
+                    list.push(pattern);
+                }
+            }
+            Allowance::Processes { executable } => {
+                let pattern = PathPattern::literal(executable);
+                if !rules.processes.background.contains(&pattern) {
+                    rules.processes.background.push(pattern);
+                }
+            }
+        }
+    }
+}
+
+fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) {
+    let pattern = PathPattern::literal(path);
+    if let Some(rule) = list.iter_mut().find(|r| r.path == pattern) {
+        if !rule.by.iter().any(|b| b == by) {
+            rule.by.push(by.to_string());
+        }
+        return;
+    }
+    list.push(AccessRule {
+        path: pattern,
+        by: vec![by.to_string()],
+    });
+}
+
+/// `*` matches any run of characters (including none); everything else is literal.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl PackageRule {
+    pub fn matches(&self, ecosystem: Ecosystem, package: &str, version: Option<&str>) -> bool {
+        self.ecosystem == ecosystem
+            && wildcard_match(&self.package, package)
+            && match (&self.version, version) {
+                (None, _) => true,
+                (Some(want), Some(have)) => wildcard_match(want, have),
+                (Some(_), None) => false,
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests;
