@@ -21,13 +21,17 @@ use monitor_common::EventKind;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
+    engine::Engine,
     event::{
         decode::{decode, KernelEvent},
         Enricher, WallClock,
     },
+    finding::Finding,
     kernel_layout::running_kernel_layout,
-    probes::{LossReader, ProbeOptions, Probes, LOSS_POLL},
+    probes::{LossReader, ProbeOptions, Probes},
     process_tree::{clock_ticks_per_second, read_proc, ProcessTable},
+    profile::Profile,
+    replay::machine_engine_config,
     watch::WatchList,
 };
 
@@ -35,6 +39,10 @@ use crate::{
 pub struct RunOptions {
     /// Where to write events (None: stdout).
     pub events: Option<PathBuf>,
+    /// Where to write findings (None: stderr).
+    pub findings: Option<PathBuf>,
+    /// The expected behaviour the findings are judged against.
+    pub profile: Profile,
     /// Created once the probes are attached and the process table is seeded.
     pub ready_file: Option<PathBuf>,
     pub probe: ProbeOptions,
@@ -46,6 +54,8 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             events: None,
+            findings: None,
+            profile: Profile::default_profile(),
             ready_file: None,
             probe: ProbeOptions::default(),
             max_processes: 65_536,
@@ -64,6 +74,7 @@ pub struct Stats {
     pub decode_errors: AtomicU64,
     pub channel_full: AtomicU64,
     pub write_errors: AtomicU64,
+    pub findings: AtomicU64,
 }
 
 impl Stats {
@@ -89,6 +100,7 @@ impl Stats {
             "decode_errors": self.decode_errors.load(Ordering::Relaxed),
             "channel_full_drops": self.channel_full.load(Ordering::Relaxed),
             "write_errors": self.write_errors.load(Ordering::Relaxed),
+            "findings": self.findings.load(Ordering::Relaxed),
         })
     }
 }
@@ -124,6 +136,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         Some(path) => Box::new(open_private(path)?),
         None => Box::new(std::io::stdout()),
     };
+    let findings: Box<dyn Write + Send> = match &options.findings {
+        Some(path) => Box::new(open_private(path)?),
+        None => Box::new(std::io::stderr()),
+    };
+    let engine = Engine::new(options.profile.clone(), machine_engine_config());
+    let sinks = Sinks {
+        events: std::io::BufWriter::with_capacity(256 * 1024, output),
+        findings,
+        engine,
+    };
 
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(options.channel_capacity);
@@ -136,7 +158,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     eprintln!("monitor: probes attached, streaming events");
 
-    let processor = tokio::spawn(process(rx, enricher, output, losses, stats.clone()));
+    let processor = tokio::spawn(process(rx, enricher, sinks, losses, stats.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -191,28 +213,72 @@ async fn read_ring(
     }
 }
 
+/// Where enriched events go: the event log, and the engine whose findings are written at once.
+struct Sinks {
+    events: std::io::BufWriter<Box<dyn Write + Send>>,
+    findings: Box<dyn Write + Send>,
+    engine: Engine,
+}
+
+impl Sinks {
+    fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
+        stats.events[Stats::slot(event.header().kind)].fetch_add(1, Ordering::Relaxed);
+        let Some(event) = enricher.enrich(event) else {
+            return;
+        };
+        let written = serde_json::to_writer(&mut self.events, &event).is_ok()
+            && self.events.write_all(b"\n").is_ok();
+        if !written {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let findings = self.engine.on_event(&event);
+        self.write_findings(findings, stats);
+    }
+
+    /// Findings are written and flushed as they come: the 1 s latency bound is for them.
+    fn write_findings(&mut self, findings: Vec<Finding>, stats: &Stats) {
+        if findings.is_empty() {
+            return;
+        }
+        for finding in findings {
+            stats.findings.fetch_add(1, Ordering::Relaxed);
+            let written = serde_json::to_writer(&mut self.findings, &finding).is_ok()
+                && self.findings.write_all(b"\n").is_ok();
+            if !written {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if self.findings.flush().is_err() {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn flush(&mut self, stats: &Stats) {
+        if self.events.flush().is_err() {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn process(
     mut rx: mpsc::Receiver<KernelEvent>,
     mut enricher: Enricher,
-    output: Box<dyn Write + Send>,
+    mut sinks: Sinks,
     losses: LossReader,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
-    let mut tick = tokio::time::interval(LOSS_POLL);
+    let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
     loop {
         tokio::select! {
             received = rx.recv() => {
                 let Some(event) = received else { break };
-                handle(&mut enricher, event, &mut out, &stats);
+                sinks.handle(&mut enricher, event, &stats);
                 // Drain what is queued, then flush: at most one flush per burst.
                 while let Ok(event) = rx.try_recv() {
-                    handle(&mut enricher, event, &mut out, &stats);
+                    sinks.handle(&mut enricher, event, &stats);
                 }
-                if out.flush().is_err() {
-                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                }
+                sinks.flush(&stats);
             }
             _ = tick.tick() => {
                 for (kind, total) in losses.read() {
@@ -225,25 +291,18 @@ async fn process(
                 }
                 let now = boot_ns();
                 enricher.table.collect_garbage(now);
+                let findings = sinks.engine.tick(now);
+                sinks.write_findings(findings, &stats);
             }
         }
     }
     for (kind, total) in losses.read() {
         stats.kernel_losses[Stats::slot(kind)].store(total, Ordering::Relaxed);
     }
-    out.flush().context("flushing events")?;
+    let findings = sinks.engine.tick(boot_ns());
+    sinks.write_findings(findings, &stats);
+    sinks.events.flush().context("flushing events")?;
     Ok(())
-}
-
-fn handle(enricher: &mut Enricher, event: KernelEvent, out: &mut impl Write, stats: &Stats) {
-    stats.events[Stats::slot(event.header().kind)].fetch_add(1, Ordering::Relaxed);
-    let Some(event) = enricher.enrich(event) else {
-        return;
-    };
-    let written = serde_json::to_writer(&mut *out, &event).is_ok() && out.write_all(b"\n").is_ok();
-    if !written {
-        stats.write_errors.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Whether a `.pth` file has lines Python executes at start-up (`import ...`), reading at most
@@ -271,5 +330,5 @@ fn boot_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// How long the processor waits at most before output is flushed (documented latency bound).
-pub const MAX_OUTPUT_DELAY: Duration = Duration::from_secs(1);
+/// How often the engine is given the time (for steps' grace periods) and losses are polled.
+pub const ENGINE_TICK: Duration = Duration::from_millis(500);

@@ -14,5 +14,6 @@ pub mod probes;
 pub mod process_tree;
 pub mod profile;
 pub mod redact;
+pub mod replay;
 pub mod rules;
 pub mod watch;

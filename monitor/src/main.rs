@@ -1,9 +1,15 @@
 //! `monitor`: the agent and its command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use monitor::{agent, doctor, probes::ProbeOptions};
+use monitor::{
+    agent, doctor,
+    probes::ProbeOptions,
+    profile::Profile,
+    replay::{self, machine_engine_config, ReadStats},
+};
 
 #[derive(Parser)]
 #[command(
@@ -18,11 +24,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the probes and stream every event as one JSON object per line.
+    /// Load the probes, stream every event as JSON lines and report findings as they happen.
     Run {
         /// Write events to this file (created 0600, appended) instead of stdout.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Write findings to this file (created 0600, appended) instead of stderr.
+        #[arg(long)]
+        findings: Option<PathBuf>,
+        /// The expected behaviour profile (YAML; docs/profile.md). Default: the built-in one.
+        #[arg(long)]
+        profile: Option<PathBuf>,
         /// Create this file (containing the agent's pid) once the probes are attached.
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -36,6 +48,20 @@ enum Command {
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
     },
+    /// Run the detection engine on recorded events and print the findings it gives.
+    Replay {
+        /// The profile to judge against (default: the built-in one).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Event logs written by `monitor run --events`.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+    },
+    /// Check, learn and compare expected behaviour profiles.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Check that this machine can run the monitor and say what to fix.
     Doctor {
         /// Only inspect; do not load the programs.
@@ -44,12 +70,47 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate a profile: prints `file:line:column: problem` and exits 1 when it is broken.
+    Check { profile: PathBuf },
+    /// Print the built-in profile.
+    Default,
+    /// Write a profile that allows everything the recorded (clean) runs did.
+    Learn {
+        /// Start from this profile instead of an empty one.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Write the profile here (0600) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+    },
+    /// Show what the recorded runs did that the profile does not allow, and the YAML to add.
+    Diff {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+    },
+}
+
+fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
+    match path {
+        Some(p) => Ok(Profile::load(p)?),
+        None => Ok(Profile::default_profile()),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
             events,
+            findings,
+            profile,
             ready_file,
             ring_bytes,
             all_opens,
@@ -62,6 +123,8 @@ fn main() -> anyhow::Result<()> {
             }
             let options = agent::RunOptions {
                 events,
+                findings,
+                profile: load_profile(profile.as_deref())?,
                 ready_file,
                 probe: ProbeOptions {
                     ring_bytes,
@@ -77,6 +140,23 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(agent::run(options))
         }
+        Command::Replay { profile, events } => {
+            use std::io::Write as _;
+            let profile = load_profile(profile.as_deref())?;
+            let mut stats = ReadStats::default();
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut count = 0u64;
+            replay::replay(&events, profile, machine_engine_config(), &mut stats, |f| {
+                count += 1;
+                let _ = serde_json::to_writer(&mut out, &f);
+                let _ = out.write_all(b"\n");
+            })?;
+            out.flush()?;
+            eprintln!("replay: {}, {count} findings", stats.report());
+            Ok(())
+        }
+        Command::Profile { command } => profile_command(command),
         Command::Doctor { no_load } => {
             let checks = doctor::run_checks(!no_load);
             if doctor::print(&checks) {
@@ -84,6 +164,107 @@ fn main() -> anyhow::Result<()> {
             } else {
                 std::process::exit(1)
             }
+        }
+    }
+}
+
+fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
+    match command {
+        ProfileCommand::Check { profile } => match Profile::load(&profile) {
+            Ok(_) => {
+                println!("{}: valid", profile.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1)
+            }
+        },
+        ProfileCommand::Default => {
+            print!("{}", monitor::profile::DEFAULT_PROFILE);
+            Ok(())
+        }
+        ProfileCommand::Learn {
+            base,
+            output,
+            events,
+        } => {
+            let base = match base {
+                Some(p) => Profile::load(&p)?,
+                None => Profile {
+                    version: monitor::profile::PROFILE_VERSION,
+                    ..Default::default()
+                },
+            };
+            let mut stats = ReadStats::default();
+            let (learnt, unallowable) =
+                replay::learn(&events, base, machine_engine_config(), &mut stats)?;
+            let yaml = format!(
+                "# Learnt by `monitor profile learn` from {} ({}).\n{}",
+                events
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stats.report().lines().next().unwrap_or_default(),
+                learnt.to_yaml()
+            );
+            match output {
+                Some(path) => {
+                    use std::io::Write as _;
+                    let _ = std::fs::remove_file(&path);
+                    let mut file = agent::open_private(&path)?;
+                    file.write_all(yaml.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                None => print!("{yaml}"),
+            }
+            eprintln!("learn: {}", stats.report());
+            for f in unallowable {
+                eprintln!(
+                    "learn: not allowable, review it: [{}] {} {}",
+                    f.severity.name(),
+                    f.rule,
+                    f.summary
+                );
+            }
+            Ok(())
+        }
+        ProfileCommand::Diff { profile, events } => {
+            let current = Profile::load(&profile)?;
+            let mut additions = Profile {
+                version: monitor::profile::PROFILE_VERSION,
+                ..Default::default()
+            };
+            let mut stats = ReadStats::default();
+            let mut count = 0;
+            replay::replay(&events, current, machine_engine_config(), &mut stats, |f| {
+                count += 1;
+                println!(
+                    "[{}] {} {}{}",
+                    f.severity.name(),
+                    f.rule,
+                    f.summary,
+                    f.step
+                        .as_ref()
+                        .map(|s| format!(" (step {})", s.id))
+                        .unwrap_or_default()
+                );
+                if let Some(a) = &f.allowance {
+                    additions.allow(a);
+                }
+            })?;
+            if count == 0 {
+                println!("the profile allows everything these runs did");
+            } else {
+                println!(
+                    "\n# To allow it, add to {}:\n{}",
+                    profile.display(),
+                    additions.to_yaml()
+                );
+            }
+            eprintln!("diff: {}", stats.report());
+            Ok(())
         }
     }
 }

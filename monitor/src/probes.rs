@@ -1,7 +1,7 @@
 //! Loading and attaching the kernel programs, and reading what they produce. This is the only
 //! module that talks to BPF; everything after the ring buffer is plain code.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use aya::{
@@ -314,8 +314,5 @@ impl LossReader {
             .collect()
     }
 }
-
-/// How often losses are polled.
-pub const LOSS_POLL: Duration = Duration::from_secs(1);
 
 const _: () = assert!(LOSS_SLOTS as usize >= EventKind::ALL.len());

@@ -47,6 +47,7 @@ pub struct Agent {
     child: Child,
     pub dir: tempfile::TempDir,
     pub events_path: PathBuf,
+    pub findings_path: PathBuf,
 }
 
 impl Agent {
@@ -58,12 +59,15 @@ impl Agent {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let events_path = dir.path().join("events.jsonl");
+        let findings_path = dir.path().join("findings.jsonl");
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
         let child = Command::new(monitor_bin())
             .arg("run")
             .arg("--events")
             .arg(&events_path)
+            .arg("--findings")
+            .arg(&findings_path)
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
@@ -75,6 +79,7 @@ impl Agent {
             child,
             dir,
             events_path,
+            findings_path,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
@@ -98,9 +103,48 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// Starts the agent judging against `profile` (YAML text).
+    pub fn start_with_profile(profile: &str) -> Self {
+        let file = tempfile::NamedTempFile::new().expect("profile file");
+        std::fs::write(file.path(), profile).expect("writing profile");
+        let (_, path) = file.keep().expect("keeping profile file");
+        Self::start_with(&["--profile", path.to_str().expect("utf-8 temp path")])
+    }
+
     /// Every event written so far. A line that is not valid JSON fails the test.
     pub fn events(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();
+        read_json_lines(&self.events_path)
+    }
+
+    /// Every finding written so far.
+    pub fn findings(&self) -> Vec<Value> {
+        read_json_lines(&self.findings_path)
+    }
+
+    /// Waits until `pred` holds for the findings so far, failing with them on timeout.
+    pub fn wait_for_findings(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let findings = self.findings();
+            if pred(&findings) {
+                return findings;
+            }
+            if Instant::now() > deadline {
+                let shown: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+                panic!(
+                    "{what}: not seen after {EVENT_TIMEOUT:?}; findings:\n{}\nagent log:\n{}",
+                    shown.join("\n"),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn read_json_lines(path: &Path) -> Vec<Value> {
+    {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
         // The last line may be half written; only complete lines count.
         let complete = match text.rfind('\n') {
             Some(end) => &text[..end],
@@ -111,7 +155,9 @@ impl Agent {
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
     }
+}
 
+impl Agent {
     /// Waits for the first event matching `pred`; fails with what was seen on timeout.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -171,4 +217,126 @@ pub fn argv(e: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A stand-in for a GitHub Actions self-hosted runner executing one job, copying what the real
+/// runner does at the process level:
+/// - one `Runner.Worker` process per job (here a copy of bash under that name, so its `comm` is
+///   `Runner.Worker` as the real .NET worker's is);
+/// - each step is a direct child of the Worker, started with the job's and the step's `GITHUB_*`
+///   variables in its environment (`GITHUB_ACTION` is the step id or `__run`, `__run_2`, ...);
+///   a `run:` step is `bash -e <RUNNER_TEMP>/<uuid>.sh`;
+/// - the Worker itself runs with the runner's environment, without the step variables.
+pub struct FakeRunner {
+    pub dir: tempfile::TempDir,
+    /// The job's `GITHUB_RUN_ID`: findings are matched by it, since every agent running in
+    /// parallel tests sees every test's processes.
+    pub run_id: String,
+    pub home: PathBuf,
+    pub workspace: PathBuf,
+}
+
+impl FakeRunner {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("runner dir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical runner dir");
+        for sub in ["bin", "home", "work/app/app", "work/_temp"] {
+            std::fs::create_dir_all(root.join(sub)).expect("runner layout");
+        }
+        std::fs::copy("/bin/bash", root.join("bin/Runner.Worker")).expect("Runner.Worker");
+        let run_id = format!(
+            "{}{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        FakeRunner {
+            home: root.join("home"),
+            workspace: root.join("work/app/app"),
+            dir,
+            run_id,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.home.parent().expect("root").to_path_buf()
+    }
+
+    /// Runs the job: each `(step id, script)` as one step, in order. Returns the Worker's output;
+    /// panics (with the output) when a step fails.
+    pub fn run_job(&self, steps: &[(&str, &str)]) -> String {
+        let root = self.root();
+        let mut worker_script = String::from("set -e\n");
+        let job_env = [
+            ("GITHUB_ACTIONS", "true".to_string()),
+            ("GITHUB_RUN_ID", self.run_id.clone()),
+            ("GITHUB_RUN_ATTEMPT", "1".into()),
+            ("GITHUB_JOB", "build".into()),
+            ("GITHUB_REPOSITORY", "acme/app".into()),
+            ("GITHUB_WORKFLOW", "CI".into()),
+            ("GITHUB_WORKSPACE", self.workspace.display().to_string()),
+            ("RUNNER_TEMP", root.join("work/_temp").display().to_string()),
+            ("RUNNER_NAME", "fake-runner".into()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+        for (i, (id, script)) in steps.iter().enumerate() {
+            let step_file = root.join(format!("work/_temp/step-{i}.sh"));
+            std::fs::write(&step_file, script).expect("step script");
+            // A subshell per step: the Worker forks, the child sets the job's and the step's
+            // variables and becomes `bash -e <script>`, a direct child of the Worker as on the
+            // real runner, which hands these variables to each step, not to itself.
+            worker_script.push_str(&format!(
+                "( export {job_env} GITHUB_ACTION='{id}'; exec /bin/bash -e '{}' )\n",
+                step_file.display()
+            ));
+        }
+        let worker_file = root.join("work/_temp/worker.sh");
+        std::fs::write(&worker_file, worker_script).expect("worker script");
+        let output = Command::new(root.join("bin/Runner.Worker"))
+            .arg(&worker_file)
+            .current_dir(&self.workspace)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/bin:/usr/bin:/bin:/root/.pyenv/shims:/root/.pyenv/bin",
+            )
+            .env("HOME", &self.home)
+            .env("PYENV_ROOT", "/root/.pyenv")
+            .output()
+            .expect("starting Runner.Worker");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "job failed ({}):\n{text}",
+            output.status
+        );
+        text
+    }
+
+    /// This job's findings, among all an agent wrote.
+    pub fn findings_of(&self, all: &[Value]) -> Vec<Value> {
+        all.iter()
+            .filter(|f| f["job"]["run_id"].as_str() == Some(self.run_id.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Default for FakeRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn rule(f: &Value) -> &str {
+    f["rule"].as_str().unwrap_or("")
 }

@@ -687,6 +687,10 @@ impl Engine {
         // Another process's memory, environment or memory map: always a finding.
         if matched.iter().any(|m| m == "proc_other_process") {
             if let Some((target, file)) = credentials::proc_target(path) {
+                if file == "environ" && credentials::environ_read_is_listing(&tool, &e.process.argv)
+                {
+                    return;
+                }
                 if self
                     .rules_of(job, step)
                     .any(|r| allowed_by(r, |r| &r.credentials.allow))

@@ -1,1 +1,719 @@
+//! Engine scenarios built from kernel records, enriched by the real enricher and round-tripped
+//! through the JSON form (as `monitor replay` reads it), so they test what runs live.
+//!
+//! The process layouts copy the GitHub runner's: `Runner.Listener` starts one `Runner.Worker` per
+//! job; the Worker starts every step as its own child (`bash -e $RUNNER_TEMP/<uuid>.sh` for a
+//! `run:` step, `node .../_actions/<owner>/<repo>/<ref>/dist/index.js` for an action) with the
+//! step's `GITHUB_*` variables in its environment.
 
+use std::collections::{BTreeMap, HashMap};
+
+use monitor_common::{EventKind, SOCK_STREAM};
+
+use super::*;
+use crate::{
+    event::{
+        decode::{Header, KernelEvent},
+        Enricher, Event, WallClock,
+    },
+    process_tree::ProcessTable,
+};
+
+pub struct Sim {
+    enricher: Enricher,
+    pub engine: Engine,
+    starts: HashMap<u32, u64>,
+    parents: HashMap<u32, u32>,
+    ts: u64,
+    pub events: Vec<Event>,
+    pub findings: Vec<Finding>,
+}
+
+pub const HOME: &str = "/home/runner";
+pub const WORKSPACE: &str = "/home/runner/work/app/app";
+
+pub fn github_env(step: &str) -> BTreeMap<String, String> {
+    [
+        ("GITHUB_RUN_ID", "9001"),
+        ("GITHUB_RUN_ATTEMPT", "1"),
+        ("GITHUB_JOB", "build"),
+        ("GITHUB_REPOSITORY", "acme/app"),
+        ("GITHUB_WORKFLOW", "CI"),
+        ("GITHUB_WORKSPACE", WORKSPACE),
+        ("RUNNER_NAME", "runner-1"),
+        ("GITHUB_ACTION", step),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Sim {
+    pub fn new(profile: Profile) -> Self {
+        Self::with_config(
+            profile,
+            EngineConfig {
+                dns_resolvers: vec!["127.0.0.53".parse().unwrap()],
+            },
+        )
+    }
+
+    pub fn with_config(profile: Profile, config: EngineConfig) -> Self {
+        let mut sim = Self {
+            enricher: Enricher::new(
+                ProcessTable::new(100, 100_000),
+                WallClock { boot_to_unix_ns: 0 },
+            ),
+            engine: Engine::new(profile, config),
+            starts: HashMap::new(),
+            parents: HashMap::new(),
+            ts: 1_000_000_000,
+            events: Vec::new(),
+            findings: Vec::new(),
+        };
+        // pid 1 exists from the start.
+        sim.starts.insert(1, 10_000_000);
+        sim
+    }
+
+    fn header(&mut self, kind: EventKind, pid: u32) -> Header {
+        self.ts += 1_000_000;
+        let ppid = self.parents.get(&pid).copied().unwrap_or(1);
+        Header {
+            kind,
+            flags: 0,
+            ts_ns: self.ts,
+            tgid: pid,
+            pid,
+            ppid,
+            uid: 1001,
+            gid: 1001,
+            start_ns: self.starts[&pid],
+            parent_start_ns: self.starts.get(&ppid).copied().unwrap_or(0),
+            cgroup_id: 1,
+            comm: format!("p{pid}"),
+        }
+    }
+
+    fn feed(&mut self, record: KernelEvent) {
+        self.feed_with(record, |_| {});
+    }
+
+    /// Feeds a record, letting `edit` add what the live agent adds after enrichment.
+    fn feed_with(&mut self, record: KernelEvent, edit: impl FnOnce(&mut Event)) {
+        let Some(mut event) = self.enricher.enrich(record) else {
+            return;
+        };
+        edit(&mut event);
+        // Through JSON, as replay reads it.
+        let line = serde_json::to_string(&event).unwrap();
+        let event: Event = serde_json::from_str(&line).unwrap();
+        self.findings.extend(self.engine.on_event(&event));
+        self.events.push(event);
+    }
+
+    pub fn fork(&mut self, parent: u32, child: u32) -> &mut Self {
+        self.starts.insert(child, self.ts + 500);
+        self.parents.insert(child, parent);
+        let h = self.header(EventKind::ProcessFork, child);
+        self.feed(KernelEvent::Fork { header: h });
+        self
+    }
+
+    pub fn exec(
+        &mut self,
+        pid: u32,
+        exe: &str,
+        argv: &[&str],
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        let h = self.header(EventKind::ProcessEnv, pid);
+        self.feed(KernelEvent::Env {
+            header: h,
+            vars,
+            total_len: 100,
+        });
+        let h = self.header(EventKind::ProcessExec, pid);
+        self.feed(KernelEvent::Exec {
+            header: h,
+            exe: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            filename: exe.into(),
+            argv_total_len: 10,
+            cwd: cwd.into(),
+        });
+        self
+    }
+
+    /// fork + exec, inheriting the parent's environment like a real child does.
+    pub fn spawn(
+        &mut self,
+        parent: u32,
+        child: u32,
+        exe: &str,
+        argv: &[&str],
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        self.fork(parent, child);
+        self.exec(child, exe, argv, cwd, vars)
+    }
+
+    pub fn exit(&mut self, pid: u32) -> &mut Self {
+        let h = self.header(EventKind::ProcessExit, pid);
+        self.feed(KernelEvent::Exit {
+            header: h,
+            exit_status: 0,
+        });
+        self
+    }
+
+    pub fn connect(&mut self, pid: u32, address: &str, port: u16) -> &mut Self {
+        let h = self.header(EventKind::NetConnect, pid);
+        self.feed(KernelEvent::Connect {
+            header: h,
+            fd: 3,
+            result: 0,
+            sock_type: SOCK_STREAM,
+            address: address.parse().unwrap(),
+            port,
+        });
+        self
+    }
+
+    fn open_with(&mut self, pid: u32, path: &str, f_mode: u32, matched: u32) -> &mut Self {
+        self.open_judged(pid, path, f_mode, matched, None)
+    }
+
+    fn open_judged(
+        &mut self,
+        pid: u32,
+        path: &str,
+        f_mode: u32,
+        matched: u32,
+        pth: Option<bool>,
+    ) -> &mut Self {
+        let h = self.header(EventKind::FileOpen, pid);
+        let record = KernelEvent::Open {
+            header: h,
+            path: path.into(),
+            f_flags: 0,
+            f_mode,
+            ino: 1,
+            dev: 1,
+            matched,
+            fd: 3,
+        };
+        self.feed_with(record, |event| {
+            if let Detail::Open { pth_executable, .. } = &mut event.detail {
+                *pth_executable = pth;
+            }
+        });
+        self
+    }
+
+    pub fn read(&mut self, pid: u32, path: &str) -> &mut Self {
+        let matched = if path.starts_with("/proc/") {
+            monitor_common::MATCH_PROC_OTHER
+        } else {
+            monitor_common::MATCH_NAME
+        };
+        self.open_with(pid, path, 0x1, matched)
+    }
+
+    pub fn write(&mut self, pid: u32, path: &str) -> &mut Self {
+        self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
+    }
+
+    /// A `.pth` read as Python's site.py does it, with the content verdict the live agent adds.
+    pub fn read_pth(&mut self, pid: u32, path: &str, executable: bool) -> &mut Self {
+        self.open_judged(
+            pid,
+            path,
+            0x1,
+            monitor_common::MATCH_NAME_SUFFIX,
+            Some(executable),
+        )
+    }
+
+    pub fn finish(&mut self) -> &mut Self {
+        let f = self.engine.finish();
+        self.findings.extend(f);
+        self
+    }
+
+    pub fn rules(&self) -> Vec<&str> {
+        self.findings.iter().map(|f| f.rule.as_str()).collect()
+    }
+
+    pub fn only(&self, rule: &str) -> &Finding {
+        let matching: Vec<_> = self.findings.iter().filter(|f| f.rule == rule).collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "expected one {rule}: {:#?}",
+            self.findings
+        );
+        matching[0]
+    }
+
+    /// Runner.Listener (100) -> Runner.Worker (200): the job's anchor.
+    pub fn runner(&mut self) -> &mut Self {
+        self.spawn(
+            1,
+            100,
+            "/home/runner/bin/Runner.Listener",
+            &["/home/runner/bin/Runner.Listener", "run"],
+            "/home/runner",
+            env(&[]),
+        );
+        self.spawn(
+            100,
+            200,
+            "/home/runner/bin/Runner.Worker",
+            &[
+                "/home/runner/bin/Runner.Worker",
+                "spawnclient",
+                "110",
+                "113",
+            ],
+            "/home/runner",
+            env(&[]),
+        )
+    }
+
+    /// A `run:` step: the Worker's child bash running the step script.
+    pub fn run_step(&mut self, pid: u32, step: &str) -> &mut Self {
+        self.spawn(
+            200,
+            pid,
+            "/usr/bin/bash",
+            &["bash", "-e", "/home/runner/work/_temp/0a1b.sh"],
+            WORKSPACE,
+            github_env(step),
+        )
+    }
+}
+
+fn empty_profile() -> Profile {
+    Profile::parse("version: 1\n", "t.yml").unwrap()
+}
+
+fn profile(text: &str) -> Profile {
+    Profile::parse(text, "t.yml").unwrap()
+}
+
+const NPM: &str = "/usr/bin/node";
+const NPM_CLI: &str = "/usr/lib/node_modules/npm/bin/npm-cli.js";
+
+/// npm install in a `run:` step; the dependency `evil-pkg`'s postinstall reads ~/.npmrc and
+/// connects out (Shai-Hulud's shape).
+fn npm_stealer(sim: &mut Sim) {
+    sim.runner().run_step(300, "__run");
+    let mut npm_env = github_env("__run");
+    sim.spawn(
+        300,
+        310,
+        NPM,
+        &["node", NPM_CLI, "install"],
+        WORKSPACE,
+        npm_env.clone(),
+    );
+    sim.read(310, &format!("{HOME}/.npmrc")); // npm's own read: fine
+    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
+    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
+    npm_env.insert("npm_package_version".into(), "1.0.0".into());
+    let hook_dir = format!("{WORKSPACE}/node_modules/evil-pkg");
+    sim.spawn(
+        310,
+        320,
+        "/usr/bin/dash",
+        &["sh", "-c", "node steal.js"],
+        &hook_dir,
+        npm_env.clone(),
+    );
+    sim.spawn(320, 330, NPM, &["node", "steal.js"], &hook_dir, npm_env);
+    sim.read(330, &format!("{HOME}/.npmrc"));
+    sim.connect(330, "127.0.0.1", 9999);
+    sim.connect(330, "127.0.0.1", 9999); // repeated: reported once
+    sim.exit(330).exit(320).exit(310).exit(300).exit(200);
+    sim.finish();
+}
+
+#[test]
+fn npm_postinstall_stealer_gives_hook_credential_and_egress_findings_in_its_step() {
+    let mut sim = Sim::new(empty_profile());
+    npm_stealer(&mut sim);
+    let mut rules = sim.rules();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec!["credential-read", "lifecycle-hook", "unexpected-egress"],
+        "{:#?}",
+        sim.findings
+    );
+    let hook = sim.only("lifecycle-hook");
+    assert_eq!(hook.severity, Severity::Medium);
+    assert_eq!(hook.evidence["package"], "evil-pkg");
+    let cred = sim.only("credential-read");
+    assert_eq!(
+        cred.severity,
+        Severity::Critical,
+        "raised: inside install-time code"
+    );
+    assert_eq!(cred.hook.as_ref().unwrap().package, "evil-pkg");
+    assert_eq!(cred.evidence["path"], "/home/runner/.npmrc");
+    let job = cred.job.as_ref().unwrap();
+    assert_eq!(
+        (job.name.as_str(), job.repository.as_deref()),
+        ("build", Some("acme/app"))
+    );
+    assert_eq!(cred.step.as_ref().unwrap().id, "__run");
+    // The chain runs from the reader up to the step's root bash, with argv.
+    let pids: Vec<u32> = cred.process_chain.iter().map(|l| l.pid).collect();
+    assert_eq!(pids, vec![330, 320, 310, 300]);
+    assert_eq!(cred.process_chain[0].argv, vec!["node", "steal.js"]);
+    let egress = sim.only("unexpected-egress");
+    assert_eq!(
+        (egress.evidence["port"].as_u64(), egress.severity),
+        (Some(9999), Severity::Critical)
+    );
+    assert_eq!(egress.evidence["resolved"], false);
+}
+
+#[test]
+fn benign_twins_npm_reading_its_npmrc_and_an_allowed_hook_give_nothing() {
+    let mut sim = Sim::new(profile(
+        "version: 1\nlifecycle:\n  allow:\n    - {ecosystem: npm, package: esbuild}\n",
+    ));
+    sim.runner().run_step(300, "__run");
+    let mut e = github_env("__run");
+    sim.spawn(
+        300,
+        310,
+        NPM,
+        &["node", NPM_CLI, "ci"],
+        WORKSPACE,
+        e.clone(),
+    );
+    sim.read(310, &format!("{HOME}/.npmrc"));
+    sim.read(310, &format!("{WORKSPACE}/.npmrc"));
+    e.insert("npm_lifecycle_event".into(), "postinstall".into());
+    e.insert("npm_package_name".into(), "esbuild".into());
+    sim.spawn(
+        310,
+        320,
+        "/usr/bin/dash",
+        &["sh", "-c", "node install.js"],
+        &format!("{WORKSPACE}/node_modules/esbuild"),
+        e.clone(),
+    );
+    // The project's own prepare script is the job's code, not a dependency's.
+    e.insert("npm_package_name".into(), "app".into());
+    e.insert("npm_lifecycle_event".into(), "prepare".into());
+    sim.spawn(
+        310,
+        321,
+        "/usr/bin/dash",
+        &["sh", "-c", "tsc"],
+        WORKSPACE,
+        e,
+    );
+    // ps reads /proc/*/cmdline (not watched); a process reads its own environ (not sent).
+    sim.spawn(
+        300,
+        340,
+        "/usr/bin/ps",
+        &["ps", "aux"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.finish();
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+}
+
+#[test]
+fn processes_outside_jobs_are_not_judged_and_cannot_join_or_leave_by_env() {
+    let mut sim = Sim::new(empty_profile());
+    // A host process reading credentials: no job, no finding.
+    sim.spawn(
+        1,
+        50,
+        "/usr/bin/cat",
+        &["cat", "/root/.npmrc"],
+        "/",
+        env(&[]),
+    );
+    sim.read(50, "/root/.npmrc");
+    // A step child that rewrites its GITHUB_* environment stays in its step.
+    sim.runner().run_step(300, "__run");
+    let mut other = github_env("__run");
+    other.insert("GITHUB_JOB".into(), "other-job".into());
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/curl",
+        &["curl", "http://10.0.0.1"],
+        WORKSPACE,
+        other,
+    );
+    sim.connect(310, "10.0.0.1", 80);
+    let f = sim.only("unexpected-egress");
+    assert_eq!(f.job.as_ref().unwrap().name, "build");
+    assert_eq!(sim.findings.len(), 1);
+}
+
+#[test]
+fn reading_another_process_memory_is_always_a_finding() {
+    let mut sim = Sim::new(profile("version: 1\negress:\n  allow: [0.0.0.0/0]\n"));
+    sim.runner().run_step(300, "__actions_changed-files");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3.11",
+        &["python3", "memdump.py"],
+        WORKSPACE,
+        github_env("__actions_changed-files"),
+    );
+    sim.read(310, "/proc/200/maps");
+    sim.read(310, "/proc/200/mem");
+    sim.read(310, "/proc/200/environ");
+    let mut rules = sim.rules();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![
+            "process-environ-read",
+            "process-memory-read",
+            "process-memory-read"
+        ]
+    );
+    let mem = sim
+        .findings
+        .iter()
+        .find(|f| f.evidence["path"] == "/proc/200/mem")
+        .unwrap();
+    assert_eq!(
+        (mem.severity, mem.evidence["target_pid"].as_u64()),
+        (Severity::Critical, Some(200))
+    );
+}
+
+#[test]
+fn pth_installed_during_the_job_is_reported_when_python_runs_it() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "install");
+    let site = "/home/runner/.local/lib/python3.11/site-packages";
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3.11",
+        &["python3", "-m", "pip", "install", "litellm"],
+        WORKSPACE,
+        github_env("install"),
+    );
+    sim.write(310, &format!("{site}/litellm_init.pth"));
+    sim.write(310, &format!("{site}/distutils-precedence.pth"));
+    sim.write(310, &format!("{site}/plain_paths.pth"));
+    sim.exit(310);
+    sim.spawn(
+        300,
+        320,
+        "/usr/bin/python3.11",
+        &["python3", "-c", "pass"],
+        WORKSPACE,
+        github_env("install"),
+    );
+    sim.read_pth(320, &format!("{site}/distutils-precedence.pth"), true);
+    sim.read_pth(320, &format!("{site}/plain_paths.pth"), false);
+    sim.read_pth(320, &format!("{site}/litellm_init.pth"), true);
+    let f = sim.only("pth-executed");
+    assert_eq!(f.evidence["path"], format!("{site}/litellm_init.pth"));
+    assert_eq!(f.process_chain[0].pid, 320, "the interpreter that ran it");
+    assert_eq!(
+        f.process_chain[1].pid, 310,
+        "then the process that wrote it"
+    );
+    assert_eq!(f.events.len(), 2);
+    assert_eq!(sim.findings.len(), 1, "{:#?}", sim.findings);
+}
+
+#[test]
+fn pip_build_of_a_dependency_is_a_hook_but_an_editable_install_of_the_project_is_not() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "install");
+    let hooks =
+        "/usr/lib/python3/dist-packages/pip/_vendor/pyproject_hooks/_in_process/_in_process.py";
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3.11",
+        &["python3", hooks, "build_editable", "/tmp/x"],
+        WORKSPACE,
+        github_env("install"),
+    );
+    sim.spawn(
+        300,
+        320,
+        "/usr/bin/python3.11",
+        &["python3", hooks, "build_wheel", "/tmp/y"],
+        "/tmp/pip-install-q/evil_0123456789abcdef0123456789abcdef",
+        github_env("install"),
+    );
+    let f = sim.only("lifecycle-hook");
+    assert_eq!(f.evidence["package"], "evil");
+    assert_eq!(
+        f.hook.as_ref().unwrap().package,
+        "evil",
+        "the hook finding carries its hook"
+    );
+    assert_eq!(f.severity, Severity::Medium, "a hook alone is not raised");
+}
+
+#[test]
+fn processes_that_outlive_their_step_are_reported_unless_allowed() {
+    for (text, expected) in [
+        ("version: 1\n", 1),
+        (
+            "version: 1\nprocesses:\n  background: [/usr/bin/sleep]\n",
+            0,
+        ),
+    ] {
+        let mut sim = Sim::new(profile(text));
+        sim.runner().run_step(300, "__run");
+        sim.spawn(
+            300,
+            310,
+            "/usr/bin/sleep",
+            &["sleep", "1000"],
+            WORKSPACE,
+            github_env("__run"),
+        );
+        sim.spawn(
+            300,
+            311,
+            "/usr/bin/true",
+            &["true"],
+            WORKSPACE,
+            github_env("__run"),
+        );
+        sim.exit(311).exit(300);
+        assert!(sim.findings.is_empty(), "not before the grace period");
+        sim.finish();
+        assert_eq!(
+            sim.rules()
+                .iter()
+                .filter(|r| **r == "outlived-step")
+                .count(),
+            expected,
+            "{text}: {:#?}",
+            sim.findings
+        );
+    }
+}
+
+#[test]
+fn metadata_endpoint_needs_its_exact_address_and_dns_to_the_resolver_is_fine() {
+    let mut sim = Sim::new(profile("version: 1\negress:\n  allow: [0.0.0.0/0]\n"));
+    sim.runner().run_step(300, "__run");
+    sim.connect(300, "127.0.0.53", 53);
+    sim.connect(300, "93.184.216.34", 443);
+    sim.connect(300, "169.254.169.254", 80);
+    assert_eq!(sim.rules(), vec!["cloud-metadata"]);
+    let mut sim = Sim::new(profile(
+        "version: 1\negress:\n  allow: [\"169.254.169.254:80\"]\n  allow_dns: false\n",
+    ));
+    sim.runner().run_step(300, "__run");
+    sim.connect(300, "169.254.169.254", 80);
+    sim.connect(300, "127.0.0.53", 53);
+    assert_eq!(
+        sim.rules(),
+        vec!["unexpected-egress"],
+        "DNS refused when allow_dns is false"
+    );
+}
+
+#[test]
+fn step_sections_allow_only_in_their_step() {
+    let text = "version: 1\nsteps:\n  publish:\n    egress:\n      allow: [\"10.9.9.9:443\"]\n";
+    let mut sim = Sim::new(profile(text));
+    sim.runner().run_step(300, "publish");
+    sim.connect(300, "10.9.9.9", 443);
+    sim.exit(300);
+    sim.run_step(400, "test");
+    sim.connect(400, "10.9.9.9", 443);
+    let f = sim.only("unexpected-egress");
+    assert_eq!(f.step.as_ref().unwrap().id, "test");
+}
+
+#[test]
+fn persistence_writes_and_temp_executables() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/git",
+        &["git", "checkout", "main"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.write(310, &format!("{WORKSPACE}/.github/workflows/ci.yml"));
+    sim.spawn(
+        300,
+        320,
+        "/usr/bin/node",
+        &["node", "worm.js"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.write(
+        320,
+        &format!("{WORKSPACE}/.github/workflows/shai-hulud.yml"),
+    );
+    sim.write(320, &format!("{HOME}/.bashrc"));
+    sim.spawn(
+        320,
+        330,
+        "/tmp/bun-x/bun",
+        &["/tmp/bun-x/bun", "run"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    let mut rules = sim.rules();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec!["exec-from-temp", "persistence-write", "persistence-write"],
+        "{:#?}",
+        sim.findings
+    );
+}
+
+#[test]
+fn a_profile_learnt_from_a_run_gives_no_finding_on_that_run() {
+    let mut first = Sim::new(empty_profile());
+    npm_stealer(&mut first);
+    assert!(!first.findings.is_empty());
+    let mut learnt = empty_profile();
+    for f in &first.findings {
+        learnt.allow(
+            f.allowance
+                .as_ref()
+                .expect("every finding here can be allowed"),
+        );
+    }
+    // Through YAML, as `monitor profile learn` writes it.
+    let learnt = Profile::parse(&learnt.to_yaml(), "learnt.yml").unwrap();
+    let mut replay = Sim::new(learnt);
+    npm_stealer(&mut replay);
+    assert!(replay.findings.is_empty(), "{:#?}", replay.findings);
+}

@@ -214,9 +214,41 @@ pub fn proc_target(path: &str) -> Option<(u32, &str)> {
     matches!(file, "mem" | "environ" | "maps").then_some((pid, file))
 }
 
+/// Whether a process lister opening other processes' `environ` is just listing them: procps-ng 4
+/// `ps aux` opens every `/proc/<pid>/environ` without printing it. Asking `ps` for the
+/// environment (the BSD `e` modifier, as in `ps auxeww`) dumps every job secret to the terminal,
+/// so that stays a finding.
+pub fn environ_read_is_listing(tool: &str, argv: &[String]) -> bool {
+    match tool {
+        "pgrep" | "pkill" | "pidof" | "top" | "htop" | "pstree" | "w" => true,
+        "ps" => !argv
+            .iter()
+            .skip(1)
+            .take_while(|a| a.as_str() != "--")
+            .any(|a| {
+                !a.starts_with('-') && a.chars().all(|c| c.is_ascii_alphabetic()) && a.contains('e')
+            }),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_listers_may_open_environ_unless_asked_to_print_it() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(environ_read_is_listing("ps", &v(&["ps", "aux"])));
+        assert!(environ_read_is_listing("ps", &v(&["ps", "-ef"])));
+        assert!(!environ_read_is_listing("ps", &v(&["ps", "auxeww"])));
+        assert!(!environ_read_is_listing("ps", &v(&["ps", "e", "-p", "1"])));
+        assert!(environ_read_is_listing("pgrep", &v(&["pgrep", "-f", "x"])));
+        assert!(!environ_read_is_listing(
+            "cat",
+            &v(&["cat", "/proc/1/environ"])
+        ));
+    }
 
     #[test]
     fn credential_paths_are_classified_with_their_owners() {

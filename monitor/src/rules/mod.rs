@@ -43,10 +43,16 @@ pub fn tool_of(exe: Option<&str>, argv: &[String]) -> String {
                 .trim_end_matches(".mjs")
                 .trim_end_matches(".py");
             match name {
-                "npm-cli" => "npm".into(),
-                "npx-cli" => "npx".into(),
-                "yarn" | "yarn-berry" => "yarn".into(),
-                "pnpm" => "pnpm".into(),
+                // Installed launchers run as `node /usr/bin/npm` (shebang), packaged ones as
+                // `node .../npm-cli.js`. A name is no proof (a hook could run its own `npm`),
+                // which is why install-time code is judged whatever tool it claims to be.
+                "npm-cli" | "npm" => "npm".into(),
+                "npx-cli" | "npx" => "npx".into(),
+                "yarn" | "yarn-berry" | "yarnpkg" => "yarn".into(),
+                "pnpm" | "pnpx" => "pnpm".into(),
+                "corepack" => "corepack".into(),
+                "pip" | "pip3" => "pip".into(),
+                "pipx" | "poetry" | "twine" | "uv" | "pdm" | "hatch" => name.into(),
                 "gcloud" => "gcloud".into(),
                 "aws" => "aws".into(),
                 "az" => "az".into(),
@@ -85,6 +91,14 @@ mod tests {
             "npm"
         );
         assert_eq!(tool_of(node, &v(&["node", "postinstall.js"])), "node");
+        assert_eq!(tool_of(node, &v(&["node", "/usr/bin/npm", "ci"])), "npm");
+        assert_eq!(
+            tool_of(
+                Some("/usr/bin/python3"),
+                &v(&["python3", "/usr/bin/pip3", "install"])
+            ),
+            "pip"
+        );
         assert_eq!(
             tool_of(
                 Some("/usr/bin/python3.11"),

@@ -1,0 +1,128 @@
+//! Reading recorded event logs (the JSON lines `monitor run --events` writes) for replay,
+//! learning and reports. A line that is not a valid event is counted and reported with its file
+//! and line number; it never stops the rest from being read.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    engine::{Engine, EngineConfig},
+    event::Event,
+    finding::Finding,
+    profile::Profile,
+};
+
+/// Longest line read; an event is a few KiB at most (argv and paths are bounded).
+pub const MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub events: u64,
+    pub bad_lines: u64,
+    /// The first few bad lines, as `file:line: problem`.
+    pub first_errors: Vec<String>,
+}
+
+impl ReadStats {
+    fn bad(&mut self, file: &Path, line: usize, problem: impl std::fmt::Display) {
+        self.bad_lines += 1;
+        if self.first_errors.len() < 5 {
+            self.first_errors
+                .push(format!("{}:{line}: {problem}", file.display()));
+        }
+    }
+
+    pub fn report(&self) -> String {
+        let mut text = format!(
+            "{} events read, {} lines skipped",
+            self.events, self.bad_lines
+        );
+        for e in &self.first_errors {
+            text.push_str(&format!("\n  {e}"));
+        }
+        text
+    }
+}
+
+/// Calls `each` for every event of `files`, in order.
+pub fn for_each_event(
+    files: &[PathBuf],
+    stats: &mut ReadStats,
+    mut each: impl FnMut(&Event),
+) -> anyhow::Result<()> {
+    for file in files {
+        let reader = BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        );
+        let mut lines = reader.split(b'\n');
+        let mut number = 0;
+        while let Some(line) = lines.next() {
+            number += 1;
+            let line = line.with_context(|| format!("reading {}", file.display()))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if line.len() > MAX_LINE {
+                stats.bad(file, number, format!("line longer than {MAX_LINE} bytes"));
+                continue;
+            }
+            match serde_json::from_slice::<Event>(&line) {
+                Ok(event) => {
+                    stats.events += 1;
+                    each(&event);
+                }
+                Err(e) => stats.bad(file, number, e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the engine over recorded events: the same findings the live agent would have written.
+pub fn replay(
+    files: &[PathBuf],
+    profile: Profile,
+    config: EngineConfig,
+    stats: &mut ReadStats,
+    mut each: impl FnMut(Finding),
+) -> anyhow::Result<()> {
+    let mut engine = Engine::new(profile, config);
+    for_each_event(files, stats, |event| {
+        for f in engine.on_event(event) {
+            each(f);
+        }
+    })?;
+    for f in engine.finish() {
+        each(f);
+    }
+    Ok(())
+}
+
+/// A profile allowing everything the recorded runs did, on top of `base`.
+pub fn learn(
+    files: &[PathBuf],
+    base: Profile,
+    config: EngineConfig,
+    stats: &mut ReadStats,
+) -> anyhow::Result<(Profile, Vec<Finding>)> {
+    let mut learnt = base.clone();
+    let mut unallowable = Vec::new();
+    replay(files, base, config, stats, |f| match &f.allowance {
+        Some(a) => learnt.allow(a),
+        None => unallowable.push(f),
+    })?;
+    Ok((learnt, unallowable))
+}
+
+/// The machine's resolvers, for the engine's DNS allowance.
+pub fn machine_engine_config() -> EngineConfig {
+    EngineConfig {
+        dns_resolvers: EngineConfig::resolvers_from(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    }
+}

