@@ -21,10 +21,12 @@ use monitor_common::EventKind;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
+    ci::identity_from_env,
+    control::{self, Peer, Request, Response},
     engine::Engine,
     event::{
         decode::{decode, KernelEvent},
-        Enricher, WallClock,
+        Detail, Enricher, Event, WallClock,
     },
     finding::Finding,
     kernel_layout::running_kernel_layout,
@@ -48,6 +50,10 @@ pub struct RunOptions {
     pub probe: ProbeOptions,
     pub max_processes: usize,
     pub channel_capacity: usize,
+    /// The control socket (`monitor job`, `monitor hook`); None: no socket.
+    pub control_socket: Option<PathBuf>,
+    /// Group allowed to use the control socket (mode 0660); None: root only (0600).
+    pub control_group: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -60,6 +66,8 @@ impl Default for RunOptions {
             probe: ProbeOptions::default(),
             max_processes: 65_536,
             channel_capacity: 65_536,
+            control_socket: None,
+            control_group: None,
         }
     }
 }
@@ -147,6 +155,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         engine,
     };
 
+    let (command_tx, commands) = mpsc::channel(64);
+    let control = match &options.control_socket {
+        Some(path) => {
+            let listener = control::bind(path, options.control_group.as_deref())?;
+            log::info!("control socket at {}", path.display());
+            Some(tokio::spawn(control::serve(listener, command_tx)))
+        }
+        None => None,
+    };
+
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(options.channel_capacity);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -158,7 +176,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     eprintln!("monitor: probes attached, streaming events");
 
-    let processor = tokio::spawn(process(rx, enricher, sinks, losses, stats.clone()));
+    let processor = tokio::spawn(process(
+        rx,
+        commands,
+        enricher,
+        sinks,
+        losses,
+        stats.clone(),
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -166,6 +191,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     let _ = stop_tx.send(true);
+    if let Some(control) = control {
+        control.abort();
+        if let Some(path) = &options.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     reader.await??;
     processor.await??;
     drop(probes);
@@ -235,6 +266,107 @@ impl Sinks {
         self.write_findings(findings, stats);
     }
 
+    /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
+    fn handle_control_event(&mut self, event: &Event, stats: &Stats) {
+        let written = serde_json::to_writer(&mut self.events, event).is_ok()
+            && self.events.write_all(b"\n").is_ok();
+        if !written {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let findings = self.engine.on_event(event);
+        self.write_findings(findings, stats);
+        self.flush(stats);
+    }
+
+    /// Answers a control request, in order with the kernel's events.
+    fn command(
+        &mut self,
+        enricher: &mut Enricher,
+        request: Request,
+        peer: Peer,
+        stats: &Stats,
+    ) -> Response {
+        let proc_root = std::path::Path::new("/proc");
+        match request {
+            Request::JobStart {
+                env,
+                anchor_pid,
+                via,
+            } => {
+                if peer.uid != 0 && !control::is_self_or_ancestor(proc_root, peer.pid, anchor_pid) {
+                    return Response::error(format!(
+                        "process {anchor_pid} is not the caller or one of its ancestors; only root may anchor a job elsewhere"
+                    ));
+                }
+                let env = control::filter_env(&env);
+                let Some((job, _)) = identity_from_env(&env) else {
+                    return Response::error(
+                        "no job identity: need GITHUB_RUN_ID and GITHUB_JOB, CI_JOB_ID, or MONITOR_JOB_ID",
+                    );
+                };
+                let detail = Detail::JobStart {
+                    job: job.clone(),
+                    via,
+                    requested_by_pid: peer.pid,
+                    requested_by_uid: peer.uid,
+                };
+                let Some(event) = enricher.control_event(detail, anchor_pid, boot_ns()) else {
+                    return Response::error(format!("no process {anchor_pid}"));
+                };
+                self.handle_control_event(&event, stats);
+                log::info!("job {} started (anchor pid {anchor_pid})", job.key);
+                Response {
+                    ok: true,
+                    job: Some(job),
+                    ..Default::default()
+                }
+            }
+            Request::JobEnd { job, env, via } => {
+                let key = match job {
+                    Some(key) => key,
+                    None => match identity_from_env(&control::filter_env(&env)) {
+                        Some((job, _)) => job.key,
+                        None => {
+                            return Response::error(
+                                "name the job (its key) or pass its identity variables",
+                            )
+                        }
+                    },
+                };
+                let Some(identity) = self
+                    .engine
+                    .jobs()
+                    .find(|(j, _)| j.key == key)
+                    .map(|(j, _)| j.clone())
+                else {
+                    return Response::error(format!("no job {key}"));
+                };
+                let detail = Detail::JobEnd {
+                    job: key.clone(),
+                    via,
+                };
+                let Some(event) = enricher.control_event(detail, peer.pid, boot_ns()) else {
+                    return Response::error("the caller's process is not visible");
+                };
+                self.handle_control_event(&event, stats);
+                log::info!("job {key} ended");
+                Response {
+                    ok: true,
+                    job: Some(identity),
+                    ..Default::default()
+                }
+            }
+            Request::Status {} => Response {
+                ok: true,
+                status: Some(serde_json::json!({
+                    "jobs": self.engine.jobs().map(|(j, ended)| serde_json::json!({"job": j, "ended": ended})).collect::<Vec<_>>(),
+                    "stats": stats.summary(),
+                })),
+                ..Default::default()
+            },
+        }
+    }
+
     /// Findings are written and flushed as they come: the 1 s latency bound is for them.
     fn write_findings(&mut self, findings: Vec<Finding>, stats: &Stats) {
         if findings.is_empty() {
@@ -262,6 +394,7 @@ impl Sinks {
 
 async fn process(
     mut rx: mpsc::Receiver<KernelEvent>,
+    mut commands: mpsc::Receiver<control::Command>,
     mut enricher: Enricher,
     mut sinks: Sinks,
     losses: LossReader,
@@ -279,6 +412,14 @@ async fn process(
                     sinks.handle(&mut enricher, event, &stats);
                 }
                 sinks.flush(&stats);
+            }
+            Some(command) = commands.recv() => {
+                // Whatever the kernel queued before the request belongs before it.
+                while let Ok(event) = rx.try_recv() {
+                    sinks.handle(&mut enricher, event, &stats);
+                }
+                let response = sinks.command(&mut enricher, command.request, command.peer, &stats);
+                let _ = command.reply.send(response);
             }
             _ = tick.tick() => {
                 for (kind, total) in losses.read() {

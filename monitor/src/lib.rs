@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod ci;
+pub mod control;
 pub mod doctor;
 pub mod engine;
 pub mod event;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use monitor::{
-    agent, doctor,
+    agent,
+    control::{self, Request},
+    doctor,
     probes::ProbeOptions,
     profile::Profile,
     replay::{self, machine_engine_config, ReadStats},
@@ -47,6 +49,31 @@ enum Command {
         /// Bound on the process table.
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
+        /// The control socket for `monitor job` and `monitor hook`.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        control_socket: PathBuf,
+        /// Let this group use the control socket (mode 0660; default: root only, 0600).
+        #[arg(long)]
+        control_group: Option<String>,
+        /// Do not open a control socket.
+        #[arg(long, conflicts_with_all = ["control_socket", "control_group"])]
+        no_control_socket: bool,
+    },
+    /// Tell the agent where a job begins and ends (for CI systems it does not recognise).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        /// The agent's control socket.
+        #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Entry points for the GitHub runner's job hooks (ACTIONS_RUNNER_HOOK_JOB_STARTED and
+    /// ACTIONS_RUNNER_HOOK_JOB_COMPLETED scripts run `monitor hook job-started|job-completed`).
+    Hook {
+        #[command(subcommand)]
+        command: HookCommand,
+        #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Run the detection engine on recorded events and print the findings it gives.
     Replay {
@@ -68,6 +95,38 @@ enum Command {
         #[arg(long)]
         no_load: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// A job begins: the process PID (default: the caller, usually the CI's job shell) and its
+    /// descendants are the job until `monitor job stop`.
+    Start {
+        /// The job's name (default: the CI identity in this environment: GITHUB_*, CI_*).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// The job ends: the agent writes its report.
+    Stop {
+        /// The name given to `job start` (default: the CI identity in this environment).
+        #[arg(long, conflicts_with = "key")]
+        id: Option<String>,
+        /// The job's key as findings show it (`job.key`).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// The agent's jobs and counters, as JSON.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum HookCommand {
+    /// Run by the runner before the job: anchors the job at this Runner.Worker.
+    JobStarted,
+    /// Run by the runner after the job: ends it and writes its report.
+    JobCompleted,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +174,9 @@ fn main() -> anyhow::Result<()> {
             ring_bytes,
             all_opens,
             max_processes,
+            control_socket,
+            control_group,
+            no_control_socket,
         } => {
             if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
                 anyhow::bail!(
@@ -132,6 +194,8 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 max_processes,
+                control_socket: (!no_control_socket).then_some(control_socket),
+                control_group,
                 ..Default::default()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -157,6 +221,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Profile { command } => profile_command(command),
+        Command::Job { command, socket } => job_command(command, &socket),
+        Command::Hook { command, socket } => {
+            let env = control::own_identity_env();
+            let request = match command {
+                HookCommand::JobStarted => Request::JobStart {
+                    env,
+                    anchor_pid: control::runner_worker_or_parent(Path::new("/proc")),
+                    via: "hook".into(),
+                },
+                HookCommand::JobCompleted => Request::JobEnd {
+                    job: None,
+                    env,
+                    via: "hook".into(),
+                },
+            };
+            send(&socket, &request)
+        }
         Command::Doctor { no_load } => {
             let checks = doctor::run_checks(!no_load);
             if doctor::print(&checks) {
@@ -166,6 +247,41 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Sends a control request; prints the agent's answer; fails when the agent refused.
+fn send(socket: &Path, request: &Request) -> anyhow::Result<()> {
+    let response = control::request(socket, request)?;
+    println!("{}", serde_json::to_string(&response)?);
+    if !response.ok {
+        anyhow::bail!("the agent refused: {}", response.error.unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn job_command(command: JobCommand, socket: &Path) -> anyhow::Result<()> {
+    let identity = |id: Option<String>| match id {
+        Some(id) => [("MONITOR_JOB_ID".to_string(), id)].into_iter().collect(),
+        None => control::own_identity_env(),
+    };
+    let request = match command {
+        JobCommand::Start { id, pid } => Request::JobStart {
+            env: identity(id),
+            anchor_pid: pid.unwrap_or_else(std::os::unix::process::parent_id),
+            via: "job start".into(),
+        },
+        JobCommand::Stop { id, key } => Request::JobEnd {
+            env: if key.is_some() {
+                Default::default()
+            } else {
+                identity(id)
+            },
+            job: key,
+            via: "job stop".into(),
+        },
+        JobCommand::Status => Request::Status {},
+    };
+    send(socket, &request)
 }
 
 fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {

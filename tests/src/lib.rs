@@ -48,6 +48,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub events_path: PathBuf,
     pub findings_path: PathBuf,
+    /// The agent's control socket (`monitor job`, `monitor hook`).
+    pub control_socket: PathBuf,
 }
 
 impl Agent {
@@ -61,6 +63,7 @@ impl Agent {
         let events_path = dir.path().join("events.jsonl");
         let findings_path = dir.path().join("findings.jsonl");
         let ready = dir.path().join("ready");
+        let control_socket = dir.path().join("control.sock");
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
         let child = Command::new(monitor_bin())
             .arg("run")
@@ -70,6 +73,8 @@ impl Agent {
             .arg(&findings_path)
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--control-socket")
+            .arg(&control_socket)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -80,6 +85,7 @@ impl Agent {
             dir,
             events_path,
             findings_path,
+            control_socket,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
@@ -180,7 +186,7 @@ impl Agent {
     }
 
     /// Stops the agent (SIGTERM: it drains the ring) and returns its stderr.
-    pub fn stop(mut self) -> String {
+    pub fn stop(&mut self) -> String {
         // SAFETY: plain kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait agent");
@@ -264,9 +270,18 @@ impl FakeRunner {
         self.home.parent().expect("root").to_path_buf()
     }
 
-    /// Runs the job: each `(step id, script)` as one step, in order. Returns the Worker's output;
+    /// Runs the job: each `(step id, script)` as one step, in order (an empty id: the Worker's
+    /// own work outside steps). Returns the Worker's output;
     /// panics (with the output) when a step fails.
     pub fn run_job(&self, steps: &[(&str, &str)]) -> String {
+        self.run_job_with_hooks(steps, None)
+    }
+
+    /// Runs the job as `run_job`, with the runner's job hooks set to call the monitor at
+    /// `socket` (as `ACTIONS_RUNNER_HOOK_JOB_STARTED`/`_COMPLETED` scripts would): the Worker
+    /// runs each hook as a child with the job's variables, before the first step and after
+    /// the last.
+    pub fn run_job_with_hooks(&self, steps: &[(&str, &str)], socket: Option<&Path>) -> String {
         let root = self.root();
         let mut worker_script = String::from("set -e\n");
         let job_env = [
@@ -290,10 +305,31 @@ impl FakeRunner {
             // A subshell per step: the Worker forks, the child sets the job's and the step's
             // variables and becomes `bash -e <script>`, a direct child of the Worker as on the
             // real runner, which hands these variables to each step, not to itself.
-            worker_script.push_str(&format!(
-                "( export {job_env} GITHUB_ACTION='{id}'; exec /bin/bash -e '{}' )\n",
-                step_file.display()
-            ));
+            if id.is_empty() {
+                // The Worker's own work outside any step (setting up the job, fetching actions):
+                // a child of the Worker without the job's variables.
+                worker_script.push_str(&format!("/bin/bash -e '{}'\n", step_file.display()));
+            } else {
+                worker_script.push_str(&format!(
+                    "( export {job_env} GITHUB_ACTION='{id}'; exec /bin/bash -e '{}' )\n",
+                    step_file.display()
+                ));
+            }
+        }
+        if let Some(socket) = socket {
+            let hook = |which: &str| {
+                format!(
+                    "( export {job_env}; '{}' hook {which} --socket '{}' )\n",
+                    monitor_bin().display(),
+                    socket.display()
+                )
+            };
+            worker_script = format!(
+                "set -e\n{}{}{}",
+                hook("job-started"),
+                worker_script.trim_start_matches("set -e\n"),
+                hook("job-completed")
+            );
         }
         let worker_file = root.join("work/_temp/worker.sh");
         std::fs::write(&worker_file, worker_script).expect("worker script");

@@ -252,3 +252,115 @@ fn reading_a_sibling_process_memory_is_found() {
     assert!(mem["evidence"]["path"].as_str().unwrap().ends_with("/mem"));
     assert_eq!(mem["step"]["id"], "__actions_changed-files");
 }
+
+/// `monitor replay` on the live agent's event log gives the findings the live agent gave;
+/// `monitor profile learn` from that (clean) run gives a profile under which replaying the same
+/// run finds nothing; `monitor profile diff` names what the strict profile lacked.
+#[test]
+fn replay_learn_and_diff_work_on_a_recorded_run() {
+    let mut agent = Agent::start_with_profile(STRICT_PROFILE);
+    let strict = agent.dir.path().join("strict.yml");
+    std::fs::write(&strict, STRICT_PROFILE).unwrap();
+    let runner = FakeRunner::new();
+    let port = sink();
+    runner.run_job(&[
+        ("fetch", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n")),
+        ("marker", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-; cat /proc/$PPID/environ >/dev/null\n")),
+    ]);
+    let live = agent.wait_for_findings("the marker step's environ read", |all| {
+        by_rule(&runner.findings_of(all), "process-environ-read")
+            .iter()
+            .any(|f| f["step"]["id"] == "marker")
+    });
+    let events = agent.events_path.clone();
+    // Stop the agent so the log is complete (it drains the ring on SIGTERM).
+    let dir = agent.dir.path().to_path_buf();
+    agent.stop();
+
+    let key = |f: &Value| format!("{}|{}|{}", f["rule"], f["step"]["id"], f["summary"]);
+    let mut live: Vec<String> = runner.findings_of(&live).iter().map(key).collect();
+    let replayed = monitor(&[
+        "replay",
+        "--profile",
+        strict.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    let replayed_values: Vec<Value> = replayed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut replayed: Vec<String> = runner
+        .findings_of(&replayed_values)
+        .iter()
+        .map(key)
+        .collect();
+    live.sort();
+    replayed.sort();
+    assert!(!live.is_empty());
+    assert_eq!(
+        live, replayed,
+        "replay must judge exactly as the live agent did"
+    );
+
+    let learnt = dir.join("learnt.yml");
+    monitor(&[
+        "profile",
+        "learn",
+        "--base",
+        strict.to_str().unwrap(),
+        "-o",
+        learnt.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&learnt).unwrap();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")),
+        "the sink is learnt as a destination:\n{text}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&learnt).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "profile written owner-only");
+    let again = monitor(&[
+        "replay",
+        "--profile",
+        learnt.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    let again: Vec<Value> = again
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Everything this clean run did is allowed now, the environ read included (learn writes a
+    // `credentials.allow` entry for that exact path and tool, for a person to review).
+    assert!(
+        runner.findings_of(&again).is_empty(),
+        "a learnt profile still finds: {:#?}",
+        runner.findings_of(&again)
+    );
+
+    let diff = monitor(&[
+        "profile",
+        "diff",
+        "--profile",
+        strict.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    assert!(
+        diff.contains("unexpected-egress") && diff.contains(&format!("127.0.0.1:{port}")),
+        "{diff}"
+    );
+}
+
+/// Runs the monitor CLI, failing the test with its stderr when it fails; returns stdout.
+fn monitor(args: &[&str]) -> String {
+    let out = Command::new(integration_tests::monitor_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "monitor {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

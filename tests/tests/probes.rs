@@ -374,7 +374,7 @@ fn io_uring_opens_are_resolved_inline_and_on_a_worker() {
 
 #[test]
 fn agent_stops_cleanly_and_reports_no_losses_at_low_rate() {
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     let mut child = spawn("/bin/true", &[]);
     let child_pid = child.id() as u64;
     child.wait().unwrap();
@@ -395,7 +395,7 @@ fn agent_stops_cleanly_and_reports_no_losses_at_low_rate() {
 
 #[test]
 fn exec_carries_cwd_and_only_the_ci_identity_part_of_its_environment() {
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
     let cwd = std::fs::canonicalize(dir.path()).unwrap();
     let canary = format!("ghs_{}", "C4n4ry".repeat(6));

@@ -59,6 +59,9 @@ struct Proc {
     tool: String,
     alive: bool,
     is_step_root: bool,
+    /// A child of a job's anchor seen before its exec: its step is named when it executes
+    /// with the step's identity in its environment (the runner forks, then execs the step).
+    provisional: bool,
 }
 
 struct Step {
@@ -101,6 +104,8 @@ pub struct Engine {
     anchors: HashMap<ProcessKey, usize>,
     hooks: Vec<HookState>,
     written_pth: HashMap<String, WrittenPth>,
+    /// Jobs that ended since the last `take_ended_jobs`.
+    ended: Vec<usize>,
     next_id: u64,
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
@@ -147,6 +152,7 @@ impl Engine {
             anchors: HashMap::new(),
             hooks: Vec::new(),
             written_pth: HashMap::new(),
+            ended: Vec::new(),
             next_id: 0,
             now_ns: 0,
             evicted: 0,
@@ -164,15 +170,95 @@ impl Engine {
             .map(|j| (&j.identity, j.ended_ns.is_some()))
     }
 
+    /// Jobs that ended (anchor exited, or declared ended) since the last call: the agent
+    /// writes their reports.
+    pub fn take_ended_jobs(&mut self) -> Vec<JobIdentity> {
+        std::mem::take(&mut self.ended)
+            .into_iter()
+            .map(|j| self.jobs[j].identity.clone())
+            .collect()
+    }
+
+    /// The job and step an event's process belongs to, once `on_event` has seen it.
+    pub fn attribution(&self, e: &Event) -> Option<(&JobIdentity, Option<&StepIdentity>)> {
+        let p = self
+            .procs
+            .get(&key_of(e.process.pid, e.process.start_ticks))?;
+        let job = &self.jobs[p.job];
+        Some((&job.identity, job.steps.get(p.step).map(|s| &s.identity)))
+    }
+
+    fn end_job(&mut self, job: usize, ts_ns: u64) {
+        if self.jobs[job].ended_ns.is_none() {
+            self.jobs[job].ended_ns = Some(ts_ns);
+            self.ended.push(job);
+        }
+        self.anchors.retain(|_, j| *j != job);
+        // The CI shell that anchored an explicit job goes on with other work: what it starts
+        // from now on is not this job's. (Processes the job started stay in it.)
+        if self.jobs[job].identity.provider == "explicit" {
+            if let Some(anchor) = self.jobs[job].anchor {
+                if self.procs.get(&anchor).is_some_and(|p| p.job == job) {
+                    self.procs.remove(&anchor);
+                }
+            }
+        }
+    }
+
     /// Judges one event.
     pub fn on_event(&mut self, e: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
         self.advance(e.ts_ns, &mut out);
         let key = key_of(e.process.pid, e.process.start_ticks);
-        if let Detail::Exit { .. } = e.detail {
-            if let Some(job) = self.anchors.remove(&key) {
-                self.jobs[job].ended_ns = Some(e.ts_ns);
+        match &e.detail {
+            Detail::Exit { .. } => {
+                if let Some(job) = self.anchors.get(&key).copied() {
+                    self.end_job(job, e.ts_ns);
+                }
             }
+            Detail::JobStart { job: identity, .. } => {
+                let explicit = identity.provider == "explicit";
+                let job = self.job_index(identity.clone());
+                // Declared again (a restarted hook): the latest anchor wins.
+                self.jobs[job].ended_ns = None;
+                self.jobs[job].anchor = Some(key);
+                self.anchors.insert(key, job);
+                // An explicitly started job's anchor is the CI's own shell: it is the job's
+                // first step. A GitHub runner's Worker is the runner, not the job's code.
+                if explicit && !self.procs.contains_key(&key) {
+                    self.jobs[job].steps.push(Step {
+                        identity: StepIdentity {
+                            id: "main".into(),
+                            action: None,
+                        },
+                        root: key,
+                        ended: None,
+                        checked: false,
+                    });
+                    let step = self.jobs[job].steps.len() - 1;
+                    self.procs.insert(
+                        key,
+                        Proc {
+                            job,
+                            step,
+                            hook: None,
+                            link: link_of(e),
+                            tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
+                            alive: true,
+                            is_step_root: true,
+                            provisional: false,
+                        },
+                    );
+                }
+                return out;
+            }
+            Detail::JobEnd { job, .. } => {
+                if let Some(job) = self.job_by_key.get(job).copied() {
+                    self.end_job(job, e.ts_ns);
+                }
+                return out;
+            }
+            _ => {}
         }
         let attributed = self.attribute(e, key);
         // A job-written .pth file judges the interpreter that reads it, wherever it runs.
@@ -195,7 +281,7 @@ impl Engine {
             Detail::Exit { .. } => self.on_exit(e, key),
             Detail::Connect { .. } => self.on_connect(e, key, &mut out),
             Detail::Open { .. } => self.on_open(e, key, &mut out),
-            Detail::Fork {} => {}
+            Detail::Fork {} | Detail::JobStart { .. } | Detail::JobEnd { .. } => {}
         }
         out
     }
@@ -220,20 +306,57 @@ impl Engine {
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
     fn attribute(&mut self, e: &Event, key: ProcessKey) -> bool {
         if self.procs.contains_key(&key) {
-            if let Detail::Exec { .. } = e.detail {
+            if let Detail::Exec { env, .. } = &e.detail {
                 let proc = self.procs.get_mut(&key).expect("checked");
                 proc.link = link_of(e);
                 proc.tool = tool_of(e.process.exe.as_deref(), &e.process.argv);
+                if std::mem::take(&mut proc.provisional) {
+                    let (job, step) = (proc.job, proc.step);
+                    if let Some((job_id, step_id)) = identity_from_env(env) {
+                        if job_id.key == self.jobs[job].identity.key {
+                            self.jobs[job].steps[step].identity = step_id;
+                        }
+                    }
+                }
             }
             return true;
         }
-        let inherited = e.ancestry.iter().find_map(|a| {
-            self.procs
-                .get(&key_of(a.pid, a.start_ticks))
-                .map(|p| (p.job, p.step, p.hook))
+        // The nearest ancestor that is in a job, or that anchors one: under an anchor, a process
+        // with no job member between them starts a step of its own.
+        enum Found {
+            Member(usize, usize, Option<usize>),
+            ChildOfAnchor(usize),
+        }
+        let found = e.ancestry.iter().find_map(|a| {
+            let k = key_of(a.pid, a.start_ticks);
+            if let Some(p) = self.procs.get(&k) {
+                return Some(Found::Member(p.job, p.step, p.hook));
+            }
+            self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
         });
-        let (job, step, hook, is_root) = match inherited {
-            Some((job, step, hook)) => (job, step, hook, false),
+        let mut provisional = false;
+        let (job, step, hook, is_root) = match found {
+            Some(Found::Member(job, step, hook)) => (job, step, hook, false),
+            Some(Found::ChildOfAnchor(job)) => {
+                let own = match &e.detail {
+                    Detail::Exec { env, .. } => identity_from_env(env)
+                        .filter(|(j, _)| j.key == self.jobs[job].identity.key)
+                        .map(|(_, s)| s),
+                    _ => None,
+                };
+                provisional = own.is_none() && !matches!(e.detail, Detail::Exec { .. });
+                let identity = own.unwrap_or_else(|| StepIdentity {
+                    id: "job".into(),
+                    action: None,
+                });
+                self.jobs[job].steps.push(Step {
+                    identity,
+                    root: key,
+                    ended: None,
+                    checked: false,
+                });
+                (job, self.jobs[job].steps.len() - 1, None, true)
+            }
             None => {
                 let Detail::Exec { env, .. } = &e.detail else {
                     return false;
@@ -273,6 +396,7 @@ impl Engine {
                 tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
                 alive: true,
                 is_step_root: is_root,
+                provisional,
             },
         );
         true

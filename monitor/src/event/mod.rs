@@ -26,7 +26,7 @@ use crate::{
 use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 2;
+pub const JSON_SCHEMA_VERSION: u32 = 3;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -102,6 +102,22 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pth_executable: Option<bool>,
     },
+    /// A job declared over the control socket (`monitor job start`, the runner's job-started
+    /// hook). `process` is the job's anchor: its descendants are the job.
+    JobStart {
+        job: crate::ci::JobIdentity,
+        /// `job start` or `hook`.
+        via: String,
+        /// Who asked (from the socket's peer credentials).
+        requested_by_pid: u32,
+        requested_by_uid: u32,
+    },
+    /// The end of a job (`monitor job stop`, the job-completed hook). `process` is who asked.
+    JobEnd {
+        /// The job's key (`job.key` in findings).
+        job: String,
+        via: String,
+    },
 }
 
 impl Detail {
@@ -112,6 +128,8 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
             Detail::Open { .. } => "open",
+            Detail::JobStart { .. } => "job_start",
+            Detail::JobEnd { .. } => "job_end",
         }
     }
 }
@@ -333,6 +351,61 @@ impl Enricher {
             ts_ns: header.ts_ns,
             detail,
             process: process_info(&header, key, process),
+            ancestry: self
+                .table
+                .ancestry(&key)
+                .into_iter()
+                .take(ANCESTRY_IN_EVENT)
+                .map(|p| Ancestor {
+                    pid: p.key.tgid,
+                    start_ticks: p.key.start_ticks,
+                    comm: p.comm.clone(),
+                    exe: p.exe.clone(),
+                    argv: redact_argv(&p.argv),
+                    exited: p.exited_at_ns.is_some(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Enricher {
+    /// An event the agent itself makes (job start and end, from the control socket), about the
+    /// process `pid` as the table knows it, numbered in the same stream as the kernel's.
+    /// `None` when the process is unknown (gone, or never seen and not in /proc).
+    pub fn control_event(&mut self, detail: Detail, pid: u32, ts_ns: u64) -> Option<Event> {
+        if self
+            .table
+            .by_tgid(pid)
+            .is_none_or(|p| p.exited_at_ns.is_some())
+        {
+            let entry = crate::process_tree::read_proc_entry(std::path::Path::new("/proc"), pid)?;
+            self.table.seed([entry]);
+        }
+        let p = self.table.by_tgid(pid)?;
+        let key = p.key;
+        let process = ProcessInfo {
+            pid,
+            tid: pid,
+            ppid: p.ppid,
+            start_ticks: key.start_ticks,
+            uid: p.uid,
+            // Not kept by the process table; nothing judges it.
+            gid: 0,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            argv: redact_argv(&p.argv),
+            argv_truncated: p.argv_truncated,
+            cgroup_id: 0,
+        };
+        self.seq += 1;
+        Some(Event {
+            schema: JSON_SCHEMA_VERSION,
+            seq: self.seq,
+            time: self.clock.format(ts_ns),
+            ts_ns,
+            detail,
+            process,
             ancestry: self
                 .table
                 .ancestry(&key)

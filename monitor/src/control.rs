@@ -1,0 +1,313 @@
+//! The control socket: how a CI system tells the agent where jobs begin and end, when the
+//! process layout and environment alone cannot (`monitor job start|stop`, and the GitHub
+//! runner's job hooks calling `monitor hook job-started|job-completed`).
+//!
+//! One JSON request per connection, one JSON response. The socket is owner-only (0600) unless
+//! a group is given (0660, for the runner's user); requests are bounded in size and time, and a
+//! non-root caller may only anchor a job at itself or one of its own ancestors, so it cannot
+//! pull unrelated processes into a job or out of judgement.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    sync::{mpsc, oneshot},
+};
+
+use crate::ci::JobIdentity;
+
+/// Default place of the socket.
+pub const DEFAULT_SOCKET: &str = "/run/monitor/control.sock";
+/// Largest request accepted.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// A job begins; `anchor_pid` and its descendants are the job.
+    JobStart {
+        /// The CI identity variables (only the keys `ci::env` keeps are used).
+        env: BTreeMap<String, String>,
+        anchor_pid: u32,
+        via: String,
+    },
+    /// A job ends, named by its key or by the identity variables it was started with.
+    JobEnd {
+        #[serde(default)]
+        job: Option<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        via: String,
+    },
+    /// The agent's jobs and counters.
+    Status {},
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobIdentity>,
+    /// Reports written for the job that ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<PathBuf>,
+    /// For `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Who is on the other end of the socket (from the kernel, not from the request).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+}
+
+/// A request handed to the agent's processing task, which answers on `reply`.
+pub struct Command {
+    pub request: Request,
+    pub peer: Peer,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Binds the socket (replacing a stale one) with the right owner and mode.
+pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    let mode = match group {
+        Some(name) => {
+            let group = nix::unistd::Group::from_name(name)
+                .with_context(|| format!("looking up group {name}"))?
+                .with_context(|| format!("no group named {name}"))?;
+            nix::unistd::chown(path, None, Some(group.gid))
+                .with_context(|| format!("giving {} to group {name}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Accepts connections until the agent stops, forwarding each request to the processing task.
+pub async fn serve(listener: tokio::net::UnixListener, commands: mpsc::Sender<Command>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, commands)).await {
+                log::warn!("control request timed out: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(stream: tokio::net::UnixStream, commands: mpsc::Sender<Command>) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => Peer {
+            pid: cred.pid().unwrap_or(0).max(0) as u32,
+            uid: cred.uid(),
+        },
+        Err(e) => {
+            log::warn!("control connection without peer credentials: {e}");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let response = match reader.read_line(&mut line).await {
+        Ok(_) if !line.ends_with('\n') => Response::error(format!(
+            "request not terminated by a newline within {MAX_REQUEST} bytes"
+        )),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let (reply, answer) = oneshot::channel();
+                let sent = commands
+                    .send(Command {
+                        request,
+                        peer,
+                        reply,
+                    })
+                    .await;
+                match sent {
+                    Ok(()) => answer
+                        .await
+                        .unwrap_or_else(|_| Response::error("the agent is stopping")),
+                    Err(_) => Response::error("the agent is stopping"),
+                }
+            }
+            Err(e) => Response::error(format!("bad request: {e}")),
+        },
+        Err(e) => Response::error(format!("reading the request: {e}")),
+    };
+    let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
+    text.push('\n');
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
+/// Whether `anchor` is `pid` itself or one of its ancestors (read from /proc).
+pub fn is_self_or_ancestor(proc_root: &Path, pid: u32, anchor: u32) -> bool {
+    let mut current = pid;
+    for _ in 0..crate::process_tree::MAX_ANCESTRY {
+        if current == anchor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{current}/stat"))) else {
+            return false;
+        };
+        match crate::process_tree::parse_stat(&stat) {
+            Some((_, ppid, _)) if ppid != 0 => current = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Sends one request and waits for the answer (the client side of `monitor job`/`hook`).
+pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to the agent at {} (is `monitor run` running, and may this user use its socket?)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut text = serde_json::to_string(request)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("reading the agent's answer")?;
+    serde_json::from_str(&line).with_context(|| format!("bad answer from the agent: {line:?}"))
+}
+
+/// The CI identity variables of this process's own environment, as the agent would keep them
+/// (secrets are never sent: only the identity keys, redacted).
+pub fn own_identity_env() -> BTreeMap<String, String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut block = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        block.extend_from_slice(k.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(v.as_bytes());
+        block.push(0);
+    }
+    crate::ci::env::select_env(&block)
+}
+
+/// Re-filters identity variables received over the socket exactly as the kernel's are.
+pub fn filter_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut block = Vec::new();
+    for (k, v) in env {
+        block.extend_from_slice(k.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(v.as_bytes());
+        block.push(0);
+    }
+    crate::ci::env::select_env(&block)
+}
+
+/// The nearest ancestor of this process named `Runner.Worker` (the GitHub runner's per-job
+/// process, which starts the job hooks and every step), or the parent when there is none.
+pub fn runner_worker_or_parent(proc_root: &Path) -> u32 {
+    let me = std::process::id();
+    let mut current = me;
+    let mut parent_of_me = None;
+    for _ in 0..crate::process_tree::MAX_ANCESTRY {
+        let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{current}/stat"))) else {
+            break;
+        };
+        let Some((comm, ppid, _)) = crate::process_tree::parse_stat(&stat) else {
+            break;
+        };
+        if current != me && comm == "Runner.Worker" {
+            return current;
+        }
+        if current == me {
+            parent_of_me = Some(ppid);
+        }
+        if ppid == 0 {
+            break;
+        }
+        current = ppid;
+    }
+    parent_of_me.unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_strict_json() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"job_start","env":{"MONITOR_JOB_ID":"x"},"anchor_pid":3,"via":"job start"}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::JobStart { anchor_pid: 3, .. }));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_are_not_sent_over_the_socket() {
+        let env: BTreeMap<String, String> = [
+            ("GITHUB_RUN_ID", "1"),
+            ("GITHUB_TOKEN", "ghs_secret"),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "eyJ"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = filter_env(&env);
+        assert_eq!(kept.get("GITHUB_RUN_ID").map(String::as_str), Some("1"));
+        assert!(!kept.contains_key("GITHUB_TOKEN"));
+        assert_eq!(kept["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], "[present]");
+    }
+
+    #[test]
+    fn ancestry_check_follows_proc() {
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        assert!(is_self_or_ancestor(Path::new("/proc"), me, me));
+        assert!(is_self_or_ancestor(Path::new("/proc"), me, parent));
+        assert!(is_self_or_ancestor(Path::new("/proc"), me, 1));
+        assert!(!is_self_or_ancestor(Path::new("/proc"), parent, me));
+    }
+}
