@@ -138,7 +138,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
-    let enricher = Enricher::new(table, WallClock::now()).with_pth_reader(pth_has_executable_lines);
+    let enricher = Enricher::new(table, WallClock::now())
+        .with_pth_reader(pth_has_executable_lines)
+        .with_exe_changed(exe_changed_unix_ns);
 
     let output: Box<dyn Write + Send> = match &options.events {
         Some(path) => Box::new(open_private(path)?),
@@ -459,6 +461,13 @@ fn pth_has_executable_lines(path: &str) -> Option<bool> {
     Some(crate::rules::lifecycle::pth_is_executable(
         &String::from_utf8_lossy(&text),
     ))
+}
+
+/// The change time (ctime: content or metadata written) of an executable, Unix ns.
+fn exe_changed_unix_ns(path: &str) -> Option<i128> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128)
 }
 
 fn boot_ns() -> u64 {

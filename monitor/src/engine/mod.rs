@@ -22,8 +22,8 @@ use crate::{
     process_tree::ProcessKey,
     profile::{Allowance, Profile, Rules},
     rules::{
-        credentials, egress::is_metadata_endpoint, lifecycle, lifecycle::Hook, persistence,
-        tool_matches, tool_of,
+        credentials, egress::is_metadata_endpoint, executables, lifecycle, lifecycle::Hook,
+        persistence, tool_matches, tool_of,
     },
 };
 
@@ -76,6 +76,8 @@ struct Job {
     /// The process the steps are children of (Runner.Worker): the job ends when it exits.
     anchor: Option<ProcessKey>,
     steps: Vec<Step>,
+    /// When the engine first saw the job (its first step, or its declaration).
+    started_ns: u64,
     ended_ns: Option<u64>,
     seen: HashSet<String>,
 }
@@ -410,6 +412,7 @@ impl Engine {
             identity: identity.clone(),
             anchor: None,
             steps: Vec::new(),
+            started_ns: self.now_ns,
             ended_ns: None,
             seen: HashSet::new(),
         });
@@ -525,9 +528,18 @@ impl Engine {
     }
 
     fn on_exec(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
-        let Detail::Exec { env, cwd, .. } = &e.detail else {
+        let Detail::Exec {
+            env,
+            cwd,
+            exe_changed_ns,
+            filename,
+            ..
+        } = &e.detail
+        else {
             return;
         };
+        let program =
+            crate::event::program_path(e.process.exe.as_deref().unwrap_or_default(), filename, cwd);
         let exe = e.process.exe.clone().unwrap_or_default();
         let (job, step, inherited_hook) = {
             let p = &self.procs[&key];
@@ -609,7 +621,32 @@ impl Engine {
                 dedupe: exe.clone(),
             };
             self.emit_for(out, raw, e, key);
-        } else if !in_temp {
+        } else if !in_temp
+            && exe_changed_ns.is_some_and(|t| t >= self.jobs[job].started_ns)
+            && !executables::installed_by_tooling(&program, workspace.as_deref())
+            && !self.rules_of(job, step).any(|r| {
+                r.executables
+                    .allow
+                    .as_ref()
+                    .is_some_and(|list| list.iter().any(|p| p.matches(&program)))
+            })
+        {
+            let raw = Raw {
+                rule: "exec-of-job-written-file",
+                severity: Severity::Medium,
+                summary: format!("executed {program}, written during this job"),
+                evidence: vec![
+                    ("program", json!(program)),
+                    ("executable", json!(exe)),
+                    ("cwd", json!(cwd)),
+                ],
+                profile_clause: "executables.allow: a program written during the job, outside the places package managers and builds put programs, is a download until allowed".into(),
+                allowance: Some(Allowance::Executables { path: program.clone() }),
+                dedupe: program.clone(),
+            };
+            self.emit_for(out, raw, e, key);
+        }
+        if !in_temp {
             let lists: Vec<_> = self
                 .rules_of(job, step)
                 .filter(|r| r.executables.allow.is_some())

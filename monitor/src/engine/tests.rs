@@ -153,6 +153,42 @@ impl Sim {
         self
     }
 
+    /// fork + exec of a program whose file changed just now (written during the job).
+    pub fn spawn_written(
+        &mut self,
+        parent: u32,
+        child: u32,
+        exe: &str,
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        self.fork(parent, child);
+        let h = self.header(EventKind::ProcessEnv, child);
+        self.feed(KernelEvent::Env {
+            header: h,
+            vars,
+            total_len: 100,
+        });
+        let h = self.header(EventKind::ProcessExec, child);
+        let changed = self.ts - 1;
+        self.feed_with(
+            KernelEvent::Exec {
+                header: h,
+                exe: exe.into(),
+                argv: vec![exe.into()],
+                filename: exe.into(),
+                argv_total_len: 10,
+                cwd: cwd.into(),
+            },
+            |e| {
+                if let Detail::Exec { exe_changed_ns, .. } = &mut e.detail {
+                    *exe_changed_ns = Some(changed);
+                }
+            },
+        );
+        self
+    }
+
     /// fork + exec, inheriting the parent's environment like a real child does.
     pub fn spawn(
         &mut self,
@@ -716,4 +752,71 @@ fn a_profile_learnt_from_a_run_gives_no_finding_on_that_run() {
     let mut replay = Sim::new(learnt);
     npm_stealer(&mut replay);
     assert!(replay.findings.is_empty(), "{:#?}", replay.findings);
+}
+
+#[test]
+fn running_a_program_written_during_the_job_is_found_unless_tooling_put_it_there() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    let mut hook_env = github_env("__run");
+    hook_env.insert("npm_lifecycle_event".into(), "postinstall".into());
+    hook_env.insert("npm_package_name".into(), "evil-pkg".into());
+    let hook_dir = format!("{WORKSPACE}/node_modules/evil-pkg");
+    // The job's own build output and a dependency's installed binary: expected.
+    sim.spawn_written(
+        300,
+        310,
+        &format!("{WORKSPACE}/build/app-test"),
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.spawn_written(
+        300,
+        311,
+        &format!("{hook_dir}/bin/tool"),
+        WORKSPACE,
+        github_env("__run"),
+    );
+    // A hook dropping a program into the home directory and running it.
+    sim.spawn(
+        300,
+        320,
+        "/usr/bin/dash",
+        &["sh", "-c", "node i.js"],
+        &hook_dir,
+        hook_env.clone(),
+    );
+    sim.spawn_written(
+        320,
+        330,
+        &format!("{HOME}/.cache/evil/payload"),
+        &hook_dir,
+        hook_env,
+    );
+    sim.finish();
+    let f = sim.only("exec-of-job-written-file");
+    assert_eq!(f.evidence["program"], format!("{HOME}/.cache/evil/payload"));
+    assert_eq!(
+        f.severity,
+        Severity::Critical,
+        "raised: a hook running what it downloaded"
+    );
+    assert_eq!(f.hook.as_ref().unwrap().package, "evil-pkg");
+    // A program that predates the job (no change time after its start) is not this rule's.
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.spawn(
+        300,
+        310,
+        &format!("{HOME}/.cache/evil/payload"),
+        &["payload"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.finish();
+    assert!(
+        !sim.rules().contains(&"exec-of-job-written-file"),
+        "{:#?}",
+        sim.findings
+    );
 }

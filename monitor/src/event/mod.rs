@@ -66,6 +66,11 @@ pub enum Detail {
         /// `ci::env`); nothing else of the environment is ever recorded.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
+        /// When the program file execve named last changed (its ctime; for a `#!` script, the
+        /// script), as kernel boot-time ns like `ts_ns`: a program written during the job shows
+        /// it. Filled by the live agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe_changed_ns: Option<u64>,
     },
     Fork {},
     Exit {
@@ -204,6 +209,8 @@ pub struct Enricher {
     pending_env: HashMap<u32, BTreeMap<String, String>>,
     /// Reads the content a `.pth` open needs judged (live: the file; replay: nothing).
     pth_reader: Option<fn(&str) -> Option<bool>>,
+    /// An executable's change time, Unix ns (live: stat; replay: nothing).
+    exe_changed: Option<fn(&str) -> Option<i128>>,
 }
 
 impl Enricher {
@@ -214,7 +221,14 @@ impl Enricher {
             seq: 0,
             pending_env: HashMap::new(),
             pth_reader: None,
+            exe_changed: None,
         }
+    }
+
+    /// Lets the enricher stamp execs with their executable's change time.
+    pub fn with_exe_changed(mut self, stat: fn(&str) -> Option<i128>) -> Self {
+        self.exe_changed = Some(stat);
+        self
     }
 
     /// Lets the enricher judge `.pth` files by reading them (the live agent does; tests need not).
@@ -247,7 +261,14 @@ impl Enricher {
                 // execve from a non-leader thread takes over the leader's pid: the env record
                 // was sent by the same thread as the exec record, so match on the thread id.
                 let env = self.pending_env.remove(&header.pid).unwrap_or_default();
+                let program = program_path(&exe, &filename, &cwd);
+                let exe_changed_ns = self
+                    .exe_changed
+                    .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
+                    .and_then(|stat| stat(&program))
+                    .map(|unix| (unix - self.clock.boot_to_unix_ns).max(0) as u64);
                 let detail = Detail::Exec {
+                    exe_changed_ns,
                     filename,
                     filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
                     exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
@@ -366,6 +387,19 @@ impl Enricher {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The file an exec ran: the name given to execve made absolute (for a `#!` script, the script,
+/// while `exe` is its interpreter), or the resolved executable when that name is unusable.
+pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
+    if filename.starts_with('/') {
+        filename.to_string()
+    } else if filename.contains('/') && cwd.starts_with('/') {
+        let rel = filename.trim_start_matches("./");
+        format!("{}/{rel}", cwd.trim_end_matches('/'))
+    } else {
+        exe.to_string()
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod egress;
+pub mod executables;
 pub mod lifecycle;
 pub mod persistence;
 

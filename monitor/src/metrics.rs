@@ -1,0 +1,316 @@
+//! The agent's Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Names follow Prometheus conventions: one prefix (`monitor_`), `_total` for counters, base
+//! units (seconds, bytes). Label values are bounded: event kinds, drop causes, rule ids and
+//! severities are fixed sets; repositories are capped at [`MAX_REPOSITORY_LABELS`] (later ones
+//! count as `other`); run ids, paths and pids never become labels.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context as _;
+use monitor_common::EventKind;
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub const KINDS: usize = EventKind::ALL.len();
+/// Distinct `repository` label values before the rest are counted as `other`.
+pub const MAX_REPOSITORY_LABELS: usize = 64;
+
+/// Every counter of the pipeline: what the stop summary prints and `/metrics` exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Kernel records received, by kind.
+    pub events: [IntCounter; KINDS],
+    /// Records the kernel could not queue (ring buffer full), by kind.
+    pub kernel_losses: [IntCounter; KINDS],
+    /// Records the agent decoded but could not queue for processing, by kind.
+    pub queue_full: [IntCounter; KINDS],
+    /// Records the agent could not decode (their kind is unknown).
+    pub decode_errors: IntCounter,
+    pub write_errors: IntCounter,
+    findings: IntCounterVec,
+    pub findings_total: IntCounter,
+    pub active_jobs: IntGauge,
+    pub jobs_ended: IntCounter,
+    pub job_duration: Histogram,
+    pub probe_attached: IntGaugeVec,
+    pub last_event: Gauge,
+    pub heartbeat: Gauge,
+    repositories: Mutex<HashSet<String>>,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn per_kind(vec: &IntCounterVec, extra: &[&str]) -> [IntCounter; KINDS] {
+    EventKind::ALL.map(|k| {
+        let mut labels = vec![k.name()];
+        labels.extend_from_slice(extra);
+        vec.with_label_values(&labels)
+    })
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let events = counter_vec(
+            &registry,
+            "monitor_events_total",
+            "Kernel event records received by the agent, by kind.",
+            &["kind"],
+        );
+        let dropped = counter_vec(
+            &registry,
+            "monitor_events_dropped_total",
+            "Event records lost, by kind and cause (kernel_ring_full, agent_queue_full, decode_error).",
+            &["kind", "cause"],
+        );
+        let findings = counter_vec(
+            &registry,
+            "monitor_findings_total",
+            "Findings raised, by rule, severity and repository.",
+            &["rule", "severity", "repository"],
+        );
+        let write_errors = IntCounter::new(
+            "monitor_write_errors_total",
+            "Events or findings that could not be written to their log.",
+        )
+        .expect("valid metric");
+        let findings_total =
+            IntCounter::new("monitor_findings_raised_total", "Findings raised, all rules.")
+                .expect("valid metric");
+        let active_jobs = IntGauge::new("monitor_active_jobs", "CI jobs running now.")
+            .expect("valid metric");
+        let jobs_ended =
+            IntCounter::new("monitor_jobs_ended_total", "CI jobs that ended.").expect("valid");
+        let job_duration = Histogram::with_opts(
+            HistogramOpts::new("monitor_job_duration_seconds", "Duration of ended CI jobs.")
+                .buckets(vec![
+                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                    14400.0,
+                ]),
+        )
+        .expect("valid metric");
+        let probe_attached = IntGaugeVec::new(
+            Opts::new(
+                "monitor_probe_attached",
+                "1 when the probe (a kernel hook) is attached, 0 when it is not.",
+            ),
+            &["probe"],
+        )
+        .expect("valid metric");
+        let last_event = Gauge::new(
+            "monitor_last_event_timestamp_seconds",
+            "Unix time the agent last processed a kernel event.",
+        )
+        .expect("valid metric");
+        let heartbeat = Gauge::new(
+            "monitor_pipeline_heartbeat_timestamp_seconds",
+            "Unix time the agent's own heartbeat connection last came back through the probes.",
+        )
+        .expect("valid metric");
+        for c in [&write_errors, &findings_total, &jobs_ended] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry
+            .register(Box::new(active_jobs.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(job_duration.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(probe_attached.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(last_event.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(heartbeat.clone()))
+            .expect("unique metric");
+        // The agent's own CPU and resident memory: monitor_process_cpu_seconds_total,
+        // monitor_process_resident_memory_bytes, ...
+        let process = prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            "monitor",
+        );
+        registry
+            .register(Box::new(process))
+            .expect("unique metric");
+        Metrics {
+            events: per_kind(&events, &[]),
+            kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
+            queue_full: per_kind(&dropped, &["agent_queue_full"]),
+            decode_errors: dropped.with_label_values(&["unknown", "decode_error"]),
+            write_errors,
+            findings,
+            findings_total,
+            active_jobs,
+            jobs_ended,
+            job_duration,
+            probe_attached,
+            last_event,
+            heartbeat,
+            repositories: Mutex::new(HashSet::new()),
+            registry,
+        }
+    }
+
+    pub fn slot(kind: EventKind) -> usize {
+        kind.loss_slot() as usize
+    }
+
+    /// Counts a finding under a bounded repository label.
+    pub fn count_finding(&self, rule: &str, severity: &str, repository: Option<&str>) {
+        let repository = repository.unwrap_or("none");
+        let label = {
+            let mut known = self.repositories.lock().unwrap_or_else(|e| e.into_inner());
+            if known.contains(repository) {
+                repository.to_string()
+            } else if known.len() < MAX_REPOSITORY_LABELS {
+                known.insert(repository.to_string());
+                repository.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.findings
+            .with_label_values(&[rule, severity, &label])
+            .inc();
+        self.findings_total.inc();
+    }
+
+    /// Sets a kernel loss counter to the kernel's running total (it only grows).
+    pub fn set_kernel_losses(&self, kind: EventKind, total: u64) {
+        let c = &self.kernel_losses[Self::slot(kind)];
+        let now = c.get();
+        if total > now {
+            c.inc_by(total - now);
+        }
+    }
+
+    /// The stop summary (also what `monitor job status` shows).
+    pub fn summary(&self) -> serde_json::Value {
+        let per_kind = |counters: &[IntCounter; KINDS]| {
+            EventKind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        k.name().to_string(),
+                        serde_json::json!(counters[Self::slot(*k)].get()),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let sum = |counters: &[IntCounter; KINDS]| counters.iter().map(IntCounter::get).sum::<u64>();
+        serde_json::json!({
+            "events": per_kind(&self.events),
+            "kernel_losses": per_kind(&self.kernel_losses),
+            "decode_errors": self.decode_errors.get(),
+            "channel_full_drops": sum(&self.queue_full),
+            "write_errors": self.write_errors.get(),
+            "findings": self.findings_total.get(),
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            log::warn!("encoding metrics: {e}");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Serves `GET /metrics` (and `/healthz`) on `address` until the agent stops. Returns the
+/// address actually bound (port 0 picks one).
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::{http::header, routing::get, Router};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics endpoint to {address}"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            log::error!("metrics endpoint stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_conventions_and_labels_stay_bounded() {
+        let m = Metrics::new();
+        m.events[Metrics::slot(EventKind::ProcessExec)].inc();
+        m.set_kernel_losses(EventKind::FileOpen, 5);
+        m.set_kernel_losses(EventKind::FileOpen, 3); // totals never go back
+        for i in 0..(MAX_REPOSITORY_LABELS + 10) {
+            m.count_finding("credential-read", "high", Some(&format!("org/repo{i}")));
+        }
+        let text = m.render();
+        assert!(text.contains("monitor_events_total{kind=\"exec\"} 1"), "{text}");
+        assert!(text.contains(
+            "monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"} 5"
+        ));
+        assert!(text.contains(
+            "monitor_findings_total{repository=\"other\",rule=\"credential-read\",severity=\"high\"} 10"
+        ));
+        assert!(text.contains("monitor_process_resident_memory_bytes"));
+        let repos = text
+            .lines()
+            .filter(|l| l.starts_with("monitor_findings_total{"))
+            .count();
+        assert_eq!(repos, MAX_REPOSITORY_LABELS + 1);
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("monitor_"), "{line}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        }
+    }
+}
