@@ -4,16 +4,7 @@
 //! consumer never stalls the kernel side; every record that cannot be decoded or queued is
 //! counted. Enrichment and output run in the processing task.
 
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -30,6 +21,7 @@ use crate::{
     },
     finding::Finding,
     kernel_layout::running_kernel_layout,
+    metrics::{unix_now, Metrics},
     probes::{LossReader, ProbeOptions, Probes},
     process_tree::{clock_ticks_per_second, read_proc, ProcessTable},
     profile::Profile,
@@ -54,7 +46,15 @@ pub struct RunOptions {
     pub control_socket: Option<PathBuf>,
     /// Group allowed to use the control socket (mode 0660); None: root only (0600).
     pub control_group: Option<String>,
+    /// Where to serve `/metrics`; None: no endpoint.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// How often the agent sends a heartbeat through its own probes; None: never.
+    pub heartbeat: Option<Duration>,
 }
+
+/// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
+pub const HEARTBEAT_PORT: u16 = 9;
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -68,50 +68,17 @@ impl Default for RunOptions {
             channel_capacity: 65_536,
             control_socket: None,
             control_group: None,
+            metrics_address: None,
+            heartbeat: Some(Duration::from_secs(10)),
         }
     }
 }
 
 const KINDS: usize = EventKind::ALL.len();
 
-/// Counters of the pipeline; every loss on either side is here.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub events: [AtomicU64; KINDS],
-    pub kernel_losses: [AtomicU64; KINDS],
-    pub decode_errors: AtomicU64,
-    pub channel_full: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub findings: AtomicU64,
-}
-
-impl Stats {
-    fn slot(kind: EventKind) -> usize {
-        kind.loss_slot() as usize
-    }
-
-    pub fn summary(&self) -> serde_json::Value {
-        let per_kind = |counters: &[AtomicU64; KINDS]| {
-            EventKind::ALL
-                .iter()
-                .map(|k| {
-                    (
-                        k.name().to_string(),
-                        serde_json::json!(counters[Self::slot(*k)].load(Ordering::Relaxed)),
-                    )
-                })
-                .collect::<serde_json::Map<_, _>>()
-        };
-        serde_json::json!({
-            "events": per_kind(&self.events),
-            "kernel_losses": per_kind(&self.kernel_losses),
-            "decode_errors": self.decode_errors.load(Ordering::Relaxed),
-            "channel_full_drops": self.channel_full.load(Ordering::Relaxed),
-            "write_errors": self.write_errors.load(Ordering::Relaxed),
-            "findings": self.findings.load(Ordering::Relaxed),
-        })
-    }
-}
+/// The pipeline's counters are the metrics (`crate::metrics`): one set of numbers for the stop
+/// summary, `monitor job status` and `/metrics`.
+pub type Stats = Metrics;
 
 /// Opens an output file for the agent's logs: created owner-only (0600), appended to.
 pub fn open_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -167,13 +134,45 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Metrics::new());
+    let optional = |hook: &str| {
+        if crate::probes::is_optional(hook) {
+            "true"
+        } else {
+            "false"
+        }
+    };
+    for hook in &probes.report.attached {
+        stats
+            .probe_attached
+            .with_label_values(&[hook, optional(hook)])
+            .set(1);
+    }
+    for (hook, _) in &probes.report.skipped {
+        stats
+            .probe_attached
+            .with_label_values(&[hook, optional(hook)])
+            .set(0);
+    }
+    let mut ready_text = format!("{}\n", std::process::id());
+    let metrics_server = match options.metrics_address {
+        Some(address) => {
+            let (bound, task) = crate::metrics::serve(address, stats.clone()).await?;
+            log::info!("metrics at http://{bound}/metrics");
+            ready_text.push_str(&format!("metrics={bound}\n"));
+            Some(task)
+        }
+        None => None,
+    };
+    let heartbeat = options
+        .heartbeat
+        .map(|every| tokio::spawn(send_heartbeats(every)));
     let (tx, rx) = mpsc::channel(options.channel_capacity);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(read_ring(ring, tx, stats.clone(), stop_rx));
 
     if let Some(path) = &options.ready_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
+        std::fs::write(path, &ready_text)
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     eprintln!("monitor: probes attached, streaming events");
@@ -193,6 +192,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     let _ = stop_tx.send(true);
+    for task in [metrics_server, heartbeat].into_iter().flatten() {
+        task.abort();
+    }
     if let Some(control) = control {
         control.abort();
         if let Some(path) = &options.control_socket {
@@ -220,12 +222,13 @@ async fn read_ring(
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {
+                    let kind = event.header().kind;
                     if tx.try_send(event).is_err() {
-                        stats.channel_full.fetch_add(1, Ordering::Relaxed);
+                        stats.queue_full[Metrics::slot(kind)].inc();
                     }
                 }
                 Err(e) => {
-                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.decode_errors.inc();
                     log::debug!("undecodable record: {e}");
                 }
             }
@@ -255,14 +258,29 @@ struct Sinks {
 
 impl Sinks {
     fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
-        stats.events[Stats::slot(event.header().kind)].fetch_add(1, Ordering::Relaxed);
+        stats.events[Metrics::slot(event.header().kind)].inc();
         let Some(event) = enricher.enrich(event) else {
             return;
         };
+        // The agent's own children are its heartbeats: proof the probes and the pipeline work,
+        // not activity to log or judge.
+        if event.process.ppid == std::process::id() {
+            if let Detail::Connect {
+                port: HEARTBEAT_PORT,
+                address,
+                ..
+            } = &event.detail
+            {
+                if address.is_loopback() {
+                    stats.heartbeat.set(unix_now());
+                }
+            }
+            return;
+        }
         let written = serde_json::to_writer(&mut self.events, &event).is_ok()
             && self.events.write_all(b"\n").is_ok();
         if !written {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            stats.write_errors.inc();
         }
         let findings = self.engine.on_event(&event);
         self.write_findings(findings, stats);
@@ -273,7 +291,7 @@ impl Sinks {
         let written = serde_json::to_writer(&mut self.events, event).is_ok()
             && self.events.write_all(b"\n").is_ok();
         if !written {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            stats.write_errors.inc();
         }
         let findings = self.engine.on_event(event);
         self.write_findings(findings, stats);
@@ -375,21 +393,36 @@ impl Sinks {
             return;
         }
         for finding in findings {
-            stats.findings.fetch_add(1, Ordering::Relaxed);
+            stats.count_finding(
+                &finding.rule,
+                finding.severity.name(),
+                finding.job.as_ref().and_then(|j| j.repository.as_deref()),
+            );
             let written = serde_json::to_writer(&mut self.findings, &finding).is_ok()
                 && self.findings.write_all(b"\n").is_ok();
             if !written {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats.write_errors.inc();
             }
         }
         if self.findings.flush().is_err() {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            stats.write_errors.inc();
         }
+    }
+
+    /// Job gauges, and the duration of jobs that ended (their reports come here too).
+    fn account_jobs(&mut self, stats: &Stats) {
+        for job in self.engine.take_ended_jobs() {
+            stats.jobs_ended.inc();
+            stats
+                .job_duration
+                .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
+        }
+        stats.active_jobs.set(self.engine.active_jobs() as i64);
     }
 
     fn flush(&mut self, stats: &Stats) {
         if self.events.flush().is_err() {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            stats.write_errors.inc();
         }
     }
 }
@@ -414,6 +447,8 @@ async fn process(
                     sinks.handle(&mut enricher, event, &stats);
                 }
                 sinks.flush(&stats);
+                stats.last_event.set(unix_now());
+                sinks.account_jobs(&stats);
             }
             Some(command) = commands.recv() => {
                 // Whatever the kernel queued before the request belongs before it.
@@ -422,11 +457,12 @@ async fn process(
                 }
                 let response = sinks.command(&mut enricher, command.request, command.peer, &stats);
                 let _ = command.reply.send(response);
+                sinks.account_jobs(&stats);
             }
             _ = tick.tick() => {
                 for (kind, total) in losses.read() {
-                    let slot = Stats::slot(kind);
-                    stats.kernel_losses[slot].store(total, Ordering::Relaxed);
+                    let slot = Metrics::slot(kind);
+                    stats.set_kernel_losses(kind, total);
                     if total > reported_losses[slot] {
                         log::warn!("kernel dropped {} {} records (ring buffer full)", total - reported_losses[slot], kind.name());
                         reported_losses[slot] = total;
@@ -436,11 +472,12 @@ async fn process(
                 enricher.table.collect_garbage(now);
                 let findings = sinks.engine.tick(now);
                 sinks.write_findings(findings, &stats);
+                sinks.account_jobs(&stats);
             }
         }
     }
     for (kind, total) in losses.read() {
-        stats.kernel_losses[Stats::slot(kind)].store(total, Ordering::Relaxed);
+        stats.set_kernel_losses(kind, total);
     }
     let findings = sinks.engine.tick(boot_ns());
     sinks.write_findings(findings, &stats);
@@ -461,6 +498,30 @@ fn pth_has_executable_lines(path: &str) -> Option<bool> {
     Some(crate::rules::lifecycle::pth_is_executable(
         &String::from_utf8_lossy(&text),
     ))
+}
+
+/// Every `every`, runs `monitor heartbeat`: a child whose exec, UDP connect to loopback and exit
+/// travel through the real probes, ring buffer and decoder, so a stalled pipeline shows as a
+/// stale `monitor_pipeline_heartbeat_timestamp_seconds` even on an idle runner.
+async fn send_heartbeats(every: Duration) {
+    let Ok(exe) = std::env::current_exe() else {
+        log::warn!("heartbeat disabled: cannot find the agent's own executable");
+        return;
+    };
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        let status = tokio::process::Command::new(&exe)
+            .args(["heartbeat", "--port", &HEARTBEAT_PORT.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            log::warn!("heartbeat did not run: {status:?}");
+        }
+    }
 }
 
 /// The change time (ctime: content or metadata written) of an executable, Unix ns.

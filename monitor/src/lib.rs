@@ -11,6 +11,7 @@ pub mod engine;
 pub mod event;
 pub mod finding;
 pub mod kernel_layout;
+pub mod metrics;
 pub mod probes;
 pub mod process_tree;
 pub mod profile;

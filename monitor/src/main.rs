@@ -58,6 +58,18 @@ enum Command {
         /// Do not open a control socket.
         #[arg(long, conflicts_with_all = ["control_socket", "control_group"])]
         no_control_socket: bool,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics (port 0: any free port).
+        #[arg(long, default_value = agent::DEFAULT_METRICS_ADDRESS)]
+        metrics_address: std::net::SocketAddr,
+        /// Do not serve metrics.
+        #[arg(long, conflicts_with = "metrics_address")]
+        no_metrics: bool,
+    },
+    /// (Internal) the agent's pipeline heartbeat: one UDP connect to loopback.
+    #[command(hide = true)]
+    Heartbeat {
+        #[arg(long)]
+        port: u16,
     },
     /// Tell the agent where a job begins and ends (for CI systems it does not recognise).
     Job {
@@ -177,6 +189,8 @@ fn main() -> anyhow::Result<()> {
             control_socket,
             control_group,
             no_control_socket,
+            metrics_address,
+            no_metrics,
         } => {
             if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
                 anyhow::bail!(
@@ -196,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                 max_processes,
                 control_socket: (!no_control_socket).then_some(control_socket),
                 control_group,
+                metrics_address: (!no_metrics).then_some(metrics_address),
                 ..Default::default()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -218,6 +233,11 @@ fn main() -> anyhow::Result<()> {
             })?;
             out.flush()?;
             eprintln!("replay: {}, {count} findings", stats.report());
+            Ok(())
+        }
+        Command::Heartbeat { port } => {
+            let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+            socket.connect(("127.0.0.1", port))?;
             Ok(())
         }
         Command::Profile { command } => profile_command(command),

@@ -47,13 +47,20 @@ pub struct Metrics {
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
+/// One counter per kind, at each kind's `loss_slot` (the index the kernel's loss array uses).
 fn per_kind(vec: &IntCounterVec, extra: &[&str]) -> [IntCounter; KINDS] {
-    EventKind::ALL.map(|k| {
-        let mut labels = vec![k.name()];
+    std::array::from_fn(|slot| {
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|k| k.loss_slot() as usize == slot)
+            .expect("loss slots are dense over the kinds");
+        let mut labels = vec![kind.name()];
         labels.extend_from_slice(extra);
         vec.with_label_values(&labels)
     })
@@ -85,27 +92,28 @@ impl Metrics {
             "Events or findings that could not be written to their log.",
         )
         .expect("valid metric");
-        let findings_total =
-            IntCounter::new("monitor_findings_raised_total", "Findings raised, all rules.")
-                .expect("valid metric");
-        let active_jobs = IntGauge::new("monitor_active_jobs", "CI jobs running now.")
-            .expect("valid metric");
+        let findings_total = IntCounter::new(
+            "monitor_findings_raised_total",
+            "Findings raised, all rules.",
+        )
+        .expect("valid metric");
+        let active_jobs =
+            IntGauge::new("monitor_active_jobs", "CI jobs running now.").expect("valid metric");
         let jobs_ended =
             IntCounter::new("monitor_jobs_ended_total", "CI jobs that ended.").expect("valid");
         let job_duration = Histogram::with_opts(
             HistogramOpts::new("monitor_job_duration_seconds", "Duration of ended CI jobs.")
                 .buckets(vec![
-                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-                    14400.0,
+                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
                 ]),
         )
         .expect("valid metric");
         let probe_attached = IntGaugeVec::new(
             Opts::new(
                 "monitor_probe_attached",
-                "1 when the probe (a kernel hook) is attached, 0 when it is not.",
+                "1 when the probe (a kernel hook) is attached, 0 when it is not (optional: may be missing on some kernels).",
             ),
-            &["probe"],
+            &["probe", "optional"],
         )
         .expect("valid metric");
         let last_event = Gauge::new(
@@ -119,7 +127,9 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [&write_errors, &findings_total, &jobs_ended] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         registry
             .register(Box::new(active_jobs.clone()))
@@ -142,9 +152,7 @@ impl Metrics {
             std::process::id() as i32,
             "monitor",
         );
-        registry
-            .register(Box::new(process))
-            .expect("unique metric");
+        registry.register(Box::new(process)).expect("unique metric");
         Metrics {
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
@@ -210,7 +218,8 @@ impl Metrics {
                 })
                 .collect::<serde_json::Map<_, _>>()
         };
-        let sum = |counters: &[IntCounter; KINDS]| counters.iter().map(IntCounter::get).sum::<u64>();
+        let sum =
+            |counters: &[IntCounter; KINDS]| counters.iter().map(IntCounter::get).sum::<u64>();
         serde_json::json!({
             "events": per_kind(&self.events),
             "kernel_losses": per_kind(&self.kernel_losses),
@@ -260,7 +269,10 @@ pub async fn serve(
                 let metrics = metrics.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
                         metrics.render(),
                     )
                 }
@@ -287,16 +299,29 @@ mod tests {
     fn names_follow_conventions_and_labels_stay_bounded() {
         let m = Metrics::new();
         m.events[Metrics::slot(EventKind::ProcessExec)].inc();
+        for _ in 0..2 {
+            m.events[Metrics::slot(EventKind::NetConnect)].inc();
+        }
         m.set_kernel_losses(EventKind::FileOpen, 5);
         m.set_kernel_losses(EventKind::FileOpen, 3); // totals never go back
         for i in 0..(MAX_REPOSITORY_LABELS + 10) {
             m.count_finding("credential-read", "high", Some(&format!("org/repo{i}")));
         }
         let text = m.render();
-        assert!(text.contains("monitor_events_total{kind=\"exec\"} 1"), "{text}");
-        assert!(text.contains(
-            "monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"} 5"
-        ));
+        assert!(
+            text.contains("monitor_events_total{kind=\"exec\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor_events_total{kind=\"connect\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor_events_total{kind=\"env\"} 0"),
+            "{text}"
+        );
+        assert!(text
+            .contains("monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"} 5"));
         assert!(text.contains(
             "monitor_findings_total{repository=\"other\",rule=\"credential-read\",severity=\"high\"} 10"
         ));

@@ -27,6 +27,13 @@ pub struct Hook {
     pub optional: bool,
 }
 
+/// Whether the hook a report label (`tracepoint/sched/sched_process_exec`) names is optional.
+pub fn is_optional(label: &str) -> bool {
+    HOOKS
+        .iter()
+        .any(|h| h.optional && label.rsplit('/').next() == Some(h.name))
+}
+
 pub const HOOKS: &[Hook] = &[
     Hook {
         program: "sched_process_exec",

@@ -75,6 +75,7 @@ impl Agent {
             .arg(&ready)
             .arg("--control-socket")
             .arg(&control_socket)
+            .args(["--metrics-address", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -103,6 +104,21 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         agent
+    }
+
+    /// Where the agent serves `/metrics` (from its ready file).
+    pub fn metrics_address(&self) -> String {
+        let ready = std::fs::read_to_string(self.dir.path().join("ready")).expect("ready file");
+        ready
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics="))
+            .expect("the agent serves metrics")
+            .to_string()
+    }
+
+    /// One scrape of `/metrics`.
+    pub fn scrape(&self) -> String {
+        http_get(&format!("http://{}/metrics", self.metrics_address()))
     }
 
     pub fn log(&self) -> String {
@@ -375,4 +391,21 @@ impl Default for FakeRunner {
 
 pub fn rule(f: &Value) -> &str {
     f["rule"].as_str().unwrap_or("")
+}
+
+/// GET `url`, failing the test on any error; the body.
+pub fn http_get(url: &str) -> String {
+    let mut response = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
+}
+
+/// The value of one sample in a text exposition (`name{labels}` exactly as printed).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

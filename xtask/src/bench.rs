@@ -161,6 +161,8 @@ fn start_agent(bin: &Path, dir: &Path) -> anyhow::Result<AgentRun> {
         .arg(dir.join("events.jsonl"))
         .arg("--ready-file")
         .arg(&ready)
+        // Never take over a real agent's socket or port on this machine.
+        .args(["--no-control-socket", "--metrics-address", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)

@@ -215,7 +215,10 @@ pub fn setup() -> anyhow::Result<()> {
         )?;
     }
 
-    // 4. Kernel filesystems the agent and tests use (no-ops when mounted).
+    // 4. What the tests drive for real: package managers, Prometheus and promtool.
+    ensure_test_programs()?;
+
+    // 5. Kernel filesystems the agent and tests use (no-ops when mounted).
     mount_if_missing(
         "tracefs",
         "/sys/kernel/tracing",
@@ -227,6 +230,49 @@ pub fn setup() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         dir.display()
     );
+    Ok(())
+}
+
+/// Programs the end-to-end tests run, each with a command that proves it works and the Debian
+/// package that provides it.
+const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
+    ("npm", &["--version"], "npm"),
+    ("python3", &["-c", "import venv"], "python3"),
+    ("python3", &["-m", "pip", "--version"], "python3-pip"),
+    ("promtool", &["--version"], "prometheus"),
+    ("prometheus", &["--version"], "prometheus"),
+    ("setpriv", &["--version"], "util-linux"),
+];
+
+fn ensure_test_programs() -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = TEST_PROGRAMS
+        .iter()
+        .filter(|(program, args, _)| output(program, args).is_none())
+        .map(|(_, _, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run_step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run_step(
+        &format!("installing test programs: {}", missing.join(", ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    // Debian starts the packaged Prometheus service where systemd runs; the tests start their
+    // own servers on loopback and need no system one.
+    if missing.contains(&"prometheus") {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "prometheus"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     Ok(())
 }
 

@@ -88,6 +88,14 @@ struct HookState {
     allowed: bool,
 }
 
+/// A job that ended, with its bounds (boot-time ns).
+#[derive(Debug, Clone)]
+pub struct EndedJob {
+    pub identity: JobIdentity,
+    pub started_ns: u64,
+    pub ended_ns: u64,
+}
+
 /// A `.pth` file written by a job, waiting to be read at some interpreter's start.
 struct WrittenPth {
     job: usize,
@@ -174,11 +182,23 @@ impl Engine {
 
     /// Jobs that ended (anchor exited, or declared ended) since the last call: the agent
     /// writes their reports.
-    pub fn take_ended_jobs(&mut self) -> Vec<JobIdentity> {
+    pub fn take_ended_jobs(&mut self) -> Vec<EndedJob> {
         std::mem::take(&mut self.ended)
             .into_iter()
-            .map(|j| self.jobs[j].identity.clone())
+            .map(|j| {
+                let job = &self.jobs[j];
+                EndedJob {
+                    identity: job.identity.clone(),
+                    started_ns: job.started_ns,
+                    ended_ns: job.ended_ns.unwrap_or(job.started_ns),
+                }
+            })
             .collect()
+    }
+
+    /// Jobs seen and not ended.
+    pub fn active_jobs(&self) -> usize {
+        self.jobs.iter().filter(|j| j.ended_ns.is_none()).count()
     }
 
     /// The job and step an event's process belongs to, once `on_event` has seen it.

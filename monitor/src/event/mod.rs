@@ -266,7 +266,10 @@ impl Enricher {
                     .exe_changed
                     .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
                     .and_then(|stat| stat(&program))
-                    .map(|unix| (unix - self.clock.boot_to_unix_ns).max(0) as u64);
+                    .map(|unix| unix - self.clock.boot_to_unix_ns)
+                    // Older than the boot: installed long before any job.
+                    .filter(|boot| *boot > 0)
+                    .map(|boot| boot as u64);
                 let detail = Detail::Exec {
                     exe_changed_ns,
                     filename,

@@ -1,0 +1,239 @@
+//! Prometheus: the alert rules under promtool's unit tests, the agent's real `/metrics`, and a
+//! real Prometheus server scraping the agent and firing an alert for a real finding.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{http_get, sample, Agent, FakeRunner, Value};
+
+fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .expect(
+            "promtool not found: install Debian's `prometheus` package (`cargo xtask setup` does)",
+        );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_are_valid_and_pass_their_unit_tests() {
+    let checked = promtool(&["check", "rules", "monitor-alerts.yml"]);
+    assert!(checked.contains("6 rules found"), "{checked}");
+    let tested = promtool(&["test", "rules", "monitor-alerts.test.yml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
+    let agent = Agent::start_with_profile("version: 1\negress:\n  allow: []\n");
+    let runner = FakeRunner::new();
+    runner.run_job(&[("__run", "cat /proc/$PPID/environ >/dev/null\n")]);
+    agent.wait_for_findings("the environ read", |all| {
+        !runner.findings_of(all).is_empty()
+    });
+    // Findings are counted as they are written; the heartbeat runs at start and every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = agent.scrape();
+        let heartbeat =
+            sample(&text, "monitor_pipeline_heartbeat_timestamp_seconds").unwrap_or(0.0);
+        if heartbeat > 0.0 && text.contains("rule=\"process-environ-read\"") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the heartbeat and the finding:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let heartbeat = sample(&text, "monitor_pipeline_heartbeat_timestamp_seconds").unwrap();
+    assert!(
+        (now - heartbeat).abs() < 30.0,
+        "heartbeat {heartbeat} vs now {now}"
+    );
+    assert!(
+        sample(&text, "monitor_events_total{kind=\"exec\"}").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "monitor_findings_total{repository=\"acme/app\",rule=\"process-environ-read\",severity=\"high\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "monitor_probe_attached{optional=\"false\",probe=\"tracepoint/sched/sched_process_exec\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(sample(&text, "monitor_process_resident_memory_bytes").unwrap() > 1e6);
+    // Conventions: one prefix; counters, and only counters, end in _total.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(fields[2].starts_with("monitor_"), "{line}");
+        assert_eq!(
+            fields[3] == "counter",
+            fields[2].ends_with("_total"),
+            "{line}"
+        );
+    }
+    // The heartbeat's own processes stay out of the event log.
+    let events = std::fs::read_to_string(&agent.events_path).unwrap();
+    assert!(
+        !events.contains("\"heartbeat\""),
+        "heartbeat processes leaked into the log"
+    );
+}
+
+/// A Prometheus server on loopback, with the repo's alert rules, scraping `target` every second.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules}\n\
+             scrape_configs:\n  - job_name: ci-runtime-monitor\n    static_configs:\n      - targets: ['{target}']\n",
+            rules = rules_dir().join("monitor-alerts.yml").canonicalize().unwrap().display()
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus not found: install Debian's `prometheus` package (`cargo xtask setup` does)");
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        prometheus.wait("its target to be up", Duration::from_secs(60), |p| {
+            let up = p.query("up{job=\"ci-runtime-monitor\"}");
+            up["data"]["result"][0]["value"][1] == "1"
+        });
+        prometheus
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let body = http_get(&format!("{}{path}", self.url));
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn query(&self, expr: &str) -> Value {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.api(&format!("/api/v1/query?query={encoded}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Polls until `ready` holds; Prometheus may still be starting (connection refused).
+    fn wait(&self, what: &str, timeout: Duration, ready: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ready(self)))
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus: no {what} after {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_prometheus_fires_the_high_severity_alert_for_a_real_finding() {
+    let agent = Agent::start_with_profile("version: 1\negress:\n  allow: []\n");
+    let prometheus = Prometheus::start(&agent.metrics_address());
+    let runner = FakeRunner::new();
+    // The runner-memory secret dump's first move: reading a sibling's environment.
+    runner.run_job(&[("__run", "cat /proc/$PPID/environ >/dev/null\n")]);
+    agent.wait_for_findings("the environ read", |all| {
+        !runner.findings_of(all).is_empty()
+    });
+    prometheus.wait(
+        "firing CIMonitorHighSeverityFinding",
+        Duration::from_secs(60),
+        |p| {
+            let alerts = p.api("/api/v1/alerts");
+            alerts["data"]["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == "CIMonitorHighSeverityFinding"
+                        && a["labels"]["rule"] == "process-environ-read"
+                        && a["labels"]["repository"] == "acme/app"
+                        && a["state"] == "firing"
+                })
+        },
+    );
+    // A healthy agent raises none of the health alerts.
+    let alerts = prometheus.api("/api/v1/alerts");
+    let health: Vec<&Value> = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] != "CIMonitorHighSeverityFinding")
+        .collect();
+    assert!(health.is_empty(), "unexpected alerts: {health:#?}");
+}
