@@ -4,7 +4,13 @@
 //! consumer never stalls the kernel side; every record that cannot be decoded or queued is
 //! counted. Enrichment and output run in the processing task.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    io::Write,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -26,6 +32,7 @@ use crate::{
     process_tree::{clock_ticks_per_second, read_proc, ProcessTable},
     profile::Profile,
     replay::machine_engine_config,
+    report::Judge,
     watch::WatchList,
 };
 
@@ -46,6 +53,10 @@ pub struct RunOptions {
     pub control_socket: Option<PathBuf>,
     /// Group allowed to use the control socket (mode 0660); None: root only (0600).
     pub control_group: Option<String>,
+    /// Size past which the event and findings logs rotate.
+    pub log_max_bytes: u64,
+    /// Where job reports are written (JSON, Markdown, HTML) when a job ends; None: not written.
+    pub reports: Option<PathBuf>,
     /// Where to serve `/metrics`; None: no endpoint.
     pub metrics_address: Option<std::net::SocketAddr>,
     /// How often the agent sends a heartbeat through its own probes; None: never.
@@ -69,6 +80,8 @@ impl Default for RunOptions {
             control_socket: None,
             control_group: None,
             metrics_address: None,
+            reports: None,
+            log_max_bytes: 256 * 1024 * 1024,
             heartbeat: Some(Duration::from_secs(10)),
         }
     }
@@ -79,6 +92,67 @@ const KINDS: usize = EventKind::ALL.len();
 /// The pipeline's counters are the metrics (`crate::metrics`): one set of numbers for the stop
 /// summary, `monitor job status` and `/metrics`.
 pub type Stats = Metrics;
+
+/// An append-only log (created 0600) that rotates once it passes `max_bytes`: `log` becomes
+/// `log.1`, `log.1` becomes `log.2`, ..., the oldest beyond `keep` is deleted. It rotates only
+/// between writes, and the agent hands it whole lines, so no line is split across files.
+/// (Small and exact on purpose: the crates that rotate by size cut at byte counts mid-line.)
+pub struct RotatingLog {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl RotatingLog {
+    pub fn open(path: &std::path::Path, max_bytes: u64, keep: u32) -> anyhow::Result<Self> {
+        let file = open_private(path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            written,
+            max_bytes: max_bytes.max(4096),
+            keep: keep.max(1),
+        })
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(self.rotated(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        self.file = open_private(&self.path).map_err(std::io::Error::other)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Rotated files kept beside each log.
+pub const LOG_KEEP: u32 = 3;
 
 /// Opens an output file for the agent's logs: created owner-only (0600), appended to.
 pub fn open_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -110,18 +184,27 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_exe_changed(exe_changed_unix_ns);
 
     let output: Box<dyn Write + Send> = match &options.events {
-        Some(path) => Box::new(open_private(path)?),
+        Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
         None => Box::new(std::io::stdout()),
     };
     let findings: Box<dyn Write + Send> = match &options.findings {
-        Some(path) => Box::new(open_private(path)?),
+        Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
         None => Box::new(std::io::stderr()),
     };
     let engine = Engine::new(options.profile.clone(), machine_engine_config());
+    if let Some(dir) = &options.reports {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the reports directory {}", dir.display()))?;
+    }
     let sinks = Sinks {
         events: std::io::BufWriter::with_capacity(256 * 1024, output),
         findings,
-        engine,
+        judge: Judge::new(engine),
+        reports_dir: options.reports.clone(),
+        line: Vec::with_capacity(4096),
     };
 
     let (command_tx, commands) = mpsc::channel(64);
@@ -249,11 +332,22 @@ async fn read_ring(
     }
 }
 
-/// Where enriched events go: the event log, and the engine whose findings are written at once.
+/// Where enriched events go: the event log, and the engine whose findings are written at once,
+/// with the recorder that makes each job's report when it ends.
 struct Sinks {
     events: std::io::BufWriter<Box<dyn Write + Send>>,
     findings: Box<dyn Write + Send>,
-    engine: Engine,
+    judge: Judge,
+    reports_dir: Option<PathBuf>,
+    /// Reused serialisation buffer: each event reaches the writer as one whole line.
+    line: Vec<u8>,
+}
+
+/// A job's report as written when it ended.
+struct Written {
+    key: String,
+    paths: Vec<PathBuf>,
+    markdown: String,
 }
 
 impl Sinks {
@@ -277,25 +371,66 @@ impl Sinks {
             }
             return;
         }
-        let written = serde_json::to_writer(&mut self.events, &event).is_ok()
-            && self.events.write_all(b"\n").is_ok();
+        self.log_and_judge(&event, stats);
+    }
+
+    /// Writes the event to the log, judges it, records it for reports, and writes the reports
+    /// of the jobs it ended.
+    fn log_and_judge(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
+        self.line.clear();
+        let written = serde_json::to_writer(&mut self.line, event).is_ok() && {
+            self.line.push(b'\n');
+            self.events.write_all(&self.line).is_ok()
+        };
         if !written {
             stats.write_errors.inc();
         }
-        let findings = self.engine.on_event(&event);
+        self.judge.recorder.current_drops = Some(stats.drop_totals());
+        let (findings, ended) = self.judge.on_event(event);
         self.write_findings(findings, stats);
+        let mut reports = Vec::new();
+        for job in ended {
+            stats.jobs_ended.inc();
+            stats
+                .job_duration
+                .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
+            let key = job.identity.key;
+            let Some(report) = self
+                .judge
+                .recorder
+                .report(&key, crate::report::now_rfc3339())
+            else {
+                continue;
+            };
+            let paths = match &self.reports_dir {
+                Some(dir) => match crate::report::write_all(dir, &report) {
+                    Ok(paths) => paths,
+                    Err(e) => {
+                        stats.write_errors.inc();
+                        log::error!("writing the report of {key}: {e:#}");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            if let Some(p) = paths.first() {
+                log::info!("report of job {key}: {}", p.display());
+            }
+            self.judge.recorder.forget(&key);
+            reports.push(Written {
+                markdown: crate::report::markdown::render(&report),
+                key,
+                paths,
+            });
+        }
+        reports
     }
 
     /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
-    fn handle_control_event(&mut self, event: &Event, stats: &Stats) {
-        let written = serde_json::to_writer(&mut self.events, event).is_ok()
-            && self.events.write_all(b"\n").is_ok();
-        if !written {
-            stats.write_errors.inc();
-        }
-        let findings = self.engine.on_event(event);
-        self.write_findings(findings, stats);
+    fn handle_control_event(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
+        let reports = self.log_and_judge(event, stats);
         self.flush(stats);
+        reports
     }
 
     /// Answers a control request, in order with the kernel's events.
@@ -354,6 +489,7 @@ impl Sinks {
                     },
                 };
                 let Some(identity) = self
+                    .judge
                     .engine
                     .jobs()
                     .find(|(j, _)| j.key == key)
@@ -368,18 +504,21 @@ impl Sinks {
                 let Some(event) = enricher.control_event(detail, peer.pid, boot_ns()) else {
                     return Response::error("the caller's process is not visible");
                 };
-                self.handle_control_event(&event, stats);
+                let written = self.handle_control_event(&event, stats);
                 log::info!("job {key} ended");
+                let mine = written.into_iter().find(|w| w.key == key);
                 Response {
                     ok: true,
                     job: Some(identity),
+                    reports: mine.as_ref().map(|w| w.paths.clone()).unwrap_or_default(),
+                    summary_markdown: mine.map(|w| w.markdown),
                     ..Default::default()
                 }
             }
             Request::Status {} => Response {
                 ok: true,
                 status: Some(serde_json::json!({
-                    "jobs": self.engine.jobs().map(|(j, ended)| serde_json::json!({"job": j, "ended": ended})).collect::<Vec<_>>(),
+                    "jobs": self.judge.engine.jobs().map(|(j, ended)| serde_json::json!({"job": j, "ended": ended})).collect::<Vec<_>>(),
                     "stats": stats.summary(),
                 })),
                 ..Default::default()
@@ -398,8 +537,11 @@ impl Sinks {
                 finding.severity.name(),
                 finding.job.as_ref().and_then(|j| j.repository.as_deref()),
             );
-            let written = serde_json::to_writer(&mut self.findings, &finding).is_ok()
-                && self.findings.write_all(b"\n").is_ok();
+            self.line.clear();
+            let written = serde_json::to_writer(&mut self.line, &finding).is_ok() && {
+                self.line.push(b'\n');
+                self.findings.write_all(&self.line).is_ok()
+            };
             if !written {
                 stats.write_errors.inc();
             }
@@ -409,15 +551,11 @@ impl Sinks {
         }
     }
 
-    /// Job gauges, and the duration of jobs that ended (their reports come here too).
+    /// Job gauges (ended jobs are accounted when the event that ends them is judged).
     fn account_jobs(&mut self, stats: &Stats) {
-        for job in self.engine.take_ended_jobs() {
-            stats.jobs_ended.inc();
-            stats
-                .job_duration
-                .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
-        }
-        stats.active_jobs.set(self.engine.active_jobs() as i64);
+        stats
+            .active_jobs
+            .set(self.judge.engine.active_jobs() as i64);
     }
 
     fn flush(&mut self, stats: &Stats) {
@@ -470,7 +608,7 @@ async fn process(
                 }
                 let now = boot_ns();
                 enricher.table.collect_garbage(now);
-                let findings = sinks.engine.tick(now);
+                let findings = sinks.judge.tick(now);
                 sinks.write_findings(findings, &stats);
                 sinks.account_jobs(&stats);
             }
@@ -479,7 +617,7 @@ async fn process(
     for (kind, total) in losses.read() {
         stats.set_kernel_losses(kind, total);
     }
-    let findings = sinks.engine.tick(boot_ns());
+    let findings = sinks.judge.tick(boot_ns());
     sinks.write_findings(findings, &stats);
     sinks.events.flush().context("flushing events")?;
     Ok(())
@@ -543,3 +681,44 @@ fn boot_ns() -> u64 {
 
 /// How often the engine is given the time (for steps' grace periods) and losses are polled.
 pub const ENGINE_TICK: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn logs_rotate_between_whole_lines_keep_a_bounded_number_and_stay_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut log = RotatingLog::open(&path, 4096, 2).unwrap();
+        let line = format!("{{\"n\":\"{}\"}}\n", "x".repeat(990));
+        for _ in 0..20 {
+            log.write_all(line.as_bytes()).unwrap();
+        }
+        log.flush().unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]);
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(text.len() <= 4096, "{} is over the cap", f.display());
+            assert!(
+                text.lines().all(|l| l.len() == line.len() - 1),
+                "a line was split in {}",
+                f.display()
+            );
+            assert_eq!(
+                std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

@@ -62,6 +62,10 @@ pub struct Response {
     /// Reports written for the job that ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<PathBuf>,
+    /// The ended job's report in Markdown (the job-completed hook appends it to
+    /// `GITHUB_STEP_SUMMARY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_markdown: Option<String>,
     /// For `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,

@@ -17,5 +17,6 @@ pub mod process_tree;
 pub mod profile;
 pub mod redact;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod watch;

@@ -64,6 +64,31 @@ enum Command {
         /// Do not serve metrics.
         #[arg(long, conflicts_with = "metrics_address")]
         no_metrics: bool,
+        /// Write each job's report (JSON, Markdown, HTML; owner-only) here when the job ends.
+        #[arg(long, default_value = "/var/lib/monitor/reports")]
+        reports: PathBuf,
+        /// Do not write reports.
+        #[arg(long, conflicts_with = "reports")]
+        no_reports: bool,
+        /// Rotate the event and findings logs past this size (bytes), keeping 3 old files.
+        #[arg(long, default_value_t = 256 * 1024 * 1024)]
+        log_max_bytes: u64,
+    },
+    /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
+    Report {
+        /// The job: its key (`job.key`), run id, or name.
+        job: Option<String>,
+        /// Event logs written by `monitor run --events` (rotated files too, oldest first).
+        #[arg(long = "events", required = true, num_args = 1..)]
+        events: Vec<PathBuf>,
+        /// The profile to judge against (default: the built-in one).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ReportFormat,
+        /// Write here (0600) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// (Internal) the agent's pipeline heartbeat: one UDP connect to loopback.
     #[command(hide = true)]
@@ -107,6 +132,13 @@ enum Command {
         #[arg(long)]
         no_load: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Json,
+    Markdown,
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -191,7 +223,14 @@ fn main() -> anyhow::Result<()> {
             no_control_socket,
             metrics_address,
             no_metrics,
+            reports,
+            no_reports,
+            log_max_bytes,
         } => {
+            // Everything the agent creates (logs, reports, sockets before their chmod) is
+            // owner-only unless it says otherwise.
+            // SAFETY: umask(2) only sets the process's file mode mask.
+            unsafe { libc::umask(0o077) };
             if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
                 anyhow::bail!(
                     "--ring-bytes must be a power of two of at least 4096, got {ring_bytes}"
@@ -211,6 +250,8 @@ fn main() -> anyhow::Result<()> {
                 control_socket: (!no_control_socket).then_some(control_socket),
                 control_group,
                 metrics_address: (!no_metrics).then_some(metrics_address),
+                reports: (!no_reports).then_some(reports),
+                log_max_bytes,
                 ..Default::default()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -235,6 +276,66 @@ fn main() -> anyhow::Result<()> {
             eprintln!("replay: {}, {count} findings", stats.report());
             Ok(())
         }
+        Command::Report {
+            job,
+            events,
+            profile,
+            format,
+            output,
+        } => {
+            let profile = load_profile(profile.as_deref())?;
+            let mut stats = ReadStats::default();
+            let wanted = job.clone();
+            let reports =
+                replay::reports(&events, profile, machine_engine_config(), &mut stats, |j| {
+                    wanted
+                        .as_deref()
+                        .is_none_or(|w| j.key == w || j.run_id.as_deref() == Some(w) || j.name == w)
+                })?;
+            eprintln!("report: {}", stats.report());
+            let Some(job) = job else {
+                for r in &reports {
+                    println!(
+                        "{}\t{}\t{} findings\t{}",
+                        r.job.key,
+                        r.started,
+                        r.summary.findings,
+                        if r.ended.is_some() {
+                            "ended"
+                        } else {
+                            "running"
+                        }
+                    );
+                }
+                return Ok(());
+            };
+            let report = match reports.as_slice() {
+                [one] => one,
+                [] => anyhow::bail!("no job {job} in these logs (run without a job to list them)"),
+                many => anyhow::bail!(
+                    "{job} names {} jobs; give a key: {}",
+                    many.len(),
+                    many.iter()
+                        .map(|r| r.job.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let text = match format {
+                ReportFormat::Json => serde_json::to_string_pretty(report)? + "\n",
+                ReportFormat::Markdown => monitor::report::markdown::render(report),
+                ReportFormat::Html => monitor::report::html::render(report),
+            };
+            match output {
+                Some(path) => {
+                    use std::io::Write as _;
+                    let _ = std::fs::remove_file(&path);
+                    agent::open_private(&path)?.write_all(text.as_bytes())?;
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
         Command::Heartbeat { port } => {
             let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
             socket.connect(("127.0.0.1", port))?;
@@ -256,7 +357,23 @@ fn main() -> anyhow::Result<()> {
                     via: "hook".into(),
                 },
             };
-            send(&socket, &request)
+            let response = send(&socket, &request)?;
+            // The hook runs as the runner's user: the step summary file is its to append to.
+            if let (Some(markdown), Some(summary)) = (
+                response.summary_markdown.as_deref(),
+                std::env::var_os("GITHUB_STEP_SUMMARY"),
+            ) {
+                use std::io::Write as _;
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&summary)
+                    .with_context(|| {
+                        format!("opening GITHUB_STEP_SUMMARY {}", summary.to_string_lossy())
+                    })?;
+                file.write_all(markdown.as_bytes())?;
+            }
+            Ok(())
         }
         Command::Doctor { no_load } => {
             let checks = doctor::run_checks(!no_load);
@@ -269,14 +386,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Sends a control request; prints the agent's answer; fails when the agent refused.
-fn send(socket: &Path, request: &Request) -> anyhow::Result<()> {
+/// Sends a control request; prints the agent's answer (without the Markdown summary); fails
+/// when the agent refused.
+fn send(socket: &Path, request: &Request) -> anyhow::Result<control::Response> {
     let response = control::request(socket, request)?;
-    println!("{}", serde_json::to_string(&response)?);
+    let shown = control::Response {
+        summary_markdown: None,
+        ..response.clone()
+    };
+    println!("{}", serde_json::to_string(&shown)?);
     if !response.ok {
         anyhow::bail!("the agent refused: {}", response.error.unwrap_or_default());
     }
-    Ok(())
+    Ok(response)
 }
 
 fn job_command(command: JobCommand, socket: &Path) -> anyhow::Result<()> {
@@ -301,7 +423,7 @@ fn job_command(command: JobCommand, socket: &Path) -> anyhow::Result<()> {
         },
         JobCommand::Status => Request::Status {},
     };
-    send(socket, &request)
+    send(socket, &request).map(|_| ())
 }
 
 fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {

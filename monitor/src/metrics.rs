@@ -205,6 +205,16 @@ impl Metrics {
         }
     }
 
+    /// Events lost so far, by cause.
+    pub fn drop_totals(&self) -> crate::report::Drops {
+        let sum = |c: &[IntCounter; KINDS]| c.iter().map(IntCounter::get).sum::<u64>();
+        crate::report::Drops {
+            kernel_ring_full: sum(&self.kernel_losses),
+            agent_queue_full: sum(&self.queue_full),
+            decode_error: self.decode_errors.get(),
+        }
+    }
+
     /// The stop summary (also what `monitor job status` shows).
     pub fn summary(&self) -> serde_json::Value {
         let per_kind = |counters: &[IntCounter; KINDS]| {

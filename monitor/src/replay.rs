@@ -60,7 +60,7 @@ pub fn for_each_event(
         );
         let mut lines = reader.split(b'\n');
         let mut number = 0;
-        while let Some(line) = lines.next() {
+        for line in lines {
             number += 1;
             let line = line.with_context(|| format!("reading {}", file.display()))?;
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -100,6 +100,28 @@ pub fn replay(
         each(f);
     }
     Ok(())
+}
+
+/// Reports of the recorded jobs that `select` picks, rebuilt from the logs.
+pub fn reports(
+    files: &[PathBuf],
+    profile: Profile,
+    config: EngineConfig,
+    stats: &mut ReadStats,
+    select: impl Fn(&crate::ci::JobIdentity) -> bool,
+) -> anyhow::Result<Vec<crate::report::Report>> {
+    let mut judge = crate::report::Judge::new(Engine::new(profile, config));
+    for_each_event(files, stats, |event| {
+        judge.on_event(event);
+    })?;
+    judge.tick(u64::MAX);
+    let now = crate::report::now_rfc3339();
+    let keys = judge.recorder.job_keys();
+    Ok(keys
+        .iter()
+        .filter_map(|k| judge.recorder.report(k, now.clone()))
+        .filter(|r| select(&r.job))
+        .collect())
 }
 
 /// A profile allowing everything the recorded runs did, on top of `base`.

@@ -76,6 +76,8 @@ impl Agent {
             .arg("--control-socket")
             .arg(&control_socket)
             .args(["--metrics-address", "127.0.0.1:0"])
+            .arg("--reports")
+            .arg(dir.path().join("reports"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -282,6 +284,11 @@ impl FakeRunner {
         }
     }
 
+    /// The file the runner exposes as `GITHUB_STEP_SUMMARY`.
+    pub fn step_summary(&self) -> PathBuf {
+        self.root().join("work/_temp/step_summary.md")
+    }
+
     fn root(&self) -> PathBuf {
         self.home.parent().expect("root").to_path_buf()
     }
@@ -310,6 +317,10 @@ impl FakeRunner {
             ("GITHUB_WORKSPACE", self.workspace.display().to_string()),
             ("RUNNER_TEMP", root.join("work/_temp").display().to_string()),
             ("RUNNER_NAME", "fake-runner".into()),
+            (
+                "GITHUB_STEP_SUMMARY",
+                self.step_summary().display().to_string(),
+            ),
         ]
         .iter()
         .map(|(k, v)| format!("{k}='{v}'"))

@@ -242,6 +242,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("promtool", &["--version"], "prometheus"),
     ("prometheus", &["--version"], "prometheus"),
     ("setpriv", &["--version"], "util-linux"),
+    ("unshare", &["--version"], "util-linux"),
+    ("chromium", &["--version"], "chromium"),
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {

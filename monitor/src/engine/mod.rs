@@ -88,6 +88,17 @@ struct HookState {
     allowed: bool,
 }
 
+/// Where an event's process belongs.
+#[derive(Debug, Clone, Copy)]
+pub struct Attribution<'a> {
+    pub job: &'a JobIdentity,
+    /// The step's position in its job (step ids may repeat: `job` for work outside steps).
+    pub step_index: usize,
+    pub step: Option<&'a StepIdentity>,
+    /// The install hook it runs in: (engine-wide hook number, hook, allowed by the profile).
+    pub hook: Option<(usize, &'a Hook, bool)>,
+}
+
 /// A job that ended, with its bounds (boot-time ns).
 #[derive(Debug, Clone)]
 pub struct EndedJob {
@@ -201,13 +212,21 @@ impl Engine {
         self.jobs.iter().filter(|j| j.ended_ns.is_none()).count()
     }
 
-    /// The job and step an event's process belongs to, once `on_event` has seen it.
-    pub fn attribution(&self, e: &Event) -> Option<(&JobIdentity, Option<&StepIdentity>)> {
+    /// The job, step and install hook an event's process belongs to, once `on_event` has seen
+    /// it (reports are built from this).
+    pub fn attribution(&self, e: &Event) -> Option<Attribution<'_>> {
         let p = self
             .procs
             .get(&key_of(e.process.pid, e.process.start_ticks))?;
         let job = &self.jobs[p.job];
-        Some((&job.identity, job.steps.get(p.step).map(|s| &s.identity)))
+        Some(Attribution {
+            job: &job.identity,
+            step_index: p.step,
+            step: job.steps.get(p.step).map(|s| &s.identity),
+            hook: p
+                .hook
+                .map(|h| (h, &self.hooks[h].hook, self.hooks[h].allowed)),
+        })
     }
 
     fn end_job(&mut self, job: usize, ts_ns: u64) {
@@ -889,7 +908,8 @@ impl Engine {
                     summary: format!("{tool} opened the {what} of process {target} ({path})"),
                     evidence: vec![("path", json!(path)), ("target_pid", json!(target)), ("access", json!(access))],
                     profile_clause: "credentials: other processes' memory and environment hold the job's secrets".into(),
-                    allowance: Some(Allowance::Credentials { path: path.clone(), by: tool.clone() }),
+                    // Pids change from run to run: an allowance names the file of any process.
+                    allowance: Some(Allowance::Credentials { path: format!("/proc/*/{file}"), by: tool.clone() }),
                     dedupe: format!("{path}:{}", e.process.pid),
                 };
                 self.emit_for(out, raw, e, key);
@@ -1062,4 +1082,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -339,7 +339,7 @@ impl Sim {
     }
 }
 
-fn empty_profile() -> Profile {
+pub(crate) fn empty_profile() -> Profile {
     Profile::parse("version: 1\n", "t.yml").unwrap()
 }
 
@@ -352,7 +352,7 @@ const NPM_CLI: &str = "/usr/lib/node_modules/npm/bin/npm-cli.js";
 
 /// npm install in a `run:` step; the dependency `evil-pkg`'s postinstall reads ~/.npmrc and
 /// connects out (Shai-Hulud's shape).
-fn npm_stealer(sim: &mut Sim) {
+pub(crate) fn npm_stealer(sim: &mut Sim) {
     sim.runner().run_step(300, "__run");
     let mut npm_env = github_env("__run");
     sim.spawn(

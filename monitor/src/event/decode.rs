@@ -128,11 +128,11 @@ fn read_struct<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeErr
 }
 
 /// Splits `lens` consecutive sections off the bytes after a fixed part.
-fn sections<'a, const N: usize>(
-    bytes: &'a [u8],
+fn sections<const N: usize>(
+    bytes: &[u8],
     fixed: usize,
     lens: [usize; N],
-) -> Result<[&'a [u8]; N], DecodeError> {
+) -> Result<[&[u8]; N], DecodeError> {
     let needed = fixed + lens.iter().sum::<usize>();
     if bytes.len() < needed {
         return Err(DecodeError::TooShort {

@@ -421,7 +421,13 @@ impl Profile {
 }
 
 fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) {
-    let pattern = PathPattern::literal(path);
+    // `/proc/*/environ`-style allowances are patterns by construction; other paths are literal.
+    let pattern = match path.strip_prefix("/proc/*/") {
+        Some(file) if !file.contains(['*', '?', '[', '{']) => {
+            PathPattern::new(path).unwrap_or_else(|_| PathPattern::literal(path))
+        }
+        _ => PathPattern::literal(path),
+    };
     if let Some(rule) = list.iter_mut().find(|r| r.path == pattern) {
         if !rule.by.iter().any(|b| b == by) {
             rule.by.push(by.to_string());

@@ -1,0 +1,729 @@
+//! Post-job forensic reports: what ran, what it read, where it connected, and why each finding
+//! was raised. A [`Recorder`] follows the same events and attributions as the engine (live in
+//! the agent, or from a recorded log for `monitor report`), bounded per job; [`Report`] is the
+//! versioned JSON document (docs/report.md), rendered to Markdown and to one self-contained
+//! HTML file.
+//!
+//! Everything a report holds comes from events and findings, which are redacted before they
+//! exist (argv, URLs, kept environment values), so a report cannot carry more than they do.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ci::{JobIdentity, StepIdentity},
+    engine::Attribution,
+    event::{Detail, Event},
+    finding::Finding,
+    profile::{Profile, PROFILE_VERSION},
+    rules::lifecycle::Hook,
+};
+
+pub mod html;
+pub mod markdown;
+
+/// Version of the report format; bump on any incompatible change.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// Per-job bounds: past them, items are counted in `omitted`, not kept.
+pub const MAX_PROCESSES: usize = 20_000;
+pub const MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_FILE_ACCESSES: usize = 10_000;
+pub const MAX_FINDINGS: usize = 5_000;
+/// Jobs recorded at once; the oldest ended one is forgotten first.
+pub const MAX_JOBS: usize = 256;
+
+/// Events lost by the pipeline, by cause (totals at some moment, or a difference of two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    pub kernel_ring_full: u64,
+    pub agent_queue_full: u64,
+    pub decode_error: u64,
+}
+
+impl Drops {
+    pub fn since(self, earlier: Drops) -> Drops {
+        Drops {
+            kernel_ring_full: self
+                .kernel_ring_full
+                .saturating_sub(earlier.kernel_ring_full),
+            agent_queue_full: self
+                .agent_queue_full
+                .saturating_sub(earlier.agent_queue_full),
+            decode_error: self.decode_error.saturating_sub(earlier.decode_error),
+        }
+    }
+
+    pub fn total(self) -> u64 {
+        self.kernel_ring_full + self.agent_queue_full + self.decode_error
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    pub start_ticks: u64,
+    /// The parent, when it is in the same step.
+    pub parent_pid: Option<u32>,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    pub started: String,
+    pub started_ns: u64,
+    pub ended: Option<String>,
+    pub ended_ns: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The install hook it ran in (index into the step's `hooks`).
+    pub hook: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub time: String,
+    pub pid: u32,
+    pub exe: Option<String>,
+    pub protocol: String,
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    /// The name the address was resolved from, when known.
+    pub domain: Option<String>,
+    /// 0, or the negative errno.
+    pub result: i32,
+    /// False when a finding was raised for it.
+    pub allowed: bool,
+    pub findings: Vec<u64>,
+    #[serde(skip)]
+    seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileAccessRecord {
+    pub time: String,
+    pub pid: u32,
+    pub exe: Option<String>,
+    pub path: String,
+    pub access: String,
+    pub findings: Vec<u64>,
+    #[serde(skip)]
+    seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRecord {
+    #[serde(flatten)]
+    pub hook: Hook,
+    pub allowed_by_profile: bool,
+    pub first_pid: u32,
+    pub time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: StepIdentity,
+    pub started: String,
+    pub started_ns: u64,
+    pub processes: Vec<ProcessRecord>,
+    pub connections: Vec<ConnectionRecord>,
+    pub file_accesses: Vec<FileAccessRecord>,
+    pub hooks: Vec<HookRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Omitted {
+    pub processes: u64,
+    pub connections: u64,
+    pub file_accesses: u64,
+    pub findings: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub processes: usize,
+    pub connections: usize,
+    pub connections_not_allowed: usize,
+    pub file_accesses: usize,
+    pub hooks: usize,
+    pub findings: usize,
+    /// Findings by severity name.
+    pub findings_by_severity: BTreeMap<String, usize>,
+}
+
+/// The report of one job (docs/report.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub generated_at: String,
+    pub job: JobIdentity,
+    pub started: String,
+    pub ended: Option<String>,
+    pub duration_seconds: Option<f64>,
+    /// False when events may be missing: losses during the job, bounds reached, or losses
+    /// unknown (a report from a log, which does not record them).
+    pub complete: bool,
+    pub incomplete_because: Vec<String>,
+    /// Events lost while the job ran; `None` when unknown.
+    pub drops: Option<Drops>,
+    pub omitted: Omitted,
+    pub summary: Summary,
+    pub steps: Vec<StepReport>,
+    pub findings: Vec<Finding>,
+    /// YAML to add to the profile for none of these findings to be raised again (review it:
+    /// some findings should stay findings).
+    pub profile_additions: Option<String>,
+}
+
+struct JobRecord {
+    identity: JobIdentity,
+    started: String,
+    started_ns: u64,
+    ended: Option<(String, u64)>,
+    drops_at_start: Option<Drops>,
+    steps: BTreeMap<usize, StepReport>,
+    /// (pid, start_ticks) -> (step index, position in its processes).
+    process_index: HashMap<(u32, u64), (usize, usize)>,
+    /// Engine hook number -> (step index, position in its hooks).
+    hook_index: HashMap<usize, (usize, usize)>,
+    findings: Vec<Finding>,
+    omitted: Omitted,
+    counts: (usize, usize, usize),
+}
+
+/// Follows events and findings per job, bounded, until a report is asked for.
+#[derive(Default)]
+pub struct Recorder {
+    jobs: HashMap<String, JobRecord>,
+    /// Drop totals now (the live agent keeps this current; `None` from a log).
+    pub current_drops: Option<Drops>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one event the engine has judged, with the engine's attribution of it.
+    pub fn observe(&mut self, e: &Event, attribution: Option<Attribution<'_>>) {
+        let Some(a) = attribution else {
+            if let Detail::JobEnd { job, .. } = &e.detail {
+                if let Some(record) = self.jobs.get_mut(job) {
+                    record.ended.get_or_insert((e.time.clone(), e.ts_ns));
+                }
+            }
+            return;
+        };
+        if !self.jobs.contains_key(&a.job.key) {
+            self.make_room();
+            self.jobs.insert(
+                a.job.key.clone(),
+                JobRecord {
+                    identity: a.job.clone(),
+                    started: e.time.clone(),
+                    started_ns: e.ts_ns,
+                    ended: None,
+                    drops_at_start: self.current_drops,
+                    steps: BTreeMap::new(),
+                    process_index: HashMap::new(),
+                    hook_index: HashMap::new(),
+                    findings: Vec::new(),
+                    omitted: Omitted::default(),
+                    counts: (0, 0, 0),
+                },
+            );
+        }
+        let job = self.jobs.get_mut(&a.job.key).expect("inserted");
+        // Identity details (a workspace, a step's action) can arrive after the first event.
+        job.identity = a.job.clone();
+        let step = job.steps.entry(a.step_index).or_insert_with(|| StepReport {
+            step: a.step.cloned().unwrap_or(StepIdentity {
+                id: "job".into(),
+                action: None,
+            }),
+            started: e.time.clone(),
+            started_ns: e.ts_ns,
+            processes: Vec::new(),
+            connections: Vec::new(),
+            file_accesses: Vec::new(),
+            hooks: Vec::new(),
+        });
+        if let Some(s) = a.step {
+            step.step = s.clone();
+        }
+        let hook = a.hook.map(|(number, hook, allowed)| {
+            *job.hook_index.entry(number).or_insert_with(|| {
+                step.hooks.push(HookRecord {
+                    hook: hook.clone(),
+                    allowed_by_profile: allowed,
+                    first_pid: e.process.pid,
+                    time: e.time.clone(),
+                });
+                (a.step_index, step.hooks.len() - 1)
+            })
+        });
+        let key = (e.process.pid, e.process.start_ticks);
+        match &e.detail {
+            // A job start's process is the job's anchor: for an explicit job, its first process.
+            Detail::Exec { .. } | Detail::Fork {} | Detail::JobStart { .. } => {
+                if let Some(&(s, i)) = job.process_index.get(&key) {
+                    if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
+                        p.exe = e.process.exe.clone();
+                        p.argv = e.process.argv.clone();
+                        p.hook = hook.filter(|(hs, _)| *hs == s).map(|(_, h)| h).or(p.hook);
+                    }
+                    return;
+                }
+                if job.counts.0 >= MAX_PROCESSES {
+                    job.omitted.processes += 1;
+                    return;
+                }
+                job.counts.0 += 1;
+                let parent = e.ancestry.first().and_then(|p| {
+                    job.process_index
+                        .get(&(p.pid, p.start_ticks))
+                        .filter(|(s, _)| *s == a.step_index)
+                        .map(|_| p.pid)
+                });
+                let step = job.steps.get_mut(&a.step_index).expect("made above");
+                step.processes.push(ProcessRecord {
+                    pid: e.process.pid,
+                    start_ticks: e.process.start_ticks,
+                    parent_pid: parent,
+                    exe: e.process.exe.clone(),
+                    argv: e.process.argv.clone(),
+                    started: e.time.clone(),
+                    started_ns: e.ts_ns,
+                    ended: None,
+                    ended_ns: None,
+                    exit_code: None,
+                    signal: None,
+                    hook: hook.filter(|(hs, _)| *hs == a.step_index).map(|(_, h)| h),
+                });
+                job.process_index
+                    .insert(key, (a.step_index, step.processes.len() - 1));
+            }
+            Detail::Exit { code, signal, .. } => {
+                if let Some(&(s, i)) = job.process_index.get(&key) {
+                    if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
+                        p.ended = Some(e.time.clone());
+                        p.ended_ns = Some(e.ts_ns);
+                        p.exit_code = *code;
+                        p.signal = *signal;
+                    }
+                }
+            }
+            Detail::Connect {
+                protocol,
+                address,
+                port,
+                result,
+                ..
+            } => {
+                if job.counts.1 >= MAX_CONNECTIONS {
+                    job.omitted.connections += 1;
+                    return;
+                }
+                job.counts.1 += 1;
+                step.connections.push(ConnectionRecord {
+                    time: e.time.clone(),
+                    pid: e.process.pid,
+                    exe: e.process.exe.clone(),
+                    protocol: protocol.clone(),
+                    address: *address,
+                    port: *port,
+                    domain: None,
+                    result: *result,
+                    allowed: true,
+                    findings: Vec::new(),
+                    seq: e.seq,
+                });
+            }
+            Detail::Open { path, access, .. } => {
+                if job.counts.2 >= MAX_FILE_ACCESSES {
+                    job.omitted.file_accesses += 1;
+                    return;
+                }
+                job.counts.2 += 1;
+                step.file_accesses.push(FileAccessRecord {
+                    time: e.time.clone(),
+                    pid: e.process.pid,
+                    exe: e.process.exe.clone(),
+                    path: path.clone(),
+                    access: access.clone(),
+                    findings: Vec::new(),
+                    seq: e.seq,
+                });
+            }
+            Detail::JobEnd { .. } => {
+                job.ended.get_or_insert((e.time.clone(), e.ts_ns));
+            }
+        }
+    }
+
+    /// Records findings (of any job).
+    pub fn on_findings(&mut self, findings: &[Finding]) {
+        for f in findings {
+            let Some(job) = f.job.as_ref().and_then(|j| self.jobs.get_mut(&j.key)) else {
+                continue;
+            };
+            if job.findings.len() >= MAX_FINDINGS {
+                job.omitted.findings += 1;
+            } else {
+                job.findings.push(f.clone());
+            }
+        }
+    }
+
+    /// Marks a job ended (its anchor exited) when no `job_end` event said so.
+    pub fn job_ended(&mut self, key: &str, time: String, ts_ns: u64) {
+        if let Some(job) = self.jobs.get_mut(key) {
+            job.ended.get_or_insert((time, ts_ns));
+        }
+    }
+
+    /// Keys of the jobs recorded, oldest first.
+    pub fn job_keys(&self) -> Vec<String> {
+        let mut keys: Vec<(&u64, &String)> =
+            self.jobs.iter().map(|(k, j)| (&j.started_ns, k)).collect();
+        keys.sort();
+        keys.into_iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    pub fn forget(&mut self, key: &str) {
+        self.jobs.remove(key);
+    }
+
+    fn make_room(&mut self) {
+        if self.jobs.len() < MAX_JOBS {
+            return;
+        }
+        let oldest = self
+            .jobs
+            .iter()
+            .min_by_key(|(_, j)| (j.ended.is_none(), j.started_ns))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.jobs.remove(&k);
+        }
+    }
+
+    /// The report of a job so far, judged against `profile` for the suggested additions.
+    pub fn report(&self, key: &str, generated_at: String) -> Option<Report> {
+        let job = self.jobs.get(key)?;
+        let mut by_seq: HashMap<u64, Vec<u64>> = HashMap::new();
+        for f in &job.findings {
+            for seq in &f.events {
+                by_seq.entry(*seq).or_default().push(f.id);
+            }
+        }
+        let mut steps: Vec<StepReport> = job.steps.values().cloned().collect();
+        for step in &mut steps {
+            for c in &mut step.connections {
+                c.findings = by_seq.get(&c.seq).cloned().unwrap_or_default();
+            }
+            // A destination is reported once per step: later connections to it are just as
+            // unallowed as the first, and point at the same finding.
+            let mut denied: HashMap<(std::net::IpAddr, u16), Vec<u64>> = HashMap::new();
+            for c in &step.connections {
+                if !c.findings.is_empty() {
+                    denied
+                        .entry((c.address, c.port))
+                        .or_default()
+                        .extend(&c.findings);
+                }
+            }
+            for c in &mut step.connections {
+                if let Some(ids) = denied.get(&(c.address, c.port)) {
+                    c.allowed = false;
+                    if c.findings.is_empty() {
+                        c.findings = ids.clone();
+                    }
+                } else {
+                    c.allowed = true;
+                }
+            }
+            for f in &mut step.file_accesses {
+                f.findings = by_seq.get(&f.seq).cloned().unwrap_or_default();
+            }
+        }
+        steps.sort_by_key(|s| s.started_ns);
+        let mut findings_by_severity = BTreeMap::new();
+        for f in &job.findings {
+            *findings_by_severity
+                .entry(f.severity.name().to_string())
+                .or_insert(0) += 1;
+        }
+        let summary = Summary {
+            steps: steps.len(),
+            processes: steps.iter().map(|s| s.processes.len()).sum(),
+            connections: steps.iter().map(|s| s.connections.len()).sum(),
+            connections_not_allowed: steps
+                .iter()
+                .flat_map(|s| &s.connections)
+                .filter(|c| !c.allowed)
+                .count(),
+            file_accesses: steps.iter().map(|s| s.file_accesses.len()).sum(),
+            hooks: steps.iter().map(|s| s.hooks.len()).sum(),
+            findings: job.findings.len(),
+            findings_by_severity,
+        };
+        let drops = match (self.current_drops, job.drops_at_start) {
+            (Some(now), Some(start)) => Some(now.since(start)),
+            _ => None,
+        };
+        let mut incomplete = Vec::new();
+        match drops {
+            None => incomplete.push(
+                "event losses during the job are unknown (rebuilt from an event log)".to_string(),
+            ),
+            Some(d) if d.total() > 0 => incomplete.push(format!(
+                "{} events were lost while the job ran ({} kernel ring full, {} agent queue full, {} undecodable)",
+                d.total(),
+                d.kernel_ring_full,
+                d.agent_queue_full,
+                d.decode_error
+            )),
+            Some(_) => {}
+        }
+        let o = &job.omitted;
+        if o.processes + o.connections + o.file_accesses + o.findings > 0 {
+            incomplete.push(format!(
+                "bounds reached: {} processes, {} connections, {} file accesses, {} findings not kept",
+                o.processes, o.connections, o.file_accesses, o.findings
+            ));
+        }
+        if job.ended.is_none() {
+            incomplete.push("the job had not ended when this report was made".into());
+        }
+        let mut additions = Profile {
+            version: PROFILE_VERSION,
+            ..Default::default()
+        };
+        let mut any = false;
+        for f in &job.findings {
+            if let Some(a) = &f.allowance {
+                additions.allow(a);
+                any = true;
+            }
+        }
+        Some(Report {
+            schema: REPORT_SCHEMA_VERSION,
+            generated_at,
+            job: job.identity.clone(),
+            started: job.started.clone(),
+            ended: job.ended.as_ref().map(|(t, _)| t.clone()),
+            duration_seconds: job
+                .ended
+                .as_ref()
+                .map(|(_, ns)| ns.saturating_sub(job.started_ns) as f64 / 1e9),
+            complete: incomplete.is_empty(),
+            incomplete_because: incomplete,
+            drops,
+            omitted: job.omitted.clone(),
+            summary,
+            steps,
+            findings: job.findings.clone(),
+            profile_additions: any.then(|| additions.to_yaml()),
+        })
+    }
+}
+
+/// A file name for a job's reports: its key with anything but `[A-Za-z0-9._-]` replaced.
+pub fn file_stem(key: &str) -> String {
+    let stem: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    stem.chars().take(200).collect()
+}
+
+/// Writes `report` as `<dir>/<stem>.{json,md,html}`, owner-only; returns the paths.
+pub fn write_all(
+    dir: &std::path::Path,
+    report: &Report,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context as _;
+    use std::{io::Write as _, os::unix::fs::DirBuilderExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let stem = file_stem(&report.job.key);
+    let mut written = Vec::new();
+    for (ext, text) in [
+        ("json", serde_json::to_string_pretty(report)?),
+        ("md", markdown::render(report)),
+        ("html", html::render(report)),
+    ] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let _ = std::fs::remove_file(&path);
+        let mut file = crate::agent::open_private(&path)?;
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The engine and a recorder fed the same events: what the live agent and `monitor report`
+/// both run, so a report rebuilt from a log matches the one written at the job's end.
+pub struct Judge {
+    pub engine: crate::engine::Engine,
+    pub recorder: Recorder,
+}
+
+impl Judge {
+    pub fn new(engine: crate::engine::Engine) -> Self {
+        Judge {
+            engine,
+            recorder: Recorder::new(),
+        }
+    }
+
+    /// Judges one event; returns its findings and the jobs it ended.
+    pub fn on_event(&mut self, e: &Event) -> (Vec<Finding>, Vec<crate::engine::EndedJob>) {
+        let findings = self.engine.on_event(e);
+        self.recorder.observe(e, self.engine.attribution(e));
+        self.recorder.on_findings(&findings);
+        let ended = self.engine.take_ended_jobs();
+        for job in &ended {
+            self.recorder
+                .job_ended(&job.identity.key, e.time.clone(), job.ended_ns);
+        }
+        (findings, ended)
+    }
+
+    /// Lets time pass (pending checks such as processes outliving their step).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Finding> {
+        let findings = self.engine.tick(now_ns);
+        self.recorder.on_findings(&findings);
+        findings
+    }
+}
+
+/// Wall-clock now, RFC 3339.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tests::{empty_profile, npm_stealer, Sim};
+
+    /// The npm stealer scenario, replayed through a Judge as `monitor report` does.
+    fn stealer_report(edit: impl FnOnce(&mut Vec<Event>)) -> Report {
+        let mut sim = Sim::new(empty_profile());
+        npm_stealer(&mut sim);
+        let mut events = sim.events.clone();
+        edit(&mut events);
+        let mut judge = Judge::new(crate::engine::Engine::new(
+            empty_profile(),
+            Default::default(),
+        ));
+        judge.recorder.current_drops = Some(Drops::default());
+        for e in &events {
+            judge.on_event(e);
+        }
+        judge.tick(u64::MAX);
+        let key = judge.recorder.job_keys().pop().expect("one job");
+        judge.recorder.report(&key, "now".into()).unwrap()
+    }
+
+    #[test]
+    fn report_links_connections_and_reads_to_their_findings() {
+        let r = stealer_report(|_| {});
+        assert_eq!(r.job.name, "build");
+        assert!(r.ended.is_some(), "the Worker exited");
+        assert!(r.complete, "{:?}", r.incomplete_because);
+        let step = r.steps.iter().find(|s| s.step.id == "__run").unwrap();
+        assert_eq!(step.hooks.len(), 1);
+        assert_eq!(step.hooks[0].hook.package, "evil-pkg");
+        let hooked: Vec<_> = step
+            .processes
+            .iter()
+            .filter(|p| p.hook.is_some())
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(hooked, vec![320, 330], "the hook's processes");
+        assert_eq!(step.connections.len(), 2);
+        assert!(step.connections.iter().all(|c| !c.allowed));
+        let reads: Vec<_> = step
+            .file_accesses
+            .iter()
+            .map(|f| (f.pid, f.findings.len()))
+            .collect();
+        assert_eq!(
+            reads,
+            vec![(310, 0), (330, 1)],
+            "npm's own read has no finding, the hook's has"
+        );
+        let tree_parent = step
+            .processes
+            .iter()
+            .find(|p| p.pid == 330)
+            .unwrap()
+            .parent_pid;
+        assert_eq!(tree_parent, Some(320));
+        assert_eq!(r.summary.findings_by_severity.get("critical"), Some(&2));
+        assert!(r.profile_additions.as_deref().unwrap().contains("evil-pkg"));
+    }
+
+    #[test]
+    fn lost_events_make_a_report_incomplete() {
+        let mut sim = Sim::new(empty_profile());
+        npm_stealer(&mut sim);
+        let mut judge = Judge::new(crate::engine::Engine::new(
+            empty_profile(),
+            Default::default(),
+        ));
+        judge.recorder.current_drops = Some(Drops::default());
+        for e in &sim.events {
+            judge.recorder.current_drops = Some(Drops {
+                kernel_ring_full: e.seq / 10,
+                ..Default::default()
+            });
+            judge.on_event(e);
+        }
+        let key = judge.recorder.job_keys().pop().unwrap();
+        let r = judge.recorder.report(&key, "now".into()).unwrap();
+        assert!(!r.complete);
+        assert!(r.drops.unwrap().kernel_ring_full > 0);
+        assert!(
+            r.incomplete_because[0].contains("lost"),
+            "{:?}",
+            r.incomplete_because
+        );
+    }
+
+    #[test]
+    fn hostile_text_is_escaped_in_markdown_and_html() {
+        let r = stealer_report(|events| {
+            for e in events.iter_mut() {
+                if e.process.pid == 330 {
+                    e.process.argv = vec![
+                        "node".into(),
+                        "<script>alert(1)</script>|x](http://evil)".into(),
+                    ];
+                }
+            }
+        });
+        let html = html::render(&r);
+        assert!(!html.contains("<script>"), "argv must be escaped in HTML");
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(
+            html.contains("default-src 'none'"),
+            "the page forbids loading anything"
+        );
+        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+        let md = markdown::render(&r);
+        assert!(md.len() < markdown::MAX_BYTES);
+        assert!(md.contains("critical"));
+    }
+}
