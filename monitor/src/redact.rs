@@ -57,6 +57,19 @@ const SECRET_FLAGS: &[&str] = &[
     "--header",
 ];
 
+/// Cuts `text` to at most `max` bytes on a character boundary and appends `marker` when it cut.
+pub fn truncate_marked(text: &mut String, max: usize, marker: &str) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(marker);
+}
+
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     for (re, keep_group) in [

@@ -58,7 +58,7 @@ pub fn for_each_event(
         let reader = BufReader::new(
             std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
         );
-        let mut lines = reader.split(b'\n');
+        let lines = reader.split(b'\n');
         let mut number = 0;
         for line in lines {
             number += 1;

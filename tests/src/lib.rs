@@ -420,3 +420,67 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A profile that judges loopback like any other destination, so a loopback sink is
+/// unexpected egress.
+pub const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";
+
+/// A loopback sink standing in for an exfiltration host: accepts, reads what comes and hangs up,
+/// so clients that wait for the peer to close (node's `socket.end`) finish. Returns its port.
+pub fn sink() -> u16 {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("sink");
+    let port = listener.local_addr().expect("sink address").port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
+    });
+    port
+}
+
+/// An npm package as a tarball made by `npm pack` (no registry involved).
+pub fn npm_package(dir: &Path, name: &str, scripts: &str, files: &[(&str, &str)]) -> PathBuf {
+    let pkg = dir.join(name);
+    std::fs::create_dir_all(&pkg).expect("package dir");
+    std::fs::write(
+        pkg.join("package.json"),
+        format!(r#"{{"name":"{name}","version":"1.0.0","scripts":{{{scripts}}}}}"#),
+    )
+    .expect("package.json");
+    for (file, text) in files {
+        std::fs::write(pkg.join(file), text).expect("package file");
+    }
+    let out = Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(dir)
+        .current_dir(&pkg)
+        .output()
+        .expect("npm pack");
+    assert!(
+        out.status.success(),
+        "npm pack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{name}-1.0.0.tgz"))
+}
+
+/// The findings of one rule.
+pub fn by_rule<'a>(findings: &'a [Value], r: &str) -> Vec<&'a Value> {
+    findings.iter().filter(|f| rule(f) == r).collect()
+}
+
+/// Runs the monitor CLI, failing the test with its stderr when it fails; returns stdout.
+pub fn monitor_cli(args: &[&str]) -> String {
+    let out = Command::new(monitor_bin())
+        .args(args)
+        .output()
+        .expect("monitor");
+    assert!(
+        out.status.success(),
+        "monitor {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}

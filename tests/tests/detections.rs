@@ -1,61 +1,11 @@
 //! End-to-end detections: the real agent with the real probes, judging real package managers run
 //! as steps of a job laid out like a GitHub runner's (see `FakeRunner`).
 
-use std::{io::Read as _, net::TcpListener, process::Command};
+use std::process::Command;
 
-use integration_tests::{rule, Agent, FakeRunner, Value};
-
-/// Judges loopback like any other destination, so the sink below is unexpected egress.
-const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";
-
-/// A loopback sink standing in for an exfiltration host: accepts, reads what comes and hangs up,
-/// so clients that wait for the peer to close (node's `socket.end`) finish.
-fn sink() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let _ = conn.read_to_end(&mut Vec::new());
-        }
-    });
-    port
-}
-
-/// An npm package as a tarball made by `npm pack` (no registry involved).
-fn npm_package(
-    dir: &std::path::Path,
-    name: &str,
-    scripts: &str,
-    files: &[(&str, &str)],
-) -> std::path::PathBuf {
-    let pkg = dir.join(name);
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("package.json"),
-        format!(r#"{{"name":"{name}","version":"1.0.0","scripts":{{{scripts}}}}}"#),
-    )
-    .unwrap();
-    for (file, text) in files {
-        std::fs::write(pkg.join(file), text).unwrap();
-    }
-    let out = Command::new("npm")
-        .args(["pack", "--silent", "--pack-destination"])
-        .arg(dir)
-        .current_dir(&pkg)
-        .output()
-        .expect("npm pack");
-    assert!(
-        out.status.success(),
-        "npm pack: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(format!("{name}-1.0.0.tgz"))
-}
-
-fn by_rule<'a>(findings: &'a [Value], r: &str) -> Vec<&'a Value> {
-    findings.iter().filter(|f| rule(f) == r).collect()
-}
+use integration_tests::{
+    by_rule, monitor_cli, npm_package, sink, Agent, FakeRunner, Value, STRICT_PROFILE,
+};
 
 #[test]
 fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
@@ -294,7 +244,7 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
 
     let key = |f: &Value| format!("{}|{}|{}", f["rule"], f["step"]["id"], f["summary"]);
     let mut live: Vec<String> = runner.findings_of(&live).iter().map(key).collect();
-    let replayed = monitor(&[
+    let replayed = monitor_cli(&[
         "replay",
         "--profile",
         strict.to_str().unwrap(),
@@ -318,7 +268,7 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
     );
 
     let learnt = dir.join("learnt.yml");
-    monitor(&[
+    monitor_cli(&[
         "profile",
         "learn",
         "--base",
@@ -335,7 +285,7 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&learnt).unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "profile written owner-only");
-    let again = monitor(&[
+    let again = monitor_cli(&[
         "replay",
         "--profile",
         learnt.to_str().unwrap(),
@@ -353,7 +303,7 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
         runner.findings_of(&again)
     );
 
-    let diff = monitor(&[
+    let diff = monitor_cli(&[
         "profile",
         "diff",
         "--profile",
@@ -364,18 +314,4 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
         diff.contains("unexpected-egress") && diff.contains(&format!("127.0.0.1:{port}")),
         "{diff}"
     );
-}
-
-/// Runs the monitor CLI, failing the test with its stderr when it fails; returns stdout.
-fn monitor(args: &[&str]) -> String {
-    let out = Command::new(integration_tests::monitor_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "monitor {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }

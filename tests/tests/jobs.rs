@@ -1,23 +1,9 @@
 //! Jobs bounded explicitly: the GitHub runner's job hooks and `monitor job start|stop` over the
 //! control socket, with the real agent.
 
-use std::{io::Read as _, net::TcpListener, process::Command};
+use std::process::Command;
 
-use integration_tests::{monitor_bin, rule, Agent, FakeRunner, Value};
-
-const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";
-
-fn sink() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let _ = conn.read_to_end(&mut Vec::new());
-        }
-    });
-    port
-}
+use integration_tests::{monitor_bin, rule, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
 
 fn events_of_kind(agent: &Agent, kind: &str) -> Vec<Value> {
     agent
@@ -124,10 +110,6 @@ fn without_hooks_a_step_without_job_variables_is_not_attributed() {
     assert!(egress.is_empty(), "{egress:?}");
 }
 
-fn monitor(args: &[&str]) -> std::process::Output {
-    Command::new(monitor_bin()).args(args).output().unwrap()
-}
-
 /// `monitor job start` from a CI shell nobody recognises: everything the shell runs until
 /// `monitor job stop` is the job; what it runs after is not.
 #[test]
@@ -201,14 +183,14 @@ fn control_socket_is_least_privilege_and_refuses_bad_requests() {
     assert_eq!(mode & 0o777, 0o600, "owner-only without --control-group");
     let socket = agent.control_socket.to_str().unwrap();
 
-    let out = monitor(&["job", "start", "--socket", socket]);
+    let out = monitor_output(&["job", "start", "--socket", socket]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no job identity"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = monitor(&[
+    let out = monitor_output(&[
         "job",
         "stop",
         "--key",
@@ -271,4 +253,68 @@ fn control_socket_is_least_privilege_and_refuses_bad_requests() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A GitLab Runner shell executor: `gitlab-runner` starts a bash whose generated script exports
+/// the job's `CI_*` variables and then runs the job's commands, so the commands (not the bash)
+/// are the first processes carrying the job's identity.
+#[test]
+fn gitlab_shell_executor_jobs_are_attributed_from_ci_variables() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let dir = tempfile::tempdir().unwrap();
+    let runner = dir.path().join("gitlab-runner");
+    std::fs::copy("/bin/bash", &runner).unwrap();
+    let job_id = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let port = sink();
+    let script = format!(
+        "export CI_JOB_ID={job_id} CI_JOB_NAME=unit-tests CI_JOB_STAGE=test CI_PIPELINE_ID=77 CI_PROJECT_PATH=group/app CI_PROJECT_DIR={dir}\n\
+         bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-'\n",
+        dir = dir.path().display()
+    );
+    let out = Command::new(&runner)
+        .args([
+            "-c",
+            &format!("echo \"$0\" >/dev/null; bash <<'SCRIPT'\n{script}SCRIPT\n"),
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings = agent.wait_for_findings("the GitLab job's egress", |all| {
+        all.iter().any(|f| {
+            f["job"]["key"]
+                .as_str()
+                .is_some_and(|k| k.ends_with(&format!("/{job_id}")))
+        })
+    });
+    let f = findings
+        .iter()
+        .find(|f| {
+            f["job"]["key"]
+                .as_str()
+                .is_some_and(|k| k.ends_with(&format!("/{job_id}")))
+        })
+        .unwrap();
+    assert_eq!(f["job"]["provider"], "gitlab");
+    assert_eq!(f["job"]["name"], "unit-tests");
+    assert_eq!(f["job"]["repository"], "group/app");
+    assert_eq!(f["rule"], "unexpected-egress");
+    assert_eq!(f["evidence"]["port"].as_u64(), Some(port as u64));
+}
+
+/// Runs the monitor CLI and returns its output, successful or not.
+fn monitor_output(args: &[&str]) -> std::process::Output {
+    Command::new(monitor_bin()).args(args).output().unwrap()
 }

@@ -4,26 +4,9 @@
 //! HTML renders in headless Chromium without a request leaving the file; `monitor report`
 //! rebuilds the same report from the event log.
 
-use std::{
-    io::Read as _, net::TcpListener, os::unix::fs::PermissionsExt as _, path::Path,
-    process::Command,
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
-use integration_tests::{monitor_bin, Agent, FakeRunner, Value};
-
-const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";
-
-fn sink() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let _ = conn.read_to_end(&mut Vec::new());
-        }
-    });
-    port
-}
+use integration_tests::{monitor_bin, npm_package, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
 
 /// Tokens in the shapes of GitHub, npm, AWS and PyPI credentials (none is real).
 fn canaries() -> Vec<String> {
@@ -33,36 +16,6 @@ fn canaries() -> Vec<String> {
         "AKIAC4N4RYC4N4RY0000".to_string(),
         format!("pypi-AgEIcHlwaS5vcmc{}", "C4n4ryPy".repeat(8)),
     ]
-}
-
-fn npm_package(
-    dir: &Path,
-    name: &str,
-    scripts: &str,
-    files: &[(&str, &str)],
-) -> std::path::PathBuf {
-    let pkg = dir.join(name);
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("package.json"),
-        format!(r#"{{"name":"{name}","version":"1.0.0","scripts":{{{scripts}}}}}"#),
-    )
-    .unwrap();
-    for (file, text) in files {
-        std::fs::write(pkg.join(file), text).unwrap();
-    }
-    let out = Command::new("npm")
-        .args(["pack", "--silent", "--pack-destination"])
-        .arg(dir)
-        .current_dir(&pkg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "npm pack: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(format!("{name}-1.0.0.tgz"))
 }
 
 fn mode(path: &Path) -> u32 {

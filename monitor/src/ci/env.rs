@@ -81,14 +81,7 @@ pub fn select_env(block: &[u8]) -> BTreeMap<String, String> {
         } else if KEEP.contains(&key) {
             let value = String::from_utf8_lossy(&entry[eq + 1..]);
             let mut value = redact(&value).into_owned();
-            if value.len() > MAX_VALUE_LEN {
-                let mut cut = MAX_VALUE_LEN;
-                while !value.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                value.truncate(cut);
-                value.push_str("[...]");
-            }
+            crate::redact::truncate_marked(&mut value, MAX_VALUE_LEN, "[...]");
             kept.insert(key.to_string(), value);
         }
     }

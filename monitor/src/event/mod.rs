@@ -375,20 +375,7 @@ impl Enricher {
             ts_ns: header.ts_ns,
             detail,
             process: process_info(&header, key, process),
-            ancestry: self
-                .table
-                .ancestry(&key)
-                .into_iter()
-                .take(ANCESTRY_IN_EVENT)
-                .map(|p| Ancestor {
-                    pid: p.key.tgid,
-                    start_ticks: p.key.start_ticks,
-                    comm: p.comm.clone(),
-                    exe: p.exe.clone(),
-                    argv: redact_argv(&p.argv),
-                    exited: p.exited_at_ns.is_some(),
-                })
-                .collect(),
+            ancestry: self.ancestry_of(&key),
         })
     }
 }
@@ -407,6 +394,23 @@ pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
 }
 
 impl Enricher {
+    /// The process's ancestors as events list them (parent first, bounded, argv redacted).
+    fn ancestry_of(&self, key: &ProcessKey) -> Vec<Ancestor> {
+        self.table
+            .ancestry(key)
+            .into_iter()
+            .take(ANCESTRY_IN_EVENT)
+            .map(|p| Ancestor {
+                pid: p.key.tgid,
+                start_ticks: p.key.start_ticks,
+                comm: p.comm.clone(),
+                exe: p.exe.clone(),
+                argv: redact_argv(&p.argv),
+                exited: p.exited_at_ns.is_some(),
+            })
+            .collect()
+    }
+
     /// An event the agent itself makes (job start and end, from the control socket), about the
     /// process `pid` as the table knows it, numbered in the same stream as the kernel's.
     /// `None` when the process is unknown (gone, or never seen and not in /proc).
@@ -443,20 +447,7 @@ impl Enricher {
             ts_ns,
             detail,
             process,
-            ancestry: self
-                .table
-                .ancestry(&key)
-                .into_iter()
-                .take(ANCESTRY_IN_EVENT)
-                .map(|p| Ancestor {
-                    pid: p.key.tgid,
-                    start_ticks: p.key.start_ticks,
-                    comm: p.comm.clone(),
-                    exe: p.exe.clone(),
-                    argv: redact_argv(&p.argv),
-                    exited: p.exited_at_ns.is_some(),
-                })
-                .collect(),
+            ancestry: self.ancestry_of(&key),
         })
     }
 }

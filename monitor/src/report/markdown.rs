@@ -22,14 +22,7 @@ fn cell(text: &str) -> String {
             c => out.push(c),
         }
     }
-    if out.len() > 300 {
-        let mut cut = 300;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
+    crate::redact::truncate_marked(&mut out, 300, "…");
     out
 }
 
@@ -135,13 +128,6 @@ pub fn render(r: &Report) -> String {
             additions.replace("```", "'''")
         );
     }
-    if md.len() > MAX_BYTES {
-        let mut cut = MAX_BYTES;
-        while !md.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        md.truncate(cut);
-        md.push_str("\n\n(truncated)\n");
-    }
+    crate::redact::truncate_marked(&mut md, MAX_BYTES, "\n\n(truncated)\n");
     md
 }
