@@ -8,7 +8,7 @@
 
 /// Version of the binary layout below. Bump it whenever a struct or a meaning changes; the JSON
 /// event stream carries its own schema number (see the agent's `event` module).
-pub const EVENT_ABI_VERSION: u32 = 2;
+pub const EVENT_ABI_VERSION: u32 = 3;
 
 /// Event kinds. Families leave gaps so a kind can be added without renumbering the others.
 #[repr(u32)]
@@ -20,16 +20,19 @@ pub enum EventKind {
     /// The environment of a program just executed; always sent right before its `ProcessExec`.
     ProcessEnv = 4,
     NetConnect = 16,
+    /// A DNS message a process received on a socket it used to talk to port 53.
+    NetDns = 17,
     FileOpen = 32,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
         EventKind::ProcessEnv,
         EventKind::NetConnect,
+        EventKind::NetDns,
         EventKind::FileOpen,
     ];
 
@@ -46,6 +49,7 @@ impl EventKind {
             EventKind::NetConnect => 3,
             EventKind::FileOpen => 4,
             EventKind::ProcessEnv => 5,
+            EventKind::NetDns => 6,
         }
     }
 
@@ -57,6 +61,7 @@ impl EventKind {
             EventKind::NetConnect => "connect",
             EventKind::FileOpen => "open",
             EventKind::ProcessEnv => "env",
+            EventKind::NetDns => "dns",
         }
     }
 }
@@ -186,6 +191,40 @@ pub struct ConnectEvent {
     /// IPv4 in the first 4 bytes, or the 16 bytes of IPv6, network byte order.
     pub addr: [u8; 16],
 }
+
+/// Longest DNS message copied (one byte short of a power of two, so a mask bounds it). Answers
+/// over UDP fit (EDNS buffers are 1232 bytes); longer TCP answers are cut and flagged.
+pub const DNS_PAYLOAD_MAX: usize = 4095;
+/// DNS flags.
+pub const DNS_TRUNCATED: u32 = 1 << 0;
+
+/// A message received on a socket the process connected or sent to port 53 (a DNS answer), as
+/// read by recvfrom/recvmsg/recvmmsg/read. Followed by `payload_len` bytes of the message.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// `SOCK_STREAM` (DNS over TCP: the 2-byte length may lead), `SOCK_DGRAM`.
+    pub sock_type: u16,
+    pub _pad0: u16,
+    pub payload_len: u32,
+    /// Bytes the syscall returned (more than `payload_len` when cut).
+    pub received_len: u32,
+}
+
+/// Key of the kernel's set of DNS sockets: a descriptor of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnsSocketKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// How a pending DNS read names its buffer.
+pub const DNS_READ_BUF: u32 = 0;
+pub const DNS_READ_MSGHDR: u32 = 1;
+pub const DNS_READ_MMSGHDR: u32 = 2;
 
 /// Open flags.
 pub const OPEN_PATH_TRUNCATED: u32 = 1 << 0;
@@ -329,6 +368,9 @@ const _: () = {
     assert!(core::mem::size_of::<ExitEvent>() == 88);
     assert!(core::mem::size_of::<EnvEvent>() == 88);
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
+    assert!(core::mem::size_of::<DnsEvent>() == 96);
+    assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);
+    assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
     assert!(core::mem::size_of::<KernelOffsets>() == 45 * 4);

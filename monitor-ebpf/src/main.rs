@@ -9,6 +9,7 @@
 #![no_main]
 
 mod connect;
+mod dns;
 mod kernel;
 mod open;
 mod path;
@@ -19,7 +20,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, KernelOffsets, NameKey, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
+    AffixKey, DnsSocketKey, KernelOffsets, NameKey, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -68,6 +69,23 @@ pub struct PendingConnect {
 }
 #[map]
 static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);
+
+/// Descriptors used to talk to port 53, with the `struct file` they named then. LRU: sockets
+/// that are closed are never removed explicitly.
+#[map]
+static DNS_SOCKETS: LruHashMap<DnsSocketKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// A read on a DNS socket between its entry and exit, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingDnsRead {
+    pub fd: i32,
+    /// `DNS_READ_*`: what `buf` points at.
+    pub how: u32,
+    pub buf: u64,
+}
+#[map]
+static PENDING_DNS_READS: LruHashMap<u32, PendingDnsRead> = LruHashMap::with_max_entries(8192, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

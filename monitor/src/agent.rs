@@ -608,6 +608,8 @@ async fn process(
                 }
                 let now = boot_ns();
                 enricher.table.collect_garbage(now);
+                let unparsed = enricher.dns_unparsed.saturating_sub(stats.dns_unparsed.get());
+                stats.dns_unparsed.inc_by(unparsed);
                 let findings = sinks.judge.tick(now);
                 sinks.write_findings(findings, &stats);
                 sinks.account_jobs(&stats);

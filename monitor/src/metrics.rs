@@ -42,6 +42,8 @@ pub struct Metrics {
     pub probe_attached: IntGaugeVec,
     pub last_event: Gauge,
     pub heartbeat: Gauge,
+    /// Messages read from DNS sockets that were not DNS responses.
+    pub dns_unparsed: IntCounter,
     repositories: Mutex<HashSet<String>>,
 }
 
@@ -126,7 +128,12 @@ impl Metrics {
             "Unix time the agent's own heartbeat connection last came back through the probes.",
         )
         .expect("valid metric");
-        for c in [&write_errors, &findings_total, &jobs_ended] {
+        let dns_unparsed = IntCounter::new(
+            "monitor_dns_messages_unparsed_total",
+            "Messages read on DNS sockets that did not parse as DNS responses.",
+        )
+        .expect("valid metric");
+        for c in [&write_errors, &findings_total, &jobs_ended, &dns_unparsed] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -167,6 +174,7 @@ impl Metrics {
             probe_attached,
             last_event,
             heartbeat,
+            dns_unparsed,
             repositories: Mutex::new(HashSet::new()),
             registry,
         }

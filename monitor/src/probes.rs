@@ -101,6 +101,72 @@ pub const HOOKS: &[Hook] = &[
         name: "io_uring_complete",
         optional: true,
     },
+    Hook {
+        program: "sys_enter_sendto",
+        category: Some("syscalls"),
+        name: "sys_enter_sendto",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_sendmsg",
+        category: Some("syscalls"),
+        name: "sys_enter_sendmsg",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_sendmmsg",
+        category: Some("syscalls"),
+        name: "sys_enter_sendmmsg",
+        optional: true,
+    },
+    Hook {
+        program: "sys_enter_recvfrom",
+        category: Some("syscalls"),
+        name: "sys_enter_recvfrom",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_recvmsg",
+        category: Some("syscalls"),
+        name: "sys_enter_recvmsg",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_recvmmsg",
+        category: Some("syscalls"),
+        name: "sys_enter_recvmmsg",
+        optional: true,
+    },
+    Hook {
+        program: "sys_enter_read",
+        category: Some("syscalls"),
+        name: "sys_enter_read",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_dns_read",
+        category: Some("syscalls"),
+        name: "sys_exit_recvfrom",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_dns_read",
+        category: Some("syscalls"),
+        name: "sys_exit_recvmsg",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_dns_read",
+        category: Some("syscalls"),
+        name: "sys_exit_recvmmsg",
+        optional: true,
+    },
+    Hook {
+        program: "sys_exit_dns_read",
+        category: Some("syscalls"),
+        name: "sys_exit_read",
+        optional: false,
+    },
 ];
 
 #[derive(Debug, Clone)]

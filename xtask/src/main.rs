@@ -244,6 +244,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("setpriv", &["--version"], "util-linux"),
     ("unshare", &["--version"], "util-linux"),
     ("chromium", &["--version"], "chromium"),
+    ("dnsmasq", &["--version"], "dnsmasq-base"),
+    ("ip", &["-V"], "iproute2"),
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {

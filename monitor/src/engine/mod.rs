@@ -22,7 +22,7 @@ use crate::{
     process_tree::ProcessKey,
     profile::{Allowance, Profile, Rules},
     rules::{
-        credentials, egress::is_metadata_endpoint, executables, lifecycle, lifecycle::Hook,
+        credentials, dns, egress::is_metadata_endpoint, executables, lifecycle, lifecycle::Hook,
         persistence, tool_matches, tool_of,
     },
 };
@@ -80,6 +80,8 @@ struct Job {
     started_ns: u64,
     ended_ns: Option<u64>,
     seen: HashSet<String>,
+    /// Which names the job's processes resolved each address from.
+    names: dns::JobNames,
 }
 
 struct HookState {
@@ -97,6 +99,8 @@ pub struct Attribution<'a> {
     pub step: Option<&'a StepIdentity>,
     /// The install hook it runs in: (engine-wide hook number, hook, allowed by the profile).
     pub hook: Option<(usize, &'a Hook, bool)>,
+    /// For a connection: the name its address was resolved from during the job.
+    pub domain: Option<&'a str>,
 }
 
 /// A job that ended, with its bounds (boot-time ns).
@@ -226,6 +230,14 @@ impl Engine {
             hook: p
                 .hook
                 .map(|h| (h, &self.hooks[h].hook, self.hooks[h].allowed)),
+            domain: match &e.detail {
+                Detail::Connect { address, .. } => job
+                    .names
+                    .names_of(*address, e.ts_ns)
+                    .first()
+                    .map(|n| n.asked.as_str()),
+                _ => None,
+            },
         })
     }
 
@@ -321,6 +333,7 @@ impl Engine {
             Detail::Exec { .. } => self.on_exec(e, key, &mut out),
             Detail::Exit { .. } => self.on_exit(e, key),
             Detail::Connect { .. } => self.on_connect(e, key, &mut out),
+            Detail::Dns { .. } => self.on_dns(e, key, &mut out),
             Detail::Open { .. } => self.on_open(e, key, &mut out),
             Detail::Fork {} | Detail::JobStart { .. } | Detail::JobEnd { .. } => {}
         }
@@ -454,6 +467,7 @@ impl Engine {
             started_ns: self.now_ns,
             ended_ns: None,
             seen: HashSet::new(),
+            names: dns::JobNames::default(),
         });
         self.job_by_key.insert(identity.key, self.jobs.len() - 1);
         self.jobs.len() - 1
@@ -782,27 +796,48 @@ impl Engine {
             let p = &self.procs[&key];
             (p.job, p.step)
         };
+        // DNS to the machine's resolvers, or to a local stub resolver on loopback
+        // (systemd-resolved, dnsmasq), is how names get resolved at all.
         if port == 53
             && self.profile.allows_dns()
-            && self
-                .config
-                .dns_resolvers
-                .iter()
-                .any(|r| r.to_canonical() == address)
+            && (address.to_canonical().is_loopback()
+                || self
+                    .config
+                    .dns_resolvers
+                    .iter()
+                    .any(|r| r.to_canonical() == address.to_canonical()))
         {
             return;
         }
         let metadata = is_metadata_endpoint(address);
-        // No DNS attribution yet: a connection carries no domain, so only address rules match.
-        let domain: Option<&str> = None;
+        let resolved: Vec<dns::ResolvedName> = self.jobs[job]
+            .names
+            .names_of(address, e.ts_ns)
+            .into_iter()
+            .cloned()
+            .collect();
+        // Allowed when the address itself is, or any name it was resolved from (the asked name
+        // or a CNAME on the way) is.
         let allowed = self.rules_of(job, step).any(|r| {
             r.egress.allow.iter().any(|rule| {
-                rule.allows(address, port, domain) && (!metadata || rule.names_exactly(address))
+                if metadata {
+                    return rule.names_exactly(address);
+                }
+                rule.allows(address, port, None)
+                    || resolved
+                        .iter()
+                        .flat_map(|n| n.names())
+                        .any(|name| rule.allows(address, port, Some(name)))
             })
         });
         if allowed {
             return;
         }
+        let domain = resolved.first().map(|n| n.asked.clone());
+        let chain = resolved
+            .first()
+            .map(|n| n.chain.clone())
+            .unwrap_or_default();
         let dest = match address {
             IpAddr::V6(a) => format!("[{a}]:{port}"),
             IpAddr::V4(a) => format!("{a}:{port}"),
@@ -829,28 +864,109 @@ impl Engine {
                 dedupe: dest.clone(),
             }
         } else {
+            let summary = match &domain {
+                Some(d) => format!("connection to {d} ({dest}), which the profile does not allow"),
+                None => format!(
+                    "connection to {dest}, an address never resolved during the job (a direct-IP connection), which the profile does not allow"
+                ),
+            };
             Raw {
                 rule: "unexpected-egress",
                 severity: Severity::High,
-                summary: format!("connection to {dest}, which the profile does not allow"),
+                summary,
                 evidence: vec![
                     ("address", json!(address)),
                     ("port", json!(port)),
                     ("protocol", json!(protocol)),
                     ("result", json!(result)),
-                    ("domain", Value::Null),
-                    ("resolved", json!(false)),
+                    ("domain", json!(domain)),
+                    ("cname_chain", json!(chain)),
+                    ("resolved", json!(domain.is_some())),
                 ],
-                profile_clause: "egress.allow: no entry matches this destination".into(),
+                profile_clause: match &domain {
+                    Some(_) => "egress.allow: no entry matches this domain or address".into(),
+                    None => "egress.allow: no entry matches this address, and no DNS answer in the job named it".into(),
+                },
                 allowance: Some(Allowance::Egress {
                     address,
                     port,
-                    domain: None,
+                    domain: domain.clone(),
                 }),
                 dedupe: dest.clone(),
             }
         };
         self.emit_for(out, raw, e, key);
+    }
+
+    fn on_dns(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Dns {
+            question, answers, ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let job = self.procs[&key].job;
+        self.jobs[job]
+            .names
+            .learn(question.as_deref(), answers, e.ts_ns);
+        let Some(question) = question else {
+            return;
+        };
+        // Names the profile allows by domain are trusted destinations, whatever their labels.
+        let step = self.procs[&key].step;
+        if self.rules_of(job, step).any(|r| {
+            r.egress
+                .allow
+                .iter()
+                .any(|rule| rule.names_domain(question))
+        }) {
+            return;
+        }
+        if let Some(label) = dns::data_carrying_label(question) {
+            let zone = dns::registrable_domain(question).unwrap_or_else(|| question.clone());
+            let raw = Raw {
+                rule: "dns-exfiltration",
+                severity: Severity::High,
+                summary: format!(
+                    "DNS query under {zone} carries data in a {}-character label ({})",
+                    label.len(),
+                    dns::redact_name(question)
+                ),
+                evidence: vec![
+                    ("zone", json!(zone)),
+                    ("query", json!(dns::redact_name(question))),
+                    ("label_length", json!(label.len())),
+                    (
+                        "label_entropy_bits",
+                        json!((dns::entropy(label) * 100.0).round() / 100.0),
+                    ),
+                ],
+                profile_clause: "DNS names are not a channel for data (long or encoded labels)"
+                    .into(),
+                allowance: None,
+                dedupe: zone,
+            };
+            self.emit_for(out, raw, e, key);
+        }
+        if let Some((zone, count)) = self.jobs[job].names.count_question(question) {
+            let raw = Raw {
+                rule: "dns-exfiltration",
+                severity: Severity::High,
+                summary: format!("{count} different names queried under {zone} in one job (a DNS tunnel's pattern)"),
+                evidence: vec![
+                    ("zone", json!(zone)),
+                    ("unique_names", json!(count)),
+                    ("query", json!(dns::redact_name(question))),
+                ],
+                profile_clause: format!(
+                    "DNS names are not a channel for data (more than {} names under one domain)",
+                    dns::EXFIL_UNIQUE_NAMES
+                ),
+                allowance: None,
+                dedupe: format!("unique:{zone}"),
+            };
+            self.emit_for(out, raw, e, key);
+        }
     }
 
     fn on_open(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
 
 use monitor_common::{
-    ConnectEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, ForkEvent,
-    AF_INET, AF_INET6, COMM_LEN,
+    ConnectEvent, DnsEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
+    ForkEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
 };
 
 use crate::ci::env::select_env;
@@ -87,6 +87,15 @@ pub enum KernelEvent {
         address: IpAddr,
         port: u16,
     },
+    /// A message received on a DNS socket (not yet parsed).
+    Dns {
+        header: Header,
+        fd: i32,
+        sock_type: u16,
+        payload: Vec<u8>,
+        received_len: u32,
+        truncated: bool,
+    },
     Open {
         header: Header,
         path: String,
@@ -107,6 +116,7 @@ impl KernelEvent {
             | KernelEvent::Fork { header }
             | KernelEvent::Exit { header, .. }
             | KernelEvent::Connect { header, .. }
+            | KernelEvent::Dns { header, .. }
             | KernelEvent::Open { header, .. } => header,
         }
     }
@@ -255,6 +265,22 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 address,
                 port: raw.port,
+            }
+        }
+        EventKind::NetDns => {
+            let raw: DnsEvent = read_struct(bytes, "dns record")?;
+            let [payload] = sections(
+                bytes,
+                std::mem::size_of::<DnsEvent>(),
+                [raw.payload_len as usize],
+            )?;
+            KernelEvent::Dns {
+                truncated: header.flags & DNS_TRUNCATED != 0,
+                header,
+                fd: raw.fd,
+                sock_type: raw.sock_type,
+                payload: payload.to_vec(),
+                received_len: raw.received_len,
             }
         }
         EventKind::FileOpen => {

@@ -5,6 +5,7 @@
 //! replay, so it round-trips through serde.
 
 pub mod decode;
+pub mod dns;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -26,7 +27,7 @@ use crate::{
 use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 3;
+pub const JSON_SCHEMA_VERSION: u32 = 4;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -107,6 +108,21 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pth_executable: Option<bool>,
     },
+    /// A DNS answer a process received (any resolver, UDP or TCP).
+    Dns {
+        /// `udp` or `tcp`.
+        transport: String,
+        fd: i32,
+        /// The name asked for, lowercase, without the final dot.
+        question: Option<String>,
+        question_type: Option<String>,
+        /// `No Error`, `Non-Existent Domain`, ...
+        rcode: String,
+        /// A, AAAA and CNAME records, in the order of the answer section.
+        answers: Vec<dns::DnsRecord>,
+        /// The message was longer than the kernel copies.
+        truncated: bool,
+    },
     /// A job declared over the control socket (`monitor job start`, the runner's job-started
     /// hook). `process` is the job's anchor: its descendants are the job.
     JobStart {
@@ -133,6 +149,7 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
             Detail::Open { .. } => "open",
+            Detail::Dns { .. } => "dns",
             Detail::JobStart { .. } => "job_start",
             Detail::JobEnd { .. } => "job_end",
         }
@@ -211,6 +228,8 @@ pub struct Enricher {
     pth_reader: Option<fn(&str) -> Option<bool>>,
     /// An executable's change time, Unix ns (live: stat; replay: nothing).
     exe_changed: Option<fn(&str) -> Option<i128>>,
+    /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
+    pub dns_unparsed: u64,
 }
 
 impl Enricher {
@@ -222,6 +241,7 @@ impl Enricher {
             pending_env: HashMap::new(),
             pth_reader: None,
             exe_changed: None,
+            dns_unparsed: 0,
         }
     }
 
@@ -288,6 +308,33 @@ impl Enricher {
                 (key, detail)
             }
             KernelEvent::Fork { header } => (self.table.on_fork(&header), Detail::Fork {}),
+            KernelEvent::Dns {
+                header,
+                fd,
+                sock_type,
+                payload,
+                truncated,
+                ..
+            } => {
+                let stream = sock_type == SOCK_STREAM;
+                let Some(answer) = dns::parse(&payload, stream) else {
+                    if payload.len() >= dns::MIN_MESSAGE {
+                        self.dns_unparsed += 1;
+                    }
+                    return None;
+                };
+                let key = self.table.observe(&header);
+                let detail = Detail::Dns {
+                    transport: if stream { "tcp" } else { "udp" }.into(),
+                    fd,
+                    question: answer.question,
+                    question_type: answer.question_type,
+                    rcode: answer.rcode,
+                    answers: answer.records,
+                    truncated,
+                };
+                (key, detail)
+            }
             KernelEvent::Exit {
                 header,
                 exit_status,

