@@ -19,4 +19,5 @@ pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod rules;
+pub mod runner_hooks;
 pub mod watch;

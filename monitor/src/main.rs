@@ -111,6 +111,22 @@ enum Command {
         command: HookCommand,
         #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Fail the job when the agent cannot be told (default: warn in the job log and go on,
+        /// so a monitor that is down never breaks builds).
+        #[arg(long, global = true)]
+        fail_closed: bool,
+    },
+    /// Point a GitHub Actions runner's job hooks at this monitor (edits RUNNER_DIR/.env,
+    /// idempotent, keeps every other setting; --remove undoes it).
+    InstallRunnerHooks {
+        runner_dir: PathBuf,
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Hooks fail the job when the agent is unreachable.
+        #[arg(long)]
+        fail_closed: bool,
+        #[arg(long)]
+        remove: bool,
     },
     /// Run the detection engine on recorded events and print the findings it gives.
     Replay {
@@ -343,35 +359,48 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Profile { command } => profile_command(command),
         Command::Job { command, socket } => job_command(command, &socket),
-        Command::Hook { command, socket } => {
-            let env = control::own_identity_env();
-            let request = match command {
-                HookCommand::JobStarted => Request::JobStart {
-                    env,
-                    anchor_pid: control::runner_worker_or_parent(Path::new("/proc")),
-                    via: "hook".into(),
-                },
-                HookCommand::JobCompleted => Request::JobEnd {
-                    job: None,
-                    env,
-                    via: "hook".into(),
-                },
-            };
-            let response = send(&socket, &request)?;
-            // The hook runs as the runner's user: the step summary file is its to append to.
-            if let (Some(markdown), Some(summary)) = (
-                response.summary_markdown.as_deref(),
-                std::env::var_os("GITHUB_STEP_SUMMARY"),
-            ) {
-                use std::io::Write as _;
-                let mut file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&summary)
-                    .with_context(|| {
-                        format!("opening GITHUB_STEP_SUMMARY {}", summary.to_string_lossy())
-                    })?;
-                file.write_all(markdown.as_bytes())?;
+        Command::Hook {
+            command,
+            socket,
+            fail_closed,
+        } => match hook_command(command, &socket) {
+            Ok(()) => Ok(()),
+            Err(e) if !fail_closed => {
+                // Shown in the job's log by the runner; the job goes on.
+                eprintln!("monitor hook: {e:#} (the job continues unmonitored: pass --fail-closed to fail it instead)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Command::InstallRunnerHooks {
+            runner_dir,
+            socket,
+            fail_closed,
+            remove,
+        } => {
+            let monitor = std::env::current_exe().context("locating this monitor binary")?;
+            let done = monitor::runner_hooks::install(
+                &runner_dir,
+                &monitor,
+                &socket,
+                fail_closed,
+                remove,
+            )?;
+            if remove {
+                println!(
+                    "removed the monitor's job hooks from {}",
+                    done.env_file.display()
+                );
+            } else {
+                println!(
+                    "{} now runs {} (restart the runner service for it to take effect)",
+                    done.env_file.display(),
+                    done.scripts
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                );
             }
             Ok(())
         }
@@ -384,6 +413,40 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `monitor hook job-started|job-completed`, as the runner's job hooks run it.
+fn hook_command(command: HookCommand, socket: &Path) -> anyhow::Result<()> {
+    let env = control::own_identity_env();
+    let request = match command {
+        HookCommand::JobStarted => Request::JobStart {
+            env,
+            anchor_pid: control::runner_worker_or_parent(Path::new("/proc")),
+            via: "hook".into(),
+        },
+        HookCommand::JobCompleted => Request::JobEnd {
+            job: None,
+            env,
+            via: "hook".into(),
+        },
+    };
+    let response = send(socket, &request)?;
+    // The hook runs as the runner's user: the step summary file is its to append to.
+    if let (Some(markdown), Some(summary)) = (
+        response.summary_markdown.as_deref(),
+        std::env::var_os("GITHUB_STEP_SUMMARY"),
+    ) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&summary)
+            .with_context(|| {
+                format!("opening GITHUB_STEP_SUMMARY {}", summary.to_string_lossy())
+            })?;
+        file.write_all(markdown.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Sends a control request; prints the agent's answer (without the Markdown summary); fails

@@ -318,3 +318,20 @@ fn gitlab_shell_executor_jobs_are_attributed_from_ci_variables() {
 fn monitor_output(args: &[&str]) -> std::process::Output {
     Command::new(monitor_bin()).args(args).output().unwrap()
 }
+
+/// A runner hook never fails the user's job because the monitor is down, unless told to.
+#[test]
+fn hooks_fail_open_unless_asked_to_fail_closed() {
+    let missing = tempfile::tempdir().unwrap();
+    let socket = missing.path().join("no-agent.sock");
+    let socket = socket.to_str().unwrap();
+    let open = monitor_output(&["hook", "job-started", "--socket", socket]);
+    assert!(
+        open.status.success(),
+        "fail open: {}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    assert!(String::from_utf8_lossy(&open.stderr).contains("continues unmonitored"));
+    let closed = monitor_output(&["hook", "job-completed", "--socket", socket, "--fail-closed"]);
+    assert!(!closed.status.success(), "--fail-closed fails the job");
+}
