@@ -226,6 +226,104 @@ pub const DNS_READ_BUF: u32 = 0;
 pub const DNS_READ_MSGHDR: u32 = 1;
 pub const DNS_READ_MMSGHDR: u32 = 2;
 
+/// Egress block mode. A process in `BLOCK_PROCS` with `BLOCK_ENFORCED` may connect or send only
+/// to its job's allowed destinations; a `BLOCK_ANCHOR` (a runner's Worker) is not judged itself,
+/// but every process it forks is, as are their children (inherited in the kernel at fork).
+pub const BLOCK_ENFORCED: u32 = 1 << 0;
+pub const BLOCK_ANCHOR: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// The job's number in the allow maps.
+    pub slot: u32,
+    pub flags: u32,
+}
+
+/// Ports a destination is allowed on: any, or up to `MAX_ALLOWED_PORTS` listed.
+pub const MAX_ALLOWED_PORTS: usize = 14;
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSet {
+    pub any: u16,
+    pub count: u16,
+    pub ports: [u16; MAX_ALLOWED_PORTS],
+}
+
+impl PortSet {
+    pub fn allows(&self, port: u16) -> bool {
+        if self.any != 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < MAX_ALLOWED_PORTS {
+            if i < self.count as usize && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Allow-map keys (LPM data): the job's slot (big-endian, matched exactly: the first 32 bits
+/// of every prefix) and the address.
+pub type Allow4Data = [u8; 8];
+pub type Allow6Data = [u8; 20];
+
+/// A domain the job may reach, by the hash of its labels from the right (`com`, then
+/// `example`): `wildcard` entries match names strictly below it (`*.example.com`), others the
+/// name itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameHashKey {
+    pub slot: u32,
+    pub wildcard: u32,
+    pub hash: u64,
+}
+
+/// FNV-1a 64 of each label (lowercase ASCII), folded from the rightmost label: the kernel gets
+/// every suffix's hash on the way (`com`, `example.com`, `www.example.com`).
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+pub fn fnv_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte.to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// Folds one more label (its own hash) into a suffix hash.
+pub fn name_step(suffix: u64, label_hash: u64) -> u64 {
+    (suffix ^ label_hash).wrapping_mul(FNV_PRIME)
+}
+
+/// The hash of `name` as the kernel computes it.
+pub fn reversed_name_hash(name: &[u8]) -> u64 {
+    let mut end = name.len();
+    if end > 0 && name[end - 1] == b'.' {
+        end -= 1; // the root label
+    }
+    let mut suffix = FNV_OFFSET;
+    let mut i = end;
+    while i > 0 {
+        let mut start = i;
+        while start > 0 && name[start - 1] != b'.' {
+            start -= 1;
+        }
+        let mut label = FNV_OFFSET;
+        let mut j = start;
+        while j < i {
+            label = fnv_step(label, name[j]);
+            j += 1;
+        }
+        suffix = name_step(suffix, label);
+        i = start.saturating_sub(1);
+        if start == 0 {
+            break;
+        }
+    }
+    suffix
+}
+
 /// Open flags.
 pub const OPEN_PATH_TRUNCATED: u32 = 1 << 0;
 pub const OPEN_VIA_IO_URING: u32 = 1 << 1;
@@ -369,6 +467,9 @@ const _: () = {
     assert!(core::mem::size_of::<EnvEvent>() == 88);
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
     assert!(core::mem::size_of::<DnsEvent>() == 96);
+    assert!(core::mem::size_of::<PortSet>() == 32);
+    assert!(core::mem::size_of::<NameHashKey>() == 16);
+    assert!(core::mem::size_of::<BlockEntry>() == 8);
     assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
@@ -394,4 +495,7 @@ mod pod {
     unsafe impl aya::Pod for AffixKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ProbeConfig {}
+    unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for PortSet {}
+    unsafe impl aya::Pod for NameHashKey {}
 }

@@ -12,14 +12,16 @@
 //! `msghdr` {name @0, namelen @8, iov @16, iovlen @24, ...} of 56 bytes, then `mmsghdr.msg_len`
 //! @56; `iovec` {base @0, len @8}; `sockaddr_in{,6}`: family @0, port @2 (network order).
 
+use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{
-    DnsEvent, DnsSocketKey, EventKind, AF_INET, AF_INET6, DNS_PAYLOAD_MAX, DNS_READ_BUF,
-    DNS_READ_MMSGHDR, DNS_READ_MSGHDR, DNS_TRUNCATED,
+    fnv_step, name_step, DnsEvent, DnsSocketKey, EventKind, NameHashKey, PortSet, AF_INET,
+    AF_INET6, DNS_PAYLOAD_MAX, DNS_READ_BUF, DNS_READ_MMSGHDR, DNS_READ_MSGHDR, DNS_TRUNCATED,
+    EVENT_SCRATCH_LEN, FNV_OFFSET,
 };
 
 use crate::{
@@ -27,10 +29,252 @@ use crate::{
         current_task, event_scratch, file_of_fd, fill_header, is_agent, off, offsets_present, read,
         read_ptr, submit,
     },
-    PendingDnsRead, DNS_SOCKETS, PENDING_DNS_READS,
+    PendingDnsRead, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, DNS_SOCKETS, PENDING_DNS_READS,
 };
 
 const DNS_PORT: u16 = 53;
+const SOCK_STREAM: u16 = 1;
+const MAX_LABELS: usize = 16;
+const MAX_ANSWERS: usize = 8;
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+
+/// A byte of the captured message (the mask keeps every access inside the scratch buffer).
+#[inline(always)]
+unsafe fn byte(msg: *const u8, i: usize) -> u8 {
+    *msg.add(i & DNS_PAYLOAD_MAX)
+}
+
+/// State of the block-mode parse of one DNS response, shared with the `bpf_loop` callbacks
+/// (bounded loops over message bytes are too many paths for the verifier; a callback is checked
+/// once).
+#[repr(C)]
+struct ParseState {
+    len: u64,
+    off: u64,
+    remaining: u64,
+    labels: u64,
+    hash: u64,
+    ended: u64,
+    failed: u64,
+    name_end: u64,
+    slot: u32,
+    _pad0: u32,
+    ancount: u64,
+    ports: PortSet,
+}
+
+/// The captured message (after the `DnsEvent` header in the scratch buffer).
+#[inline(always)]
+fn message() -> Option<*mut u8> {
+    let scratch = event_scratch()?;
+    Some(unsafe {
+        (*scratch)
+            .bytes
+            .as_mut_ptr()
+            .add(core::mem::size_of::<DnsEvent>())
+    })
+}
+
+/// Label hashes, well past the message in the scratch buffer.
+#[inline(always)]
+fn label_hashes() -> Option<*mut u64> {
+    let scratch = event_scratch()?;
+    Some(unsafe {
+        (*scratch)
+            .bytes
+            .as_mut_ptr()
+            .add(EVENT_SCRATCH_LEN / 2)
+            .cast::<u64>()
+    })
+}
+
+/// One byte of the question name per call. The position comes from the loop index, not from
+/// state carried between calls, so the verifier sees every call alike and checks it once.
+extern "C" fn question_byte(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let st = ctx.cast::<ParseState>();
+    let (Some(msg), Some(hashes)) = (message(), label_hashes()) else {
+        return 1;
+    };
+    unsafe {
+        let off = (*st).off as usize + index as usize;
+        if off >= (*st).len as usize {
+            (*st).failed = 1;
+            return 1;
+        }
+        let b = byte(msg, off);
+        if (*st).remaining == 0 {
+            if b == 0 {
+                (*st).ended = 1;
+                // Where the answers parse goes on: past the root label.
+                (*st).name_end = (off + 1) as u64;
+                return 1;
+            }
+            if b > 63 || (*st).labels >= MAX_LABELS as u64 {
+                (*st).failed = 1;
+                return 1;
+            }
+            (*st).remaining = b as u64;
+            (*st).hash = FNV_OFFSET;
+        } else {
+            (*st).hash = fnv_step((*st).hash, b);
+            (*st).remaining -= 1;
+            if (*st).remaining == 0 {
+                *hashes.add((*st).labels as usize & (MAX_LABELS - 1)) = (*st).hash;
+                (*st).labels += 1;
+            }
+        }
+    }
+    0
+}
+
+/// One answer record per call: allows A and AAAA addresses with the name's ports.
+extern "C" fn answer_record(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let st = ctx.cast::<ParseState>();
+    let Some(msg) = message() else {
+        return 1;
+    };
+    unsafe {
+        let len = (*st).len as usize;
+        let mut off = (*st).off as usize;
+        if index >= (*st).ancount || off + 12 > len || byte(msg, off) & 0xC0 != 0xC0 {
+            return 1; // done, or an owner name that is not a compression pointer: stop
+        }
+        off += 2;
+        let rtype = ((byte(msg, off) as u16) << 8) | byte(msg, off + 1) as u16;
+        let rdlen = ((byte(msg, off + 8) as usize) << 8) | byte(msg, off + 9) as usize;
+        off += 10;
+        if off + rdlen > len {
+            return 1;
+        }
+        let s = (*st).slot.to_be_bytes();
+        let ports = (*st).ports;
+        if rtype == TYPE_A && rdlen == 4 {
+            let key = Key::new(
+                64,
+                [
+                    s[0],
+                    s[1],
+                    s[2],
+                    s[3],
+                    byte(msg, off),
+                    byte(msg, off + 1),
+                    byte(msg, off + 2),
+                    byte(msg, off + 3),
+                ],
+            );
+            if ALLOW_V4.get(&key).is_none() {
+                let _ = ALLOW_V4.insert(&key, &ports, 0);
+            }
+        } else if rtype == TYPE_AAAA && rdlen == 16 {
+            let mut data = [0u8; 20];
+            data[0] = s[0];
+            data[1] = s[1];
+            data[2] = s[2];
+            data[3] = s[3];
+            let mut b = 0usize;
+            while b < 16 {
+                data[4 + b] = byte(msg, off + b);
+                b += 1;
+            }
+            let key = Key::new(160, data);
+            if ALLOW_V6.get(&key).is_none() {
+                let _ = ALLOW_V6.insert(&key, &ports, 0);
+            }
+        }
+        (*st).off = (off + rdlen) as u64;
+    }
+    0
+}
+
+/// Block mode, tail-called from the DNS read exit once the response is in the scratch buffer:
+/// when the question is a name the job may reach (exactly, or under an allowed `*.` domain),
+/// allows the answer's A and AAAA addresses with that name's ports, before the process can use
+/// them. Needs `bpf_loop` (Linux 5.17+); loaded only in block mode. Anything unexpected stops
+/// the parse, so the address stays refused (fail closed). An address already allowed keeps its
+/// first ports.
+#[tracepoint(category = "syscalls", name = "sys_exit_read")]
+pub fn dns_block_answers(_ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_block_answers() };
+    0
+}
+
+unsafe fn try_block_answers() -> Result<(), i64> {
+    let Some(slot) = crate::block::enforced_slot() else {
+        return Ok(());
+    };
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let event = (*scratch).bytes.as_ptr().cast::<DnsEvent>();
+    let len = ((*event).payload_len as usize) & DNS_PAYLOAD_MAX;
+    let msg = message().ok_or(-1i64)?;
+    let mut start = 0usize;
+    if (*event).sock_type == SOCK_STREAM
+        && len >= 2
+        && (((byte(msg, 0) as usize) << 8) | byte(msg, 1) as usize) + 2 == len
+    {
+        start = 2;
+    }
+    if len < start + 12 || byte(msg, start + 2) & 0x80 == 0 {
+        return Ok(()); // not a response
+    }
+    let mut st = ParseState {
+        len: len as u64,
+        off: (start + 12) as u64,
+        remaining: 0,
+        labels: 0,
+        hash: FNV_OFFSET,
+        ended: 0,
+        failed: 0,
+        name_end: 0,
+        slot,
+        _pad0: 0,
+        ancount: (((byte(msg, start + 6) as u64) << 8) | byte(msg, start + 7) as u64),
+        ports: PortSet::default(),
+    };
+    bpf_loop(
+        256,
+        question_byte as *mut core::ffi::c_void,
+        (&raw mut st).cast(),
+        0,
+    );
+    if st.ended == 0 || st.failed != 0 {
+        return Ok(());
+    }
+    st.off = st.name_end + 4; // QTYPE, QCLASS
+    let hashes = label_hashes().ok_or(-1i64)?;
+    // Suffixes from the right: com, example.com, www.example.com.
+    let mut suffix = FNV_OFFSET;
+    let mut found = false;
+    let mut k = 0usize;
+    while k < MAX_LABELS {
+        if k as u64 >= st.labels {
+            break;
+        }
+        let idx = (st.labels as usize - 1 - k) & (MAX_LABELS - 1);
+        suffix = name_step(suffix, *hashes.add(idx));
+        let key = NameHashKey {
+            slot,
+            wildcard: if idx > 0 { 1 } else { 0 },
+            hash: suffix,
+        };
+        if let Some(p) = ALLOWED_NAMES.get_ptr(&key) {
+            st.ports = *p;
+            found = true;
+            break;
+        }
+        k += 1;
+    }
+    if !found {
+        return Ok(());
+    }
+    bpf_loop(
+        MAX_ANSWERS as u32,
+        answer_record as *mut core::ffi::c_void,
+        (&raw mut st).cast(),
+        0,
+    );
+    Ok(())
+}
 
 #[inline(always)]
 unsafe fn user<T: Copy + Default>(addr: u64) -> Result<T, i64> {
@@ -206,7 +450,13 @@ unsafe fn on_read_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     (*event).payload_len = copy as u32;
     (*event).received_len = received as u32;
+
     submit(scratch, header_len + copy, EventKind::NetDns);
+    // Block mode: allow an allowed name's addresses before the process can use them (the parse
+    // lives in its own program: see `dns_block_answers`). Without it the call does nothing.
+    if crate::block::enforced_slot().is_some() {
+        let _ = crate::BLOCK_PARSER.tail_call(ctx, 0);
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod block;
 mod connect;
 mod dns;
 mod kernel;
@@ -17,10 +18,11 @@ mod process;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, DnsSocketKey, KernelOffsets, NameKey, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, KernelOffsets, NameHashKey,
+    NameKey, PortSet, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -84,6 +86,20 @@ pub struct PendingDnsRead {
     pub how: u32,
     pub buf: u64,
 }
+/// Block mode (block.rs): judged processes, and where each job may connect.
+#[map]
+static BLOCK_PROCS: LruHashMap<u32, BlockEntry> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static ALLOW_V4: LpmTrie<Allow4Data, PortSet> = LpmTrie::with_max_entries(16384, 1);
+#[map]
+static ALLOW_V6: LpmTrie<Allow6Data, PortSet> = LpmTrie::with_max_entries(16384, 1);
+/// Slot 0: `dns_block_answers`, set by the agent in block mode.
+#[map]
+static BLOCK_PARSER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Domains a job may reach (dns.rs allows their answers' addresses).
+#[map]
+static ALLOWED_NAMES: HashMap<NameHashKey, PortSet> = HashMap::with_max_entries(4096, 0);
+
 #[map]
 static PENDING_DNS_READS: LruHashMap<u32, PendingDnsRead> = LruHashMap::with_max_entries(8192, 0);
 

@@ -188,6 +188,7 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     if child_pid != child_tgid {
         return Ok(()); // a thread, not a process
     }
+    crate::block::inherit(parent_tgid, child_tgid);
     let mut event = ForkEvent::default();
     fill_header(&raw mut event.header, EventKind::ProcessFork, child);
     // fill_header used the current (parent) thread for the ids: the record is about the child.
@@ -220,6 +221,8 @@ unsafe fn try_exit() -> Result<(), i64> {
     if live != 0 {
         return Ok(()); // other threads of the process still run
     }
+    // A reused pid must not inherit block mode.
+    let _ = crate::BLOCK_PROCS.remove(&tgid);
     let mut event = ExitEvent::default();
     fill_header(&raw mut event.header, EventKind::ProcessExit, task);
     event.exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);

@@ -191,7 +191,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
         None => Box::new(std::io::stderr()),
     };
-    let engine = Engine::new(options.profile.clone(), machine_engine_config());
+    let engine_config = machine_engine_config();
+    let enforcer = if options.profile.egress_mode() == crate::profile::EgressMode::Block {
+        let enforcer = crate::enforce::Enforcer::attach(
+            &mut probes.ebpf,
+            &options.profile,
+            &engine_config.dns_resolvers,
+        )
+        .context("egress.mode is block, but the kernel side of block mode could not be set up")?;
+        log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
+        log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
+        Some(enforcer)
+    } else {
+        None
+    };
+    let engine = Engine::new(options.profile.clone(), engine_config);
     if let Some(dir) = &options.reports {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -203,6 +217,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         events: std::io::BufWriter::with_capacity(256 * 1024, output),
         findings,
         judge: Judge::new(engine),
+        enforcer,
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
     };
@@ -338,6 +353,8 @@ struct Sinks {
     events: std::io::BufWriter<Box<dyn Write + Send>>,
     findings: Box<dyn Write + Send>,
     judge: Judge,
+    /// Block mode's kernel side, when the profile asks for it.
+    enforcer: Option<crate::enforce::Enforcer>,
     reports_dir: Option<PathBuf>,
     /// Reused serialisation buffer: each event reaches the writer as one whole line.
     line: Vec<u8>,
@@ -387,6 +404,14 @@ impl Sinks {
         }
         self.judge.recorder.current_drops = Some(stats.drop_totals());
         let (findings, ended) = self.judge.on_event(event);
+        for action in self.judge.engine.take_enforcement() {
+            if let Some(enforcer) = &mut self.enforcer {
+                if let Err(e) = enforcer.apply(&action) {
+                    stats.write_errors.inc();
+                    log::error!("block mode: could not apply {action:?}: {e:#}");
+                }
+            }
+        }
         self.write_findings(findings, stats);
         let mut reports = Vec::new();
         for job in ended {

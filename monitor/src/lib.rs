@@ -7,6 +7,7 @@ pub mod agent;
 pub mod ci;
 pub mod control;
 pub mod doctor;
+pub mod enforce;
 pub mod engine;
 pub mod event;
 pub mod finding;

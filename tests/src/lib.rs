@@ -294,7 +294,7 @@ impl FakeRunner {
     }
 
     /// Runs the job: each `(step id, script)` as one step, in order (an empty id: the Worker's
-    /// own work outside steps). Returns the Worker's output;
+    /// own work outside steps, in a child; `@worker`: run by the Worker process itself). Returns the Worker's output;
     /// panics (with the output) when a step fails.
     pub fn run_job(&self, steps: &[(&str, &str)]) -> String {
         self.run_job_with_hooks(steps, None)
@@ -305,6 +305,17 @@ impl FakeRunner {
     /// runs each hook as a child with the job's variables, before the first step and after
     /// the last.
     pub fn run_job_with_hooks(&self, steps: &[(&str, &str)], socket: Option<&Path>) -> String {
+        self.run_job_in(None, steps, socket)
+    }
+
+    /// Runs the job with the whole runner inside network namespace `netns` (as a runner in a
+    /// container or VM has its own network), when given.
+    pub fn run_job_in(
+        &self,
+        netns: Option<&str>,
+        steps: &[(&str, &str)],
+        socket: Option<&Path>,
+    ) -> String {
         let root = self.root();
         let mut worker_script = String::from("set -e\n");
         let job_env = [
@@ -332,7 +343,11 @@ impl FakeRunner {
             // A subshell per step: the Worker forks, the child sets the job's and the step's
             // variables and becomes `bash -e <script>`, a direct child of the Worker as on the
             // real runner, which hands these variables to each step, not to itself.
-            if id.is_empty() {
+            if *id == "@worker" {
+                // Work the Worker process itself does (its own network traffic, say).
+                worker_script.push_str(script);
+                worker_script.push('\n');
+            } else if id.is_empty() {
                 // The Worker's own work outside any step (setting up the job, fetching actions):
                 // a child of the Worker without the job's variables.
                 worker_script.push_str(&format!("/bin/bash -e '{}'\n", step_file.display()));
@@ -360,7 +375,17 @@ impl FakeRunner {
         }
         let worker_file = root.join("work/_temp/worker.sh");
         std::fs::write(&worker_file, worker_script).expect("worker script");
-        let output = Command::new(root.join("bin/Runner.Worker"))
+        // `ip netns exec` execs the Worker in place: same process, inside the namespace.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(root.join("bin/Runner.Worker"));
+                c
+            }
+            None => Command::new(root.join("bin/Runner.Worker")),
+        };
+        let output = command
             .arg(&worker_file)
             .current_dir(&self.workspace)
             .env_clear()

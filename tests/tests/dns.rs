@@ -48,6 +48,7 @@ impl DnsLab {
             run(&["ip", "-n", &ns, "addr", "add", a, "dev", "lo"]);
         }
         run(&["ip", "-n", &ns, "addr", "add", "fd77::1/128", "dev", "lo"]);
+        run(&["ip", "-n", &ns, "addr", "add", "fd77::2/128", "dev", "lo"]);
         // `ip netns exec` bind-mounts this over /etc/resolv.conf for what runs in the namespace.
         std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
         std::fs::write(
@@ -75,6 +76,8 @@ impl DnsLab {
                 "--address=/denied.test/10.77.0.2",
                 "--address=/tcpname.test/10.77.0.4",
                 "--address=/v6.test/fd77::1",
+                "--address=/allowed6.test/fd77::1",
+                "--address=/blocked6.test/fd77::2",
                 "--host-record=edge.cdn-allowed.test,10.77.0.3",
                 "--cname=www.alias.test,edge.cdn-allowed.test",
                 "--host-record=edge.cdn-other.test,10.77.0.5",
@@ -98,10 +101,11 @@ impl DnsLab {
             .spawn()
             .unwrap();
         let lab = DnsLab { ns, dnsmasq, sink };
-        // Ready when the server answers.
+        // Ready when the DNS server answers and the sink accepts.
         for _ in 0..100 {
             let ok = Command::new("ip")
-                .args(["netns", "exec", &lab.ns, "getent", "hosts", "allowed.test"])
+                .args(["netns", "exec", &lab.ns, "bash", "-c"])
+                .arg("getent hosts allowed.test >/dev/null && exec 3<>/dev/tcp/127.0.0.1/8080")
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
@@ -304,5 +308,80 @@ fn data_carrying_dns_queries_are_flagged_without_writing_the_data_down() {
         .as_str()
         .unwrap()
         .contains("chars)"));
+    drop(lab);
+}
+
+/// Block mode: with the runner's hooks anchoring the job at the Worker, the job's processes may
+/// connect only where the profile allows (names allowed through their DNS answers, as they
+/// arrive); everything else is refused with EPERM and reported as blocked. DNS, loopback and the
+/// Worker's own traffic keep working.
+#[test]
+fn block_mode_refuses_what_the_profile_does_not_allow() {
+    let profile = "version: 1\negress:\n  mode: block\n  allow:\n    - allowed.test:8080\n    - allowed6.test:8080\n";
+    let agent = Agent::start_with_profile(profile);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let attempt = |host: &str, tag: &str| {
+        format!("(exec 3<>/dev/tcp/{host}/8080) 2>/dev/null && echo CONNECTED-{tag} || echo REFUSED-{tag}\n")
+    };
+    // The whole runner runs in the lab's namespace. The Worker's own connection is made by the
+    // Worker process itself (no subshell): the runner's traffic is not the job's.
+    let out = runner.run_job_in(
+        Some(&lab.ns),
+        &[
+            (
+                "@worker",
+                "exec 3<>/dev/tcp/denied.test/8080 && echo CONNECTED-worker; exec 3>&-",
+            ),
+            ("allowed", &attempt("allowed.test", "allowed")),
+            ("allowed6", &attempt("allowed6.test", "allowed6")),
+            ("denied", &attempt("denied.test", "denied")),
+            ("direct", &attempt("10.77.0.9", "direct")),
+            ("v6", &attempt("blocked6.test", "v6")),
+            ("loopback", &attempt("127.0.0.1", "loopback")),
+            (
+                "dns",
+                "getent hosts denied.test >/dev/null && echo RESOLVED-denied\n",
+            ),
+        ],
+        Some(&agent.control_socket),
+    );
+    for expected in [
+        "CONNECTED-worker",
+        "CONNECTED-allowed",
+        "CONNECTED-allowed6",
+        "REFUSED-denied",
+        "REFUSED-direct",
+        "REFUSED-v6",
+        "CONNECTED-loopback",
+        "RESOLVED-denied",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected} missing from the job's output:\n{out}\nagent log:\n{}",
+            agent.log()
+        );
+    }
+    let all = agent.wait_for_findings("the blocked connections", |all| {
+        let mine = runner.findings_of(all);
+        ["denied", "direct", "v6"]
+            .iter()
+            .all(|s| !egress_to(&mine, s).is_empty())
+    });
+    let mine = runner.findings_of(&all);
+    let denied = egress_to(&mine, "denied");
+    assert_eq!(denied[0]["evidence"]["blocked"], true);
+    assert_eq!(denied[0]["evidence"]["domain"], "denied.test");
+    assert!(denied[0]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("blocked connection to denied.test"));
+    assert_eq!(egress_to(&mine, "direct")[0]["evidence"]["blocked"], true);
+    for step in ["allowed", "allowed6"] {
+        assert!(egress_to(&mine, step).is_empty(), "{step}: {mine:#?}");
+    }
+    // Loopback is never blocked; the profile does not list it, so it is still reported.
+    let loopback = egress_to(&mine, "loopback");
+    assert_eq!(loopback[0]["evidence"]["blocked"], false, "{loopback:?}");
     drop(lab);
 }

@@ -90,6 +90,25 @@ struct HookState {
     allowed: bool,
 }
 
+/// What block mode must tell the kernel (only made when the profile's egress mode is `block`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforcement {
+    /// A job appeared: give it its allowed destinations.
+    Job {
+        key: String,
+    },
+    /// Judge this process's connections (and its descendants'), or with `anchor_only` only its
+    /// descendants' (a runner's Worker, whose own traffic is the runner's).
+    Process {
+        job: String,
+        pid: u32,
+        anchor_only: bool,
+    },
+    JobEnded {
+        key: String,
+    },
+}
+
 /// Where an event's process belongs.
 #[derive(Debug, Clone, Copy)]
 pub struct Attribution<'a> {
@@ -131,6 +150,8 @@ pub struct Engine {
     written_pth: HashMap<String, WrittenPth>,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
+    /// Block mode's pending kernel updates.
+    enforcement: Vec<Enforcement>,
     next_id: u64,
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
@@ -178,6 +199,7 @@ impl Engine {
             hooks: Vec::new(),
             written_pth: HashMap::new(),
             ended: Vec::new(),
+            enforcement: Vec::new(),
             next_id: 0,
             now_ns: 0,
             evicted: 0,
@@ -209,6 +231,17 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// What block mode must write to the kernel since the last call.
+    pub fn take_enforcement(&mut self) -> Vec<Enforcement> {
+        std::mem::take(&mut self.enforcement)
+    }
+
+    fn enforce(&mut self, action: Enforcement) {
+        if self.profile.egress_mode() == crate::profile::EgressMode::Block {
+            self.enforcement.push(action);
+        }
     }
 
     /// Jobs seen and not ended.
@@ -245,6 +278,8 @@ impl Engine {
         if self.jobs[job].ended_ns.is_none() {
             self.jobs[job].ended_ns = Some(ts_ns);
             self.ended.push(job);
+            let key = self.jobs[job].identity.key.clone();
+            self.enforce(Enforcement::JobEnded { key });
         }
         self.anchors.retain(|_, j| *j != job);
         // The CI shell that anchored an explicit job goes on with other work: what it starts
@@ -276,6 +311,12 @@ impl Engine {
                 self.jobs[job].ended_ns = None;
                 self.jobs[job].anchor = Some(key);
                 self.anchors.insert(key, job);
+                let job_key = self.jobs[job].identity.key.clone();
+                self.enforce(Enforcement::Process {
+                    job: job_key,
+                    pid: e.process.pid,
+                    anchor_only: !explicit,
+                });
                 // An explicitly started job's anchor is the CI's own shell: it is the job's
                 // first step. A GitHub runner's Worker is the runner, not the job's code.
                 if explicit && !self.procs.contains_key(&key) {
@@ -409,6 +450,12 @@ impl Engine {
                     ended: None,
                     checked: false,
                 });
+                let job_key = self.jobs[job].identity.key.clone();
+                self.enforce(Enforcement::Process {
+                    job: job_key,
+                    pid: e.process.pid,
+                    anchor_only: false,
+                });
                 (job, self.jobs[job].steps.len() - 1, None, true)
             }
             None => {
@@ -431,6 +478,12 @@ impl Engine {
                     root: key,
                     ended: None,
                     checked: false,
+                });
+                let job_key = self.jobs[job].identity.key.clone();
+                self.enforce(Enforcement::Process {
+                    job: job_key,
+                    pid: e.process.pid,
+                    anchor_only: false,
                 });
                 (job, self.jobs[job].steps.len() - 1, None, true)
             }
@@ -468,6 +521,9 @@ impl Engine {
             ended_ns: None,
             seen: HashSet::new(),
             names: dns::JobNames::default(),
+        });
+        self.enforce(Enforcement::Job {
+            key: identity.key.clone(),
         });
         self.job_by_key.insert(identity.key, self.jobs.len() - 1);
         self.jobs.len() - 1
@@ -830,7 +886,27 @@ impl Engine {
                         .any(|name| rule.allows(address, port, Some(name)))
             })
         });
+        // In block mode the kernel refused it when connect failed with EPERM.
+        let blocked =
+            self.profile.egress_mode() == crate::profile::EgressMode::Block && *result == -1;
         if allowed {
+            if blocked {
+                // Allowed by the profile, refused by the kernel: an address the kernel did not
+                // know yet (a name allowed only through a CNAME, or resolved elsewhere).
+                let raw = Raw {
+                    rule: "egress-blocked-allowed",
+                    severity: Severity::Low,
+                    summary: format!(
+                        "the kernel refused a connection to {address}:{port} that the profile allows{}",
+                        resolved.first().map(|n| format!(" ({})", n.asked)).unwrap_or_default()
+                    ),
+                    evidence: vec![("address", json!(address)), ("port", json!(port)), ("blocked", json!(true))],
+                    profile_clause: "egress.mode: block allows a domain's addresses as its DNS answers arrive; this one was not seen in time".into(),
+                    allowance: None,
+                    dedupe: format!("{address}:{port}"),
+                };
+                self.emit_for(out, raw, e, key);
+            }
             return;
         }
         let domain = resolved.first().map(|n| n.asked.clone());
@@ -864,10 +940,15 @@ impl Engine {
                 dedupe: dest.clone(),
             }
         } else {
+            let verb = if blocked {
+                "blocked connection"
+            } else {
+                "connection"
+            };
             let summary = match &domain {
-                Some(d) => format!("connection to {d} ({dest}), which the profile does not allow"),
+                Some(d) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
                 None => format!(
-                    "connection to {dest}, an address never resolved during the job (a direct-IP connection), which the profile does not allow"
+                    "{verb} to {dest}, an address never resolved during the job (a direct-IP connection), which the profile does not allow"
                 ),
             };
             Raw {
@@ -882,6 +963,7 @@ impl Engine {
                     ("domain", json!(domain)),
                     ("cname_chain", json!(chain)),
                     ("resolved", json!(domain.is_some())),
+                    ("blocked", json!(blocked)),
                 ],
                 profile_clause: match &domain {
                     Some(_) => "egress.allow: no entry matches this domain or address".into(),
