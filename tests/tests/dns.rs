@@ -343,10 +343,15 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
                 "dns",
                 "getent hosts denied.test >/dev/null && echo RESOLVED-denied\n",
             ),
+            // Unconnected UDP sends (no connect(2) at all): refused to an unallowed address,
+            // fine to loopback.
+            ("udp", &udp_send("10.77.0.9", "udp")),
+            ("udp-loopback", &udp_send("127.0.0.1", "loopback-udp")),
         ],
         Some(&agent.control_socket),
     );
     for expected in [
+        "SENT-loopback-udp",
         "CONNECTED-worker",
         "CONNECTED-allowed",
         "CONNECTED-allowed6",
@@ -355,6 +360,7 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
         "REFUSED-v6",
         "CONNECTED-loopback",
         "RESOLVED-denied",
+        "REFUSED-udp",
     ] {
         assert!(
             out.contains(expected),
@@ -384,4 +390,11 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
     let loopback = egress_to(&mine, "loopback");
     assert_eq!(loopback[0]["evidence"]["blocked"], false, "{loopback:?}");
     drop(lab);
+}
+
+/// A step that sends one UDP datagram with sendto(2), printing SENT-tag or REFUSED-tag.
+fn udp_send(address: &str, tag: &str) -> String {
+    format!(
+        "python3 -c \"import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{address}', 5353))\n    print('SENT-{tag}')\nexcept PermissionError:\n    print('REFUSED-{tag}')\"\n"
+    )
 }
