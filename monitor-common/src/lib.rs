@@ -22,11 +22,14 @@ pub enum EventKind {
     NetConnect = 16,
     /// A DNS message a process received on a socket it used to talk to port 53.
     NetDns = 17,
+    /// A syscall that acts on other processes or on the kernel's BPF: signalling the agent,
+    /// ptrace, reading or writing another process's memory, bpf(2).
+    Tamper = 48,
     FileOpen = 32,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
@@ -34,6 +37,7 @@ impl EventKind {
         EventKind::NetConnect,
         EventKind::NetDns,
         EventKind::FileOpen,
+        EventKind::Tamper,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -50,6 +54,7 @@ impl EventKind {
             EventKind::FileOpen => 4,
             EventKind::ProcessEnv => 5,
             EventKind::NetDns => 6,
+            EventKind::Tamper => 7,
         }
     }
 
@@ -62,6 +67,7 @@ impl EventKind {
             EventKind::FileOpen => "open",
             EventKind::ProcessEnv => "env",
             EventKind::NetDns => "dns",
+            EventKind::Tamper => "tamper",
         }
     }
 }
@@ -225,6 +231,30 @@ pub struct DnsSocketKey {
 pub const DNS_READ_BUF: u32 = 0;
 pub const DNS_READ_MSGHDR: u32 = 1;
 pub const DNS_READ_MMSGHDR: u32 = 2;
+
+/// Which syscall a `TamperEvent` reports.
+pub const TAMPER_KILL: u32 = 1;
+pub const TAMPER_TKILL: u32 = 2;
+pub const TAMPER_TGKILL: u32 = 3;
+pub const TAMPER_PTRACE: u32 = 4;
+pub const TAMPER_BPF: u32 = 5;
+pub const TAMPER_VM_READV: u32 = 6;
+pub const TAMPER_VM_WRITEV: u32 = 7;
+
+/// A syscall aimed at another process or at BPF. Sent for: kill/tkill/tgkill of the agent (or of
+/// every process, pid -1), every ptrace but PTRACE_TRACEME, every bpf(2), every
+/// process_vm_readv/writev.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TamperEvent {
+    pub header: EventHeader,
+    /// `TAMPER_*`.
+    pub syscall: u32,
+    /// The process acted on (kill's pid, ptrace's pid, ...); 0 for bpf.
+    pub target: i32,
+    /// The signal, the ptrace request or the bpf command.
+    pub arg: u64,
+}
 
 /// Egress block mode. A process in `BLOCK_PROCS` with `BLOCK_ENFORCED` may connect or send only
 /// to its job's allowed destinations; a `BLOCK_ANCHOR` (a runner's Worker) is not judged itself,
@@ -468,6 +498,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
     assert!(core::mem::size_of::<DnsEvent>() == 96);
     assert!(core::mem::size_of::<PortSet>() == 32);
+    assert!(core::mem::size_of::<TamperEvent>() == 96);
     assert!(core::mem::size_of::<NameHashKey>() == 16);
     assert!(core::mem::size_of::<BlockEntry>() == 8);
     assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);

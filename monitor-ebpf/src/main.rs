@@ -15,6 +15,7 @@ mod kernel;
 mod open;
 mod path;
 mod process;
+mod tamper;
 
 use aya_ebpf::{
     macros::map,

@@ -167,6 +167,48 @@ pub const HOOKS: &[Hook] = &[
         name: "sys_exit_read",
         optional: false,
     },
+    Hook {
+        program: "sys_enter_kill",
+        category: Some("syscalls"),
+        name: "sys_enter_kill",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_tkill",
+        category: Some("syscalls"),
+        name: "sys_enter_tkill",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_tgkill",
+        category: Some("syscalls"),
+        name: "sys_enter_tgkill",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_ptrace",
+        category: Some("syscalls"),
+        name: "sys_enter_ptrace",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_bpf",
+        category: Some("syscalls"),
+        name: "sys_enter_bpf",
+        optional: false,
+    },
+    Hook {
+        program: "sys_enter_process_vm_readv",
+        category: Some("syscalls"),
+        name: "sys_enter_process_vm_readv",
+        optional: true,
+    },
+    Hook {
+        program: "sys_enter_process_vm_writev",
+        category: Some("syscalls"),
+        name: "sys_enter_process_vm_writev",
+        optional: true,
+    },
 ];
 
 #[derive(Debug, Clone)]

@@ -108,6 +108,11 @@ impl Agent {
         agent
     }
 
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where the agent serves `/metrics` (from its ready file).
     pub fn metrics_address(&self) -> String {
         let ready = std::fs::read_to_string(self.dir.path().join("ready")).expect("ready file");

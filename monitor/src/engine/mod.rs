@@ -375,6 +375,7 @@ impl Engine {
             Detail::Exit { .. } => self.on_exit(e, key),
             Detail::Connect { .. } => self.on_connect(e, key, &mut out),
             Detail::Dns { .. } => self.on_dns(e, key, &mut out),
+            Detail::Tamper { .. } => self.on_tamper(e, key, &mut out),
             Detail::Open { .. } => self.on_open(e, key, &mut out),
             Detail::Fork {} | Detail::JobStart { .. } | Detail::JobEnd { .. } => {}
         }
@@ -976,6 +977,65 @@ impl Engine {
                 }),
                 dedupe: dest.clone(),
             }
+        };
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// Syscalls against the monitor itself or into other processes' memory.
+    fn on_tamper(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Tamper {
+            syscall,
+            target,
+            arg,
+        } = &e.detail
+        else {
+            return;
+        };
+        let tool = self.procs[&key].tool.clone();
+        let (rule, severity, summary, clause) = match syscall.as_str() {
+            "kill" | "tkill" | "tgkill" if *target == -1 => (
+                "agent-tampering",
+                Severity::Critical,
+                format!("{tool} sent signal {arg} to every process, the monitor included"),
+                "nothing in a job may signal the monitor",
+            ),
+            "kill" | "tkill" | "tgkill" => (
+                "agent-tampering",
+                Severity::Critical,
+                format!("{tool} sent signal {arg} to the monitor agent (pid {target})"),
+                "nothing in a job may signal the monitor",
+            ),
+            "bpf" => (
+                "agent-tampering",
+                Severity::High,
+                format!("{tool} used bpf(2) (command {arg}): loading, changing or detaching eBPF programs"),
+                "a job has no business with the kernel's eBPF: it can blind or subvert the monitor",
+            ),
+            "ptrace" => (
+                "process-memory-read",
+                Severity::High,
+                format!("{tool} used ptrace (request {arg}) on process {target}"),
+                "credentials: other processes' memory holds the job's secrets",
+            ),
+            _ => (
+                "process-memory-read",
+                Severity::Critical,
+                format!("{tool} used {syscall} on process {target}"),
+                "credentials: other processes' memory holds the job's secrets",
+            ),
+        };
+        let raw = Raw {
+            rule,
+            severity,
+            summary,
+            evidence: vec![
+                ("syscall", json!(syscall)),
+                ("target_pid", json!(target)),
+                ("argument", json!(arg)),
+            ],
+            profile_clause: clause.into(),
+            allowance: None,
+            dedupe: format!("{syscall}:{target}:{}", e.process.pid),
         };
         self.emit_for(out, raw, e, key);
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use monitor_common::{
     ConnectEvent, DnsEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
-    ForkEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
+    ForkEvent, TamperEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
 };
 
 use crate::ci::env::select_env;
@@ -87,6 +87,12 @@ pub enum KernelEvent {
         address: IpAddr,
         port: u16,
     },
+    Tamper {
+        header: Header,
+        syscall: u32,
+        target: i32,
+        arg: u64,
+    },
     /// A message received on a DNS socket (not yet parsed).
     Dns {
         header: Header,
@@ -117,6 +123,7 @@ impl KernelEvent {
             | KernelEvent::Exit { header, .. }
             | KernelEvent::Connect { header, .. }
             | KernelEvent::Dns { header, .. }
+            | KernelEvent::Tamper { header, .. }
             | KernelEvent::Open { header, .. } => header,
         }
     }
@@ -265,6 +272,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 address,
                 port: raw.port,
+            }
+        }
+        EventKind::Tamper => {
+            let raw: TamperEvent = read_struct(bytes, "tamper record")?;
+            KernelEvent::Tamper {
+                header,
+                syscall: raw.syscall,
+                target: raw.target,
+                arg: raw.arg,
             }
         }
         EventKind::NetDns => {

@@ -27,7 +27,7 @@ use crate::{
 use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 4;
+pub const JSON_SCHEMA_VERSION: u32 = 5;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -108,6 +108,15 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pth_executable: Option<bool>,
     },
+    /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
+    Tamper {
+        /// `kill`, `tkill`, `tgkill`, `ptrace`, `bpf`, `process_vm_readv`, `process_vm_writev`.
+        syscall: String,
+        /// The process acted on (-1: every process); 0 for bpf.
+        target: i32,
+        /// The signal, the ptrace request or the bpf command.
+        arg: u64,
+    },
     /// A DNS answer a process received (any resolver, UDP or TCP).
     Dns {
         /// `udp` or `tcp`.
@@ -150,6 +159,7 @@ impl Detail {
             Detail::Connect { .. } => "connect",
             Detail::Open { .. } => "open",
             Detail::Dns { .. } => "dns",
+            Detail::Tamper { .. } => "tamper",
             Detail::JobStart { .. } => "job_start",
             Detail::JobEnd { .. } => "job_end",
         }
@@ -308,6 +318,32 @@ impl Enricher {
                 (key, detail)
             }
             KernelEvent::Fork { header } => (self.table.on_fork(&header), Detail::Fork {}),
+            KernelEvent::Tamper {
+                header,
+                syscall,
+                target,
+                arg,
+            } => {
+                let key = self.table.observe(&header);
+                let syscall = match syscall {
+                    monitor_common::TAMPER_KILL => "kill",
+                    monitor_common::TAMPER_TKILL => "tkill",
+                    monitor_common::TAMPER_TGKILL => "tgkill",
+                    monitor_common::TAMPER_PTRACE => "ptrace",
+                    monitor_common::TAMPER_BPF => "bpf",
+                    monitor_common::TAMPER_VM_READV => "process_vm_readv",
+                    monitor_common::TAMPER_VM_WRITEV => "process_vm_writev",
+                    _ => "unknown",
+                };
+                (
+                    key,
+                    Detail::Tamper {
+                        syscall: syscall.into(),
+                        target,
+                        arg,
+                    },
+                )
+            }
             KernelEvent::Dns {
                 header,
                 fd,

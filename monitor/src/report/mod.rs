@@ -356,7 +356,7 @@ impl Recorder {
             Detail::JobEnd { .. } => {
                 job.ended.get_or_insert((e.time.clone(), e.ts_ns));
             }
-            Detail::Dns { .. } => {}
+            Detail::Dns { .. } | Detail::Tamper { .. } => {}
         }
     }
 

@@ -1,0 +1,116 @@
+//! Syscalls that act on other processes or on BPF itself: what an attacker in a job does to blind
+//! the monitor (signal it, load or detach BPF programs) or to read secrets from other processes'
+//! memory (ptrace, process_vm_readv). All are rare in builds, so each program returns at once
+//! for anything that is not one of them.
+//!
+//! Kernel contract (syscall tracepoints, 8-byte fields from offset 16): kill(pid, sig);
+//! tkill(pid, sig); tgkill(tgid, pid, sig); ptrace(request, pid, addr, data);
+//! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...).
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use monitor_common::{
+    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_PTRACE, TAMPER_TGKILL, TAMPER_TKILL,
+    TAMPER_VM_READV, TAMPER_VM_WRITEV,
+};
+
+use crate::kernel::{config, current_task, fill_header, is_agent, offsets_present, submit_fixed};
+
+const PTRACE_TRACEME: u64 = 0;
+
+#[inline(always)]
+unsafe fn send(syscall: u32, target: i32, arg: u64) {
+    if !offsets_present() {
+        return;
+    }
+    let mut event = TamperEvent::default();
+    fill_header(&raw mut event.header, EventKind::Tamper, current_task());
+    event.syscall = syscall;
+    event.target = target;
+    event.arg = arg;
+    submit_fixed(&event, EventKind::Tamper);
+}
+
+#[inline(always)]
+fn from_agent() -> bool {
+    is_agent((unsafe { bpf_get_current_pid_tgid() } >> 32) as u32)
+}
+
+/// A signal aimed at the agent (or at every process).
+#[inline(always)]
+unsafe fn on_signal(ctx: &TracePointContext, syscall: u32, pid_at: usize, sig_at: usize) {
+    if from_agent() {
+        return;
+    }
+    let Ok(pid) = ctx.read_at::<u64>(pid_at) else {
+        return;
+    };
+    let pid = pid as i64 as i32;
+    if pid != -1 && pid as u32 != config().agent_tgid {
+        return;
+    }
+    let sig = ctx.read_at::<u64>(sig_at).unwrap_or(0);
+    send(syscall, pid, sig);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_kill")]
+pub fn sys_enter_kill(ctx: TracePointContext) -> u32 {
+    unsafe { on_signal(&ctx, TAMPER_KILL, 16, 24) };
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_tkill")]
+pub fn sys_enter_tkill(ctx: TracePointContext) -> u32 {
+    unsafe { on_signal(&ctx, TAMPER_TKILL, 16, 24) };
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_tgkill")]
+pub fn sys_enter_tgkill(ctx: TracePointContext) -> u32 {
+    unsafe { on_signal(&ctx, TAMPER_TGKILL, 16, 32) };
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_ptrace")]
+pub fn sys_enter_ptrace(ctx: TracePointContext) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    let request = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    if request != PTRACE_TRACEME {
+        let pid = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as i32;
+        unsafe { send(TAMPER_PTRACE, pid, request) };
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_bpf")]
+pub fn sys_enter_bpf(ctx: TracePointContext) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    let cmd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    unsafe { send(TAMPER_BPF, 0, cmd) };
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
+pub fn sys_enter_process_vm_readv(ctx: TracePointContext) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    let pid = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    unsafe { send(TAMPER_VM_READV, pid, 0) };
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_process_vm_writev")]
+pub fn sys_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    let pid = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    unsafe { send(TAMPER_VM_WRITEV, pid, 0) };
+    0
+}
