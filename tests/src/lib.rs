@@ -451,6 +451,23 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A last step whose finding (reading its parent's environment) proves the agent has judged
+/// every step before it: run it last, then `Agent::findings_through_marker`.
+pub const MARKER_STEP: (&str, &str) = ("marker", "cat /proc/$PPID/environ >/dev/null\n");
+
+impl Agent {
+    /// This runner's findings, once the marker step's has arrived.
+    pub fn findings_through_marker(&self, runner: &FakeRunner) -> Vec<Value> {
+        let all = self.wait_for_findings("the marker step's finding", |all| {
+            runner
+                .findings_of(all)
+                .iter()
+                .any(|f| f["step"]["id"] == MARKER_STEP.0)
+        });
+        runner.findings_of(&all)
+    }
+}
+
 /// A profile that judges loopback like any other destination, so a loopback sink is
 /// unexpected egress.
 pub const STRICT_PROFILE: &str = "version: 1\negress:\n  allow: []\n";

@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use integration_tests::{by_rule, Agent, FakeRunner, Value};
+use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
 
 static LABS: AtomicU32 = AtomicU32::new(0);
 
@@ -160,15 +160,9 @@ fn connections_are_judged_by_the_name_they_were_resolved_from() {
         ("v6", &connect("v6.test")),
         ("alias", &connect("www.alias.test")),
         ("badalias", &connect("www.badalias.test")),
-        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+        MARKER_STEP,
     ]);
-    let all = agent.wait_for_findings("the marker", |all| {
-        runner
-            .findings_of(all)
-            .iter()
-            .any(|f| f["step"]["id"] == "marker")
-    });
-    let mine = runner.findings_of(&all);
+    let mine = agent.findings_through_marker(&runner);
     let show = || format!("{mine:#?}");
 
     assert!(
@@ -270,15 +264,9 @@ fn data_carrying_dns_queries_are_flagged_without_writing_the_data_down() {
             "benign",
             &lab.sh("getent hosts allowed.test >/dev/null; getent hosts www.alias.test >/dev/null"),
         ),
-        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+        MARKER_STEP,
     ]);
-    let all = agent.wait_for_findings("the marker", |all| {
-        runner
-            .findings_of(all)
-            .iter()
-            .any(|f| f["step"]["id"] == "marker")
-    });
-    let mine = runner.findings_of(&all);
+    let mine = agent.findings_through_marker(&runner);
     let exfil = by_rule(&mine, "dns-exfiltration");
     let label = exfil
         .iter()

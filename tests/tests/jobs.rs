@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use integration_tests::{monitor_bin, rule, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
+use integration_tests::{
+    monitor_bin, rule, sink, Agent, FakeRunner, Value, MARKER_STEP, STRICT_PROFILE,
+};
 
 fn events_of_kind(agent: &Agent, kind: &str) -> Vec<Value> {
     agent
@@ -94,17 +96,11 @@ fn without_hooks_a_step_without_job_variables_is_not_attributed() {
             "",
             &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n"),
         ),
-        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+        MARKER_STEP,
     ]);
-    let findings = agent.wait_for_findings("the marker", |all| {
-        runner
-            .findings_of(all)
-            .iter()
-            .any(|f| f["step"]["id"] == "marker")
-    });
-    let egress: Vec<Value> = runner
-        .findings_of(&findings)
-        .into_iter()
+    let mine = agent.findings_through_marker(&runner);
+    let egress: Vec<&Value> = mine
+        .iter()
         .filter(|f| rule(f) == "unexpected-egress")
         .collect();
     assert!(egress.is_empty(), "{egress:?}");

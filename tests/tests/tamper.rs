@@ -2,7 +2,7 @@
 //! ptrace and process_vm_readv on a sibling. Benign twins: signals between the job's own
 //! processes.
 
-use integration_tests::{by_rule, Agent, FakeRunner, STRICT_PROFILE};
+use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP, STRICT_PROFILE};
 
 #[test]
 fn signalling_the_agent_bpf_ptrace_and_vm_reads_are_found() {
@@ -22,15 +22,9 @@ fn signalling_the_agent_bpf_ptrace_and_vm_reads_are_found() {
             &format!("sleep 30 & v=$!\npython3 -c '{libc}; libc.syscall(310, int(sys.argv[1]), 0, 0, 0, 0, 0)' $v\nkill $v\n"),
         ),
         ("benign", "sleep 30 & v=$!\nkill -0 $v; kill $v; kill -0 $$\n"),
-        ("marker", "cat /proc/$PPID/environ >/dev/null\n"),
+        MARKER_STEP,
     ]);
-    let all = agent.wait_for_findings("the marker", |all| {
-        runner
-            .findings_of(all)
-            .iter()
-            .any(|f| f["step"]["id"] == "marker")
-    });
-    let mine = runner.findings_of(&all);
+    let mine = agent.findings_through_marker(&runner);
     let of_step = |rule: &str, step: &str| {
         by_rule(&mine, rule)
             .into_iter()
