@@ -27,12 +27,18 @@ use crate::{
     },
 };
 
+/// How often (in event time) ended jobs are checked for retirement.
+const RETIRE_EVERY_NS: u64 = 10 * 1_000_000_000;
 /// How long after a step's root exits its remaining processes count as having outlived it.
 pub const STEP_GRACE_NS: u64 = 2_000_000_000;
 /// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
 pub const MAX_TRACKED_PROCESSES: usize = 262_144;
 /// Bound on distinct findings kept for de-duplication per job.
 const MAX_SEEN_PER_JOB: usize = 65_536;
+/// How long an ended job keeps its de-duplication set and address-to-name map: processes it
+/// left behind may still act (and are still judged) for a while; past it, only the job's
+/// identity and steps stay, so a runner doing thousands of jobs keeps its memory flat.
+pub const JOB_RETENTION_NS: u64 = 600 * 1_000_000_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
@@ -82,6 +88,8 @@ struct Job {
     seen: HashSet<String>,
     /// Which names the job's processes resolved each address from.
     names: dns::JobNames,
+    /// Its heavy state was dropped (`JOB_RETENTION_NS` after it ended).
+    retired: bool,
 }
 
 struct HookState {
@@ -152,6 +160,7 @@ pub struct Engine {
     ended: Vec<usize>,
     /// Block mode's pending kernel updates.
     enforcement: Vec<Enforcement>,
+    last_retire_ns: u64,
     next_id: u64,
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
@@ -200,6 +209,7 @@ impl Engine {
             written_pth: HashMap::new(),
             ended: Vec::new(),
             enforcement: Vec::new(),
+            last_retire_ns: 0,
             next_id: 0,
             now_ns: 0,
             evicted: 0,
@@ -397,6 +407,33 @@ impl Engine {
     fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(now_ns);
         self.check_outlived_steps(out);
+        if self.now_ns >= self.last_retire_ns.saturating_add(RETIRE_EVERY_NS) {
+            self.last_retire_ns = self.now_ns;
+            self.retire_old_jobs();
+        }
+    }
+
+    /// Drops what ended jobs no longer need.
+    fn retire_old_jobs(&mut self) {
+        let now = self.now_ns;
+        for (index, job) in self.jobs.iter_mut().enumerate() {
+            if job.retired
+                || !job
+                    .ended_ns
+                    .is_some_and(|e| now >= e.saturating_add(JOB_RETENTION_NS))
+            {
+                continue;
+            }
+            job.retired = true;
+            job.seen = HashSet::new();
+            job.names = dns::JobNames::default();
+            self.written_pth.retain(|_, w| w.job != index);
+        }
+    }
+
+    /// Ended jobs whose heavy state has been dropped.
+    pub fn retired_jobs(&self) -> usize {
+        self.jobs.iter().filter(|j| j.retired).count()
     }
 
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
@@ -522,6 +559,7 @@ impl Engine {
             ended_ns: None,
             seen: HashSet::new(),
             names: dns::JobNames::default(),
+            retired: false,
         });
         self.enforce(Enforcement::Job {
             key: identity.key.clone(),

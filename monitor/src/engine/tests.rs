@@ -820,3 +820,28 @@ fn running_a_program_written_during_the_job_is_found_unless_tooling_put_it_there
         sim.findings
     );
 }
+
+#[test]
+fn ended_jobs_drop_their_heavy_state_after_the_retention_time() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // A daemon the step leaves behind.
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/sleep",
+        &["sleep", "9999"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.exit(300).exit(200); // the step, then the Worker: the job ended
+    assert_eq!(sim.engine.retired_jobs(), 0);
+    let ended = sim.events.last().unwrap().ts_ns;
+    sim.engine
+        .tick(ended + crate::engine::JOB_RETENTION_NS + 20_000_000_000);
+    assert_eq!(sim.engine.retired_jobs(), 1);
+    // What it left behind is still the job's, and still judged.
+    sim.read(310, &format!("{HOME}/.npmrc"));
+    let read = sim.only("credential-read");
+    assert_eq!(read.step.as_ref().unwrap().id, "__run");
+}
