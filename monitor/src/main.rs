@@ -378,7 +378,18 @@ fn main() -> anyhow::Result<()> {
             fail_closed,
             remove,
         } => {
-            let monitor = std::env::current_exe().context("locating this monitor binary")?;
+            // /proc/self/exe, or an absolute argv[0] where /proc is not mounted (a chroot).
+            let monitor = std::env::current_exe()
+                .ok()
+                .or_else(|| {
+                    std::env::args_os()
+                        .next()
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_absolute())
+                })
+                .context(
+                    "locating this monitor binary (no /proc/self/exe; run it by its absolute path)",
+                )?;
             let done = monitor::runner_hooks::install(
                 &runner_dir,
                 &monitor,

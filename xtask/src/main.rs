@@ -5,6 +5,7 @@
 //! well under a second.
 
 mod bench;
+mod package;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +45,12 @@ enum Task {
     },
     /// Measure the agent's overhead: wall-time ratios with vs without it, CPU, RSS, throughput.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (target/package/ci-runtime-monitor_<version>_<arch>.deb).
+    Package {
+        /// Package the debug build (what the tests check) instead of a release build.
+        #[arg(long)]
+        dev: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,12 +73,30 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             setup()?;
-            // The privileged tests start the real agent binary.
+            // The privileged tests start the real agent binary, and install the package.
             cargo(&["build", "--package", "monitor"])?;
+            let deb = package::build(
+                &workspace_root(),
+                &workspace_root().join("target/debug/monitor"),
+            )?;
+            eprintln!("test: package {}", deb.display());
             // Default members: every crate but monitor-ebpf, which only builds for the BPF target.
             let mut test_args = vec!["test"];
             test_args.extend(args.iter().map(String::as_str));
             cargo(&test_args)
+        }
+        Task::Package { dev } => {
+            setup()?;
+            let binary = if dev {
+                cargo(&["build", "--package", "monitor"])?;
+                workspace_root().join("target/debug/monitor")
+            } else {
+                cargo(&["build", "--release", "--package", "monitor"])?;
+                workspace_root().join("target/release/monitor")
+            };
+            let deb = package::build(&workspace_root(), &binary)?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Task::Bench(args) => {
             setup()?;
@@ -246,6 +271,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("chromium", &["--version"], "chromium"),
     ("dnsmasq", &["--version"], "dnsmasq-base"),
     ("ip", &["-V"], "iproute2"),
+    ("debootstrap", &["--version"], "debootstrap"),
+    ("systemd-analyze", &["--version"], "systemd"),
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {

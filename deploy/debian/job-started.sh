@@ -1,0 +1,3 @@
+#!/bin/sh
+# For ACTIONS_RUNNER_HOOK_JOB_STARTED (`monitor install-runner-hooks` sets it up for you).
+exec /usr/bin/monitor hook job-started
