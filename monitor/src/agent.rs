@@ -598,6 +598,18 @@ async fn process(
     losses: LossReader,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
+    // Jobs already running (the agent started or restarted mid-job): picked up from /proc.
+    let resumed = enricher.resume_running_jobs(std::path::Path::new("/proc"), boot_ns());
+    if !resumed.is_empty() {
+        log::info!(
+            "{} running job processes picked up from /proc",
+            resumed.len()
+        );
+    }
+    for event in &resumed {
+        sinks.log_and_judge(event, &stats);
+    }
+    sinks.flush(&stats);
     let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
     loop {

@@ -107,6 +107,11 @@ impl ProcessTable {
         self.procs.get(key)
     }
 
+    /// Every process the table knows.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
     /// The live (or most recent) process with this tgid.
     pub fn by_tgid(&self, tgid: u32) -> Option<&Process> {
         self.by_tgid.get(&tgid).and_then(|k| self.procs.get(k))

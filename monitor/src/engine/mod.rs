@@ -387,7 +387,10 @@ impl Engine {
             Detail::Dns { .. } => self.on_dns(e, key, &mut out),
             Detail::Tamper { .. } => self.on_tamper(e, key, &mut out),
             Detail::Open { .. } => self.on_open(e, key, &mut out),
-            Detail::Fork {} | Detail::JobStart { .. } | Detail::JobEnd { .. } => {}
+            Detail::Fork {}
+            | Detail::JobStart { .. }
+            | Detail::JobEnd { .. }
+            | Detail::Resume { .. } => {}
         }
         out
     }
@@ -497,8 +500,9 @@ impl Engine {
                 (job, self.jobs[job].steps.len() - 1, None, true)
             }
             None => {
-                let Detail::Exec { env, .. } = &e.detail else {
-                    return false;
+                let env = match &e.detail {
+                    Detail::Exec { env, .. } | Detail::Resume { env, .. } => env,
+                    _ => return false,
                 };
                 let Some((job_id, step_id)) = identity_from_env(env) else {
                     return false;

@@ -27,7 +27,7 @@ use crate::{
 use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 5;
+pub const JSON_SCHEMA_VERSION: u32 = 6;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -132,6 +132,16 @@ pub enum Detail {
         /// The message was longer than the kernel copies.
         truncated: bool,
     },
+    /// A process already running when the agent started, carrying a CI job identity in its
+    /// environment (read from /proc): how a restarted agent picks running jobs up again.
+    Resume {
+        /// The kept keys of its environment (as for exec).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        cwd: String,
+        /// When the process started, boot-time ns like `ts_ns`.
+        process_started_ns: u64,
+    },
     /// A job declared over the control socket (`monitor job start`, the runner's job-started
     /// hook). `process` is the job's anchor: its descendants are the job.
     JobStart {
@@ -160,6 +170,7 @@ impl Detail {
             Detail::Open { .. } => "open",
             Detail::Dns { .. } => "dns",
             Detail::Tamper { .. } => "tamper",
+            Detail::Resume { .. } => "resume",
             Detail::JobStart { .. } => "job_start",
             Detail::JobEnd { .. } => "job_end",
         }
@@ -477,6 +488,47 @@ pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
 }
 
 impl Enricher {
+    /// `Resume` events for the processes running now that carry a CI identity, parents first
+    /// (so a step's root is known before its children), stamped `now_ns`.
+    pub fn resume_running_jobs(&mut self, proc_root: &std::path::Path, now_ns: u64) -> Vec<Event> {
+        let mut running: Vec<(u64, u32, u64)> = self
+            .table
+            .processes()
+            .filter(|p| p.exited_at_ns.is_none())
+            .map(|p| (p.key.start_ticks, p.key.tgid, p.start_ns))
+            .collect();
+        running.sort();
+        let mut out = Vec::new();
+        for (_, pid, started_ns) in running {
+            let dir = proc_root.join(pid.to_string());
+            let Ok(block) = std::fs::File::open(dir.join("environ")).and_then(|f| {
+                use std::io::Read as _;
+                let mut bytes = Vec::new();
+                f.take(monitor_common::MAX_ENV_LEN as u64)
+                    .read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }) else {
+                continue;
+            };
+            let env = crate::ci::env::select_env(&block);
+            if crate::ci::identity_from_env(&env).is_none() {
+                continue;
+            }
+            let cwd = std::fs::read_link(dir.join("cwd"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let detail = Detail::Resume {
+                env,
+                cwd,
+                process_started_ns: started_ns,
+            };
+            if let Some(event) = self.control_event(detail, pid, now_ns) {
+                out.push(event);
+            }
+        }
+        out
+    }
+
     /// The process's ancestors as events list them (parent first, bounded, argv redacted).
     fn ancestry_of(&self, key: &ProcessKey) -> Vec<Ancestor> {
         self.table

@@ -187,6 +187,8 @@ struct JobRecord {
     findings: Vec<Finding>,
     omitted: Omitted,
     counts: (usize, usize, usize),
+    /// Picked up by a (re)started agent: (when, earliest process start, ts).
+    resumed: Option<(String, u64, u64)>,
 }
 
 /// Follows events and findings per job, bounded, until a report is asked for.
@@ -228,6 +230,7 @@ impl Recorder {
                     findings: Vec::new(),
                     omitted: Omitted::default(),
                     counts: (0, 0, 0),
+                    resumed: None,
                 },
             );
         }
@@ -357,6 +360,38 @@ impl Recorder {
                 job.ended.get_or_insert((e.time.clone(), e.ts_ns));
             }
             Detail::Dns { .. } | Detail::Tamper { .. } => {}
+            Detail::Resume {
+                process_started_ns, ..
+            } => {
+                // Picked up by an agent that started while the job ran: before this, nothing
+                // was seen.
+                let gap_from = job
+                    .resumed
+                    .as_ref()
+                    .map(|(_, from, _)| (*from).min(*process_started_ns))
+                    .unwrap_or(*process_started_ns);
+                job.resumed = Some((e.time.clone(), gap_from, e.ts_ns));
+                if !job.process_index.contains_key(&key) && job.counts.0 < MAX_PROCESSES {
+                    job.counts.0 += 1;
+                    let step = job.steps.get_mut(&a.step_index).expect("made above");
+                    step.processes.push(ProcessRecord {
+                        pid: e.process.pid,
+                        start_ticks: e.process.start_ticks,
+                        parent_pid: None,
+                        exe: e.process.exe.clone(),
+                        argv: e.process.argv.clone(),
+                        started: e.time.clone(),
+                        started_ns: *process_started_ns,
+                        ended: None,
+                        ended_ns: None,
+                        exit_code: None,
+                        signal: None,
+                        hook: None,
+                    });
+                    job.process_index
+                        .insert(key, (a.step_index, step.processes.len() - 1));
+                }
+            }
         }
     }
 
@@ -494,6 +529,12 @@ impl Recorder {
         }
         if job.ended.is_none() {
             incomplete.push("the job had not ended when this report was made".into());
+        }
+        if let Some((at, from, ts)) = &job.resumed {
+            incomplete.push(format!(
+                "monitoring began at {at}, {:.1} s after the job's oldest running process started (the agent started or restarted mid-job): what ran and exited before is missing",
+                ts.saturating_sub(*from) as f64 / 1e9
+            ));
         }
         let mut additions = Profile {
             version: PROFILE_VERSION,
