@@ -269,6 +269,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(read_ring(ring, tx, stats.clone(), stop_rx));
 
+    // Jobs already running (the agent started or restarted mid-job): picked up from /proc
+    // before the agent says it is ready, so nothing they do after that is missed.
+    let mut enricher = enricher;
+    let mut sinks = sinks;
+    let resumed = enricher.resume_running_jobs(std::path::Path::new("/proc"), boot_ns());
+    if !resumed.is_empty() {
+        log::info!(
+            "{} running job processes picked up from /proc",
+            resumed.len()
+        );
+    }
+    for event in &resumed {
+        sinks.log_and_judge(event, &stats);
+    }
+    sinks.flush(&stats);
+
     if let Some(path) = &options.ready_file {
         std::fs::write(path, &ready_text)
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -598,18 +614,6 @@ async fn process(
     losses: LossReader,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
-    // Jobs already running (the agent started or restarted mid-job): picked up from /proc.
-    let resumed = enricher.resume_running_jobs(std::path::Path::new("/proc"), boot_ns());
-    if !resumed.is_empty() {
-        log::info!(
-            "{} running job processes picked up from /proc",
-            resumed.len()
-        );
-    }
-    for event in &resumed {
-        sinks.log_and_judge(event, &stats);
-    }
-    sinks.flush(&stats);
     let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
     loop {

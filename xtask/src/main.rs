@@ -5,6 +5,7 @@
 //! well under a second.
 
 mod bench;
+mod fuzz;
 mod package;
 
 use std::{
@@ -45,6 +46,12 @@ enum Task {
     },
     /// Measure the agent's overhead: wall-time ratios with vs without it, CPU, RSS, throughput.
     Bench(bench::BenchArgs),
+    /// Run the fuzz targets briefly against the kept corpus (monitor/fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
     /// Build the Debian package (target/package/ci-runtime-monitor_<version>_<arch>.deb).
     Package {
         /// Package the debug build (what the tests check) instead of a release build.
@@ -83,7 +90,16 @@ fn main() -> anyhow::Result<()> {
             // Default members: every crate but monitor-ebpf, which only builds for the BPF target.
             let mut test_args = vec!["test"];
             test_args.extend(args.iter().map(String::as_str));
-            cargo(&test_args)
+            cargo(&test_args)?;
+            // Only on the full run (no filter given): a short fuzz of every target.
+            if args.is_empty() {
+                fuzz::run(&workspace_root(), &toolchain_dir(), 20)?;
+            }
+            Ok(())
+        }
+        Task::Fuzz { seconds } => {
+            setup()?;
+            fuzz::run(&workspace_root(), &toolchain_dir(), seconds)
         }
         Task::Package { dev } => {
             setup()?;
