@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub findings: Option<PathBuf>,
     /// The expected behaviour the findings are judged against.
     pub profile: Profile,
+    /// Where `profile` was read from: SIGHUP reads it again (None: the built-in profile).
+    pub profile_path: Option<PathBuf>,
     /// Created once the probes are attached and the process table is seeded.
     pub ready_file: Option<PathBuf>,
     pub probe: ProbeOptions,
@@ -73,6 +75,7 @@ impl Default for RunOptions {
             events: None,
             findings: None,
             profile: Profile::default_profile(),
+            profile_path: None,
             ready_file: None,
             probe: ProbeOptions::default(),
             max_processes: 65_536,
@@ -291,9 +294,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     eprintln!("monitor: probes attached, streaming events");
 
+    // SIGHUP: read the profile again (open jobs go on, judged by the new one from then on).
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let hangup_task = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if reload_tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
     let processor = tokio::spawn(process(
         rx,
         commands,
+        reloads,
+        options.profile_path.clone(),
         enricher,
         sinks,
         losses,
@@ -306,6 +321,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     let _ = stop_tx.send(true);
+    hangup_task.abort();
     for task in [metrics_server, heartbeat].into_iter().flatten() {
         task.abort();
     }
@@ -592,6 +608,35 @@ impl Sinks {
         }
     }
 
+    /// Reads the profile again; a broken one is refused (with where and why) and the current one
+    /// stays.
+    fn reload_profile(&mut self, path: Option<&std::path::Path>, stats: &Stats) {
+        let Some(path) = path else {
+            log::warn!("SIGHUP: running with the built-in profile, nothing to reload");
+            return;
+        };
+        match Profile::load(path) {
+            Ok(profile) => {
+                let was_block =
+                    self.judge.engine.profile().egress_mode() == crate::profile::EgressMode::Block;
+                let is_block = profile.egress_mode() == crate::profile::EgressMode::Block;
+                if was_block != is_block {
+                    log::warn!("SIGHUP: egress.mode changed; switching block mode on or off takes a restart (the rest is applied)");
+                }
+                if let Some(enforcer) = &mut self.enforcer {
+                    enforcer.set_rules(&profile);
+                }
+                self.judge.engine.set_profile(profile);
+                stats.profile_reloads.with_label_values(&["ok"]).inc();
+                log::info!("SIGHUP: profile reloaded from {}", path.display());
+            }
+            Err(e) => {
+                stats.profile_reloads.with_label_values(&["refused"]).inc();
+                log::error!("SIGHUP: profile reload refused, keeping the current one: {e}");
+            }
+        }
+    }
+
     /// Job gauges (ended jobs are accounted when the event that ends them is judged).
     fn account_jobs(&mut self, stats: &Stats) {
         stats
@@ -609,6 +654,8 @@ impl Sinks {
 async fn process(
     mut rx: mpsc::Receiver<KernelEvent>,
     mut commands: mpsc::Receiver<control::Command>,
+    mut reloads: mpsc::Receiver<()>,
+    profile_path: Option<PathBuf>,
     mut enricher: Enricher,
     mut sinks: Sinks,
     losses: LossReader,
@@ -637,6 +684,13 @@ async fn process(
                 let response = sinks.command(&mut enricher, command.request, command.peer, &stats);
                 let _ = command.reply.send(response);
                 sinks.account_jobs(&stats);
+            }
+            Some(()) = reloads.recv() => {
+                // Whatever the kernel queued before the signal is judged by the old profile.
+                while let Ok(event) = rx.try_recv() {
+                    sinks.handle(&mut enricher, event, &stats);
+                }
+                sinks.reload_profile(profile_path.as_deref(), &stats);
             }
             _ = tick.tick() => {
                 for (kind, total) in losses.read() {

@@ -220,6 +220,14 @@ impl Enforcer {
         Ok(slot)
     }
 
+    /// The rules jobs that start from now on get (a reloaded profile).
+    pub fn set_rules(&mut self, profile: &Profile) {
+        self.rules = std::iter::once(&profile.rules)
+            .chain(profile.steps.values())
+            .flat_map(|r| r.egress.allow.iter().cloned())
+            .collect();
+    }
+
     /// Writes what the engine decided.
     pub fn apply(&mut self, action: &Enforcement) -> anyhow::Result<()> {
         match action {

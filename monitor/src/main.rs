@@ -256,6 +256,7 @@ fn main() -> anyhow::Result<()> {
                 events,
                 findings,
                 profile: load_profile(profile.as_deref())?,
+                profile_path: profile.clone(),
                 ready_file,
                 probe: ProbeOptions {
                     ring_bytes,

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub heartbeat: Gauge,
     /// Messages read from DNS sockets that were not DNS responses.
     pub dns_unparsed: IntCounter,
+    /// SIGHUP profile reloads, by result (`ok`, `refused`).
+    pub profile_reloads: IntCounterVec,
     repositories: Mutex<HashSet<String>>,
 }
 
@@ -160,7 +162,17 @@ impl Metrics {
             "monitor",
         );
         registry.register(Box::new(process)).expect("unique metric");
+        let profile_reloads = counter_vec(
+            &registry,
+            "monitor_profile_reloads_total",
+            "Profile reloads on SIGHUP, by result (ok, refused).",
+            &["result"],
+        );
+        for result in ["ok", "refused"] {
+            profile_reloads.with_label_values(&[result]);
+        }
         Metrics {
+            profile_reloads,
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
             queue_full: per_kind(&dropped, &["agent_queue_full"]),

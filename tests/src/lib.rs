@@ -50,6 +50,8 @@ pub struct Agent {
     pub findings_path: PathBuf,
     /// The agent's control socket (`monitor job`, `monitor hook`).
     pub control_socket: PathBuf,
+    /// The profile file it was started with (`start_with_profile`).
+    pub profile_path: Option<PathBuf>,
 }
 
 impl Agent {
@@ -89,6 +91,7 @@ impl Agent {
             events_path,
             findings_path,
             control_socket,
+            profile_path: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
@@ -106,6 +109,22 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         agent
+    }
+
+    /// Sends SIGHUP and waits until the agent's log says it handled it (`needle`).
+    pub fn hangup_and_wait(&self, needle: &str) {
+        let before = self.log().matches(needle).count();
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while self.log().matches(needle).count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} after SIGHUP:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The agent's pid.
@@ -137,7 +156,9 @@ impl Agent {
         let file = tempfile::NamedTempFile::new().expect("profile file");
         std::fs::write(file.path(), profile).expect("writing profile");
         let (_, path) = file.keep().expect("keeping profile file");
-        Self::start_with(&["--profile", path.to_str().expect("utf-8 temp path")])
+        let mut agent = Self::start_with(&["--profile", path.to_str().expect("utf-8 temp path")]);
+        agent.profile_path = Some(path);
+        agent
     }
 
     /// Every event written so far. A line that is not valid JSON fails the test.

@@ -331,3 +331,67 @@ fn hooks_fail_open_unless_asked_to_fail_closed() {
     let closed = monitor_output(&["hook", "job-completed", "--socket", socket, "--fail-closed"]);
     assert!(!closed.status.success(), "--fail-closed fails the job");
 }
+
+/// SIGHUP reloads the profile without a restart: what was a finding is allowed after the
+/// reload; a broken profile is refused with its location and the agent keeps the old one.
+#[test]
+fn sighup_reloads_the_profile_and_refuses_a_broken_one() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let path = agent.profile_path.clone().unwrap();
+    let port = sink();
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n");
+
+    let before = FakeRunner::new();
+    before.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(&before);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|f| rule(f) == "unexpected-egress")
+            .count(),
+        1
+    );
+
+    std::fs::write(
+        &path,
+        format!("version: 1\negress:\n  allow:\n    - 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    agent.hangup_and_wait("profile reloaded");
+    let after = FakeRunner::new();
+    after.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(&after);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|f| rule(f) == "unexpected-egress")
+            .count(),
+        0,
+        "{found:#?}"
+    );
+
+    std::fs::write(&path, "version: 1\negress:\n  alow: []\n").unwrap();
+    agent.hangup_and_wait("reload refused");
+    let log = agent.log();
+    assert!(
+        log.contains(":3:3: ") && log.contains("unknown field `alow`"),
+        "{log}"
+    );
+    // Still running, still with the reloaded profile.
+    let last = FakeRunner::new();
+    last.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(&last);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|f| rule(f) == "unexpected-egress")
+            .count(),
+        0,
+        "{found:#?}"
+    );
+    let metrics = agent.scrape();
+    assert!(
+        metrics.contains("monitor_profile_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+}

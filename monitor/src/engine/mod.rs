@@ -220,6 +220,11 @@ impl Engine {
         &self.profile
     }
 
+    /// Judges everything from now on by `profile` (jobs and processes carry on).
+    pub fn set_profile(&mut self, profile: Profile) {
+        self.profile = profile;
+    }
+
     /// Jobs seen so far, and whether each has ended.
     pub fn jobs(&self) -> impl Iterator<Item = (&JobIdentity, bool)> {
         self.jobs
