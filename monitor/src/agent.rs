@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub profile: Profile,
     /// Where `profile` was read from: SIGHUP reads it again (None: the built-in profile).
     pub profile_path: Option<PathBuf>,
+    /// The configuration file whose profiles judge jobs (instead of `profile`); SIGHUP reads it
+    /// and its profiles again.
+    pub config_path: Option<PathBuf>,
     /// Created once the probes are attached and the process table is seeded.
     pub ready_file: Option<PathBuf>,
     pub probe: ProbeOptions,
@@ -65,6 +68,19 @@ pub struct RunOptions {
     pub heartbeat: Option<Duration>,
 }
 
+/// What SIGHUP reads again.
+struct ReloadFrom {
+    profile: Option<PathBuf>,
+    config: Option<PathBuf>,
+}
+
+/// The profiles a configuration file names, loaded and checked.
+fn load_config_profiles(path: &std::path::Path) -> anyhow::Result<crate::config::ProfileSet> {
+    let config = crate::config::Config::load(path)?;
+    let base = path.parent().unwrap_or(std::path::Path::new("/"));
+    Ok(config.profiles(base)?)
+}
+
 /// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
 pub const HEARTBEAT_PORT: u16 = 9;
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
@@ -76,6 +92,7 @@ impl Default for RunOptions {
             findings: None,
             profile: Profile::default_profile(),
             profile_path: None,
+            config_path: None,
             ready_file: None,
             probe: ProbeOptions::default(),
             max_processes: 65_536,
@@ -195,7 +212,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         None => Box::new(std::io::stderr()),
     };
     let engine_config = machine_engine_config();
-    let enforcer = if options.profile.egress_mode() == crate::profile::EgressMode::Block {
+    let profiles = match &options.config_path {
+        Some(path) => load_config_profiles(path)?,
+        None => crate::config::ProfileSet::single(options.profile.clone()),
+    };
+    let block = profiles
+        .all()
+        .any(|p| p.egress_mode() == crate::profile::EgressMode::Block);
+    let enforcer = if block {
         let enforcer = crate::enforce::Enforcer::attach(
             &mut probes.ebpf,
             &options.profile,
@@ -208,7 +232,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     } else {
         None
     };
-    let engine = Engine::new(options.profile.clone(), engine_config);
+    let engine = Engine::with_profiles(profiles, engine_config);
     if let Some(dir) = &options.reports {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -308,7 +332,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         rx,
         commands,
         reloads,
-        options.profile_path.clone(),
+        ReloadFrom {
+            profile: options.profile_path.clone(),
+            config: options.config_path.clone(),
+        },
         enricher,
         sinks,
         losses,
@@ -608,31 +635,38 @@ impl Sinks {
         }
     }
 
-    /// Reads the profile again; a broken one is refused (with where and why) and the current one
-    /// stays.
-    fn reload_profile(&mut self, path: Option<&std::path::Path>, stats: &Stats) {
-        let Some(path) = path else {
-            log::warn!("SIGHUP: running with the built-in profile, nothing to reload");
-            return;
+    /// Reads the profile (or the configuration and its profiles) again; anything broken is
+    /// refused (with where and why) and what runs now stays.
+    fn reload(&mut self, from: &ReloadFrom, stats: &Stats) {
+        let loaded = match (&from.config, &from.profile) {
+            (Some(config), _) => load_config_profiles(config).map(|p| (p, config.clone())),
+            (None, Some(profile)) => Profile::load(profile)
+                .map(|p| (crate::config::ProfileSet::single(p), profile.clone()))
+                .map_err(anyhow::Error::from),
+            (None, None) => {
+                log::warn!("SIGHUP: running with the built-in profile, nothing to reload");
+                return;
+            }
         };
-        match Profile::load(path) {
-            Ok(profile) => {
-                let was_block =
-                    self.judge.engine.profile().egress_mode() == crate::profile::EgressMode::Block;
-                let is_block = profile.egress_mode() == crate::profile::EgressMode::Block;
-                if was_block != is_block {
+        match loaded {
+            Ok((profiles, path)) => {
+                let block = |p: &crate::config::ProfileSet| {
+                    p.all()
+                        .any(|p| p.egress_mode() == crate::profile::EgressMode::Block)
+                };
+                if block(&profiles) != self.enforcer.is_some() {
                     log::warn!("SIGHUP: egress.mode changed; switching block mode on or off takes a restart (the rest is applied)");
                 }
                 if let Some(enforcer) = &mut self.enforcer {
-                    enforcer.set_rules(&profile);
+                    enforcer.set_rules(&profiles.default);
                 }
-                self.judge.engine.set_profile(profile);
+                self.judge.engine.set_profiles(profiles);
                 stats.profile_reloads.with_label_values(&["ok"]).inc();
                 log::info!("SIGHUP: profile reloaded from {}", path.display());
             }
             Err(e) => {
                 stats.profile_reloads.with_label_values(&["refused"]).inc();
-                log::error!("SIGHUP: profile reload refused, keeping the current one: {e}");
+                log::error!("SIGHUP: profile reload refused, keeping the current one: {e:#}");
             }
         }
     }
@@ -655,7 +689,7 @@ async fn process(
     mut rx: mpsc::Receiver<KernelEvent>,
     mut commands: mpsc::Receiver<control::Command>,
     mut reloads: mpsc::Receiver<()>,
-    profile_path: Option<PathBuf>,
+    reload_from: ReloadFrom,
     mut enricher: Enricher,
     mut sinks: Sinks,
     losses: LossReader,
@@ -690,7 +724,7 @@ async fn process(
                 while let Ok(event) = rx.try_recv() {
                     sinks.handle(&mut enricher, event, &stats);
                 }
-                sinks.reload_profile(profile_path.as_deref(), &stats);
+                sinks.reload(&reload_from, &stats);
             }
             _ = tick.tick() => {
                 for (kind, total) in losses.read() {

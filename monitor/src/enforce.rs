@@ -178,7 +178,7 @@ impl Enforcer {
         Ok(())
     }
 
-    fn new_job(&mut self, key: &str) -> anyhow::Result<u32> {
+    fn new_job(&mut self, key: &str, rules: Option<&[EgressRule]>) -> anyhow::Result<u32> {
         if let Some(slot) = self.slots.get(key) {
             return Ok(*slot);
         }
@@ -193,7 +193,10 @@ impl Enforcer {
             };
             self.allow_net(slot, resolver, prefix, port_set(&[53]))?;
         }
-        for rule in self.rules.clone() {
+        let rules = rules
+            .map(<[EgressRule]>::to_vec)
+            .unwrap_or_else(|| self.rules.clone());
+        for rule in rules {
             let ports = port_set(&rule.ports);
             match &rule.target {
                 EgressTarget::Network(net) => {
@@ -231,15 +234,15 @@ impl Enforcer {
     /// Writes what the engine decided.
     pub fn apply(&mut self, action: &Enforcement) -> anyhow::Result<()> {
         match action {
-            Enforcement::Job { key } => {
-                self.new_job(key)?;
+            Enforcement::Job { key, rules } => {
+                self.new_job(key, Some(rules))?;
             }
             Enforcement::Process {
                 job,
                 pid,
                 anchor_only,
             } => {
-                let slot = self.new_job(job)?;
+                let slot = self.new_job(job, None)?;
                 let entry = BlockEntry {
                     slot,
                     flags: if *anchor_only {

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod ci;
+pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod enforce;

@@ -35,8 +35,12 @@ enum Command {
         #[arg(long)]
         findings: Option<PathBuf>,
         /// The expected behaviour profile (YAML; docs/profile.md). Default: the built-in one.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         profile: Option<PathBuf>,
+        /// A configuration file (docs/config.md): profiles per repository or workflow, and
+        /// outputs. What it sets wins over the corresponding flags.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Create this file (containing the agent's pid) once the probes are attached.
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -142,12 +146,23 @@ enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Check a configuration file and every profile it names.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Check that this machine can run the monitor and say what to fix.
     Doctor {
         /// Only inspect; do not load the programs.
         #[arg(long)]
         no_load: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate: prints `file:line:column: problem` and exits 1 when anything is broken.
+    Check { config: PathBuf },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -230,6 +245,7 @@ fn main() -> anyhow::Result<()> {
             events,
             findings,
             profile,
+            config,
             ready_file,
             ring_bytes,
             all_opens,
@@ -252,7 +268,23 @@ fn main() -> anyhow::Result<()> {
                     "--ring-bytes must be a power of two of at least 4096, got {ring_bytes}"
                 );
             }
+            // A configuration file's settings win over the flags.
+            let (mut events, mut findings, mut reports, mut metrics_address) =
+                (events, findings, reports, metrics_address);
+            let (mut control_socket, mut control_group, mut log_max_bytes) =
+                (control_socket, control_group, log_max_bytes);
+            if let Some(path) = &config {
+                let c = monitor::config::Config::load(path)?;
+                events = c.events.or(events);
+                findings = c.findings.or(findings);
+                reports = c.reports.unwrap_or(reports);
+                metrics_address = c.metrics_address.unwrap_or(metrics_address);
+                control_socket = c.control_socket.unwrap_or(control_socket);
+                control_group = c.control_group.or(control_group);
+                log_max_bytes = c.log_max_bytes.unwrap_or(log_max_bytes);
+            }
             let options = agent::RunOptions {
+                config_path: config.clone(),
                 events,
                 findings,
                 profile: load_profile(profile.as_deref())?,
@@ -359,6 +391,24 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Profile { command } => profile_command(command),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let checked = monitor::config::Config::load(&config).and_then(|c| {
+                c.profiles(config.parent().unwrap_or(Path::new("/")))
+                    .map(|set| set.chosen.len() + 1)
+            });
+            match checked {
+                Ok(n) => {
+                    println!("{}: valid ({n} profiles)", config.display());
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1)
+                }
+            }
+        }
         Command::Job { command, socket } => job_command(command, &socket),
         Command::Hook {
             command,

@@ -284,6 +284,8 @@ pub struct FakeRunner {
     pub run_id: String,
     pub home: PathBuf,
     pub workspace: PathBuf,
+    /// `GITHUB_REPOSITORY` of its jobs.
+    pub repository: String,
 }
 
 impl FakeRunner {
@@ -303,6 +305,7 @@ impl FakeRunner {
                 .unwrap_or(0)
         );
         FakeRunner {
+            repository: "acme/app".into(),
             home: root.join("home"),
             workspace: root.join("work/app/app"),
             dir,
@@ -349,7 +352,7 @@ impl FakeRunner {
             ("GITHUB_RUN_ID", self.run_id.clone()),
             ("GITHUB_RUN_ATTEMPT", "1".into()),
             ("GITHUB_JOB", "build".into()),
-            ("GITHUB_REPOSITORY", "acme/app".into()),
+            ("GITHUB_REPOSITORY", self.repository.clone()),
             ("GITHUB_WORKFLOW", "CI".into()),
             ("GITHUB_WORKSPACE", self.workspace.display().to_string()),
             ("RUNNER_TEMP", root.join("work/_temp").display().to_string()),

@@ -395,3 +395,67 @@ fn sighup_reloads_the_profile_and_refuses_a_broken_one() {
         "{metrics}"
     );
 }
+
+/// A configuration file picks a profile per repository: the same job is allowed its egress in
+/// the repository whose profile allows it, and reported in any other.
+#[test]
+fn a_configuration_file_picks_the_profile_per_repository() {
+    let port = sink();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("strict.yml"), STRICT_PROFILE).unwrap();
+    std::fs::write(
+        dir.path().join("app.yml"),
+        format!("version: 1\negress:\n  allow:\n    - 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let config = dir.path().join("monitor.yml");
+    std::fs::write(
+        &config,
+        "version: 1\nprofile: strict.yml\nprofiles:\n  - { repository: \"acme/*\", profile: app.yml }\n",
+    )
+    .unwrap();
+    let checked = monitor_output(&["config", "check", config.to_str().unwrap()]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n");
+
+    let acme = FakeRunner::new();
+    acme.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(&acme);
+    assert!(
+        found.iter().all(|f| rule(f) != "unexpected-egress"),
+        "{found:#?}"
+    );
+
+    let mut other = FakeRunner::new();
+    other.repository = "someone/else".into();
+    other.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(&other);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|f| rule(f) == "unexpected-egress")
+            .count(),
+        1,
+        "{found:#?}"
+    );
+
+    // A broken configuration is refused with where and why.
+    std::fs::write(
+        &config,
+        "version: 1\nprofiles:\n  - { repo: x, profile: app.yml }\n",
+    )
+    .unwrap();
+    let refused = monitor_output(&["config", "check", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("monitor.yml:3:")
+            && err.contains("unknown field `repo`"),
+        "{err}"
+    );
+}

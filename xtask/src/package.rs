@@ -52,6 +52,7 @@ pub fn build(root: &Path, binary: &Path) -> anyhow::Result<PathBuf> {
             "etc/monitor/profile.yml",
             0o644,
         ),
+        (deb.join("monitor.yml"), "etc/monitor/monitor.yml", 0o644),
         (
             deb.join("job-started.sh"),
             "usr/lib/ci-runtime-monitor/job-started.sh",
@@ -115,7 +116,7 @@ pub fn build(root: &Path, binary: &Path) -> anyhow::Result<PathBuf> {
     )?;
     std::fs::write(
         control.join("conffiles"),
-        "/etc/default/ci-runtime-monitor\n/etc/monitor/profile.yml\n",
+        "/etc/default/ci-runtime-monitor\n/etc/monitor/monitor.yml\n/etc/monitor/profile.yml\n",
     )?;
     for script in ["postinst", "prerm", "postrm"] {
         install(&deb.join(script), &control.join(script), 0o755)?;

@@ -101,9 +101,10 @@ struct HookState {
 /// What block mode must tell the kernel (only made when the profile's egress mode is `block`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement {
-    /// A job appeared: give it its allowed destinations.
+    /// A job appeared: give it its allowed destinations (its profile's, every step's).
     Job {
         key: String,
+        rules: Vec<crate::profile::EgressRule>,
     },
     /// Judge this process's connections (and its descendants'), or with `anchor_only` only its
     /// descendants' (a runner's Worker, whose own traffic is the runner's).
@@ -148,7 +149,7 @@ struct WrittenPth {
 }
 
 pub struct Engine {
-    profile: Profile,
+    profiles: crate::config::ProfileSet,
     config: EngineConfig,
     procs: HashMap<ProcessKey, Proc>,
     jobs: Vec<Job>,
@@ -198,8 +199,13 @@ struct Raw {
 
 impl Engine {
     pub fn new(profile: Profile, config: EngineConfig) -> Self {
+        Self::with_profiles(crate::config::ProfileSet::single(profile), config)
+    }
+
+    /// An engine judging each job by the profile its identity picks.
+    pub fn with_profiles(profiles: crate::config::ProfileSet, config: EngineConfig) -> Self {
         Self {
-            profile,
+            profiles,
             config,
             procs: HashMap::new(),
             jobs: Vec::new(),
@@ -216,13 +222,23 @@ impl Engine {
         }
     }
 
+    /// The profile of jobs no configuration entry picks.
     pub fn profile(&self) -> &Profile {
-        &self.profile
+        &self.profiles.default
     }
 
     /// Judges everything from now on by `profile` (jobs and processes carry on).
     pub fn set_profile(&mut self, profile: Profile) {
-        self.profile = profile;
+        self.profiles = crate::config::ProfileSet::single(profile);
+    }
+
+    /// Judges everything from now on by these profiles (jobs and processes carry on).
+    pub fn set_profiles(&mut self, profiles: crate::config::ProfileSet) {
+        self.profiles = profiles;
+    }
+
+    fn profile_of(&self, job: usize) -> &Profile {
+        self.profiles.for_job(&self.jobs[job].identity)
     }
 
     /// Jobs seen so far, and whether each has ended.
@@ -253,8 +269,8 @@ impl Engine {
         std::mem::take(&mut self.enforcement)
     }
 
-    fn enforce(&mut self, action: Enforcement) {
-        if self.profile.egress_mode() == crate::profile::EgressMode::Block {
+    fn enforce(&mut self, job: usize, action: Enforcement) {
+        if self.profile_of(job).egress_mode() == crate::profile::EgressMode::Block {
             self.enforcement.push(action);
         }
     }
@@ -294,7 +310,7 @@ impl Engine {
             self.jobs[job].ended_ns = Some(ts_ns);
             self.ended.push(job);
             let key = self.jobs[job].identity.key.clone();
-            self.enforce(Enforcement::JobEnded { key });
+            self.enforce(job, Enforcement::JobEnded { key });
         }
         self.anchors.retain(|_, j| *j != job);
         // The CI shell that anchored an explicit job goes on with other work: what it starts
@@ -327,11 +343,14 @@ impl Engine {
                 self.jobs[job].anchor = Some(key);
                 self.anchors.insert(key, job);
                 let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(Enforcement::Process {
-                    job: job_key,
-                    pid: e.process.pid,
-                    anchor_only: !explicit,
-                });
+                self.enforce(
+                    job,
+                    Enforcement::Process {
+                        job: job_key,
+                        pid: e.process.pid,
+                        anchor_only: !explicit,
+                    },
+                );
                 // An explicitly started job's anchor is the CI's own shell: it is the job's
                 // first step. A GitHub runner's Worker is the runner, not the job's code.
                 if explicit && !self.procs.contains_key(&key) {
@@ -497,11 +516,14 @@ impl Engine {
                     checked: false,
                 });
                 let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(Enforcement::Process {
-                    job: job_key,
-                    pid: e.process.pid,
-                    anchor_only: false,
-                });
+                self.enforce(
+                    job,
+                    Enforcement::Process {
+                        job: job_key,
+                        pid: e.process.pid,
+                        anchor_only: false,
+                    },
+                );
                 (job, self.jobs[job].steps.len() - 1, None, true)
             }
             None => {
@@ -527,11 +549,14 @@ impl Engine {
                     checked: false,
                 });
                 let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(Enforcement::Process {
-                    job: job_key,
-                    pid: e.process.pid,
-                    anchor_only: false,
-                });
+                self.enforce(
+                    job,
+                    Enforcement::Process {
+                        job: job_key,
+                        pid: e.process.pid,
+                        anchor_only: false,
+                    },
+                );
                 (job, self.jobs[job].steps.len() - 1, None, true)
             }
         };
@@ -570,16 +595,26 @@ impl Engine {
             names: dns::JobNames::default(),
             retired: false,
         });
-        self.enforce(Enforcement::Job {
-            key: identity.key.clone(),
-        });
-        self.job_by_key.insert(identity.key, self.jobs.len() - 1);
+        let job = self.jobs.len() - 1;
+        let profile = self.profile_of(job);
+        let rules = std::iter::once(&profile.rules)
+            .chain(profile.steps.values())
+            .flat_map(|r| r.egress.allow.iter().cloned())
+            .collect();
+        self.enforce(
+            job,
+            Enforcement::Job {
+                key: identity.key.clone(),
+                rules,
+            },
+        );
+        self.job_by_key.insert(identity.key, job);
         self.jobs.len() - 1
     }
 
     fn rules_of(&self, job: usize, step: usize) -> impl Iterator<Item = &Rules> {
         let identity = self.jobs[job].steps.get(step).map(|s| &s.identity);
-        self.profile.rules_for(identity)
+        self.profile_of(job).rules_for(identity)
     }
 
     /// The acting process and its ancestors up to the step root.
@@ -903,7 +938,7 @@ impl Engine {
         // DNS to the machine's resolvers, or to a local stub resolver on loopback
         // (systemd-resolved, dnsmasq), is how names get resolved at all.
         if port == 53
-            && self.profile.allows_dns()
+            && self.profile_of(job).allows_dns()
             && (address.to_canonical().is_loopback()
                 || self
                     .config
@@ -935,8 +970,8 @@ impl Engine {
             })
         });
         // In block mode the kernel refused it when connect failed with EPERM.
-        let blocked =
-            self.profile.egress_mode() == crate::profile::EgressMode::Block && *result == -1;
+        let blocked = self.profile_of(job).egress_mode() == crate::profile::EgressMode::Block
+            && *result == -1;
         if allowed {
             if blocked {
                 // Allowed by the profile, refused by the kernel: an address the kernel did not

@@ -244,6 +244,29 @@ impl Rules {
     }
 }
 
+/// Parses YAML into `T`, reporting a problem as `file:line:column: message`.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ProfileError> {
+    serde_norway::from_str(text).map_err(|e: serde_norway::Error| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // The message repeats the position; keep only the problem.
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        ProfileError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
 /// A refused profile: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -272,18 +295,7 @@ impl Profile {
             column,
             message,
         };
-        let from_yaml = |e: serde_norway::Error| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            // The message repeats the position; keep only the problem.
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_string();
-            error(line, column, message)
-        };
-        let profile: Profile = serde_norway::from_str(text).map_err(from_yaml)?;
+        let profile: Profile = parse_yaml(text, file)?;
         if profile.version != PROFILE_VERSION {
             let line = text
                 .lines()

@@ -1,0 +1,220 @@
+//! The agent's configuration file (`monitor run --config /etc/monitor/monitor.yml`): which
+//! profile judges which jobs (per repository or workflow), and where outputs go. Validated like
+//! profiles: unknown keys and bad values are refused with `file:line:column: problem`, and every
+//! profile it names is loaded and checked too.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    ci::JobIdentity,
+    profile::{parse_yaml, wildcard_match, Profile, ProfileError},
+};
+
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Which jobs a profile is for: every given field must match (`*` wildcards).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChoice {
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// The profile file (relative paths are from the configuration file's directory).
+    pub profile: PathBuf,
+}
+
+impl ProfileChoice {
+    fn matches(&self, job: &JobIdentity) -> bool {
+        let field = |want: &Option<String>, have: &Option<String>| match want {
+            None => true,
+            Some(w) => have.as_deref().is_some_and(|h| wildcard_match(w, h)),
+        };
+        field(&self.repository, &job.repository) && field(&self.workflow, &job.workflow)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    /// The profile for jobs no `profiles` entry picks (default: the built-in one).
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// First match wins.
+    #[serde(default)]
+    pub profiles: Vec<ProfileChoice>,
+    #[serde(default)]
+    pub events: Option<PathBuf>,
+    #[serde(default)]
+    pub findings: Option<PathBuf>,
+    #[serde(default)]
+    pub reports: Option<PathBuf>,
+    #[serde(default)]
+    pub metrics_address: Option<SocketAddr>,
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    #[serde(default)]
+    pub control_group: Option<String>,
+    #[serde(default)]
+    pub log_max_bytes: Option<u64>,
+}
+
+/// The profiles in force: one per job, chosen by the job's identity.
+#[derive(Debug, Clone)]
+pub struct ProfileSet {
+    pub default: Profile,
+    pub chosen: Vec<(ProfileChoice, Profile)>,
+}
+
+impl ProfileSet {
+    pub fn single(profile: Profile) -> Self {
+        Self {
+            default: profile,
+            chosen: Vec::new(),
+        }
+    }
+
+    pub fn for_job(&self, job: &JobIdentity) -> &Profile {
+        self.chosen
+            .iter()
+            .find(|(choice, _)| choice.matches(job))
+            .map(|(_, p)| p)
+            .unwrap_or(&self.default)
+    }
+
+    /// Every profile (for what must hold for all of them, like block mode).
+    pub fn all(&self) -> impl Iterator<Item = &Profile> {
+        std::iter::once(&self.default).chain(self.chosen.iter().map(|(_, p)| p))
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        let config: Config = parse_yaml(&text, &file)?;
+        if config.version != CONFIG_VERSION {
+            return Err(ProfileError {
+                file,
+                line: 1,
+                column: 1,
+                message: format!(
+                    "unsupported configuration version {} (this monitor reads version {CONFIG_VERSION})",
+                    config.version
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Loads every profile the configuration names (relative to `base`).
+    pub fn profiles(&self, base: &Path) -> Result<ProfileSet, ProfileError> {
+        let load = |p: &Path| {
+            let path = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            Profile::load(&path)
+        };
+        let default = match &self.profile {
+            Some(p) => load(p)?,
+            None => Profile::default_profile(),
+        };
+        let chosen = self
+            .profiles
+            .iter()
+            .map(|c| Ok((c.clone(), load(&c.profile)?)))
+            .collect::<Result<_, ProfileError>>()?;
+        Ok(ProfileSet { default, chosen })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(repository: &str, workflow: &str) -> JobIdentity {
+        JobIdentity {
+            provider: "github".into(),
+            key: format!("github/{repository}/1/1/build"),
+            name: "build".into(),
+            repository: Some(repository.into()),
+            run_id: Some("1".into()),
+            attempt: None,
+            workflow: Some(workflow.into()),
+            runner: None,
+            workspace: None,
+        }
+    }
+
+    #[test]
+    fn profiles_are_chosen_per_repository_and_workflow_and_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("strict.yml"),
+            "version: 1\negress:\n  allow: []\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("release.yml"),
+            "version: 1\negress:\n  allow: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        let config_path = dir.path().join("monitor.yml");
+        std::fs::write(
+            &config_path,
+            "version: 1\nprofile: strict.yml\nprofiles:\n  - { repository: \"acme/*\", workflow: Release, profile: release.yml }\n",
+        )
+        .unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let set = config.profiles(dir.path()).unwrap();
+        assert!(!set
+            .for_job(&job("acme/app", "Release"))
+            .rules
+            .egress
+            .allow
+            .is_empty());
+        assert!(set
+            .for_job(&job("acme/app", "CI"))
+            .rules
+            .egress
+            .allow
+            .is_empty());
+        assert!(set
+            .for_job(&job("other/app", "Release"))
+            .rules
+            .egress
+            .allow
+            .is_empty());
+
+        std::fs::write(
+            &config_path,
+            "version: 1\nprofiles:\n  - { repo: x, profile: a.yml }\n",
+        )
+        .unwrap();
+        let e = Config::load(&config_path).unwrap_err().to_string();
+        assert!(
+            e.contains("monitor.yml:3:") && e.contains("unknown field `repo`"),
+            "{e}"
+        );
+        std::fs::write(&config_path, "version: 1\nprofile: missing.yml\n").unwrap();
+        let e = Config::load(&config_path)
+            .unwrap()
+            .profiles(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.yml"), "{e}");
+    }
+}
