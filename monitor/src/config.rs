@@ -63,6 +63,9 @@ pub struct Config {
     pub control_group: Option<String>,
     #[serde(default)]
     pub log_max_bytes: Option<u64>,
+    /// `audit` or `block`, for profiles that do not say (default: audit).
+    #[serde(default)]
+    pub egress_mode: Option<crate::profile::EgressMode>,
 }
 
 /// The profiles in force: one per job, chosen by the job's identity.
@@ -130,7 +133,13 @@ impl Config {
         };
         let default = match &self.profile {
             Some(p) => load(p)?,
-            None => Profile::default_profile(),
+            None => {
+                let mut profile = Profile::default_profile();
+                if profile.rules.egress.mode.is_none() {
+                    profile.rules.egress.mode = self.egress_mode;
+                }
+                profile
+            }
         };
         let chosen = self
             .profiles

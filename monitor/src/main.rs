@@ -116,9 +116,13 @@ enum Command {
         #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Fail the job when the agent cannot be told (default: warn in the job log and go on,
-        /// so a monitor that is down never breaks builds).
+        /// so a monitor that is down never breaks builds, unless the job's profile says
+        /// `hooks: {fail_closed: true}`).
         #[arg(long, global = true)]
         fail_closed: bool,
+        /// The configuration whose profiles say whether hooks fail closed.
+        #[arg(long, global = true, default_value = "/etc/monitor/monitor.yml")]
+        config: PathBuf,
     },
     /// Point a GitHub Actions runner's job hooks at this monitor (edits RUNNER_DIR/.env,
     /// idempotent, keeps every other setting; --remove undoes it).
@@ -414,9 +418,10 @@ fn main() -> anyhow::Result<()> {
             command,
             socket,
             fail_closed,
+            config,
         } => match hook_command(command, &socket) {
             Ok(()) => Ok(()),
-            Err(e) if !fail_closed => {
+            Err(e) if !fail_closed && !profile_wants_fail_closed(&config) => {
                 // Shown in the job's log by the runner; the job goes on.
                 eprintln!("monitor hook: {e:#} (the job continues unmonitored: pass --fail-closed to fail it instead)");
                 Ok(())
@@ -474,6 +479,22 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+    }
+}
+
+/// Whether the profile that would judge this job (from the configuration, by the job's own
+/// identity variables) asks hooks to fail closed. Unreadable configuration: no.
+fn profile_wants_fail_closed(config: &Path) -> bool {
+    let Ok(c) = monitor::config::Config::load(config) else {
+        return false;
+    };
+    let Ok(profiles) = c.profiles(config.parent().unwrap_or(Path::new("/"))) else {
+        return false;
+    };
+    let env = control::own_identity_env();
+    match monitor::ci::identity_from_env(&env) {
+        Some((job, _)) => profiles.for_job(&job).hooks.fail_closed,
+        None => profiles.default.hooks.fail_closed,
     }
 }
 

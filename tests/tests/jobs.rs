@@ -330,6 +330,27 @@ fn hooks_fail_open_unless_asked_to_fail_closed() {
     assert!(String::from_utf8_lossy(&open.stderr).contains("continues unmonitored"));
     let closed = monitor_output(&["hook", "job-completed", "--socket", socket, "--fail-closed"]);
     assert!(!closed.status.success(), "--fail-closed fails the job");
+    // Or the profile asks for it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yml"),
+        "version: 1\nhooks:\n  fail_closed: true\n",
+    )
+    .unwrap();
+    let config = dir.path().join("monitor.yml");
+    std::fs::write(&config, "version: 1\nprofile: p.yml\n").unwrap();
+    let asked = monitor_output(&[
+        "hook",
+        "job-started",
+        "--socket",
+        socket,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        !asked.status.success(),
+        "the profile's hooks.fail_closed fails the job"
+    );
 }
 
 /// SIGHUP reloads the profile without a restart: what was a finding is allowed after the

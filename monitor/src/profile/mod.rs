@@ -27,6 +27,23 @@ pub struct Profile {
     pub rules: Rules,
     /// Extra allowances per step, by step id or action.
     pub steps: BTreeMap<String, Rules>,
+    /// How the runner's job hooks behave when the agent cannot be told.
+    pub hooks: HookPolicy,
+}
+
+/// `hooks:` in a profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookPolicy {
+    /// Fail the job when the agent is unreachable (default: warn and let the job run unmonitored).
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+impl HookPolicy {
+    fn is_default(&self) -> bool {
+        *self == HookPolicy::default()
+    }
 }
 
 /// The file form of a profile: the job-level sections sit at the top. (Not `#[serde(flatten)]`:
@@ -49,6 +66,8 @@ struct RawProfile {
     processes: Processes,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     steps: BTreeMap<String, Rules>,
+    #[serde(default, skip_serializing_if = "HookPolicy::is_default")]
+    hooks: HookPolicy,
 }
 
 impl From<RawProfile> for Profile {
@@ -64,6 +83,7 @@ impl From<RawProfile> for Profile {
                 processes: raw.processes,
             },
             steps: raw.steps,
+            hooks: raw.hooks,
         }
     }
 }
@@ -79,6 +99,7 @@ impl From<Profile> for RawProfile {
             persistence: p.rules.persistence,
             processes: p.rules.processes,
             steps: p.steps,
+            hooks: p.hooks,
         }
     }
 }
