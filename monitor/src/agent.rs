@@ -247,6 +247,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         enforcer,
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
+        losses: Some(losses),
     };
 
     let (command_tx, commands) = mpsc::channel(64);
@@ -338,7 +339,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         },
         enricher,
         sinks,
-        losses,
         stats.clone(),
     ));
 
@@ -417,6 +417,8 @@ struct Sinks {
     reports_dir: Option<PathBuf>,
     /// Reused serialisation buffer: each event reaches the writer as one whole line.
     line: Vec<u8>,
+    /// The kernel's per-kind loss counters, read on every tick and before a report is made.
+    losses: Option<LossReader>,
 }
 
 /// A job's report as written when it ended.
@@ -473,6 +475,11 @@ impl Sinks {
         }
         self.write_findings(findings, stats);
         let mut reports = Vec::new();
+        if !ended.is_empty() {
+            // A report must count the losses up to now, not up to the last tick.
+            self.refresh_losses(stats);
+            self.judge.recorder.current_drops = Some(stats.drop_totals());
+        }
         for job in ended {
             stats.jobs_ended.inc();
             stats
@@ -671,6 +678,14 @@ impl Sinks {
         }
     }
 
+    fn refresh_losses(&mut self, stats: &Stats) {
+        if let Some(losses) = &self.losses {
+            for (kind, total) in losses.read() {
+                stats.set_kernel_losses(kind, total);
+            }
+        }
+    }
+
     /// Job gauges (ended jobs are accounted when the event that ends them is judged).
     fn account_jobs(&mut self, stats: &Stats) {
         stats
@@ -692,7 +707,6 @@ async fn process(
     reload_from: ReloadFrom,
     mut enricher: Enricher,
     mut sinks: Sinks,
-    losses: LossReader,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(ENGINE_TICK);
@@ -727,7 +741,8 @@ async fn process(
                 sinks.reload(&reload_from, &stats);
             }
             _ = tick.tick() => {
-                for (kind, total) in losses.read() {
+                let totals = sinks.losses.as_ref().map(LossReader::read).unwrap_or_default();
+                for (kind, total) in totals {
                     let slot = Metrics::slot(kind);
                     stats.set_kernel_losses(kind, total);
                     if total > reported_losses[slot] {
@@ -745,9 +760,7 @@ async fn process(
             }
         }
     }
-    for (kind, total) in losses.read() {
-        stats.set_kernel_losses(kind, total);
-    }
+    sinks.refresh_losses(&stats);
     let findings = sinks.judge.tick(boot_ns());
     sinks.write_findings(findings, &stats);
     sinks.events.flush().context("flushing events")?;
