@@ -360,35 +360,15 @@ fn sighup_reloads_the_profile_and_refuses_a_broken_one() {
     let agent = Agent::start_with_profile(STRICT_PROFILE);
     let path = agent.profile_path.clone().unwrap();
     let port = sink();
-    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n");
+    assert_eq!(egress_findings(&agent, &FakeRunner::new(), port), 1);
 
-    let before = FakeRunner::new();
-    before.run_job(&[("call", &connect), MARKER_STEP]);
-    let found = agent.findings_through_marker(&before);
-    assert_eq!(
-        found
-            .iter()
-            .filter(|f| rule(f) == "unexpected-egress")
-            .count(),
-        1
-    );
-
-    std::fs::write(
-        &path,
-        format!("version: 1\negress:\n  allow:\n    - 127.0.0.1:{port}\n"),
-    )
-    .unwrap();
+    let allow = format!("version: 1\negress:\n  allow:\n    - 127.0.0.1:{port}\n");
+    std::fs::write(&path, allow).unwrap();
     agent.hangup_and_wait("profile reloaded");
-    let after = FakeRunner::new();
-    after.run_job(&[("call", &connect), MARKER_STEP]);
-    let found = agent.findings_through_marker(&after);
     assert_eq!(
-        found
-            .iter()
-            .filter(|f| rule(f) == "unexpected-egress")
-            .count(),
+        egress_findings(&agent, &FakeRunner::new(), port),
         0,
-        "{found:#?}"
+        "allowed after the reload"
     );
 
     std::fs::write(&path, "version: 1\negress:\n  alow: []\n").unwrap();
@@ -399,16 +379,10 @@ fn sighup_reloads_the_profile_and_refuses_a_broken_one() {
         "{log}"
     );
     // Still running, still with the reloaded profile.
-    let last = FakeRunner::new();
-    last.run_job(&[("call", &connect), MARKER_STEP]);
-    let found = agent.findings_through_marker(&last);
     assert_eq!(
-        found
-            .iter()
-            .filter(|f| rule(f) == "unexpected-egress")
-            .count(),
+        egress_findings(&agent, &FakeRunner::new(), port),
         0,
-        "{found:#?}"
+        "the good profile stays"
     );
     let metrics = agent.scrape();
     assert!(
@@ -442,27 +416,17 @@ fn a_configuration_file_picks_the_profile_per_repository() {
         String::from_utf8_lossy(&checked.stderr)
     );
     let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
-    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n");
-
-    let acme = FakeRunner::new();
-    acme.run_job(&[("call", &connect), MARKER_STEP]);
-    let found = agent.findings_through_marker(&acme);
-    assert!(
-        found.iter().all(|f| rule(f) != "unexpected-egress"),
-        "{found:#?}"
+    assert_eq!(
+        egress_findings(&agent, &FakeRunner::new(), port),
+        0,
+        "acme/app's profile allows it"
     );
-
     let mut other = FakeRunner::new();
     other.repository = "someone/else".into();
-    other.run_job(&[("call", &connect), MARKER_STEP]);
-    let found = agent.findings_through_marker(&other);
     assert_eq!(
-        found
-            .iter()
-            .filter(|f| rule(f) == "unexpected-egress")
-            .count(),
+        egress_findings(&agent, &other, port),
         1,
-        "{found:#?}"
+        "the default profile does not"
     );
 
     // A broken configuration is refused with where and why.
@@ -479,4 +443,15 @@ fn a_configuration_file_picks_the_profile_per_repository() {
             && err.contains("unknown field `repo`"),
         "{err}"
     );
+}
+
+/// Runs one job that connects to `port`, and counts its unexpected-egress findings.
+fn egress_findings(agent: &Agent, runner: &FakeRunner, port: u16) -> usize {
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-\n");
+    runner.run_job(&[("call", &connect), MARKER_STEP]);
+    let found = agent.findings_through_marker(runner);
+    found
+        .iter()
+        .filter(|f| rule(f) == "unexpected-egress")
+        .count()
 }

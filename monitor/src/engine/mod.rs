@@ -509,22 +509,8 @@ impl Engine {
                     id: "job".into(),
                     action: None,
                 });
-                self.jobs[job].steps.push(Step {
-                    identity,
-                    root: key,
-                    ended: None,
-                    checked: false,
-                });
-                let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(
-                    job,
-                    Enforcement::Process {
-                        job: job_key,
-                        pid: e.process.pid,
-                        anchor_only: false,
-                    },
-                );
-                (job, self.jobs[job].steps.len() - 1, None, true)
+                let step = self.new_step(job, identity, key, e.process.pid);
+                (job, step, None, true)
             }
             None => {
                 let env = match &e.detail {
@@ -542,22 +528,8 @@ impl Engine {
                         self.anchors.insert(parent, job);
                     }
                 }
-                self.jobs[job].steps.push(Step {
-                    identity: step_id,
-                    root: key,
-                    ended: None,
-                    checked: false,
-                });
-                let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(
-                    job,
-                    Enforcement::Process {
-                        job: job_key,
-                        pid: e.process.pid,
-                        anchor_only: false,
-                    },
-                );
-                (job, self.jobs[job].steps.len() - 1, None, true)
+                let step = self.new_step(job, step_id, key, e.process.pid);
+                (job, step, None, true)
             }
         };
         if self.procs.len() >= MAX_TRACKED_PROCESSES {
@@ -579,6 +551,32 @@ impl Engine {
             },
         );
         true
+    }
+
+    /// A step rooted at `root`; in block mode its process is judged from now on.
+    fn new_step(
+        &mut self,
+        job: usize,
+        identity: StepIdentity,
+        root: ProcessKey,
+        pid: u32,
+    ) -> usize {
+        self.jobs[job].steps.push(Step {
+            identity,
+            root,
+            ended: None,
+            checked: false,
+        });
+        let job_key = self.jobs[job].identity.key.clone();
+        self.enforce(
+            job,
+            Enforcement::Process {
+                job: job_key,
+                pid,
+                anchor_only: false,
+            },
+        );
+        self.jobs[job].steps.len() - 1
     }
 
     fn job_index(&mut self, identity: JobIdentity) -> usize {
