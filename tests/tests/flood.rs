@@ -1,4 +1,4 @@
-//! A flood inside a job (an exec storm against a deliberately tiny ring buffer): the agent keeps
+//! A flood inside a job (an exec storm whose records cannot fit a deliberately tiny ring): the agent keeps
 //! its memory bounded, loses events only in the kernel where they are counted, exports the count,
 //! and the job's report says it may be incomplete. Nothing is hidden.
 
@@ -27,7 +27,12 @@ fn an_exec_flood_is_counted_exported_and_reported_without_unbounded_memory() {
     ]);
     let runner = FakeRunner::new();
     runner.run_job_with_hooks(
-        &[("flood", "for i in $(seq 1 4000); do /bin/true; done\n")],
+        // Each program's environment (8 KB of padding) makes its env record bigger than the
+        // whole ring: those records are lost whatever the agent's speed, and must be counted.
+        &[(
+            "flood",
+            "export PADDING=$(printf '%08000d' 0)\nfor i in $(seq 1 1000); do /bin/true; done\n",
+        )],
         Some(&agent.control_socket),
     );
     // Losses are read from the kernel every half second: wait for the export to show them.
