@@ -603,11 +603,15 @@ pub fn write_all(
         ("md", markdown::render(report)),
         ("html", html::render(report)),
     ] {
+        // Written aside and renamed into place: a reader never sees half a report.
         let path = dir.join(format!("{stem}.{ext}"));
-        let _ = std::fs::remove_file(&path);
-        let mut file = crate::agent::open_private(&path)?;
+        let partial = dir.join(format!(".{stem}.{ext}.partial"));
+        let _ = std::fs::remove_file(&partial);
+        let mut file = crate::agent::open_private(&partial)?;
         file.write_all(text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("moving {} into place", path.display()))?;
         written.push(path);
     }
     Ok(written)
