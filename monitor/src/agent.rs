@@ -74,13 +74,6 @@ struct ReloadFrom {
     config: Option<PathBuf>,
 }
 
-/// The profiles a configuration file names, loaded and checked.
-fn load_config_profiles(path: &std::path::Path) -> anyhow::Result<crate::config::ProfileSet> {
-    let config = crate::config::Config::load(path)?;
-    let base = path.parent().unwrap_or(std::path::Path::new("/"));
-    Ok(config.profiles(base)?)
-}
-
 /// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
 pub const HEARTBEAT_PORT: u16 = 9;
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
@@ -213,19 +206,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let engine_config = machine_engine_config();
     let profiles = match &options.config_path {
-        Some(path) => load_config_profiles(path)?,
+        Some(path) => crate::config::Config::load_profiles(path)?,
         None => crate::config::ProfileSet::single(options.profile.clone()),
     };
     let block = profiles
         .all()
         .any(|p| p.egress_mode() == crate::profile::EgressMode::Block);
     let enforcer = if block {
-        let enforcer = crate::enforce::Enforcer::attach(
-            &mut probes.ebpf,
-            &options.profile,
-            &engine_config.dns_resolvers,
-        )
-        .context("egress.mode is block, but the kernel side of block mode could not be set up")?;
+        let enforcer =
+            crate::enforce::Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers)
+                .context(
+                    "egress.mode is block, but the kernel side of block mode could not be set up",
+                )?;
         log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
         log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
         Some(enforcer)
@@ -646,7 +638,9 @@ impl Sinks {
     /// refused (with where and why) and what runs now stays.
     fn reload(&mut self, from: &ReloadFrom, stats: &Stats) {
         let loaded = match (&from.config, &from.profile) {
-            (Some(config), _) => load_config_profiles(config).map(|p| (p, config.clone())),
+            (Some(config), _) => crate::config::Config::load_profiles(config)
+                .map(|p| (p, config.clone()))
+                .map_err(anyhow::Error::from),
             (None, Some(profile)) => Profile::load(profile)
                 .map(|p| (crate::config::ProfileSet::single(p), profile.clone()))
                 .map_err(anyhow::Error::from),
@@ -663,9 +657,6 @@ impl Sinks {
                 };
                 if block(&profiles) != self.enforcer.is_some() {
                     log::warn!("SIGHUP: egress.mode changed; switching block mode on or off takes a restart (the rest is applied)");
-                }
-                if let Some(enforcer) = &mut self.enforcer {
-                    enforcer.set_rules(&profiles.default);
                 }
                 self.judge.engine.set_profiles(profiles);
                 stats.profile_reloads.with_label_values(&["ok"]).inc();

@@ -121,6 +121,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Loads the configuration at `path` and every profile it names (relative to its directory).
+    pub fn load_profiles(path: &Path) -> Result<ProfileSet, ProfileError> {
+        Self::load(path)?.profiles(path.parent().unwrap_or(Path::new("/")))
+    }
+
     /// Loads every profile the configuration names (relative to `base`).
     pub fn profiles(&self, base: &Path) -> Result<ProfileSet, ProfileError> {
         let load = |p: &Path| {

@@ -224,24 +224,24 @@ pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
 /// The CI identity variables of this process's own environment, as the agent would keep them
 /// (secrets are never sent: only the identity keys, redacted).
 pub fn own_identity_env() -> BTreeMap<String, String> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let mut block = Vec::new();
-    for (k, v) in std::env::vars_os() {
-        block.extend_from_slice(k.as_bytes());
-        block.push(b'=');
-        block.extend_from_slice(v.as_bytes());
-        block.push(0);
-    }
-    crate::ci::env::select_env(&block)
+    use std::os::unix::ffi::OsStringExt as _;
+    select(std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())))
 }
 
 /// Re-filters identity variables received over the socket exactly as the kernel's are.
 pub fn filter_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    select(env)
+}
+
+/// Keeps what `ci::env::select_env` keeps of these variables (it reads an environment block).
+fn select(
+    vars: impl IntoIterator<Item = (impl AsRef<[u8]>, impl AsRef<[u8]>)>,
+) -> BTreeMap<String, String> {
     let mut block = Vec::new();
-    for (k, v) in env {
-        block.extend_from_slice(k.as_bytes());
+    for (k, v) in vars {
+        block.extend_from_slice(k.as_ref());
         block.push(b'=');
-        block.extend_from_slice(v.as_bytes());
+        block.extend_from_slice(v.as_ref());
         block.push(0);
     }
     crate::ci::env::select_env(&block)

@@ -3,12 +3,7 @@
 //! processes are judged (a job's anchor or step roots; their children inherit it in the kernel).
 //! The engine decides *what* (see `engine::Enforcement`); this only writes it to the maps.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::IpAddr,
-    os::fd::AsFd as _,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap as StdHashMap, net::IpAddr, os::fd::AsFd as _, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::{
@@ -23,7 +18,7 @@ use monitor_common::{
 
 use crate::{
     engine::Enforcement,
-    profile::{EgressRule, EgressTarget, Profile},
+    profile::{EgressRule, EgressTarget},
 };
 
 const PROGRAMS: [&str; 4] = [
@@ -77,9 +72,6 @@ pub struct Enforcer {
     v4: LpmTrie<MapData, Allow4Data, PortSet>,
     v6: LpmTrie<MapData, Allow6Data, PortSet>,
     names: HashMap<MapData, NameHashKey, PortSet>,
-    /// Every rule a job's processes may use: job level and every step's (the kernel does not know
-    /// steps; findings still judge per step).
-    rules: Vec<EgressRule>,
     resolvers: Vec<IpAddr>,
     slots: StdHashMap<String, u32>,
     next_slot: u32,
@@ -87,11 +79,7 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Loads and attaches the block programs at the cgroup v2 root.
-    pub fn attach(
-        ebpf: &mut Ebpf,
-        profile: &Profile,
-        resolvers: &[IpAddr],
-    ) -> anyhow::Result<Self> {
+    pub fn attach(ebpf: &mut Ebpf, resolvers: &[IpAddr]) -> anyhow::Result<Self> {
         let root = cgroup2_root()?;
         let cgroup = std::fs::File::open(&root)
             .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
@@ -126,16 +114,11 @@ impl Enforcer {
             ebpf.take_map(name)
                 .with_context(|| format!("{name} map missing"))
         };
-        let rules = std::iter::once(&profile.rules)
-            .chain(profile.steps.values())
-            .flat_map(|r| r.egress.allow.iter().cloned())
-            .collect();
         Ok(Self {
             procs: HashMap::try_from(take(ebpf, "BLOCK_PROCS")?)?,
             v4: LpmTrie::try_from(take(ebpf, "ALLOW_V4")?)?,
             v6: LpmTrie::try_from(take(ebpf, "ALLOW_V6")?)?,
             names: HashMap::try_from(take(ebpf, "ALLOWED_NAMES")?)?,
-            rules,
             resolvers: resolvers.to_vec(),
             slots: StdHashMap::new(),
             next_slot: 1,
@@ -178,7 +161,8 @@ impl Enforcer {
         Ok(())
     }
 
-    fn new_job(&mut self, key: &str, rules: Option<&[EgressRule]>) -> anyhow::Result<u32> {
+    /// The job's slot, made with `rules` (and the resolvers) the first time the job is seen.
+    fn slot(&mut self, key: &str, rules: &[EgressRule]) -> anyhow::Result<u32> {
         if let Some(slot) = self.slots.get(key) {
             return Ok(*slot);
         }
@@ -193,9 +177,6 @@ impl Enforcer {
             };
             self.allow_net(slot, resolver, prefix, port_set(&[53]))?;
         }
-        let rules = rules
-            .map(<[EgressRule]>::to_vec)
-            .unwrap_or_else(|| self.rules.clone());
         for rule in rules {
             let ports = port_set(&rule.ports);
             match &rule.target {
@@ -223,26 +204,16 @@ impl Enforcer {
         Ok(slot)
     }
 
-    /// The rules jobs that start from now on get (a reloaded profile).
-    pub fn set_rules(&mut self, profile: &Profile) {
-        self.rules = std::iter::once(&profile.rules)
-            .chain(profile.steps.values())
-            .flat_map(|r| r.egress.allow.iter().cloned())
-            .collect();
-    }
-
     /// Writes what the engine decided.
     pub fn apply(&mut self, action: &Enforcement) -> anyhow::Result<()> {
         match action {
-            Enforcement::Job { key, rules } => {
-                self.new_job(key, Some(rules))?;
-            }
             Enforcement::Process {
                 job,
                 pid,
                 anchor_only,
+                rules,
             } => {
-                let slot = self.new_job(job, None)?;
+                let slot = self.slot(job, rules)?;
                 let entry = BlockEntry {
                     slot,
                     flags: if *anchor_only {
@@ -261,11 +232,6 @@ impl Enforcer {
         }
         Ok(())
     }
-}
-
-/// Whether `path` could hold a cgroup v2 root (for doctor and errors).
-pub fn is_cgroup2(path: &Path) -> bool {
-    path.join("cgroup.controllers").exists()
 }
 
 #[cfg(test)]

@@ -398,10 +398,8 @@ fn main() -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
-            let checked = monitor::config::Config::load(&config).and_then(|c| {
-                c.profiles(config.parent().unwrap_or(Path::new("/")))
-                    .map(|set| set.chosen.len() + 1)
-            });
+            let checked =
+                monitor::config::Config::load_profiles(&config).map(|set| set.chosen.len() + 1);
             match checked {
                 Ok(n) => {
                     println!("{}: valid ({n} profiles)", config.display());
@@ -485,10 +483,7 @@ fn main() -> anyhow::Result<()> {
 /// Whether the profile that would judge this job (from the configuration, by the job's own
 /// identity variables) asks hooks to fail closed. Unreadable configuration: no.
 fn profile_wants_fail_closed(config: &Path) -> bool {
-    let Ok(c) = monitor::config::Config::load(config) else {
-        return false;
-    };
-    let Ok(profiles) = c.profiles(config.parent().unwrap_or(Path::new("/"))) else {
+    let Ok(profiles) = monitor::config::Config::load_profiles(config) else {
         return false;
     };
     let env = control::own_identity_env();

@@ -248,13 +248,11 @@ impl Metrics {
                 })
                 .collect::<serde_json::Map<_, _>>()
         };
-        let sum =
-            |counters: &[IntCounter; KINDS]| counters.iter().map(IntCounter::get).sum::<u64>();
         serde_json::json!({
             "events": per_kind(&self.events),
             "kernel_losses": per_kind(&self.kernel_losses),
             "decode_errors": self.decode_errors.get(),
-            "channel_full_drops": sum(&self.queue_full),
+            "channel_full_drops": self.drop_totals().agent_queue_full,
             "write_errors": self.write_errors.get(),
             "findings": self.findings_total.get(),
         })

@@ -6,7 +6,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
-use integration_tests::{monitor_bin, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
+use integration_tests::{monitor_cli, sink, Agent, FakeRunner, Value, STRICT_PROFILE};
 
 /// Tokens in the shapes of GitHub, npm, AWS and PyPI credentials (none is real).
 fn canaries() -> Vec<String> {
@@ -279,19 +279,17 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
     agent.stop();
     let strict = agent.dir.path().join("strict.yml");
     std::fs::write(&strict, STRICT_PROFILE).unwrap();
-    let out = Command::new(monitor_bin())
-        .args(["report", &runner.run_id, "--format", "json", "--profile"])
-        .arg(&strict)
-        .arg("--events")
-        .arg(&agent.events_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rebuilt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = monitor_cli(&[
+        "report",
+        &runner.run_id,
+        "--format",
+        "json",
+        "--profile",
+        strict.to_str().unwrap(),
+        "--events",
+        agent.events_path.to_str().unwrap(),
+    ]);
+    let rebuilt: Value = serde_json::from_str(&out).unwrap();
     let rebuilt_rules: Vec<&str> = rebuilt["findings"]
         .as_array()
         .unwrap()

@@ -101,17 +101,14 @@ struct HookState {
 /// What block mode must tell the kernel (only made when the profile's egress mode is `block`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement {
-    /// A job appeared: give it its allowed destinations (its profile's, every step's).
-    Job {
-        key: String,
-        rules: Vec<crate::profile::EgressRule>,
-    },
     /// Judge this process's connections (and its descendants'), or with `anchor_only` only its
-    /// descendants' (a runner's Worker, whose own traffic is the runner's).
+    /// descendants' (a runner's Worker, whose own traffic is the runner's), against `rules`: its
+    /// job's profile, job level and every step's (the kernel does not know steps).
     Process {
         job: String,
         pid: u32,
         anchor_only: bool,
+        rules: Vec<crate::profile::EgressRule>,
     },
     JobEnded {
         key: String,
@@ -275,6 +272,24 @@ impl Engine {
         }
     }
 
+    /// In block mode, has the kernel judge `pid` (and what it starts) by its job's profile.
+    fn enforce_process(&mut self, job: usize, pid: u32, anchor_only: bool) {
+        if self.profile_of(job).egress_mode() != crate::profile::EgressMode::Block {
+            return;
+        }
+        let profile = self.profile_of(job);
+        let rules = std::iter::once(&profile.rules)
+            .chain(profile.steps.values())
+            .flat_map(|r| r.egress.allow.iter().cloned())
+            .collect();
+        self.enforcement.push(Enforcement::Process {
+            job: self.jobs[job].identity.key.clone(),
+            pid,
+            anchor_only,
+            rules,
+        });
+    }
+
     /// Jobs seen and not ended.
     pub fn active_jobs(&self) -> usize {
         self.jobs.iter().filter(|j| j.ended_ns.is_none()).count()
@@ -342,15 +357,7 @@ impl Engine {
                 self.jobs[job].ended_ns = None;
                 self.jobs[job].anchor = Some(key);
                 self.anchors.insert(key, job);
-                let job_key = self.jobs[job].identity.key.clone();
-                self.enforce(
-                    job,
-                    Enforcement::Process {
-                        job: job_key,
-                        pid: e.process.pid,
-                        anchor_only: !explicit,
-                    },
-                );
+                self.enforce_process(job, e.process.pid, !explicit);
                 // An explicitly started job's anchor is the CI's own shell: it is the job's
                 // first step. A GitHub runner's Worker is the runner, not the job's code.
                 if explicit && !self.procs.contains_key(&key) {
@@ -567,15 +574,7 @@ impl Engine {
             ended: None,
             checked: false,
         });
-        let job_key = self.jobs[job].identity.key.clone();
-        self.enforce(
-            job,
-            Enforcement::Process {
-                job: job_key,
-                pid,
-                anchor_only: false,
-            },
-        );
+        self.enforce_process(job, pid, false);
         self.jobs[job].steps.len() - 1
     }
 
@@ -594,20 +593,8 @@ impl Engine {
             retired: false,
         });
         let job = self.jobs.len() - 1;
-        let profile = self.profile_of(job);
-        let rules = std::iter::once(&profile.rules)
-            .chain(profile.steps.values())
-            .flat_map(|r| r.egress.allow.iter().cloned())
-            .collect();
-        self.enforce(
-            job,
-            Enforcement::Job {
-                key: identity.key.clone(),
-                rules,
-            },
-        );
         self.job_by_key.insert(identity.key, job);
-        self.jobs.len() - 1
+        job
     }
 
     fn rules_of(&self, job: usize, step: usize) -> impl Iterator<Item = &Rules> {
@@ -789,13 +776,7 @@ impl Engine {
             }
         }
 
-        let allowed_exe = |rules: &Rules| {
-            rules
-                .executables
-                .allow
-                .as_ref()
-                .is_some_and(|list| list.iter().any(|p| p.matches(&exe)))
-        };
+        let allowed_exe = |rules: &Rules| rules.executables.allows(&exe);
         let in_temp = ["/tmp/", "/var/tmp/", "/dev/shm/"]
             .iter()
             .any(|t| exe.starts_with(t))
@@ -814,12 +795,9 @@ impl Engine {
         } else if !in_temp
             && exe_changed_ns.is_some_and(|t| t >= self.jobs[job].started_ns)
             && !executables::installed_by_tooling(&program, workspace.as_deref())
-            && !self.rules_of(job, step).any(|r| {
-                r.executables
-                    .allow
-                    .as_ref()
-                    .is_some_and(|list| list.iter().any(|p| p.matches(&program)))
-            })
+            && !self
+                .rules_of(job, step)
+                .any(|r| r.executables.allows(&program))
         {
             let raw = Raw {
                 rule: "exec-of-job-written-file",

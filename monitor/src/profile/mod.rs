@@ -248,6 +248,13 @@ impl Executables {
     fn is_empty(&self) -> bool {
         self.allow.is_none()
     }
+
+    /// Whether `path` is on the list (false when there is no list).
+    pub fn allows(&self, path: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|p| p.matches(path)))
+    }
 }
 impl Persistence {
     fn is_empty(&self) -> bool {

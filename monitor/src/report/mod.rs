@@ -191,6 +191,57 @@ struct JobRecord {
     resumed: Option<(String, u64, u64)>,
 }
 
+/// Records the event's process in its step (once; a later exec updates its program), or counts
+/// it in `omitted` past the bound. `hook` is (step, position in its hooks).
+fn record_process(
+    job: &mut JobRecord,
+    step_index: usize,
+    e: &Event,
+    started_ns: u64,
+    hook: Option<(usize, usize)>,
+) {
+    let key = (e.process.pid, e.process.start_ticks);
+    if let Some(&(s, i)) = job.process_index.get(&key) {
+        if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
+            p.exe = e.process.exe.clone();
+            p.argv = e.process.argv.clone();
+            p.hook = hook.filter(|(hs, _)| *hs == s).map(|(_, h)| h).or(p.hook);
+        }
+        return;
+    }
+    if job.counts.0 >= MAX_PROCESSES {
+        job.omitted.processes += 1;
+        return;
+    }
+    job.counts.0 += 1;
+    // The parent, when the step already has it: the step's process tree.
+    let parent = e.ancestry.first().and_then(|p| {
+        job.process_index
+            .get(&(p.pid, p.start_ticks))
+            .filter(|(s, _)| *s == step_index)
+            .map(|_| p.pid)
+    });
+    let Some(step) = job.steps.get_mut(&step_index) else {
+        return;
+    };
+    step.processes.push(ProcessRecord {
+        pid: e.process.pid,
+        start_ticks: e.process.start_ticks,
+        parent_pid: parent,
+        exe: e.process.exe.clone(),
+        argv: e.process.argv.clone(),
+        started: e.time.clone(),
+        started_ns,
+        ended: None,
+        ended_ns: None,
+        exit_code: None,
+        signal: None,
+        hook: hook.filter(|(hs, _)| *hs == step_index).map(|(_, h)| h),
+    });
+    job.process_index
+        .insert(key, (step_index, step.processes.len() - 1));
+}
+
 /// Follows events and findings per job, bounded, until a report is asked for.
 #[derive(Default)]
 pub struct Recorder {
@@ -267,42 +318,7 @@ impl Recorder {
         match &e.detail {
             // A job start's process is the job's anchor: for an explicit job, its first process.
             Detail::Exec { .. } | Detail::Fork {} | Detail::JobStart { .. } => {
-                if let Some(&(s, i)) = job.process_index.get(&key) {
-                    if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
-                        p.exe = e.process.exe.clone();
-                        p.argv = e.process.argv.clone();
-                        p.hook = hook.filter(|(hs, _)| *hs == s).map(|(_, h)| h).or(p.hook);
-                    }
-                    return;
-                }
-                if job.counts.0 >= MAX_PROCESSES {
-                    job.omitted.processes += 1;
-                    return;
-                }
-                job.counts.0 += 1;
-                let parent = e.ancestry.first().and_then(|p| {
-                    job.process_index
-                        .get(&(p.pid, p.start_ticks))
-                        .filter(|(s, _)| *s == a.step_index)
-                        .map(|_| p.pid)
-                });
-                let step = job.steps.get_mut(&a.step_index).expect("made above");
-                step.processes.push(ProcessRecord {
-                    pid: e.process.pid,
-                    start_ticks: e.process.start_ticks,
-                    parent_pid: parent,
-                    exe: e.process.exe.clone(),
-                    argv: e.process.argv.clone(),
-                    started: e.time.clone(),
-                    started_ns: e.ts_ns,
-                    ended: None,
-                    ended_ns: None,
-                    exit_code: None,
-                    signal: None,
-                    hook: hook.filter(|(hs, _)| *hs == a.step_index).map(|(_, h)| h),
-                });
-                job.process_index
-                    .insert(key, (a.step_index, step.processes.len() - 1));
+                record_process(job, a.step_index, e, e.ts_ns, hook);
             }
             Detail::Exit { code, signal, .. } => {
                 if let Some(&(s, i)) = job.process_index.get(&key) {
@@ -371,26 +387,7 @@ impl Recorder {
                     .map(|(_, from, _)| (*from).min(*process_started_ns))
                     .unwrap_or(*process_started_ns);
                 job.resumed = Some((e.time.clone(), gap_from, e.ts_ns));
-                if !job.process_index.contains_key(&key) && job.counts.0 < MAX_PROCESSES {
-                    job.counts.0 += 1;
-                    let step = job.steps.get_mut(&a.step_index).expect("made above");
-                    step.processes.push(ProcessRecord {
-                        pid: e.process.pid,
-                        start_ticks: e.process.start_ticks,
-                        parent_pid: None,
-                        exe: e.process.exe.clone(),
-                        argv: e.process.argv.clone(),
-                        started: e.time.clone(),
-                        started_ns: *process_started_ns,
-                        ended: None,
-                        ended_ns: None,
-                        exit_code: None,
-                        signal: None,
-                        hook: None,
-                    });
-                    job.process_index
-                        .insert(key, (a.step_index, step.processes.len() - 1));
-                }
+                record_process(job, a.step_index, e, *process_started_ns, None);
             }
         }
     }
