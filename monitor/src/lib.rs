@@ -22,4 +22,5 @@ pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod runner_hooks;
+pub mod selftest;
 pub mod watch;

@@ -155,6 +155,10 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Re-enact real CI supply-chain attacks (and their benign twins) against the real agent on
+    /// this machine and print a scorecard; exits 1 on a miss or a false positive, 2 when a
+    /// scenario could not run (a program it needs is missing).
+    Selftest(monitor::selftest::SelftestArgs),
     /// Check that this machine can run the monitor and say what to fix.
     Doctor {
         /// Only inspect; do not load the programs.
@@ -468,6 +472,22 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Selftest(args) => {
+            let card = match monitor::selftest::run(&args) {
+                Ok(card) => card,
+                Err(e) if e.is::<monitor::selftest::Interrupted>() => {
+                    eprintln!("selftest: interrupted; everything it made is removed");
+                    std::process::exit(130)
+                }
+                Err(e) => return Err(e),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&card)?);
+            } else {
+                print!("{}", card.table());
+            }
+            std::process::exit(card.exit_code())
         }
         Command::Doctor { no_load } => {
             let checks = doctor::run_checks(!no_load);

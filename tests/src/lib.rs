@@ -290,7 +290,18 @@ pub struct FakeRunner {
 
 impl FakeRunner {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("runner dir");
+        Self::with_dir(tempfile::tempdir().expect("runner dir"))
+    }
+
+    /// A runner laid out outside /tmp (as real runners are: a program run from /tmp is a
+    /// finding of its own, `exec-from-temp`).
+    pub fn outside_tmp() -> Self {
+        let parent = Path::new("/var/lib/monitor-tests");
+        std::fs::create_dir_all(parent).expect("/var/lib/monitor-tests");
+        Self::with_dir(tempfile::tempdir_in(parent).expect("runner dir"))
+    }
+
+    fn with_dir(dir: tempfile::TempDir) -> Self {
         let root = std::fs::canonicalize(dir.path()).expect("canonical runner dir");
         for sub in ["bin", "home", "work/app/app", "work/_temp"] {
             std::fs::create_dir_all(root.join(sub)).expect("runner layout");
@@ -575,3 +586,6 @@ impl FakeRunner {
         tgz
     }
 }
+
+/// The canary npm token `monitor selftest` plants in its lab's `~/.npmrc`.
+pub const CANARY_NPM_TOKEN: &str = "npm_SELFTESTCANARY000000000000000000000000";

@@ -10,7 +10,9 @@ use integration_tests::{
 #[test]
 fn npm_postinstall_stealing_npmrc_and_calling_out_is_found_in_its_step() {
     let agent = Agent::start_with_profile(STRICT_PROFILE);
-    let runner = FakeRunner::new();
+    // Its home outside /tmp, so the second stage dropped there is judged as a job-written
+    // program rather than as one run from a temporary directory.
+    let runner = FakeRunner::outside_tmp();
     let port = sink();
     std::fs::write(
         runner.home.join(".npmrc"),

@@ -1,11 +1,17 @@
-//! `cargo xtask bench`: what the agent costs the build it watches.
+//! `cargo xtask bench`: what the agent costs the build it watches, next to what users would
+//! otherwise install to see the same syscalls: auditd (rules for exec, connect, open, fork) and
+//! bpftrace (the equivalent tracepoints, printing every event).
 //!
-//! Each round runs every workload without the agent, then starts the release agent and runs them
-//! again, so the pairs share the machine's state (rounds alternate; medians reduce drift). For the
-//! with-agent phase it reads the agent's CPU time and peak RSS from /proc and its event and drop
-//! counters from the summary it prints on SIGTERM.
+//! Each round runs every workload under each tool in turn (nothing, this monitor, auditd,
+//! bpftrace; the order rotates every round so drift does not favour one), and medians over the
+//! rounds give the ratios. Per tool and workload it records the tool's CPU time, its events and
+//! its dropped events; per tool its peak RSS. The raw samples are saved
+//! (`docs/benchmarks/results.json`, with the auditd rules and bpftrace script used beside it) and
+//! `docs/benchmarks.md` and `docs/benchmarks.png` are written from them;
+//! `cargo xtask bench --replot` redraws both from the saved samples without running anything.
 
 use std::{
+    collections::BTreeMap,
     io::Write as _,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -14,15 +20,22 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Number of paired rounds (without, with).
+    /// Number of rounds (each runs every workload under every tool).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Scale every workload (1.0 = default sizes).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Only nothing vs this monitor (no auditd, no bpftrace; writes no docs).
+    #[arg(long)]
+    monitor_only: bool,
+    /// Redraw docs/benchmarks.md and .png from the saved results without running anything.
+    #[arg(long)]
+    replot: bool,
 }
 
 struct Workload {
@@ -92,6 +105,27 @@ fn workloads(scale: f64) -> Vec<Workload> {
             }),
         },
         Workload {
+            name: "npm install (local tree)",
+            run: Box::new(|dir| {
+                let app = dir.join("npm-tree/app");
+                if !app.exists() {
+                    write_npm_tree(&dir.join("npm-tree"))?;
+                }
+                let _ = std::fs::remove_dir_all(app.join("node_modules"));
+                let _ = std::fs::remove_file(app.join("package-lock.json"));
+                let out = Command::new("npm")
+                    .args(["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"])
+                    .current_dir(&app)
+                    .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
+                    .env("npm_config_cache", dir.join("npm-cache"))
+                    .output()?;
+                if !out.status.success() {
+                    bail!("npm install failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(())
+            }),
+        },
+        Workload {
             name: "cargo build (small crate)",
             run: Box::new(|dir| {
                 let krate = dir.join("bench-crate");
@@ -141,44 +175,269 @@ fn write_bench_crate(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An app depending on 40 local packages (tarballs made by `npm pack`, 20 files each; two with
+/// install scripts, as native modules have), installed without any registry.
+fn write_npm_tree(root: &Path) -> anyhow::Result<()> {
+    let packages = root.join("packages");
+    let tarballs = root.join("tarballs");
+    std::fs::create_dir_all(&tarballs)?;
+    let mut deps = Vec::new();
+    for p in 0..40 {
+        let name = format!("bench-dep-{p}");
+        let dir = packages.join(&name);
+        std::fs::create_dir_all(dir.join("lib"))?;
+        let scripts = if p % 20 == 0 {
+            r#","scripts":{"postinstall":"node -e \"require('fs').writeFileSync('built','ok')\""}"#
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.join("package.json"),
+            format!(r#"{{"name":"{name}","version":"1.0.0","main":"lib/f0.js"{scripts}}}"#),
+        )?;
+        for f in 0..20 {
+            std::fs::write(
+                dir.join(format!("lib/f{f}.js")),
+                format!("module.exports = function f{f}(x) {{ return x * {f} + {p}; }};\n"),
+            )?;
+        }
+        let out = Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&tarballs)
+            .current_dir(&dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("npm pack: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        deps.push(format!(
+            r#""{name}":"file:{}""#,
+            tarballs.join(format!("{name}-1.0.0.tgz")).display()
+        ));
+    }
+    std::fs::create_dir_all(root.join("app"))?;
+    std::fs::write(
+        root.join("app/package.json"),
+        format!(
+            r#"{{"name":"bench-app","version":"1.0.0","dependencies":{{{}}}}}"#,
+            deps.join(",")
+        ),
+    )?;
+    Ok(())
+}
+
 fn time(workload: &Workload, dir: &Path) -> anyhow::Result<f64> {
     let started = Instant::now();
     (workload.run)(dir).with_context(|| workload.name)?;
     Ok(started.elapsed().as_secs_f64())
 }
 
-struct AgentRun {
-    child: Child,
-    log: PathBuf,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Tool {
+    Nothing,
+    Monitor,
+    Auditd,
+    Bpftrace,
 }
 
-fn start_agent(bin: &Path, dir: &Path) -> anyhow::Result<AgentRun> {
-    let ready = dir.join("ready");
-    let _ = std::fs::remove_file(&ready);
-    let log = dir.join("agent.log");
-    let child = Command::new(bin)
-        .args(["run", "--events"])
-        .arg(dir.join("events.jsonl"))
-        .arg("--ready-file")
-        .arg(&ready)
-        // Never take over a real agent's socket or port on this machine.
-        .args(["--no-control-socket", "--metrics-address", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting the agent")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "agent not ready: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+impl Tool {
+    fn label(self) -> &'static str {
+        match self {
+            Tool::Nothing => "nothing",
+            Tool::Monitor => "this monitor",
+            Tool::Auditd => "auditd",
+            Tool::Bpftrace => "bpftrace",
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(AgentRun { child, log })
+}
+
+/// The audit rules: the syscalls the monitor watches (exec, connect, every open, fork).
+const AUDIT_RULES: &[&str] = &[
+    "-a always,exit -F arch=b64 -S execve,execveat -k bench-exec",
+    "-a always,exit -F arch=b64 -S connect -k bench-connect",
+    "-a always,exit -F arch=b64 -S open,openat,openat2,creat -F success=1 -k bench-open",
+    "-a always,exit -F arch=b64 -S clone,clone3,fork,vfork -k bench-fork",
+];
+
+/// The bpftrace equivalent: the same tracepoints, each event printed with its process and
+/// path or address (what one would write to watch a runner with bpftrace).
+const BPFTRACE_SCRIPT: &str = r#"BEGIN { printf("ready\n"); }
+tracepoint:syscalls:sys_enter_execve { printf("exec %d %d %s %s\n", pid, ppid, comm, str(args->filename)); }
+tracepoint:syscalls:sys_enter_execveat { printf("exec %d %d %s %s\n", pid, ppid, comm, str(args->filename)); }
+tracepoint:sched:sched_process_fork { printf("fork %d %d\n", args->parent_pid, args->child_pid); }
+tracepoint:sched:sched_process_exit { printf("exit %d\n", pid); }
+tracepoint:syscalls:sys_enter_connect { printf("connect %d %s\n", pid, comm); }
+tracepoint:syscalls:sys_enter_openat { @path[tid] = args->filename; }
+tracepoint:syscalls:sys_exit_openat /@path[tid]/ { if (args->ret >= 0) { printf("open %d %s %s\n", pid, comm, str(@path[tid])); } delete(@path[tid]); }
+tracepoint:syscalls:sys_enter_open { @path[tid] = args->filename; }
+tracepoint:syscalls:sys_exit_open /@path[tid]/ { if (args->ret >= 0) { printf("open %d %s %s\n", pid, comm, str(@path[tid])); } delete(@path[tid]); }
+END { clear(@path); }
+"#;
+
+/// A tool watching the machine.
+struct Running {
+    tool: Tool,
+    child: Option<Child>,
+    /// Processes whose CPU is the tool's (the agent; auditd and the kernel's kauditd; bpftrace).
+    pids: Vec<u32>,
+    dir: PathBuf,
+    metrics: Option<String>,
+}
+
+fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
+    let dir = dir.join(format!("{tool:?}").to_lowercase());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let wait = |what: &str, ready: &dyn Fn() -> bool, child: &mut Child| -> anyhow::Result<()> {
+        while !ready() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{what} exited before it was ready ({status})");
+            }
+            if Instant::now() > deadline {
+                bail!("{what} not ready after 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    match tool {
+        Tool::Nothing => Ok(Running {
+            tool,
+            child: None,
+            pids: Vec::new(),
+            dir,
+            metrics: None,
+        }),
+        Tool::Monitor => {
+            let ready = dir.join("ready");
+            let mut child = Command::new(bin)
+                .args(["run", "--events"])
+                .arg(dir.join("events.jsonl"))
+                .arg("--ready-file")
+                .arg(&ready)
+                // Never take over a real agent's socket or port on this machine.
+                .args(["--no-control-socket", "--no-reports", "--metrics-address", "127.0.0.1:0"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("agent.log"))?)
+                .spawn()
+                .context("starting the agent")?;
+            wait("the agent", &|| ready.exists(), &mut child)?;
+            let metrics = std::fs::read_to_string(&ready)?
+                .lines()
+                .find_map(|l| l.strip_prefix("metrics="))
+                .map(str::to_string);
+            Ok(Running {
+                tool,
+                pids: vec![child.id()],
+                child: Some(child),
+                dir,
+                metrics,
+            })
+        }
+        Tool::Auditd => {
+            let conf = std::fs::read_to_string("/etc/audit/auditd.conf")
+                .context("auditd is not installed (/etc/audit/auditd.conf)")?;
+            let log = dir.join("audit.log");
+            let conf: String = conf
+                .lines()
+                .map(|l| {
+                    if l.trim_start().starts_with("log_file") {
+                        format!("log_file = {}", log.display())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let conf_dir = dir.join("conf");
+            std::fs::create_dir_all(&conf_dir)?;
+            std::fs::write(conf_dir.join("auditd.conf"), conf + "\n")?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(conf_dir.join("auditd.conf"), std::fs::Permissions::from_mode(0o600))?;
+            let mut child = Command::new("auditd")
+                .args(["-n", "-c"])
+                .arg(&conf_dir)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("auditd.err"))?)
+                .spawn()
+                .context("starting auditd")?;
+            let id = child.id();
+            wait(
+                "auditd",
+                &|| output("auditctl", &["-s"]).is_some_and(|s| s.contains(&format!("pid {id}"))),
+                &mut child,
+            )?;
+            auditctl(&["-D"])?;
+            auditctl(&["-b", "8192"])?;
+            for rule in AUDIT_RULES {
+                auditctl(&rule.split_whitespace().collect::<Vec<_>>())?;
+            }
+            let mut pids = vec![child.id()];
+            pids.extend(pids_named("kauditd"));
+            Ok(Running {
+                tool,
+                child: Some(child),
+                pids,
+                dir,
+                metrics: None,
+            })
+        }
+        Tool::Bpftrace => {
+            let script = dir.join("bench.bt");
+            std::fs::write(&script, BPFTRACE_SCRIPT)?;
+            let out = dir.join("bpftrace.out");
+            let mut child = Command::new("bpftrace")
+                .arg("-o")
+                .arg(&out)
+                .arg(&script)
+                .env("BPFTRACE_STRLEN", "200")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("bpftrace.err"))?)
+                .spawn()
+                .context("starting bpftrace (apt-get install bpftrace)")?;
+            wait(
+                "bpftrace",
+                &|| std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready\n")),
+                &mut child,
+            )?;
+            Ok(Running {
+                tool,
+                pids: vec![child.id()],
+                child: Some(child),
+                dir,
+                metrics: None,
+            })
+        }
+    }
+}
+
+fn auditctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("auditctl").args(args).output()?;
+    if !out.status.success() {
+        bail!("auditctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn pids_named(comm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
 }
 
 /// (cpu seconds, peak RSS KiB) of a live process.
@@ -187,14 +446,10 @@ fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are stat fields 14 and 15: indexes 11 and 12 after the comm.
-    let ticks: u64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -204,94 +459,481 @@ fn cpu_and_rss(pid: u32) -> (f64, u64) {
     (ticks as f64 / 100.0, hwm)
 }
 
-fn stop_agent(agent: AgentRun) -> anyhow::Result<serde_json::Value> {
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
-    let mut child = agent.child;
-    child.wait()?;
-    let log = std::fs::read_to_string(&agent.log)?;
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("{\"stats\""))
-        .context("agent printed no stats")?;
-    Ok(serde_json::from_str(line)?)
+/// What a tool has done so far: (cpu seconds, peak RSS KiB, events, dropped events).
+fn counters(r: &Running) -> (f64, u64, u64, u64) {
+    let (mut cpu, mut rss) = (0.0, 0);
+    for pid in &r.pids {
+        let (c, m) = cpu_and_rss(*pid);
+        cpu += c;
+        rss = rss.max(m);
+    }
+    let (events, drops) = match r.tool {
+        Tool::Nothing => (0, 0),
+        Tool::Monitor => {
+            let text = r
+                .metrics
+                .as_deref()
+                .and_then(|a| http_get(&format!("http://{a}/metrics")).ok())
+                .unwrap_or_default();
+            (sum_samples(&text, "monitor_events_total"), sum_samples(&text, "monitor_events_dropped_total"))
+        }
+        Tool::Auditd => {
+            // Records carry `msg=audit(<time>:<serial>)`; one event is one serial.
+            let log = std::fs::read_to_string(r.dir.join("audit.log")).unwrap_or_default();
+            let mut serials = std::collections::HashSet::new();
+            for line in log.lines() {
+                if let Some(s) = line.split("msg=audit(").nth(1).and_then(|r| r.split(')').next()) {
+                    serials.insert(s.to_string());
+                }
+            }
+            let lost = output("auditctl", &["-s"])
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("lost ")?.trim().parse().ok()))
+                .unwrap_or(0);
+            (serials.len() as u64, lost)
+        }
+        Tool::Bpftrace => {
+            let out = std::fs::read_to_string(r.dir.join("bpftrace.out")).unwrap_or_default();
+            let err = std::fs::read_to_string(r.dir.join("bpftrace.err")).unwrap_or_default();
+            let events = out.lines().filter(|l| !l.starts_with("Lost ")).count() as u64;
+            // "Lost N events" lines, in either stream.
+            let lost = out
+                .lines()
+                .chain(err.lines())
+                .filter_map(|l| l.strip_prefix("Lost ")?.split_whitespace().next()?.parse::<u64>().ok())
+                .sum();
+            (events, lost)
+        }
+    };
+    (cpu, rss, events, drops)
 }
 
-fn median(values: &mut [f64]) -> f64 {
+fn sum_samples(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn http_get(url: &str) -> anyhow::Result<String> {
+    let rest = url.strip_prefix("http://").context("http only")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut conn = TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut body)?;
+    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+fn stop(r: Running) -> anyhow::Result<()> {
+    if r.tool == Tool::Auditd {
+        // Leave the machine's audit state as it was: no rules, auditing off.
+        let _ = auditctl(&["-D"]);
+        let _ = auditctl(&["-e", "0"]);
+    }
+    if let Some(mut child) = r.child {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&r.dir);
+    Ok(())
+}
+
+/// One measurement: a workload under a tool in a round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sample {
+    round: usize,
+    tool: Tool,
+    workload: String,
+    seconds: f64,
+    tool_cpu_seconds: f64,
+    events: u64,
+    dropped: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Results {
+    /// When and where it ran.
+    machine: BTreeMap<String, String>,
+    rounds: usize,
+    scale: f64,
+    tools: Vec<Tool>,
+    workloads: Vec<String>,
+    samples: Vec<Sample>,
+    /// Peak RSS of each tool's process over the whole run, KiB.
+    peak_rss_kib: BTreeMap<String, u64>,
+    audit_rules: Vec<String>,
+    bpftrace_script: String,
+}
+
+fn machine_info() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let get = |p: &str, a: &[&str]| output(p, a).map(|s| s.trim().to_string()).unwrap_or_default();
+    m.insert("kernel".into(), get("uname", &["-r"]));
+    m.insert("cpus".into(), get("nproc", &[]));
+    m.insert("date".into(), get("date", &["-u", "+%Y-%m-%dT%H:%MZ"]));
+    m.insert(
+        "memory".into(),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")))
+            .unwrap_or_default(),
+    );
+    m.insert("auditd".into(), get("auditctl", &["-v"]));
+    m.insert("bpftrace".into(), get("bpftrace", &["--version"]));
+    m.insert("node".into(), get("node", &["--version"]));
+    m.insert("cargo".into(), get("cargo", &["--version"]));
+    m
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
 }
 
+/// Installs what the peer comparison runs (Debian packages), when missing.
+fn ensure_peer_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("auditctl", "auditd"),
+        ("bpftrace", "bpftrace"),
+        ("npm", "npm"),
+    ]
+    .iter()
+    .filter(|(p, _)| output("sh", &["-c", &format!("command -v {p}")]).is_none())
+    .map(|(_, pkg)| *pkg)
+    .chain(
+        (!Path::new(FONT).exists())
+            .then_some("fonts-dejavu-core")
+            .into_iter(),
+    )
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {}", missing.join(", "));
+    let ok = Command::new("apt-get").args(["update", "-qq"]).status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("could not install {}", missing.join(", "));
+    }
+    // Debian starts the packaged auditd where systemd runs; the bench starts its own.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "auditd"])
+        .stderr(Stdio::null())
+        .status();
+    Ok(())
+}
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
 pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    let docs = root.join("docs");
+    let saved = docs.join("benchmarks/results.json");
+    if args.replot {
+        let results: Results = serde_json::from_str(
+            &std::fs::read_to_string(&saved).with_context(|| format!("reading {}", saved.display()))?,
+        )?;
+        return write_docs(&docs, &results);
+    }
+    if !args.monitor_only {
+        ensure_peer_tools()?;
+        if pids_named("auditd").len() > 0 {
+            bail!("auditd is already running here; stop it first (the bench runs its own, with its own rules)");
+        }
+    }
     let bin = root.join("target/release/monitor");
-    let work = tempfile::tempdir()?;
+    let work = tempfile::tempdir_in(root.join("target")).context("bench work dir")?;
     let dir = work.path();
     let loads = workloads(args.scale);
-    // Warm-up: build the bench crate once so every timed build starts from the same state.
+    // Warm-up: build the npm tree and the bench crate once so every timed run starts the same.
     for w in &loads {
         time(w, dir)?;
     }
-    let mut without = vec![Vec::new(); loads.len()];
-    let mut with = vec![Vec::new(); loads.len()];
-    let (mut cpu, mut peak_rss, mut events, mut drops, mut with_seconds) =
-        (0.0, 0u64, 0u64, 0u64, 0.0);
+    let tools: Vec<Tool> = if args.monitor_only {
+        vec![Tool::Nothing, Tool::Monitor]
+    } else {
+        vec![Tool::Nothing, Tool::Monitor, Tool::Auditd, Tool::Bpftrace]
+    };
+    let mut samples = Vec::new();
+    let mut peak_rss: BTreeMap<String, u64> = BTreeMap::new();
     for round in 0..args.rounds {
-        eprintln!("bench: round {}/{}", round + 1, args.rounds);
-        for (i, w) in loads.iter().enumerate() {
-            without[i].push(time(w, dir)?);
+        // Rotate the order each round, so no tool always runs on a warmer or cooler machine.
+        let mut order = tools.clone();
+        order.rotate_left(round % tools.len());
+        for tool in order {
+            eprintln!("bench: round {}/{}: {}", round + 1, args.rounds, tool.label());
+            let running = start(tool, &bin, dir)?;
+            for w in &loads {
+                let (cpu0, _, ev0, drop0) = counters(&running);
+                let seconds = time(w, dir)?;
+                // Let the tool finish what is queued before its CPU and counters are read.
+                if tool != Tool::Nothing {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                let (cpu1, rss, ev1, drop1) = counters(&running);
+                let peak = peak_rss.entry(format!("{tool:?}").to_lowercase()).or_default();
+                *peak = (*peak).max(rss);
+                samples.push(Sample {
+                    round,
+                    tool,
+                    workload: w.name.to_string(),
+                    seconds,
+                    tool_cpu_seconds: cpu1 - cpu0,
+                    events: ev1.saturating_sub(ev0),
+                    dropped: drop1.saturating_sub(drop0),
+                });
+            }
+            stop(running)?;
         }
-        let agent = start_agent(&bin, dir)?;
-        let pid = agent.child.id();
-        let (cpu_before, _) = cpu_and_rss(pid);
-        let phase = Instant::now();
-        for (i, w) in loads.iter().enumerate() {
-            with[i].push(time(w, dir)?);
-        }
-        // Let the agent finish what is queued before its CPU is read.
-        std::thread::sleep(Duration::from_millis(500));
-        with_seconds += phase.elapsed().as_secs_f64();
-        let (cpu_after, rss) = cpu_and_rss(pid);
-        cpu += cpu_after - cpu_before;
-        peak_rss = peak_rss.max(rss);
-        let stats = stop_agent(agent)?;
-        let sum = |v: &serde_json::Value| {
-            v.as_object()
-                .map(|o| o.values().filter_map(|x| x.as_u64()).sum::<u64>())
-                .unwrap_or(0)
-        };
-        events += sum(&stats["stats"]["events"]);
-        drops += sum(&stats["stats"]["kernel_losses"])
-            + stats["stats"]["channel_full_drops"].as_u64().unwrap_or(0)
-            + stats["stats"]["decode_errors"].as_u64().unwrap_or(0);
     }
-    let mut report = String::new();
-    report.push_str(&format!(
-        "{:<30} {:>12} {:>12} {:>10}\n",
-        "workload", "without (s)", "with (s)", "ratio"
-    ));
-    for (i, w) in loads.iter().enumerate() {
-        let a = median(&mut without[i]);
-        let b = median(&mut with[i]);
-        report.push_str(&format!(
-            "{:<30} {:>12.3} {:>12.3} {:>10.3}\n",
-            w.name,
-            a,
-            b,
-            b / a
+    let results = Results {
+        machine: machine_info(),
+        rounds: args.rounds,
+        scale: args.scale,
+        tools,
+        workloads: loads.iter().map(|w| w.name.to_string()).collect(),
+        samples,
+        peak_rss_kib: peak_rss,
+        audit_rules: AUDIT_RULES.iter().map(|s| s.to_string()).collect(),
+        bpftrace_script: BPFTRACE_SCRIPT.to_string(),
+    };
+    print!("{}", table(&results));
+    std::io::stdout().flush()?;
+    if !args.monitor_only {
+        std::fs::create_dir_all(docs.join("benchmarks"))?;
+        std::fs::write(&saved, serde_json::to_string_pretty(&results)? + "\n")?;
+        std::fs::write(docs.join("benchmarks/audit.rules"), AUDIT_RULES.join("\n") + "\n")?;
+        std::fs::write(docs.join("benchmarks/bench.bt"), BPFTRACE_SCRIPT)?;
+        write_docs(&docs, &results)?;
+        eprintln!("bench: wrote docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks/results.json");
+    }
+    Ok(())
+}
+
+/// Median over rounds of one field, for a tool and workload.
+fn med(r: &Results, tool: Tool, workload: &str, field: fn(&Sample) -> f64) -> f64 {
+    median(
+        r.samples
+            .iter()
+            .filter(|s| s.tool == tool && s.workload == workload)
+            .map(field)
+            .collect(),
+    )
+}
+
+fn ratio(r: &Results, tool: Tool, workload: &str) -> f64 {
+    med(r, tool, workload, |s| s.seconds) / med(r, Tool::Nothing, workload, |s| s.seconds)
+}
+
+/// The plain-text summary printed at the end of a run.
+fn table(r: &Results) -> String {
+    let peers: Vec<Tool> = r.tools.iter().copied().filter(|t| *t != Tool::Nothing).collect();
+    let mut out = format!("{:<28} {:>10}", "workload", "nothing (s)");
+    for t in &peers {
+        out.push_str(&format!(" {:>14}", format!("{} x", t.label())));
+    }
+    out.push('\n');
+    for w in &r.workloads {
+        out.push_str(&format!("{:<28} {:>10.3}", w, med(r, Tool::Nothing, w, |s| s.seconds)));
+        for t in &peers {
+            out.push_str(&format!(" {:>14.3}", ratio(r, *t, w)));
+        }
+        out.push('\n');
+    }
+    for t in &peers {
+        let cpu: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.tool_cpu_seconds)).sum();
+        let wall: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.seconds)).sum();
+        let events: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.events as f64)).sum();
+        let drops: u64 = r.samples.iter().filter(|s| s.tool == *t).map(|s| s.dropped).sum();
+        out.push_str(&format!(
+            "{}: {:.2} CPU s per round ({:.1}% of one core over {:.1} s), peak RSS {:.1} MiB, {:.0} events per round ({:.0}/s), {} dropped over all rounds\n",
+            t.label(),
+            cpu,
+            100.0 * cpu / wall.max(1e-9),
+            wall,
+            *r.peak_rss_kib.get(&format!("{t:?}").to_lowercase()).unwrap_or(&0) as f64 / 1024.0,
+            events,
+            events / wall.max(1e-9),
+            drops
         ));
     }
-    report.push_str(&format!(
-        "agent: {:.2} CPU s over {:.1} s with-agent time ({:.1}% of one core), peak RSS {:.1} MiB\n",
-        cpu,
-        with_seconds,
-        100.0 * cpu / with_seconds.max(1e-9),
-        peak_rss as f64 / 1024.0
-    ));
-    report.push_str(&format!(
-        "agent: {events} events handled ({:.0}/s while workloads ran), {drops} dropped (kernel + decode + channel)\n",
-        events as f64 / with_seconds.max(1e-9)
-    ));
-    print!("{report}");
-    std::io::stdout().flush()?;
+    out
+}
+
+fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
+    let peers: Vec<Tool> = r.tools.iter().copied().filter(|t| *t != Tool::Nothing).collect();
+    let mut md = String::from(
+        "# Overhead against what users would otherwise install\n\n\
+         Generated by `cargo xtask bench` (run it again to measure your machine; `cargo xtask bench --replot`\n\
+         redraws this page and the chart from the saved samples). Every round runs each workload with\n\
+         nothing watching, under this monitor (its default profile), under auditd with rules for the same\n\
+         syscalls ([benchmarks/audit.rules](benchmarks/audit.rules)) and under bpftrace with the equivalent\n\
+         tracepoints ([benchmarks/bench.bt](benchmarks/bench.bt)); the order rotates every round. Values are\n\
+         medians over the rounds; the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
+    );
+    md.push_str("Machine: ");
+    md.push_str(
+        &r.machine
+            .iter()
+            .map(|(k, v)| format!("{k} `{v}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    md.push_str(&format!("; {} rounds, scale {}.\n\n", r.rounds, r.scale));
+    md.push_str("![Overhead per workload](benchmarks.png)\n\n## Wall time (ratio to nothing watching)\n\n| workload | nothing (s) |");
+    for t in &peers {
+        md.push_str(&format!(" {} |", t.label()));
+    }
+    md.push_str("\n|---|---:|");
+    for _ in &peers {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    for w in &r.workloads {
+        md.push_str(&format!("| {w} | {:.3} |", med(r, Tool::Nothing, w, |s| s.seconds)));
+        for t in &peers {
+            md.push_str(&format!(" {:.3}x |", ratio(r, *t, w)));
+        }
+        md.push('\n');
+    }
+    md.push_str("\n## What each tool cost and saw, per workload\n\nTool CPU seconds (the tool's own processes: the agent; auditd and the kernel's kauditd; bpftrace. Time spent in the probes is charged to the traced programs and shows in the wall time above), events it recorded and events it dropped.\n\n| workload |");
+    for t in &peers {
+        md.push_str(&format!(" {} CPU s | events | dropped |", t.label()));
+    }
+    md.push_str("\n|---|");
+    for _ in &peers {
+        md.push_str("---:|---:|---:|");
+    }
+    md.push('\n');
+    for w in &r.workloads {
+        md.push_str(&format!("| {w} |"));
+        for t in &peers {
+            let dropped: u64 = r.samples.iter().filter(|s| s.tool == *t && s.workload == *w).map(|s| s.dropped).max().unwrap_or(0);
+            md.push_str(&format!(
+                " {:.2} | {:.0} | {} |",
+                med(r, *t, w, |s| s.tool_cpu_seconds),
+                med(r, *t, w, |s| s.events as f64),
+                dropped
+            ));
+        }
+        md.push('\n');
+    }
+    md.push_str("\n## Peak memory\n\n| tool | peak RSS (MiB) |\n|---|---:|\n");
+    for t in &peers {
+        md.push_str(&format!(
+            "| {} | {:.1} |\n",
+            t.label(),
+            *r.peak_rss_kib.get(&format!("{t:?}").to_lowercase()).unwrap_or(&0) as f64 / 1024.0
+        ));
+    }
+    md.push_str(
+        "\n## Reading it\n\n\
+         - The tools do not do the same work. This monitor resolves every open in the kernel and sends only\n\
+         \x20 watched files (credentials, persistence places, `.pth`, source maps) to userspace, where it\n\
+         \x20 attributes each event to a CI job and step and judges it. auditd writes a record for every\n\
+         \x20 matching syscall and judges nothing; the bpftrace script prints every event and judges nothing.\n\
+         - \"dropped\" is the worst round: the monitor counts ring-buffer and queue losses, auditd its `lost`\n\
+         \x20 counter (records the kernel could not queue), bpftrace its `Lost N events` lines.\n\
+         - Small workloads (a fraction of a second) have noisy ratios; the build workloads are the ones a CI\n\
+         \x20 job feels.\n",
+    );
+    std::fs::write(docs.join("benchmarks.md"), md)?;
+    chart(&docs.join("benchmarks.png"), r, &peers)
+}
+
+/// Grouped bars: per workload, each tool's overhead in percent of the unwatched wall time.
+fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let font: &'static [u8] = Box::leak(
+        std::fs::read(FONT)
+            .with_context(|| format!("{FONT} (apt-get install fonts-dejavu-core)"))?
+            .into_boxed_slice(),
+    );
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+    let overhead = |t: Tool, w: &str| (ratio(r, t, w) - 1.0) * 100.0;
+    let values: Vec<f64> = r
+        .workloads
+        .iter()
+        .flat_map(|w| peers.iter().map(move |t| overhead(*t, w)))
+        .filter(|v| v.is_finite())
+        .collect();
+    let top = values.iter().copied().fold(10.0f64, f64::max) * 1.15;
+    let bottom = values.iter().copied().fold(0.0f64, f64::min).min(0.0) * 1.15;
+    let root = BitMapBackend::new(path, (1400, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = r.workloads.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Wall-time overhead vs nothing watching (median of rounds)", ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..n as f64, bottom..top)?;
+    let names = r.workloads.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
+                names[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("overhead (%)")
+        .y_label_formatter(&|y| format!("{y:.0}%"))
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    let colours = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+    let width = 0.8 / peers.len() as f64;
+    for (k, t) in peers.iter().enumerate() {
+        let colour = colours[k % colours.len()];
+        chart
+            .draw_series(r.workloads.iter().enumerate().map(|(i, w)| {
+                let x0 = i as f64 + 0.1 + k as f64 * width;
+                let v = overhead(*t, w);
+                let v = if v.is_finite() { v } else { 0.0 };
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], colour.filled())
+            }))?
+            .label(t.label())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], colour.filled()));
+        chart.draw_series(r.workloads.iter().enumerate().map(|(i, w)| {
+            let x0 = i as f64 + 0.1 + k as f64 * width;
+            let v = overhead(*t, w);
+            Text::new(
+                format!("{v:.0}%"),
+                (x0, if v.is_finite() { v.max(0.0) } else { 0.0 } + top * 0.01),
+                ("sans-serif", 12),
+            )
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
+    root.present()?;
     Ok(())
 }

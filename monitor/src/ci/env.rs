@@ -32,6 +32,8 @@ const KEEP: &[&str] = &[
     "GITHUB_STEP_SUMMARY",
     "RUNNER_NAME",
     "RUNNER_TEMP",
+    // Where `~/` is for the job's processes (a self-hosted runner's user may live anywhere).
+    "HOME",
     // GitLab CI.
     "GITLAB_CI",
     "CI_JOB_ID",
@@ -56,10 +58,11 @@ const KEEP: &[&str] = &[
 ];
 
 /// Kept as `"[present]"`: whether they are set matters, their value is (or guards) a secret.
-const PRESENCE_ONLY: &[&str] = &[
-    "ACTIONS_ID_TOKEN_REQUEST_URL",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-];
+const PRESENCE_ONLY: &[&str] = &["ACTIONS_ID_TOKEN_REQUEST_TOKEN"];
+
+/// Kept as their origin only (`https://host:port`): where the endpoint is tells the engine which
+/// connections ask for an OIDC token; the path names the run and is dropped with any user info.
+const ORIGIN_ONLY: &[&str] = &["ACTIONS_ID_TOKEN_REQUEST_URL"];
 
 pub const PRESENT: &str = "[present]";
 
@@ -78,6 +81,14 @@ pub fn select_env(block: &[u8]) -> BTreeMap<String, String> {
         };
         if PRESENCE_ONLY.contains(&key) {
             kept.insert(key.to_string(), PRESENT.to_string());
+        } else if ORIGIN_ONLY.contains(&key) {
+            let value = String::from_utf8_lossy(&entry[eq + 1..]);
+            let origin = url::Url::parse(&value)
+                .ok()
+                .filter(|u| u.has_host())
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_else(|| PRESENT.to_string());
+            kept.insert(key.to_string(), origin);
         } else if KEEP.contains(&key) {
             let value = String::from_utf8_lossy(&entry[eq + 1..]);
             let mut value = redact(&value).into_owned();
@@ -124,6 +135,20 @@ mod tests {
         for gone in ["PATH", "GITHUB_TOKEN", "NPM_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
             assert!(!kept.contains_key(gone), "{gone} kept: {all}");
         }
+    }
+
+    #[test]
+    fn the_oidc_endpoint_is_kept_as_its_origin() {
+        let block = b"ACTIONS_ID_TOKEN_REQUEST_URL=https://user:pw@pipelines.actions.githubusercontent.com/abc/_apis/idtoken?api-version=2.0\0";
+        let kept = select_env(block);
+        assert_eq!(
+            kept["ACTIONS_ID_TOKEN_REQUEST_URL"],
+            "https://pipelines.actions.githubusercontent.com"
+        );
+        let kept = select_env(b"ACTIONS_ID_TOKEN_REQUEST_URL=http://127.0.0.1:8123/idtoken\0");
+        assert_eq!(kept["ACTIONS_ID_TOKEN_REQUEST_URL"], "http://127.0.0.1:8123");
+        let kept = select_env(b"ACTIONS_ID_TOKEN_REQUEST_URL=not a url\0");
+        assert_eq!(kept["ACTIONS_ID_TOKEN_REQUEST_URL"], PRESENT);
     }
 
     #[test]

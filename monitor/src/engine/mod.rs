@@ -23,9 +23,24 @@ use crate::{
     profile::{Allowance, Profile, Rules},
     rules::{
         credentials, dns, egress::is_metadata_endpoint, executables, lifecycle, lifecycle::Hook,
-        persistence, tool_matches, tool_of,
+        packaging, persistence, tool_matches, tool_of,
     },
 };
+
+/// Programs that adopt orphans (init, container inits, service managers): a job's process found
+/// under one was reparented there, and the reaper is not the job's runner.
+const REAPERS: &[&str] = &[
+    "systemd",
+    "init",
+    "tini",
+    "dumb-init",
+    "catatonit",
+    "s6-svscan",
+    "s6-supervise",
+    "runsvdir",
+    "containerd-shim",
+    "conmon",
+];
 
 /// How often (in event time) ended jobs are checked for retirement.
 const RETIRE_EVERY_NS: u64 = 10 * 1_000_000_000;
@@ -68,6 +83,8 @@ struct Proc {
     /// A child of a job's anchor seen before its exec: its step is named when it executes
     /// with the step's identity in its environment (the runner forks, then execs the step).
     provisional: bool,
+    /// It runs a packing command (`npm pack`): (the command, the directory it packs).
+    packing: Option<(String, String)>,
 }
 
 struct Step {
@@ -90,6 +107,11 @@ struct Job {
     names: dns::JobNames,
     /// Its heavy state was dropped (`JOB_RETENTION_NS` after it ended).
     retired: bool,
+    /// Where the job's steps ask for OIDC identity tokens (host, port), when the job may.
+    oidc_endpoint: Option<(String, u16)>,
+    /// The steps' home directory (`HOME` of the first step): a self-hosted runner's service
+    /// user often lives outside `/home` (`/var/lib/runner`), and `~/` must still mean it.
+    home: Option<String>,
 }
 
 struct HookState {
@@ -382,6 +404,7 @@ impl Engine {
                             alive: true,
                             is_step_root: true,
                             provisional: false,
+                            packing: None,
                         },
                     );
                 }
@@ -491,19 +514,24 @@ impl Engine {
         // The nearest ancestor that is in a job, or that anchors one: under an anchor, a process
         // with no job member between them starts a step of its own.
         enum Found {
-            Member(usize, usize, Option<usize>),
+            Member(usize, usize, Option<usize>, Option<(String, String)>),
             ChildOfAnchor(usize),
         }
         let found = e.ancestry.iter().find_map(|a| {
             let k = key_of(a.pid, a.start_ticks);
             if let Some(p) = self.procs.get(&k) {
-                return Some(Found::Member(p.job, p.step, p.hook));
+                return Some(Found::Member(p.job, p.step, p.hook, p.packing.clone()));
             }
             self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
         });
         let mut provisional = false;
+        // A forked child of a packing process packs too, until it executes something else.
+        let mut packing = None;
         let (job, step, hook, is_root) = match found {
-            Some(Found::Member(job, step, hook)) => (job, step, hook, false),
+            Some(Found::Member(job, step, hook, parent_packing)) => {
+                packing = parent_packing;
+                (job, step, hook, false)
+            }
             Some(Found::ChildOfAnchor(job)) => {
                 let own = match &e.detail {
                     Detail::Exec { env, .. } => identity_from_env(env)
@@ -529,7 +557,14 @@ impl Engine {
                 };
                 let job = self.job_index(job_id);
                 let parent = e.ancestry.first().map(|a| key_of(a.pid, a.start_ticks));
-                if self.jobs[job].anchor.is_none() {
+                // The parent anchors the job (the runner's Worker), unless it merely adopted the
+                // process: init, or whoever a process found running at start-up was reparented
+                // to (a step's daemon outlives its step). Anchoring there would pull every other
+                // process on the machine into the job.
+                let adopted = e.ancestry.first().is_some_and(|p| {
+                    p.pid == 1 || REAPERS.iter().any(|r| p.comm.starts_with(r))
+                });
+                if self.jobs[job].anchor.is_none() && !adopted {
                     if let Some(parent) = parent {
                         self.jobs[job].anchor = Some(parent);
                         self.anchors.insert(parent, job);
@@ -555,6 +590,7 @@ impl Engine {
                 alive: true,
                 is_step_root: is_root,
                 provisional,
+                packing,
             },
         );
         true
@@ -591,6 +627,8 @@ impl Engine {
             seen: HashSet::new(),
             names: dns::JobNames::default(),
             retired: false,
+            oidc_endpoint: None,
+            home: None,
         });
         let job = self.jobs.len() - 1;
         self.job_by_key.insert(identity.key, job);
@@ -723,6 +761,23 @@ impl Engine {
             (p.job, p.step, p.hook)
         };
         let workspace = self.jobs[job].identity.workspace.clone();
+        {
+            let proc = self.procs.get_mut(&key).expect("attributed");
+            proc.packing = packaging::packing_command(&proc.tool, &e.process.argv)
+                .map(|command| (command, cwd.clone()));
+        }
+        if self.jobs[job].home.is_none() {
+            self.jobs[job].home = env
+                .get("HOME")
+                .filter(|h| h.starts_with('/') && h.len() > 1)
+                .map(|h| h.trim_end_matches('/').to_string());
+        }
+        if self.jobs[job].oidc_endpoint.is_none() {
+            self.jobs[job].oidc_endpoint = env
+                .get("ACTIONS_ID_TOKEN_REQUEST_URL")
+                .and_then(|origin| url::Url::parse(origin).ok())
+                .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)));
+        }
         let hook = lifecycle::npm_hook(env, cwd)
             .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref()))
             .or_else(|| lifecycle::cargo_hook(&exe, env))
@@ -777,19 +832,32 @@ impl Engine {
         }
 
         let allowed_exe = |rules: &Rules| rules.executables.allows(&exe);
-        let in_temp = ["/tmp/", "/var/tmp/", "/dev/shm/"]
-            .iter()
-            .any(|t| exe.starts_with(t))
-            && !exe.contains("/target/");
-        if in_temp && !self.rules_of(job, step).any(allowed_exe) {
+        // The program run: the binary, or a `#!` script (then `exe` is its interpreter).
+        let temp = |path: &str| {
+            ["/tmp/", "/var/tmp/", "/dev/shm/"]
+                .iter()
+                .any(|t| path.starts_with(t))
+                && !path.contains("/target/")
+        };
+        let in_temp = temp(&exe) || temp(&program);
+        let temp_program = if temp(&exe) { exe.clone() } else { program.clone() };
+        if in_temp
+            && !self
+                .rules_of(job, step)
+                .any(|r| allowed_exe(r) || r.executables.allows(&temp_program))
+        {
             let raw = Raw {
                 rule: "exec-from-temp",
                 severity: Severity::High,
-                summary: format!("executed {exe}, a program in a temporary directory"),
-                evidence: vec![("executable", json!(exe)), ("cwd", json!(cwd))],
+                summary: format!("executed {temp_program}, a program in a temporary directory"),
+                evidence: vec![
+                    ("executable", json!(exe)),
+                    ("program", json!(temp_program)),
+                    ("cwd", json!(cwd)),
+                ],
                 profile_clause: "executables.allow: programs in temporary directories are downloads until allowed".into(),
-                allowance: Some(Allowance::Executables { path: exe.clone() }),
-                dedupe: exe.clone(),
+                allowance: Some(Allowance::Executables { path: temp_program.clone() }),
+                dedupe: temp_program.clone(),
             };
             self.emit_for(out, raw, e, key);
         } else if !in_temp
@@ -931,6 +999,7 @@ impl Engine {
             .into_iter()
             .cloned()
             .collect();
+        self.check_oidc_request(e, key, address, port, &resolved, out);
         // Allowed when the address itself is, or any name it was resolved from (the asked name
         // or a CNAME on the way) is.
         let allowed = self.rules_of(job, step).any(|r| {
@@ -1035,6 +1104,63 @@ impl Engine {
                 }),
                 dedupe: dest.clone(),
             }
+        };
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// A step connecting to the job's OIDC token endpoint: minting an identity token that can
+    /// publish packages or reach clouds as the repository (the npm worm published this way).
+    /// HTTPS hides the request path, so the endpoint's host and port are the sign; on GitHub that
+    /// host serves the runner itself and OIDC, not the steps' ordinary traffic.
+    fn check_oidc_request(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        address: IpAddr,
+        port: u16,
+        resolved: &[dns::ResolvedName],
+        out: &mut Vec<Finding>,
+    ) {
+        let (job, step) = {
+            let p = &self.procs[&key];
+            (p.job, p.step)
+        };
+        let Some((host, endpoint_port)) = self.jobs[job].oidc_endpoint.clone() else {
+            return;
+        };
+        let host_is_address = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|a| a.to_canonical() == address.to_canonical());
+        let host_was_resolved = resolved
+            .iter()
+            .any(|n| n.names().any(|name| name.eq_ignore_ascii_case(&host)));
+        if port != endpoint_port || !(host_is_address || host_was_resolved) {
+            return;
+        }
+        if self.rules_of(job, step).any(|r| r.oidc.allow) {
+            return;
+        }
+        let step_id = self.jobs[job]
+            .steps
+            .get(step)
+            .map(|s| s.identity.id.clone())
+            .unwrap_or_default();
+        let tool = self.procs[&key].tool.clone();
+        let raw = Raw {
+            rule: "oidc-token-request",
+            severity: Severity::High,
+            summary: format!(
+                "{tool} connected to the job's OIDC token endpoint ({host}:{port}) in step {step_id}, which may not request identity tokens"
+            ),
+            evidence: vec![
+                ("endpoint", json!(format!("{host}:{port}"))),
+                ("address", json!(address)),
+                ("port", json!(port)),
+            ],
+            profile_clause: "oidc.allow: only steps given `oidc: {allow: true}` under `steps:` may request identity tokens".into(),
+            allowance: Some(Allowance::Oidc { step: step_id }),
+            dedupe: format!("{host}:{port}"),
         };
         self.emit_for(out, raw, e, key);
     }
@@ -1186,9 +1312,12 @@ impl Engine {
             (p.job, p.step, p.hook, p.tool.clone())
         };
         let in_hook = hook.is_some();
+        // Judged as if the job's home were a usual one, so `~/` patterns cover it.
+        let home_path = self.home_relative(job, path);
+        let home_path = home_path.as_deref().unwrap_or(path);
         let allowed_by = |rules: &Rules, list: fn(&Rules) -> &Vec<crate::profile::AccessRule>| {
             list(rules).iter().any(|a| {
-                a.path.matches(path)
+                (a.path.matches(path) || a.path.matches(home_path))
                     && a.by.iter().any(|b| {
                         if b.starts_with('/') {
                             crate::profile::PathPattern::new(b)
@@ -1271,7 +1400,7 @@ impl Engine {
             );
         }
         if writes {
-            if let Some(place) = persistence::classify(path) {
+            if let Some(place) = persistence::classify(home_path) {
                 let owner = place.owned_by(&tool) && !in_hook;
                 if !owner
                     && !self
@@ -1292,10 +1421,18 @@ impl Engine {
             }
         }
         if reads {
-            let builtin = credentials::classify(path);
-            let watched = self
-                .rules_of(job, step)
-                .any(|r| r.credentials.watch.iter().any(|p| p.matches(path)));
+            if let Some((command, dir)) = self.procs[&key].packing.clone() {
+                if self.check_packed_file(e, key, path, &command, &dir, out) {
+                    return;
+                }
+            }
+            let builtin = credentials::classify(home_path);
+            let watched = self.rules_of(job, step).any(|r| {
+                r.credentials
+                    .watch
+                    .iter()
+                    .any(|p| p.matches(path) || p.matches(home_path))
+            });
             if builtin.is_none() && !watched {
                 return;
             }
@@ -1336,6 +1473,66 @@ impl Engine {
             };
             self.emit_for(out, raw, e, key);
         }
+    }
+
+    /// `path` with the job's home directory spelt `/root`, when it lies in a home that `~/`
+    /// patterns (`/root`, `/home/*`) would not cover.
+    fn home_relative(&self, job: usize, path: &str) -> Option<String> {
+        let home = self.jobs[job].home.as_deref()?;
+        if home == "/root" || home.starts_with("/home/") {
+            return None;
+        }
+        let rest = path.strip_prefix(home)?;
+        rest.starts_with('/').then(|| format!("/root{rest}"))
+    }
+
+    /// A packing command reading a file of the tree it packs that should not ship. Returns
+    /// whether the open was judged here (then it is not also a credential read).
+    fn check_packed_file(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        command: &str,
+        dir: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let inside = path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'));
+        let Some(kind) = packaging::leak_kind(path).filter(|_| inside) else {
+            return false;
+        };
+        let (job, step, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.tool.clone())
+        };
+        // npm reading the project's own .npmrc is configuration, not packing (npm never packs it).
+        if credentials::classify(path).is_some_and(|k| k.owned_by(&tool)) {
+            return false;
+        }
+        if self
+            .rules_of(job, step)
+            .any(|r| r.packaging.allow.iter().any(|p| p.matches(path)))
+        {
+            return true;
+        }
+        let raw = Raw {
+            rule: "packaged-sensitive-file",
+            severity: Severity::High,
+            summary: format!("`{command}` read {path} ({kind}) to pack it"),
+            evidence: vec![
+                ("path", json!(path)),
+                ("kind", json!(kind)),
+                ("command", json!(command)),
+                ("package_dir", json!(dir)),
+            ],
+            profile_clause: "packaging.allow: a package should not ship source maps, .env files or keys unless listed".into(),
+            allowance: Some(Allowance::Packaging { path: path.to_string() }),
+            dedupe: path.to_string(),
+        };
+        self.emit_for(out, raw, e, key);
+        true
     }
 
     fn on_pth_read(

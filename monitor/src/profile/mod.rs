@@ -64,6 +64,10 @@ struct RawProfile {
     persistence: Persistence,
     #[serde(default, skip_serializing_if = "Processes::is_empty")]
     processes: Processes,
+    #[serde(default, skip_serializing_if = "Oidc::is_empty")]
+    oidc: Oidc,
+    #[serde(default, skip_serializing_if = "Packaging::is_empty")]
+    packaging: Packaging,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     steps: BTreeMap<String, Rules>,
     #[serde(default, skip_serializing_if = "HookPolicy::is_default")]
@@ -81,6 +85,8 @@ impl From<RawProfile> for Profile {
                 executables: raw.executables,
                 persistence: raw.persistence,
                 processes: raw.processes,
+                oidc: raw.oidc,
+                packaging: raw.packaging,
             },
             steps: raw.steps,
             hooks: raw.hooks,
@@ -98,6 +104,8 @@ impl From<Profile> for RawProfile {
             executables: p.rules.executables,
             persistence: p.rules.persistence,
             processes: p.rules.processes,
+            oidc: p.rules.oidc,
+            packaging: p.rules.packaging,
             steps: p.steps,
             hooks: p.hooks,
         }
@@ -120,6 +128,10 @@ pub struct Rules {
     pub persistence: Persistence,
     #[serde(default, skip_serializing_if = "Processes::is_empty")]
     pub processes: Processes,
+    #[serde(default, skip_serializing_if = "Oidc::is_empty")]
+    pub oidc: Oidc,
+    #[serde(default, skip_serializing_if = "Packaging::is_empty")]
+    pub packaging: Packaging,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +241,35 @@ pub struct Processes {
     pub background: Vec<PathPattern>,
 }
 
+/// `oidc:`: whether the step may ask the CI for an OIDC identity token (the token that lets
+/// `npm publish --provenance` or a cloud login act as the repository). Give it to the publishing
+/// or deploying step only, under `steps:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oidc {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow: bool,
+}
+
+/// `packaging:`: files a packing command (`npm pack`/`publish`, `cargo package`, ...) may read
+/// although they look like leaks (source maps, `.env` files, keys): globs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packaging {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<PathPattern>,
+}
+
+impl Oidc {
+    fn is_empty(&self) -> bool {
+        !self.allow
+    }
+}
+impl Packaging {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+}
 impl Egress {
     fn is_empty(&self) -> bool {
         *self == Egress::default()
@@ -403,12 +444,20 @@ pub enum Allowance {
     Processes {
         executable: String,
     },
+    /// A step that may request OIDC tokens (added under `steps:`, never at job level).
+    Oidc {
+        step: String,
+    },
+    Packaging {
+        path: String,
+    },
 }
 
 impl Profile {
     /// Adds an allowance at job level (idempotent).
     pub fn allow(&mut self, allowance: &Allowance) {
         let rules = &mut self.rules;
+        // Token minting is a step's right, not the job's: its allowance goes under `steps:`.
         match allowance {
             Allowance::Egress {
                 address,
@@ -455,6 +504,15 @@ impl Profile {
                 if !rules.processes.background.contains(&pattern) {
                     rules.processes.background.push(pattern);
                 }
+            }
+            Allowance::Packaging { path } => {
+                let pattern = PathPattern::literal(path);
+                if !rules.packaging.allow.contains(&pattern) {
+                    rules.packaging.allow.push(pattern);
+                }
+            }
+            Allowance::Oidc { step } => {
+                self.steps.entry(step.clone()).or_default().oidc.allow = true;
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod egress;
 pub mod executables;
 pub mod lifecycle;
+pub mod packaging;
 pub mod persistence;
 
 /// The tool a process is, for ownership checks: the executable's name, or for an interpreter the

@@ -1,0 +1,530 @@
+//! `monitor selftest`: re-enacts real CI supply-chain attacks, benignly, on this machine, against
+//! the real agent with its real probes, and scores what it catches. Each attack has a benign twin
+//! (the legitimate version of the same thing) that must stay clean, so the score counts false
+//! positives as well as misses. Documented in docs/selftest.md.
+
+mod lab;
+pub mod scenarios;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+use serde_json::Value;
+
+use lab::{interrupted, AgentUnderTest, HttpServer};
+pub use lab::Interrupted;
+use scenarios::Scenario;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SelftestArgs {
+    /// Where the lab is made (a private directory inside it, removed at the end). Not a
+    /// temporary directory: programs run from /tmp are themselves a finding.
+    #[arg(long, default_value = "/var/lib/monitor/selftest")]
+    pub work_dir: PathBuf,
+    /// Run only the scenarios whose name contains this (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Print the scorecard as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the lab (agent log, events, findings) for inspection instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// What became of one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub what: String,
+    /// `detected`/`missed` for an attack, `clean`/`false-positive` for a twin, or `not-run`.
+    pub verdict: String,
+    /// Findings of the job as `#id rule`.
+    pub findings: Vec<String>,
+    /// Rules expected but not raised (attacks only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub threat: String,
+    pub expect: Vec<String>,
+    pub attack: JobResult,
+    pub twin: JobResult,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scorecard {
+    pub scenarios: Vec<ScenarioResult>,
+    pub detected: usize,
+    pub attacks: usize,
+    pub clean: usize,
+    pub twins: usize,
+    pub not_run: usize,
+}
+
+impl Scorecard {
+    /// 0: everything detected and every twin clean; 1: a miss or a false positive; 2: some
+    /// scenario could not run here (a program it needs is missing).
+    pub fn exit_code(&self) -> i32 {
+        if self.detected < self.attacks - self.not_run || self.clean < self.twins - self.not_run {
+            1
+        } else if self.not_run > 0 {
+            2
+        } else {
+            0
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for s in &self.scenarios {
+            out.push_str(&format!("{:<36} {}\n", s.name, s.threat));
+            for (label, r) in [("attack", &s.attack), ("twin  ", &s.twin)] {
+                out.push_str(&format!(
+                    "  {label} {:<16} {}\n",
+                    r.verdict.to_uppercase(),
+                    r.what
+                ));
+                if !r.findings.is_empty() {
+                    out.push_str(&format!("         findings: {}\n", r.findings.join(", ")));
+                }
+                if !r.missing.is_empty() {
+                    out.push_str(&format!("         missing:  {}\n", r.missing.join(", ")));
+                }
+                if let Some(note) = &r.note {
+                    out.push_str(&format!("         note:     {note}\n"));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "\nscore: {}/{} attacks detected, {}/{} benign twins clean{}\n",
+            self.detected,
+            self.attacks,
+            self.clean,
+            self.twins,
+            if self.not_run > 0 {
+                format!(", {} scenario(s) not run", self.not_run)
+            } else {
+                String::new()
+            }
+        ));
+        out
+    }
+}
+
+/// Runs the selftest; the caller prints the scorecard and exits with its code.
+pub fn run(args: &SelftestArgs) -> anyhow::Result<Scorecard> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the selftest loads the monitor's eBPF programs and must run as root");
+    }
+    lab::catch_interrupts();
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("selftest-")
+        .tempdir_in(&args.work_dir)
+        .with_context(|| format!("creating the lab in {}", args.work_dir.display()))?;
+    let root = std::fs::canonicalize(dir.path())?;
+    let mut extra_paths = Vec::new();
+    let result = run_in(&root, args, &mut extra_paths);
+    // Cleanup whatever happened: processes left behind, files outside the lab, the lab.
+    let leftover = lab::kill_processes_under(&root);
+    if leftover > 0 {
+        log::info!("selftest: stopped {leftover} process(es) the scenarios left running");
+    }
+    for p in extra_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!("selftest: lab kept in {}", kept.display());
+    } else {
+        drop(dir);
+        // The parent too, when the selftest made it and nothing else is in it.
+        let _ = std::fs::remove_dir(&args.work_dir);
+    }
+    result
+}
+
+fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow::Result<Scorecard> {
+    let chosen: Vec<Scenario> = scenarios::all()
+        .into_iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        bail!("no scenario matches {:?}", args.only);
+    }
+    let fixtures = root.join("lab");
+    for sub in ["bin", "home", "work/app/app", "work/_temp", "lab", "out"] {
+        std::fs::create_dir_all(root.join(sub))?;
+    }
+    std::fs::copy("/bin/bash", root.join("bin/Runner.Worker")).context("making Runner.Worker")?;
+
+    let registry = HttpServer::start(BTreeMap::from([
+        ("/prebuilt".to_string(), scenarios::TOOL_SH.as_bytes().to_vec()),
+        ("/helper".to_string(), scenarios::TOOL_SH.as_bytes().to_vec()),
+    ]))?;
+    let untrusted = HttpServer::start(BTreeMap::from([(
+        "/miner".to_string(),
+        scenarios::MINER_SH.as_bytes().to_vec(),
+    )]))?;
+    let oidc = HttpServer::start(BTreeMap::from([(
+        "/idtoken".to_string(),
+        br#"{"value":"selftest-canary-oidc-jwt"}"#.to_vec(),
+    )]))?;
+    let run_tag = format!("{}{}", std::process::id(), Instant::now().elapsed().subsec_nanos());
+    extra.push(PathBuf::from(format!("/tmp/.selftest-miner-{run_tag}")));
+
+    let missing_programs: Vec<&str> = chosen
+        .iter()
+        .flat_map(|s| s.needs.iter().copied())
+        .filter(|p| !on_path(p))
+        .collect();
+    prepare_fixtures(root, &fixtures, &missing_programs)?;
+
+    let profile = root.join("selftest-profile.yml");
+    std::fs::write(&profile, scenarios::profile(registry.port, oidc.port))?;
+    let mut agent = AgentUnderTest::start(root, &profile)?;
+
+    let base_env = vec![
+        ("LAB".to_string(), fixtures.display().to_string()),
+        ("SELFTEST_LAB".to_string(), root.display().to_string()),
+        ("SELFTEST_RUN".to_string(), run_tag.clone()),
+        ("REGISTRY".to_string(), format!("http://127.0.0.1:{}", registry.port)),
+        ("UNTRUSTED".to_string(), format!("http://127.0.0.1:{}", untrusted.port)),
+        ("NPM_CONFIG_UPDATE_NOTIFIER".to_string(), "false".to_string()),
+        ("npm_config_cache".to_string(), root.join("home/.npm").display().to_string()),
+    ];
+    let oidc_url = format!("http://127.0.0.1:{}/idtoken?api-version=2.0", oidc.port);
+    let mut results = Vec::new();
+    let mut job_number = 0;
+    for scenario in &chosen {
+        let needs: Vec<&str> = scenario
+            .needs
+            .iter()
+            .copied()
+            .filter(|p| missing_programs.contains(p))
+            .collect();
+        let mut pair = Vec::new();
+        for (attack, job) in [(true, &scenario.attack), (false, &scenario.twin)] {
+            if interrupted() {
+                return Err(Interrupted.into());
+            }
+            if !needs.is_empty() {
+                pair.push(JobResult {
+                    what: job.what.to_string(),
+                    verdict: "not-run".into(),
+                    findings: Vec::new(),
+                    missing: Vec::new(),
+                    note: Some(format!("needs {}", needs.join(", "))),
+                });
+                continue;
+            }
+            job_number += 1;
+            let run_id = format!("{run_tag}{job_number:03}");
+            let runner = Runner {
+                root,
+                run_id: &run_id,
+                env: &base_env,
+                oidc_url: &oidc_url,
+            };
+            let findings = runner.run(job, &mut agent)?;
+            pair.push(judge(scenario, job.what, attack, findings));
+        }
+        let twin = pair.pop().expect("two");
+        let attack = pair.pop().expect("two");
+        results.push(ScenarioResult {
+            name: scenario.name.into(),
+            threat: scenario.threat.into(),
+            expect: scenario.expect.iter().map(|s| s.to_string()).collect(),
+            attack,
+            twin,
+        });
+    }
+    if !agent.alive() {
+        bail!("the agent died during the selftest:\n{}", agent.log_text());
+    }
+    agent.stop();
+    let count = |f: &dyn Fn(&ScenarioResult) -> bool| results.iter().filter(|r| f(r)).count();
+    Ok(Scorecard {
+        detected: count(&|r| r.attack.verdict == "detected"),
+        clean: count(&|r| r.twin.verdict == "clean"),
+        not_run: count(&|r| r.attack.verdict == "not-run"),
+        attacks: results.len(),
+        twins: results.len(),
+        scenarios: results,
+    })
+}
+
+fn judge(scenario: &Scenario, what: &str, attack: bool, findings: Vec<Value>) -> JobResult {
+    let listed = findings
+        .iter()
+        .map(|f| format!("#{} {}", f["id"], f["rule"].as_str().unwrap_or("?")))
+        .collect();
+    let (verdict, missing) = if attack {
+        let missing: Vec<String> = scenario
+            .expect
+            .iter()
+            .filter(|want| {
+                let (rule, text) = want.split_once(' ').unwrap_or((want, ""));
+                !findings.iter().any(|f| {
+                    f["rule"] == rule && f["summary"].as_str().is_some_and(|s| s.contains(text))
+                })
+            })
+            .map(|r| r.to_string())
+            .collect();
+        let verdict = if missing.is_empty() { "detected" } else { "missed" };
+        (verdict, missing)
+    } else {
+        let verdict = if findings.is_empty() { "clean" } else { "false-positive" };
+        (verdict, Vec::new())
+    };
+    JobResult {
+        what: what.to_string(),
+        verdict: verdict.into(),
+        findings: listed,
+        missing,
+        note: None,
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join(program).is_file())
+    })
+}
+
+/// The job's findings are all in once the marker step's arrived: the agent judges events in
+/// order, and the marker step runs last.
+const MARKER: (&str, &str) = ("selftest-marker", "cat /proc/$PPID/environ >/dev/null\n");
+
+/// A stand-in for a GitHub Actions runner executing one job (the process layout of the real
+/// one): `Runner.Worker` (a copy of bash under that name) starts each step as its own child,
+/// with the job's and the step's `GITHUB_*` variables; a `run:` step is `bash -e <script>`.
+struct Runner<'a> {
+    root: &'a Path,
+    run_id: &'a str,
+    env: &'a [(String, String)],
+    oidc_url: &'a str,
+}
+
+impl Runner<'_> {
+    fn run(&self, job: &scenarios::Job, agent: &mut AgentUnderTest) -> anyhow::Result<Vec<Value>> {
+        let temp = self.root.join("work/_temp");
+        let workspace = self.root.join("work/app/app");
+        let out = self.root.join("out").join(self.run_id);
+        // A fresh workspace per job, as a runner checks out anew.
+        let _ = std::fs::remove_dir_all(&workspace);
+        std::fs::create_dir_all(&workspace)?;
+        std::fs::create_dir_all(&out)?;
+        let job_env: Vec<(String, String)> = [
+            ("GITHUB_ACTIONS", "true".to_string()),
+            ("GITHUB_RUN_ID", self.run_id.to_string()),
+            ("GITHUB_RUN_ATTEMPT", "1".into()),
+            ("GITHUB_JOB", "selftest".into()),
+            ("GITHUB_REPOSITORY", "monitor/selftest".into()),
+            ("GITHUB_WORKFLOW", "selftest".into()),
+            ("GITHUB_WORKSPACE", workspace.display().to_string()),
+            ("RUNNER_TEMP", temp.display().to_string()),
+            ("RUNNER_NAME", "selftest-runner".into()),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", self.oidc_url.to_string()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", lab::CANARY_OIDC_REQUEST_TOKEN.to_string()),
+            ("OUT", out.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let exports = job_env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut worker = String::from("set -e\n");
+        let steps = job.steps.iter().map(|(id, s)| (*id, s.as_str())).chain([MARKER]);
+        for (i, (id, script)) in steps.enumerate() {
+            let file = temp.join(format!("{}-{i}.sh", self.run_id));
+            std::fs::write(&file, script)?;
+            worker.push_str(&format!(
+                "( export {exports} GITHUB_ACTION={}; exec /bin/bash -e {} )\n",
+                shell_quote(id),
+                shell_quote(&file.display().to_string())
+            ));
+        }
+        let worker_file = temp.join(format!("{}-worker.sh", self.run_id));
+        std::fs::write(&worker_file, worker)?;
+        let mut command = Command::new(self.root.join("bin/Runner.Worker"));
+        command
+            .arg(&worker_file)
+            .current_dir(&workspace)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+            .env("HOME", self.root.join("home"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        for keep in ["PYENV_ROOT", "LANG"] {
+            if let Ok(v) = std::env::var(keep) {
+                command.env(keep, v);
+            }
+        }
+        let (ok, output) = lab::run_interruptible(&mut command)?;
+        if !ok {
+            bail!("the job \"{}\" failed to run:\n{output}", job.what);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mine: Vec<Value> = agent
+                .findings()
+                .into_iter()
+                .filter(|f| f["job"]["run_id"].as_str() == Some(self.run_id))
+                .collect();
+            if mine.iter().any(|f| f["step"]["id"] == MARKER.0) {
+                return Ok(mine
+                    .into_iter()
+                    .filter(|f| f["step"]["id"] != MARKER.0)
+                    .collect());
+            }
+            if interrupted() {
+                return Err(Interrupted.into());
+            }
+            if Instant::now() > deadline || !agent.alive() {
+                bail!(
+                    "the agent judged nothing of the job \"{}\" within 30 s (its marker step gave no finding); agent log:\n{}",
+                    job.what,
+                    agent.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Builds what the jobs use, outside any job: canary credentials, npm tarballs, a git
+/// dependency, wheels, a virtualenv, packages to pack.
+fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result<()> {
+    let home = root.join("home");
+    let write = |path: PathBuf, text: &str| -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write(
+        home.join(".npmrc"),
+        &format!("//registry.npmjs.org/:_authToken={}\n", lab::CANARY_NPM_TOKEN),
+    )?;
+    write(
+        home.join(".aws/credentials"),
+        &format!("[default]\naws_access_key_id = AKIASELFTESTCANARY00\naws_secret_access_key = {}\n", lab::CANARY_AWS_SECRET),
+    )?;
+    write(home.join(".bashrc"), "# selftest home\n")?;
+    let prep = |what: &str, command: &mut Command| -> anyhow::Result<()> {
+        let (ok, output) = lab::run_interruptible(command.env("HOME", &home))?;
+        if !ok {
+            bail!("selftest: preparing {what} failed:\n{output}");
+        }
+        Ok(())
+    };
+    write(lab.join("memdump.py"), scenarios::MEMDUMP_PY)?;
+    let has = |p: &str| !missing.contains(&p);
+
+    if has("npm") {
+        let pack = |name: &str, scripts: &str, files: &[(&str, &str)]| -> anyhow::Result<()> {
+            let dir = lab.join("src").join(name);
+            write(
+                dir.join("package.json"),
+                &format!(r#"{{"name":"{name}","version":"1.0.0","scripts":{{{scripts}}}}}"#),
+            )?;
+            for (file, text) in files {
+                write(dir.join(file), text)?;
+            }
+            prep(
+                name,
+                Command::new("npm")
+                    .args(["pack", "--silent", "--pack-destination"])
+                    .arg(lab)
+                    .current_dir(&dir),
+            )
+        };
+        pack("evil-stealer", r#""postinstall":"node steal.js""#, &[("steal.js", scenarios::STEALER_JS)])?;
+        pack("native-prebuilt", r#""postinstall":"node install.js""#, &[("install.js", scenarios::PREBUILT_JS)])?;
+        // Trees to pack: the same files, with and without a files list.
+        for (name, files_list) in [("pack-leaky", ""), ("pack-clean", r#","files":["dist/*.js"]"#)] {
+            let dir = lab.join(name);
+            write(
+                dir.join("package.json"),
+                &format!(r#"{{"name":"{name}","version":"1.0.0"{files_list}}}"#),
+            )?;
+            write(dir.join("dist/cli.js"), "console.log('cli');\n")?;
+            write(dir.join("dist/cli.js.map"), r#"{"version":3,"sources":["../src/cli.ts"],"sourcesContent":["// the whole source"],"mappings":""}"#)?;
+            write(dir.join(".env"), "API_KEY=selftest-canary\n")?;
+        }
+    }
+    if has("git") {
+        let git = |dir: &Path, args: &[&str]| {
+            prep(
+                "a git repository",
+                Command::new("git")
+                    .args(["-c", "user.email=selftest@localhost", "-c", "user.name=selftest", "-c", "init.defaultBranch=main"])
+                    .args(args)
+                    .current_dir(dir),
+            )
+        };
+        let dep = lab.join("git-dep");
+        write(
+            dep.join("package.json"),
+            r#"{"name":"git-dep","version":"1.0.0","scripts":{"prepare":"node prepare.js"}}"#,
+        )?;
+        write(dep.join("prepare.js"), scenarios::PREPARE_STEALER_JS)?;
+        let repo = lab.join("repo-with-workflows");
+        write(repo.join(".github/workflows/ci.yml"), "on: push\njobs: {}\n")?;
+        write(repo.join("README.md"), "selftest\n")?;
+        for dir in [&dep, &repo] {
+            git(dir, &["init", "-q"])?;
+            git(dir, &["add", "."])?;
+            git(dir, &["commit", "-q", "-m", "selftest"])?;
+        }
+    }
+    if has("python3") {
+        prep(
+            "a virtualenv",
+            Command::new("python3").arg("-m").arg("venv").arg(lab.join("venv")),
+        )?;
+        write(lab.join("make_wheel.py"), scenarios::MAKE_WHEEL_PY)?;
+        std::fs::create_dir_all(lab.join("wheels"))?;
+        prep(
+            "a wheel with an executable .pth",
+            Command::new("python3").arg(lab.join("make_wheel.py")).args([
+                lab.join("wheels/telemetry_init-1.0-py3-none-any.whl").display().to_string(),
+                "telemetry_init".into(),
+                "telemetry_init.pth=import os; os.path.exists(os.path.expanduser('~/.aws/credentials'))\n".into(),
+                "telemetry_init/__init__.py=".into(),
+            ]),
+        )?;
+        prep(
+            "a wheel with a path-only .pth",
+            Command::new("python3").arg(lab.join("make_wheel.py")).args([
+                lab.join("wheels/plain_paths-1.0-py3-none-any.whl").display().to_string(),
+                "plain_paths".into(),
+                format!("plain_paths.pth={}\n", lab.join("py").display()),
+                "plain_paths/__init__.py=".into(),
+            ]),
+        )?;
+        write(lab.join("py/fastmath_evil/__init__.py"), scenarios::FASTMATH_EVIL)?;
+        write(lab.join("py/fastmath_ok/__init__.py"), scenarios::FASTMATH_OK)?;
+    }
+    Ok(())
+}

