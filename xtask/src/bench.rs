@@ -262,8 +262,8 @@ const AUDIT_RULES: &[&str] = &[
 /// The bpftrace equivalent: the same tracepoints, each event printed with its process and
 /// path or address (what one would write to watch a runner with bpftrace).
 const BPFTRACE_SCRIPT: &str = r#"BEGIN { printf("ready\n"); }
-tracepoint:syscalls:sys_enter_execve { printf("exec %d %d %s %s\n", pid, ppid, comm, str(args->filename)); }
-tracepoint:syscalls:sys_enter_execveat { printf("exec %d %d %s %s\n", pid, ppid, comm, str(args->filename)); }
+tracepoint:syscalls:sys_enter_execve { printf("exec %d %s %s\n", pid, comm, str(args->filename)); }
+tracepoint:syscalls:sys_enter_execveat { printf("exec %d %s %s\n", pid, comm, str(args->filename)); }
 tracepoint:sched:sched_process_fork { printf("fork %d %d\n", args->parent_pid, args->child_pid); }
 tracepoint:sched:sched_process_exit { printf("exit %d\n", pid); }
 tracepoint:syscalls:sys_enter_connect { printf("connect %d %s\n", pid, comm); }
@@ -282,6 +282,8 @@ struct Running {
     pids: Vec<u32>,
     dir: PathBuf,
     metrics: Option<String>,
+    /// auditd: how far its log has been counted, and the events counted so far.
+    audit_read: std::cell::Cell<(u64, u64)>,
 }
 
 fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
@@ -308,6 +310,7 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
             pids: Vec::new(),
             dir,
             metrics: None,
+            audit_read: Default::default(),
         }),
         Tool::Monitor => {
             let ready = dir.join("ready");
@@ -334,6 +337,7 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 child: Some(child),
                 dir,
                 metrics,
+                audit_read: Default::default(),
             })
         }
         Tool::Auditd => {
@@ -343,8 +347,12 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
             let conf: String = conf
                 .lines()
                 .map(|l| {
-                    if l.trim_start().starts_with("log_file") {
+                    let key = l.split('=').next().unwrap_or("").trim();
+                    if key == "log_file" {
                         format!("log_file = {}", log.display())
+                    } else if key == "max_log_file_action" {
+                        // One growing file, so every record is counted (no rotation away).
+                        "max_log_file_action = ignore".to_string()
                     } else {
                         l.to_string()
                     }
@@ -382,6 +390,7 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 pids,
                 dir,
                 metrics: None,
+                audit_read: Default::default(),
             })
         }
         Tool::Bpftrace => {
@@ -408,6 +417,7 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 child: Some(child),
                 dir,
                 metrics: None,
+                audit_read: Default::default(),
             })
         }
     }
@@ -478,18 +488,31 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
             (sum_samples(&text, "monitor_events_total"), sum_samples(&text, "monitor_events_dropped_total"))
         }
         Tool::Auditd => {
-            // Records carry `msg=audit(<time>:<serial>)`; one event is one serial.
-            let log = std::fs::read_to_string(r.dir.join("audit.log")).unwrap_or_default();
-            let mut serials = std::collections::HashSet::new();
-            for line in log.lines() {
-                if let Some(s) = line.split("msg=audit(").nth(1).and_then(|r| r.split(')').next()) {
-                    serials.insert(s.to_string());
+            // Records carry `msg=audit(<time>:<serial>)`; an event's records are adjacent and
+            // share the serial. Only what was appended since the last count is read.
+            let (offset, mut counted) = r.audit_read.get();
+            let mut log = Vec::new();
+            if let Ok(mut f) = std::fs::File::open(r.dir.join("audit.log")) {
+                use std::io::{Read as _, Seek as _};
+                let _ = f.seek(std::io::SeekFrom::Start(offset));
+                let _ = f.read_to_end(&mut log);
+            }
+            // Count complete lines only; a half-written one is read next time.
+            let complete = log.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            let mut last = String::new();
+            for line in String::from_utf8_lossy(&log[..complete]).lines() {
+                if let Some(serial) = line.split("msg=audit(").nth(1).and_then(|r| r.split(')').next()) {
+                    if serial != last {
+                        counted += 1;
+                        last = serial.to_string();
+                    }
                 }
             }
+            r.audit_read.set((offset + complete as u64, counted));
             let lost = output("auditctl", &["-s"])
                 .and_then(|s| s.lines().find_map(|l| l.strip_prefix("lost ")?.trim().parse().ok()))
                 .unwrap_or(0);
-            (serials.len() as u64, lost)
+            (counted, lost)
         }
         Tool::Bpftrace => {
             let out = std::fs::read_to_string(r.dir.join("bpftrace.out")).unwrap_or_default();
@@ -936,4 +959,62 @@ fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(round: usize, tool: Tool, workload: &str, seconds: f64) -> Sample {
+        Sample {
+            round,
+            tool,
+            workload: workload.into(),
+            seconds,
+            tool_cpu_seconds: 0.1,
+            events: 10,
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn saved_samples_redraw_the_table_and_the_chart() {
+        let tools = vec![Tool::Nothing, Tool::Monitor, Tool::Auditd, Tool::Bpftrace];
+        let mut samples = Vec::new();
+        for round in 0..3 {
+            // Medians: nothing 2.0 s, monitor 2.2 s (1.100x), auditd 3.0 s, bpftrace 2.5 s;
+            // the outliers of one round do not move them.
+            let noise = if round == 1 { 5.0 } else { 0.0 };
+            samples.push(sample(round, Tool::Nothing, "build", 2.0 + noise));
+            samples.push(sample(round, Tool::Monitor, "build", 2.2 + noise));
+            samples.push(sample(round, Tool::Auditd, "build", 3.0));
+            samples.push(sample(round, Tool::Bpftrace, "build", 2.5));
+        }
+        let results = Results {
+            machine: BTreeMap::from([("kernel".to_string(), "test".to_string())]),
+            rounds: 3,
+            scale: 1.0,
+            tools,
+            workloads: vec!["build".into()],
+            samples,
+            peak_rss_kib: BTreeMap::from([("monitor".to_string(), 2048)]),
+            audit_rules: Vec::new(),
+            bpftrace_script: String::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_docs(dir.path(), &results).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("benchmarks.md")).unwrap();
+        assert!(md.contains("| build | 2.000 | 1.100x | 1.500x | 1.250x |"), "{md}");
+        assert!(md.contains("| this monitor | 2.0 |"), "{md}");
+        let png = std::fs::read(dir.path().join("benchmarks.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() > 10_000, "an empty picture: {} bytes", png.len());
+    }
+
+    #[test]
+    fn metric_samples_are_summed_by_name() {
+        let text = "# HELP monitor_events_total x\nmonitor_events_total{kind=\"exec\"} 3\nmonitor_events_total{kind=\"open\"} 4\nmonitor_events_dropped_total{kind=\"open\",reason=\"kernel\"} 2\n";
+        assert_eq!(sum_samples(text, "monitor_events_total"), 7);
+        assert_eq!(sum_samples(text, "monitor_events_dropped_total"), 2);
+    }
 }

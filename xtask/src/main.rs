@@ -283,6 +283,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("python3", &["-m", "ensurepip", "--version"], "python3-venv"),
     ("git", &["--version"], "git"),
     ("curl", &["--version"], "curl"),
+    // The benchmark chart's font (the bench's drawing is tested).
+    ("test", &["-f", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"], "fonts-dejavu-core"),
     ("promtool", &["--version"], "prometheus"),
     ("prometheus", &["--version"], "prometheus"),
     ("setpriv", &["--version"], "util-linux"),

@@ -528,3 +528,67 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(id: u64, rule: &str, summary: &str) -> Value {
+        serde_json::json!({"id": id, "rule": rule, "summary": summary})
+    }
+
+    fn scenario() -> Scenario {
+        scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "workflow-and-shell-rc-persistence")
+            .unwrap()
+    }
+
+    #[test]
+    fn an_attack_is_detected_only_when_everything_expected_is_raised() {
+        let s = scenario();
+        let half = vec![finding(1, "persistence-write", "bash created /w/.github/workflows/x.yml (workflow-file)")];
+        let r = judge(&s, "attack", true, half.clone());
+        assert_eq!(r.verdict, "missed");
+        assert_eq!(r.missing, vec!["persistence-write shell-startup"]);
+        let mut both = half;
+        both.push(finding(2, "persistence-write", "bash wrote /h/.bashrc (shell-startup)"));
+        let r = judge(&s, "attack", true, both);
+        assert_eq!((r.verdict.as_str(), r.findings.len()), ("detected", 2));
+        assert_eq!(r.findings[1], "#2 persistence-write");
+    }
+
+    #[test]
+    fn a_twin_with_any_finding_is_a_false_positive_and_fails_the_run() {
+        let s = scenario();
+        let clean = judge(&s, "twin", false, Vec::new());
+        let noisy = judge(&s, "twin", false, vec![finding(3, "credential-read", "x")]);
+        assert_eq!((clean.verdict.as_str(), noisy.verdict.as_str()), ("clean", "false-positive"));
+        let detected = judge(&s, "attack", true, vec![
+            finding(1, "persistence-write", "(workflow-file)"),
+            finding(2, "persistence-write", "(shell-startup)"),
+        ]);
+        let card = |twin: JobResult| {
+            let result = ScenarioResult {
+                name: s.name.into(),
+                threat: s.threat.into(),
+                expect: Vec::new(),
+                attack: detected.clone(),
+                twin,
+            };
+            Scorecard {
+                detected: 1,
+                attacks: 1,
+                clean: usize::from(result.twin.verdict == "clean"),
+                twins: 1,
+                not_run: 0,
+                scenarios: vec![result],
+            }
+        };
+        assert_eq!(card(clean).exit_code(), 0);
+        let failing = card(noisy);
+        assert_eq!(failing.exit_code(), 1);
+        assert!(failing.table().contains("FALSE-POSITIVE"), "{}", failing.table());
+        assert!(failing.table().contains("#3 credential-read"));
+    }
+}
