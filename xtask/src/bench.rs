@@ -22,6 +22,8 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
+use crate::output;
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Number of rounds (each runs every workload under every tool).
@@ -303,15 +305,16 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
         }
         Ok(())
     };
+    let mut running = Running {
+        tool,
+        child: None,
+        pids: Vec::new(),
+        dir: dir.clone(),
+        metrics: None,
+        audit_read: Default::default(),
+    };
     match tool {
-        Tool::Nothing => Ok(Running {
-            tool,
-            child: None,
-            pids: Vec::new(),
-            dir,
-            metrics: None,
-            audit_read: Default::default(),
-        }),
+        Tool::Nothing => {}
         Tool::Monitor => {
             let ready = dir.join("ready");
             let mut child = Command::new(bin)
@@ -331,14 +334,9 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 .lines()
                 .find_map(|l| l.strip_prefix("metrics="))
                 .map(str::to_string);
-            Ok(Running {
-                tool,
-                pids: vec![child.id()],
-                child: Some(child),
-                dir,
-                metrics,
-                audit_read: Default::default(),
-            })
+            running.pids = vec![child.id()];
+            running.child = Some(child);
+            running.metrics = metrics;
         }
         Tool::Auditd => {
             let conf = std::fs::read_to_string("/etc/audit/auditd.conf")
@@ -384,14 +382,8 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
             }
             let mut pids = vec![child.id()];
             pids.extend(pids_named("kauditd"));
-            Ok(Running {
-                tool,
-                child: Some(child),
-                pids,
-                dir,
-                metrics: None,
-                audit_read: Default::default(),
-            })
+            running.pids = pids;
+            running.child = Some(child);
         }
         Tool::Bpftrace => {
             let script = dir.join("bench.bt");
@@ -411,16 +403,11 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 &|| std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready\n")),
                 &mut child,
             )?;
-            Ok(Running {
-                tool,
-                pids: vec![child.id()],
-                child: Some(child),
-                dir,
-                metrics: None,
-                audit_read: Default::default(),
-            })
+            running.pids = vec![child.id()];
+            running.child = Some(child);
         }
     }
+    Ok(running)
 }
 
 fn auditctl(args: &[&str]) -> anyhow::Result<()> {
@@ -431,12 +418,6 @@ fn auditctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn pids_named(comm: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -627,45 +608,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Installs what the peer comparison runs (Debian packages), when missing.
-fn ensure_peer_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("auditctl", "auditd"),
-        ("bpftrace", "bpftrace"),
-        ("npm", "npm"),
-    ]
-    .iter()
-    .filter(|(p, _)| output("sh", &["-c", &format!("command -v {p}")]).is_none())
-    .map(|(_, pkg)| *pkg)
-    .chain(
-        (!Path::new(FONT).exists())
-            .then_some("fonts-dejavu-core")
-            .into_iter(),
-    )
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing {}", missing.join(", "));
-    let ok = Command::new("apt-get").args(["update", "-qq"]).status()?.success()
-        && Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?
-            .success();
-    if !ok {
-        bail!("could not install {}", missing.join(", "));
-    }
-    // Debian starts the packaged auditd where systemd runs; the bench starts its own.
-    let _ = Command::new("systemctl")
-        .args(["disable", "--now", "auditd"])
-        .stderr(Stdio::null())
-        .status();
-    Ok(())
-}
+/// What the peer comparison runs, each with a command that proves it works and its Debian package.
+const PEER_PROGRAMS: &[(&str, &[&str], &str)] = &[
+    ("auditctl", &["-v"], "auditd"),
+    ("bpftrace", &["--version"], "bpftrace"),
+    ("npm", &["--version"], "npm"),
+    ("test", &["-f", FONT], "fonts-dejavu-core"),
+];
 
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let docs = root.join("docs");
@@ -677,8 +628,8 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         return write_docs(&docs, &results);
     }
     if !args.monitor_only {
-        ensure_peer_tools()?;
-        if pids_named("auditd").len() > 0 {
+        crate::ensure_programs("the bench's peers", PEER_PROGRAMS)?;
+        if !pids_named("auditd").is_empty() {
             bail!("auditd is already running here; stop it first (the bench runs its own, with its own rules)");
         }
     }

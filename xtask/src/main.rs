@@ -148,7 +148,7 @@ fn toolchain_dir() -> PathBuf {
         .unwrap_or_else(|| DEFAULT_TOOLCHAIN_DIR.into())
 }
 
-fn output(program: &str, args: &[&str]) -> Option<String> {
+pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
@@ -173,23 +173,9 @@ pub fn setup() -> anyhow::Result<()> {
     // 1. A Rust whose library sources match it exactly (rustup cannot fetch rust-src here).
     let library = Path::new("/usr/lib/rustlib/src/rust/library/core");
     if !library.is_dir() || !Path::new("/usr/bin/rustc").exists() {
-        run_step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
-        run_step(
-            "installing Debian's Rust with its library sources",
-            Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "rustc-web",
-                    "cargo-web",
-                    "rust-web-src",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+        apt_install(
+            "Debian's Rust with its library sources",
+            &["rustc-web", "cargo-web", "rust-web-src"],
         )?;
     }
     let rustc_info = output("/usr/bin/rustc", &["-vV"]).context("/usr/bin/rustc -vV")?;
@@ -284,7 +270,7 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("git", &["--version"], "git"),
     ("curl", &["--version"], "curl"),
     // The benchmark chart's font (the bench's drawing is tested).
-    ("test", &["-f", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"], "fonts-dejavu-core"),
+    ("test", &["-f", bench::FONT], "fonts-dejavu-core"),
     ("promtool", &["--version"], "prometheus"),
     ("prometheus", &["--version"], "prometheus"),
     ("setpriv", &["--version"], "util-linux"),
@@ -297,7 +283,13 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = TEST_PROGRAMS
+    ensure_programs("test programs", TEST_PROGRAMS)
+}
+
+/// Installs the Debian packages behind the `(program, proving arguments, package)` entries whose
+/// program does not work here.
+pub fn ensure_programs(what: &str, programs: &[(&str, &[&str], &str)]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = programs
         .iter()
         .filter(|(program, args, _)| output(program, args).is_none())
         .map(|(_, _, package)| *package)
@@ -306,24 +298,30 @@ fn ensure_test_programs() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    apt_install(what, &missing)
+}
+
+/// `apt-get install` without prompts. Debian starts the packaged Prometheus and auditd services
+/// where systemd runs; the tests and the bench start their own, so those are stopped again.
+fn apt_install(what: &str, packages: &[&str]) -> anyhow::Result<()> {
     run_step(
         "apt-get update",
         Command::new("apt-get").args(["update", "-qq"]),
     )?;
     run_step(
-        &format!("installing test programs: {}", missing.join(", ")),
+        &format!("installing {what}: {}", packages.join(", ")),
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    // Debian starts the packaged Prometheus service where systemd runs; the tests start their
-    // own servers on loopback and need no system one.
-    if missing.contains(&"prometheus") {
-        let _ = Command::new("systemctl")
-            .args(["disable", "--now", "prometheus"])
-            .stderr(std::process::Stdio::null())
-            .status();
+    for service in ["prometheus", "auditd"] {
+        if packages.contains(&service) {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", service])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use crate::{
     profile::{Allowance, Profile, Rules},
     rules::{
         credentials, dns, egress::is_metadata_endpoint, executables, lifecycle, lifecycle::Hook,
-        packaging, persistence, tool_matches, tool_of,
+        packaging, path_within, persistence, tool_matches, tool_of,
     },
 };
 
@@ -999,7 +999,7 @@ impl Engine {
             .into_iter()
             .cloned()
             .collect();
-        self.check_oidc_request(e, key, address, port, &resolved, out);
+        self.check_oidc_request(e, key, (job, step), (address, port), &resolved, out);
         // Allowed when the address itself is, or any name it was resolved from (the asked name
         // or a CNAME on the way) is.
         let allowed = self.rules_of(job, step).any(|r| {
@@ -1116,15 +1116,11 @@ impl Engine {
         &mut self,
         e: &Event,
         key: ProcessKey,
-        address: IpAddr,
-        port: u16,
+        (job, step): (usize, usize),
+        (address, port): (IpAddr, u16),
         resolved: &[dns::ResolvedName],
         out: &mut Vec<Finding>,
     ) {
-        let (job, step) = {
-            let p = &self.procs[&key];
-            (p.job, p.step)
-        };
         let Some((host, endpoint_port)) = self.jobs[job].oidc_endpoint.clone() else {
             return;
         };
@@ -1482,8 +1478,7 @@ impl Engine {
         if home == "/root" || home.starts_with("/home/") {
             return None;
         }
-        let rest = path.strip_prefix(home)?;
-        rest.starts_with('/').then(|| format!("/root{rest}"))
+        path_within(path, home).map(|rest| format!("/root{rest}"))
     }
 
     /// A packing command reading a file of the tree it packs that should not ship. Returns
@@ -1497,20 +1492,16 @@ impl Engine {
         dir: &str,
         out: &mut Vec<Finding>,
     ) -> bool {
-        let inside = path
-            .strip_prefix(dir)
-            .is_some_and(|rest| rest.starts_with('/'));
-        let Some(kind) = packaging::leak_kind(path).filter(|_| inside) else {
-            return false;
-        };
         let (job, step, tool) = {
             let p = &self.procs[&key];
             (p.job, p.step, p.tool.clone())
         };
-        // npm reading the project's own .npmrc is configuration, not packing (npm never packs it).
-        if credentials::classify(path).is_some_and(|k| k.owned_by(&tool)) {
+        if path_within(path, dir).is_none() {
             return false;
         }
+        let Some(kind) = packaging::leak_kind(path, &tool) else {
+            return false;
+        };
         if self
             .rules_of(job, step)
             .any(|r| r.packaging.allow.iter().any(|p| p.matches(path)))

@@ -38,10 +38,7 @@ const SYSTEM_PLACES: &[&str] = &[
 /// Whether `exe`, written during a job, is in a place where tooling or the job's own build put it.
 pub fn installed_by_tooling(exe: &str, workspace: Option<&str>) -> bool {
     if let Some(ws) = workspace.filter(|w| !w.is_empty()) {
-        if exe
-            .strip_prefix(ws)
-            .is_some_and(|rest| rest.starts_with('/'))
-        {
+        if super::path_within(exe, ws).is_some() {
             return true;
         }
     }

@@ -66,6 +66,12 @@ pub fn tool_of(exe: Option<&str>, argv: &[String]) -> String {
     }
 }
 
+/// The rest of `path` below directory `dir` (starting with `/`), when `path` lies inside it:
+/// `/w/app/x` is inside `/w/app`, `/w/app2/x` is not.
+pub fn path_within<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    path.strip_prefix(dir).filter(|rest| rest.starts_with('/'))
+}
+
 /// Whether a tool name matches an owner entry (`git*` covers `git-remote-https`).
 pub fn tool_matches(owner: &str, tool: &str) -> bool {
     crate::profile::wildcard_match(owner, tool)
@@ -119,5 +125,12 @@ mod tests {
             "git-remote-https"
         );
         assert!(tool_matches("git*", "git-remote-https"));
+    }
+
+    #[test]
+    fn a_path_is_within_a_directory_only_below_a_separator() {
+        assert_eq!(path_within("/w/app/x", "/w/app"), Some("/x"));
+        assert_eq!(path_within("/w/app2/x", "/w/app"), None);
+        assert_eq!(path_within("/w/app", "/w/app"), None);
     }
 }

@@ -33,13 +33,17 @@ pub fn packing_command(tool: &str, argv: &[String]) -> Option<String> {
         .then(|| format!("{tool} {verb}"))
 }
 
-/// What kind of leak a file read by a packing command would be, if any.
-pub fn leak_kind(path: &str) -> Option<&'static str> {
+/// What kind of leak a file read by packing tool `tool` would be, if any. The tool's own
+/// credentials are its configuration, not packed (npm reads the project's `.npmrc` and never
+/// ships it).
+pub fn leak_kind(path: &str, tool: &str) -> Option<&'static str> {
     let name = path.rsplit('/').next().unwrap_or(path);
     if name.ends_with(".map") {
         return Some("source map");
     }
-    credentials::classify(path).map(|k| k.name)
+    credentials::classify(path)
+        .filter(|k| !k.owned_by(tool))
+        .map(|k| k.name)
 }
 
 #[cfg(test)]
@@ -76,9 +80,11 @@ mod tests {
 
     #[test]
     fn leaks_are_source_maps_and_credentials() {
-        assert_eq!(leak_kind("/w/app/dist/cli.js.map"), Some("source map"));
-        assert_eq!(leak_kind("/w/app/.env"), Some("dotenv"));
-        assert_eq!(leak_kind("/w/app/dist/cli.js"), None);
-        assert_eq!(leak_kind("/w/app/package.json"), None);
+        assert_eq!(leak_kind("/w/app/dist/cli.js.map", "npm"), Some("source map"));
+        assert_eq!(leak_kind("/w/app/.env", "npm"), Some("dotenv"));
+        assert_eq!(leak_kind("/w/app/.npmrc", "npm"), None, "npm's own configuration");
+        assert_eq!(leak_kind("/w/app/.npmrc", "cargo"), Some("npm-token"));
+        assert_eq!(leak_kind("/w/app/dist/cli.js", "npm"), None);
+        assert_eq!(leak_kind("/w/app/package.json", "npm"), None);
     }
 }

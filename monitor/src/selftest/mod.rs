@@ -183,7 +183,14 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
         "/idtoken".to_string(),
         br#"{"value":"selftest-canary-oidc-jwt"}"#.to_vec(),
     )]))?;
-    let run_tag = format!("{}{}", std::process::id(), Instant::now().elapsed().subsec_nanos());
+    // Run ids unique to this selftest (the pid, and the clock for pids reused later).
+    let run_tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros())
+    );
     extra.push(PathBuf::from(format!("/tmp/.selftest-miner-{run_tag}")));
 
     let missing_programs: Vec<&str> = chosen
