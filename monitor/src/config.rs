@@ -10,36 +10,12 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{
-    ci::JobIdentity,
-    profile::{parse_yaml, wildcard_match, Profile, ProfileError},
-};
+pub use crate::profile::set::{ProfileChoice, ProfileSet};
+use crate::profile::{parse_yaml, Profile, ProfileError};
 
 pub const CONFIG_VERSION: u32 = 1;
 
-/// Which jobs a profile is for: every given field must match (`*` wildcards).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileChoice {
-    #[serde(default)]
-    pub repository: Option<String>,
-    #[serde(default)]
-    pub workflow: Option<String>,
-    /// The profile file (relative paths are from the configuration file's directory).
-    pub profile: PathBuf,
-}
-
-impl ProfileChoice {
-    fn matches(&self, job: &JobIdentity) -> bool {
-        let field = |want: &Option<String>, have: &Option<String>| match want {
-            None => true,
-            Some(w) => have.as_deref().is_some_and(|h| wildcard_match(w, h)),
-        };
-        field(&self.repository, &job.repository) && field(&self.workflow, &job.workflow)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub version: u32,
@@ -66,35 +42,6 @@ pub struct Config {
     /// `audit` or `block`, for profiles that do not say (default: audit).
     #[serde(default)]
     pub egress_mode: Option<crate::profile::EgressMode>,
-}
-
-/// The profiles in force: one per job, chosen by the job's identity.
-#[derive(Debug, Clone)]
-pub struct ProfileSet {
-    pub default: Profile,
-    pub chosen: Vec<(ProfileChoice, Profile)>,
-}
-
-impl ProfileSet {
-    pub fn single(profile: Profile) -> Self {
-        Self {
-            default: profile,
-            chosen: Vec::new(),
-        }
-    }
-
-    pub fn for_job(&self, job: &JobIdentity) -> &Profile {
-        self.chosen
-            .iter()
-            .find(|(choice, _)| choice.matches(job))
-            .map(|(_, p)| p)
-            .unwrap_or(&self.default)
-    }
-
-    /// Every profile (for what must hold for all of them, like block mode).
-    pub fn all(&self) -> impl Iterator<Item = &Profile> {
-        std::iter::once(&self.default).chain(self.chosen.iter().map(|(_, p)| p))
-    }
 }
 
 impl Config {
@@ -158,6 +105,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ci::JobIdentity;
 
     fn job(repository: &str, workflow: &str) -> JobIdentity {
         JobIdentity {

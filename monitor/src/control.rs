@@ -183,6 +183,61 @@ async fn answer(stream: tokio::net::UnixStream, commands: mpsc::Sender<Command>)
     let _ = write.write_all(text.as_bytes()).await;
 }
 
+/// What a request asks of the agent once checked against who sent it (the pipeline carries it
+/// out in order with the kernel's events).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Order {
+    /// Declare `job`, anchored at `anchor_pid`.
+    StartJob {
+        job: JobIdentity,
+        anchor_pid: u32,
+        via: String,
+    },
+    /// End the job with this key (the caller's own process is the event's subject).
+    EndJob { key: String, via: String },
+    Status,
+}
+
+/// Checks a request against its sender and says what it means: a non-root caller may only
+/// anchor a job at itself or an ancestor; a job is named by an identity the agent recognises.
+pub fn interpret(request: Request, peer: Peer, proc_root: &Path) -> Result<Order, String> {
+    match request {
+        Request::JobStart {
+            env,
+            anchor_pid,
+            via,
+        } => {
+            if peer.uid != 0 && !is_self_or_ancestor(proc_root, peer.pid, anchor_pid) {
+                return Err(format!(
+                    "process {anchor_pid} is not the caller or one of its ancestors; only root may anchor a job elsewhere"
+                ));
+            }
+            let Some((job, _)) = crate::ci::identity_from_env(&filter_env(&env)) else {
+                return Err(
+                    "no job identity: need GITHUB_RUN_ID and GITHUB_JOB, CI_JOB_ID, or MONITOR_JOB_ID"
+                        .into(),
+                );
+            };
+            Ok(Order::StartJob {
+                job,
+                anchor_pid,
+                via,
+            })
+        }
+        Request::JobEnd { job, env, via } => {
+            let key = match job {
+                Some(key) => key,
+                None => match crate::ci::identity_from_env(&filter_env(&env)) {
+                    Some((job, _)) => job.key,
+                    None => return Err("name the job (its key) or pass its identity variables".into()),
+                },
+            };
+            Ok(Order::EndJob { key, via })
+        }
+        Request::Status {} => Ok(Order::Status),
+    }
+}
+
 /// Whether `anchor` is `pid` itself or one of its ancestors (read from /proc).
 pub fn is_self_or_ancestor(proc_root: &Path, pid: u32, anchor: u32) -> bool {
     let mut current = pid;

@@ -1,7 +1,7 @@
 //! Egress block mode, userspace side: attaches the cgroup socket-address programs, gives each
 //! job a slot in the kernel's allow maps filled from the profile, and tells the kernel which
 //! processes are judged (a job's anchor or step roots; their children inherit it in the kernel).
-//! The engine decides *what* (see `engine::Enforcement`); this only writes it to the maps.
+//! The engine decides *what* (see `finding::Enforcement`); this only writes it to the maps.
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, os::fd::AsFd as _, path::PathBuf};
 
@@ -17,7 +17,7 @@ use monitor_common::{
 };
 
 use crate::{
-    engine::Enforcement,
+    finding::Enforcement,
     profile::{EgressRule, EgressTarget},
 };
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ci::{JobIdentity, StepIdentity},
-    profile::Allowance,
+    profile::{Allowance, EgressRule},
     rules::lifecycle::Hook,
 };
 
@@ -30,6 +30,174 @@ impl Severity {
     }
 }
 
+/// A rule of the engine: its id (as written in findings and documented in docs/findings.md), its
+/// usual severity and the part of the profile it enforces. A finding may raise or lower the
+/// severity, or say more about the clause, when its facts call for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    LifecycleHook,
+    CredentialRead,
+    ProcessMemoryRead,
+    AgentTampering,
+    ProcessEnvironRead,
+    UnresolvedSensitiveOpen,
+    UnexpectedEgress,
+    EgressBlockedAllowed,
+    DnsExfiltration,
+    CloudMetadata,
+    PthExecuted,
+    PersistenceWrite,
+    ExecFromTemp,
+    ExecOfJobWrittenFile,
+    UnexpectedExecutable,
+    OidcTokenRequest,
+    PackagedSensitiveFile,
+    OutlivedStep,
+}
+
+impl RuleId {
+    pub const ALL: [RuleId; 18] = [
+        RuleId::LifecycleHook,
+        RuleId::CredentialRead,
+        RuleId::ProcessMemoryRead,
+        RuleId::AgentTampering,
+        RuleId::ProcessEnvironRead,
+        RuleId::UnresolvedSensitiveOpen,
+        RuleId::UnexpectedEgress,
+        RuleId::EgressBlockedAllowed,
+        RuleId::DnsExfiltration,
+        RuleId::CloudMetadata,
+        RuleId::PthExecuted,
+        RuleId::PersistenceWrite,
+        RuleId::ExecFromTemp,
+        RuleId::ExecOfJobWrittenFile,
+        RuleId::UnexpectedExecutable,
+        RuleId::OidcTokenRequest,
+        RuleId::PackagedSensitiveFile,
+        RuleId::OutlivedStep,
+    ];
+
+    /// The id as findings, metrics and docs/findings.md spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleId::LifecycleHook => "lifecycle-hook",
+            RuleId::CredentialRead => "credential-read",
+            RuleId::ProcessMemoryRead => "process-memory-read",
+            RuleId::AgentTampering => "agent-tampering",
+            RuleId::ProcessEnvironRead => "process-environ-read",
+            RuleId::UnresolvedSensitiveOpen => "unresolved-sensitive-open",
+            RuleId::UnexpectedEgress => "unexpected-egress",
+            RuleId::EgressBlockedAllowed => "egress-blocked-allowed",
+            RuleId::DnsExfiltration => "dns-exfiltration",
+            RuleId::CloudMetadata => "cloud-metadata",
+            RuleId::PthExecuted => "pth-executed",
+            RuleId::PersistenceWrite => "persistence-write",
+            RuleId::ExecFromTemp => "exec-from-temp",
+            RuleId::ExecOfJobWrittenFile => "exec-of-job-written-file",
+            RuleId::UnexpectedExecutable => "unexpected-executable",
+            RuleId::OidcTokenRequest => "oidc-token-request",
+            RuleId::PackagedSensitiveFile => "packaged-sensitive-file",
+            RuleId::OutlivedStep => "outlived-step",
+        }
+    }
+
+    /// The severity of the rule's findings unless their facts say otherwise (docs/findings.md
+    /// lists it first in the rule's row). Inside install-time code every rule but
+    /// `lifecycle-hook` is critical.
+    pub fn default_severity(self) -> Severity {
+        match self {
+            RuleId::LifecycleHook
+            | RuleId::UnresolvedSensitiveOpen
+            | RuleId::ExecOfJobWrittenFile
+            | RuleId::UnexpectedExecutable
+            | RuleId::OutlivedStep => Severity::Medium,
+            RuleId::EgressBlockedAllowed => Severity::Low,
+            RuleId::ProcessMemoryRead | RuleId::AgentTampering | RuleId::CloudMetadata => {
+                Severity::Critical
+            }
+            RuleId::CredentialRead
+            | RuleId::ProcessEnvironRead
+            | RuleId::UnexpectedEgress
+            | RuleId::DnsExfiltration
+            | RuleId::PthExecuted
+            | RuleId::PersistenceWrite
+            | RuleId::ExecFromTemp
+            | RuleId::OidcTokenRequest
+            | RuleId::PackagedSensitiveFile => Severity::High,
+        }
+    }
+
+    /// The profile clause a finding of this rule breaks, unless it names a narrower one.
+    pub fn clause(self) -> &'static str {
+        match self {
+            RuleId::LifecycleHook => {
+                "lifecycle.allow: the package is not allowed to run code at install time"
+            }
+            RuleId::CredentialRead => "credentials.allow: no exception lets this process read it",
+            RuleId::ProcessMemoryRead | RuleId::ProcessEnvironRead => {
+                "credentials: other processes' memory and environment hold the job's secrets"
+            }
+            RuleId::AgentTampering => "nothing in a job may signal the monitor",
+            RuleId::UnresolvedSensitiveOpen => {
+                "credentials: a path that cannot be resolved cannot be allowed (fail closed)"
+            }
+            RuleId::UnexpectedEgress => "egress.allow: no entry matches this domain or address",
+            RuleId::EgressBlockedAllowed => "egress.mode: block allows a domain's addresses as its DNS answers arrive; this one was not seen in time",
+            RuleId::DnsExfiltration => {
+                "DNS names are not a channel for data (long or encoded labels)"
+            }
+            RuleId::CloudMetadata => {
+                "egress.allow: metadata endpoints are allowed only by their exact address"
+            }
+            RuleId::PthExecuted => {
+                "lifecycle: .pth files run at every interpreter start; only known ones are expected"
+            }
+            RuleId::PersistenceWrite => {
+                "persistence.allow: writes to places that run code later must be expected"
+            }
+            RuleId::ExecFromTemp => "executables.allow: programs in temporary directories are downloads until allowed",
+            RuleId::ExecOfJobWrittenFile => "executables.allow: a program written during the job, outside the places package managers and builds put programs, is a download until allowed",
+            RuleId::UnexpectedExecutable => "executables.allow",
+            RuleId::OidcTokenRequest => "oidc.allow: only steps given `oidc: {allow: true}` under `steps:` may request identity tokens",
+            RuleId::PackagedSensitiveFile => "packaging.allow: a package should not ship source maps, .env files or keys unless listed",
+            RuleId::OutlivedStep => {
+                "processes.background: only listed programs may outlive their step"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for RuleId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What block mode must tell the kernel (only made when the profile's egress mode is `block`):
+/// the engine's decision, which `enforce` writes to the kernel's maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Judge this process's connections (and its descendants'), or with `anchor_only` only its
+    /// descendants' (a runner's Worker, whose own traffic is the runner's), against `rules`: its
+    /// job's profile, job level and every step's (the kernel does not know steps).
+    Process {
+        job: String,
+        pid: u32,
+        anchor_only: bool,
+        rules: Vec<EgressRule>,
+    },
+    JobEnded {
+        key: String,
+    },
+}
+
 /// One process of the chain that led to a finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainLink {
@@ -46,7 +214,7 @@ pub struct Finding {
     /// Position in this engine's findings, from 1.
     pub id: u64,
     /// `lifecycle-hook`, `credential-read`, `unexpected-egress`, ... (docs/findings.md).
-    pub rule: String,
+    pub rule: RuleId,
     pub severity: Severity,
     /// One sentence a person can act on.
     pub summary: String,
@@ -70,4 +238,53 @@ pub struct Finding {
     /// may allow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowance: Option<Allowance>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules table of docs/findings.md: (rule id, severity column).
+    fn documented_rules() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/findings.md");
+        let table = doc
+            .split("## Rules")
+            .nth(1)
+            .expect("docs/findings.md has a Rules section");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("|---"))
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_rule_id_is_documented_with_its_default_severity_and_nothing_else_is() {
+        let documented = documented_rules();
+        for rule in RuleId::ALL {
+            let Some((_, severity)) = documented.iter().find(|(id, _)| id == rule.as_str()) else {
+                panic!("{rule} is not in docs/findings.md's rules table");
+            };
+            assert!(
+                severity.starts_with(rule.default_severity().name()),
+                "{rule}: docs say {severity:?}, the code's default is {}",
+                rule.default_severity().name()
+            );
+            let json = serde_json::to_string(&rule).unwrap();
+            assert_eq!(json, format!("\"{rule}\""));
+            assert_eq!(serde_json::from_str::<RuleId>(&json).unwrap(), rule);
+        }
+        for (id, _) in &documented {
+            assert!(
+                RuleId::ALL.iter().any(|r| r.as_str() == id),
+                "docs/findings.md documents {id}, which no rule raises"
+            );
+        }
+        assert_eq!(documented.len(), RuleId::ALL.len(), "a rule is documented twice");
+    }
 }

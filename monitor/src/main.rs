@@ -9,7 +9,7 @@ use monitor::{
     control::{self, Request},
     doctor,
     probes::ProbeOptions,
-    profile::Profile,
+    profile::{Profile, ProfileSource},
     replay::{self, machine_engine_config, ReadStats},
 };
 
@@ -38,7 +38,7 @@ enum Command {
         #[arg(long, conflicts_with = "config")]
         profile: Option<PathBuf>,
         /// A configuration file (docs/config.md): profiles per repository or workflow, and
-        /// outputs. What it sets wins over the corresponding flags.
+        /// outputs. A flag given on the command line wins over the same setting in it.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Create this file (containing the agent's pid) once the probes are attached.
@@ -53,30 +53,33 @@ enum Command {
         /// Bound on the process table.
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
-        /// The control socket for `monitor job` and `monitor hook`.
-        #[arg(long, default_value = control::DEFAULT_SOCKET)]
-        control_socket: PathBuf,
+        /// The control socket for `monitor job` and `monitor hook` [default: /run/monitor/control.sock].
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
         /// Let this group use the control socket (mode 0660; default: root only, 0600).
         #[arg(long)]
         control_group: Option<String>,
         /// Do not open a control socket.
         #[arg(long, conflicts_with_all = ["control_socket", "control_group"])]
         no_control_socket: bool,
-        /// Serve Prometheus metrics at http://ADDRESS/metrics (port 0: any free port).
-        #[arg(long, default_value = agent::DEFAULT_METRICS_ADDRESS)]
-        metrics_address: std::net::SocketAddr,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics (port 0: any free port)
+        /// [default: 127.0.0.1:9477].
+        #[arg(long)]
+        metrics_address: Option<std::net::SocketAddr>,
         /// Do not serve metrics.
         #[arg(long, conflicts_with = "metrics_address")]
         no_metrics: bool,
-        /// Write each job's report (JSON, Markdown, HTML; owner-only) here when the job ends.
-        #[arg(long, default_value = "/var/lib/monitor/reports")]
-        reports: PathBuf,
+        /// Write each job's report (JSON, Markdown, HTML; owner-only) here when the job ends
+        /// [default: /var/lib/monitor/reports].
+        #[arg(long)]
+        reports: Option<PathBuf>,
         /// Do not write reports.
         #[arg(long, conflicts_with = "reports")]
         no_reports: bool,
-        /// Rotate the event and findings logs past this size (bytes), keeping 3 old files.
-        #[arg(long, default_value_t = 256 * 1024 * 1024)]
-        log_max_bytes: u64,
+        /// Rotate the event and findings logs past this size (bytes), keeping 3 old files
+        /// [default: 268435456].
+        #[arg(long)]
+        log_max_bytes: Option<u64>,
     },
     /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
     Report {
@@ -238,6 +241,9 @@ enum ProfileCommand {
     },
 }
 
+/// Where reports go unless told otherwise.
+const DEFAULT_REPORTS: &str = "/var/lib/monitor/reports";
+
 fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
     match path {
         Some(p) => Ok(Profile::load(p)?),
@@ -276,27 +282,29 @@ fn main() -> anyhow::Result<()> {
                     "--ring-bytes must be a power of two of at least 4096, got {ring_bytes}"
                 );
             }
-            // A configuration file's settings win over the flags.
-            let (mut events, mut findings, mut reports, mut metrics_address) =
-                (events, findings, reports, metrics_address);
-            let (mut control_socket, mut control_group, mut log_max_bytes) =
-                (control_socket, control_group, log_max_bytes);
-            if let Some(path) = &config {
-                let c = monitor::config::Config::load(path)?;
-                events = c.events.or(events);
-                findings = c.findings.or(findings);
-                reports = c.reports.unwrap_or(reports);
-                metrics_address = c.metrics_address.unwrap_or(metrics_address);
-                control_socket = c.control_socket.unwrap_or(control_socket);
-                control_group = c.control_group.or(control_group);
-                log_max_bytes = c.log_max_bytes.unwrap_or(log_max_bytes);
-            }
+            // Flags win over the configuration file, which wins over the defaults. The file is
+            // read once here; SIGHUP reads it (and its profiles) again.
+            let (file, profile_source) = match (&config, &profile) {
+                (Some(path), _) => (
+                    monitor::config::Config::load(path)?,
+                    ProfileSource::Config(path.clone()),
+                ),
+                (None, Some(path)) => (
+                    monitor::config::Config::default(),
+                    ProfileSource::Profile(path.clone()),
+                ),
+                (None, None) => (monitor::config::Config::default(), ProfileSource::BuiltIn),
+            };
+            let profiles = match &config {
+                Some(path) => file.profiles(path.parent().unwrap_or(Path::new("/")))?,
+                None => profile_source.load()?,
+            };
+            let defaults = agent::RunOptions::default();
             let options = agent::RunOptions {
-                config_path: config.clone(),
-                events,
-                findings,
-                profile: load_profile(profile.as_deref())?,
-                profile_path: profile.clone(),
+                events: events.or(file.events),
+                findings: findings.or(file.findings),
+                profiles,
+                profile_source,
                 ready_file,
                 probe: ProbeOptions {
                     ring_bytes,
@@ -304,12 +312,28 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 max_processes,
-                control_socket: (!no_control_socket).then_some(control_socket),
-                control_group,
-                metrics_address: (!no_metrics).then_some(metrics_address),
-                reports: (!no_reports).then_some(reports),
-                log_max_bytes,
-                ..Default::default()
+                control_socket: (!no_control_socket).then(|| {
+                    control_socket
+                        .or(file.control_socket)
+                        .unwrap_or_else(|| control::DEFAULT_SOCKET.into())
+                }),
+                control_group: control_group.or(file.control_group),
+                metrics_address: (!no_metrics).then(|| {
+                    metrics_address.or(file.metrics_address).unwrap_or_else(|| {
+                        agent::DEFAULT_METRICS_ADDRESS
+                            .parse()
+                            .expect("a valid default address")
+                    })
+                }),
+                reports: (!no_reports).then(|| {
+                    reports
+                        .or(file.reports)
+                        .unwrap_or_else(|| DEFAULT_REPORTS.into())
+                }),
+                log_max_bytes: log_max_bytes
+                    .or(file.log_max_bytes)
+                    .unwrap_or(defaults.log_max_bytes),
+                ..defaults
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -387,7 +411,7 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => {
                     use std::io::Write as _;
                     let _ = std::fs::remove_file(&path);
-                    agent::open_private(&path)?.write_all(text.as_bytes())?;
+                    monitor::output::open_private(&path)?.write_all(text.as_bytes())?;
                 }
                 None => print!("{text}"),
             }
@@ -503,7 +527,7 @@ fn main() -> anyhow::Result<()> {
 /// Whether the profile that would judge this job (from the configuration, by the job's own
 /// identity variables) asks hooks to fail closed. Unreadable configuration: no.
 fn profile_wants_fail_closed(config: &Path) -> bool {
-    let Ok(profiles) = monitor::config::Config::load_profiles(config) else {
+    let Ok(profiles) = ProfileSource::Config(config.to_path_buf()).load() else {
         return false;
     };
     let env = control::own_identity_env();
@@ -632,7 +656,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                 Some(path) => {
                     use std::io::Write as _;
                     let _ = std::fs::remove_file(&path);
-                    let mut file = agent::open_private(&path)?;
+                    let mut file = monitor::output::open_private(&path)?;
                     file.write_all(yaml.as_bytes())
                         .with_context(|| format!("writing {}", path.display()))?;
                 }

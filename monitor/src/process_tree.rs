@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::decode::Header;
+use crate::decode::Header;
 
 /// Identity of a process across pid reuse.
 #[derive(
@@ -324,7 +324,7 @@ pub fn read_proc_entry(proc_root: &std::path::Path, tgid: u32) -> Option<SeedEnt
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
     let argv = std::fs::read(dir.join("cmdline"))
-        .map(|b| crate::event::decode::split_nul(&b))
+        .map(|b| crate::decode::split_nul(&b))
         .unwrap_or_default();
     let uid = std::fs::read_to_string(dir.join("status"))
         .ok()

@@ -110,7 +110,7 @@ pub fn reports(
     stats: &mut ReadStats,
     select: impl Fn(&crate::ci::JobIdentity) -> bool,
 ) -> anyhow::Result<Vec<crate::report::Report>> {
-    let mut judge = crate::report::Judge::new(Engine::new(profile, config));
+    let mut judge = crate::judge::Judge::new(Engine::new(profile, config));
     for_each_event(files, stats, |event| {
         judge.on_event(event);
     })?;

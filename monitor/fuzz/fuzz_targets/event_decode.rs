@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use monitor::{
-    event::{decode::decode, Enricher, WallClock},
+    decode::decode,
+    event::{Enricher, WallClock},
     process_tree::ProcessTable,
 };
 

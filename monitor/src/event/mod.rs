@@ -1,30 +1,19 @@
 //! Events as the agent emits them: one JSON object per line, documented in docs/events.md.
 //!
-//! A kernel record is decoded (`decode`), then enriched with what the process table knows (the
-//! process's executable, argv and ancestry) into an [`Event`]. The JSON form is also the input of
+//! A kernel record is decoded (`crate::decode`), then enriched (`enrich`) with what the process
+//! table knows (the process's executable, argv and ancestry) into an [`Event`]. The JSON form is also the input of
 //! replay, so it round-trips through serde.
 
-pub mod decode;
 pub mod dns;
+pub mod enrich;
+pub mod fields;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+pub use enrich::Enricher;
+pub use fields::{Access, MatchReason, OpenVia, Protocol, TamperSyscall, Transport};
 
-use monitor_common::{
-    EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX,
-    MATCH_NAME_SUFFIX, MATCH_PARENT_DIR, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
-    OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, SOCK_DGRAM, SOCK_STREAM,
-};
+use std::{collections::BTreeMap, net::IpAddr};
+
 use serde::{Deserialize, Serialize};
-
-use crate::{
-    process_tree::{Process, ProcessKey, ProcessTable},
-    redact::redact_argv,
-};
-use decode::{Header, KernelEvent};
 
 /// Version of the JSON event format; bump on any incompatible change.
 pub const JSON_SCHEMA_VERSION: u32 = 6;
@@ -81,7 +70,7 @@ pub enum Detail {
         signal: Option<i32>,
     },
     Connect {
-        protocol: String,
+        protocol: Protocol,
         family: String,
         address: IpAddr,
         port: u16,
@@ -94,14 +83,14 @@ pub enum Detail {
         path_truncated: bool,
         path_unresolved: bool,
         /// "read", "write" or "read_write".
-        access: String,
+        access: Access,
         created: bool,
         flags: u32,
         ino: u64,
         dev: u32,
         /// Why the kernel filter let it through.
-        matched: Vec<String>,
-        via: String,
+        matched: Vec<MatchReason>,
+        via: OpenVia,
         fd: i32,
         /// For `.pth` files read at interpreter start: whether the file has lines Python
         /// executes (`import ...`). Filled by the live agent, which can read the file.
@@ -111,7 +100,7 @@ pub enum Detail {
     /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
     Tamper {
         /// `kill`, `tkill`, `tgkill`, `ptrace`, `bpf`, `process_vm_readv`, `process_vm_writev`.
-        syscall: String,
+        syscall: TamperSyscall,
         /// The process acted on (-1: every process); 0 for bpf.
         target: i32,
         /// The signal, the ptrace request or the bpf command.
@@ -120,7 +109,7 @@ pub enum Detail {
     /// A DNS answer a process received (any resolver, UDP or TCP).
     Dns {
         /// `udp` or `tcp`.
-        transport: String,
+        transport: Transport,
         fd: i32,
         /// The name asked for, lowercase, without the final dot.
         question: Option<String>,
@@ -235,245 +224,6 @@ impl WallClock {
     }
 }
 
-/// Env records waiting for their exec record; more than this means exec records were lost.
-const MAX_PENDING_ENV: usize = 4096;
-
-/// Turns decoded kernel events into enriched events, keeping the process table up to date.
-pub struct Enricher {
-    pub table: ProcessTable,
-    clock: WallClock,
-    seq: u64,
-    /// Kept env keys of execs whose exec record has not arrived yet, by thread id.
-    pending_env: HashMap<u32, BTreeMap<String, String>>,
-    /// Reads the content a `.pth` open needs judged (live: the file; replay: nothing).
-    pth_reader: Option<fn(&str) -> Option<bool>>,
-    /// An executable's change time, Unix ns (live: stat; replay: nothing).
-    exe_changed: Option<fn(&str) -> Option<i128>>,
-    /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
-    pub dns_unparsed: u64,
-}
-
-impl Enricher {
-    pub fn new(table: ProcessTable, clock: WallClock) -> Self {
-        Self {
-            table,
-            clock,
-            seq: 0,
-            pending_env: HashMap::new(),
-            pth_reader: None,
-            exe_changed: None,
-            dns_unparsed: 0,
-        }
-    }
-
-    /// Lets the enricher stamp execs with their executable's change time.
-    pub fn with_exe_changed(mut self, stat: fn(&str) -> Option<i128>) -> Self {
-        self.exe_changed = Some(stat);
-        self
-    }
-
-    /// Lets the enricher judge `.pth` files by reading them (the live agent does; tests need not).
-    pub fn with_pth_reader(mut self, reader: fn(&str) -> Option<bool>) -> Self {
-        self.pth_reader = Some(reader);
-        self
-    }
-
-    /// Enriches one kernel record; `None` for records that only complete a later one (env).
-    pub fn enrich(&mut self, event: KernelEvent) -> Option<Event> {
-        let header = event.header().clone();
-        let (key, detail) = match event {
-            KernelEvent::Env { header, vars, .. } => {
-                if self.pending_env.len() >= MAX_PENDING_ENV {
-                    self.pending_env.clear();
-                }
-                self.pending_env.insert(header.pid, vars);
-                return None;
-            }
-            KernelEvent::Exec {
-                header,
-                exe,
-                argv,
-                filename,
-                argv_total_len,
-                cwd,
-            } => {
-                let truncated = header.flags & EXEC_ARGV_TRUNCATED != 0;
-                let key = self.table.on_exec(&header, &exe, &argv, truncated);
-                // execve from a non-leader thread takes over the leader's pid: the env record
-                // was sent by the same thread as the exec record, so match on the thread id.
-                let env = self.pending_env.remove(&header.pid).unwrap_or_default();
-                let program = program_path(&exe, &filename, &cwd);
-                let exe_changed_ns = self
-                    .exe_changed
-                    .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
-                    .and_then(|stat| stat(&program))
-                    .map(|unix| unix - self.clock.boot_to_unix_ns)
-                    // Older than the boot: installed long before any job.
-                    .filter(|boot| *boot > 0)
-                    .map(|boot| boot as u64);
-                let detail = Detail::Exec {
-                    exe_changed_ns,
-                    filename,
-                    filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
-                    exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
-                    exe_unresolved: header.flags & EXEC_EXE_UNRESOLVED != 0,
-                    argv_total_len,
-                    cwd: if header.flags & EXEC_CWD_UNRESOLVED != 0 {
-                        String::new()
-                    } else {
-                        cwd
-                    },
-                    cwd_truncated: header.flags & EXEC_CWD_TRUNCATED != 0,
-                    env,
-                };
-                (key, detail)
-            }
-            KernelEvent::Fork { header } => (self.table.on_fork(&header), Detail::Fork {}),
-            KernelEvent::Tamper {
-                header,
-                syscall,
-                target,
-                arg,
-            } => {
-                let key = self.table.observe(&header);
-                let syscall = match syscall {
-                    monitor_common::TAMPER_KILL => "kill",
-                    monitor_common::TAMPER_TKILL => "tkill",
-                    monitor_common::TAMPER_TGKILL => "tgkill",
-                    monitor_common::TAMPER_PTRACE => "ptrace",
-                    monitor_common::TAMPER_BPF => "bpf",
-                    monitor_common::TAMPER_VM_READV => "process_vm_readv",
-                    monitor_common::TAMPER_VM_WRITEV => "process_vm_writev",
-                    _ => "unknown",
-                };
-                (
-                    key,
-                    Detail::Tamper {
-                        syscall: syscall.into(),
-                        target,
-                        arg,
-                    },
-                )
-            }
-            KernelEvent::Dns {
-                header,
-                fd,
-                sock_type,
-                payload,
-                truncated,
-                ..
-            } => {
-                let stream = sock_type == SOCK_STREAM;
-                let Some(answer) = dns::parse(&payload, stream) else {
-                    if payload.len() >= dns::MIN_MESSAGE {
-                        self.dns_unparsed += 1;
-                    }
-                    return None;
-                };
-                let key = self.table.observe(&header);
-                let detail = Detail::Dns {
-                    transport: if stream { "tcp" } else { "udp" }.into(),
-                    fd,
-                    question: answer.question,
-                    question_type: answer.question_type,
-                    rcode: answer.rcode,
-                    answers: answer.records,
-                    truncated,
-                };
-                (key, detail)
-            }
-            KernelEvent::Exit {
-                header,
-                exit_status,
-            } => {
-                let key = self.table.on_exit(&header, exit_status);
-                let signal = (exit_status & 0x7f) as i32;
-                let detail = Detail::Exit {
-                    status: exit_status,
-                    code: (signal == 0).then_some(((exit_status >> 8) & 0xff) as i32),
-                    signal: (signal != 0).then_some(signal),
-                };
-                (key, detail)
-            }
-            KernelEvent::Connect {
-                header,
-                fd,
-                result,
-                sock_type,
-                address,
-                port,
-            } => {
-                let key = self.table.observe(&header);
-                let family = if address.is_ipv4() { "ipv4" } else { "ipv6" };
-                let protocol = match sock_type {
-                    SOCK_STREAM => "tcp",
-                    SOCK_DGRAM => "udp",
-                    _ => "other",
-                };
-                let detail = Detail::Connect {
-                    protocol: protocol.into(),
-                    family: family.into(),
-                    // An IPv4-mapped IPv6 destination is an IPv4 destination.
-                    address: address.to_canonical(),
-                    port,
-                    result,
-                    fd,
-                };
-                (key, detail)
-            }
-            KernelEvent::Open {
-                header,
-                path,
-                f_flags,
-                f_mode,
-                ino,
-                dev,
-                matched,
-                fd,
-            } => {
-                let key = self.table.observe(&header);
-                let pth_executable = match self.pth_reader {
-                    Some(read) if path.ends_with(".pth") && f_mode & FMODE_WRITE == 0 => {
-                        read(&path)
-                    }
-                    _ => None,
-                };
-                let detail = Detail::Open {
-                    pth_executable,
-                    path,
-                    path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
-                    path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,
-                    access: access_of(f_mode).into(),
-                    created: f_mode & FMODE_CREATED != 0,
-                    flags: f_flags,
-                    ino,
-                    dev,
-                    matched: match_reasons(matched),
-                    via: if header.flags & OPEN_VIA_IO_URING != 0 {
-                        "io_uring"
-                    } else {
-                        "syscall"
-                    }
-                    .into(),
-                    fd,
-                };
-                (key, detail)
-            }
-        };
-        self.seq += 1;
-        let process = self.table.get(&key);
-        Some(Event {
-            schema: JSON_SCHEMA_VERSION,
-            seq: self.seq,
-            time: self.clock.format(header.ts_ns),
-            ts_ns: header.ts_ns,
-            detail,
-            process: process_info(&header, key, process),
-            ancestry: self.ancestry_of(&key),
-        })
-    }
-}
-
 /// The file an exec ran: the name given to execve made absolute (for a `#!` script, the script,
 /// while `exe` is its interpreter), or the resolved executable when that name is unusable.
 pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
@@ -487,317 +237,3 @@ pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
     }
 }
 
-impl Enricher {
-    /// `Resume` events for the processes running now that carry a CI identity, parents first
-    /// (so a step's root is known before its children), stamped `now_ns`.
-    pub fn resume_running_jobs(&mut self, proc_root: &std::path::Path, now_ns: u64) -> Vec<Event> {
-        let mut running: Vec<(u64, u32, u64)> = self
-            .table
-            .processes()
-            .filter(|p| p.exited_at_ns.is_none())
-            .map(|p| (p.key.start_ticks, p.key.tgid, p.start_ns))
-            .collect();
-        running.sort();
-        let mut out = Vec::new();
-        for (_, pid, started_ns) in running {
-            let dir = proc_root.join(pid.to_string());
-            let Ok(block) = std::fs::File::open(dir.join("environ")).and_then(|f| {
-                use std::io::Read as _;
-                let mut bytes = Vec::new();
-                f.take(monitor_common::MAX_ENV_LEN as u64)
-                    .read_to_end(&mut bytes)?;
-                Ok(bytes)
-            }) else {
-                continue;
-            };
-            let env = crate::ci::env::select_env(&block);
-            if crate::ci::identity_from_env(&env).is_none() {
-                continue;
-            }
-            let cwd = std::fs::read_link(dir.join("cwd"))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let detail = Detail::Resume {
-                env,
-                cwd,
-                process_started_ns: started_ns,
-            };
-            if let Some(event) = self.control_event(detail, pid, now_ns) {
-                out.push(event);
-            }
-        }
-        out
-    }
-
-    /// The process's ancestors as events list them (parent first, bounded, argv redacted).
-    fn ancestry_of(&self, key: &ProcessKey) -> Vec<Ancestor> {
-        self.table
-            .ancestry(key)
-            .into_iter()
-            .take(ANCESTRY_IN_EVENT)
-            .map(|p| Ancestor {
-                pid: p.key.tgid,
-                start_ticks: p.key.start_ticks,
-                comm: p.comm.clone(),
-                exe: p.exe.clone(),
-                argv: redact_argv(&p.argv),
-                exited: p.exited_at_ns.is_some(),
-            })
-            .collect()
-    }
-
-    /// An event the agent itself makes (job start and end, from the control socket), about the
-    /// process `pid` as the table knows it, numbered in the same stream as the kernel's.
-    /// `None` when the process is unknown (gone, or never seen and not in /proc).
-    pub fn control_event(&mut self, detail: Detail, pid: u32, ts_ns: u64) -> Option<Event> {
-        if self
-            .table
-            .by_tgid(pid)
-            .is_none_or(|p| p.exited_at_ns.is_some())
-        {
-            let entry = crate::process_tree::read_proc_entry(std::path::Path::new("/proc"), pid)?;
-            self.table.seed([entry]);
-        }
-        let p = self.table.by_tgid(pid)?;
-        let key = p.key;
-        let process = ProcessInfo {
-            pid,
-            tid: pid,
-            ppid: p.ppid,
-            start_ticks: key.start_ticks,
-            uid: p.uid,
-            // Not kept by the process table; nothing judges it.
-            gid: 0,
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            argv: redact_argv(&p.argv),
-            argv_truncated: p.argv_truncated,
-            cgroup_id: 0,
-        };
-        self.seq += 1;
-        Some(Event {
-            schema: JSON_SCHEMA_VERSION,
-            seq: self.seq,
-            time: self.clock.format(ts_ns),
-            ts_ns,
-            detail,
-            process,
-            ancestry: self.ancestry_of(&key),
-        })
-    }
-}
-
-const FMODE_READ: u32 = 0x1;
-const FMODE_WRITE: u32 = 0x2;
-const FMODE_CREATED: u32 = 0x10_0000;
-
-fn access_of(f_mode: u32) -> &'static str {
-    match (f_mode & FMODE_READ != 0, f_mode & FMODE_WRITE != 0) {
-        (true, true) => "read_write",
-        (false, true) => "write",
-        _ => "read",
-    }
-}
-
-fn match_reasons(bits: u32) -> Vec<String> {
-    [
-        (MATCH_NAME, "name"),
-        (MATCH_NAME_PREFIX, "name_prefix"),
-        (MATCH_NAME_SUFFIX, "name_suffix"),
-        (MATCH_PARENT_DIR, "parent_dir"),
-        (MATCH_PROC_OTHER, "proc_other_process"),
-        (MATCH_ALL, "all"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| bits & bit != 0)
-    .map(|(_, name)| name.to_string())
-    .collect()
-}
-
-fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo {
-    ProcessInfo {
-        pid: h.tgid,
-        tid: h.pid,
-        ppid: h.ppid,
-        start_ticks: key.start_ticks,
-        uid: h.uid,
-        gid: h.gid,
-        comm: h.comm.clone(),
-        exe: p.and_then(|p| p.exe.clone()),
-        argv: p.map(|p| redact_argv(&p.argv)).unwrap_or_default(),
-        argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
-        cgroup_id: h.cgroup_id,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::process_tree::ProcessTable;
-    use monitor_common::EventKind;
-
-    fn header(kind: EventKind, tgid: u32, ppid: u32) -> Header {
-        Header {
-            kind,
-            flags: 0,
-            ts_ns: 1_000,
-            tgid,
-            pid: tgid,
-            ppid,
-            uid: 1000,
-            gid: 1000,
-            start_ns: tgid as u64 * 1_000_000_000,
-            parent_start_ns: ppid as u64 * 1_000_000_000,
-            cgroup_id: 1,
-            comm: "x".into(),
-        }
-    }
-
-    #[test]
-    fn exec_event_round_trips_through_json_with_redacted_argv() {
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        );
-        e.enrich(KernelEvent::Exec {
-            header: header(EventKind::ProcessExec, 10, 1),
-            exe: "/usr/bin/bash".into(),
-            argv: vec!["bash".into()],
-            filename: "/bin/bash".into(),
-            argv_total_len: 5,
-            cwd: "/".into(),
-        });
-        let token = format!("ghp_{}", "a".repeat(36));
-        let event = e
-            .enrich(KernelEvent::Exec {
-                header: header(EventKind::ProcessExec, 11, 10),
-                exe: "/usr/bin/curl".into(),
-                argv: vec![
-                    "curl".into(),
-                    "-H".into(),
-                    format!("Authorization: token {token}"),
-                ],
-                filename: "curl".into(),
-                argv_total_len: 60,
-                cwd: "/work".into(),
-            })
-            .unwrap();
-        let line = serde_json::to_string(&event).unwrap();
-        assert!(!line.contains(&token), "token leaked: {line}");
-        assert!(line.contains("\"kind\":\"exec\""));
-        assert_eq!(event.ancestry[0].exe.as_deref(), Some("/usr/bin/bash"));
-        let back: Event = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, event);
-        assert_eq!(event.time, "1970-01-01T00:00:00.000001000Z");
-    }
-
-    #[test]
-    fn env_record_is_attached_to_the_following_exec_of_the_same_thread() {
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        );
-        let vars: BTreeMap<String, String> = [("GITHUB_JOB".to_string(), "build".to_string())]
-            .into_iter()
-            .collect();
-        assert!(e
-            .enrich(KernelEvent::Env {
-                header: header(EventKind::ProcessEnv, 20, 1),
-                vars: vars.clone(),
-                total_len: 100,
-            })
-            .is_none());
-        let exec = e
-            .enrich(KernelEvent::Exec {
-                header: header(EventKind::ProcessExec, 20, 1),
-                exe: "/usr/bin/bash".into(),
-                argv: vec!["bash".into()],
-                filename: "/bin/bash".into(),
-                argv_total_len: 5,
-                cwd: "/w".into(),
-            })
-            .unwrap();
-        let Detail::Exec { env, cwd, .. } = &exec.detail else {
-            panic!()
-        };
-        assert_eq!((env, cwd.as_str()), (&vars, "/w"));
-        assert_eq!(exec.seq, 1, "env records take no place in the stream");
-        // Consumed: a later exec of the same thread without an env record has none.
-        let again = e
-            .enrich(KernelEvent::Exec {
-                header: header(EventKind::ProcessExec, 20, 1),
-                exe: "/usr/bin/true".into(),
-                argv: vec![],
-                filename: "true".into(),
-                argv_total_len: 0,
-                cwd: "/w".into(),
-            })
-            .unwrap();
-        assert!(matches!(&again.detail, Detail::Exec { env, .. } if env.is_empty()));
-    }
-
-    #[test]
-    fn exit_status_is_split_into_code_and_signal() {
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        );
-        let ev = e
-            .enrich(KernelEvent::Exit {
-                header: header(EventKind::ProcessExit, 5, 1),
-                exit_status: 3 << 8,
-            })
-            .unwrap();
-        assert_eq!(
-            ev.detail,
-            Detail::Exit {
-                status: 768,
-                code: Some(3),
-                signal: None
-            }
-        );
-        let ev = e
-            .enrich(KernelEvent::Exit {
-                header: header(EventKind::ProcessExit, 6, 1),
-                exit_status: 9,
-            })
-            .unwrap();
-        assert_eq!(
-            ev.detail,
-            Detail::Exit {
-                status: 9,
-                code: None,
-                signal: Some(9)
-            }
-        );
-    }
-
-    #[test]
-    fn mapped_ipv4_is_reported_as_ipv4_address() {
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        );
-        let ev = e
-            .enrich(KernelEvent::Connect {
-                header: header(EventKind::NetConnect, 5, 1),
-                fd: 3,
-                result: 0,
-                sock_type: SOCK_STREAM,
-                address: "::ffff:10.1.2.3".parse().unwrap(),
-                port: 80,
-            })
-            .unwrap();
-        let Detail::Connect {
-            address,
-            family,
-            protocol,
-            ..
-        } = ev.detail
-        else {
-            panic!()
-        };
-        assert_eq!(address, "10.1.2.3".parse::<IpAddr>().unwrap());
-        assert_eq!((family.as_str(), protocol.as_str()), ("ipv6", "tcp"));
-    }
-}

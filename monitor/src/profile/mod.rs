@@ -6,6 +6,7 @@
 //! misspelt allowance silently ignored is a hole nobody sees.
 
 pub mod pattern;
+pub mod set;
 
 use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ci::StepIdentity;
 pub use pattern::{EgressRule, EgressTarget, PathPattern};
+pub use set::{ProfileChoice, ProfileSet, ProfileSource};
 
 pub const PROFILE_VERSION: u32 = 1;
 

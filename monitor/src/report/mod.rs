@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ci::{JobIdentity, StepIdentity},
     engine::Attribution,
-    event::{Detail, Event},
+    event::{Access, Detail, Event, Protocol},
     finding::Finding,
     profile::{Profile, PROFILE_VERSION},
     rules::lifecycle::Hook,
@@ -82,7 +82,7 @@ pub struct ConnectionRecord {
     pub time: String,
     pub pid: u32,
     pub exe: Option<String>,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub address: std::net::IpAddr,
     pub port: u16,
     /// The name the address was resolved from, when known.
@@ -102,7 +102,7 @@ pub struct FileAccessRecord {
     pub pid: u32,
     pub exe: Option<String>,
     pub path: String,
-    pub access: String,
+    pub access: Access,
     pub findings: Vec<u64>,
     #[serde(skip)]
     seq: u64,
@@ -346,7 +346,7 @@ impl Recorder {
                     time: e.time.clone(),
                     pid: e.process.pid,
                     exe: e.process.exe.clone(),
-                    protocol: protocol.clone(),
+                    protocol: *protocol,
                     address: *address,
                     port: *port,
                     domain: a.domain.map(str::to_string),
@@ -367,7 +367,7 @@ impl Recorder {
                     pid: e.process.pid,
                     exe: e.process.exe.clone(),
                     path: path.clone(),
-                    access: access.clone(),
+                    access: *access,
                     findings: Vec::new(),
                     seq: e.seq,
                 });
@@ -604,7 +604,7 @@ pub fn write_all(
         let path = dir.join(format!("{stem}.{ext}"));
         let partial = dir.join(format!(".{stem}.{ext}.partial"));
         let _ = std::fs::remove_file(&partial);
-        let mut file = crate::agent::open_private(&partial)?;
+        let mut file = crate::output::open_private(&partial)?;
         file.write_all(text.as_bytes())
             .with_context(|| format!("writing {}", partial.display()))?;
         std::fs::rename(&partial, &path)
@@ -612,42 +612,6 @@ pub fn write_all(
         written.push(path);
     }
     Ok(written)
-}
-
-/// The engine and a recorder fed the same events: what the live agent and `monitor report`
-/// both run, so a report rebuilt from a log matches the one written at the job's end.
-pub struct Judge {
-    pub engine: crate::engine::Engine,
-    pub recorder: Recorder,
-}
-
-impl Judge {
-    pub fn new(engine: crate::engine::Engine) -> Self {
-        Judge {
-            engine,
-            recorder: Recorder::new(),
-        }
-    }
-
-    /// Judges one event; returns its findings and the jobs it ended.
-    pub fn on_event(&mut self, e: &Event) -> (Vec<Finding>, Vec<crate::engine::EndedJob>) {
-        let findings = self.engine.on_event(e);
-        self.recorder.observe(e, self.engine.attribution(e));
-        self.recorder.on_findings(&findings);
-        let ended = self.engine.take_ended_jobs();
-        for job in &ended {
-            self.recorder
-                .job_ended(&job.identity.key, e.time.clone(), job.ended_ns);
-        }
-        (findings, ended)
-    }
-
-    /// Lets time pass (pending checks such as processes outliving their step).
-    pub fn tick(&mut self, now_ns: u64) -> Vec<Finding> {
-        let findings = self.engine.tick(now_ns);
-        self.recorder.on_findings(&findings);
-        findings
-    }
 }
 
 /// Wall-clock now, RFC 3339.
@@ -658,6 +622,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::Judge;
     use crate::engine::tests::{empty_profile, npm_stealer, Sim};
 
     /// The npm stealer scenario, replayed through a Judge as `monitor report` does.

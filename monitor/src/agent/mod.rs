@@ -1,0 +1,278 @@
+//! The live agent: loads the probes and wires the pipeline's tasks together.
+//!
+//! kernel probes -> ring buffer -> `ring` (decode, never waits) -> bounded channel ->
+//! `pipeline` (process table, enrich, log, judge, reports, block mode, control requests).
+//! `host` is what the agent reads from the machine itself and its heartbeat.
+
+mod host;
+mod pipeline;
+mod ring;
+
+use std::{
+    io::Write,
+    os::unix::fs::DirBuilderExt as _,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use monitor_common::EventKind;
+use tokio::sync::mpsc;
+
+use crate::{
+    control,
+    enforce::Enforcer,
+    engine::Engine,
+    event::{Enricher, WallClock},
+    judge::Judge,
+    kernel_layout::running_kernel_layout,
+    metrics::Metrics,
+    output::{RotatingLog, LOG_KEEP},
+    probes::{ProbeOptions, Probes},
+    process_tree::{clock_ticks_per_second, read_proc, ProcessTable},
+    profile::{EgressMode, Profile, ProfileSet, ProfileSource},
+    replay::machine_engine_config,
+    watch::WatchList,
+};
+use host::{boot_ns, exe_changed_unix_ns, pth_has_executable_lines, send_heartbeats};
+use pipeline::Pipeline;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where to write events (None: stdout).
+    pub events: Option<PathBuf>,
+    /// Where to write findings (None: stderr).
+    pub findings: Option<PathBuf>,
+    /// The profiles findings are judged against, as read at start.
+    pub profiles: ProfileSet,
+    /// Where `profiles` came from: SIGHUP reads them again from there.
+    pub profile_source: ProfileSource,
+    /// Created once the probes are attached and the process table is seeded.
+    pub ready_file: Option<PathBuf>,
+    pub probe: ProbeOptions,
+    pub max_processes: usize,
+    pub channel_capacity: usize,
+    /// The control socket (`monitor job`, `monitor hook`); None: no socket.
+    pub control_socket: Option<PathBuf>,
+    /// Group allowed to use the control socket (mode 0660); None: root only (0600).
+    pub control_group: Option<String>,
+    /// Size past which the event and findings logs rotate.
+    pub log_max_bytes: u64,
+    /// Where job reports are written (JSON, Markdown, HTML) when a job ends; None: not written.
+    pub reports: Option<PathBuf>,
+    /// Where to serve `/metrics`; None: no endpoint.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// How often the agent sends a heartbeat through its own probes; None: never.
+    pub heartbeat: Option<Duration>,
+}
+
+/// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
+pub const HEARTBEAT_PORT: u16 = 9;
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9477";
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            events: None,
+            findings: None,
+            profiles: ProfileSet::single(Profile::default_profile()),
+            profile_source: ProfileSource::BuiltIn,
+            ready_file: None,
+            probe: ProbeOptions::default(),
+            max_processes: 65_536,
+            channel_capacity: 65_536,
+            control_socket: None,
+            control_group: None,
+            metrics_address: None,
+            reports: None,
+            log_max_bytes: 256 * 1024 * 1024,
+            heartbeat: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+const KINDS: usize = EventKind::ALL.len();
+
+/// The pipeline's counters are the metrics (`crate::metrics`): one set of numbers for the stop
+/// summary, `monitor job status` and `/metrics`.
+pub type Stats = Metrics;
+
+/// How often the engine is given the time (for steps' grace periods) and losses are polled.
+pub const ENGINE_TICK: Duration = Duration::from_millis(500);
+
+/// Whether any profile in force asks the kernel to refuse unallowed egress.
+fn block_mode(profiles: &ProfileSet) -> bool {
+    profiles.all().any(|p| p.egress_mode() == EgressMode::Block)
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    let layout =
+        running_kernel_layout().context("reading this kernel's structure layout from BTF")?;
+    let mut probes = Probes::load(&layout, &WatchList::defaults(), &options.probe)?;
+    for (hook, why) in &probes.report.skipped {
+        log::warn!("optional hook {hook} not attached: {why}");
+    }
+    log::info!("attached: {}", probes.report.attached.join(", "));
+    let ring = probes.take_ring()?;
+    let losses = probes.loss_reader()?;
+
+    let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
+    table.seed(read_proc(std::path::Path::new("/proc")));
+    log::info!("process table seeded with {} processes", table.len());
+    let enricher = Enricher::new(table, WallClock::now())
+        .with_pth_reader(pth_has_executable_lines)
+        .with_exe_changed(exe_changed_unix_ns);
+
+    let output: Box<dyn Write + Send> = match &options.events {
+        Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
+        None => Box::new(std::io::stdout()),
+    };
+    let findings: Box<dyn Write + Send> = match &options.findings {
+        Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
+        None => Box::new(std::io::stderr()),
+    };
+    let engine_config = machine_engine_config();
+    let profiles = options.profiles.clone();
+    let enforcer = if block_mode(&profiles) {
+        let enforcer =
+            Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers)
+                .context(
+                    "egress.mode is block, but the kernel side of block mode could not be set up",
+                )?;
+        log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
+        log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
+        Some(enforcer)
+    } else {
+        None
+    };
+    let engine = Engine::with_profiles(profiles, engine_config);
+    if let Some(dir) = &options.reports {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the reports directory {}", dir.display()))?;
+    }
+    let pipeline = Pipeline {
+        events: std::io::BufWriter::with_capacity(256 * 1024, output),
+        findings,
+        judge: Judge::new(engine),
+        enforcer,
+        reports_dir: options.reports.clone(),
+        line: Vec::with_capacity(4096),
+        losses: Some(losses),
+    };
+
+    let (command_tx, commands) = mpsc::channel(64);
+    let control = match &options.control_socket {
+        Some(path) => {
+            let listener = control::bind(path, options.control_group.as_deref())?;
+            log::info!("control socket at {}", path.display());
+            Some(tokio::spawn(control::serve(listener, command_tx)))
+        }
+        None => None,
+    };
+
+    let stats = Arc::new(Metrics::new());
+    let optional = |hook: &str| {
+        if crate::probes::is_optional(hook) {
+            "true"
+        } else {
+            "false"
+        }
+    };
+    for hook in &probes.report.attached {
+        stats
+            .probe_attached
+            .with_label_values(&[hook, optional(hook)])
+            .set(1);
+    }
+    for (hook, _) in &probes.report.skipped {
+        stats
+            .probe_attached
+            .with_label_values(&[hook, optional(hook)])
+            .set(0);
+    }
+    let mut ready_text = format!("{}\n", std::process::id());
+    let metrics_server = match options.metrics_address {
+        Some(address) => {
+            let (bound, task) = crate::metrics::serve(address, stats.clone()).await?;
+            log::info!("metrics at http://{bound}/metrics");
+            ready_text.push_str(&format!("metrics={bound}\n"));
+            Some(task)
+        }
+        None => None,
+    };
+    let heartbeat = options
+        .heartbeat
+        .map(|every| tokio::spawn(send_heartbeats(every)));
+    let (tx, rx) = mpsc::channel(options.channel_capacity);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(ring::read_ring(ring, tx, stats.clone(), stop_rx));
+
+    // Jobs already running (the agent started or restarted mid-job): picked up from /proc
+    // before the agent says it is ready, so nothing they do after that is missed.
+    let mut enricher = enricher;
+    let mut pipeline = pipeline;
+    let resumed = enricher.resume_running_jobs(std::path::Path::new("/proc"), boot_ns());
+    if !resumed.is_empty() {
+        log::info!(
+            "{} running job processes picked up from /proc",
+            resumed.len()
+        );
+    }
+    for event in &resumed {
+        pipeline.log_and_judge(event, &stats);
+    }
+    pipeline.flush(&stats);
+
+    if let Some(path) = &options.ready_file {
+        std::fs::write(path, &ready_text)
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    eprintln!("monitor: probes attached, streaming events");
+
+    // SIGHUP: read the profile again (open jobs go on, judged by the new one from then on).
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let hangup_task = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if reload_tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let processor = tokio::spawn(pipeline::run(
+        rx,
+        commands,
+        reloads,
+        options.profile_source.clone(),
+        enricher,
+        pipeline,
+        stats.clone(),
+    ));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    hangup_task.abort();
+    for task in [metrics_server, heartbeat].into_iter().flatten() {
+        task.abort();
+    }
+    if let Some(control) = control {
+        control.abort();
+        if let Some(path) = &options.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    reader.await??;
+    processor.await??;
+    drop(probes);
+    eprintln!("{}", serde_json::json!({ "stats": stats.summary() }));
+    Ok(())
+}
+

@@ -1,0 +1,353 @@
+//! The processing task: enriched events through the log, the judge, reports and block mode,
+//! with control requests, SIGHUP reloads and the engine's clock ticks in between.
+
+use std::{io::Write, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use super::{block_mode, host::boot_ns, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
+use crate::{
+    control::{self, Order, Peer, Request, Response},
+    decode::KernelEvent,
+    enforce::Enforcer,
+    event::{Detail, Enricher, Event},
+    finding::Finding,
+    judge::Judge,
+    metrics::{unix_now, Metrics},
+    probes::LossReader,
+    profile::ProfileSource,
+    report::{markdown, now_rfc3339, write_all},
+};
+
+/// The pipeline above the process table: each enriched event is written to the event log,
+/// judged (findings written at once), recorded for its job's report (written when the job
+/// ends), and turned into block mode's kernel updates; control requests are carried out in
+/// order with the events.
+pub(super) struct Pipeline {
+    pub(super) events: std::io::BufWriter<Box<dyn Write + Send>>,
+    pub(super) findings: Box<dyn Write + Send>,
+    pub(super) judge: Judge,
+    /// Block mode's kernel side, when the profile asks for it.
+    pub(super) enforcer: Option<Enforcer>,
+    pub(super) reports_dir: Option<PathBuf>,
+    /// Reused serialisation buffer: each event reaches the writer as one whole line.
+    pub(super) line: Vec<u8>,
+    /// The kernel's per-kind loss counters, read on every tick and before a report is made.
+    pub(super) losses: Option<LossReader>,
+}
+
+/// A job's report as written when it ended.
+pub(super) struct Written {
+    key: String,
+    paths: Vec<PathBuf>,
+    markdown: String,
+}
+
+impl Pipeline {
+    pub(super) fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
+        stats.events[Metrics::slot(event.header().kind)].inc();
+        let Some(event) = enricher.enrich(event) else {
+            return;
+        };
+        // The agent's own children are its heartbeats: proof the probes and the pipeline work,
+        // not activity to log or judge.
+        if event.process.ppid == std::process::id() {
+            if let Detail::Connect {
+                port: HEARTBEAT_PORT,
+                address,
+                ..
+            } = &event.detail
+            {
+                if address.is_loopback() {
+                    stats.heartbeat.set(unix_now());
+                }
+            }
+            return;
+        }
+        self.log_and_judge(&event, stats);
+    }
+
+    /// Writes the event to the log, judges it, records it for reports, and writes the reports
+    /// of the jobs it ended.
+    pub(super) fn log_and_judge(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
+        self.line.clear();
+        let written = serde_json::to_writer(&mut self.line, event).is_ok() && {
+            self.line.push(b'\n');
+            self.events.write_all(&self.line).is_ok()
+        };
+        if !written {
+            stats.write_errors.inc();
+        }
+        self.judge.recorder.current_drops = Some(stats.drop_totals());
+        let (findings, ended) = self.judge.on_event(event);
+        for action in self.judge.engine.take_enforcement() {
+            if let Some(enforcer) = &mut self.enforcer {
+                if let Err(e) = enforcer.apply(&action) {
+                    stats.write_errors.inc();
+                    log::error!("block mode: could not apply {action:?}: {e:#}");
+                }
+            }
+        }
+        self.write_findings(findings, stats);
+        let mut reports = Vec::new();
+        if !ended.is_empty() {
+            // A report must count the losses up to now, not up to the last tick.
+            self.refresh_losses(stats);
+            self.judge.recorder.current_drops = Some(stats.drop_totals());
+        }
+        for job in ended {
+            stats.jobs_ended.inc();
+            stats
+                .job_duration
+                .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
+            let key = job.identity.key;
+            let Some(report) = self
+                .judge
+                .recorder
+                .report(&key, now_rfc3339())
+            else {
+                continue;
+            };
+            let paths = match &self.reports_dir {
+                Some(dir) => match write_all(dir, &report) {
+                    Ok(paths) => paths,
+                    Err(e) => {
+                        stats.write_errors.inc();
+                        log::error!("writing the report of {key}: {e:#}");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            if let Some(p) = paths.first() {
+                log::info!("report of job {key}: {}", p.display());
+            }
+            self.judge.recorder.forget(&key);
+            reports.push(Written {
+                markdown: markdown::render(&report),
+                key,
+                paths,
+            });
+        }
+        reports
+    }
+
+    /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
+    fn handle_control_event(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
+        let reports = self.log_and_judge(event, stats);
+        self.flush(stats);
+        reports
+    }
+
+    /// Carries out a control request, in order with the kernel's events.
+    fn command(
+        &mut self,
+        enricher: &mut Enricher,
+        request: Request,
+        peer: Peer,
+        stats: &Stats,
+    ) -> Response {
+        let order = match control::interpret(request, peer, std::path::Path::new("/proc")) {
+            Ok(order) => order,
+            Err(refusal) => return Response::error(refusal),
+        };
+        match order {
+            Order::StartJob {
+                job,
+                anchor_pid,
+                via,
+            } => {
+                let detail = Detail::JobStart {
+                    job: job.clone(),
+                    via,
+                    requested_by_pid: peer.pid,
+                    requested_by_uid: peer.uid,
+                };
+                let Some(event) = enricher.control_event(detail, anchor_pid, boot_ns()) else {
+                    return Response::error(format!("no process {anchor_pid}"));
+                };
+                self.handle_control_event(&event, stats);
+                log::info!("job {} started (anchor pid {anchor_pid})", job.key);
+                Response {
+                    ok: true,
+                    job: Some(job),
+                    ..Default::default()
+                }
+            }
+            Order::EndJob { key, via } => {
+                let Some(identity) = self
+                    .judge
+                    .engine
+                    .jobs()
+                    .find(|(j, _)| j.key == key)
+                    .map(|(j, _)| j.clone())
+                else {
+                    return Response::error(format!("no job {key}"));
+                };
+                let detail = Detail::JobEnd {
+                    job: key.clone(),
+                    via,
+                };
+                let Some(event) = enricher.control_event(detail, peer.pid, boot_ns()) else {
+                    return Response::error("the caller's process is not visible");
+                };
+                let written = self.handle_control_event(&event, stats);
+                log::info!("job {key} ended");
+                let mine = written.into_iter().find(|w| w.key == key);
+                Response {
+                    ok: true,
+                    job: Some(identity),
+                    reports: mine.as_ref().map(|w| w.paths.clone()).unwrap_or_default(),
+                    summary_markdown: mine.map(|w| w.markdown),
+                    ..Default::default()
+                }
+            }
+            Order::Status => Response {
+                ok: true,
+                status: Some(serde_json::json!({
+                    "jobs": self.judge.engine.jobs().map(|(j, ended)| serde_json::json!({"job": j, "ended": ended})).collect::<Vec<_>>(),
+                    "stats": stats.summary(),
+                })),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Findings are written and flushed as they come: the 1 s latency bound is for them.
+    fn write_findings(&mut self, findings: Vec<Finding>, stats: &Stats) {
+        if findings.is_empty() {
+            return;
+        }
+        for finding in findings {
+            stats.count_finding(
+                finding.rule.as_str(),
+                finding.severity.name(),
+                finding.job.as_ref().and_then(|j| j.repository.as_deref()),
+            );
+            self.line.clear();
+            let written = serde_json::to_writer(&mut self.line, &finding).is_ok() && {
+                self.line.push(b'\n');
+                self.findings.write_all(&self.line).is_ok()
+            };
+            if !written {
+                stats.write_errors.inc();
+            }
+        }
+        if self.findings.flush().is_err() {
+            stats.write_errors.inc();
+        }
+    }
+
+    /// Reads the profiles again from where they came from; anything broken is refused (with
+    /// where and why) and what runs now stays.
+    fn reload(&mut self, from: &ProfileSource, stats: &Stats) {
+        let Some(path) = from.path() else {
+            log::warn!("SIGHUP: running with the built-in profile, nothing to reload");
+            return;
+        };
+        match from.load() {
+            Ok(profiles) => {
+                if block_mode(&profiles) != self.enforcer.is_some() {
+                    log::warn!("SIGHUP: egress.mode changed; switching block mode on or off takes a restart (the rest is applied)");
+                }
+                self.judge.engine.set_profiles(profiles);
+                stats.profile_reloads.with_label_values(&["ok"]).inc();
+                log::info!("SIGHUP: profile reloaded from {}", path.display());
+            }
+            Err(e) => {
+                stats.profile_reloads.with_label_values(&["refused"]).inc();
+                log::error!("SIGHUP: profile reload refused, keeping the current one: {e:#}");
+            }
+        }
+    }
+
+    fn refresh_losses(&mut self, stats: &Stats) {
+        if let Some(losses) = &self.losses {
+            for (kind, total) in losses.read() {
+                stats.set_kernel_losses(kind, total);
+            }
+        }
+    }
+
+    /// Job gauges (ended jobs are accounted when the event that ends them is judged).
+    fn account_jobs(&mut self, stats: &Stats) {
+        stats
+            .active_jobs
+            .set(self.judge.engine.active_jobs() as i64);
+    }
+
+    pub(super) fn flush(&mut self, stats: &Stats) {
+        if self.events.flush().is_err() {
+            stats.write_errors.inc();
+        }
+    }
+}
+
+pub(super) async fn run(
+    mut rx: mpsc::Receiver<KernelEvent>,
+    mut commands: mpsc::Receiver<control::Command>,
+    mut reloads: mpsc::Receiver<()>,
+    reload_from: ProfileSource,
+    mut enricher: Enricher,
+    mut pipeline: Pipeline,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(ENGINE_TICK);
+    let mut reported_losses = [0u64; KINDS];
+    loop {
+        tokio::select! {
+            received = rx.recv() => {
+                let Some(event) = received else { break };
+                pipeline.handle(&mut enricher, event, &stats);
+                // Drain what is queued, then flush: at most one flush per burst.
+                while let Ok(event) = rx.try_recv() {
+                    pipeline.handle(&mut enricher, event, &stats);
+                }
+                pipeline.flush(&stats);
+                stats.last_event.set(unix_now());
+                pipeline.account_jobs(&stats);
+            }
+            Some(command) = commands.recv() => {
+                // Whatever the kernel queued before the request belongs before it.
+                while let Ok(event) = rx.try_recv() {
+                    pipeline.handle(&mut enricher, event, &stats);
+                }
+                let response = pipeline.command(&mut enricher, command.request, command.peer, &stats);
+                let _ = command.reply.send(response);
+                pipeline.account_jobs(&stats);
+            }
+            Some(()) = reloads.recv() => {
+                // Whatever the kernel queued before the signal is judged by the old profile.
+                while let Ok(event) = rx.try_recv() {
+                    pipeline.handle(&mut enricher, event, &stats);
+                }
+                pipeline.reload(&reload_from, &stats);
+            }
+            _ = tick.tick() => {
+                let totals = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
+                for (kind, total) in totals {
+                    let slot = Metrics::slot(kind);
+                    stats.set_kernel_losses(kind, total);
+                    if total > reported_losses[slot] {
+                        log::warn!("kernel dropped {} {} records (ring buffer full)", total - reported_losses[slot], kind.name());
+                        reported_losses[slot] = total;
+                    }
+                }
+                let now = boot_ns();
+                enricher.table.collect_garbage(now);
+                let unparsed = enricher.dns_unparsed.saturating_sub(stats.dns_unparsed.get());
+                stats.dns_unparsed.inc_by(unparsed);
+                let findings = pipeline.judge.tick(now);
+                pipeline.write_findings(findings, &stats);
+                pipeline.account_jobs(&stats);
+            }
+        }
+    }
+    pipeline.refresh_losses(&stats);
+    let findings = pipeline.judge.tick(boot_ns());
+    pipeline.write_findings(findings, &stats);
+    pipeline.events.flush().context("flushing events")?;
+    Ok(())
+}
+

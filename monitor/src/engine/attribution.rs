@@ -1,0 +1,280 @@
+//! Which job, step and install hook a process belongs to, and when a job begins and ends.
+//!
+//! A process with no attributed ancestor whose exec carries a job identity in its environment
+//! starts a step; a child of a job's anchor (the runner's Worker) starts a step; everything else
+//! inherits its nearest attributed ancestor's place. In block mode every new step root and
+//! anchor is handed to the kernel (`Enforcement`), so membership and enforcement never differ.
+
+use std::collections::HashSet;
+
+use super::{key_of, link_of, Engine, Job, Proc, Step, JOB_RETENTION_NS, MAX_TRACKED_PROCESSES};
+use crate::{
+    ci::{identity_from_env, JobIdentity, StepIdentity},
+    event::{Detail, Event},
+    finding::Enforcement,
+    process_tree::ProcessKey,
+    profile::EgressMode,
+    rules::{dns, tool_of},
+};
+
+/// Programs that adopt orphans (init, container inits, service managers): a job's process found
+/// under one was reparented there, and the reaper is not the job's runner.
+const REAPERS: &[&str] = &[
+    "systemd",
+    "init",
+    "tini",
+    "dumb-init",
+    "catatonit",
+    "s6-svscan",
+    "s6-supervise",
+    "runsvdir",
+    "containerd-shim",
+    "conmon",
+];
+
+impl Engine {
+    /// A job declared through the control socket (a runner hook, `monitor job start`), anchored
+    /// at the event's process.
+    pub(super) fn declare_job(&mut self, e: &Event, key: ProcessKey, identity: &JobIdentity) {
+        let explicit = identity.provider == "explicit";
+        let job = self.job_index(identity.clone());
+        // Declared again (a restarted hook): the latest anchor wins.
+        self.jobs[job].ended_ns = None;
+        self.jobs[job].anchor = Some(key);
+        self.anchors.insert(key, job);
+        self.enforce_process(job, e.process.pid, !explicit);
+        // An explicitly started job's anchor is the CI's own shell: it is the job's
+        // first step. A GitHub runner's Worker is the runner, not the job's code.
+        if explicit && !self.procs.contains_key(&key) {
+            self.jobs[job].steps.push(Step {
+                identity: StepIdentity {
+                    id: "main".into(),
+                    action: None,
+                },
+                root: key,
+                ended: None,
+                checked: false,
+            });
+            let step = self.jobs[job].steps.len() - 1;
+            self.procs.insert(
+                key,
+                Proc {
+                    job,
+                    step,
+                    hook: None,
+                    link: link_of(e),
+                    tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
+                    alive: true,
+                    is_step_root: true,
+                    provisional: false,
+                    packing: None,
+                },
+            );
+        }
+    }
+
+    pub(super) fn end_job(&mut self, job: usize, ts_ns: u64) {
+        if self.jobs[job].ended_ns.is_none() {
+            self.jobs[job].ended_ns = Some(ts_ns);
+            self.ended.push(job);
+            let key = self.jobs[job].identity.key.clone();
+            self.enforce(job, Enforcement::JobEnded { key });
+        }
+        self.anchors.retain(|_, j| *j != job);
+        // The CI shell that anchored an explicit job goes on with other work: what it starts
+        // from now on is not this job's. (Processes the job started stay in it.)
+        if self.jobs[job].identity.provider == "explicit" {
+            if let Some(anchor) = self.jobs[job].anchor {
+                if self.procs.get(&anchor).is_some_and(|p| p.job == job) {
+                    self.procs.remove(&anchor);
+                }
+            }
+        }
+    }
+
+
+    /// Drops what ended jobs no longer need.
+    pub(super) fn retire_old_jobs(&mut self) {
+        let now = self.now_ns;
+        for (index, job) in self.jobs.iter_mut().enumerate() {
+            if job.retired
+                || !job
+                    .ended_ns
+                    .is_some_and(|e| now >= e.saturating_add(JOB_RETENTION_NS))
+            {
+                continue;
+            }
+            job.retired = true;
+            job.seen = HashSet::new();
+            job.names = dns::JobNames::default();
+            self.written_pth.retain(|_, w| w.job != index);
+        }
+    }
+
+    /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
+    pub(super) fn attribute(&mut self, e: &Event, key: ProcessKey) -> bool {
+        if self.procs.contains_key(&key) {
+            if let Detail::Exec { env, .. } = &e.detail {
+                let proc = self.procs.get_mut(&key).expect("checked");
+                proc.link = link_of(e);
+                proc.tool = tool_of(e.process.exe.as_deref(), &e.process.argv);
+                if std::mem::take(&mut proc.provisional) {
+                    let (job, step) = (proc.job, proc.step);
+                    if let Some((job_id, step_id)) = identity_from_env(env) {
+                        if job_id.key == self.jobs[job].identity.key {
+                            self.jobs[job].steps[step].identity = step_id;
+                        }
+                    }
+                }
+            }
+            return true;
+        }
+        // The nearest ancestor that is in a job, or that anchors one: under an anchor, a process
+        // with no job member between them starts a step of its own.
+        enum Found {
+            Member(usize, usize, Option<usize>, Option<(String, String)>),
+            ChildOfAnchor(usize),
+        }
+        let found = e.ancestry.iter().find_map(|a| {
+            let k = key_of(a.pid, a.start_ticks);
+            if let Some(p) = self.procs.get(&k) {
+                return Some(Found::Member(p.job, p.step, p.hook, p.packing.clone()));
+            }
+            self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
+        });
+        let mut provisional = false;
+        // A forked child of a packing process packs too, until it executes something else.
+        let mut packing = None;
+        let (job, step, hook, is_root) = match found {
+            Some(Found::Member(job, step, hook, parent_packing)) => {
+                packing = parent_packing;
+                (job, step, hook, false)
+            }
+            Some(Found::ChildOfAnchor(job)) => {
+                let own = match &e.detail {
+                    Detail::Exec { env, .. } => identity_from_env(env)
+                        .filter(|(j, _)| j.key == self.jobs[job].identity.key)
+                        .map(|(_, s)| s),
+                    _ => None,
+                };
+                provisional = own.is_none() && !matches!(e.detail, Detail::Exec { .. });
+                let identity = own.unwrap_or_else(|| StepIdentity {
+                    id: "job".into(),
+                    action: None,
+                });
+                let step = self.new_step(job, identity, key, e.process.pid);
+                (job, step, None, true)
+            }
+            None => {
+                let env = match &e.detail {
+                    Detail::Exec { env, .. } | Detail::Resume { env, .. } => env,
+                    _ => return false,
+                };
+                let Some((job_id, step_id)) = identity_from_env(env) else {
+                    return false;
+                };
+                let job = self.job_index(job_id);
+                let parent = e.ancestry.first().map(|a| key_of(a.pid, a.start_ticks));
+                // The parent anchors the job (the runner's Worker), unless it merely adopted the
+                // process: init, or whoever a process found running at start-up was reparented
+                // to (a step's daemon outlives its step). Anchoring there would pull every other
+                // process on the machine into the job.
+                let adopted = e.ancestry.first().is_some_and(|p| {
+                    p.pid == 1 || REAPERS.iter().any(|r| p.comm.starts_with(r))
+                });
+                if self.jobs[job].anchor.is_none() && !adopted {
+                    if let Some(parent) = parent {
+                        self.jobs[job].anchor = Some(parent);
+                        self.anchors.insert(parent, job);
+                    }
+                }
+                let step = self.new_step(job, step_id, key, e.process.pid);
+                (job, step, None, true)
+            }
+        };
+        if self.procs.len() >= MAX_TRACKED_PROCESSES {
+            let before = self.procs.len();
+            self.procs.retain(|_, p| p.alive);
+            self.evicted += (before - self.procs.len()) as u64;
+        }
+        self.procs.insert(
+            key,
+            Proc {
+                job,
+                step,
+                hook,
+                link: link_of(e),
+                tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
+                alive: true,
+                is_step_root: is_root,
+                provisional,
+                packing,
+            },
+        );
+        true
+    }
+
+    /// A step rooted at `root`; in block mode its process is judged from now on.
+    fn new_step(
+        &mut self,
+        job: usize,
+        identity: StepIdentity,
+        root: ProcessKey,
+        pid: u32,
+    ) -> usize {
+        self.jobs[job].steps.push(Step {
+            identity,
+            root,
+            ended: None,
+            checked: false,
+        });
+        self.enforce_process(job, pid, false);
+        self.jobs[job].steps.len() - 1
+    }
+
+    fn job_index(&mut self, identity: JobIdentity) -> usize {
+        if let Some(i) = self.job_by_key.get(&identity.key) {
+            return *i;
+        }
+        self.jobs.push(Job {
+            identity: identity.clone(),
+            anchor: None,
+            steps: Vec::new(),
+            started_ns: self.now_ns,
+            ended_ns: None,
+            seen: HashSet::new(),
+            names: dns::JobNames::default(),
+            retired: false,
+            oidc_endpoint: None,
+            home: None,
+        });
+        let job = self.jobs.len() - 1;
+        self.job_by_key.insert(identity.key, job);
+        job
+    }
+
+    fn enforce(&mut self, job: usize, action: Enforcement) {
+        if self.profile_of(job).egress_mode() == EgressMode::Block {
+            self.enforcement.push(action);
+        }
+    }
+
+    /// In block mode, has the kernel judge `pid` (and what it starts) by its job's profile.
+    fn enforce_process(&mut self, job: usize, pid: u32, anchor_only: bool) {
+        if self.profile_of(job).egress_mode() != EgressMode::Block {
+            return;
+        }
+        let profile = self.profile_of(job);
+        let rules = std::iter::once(&profile.rules)
+            .chain(profile.steps.values())
+            .flat_map(|r| r.egress.allow.iter().cloned())
+            .collect();
+        self.enforcement.push(Enforcement::Process {
+            job: self.jobs[job].identity.key.clone(),
+            pid,
+            anchor_only,
+            rules,
+        });
+    }
+
+}

@@ -1,0 +1,311 @@
+//! Detections on opened files: credentials and other processes' memory read, persistence places
+//! written, files a packing command would ship, and `.pth` files the job planted and an
+//! interpreter then ran.
+
+use serde_json::json;
+
+use super::{
+    emit::{Place, Raw, Trigger},
+    link_of, Engine, WrittenPth,
+};
+use crate::{
+    event::{Detail, Event, MatchReason},
+    finding::{Finding, RuleId, Severity},
+    process_tree::ProcessKey,
+    profile::{AccessRule, Allowance, PathPattern, Rules},
+    rules::{credentials, lifecycle, packaging, path_within, persistence, tool_matches},
+};
+
+impl Engine {
+    pub(super) fn on_open(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Open {
+            path,
+            access,
+            matched,
+            path_truncated,
+            created,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let (job, step, hook, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook, p.tool.clone())
+        };
+        let in_hook = hook.is_some();
+        // Judged as if the job's home were a usual one, so `~/` patterns cover it.
+        let home_path = self.home_relative(job, path);
+        let home_path = home_path.as_deref().unwrap_or(path);
+        let allowed_by = |rules: &Rules, list: fn(&Rules) -> &Vec<AccessRule>| {
+            list(rules).iter().any(|a| {
+                (a.path.matches(path) || a.path.matches(home_path))
+                    && a.by.iter().any(|b| {
+                        if b.starts_with('/') {
+                            PathPattern::new(b)
+                                .is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
+                        } else {
+                            tool_matches(b, &tool)
+                        }
+                    })
+            })
+        };
+
+        // Another process's memory, environment or memory map: always a finding.
+        if matched.contains(&MatchReason::ProcOtherProcess) {
+            if let Some((target, file)) = credentials::proc_target(path) {
+                if file == "environ" && credentials::environ_read_is_listing(&tool, &e.process.argv)
+                {
+                    return;
+                }
+                if self
+                    .rules_of(job, step)
+                    .any(|r| allowed_by(r, |r| &r.credentials.allow))
+                {
+                    return;
+                }
+                let (rule, severity, what) = match file {
+                    "mem" => (RuleId::ProcessMemoryRead, Severity::Critical, "memory"),
+                    "maps" => (RuleId::ProcessMemoryRead, Severity::High, "memory map"),
+                    _ => (RuleId::ProcessEnvironRead, Severity::High, "environment"),
+                };
+                let raw = Raw::new(
+                    rule,
+                    format!("{tool} opened the {what} of process {target} ({path})"),
+                    format!("{path}:{}", e.process.pid),
+                )
+                .severity(severity)
+                .evidence(vec![
+                    ("path", json!(path)),
+                    ("target_pid", json!(target)),
+                    ("access", json!(access)),
+                ])
+                // Pids change from run to run: an allowance names the file of any process.
+                .allowance(Allowance::Credentials {
+                    path: format!("/proc/*/{file}"),
+                    by: tool.clone(),
+                });
+                self.emit_for(out, raw, e, key);
+                return;
+            }
+        }
+
+        if *path_truncated {
+            let raw = Raw::new(
+                RuleId::UnresolvedSensitiveOpen,
+                format!(
+                    "{tool} opened a watched file whose path is too deep to resolve (...{path})"
+                ),
+                path.clone(),
+            )
+            .evidence(vec![
+                ("path_tail", json!(path)),
+                ("matched", json!(matched)),
+                ("access", json!(access)),
+            ]);
+            self.emit_for(out, raw, e, key);
+            return;
+        }
+
+        if access.writes() && lifecycle::is_site_pth(path) {
+            let chain = self.chain(e, key);
+            self.written_pth.insert(
+                path.clone(),
+                WrittenPth {
+                    job,
+                    step,
+                    hook,
+                    writer: chain,
+                    writer_seq: e.seq,
+                },
+            );
+        }
+        if access.writes() {
+            if let Some(place) = persistence::classify(home_path) {
+                let owner = place.owned_by(&tool) && !in_hook;
+                if !owner
+                    && !self
+                        .rules_of(job, step)
+                        .any(|r| allowed_by(r, |r| &r.persistence.allow))
+                {
+                    let verb = if *created { "created" } else { "wrote" };
+                    let raw = Raw::new(
+                        RuleId::PersistenceWrite,
+                        format!("{tool} {verb} {path} ({})", place.name),
+                        format!("{path}:{tool}"),
+                    )
+                    .evidence(vec![
+                        ("path", json!(path)),
+                        ("place", json!(place.name)),
+                        ("access", json!(access)),
+                        ("created", json!(created)),
+                    ])
+                    .allowance(Allowance::Persistence {
+                        path: path.clone(),
+                        by: tool.clone(),
+                    });
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
+        if access.reads() {
+            if let Some((command, dir)) = self.procs[&key].packing.clone() {
+                if self.check_packed_file(e, key, path, &command, &dir, out) {
+                    return;
+                }
+            }
+            let builtin = credentials::classify(home_path);
+            let watched = self.rules_of(job, step).any(|r| {
+                r.credentials
+                    .watch
+                    .iter()
+                    .any(|p| p.matches(path) || p.matches(home_path))
+            });
+            if builtin.is_none() && !watched {
+                return;
+            }
+            // Inside a dependency's install hook even the owning tool is not itself: npm run from
+            // a postinstall script to read .npmrc is how the worm publishes.
+            let owner = builtin.is_some_and(|k| k.owned_by(&tool)) && !in_hook;
+            if owner
+                || self
+                    .rules_of(job, step)
+                    .any(|r| allowed_by(r, |r| &r.credentials.allow))
+            {
+                return;
+            }
+            let name = builtin.map_or("watched-credential", |k| k.name);
+            let owners = builtin.map(|k| k.owners.join(", ")).unwrap_or_default();
+            let mut raw = Raw::new(
+                RuleId::CredentialRead,
+                format!("{tool} read {path} ({name})"),
+                format!("{path}:{tool}"),
+            )
+            .evidence(vec![
+                ("path", json!(path)),
+                ("credential", json!(name)),
+                ("access", json!(access)),
+                ("owners", json!(owners)),
+            ])
+            .allowance(Allowance::Credentials {
+                path: path.clone(),
+                by: tool.clone(),
+            });
+            if !owners.is_empty() && !in_hook {
+                raw = raw.clause(format!(
+                    "credentials: only {owners} may read it, and not from install-time code"
+                ));
+            }
+            self.emit_for(out, raw, e, key);
+        }
+    }
+
+    /// `path` with the job's home directory spelt `/root`, when it lies in a home that `~/`
+    /// patterns (`/root`, `/home/*`) would not cover.
+    fn home_relative(&self, job: usize, path: &str) -> Option<String> {
+        let home = self.jobs[job].home.as_deref()?;
+        if home == "/root" || home.starts_with("/home/") {
+            return None;
+        }
+        path_within(path, home).map(|rest| format!("/root{rest}"))
+    }
+
+    /// A packing command reading a file of the tree it packs that should not ship. Returns
+    /// whether the open was judged here (then it is not also a credential read).
+    fn check_packed_file(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        command: &str,
+        dir: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let (job, step, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.tool.clone())
+        };
+        if path_within(path, dir).is_none() {
+            return false;
+        }
+        let Some(kind) = packaging::leak_kind(path, &tool) else {
+            return false;
+        };
+        if self
+            .rules_of(job, step)
+            .any(|r| r.packaging.allow.iter().any(|p| p.matches(path)))
+        {
+            return true;
+        }
+        let raw = Raw::new(
+            RuleId::PackagedSensitiveFile,
+            format!("`{command}` read {path} ({kind}) to pack it"),
+            path,
+        )
+        .evidence(vec![
+            ("path", json!(path)),
+            ("kind", json!(kind)),
+            ("command", json!(command)),
+            ("package_dir", json!(dir)),
+        ])
+        .allowance(Allowance::Packaging {
+            path: path.to_string(),
+        });
+        self.emit_for(out, raw, e, key);
+        true
+    }
+
+    /// An interpreter reading a `.pth` file the job wrote: judged wherever the interpreter runs
+    /// (even outside any job), and reported even when the writing hook was allowed: an allowed
+    /// build has no business planting code.
+    pub(super) fn on_pth_read(
+        &mut self,
+        e: &Event,
+        path: &str,
+        executable: Option<bool>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(written) = self.written_pth.get(path) else {
+            return;
+        };
+        let file = path.rsplit('/').next().unwrap_or(path);
+        // Unknown content (a replayed log, or a file already gone) fails closed.
+        if executable == Some(false) || lifecycle::pth_is_known_benign(file) {
+            return;
+        }
+        let place = Place {
+            job: written.job,
+            step: written.step,
+            hook: written.hook,
+        };
+        let writer = written.writer.clone();
+        let writer_seq = written.writer_seq;
+        let reader = link_of(e);
+        let package = place.hook.map(|h| self.hooks[h].hook.package.clone());
+        let raw = Raw::new(
+            RuleId::PthExecuted,
+            format!(
+                "{} ran the executable .pth file {path}, installed during this job{}",
+                reader.exe.as_deref().unwrap_or(&reader.comm),
+                package
+                    .map(|p| format!(" by package {p}"))
+                    .unwrap_or_default()
+            ),
+            path,
+        )
+        .evidence(vec![
+            ("path", json!(path)),
+            ("executable_lines", json!(executable)),
+            ("written_by", json!(writer.first())),
+            ("reader_pid", json!(e.process.pid)),
+        ]);
+        let mut chain = vec![reader];
+        chain.extend(writer);
+        let trigger = Trigger {
+            events: vec![writer_seq, e.seq],
+            time: &e.time,
+            ts_ns: e.ts_ns,
+        };
+        self.emit(out, raw, place, chain, trigger);
+    }
+}

@@ -1,0 +1,270 @@
+//! Detections on what leaves the machine: connections (unexpected egress, cloud metadata, the
+//! OIDC token endpoint, block mode's refusals) and DNS (answers name addresses; questions that
+//! carry data).
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::{emit::Raw, Engine};
+use crate::{
+    event::{Detail, Event},
+    finding::{Finding, RuleId},
+    process_tree::ProcessKey,
+    profile::{Allowance, EgressMode},
+    rules::{dns, egress::is_metadata_endpoint},
+};
+
+impl Engine {
+    pub(super) fn on_connect(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Connect {
+            address,
+            port,
+            protocol,
+            result,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let (address, port) = (*address, *port);
+        let (job, step) = {
+            let p = &self.procs[&key];
+            (p.job, p.step)
+        };
+        // DNS to the machine's resolvers, or to a local stub resolver on loopback
+        // (systemd-resolved, dnsmasq), is how names get resolved at all.
+        if port == 53
+            && self.profile_of(job).allows_dns()
+            && (address.to_canonical().is_loopback()
+                || self
+                    .config
+                    .dns_resolvers
+                    .iter()
+                    .any(|r| r.to_canonical() == address.to_canonical()))
+        {
+            return;
+        }
+        let metadata = is_metadata_endpoint(address);
+        let resolved: Vec<dns::ResolvedName> = self.jobs[job]
+            .names
+            .names_of(address, e.ts_ns)
+            .into_iter()
+            .cloned()
+            .collect();
+        self.check_oidc_request(e, key, (job, step), (address, port), &resolved, out);
+        // Allowed when the address itself is, or any name it was resolved from (the asked name
+        // or a CNAME on the way) is.
+        let allowed = self.rules_of(job, step).any(|r| {
+            r.egress.allow.iter().any(|rule| {
+                if metadata {
+                    return rule.names_exactly(address);
+                }
+                rule.allows(address, port, None)
+                    || resolved
+                        .iter()
+                        .flat_map(|n| n.names())
+                        .any(|name| rule.allows(address, port, Some(name)))
+            })
+        });
+        // In block mode the kernel refused it when connect failed with EPERM.
+        let blocked = self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1;
+        if allowed {
+            if blocked {
+                // Allowed by the profile, refused by the kernel: an address the kernel did not
+                // know yet (a name allowed only through a CNAME, or resolved elsewhere).
+                let raw = Raw::new(
+                    RuleId::EgressBlockedAllowed,
+                    format!(
+                        "the kernel refused a connection to {address}:{port} that the profile allows{}",
+                        resolved.first().map(|n| format!(" ({})", n.asked)).unwrap_or_default()
+                    ),
+                    format!("{address}:{port}"),
+                )
+                .evidence(vec![
+                    ("address", json!(address)),
+                    ("port", json!(port)),
+                    ("blocked", json!(true)),
+                ]);
+                self.emit_for(out, raw, e, key);
+            }
+            return;
+        }
+        let domain = resolved.first().map(|n| n.asked.clone());
+        let chain = resolved
+            .first()
+            .map(|n| n.chain.clone())
+            .unwrap_or_default();
+        let dest = match address {
+            IpAddr::V6(a) => format!("[{a}]:{port}"),
+            IpAddr::V4(a) => format!("{a}:{port}"),
+        };
+        let raw = if metadata {
+            Raw::new(
+                RuleId::CloudMetadata,
+                format!("connection to the cloud metadata endpoint {dest}"),
+                dest.clone(),
+            )
+            .evidence(vec![
+                ("address", json!(address)),
+                ("port", json!(port)),
+                ("protocol", json!(protocol)),
+                ("result", json!(result)),
+            ])
+            .allowance(Allowance::Egress {
+                address,
+                port,
+                domain: None,
+            })
+        } else {
+            let verb = if blocked {
+                "blocked connection"
+            } else {
+                "connection"
+            };
+            let summary = match &domain {
+                Some(d) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
+                None => format!(
+                    "{verb} to {dest}, an address never resolved during the job (a direct-IP connection), which the profile does not allow"
+                ),
+            };
+            let raw = Raw::new(RuleId::UnexpectedEgress, summary, dest.clone())
+                .evidence(vec![
+                    ("address", json!(address)),
+                    ("port", json!(port)),
+                    ("protocol", json!(protocol)),
+                    ("result", json!(result)),
+                    ("domain", json!(domain)),
+                    ("cname_chain", json!(chain)),
+                    ("resolved", json!(domain.is_some())),
+                    ("blocked", json!(blocked)),
+                ])
+                .allowance(Allowance::Egress {
+                    address,
+                    port,
+                    domain: domain.clone(),
+                });
+            match &domain {
+                Some(_) => raw,
+                None => raw.clause("egress.allow: no entry matches this address, and no DNS answer in the job named it"),
+            }
+        };
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// A step connecting to the job's OIDC token endpoint: minting an identity token that can
+    /// publish packages or reach clouds as the repository (the npm worm published this way).
+    /// HTTPS hides the request path, so the endpoint's host and port are the sign; on GitHub that
+    /// host serves the runner itself and OIDC, not the steps' ordinary traffic.
+    fn check_oidc_request(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        (job, step): (usize, usize),
+        (address, port): (IpAddr, u16),
+        resolved: &[dns::ResolvedName],
+        out: &mut Vec<Finding>,
+    ) {
+        let Some((host, endpoint_port)) = self.jobs[job].oidc_endpoint.clone() else {
+            return;
+        };
+        let host_is_address = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|a| a.to_canonical() == address.to_canonical());
+        let host_was_resolved = resolved
+            .iter()
+            .any(|n| n.names().any(|name| name.eq_ignore_ascii_case(&host)));
+        if port != endpoint_port || !(host_is_address || host_was_resolved) {
+            return;
+        }
+        if self.rules_of(job, step).any(|r| r.oidc.allow) {
+            return;
+        }
+        let step_id = self.jobs[job]
+            .steps
+            .get(step)
+            .map(|s| s.identity.id.clone())
+            .unwrap_or_default();
+        let tool = self.procs[&key].tool.clone();
+        let raw = Raw::new(
+            RuleId::OidcTokenRequest,
+            format!(
+                "{tool} connected to the job's OIDC token endpoint ({host}:{port}) in step {step_id}, which may not request identity tokens"
+            ),
+            format!("{host}:{port}"),
+        )
+        .evidence(vec![
+            ("endpoint", json!(format!("{host}:{port}"))),
+            ("address", json!(address)),
+            ("port", json!(port)),
+        ])
+        .allowance(Allowance::Oidc { step: step_id });
+        self.emit_for(out, raw, e, key);
+    }
+
+    pub(super) fn on_dns(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Dns {
+            question, answers, ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let job = self.procs[&key].job;
+        self.jobs[job]
+            .names
+            .learn(question.as_deref(), answers, e.ts_ns);
+        let Some(question) = question else {
+            return;
+        };
+        // Names the profile allows by domain are trusted destinations, whatever their labels.
+        let step = self.procs[&key].step;
+        if self.rules_of(job, step).any(|r| {
+            r.egress
+                .allow
+                .iter()
+                .any(|rule| rule.names_domain(question))
+        }) {
+            return;
+        }
+        if let Some(label) = dns::data_carrying_label(question) {
+            let zone = dns::registrable_domain(question).unwrap_or_else(|| question.clone());
+            let raw = Raw::new(
+                RuleId::DnsExfiltration,
+                format!(
+                    "DNS query under {zone} carries data in a {}-character label ({})",
+                    label.len(),
+                    dns::redact_name(question)
+                ),
+                zone.clone(),
+            )
+            .evidence(vec![
+                ("zone", json!(zone)),
+                ("query", json!(dns::redact_name(question))),
+                ("label_length", json!(label.len())),
+                (
+                    "label_entropy_bits",
+                    json!((dns::entropy(label) * 100.0).round() / 100.0),
+                ),
+            ]);
+            self.emit_for(out, raw, e, key);
+        }
+        if let Some((zone, count)) = self.jobs[job].names.count_question(question) {
+            let raw = Raw::new(
+                RuleId::DnsExfiltration,
+                format!("{count} different names queried under {zone} in one job (a DNS tunnel's pattern)"),
+                format!("unique:{zone}"),
+            )
+            .clause(format!(
+                "DNS names are not a channel for data (more than {} names under one domain)",
+                dns::EXFIL_UNIQUE_NAMES
+            ))
+            .evidence(vec![
+                ("zone", json!(zone)),
+                ("unique_names", json!(count)),
+                ("query", json!(dns::redact_name(question))),
+            ]);
+            self.emit_for(out, raw, e, key);
+        }
+    }
+}

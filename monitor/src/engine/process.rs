@@ -1,0 +1,299 @@
+//! Detections on what processes are: what they execute (install-time code, downloads, programs
+//! the profile does not list), how long they live (beyond their step), and the syscalls they
+//! aim at the monitor or at other processes' memory.
+
+use serde_json::json;
+
+use super::{
+    emit::{Place, Raw, Trigger},
+    Engine, HookState, STEP_GRACE_NS,
+};
+use crate::{
+    event::{Detail, Event, TamperSyscall},
+    finding::{ChainLink, Finding, RuleId, Severity},
+    process_tree::ProcessKey,
+    profile::{Allowance, Rules},
+    rules::{executables, lifecycle, packaging},
+};
+
+impl Engine {
+    pub(super) fn on_exec(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Exec {
+            env,
+            cwd,
+            exe_changed_ns,
+            filename,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let program =
+            crate::event::program_path(e.process.exe.as_deref().unwrap_or_default(), filename, cwd);
+        let exe = e.process.exe.clone().unwrap_or_default();
+        let (job, step, inherited_hook) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook)
+        };
+        let workspace = self.jobs[job].identity.workspace.clone();
+        {
+            let proc = self.procs.get_mut(&key).expect("attributed");
+            proc.packing = packaging::packing_command(&proc.tool, &e.process.argv)
+                .map(|command| (command, cwd.clone()));
+        }
+        if self.jobs[job].home.is_none() {
+            self.jobs[job].home = env
+                .get("HOME")
+                .filter(|h| h.starts_with('/') && h.len() > 1)
+                .map(|h| h.trim_end_matches('/').to_string());
+        }
+        if self.jobs[job].oidc_endpoint.is_none() {
+            self.jobs[job].oidc_endpoint = env
+                .get("ACTIONS_ID_TOKEN_REQUEST_URL")
+                .and_then(|origin| url::Url::parse(origin).ok())
+                .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)));
+        }
+        let hook = lifecycle::npm_hook(env, cwd)
+            .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref()))
+            .or_else(|| lifecycle::cargo_hook(&exe, env))
+            .filter(|h| h.dependency);
+        if let Some(hook) = hook {
+            let same = inherited_hook.is_some_and(|i| {
+                let h = &self.hooks[i].hook;
+                h.package == hook.package
+                    && h.ecosystem == hook.ecosystem
+                    && h.script == hook.script
+            });
+            if !same {
+                let allowed = self.rules_of(job, step).any(|r| {
+                    r.lifecycle.allow.iter().any(|rule| {
+                        rule.matches(hook.ecosystem, &hook.package, hook.version.as_deref())
+                    })
+                });
+                self.hooks.push(HookState {
+                    hook: hook.clone(),
+                    allowed,
+                });
+                let index = self.hooks.len() - 1;
+                self.procs.get_mut(&key).expect("attributed").hook = Some(index);
+                if !allowed {
+                    let raw = Raw::new(
+                        RuleId::LifecycleHook,
+                        format!(
+                            "{} runs install-time code of {} package {} ({})",
+                            hook.manager,
+                            hook.ecosystem.name(),
+                            hook.package,
+                            hook.script
+                        ),
+                        format!("{}:{}:{}", hook.ecosystem.name(), hook.package, hook.script),
+                    )
+                    .evidence(vec![
+                        ("package", json!(hook.package)),
+                        ("version", json!(hook.version)),
+                        ("script", json!(hook.script)),
+                        ("cwd", json!(cwd)),
+                    ])
+                    .allowance(Allowance::Lifecycle {
+                        ecosystem: hook.ecosystem,
+                        package: hook.package.clone(),
+                        version: None,
+                    });
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
+
+        let allowed_exe = |rules: &Rules| rules.executables.allows(&exe);
+        // The program run: the binary, or a `#!` script (then `exe` is its interpreter).
+        let temp = |path: &str| {
+            ["/tmp/", "/var/tmp/", "/dev/shm/"]
+                .iter()
+                .any(|t| path.starts_with(t))
+                && !path.contains("/target/")
+        };
+        let in_temp = temp(&exe) || temp(&program);
+        let temp_program = if temp(&exe) { exe.clone() } else { program.clone() };
+        if in_temp
+            && !self
+                .rules_of(job, step)
+                .any(|r| allowed_exe(r) || r.executables.allows(&temp_program))
+        {
+            let raw = Raw::new(
+                RuleId::ExecFromTemp,
+                format!("executed {temp_program}, a program in a temporary directory"),
+                temp_program.clone(),
+            )
+            .evidence(vec![
+                ("executable", json!(exe)),
+                ("program", json!(temp_program)),
+                ("cwd", json!(cwd)),
+            ])
+            .allowance(Allowance::Executables {
+                path: temp_program.clone(),
+            });
+            self.emit_for(out, raw, e, key);
+        } else if !in_temp
+            && exe_changed_ns.is_some_and(|t| t >= self.jobs[job].started_ns)
+            && !executables::installed_by_tooling(&program, workspace.as_deref())
+            && !self
+                .rules_of(job, step)
+                .any(|r| r.executables.allows(&program))
+        {
+            let raw = Raw::new(
+                RuleId::ExecOfJobWrittenFile,
+                format!("executed {program}, written during this job"),
+                program.clone(),
+            )
+            .evidence(vec![
+                ("program", json!(program)),
+                ("executable", json!(exe)),
+                ("cwd", json!(cwd)),
+            ])
+            .allowance(Allowance::Executables {
+                path: program.clone(),
+            });
+            self.emit_for(out, raw, e, key);
+        }
+        if !in_temp {
+            let lists: Vec<_> = self
+                .rules_of(job, step)
+                .filter(|r| r.executables.allow.is_some())
+                .collect();
+            if !lists.is_empty() && !lists.iter().any(|r| allowed_exe(r)) {
+                let raw = Raw::new(
+                    RuleId::UnexpectedExecutable,
+                    format!("executed {exe}, which the profile does not list"),
+                    exe.clone(),
+                )
+                .evidence(vec![("executable", json!(exe))])
+                .allowance(Allowance::Executables { path: exe.clone() });
+                self.emit_for(out, raw, e, key);
+            }
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, e: &Event, key: ProcessKey) {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return;
+        };
+        p.alive = false;
+        if p.is_step_root {
+            let (job, step) = (p.job, p.step);
+            if let Some(s) = self.jobs[job].steps.get_mut(step) {
+                if s.root == key && s.ended.is_none() {
+                    s.ended = Some((e.ts_ns, e.time.clone()));
+                }
+            }
+        }
+    }
+
+    /// Processes still alive `STEP_GRACE_NS` after their step's root exited.
+    pub(super) fn check_outlived_steps(&mut self, out: &mut Vec<Finding>) {
+        let mut due = Vec::new();
+        for (j, job) in self.jobs.iter_mut().enumerate() {
+            for (s, step) in job.steps.iter_mut().enumerate() {
+                if let Some((ended, time)) = &step.ended {
+                    if !step.checked && self.now_ns >= ended.saturating_add(STEP_GRACE_NS) {
+                        step.checked = true;
+                        due.push((j, s, *ended, time.clone()));
+                    }
+                }
+            }
+        }
+        for (job, step, ended, time) in due {
+            let mut left: Vec<(ProcessKey, ChainLink, Option<usize>)> = self
+                .procs
+                .iter()
+                .filter(|(_, p)| p.job == job && p.step == step && p.alive && !p.is_step_root)
+                .map(|(k, p)| (*k, p.link.clone(), p.hook))
+                .collect();
+            left.sort_by_key(|(k, _, _)| *k);
+            for (_, link, hook) in left {
+                let exe = link.exe.clone().unwrap_or_default();
+                let allowed = self
+                    .rules_of(job, step)
+                    .any(|r| r.processes.background.iter().any(|p| p.matches(&exe)));
+                if allowed {
+                    continue;
+                }
+                let raw = Raw::new(
+                    RuleId::OutlivedStep,
+                    format!("{exe} (pid {}) kept running after its step ended", link.pid),
+                    format!("{}:{}", link.pid, link.start_ticks),
+                )
+                .evidence(vec![("executable", json!(exe)), ("pid", json!(link.pid))])
+                .allowance(Allowance::Processes {
+                    executable: exe.clone(),
+                });
+                let place = Place { job, step, hook };
+                let trigger = Trigger {
+                    events: vec![],
+                    time: &time,
+                    ts_ns: ended,
+                };
+                self.emit(out, raw, place, vec![link], trigger);
+            }
+        }
+    }
+
+    /// Syscalls against the monitor itself or into other processes' memory.
+    pub(super) fn on_tamper(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Tamper {
+            syscall,
+            target,
+            arg,
+        } = &e.detail
+        else {
+            return;
+        };
+        let tool = self.procs[&key].tool.clone();
+        let (rule, severity, summary, clause) = match syscall {
+            TamperSyscall::Kill | TamperSyscall::Tkill | TamperSyscall::Tgkill if *target == -1 => (
+                RuleId::AgentTampering,
+                Severity::Critical,
+                format!("{tool} sent signal {arg} to every process, the monitor included"),
+                RuleId::AgentTampering.clause(),
+            ),
+            TamperSyscall::Kill | TamperSyscall::Tkill | TamperSyscall::Tgkill => (
+                RuleId::AgentTampering,
+                Severity::Critical,
+                format!("{tool} sent signal {arg} to the monitor agent (pid {target})"),
+                RuleId::AgentTampering.clause(),
+            ),
+            TamperSyscall::Bpf => (
+                RuleId::AgentTampering,
+                Severity::High,
+                format!("{tool} used bpf(2) (command {arg}): loading, changing or detaching eBPF programs"),
+                "a job has no business with the kernel's eBPF: it can blind or subvert the monitor",
+            ),
+            TamperSyscall::Ptrace => (
+                RuleId::ProcessMemoryRead,
+                Severity::High,
+                format!("{tool} used ptrace (request {arg}) on process {target}"),
+                "credentials: other processes' memory holds the job's secrets",
+            ),
+            TamperSyscall::ProcessVmReadv
+            | TamperSyscall::ProcessVmWritev
+            | TamperSyscall::Unknown => (
+                RuleId::ProcessMemoryRead,
+                Severity::Critical,
+                format!("{tool} used {syscall} on process {target}"),
+                "credentials: other processes' memory holds the job's secrets",
+            ),
+        };
+        let raw = Raw::new(
+            rule,
+            summary,
+            format!("{syscall}:{target}:{}", e.process.pid),
+        )
+        .severity(severity)
+        .clause(clause)
+        .evidence(vec![
+            ("syscall", json!(syscall)),
+            ("target_pid", json!(target)),
+            ("argument", json!(arg)),
+        ]);
+        self.emit_for(out, raw, e, key);
+    }
+}

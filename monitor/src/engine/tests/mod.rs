@@ -1,0 +1,387 @@
+//! Engine scenarios built from kernel records, enriched by the real enricher and round-tripped
+//! through the JSON form (as `monitor replay` reads it), so they test what runs live.
+//!
+//! The process layouts copy the GitHub runner's: `Runner.Listener` starts one `Runner.Worker` per
+//! job; the Worker starts every step as its own child (`bash -e $RUNNER_TEMP/<uuid>.sh` for a
+//! `run:` step, `node .../_actions/<owner>/<repo>/<ref>/dist/index.js` for an action) with the
+//! step's `GITHUB_*` variables in its environment.
+
+use std::collections::{BTreeMap, HashMap};
+
+use monitor_common::{EventKind, SOCK_STREAM};
+
+use super::*;
+use crate::{
+    decode::{Header, KernelEvent},
+    event::{Enricher, Event, WallClock},
+    finding::Severity,
+    process_tree::ProcessTable,
+    profile::Allowance,
+};
+
+pub struct Sim {
+    enricher: Enricher,
+    pub engine: Engine,
+    starts: HashMap<u32, u64>,
+    parents: HashMap<u32, u32>,
+    ts: u64,
+    pub events: Vec<Event>,
+    pub findings: Vec<Finding>,
+}
+
+pub const HOME: &str = "/home/runner";
+pub const WORKSPACE: &str = "/home/runner/work/app/app";
+
+pub fn github_env(step: &str) -> BTreeMap<String, String> {
+    [
+        ("GITHUB_RUN_ID", "9001"),
+        ("GITHUB_RUN_ATTEMPT", "1"),
+        ("GITHUB_JOB", "build"),
+        ("GITHUB_REPOSITORY", "acme/app"),
+        ("GITHUB_WORKFLOW", "CI"),
+        ("GITHUB_WORKSPACE", WORKSPACE),
+        ("RUNNER_NAME", "runner-1"),
+        ("GITHUB_ACTION", step),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Sim {
+    pub fn new(profile: Profile) -> Self {
+        Self::with_config(
+            profile,
+            EngineConfig {
+                dns_resolvers: vec!["127.0.0.53".parse().unwrap()],
+            },
+        )
+    }
+
+    pub fn with_config(profile: Profile, config: EngineConfig) -> Self {
+        let mut sim = Self {
+            enricher: Enricher::new(
+                ProcessTable::new(100, 100_000),
+                WallClock { boot_to_unix_ns: 0 },
+            ),
+            engine: Engine::new(profile, config),
+            starts: HashMap::new(),
+            parents: HashMap::new(),
+            ts: 1_000_000_000,
+            events: Vec::new(),
+            findings: Vec::new(),
+        };
+        // pid 1 exists from the start.
+        sim.starts.insert(1, 10_000_000);
+        sim
+    }
+
+    fn header(&mut self, kind: EventKind, pid: u32) -> Header {
+        self.ts += 1_000_000;
+        let ppid = self.parents.get(&pid).copied().unwrap_or(1);
+        Header {
+            kind,
+            flags: 0,
+            ts_ns: self.ts,
+            tgid: pid,
+            pid,
+            ppid,
+            uid: 1001,
+            gid: 1001,
+            start_ns: self.starts[&pid],
+            parent_start_ns: self.starts.get(&ppid).copied().unwrap_or(0),
+            cgroup_id: 1,
+            comm: format!("p{pid}"),
+        }
+    }
+
+    fn feed(&mut self, record: KernelEvent) {
+        self.feed_with(record, |_| {});
+    }
+
+    /// Feeds a record, letting `edit` add what the live agent adds after enrichment.
+    fn feed_with(&mut self, record: KernelEvent, edit: impl FnOnce(&mut Event)) {
+        let Some(mut event) = self.enricher.enrich(record) else {
+            return;
+        };
+        edit(&mut event);
+        // Through JSON, as replay reads it.
+        let line = serde_json::to_string(&event).unwrap();
+        let event: Event = serde_json::from_str(&line).unwrap();
+        self.findings.extend(self.engine.on_event(&event));
+        self.events.push(event);
+    }
+
+    pub fn fork(&mut self, parent: u32, child: u32) -> &mut Self {
+        self.starts.insert(child, self.ts + 500);
+        self.parents.insert(child, parent);
+        let h = self.header(EventKind::ProcessFork, child);
+        self.feed(KernelEvent::Fork { header: h });
+        self
+    }
+
+    pub fn exec(
+        &mut self,
+        pid: u32,
+        exe: &str,
+        argv: &[&str],
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        let h = self.header(EventKind::ProcessEnv, pid);
+        self.feed(KernelEvent::Env {
+            header: h,
+            vars,
+            total_len: 100,
+        });
+        let h = self.header(EventKind::ProcessExec, pid);
+        self.feed(KernelEvent::Exec {
+            header: h,
+            exe: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            filename: exe.into(),
+            argv_total_len: 10,
+            cwd: cwd.into(),
+        });
+        self
+    }
+
+    /// fork + exec of a program whose file changed just now (written during the job).
+    pub fn spawn_written(
+        &mut self,
+        parent: u32,
+        child: u32,
+        exe: &str,
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        self.fork(parent, child);
+        let h = self.header(EventKind::ProcessEnv, child);
+        self.feed(KernelEvent::Env {
+            header: h,
+            vars,
+            total_len: 100,
+        });
+        let h = self.header(EventKind::ProcessExec, child);
+        let changed = self.ts - 1;
+        self.feed_with(
+            KernelEvent::Exec {
+                header: h,
+                exe: exe.into(),
+                argv: vec![exe.into()],
+                filename: exe.into(),
+                argv_total_len: 10,
+                cwd: cwd.into(),
+            },
+            |e| {
+                if let Detail::Exec { exe_changed_ns, .. } = &mut e.detail {
+                    *exe_changed_ns = Some(changed);
+                }
+            },
+        );
+        self
+    }
+
+    /// fork + exec, inheriting the parent's environment like a real child does.
+    pub fn spawn(
+        &mut self,
+        parent: u32,
+        child: u32,
+        exe: &str,
+        argv: &[&str],
+        cwd: &str,
+        vars: BTreeMap<String, String>,
+    ) -> &mut Self {
+        self.fork(parent, child);
+        self.exec(child, exe, argv, cwd, vars)
+    }
+
+    pub fn exit(&mut self, pid: u32) -> &mut Self {
+        let h = self.header(EventKind::ProcessExit, pid);
+        self.feed(KernelEvent::Exit {
+            header: h,
+            exit_status: 0,
+        });
+        self
+    }
+
+    pub fn connect(&mut self, pid: u32, address: &str, port: u16) -> &mut Self {
+        let h = self.header(EventKind::NetConnect, pid);
+        self.feed(KernelEvent::Connect {
+            header: h,
+            fd: 3,
+            result: 0,
+            sock_type: SOCK_STREAM,
+            address: address.parse().unwrap(),
+            port,
+        });
+        self
+    }
+
+    fn open_with(&mut self, pid: u32, path: &str, f_mode: u32, matched: u32) -> &mut Self {
+        self.open_judged(pid, path, f_mode, matched, None)
+    }
+
+    fn open_judged(
+        &mut self,
+        pid: u32,
+        path: &str,
+        f_mode: u32,
+        matched: u32,
+        pth: Option<bool>,
+    ) -> &mut Self {
+        let h = self.header(EventKind::FileOpen, pid);
+        let record = KernelEvent::Open {
+            header: h,
+            path: path.into(),
+            f_flags: 0,
+            f_mode,
+            ino: 1,
+            dev: 1,
+            matched,
+            fd: 3,
+        };
+        self.feed_with(record, |event| {
+            if let Detail::Open { pth_executable, .. } = &mut event.detail {
+                *pth_executable = pth;
+            }
+        });
+        self
+    }
+
+    pub fn read(&mut self, pid: u32, path: &str) -> &mut Self {
+        let matched = if path.starts_with("/proc/") {
+            monitor_common::MATCH_PROC_OTHER
+        } else {
+            monitor_common::MATCH_NAME
+        };
+        self.open_with(pid, path, 0x1, matched)
+    }
+
+    pub fn write(&mut self, pid: u32, path: &str) -> &mut Self {
+        self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
+    }
+
+    /// A `.pth` read as Python's site.py does it, with the content verdict the live agent adds.
+    pub fn read_pth(&mut self, pid: u32, path: &str, executable: bool) -> &mut Self {
+        self.open_judged(
+            pid,
+            path,
+            0x1,
+            monitor_common::MATCH_NAME_SUFFIX,
+            Some(executable),
+        )
+    }
+
+    pub fn finish(&mut self) -> &mut Self {
+        let f = self.engine.finish();
+        self.findings.extend(f);
+        self
+    }
+
+    pub fn rules(&self) -> Vec<&str> {
+        self.findings.iter().map(|f| f.rule.as_str()).collect()
+    }
+
+    pub fn only(&self, rule: &str) -> &Finding {
+        let matching: Vec<_> = self.findings.iter().filter(|f| f.rule == rule).collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "expected one {rule}: {:#?}",
+            self.findings
+        );
+        matching[0]
+    }
+
+    /// Runner.Listener (100) -> Runner.Worker (200): the job's anchor.
+    pub fn runner(&mut self) -> &mut Self {
+        self.spawn(
+            1,
+            100,
+            "/home/runner/bin/Runner.Listener",
+            &["/home/runner/bin/Runner.Listener", "run"],
+            "/home/runner",
+            env(&[]),
+        );
+        self.spawn(
+            100,
+            200,
+            "/home/runner/bin/Runner.Worker",
+            &[
+                "/home/runner/bin/Runner.Worker",
+                "spawnclient",
+                "110",
+                "113",
+            ],
+            "/home/runner",
+            env(&[]),
+        )
+    }
+
+    /// A `run:` step: the Worker's child bash running the step script.
+    pub fn run_step(&mut self, pid: u32, step: &str) -> &mut Self {
+        self.spawn(
+            200,
+            pid,
+            "/usr/bin/bash",
+            &["bash", "-e", "/home/runner/work/_temp/0a1b.sh"],
+            WORKSPACE,
+            github_env(step),
+        )
+    }
+}
+
+pub(crate) fn empty_profile() -> Profile {
+    Profile::parse("version: 1\n", "t.yml").unwrap()
+}
+
+fn profile(text: &str) -> Profile {
+    Profile::parse(text, "t.yml").unwrap()
+}
+
+const NPM: &str = "/usr/bin/node";
+const NPM_CLI: &str = "/usr/lib/node_modules/npm/bin/npm-cli.js";
+
+/// npm install in a `run:` step; the dependency `evil-pkg`'s postinstall reads ~/.npmrc and
+/// connects out (Shai-Hulud's shape).
+pub(crate) fn npm_stealer(sim: &mut Sim) {
+    sim.runner().run_step(300, "__run");
+    let mut npm_env = github_env("__run");
+    sim.spawn(
+        300,
+        310,
+        NPM,
+        &["node", NPM_CLI, "install"],
+        WORKSPACE,
+        npm_env.clone(),
+    );
+    sim.read(310, &format!("{HOME}/.npmrc")); // npm's own read: fine
+    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
+    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
+    npm_env.insert("npm_package_version".into(), "1.0.0".into());
+    let hook_dir = format!("{WORKSPACE}/node_modules/evil-pkg");
+    sim.spawn(
+        310,
+        320,
+        "/usr/bin/dash",
+        &["sh", "-c", "node steal.js"],
+        &hook_dir,
+        npm_env.clone(),
+    );
+    sim.spawn(320, 330, NPM, &["node", "steal.js"], &hook_dir, npm_env);
+    sim.read(330, &format!("{HOME}/.npmrc"));
+    sim.connect(330, "127.0.0.1", 9999);
+    sim.connect(330, "127.0.0.1", 9999); // repeated: reported once
+    sim.exit(330).exit(320).exit(310).exit(300).exit(200);
+    sim.finish();
+}
+
+mod scenarios;

@@ -1,0 +1,141 @@
+//! The closed sets of values event fields take: typed, so the engine matches on them instead of
+//! comparing strings, and serialised exactly as event schema 6 spells them (docs/events.md).
+
+use serde::{Deserialize, Serialize};
+
+/// How a file was opened (from the file's `f_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Access {
+    pub fn reads(self) -> bool {
+        self != Access::Write
+    }
+
+    pub fn writes(self) -> bool {
+        self != Access::Read
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::ReadWrite => "read_write",
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection's socket type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Other,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a DNS answer travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The syscall a tamper event reports (`monitor_common::TAMPER_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TamperSyscall {
+    Kill,
+    Tkill,
+    Tgkill,
+    Ptrace,
+    Bpf,
+    ProcessVmReadv,
+    ProcessVmWritev,
+    /// A number this agent does not know (a newer kernel program).
+    Unknown,
+}
+
+impl TamperSyscall {
+    pub fn from_kernel(code: u32) -> Self {
+        match code {
+            monitor_common::TAMPER_KILL => TamperSyscall::Kill,
+            monitor_common::TAMPER_TKILL => TamperSyscall::Tkill,
+            monitor_common::TAMPER_TGKILL => TamperSyscall::Tgkill,
+            monitor_common::TAMPER_PTRACE => TamperSyscall::Ptrace,
+            monitor_common::TAMPER_BPF => TamperSyscall::Bpf,
+            monitor_common::TAMPER_VM_READV => TamperSyscall::ProcessVmReadv,
+            monitor_common::TAMPER_VM_WRITEV => TamperSyscall::ProcessVmWritev,
+            _ => TamperSyscall::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TamperSyscall::Kill => "kill",
+            TamperSyscall::Tkill => "tkill",
+            TamperSyscall::Tgkill => "tgkill",
+            TamperSyscall::Ptrace => "ptrace",
+            TamperSyscall::Bpf => "bpf",
+            TamperSyscall::ProcessVmReadv => "process_vm_readv",
+            TamperSyscall::ProcessVmWritev => "process_vm_writev",
+            TamperSyscall::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for TamperSyscall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the kernel's open filter let a path through (`monitor_common::MATCH_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchReason {
+    Name,
+    NamePrefix,
+    NameSuffix,
+    ParentDir,
+    /// Another process's `/proc/PID/{mem,environ,maps}`.
+    ProcOtherProcess,
+    All,
+}
+
+/// Which route opened a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenVia {
+    /// open, openat, openat2, creat, open_by_handle_at.
+    Syscall,
+    IoUring,
+}
