@@ -1,7 +1,8 @@
 //! The monitor as a library: the pipeline stages, so tests and replay use them without the binary.
 //!
-//! kernel probes -> ring buffer -> [`event::decode`] -> [`process_tree`] -> [`event::Event`]
-//! -> [`engine`] (with [`ci`], [`profile`], [`rules`]) -> [`finding::Finding`] -> output
+//! kernel probes -> ring buffer -> [`decode`] -> [`process_tree`] -> [`event::enrich`] ->
+//! [`event::Event`] -> [`judge`] ([`engine`] with [`ci`], [`profile`], [`rules`]; [`report`]) ->
+//! [`finding::Finding`] -> outputs ([`output`], [`metrics`], reports); [`agent`] wires it live.
 
 pub mod agent;
 pub mod ci;

@@ -269,16 +269,11 @@ pub fn argv(e: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A stand-in for a GitHub Actions self-hosted runner executing one job, copying what the real
-/// runner does at the process level:
-/// - one `Runner.Worker` process per job (here a copy of bash under that name, so its `comm` is
-///   `Runner.Worker` as the real .NET worker's is);
-/// - each step is a direct child of the Worker, started with the job's and the step's `GITHUB_*`
-///   variables in its environment (`GITHUB_ACTION` is the step id or `__run`, `__run_2`, ...);
-///   a `run:` step is `bash -e <RUNNER_TEMP>/<uuid>.sh`;
-/// - the Worker itself runs with the runner's environment, without the step variables.
+/// A GitHub Actions self-hosted runner executing jobs (the process layout is `runner_sim`'s,
+/// shared with `monitor selftest`), in a directory of its own.
 pub struct FakeRunner {
     pub dir: tempfile::TempDir,
+    pub layout: runner_sim::Layout,
     /// The job's `GITHUB_RUN_ID`: findings are matched by it, since every agent running in
     /// parallel tests sees every test's processes.
     pub run_id: String,
@@ -302,11 +297,7 @@ impl FakeRunner {
     }
 
     fn with_dir(dir: tempfile::TempDir) -> Self {
-        let root = std::fs::canonicalize(dir.path()).expect("canonical runner dir");
-        for sub in ["bin", "home", "work/app/app", "work/_temp"] {
-            std::fs::create_dir_all(root.join(sub)).expect("runner layout");
-        }
-        std::fs::copy("/bin/bash", root.join("bin/Runner.Worker")).expect("Runner.Worker");
+        let layout = runner_sim::Layout::create(dir.path()).expect("runner layout");
         let run_id = format!(
             "{}{}",
             std::process::id(),
@@ -317,8 +308,9 @@ impl FakeRunner {
         );
         FakeRunner {
             repository: "acme/app".into(),
-            home: root.join("home"),
-            workspace: root.join("work/app/app"),
+            home: layout.home(),
+            workspace: layout.workspace(),
+            layout,
             dir,
             run_id,
         }
@@ -326,24 +318,18 @@ impl FakeRunner {
 
     /// The file the runner exposes as `GITHUB_STEP_SUMMARY`.
     pub fn step_summary(&self) -> PathBuf {
-        self.root().join("work/_temp/step_summary.md")
-    }
-
-    fn root(&self) -> PathBuf {
-        self.home.parent().expect("root").to_path_buf()
+        self.layout.step_summary()
     }
 
     /// Runs the job: each `(step id, script)` as one step, in order (an empty id: the Worker's
-    /// own work outside steps, in a child; `@worker`: run by the Worker process itself). Returns the Worker's output;
-    /// panics (with the output) when a step fails.
+    /// own work outside steps, in a child; `@worker`: run by the Worker process itself).
+    /// Returns the Worker's output; panics (with the output) when a step fails.
     pub fn run_job(&self, steps: &[(&str, &str)]) -> String {
         self.run_job_with_hooks(steps, None)
     }
 
     /// Runs the job as `run_job`, with the runner's job hooks set to call the monitor at
-    /// `socket` (as `ACTIONS_RUNNER_HOOK_JOB_STARTED`/`_COMPLETED` scripts would): the Worker
-    /// runs each hook as a child with the job's variables, before the first step and after
-    /// the last.
+    /// `socket` (as `ACTIONS_RUNNER_HOOK_JOB_STARTED`/`_COMPLETED` scripts would).
     pub fn run_job_with_hooks(&self, steps: &[(&str, &str)], socket: Option<&Path>) -> String {
         self.run_job_in(None, steps, socket)
     }
@@ -356,84 +342,23 @@ impl FakeRunner {
         steps: &[(&str, &str)],
         socket: Option<&Path>,
     ) -> String {
-        let root = self.root();
-        let mut worker_script = String::from("set -e\n");
-        let job_env = [
-            ("GITHUB_ACTIONS", "true".to_string()),
-            ("GITHUB_RUN_ID", self.run_id.clone()),
-            ("GITHUB_RUN_ATTEMPT", "1".into()),
-            ("GITHUB_JOB", "build".into()),
-            ("GITHUB_REPOSITORY", self.repository.clone()),
-            ("GITHUB_WORKFLOW", "CI".into()),
-            ("GITHUB_WORKSPACE", self.workspace.display().to_string()),
-            ("RUNNER_TEMP", root.join("work/_temp").display().to_string()),
-            ("RUNNER_NAME", "fake-runner".into()),
-            (
-                "GITHUB_STEP_SUMMARY",
-                self.step_summary().display().to_string(),
-            ),
-        ]
-        .iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-        for (i, (id, script)) in steps.iter().enumerate() {
-            let step_file = root.join(format!("work/_temp/step-{i}.sh"));
-            std::fs::write(&step_file, script).expect("step script");
-            // A subshell per step: the Worker forks, the child sets the job's and the step's
-            // variables and becomes `bash -e <script>`, a direct child of the Worker as on the
-            // real runner, which hands these variables to each step, not to itself.
-            if *id == "@worker" {
-                // Work the Worker process itself does (its own network traffic, say).
-                worker_script.push_str(script);
-                worker_script.push('\n');
-            } else if id.is_empty() {
-                // The Worker's own work outside any step (setting up the job, fetching actions):
-                // a child of the Worker without the job's variables.
-                worker_script.push_str(&format!("/bin/bash -e '{}'\n", step_file.display()));
-            } else {
-                worker_script.push_str(&format!(
-                    "( export {job_env} GITHUB_ACTION='{id}'; exec /bin/bash -e '{}' )\n",
-                    step_file.display()
-                ));
-            }
-        }
-        if let Some(socket) = socket {
-            let hook = |which: &str| {
-                format!(
-                    "( export {job_env}; '{}' hook {which} --socket '{}' )\n",
-                    monitor_bin().display(),
-                    socket.display()
-                )
-            };
-            worker_script = format!(
-                "set -e\n{}{}{}",
-                hook("job-started"),
-                worker_script.trim_start_matches("set -e\n"),
-                hook("job-completed")
-            );
-        }
-        let worker_file = root.join("work/_temp/worker.sh");
-        std::fs::write(&worker_file, worker_script).expect("worker script");
-        // `ip netns exec` execs the Worker in place: same process, inside the namespace.
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns])
-                    .arg(root.join("bin/Runner.Worker"));
-                c
-            }
-            None => Command::new(root.join("bin/Runner.Worker")),
-        };
-        let output = command
-            .arg(&worker_file)
-            .current_dir(&self.workspace)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/bin:/usr/bin:/bin:/root/.pyenv/shims:/root/.pyenv/bin",
-            )
-            .env("HOME", &self.home)
+        let mut job = runner_sim::Job::new(self.run_id.clone());
+        job.repository = self.repository.clone();
+        let steps: Vec<runner_sim::Step> = steps
+            .iter()
+            .map(|s| runner_sim::Step::from_pair(*s))
+            .collect();
+        let hooks = socket.map(|socket| runner_sim::Hooks {
+            monitor: monitor_bin(),
+            socket: socket.to_path_buf(),
+        });
+        let worker = self
+            .layout
+            .write_worker(&job, &steps, hooks.as_ref())
+            .expect("writing the Worker's script");
+        let output = self
+            .layout
+            .worker_command(&worker, netns, &[])
             .env("PYENV_ROOT", "/root/.pyenv")
             .output()
             .expect("starting Runner.Worker");

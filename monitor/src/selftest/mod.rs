@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use lab::{interrupted, AgentUnderTest, HttpServer};
 pub use lab::Interrupted;
+use runner_sim::{Layout, Step};
 use scenarios::Scenario;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -166,10 +167,10 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
         bail!("no scenario matches {:?}", args.only);
     }
     let fixtures = root.join("lab");
-    for sub in ["bin", "home", "work/app/app", "work/_temp", "lab", "out"] {
+    let layout = Layout::create(root).context("laying out the lab's runner")?;
+    for sub in ["lab", "out"] {
         std::fs::create_dir_all(root.join(sub))?;
     }
-    std::fs::copy("/bin/bash", root.join("bin/Runner.Worker")).context("making Runner.Worker")?;
 
     let registry = HttpServer::start(BTreeMap::from([
         ("/prebuilt".to_string(), scenarios::TOOL_SH.as_bytes().to_vec()),
@@ -241,7 +242,7 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
             job_number += 1;
             let run_id = format!("{run_tag}{job_number:03}");
             let runner = Runner {
-                root,
+                layout: &layout,
                 run_id: &run_id,
                 env: &base_env,
                 oidc_url: &oidc_url,
@@ -316,11 +317,10 @@ fn on_path(program: &str) -> bool {
 /// order, and the marker step runs last.
 const MARKER: (&str, &str) = ("selftest-marker", "cat /proc/$PPID/environ >/dev/null\n");
 
-/// A stand-in for a GitHub Actions runner executing one job (the process layout of the real
-/// one): `Runner.Worker` (a copy of bash under that name) starts each step as its own child,
-/// with the job's and the step's `GITHUB_*` variables; a `run:` step is `bash -e <script>`.
+/// The lab's GitHub runner (`runner_sim`'s process layout) executing one job, with the
+/// selftest's identity, canary OIDC variables and output directory.
 struct Runner<'a> {
-    root: &'a Path,
+    layout: &'a Layout,
     run_id: &'a str,
     env: &'a [(String, String)],
     oidc_url: &'a str,
@@ -328,61 +328,40 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn run(&self, job: &scenarios::Job, agent: &mut AgentUnderTest) -> anyhow::Result<Vec<Value>> {
-        let temp = self.root.join("work/_temp");
-        let workspace = self.root.join("work/app/app");
-        let out = self.root.join("out").join(self.run_id);
+        let workspace = self.layout.workspace();
+        let out = self.layout.root().join("out").join(self.run_id);
         // A fresh workspace per job, as a runner checks out anew.
         let _ = std::fs::remove_dir_all(&workspace);
         std::fs::create_dir_all(&workspace)?;
         std::fs::create_dir_all(&out)?;
-        let job_env: Vec<(String, String)> = [
-            ("GITHUB_ACTIONS", "true".to_string()),
-            ("GITHUB_RUN_ID", self.run_id.to_string()),
-            ("GITHUB_RUN_ATTEMPT", "1".into()),
-            ("GITHUB_JOB", "selftest".into()),
-            ("GITHUB_REPOSITORY", "monitor/selftest".into()),
-            ("GITHUB_WORKFLOW", "selftest".into()),
-            ("GITHUB_WORKSPACE", workspace.display().to_string()),
-            ("RUNNER_TEMP", temp.display().to_string()),
-            ("RUNNER_NAME", "selftest-runner".into()),
-            ("ACTIONS_ID_TOKEN_REQUEST_URL", self.oidc_url.to_string()),
-            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", lab::CANARY_OIDC_REQUEST_TOKEN.to_string()),
-            ("OUT", out.display().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let exports = job_env
+        let mut spec = runner_sim::Job::new(self.run_id);
+        spec.name = "selftest".into();
+        spec.repository = "monitor/selftest".into();
+        spec.workflow = "selftest".into();
+        spec.runner_name = "selftest-runner".into();
+        spec.extra = vec![
+            ("ACTIONS_ID_TOKEN_REQUEST_URL".into(), self.oidc_url.to_string()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+                lab::CANARY_OIDC_REQUEST_TOKEN.to_string(),
+            ),
+            ("OUT".into(), out.display().to_string()),
+        ];
+        let steps: Vec<Step> = job
+            .steps
             .iter()
-            .map(|(k, v)| format!("{k}={}", shell_quote(v)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut worker = String::from("set -e\n");
-        let steps = job.steps.iter().map(|(id, s)| (*id, s.as_str())).chain([MARKER]);
-        for (i, (id, script)) in steps.enumerate() {
-            let file = temp.join(format!("{}-{i}.sh", self.run_id));
-            std::fs::write(&file, script)?;
-            worker.push_str(&format!(
-                "( export {exports} GITHUB_ACTION={}; exec /bin/bash -e {} )\n",
-                shell_quote(id),
-                shell_quote(&file.display().to_string())
-            ));
-        }
-        let worker_file = temp.join(format!("{}-worker.sh", self.run_id));
-        std::fs::write(&worker_file, worker)?;
-        let mut command = Command::new(self.root.join("bin/Runner.Worker"));
+            .map(|(id, script)| (*id, script.as_str()))
+            .chain([MARKER])
+            .map(|(id, script)| Step::Run { id, script })
+            .collect();
+        let worker_file = self.layout.write_worker(&spec, &steps, None)?;
+        let mut command = self
+            .layout
+            .worker_command(&worker_file, None, &["PYENV_ROOT", "LANG"]);
+        // The caller's PATH: the selftest runs the package managers the machine has.
         command
-            .arg(&worker_file)
-            .current_dir(&workspace)
-            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
-            .env("HOME", self.root.join("home"))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        for keep in ["PYENV_ROOT", "LANG"] {
-            if let Ok(v) = std::env::var(keep) {
-                command.env(keep, v);
-            }
-        }
         let (ok, output) = lab::run_interruptible(&mut command)?;
         if !ok {
             bail!("the job \"{}\" failed to run:\n{output}", job.what);
@@ -415,9 +394,6 @@ impl Runner<'_> {
     }
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
 
 /// Builds what the jobs use, outside any job: canary credentials, npm tarballs, a git
 /// dependency, wheels, a virtualenv, packages to pack.
