@@ -194,7 +194,10 @@ pub enum Order {
         via: String,
     },
     /// End the job with this key (the caller's own process is the event's subject).
-    EndJob { key: String, via: String },
+    EndJob {
+        key: String,
+        via: String,
+    },
     Status,
 }
 
@@ -229,7 +232,9 @@ pub fn interpret(request: Request, peer: Peer, proc_root: &Path) -> Result<Order
                 Some(key) => key,
                 None => match crate::ci::identity_from_env(&filter_env(&env)) {
                     Some((job, _)) => job.key,
-                    None => return Err("name the job (its key) or pass its identity variables".into()),
+                    None => {
+                        return Err("name the job (its key) or pass its identity variables".into())
+                    }
                 },
             };
             Ok(Order::EndJob { key, via })

@@ -285,6 +285,10 @@ mod tests {
                 "docs/findings.md documents {id}, which no rule raises"
             );
         }
-        assert_eq!(documented.len(), RuleId::ALL.len(), "a rule is documented twice");
+        assert_eq!(
+            documented.len(),
+            RuleId::ALL.len(),
+            "a rule is documented twice"
+        );
     }
 }

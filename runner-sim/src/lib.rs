@@ -125,7 +125,12 @@ impl Layout {
     /// The command that runs the Worker on `worker_file`: in the workspace, with only the
     /// runner's environment (`PATH`, `HOME`, and `keep` from this process's environment), inside
     /// network namespace `netns` when given (`ip netns exec` execs the Worker in place).
-    pub fn worker_command(&self, worker_file: &Path, netns: Option<&str>, keep: &[&str]) -> Command {
+    pub fn worker_command(
+        &self,
+        worker_file: &Path,
+        netns: Option<&str>,
+        keep: &[&str],
+    ) -> Command {
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -252,16 +257,18 @@ mod tests {
         let layout = Layout::create(&dir).unwrap();
         let mut job = Job::new("q1");
         job.repository = "it's $HOME `x` a/b".into();
-        let steps = [
-            Step::Run {
-                id: "step 'one'",
-                script: "printf '%s|%s' \"$GITHUB_REPOSITORY\" \"$GITHUB_ACTION\"\n",
-            },
-        ];
+        let steps = [Step::Run {
+            id: "step 'one'",
+            script: "printf '%s|%s' \"$GITHUB_REPOSITORY\" \"$GITHUB_ACTION\"\n",
+        }];
         let worker = layout.write_worker(&job, &steps, None).unwrap();
         let out = layout.worker_command(&worker, None, &[]).output().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "it's $HOME `x` a/b|step 'one'"

@@ -60,12 +60,20 @@ impl Agent {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_socket(None, extra)
+    }
+
+    /// Starts the agent with its control socket at `socket` (default: in its private directory,
+    /// which only root can reach).
+    pub fn start_with_socket(socket: Option<&Path>, extra: &[&str]) -> Self {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let events_path = dir.path().join("events.jsonl");
         let findings_path = dir.path().join("findings.jsonl");
         let ready = dir.path().join("ready");
-        let control_socket = dir.path().join("control.sock");
+        let control_socket = socket
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("control.sock"));
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
         let child = Command::new(monitor_bin())
             .arg("run")
@@ -281,9 +289,26 @@ pub struct FakeRunner {
     pub workspace: PathBuf,
     /// `GITHUB_REPOSITORY` of its jobs.
     pub repository: String,
+    /// The runner's service user (uid, gid), when not root.
+    pub user: Option<(u32, u32)>,
 }
 
 impl FakeRunner {
+    /// A runner whose service (the Worker, its hooks and steps) runs as `user`, as the README
+    /// recommends: an unprivileged user in the control socket's group.
+    pub fn as_user(user: &TestUser) -> Self {
+        let mut runner = Self::outside_tmp();
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", user.uid, user.gid))
+            .arg(runner.dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of the runner's directory");
+        runner.user = Some((user.uid, user.gid));
+        runner
+    }
+
     pub fn new() -> Self {
         Self::with_dir(tempfile::tempdir().expect("runner dir"))
     }
@@ -313,6 +338,7 @@ impl FakeRunner {
             layout,
             dir,
             run_id,
+            user: None,
         }
     }
 
@@ -356,12 +382,13 @@ impl FakeRunner {
             .layout
             .write_worker(&job, &steps, hooks.as_ref())
             .expect("writing the Worker's script");
-        let output = self
-            .layout
-            .worker_command(&worker, netns, &[])
-            .env("PYENV_ROOT", "/root/.pyenv")
-            .output()
-            .expect("starting Runner.Worker");
+        let mut command = self.layout.worker_command(&worker, netns, &[]);
+        command.env("PYENV_ROOT", "/root/.pyenv");
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(uid).gid(gid).groups(&[gid]);
+        }
+        let output = command.output().expect("starting Runner.Worker");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -509,6 +536,65 @@ impl FakeRunner {
         )
         .expect("workspace package.json");
         tgz
+    }
+}
+
+/// An unprivileged user and its group, made once per machine (idempotent), standing in for a
+/// self-hosted runner's service user in the control socket's group.
+pub struct TestUser {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn unprivileged_runner_user() -> TestUser {
+    require_root();
+    let (name, group) = ("monitor-ci-runner", "monitor-ci-group");
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
+    };
+    if !run("getent", &["group", group]).status.success() {
+        let out = run("groupadd", &["--system", group]);
+        assert!(
+            out.status.success() || run("getent", &["group", group]).status.success(),
+            "groupadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !run("id", &["-u", name]).status.success() {
+        let out = run(
+            "useradd",
+            &[
+                "--system",
+                "--gid",
+                group,
+                "--no-create-home",
+                "--shell",
+                "/bin/sh",
+                name,
+            ],
+        );
+        assert!(
+            out.status.success() || run("id", &["-u", name]).status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let number = |args: &[&str]| -> u32 {
+        String::from_utf8_lossy(&run("id", args).stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    TestUser {
+        name,
+        group,
+        uid: number(&["-u", name]),
+        gid: number(&["-g", name]),
     }
 }
 

@@ -61,4 +61,3 @@ pub(super) fn boot_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
-

@@ -8,13 +8,7 @@ mod host;
 mod pipeline;
 mod ring;
 
-use std::{
-    io::Write,
-    os::unix::fs::DirBuilderExt as _,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{io::Write, os::unix::fs::DirBuilderExt as _, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use monitor_common::EventKind;
@@ -135,11 +129,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let engine_config = machine_engine_config();
     let profiles = options.profiles.clone();
     let enforcer = if block_mode(&profiles) {
-        let enforcer =
-            Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers)
-                .context(
-                    "egress.mode is block, but the kernel side of block mode could not be set up",
-                )?;
+        let enforcer = Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers).context(
+            "egress.mode is block, but the kernel side of block mode could not be set up",
+        )?;
         log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
         log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
         Some(enforcer)
@@ -275,4 +267,3 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     eprintln!("{}", serde_json::json!({ "stats": stats.summary() }));
     Ok(())
 }
-

@@ -102,11 +102,7 @@ impl Pipeline {
                 .job_duration
                 .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
             let key = job.identity.key;
-            let Some(report) = self
-                .judge
-                .recorder
-                .report(&key, now_rfc3339())
-            else {
+            let Some(report) = self.judge.recorder.report(&key, now_rfc3339()) else {
                 continue;
             };
             let paths = match &self.reports_dir {
@@ -350,4 +346,3 @@ pub(super) async fn run(
     pipeline.events.flush().context("flushing events")?;
     Ok(())
 }
-

@@ -53,4 +53,3 @@ pub(super) async fn read_ring(
         }
     }
 }
-

@@ -2,8 +2,9 @@
 //!
 //! A process with no attributed ancestor whose exec carries a job identity in its environment
 //! starts a step; a child of a job's anchor (the runner's Worker) starts a step; everything else
-//! inherits its nearest attributed ancestor's place. In block mode every new step root and
-//! anchor is handed to the kernel (`Enforcement`), so membership and enforcement never differ.
+//! inherits its nearest attributed ancestor's place. In block mode every new step root, and the
+//! anchor of a declared job, is handed to the kernel (`Enforcement`), which judges what they
+//! start as the engine does.
 
 use std::collections::HashSet;
 
@@ -92,7 +93,6 @@ impl Engine {
         }
     }
 
-
     /// Drops what ended jobs no longer need.
     pub(super) fn retire_old_jobs(&mut self) {
         let now = self.now_ns;
@@ -179,9 +179,10 @@ impl Engine {
                 // process: init, or whoever a process found running at start-up was reparented
                 // to (a step's daemon outlives its step). Anchoring there would pull every other
                 // process on the machine into the job.
-                let adopted = e.ancestry.first().is_some_and(|p| {
-                    p.pid == 1 || REAPERS.iter().any(|r| p.comm.starts_with(r))
-                });
+                let adopted = e
+                    .ancestry
+                    .first()
+                    .is_some_and(|p| p.pid == 1 || REAPERS.iter().any(|r| p.comm.starts_with(r)));
                 if self.jobs[job].anchor.is_none() && !adopted {
                     if let Some(parent) = parent {
                         self.jobs[job].anchor = Some(parent);
@@ -276,5 +277,4 @@ impl Engine {
             rules,
         });
     }
-
 }

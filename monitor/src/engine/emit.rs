@@ -155,7 +155,13 @@ impl Engine {
     }
 
     /// A finding about what the event's own process did.
-    pub(super) fn emit_for(&mut self, out: &mut Vec<Finding>, raw: Raw, e: &Event, key: ProcessKey) {
+    pub(super) fn emit_for(
+        &mut self,
+        out: &mut Vec<Finding>,
+        raw: Raw,
+        e: &Event,
+        key: ProcessKey,
+    ) {
         let Some(p) = self.procs.get(&key) else {
             return;
         };

@@ -335,7 +335,6 @@ impl Engine {
         out
     }
 
-
     /// Lets time pass without events (the live agent calls this about twice a second).
     pub fn tick(&mut self, now_ns: u64) -> Vec<Finding> {
         let mut out = Vec::new();
@@ -357,12 +356,10 @@ impl Engine {
         }
     }
 
-
     /// Ended jobs whose heavy state has been dropped.
     pub fn retired_jobs(&self) -> usize {
         self.jobs.iter().filter(|j| j.retired).count()
     }
-
 
     fn rules_of(&self, job: usize, step: usize) -> impl Iterator<Item = &Rules> {
         let identity = self.jobs[job].steps.get(step).map(|s| &s.identity);

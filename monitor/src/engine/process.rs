@@ -113,7 +113,11 @@ impl Engine {
                 && !path.contains("/target/")
         };
         let in_temp = temp(&exe) || temp(&program);
-        let temp_program = if temp(&exe) { exe.clone() } else { program.clone() };
+        let temp_program = if temp(&exe) {
+            exe.clone()
+        } else {
+            program.clone()
+        };
         if in_temp
             && !self
                 .rules_of(job, step)

@@ -11,8 +11,8 @@ use monitor_common::{
 };
 
 use super::{
-    dns, program_path, Access, Ancestor, Detail, Event, MatchReason, OpenVia, ProcessInfo, Protocol,
-    TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT, JSON_SCHEMA_VERSION,
+    dns, program_path, Access, Ancestor, Detail, Event, MatchReason, OpenVia, ProcessInfo,
+    Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT, JSON_SCHEMA_VERSION,
 };
 use crate::{
     decode::{Header, KernelEvent},
@@ -399,9 +399,9 @@ fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
     use crate::process_tree::ProcessTable;
     use monitor_common::EventKind;
+    use std::net::IpAddr;
 
     fn header(kind: EventKind, tgid: u32, ppid: u32) -> Header {
         Header {

@@ -236,4 +236,3 @@ pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
         exe.to_string()
     }
 }
-

@@ -1,6 +1,8 @@
 //! Which profile judges which job: one profile for every job, or a configuration file's
-//! choices per repository and workflow. Decided in one place ([`ProfileSource`]) for the
-//! agent's start, its SIGHUP reload and the runner hook that asks whether to fail closed.
+//! choices per repository and workflow ([`ProfileSet`]), and where they are read from
+//! ([`ProfileSource`]: the agent's SIGHUP reload and the runner hook that asks whether to fail
+//! closed read through it; the agent's start reads the configuration file once for both its
+//! settings and its profiles).
 
 use std::path::{Path, PathBuf};
 

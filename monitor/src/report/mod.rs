@@ -622,8 +622,8 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::Judge;
     use crate::engine::tests::{empty_profile, npm_stealer, Sim};
+    use crate::judge::Judge;
 
     /// The npm stealer scenario, replayed through a Judge as `monitor report` does.
     fn stealer_report(edit: impl FnOnce(&mut Vec<Event>)) -> Report {

@@ -17,8 +17,8 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 use serde_json::Value;
 
-use lab::{interrupted, AgentUnderTest, HttpServer};
 pub use lab::Interrupted;
+use lab::{interrupted, AgentUnderTest, HttpServer};
 use runner_sim::{Layout, Step};
 use scenarios::Scenario;
 
@@ -173,8 +173,14 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
     }
 
     let registry = HttpServer::start(BTreeMap::from([
-        ("/prebuilt".to_string(), scenarios::TOOL_SH.as_bytes().to_vec()),
-        ("/helper".to_string(), scenarios::TOOL_SH.as_bytes().to_vec()),
+        (
+            "/prebuilt".to_string(),
+            scenarios::TOOL_SH.as_bytes().to_vec(),
+        ),
+        (
+            "/helper".to_string(),
+            scenarios::TOOL_SH.as_bytes().to_vec(),
+        ),
     ]))?;
     let untrusted = HttpServer::start(BTreeMap::from([(
         "/miner".to_string(),
@@ -209,10 +215,22 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
         ("LAB".to_string(), fixtures.display().to_string()),
         ("SELFTEST_LAB".to_string(), root.display().to_string()),
         ("SELFTEST_RUN".to_string(), run_tag.clone()),
-        ("REGISTRY".to_string(), format!("http://127.0.0.1:{}", registry.port)),
-        ("UNTRUSTED".to_string(), format!("http://127.0.0.1:{}", untrusted.port)),
-        ("NPM_CONFIG_UPDATE_NOTIFIER".to_string(), "false".to_string()),
-        ("npm_config_cache".to_string(), root.join("home/.npm").display().to_string()),
+        (
+            "REGISTRY".to_string(),
+            format!("http://127.0.0.1:{}", registry.port),
+        ),
+        (
+            "UNTRUSTED".to_string(),
+            format!("http://127.0.0.1:{}", untrusted.port),
+        ),
+        (
+            "NPM_CONFIG_UPDATE_NOTIFIER".to_string(),
+            "false".to_string(),
+        ),
+        (
+            "npm_config_cache".to_string(),
+            root.join("home/.npm").display().to_string(),
+        ),
     ];
     let oidc_url = format!("http://127.0.0.1:{}/idtoken?api-version=2.0", oidc.port);
     let mut results = Vec::new();
@@ -292,10 +310,18 @@ fn judge(scenario: &Scenario, what: &str, attack: bool, findings: Vec<Value>) ->
             })
             .map(|r| r.to_string())
             .collect();
-        let verdict = if missing.is_empty() { "detected" } else { "missed" };
+        let verdict = if missing.is_empty() {
+            "detected"
+        } else {
+            "missed"
+        };
         (verdict, missing)
     } else {
-        let verdict = if findings.is_empty() { "clean" } else { "false-positive" };
+        let verdict = if findings.is_empty() {
+            "clean"
+        } else {
+            "false-positive"
+        };
         (verdict, Vec::new())
     };
     JobResult {
@@ -308,9 +334,8 @@ fn judge(scenario: &Scenario, what: &str, attack: bool, findings: Vec<Value>) ->
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// The job's findings are all in once the marker step's arrived: the agent judges events in
@@ -340,7 +365,10 @@ impl Runner<'_> {
         spec.workflow = "selftest".into();
         spec.runner_name = "selftest-runner".into();
         spec.extra = vec![
-            ("ACTIONS_ID_TOKEN_REQUEST_URL".into(), self.oidc_url.to_string()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+                self.oidc_url.to_string(),
+            ),
             (
                 "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
                 lab::CANARY_OIDC_REQUEST_TOKEN.to_string(),
@@ -360,7 +388,10 @@ impl Runner<'_> {
             .worker_command(&worker_file, None, &["PYENV_ROOT", "LANG"]);
         // The caller's PATH: the selftest runs the package managers the machine has.
         command
-            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (ok, output) = lab::run_interruptible(&mut command)?;
         if !ok {
@@ -394,7 +425,6 @@ impl Runner<'_> {
     }
 }
 
-
 /// Builds what the jobs use, outside any job: canary credentials, npm tarballs, a git
 /// dependency, wheels, a virtualenv, packages to pack.
 fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result<()> {
@@ -407,11 +437,17 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
     };
     write(
         home.join(".npmrc"),
-        &format!("//registry.npmjs.org/:_authToken={}\n", lab::CANARY_NPM_TOKEN),
+        &format!(
+            "//registry.npmjs.org/:_authToken={}\n",
+            lab::CANARY_NPM_TOKEN
+        ),
     )?;
     write(
         home.join(".aws/credentials"),
-        &format!("[default]\naws_access_key_id = AKIASELFTESTCANARY00\naws_secret_access_key = {}\n", lab::CANARY_AWS_SECRET),
+        &format!(
+            "[default]\naws_access_key_id = AKIASELFTESTCANARY00\naws_secret_access_key = {}\n",
+            lab::CANARY_AWS_SECRET
+        ),
     )?;
     write(home.join(".bashrc"), "# selftest home\n")?;
     let prep = |what: &str, command: &mut Command| -> anyhow::Result<()> {
@@ -442,17 +478,31 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
                     .current_dir(&dir),
             )
         };
-        pack("evil-stealer", r#""postinstall":"node steal.js""#, &[("steal.js", scenarios::STEALER_JS)])?;
-        pack("native-prebuilt", r#""postinstall":"node install.js""#, &[("install.js", scenarios::PREBUILT_JS)])?;
+        pack(
+            "evil-stealer",
+            r#""postinstall":"node steal.js""#,
+            &[("steal.js", scenarios::STEALER_JS)],
+        )?;
+        pack(
+            "native-prebuilt",
+            r#""postinstall":"node install.js""#,
+            &[("install.js", scenarios::PREBUILT_JS)],
+        )?;
         // Trees to pack: the same files, with and without a files list.
-        for (name, files_list) in [("pack-leaky", ""), ("pack-clean", r#","files":["dist/*.js"]"#)] {
+        for (name, files_list) in [
+            ("pack-leaky", ""),
+            ("pack-clean", r#","files":["dist/*.js"]"#),
+        ] {
             let dir = lab.join(name);
             write(
                 dir.join("package.json"),
                 &format!(r#"{{"name":"{name}","version":"1.0.0"{files_list}}}"#),
             )?;
             write(dir.join("dist/cli.js"), "console.log('cli');\n")?;
-            write(dir.join("dist/cli.js.map"), r#"{"version":3,"sources":["../src/cli.ts"],"sourcesContent":["// the whole source"],"mappings":""}"#)?;
+            write(
+                dir.join("dist/cli.js.map"),
+                r#"{"version":3,"sources":["../src/cli.ts"],"sourcesContent":["// the whole source"],"mappings":""}"#,
+            )?;
             write(dir.join(".env"), "API_KEY=selftest-canary\n")?;
         }
     }
@@ -461,7 +511,14 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
             prep(
                 "a git repository",
                 Command::new("git")
-                    .args(["-c", "user.email=selftest@localhost", "-c", "user.name=selftest", "-c", "init.defaultBranch=main"])
+                    .args([
+                        "-c",
+                        "user.email=selftest@localhost",
+                        "-c",
+                        "user.name=selftest",
+                        "-c",
+                        "init.defaultBranch=main",
+                    ])
                     .args(args)
                     .current_dir(dir),
             )
@@ -473,7 +530,10 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
         )?;
         write(dep.join("prepare.js"), scenarios::PREPARE_STEALER_JS)?;
         let repo = lab.join("repo-with-workflows");
-        write(repo.join(".github/workflows/ci.yml"), "on: push\njobs: {}\n")?;
+        write(
+            repo.join(".github/workflows/ci.yml"),
+            "on: push\njobs: {}\n",
+        )?;
         write(repo.join("README.md"), "selftest\n")?;
         for dir in [&dep, &repo] {
             git(dir, &["init", "-q"])?;
@@ -484,7 +544,10 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
     if has("python3") {
         prep(
             "a virtualenv",
-            Command::new("python3").arg("-m").arg("venv").arg(lab.join("venv")),
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(lab.join("venv")),
         )?;
         write(lab.join("make_wheel.py"), scenarios::MAKE_WHEEL_PY)?;
         std::fs::create_dir_all(lab.join("wheels"))?;
@@ -499,15 +562,25 @@ fn prepare_fixtures(root: &Path, lab: &Path, missing: &[&str]) -> anyhow::Result
         )?;
         prep(
             "a wheel with a path-only .pth",
-            Command::new("python3").arg(lab.join("make_wheel.py")).args([
-                lab.join("wheels/plain_paths-1.0-py3-none-any.whl").display().to_string(),
-                "plain_paths".into(),
-                format!("plain_paths.pth={}\n", lab.join("py").display()),
-                "plain_paths/__init__.py=".into(),
-            ]),
+            Command::new("python3")
+                .arg(lab.join("make_wheel.py"))
+                .args([
+                    lab.join("wheels/plain_paths-1.0-py3-none-any.whl")
+                        .display()
+                        .to_string(),
+                    "plain_paths".into(),
+                    format!("plain_paths.pth={}\n", lab.join("py").display()),
+                    "plain_paths/__init__.py=".into(),
+                ]),
         )?;
-        write(lab.join("py/fastmath_evil/__init__.py"), scenarios::FASTMATH_EVIL)?;
-        write(lab.join("py/fastmath_ok/__init__.py"), scenarios::FASTMATH_OK)?;
+        write(
+            lab.join("py/fastmath_evil/__init__.py"),
+            scenarios::FASTMATH_EVIL,
+        )?;
+        write(
+            lab.join("py/fastmath_ok/__init__.py"),
+            scenarios::FASTMATH_OK,
+        )?;
     }
     Ok(())
 }
@@ -530,12 +603,20 @@ mod tests {
     #[test]
     fn an_attack_is_detected_only_when_everything_expected_is_raised() {
         let s = scenario();
-        let half = vec![finding(1, "persistence-write", "bash created /w/.github/workflows/x.yml (workflow-file)")];
+        let half = vec![finding(
+            1,
+            "persistence-write",
+            "bash created /w/.github/workflows/x.yml (workflow-file)",
+        )];
         let r = judge(&s, "attack", true, half.clone());
         assert_eq!(r.verdict, "missed");
         assert_eq!(r.missing, vec!["persistence-write shell-startup"]);
         let mut both = half;
-        both.push(finding(2, "persistence-write", "bash wrote /h/.bashrc (shell-startup)"));
+        both.push(finding(
+            2,
+            "persistence-write",
+            "bash wrote /h/.bashrc (shell-startup)",
+        ));
         let r = judge(&s, "attack", true, both);
         assert_eq!((r.verdict.as_str(), r.findings.len()), ("detected", 2));
         assert_eq!(r.findings[1], "#2 persistence-write");
@@ -546,11 +627,19 @@ mod tests {
         let s = scenario();
         let clean = judge(&s, "twin", false, Vec::new());
         let noisy = judge(&s, "twin", false, vec![finding(3, "credential-read", "x")]);
-        assert_eq!((clean.verdict.as_str(), noisy.verdict.as_str()), ("clean", "false-positive"));
-        let detected = judge(&s, "attack", true, vec![
-            finding(1, "persistence-write", "(workflow-file)"),
-            finding(2, "persistence-write", "(shell-startup)"),
-        ]);
+        assert_eq!(
+            (clean.verdict.as_str(), noisy.verdict.as_str()),
+            ("clean", "false-positive")
+        );
+        let detected = judge(
+            &s,
+            "attack",
+            true,
+            vec![
+                finding(1, "persistence-write", "(workflow-file)"),
+                finding(2, "persistence-write", "(shell-startup)"),
+            ],
+        );
         let card = |twin: JobResult| {
             let result = ScenarioResult {
                 name: s.name.into(),
@@ -571,7 +660,11 @@ mod tests {
         assert_eq!(card(clean).exit_code(), 0);
         let failing = card(noisy);
         assert_eq!(failing.exit_code(), 1);
-        assert!(failing.table().contains("FALSE-POSITIVE"), "{}", failing.table());
+        assert!(
+            failing.table().contains("FALSE-POSITIVE"),
+            "{}",
+            failing.table()
+        );
         assert!(failing.table().contains("#3 credential-read"));
     }
 }

@@ -481,19 +481,56 @@ fn only_the_designated_step_may_request_an_oidc_token() {
     let text = "version: 1\negress:\n  allow: [10.0.0.0/8]\nsteps:\n  publish:\n    oidc:\n      allow: true\n";
     let mut sim = Sim::new(profile(text));
     sim.runner();
-    sim.spawn(200, 300, "/usr/bin/bash", &["bash", "-e", "s.sh"], WORKSPACE, oidc_env("publish"));
-    sim.spawn(300, 310, NPM, &["node", NPM_CLI, "publish", "--provenance"], WORKSPACE, oidc_env("publish"));
+    sim.spawn(
+        200,
+        300,
+        "/usr/bin/bash",
+        &["bash", "-e", "s.sh"],
+        WORKSPACE,
+        oidc_env("publish"),
+    );
+    sim.spawn(
+        300,
+        310,
+        NPM,
+        &["node", NPM_CLI, "publish", "--provenance"],
+        WORKSPACE,
+        oidc_env("publish"),
+    );
     sim.connect(310, "10.1.2.3", 8123);
     sim.exit(310).exit(300);
-    assert!(sim.findings.is_empty(), "the publish step may: {:#?}", sim.findings);
-    sim.spawn(200, 400, "/usr/bin/bash", &["bash", "-e", "s.sh"], WORKSPACE, oidc_env("test"));
-    sim.spawn(400, 410, NPM, &["node", "bundle.js"], WORKSPACE, oidc_env("test"));
+    assert!(
+        sim.findings.is_empty(),
+        "the publish step may: {:#?}",
+        sim.findings
+    );
+    sim.spawn(
+        200,
+        400,
+        "/usr/bin/bash",
+        &["bash", "-e", "s.sh"],
+        WORKSPACE,
+        oidc_env("test"),
+    );
+    sim.spawn(
+        400,
+        410,
+        NPM,
+        &["node", "bundle.js"],
+        WORKSPACE,
+        oidc_env("test"),
+    );
     sim.connect(410, "10.1.2.3", 443); // same host, another port: not the endpoint
     sim.connect(410, "10.1.2.3", 8123);
     let f = sim.only("oidc-token-request");
     assert_eq!(f.step.as_ref().unwrap().id, "test");
     assert_eq!(f.evidence["endpoint"], "10.1.2.3:8123");
-    assert_eq!(f.allowance, Some(Allowance::Oidc { step: "test".into() }));
+    assert_eq!(
+        f.allowance,
+        Some(Allowance::Oidc {
+            step: "test".into()
+        })
+    );
     // The allowance goes to the step, so learning it does not open the job.
     let mut learnt = empty_profile();
     learnt.allow(f.allowance.as_ref().unwrap());
@@ -504,19 +541,39 @@ fn only_the_designated_step_may_request_an_oidc_token() {
 #[test]
 fn packing_source_maps_or_env_files_is_found_but_not_npm_reading_its_config() {
     for (text, expected) in [
-        ("version: 1\n", vec!["packaged-sensitive-file", "packaged-sensitive-file"]),
-        ("version: 1\npackaging:\n  allow: [\"**/dist/*.map\"]\n", vec!["packaged-sensitive-file"]),
+        (
+            "version: 1\n",
+            vec!["packaged-sensitive-file", "packaged-sensitive-file"],
+        ),
+        (
+            "version: 1\npackaging:\n  allow: [\"**/dist/*.map\"]\n",
+            vec!["packaged-sensitive-file"],
+        ),
     ] {
         let mut sim = Sim::new(profile(text));
         sim.runner().run_step(300, "__run");
-        sim.spawn(300, 310, NPM, &["node", "/usr/bin/npm", "pack"], WORKSPACE, github_env("__run"));
+        sim.spawn(
+            300,
+            310,
+            NPM,
+            &["node", "/usr/bin/npm", "pack"],
+            WORKSPACE,
+            github_env("__run"),
+        );
         sim.read(310, &format!("{WORKSPACE}/.npmrc"));
         sim.read(310, &format!("{WORKSPACE}/dist/cli.js.map"));
         sim.read(310, &format!("{WORKSPACE}/.env"));
         // Not in the tree it packs: an ordinary credential read, judged as such.
         sim.read(310, &format!("{HOME}/.aws/credentials"));
         // Building reads source maps all the time: only packing counts.
-        sim.spawn(300, 320, NPM, &["node", "/usr/bin/npm", "run", "build"], WORKSPACE, github_env("__run"));
+        sim.spawn(
+            300,
+            320,
+            NPM,
+            &["node", "/usr/bin/npm", "run", "build"],
+            WORKSPACE,
+            github_env("__run"),
+        );
         sim.read(320, &format!("{WORKSPACE}/dist/cli.js.map"));
         let packed: Vec<_> = sim
             .findings
@@ -529,9 +586,16 @@ fn packing_source_maps_or_env_files_is_found_but_not_npm_reading_its_config() {
             "{text}: {:#?}",
             sim.findings
         );
-        assert_eq!(packed.last().unwrap().evidence["path"], format!("{WORKSPACE}/.env"));
+        assert_eq!(
+            packed.last().unwrap().evidence["path"],
+            format!("{WORKSPACE}/.env")
+        );
         assert_eq!(packed[0].evidence["command"], "npm pack");
-        let others: Vec<_> = sim.rules().into_iter().filter(|r| *r != "packaged-sensitive-file").collect();
+        let others: Vec<_> = sim
+            .rules()
+            .into_iter()
+            .filter(|r| *r != "packaged-sensitive-file")
+            .collect();
         assert_eq!(others, vec!["credential-read"], "{:#?}", sim.findings);
     }
 }
@@ -543,15 +607,30 @@ fn a_home_outside_home_is_still_a_home() {
     sim.runner();
     let mut vars = github_env("__run");
     vars.insert("HOME".into(), "/var/lib/gh-runner".into());
-    sim.spawn(200, 300, "/usr/bin/bash", &["bash", "-e", "s.sh"], WORKSPACE, vars.clone());
+    sim.spawn(
+        200,
+        300,
+        "/usr/bin/bash",
+        &["bash", "-e", "s.sh"],
+        WORKSPACE,
+        vars.clone(),
+    );
     sim.write(300, "/var/lib/gh-runner/.bashrc");
     sim.spawn(300, 310, NPM, &["node", "steal.js"], WORKSPACE, vars);
     sim.read(310, "/var/lib/gh-runner/.npmrc");
     sim.read(310, "/var/lib/other/.bashrc"); // not a home, and only writes matter there
     let mut rules = sim.rules();
     rules.sort();
-    assert_eq!(rules, vec!["credential-read", "persistence-write"], "{:#?}", sim.findings);
-    assert_eq!(sim.only("persistence-write").evidence["path"], "/var/lib/gh-runner/.bashrc");
+    assert_eq!(
+        rules,
+        vec!["credential-read", "persistence-write"],
+        "{:#?}",
+        sim.findings
+    );
+    assert_eq!(
+        sim.only("persistence-write").evidence["path"],
+        "/var/lib/gh-runner/.bashrc"
+    );
 }
 
 #[test]
@@ -559,7 +638,13 @@ fn a_daemon_found_at_start_up_does_not_make_init_its_jobs_anchor() {
     // The agent starts while a step's daemon (reparented to init) still runs: it is resumed
     // into its job, and the unrelated processes init starts afterwards stay out of it.
     let mut sim = Sim::new(empty_profile());
-    sim.fork(1, 500).exec(500, "/usr/bin/sleep", &["sleep", "100"], "/", github_env("install"));
+    sim.fork(1, 500).exec(
+        500,
+        "/usr/bin/sleep",
+        &["sleep", "100"],
+        "/",
+        github_env("install"),
+    );
     let mut resumed = sim.events.last().unwrap().clone();
     resumed.detail = Detail::Resume {
         env: github_env("install"),
@@ -568,9 +653,13 @@ fn a_daemon_found_at_start_up_does_not_make_init_its_jobs_anchor() {
     };
     let mut engine = Engine::new(empty_profile(), EngineConfig::default());
     assert!(engine.on_event(&resumed).is_empty());
-    assert_eq!(engine.jobs[0].anchor, None, "init adopted the daemon; it anchors nothing");
+    assert_eq!(
+        engine.jobs[0].anchor, None,
+        "init adopted the daemon; it anchors nothing"
+    );
     // An unrelated service started by init reads a credential: not the job's business.
-    sim.fork(1, 600).exec(600, "/usr/bin/cat", &["cat", "/root/.npmrc"], "/", env(&[]));
+    sim.fork(1, 600)
+        .exec(600, "/usr/bin/cat", &["cat", "/root/.npmrc"], "/", env(&[]));
     sim.read(600, "/root/.npmrc");
     for e in sim.events.iter().skip_while(|e| e.process.pid != 600) {
         assert!(engine.on_event(e).is_empty(), "{e:?}");
