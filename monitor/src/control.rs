@@ -98,8 +98,17 @@ pub struct Command {
 /// Binds the socket (replacing a stale one) with the right owner and mode.
 pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
+    let gid = match group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .with_context(|| format!("looking up group {name}"))?
+                .with_context(|| format!("no group named {name}"))?
+                .gid,
+        ),
+        None => None,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        socket_directory(dir, gid)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -108,13 +117,10 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::Unix
     }
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
-    let mode = match group {
-        Some(name) => {
-            let group = nix::unistd::Group::from_name(name)
-                .with_context(|| format!("looking up group {name}"))?
-                .with_context(|| format!("no group named {name}"))?;
-            nix::unistd::chown(path, None, Some(group.gid))
-                .with_context(|| format!("giving {} to group {name}", path.display()))?;
+    let mode = match gid {
+        Some(gid) => {
+            nix::unistd::chown(path, None, Some(gid))
+                .with_context(|| format!("giving {} to the control group", path.display()))?;
             0o660
         }
         None => 0o600,
@@ -122,6 +128,42 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::Unix
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// Makes the socket's directory, or fixes one the agent made before: owner-only, or with the
+/// control group allowed in (0750, the group's) when there is one. Without that the agent's
+/// umask (077) would leave the group unable to reach a socket it may use. A directory that
+/// already lets the group through (`/run`, systemd's `RuntimeDirectory`) is left as it is.
+fn socket_directory(dir: &Path, gid: Option<nix::unistd::Gid>) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let Some(gid) = gid else {
+        return Ok(());
+    };
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let reachable =
+        meta.mode() & 0o001 != 0 || (meta.gid() == gid.as_raw() && meta.mode() & 0o010 != 0);
+    if reachable {
+        return Ok(());
+    }
+    if meta.uid() != 0 {
+        anyhow::bail!(
+            "{} is not root's and does not let the control group in: give it to the group (0750) or choose another --control-socket",
+            dir.display()
+        );
+    }
+    nix::unistd::chown(dir, None, Some(gid))
+        .with_context(|| format!("giving {} to the control group", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+        .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    Ok(())
 }
 
 /// Accepts connections until the agent stops, forwarding each request to the processing task.
@@ -212,7 +254,7 @@ pub fn interpret(request: Request, peer: Peer, proc_root: &Path) -> Result<Order
         } => {
             if peer.uid != 0 && !is_self_or_ancestor(proc_root, peer.pid, anchor_pid) {
                 return Err(format!(
-                    "process {anchor_pid} is not the caller or one of its ancestors; only root may anchor a job elsewhere"
+                    "refused: process {anchor_pid} is not the caller or one of its ancestors; only root may anchor a job elsewhere"
                 ));
             }
             let Some((job, _)) = crate::ci::identity_from_env(&filter_env(&env)) else {

@@ -146,5 +146,8 @@ pub fn machine_engine_config() -> EngineConfig {
         dns_resolvers: EngineConfig::resolvers_from(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         ),
+        agent_program: std::env::current_exe()
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
     }
 }

@@ -386,7 +386,7 @@ impl FakeRunner {
         command.env("PYENV_ROOT", "/root/.pyenv");
         if let Some((uid, gid)) = self.user {
             use std::os::unix::process::CommandExt as _;
-            command.uid(uid).gid(gid).groups(&[gid]);
+            command.uid(uid).gid(gid);
         }
         let output = command.output().expect("starting Runner.Worker");
         let text = format!(

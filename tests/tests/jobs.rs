@@ -242,8 +242,28 @@ fn control_socket_is_least_privilege_and_refuses_bad_requests() {
         !out.status.success() && err.contains("not the caller or one of its ancestors"),
         "{err}"
     );
-    // Its own ancestor (the test process, its grandparent through setpriv) is fine.
+    // Its own ancestor, but another user's process (the test, root's), is refused too: a job
+    // anchored there would take in what that user runs.
     let out = as_nobody(std::process::id());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("belongs to another user"),
+        "{err}"
+    );
+    // Its own process is fine.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg("exec \"$0\" job start --id self-anchored --pid $$ --socket \"$1\"")
+        .arg(&bin_copy)
+        .arg(&group_agent.control_socket)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

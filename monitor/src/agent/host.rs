@@ -1,25 +1,11 @@
 //! What the agent reads from the host itself: files the enricher needs judged (`.pth` content,
 //! executables' change times), the boot-time clock, and the heartbeat it sends through its own
-//! probes.
+//! probes. The paths come from jobs, so every read is non-blocking, does not follow a final
+//! symlink, takes regular files only and runs off the pipeline with a deadline.
 
 use std::time::Duration;
 
 use super::HEARTBEAT_PORT;
-
-/// Whether a `.pth` file has lines Python executes at start-up (`import ...`), reading at most
-/// 64 KiB. `None` when it cannot be read (gone already, or not a regular file).
-pub(super) fn pth_has_executable_lines(path: &str) -> Option<bool> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = Vec::new();
-    file.take(64 * 1024).read_to_end(&mut text).ok()?;
-    Some(crate::rules::lifecycle::pth_is_executable(
-        &String::from_utf8_lossy(&text),
-    ))
-}
 
 /// Every `every`, runs `monitor heartbeat`: a child whose exec, UDP connect to loopback and exit
 /// travel through the real probes, ring buffer and decoder, so a stalled pipeline shows as a
@@ -45,13 +31,6 @@ pub(super) async fn send_heartbeats(every: Duration) {
     }
 }
 
-/// The change time (ctime: content or metadata written) of an executable, Unix ns.
-pub(super) fn exe_changed_unix_ns(path: &str) -> Option<i128> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128)
-}
-
 pub(super) fn boot_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -60,4 +39,101 @@ pub(super) fn boot_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Reads of job-controlled paths run on a helper thread and are given up after this long: a
+/// FIFO, a FUSE file or a hung network mount must never stall the pipeline.
+const HOST_READ_TIMEOUT: Duration = Duration::from_millis(250);
+/// Helper threads that may be stuck in such reads at once; past it, reads are skipped (the
+/// answer is "unknown", which the rules treat as suspicious, never as clean).
+const MAX_STUCK_READS: usize = 4;
+
+type HostRead = Box<dyn FnOnce() + Send>;
+
+/// The reader thread's queue; replaced (and the old thread abandoned) when a read gets stuck.
+static READER: std::sync::Mutex<Option<std::sync::mpsc::Sender<HostRead>>> =
+    std::sync::Mutex::new(None);
+/// Abandoned reader threads still stuck in a read.
+static STUCK_READERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `read` on the reader thread; `None` when it does not answer within
+/// `HOST_READ_TIMEOUT` (the thread is then abandoned and a fresh one serves the next read) or
+/// too many abandoned ones are still stuck.
+fn bounded<T: Send + 'static>(read: impl FnOnce() -> Option<T> + Send + 'static) -> Option<T> {
+    use std::sync::atomic::Ordering;
+    let (answer_tx, answer) = std::sync::mpsc::sync_channel(1);
+    let task: HostRead = Box::new(move || {
+        let _ = answer_tx.send(read());
+    });
+    {
+        let mut reader = READER.lock().unwrap_or_else(|e| e.into_inner());
+        if reader.is_none() {
+            if STUCK_READERS.load(Ordering::SeqCst) >= MAX_STUCK_READS {
+                log::warn!(
+                    "a host read was skipped: {MAX_STUCK_READS} earlier ones are still stuck"
+                );
+                return None;
+            }
+            let (tx, rx) = std::sync::mpsc::channel::<HostRead>();
+            std::thread::Builder::new()
+                .name("host-read".into())
+                .spawn(move || {
+                    while let Ok(task) = rx.recv() {
+                        task();
+                    }
+                    // Only an abandoned reader's queue closes.
+                    STUCK_READERS.fetch_sub(1, Ordering::SeqCst);
+                })
+                .ok()?;
+            *reader = Some(tx);
+        }
+        reader.as_ref()?.send(task).ok()?;
+    }
+    match answer.recv_timeout(HOST_READ_TIMEOUT) {
+        Ok(answer) => answer,
+        Err(_) => {
+            STUCK_READERS.fetch_add(1, Ordering::SeqCst);
+            *READER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            log::warn!("a host read did not answer within {HOST_READ_TIMEOUT:?} (a FIFO or a hung file system?); treated as unknown");
+            None
+        }
+    }
+}
+
+/// Opens a job-controlled path for reading without following a final symlink and without
+/// blocking on FIFOs or devices; only regular files are returned.
+fn open_regular(path: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// Whether a `.pth` file has lines Python executes at start-up (`import ...`), reading at most
+/// 64 KiB. `None` when it cannot be read in time (gone already, not a regular file, a symlink,
+/// a file system that does not answer).
+pub(super) fn pth_has_executable_lines(path: &str) -> Option<bool> {
+    let path = path.to_string();
+    bounded(move || {
+        use std::io::Read as _;
+        let file = open_regular(&path)?;
+        let mut text = Vec::new();
+        file.take(64 * 1024).read_to_end(&mut text).ok()?;
+        Some(crate::rules::lifecycle::pth_is_executable(
+            &String::from_utf8_lossy(&text),
+        ))
+    })
+}
+
+/// The change time (ctime: content or metadata written) of an executable, Unix ns.
+pub(super) fn exe_changed_unix_ns(path: &str) -> Option<i128> {
+    let path = path.to_string();
+    bounded(move || {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&path).ok()?;
+        Some(meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128)
+    })
 }

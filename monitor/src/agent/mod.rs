@@ -154,6 +154,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
         losses: Some(losses),
+        recent_reports: Default::default(),
     };
 
     let (command_tx, commands) = mpsc::channel(64);

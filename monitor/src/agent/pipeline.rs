@@ -35,9 +35,15 @@ pub(super) struct Pipeline {
     pub(super) line: Vec<u8>,
     /// The kernel's per-kind loss counters, read on every tick and before a report is made.
     pub(super) losses: Option<LossReader>,
+    /// The reports of the jobs that ended last, for the hook that asks after the fact.
+    pub(super) recent_reports: std::collections::VecDeque<Written>,
 }
 
+/// Reports kept for late hooks.
+const RECENT_REPORTS: usize = 64;
+
 /// A job's report as written when it ended.
+#[derive(Clone)]
 pub(super) struct Written {
     key: String,
     paths: Vec<PathBuf>,
@@ -120,11 +126,16 @@ impl Pipeline {
                 log::info!("report of job {key}: {}", p.display());
             }
             self.judge.recorder.forget(&key);
-            reports.push(Written {
+            let written = Written {
                 markdown: markdown::render(&report),
                 key,
                 paths,
-            });
+            };
+            if self.recent_reports.len() >= RECENT_REPORTS {
+                self.recent_reports.pop_front();
+            }
+            self.recent_reports.push_back(written.clone());
+            reports.push(written);
         }
         reports
     }
@@ -154,16 +165,24 @@ impl Pipeline {
                 anchor_pid,
                 via,
             } => {
+                let requested_by_start_ticks =
+                    enricher.process_key(peer.pid).map_or(0, |k| k.start_ticks);
                 let detail = Detail::JobStart {
                     job: job.clone(),
                     via,
                     requested_by_pid: peer.pid,
                     requested_by_uid: peer.uid,
+                    requested_by_start_ticks,
                 };
                 let Some(event) = enricher.control_event(detail, anchor_pid, boot_ns()) else {
                     return Response::error(format!("no process {anchor_pid}"));
                 };
+                // Logged and judged either way: a refused request is itself evidence.
+                let verdict = self.judge.engine.job_control_verdict(&event);
                 self.handle_control_event(&event, stats);
+                if let Err(why) = verdict {
+                    return Response::error(format!("refused: {why}"));
+                }
                 log::info!("job {} started (anchor pid {anchor_pid})", job.key);
                 Response {
                     ok: true,
@@ -188,9 +207,20 @@ impl Pipeline {
                 let Some(event) = enricher.control_event(detail, peer.pid, boot_ns()) else {
                     return Response::error("the caller's process is not visible");
                 };
-                let written = self.handle_control_event(&event, stats);
+                let verdict = self.judge.engine.job_control_verdict(&event);
+                self.handle_control_event(&event, stats);
+                if let Err(why) = verdict {
+                    return Response::error(format!("refused: {why}"));
+                }
                 log::info!("job {key} ended");
-                let mine = written.into_iter().find(|w| w.key == key);
+                // The report of the job as it ended, whether by this request or earlier (its
+                // Worker exited first): the real hook always gets the summary.
+                let mine = self
+                    .recent_reports
+                    .iter()
+                    .rev()
+                    .find(|w| w.key == key)
+                    .cloned();
                 Response {
                     ok: true,
                     job: Some(identity),

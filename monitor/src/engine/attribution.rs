@@ -20,7 +20,7 @@ use crate::{
 
 /// Programs that adopt orphans (init, container inits, service managers): a job's process found
 /// under one was reparented there, and the reaper is not the job's runner.
-const REAPERS: &[&str] = &[
+pub(super) const REAPERS: &[&str] = &[
     "systemd",
     "init",
     "tini",
@@ -69,6 +69,8 @@ impl Engine {
                     is_step_root: true,
                     provisional: false,
                     packing: None,
+                    // The CI's shell runs the job's own code.
+                    runner_own: false,
                 },
             );
         }
@@ -113,9 +115,11 @@ impl Engine {
 
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
     pub(super) fn attribute(&mut self, e: &Event, key: ProcessKey) -> bool {
-        if self.procs.contains_key(&key) {
+        if let Some(job) = self.procs.get(&key).map(|p| p.job) {
             if let Detail::Exec { env, .. } = &e.detail {
+                let runner_own = self.stays_runner_own(job, e);
                 let proc = self.procs.get_mut(&key).expect("checked");
+                proc.runner_own &= runner_own;
                 proc.link = link_of(e);
                 proc.tool = tool_of(e.process.exe.as_deref(), &e.process.argv);
                 if std::mem::take(&mut proc.provisional) {
@@ -132,22 +136,33 @@ impl Engine {
         // The nearest ancestor that is in a job, or that anchors one: under an anchor, a process
         // with no job member between them starts a step of its own.
         enum Found {
-            Member(usize, usize, Option<usize>, Option<(String, String)>),
+            /// (job, step, hook, packing, runner_own): the nearest member's place.
+            Member(usize, usize, Option<usize>, Option<(String, String)>, bool),
             ChildOfAnchor(usize),
         }
         let found = e.ancestry.iter().find_map(|a| {
             let k = key_of(a.pid, a.start_ticks);
             if let Some(p) = self.procs.get(&k) {
-                return Some(Found::Member(p.job, p.step, p.hook, p.packing.clone()));
+                // A child of a declared job's anchor (its CI shell) starts as the runner's own.
+                let runner_own = p.runner_own || self.jobs[p.job].anchor == Some(k);
+                return Some(Found::Member(
+                    p.job,
+                    p.step,
+                    p.hook,
+                    p.packing.clone(),
+                    runner_own,
+                ));
             }
             self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
         });
         let mut provisional = false;
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
+        let mut runner_own = false;
         let (job, step, hook, is_root) = match found {
-            Some(Found::Member(job, step, hook, parent_packing)) => {
+            Some(Found::Member(job, step, hook, parent_packing, parent_runner_own)) => {
                 packing = parent_packing;
+                runner_own = parent_runner_own;
                 (job, step, hook, false)
             }
             Some(Found::ChildOfAnchor(job)) => {
@@ -163,6 +178,7 @@ impl Engine {
                     action: None,
                 });
                 let step = self.new_step(job, identity, key, e.process.pid);
+                runner_own = true;
                 (job, step, None, true)
             }
             None => {
@@ -189,6 +205,9 @@ impl Engine {
                         self.anchors.insert(parent, job);
                     }
                 }
+                // A direct child of the job's anchor: the runner's own unless it runs a named
+                // step (the job-started hook is usually the first process seen this way).
+                runner_own = parent.is_some() && self.jobs[job].anchor == parent;
                 let step = self.new_step(job, step_id, key, e.process.pid);
                 (job, step, None, true)
             }
@@ -198,6 +217,7 @@ impl Engine {
             self.procs.retain(|_, p| p.alive);
             self.evicted += (before - self.procs.len()) as u64;
         }
+        let runner_own = runner_own && self.stays_runner_own(job, e);
         self.procs.insert(
             key,
             Proc {
@@ -210,6 +230,7 @@ impl Engine {
                 is_step_root: is_root,
                 provisional,
                 packing,
+                runner_own,
             },
         );
         true

@@ -16,6 +16,7 @@
 mod attribution;
 mod emit;
 mod files;
+mod job_control;
 mod network;
 mod process;
 
@@ -51,6 +52,9 @@ pub const JOB_RETENTION_NS: u64 = 600 * 1_000_000_000;
 pub struct EngineConfig {
     /// The machine's DNS resolvers: DNS to them is allowed unless the profile says otherwise.
     pub dns_resolvers: Vec<IpAddr>,
+    /// The monitor's own executable (what `monitor job stop` runs): in a job declared by hand,
+    /// only it may end the job from the anchor's shell. None: any program named `monitor`.
+    pub agent_program: Option<String>,
 }
 
 impl EngineConfig {
@@ -77,6 +81,9 @@ struct Proc {
     provisional: bool,
     /// It runs a packing command (`npm pack`): (the command, the directory it packs).
     packing: Option<(String, String)>,
+    /// One of the job runner's own processes (its hooks), not a step's: it may end the job
+    /// (`job_control`).
+    runner_own: bool,
 }
 
 struct Step {
@@ -293,12 +300,20 @@ impl Engine {
                 }
             }
             Detail::JobStart { job: identity, .. } => {
-                self.declare_job(e, key, identity);
+                match self.job_control_verdict(e) {
+                    Ok(()) => self.declare_job(e, key, identity),
+                    Err(why) => self.refused_job_control(e, &why, &mut out),
+                }
                 return out;
             }
             Detail::JobEnd { job, .. } => {
-                if let Some(job) = self.job_by_key.get(job).copied() {
-                    self.end_job(job, e.ts_ns);
+                match self.job_control_verdict(e) {
+                    Ok(()) => {
+                        if let Some(job) = self.job_by_key.get(job).copied() {
+                            self.end_job(job, e.ts_ns);
+                        }
+                    }
+                    Err(why) => self.refused_job_control(e, &why, &mut out),
                 }
                 return out;
             }

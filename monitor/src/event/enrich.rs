@@ -312,6 +312,19 @@ impl Enricher {
             .collect()
     }
 
+    /// The process `pid` as the table knows it (read from /proc when it has not been seen).
+    pub fn process_key(&mut self, pid: u32) -> Option<ProcessKey> {
+        if self
+            .table
+            .by_tgid(pid)
+            .is_none_or(|p| p.exited_at_ns.is_some())
+        {
+            let entry = crate::process_tree::read_proc_entry(std::path::Path::new("/proc"), pid)?;
+            self.table.seed([entry]);
+        }
+        self.table.by_tgid(pid).map(|p| p.key)
+    }
+
     /// An event the agent itself makes (job start and end, from the control socket), about the
     /// process `pid` as the table knows it, numbered in the same stream as the kernel's.
     /// `None` when the process is unknown (gone, or never seen and not in /proc).

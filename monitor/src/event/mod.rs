@@ -140,6 +140,9 @@ pub enum Detail {
         /// Who asked (from the socket's peer credentials).
         requested_by_pid: u32,
         requested_by_uid: u32,
+        /// With `requested_by_pid`, names the asking process (0: unknown).
+        #[serde(default)]
+        requested_by_start_ticks: u64,
     },
     /// The end of a job (`monitor job stop`, the job-completed hook). `process` is who asked.
     JobEnd {

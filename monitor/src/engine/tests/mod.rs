@@ -30,6 +30,8 @@ pub struct Sim {
 }
 
 pub const HOME: &str = "/home/runner";
+/// The monitor's own executable in these scenarios.
+pub const MONITOR: &str = "/usr/bin/monitor";
 pub const WORKSPACE: &str = "/home/runner/work/app/app";
 
 pub fn github_env(step: &str) -> BTreeMap<String, String> {
@@ -61,6 +63,7 @@ impl Sim {
             profile,
             EngineConfig {
                 dns_resolvers: vec!["127.0.0.53".parse().unwrap()],
+                agent_program: Some(MONITOR.into()),
             },
         )
     }
@@ -324,6 +327,64 @@ impl Sim {
             "/home/runner",
             env(&[]),
         )
+    }
+
+    /// A control request as the agent records it (`job_start` anchored at, or `job_end` asked
+    /// by, `pid`): the engine's verdict, after it has judged the event.
+    pub fn control(&mut self, detail: Detail, pid: u32) -> Result<(), String> {
+        self.ts += 1_000_000;
+        let event = self
+            .enricher
+            .control_event(detail, pid, self.ts)
+            .expect("a known process");
+        let line = serde_json::to_string(&event).unwrap();
+        let event: Event = serde_json::from_str(&line).unwrap();
+        let verdict = self.engine.job_control_verdict(&event);
+        self.findings.extend(self.engine.on_event(&event));
+        self.events.push(event);
+        verdict
+    }
+
+    /// A job-started or job-completed hook as the runner runs it: a child of the Worker
+    /// running the monitor with the job's variables (no step's), asking the agent.
+    pub fn hook(&mut self, pid: u32, started: bool) -> Result<(), String> {
+        let mut vars = github_env("");
+        vars.remove("GITHUB_ACTION");
+        let which = if started {
+            "job-started"
+        } else {
+            "job-completed"
+        };
+        self.spawn(
+            200,
+            pid,
+            MONITOR,
+            &["monitor", "hook", which],
+            WORKSPACE,
+            vars.clone(),
+        );
+        let start_ticks = self.enricher.table.by_tgid(pid).unwrap().key.start_ticks;
+        let job = crate::ci::identity_from_env(&vars).unwrap().0;
+        if started {
+            self.control(
+                Detail::JobStart {
+                    job,
+                    via: "hook".into(),
+                    requested_by_pid: pid,
+                    requested_by_uid: 1001,
+                    requested_by_start_ticks: start_ticks,
+                },
+                200,
+            )
+        } else {
+            self.control(
+                Detail::JobEnd {
+                    job: job.key,
+                    via: "hook".into(),
+                },
+                pid,
+            )
+        }
     }
 
     /// A `run:` step: the Worker's child bash running the step script.

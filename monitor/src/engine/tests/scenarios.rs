@@ -665,3 +665,80 @@ fn a_daemon_found_at_start_up_does_not_make_init_its_jobs_anchor() {
         assert!(engine.on_event(e).is_empty(), "{e:?}");
     }
 }
+
+/// The runner's own hooks may declare and end the job; a step may not end it, re-anchor it or
+/// declare a decoy job around itself or its runner, and trying is a finding against that step.
+#[test]
+fn only_the_runners_hooks_control_the_job() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    assert_eq!(sim.hook(250, true), Ok(()), "the job-started hook");
+    sim.exit(250);
+    sim.run_step(300, "attack");
+    let key = "github/acme/app/9001/1/build".to_string();
+    let mut stop = |sim: &mut Sim, pid: u32, argv: &[&str]| {
+        sim.spawn(300, pid, MONITOR, argv, WORKSPACE, github_env("attack"));
+        sim.control(
+            Detail::JobEnd {
+                job: key.clone(),
+                via: "job stop".into(),
+            },
+            pid,
+        )
+    };
+    assert!(stop(&mut sim, 310, &["monitor", "hook", "job-completed"]).is_err());
+    assert!(stop(&mut sim, 311, &["monitor", "job", "stop"]).is_err());
+    let start_ticks = sim.enricher.table.by_tgid(300).unwrap().key.start_ticks;
+    let decoy = |anchor: u32, sim: &mut Sim| {
+        sim.control(
+            Detail::JobStart {
+                job: crate::ci::JobIdentity {
+                    provider: "explicit".into(),
+                    key: format!("explicit/decoy-{anchor}"),
+                    name: "decoy".into(),
+                    repository: None,
+                    run_id: None,
+                    attempt: None,
+                    workflow: None,
+                    runner: None,
+                    workspace: None,
+                },
+                via: "job start".into(),
+                requested_by_pid: 300,
+                requested_by_uid: 1001,
+                requested_by_start_ticks: start_ticks,
+            },
+            anchor,
+        )
+    };
+    assert!(decoy(200, &mut sim)
+        .unwrap_err()
+        .contains("anchors the running job"));
+    assert!(decoy(300, &mut sim)
+        .unwrap_err()
+        .contains("belongs to the running job"));
+    assert!(
+        decoy(100, &mut sim)
+            .unwrap_err()
+            .contains("Runner.Listener")
+            || decoy(100, &mut sim).is_err()
+    );
+    // Still the same job: a later step's read is judged and the job has not ended.
+    sim.run_step(400, "steal");
+    sim.read(400, &format!("{HOME}/.npmrc"));
+    assert_eq!(sim.engine.active_jobs(), 1);
+    let tampering: Vec<_> = sim
+        .findings
+        .iter()
+        .filter(|f| f.rule == "agent-tampering")
+        .collect();
+    assert_eq!(tampering.len(), 5, "{tampering:#?}");
+    assert!(tampering
+        .iter()
+        .all(|f| f.step.as_ref().unwrap().id == "attack"));
+    assert!(sim.findings.iter().any(|f| f.rule == "credential-read"));
+    // The real end: accepted, the job ends; an ended job is never re-opened.
+    assert_eq!(sim.hook(260, false), Ok(()));
+    assert_eq!(sim.engine.active_jobs(), 0);
+    assert!(sim.hook(270, true).unwrap_err().contains("never re-opened"));
+}

@@ -1,0 +1,235 @@
+//! The monitor's own attack surface: a job, running as the runner's unprivileged user in the
+//! control socket's group (as the README recommends), must not be able to end, re-anchor,
+//! stall or forge its own monitoring.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::{
+    monitor_bin, rule, unprivileged_runner_user, Agent, FakeRunner, Value, STRICT_PROFILE,
+};
+
+const CANARY: &str = "npm_SELFDEFENCECANARY00000000000000000000";
+
+/// An agent whose control socket lives in a directory the agent makes itself, for the runner
+/// user's group.
+fn agent_for_group(group: &str) -> (Agent, std::path::PathBuf) {
+    let dir = std::path::PathBuf::from(format!(
+        "/run/monitor-test-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().subsec_nanos() ^ rand_tag()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let socket = dir.join("control.sock");
+    let profile = tempfile::NamedTempFile::new().expect("profile");
+    std::fs::write(profile.path(), STRICT_PROFILE).expect("profile");
+    let (_, profile_path) = profile.keep().expect("keep profile");
+    let agent = Agent::start_with_socket(
+        Some(&socket),
+        &[
+            "--control-group",
+            group,
+            "--profile",
+            profile_path.to_str().unwrap(),
+        ],
+    );
+    (agent, dir)
+}
+
+fn rand_tag() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// A step that tries every way the control socket offers to end or re-anchor its own job, then
+/// a later step reads a credential: the attempts are refused (and reported), the job goes on
+/// being judged, and the report and the step summary the real hook writes name the read.
+#[test]
+fn a_step_cannot_end_or_reanchor_its_own_job() {
+    let user = unprivileged_runner_user();
+    let (agent, socket_dir) = agent_for_group(user.group);
+    let socket = agent.control_socket.display().to_string();
+    let runner = FakeRunner::as_user(&user);
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//registry.npmjs.org/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(runner.home.join(".npmrc"), Some(user.uid), Some(user.gid)).unwrap();
+    let key = format!("github/acme/app/{}/1/build", runner.run_id);
+    let bin = monitor_bin().display().to_string();
+    let attack = format!(
+        "M='{bin}'; S='{socket}'\n\
+         echo \"== hook\"; \"$M\" hook job-completed --socket \"$S\" 2>&1 || true\n\
+         echo \"== stop\"; \"$M\" job stop --key '{key}' --socket \"$S\" 2>&1 || true\n\
+         echo \"== worker\"; \"$M\" job start --id decoy-$$ --pid $PPID --socket \"$S\" 2>&1 || true\n\
+         echo \"== init\"; \"$M\" job start --id decoy1-$$ --pid 1 --socket \"$S\" 2>&1 || true\n\
+         echo \"== self\"; \"$M\" job start --id decoy2-$$ --pid $$ --socket \"$S\" 2>&1 || true\n\
+         echo ATTACK-DONE\n"
+    );
+    let output = runner.run_job_with_hooks(
+        &[("attack", &attack), ("steal", "cat \"$HOME/.npmrc\"\n")],
+        Some(&agent.control_socket),
+    );
+    // The attack really ran: each request reached the agent and was answered.
+    assert!(output.contains("ATTACK-DONE"), "{output}");
+    assert!(output.contains(CANARY), "the canary was read: {output}");
+    for what in ["== hook", "== stop", "== worker", "== init", "== self"] {
+        let answer = output
+            .split(what)
+            .nth(1)
+            .and_then(|rest| rest.lines().nth(1))
+            .unwrap_or_default();
+        assert!(
+            answer.contains("refused"),
+            "{what}: the agent must refuse it, said: {answer:?}\n{output}"
+        );
+    }
+
+    let findings = agent.wait_for_findings("the credential read and the tampering", |all| {
+        let mine = runner.findings_of(all);
+        mine.iter().any(|f| rule(f) == "credential-read")
+            && mine.iter().any(|f| rule(f) == "agent-tampering")
+    });
+    let mine = runner.findings_of(&findings);
+    let tampering: Vec<&Value> = mine
+        .iter()
+        .filter(|f| rule(f) == "agent-tampering")
+        .collect();
+    assert!(
+        tampering.iter().all(|f| f["step"]["id"] == "attack"),
+        "{tampering:?}"
+    );
+
+    let starts: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "job_start"
+                && e["job"]["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("explicit/decoy"))
+        })
+        .collect();
+    let status = integration_tests::monitor_cli(&["job", "status", "--socket", &socket]);
+    assert!(
+        !status.contains("explicit/decoy"),
+        "no decoy job exists: {status}\n{starts:?}"
+    );
+
+    // The report written at the real end names the read, and so does the step summary.
+    let reports = agent.dir.path().join("reports");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report: Value = loop {
+        let found = std::fs::read_dir(&reports).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .filter_map(|p| {
+                    serde_json::from_str::<Value>(&std::fs::read_to_string(p).ok()?).ok()
+                })
+                .find(|r| r["job"]["key"] == key.as_str())
+        });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no report for {key}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rules: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(rule)
+        .collect();
+    assert!(rules.contains(&"credential-read"), "{rules:?}");
+    let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
+    assert!(
+        summary.contains("credential-read"),
+        "the step summary names the read: {summary}"
+    );
+    assert!(!summary.contains(CANARY));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket_dir);
+}
+
+/// The agent makes the control socket's directory itself, reachable by the socket's group:
+/// without systemd's RuntimeDirectoryMode the group could otherwise never connect.
+#[test]
+fn the_control_group_can_use_a_socket_in_a_directory_the_agent_made() {
+    let user = unprivileged_runner_user();
+    let (agent, socket_dir) = agent_for_group(user.group);
+    let out = std::process::Command::new(monitor_bin())
+        .args(["job", "status", "--socket"])
+        .arg(&agent.control_socket)
+        .uid(user.uid)
+        .gid(user.gid)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the group's member reaches the socket: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&socket_dir).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(meta.gid(), user.gid, "the directory belongs to the group");
+    assert_eq!(
+        meta.mode() & 0o077,
+        0o050,
+        "group may enter and list, others nothing"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket_dir);
+}
+
+use std::os::unix::process::CommandExt as _;
+
+/// A FIFO named like a `.pth` file, opened by the job without blocking, must not freeze the
+/// agent: a credential read right after it in the same job is still found within seconds.
+#[test]
+fn a_fifo_named_pth_does_not_stall_the_agent() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//r/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    // A site-packages directory no interpreter here reads at start (python3 -S, below, reads
+    // none): the open that matters is the job's own, non-blocking one.
+    let site = runner.workspace.join(".venv/lib/python3.11/site-packages");
+    let script = format!(
+        "mkdir -p '{site}'\nmkfifo '{site}/evil.pth'\n\
+         python3 -S -s -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY|os.O_NONBLOCK); print(\"fifo-opened\", fd)' '{site}/evil.pth'\n\
+         cat \"$HOME/.npmrc\"\n",
+        site = site.display()
+    );
+    let started = Instant::now();
+    let output = runner.run_job(&[("fifo", &script)]);
+    assert!(output.contains("fifo-opened"), "{output}");
+    assert!(output.contains(CANARY), "{output}");
+    let findings = agent.wait_for_findings("the credential read after the FIFO", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| rule(f) == "credential-read")
+    });
+    assert!(!runner.findings_of(&findings).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "found, but only after {:?}",
+        started.elapsed()
+    );
+    // And the agent still answers on its socket.
+    let status = integration_tests::monitor_cli(&[
+        "job",
+        "status",
+        "--socket",
+        agent.control_socket.to_str().unwrap(),
+    ]);
+    assert!(status.contains("\"ok\":true"), "{status}");
+}
