@@ -558,14 +558,23 @@ fn hook_command(command: HookCommand, socket: &Path) -> anyhow::Result<()> {
         response.summary_markdown.as_deref(),
         std::env::var_os("GITHUB_STEP_SUMMARY"),
     ) {
-        use std::io::Write as _;
+        use std::io::{Read as _, Write as _};
         let mut file = std::fs::OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .open(&summary)
             .with_context(|| {
                 format!("opening GITHUB_STEP_SUMMARY {}", summary.to_string_lossy())
             })?;
+        // Steps write to this file too: close whatever they left open (a comment, a code
+        // fence, <details>) so it cannot hide the agent's block. GitHub reads at most 1 MiB.
+        let mut existing = Vec::new();
+        (&mut file)
+            .take(2 * 1024 * 1024)
+            .read_to_end(&mut existing)?;
+        let closers = monitor::report::markdown::closers_for(&String::from_utf8_lossy(&existing));
+        file.write_all(closers.as_bytes())?;
         file.write_all(markdown.as_bytes())?;
     }
     Ok(())

@@ -35,6 +35,14 @@ fn agent_for_group(group: &str) -> (Agent, std::path::PathBuf) {
     (agent, dir)
 }
 
+/// CommonMark with GitHub's tables, as the step summary page renders it.
+fn render_markdown(text: &str) -> String {
+    let parser = pulldown_cmark::Parser::new_ext(text, pulldown_cmark::Options::ENABLE_TABLES);
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, parser);
+    html
+}
+
 fn rand_tag() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -66,6 +74,7 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
          echo \"== worker\"; \"$M\" job start --id decoy-$$ --pid $PPID --socket \"$S\" 2>&1 || true\n\
          echo \"== init\"; \"$M\" job start --id decoy1-$$ --pid 1 --socket \"$S\" 2>&1 || true\n\
          echo \"== self\"; \"$M\" job start --id decoy2-$$ --pid $$ --socket \"$S\" 2>&1 || true\n\
+         printf '%s\\n' '## Runtime security: `build` — no findings' '<details><summary>more</summary>' '<!-- the rest is hidden' '```' >> \"$GITHUB_STEP_SUMMARY\"\n\
          echo ATTACK-DONE\n"
     );
     let output = runner.run_job_with_hooks(
@@ -147,10 +156,36 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
     assert!(rules.contains(&"credential-read"), "{rules:?}");
     let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
     assert!(
+        summary.contains("no findings") && summary.contains("<!-- the rest is hidden"),
+        "the forged, hiding block was written: {summary}"
+    );
+    assert!(
         summary.contains("credential-read"),
         "the step summary names the read: {summary}"
     );
     assert!(!summary.contains(CANARY));
+    // The agent's block carries the report's nonce (the forged one cannot know it) ...
+    let nonce = report["summary_nonce"]
+        .as_str()
+        .expect("a live report has a nonce");
+    assert!(summary.contains(nonce), "{summary}");
+    // ... and renders: the finding is shown, not inside a comment, code block or <details>.
+    let html = render_markdown(&summary);
+    let at = html
+        .find("credential-read")
+        .unwrap_or_else(|| panic!("not rendered: {html}"));
+    let before = &html[..at];
+    for (open, close) in [
+        ("<!--", "-->"),
+        ("<pre", "</pre>"),
+        ("<details", "</details>"),
+    ] {
+        assert_eq!(
+            before.matches(open).count(),
+            before.matches(close).count(),
+            "the finding is inside {open}...: {html}"
+        );
+    }
     drop(agent);
     let _ = std::fs::remove_dir_all(socket_dir);
 }

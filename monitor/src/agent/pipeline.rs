@@ -17,7 +17,7 @@ use crate::{
     metrics::{unix_now, Metrics},
     probes::LossReader,
     profile::ProfileSource,
-    report::{markdown, now_rfc3339, write_all},
+    report::{markdown, new_summary_nonce, now_rfc3339, write_all},
 };
 
 /// The pipeline above the process table: each enriched event is written to the event log,
@@ -108,9 +108,10 @@ impl Pipeline {
                 .job_duration
                 .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
             let key = job.identity.key;
-            let Some(report) = self.judge.recorder.report(&key, now_rfc3339()) else {
+            let Some(mut report) = self.judge.recorder.report(&key, now_rfc3339()) else {
                 continue;
             };
+            report.summary_nonce = new_summary_nonce();
             let paths = match &self.reports_dir {
                 Some(dir) => match write_all(dir, &report) {
                     Ok(paths) => paths,

@@ -158,7 +158,7 @@ impl Engine {
         let mut provisional = false;
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
-        let mut runner_own = false;
+        let runner_own;
         let (job, step, hook, is_root) = match found {
             Some(Found::Member(job, step, hook, parent_packing, parent_runner_own)) => {
                 packing = parent_packing;

@@ -26,8 +26,109 @@ fn cell(text: &str) -> String {
     out
 }
 
+/// Untrusted text (names, paths, summaries: anything a job can influence) as one inline code
+/// span: nothing in it is markup, HTML or an autolink (GitHub links bare URLs, `www.` names and
+/// e-mail addresses in text, but not in code); `|` stays escaped for tables.
+fn code(text: &str) -> String {
+    let mut flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    crate::redact::truncate_marked(&mut flat, 300, "…");
+    let flat = flat.replace('|', "\\|");
+    let longest_run = flat.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run + 1);
+    if flat.starts_with('`') || flat.ends_with('`') || flat.is_empty() {
+        format!("{fence} {flat} {fence}")
+    } else {
+        format!("{fence}{flat}{fence}")
+    }
+}
+
+/// What must come before a summary block appended to a file a job could write to (the step
+/// summary), so that nothing the job left open there (an HTML comment, a code fence,
+/// `<details>` and other block elements) swallows or hides the block.
+pub fn closers_for(existing: &str) -> String {
+    const BLOCKS: &[&str] = &["details", "div", "table", "blockquote", "pre", "p", "span"];
+    let mut fence: Option<(char, usize)> = None;
+    let mut in_comment = false;
+    let mut open: Vec<usize> = vec![0; BLOCKS.len()];
+    for line in existing.lines() {
+        let trimmed = line.trim_start();
+        let run = |c: char| trimmed.chars().take_while(|&x| x == c).count();
+        if let Some((c, n)) = fence {
+            if run(c) >= n && trimmed.trim_start_matches(c).trim().is_empty() {
+                fence = None;
+            }
+            continue;
+        }
+        if !in_comment {
+            for c in ['`', '~'] {
+                if run(c) >= 3 && line.len() - trimmed.len() <= 3 {
+                    fence = Some((c, run(c)));
+                }
+            }
+            if fence.is_some() {
+                continue;
+            }
+        }
+        let lower = line.to_ascii_lowercase();
+        let mut rest = lower.as_str();
+        while !rest.is_empty() {
+            if in_comment {
+                match rest.find("-->") {
+                    Some(i) => {
+                        in_comment = false;
+                        rest = &rest[i + 3..];
+                    }
+                    None => break,
+                }
+            } else {
+                let next_comment = rest.find("<!--");
+                let scan = &rest[..next_comment.unwrap_or(rest.len())];
+                for (i, tag) in BLOCKS.iter().enumerate() {
+                    let opens = scan.matches(&format!("<{tag}>")).count()
+                        + scan.matches(&format!("<{tag} ")).count();
+                    let closes = scan.matches(&format!("</{tag}>")).count();
+                    open[i] = (open[i] + opens).saturating_sub(closes);
+                }
+                match next_comment {
+                    Some(i) => {
+                        in_comment = true;
+                        rest = &rest[i + 4..];
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    // No blank line before the closers: a comment opened inside an HTML block (after a
+    // `<details>` line) is raw HTML only until the block's first blank line.
+    let mut out = String::new();
+    if !existing.is_empty() && !existing.ends_with('\n') {
+        out.push('\n');
+    }
+    if let Some((c, n)) = fence {
+        out.push_str(&c.to_string().repeat(n.max(3)));
+        out.push('\n');
+    }
+    if in_comment {
+        out.push_str("-->\n");
+    }
+    for (i, tag) in BLOCKS.iter().enumerate().rev() {
+        for _ in 0..open[i].min(64) {
+            out.push_str(&format!("</{tag}>\n"));
+        }
+    }
+    out.push('\n');
+    out
+}
+
 pub fn render(r: &Report) -> String {
     let mut md = String::new();
+    if let Some(nonce) = &r.summary_nonce {
+        let _ = writeln!(md, "<!-- ci-runtime-monitor summary {nonce} -->");
+    }
     let job = &r.job;
     let verdict = if r.summary.findings == 0 {
         "no findings".to_string()
@@ -51,13 +152,13 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         md,
         "## Runtime security: {} — {}\n",
-        cell(&job.name),
+        code(&job.name),
         verdict
     );
     let _ = writeln!(
         md,
         "{}{} · {} steps · {} processes · {} connections ({} not allowed) · {} sensitive file accesses · {} install hooks\n",
-        job.repository.as_deref().map(|r| format!("{} · ", cell(r))).unwrap_or_default(),
+        job.repository.as_deref().map(|r| format!("{} · ", code(r))).unwrap_or_default(),
         r.duration_seconds
             .map(|d| format!("{d:.0} s"))
             .unwrap_or_else(|| "running".into()),
@@ -85,8 +186,8 @@ pub fn render(r: &Report) -> String {
                 "| {} | `{}` | {} | {} |",
                 f.severity.name(),
                 f.rule,
-                cell(f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("-")),
-                cell(&f.summary)
+                code(f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("-")),
+                code(&f.summary)
             );
         }
         if findings.len() > MAX_ROWS {
@@ -106,10 +207,10 @@ pub fn render(r: &Report) -> String {
             .take(MAX_ROWS)
             .map(|h| {
                 format!(
-                    "{} {} `{}`{}",
+                    "{} {} {}{}",
                     h.hook.ecosystem.name(),
-                    cell(&h.hook.package),
-                    cell(&h.hook.script),
+                    code(&h.hook.package),
+                    code(&h.hook.script),
                     if h.allowed_by_profile {
                         " (allowed)"
                     } else {
@@ -128,6 +229,48 @@ pub fn render(r: &Report) -> String {
             additions.replace("```", "'''")
         );
     }
+    if let Some(nonce) = &r.summary_nonce {
+        let _ = writeln!(
+            md,
+            "<sub>Written by the runtime monitor agent, report nonce `{}`. Steps can write to this page too: the agent's report (its `summary_nonce`) and metrics are the source of truth.</sub>",
+            &nonce[..nonce.len().min(12)]
+        );
+    }
     crate::redact::truncate_marked(&mut md, MAX_BYTES, "\n\n(truncated)\n");
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_is_one_code_span_without_links_or_cell_breaks() {
+        assert_eq!(code("https://evil.example/x"), "`https://evil.example/x`");
+        assert_eq!(code("a|b"), "`a\\|b`");
+        assert_eq!(code("x ``y`` z"), "```x ``y`` z```");
+        assert_eq!(code("`tick"), "`` `tick ``");
+        assert_eq!(code("line\n<!--\u{1b}[31m"), "`line <!-- [31m`");
+    }
+
+    #[test]
+    fn whatever_a_step_left_open_is_closed_before_the_block() {
+        assert_eq!(closers_for("# fine\n\n| a |\n"), "\n");
+        assert_eq!(closers_for("text\n<!-- hide the rest\nmore"), "\n-->\n\n");
+        assert_eq!(closers_for("<!-- closed --> text"), "\n\n");
+        assert_eq!(closers_for("````js\ncode\n"), "````\n\n");
+        assert_eq!(closers_for("```\ncode\n```\n"), "\n");
+        assert_eq!(closers_for("~~~\n```\n"), "~~~\n\n");
+        assert_eq!(
+            closers_for("<details><summary>x</summary>\n<div>\n"),
+            "</div>\n</details>\n\n"
+        );
+        assert_eq!(
+            closers_for("<details>\n<!-- hide\n```\n"),
+            "-->\n</details>\n\n"
+        );
+        // Inside a fence or a comment, tags are text.
+        assert_eq!(closers_for("```\n<details>\n```\n"), "\n");
+        assert_eq!(closers_for("<!-- <details> -->"), "\n\n");
+    }
 }

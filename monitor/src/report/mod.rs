@@ -171,6 +171,18 @@ pub struct Report {
     /// YAML to add to the profile for none of these findings to be raised again (review it:
     /// some findings should stay findings).
     pub profile_additions: Option<String>,
+    /// A secret the agent makes for this report and writes into the step summary it returns:
+    /// a summary block whose nonce is not the report's was not written by the agent (steps
+    /// can write to `GITHUB_STEP_SUMMARY` too). Absent for reports rebuilt from logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_nonce: Option<String>,
+}
+
+/// A fresh summary nonce (128 random bits, hex).
+pub fn new_summary_nonce() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 struct JobRecord {
@@ -562,13 +574,17 @@ impl Recorder {
             steps,
             findings: job.findings.clone(),
             profile_additions: any.then(|| additions.to_yaml()),
+            summary_nonce: None,
         })
     }
 }
 
-/// A file name for a job's reports: its key with anything but `[A-Za-z0-9._-]` replaced.
+/// A file name for a job's reports: its key with anything but `[A-Za-z0-9._-]` replaced (for a
+/// person to recognise), then a hash of the whole key, so two keys never share a name (a job
+/// cannot choose a key whose benign report replaces another job's).
 pub fn file_stem(key: &str) -> String {
-    let stem: String = key
+    use sha2::Digest as _;
+    let readable: String = key
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
@@ -577,8 +593,11 @@ pub fn file_stem(key: &str) -> String {
                 '_'
             }
         })
+        .take(150)
         .collect();
-    stem.chars().take(200).collect()
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hash: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hash}")
 }
 
 /// Writes `report` as `<dir>/<stem>.{json,md,html}`, owner-only; returns the paths.
@@ -733,5 +752,34 @@ mod tests {
         let md = markdown::render(&r);
         assert!(md.len() < markdown::MAX_BYTES);
         assert!(md.contains("critical"));
+        assert!(
+            !md.contains("](http://evil)") || md.contains("`"),
+            "untrusted text is code, never a link: {md}"
+        );
+    }
+
+    /// Two jobs whose keys sanitise to the same text keep a report each.
+    #[test]
+    fn colliding_job_keys_keep_both_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = stealer_report(|_| {});
+        first.job.key = "explicit/a/b".into();
+        let mut second = first.clone();
+        second.job.key = "explicit/a_b".into();
+        second.findings.clear();
+        assert_eq!(
+            file_stem(&first.job.key).split('-').next(),
+            file_stem(&second.job.key).split('-').next(),
+            "the readable parts collide"
+        );
+        let a = write_all(dir.path(), &first).unwrap();
+        let b = write_all(dir.path(), &second).unwrap();
+        assert_ne!(a[0], b[0]);
+        let kept: Report = serde_json::from_str(&std::fs::read_to_string(&a[0]).unwrap()).unwrap();
+        assert_eq!(kept.job.key, "explicit/a/b");
+        assert!(
+            !kept.findings.is_empty(),
+            "the report with the finding survives"
+        );
     }
 }
