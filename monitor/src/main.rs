@@ -8,6 +8,7 @@ use monitor::{
     agent,
     control::{self, Request},
     doctor,
+    output::{terminal_line, terminal_text},
     probes::ProbeOptions,
     profile::{Profile, ProfileSource},
     replay::{self, machine_engine_config, ReadStats},
@@ -378,8 +379,8 @@ fn main() -> anyhow::Result<()> {
                 for r in &reports {
                     println!(
                         "{}\t{}\t{} findings\t{}",
-                        r.job.key,
-                        r.started,
+                        terminal_line(&r.job.key),
+                        terminal_line(&r.started),
                         r.summary.findings,
                         if r.ended.is_some() {
                             "ended"
@@ -392,14 +393,21 @@ fn main() -> anyhow::Result<()> {
             };
             let report = match reports.as_slice() {
                 [one] => one,
-                [] => anyhow::bail!("no job {job} in these logs (run without a job to list them)"),
+                [] => anyhow::bail!(
+                    "no job {} in these logs (run without a job to list them)",
+                    terminal_line(&job)
+                ),
                 many => anyhow::bail!(
-                    "{job} names {} jobs; give a key: {}",
+                    "{} names {} jobs; give a key: {}",
+                    terminal_line(&job),
                     many.len(),
-                    many.iter()
-                        .map(|r| r.job.key.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    terminal_line(
+                        &many
+                            .iter()
+                            .map(|r| r.job.key.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 ),
             };
             let text = match format {
@@ -413,7 +421,7 @@ fn main() -> anyhow::Result<()> {
                     let _ = std::fs::remove_file(&path);
                     monitor::output::open_private(&path)?.write_all(text.as_bytes())?;
                 }
-                None => print!("{text}"),
+                None => print!("{}", terminal_text(&text)),
             }
             Ok(())
         }
@@ -677,7 +685,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                     "learn: not allowable, review it: [{}] {} {}",
                     f.severity.name(),
                     f.rule,
-                    f.summary
+                    terminal_line(&f.summary)
                 );
             }
             Ok(())
@@ -696,10 +704,10 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                     "[{}] {} {}{}",
                     f.severity.name(),
                     f.rule,
-                    f.summary,
+                    terminal_line(&f.summary),
                     f.step
                         .as_ref()
-                        .map(|s| format!(" (step {})", s.id))
+                        .map(|s| format!(" (step {})", terminal_line(&s.id)))
                         .unwrap_or_default()
                 );
                 if let Some(a) = &f.allowance {
@@ -712,7 +720,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                 println!(
                     "\n# To allow it, add to {}:\n{}",
                     profile.display(),
-                    additions.to_yaml()
+                    terminal_text(&additions.to_yaml())
                 );
             }
             eprintln!("diff: {}", stats.report());

@@ -83,6 +83,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
+    fn terminal_output_cannot_carry_escape_sequences() {
+        let hostile = "job\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31m\u{202e}gnp.exe\nnext";
+        let line = terminal_line(hostile);
+        assert!(!line.chars().any(|c| c.is_control()), "{line}");
+        assert!(line.contains("\\u{1b}]0;owned") && line.contains("\\u{202e}"));
+        let text = terminal_text("a: 1\nb:\t\u{1b}[31m\n");
+        assert_eq!(text, "a: 1\nb:\t\\u{1b}[31m\n");
+        assert!(matches!(
+            terminal_line("plain/key-1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
     fn logs_rotate_between_whole_lines_keep_a_bounded_number_and_stay_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
@@ -116,4 +130,36 @@ mod tests {
             );
         }
     }
+}
+
+/// Text for a person's terminal, on one line: control characters (escape sequences can move
+/// the cursor, rewrite earlier lines or set the window title), C1 controls and bidirectional
+/// overrides (which reorder what is shown) are written as `\u{..}`. Job keys, paths and
+/// summaries come from jobs.
+pub fn terminal_line(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal(text, false)
+}
+
+/// As [`terminal_line`], keeping line breaks and tabs (multi-line text such as YAML).
+pub fn terminal_text(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal(text, true)
+}
+
+fn terminal(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_lines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

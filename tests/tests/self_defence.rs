@@ -268,3 +268,51 @@ fn a_fifo_named_pth_does_not_stall_the_agent() {
     ]);
     assert!(status.contains("\"ok\":true"), "{status}");
 }
+
+/// Job keys, step ids and summaries come from jobs: what `monitor report` and `monitor profile
+/// diff` print for an administrator carries no escape sequence (here one that would retitle the
+/// terminal and clear the screen).
+#[test]
+fn terminal_output_escapes_what_jobs_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let evil = "b\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let event = serde_json::json!({
+        "schema": 6, "seq": 1, "time": "2026-01-01T00:00:00Z", "ts_ns": 1000,
+        "kind": "exec", "filename": format!("/tmp/{evil}"), "filename_truncated": false,
+        "exe_truncated": false, "exe_unresolved": false, "argv_total_len": 4, "cwd": "/",
+        "env": {"GITHUB_RUN_ID": "1", "GITHUB_JOB": evil, "GITHUB_REPOSITORY": "a/b",
+                "GITHUB_ACTION": evil},
+        "process": {"pid": 10, "tid": 10, "ppid": 9, "start_ticks": 5, "uid": 0, "gid": 0,
+                    "comm": "x", "exe": format!("/tmp/{evil}"), "argv": ["x"],
+                    "argv_truncated": false, "cgroup_id": 1},
+        "ancestry": [{"pid": 9, "start_ticks": 4, "comm": "Runner.Worker",
+                      "exe": "/r/Runner.Worker", "argv": [], "exited": false}]
+    });
+    std::fs::write(&log, format!("{event}\n")).unwrap();
+    let profile = dir.path().join("p.yml");
+    std::fs::write(&profile, "version: 1\n").unwrap();
+    let log = log.to_str().unwrap();
+    for args in [
+        vec!["report", "--events", log],
+        vec![
+            "profile",
+            "diff",
+            "--profile",
+            profile.to_str().unwrap(),
+            log,
+        ],
+    ] {
+        let out = std::process::Command::new(monitor_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // The hostile job really reached the output, escaped.
+        assert!(text.contains("\\u{1b}]0;owned"), "{args:?}: {text}");
+        assert!(
+            !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{args:?} printed a raw escape sequence: {text:?}"
+        );
+    }
+}
