@@ -28,7 +28,20 @@ use crate::ci::JobIdentity;
 pub const DEFAULT_SOCKET: &str = "/run/monitor/control.sock";
 /// Largest request accepted.
 pub const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client waits for the agent's answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent waits for a request line once connected: a client that connects and
+/// says nothing holds a slot for at most this long.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the agent gives one request in all (read, carry out, answer).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections served at once, in all and per user: a job flooding the socket cannot take the
+/// agent's descriptors, and other users (root's `monitor job`) keep their share.
+pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// A client refused for lack of a slot tries again for this long (the hooks' case: a job
+/// flooding the socket as the runner's user must not make the runner's own hook fail).
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -167,17 +180,114 @@ fn socket_directory(dir: &Path, gid: Option<nix::unistd::Gid>) -> anyhow::Result
 }
 
 /// Accepts connections until the agent stops, forwarding each request to the processing task.
+/// Connections are capped in all and per user (a refused client is told so at once), an idle
+/// one is dropped after `REQUEST_DEADLINE`, and accept errors (the descriptor limit) back off
+/// instead of spinning, with warnings rate-limited.
 pub async fn serve(listener: tokio::net::UnixListener, commands: mpsc::Sender<Command>) {
+    let open = std::sync::Arc::new(std::sync::Mutex::new(Slots::default()));
+    let mut backoff = Duration::from_millis(10);
+    let mut warnings = RateLimitedLog::new("control socket");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let commands = commands.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, commands)).await {
-                log::warn!("control request timed out: {e}");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                stream
             }
+            Err(e) => {
+                warnings.warn(format!("accept failed ({e}); backing off {backoff:?}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        if !open.lock().unwrap_or_else(|e| e.into_inner()).take(uid) {
+            warnings.warn(format!(
+                "connection of uid {uid} refused: too many open (at most {MAX_CONNECTIONS}, {MAX_CONNECTIONS_PER_UID} per user)"
+            ));
+            // Best effort and without waiting: the client is told to come back.
+            let _ = stream.try_write(BUSY_ANSWER.as_bytes());
+            continue;
+        }
+        let commands = commands.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(ANSWER_DEADLINE, answer(stream, commands))
+                .await
+                .is_err()
+            {
+                log::debug!("control request from uid {uid} timed out");
+            }
+            open.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back(uid);
         });
+    }
+}
+
+const BUSY_ANSWER: &str = "{\"ok\":false,\"error\":\"busy: too many connections, try again\"}\n";
+
+/// Connections being served, in all and by user.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    by_uid: std::collections::HashMap<u32, usize>,
+}
+
+impl Slots {
+    fn take(&mut self, uid: u32) -> bool {
+        let mine = self.by_uid.get(&uid).copied().unwrap_or(0);
+        if self.total >= MAX_CONNECTIONS || mine >= MAX_CONNECTIONS_PER_UID {
+            return false;
+        }
+        self.total += 1;
+        self.by_uid.insert(uid, mine + 1);
+        true
+    }
+
+    fn give_back(&mut self, uid: u32) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.by_uid.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// At most one warning a second; the ones in between are counted in the next.
+pub struct RateLimitedLog {
+    what: &'static str,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    pub fn warn(&mut self, message: String) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let also = std::mem::take(&mut self.suppressed);
+        if also > 0 {
+            log::warn!("{}: {message} (and {also} more like it)", self.what);
+        } else {
+            log::warn!("{}: {message}", self.what);
+        }
+        self.last = Some(now);
     }
 }
 
@@ -195,7 +305,11 @@ async fn answer(stream: tokio::net::UnixStream, commands: mpsc::Sender<Command>)
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
-    let response = match reader.read_line(&mut line).await {
+    let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
+    let Ok(read) = read else {
+        return;
+    };
+    let response = match read {
         Ok(_) if !line.ends_with('\n') => Response::error(format!(
             "request not terminated by a newline within {MAX_REQUEST} bytes"
         )),
@@ -305,6 +419,44 @@ pub fn is_self_or_ancestor(proc_root: &Path, pid: u32, anchor: u32) -> bool {
 
 /// Sends one request and waits for the answer (the client side of `monitor job`/`hook`).
 pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    let deadline = std::time::Instant::now() + BUSY_RETRY_FOR;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let response = match request_once(socket, request) {
+            Ok(response) => response,
+            // Refused for lack of a slot before the request was read: as busy.
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.chain().any(|c| {
+                        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                            matches!(
+                                io.kind(),
+                                std::io::ErrorKind::BrokenPipe
+                                    | std::io::ErrorKind::ConnectionReset
+                            )
+                        })
+                    }) =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let busy = !response.ok
+            && response
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("busy:"));
+        if !busy || std::time::Instant::now() >= deadline {
+            return Ok(response);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+fn request_once(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "connecting to the agent at {} (is `monitor run` running, and may this user use its socket?)",

@@ -41,10 +41,19 @@ fn alert_rules_are_valid_and_pass_their_unit_tests() {
 #[test]
 fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
     let agent = Agent::start_with_profile("version: 1\negress:\n  allow: []\n");
-    let runner = FakeRunner::new();
-    runner.run_job(&[("__run", "cat /proc/$PPID/environ >/dev/null\n")]);
-    agent.wait_for_findings("the environ read", |all| {
-        !runner.findings_of(all).is_empty()
+    // A job the runner declares through its hooks is labelled with its repository; one only
+    // seen in environments (which any local process can set) is not.
+    let mut runner = FakeRunner::new();
+    runner.repository = "acme/metrics-declared".into();
+    runner.run_job_with_hooks(
+        &[("__run", "cat /proc/$PPID/environ >/dev/null\n")],
+        Some(&agent.control_socket),
+    );
+    let mut undeclared = FakeRunner::new();
+    undeclared.repository = "acme/metrics-undeclared".into();
+    undeclared.run_job(&[("__run", "cat /proc/$PPID/environ >/dev/null\n")]);
+    agent.wait_for_findings("the environ reads", |all| {
+        !runner.findings_of(all).is_empty() && !undeclared.findings_of(all).is_empty()
     });
     // Findings are counted as they are written; the heartbeat runs at start and every 10 s.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -52,7 +61,10 @@ fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
         let text = agent.scrape();
         let heartbeat =
             sample(&text, "monitor_pipeline_heartbeat_timestamp_seconds").unwrap_or(0.0);
-        if heartbeat > 0.0 && text.contains("rule=\"process-environ-read\"") {
+        if heartbeat > 0.0
+            && text.contains("acme/metrics-declared")
+            && text.contains("repository=\"undeclared\"")
+        {
             break text;
         }
         assert!(
@@ -75,9 +87,13 @@ fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
         "{text}"
     );
     assert_eq!(
-        sample(&text, "monitor_findings_total{repository=\"acme/app\",rule=\"process-environ-read\",severity=\"high\"}"),
+        sample(&text, "monitor_findings_total{repository=\"acme/metrics-declared\",rule=\"process-environ-read\",severity=\"high\"}"),
         Some(1.0),
         "{text}"
+    );
+    assert!(
+        !text.contains("acme/metrics-undeclared"),
+        "an undeclared job takes no label: {text}"
     );
     assert_eq!(
         sample(&text, "monitor_probe_attached{optional=\"false\",probe=\"tracepoint/sched/sched_process_exec\"}"),
@@ -206,7 +222,10 @@ fn real_prometheus_fires_the_high_severity_alert_for_a_real_finding() {
     let prometheus = Prometheus::start(&agent.metrics_address());
     let runner = FakeRunner::new();
     // The runner-memory secret dump's first move: reading a sibling's environment.
-    runner.run_job(&[("__run", "cat /proc/$PPID/environ >/dev/null\n")]);
+    runner.run_job_with_hooks(
+        &[("__run", "cat /proc/$PPID/environ >/dev/null\n")],
+        Some(&agent.control_socket),
+    );
     agent.wait_for_findings("the environ read", |all| {
         !runner.findings_of(all).is_empty()
     });

@@ -316,3 +316,106 @@ fn terminal_output_escapes_what_jobs_wrote() {
         );
     }
 }
+
+/// A job's user floods the control socket (thousands of held connections, then a stream of
+/// `job start` requests) while its own job runs: the agent stays responsive, its memory stays
+/// bounded, its log is not flooded, and the runner's real hooks are still served.
+#[test]
+fn a_control_socket_flood_does_not_stop_the_real_hooks() {
+    let user = unprivileged_runner_user();
+    let (agent, socket_dir) = agent_for_group(user.group);
+    let socket = agent.control_socket.display().to_string();
+    let flood = r#"
+import json, os, resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), min(hard, 8192)))
+path, seconds = sys.argv[1], float(sys.argv[2])
+held = []
+for i in range(6000):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    except OSError:
+        break
+    held.append(s)
+print("held", len(held), flush=True)
+sent = answered = 0
+end = time.time() + seconds
+while time.time() < end:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        s.sendall(json.dumps({"op": "job_start", "env": {"MONITOR_JOB_ID": "flood%d" % sent},
+                              "anchor_pid": os.getpid(), "via": "job start"}).encode() + b"\n")
+        if s.recv(4096):
+            answered += 1
+    except OSError:
+        pass
+    s.close()
+    sent += 1
+print("sent", sent, "answered", answered, flush=True)
+"#;
+    let mut flooder = std::process::Command::new("python3")
+        .args(["-c", flood, &socket, "12"])
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let runner = FakeRunner::as_user(&user);
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//r/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(runner.home.join(".npmrc"), Some(user.uid), Some(user.gid)).unwrap();
+    let output = runner.run_job_with_hooks(
+        &[("steal", "cat \"$HOME/.npmrc\"\n")],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains(CANARY), "{output}");
+    assert!(
+        !output.contains("unmonitored") && !output.contains("refused"),
+        "the hooks were served during the flood: {output}"
+    );
+    let status = integration_tests::monitor_cli(&["job", "status", "--socket", &socket]);
+    assert!(status.contains("\"ok\":true"), "{status}");
+    let flooded = flooder.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&flooded.stdout);
+    let held: usize = said
+        .split_whitespace()
+        .skip_while(|w| *w != "held")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let sent: usize = said
+        .split_whitespace()
+        .skip_while(|w| *w != "sent")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // The flood really happened.
+    assert!(held >= 1000 && sent >= 500, "{said}");
+    let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
+    assert!(summary.contains("credential-read"), "{summary}");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 200 * 1024, "agent peak RSS {rss_kib} KiB");
+    let warnings = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("control socket:"))
+        .count();
+    assert!(
+        warnings < 60,
+        "{warnings} control socket warnings in the log"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket_dir);
+}

@@ -11,7 +11,10 @@ use integration_tests::{monitor_bin, require_root, Value};
 
 /// A work directory outside /tmp (programs run from /tmp are a finding of their own).
 fn work_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/var/lib/monitor-tests/{name}-{}", std::process::id()));
+    let dir = PathBuf::from(format!(
+        "/var/lib/monitor-tests/{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -29,7 +32,9 @@ fn processes_from(dir: &Path) -> Vec<String> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&dir) || String::from_utf8_lossy(&environ).contains(&format!("SELFTEST_LAB={dir}")) {
+        if cmdline.contains(&dir)
+            || String::from_utf8_lossy(&environ).contains(&format!("SELFTEST_LAB={dir}"))
+        {
             found.push(format!("{name}: {cmdline}"));
         }
     }
@@ -51,7 +56,10 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         .unwrap_or_else(|e| panic!("no JSON scorecard ({e}):\n{stdout}\n{stderr}"));
     assert_eq!(out.status.code(), Some(0), "{card:#}\n{stderr}");
     let scenarios = card["scenarios"].as_array().expect("scenarios");
-    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     // The scenarios of the issue, every one of them run.
     for name in [
         "npm-postinstall-stealer",
@@ -78,7 +86,11 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
     assert_eq!(card["detected"], card["attacks"]);
     assert_eq!(card["not_run"], 0);
     assert!(!dir.exists(), "the lab was not removed: {}", dir.display());
-    assert!(processes_from(&dir).is_empty(), "{:?}", processes_from(&dir));
+    assert!(
+        processes_from(&dir).is_empty(),
+        "{:?}",
+        processes_from(&dir)
+    );
     assert!(
         !stdout.contains(integration_tests::CANARY_NPM_TOKEN),
         "a canary secret reached the scorecard"
@@ -120,5 +132,9 @@ fn an_interrupted_selftest_removes_everything_it_made() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dir.exists(), "the lab was not removed: {}", dir.display());
-    assert!(processes_from(&dir).is_empty(), "left running: {:?}", processes_from(&dir));
+    assert!(
+        processes_from(&dir).is_empty(),
+        "left running: {:?}",
+        processes_from(&dir)
+    );
 }

@@ -100,7 +100,27 @@ fn block_mode(profiles: &ProfileSet) -> bool {
     profiles.all().any(|p| p.egress_mode() == EgressMode::Block)
 }
 
+/// Raises the soft descriptor limit to the hard one: the control socket's connections, the ring
+/// and the logs must not run out before the caps (`control::MAX_CONNECTIONS`) apply.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("could not raise the descriptor limit");
+            }
+        }
+    }
+}
+
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let layout =
         running_kernel_layout().context("reading this kernel's structure layout from BTF")?;
     let mut probes = Probes::load(&layout, &WatchList::defaults(), &options.probe)?;

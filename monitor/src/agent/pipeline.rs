@@ -39,6 +39,10 @@ pub(super) struct Pipeline {
     pub(super) recent_reports: std::collections::VecDeque<Written>,
 }
 
+/// Jobs listed by `status`: running ones, then the latest ended ones.
+const STATUS_RUNNING: usize = 256;
+const STATUS_ENDED: usize = 32;
+
 /// Reports kept for late hooks.
 const RECENT_REPORTS: usize = 64;
 
@@ -230,14 +234,35 @@ impl Pipeline {
                     ..Default::default()
                 }
             }
-            Order::Status => Response {
-                ok: true,
-                status: Some(serde_json::json!({
-                    "jobs": self.judge.engine.jobs().map(|(j, ended)| serde_json::json!({"job": j, "ended": ended})).collect::<Vec<_>>(),
-                    "stats": stats.summary(),
-                })),
-                ..Default::default()
-            },
+            Order::Status => {
+                // Bounded whatever the number of jobs seen: the running ones (up to a cap),
+                // then the latest ended ones, and the counts.
+                let jobs: Vec<_> = self.judge.engine.jobs().collect();
+                let running: Vec<_> = jobs.iter().filter(|(_, ended)| !ended).collect();
+                let shown = running
+                    .iter()
+                    .take(STATUS_RUNNING)
+                    .chain(
+                        jobs.iter()
+                            .filter(|(_, ended)| *ended)
+                            .rev()
+                            .take(STATUS_ENDED)
+                            .collect::<Vec<_>>()
+                            .iter(),
+                    )
+                    .map(|(j, ended)| serde_json::json!({"job": j, "ended": ended}))
+                    .collect::<Vec<_>>();
+                Response {
+                    ok: true,
+                    status: Some(serde_json::json!({
+                        "jobs": shown,
+                        "jobs_running": running.len(),
+                        "jobs_seen": jobs.len(),
+                        "stats": stats.summary(),
+                    })),
+                    ..Default::default()
+                }
+            }
         }
     }
 
@@ -247,11 +272,19 @@ impl Pipeline {
             return;
         }
         for finding in findings {
-            stats.count_finding(
-                finding.rule.as_str(),
-                finding.severity.name(),
-                finding.job.as_ref().and_then(|j| j.repository.as_deref()),
-            );
+            // A repository label only for jobs the runner declared or the configuration names:
+            // any local process can put `GITHUB_REPOSITORY` in its environment, and the labels
+            // are few.
+            let repository = finding.job.as_ref().and_then(|j| {
+                let trusted = self.judge.engine.job_declared(&j.key)
+                    || self.judge.engine.profiles().names_repository(j);
+                match j.repository.as_deref() {
+                    Some(r) if trusted => Some(r),
+                    Some(_) => Some("undeclared"),
+                    None => None,
+                }
+            });
+            stats.count_finding(finding.rule.as_str(), finding.severity.name(), repository);
             self.line.clear();
             let written = serde_json::to_writer(&mut self.line, &finding).is_ok() && {
                 self.line.push(b'\n');

@@ -41,6 +41,7 @@ impl Engine {
         let job = self.job_index(identity.clone());
         // Declared again (a restarted hook): the latest anchor wins.
         self.jobs[job].ended_ns = None;
+        self.jobs[job].declared = true;
         self.jobs[job].anchor = Some(key);
         self.anchors.insert(key, job);
         self.enforce_process(job, e.process.pid, !explicit);
@@ -260,6 +261,7 @@ impl Engine {
         }
         self.jobs.push(Job {
             identity: identity.clone(),
+            declared: false,
             anchor: None,
             steps: Vec::new(),
             started_ns: self.now_ns,

@@ -95,6 +95,9 @@ struct Step {
 
 struct Job {
     identity: JobIdentity,
+    /// Declared over the control socket (a runner hook, `monitor job start`), not only seen
+    /// in an environment any local process can set.
+    declared: bool,
     /// The process the steps are children of (Runner.Worker): the job ends when it exits.
     anchor: Option<ProcessKey>,
     steps: Vec<Step>,
@@ -211,6 +214,11 @@ impl Engine {
         }
     }
 
+    /// The profiles in force.
+    pub fn profiles(&self) -> &ProfileSet {
+        &self.profiles
+    }
+
     /// The profile of jobs no configuration entry picks.
     pub fn profile(&self) -> &Profile {
         &self.profiles.default
@@ -256,6 +264,14 @@ impl Engine {
     /// What block mode must write to the kernel since the last call.
     pub fn take_enforcement(&mut self) -> Vec<Enforcement> {
         std::mem::take(&mut self.enforcement)
+    }
+
+    /// Whether the job was declared over the control socket (its identity is the runner's
+    /// word, not only an environment any local process can set).
+    pub fn job_declared(&self, key: &str) -> bool {
+        self.job_by_key
+            .get(key)
+            .is_some_and(|&j| self.jobs[j].declared)
     }
 
     /// Jobs seen and not ended.

@@ -56,6 +56,13 @@ impl ProfileSet {
             .unwrap_or(&self.default)
     }
 
+    /// Whether a configuration entry picks this job by its repository.
+    pub fn names_repository(&self, job: &JobIdentity) -> bool {
+        self.chosen
+            .iter()
+            .any(|(choice, _)| choice.repository.is_some() && choice.matches(job))
+    }
+
     /// Every profile (for what must hold for all of them, like block mode).
     pub fn all(&self) -> impl Iterator<Item = &Profile> {
         std::iter::once(&self.default).chain(self.chosen.iter().map(|(_, p)| p))
