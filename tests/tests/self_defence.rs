@@ -419,3 +419,29 @@ print("sent", sent, "answered", answered, flush=True)
     drop(agent);
     let _ = std::fs::remove_dir_all(socket_dir);
 }
+
+/// A job's last step reads a credential and the job-completed hook runs at once: the report the
+/// hook gets must already hold the read (the agent drains the kernel's ring up to the request
+/// before ending the job, not only what its reader had queued).
+#[test]
+fn the_report_at_a_jobs_end_holds_its_last_events() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    for round in 0..5 {
+        let runner = FakeRunner::outside_tmp();
+        std::fs::write(
+            runner.home.join(".npmrc"),
+            format!("//r/:_authToken={CANARY}\n"),
+        )
+        .unwrap();
+        let output = runner.run_job_with_hooks(
+            &[("last", "cat \"$HOME/.npmrc\"\n")],
+            Some(&agent.control_socket),
+        );
+        assert!(output.contains(CANARY), "{output}");
+        let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
+        assert!(
+            summary.contains("credential-read"),
+            "round {round}: the summary the hook got misses the job's last read:\n{summary}"
+        );
+    }
+}

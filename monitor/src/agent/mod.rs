@@ -222,7 +222,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .map(|every| tokio::spawn(send_heartbeats(every)));
     let (tx, rx) = mpsc::channel(options.channel_capacity);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let reader = tokio::spawn(ring::read_ring(ring, tx, stats.clone(), stop_rx));
+    let (barrier_tx, barriers) = mpsc::channel(4);
+    let reader = tokio::spawn(ring::read_ring(ring, tx, stats.clone(), stop_rx, barriers));
 
     // Jobs already running (the agent started or restarted mid-job): picked up from /proc
     // before the agent says it is ready, so nothing they do after that is missed.
@@ -261,6 +262,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         commands,
         reloads,
         options.profile_source.clone(),
+        barrier_tx,
         enricher,
         pipeline,
         stats.clone(),

@@ -39,6 +39,9 @@ pub(super) struct Pipeline {
     pub(super) recent_reports: std::collections::VecDeque<Written>,
 }
 
+/// How long a control request waits for the ring reader's barrier.
+const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Jobs listed by `status`: running ones, then the latest ended ones.
 const STATUS_RUNNING: usize = 256;
 const STATUS_ENDED: usize = 32;
@@ -349,6 +352,7 @@ pub(super) async fn run(
     mut commands: mpsc::Receiver<control::Command>,
     mut reloads: mpsc::Receiver<()>,
     reload_from: ProfileSource,
+    barrier: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     mut enricher: Enricher,
     mut pipeline: Pipeline,
     stats: Arc<Stats>,
@@ -369,7 +373,12 @@ pub(super) async fn run(
                 pipeline.account_jobs(&stats);
             }
             Some(command) = commands.recv() => {
-                // Whatever the kernel queued before the request belongs before it.
+                // Whatever the kernel wrote before the request belongs before it: the ring is
+                // drained up to now (a barrier through the reader), then the queue.
+                let (done, drained) = tokio::sync::oneshot::channel();
+                if barrier.send(done).await.is_ok() {
+                    let _ = tokio::time::timeout(BARRIER_WAIT, drained).await;
+                }
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle(&mut enricher, event, &stats);
                 }

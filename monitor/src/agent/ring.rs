@@ -18,6 +18,7 @@ pub(super) async fn read_ring(
     tx: mpsc::Sender<KernelEvent>,
     stats: Arc<Stats>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut barriers: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for as long as the
     // AsyncFd (which owns the RingBuf) lives.
@@ -45,6 +46,12 @@ pub(super) async fn read_ring(
                 let mut guard = guard?;
                 drain(guard.get_inner_mut());
                 guard.clear_ready();
+            }
+            // A barrier: everything the kernel wrote before it is queued before the answer,
+            // so a job's end is judged after the job's last events.
+            Some(done) = barriers.recv() => {
+                drain(fd.get_mut());
+                let _ = done.send(());
             }
             _ = stop.changed() => {
                 drain(fd.get_mut());
