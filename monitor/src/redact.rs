@@ -31,10 +31,34 @@ static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@").expect("valid regex")
 });
 
-/// `Authorization: Bearer x`, `token x`, `Basic x`.
+/// Secret HTTP headers: `Authorization: Bearer x` (`token`, `Basic`), GitLab's
+/// `PRIVATE-TOKEN: x`, `X-Api-Key: x`, `X-Auth-Token`, `X-Vault-Token`, `Cookie`, ... The whole
+/// value goes.
 static AUTH_HEADER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)((?:authorization|proxy-authorization)\s*:\s*(?:bearer|token|basic)?\s*)\S+")
-        .expect("valid regex")
+    Regex::new(
+        r"(?i)((?:authorization|proxy-authorization|private-token|job-token|deploy-token|cookie|set-cookie|api-?key|x-[a-z0-9-]*(?:token|key|secret|auth|password)[a-z0-9-]*)\s*:\s*)\S.*",
+    )
+    .expect("valid regex")
+});
+
+/// `scheme://TOKEN@host`: a long user part with no password is a token (`https://git@...` is
+/// not).
+static URL_TOKEN_USER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[A-Za-z0-9_\-.~%]{16,}@").expect("valid regex")
+});
+
+/// Base64 long enough to hide a token (`Basic` credentials, `echo ... | base64 -d`).
+static BASE64_BLOB: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/_\-]{24,}={0,2}").expect("valid regex"));
+
+/// A key naming a secret, given on its own (`aws configure set aws_secret_access_key VALUE`,
+/// `npm config set //registry/:_authToken VALUE`, `gh secret set NAME`): the next argument is
+/// its value.
+static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^[A-Za-z0-9_.:/@\-]*(?:token|secret|password|passwd|apikey|api_key|api-key|credential|private_key|access_key|_auth)[A-Za-z0-9_.\-]*$",
+    )
+    .expect("valid regex")
 });
 
 /// `KEY=value` / `--key=value` where the key names a secret.
@@ -45,17 +69,46 @@ static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
-/// Flags whose next argument is a secret (`--password x`, `-p x` is too ambiguous to include).
+/// Flags whose next argument is a secret, for any program.
 const SECRET_FLAGS: &[&str] = &[
     "--password",
+    "--passwd",
     "--token",
+    "--access-token",
     "--secret",
+    "--client-secret",
     "--otp",
+    "--auth",
     "--auth-token",
     "--api-key",
+    "--apikey",
+    "--private-key",
+    "--registry-password",
+    "--body",
     "-H",
     "--header",
 ];
+
+/// `-p` and `-u` mean password and user:password only for some programs (registry clients,
+/// uploaders, HTTP clients); elsewhere they are ports and users.
+const PASSWORD_FLAG_PROGRAMS: &[&str] = &[
+    "docker",
+    "podman",
+    "buildah",
+    "skopeo",
+    "nerdctl",
+    "oras",
+    "helm",
+    "twine",
+    "crane",
+    "mysql",
+    "psql",
+    "mongo",
+    "mongosh",
+    "redis-cli",
+    "sshpass",
+];
+const USER_PASSWORD_FLAG_PROGRAMS: &[&str] = &["curl", "wget", "twine", "http", "xh"];
 
 /// Cuts `text` to at most `max` bytes on a character boundary and appends `marker` when it cut.
 pub fn truncate_marked(text: &mut String, max: usize, marker: &str) {
@@ -74,7 +127,86 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     for (re, keep_group) in [
         (&*URL_CREDENTIALS, true),
+        (&*URL_TOKEN_USER, true),
         (&*AUTH_HEADER, true),
+        (&*SECRET_ASSIGNMENT, true),
+        (&*TOKEN_SHAPES, false),
+    ] {
+        if re.is_match(&out) {
+            let replaced = if keep_group {
+                re.replace_all(&out, |c: &regex::Captures| format!("{}{REDACTED}", &c[1]))
+                    .into_owned()
+            } else {
+                re.replace_all(&out, REDACTED).into_owned()
+            };
+            out = Cow::Owned(replaced);
+        }
+    }
+    // Known token shapes hidden in base64.
+    if BASE64_BLOB.is_match(&out) {
+        let replaced = BASE64_BLOB.replace_all(&out, |c: &regex::Captures| {
+            if hides_token(&c[0]) {
+                REDACTED.to_string()
+            } else {
+                c[0].to_string()
+            }
+        });
+        if let Cow::Owned(replaced) = replaced {
+            out = Cow::Owned(replaced);
+        }
+    }
+    out
+}
+
+/// Whether base64 text decodes (standard or URL alphabet) to something with a token shape or
+/// `user:password` credentials.
+fn hides_token(blob: &str) -> bool {
+    use base64::Engine as _;
+    let trimmed = blob.trim_end_matches('=');
+    [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ]
+    .iter()
+    .filter_map(|engine| engine.decode(trimmed).ok())
+    .any(|bytes| {
+        let text = String::from_utf8_lossy(&bytes);
+        TOKEN_SHAPES.is_match(&text) || redact_plain(&text) != text
+    })
+}
+
+/// `redact` without the base64 step (which calls this on decoded text).
+fn redact_plain(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for re in [
+        &*URL_CREDENTIALS,
+        &*AUTH_HEADER,
+        &*SECRET_ASSIGNMENT,
+        &*TOKEN_SHAPES,
+    ] {
+        if re.is_match(&out) {
+            out = Cow::Owned(re.replace_all(&out, REDACTED).into_owned());
+        }
+    }
+    out
+}
+
+/// A path the agent writes (executable, working directory, opened file): token shapes and
+/// credentials in it go, its shape stays. (No base64 step: `/` is in its alphabet, and every
+/// long path would be decoded on the hot path.)
+pub fn redact_path(path: &str) -> Cow<'_, str> {
+    if !path
+        .bytes()
+        .any(|b| b == b'_' || b == b'-' || b == b'@' || b == b'=' || b == b':')
+        && !["AKIA", "ASIA", "eyJ"].iter().any(|p| path.contains(p))
+    {
+        // Every token shape and credential form has one of these.
+        return Cow::Borrowed(path);
+    }
+    let mut out = Cow::Borrowed(path);
+    for (re, keep_group) in [
+        (&*URL_CREDENTIALS, true),
+        (&*URL_TOKEN_USER, true),
         (&*SECRET_ASSIGNMENT, true),
         (&*TOKEN_SHAPES, false),
     ] {
@@ -91,26 +223,90 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     out
 }
 
-/// Redacts each argument, and the argument after a flag that takes a secret.
+/// Redacts each argument, and the argument after a flag, key or header name that takes a
+/// secret.
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let program = argv
+        .first()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or_default();
+    let password_flags = PASSWORD_FLAG_PROGRAMS.contains(&program);
+    let user_flags = USER_PASSWORD_FLAG_PROGRAMS.contains(&program);
+    enum Next {
+        Plain,
+        Secret,
+        /// `user:password`: the password goes.
+        UserPassword,
+        /// A header: its value goes when the header is a secret one.
+        Header,
+    }
     let mut out = Vec::with_capacity(argv.len());
-    let mut next_is_secret = false;
-    for arg in argv {
-        if next_is_secret {
-            next_is_secret = false;
-            // -H takes any header: only its value after "Authorization:" is secret.
-            if arg.contains(':') && !arg.to_ascii_lowercase().contains("authorization") {
-                out.push(redact(arg).into_owned());
-            } else {
-                out.push(match arg.split_once(':') {
-                    Some((name, _)) => format!("{name}: {REDACTED}"),
-                    None => REDACTED.to_string(),
-                });
+    let mut next = Next::Plain;
+    for (i, arg) in argv.iter().enumerate() {
+        match std::mem::replace(&mut next, Next::Plain) {
+            Next::Secret => {
+                out.push(REDACTED.to_string());
+                continue;
             }
-            continue;
+            Next::UserPassword => {
+                out.push(match arg.split_once(':') {
+                    Some((user, _)) => format!("{}:{REDACTED}", redact(user)),
+                    None => redact(arg).into_owned(),
+                });
+                continue;
+            }
+            Next::Header => {
+                // Any header whose name is not a known secret one is judged by its value.
+                let lower = arg.to_ascii_lowercase();
+                out.push(
+                    if lower.contains("auth")
+                        || lower.contains("token")
+                        || lower.contains("key")
+                        || lower.contains("cookie")
+                        || lower.contains("secret")
+                    {
+                        match arg.split_once(':') {
+                            Some((name, _)) => format!("{name}: {REDACTED}"),
+                            None => REDACTED.to_string(),
+                        }
+                    } else {
+                        redact(arg).into_owned()
+                    },
+                );
+                continue;
+            }
+            Next::Plain => {}
         }
-        if SECRET_FLAGS.contains(&arg.as_str()) {
-            next_is_secret = true;
+        let flag = arg.as_str();
+        if flag == "-H" || flag == "--header" {
+            next = Next::Header;
+        } else if SECRET_FLAGS.contains(&flag)
+            || (password_flags && (flag == "-p" || flag == "--password"))
+        {
+            next = Next::Secret;
+        } else if user_flags && matches!(flag, "-u" | "--user" | "--proxy-user" | "-U") {
+            next = Next::UserPassword;
+        } else if i > 0
+            && !flag.starts_with('-')
+            && !flag.contains('=')
+            && SECRET_KEY.is_match(flag)
+            // A path names a file, not a key (`cp ~/.aws/credentials DEST` keeps DEST), unless
+            // it is npm's `//registry/:_authToken`; so does a file name (`token.txt`).
+            && (flag.contains(':') || !flag.contains('/'))
+            && !std::path::Path::new(flag)
+                .extension()
+                .is_some_and(|e| e.len() <= 4 && !flag.contains(':'))
+        {
+            // `set KEY VALUE`: the value goes (a file named like a secret, `token.txt`, keeps
+            // its next argument).
+            next = Next::Secret;
+        } else if flag.eq_ignore_ascii_case("bearer")
+            || flag.eq_ignore_ascii_case("token")
+            || flag.eq_ignore_ascii_case("basic")
+            || (flag.ends_with(':') && AUTH_HEADER.is_match(&format!("{flag} x")))
+        {
+            // A header or scheme split over two arguments: `Authorization:` `Bearer` `x`.
+            next = Next::Secret;
         }
         out.push(redact(arg).into_owned());
     }
@@ -174,6 +370,98 @@ mod tests {
         assert_eq!(red[0], "twine");
         assert_eq!(red[2], "--password");
         assert_eq!(red[4], "NPM_TOKEN=[REDACTED]");
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_meaning_not_only_by_shape() {
+        let secret = "Plain5ecretValue42";
+        let token = format!("ghp_{}", "A1b2C3d4".repeat(5));
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{token}"))
+        };
+        let cases: Vec<Vec<String>> = vec![
+            vec![
+                "aws".into(),
+                "configure".into(),
+                "set".into(),
+                "aws_secret_access_key".into(),
+                secret.into(),
+            ],
+            vec![
+                "npm".into(),
+                "config".into(),
+                "set".into(),
+                "//registry.npmjs.org/:_authToken".into(),
+                secret.into(),
+            ],
+            vec![
+                "docker".into(),
+                "login".into(),
+                "-u".into(),
+                "bot".into(),
+                "-p".into(),
+                secret.into(),
+            ],
+            vec![
+                "twine".into(),
+                "upload".into(),
+                "-p".into(),
+                secret.into(),
+                "dist/x.whl".into(),
+            ],
+            vec![
+                "curl".into(),
+                "-u".into(),
+                format!("bot:{secret}"),
+                "https://example.test".into(),
+            ],
+            vec!["glab".into(), "--access-token".into(), secret.into()],
+            vec![
+                "curl".into(),
+                "-H".into(),
+                format!("PRIVATE-TOKEN: {secret}"),
+                "https://gitlab.test".into(),
+            ],
+            vec!["curl".into(), "-H".into(), format!("X-Api-Key: {secret}")],
+            vec!["curl".into(), format!("--header=X-Auth-Token: {secret}")],
+            vec![
+                "git".into(),
+                "clone".into(),
+                format!("https://{secret}@github.com/o/r"),
+            ],
+            vec![
+                "curl".into(),
+                "-H".into(),
+                "Authorization:".into(),
+                "Bearer".into(),
+                secret.into(),
+            ],
+            vec!["sh".into(), "-c".into(), format!("echo {b64} | base64 -d")],
+            vec![
+                "curl".into(),
+                "-H".into(),
+                format!("Authorization: Basic {b64}"),
+            ],
+        ];
+        for argv in cases {
+            let red = redact_argv(&argv).join(" ");
+            assert!(
+                !red.contains(secret) && !red.contains(&token) && !red.contains(&b64),
+                "{argv:?} -> {red}"
+            );
+            assert!(red.contains(REDACTED), "{red}");
+        }
+        // Paths: a token in a directory name goes, the rest of the path stays.
+        let path = format!("/home/runner/work/{token}/file");
+        assert_eq!(redact_path(&path), "/home/runner/work/[REDACTED]/file");
+        // Forensics keep what is not secret.
+        let copy: Vec<String> = ["cp", "/home/u/.aws/credentials", "/tmp/loot"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(redact_argv(&copy), copy);
+        let file: Vec<String> = ["cat", "token.txt", "notes.md"].map(String::from).to_vec();
+        assert_eq!(redact_argv(&file), file);
     }
 
     #[test]

@@ -445,3 +445,79 @@ fn the_report_at_a_jobs_end_holds_its_last_events() {
         );
     }
 }
+
+/// Secrets given to commands in every form the agent recognises by meaning, and a token in a
+/// directory name, never reach any file the agent writes (events, findings, reports, its log).
+#[test]
+fn secrets_by_meaning_reach_no_file_the_agent_writes() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let secret = "Plain5ecretCanary77";
+    let token = format!("ghp_{}", "CaNaRy12".repeat(5));
+    let b64 = "dXNlcjpnaHBfQ2FOYVJ5MTJDYU5hUnkxMkNhTmFSeTEyQ2FOYVJ5MTJDYU5hUnkxMg==";
+    let script = format!(
+        "B=\"$GITHUB_WORKSPACE/fakebin\"; mkdir -p \"$B\"\n\
+         for p in aws npm docker twine curl glab git; do ln -sf /bin/true \"$B/$p\"; done\n\
+         export PATH=\"$B:$PATH\"\n\
+         aws configure set aws_secret_access_key {secret}\n\
+         npm config set //registry.npmjs.org/:_authToken {secret}\n\
+         docker login -u bot -p {secret} registry.test\n\
+         twine upload -p {secret} dist/x.whl\n\
+         curl -u bot:{secret} -H 'PRIVATE-TOKEN: {secret}' -H 'X-Api-Key: {secret}' https://x.test\n\
+         glab --access-token {secret}\n\
+         git clone https://{secret}@github.com/o/r\n\
+         curl -H Authorization: Bearer {secret}\n\
+         curl -H 'Authorization: Basic {b64}'\n\
+         /bin/echo {b64} > /dev/null\n\
+         D=\"$GITHUB_WORKSPACE/{token}\"; mkdir -p \"$D/.ssh\"; echo key > \"$D/.ssh/id_rsa\"\n\
+         cd \"$D\" && cat \"$D/.ssh/id_rsa\" && echo REDACTION-DONE\n"
+    );
+    let output = runner.run_job_with_hooks(&[("secrets", &script)], Some(&agent.control_socket));
+    assert!(output.contains("REDACTION-DONE"), "{output}");
+    // The commands really ran and were recorded (with their secrets replaced).
+    let events = agent.wait_for("the docker login", |e| {
+        e["kind"] == "exec" && e["process"]["argv"][0] == "docker"
+    });
+    assert!(events.to_string().contains("[REDACTED]"), "{events}");
+    // The command run in the token-named directory was recorded, its working directory
+    // (and the key's path) without the token.
+    let cat = agent.wait_for("the read under the token-named directory", |e| {
+        e["kind"] == "exec"
+            && e["process"]["argv"][0] == "cat"
+            && e["cwd"].as_str().is_some_and(|c| c.contains("[REDACTED]"))
+    });
+    assert!(
+        cat["process"]["argv"][1]
+            .as_str()
+            .is_some_and(|a| a.contains("[REDACTED]/.ssh/id_rsa")),
+        "{cat}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut files = vec![];
+    let mut dirs = vec![agent.dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|x| x == "html")),
+        "the job's reports were written: {files:?}"
+    );
+    // And the summary the hook wrote for the job.
+    files.push(runner.step_summary());
+    for file in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
+        for canary in [secret, token.as_str(), b64] {
+            assert!(!text.contains(canary), "{} holds {canary}", file.display());
+        }
+    }
+}

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     decode::{Header, KernelEvent},
     process_tree::{Process, ProcessKey, ProcessTable},
-    redact::redact_argv,
+    redact::{redact_argv, redact_path},
 };
 
 /// Env records waiting for their exec record; more than this means exec records were lost.
@@ -98,7 +98,7 @@ impl Enricher {
                     .map(|boot| boot as u64);
                 let detail = Detail::Exec {
                     exe_changed_ns,
-                    filename,
+                    filename: redact_path(&filename).into_owned(),
                     filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
                     exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
                     exe_unresolved: header.flags & EXEC_EXE_UNRESOLVED != 0,
@@ -106,7 +106,7 @@ impl Enricher {
                     cwd: if header.flags & EXEC_CWD_UNRESOLVED != 0 {
                         String::new()
                     } else {
-                        cwd
+                        redact_path(&cwd).into_owned()
                     },
                     cwd_truncated: header.flags & EXEC_CWD_TRUNCATED != 0,
                     env,
@@ -220,7 +220,7 @@ impl Enricher {
                 };
                 let detail = Detail::Open {
                     pth_executable,
-                    path,
+                    path: redact_path(&path).into_owned(),
                     path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
                     path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,
                     access: access_of(f_mode),
@@ -281,7 +281,7 @@ impl Enricher {
                 continue;
             }
             let cwd = std::fs::read_link(dir.join("cwd"))
-                .map(|p| p.to_string_lossy().into_owned())
+                .map(|p| redact_path(&p.to_string_lossy()).into_owned())
                 .unwrap_or_default();
             let detail = Detail::Resume {
                 env,
@@ -305,7 +305,7 @@ impl Enricher {
                 pid: p.key.tgid,
                 start_ticks: p.key.start_ticks,
                 comm: p.comm.clone(),
-                exe: p.exe.clone(),
+                exe: p.exe.as_deref().map(|x| redact_path(x).into_owned()),
                 argv: redact_argv(&p.argv),
                 exited: p.exited_at_ns.is_some(),
             })
@@ -348,7 +348,7 @@ impl Enricher {
             // Not kept by the process table; nothing judges it.
             gid: 0,
             comm: p.comm.clone(),
-            exe: p.exe.clone(),
+            exe: p.exe.as_deref().map(|x| redact_path(x).into_owned()),
             argv: redact_argv(&p.argv),
             argv_truncated: p.argv_truncated,
             cgroup_id: 0,
@@ -402,7 +402,9 @@ fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo
         uid: h.uid,
         gid: h.gid,
         comm: h.comm.clone(),
-        exe: p.and_then(|p| p.exe.clone()),
+        exe: p
+            .and_then(|p| p.exe.as_deref())
+            .map(|x| redact_path(x).into_owned()),
         argv: p.map(|p| redact_argv(&p.argv)).unwrap_or_default(),
         argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
         cgroup_id: h.cgroup_id,

@@ -104,8 +104,11 @@ pub fn closers_for(existing: &str) -> String {
     }
     // No blank line before the closers: a comment opened inside an HTML block (after a
     // `<details>` line) is raw HTML only until the block's first blank line.
+    if existing.trim().is_empty() {
+        return String::new();
+    }
     let mut out = String::new();
-    if !existing.is_empty() && !existing.ends_with('\n') {
+    if !existing.ends_with('\n') {
         out.push('\n');
     }
     if let Some((c, n)) = fence {
@@ -255,6 +258,7 @@ mod tests {
 
     #[test]
     fn whatever_a_step_left_open_is_closed_before_the_block() {
+        assert_eq!(closers_for(""), "", "an empty summary gets the block alone");
         assert_eq!(closers_for("# fine\n\n| a |\n"), "\n");
         assert_eq!(closers_for("text\n<!-- hide the rest\nmore"), "\n-->\n\n");
         assert_eq!(closers_for("<!-- closed --> text"), "\n\n");

@@ -676,7 +676,7 @@ fn only_the_runners_hooks_control_the_job() {
     sim.exit(250);
     sim.run_step(300, "attack");
     let key = "github/acme/app/9001/1/build".to_string();
-    let mut stop = |sim: &mut Sim, pid: u32, argv: &[&str]| {
+    let stop = |sim: &mut Sim, pid: u32, argv: &[&str]| {
         sim.spawn(300, pid, MONITOR, argv, WORKSPACE, github_env("attack"));
         sim.control(
             Detail::JobEnd {
