@@ -124,24 +124,16 @@ pub fn truncate_marked(text: &mut String, max: usize, marker: &str) {
 }
 
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(text);
-    for (re, keep_group) in [
-        (&*URL_CREDENTIALS, true),
-        (&*URL_TOKEN_USER, true),
-        (&*AUTH_HEADER, true),
-        (&*SECRET_ASSIGNMENT, true),
-        (&*TOKEN_SHAPES, false),
-    ] {
-        if re.is_match(&out) {
-            let replaced = if keep_group {
-                re.replace_all(&out, |c: &regex::Captures| format!("{}{REDACTED}", &c[1]))
-                    .into_owned()
-            } else {
-                re.replace_all(&out, REDACTED).into_owned()
-            };
-            out = Cow::Owned(replaced);
-        }
-    }
+    let mut out = replace_all(
+        text,
+        &[
+            (&URL_CREDENTIALS, true),
+            (&URL_TOKEN_USER, true),
+            (&AUTH_HEADER, true),
+            (&SECRET_ASSIGNMENT, true),
+            (&TOKEN_SHAPES, false),
+        ],
+    );
     // Known token shapes hidden in base64.
     if BASE64_BLOB.is_match(&out) {
         let replaced = BASE64_BLOB.replace_all(&out, |c: &regex::Captures| {
@@ -203,15 +195,24 @@ pub fn redact_path(path: &str) -> Cow<'_, str> {
         // Every token shape and credential form has one of these.
         return Cow::Borrowed(path);
     }
-    let mut out = Cow::Borrowed(path);
-    for (re, keep_group) in [
-        (&*URL_CREDENTIALS, true),
-        (&*URL_TOKEN_USER, true),
-        (&*SECRET_ASSIGNMENT, true),
-        (&*TOKEN_SHAPES, false),
-    ] {
+    replace_all(
+        path,
+        &[
+            (&URL_CREDENTIALS, true),
+            (&URL_TOKEN_USER, true),
+            (&SECRET_ASSIGNMENT, true),
+            (&TOKEN_SHAPES, false),
+        ],
+    )
+}
+
+/// Applies each pattern in turn: the match goes, or with `keep_group` all but its first group
+/// (the key or scheme that says what the secret was).
+fn replace_all<'a>(text: &'a str, patterns: &[(&LazyLock<Regex>, bool)]) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
+    for (re, keep_group) in patterns {
         if re.is_match(&out) {
-            let replaced = if keep_group {
+            let replaced = if *keep_group {
                 re.replace_all(&out, |c: &regex::Captures| format!("{}{REDACTED}", &c[1]))
                     .into_owned()
             } else {

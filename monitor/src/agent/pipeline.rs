@@ -269,11 +269,13 @@ impl Pipeline {
         }
     }
 
-    /// Findings are written and flushed as they come: the 1 s latency bound is for them.
+    /// Findings are written and flushed as they come: the 1 s latency bound is for them. The
+    /// event log is flushed first, so the events a finding names are on disk before it is.
     fn write_findings(&mut self, findings: Vec<Finding>, stats: &Stats) {
         if findings.is_empty() {
             return;
         }
+        self.flush(stats);
         for finding in findings {
             // A repository label only for jobs the runner declared or the configuration names:
             // any local process can put `GITHUB_REPOSITORY` in its environment, and the labels

@@ -329,14 +329,7 @@ impl Enricher {
     /// process `pid` as the table knows it, numbered in the same stream as the kernel's.
     /// `None` when the process is unknown (gone, or never seen and not in /proc).
     pub fn control_event(&mut self, detail: Detail, pid: u32, ts_ns: u64) -> Option<Event> {
-        if self
-            .table
-            .by_tgid(pid)
-            .is_none_or(|p| p.exited_at_ns.is_some())
-        {
-            let entry = crate::process_tree::read_proc_entry(std::path::Path::new("/proc"), pid)?;
-            self.table.seed([entry]);
-        }
+        self.process_key(pid)?;
         let p = self.table.by_tgid(pid)?;
         let key = p.key;
         let process = ProcessInfo {
