@@ -240,6 +240,9 @@ pub const TAMPER_PTRACE: u32 = 4;
 pub const TAMPER_BPF: u32 = 5;
 pub const TAMPER_VM_READV: u32 = 6;
 pub const TAMPER_VM_WRITEV: u32 = 7;
+/// A signal generated for the agent, by whatever route (kill of its pid or process group,
+/// pidfd_send_signal, 32-bit syscalls, io_uring): seen where the kernel generates it.
+pub const TAMPER_SIGNAL: u32 = 8;
 
 /// A syscall aimed at another process or at BPF. Sent for: kill/tkill/tgkill of the agent (or of
 /// every process, pid -1), every ptrace but PTRACE_TRACEME, every bpf(2), every

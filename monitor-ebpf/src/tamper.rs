@@ -8,14 +8,19 @@
 //! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...).
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::generated::bpf_get_current_pid_tgid,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext as _,
 };
 use monitor_common::{
-    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_PTRACE, TAMPER_TGKILL, TAMPER_TKILL,
-    TAMPER_VM_READV, TAMPER_VM_WRITEV,
+    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_TGKILL,
+    TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
 };
 
-use crate::kernel::{config, current_task, fill_header, is_agent, offsets_present, submit_fixed};
+use crate::kernel::{
+    config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
+};
 
 const PTRACE_TRACEME: u64 = 0;
 
@@ -112,5 +117,36 @@ pub fn sys_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
     }
     let pid = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     unsafe { send(TAMPER_VM_WRITEV, pid, 0) };
+    0
+}
+
+/// Signals the kernel generates for processes that are not asked for by anyone: a child exiting
+/// (SIGCHLD), urgent socket data, a terminal resized. Everything else aimed at the agent is.
+const SIGCHLD: u64 = 17;
+const SIGURG: u64 = 23;
+const SIGWINCH: u64 = 28;
+
+/// Kernel contract: raw tracepoint `signal_generate(int sig, struct kernel_siginfo *info,
+/// struct task_struct *task, int group, int result)`, stable since 3.x, fired in the sender's
+/// context wherever a signal is generated: kill/tkill/tgkill of a pid or a process group,
+/// pidfd_send_signal, rt_sigqueueinfo, the 32-bit entry points, io_uring. `task` is the target
+/// thread; its `tgid` (offset from BTF) names the agent.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    if from_agent() || !offsets_present() {
+        return 0;
+    }
+    let sig = unsafe { ctx.arg::<u64>(0) } & 0xffff_ffff;
+    if matches!(sig, SIGCHLD | SIGURG | SIGWINCH) {
+        return 0;
+    }
+    let task: *const u8 = unsafe { ctx.arg(2) };
+    let Ok(tgid) = (unsafe { read::<u32>(task, off!(task_tgid)) }) else {
+        return 0;
+    };
+    if tgid != config().agent_tgid {
+        return 0;
+    }
+    unsafe { send(TAMPER_SIGNAL, tgid as i32, sig) };
     0
 }

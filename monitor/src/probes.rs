@@ -209,6 +209,12 @@ pub const HOOKS: &[Hook] = &[
         name: "sys_enter_process_vm_writev",
         optional: true,
     },
+    Hook {
+        program: "signal_generate",
+        category: None,
+        name: "signal_generate",
+        optional: false,
+    },
 ];
 
 #[derive(Debug, Clone)]

@@ -521,3 +521,92 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
         }
     }
 }
+
+/// Stopping the agent by routes other than `kill(2)` with its pid: `pidfd_send_signal`, and
+/// `kill` made as a 32-bit syscall (`int $0x80`), which syscall tracepoints do not report. The
+/// signal is seen where it is generated, whatever the route: each is an `agent-tampering`
+/// finding for the step that sent it.
+#[test]
+fn stopping_the_agent_by_any_route_is_reported() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let pid = agent.pid();
+    // A 32-bit kill through the i386 entry (IA32 emulation), from a 64-bit program.
+    let src = runner.workspace.join("kill32.c");
+    std::fs::write(
+        &src,
+        "int main(int c, char **v) { int pid = 0, sig = 0, r;\n\
+         for (char *p = v[1]; *p; p++) pid = pid * 10 + (*p - '0');\n\
+         for (char *p = v[2]; *p; p++) sig = sig * 10 + (*p - '0');\n\
+         __asm__ volatile (\"int $0x80\" : \"=a\"(r) : \"a\"(37), \"b\"(pid), \"c\"(sig) : \"memory\");\n\
+         return r; }\n",
+    )
+    .unwrap();
+    let bin = runner.workspace.join("kill32");
+    let built = std::process::Command::new("gcc")
+        .arg("-O0")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let stopped = "grep -q '^State:.*T' /proc/$A/status && echo stopped";
+    let script = format!(
+        "A={pid}\n\
+         python3 -S -c 'import os,signal,sys; fd=os.pidfd_open(int(sys.argv[1])); signal.pidfd_send_signal(fd, signal.SIGSTOP)' $A\n\
+         sleep 0.3; {stopped} || echo not-stopped; kill -CONT $A\n\
+         '{bin}' $A 19; sleep 0.3; {stopped} || echo not-stopped; '{bin}' $A 18\n",
+        bin = bin.display()
+    );
+    // The benign twin: a step stopping and resuming its own child by the same routes.
+    let twin = format!(
+        "sleep 5 & C=$!\n\
+         python3 -S -c 'import os,signal,sys; fd=os.pidfd_open(int(sys.argv[1])); signal.pidfd_send_signal(fd, signal.SIGSTOP)' $C\n\
+         '{bin}' $C 18; kill $C; wait $C || true; echo twin-done\n",
+        bin = bin.display()
+    );
+    let output = runner.run_job(&[("twin", &twin), ("stop", &script)]);
+    assert!(output.contains("twin-done"), "{output}");
+    // Both routes really stopped the agent.
+    assert_eq!(
+        output.matches("stopped").count() - output.matches("not-stopped").count(),
+        2,
+        "{output}"
+    );
+    let findings = agent.wait_for_findings("both stops", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .filter(|f| {
+                rule(f) == "agent-tampering" && f["evidence"]["argument"].as_u64() == Some(19)
+            })
+            .count()
+            >= 2
+    });
+    let stops: Vec<Value> = runner
+        .findings_of(&findings)
+        .into_iter()
+        .filter(|f| rule(f) == "agent-tampering" && f["evidence"]["argument"].as_u64() == Some(19))
+        .collect();
+    let tools: Vec<&str> = stops
+        .iter()
+        .map(|f| f["process_chain"][0]["comm"].as_str().unwrap_or(""))
+        .collect();
+    assert!(tools.iter().any(|t| t.starts_with("python")), "{stops:#?}");
+    assert!(tools.contains(&"kill32"), "{stops:#?}");
+    assert!(stops
+        .iter()
+        .all(|f| f["severity"] == "critical" && f["step"]["id"] == "stop"));
+    assert!(
+        runner
+            .findings_of(&findings)
+            .iter()
+            .all(|f| f["step"]["id"] != "twin"),
+        "signalling one's own child is no tampering: {findings:#?}"
+    );
+}

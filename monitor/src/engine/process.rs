@@ -265,6 +265,14 @@ impl Engine {
                 format!("{tool} sent signal {arg} to the monitor agent (pid {target})"),
                 RuleId::AgentTampering.clause(),
             ),
+            TamperSyscall::Signal => (
+                RuleId::AgentTampering,
+                Severity::Critical,
+                format!(
+                    "{tool} sent signal {arg} to the monitor agent (pid {target}) by a route other than kill(2) of its pid (its process group, a pidfd, a 32-bit syscall)"
+                ),
+                RuleId::AgentTampering.clause(),
+            ),
             TamperSyscall::Bpf => (
                 RuleId::AgentTampering,
                 Severity::High,
@@ -286,18 +294,27 @@ impl Engine {
                 "credentials: other processes' memory holds the job's secrets",
             ),
         };
-        let raw = Raw::new(
-            rule,
-            summary,
-            format!("{syscall}:{target}:{}", e.process.pid),
-        )
-        .severity(severity)
-        .clause(clause)
-        .evidence(vec![
-            ("syscall", json!(syscall)),
-            ("target_pid", json!(target)),
-            ("argument", json!(arg)),
-        ]);
+        // One signal is seen twice when sent with kill(2) (at the syscall, and where the kernel
+        // generates it): one finding.
+        let dedupe = match syscall {
+            TamperSyscall::Kill
+            | TamperSyscall::Tkill
+            | TamperSyscall::Tgkill
+            | TamperSyscall::Signal
+                if *target != -1 =>
+            {
+                format!("signal:{arg}:{target}:{}", e.process.pid)
+            }
+            _ => format!("{syscall}:{target}:{}", e.process.pid),
+        };
+        let raw = Raw::new(rule, summary, dedupe)
+            .severity(severity)
+            .clause(clause)
+            .evidence(vec![
+                ("syscall", json!(syscall)),
+                ("target_pid", json!(target)),
+                ("argument", json!(arg)),
+            ]);
         self.emit_for(out, raw, e, key);
     }
 }

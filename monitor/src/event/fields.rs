@@ -80,6 +80,8 @@ pub enum TamperSyscall {
     Bpf,
     ProcessVmReadv,
     ProcessVmWritev,
+    /// A signal generated for the agent by any route (pidfd, process group, 32-bit syscalls).
+    Signal,
     /// A number this agent does not know (a newer kernel program).
     Unknown,
 }
@@ -94,6 +96,7 @@ impl TamperSyscall {
             monitor_common::TAMPER_BPF => TamperSyscall::Bpf,
             monitor_common::TAMPER_VM_READV => TamperSyscall::ProcessVmReadv,
             monitor_common::TAMPER_VM_WRITEV => TamperSyscall::ProcessVmWritev,
+            monitor_common::TAMPER_SIGNAL => TamperSyscall::Signal,
             _ => TamperSyscall::Unknown,
         }
     }
@@ -107,6 +110,7 @@ impl TamperSyscall {
             TamperSyscall::Bpf => "bpf",
             TamperSyscall::ProcessVmReadv => "process_vm_readv",
             TamperSyscall::ProcessVmWritev => "process_vm_writev",
+            TamperSyscall::Signal => "signal",
             TamperSyscall::Unknown => "unknown",
         }
     }
