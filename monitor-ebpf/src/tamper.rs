@@ -136,11 +136,11 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     if from_agent() || !offsets_present() {
         return 0;
     }
-    let sig = unsafe { ctx.arg::<u64>(0) } & 0xffff_ffff;
+    let sig = ctx.arg::<u64>(0) & 0xffff_ffff;
     if matches!(sig, SIGCHLD | SIGURG | SIGWINCH) {
         return 0;
     }
-    let task: *const u8 = unsafe { ctx.arg(2) };
+    let task: *const u8 = ctx.arg(2);
     let Ok(tgid) = (unsafe { read::<u32>(task, off!(task_tgid)) }) else {
         return 0;
     };

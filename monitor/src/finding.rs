@@ -54,10 +54,11 @@ pub enum RuleId {
     OidcTokenRequest,
     PackagedSensitiveFile,
     OutlivedStep,
+    FindingFlood,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 18] = [
+    pub const ALL: [RuleId; 19] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -76,6 +77,7 @@ impl RuleId {
         RuleId::OidcTokenRequest,
         RuleId::PackagedSensitiveFile,
         RuleId::OutlivedStep,
+        RuleId::FindingFlood,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -99,6 +101,7 @@ impl RuleId {
             RuleId::OidcTokenRequest => "oidc-token-request",
             RuleId::PackagedSensitiveFile => "packaged-sensitive-file",
             RuleId::OutlivedStep => "outlived-step",
+            RuleId::FindingFlood => "finding-flood",
         }
     }
 
@@ -124,7 +127,8 @@ impl RuleId {
             | RuleId::PersistenceWrite
             | RuleId::ExecFromTemp
             | RuleId::OidcTokenRequest
-            | RuleId::PackagedSensitiveFile => Severity::High,
+            | RuleId::PackagedSensitiveFile
+            | RuleId::FindingFlood => Severity::High,
         }
     }
 
@@ -164,6 +168,7 @@ impl RuleId {
             RuleId::OutlivedStep => {
                 "processes.background: only listed programs may outlive their step"
             }
+            RuleId::FindingFlood => "a job raising thousands of findings buries the ones that matter and can push earlier findings out of rotated logs: past the bound they are counted, not written",
         }
     }
 }

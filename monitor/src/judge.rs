@@ -32,6 +32,8 @@ impl Judge {
         for job in &ended {
             self.recorder
                 .job_ended(&job.identity.key, e.time.clone(), job.ended_ns);
+            self.recorder
+                .findings_not_written(&job.identity.key, job.findings_suppressed);
         }
         (findings, ended)
     }

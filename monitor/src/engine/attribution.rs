@@ -267,6 +267,8 @@ impl Engine {
             started_ns: self.now_ns,
             ended_ns: None,
             seen: HashSet::new(),
+            findings_written: 0,
+            findings_suppressed: 0,
             names: dns::JobNames::default(),
             retired: false,
             oidc_endpoint: None,

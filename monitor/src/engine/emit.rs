@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{key_of, link_of, Engine, MAX_SEEN_PER_JOB};
+use super::{key_of, link_of, Engine, MAX_FINDINGS_PER_JOB, MAX_SEEN_PER_JOB};
 use crate::{
     event::Event,
     finding::{ChainLink, Finding, RuleId, Severity},
@@ -115,6 +115,29 @@ impl Engine {
         if seen.len() < MAX_SEEN_PER_JOB {
             seen.insert(dedupe);
         }
+        let job_state = &mut self.jobs[job];
+        let raw = if job_state.findings_written < MAX_FINDINGS_PER_JOB {
+            job_state.findings_written += 1;
+            raw
+        } else {
+            job_state.findings_suppressed += 1;
+            if job_state.findings_suppressed > 1 {
+                return;
+            }
+            // The first one past the bound says what happens to the rest.
+            Raw::new(
+                RuleId::FindingFlood,
+                format!(
+                    "the job raised more than {MAX_FINDINGS_PER_JOB} findings; the rest are counted in its report, not written (the first over the bound: {})",
+                    raw.summary
+                ),
+                "flood",
+            )
+            .evidence(vec![
+                ("bound", json!(MAX_FINDINGS_PER_JOB)),
+                ("first_suppressed_rule", json!(raw.rule)),
+            ])
+        };
         let mut evidence: std::collections::BTreeMap<String, Value> = raw
             .evidence
             .into_iter()

@@ -43,6 +43,10 @@ pub const STEP_GRACE_NS: u64 = 2_000_000_000;
 pub const MAX_TRACKED_PROCESSES: usize = 262_144;
 /// Bound on distinct findings kept for de-duplication per job.
 const MAX_SEEN_PER_JOB: usize = 65_536;
+/// Findings written per job; past it they are counted (one `finding-flood` finding says so, the
+/// job's report gives the count), so one job's flood neither buries its first findings nor
+/// rotates other jobs' findings out of the log.
+pub const MAX_FINDINGS_PER_JOB: usize = 1_000;
 /// How long an ended job keeps its de-duplication set and address-to-name map: processes it
 /// left behind may still act (and are still judged) for a while; past it, only the job's
 /// identity and steps stay, so a runner doing thousands of jobs keeps its memory flat.
@@ -105,6 +109,9 @@ struct Job {
     started_ns: u64,
     ended_ns: Option<u64>,
     seen: HashSet<String>,
+    /// Findings written, and those past `MAX_FINDINGS_PER_JOB` only counted.
+    findings_written: usize,
+    findings_suppressed: u64,
     /// Which names the job's processes resolved each address from.
     names: dns::JobNames,
     /// Its heavy state was dropped (`JOB_RETENTION_NS` after it ended).
@@ -139,6 +146,8 @@ pub struct Attribution<'a> {
 #[derive(Debug, Clone)]
 pub struct EndedJob {
     pub identity: JobIdentity,
+    /// Findings counted but not written (past `MAX_FINDINGS_PER_JOB`).
+    pub findings_suppressed: u64,
     pub started_ns: u64,
     pub ended_ns: u64,
 }
@@ -253,6 +262,7 @@ impl Engine {
             .map(|j| {
                 let job = &self.jobs[j];
                 EndedJob {
+                    findings_suppressed: job.findings_suppressed,
                     identity: job.identity.clone(),
                     started_ns: job.started_ns,
                     ended_ns: job.ended_ns.unwrap_or(job.started_ns),

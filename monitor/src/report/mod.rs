@@ -425,6 +425,13 @@ impl Recorder {
         }
     }
 
+    /// Findings the engine counted but did not write for this job (its flood bound).
+    pub fn findings_not_written(&mut self, key: &str, count: u64) {
+        if let Some(job) = self.jobs.get_mut(key) {
+            job.omitted.findings += count;
+        }
+    }
+
     /// Keys of the jobs recorded, oldest first.
     pub fn job_keys(&self) -> Vec<String> {
         let mut keys: Vec<(&u64, &String)> =

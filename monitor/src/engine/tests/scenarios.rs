@@ -742,3 +742,52 @@ fn only_the_runners_hooks_control_the_job() {
     assert_eq!(sim.engine.active_jobs(), 0);
     assert!(sim.hook(270, true).unwrap_err().contains("never re-opened"));
 }
+
+/// A job flooding the monitor with findings (distinct destinations, each a finding): past the
+/// bound they are counted, one `finding-flood` says so, the job's first finding stands, and
+/// another job's findings are written as usual.
+#[test]
+fn a_findings_flood_is_bounded_per_job() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    sim.run_step(300, "flood");
+    sim.read(300, &format!("{HOME}/.npmrc"));
+    let total = crate::engine::MAX_FINDINGS_PER_JOB as u16 + 200;
+    for port in 0..total {
+        sim.connect(300, "127.0.0.1", 10_000 + port);
+    }
+    let mine: Vec<_> = sim.findings.iter().collect();
+    assert_eq!(mine.len(), crate::engine::MAX_FINDINGS_PER_JOB + 1);
+    assert_eq!(mine[0].rule, "credential-read", "the first finding stands");
+    let flood: Vec<_> = mine.iter().filter(|f| f.rule == "finding-flood").collect();
+    assert_eq!(flood.len(), 1);
+    assert_eq!(flood[0].step.as_ref().unwrap().id, "flood");
+    // Another job is not affected.
+    let mut other = github_env("__run");
+    other.insert("GITHUB_RUN_ID".into(), "9002".into());
+    sim.spawn(1, 500, "/usr/bin/bash", &["bash"], WORKSPACE, other);
+    sim.read(500, &format!("{HOME}/.npmrc"));
+    assert_eq!(sim.findings.last().unwrap().rule, "credential-read");
+    assert_eq!(
+        sim.findings
+            .last()
+            .unwrap()
+            .job
+            .as_ref()
+            .unwrap()
+            .run_id
+            .as_deref(),
+        Some("9002")
+    );
+    // The count reaches the job's end.
+    sim.exit(300).exit(200);
+    let ended = sim.engine.take_ended_jobs();
+    let flooded = ended
+        .iter()
+        .find(|j| j.identity.run_id.as_deref() == Some("9001"))
+        .unwrap();
+    assert_eq!(
+        flooded.findings_suppressed,
+        1 + total as u64 - crate::engine::MAX_FINDINGS_PER_JOB as u64
+    );
+}
