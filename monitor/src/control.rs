@@ -82,6 +82,9 @@ pub struct Response {
     /// For `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// The job's profile asks the job-completed hook to fail the job (`hooks.fail_on`): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_job: Option<String>,
 }
 
 impl Response {

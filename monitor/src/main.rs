@@ -585,6 +585,12 @@ fn hook_command(command: HookCommand, socket: &Path) -> anyhow::Result<()> {
         file.write_all(closers.as_bytes())?;
         file.write_all(markdown.as_bytes())?;
     }
+    // The job's profile fails jobs with such findings (`hooks.fail_on`): after the summary is
+    // written, and whatever `--fail-closed` says (the agent answered).
+    if let Some(reason) = &response.fail_job {
+        eprintln!("monitor hook: failing the job: {}", terminal_line(reason));
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -368,6 +368,18 @@ impl FakeRunner {
         steps: &[(&str, &str)],
         socket: Option<&Path>,
     ) -> String {
+        let (ok, text) = self.try_run_job_in(netns, steps, socket);
+        assert!(ok, "job failed:\n{text}");
+        text
+    }
+
+    /// Runs the job as `run_job_in`; returns whether it succeeded, and its output.
+    pub fn try_run_job_in(
+        &self,
+        netns: Option<&str>,
+        steps: &[(&str, &str)],
+        socket: Option<&Path>,
+    ) -> (bool, String) {
         let mut job = runner_sim::Job::new(self.run_id.clone());
         job.repository = self.repository.clone();
         let steps: Vec<runner_sim::Step> = steps
@@ -394,12 +406,10 @@ impl FakeRunner {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(
-            output.status.success(),
-            "job failed ({}):\n{text}",
-            output.status
-        );
-        text
+        if !output.status.success() {
+            return (false, format!("({})\n{text}", output.status));
+        }
+        (true, text)
     }
 
     /// This job's findings, among all an agent wrote.

@@ -610,3 +610,47 @@ fn stopping_the_agent_by_any_route_is_reported() {
         "signalling one's own child is no tampering: {findings:#?}"
     );
 }
+
+/// `hooks: {fail_on: critical}`: the job-completed hook fails a job that raised a critical
+/// finding (after writing its summary); a job with only a high one passes.
+#[test]
+fn a_profile_can_fail_the_job_on_critical_findings() {
+    let agent = Agent::start_with_profile("version: 1\nhooks:\n  fail_on: critical\n");
+    let twin = FakeRunner::outside_tmp();
+    std::fs::write(
+        twin.home.join(".npmrc"),
+        format!("//r/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    let (ok, output) = twin.try_run_job_in(
+        None,
+        &[("high", "cat \"$HOME/.npmrc\" >/dev/null && echo read\n")],
+        Some(&agent.control_socket),
+    );
+    assert!(
+        ok && output.contains("read"),
+        "a high finding does not fail the job: {output}"
+    );
+    let summary = std::fs::read_to_string(twin.step_summary()).unwrap_or_default();
+    assert!(summary.contains("credential-read"), "{summary}");
+
+    let runner = FakeRunner::outside_tmp();
+    let (ok, output) = runner.try_run_job_in(
+        None,
+        &[(
+            "dump",
+            "cat /proc/$PPID/mem >/dev/null 2>&1 || true; echo dumped\n",
+        )],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains("dumped"), "{output}");
+    assert!(
+        !ok && output.contains("failing the job") && output.contains("critical"),
+        "a critical finding fails the job: {output}"
+    );
+    let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
+    assert!(
+        summary.contains("process-memory-read"),
+        "the summary is written before the job fails: {summary}"
+    );
+}

@@ -55,6 +55,9 @@ pub(super) struct Written {
     key: String,
     paths: Vec<PathBuf>,
     markdown: String,
+    /// The worst severity among the job's findings, and how many there were.
+    worst: Option<crate::finding::Severity>,
+    findings: usize,
 }
 
 impl Pipeline {
@@ -136,6 +139,8 @@ impl Pipeline {
             self.judge.recorder.forget(&key);
             let written = Written {
                 markdown: markdown::render(&report),
+                worst: report.findings.iter().map(|f| f.severity).max(),
+                findings: report.findings.len(),
                 key,
                 paths,
             };
@@ -229,8 +234,25 @@ impl Pipeline {
                     .rev()
                     .find(|w| w.key == key)
                     .cloned();
+                let fail_on = self
+                    .judge
+                    .engine
+                    .profiles()
+                    .for_job(&identity)
+                    .hooks
+                    .fail_on;
+                let fail_job = match (fail_on, mine.as_ref().and_then(|w| w.worst)) {
+                    (Some(bar), Some(worst)) if worst >= bar => Some(format!(
+                        "the job raised {} finding(s), the worst {} (the profile fails jobs at {}); see the report",
+                        mine.as_ref().map_or(0, |w| w.findings),
+                        worst.name(),
+                        bar.name()
+                    )),
+                    _ => None,
+                };
                 Response {
                     ok: true,
+                    fail_job,
                     job: Some(identity),
                     reports: mine.as_ref().map(|w| w.paths.clone()).unwrap_or_default(),
                     summary_markdown: mine.map(|w| w.markdown),

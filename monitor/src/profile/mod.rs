@@ -40,6 +40,10 @@ pub struct HookPolicy {
     /// Fail the job when the agent is unreachable (default: warn and let the job run unmonitored).
     #[serde(default)]
     pub fail_closed: bool,
+    /// Fail the job (its job-completed hook exits 1, after writing the summary) when it raised
+    /// a finding of this severity or worse (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_on: Option<crate::finding::Severity>,
 }
 
 impl HookPolicy {
