@@ -185,7 +185,70 @@ pub fn run_checks(try_load: bool) -> Vec<Check> {
             ),
         });
     }
+    checks.push(control_socket_check(std::path::Path::new(
+        crate::control::DEFAULT_SOCKET,
+    )));
     checks
+}
+
+/// Whether the runner's hooks can reach the control socket: a socket given to a group must sit
+/// in a directory that group may enter, or every hook fails open.
+pub fn control_socket_check(socket: &std::path::Path) -> Check {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let Ok(meta) = std::fs::symlink_metadata(socket) else {
+        return check(
+            "control",
+            Status::Warn,
+            format!("no control socket at {}", socket.display()),
+            "start the agent (`monitor run`, or the ci-runtime-monitor service); without its socket the runner's hooks cannot bound jobs",
+        );
+    };
+    if !meta.file_type().is_socket() {
+        return check(
+            "control",
+            Status::Fail,
+            format!("{} is not a socket", socket.display()),
+            "remove it and restart the agent",
+        );
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o060 == 0 {
+        return check(
+            "control",
+            Status::Ok,
+            format!(
+                "{} is root-only ({mode:o}): only root may bound jobs",
+                socket.display()
+            ),
+            "",
+        );
+    }
+    let gid = meta.gid();
+    let dir = socket.parent().unwrap_or(std::path::Path::new("/"));
+    let reachable = std::fs::metadata(dir)
+        .is_ok_and(|d| d.mode() & 0o001 != 0 || (d.gid() == gid && d.mode() & 0o010 != 0));
+    if reachable {
+        check(
+            "control",
+            Status::Ok,
+            format!(
+                "{} ({mode:o}, group {gid}) reachable by its group",
+                socket.display()
+            ),
+            "",
+        )
+    } else {
+        check(
+            "control",
+            Status::Fail,
+            format!(
+                "{} is for group {gid}, but its directory {} does not let that group in",
+                socket.display(),
+                dir.display()
+            ),
+            "restart the agent with --control-group (it makes the directory 0750 for the group), or chgrp the directory to the group and chmod 0750",
+        )
+    }
 }
 
 pub fn print(checks: &[Check]) -> bool {
@@ -205,4 +268,34 @@ pub fn print(checks: &[Check]) -> bool {
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn a_group_socket_in_a_directory_the_group_cannot_enter_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let sockets = dir.path().join("run");
+        std::fs::create_dir(&sockets).unwrap();
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let socket = sockets.join("control.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        // Root-only socket: fine as it is.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(control_socket_check(&socket).status, Status::Ok);
+        // For a group, in a 0700 directory: the group can never reach it.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+        let c = control_socket_check(&socket);
+        assert_eq!(c.status, Status::Fail, "{}", c.detail);
+        // The directory opened to the socket's group (same group: both made by this user).
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(control_socket_check(&socket).status, Status::Ok);
+        assert_eq!(
+            control_socket_check(&sockets.join("missing.sock")).status,
+            Status::Warn
+        );
+    }
 }
