@@ -70,7 +70,12 @@ impl Config {
 
     /// Loads the configuration at `path` and every profile it names (relative to its directory).
     pub fn load_profiles(path: &Path) -> Result<ProfileSet, ProfileError> {
-        Self::load(path)?.profiles(path.parent().unwrap_or(Path::new("/")))
+        Self::load(path)?.profiles_beside(path)
+    }
+
+    /// Loads every profile this configuration, read from `path`, names.
+    pub fn profiles_beside(&self, path: &Path) -> Result<ProfileSet, ProfileError> {
+        self.profiles(path.parent().unwrap_or(Path::new("/")))
     }
 
     /// Loads every profile the configuration names (relative to `base`).

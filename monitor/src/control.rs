@@ -152,21 +152,16 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::Unix
 /// already lets the group through (`/run`, systemd's `RuntimeDirectory`) is left as it is.
 fn socket_directory(dir: &Path, gid: Option<nix::unistd::Gid>) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
-    match std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
+        .with_context(|| format!("creating {}", dir.display()))?;
     let Some(gid) = gid else {
         return Ok(());
     };
     let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let reachable =
-        meta.mode() & 0o001 != 0 || (meta.gid() == gid.as_raw() && meta.mode() & 0o010 != 0);
-    if reachable {
+    if group_may_enter(&meta, gid.as_raw()) {
         return Ok(());
     }
     if meta.uid() != 0 {
@@ -180,6 +175,13 @@ fn socket_directory(dir: &Path, gid: Option<nix::unistd::Gid>) -> anyhow::Result
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
         .with_context(|| format!("setting the mode of {}", dir.display()))?;
     Ok(())
+}
+
+/// Whether members of group `gid` may pass through the directory `meta` describes (others may,
+/// or it is the group's and the group may).
+pub fn group_may_enter(meta: &std::fs::Metadata, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0)
 }
 
 /// Accepts connections until the agent stops, forwarding each request to the processing task.
@@ -425,34 +427,27 @@ pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     let deadline = std::time::Instant::now() + BUSY_RETRY_FOR;
     let mut pause = Duration::from_millis(20);
     loop {
-        let response = match request_once(socket, request) {
-            Ok(response) => response,
-            // Refused for lack of a slot before the request was read: as busy.
-            Err(e)
-                if std::time::Instant::now() < deadline
-                    && e.chain().any(|c| {
-                        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                            matches!(
-                                io.kind(),
-                                std::io::ErrorKind::BrokenPipe
-                                    | std::io::ErrorKind::ConnectionReset
-                            )
-                        })
-                    }) =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(500));
-                continue;
+        let answer = request_once(socket, request);
+        let busy = match &answer {
+            Ok(response) => {
+                !response.ok
+                    && response
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("busy:"))
             }
-            Err(e) => return Err(e),
+            // Refused for lack of a slot before the request was read: as busy.
+            Err(e) => e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    )
+                })
+            }),
         };
-        let busy = !response.ok
-            && response
-                .error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("busy:"));
         if !busy || std::time::Instant::now() >= deadline {
-            return Ok(response);
+            return answer;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));

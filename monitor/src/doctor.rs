@@ -225,8 +225,7 @@ pub fn control_socket_check(socket: &std::path::Path) -> Check {
     }
     let gid = meta.gid();
     let dir = socket.parent().unwrap_or(std::path::Path::new("/"));
-    let reachable = std::fs::metadata(dir)
-        .is_ok_and(|d| d.mode() & 0o001 != 0 || (d.gid() == gid && d.mode() & 0o010 != 0));
+    let reachable = std::fs::metadata(dir).is_ok_and(|d| crate::control::group_may_enter(&d, gid));
     if reachable {
         check(
             "control",

@@ -297,7 +297,7 @@ fn main() -> anyhow::Result<()> {
                 (None, None) => (monitor::config::Config::default(), ProfileSource::BuiltIn),
             };
             let profiles = match &config {
-                Some(path) => file.profiles(path.parent().unwrap_or(Path::new("/")))?,
+                Some(path) => file.profiles_beside(path)?,
                 None => profile_source.load()?,
             };
             let defaults = agent::RunOptions::default();

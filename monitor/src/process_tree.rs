@@ -9,7 +9,10 @@
 
 use std::collections::HashMap;
 
-use crate::decode::Header;
+use crate::{
+    decode::Header,
+    redact::{redact_argv, redact_path},
+};
 
 /// Identity of a process across pid reuse.
 #[derive(
@@ -134,8 +137,8 @@ impl ProcessTable {
                 parent,
                 ppid: e.ppid,
                 comm: e.comm,
-                exe: e.exe,
-                argv: e.argv,
+                exe: e.exe.as_deref().map(|x| redact_path(x).into_owned()),
+                argv: redact_argv(&e.argv),
                 argv_truncated: false,
                 uid: e.uid,
                 start_ns: e.start_ticks * self.ns_per_tick,
@@ -221,8 +224,9 @@ impl ProcessTable {
     ) -> ProcessKey {
         let key = self.observe(h);
         if let Some(p) = self.procs.get_mut(&key) {
-            p.exe = Some(exe.to_string());
-            p.argv = argv.to_vec();
+            // Redacted once, here: every event names the process and its ancestors from this.
+            p.exe = Some(redact_path(exe).into_owned());
+            p.argv = redact_argv(argv);
             p.argv_truncated = argv_truncated;
             p.comm = h.comm.clone();
             p.uid = h.uid;

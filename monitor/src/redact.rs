@@ -69,7 +69,8 @@ static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
-/// Flags whose next argument is a secret, for any program.
+/// Flags whose next argument is a secret, for any program. (`-H`/`--header` take a header,
+/// judged by its name: `redact_argv`.)
 const SECRET_FLAGS: &[&str] = &[
     "--password",
     "--passwd",
@@ -85,8 +86,6 @@ const SECRET_FLAGS: &[&str] = &[
     "--private-key",
     "--registry-password",
     "--body",
-    "-H",
-    "--header",
 ];
 
 /// `-p` and `-u` mean password and user:password only for some programs (registry clients,
@@ -169,18 +168,15 @@ fn hides_token(blob: &str) -> bool {
 
 /// `redact` without the base64 step (which calls this on decoded text).
 fn redact_plain(text: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(text);
-    for re in [
-        &*URL_CREDENTIALS,
-        &*AUTH_HEADER,
-        &*SECRET_ASSIGNMENT,
-        &*TOKEN_SHAPES,
-    ] {
-        if re.is_match(&out) {
-            out = Cow::Owned(re.replace_all(&out, REDACTED).into_owned());
-        }
-    }
-    out
+    replace_all(
+        text,
+        &[
+            (&URL_CREDENTIALS, false),
+            (&AUTH_HEADER, false),
+            (&SECRET_ASSIGNMENT, false),
+            (&TOKEN_SHAPES, false),
+        ],
+    )
 }
 
 /// A path the agent writes (executable, working directory, opened file): token shapes and

@@ -384,18 +384,14 @@ print("sent", sent, "answered", answered, flush=True)
     assert!(status.contains("\"ok\":true"), "{status}");
     let flooded = flooder.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&flooded.stdout);
-    let held: usize = said
-        .split_whitespace()
-        .skip_while(|w| *w != "held")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let sent: usize = said
-        .split_whitespace()
-        .skip_while(|w| *w != "sent")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let count = |label: &str| -> usize {
+        said.split_whitespace()
+            .skip_while(|w| *w != label)
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (held, sent) = (count("held"), count("sent"));
     // The flood really happened.
     assert!(held >= 1000 && sent >= 500, "{said}");
     let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();

@@ -85,8 +85,8 @@ impl Pipeline {
     }
 
     /// Writes the event to the log, judges it, records it for reports, and writes the reports
-    /// of the jobs it ended.
-    pub(super) fn log_and_judge(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
+    /// of the jobs it ended (kept in `recent_reports` for the hook that asks).
+    pub(super) fn log_and_judge(&mut self, event: &Event, stats: &Stats) {
         self.line.clear();
         let written = serde_json::to_writer(&mut self.line, event).is_ok() && {
             self.line.push(b'\n');
@@ -106,7 +106,6 @@ impl Pipeline {
             }
         }
         self.write_findings(findings, stats);
-        let mut reports = Vec::new();
         if !ended.is_empty() {
             // A report must count the losses up to now, not up to the last tick.
             self.refresh_losses(stats);
@@ -147,17 +146,14 @@ impl Pipeline {
             if self.recent_reports.len() >= RECENT_REPORTS {
                 self.recent_reports.pop_front();
             }
-            self.recent_reports.push_back(written.clone());
-            reports.push(written);
+            self.recent_reports.push_back(written);
         }
-        reports
     }
 
     /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
-    fn handle_control_event(&mut self, event: &Event, stats: &Stats) -> Vec<Written> {
-        let reports = self.log_and_judge(event, stats);
+    fn handle_control_event(&mut self, event: &Event, stats: &Stats) {
+        self.log_and_judge(event, stats);
         self.flush(stats);
-        reports
     }
 
     /// Carries out a control request, in order with the kernel's events.

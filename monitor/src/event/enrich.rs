@@ -17,7 +17,7 @@ use super::{
 use crate::{
     decode::{Header, KernelEvent},
     process_tree::{Process, ProcessKey, ProcessTable},
-    redact::{redact_argv, redact_path},
+    redact::redact_path,
 };
 
 /// Env records waiting for their exec record; more than this means exec records were lost.
@@ -305,8 +305,8 @@ impl Enricher {
                 pid: p.key.tgid,
                 start_ticks: p.key.start_ticks,
                 comm: p.comm.clone(),
-                exe: p.exe.as_deref().map(|x| redact_path(x).into_owned()),
-                argv: redact_argv(&p.argv),
+                exe: p.exe.clone(),
+                argv: p.argv.clone(),
                 exited: p.exited_at_ns.is_some(),
             })
             .collect()
@@ -341,8 +341,8 @@ impl Enricher {
             // Not kept by the process table; nothing judges it.
             gid: 0,
             comm: p.comm.clone(),
-            exe: p.exe.as_deref().map(|x| redact_path(x).into_owned()),
-            argv: redact_argv(&p.argv),
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
             argv_truncated: p.argv_truncated,
             cgroup_id: 0,
         };
@@ -395,10 +395,8 @@ fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo
         uid: h.uid,
         gid: h.gid,
         comm: h.comm.clone(),
-        exe: p
-            .and_then(|p| p.exe.as_deref())
-            .map(|x| redact_path(x).into_owned()),
-        argv: p.map(|p| redact_argv(&p.argv)).unwrap_or_default(),
+        exe: p.and_then(|p| p.exe.clone()),
+        argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
         argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
         cgroup_id: h.cgroup_id,
     }

@@ -692,17 +692,12 @@ fn only_the_runners_hooks_control_the_job() {
     let decoy = |anchor: u32, sim: &mut Sim| {
         sim.control(
             Detail::JobStart {
-                job: crate::ci::JobIdentity {
-                    provider: "explicit".into(),
-                    key: format!("explicit/decoy-{anchor}"),
-                    name: "decoy".into(),
-                    repository: None,
-                    run_id: None,
-                    attempt: None,
-                    workflow: None,
-                    runner: None,
-                    workspace: None,
-                },
+                job: crate::ci::identity_from_env(&env(&[(
+                    "MONITOR_JOB_ID",
+                    &format!("decoy-{anchor}"),
+                )]))
+                .unwrap()
+                .0,
                 via: "job start".into(),
                 requested_by_pid: 300,
                 requested_by_uid: 1001,
