@@ -110,12 +110,11 @@ impl RuleId {
     /// `lifecycle-hook` is critical.
     pub fn default_severity(self) -> Severity {
         match self {
-            RuleId::LifecycleHook
-            | RuleId::UnresolvedSensitiveOpen
+            RuleId::UnresolvedSensitiveOpen
             | RuleId::ExecOfJobWrittenFile
             | RuleId::UnexpectedExecutable
             | RuleId::OutlivedStep => Severity::Medium,
-            RuleId::EgressBlockedAllowed => Severity::Low,
+            RuleId::EgressBlockedAllowed | RuleId::LifecycleHook => Severity::Low,
             RuleId::ProcessMemoryRead | RuleId::AgentTampering | RuleId::CloudMetadata => {
                 Severity::Critical
             }

@@ -230,6 +230,10 @@ enum ProfileCommand {
         /// Write the profile here (0600) instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Learn only from this job (its key, or its CI run id); repeatable. Default: every
+        /// job in the logs.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
         #[arg(required = true)]
         events: Vec<PathBuf>,
     },
@@ -240,6 +244,11 @@ enum ProfileCommand {
         #[arg(required = true)]
         events: Vec<PathBuf>,
     },
+}
+
+/// One line of text for a YAML comment: control characters (newlines included) become `?`.
+fn comment_safe(text: &str) -> String {
+    terminal_line(text).replace(|c: char| c.is_control(), "?")
 }
 
 /// Where reports go unless told otherwise.
@@ -653,6 +662,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
         ProfileCommand::Learn {
             base,
             output,
+            jobs,
             events,
         } => {
             let base = match base {
@@ -663,18 +673,42 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                 },
             };
             let mut stats = ReadStats::default();
-            let (learnt, unallowable) =
-                replay::learn(&events, base, machine_engine_config(), &mut stats)?;
+            let learnt = replay::learn(&events, base, machine_engine_config(), &mut stats, |job| {
+                jobs.is_empty()
+                    || jobs
+                        .iter()
+                        .any(|j| *j == job.key || job.run_id.as_deref() == Some(j.as_str()))
+            })?;
+            // Each entry with the finding that called for it, so a reviewer can tell what the
+            // run did (comments: the file stays a valid profile).
+            let why: String = learnt
+                .added
+                .iter()
+                .map(|(entry, f)| {
+                    let step = f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("-");
+                    let job = f.job.as_ref().map(|j| j.key.as_str()).unwrap_or("-");
+                    format!(
+                        "#   {} <- {} in job {}, step {}: {}\n",
+                        comment_safe(entry),
+                        f.rule,
+                        comment_safe(job),
+                        comment_safe(step),
+                        comment_safe(&f.summary)
+                    )
+                })
+                .collect();
             let yaml = format!(
-                "# Learnt by `monitor profile learn` from {} ({}).\n{}",
+                "# Learnt by `monitor profile learn` from {} ({}).\n# Added, and why:\n{}{}",
                 events
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
                 stats.report().lines().next().unwrap_or_default(),
-                learnt.to_yaml()
+                if why.is_empty() { "#   nothing\n".to_string() } else { why },
+                learnt.profile.to_yaml()
             );
+            let unallowable = learnt.unallowable;
             match output {
                 Some(path) => {
                     use std::io::Write as _;

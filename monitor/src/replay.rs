@@ -124,20 +124,43 @@ pub fn reports(
         .collect())
 }
 
-/// A profile allowing everything the recorded runs did, on top of `base`.
+/// What `learn` made of the recorded runs.
+pub struct Learnt {
+    pub profile: Profile,
+    /// Each entry added, with the finding that called for it.
+    pub added: Vec<(String, Finding)>,
+    /// Findings no profile may allow (review them: the run was not clean).
+    pub unallowable: Vec<Finding>,
+}
+
+/// A profile allowing everything the recorded runs of the jobs `select` picks did, on top of
+/// `base`, as patterns that hold for the next run (`Profile::learn`).
 pub fn learn(
     files: &[PathBuf],
     base: Profile,
     config: EngineConfig,
     stats: &mut ReadStats,
-) -> anyhow::Result<(Profile, Vec<Finding>)> {
-    let mut learnt = base.clone();
-    let mut unallowable = Vec::new();
-    replay(files, base, config, stats, |f| match &f.allowance {
-        Some(a) => learnt.allow(a),
-        None => unallowable.push(f),
+    select: impl Fn(&crate::ci::JobIdentity) -> bool,
+) -> anyhow::Result<Learnt> {
+    let mut learnt = Learnt {
+        profile: base.clone(),
+        added: Vec::new(),
+        unallowable: Vec::new(),
+    };
+    replay(files, base, config, stats, |f| {
+        if !f.job.as_ref().is_some_and(&select) {
+            return;
+        }
+        match &f.allowance {
+            Some(a) => {
+                if let Some(entry) = learnt.profile.learn(a) {
+                    learnt.added.push((entry, f));
+                }
+            }
+            None => learnt.unallowable.push(f),
+        }
     })?;
-    Ok((learnt, unallowable))
+    Ok(learnt)
 }
 
 /// The machine's resolvers, for the engine's DNS allowance.

@@ -265,14 +265,27 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
         "learn",
         "--base",
         strict.to_str().unwrap(),
+        "--job",
+        &runner.run_id,
         "-o",
         learnt.to_str().unwrap(),
         events.to_str().unwrap(),
     ]);
     let text = std::fs::read_to_string(&learnt).unwrap();
+    // The sink listens on a port picked for this run: loopback is learnt, not the port.
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
-        text.contains(&format!("127.0.0.1:{port}")),
-        "the sink is learnt as a destination:\n{text}"
+        body.contains("127.0.0.0/8") && !body.contains(&port.to_string()),
+        "the sink is learnt as loopback:\n{text}"
+    );
+    assert!(body.contains("/proc/*/environ"), "{text}");
+    assert!(
+        text.contains("# Added, and why:") && text.contains("<- unexpected-egress in job"),
+        "each entry explained:\n{text}"
     );
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&learnt).unwrap().permissions());

@@ -128,6 +128,16 @@ pub(super) fn pth_has_executable_lines(path: &str) -> Option<bool> {
     })
 }
 
+/// Whether a source map embeds its sources (`sourcesContent` with text in it), reading at most
+/// `packaging::MAX_MAP_SCAN` bytes. `None` when it cannot be read in time or is larger.
+pub(super) fn map_embeds_sources(path: &str) -> Option<bool> {
+    let path = path.to_string();
+    bounded(move || {
+        let file = open_regular(&path)?;
+        crate::rules::packaging::embeds_sources(file).ok()?
+    })
+}
+
 /// The change time (ctime: content or metadata written) of an executable, Unix ns.
 pub(super) fn exe_changed_unix_ns(path: &str) -> Option<i128> {
     let path = path.to_string();

@@ -29,7 +29,9 @@ use crate::{
     replay::machine_engine_config,
     watch::WatchList,
 };
-use host::{boot_ns, exe_changed_unix_ns, pth_has_executable_lines, send_heartbeats};
+use host::{
+    boot_ns, exe_changed_unix_ns, map_embeds_sources, pth_has_executable_lines, send_heartbeats,
+};
 use pipeline::Pipeline;
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     log::info!("process table seeded with {} processes", table.len());
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
+        .with_map_reader(map_embeds_sources)
         .with_exe_changed(exe_changed_unix_ns);
 
     let output: Box<dyn Write + Send> = match &options.events {

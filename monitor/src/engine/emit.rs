@@ -107,6 +107,9 @@ impl Engine {
         trigger: Trigger<'_>,
     ) {
         let Place { job, step, hook } = place;
+        if let Some(h) = hook.filter(|_| raw.rule != RuleId::LifecycleHook) {
+            self.hooks[h].acted.insert(raw.rule);
+        }
         let seen = &mut self.jobs[job].seen;
         let dedupe = format!("{}|{step}|{}", raw.rule, raw.dedupe);
         if seen.contains(&dedupe) {

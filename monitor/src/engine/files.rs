@@ -228,7 +228,13 @@ impl Engine {
         if path_within(path, dir).is_none() {
             return false;
         }
-        let Some(kind) = packaging::leak_kind(path, &tool) else {
+        let map_embeds_sources = match &e.detail {
+            crate::event::Detail::Open {
+                map_embeds_sources, ..
+            } => *map_embeds_sources,
+            _ => None,
+        };
+        let Some(kind) = packaging::leak_kind(path, &tool, map_embeds_sources) else {
             return false;
         };
         if self

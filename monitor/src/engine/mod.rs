@@ -16,6 +16,7 @@
 mod attribution;
 mod emit;
 mod files;
+mod install_code;
 mod job_control;
 mod network;
 mod process;
@@ -127,6 +128,8 @@ struct HookState {
     hook: Hook,
     /// The hook runs with the profile's blessing; what it does is still judged.
     allowed: bool,
+    /// Rules its processes' findings broke (they raise the step's install-code finding).
+    acted: std::collections::BTreeSet<crate::finding::RuleId>,
 }
 
 /// Where an event's process belongs.
@@ -169,6 +172,8 @@ pub struct Engine {
     job_by_key: HashMap<String, usize>,
     anchors: HashMap<ProcessKey, usize>,
     hooks: Vec<HookState>,
+    /// Install-time code per step and ecosystem, reported when the step ends.
+    batches: Vec<install_code::Batch>,
     written_pth: HashMap<String, WrittenPth>,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
@@ -213,6 +218,7 @@ impl Engine {
             job_by_key: HashMap::new(),
             anchors: HashMap::new(),
             hooks: Vec::new(),
+            batches: Vec::new(),
             written_pth: HashMap::new(),
             ended: Vec::new(),
             enforcement: Vec::new(),
@@ -323,6 +329,7 @@ impl Engine {
             Detail::Exit { .. } => {
                 if let Some(job) = self.anchors.get(&key).copied() {
                     self.end_job(job, e.ts_ns);
+                    self.flush_install_code(&mut out, Some(job));
                 }
             }
             Detail::JobStart { job: identity, .. } => {
@@ -337,6 +344,7 @@ impl Engine {
                     Ok(()) => {
                         if let Some(job) = self.job_by_key.get(job).copied() {
                             self.end_job(job, e.ts_ns);
+                            self.flush_install_code(&mut out, Some(job));
                         }
                     }
                     Err(why) => self.refused_job_control(e, &why, &mut out),
@@ -391,6 +399,7 @@ impl Engine {
     fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(now_ns);
         self.check_outlived_steps(out);
+        self.flush_install_code(out, None);
         if self.now_ns >= self.last_retire_ns.saturating_add(RETIRE_EVERY_NS) {
             self.last_retire_ns = self.now_ns;
             self.retire_old_jobs();

@@ -13,7 +13,7 @@ use crate::{
     finding::{ChainLink, Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{Allowance, Rules},
-    rules::{executables, lifecycle, packaging},
+    rules::{background, executables, lifecycle, packaging},
 };
 
 impl Engine {
@@ -53,8 +53,14 @@ impl Engine {
                 .and_then(|origin| url::Url::parse(origin).ok())
                 .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)));
         }
+        // Build tools above this process: their own builds and temporary places are theirs.
+        let frontends: Vec<lifecycle::Frontend> = e
+            .ancestry
+            .iter()
+            .filter_map(|a| lifecycle::frontend_of(&a.argv))
+            .collect();
         let hook = lifecycle::npm_hook(env, cwd)
-            .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref()))
+            .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref(), &frontends))
             .or_else(|| lifecycle::cargo_hook(&exe, env))
             .filter(|h| h.dependency);
         if let Some(hook) = hook {
@@ -73,38 +79,17 @@ impl Engine {
                 self.hooks.push(HookState {
                     hook: hook.clone(),
                     allowed,
+                    acted: Default::default(),
                 });
                 let index = self.hooks.len() - 1;
                 self.procs.get_mut(&key).expect("attributed").hook = Some(index);
                 if !allowed {
-                    let raw = Raw::new(
-                        RuleId::LifecycleHook,
-                        format!(
-                            "{} runs install-time code of {} package {} ({})",
-                            hook.manager,
-                            hook.ecosystem.name(),
-                            hook.package,
-                            hook.script
-                        ),
-                        format!("{}:{}:{}", hook.ecosystem.name(), hook.package, hook.script),
-                    )
-                    .evidence(vec![
-                        ("package", json!(hook.package)),
-                        ("version", json!(hook.version)),
-                        ("script", json!(hook.script)),
-                        ("cwd", json!(cwd)),
-                    ])
-                    .allowance(Allowance::Lifecycle {
-                        ecosystem: hook.ecosystem,
-                        package: hook.package.clone(),
-                        version: None,
-                    });
-                    self.emit_for(out, raw, e, key);
+                    self.note_install_code(index, e, key);
                 }
             }
         }
 
-        let allowed_exe = |rules: &Rules| rules.executables.allows(&exe);
+        let allowed_exe = |rules: &Rules| rules.executables.allows_written(&exe);
         // The program run: the binary, or a `#!` script (then `exe` is its interpreter).
         let temp = |path: &str| {
             ["/tmp/", "/var/tmp/", "/dev/shm/"]
@@ -113,15 +98,19 @@ impl Engine {
                 && !path.contains("/target/")
         };
         let in_temp = temp(&exe) || temp(&program);
+        // A build frontend's own isolated environment: tooling, judged by who made it.
+        let frontend_temp = executables::in_frontend_temp(&exe, &frontends)
+            || executables::in_frontend_temp(&program, &frontends);
         let temp_program = if temp(&exe) {
             exe.clone()
         } else {
             program.clone()
         };
         if in_temp
+            && !frontend_temp
             && !self
                 .rules_of(job, step)
-                .any(|r| allowed_exe(r) || r.executables.allows(&temp_program))
+                .any(|r| allowed_exe(r) || r.executables.allows_written(&temp_program))
         {
             let raw = Raw::new(
                 RuleId::ExecFromTemp,
@@ -133,7 +122,7 @@ impl Engine {
                 ("program", json!(temp_program)),
                 ("cwd", json!(cwd)),
             ])
-            .allowance(Allowance::Executables {
+            .allowance(Allowance::WrittenProgram {
                 path: temp_program.clone(),
             });
             self.emit_for(out, raw, e, key);
@@ -142,7 +131,7 @@ impl Engine {
             && !executables::installed_by_tooling(&program, workspace.as_deref())
             && !self
                 .rules_of(job, step)
-                .any(|r| r.executables.allows(&program))
+                .any(|r| r.executables.allows_written(&program))
         {
             let raw = Raw::new(
                 RuleId::ExecOfJobWrittenFile,
@@ -154,7 +143,7 @@ impl Engine {
                 ("executable", json!(exe)),
                 ("cwd", json!(cwd)),
             ])
-            .allowance(Allowance::Executables {
+            .allowance(Allowance::WrittenProgram {
                 path: program.clone(),
             });
             self.emit_for(out, raw, e, key);
@@ -164,7 +153,7 @@ impl Engine {
                 .rules_of(job, step)
                 .filter(|r| r.executables.allow.is_some())
                 .collect();
-            if !lists.is_empty() && !lists.iter().any(|r| allowed_exe(r)) {
+            if !lists.is_empty() && !lists.iter().any(|r| r.executables.allows(&exe)) {
                 let raw = Raw::new(
                     RuleId::UnexpectedExecutable,
                     format!("executed {exe}, which the profile does not list"),
@@ -215,9 +204,10 @@ impl Engine {
             left.sort_by_key(|(k, _, _)| *k);
             for (_, link, hook) in left {
                 let exe = link.exe.clone().unwrap_or_default();
-                let allowed = self
-                    .rules_of(job, step)
-                    .any(|r| r.processes.background.iter().any(|p| p.matches(&exe)));
+                let allowed = background::expected_agent(&exe)
+                    || self
+                        .rules_of(job, step)
+                        .any(|r| r.processes.background.iter().any(|p| p.matches(&exe)));
                 if allowed {
                     continue;
                 }

@@ -32,6 +32,8 @@ pub struct Enricher {
     pending_env: HashMap<u32, BTreeMap<String, String>>,
     /// Reads the content a `.pth` open needs judged (live: the file; replay: nothing).
     pth_reader: Option<fn(&str) -> Option<bool>>,
+    /// Reads whether a source map embeds its sources (live: the file; replay: nothing).
+    map_reader: Option<fn(&str) -> Option<bool>>,
     /// An executable's change time, Unix ns (live: stat; replay: nothing).
     exe_changed: Option<fn(&str) -> Option<i128>>,
     /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
@@ -46,6 +48,7 @@ impl Enricher {
             seq: 0,
             pending_env: HashMap::new(),
             pth_reader: None,
+            map_reader: None,
             exe_changed: None,
             dns_unparsed: 0,
         }
@@ -60,6 +63,13 @@ impl Enricher {
     /// Lets the enricher judge `.pth` files by reading them (the live agent does; tests need not).
     pub fn with_pth_reader(mut self, reader: fn(&str) -> Option<bool>) -> Self {
         self.pth_reader = Some(reader);
+        self
+    }
+
+    /// Lets the enricher judge source maps read by anything by whether they embed their
+    /// sources (the live agent does; tests need not).
+    pub fn with_map_reader(mut self, reader: fn(&str) -> Option<bool>) -> Self {
+        self.map_reader = Some(reader);
         self
     }
 
@@ -218,8 +228,15 @@ impl Enricher {
                     }
                     _ => None,
                 };
+                let map_embeds_sources = match self.map_reader {
+                    Some(read) if path.ends_with(".map") && f_mode & FMODE_WRITE == 0 => {
+                        read(&path)
+                    }
+                    _ => None,
+                };
                 let detail = Detail::Open {
                     pth_executable,
+                    map_embeds_sources,
                     path: redact_path(&path).into_owned(),
                     path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
                     path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,

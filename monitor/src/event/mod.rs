@@ -96,6 +96,10 @@ pub enum Detail {
         /// executes (`import ...`). Filled by the live agent, which can read the file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pth_executable: Option<bool>,
+        /// For source maps (`*.map`) opened for reading: whether the map embeds the sources it
+        /// maps (`sourcesContent`). Filled by the live agent, which can read the file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map_embeds_sources: Option<bool>,
     },
     /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
     Tamper {

@@ -5,6 +5,7 @@
 //! the ref). Unknown keys are errors, and every error names the file, line and column, because a
 //! misspelt allowance silently ignored is a hole nobody sees.
 
+mod learn;
 pub mod pattern;
 pub mod set;
 
@@ -188,6 +189,10 @@ pub struct Lifecycle {
     /// Packages allowed to run code at install time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<PackageRule>,
+    /// Severity of a step's install-code finding when the code did nothing else worth a
+    /// finding (default low; anything the code does raises it to critical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<crate::finding::Severity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,10 +229,15 @@ pub struct AccessRule {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Executables {
-    /// When present, executing anything not matched here is a finding. Also allows executing
-    /// from temporary directories.
+    /// When present, executing anything not matched here is a finding (allowlist mode). Also
+    /// allows executing from temporary directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<PathPattern>>,
+    /// Programs the job writes (or runs from temporary directories) on purpose: exceptions to
+    /// `exec-from-temp` and `exec-of-job-written-file` only. Unlike `allow`, never switches on
+    /// allowlist mode: this is where `monitor profile learn` puts what it saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<PathPattern>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -283,7 +293,7 @@ impl Egress {
 }
 impl Lifecycle {
     fn is_empty(&self) -> bool {
-        self.allow.is_empty()
+        self.allow.is_empty() && self.severity.is_none()
     }
 }
 impl Credentials {
@@ -293,7 +303,12 @@ impl Credentials {
 }
 impl Executables {
     fn is_empty(&self) -> bool {
-        self.allow.is_none()
+        self.allow.is_none() && self.written.is_empty()
+    }
+
+    /// Whether the job may run `path`, a program it wrote or one in a temporary directory.
+    pub fn allows_written(&self, path: &str) -> bool {
+        self.allows(path) || self.written.iter().any(|p| p.matches(path))
     }
 
     /// Whether `path` is on the list (false when there is no list).
@@ -430,11 +445,11 @@ pub enum Allowance {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         domain: Option<String>,
     },
+    /// The packages whose install-time code one step ran (any version: a version pin would
+    /// be stale at the next dependency update).
     Lifecycle {
         ecosystem: Ecosystem,
-        package: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        version: Option<String>,
+        packages: Vec<String>,
     },
     Credentials {
         path: String,
@@ -444,7 +459,12 @@ pub enum Allowance {
         path: String,
         by: String,
     },
+    /// A program in allowlist mode (`executables.allow`).
     Executables {
+        path: String,
+    },
+    /// A program the job wrote or ran from a temporary directory (`executables.written`).
+    WrittenProgram {
         path: String,
     },
     Processes {
@@ -480,16 +500,17 @@ impl Profile {
             }
             Allowance::Lifecycle {
                 ecosystem,
-                package,
-                version,
+                packages,
             } => {
-                let rule = PackageRule {
-                    ecosystem: *ecosystem,
-                    package: package.clone(),
-                    version: version.clone(),
-                };
-                if !rules.lifecycle.allow.contains(&rule) {
-                    rules.lifecycle.allow.push(rule);
+                for package in packages {
+                    let rule = PackageRule {
+                        ecosystem: *ecosystem,
+                        package: package.clone(),
+                        version: None,
+                    };
+                    if !rules.lifecycle.allow.contains(&rule) {
+                        rules.lifecycle.allow.push(rule);
+                    }
                 }
             }
             Allowance::Credentials { path, by } => {
@@ -503,6 +524,12 @@ impl Profile {
                 let pattern = PathPattern::literal(path);
                 if !list.contains(&pattern) {
                     list.push(pattern);
+                }
+            }
+            Allowance::WrittenProgram { path } => {
+                let pattern = PathPattern::literal(path);
+                if !rules.executables.written.contains(&pattern) {
+                    rules.executables.written.push(pattern);
                 }
             }
             Allowance::Processes { executable } => {
@@ -532,16 +559,23 @@ fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) {
         }
         _ => PathPattern::literal(path),
     };
+    add_access_pattern(list, pattern, by);
+}
+
+/// Adds `by` to the rule for `pattern` (made if missing); false when it was already there.
+fn add_access_pattern(list: &mut Vec<AccessRule>, pattern: PathPattern, by: &str) -> bool {
     if let Some(rule) = list.iter_mut().find(|r| r.path == pattern) {
-        if !rule.by.iter().any(|b| b == by) {
-            rule.by.push(by.to_string());
+        if rule.by.iter().any(|b| b == by) {
+            return false;
         }
-        return;
+        rule.by.push(by.to_string());
+        return true;
     }
     list.push(AccessRule {
         path: pattern,
         by: vec![by.to_string()],
     });
+    true
 }
 
 /// `*` matches any run of characters (including none); everything else is literal.

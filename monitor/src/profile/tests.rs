@@ -104,8 +104,7 @@ fn allowances_round_trip_through_yaml() {
         },
         Allowance::Lifecycle {
             ecosystem: Ecosystem::Npm,
-            package: "esbuild".into(),
-            version: Some("0.20.1".into()),
+            packages: vec!["esbuild".into()],
         },
         Allowance::Credentials {
             path: "/home/r/.npmrc".into(),

@@ -705,7 +705,8 @@ mod tests {
             .unwrap()
             .parent_pid;
         assert_eq!(tree_parent, Some(320));
-        assert_eq!(r.summary.findings_by_severity.get("critical"), Some(&2));
+        // The read, the connection, and the install code that made them.
+        assert_eq!(r.summary.findings_by_severity.get("critical"), Some(&3));
         assert!(r.profile_additions.as_deref().unwrap().contains("evil-pkg"));
     }
 

@@ -176,6 +176,18 @@ pub static CREDENTIALS: LazyLock<Vec<CredentialKind>> = LazyLock::new(|| {
             &[],
             &["Runner.Listener", "Runner.Worker"],
         ),
+        // gpg-agent holds the secret keys and reads them for gpg (signing in release jobs);
+        // anything else reading them is taking the key.
+        kind(
+            "gpg-private-key",
+            &[
+                "~/.gnupg/private-keys-v1.d/**",
+                "~/.gnupg/secring.gpg",
+                "**/.gnupg/private-keys-v1.d/**",
+            ],
+            &[],
+            &["gpg*", "scdaemon", "keyboxd"],
+        ),
         kind(
             "private-key",
             &["~/**/*.pem", "~/**/*.key", "~/**/*.p12", "~/**/*.pfx"],
@@ -248,6 +260,16 @@ mod tests {
             "cat",
             &v(&["cat", "/proc/1/environ"])
         ));
+    }
+
+    #[test]
+    fn gpg_agent_owns_the_gpg_key_store() {
+        let key =
+            "/home/runner/.gnupg/private-keys-v1.d/0123456789ABCDEF0123456789ABCDEF01234567.key";
+        let kind = classify(key).expect("a gpg secret key");
+        assert_eq!(kind.name, "gpg-private-key");
+        assert!(kind.owned_by("gpg-agent") && kind.owned_by("gpg"));
+        assert!(!kind.owned_by("node") && !kind.owned_by("curl"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! runner's tool cache, the job's own workspace). A program written during the job anywhere else
 //! and then executed is what a dropper does.
 
+use super::lifecycle::{temp_component, Frontend};
+
 /// Path fragments of places where tooling installs or builds programs.
 const TOOLING_PLACES: &[&str] = &[
     "/node_modules/",
@@ -35,6 +37,25 @@ const SYSTEM_PLACES: &[&str] = &[
     "/sbin/",
 ];
 
+/// Temporary directories build frontends make for themselves and run programs from: isolated
+/// build environments (virtualenvs with their own `bin/python`, console scripts of build
+/// requirements) and `cargo install`'s target directory (build scripts). Tooling's, when the
+/// frontend that makes them is among the running program's ancestors: a program dropped in a
+/// directory named like them and run by anything else is still `exec-from-temp`.
+const FRONTEND_TEMP: &[(&str, Frontend)] = &[
+    ("build-env-", Frontend::PypaBuild),
+    ("pip-build-env-", Frontend::Pip),
+    ("cargo-install", Frontend::CargoInstall),
+];
+
+/// Whether `program`, in a temporary directory, is in one a build frontend among `frontends`
+/// (the running process's ancestors) made for itself.
+pub fn in_frontend_temp(program: &str, frontends: &[Frontend]) -> bool {
+    FRONTEND_TEMP
+        .iter()
+        .any(|(prefix, tool)| frontends.contains(tool) && temp_component(program, prefix))
+}
+
 /// Whether `exe`, written during a job, is in a place where tooling or the job's own build put it.
 pub fn installed_by_tooling(exe: &str, workspace: Option<&str>) -> bool {
     if let Some(ws) = workspace.filter(|w| !w.is_empty()) {
@@ -49,6 +70,26 @@ pub fn installed_by_tooling(exe: &str, workspace: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontends_temporary_places_are_theirs_only_under_them() {
+        let build = [Frontend::PypaBuild];
+        assert!(in_frontend_temp("/tmp/build-env-k2j4x8/bin/python", &build));
+        assert!(!in_frontend_temp("/tmp/build-env-k2j4x8/bin/python", &[]));
+        assert!(!in_frontend_temp(
+            "/tmp/build-env-k2j4x8/bin/python",
+            &[Frontend::Pip]
+        ));
+        assert!(!in_frontend_temp("/tmp/x/build-env-1/bin/python", &build));
+        assert!(in_frontend_temp(
+            "/tmp/pip-build-env-abc/overlay/bin/cmake",
+            &[Frontend::Pip]
+        ));
+        assert!(in_frontend_temp(
+            "/tmp/cargo-installAbC/release/build/ring-1/build-script-build",
+            &[Frontend::CargoInstall]
+        ));
+    }
 
     #[test]
     fn build_and_install_places_are_expected_elsewhere_is_not() {

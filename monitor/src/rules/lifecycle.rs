@@ -74,9 +74,60 @@ pub fn npm_hook(env: &BTreeMap<String, String>, cwd: &str) -> Option<Hook> {
     })
 }
 
+/// Which build tool an argv is, for the temporary places it makes and the builds it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// PyPA's `python -m build` / `pyproject-build`: builds the project in hand.
+    PypaBuild,
+    /// `pip` / `python -m pip`.
+    Pip,
+    /// `cargo install`.
+    CargoInstall,
+}
+
+/// The build frontend `argv` runs, if any (by its arguments: the interpreter's name says
+/// nothing, and the frontends all run under it).
+pub fn frontend_of(argv: &[String]) -> Option<Frontend> {
+    let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+    let module = argv
+        .windows(2)
+        .find(|w| w[0] == "-m")
+        .map(|w| w[1].as_str());
+    let program = argv.first().map(base).unwrap_or_default();
+    let script = argv.get(1).map(base).unwrap_or_default();
+    if module == Some("build") || program == "pyproject-build" || script == "pyproject-build" {
+        return Some(Frontend::PypaBuild);
+    }
+    let pip = |n: &str| {
+        n == "pip"
+            || (n.starts_with("pip3") && n[4..].chars().all(|c| c == '.' || c.is_ascii_digit()))
+    };
+    if module == Some("pip") || pip(&program) || (program.starts_with("python") && pip(&script)) {
+        return Some(Frontend::Pip);
+    }
+    if program == "cargo"
+        && argv
+            .iter()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .map(String::as_str)
+            == Some("install")
+    {
+        return Some(Frontend::CargoInstall);
+    }
+    None
+}
+
 /// pip's PEP 517 hook runner and legacy `setup.py` runs. `workspace` is the job's own checkout:
-/// building it (`pip install -e .`) is not a dependency's install code.
-pub fn pip_hook(argv: &[String], cwd: &str, workspace: Option<&str>) -> Option<Hook> {
+/// building it (`pip install -e .`) is not a dependency's install code. `frontends`: the build
+/// tools among the process's ancestors; `python -m build` builds the project's wheel from its
+/// own sdist, unpacked in `/tmp/build-via-sdist-*`: that is the project too.
+pub fn pip_hook(
+    argv: &[String],
+    cwd: &str,
+    workspace: Option<&str>,
+    frontends: &[Frontend],
+) -> Option<Hook> {
     let script = if let Some(i) = argv
         .iter()
         .position(|a| a.ends_with("/_in_process.py") || a.ends_with("/_in_process/_in_process.py"))
@@ -96,7 +147,8 @@ pub fn pip_hook(argv: &[String], cwd: &str, workspace: Option<&str>) -> Option<H
     let own = workspace.is_some_and(|w| {
         let w = w.trim_end_matches('/');
         !w.is_empty() && (dir == w || dir.starts_with(&format!("{w}/")))
-    });
+    }) || (frontends.contains(&Frontend::PypaBuild)
+        && temp_component(dir, "build-via-sdist-"));
     Some(Hook {
         ecosystem: Ecosystem::Pypi,
         package,
@@ -104,6 +156,15 @@ pub fn pip_hook(argv: &[String], cwd: &str, workspace: Option<&str>) -> Option<H
         script,
         manager: "pip".into(),
         dependency: !own,
+    })
+}
+
+/// Whether `path` lies in a directory directly under a temporary directory whose name starts
+/// with `prefix` (`/tmp/build-env-x1y2/...`).
+pub fn temp_component(path: &str, prefix: &str) -> bool {
+    ["/tmp/", "/var/tmp/"].iter().any(|t| {
+        path.strip_prefix(t)
+            .is_some_and(|rest| rest.starts_with(prefix) && !rest[prefix.len()..].starts_with('/'))
     })
 }
 
@@ -190,6 +251,65 @@ mod tests {
     }
 
     #[test]
+    fn build_frontends_are_known_by_their_arguments() {
+        assert_eq!(
+            frontend_of(&v(&["python3", "-m", "build", "--sdist"])),
+            Some(Frontend::PypaBuild)
+        );
+        assert_eq!(
+            frontend_of(&v(&["/w/.venv/bin/python", "/w/.venv/bin/pyproject-build"])),
+            Some(Frontend::PypaBuild)
+        );
+        assert_eq!(
+            frontend_of(&v(&[
+                "/w/.venv/bin/python",
+                "/w/.venv/bin/pip",
+                "install",
+                "."
+            ])),
+            Some(Frontend::Pip)
+        );
+        assert_eq!(
+            frontend_of(&v(&["python", "-m", "pip", "wheel", "."])),
+            Some(Frontend::Pip)
+        );
+        assert_eq!(
+            frontend_of(&v(&["pip3.11", "install", "x"])),
+            Some(Frontend::Pip)
+        );
+        assert_eq!(
+            frontend_of(&v(&["cargo", "install", "ripgrep"])),
+            Some(Frontend::CargoInstall)
+        );
+        assert_eq!(frontend_of(&v(&["cargo", "build"])), None);
+        assert_eq!(frontend_of(&v(&["python3", "build.py"])), None);
+        assert_eq!(frontend_of(&v(&["pipx", "run", "x"])), None);
+    }
+
+    #[test]
+    fn pypa_build_of_the_project_from_its_own_sdist_is_the_project() {
+        let hooks = "/tmp/build-env-x/lib/python3.11/site-packages/pyproject_hooks/_in_process/_in_process.py";
+        let argv = v(&["python", hooks, "build_wheel", "/tmp/tmpq"]);
+        let via_sdist = "/tmp/build-via-sdist-a1b2/corpus_pkg-0.1.0";
+        let h = pip_hook(&argv, via_sdist, Some("/w"), &[Frontend::PypaBuild]).unwrap();
+        assert!(!h.dependency);
+        // Without the frontend above it, the same directory is somebody else's build.
+        let h = pip_hook(&argv, via_sdist, Some("/w"), &[Frontend::Pip]).unwrap();
+        assert!(h.dependency);
+        // A build requirement pip builds inside the frontend's environment is a dependency.
+        let dep = "/tmp/pip-install-q/evil_0123456789abcdef0123456789abcdef";
+        let h = pip_hook(
+            &argv,
+            dep,
+            Some("/w"),
+            &[Frontend::PypaBuild, Frontend::Pip],
+        )
+        .unwrap();
+        assert!(h.dependency);
+        assert_eq!(h.package, "evil");
+    }
+
+    #[test]
     fn npm_scripts_of_dependencies_and_of_the_project() {
         let e = env(&[
             ("npm_lifecycle_event", "postinstall"),
@@ -233,6 +353,7 @@ mod tests {
             &argv,
             "/tmp/pip-install-x1/litellm_0123456789abcdef0123456789abcdef",
             Some("/w/app"),
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -241,7 +362,7 @@ mod tests {
         );
         assert!(hook.dependency);
         assert!(
-            !pip_hook(&argv, "/w/app", Some("/w/app"))
+            !pip_hook(&argv, "/w/app", Some("/w/app"), &[])
                 .unwrap()
                 .dependency,
             "pip install -e ."
@@ -252,10 +373,10 @@ mod tests {
             "import setuptools; exec(open('/tmp/p/setup.py').read())",
         ]);
         assert_eq!(
-            pip_hook(&legacy, "/tmp/p", None).unwrap().script,
+            pip_hook(&legacy, "/tmp/p", None, &[]).unwrap().script,
             "setup.py"
         );
-        assert!(pip_hook(&v(&["python3", "-c", "pass"]), "/", None).is_none());
+        assert!(pip_hook(&v(&["python3", "-c", "pass"]), "/", None, &[]).is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! install-time code looks like for each package manager, where attackers persist, which
 //! addresses are cloud metadata endpoints. The engine (`crate::engine`) applies them to events.
 
+pub mod background;
 pub mod credentials;
 pub mod dns;
 pub mod egress;

@@ -28,22 +28,78 @@ pub fn packing_command(tool: &str, argv: &[String]) -> Option<String> {
     if tool == "yarn" && verb == "npm" {
         verb = words.next()?.as_str();
     }
-    verbs
-        .contains(&verb)
-        .then(|| format!("{tool} {verb}"))
+    verbs.contains(&verb).then(|| format!("{tool} {verb}"))
 }
 
 /// What kind of leak a file read by packing tool `tool` would be, if any. The tool's own
 /// credentials are its configuration, not packed (npm reads the project's `.npmrc` and never
-/// ships it).
-pub fn leak_kind(path: &str, tool: &str) -> Option<&'static str> {
+/// ships it). A source map is a leak when it embeds the sources (`map_embeds_sources`; unknown
+/// content, as in a replayed log or an unreadable file, fails closed): an ordinary `tsc` map
+/// holds only line mappings and file names, which the package's own `.js` already reveals.
+pub fn leak_kind(path: &str, tool: &str, map_embeds_sources: Option<bool>) -> Option<&'static str> {
     let name = path.rsplit('/').next().unwrap_or(path);
     if name.ends_with(".map") {
-        return Some("source map");
+        return match map_embeds_sources {
+            Some(true) => Some("source map with embedded sources"),
+            Some(false) => None,
+            None => Some("source map (content unknown)"),
+        };
     }
     credentials::classify(path)
         .filter(|k| !k.owned_by(tool))
         .map(|k| k.name)
+}
+
+/// Source maps past this size are not scanned (the answer is "unknown", which fails closed).
+pub const MAX_MAP_SCAN: u64 = 256 * 1024 * 1024;
+
+/// Whether a source map's JSON has a `sourcesContent` array whose first entry is text (tools
+/// write `[null, ...]` when they leave sources out). Streams, so a 60 MB map costs one pass;
+/// `None` past `MAX_MAP_SCAN`.
+pub fn embeds_sources(reader: impl std::io::Read) -> std::io::Result<Option<bool>> {
+    use std::io::Read as _;
+    const KEY: &[u8] = b"\"sourcesContent\"";
+    /// Where the scan is: inside the key (bytes of it matched), or past it waiting for `:`,
+    /// for `[`, for the first entry.
+    #[derive(Clone, Copy)]
+    enum At {
+        Key(usize),
+        Colon,
+        Bracket,
+        Entry,
+    }
+    let mut reader = reader.take(MAX_MAP_SCAN + 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = At::Key(0);
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Some(false));
+        }
+        total += n as u64;
+        if total > MAX_MAP_SCAN {
+            return Ok(None);
+        }
+        for &b in &buf[..n] {
+            at = match at {
+                At::Key(k) if b == KEY[k] => {
+                    if k + 1 == KEY.len() {
+                        At::Colon
+                    } else {
+                        At::Key(k + 1)
+                    }
+                }
+                // The key's only quotes are its first and last byte.
+                At::Key(_) => At::Key(usize::from(b == b'"')),
+                At::Colon | At::Bracket | At::Entry if b.is_ascii_whitespace() => at,
+                At::Colon if b == b':' => At::Bracket,
+                At::Bracket if b == b'[' => At::Entry,
+                At::Entry if b == b'"' => return Ok(Some(true)),
+                _ => At::Key(usize::from(b == b'"')),
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,19 +128,73 @@ mod tests {
             packing_command("cargo", &v(&["cargo", "package", "--allow-dirty"])).as_deref(),
             Some("cargo package")
         );
-        assert_eq!(packing_command("npm", &v(&["node", "/usr/bin/npm", "install"])), None);
+        assert_eq!(
+            packing_command("npm", &v(&["node", "/usr/bin/npm", "install"])),
+            None
+        );
         // A file named like a verb is not the subcommand.
         assert_eq!(packing_command("npm", &v(&["npm", "run", "pack"])), None);
         assert_eq!(packing_command("node", &v(&["node", "pack"])), None);
     }
 
     #[test]
-    fn leaks_are_source_maps_and_credentials() {
-        assert_eq!(leak_kind("/w/app/dist/cli.js.map", "npm"), Some("source map"));
-        assert_eq!(leak_kind("/w/app/.env", "npm"), Some("dotenv"));
-        assert_eq!(leak_kind("/w/app/.npmrc", "npm"), None, "npm's own configuration");
-        assert_eq!(leak_kind("/w/app/.npmrc", "cargo"), Some("npm-token"));
-        assert_eq!(leak_kind("/w/app/dist/cli.js", "npm"), None);
-        assert_eq!(leak_kind("/w/app/package.json", "npm"), None);
+    fn leaks_are_source_maps_with_their_sources_and_credentials() {
+        let map = "/w/app/dist/cli.js.map";
+        assert_eq!(
+            leak_kind(map, "npm", Some(true)),
+            Some("source map with embedded sources")
+        );
+        assert_eq!(
+            leak_kind(map, "npm", Some(false)),
+            None,
+            "tsc's ordinary map"
+        );
+        assert_eq!(
+            leak_kind(map, "npm", None),
+            Some("source map (content unknown)")
+        );
+        assert_eq!(leak_kind("/w/app/.env", "npm", None), Some("dotenv"));
+        assert_eq!(
+            leak_kind("/w/app/.npmrc", "npm", None),
+            None,
+            "npm's own configuration"
+        );
+        assert_eq!(leak_kind("/w/app/.npmrc", "cargo", None), Some("npm-token"));
+        assert_eq!(leak_kind("/w/app/dist/cli.js", "npm", None), None);
+        assert_eq!(leak_kind("/w/app/package.json", "npm", None), None);
+    }
+
+    /// Reads in tiny pieces, so the key and its value are cut at every possible place.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn source_maps_embed_sources_only_with_text_in_sources_content() {
+        let tsc = br#"{"version":3,"file":"index.js","sourceRoot":"","sources":["../src/index.ts"],"names":[],"mappings":"AAAA,SAAgB"}"#;
+        let inlined = br#"{"version":3,"sources":["../src/index.ts"],"sourcesContent": [ "export const secret = 1;\n"],"mappings":"AAAA"}"#;
+        let nulls =
+            br#"{"version":3,"sources":["a.ts"],"sourcesContent":[null],"mappings":"AAAA"}"#;
+        let empty = br#"{"version":3,"sources":[],"sourcesContent":[],"mappings":""}"#;
+        let in_a_string = br#"{"version":3,"names":["\"sourcesContent\""],"mappings":""}"#;
+        for step in [1, 2, 3, 7, 64 * 1024] {
+            let judge = |text: &[u8]| embeds_sources(Trickle(text, step)).unwrap();
+            assert_eq!(judge(tsc), Some(false), "step {step}");
+            assert_eq!(judge(inlined), Some(true), "step {step}");
+            assert_eq!(judge(nulls), Some(false), "step {step}");
+            assert_eq!(judge(empty), Some(false), "step {step}");
+            assert_eq!(judge(in_a_string), Some(false), "step {step}");
+        }
+        // A large map whose sources come last, past the first chunks.
+        let mut big = br#"{"version":3,"mappings":""#.to_vec();
+        big.extend(std::iter::repeat(b'A').take(3 * 64 * 1024 + 5));
+        big.extend_from_slice(br#"","sourcesContent":["x"]}"#);
+        assert_eq!(embeds_sources(&big[..]).unwrap(), Some(true));
     }
 }

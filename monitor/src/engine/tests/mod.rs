@@ -272,6 +272,30 @@ impl Sim {
         self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
     }
 
+    /// A source map read, with the content verdict the live agent adds.
+    pub fn read_map(&mut self, pid: u32, path: &str, embeds_sources: bool) -> &mut Self {
+        let h = self.header(EventKind::FileOpen, pid);
+        let record = KernelEvent::Open {
+            header: h,
+            path: path.into(),
+            f_flags: 0,
+            f_mode: 0x1,
+            ino: 1,
+            dev: 1,
+            matched: monitor_common::MATCH_NAME_SUFFIX,
+            fd: 3,
+        };
+        self.feed_with(record, |event| {
+            if let Detail::Open {
+                map_embeds_sources, ..
+            } = &mut event.detail
+            {
+                *map_embeds_sources = Some(embeds_sources);
+            }
+        });
+        self
+    }
+
     /// A `.pth` read as Python's site.py does it, with the content verdict the live agent adds.
     pub fn read_pth(&mut self, pid: u32, path: &str, executable: bool) -> &mut Self {
         self.open_judged(
@@ -445,4 +469,5 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
     sim.finish();
 }
 
+mod real_builds;
 mod scenarios;

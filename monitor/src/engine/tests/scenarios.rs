@@ -15,8 +15,17 @@ fn npm_postinstall_stealer_gives_hook_credential_and_egress_findings_in_its_step
         sim.findings
     );
     let hook = sim.only("lifecycle-hook");
-    assert_eq!(hook.severity, Severity::Medium);
+    assert_eq!(
+        hook.severity,
+        Severity::Critical,
+        "raised by what the install code did: {}",
+        hook.summary
+    );
     assert_eq!(hook.evidence["package"], "evil-pkg");
+    assert_eq!(
+        hook.evidence["packages"][0]["findings"],
+        serde_json::json!(["credential-read", "unexpected-egress"])
+    );
     let cred = sim.only("credential-read");
     assert_eq!(
         cred.severity,
@@ -222,6 +231,7 @@ fn pip_build_of_a_dependency_is_a_hook_but_an_editable_install_of_the_project_is
         "/tmp/pip-install-q/evil_0123456789abcdef0123456789abcdef",
         github_env("install"),
     );
+    sim.finish();
     let f = sim.only("lifecycle-hook");
     assert_eq!(f.evidence["package"], "evil");
     assert_eq!(
@@ -229,7 +239,7 @@ fn pip_build_of_a_dependency_is_a_hook_but_an_editable_install_of_the_project_is
         "evil",
         "the hook finding carries its hook"
     );
-    assert_eq!(f.severity, Severity::Medium, "a hook alone is not raised");
+    assert_eq!(f.severity, Severity::Low, "a hook alone is not raised");
 }
 
 #[test]
