@@ -28,13 +28,16 @@ use crate::ci::JobIdentity;
 pub const DEFAULT_SOCKET: &str = "/run/monitor/control.sock";
 /// Largest request accepted.
 pub const MAX_REQUEST: u64 = 64 * 1024;
-/// How long a client waits for the agent's answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client waits for the agent's answer: longer than the agent gives a request, so
+/// a loaded agent's late answer (a job end waits for the kernel ring to be drained up to it)
+/// is still read rather than taken for an absent agent.
+const IO_TIMEOUT: Duration = Duration::from_secs(70);
 /// How long the agent waits for a request line once connected: a client that connects and
 /// says nothing holds a slot for at most this long.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
-/// How long the agent gives one request in all (read, carry out, answer).
-const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the agent gives one request in all (read, carry out, answer). A job end is answered
+/// after the ring has been drained up to it; on a runner busy compiling that can take seconds.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// Connections served at once, in all and per user: a job flooding the socket cannot take the
 /// agent's descriptors, and other users (root's `monitor job`) keep their share.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -221,7 +224,9 @@ pub async fn serve(listener: tokio::net::UnixListener, commands: mpsc::Sender<Co
                 .await
                 .is_err()
             {
-                log::debug!("control request from uid {uid} timed out");
+                log::warn!(
+                    "control request from uid {uid} not answered within {ANSWER_DEADLINE:?}"
+                );
             }
             open.lock()
                 .unwrap_or_else(|e| e.into_inner())

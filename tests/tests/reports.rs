@@ -102,7 +102,7 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
     );
     let tgz = runner.evil_npm_package(&steal);
     let c = canaries();
-    runner.run_job_with_hooks(
+    let job_output = runner.run_job_with_hooks(
         &[
             ("__run", &format!("npm install --offline --no-audit --no-fund {}\n", tgz.display())),
             (
@@ -129,7 +129,7 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
         })
         .unwrap_or_else(|| {
             panic!(
-                "no JSON report for run {} in {}\n{}",
+                "no JSON report for run {} in {}\njob:\n{job_output}\nagent:\n{}",
                 runner.run_id,
                 reports.display(),
                 agent.log()

@@ -280,6 +280,15 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("ip", &["-V"], "iproute2"),
     ("debootstrap", &["--version"], "debootstrap"),
     ("systemd-analyze", &["--version"], "systemd"),
+    // The real-build corpus (tests/corpus): C builds, a signing and deploy job.
+    ("make", &["--version"], "make"),
+    ("gcc", &["--version"], "gcc"),
+    ("g++", &["--version"], "g++"),
+    ("tar", &["--version"], "tar"),
+    ("gpg", &["--version"], "gnupg"),
+    ("gpg-agent", &["--version"], "gpg-agent"),
+    // ssh-keygen and ssh-agent come with it; they have no option that exits 0.
+    ("ssh", &["-V"], "openssh-client"),
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {

@@ -8,7 +8,10 @@
 
 use std::collections::HashSet;
 
-use super::{key_of, link_of, Engine, Job, Proc, Step, JOB_RETENTION_NS, MAX_TRACKED_PROCESSES};
+use super::{
+    key_of, link_of, Engine, Job, Proc, Step, JOB_RETENTION_NS, MAX_JOBS_KEPT,
+    MAX_TRACKED_PROCESSES, MAX_UNDECLARED_JOBS_PER_UID,
+};
 use crate::{
     ci::{identity_from_env, JobIdentity, StepIdentity},
     event::{Detail, Event},
@@ -112,6 +115,7 @@ impl Engine {
             job.names = dns::JobNames::default();
             self.written_pth.retain(|_, w| w.job != index);
         }
+        self.compact_jobs();
     }
 
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
@@ -190,7 +194,21 @@ impl Engine {
                 let Some((job_id, step_id)) = identity_from_env(env) else {
                     return false;
                 };
-                let job = self.job_index(job_id);
+                // Any local program can put `GITHUB_*` in an environment: jobs seen only that
+                // way are bounded per user; past the bound, the user's new ones share one job
+                // (still judged, never dropped).
+                let uid = e.process.uid;
+                let job = match self.job_by_key.get(&job_id.key) {
+                    Some(&job) => job,
+                    None if self.undeclared_live(uid) >= MAX_UNDECLARED_JOBS_PER_UID => {
+                        self.overflow_job(uid, &job_id)
+                    }
+                    None => {
+                        let job = self.job_index(job_id);
+                        self.jobs[job].env_uid = Some(uid);
+                        job
+                    }
+                };
                 let parent = e.ancestry.first().map(|a| key_of(a.pid, a.start_ticks));
                 // The parent anchors the job (the runner's Worker), unless it merely adopted the
                 // process: init, or whoever a process found running at start-up was reparented
@@ -200,7 +218,7 @@ impl Engine {
                     .ancestry
                     .first()
                     .is_some_and(|p| p.pid == 1 || REAPERS.iter().any(|r| p.comm.starts_with(r)));
-                if self.jobs[job].anchor.is_none() && !adopted {
+                if self.jobs[job].anchor.is_none() && !adopted && !self.jobs[job].overflow {
                     if let Some(parent) = parent {
                         self.jobs[job].anchor = Some(parent);
                         self.anchors.insert(parent, job);
@@ -255,6 +273,118 @@ impl Engine {
         self.jobs[job].steps.len() - 1
     }
 
+    /// Jobs of `uid` seen only in exec environments and not ended.
+    fn undeclared_live(&self, uid: u32) -> usize {
+        self.jobs
+            .iter()
+            .filter(|j| {
+                j.env_uid == Some(uid) && !j.declared && j.ended_ns.is_none() && !j.overflow
+            })
+            .count()
+    }
+
+    /// The job that `uid`'s environment-only jobs past the bound share.
+    fn overflow_job(&mut self, uid: u32, wanted: &JobIdentity) -> usize {
+        let identity = JobIdentity {
+            provider: wanted.provider.clone(),
+            key: format!("{}/undeclared-over-bound/uid-{uid}", wanted.provider),
+            name: format!(
+                "jobs of uid {uid} past {MAX_UNDECLARED_JOBS_PER_UID} undeclared at once"
+            ),
+            repository: None,
+            run_id: None,
+            attempt: None,
+            workflow: None,
+            runner: wanted.runner.clone(),
+            workspace: None,
+        };
+        let job = self.job_index(identity);
+        if !self.jobs[job].overflow {
+            self.jobs[job].overflow = true;
+            self.jobs[job].env_uid = Some(uid);
+            log::warn!(
+                "uid {uid} has {MAX_UNDECLARED_JOBS_PER_UID} jobs known only from exec environments; its further ones are judged as one job ({})",
+                self.jobs[job].identity.key
+            );
+        }
+        job
+    }
+
+    /// Past `MAX_JOBS_KEPT`, forgets retired jobs none of whose processes is alive any more
+    /// (their reports were written when they ended), and install hooks nothing refers to.
+    /// Indices change: every table that holds one is rewritten.
+    pub(super) fn compact_jobs(&mut self) {
+        if self.jobs.len() <= MAX_JOBS_KEPT {
+            return;
+        }
+        let mut keep: Vec<bool> = self.jobs.iter().map(|j| !j.retired).collect();
+        for p in self.procs.values().filter(|p| p.alive) {
+            keep[p.job] = true;
+        }
+        for &j in self.anchors.values().chain(self.ended.iter()) {
+            keep[j] = true;
+        }
+        for b in &self.batches {
+            keep[b.job()] = true;
+        }
+        for w in self.written_pth.values() {
+            keep[w.job] = true;
+        }
+        let mut new_index = vec![usize::MAX; self.jobs.len()];
+        let mut next = 0;
+        for (old, kept) in keep.iter().enumerate() {
+            if *kept {
+                new_index[old] = next;
+                next += 1;
+            }
+        }
+        if next == self.jobs.len() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        self.jobs = jobs
+            .into_iter()
+            .zip(&keep)
+            .filter_map(|(j, k)| k.then_some(j))
+            .collect();
+        self.procs.retain(|_, p| keep[p.job]);
+        for p in self.procs.values_mut() {
+            p.job = new_index[p.job];
+        }
+        for j in self.anchors.values_mut() {
+            *j = new_index[*j];
+        }
+        for j in &mut self.ended {
+            *j = new_index[*j];
+        }
+        for b in &mut self.batches {
+            b.set_job(new_index[b.job()]);
+        }
+        for w in self.written_pth.values_mut() {
+            w.job = new_index[w.job];
+        }
+        self.job_by_key = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.identity.key.clone(), i))
+            .collect();
+        self.removed_jobs += (keep.len() - next) as u64;
+        self.compact_hooks();
+    }
+
+    /// Drops install hooks no process, batch or planted `.pth` refers to any more.
+    fn compact_hooks(&mut self) {
+        let used: HashSet<usize> = self
+            .procs
+            .values()
+            .filter_map(|p| p.hook)
+            .chain(self.written_pth.values().filter_map(|w| w.hook))
+            .chain(self.batches.iter().flat_map(|b| b.hooks()))
+            .collect();
+        self.hooks.retain(|h, _| used.contains(h));
+    }
+
     fn job_index(&mut self, identity: JobIdentity) -> usize {
         if let Some(i) = self.job_by_key.get(&identity.key) {
             return *i;
@@ -273,6 +403,8 @@ impl Engine {
             retired: false,
             oidc_endpoint: None,
             home: None,
+            env_uid: None,
+            overflow: false,
         });
         let job = self.jobs.len() - 1;
         self.job_by_key.insert(identity.key, job);

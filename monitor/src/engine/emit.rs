@@ -108,7 +108,9 @@ impl Engine {
     ) {
         let Place { job, step, hook } = place;
         if let Some(h) = hook.filter(|_| raw.rule != RuleId::LifecycleHook) {
-            self.hooks[h].acted.insert(raw.rule);
+            if let Some(state) = self.hooks.get_mut(&h) {
+                state.acted.insert(raw.rule);
+            }
         }
         let seen = &mut self.jobs[job].seen;
         let dedupe = format!("{}|{step}|{}", raw.rule, raw.dedupe);
@@ -149,10 +151,10 @@ impl Engine {
         if let Some(h) = hook {
             evidence.insert(
                 "hook_allowed_by_profile".into(),
-                json!(self.hooks[h].allowed),
+                json!(self.hooks[&h].allowed),
             );
         }
-        let hook = hook.map(|h| self.hooks[h].hook.clone());
+        let hook = hook.map(|h| self.hooks[&h].hook.clone());
         // Inside a dependency's install code everything is worse: that code has no business
         // reading credentials, connecting out or running downloads.
         let severity = match (&hook, raw.rule) {

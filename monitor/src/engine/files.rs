@@ -287,7 +287,7 @@ impl Engine {
         let writer = written.writer.clone();
         let writer_seq = written.writer_seq;
         let reader = link_of(e);
-        let package = place.hook.map(|h| self.hooks[h].hook.package.clone());
+        let package = place.hook.map(|h| self.hooks[&h].hook.package.clone());
         let raw = Raw::new(
             RuleId::PthExecuted,
             format!(

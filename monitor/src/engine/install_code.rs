@@ -51,6 +51,22 @@ struct BatchPackage {
     hooks: Vec<usize>,
 }
 
+impl Batch {
+    pub(super) fn job(&self) -> usize {
+        self.job
+    }
+
+    pub(super) fn set_job(&mut self, job: usize) {
+        self.job = job;
+    }
+
+    /// The hooks it lists.
+    pub(super) fn hooks(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.first_hook)
+            .chain(self.packages.values().flat_map(|p| p.hooks.iter().copied()))
+    }
+}
+
 impl Engine {
     /// Notes that hook `hook` (not allowed by the profile) started in the event's process.
     pub(super) fn note_install_code(&mut self, hook: usize, e: &Event, key: ProcessKey) {
@@ -58,7 +74,7 @@ impl Engine {
             return;
         };
         let (job, step) = (p.job, p.step);
-        let h = self.hooks[hook].hook.clone();
+        let h = self.hooks[&hook].hook.clone();
         let index = match self
             .batches
             .iter()
@@ -137,7 +153,7 @@ impl Engine {
                 let rules: BTreeSet<RuleId> = p
                     .hooks
                     .iter()
-                    .flat_map(|&h| self.hooks[h].acted.iter().copied())
+                    .flat_map(|&h| self.hooks[&h].acted.iter().copied())
                     .collect();
                 if !rules.is_empty() {
                     acted.push((name.clone(), rules.iter().copied().collect()));

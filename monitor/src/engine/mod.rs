@@ -42,6 +42,12 @@ const RETIRE_EVERY_NS: u64 = 10 * 1_000_000_000;
 pub const STEP_GRACE_NS: u64 = 2_000_000_000;
 /// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
 pub const MAX_TRACKED_PROCESSES: usize = 262_144;
+/// Jobs the engine keeps (live, ended, retired); past it, retired jobs whose processes are all
+/// gone are forgotten (`compact_jobs`).
+pub const MAX_JOBS_KEPT: usize = 4_096;
+/// Live jobs one user may have that were seen only in exec environments (no runner hook
+/// declared them): past it, that user's new ones share one job.
+pub const MAX_UNDECLARED_JOBS_PER_UID: usize = 64;
 /// Bound on distinct findings kept for de-duplication per job.
 const MAX_SEEN_PER_JOB: usize = 65_536;
 /// Findings written per job; past it they are counted (one `finding-flood` finding says so, the
@@ -122,6 +128,10 @@ struct Job {
     /// The steps' home directory (`HOME` of the first step): a self-hosted runner's service
     /// user often lives outside `/home` (`/var/lib/runner`), and `~/` must still mean it.
     home: Option<String>,
+    /// The user whose exec environment made the job, when no hook declared it.
+    env_uid: Option<u32>,
+    /// The job a user's environment-only jobs past `MAX_UNDECLARED_JOBS_PER_UID` share.
+    overflow: bool,
 }
 
 struct HookState {
@@ -171,7 +181,10 @@ pub struct Engine {
     jobs: Vec<Job>,
     job_by_key: HashMap<String, usize>,
     anchors: HashMap<ProcessKey, usize>,
-    hooks: Vec<HookState>,
+    /// Install hooks seen, by a number that stays the same while the hook is referred to
+    /// (reports key on it); unused ones are dropped with retired jobs.
+    hooks: HashMap<usize, HookState>,
+    next_hook: usize,
     /// Install-time code per step and ecosystem, reported when the step ends.
     batches: Vec<install_code::Batch>,
     written_pth: HashMap<String, WrittenPth>,
@@ -184,6 +197,8 @@ pub struct Engine {
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
     pub evicted: u64,
+    /// Retired jobs forgotten because of `MAX_JOBS_KEPT`.
+    pub removed_jobs: u64,
 }
 
 fn key_of(pid: u32, start_ticks: u64) -> ProcessKey {
@@ -217,7 +232,8 @@ impl Engine {
             jobs: Vec::new(),
             job_by_key: HashMap::new(),
             anchors: HashMap::new(),
-            hooks: Vec::new(),
+            hooks: HashMap::new(),
+            next_hook: 0,
             batches: Vec::new(),
             written_pth: HashMap::new(),
             ended: Vec::new(),
@@ -226,6 +242,7 @@ impl Engine {
             next_id: 0,
             now_ns: 0,
             evicted: 0,
+            removed_jobs: 0,
         }
     }
 
@@ -308,7 +325,7 @@ impl Engine {
             step: job.steps.get(p.step).map(|s| &s.identity),
             hook: p
                 .hook
-                .map(|h| (h, &self.hooks[h].hook, self.hooks[h].allowed)),
+                .map(|h| (h, &self.hooks[&h].hook, self.hooks[&h].allowed)),
             domain: match &e.detail {
                 Detail::Connect { address, .. } => job
                     .names

@@ -61,11 +61,11 @@ impl Engine {
             .collect();
         let hook = lifecycle::npm_hook(env, cwd)
             .or_else(|| lifecycle::pip_hook(&e.process.argv, cwd, workspace.as_deref(), &frontends))
-            .or_else(|| lifecycle::cargo_hook(&exe, env))
+            .or_else(|| lifecycle::cargo_hook(&exe, env, workspace.as_deref()))
             .filter(|h| h.dependency);
         if let Some(hook) = hook {
             let same = inherited_hook.is_some_and(|i| {
-                let h = &self.hooks[i].hook;
+                let h = &self.hooks[&i].hook;
                 h.package == hook.package
                     && h.ecosystem == hook.ecosystem
                     && h.script == hook.script
@@ -76,12 +76,16 @@ impl Engine {
                         rule.matches(hook.ecosystem, &hook.package, hook.version.as_deref())
                     })
                 });
-                self.hooks.push(HookState {
-                    hook: hook.clone(),
-                    allowed,
-                    acted: Default::default(),
-                });
-                let index = self.hooks.len() - 1;
+                let index = self.next_hook;
+                self.next_hook += 1;
+                self.hooks.insert(
+                    index,
+                    HookState {
+                        hook: hook.clone(),
+                        allowed,
+                        acted: Default::default(),
+                    },
+                );
                 self.procs.get_mut(&key).expect("attributed").hook = Some(index);
                 if !allowed {
                     self.note_install_code(index, e, key);

@@ -182,8 +182,15 @@ fn strip_pip_suffix(dir: &str) -> &str {
     }
 }
 
-/// A cargo build script.
-pub fn cargo_hook(exe: &str, env: &BTreeMap<String, String>) -> Option<Hook> {
+/// A cargo build script. `workspace` is the job's checkout: crates there are the project's own.
+/// Others are dependencies: cargo unpacks registry crates under `$CARGO_HOME/registry/src/`
+/// and git ones under `$CARGO_HOME/git/checkouts/`, wherever `CARGO_HOME` is (a job sets it as
+/// it likes, so its name proves nothing), or vendors them.
+pub fn cargo_hook(
+    exe: &str,
+    env: &BTreeMap<String, String>,
+    workspace: Option<&str>,
+) -> Option<Hook> {
     let (dir, file) = exe.rsplit_once('/')?;
     if !file.starts_with("build-script-") || !dir.contains("/build/") {
         return None;
@@ -202,9 +209,17 @@ pub fn cargo_hook(exe: &str, env: &BTreeMap<String, String>) -> Option<Hook> {
         .get("CARGO_MANIFEST_DIR")
         .map(String::as_str)
         .unwrap_or("");
-    let dependency = manifest.contains("/.cargo/registry/")
-        || manifest.contains("/.cargo/git/")
-        || manifest.contains("/vendor/");
+    // Registry and git crates are unpacked under `$CARGO_HOME`, vendored ones under `vendor/`:
+    // third-party code wherever they are. A manifest outside the job's checkout (a path
+    // dependency elsewhere on the machine) is not the project's either.
+    let member = workspace.filter(|w| !w.is_empty()).map(|w| {
+        let w = w.trim_end_matches('/');
+        manifest == w || manifest.starts_with(&format!("{w}/"))
+    });
+    let dependency = manifest.contains("/registry/src/")
+        || manifest.contains("/git/checkouts/")
+        || manifest.contains("/vendor/")
+        || (member == Some(false) && !manifest.is_empty());
     Some(Hook {
         ecosystem: Ecosystem::Cargo,
         package,
@@ -391,16 +406,43 @@ mod tests {
                     "/home/r/.cargo/registry/src/index.crates.io-x/ring-0.17.8",
                 ),
             ]),
+            Some("/w/app"),
         )
         .unwrap();
         assert!(dep.dependency && dep.package == "ring");
+        // A job's own CARGO_HOME, named anything.
+        let cached = cargo_hook(
+            exe,
+            &env(&[(
+                "CARGO_MANIFEST_DIR",
+                "/w/target/corpus-cache/cargo-home/registry/src/index.crates.io-x/ring-0.17.8",
+            )]),
+            Some("/w/app"),
+        )
+        .unwrap();
+        assert!(cached.dependency);
+        let git = cargo_hook(
+            exe,
+            &env(&[("CARGO_MANIFEST_DIR", "/c/git/checkouts/ring-1a2b/0c1d2e3")]),
+            Some("/w/app"),
+        )
+        .unwrap();
+        assert!(git.dependency);
         let own = cargo_hook(
             "/w/app/target/debug/build/app-0a1b2c/build-script-build",
             &env(&[("CARGO_MANIFEST_DIR", "/w/app")]),
+            Some("/w/app"),
         )
         .unwrap();
         assert!(!own.dependency && own.package == "app");
-        assert!(cargo_hook("/usr/bin/cargo", &env(&[])).is_none());
+        let member = cargo_hook(
+            "/w/app/target/debug/build/macros-0a1b2c/build-script-build",
+            &env(&[("CARGO_MANIFEST_DIR", "/w/app/crates/macros")]),
+            Some("/w/app"),
+        )
+        .unwrap();
+        assert!(!member.dependency, "a workspace member");
+        assert!(cargo_hook("/usr/bin/cargo", &env(&[]), None).is_none());
     }
 
     #[test]

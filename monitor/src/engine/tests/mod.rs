@@ -469,5 +469,6 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
     sim.finish();
 }
 
+mod bounds;
 mod real_builds;
 mod scenarios;

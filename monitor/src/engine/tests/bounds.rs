@@ -1,0 +1,129 @@
+//! The engine's memory stays bounded whatever jobs a machine runs or a local user makes up.
+
+use super::*;
+
+fn run_env(run: usize, step: &str) -> BTreeMap<String, String> {
+    let mut vars = github_env(step);
+    vars.insert("GITHUB_RUN_ID".into(), (50_000 + run).to_string());
+    vars
+}
+
+#[test]
+fn jobs_made_up_in_environments_are_bounded_per_user_and_still_judged() {
+    let mut sim = Sim::new(empty_profile());
+    let extra = 5;
+    let mut last = 0;
+    for run in 0..MAX_UNDECLARED_JOBS_PER_UID + extra {
+        let pid = 1_000 + run as u32;
+        // Under init: nothing anchors them, so they never end.
+        sim.spawn(
+            1,
+            pid,
+            "/usr/bin/bash",
+            &["bash"],
+            "/",
+            run_env(run, "__run"),
+        );
+        last = pid;
+    }
+    assert_eq!(
+        sim.engine.jobs.len(),
+        MAX_UNDECLARED_JOBS_PER_UID + 1,
+        "the bound, plus one job for the rest"
+    );
+    // The ones past the bound are still judged, in the shared job.
+    sim.read(last, "/home/runner/.aws/credentials");
+    let f = sim.only("credential-read");
+    let job = f.job.as_ref().unwrap();
+    assert_eq!(job.key, "github/undeclared-over-bound/uid-1001");
+    assert!(
+        job.name.contains("past 64"),
+        "the job says why it exists: {}",
+        job.name
+    );
+}
+
+#[test]
+fn retired_jobs_are_forgotten_past_the_bound_and_live_ones_keep_their_hooks() {
+    let mut sim = Sim::new(empty_profile());
+    // A live job whose install hook is running.
+    npm_hook_running(&mut sim);
+    let before = hook_of(&sim, 320);
+    let mut pid = 10_000;
+    for run in 0..MAX_JOBS_KEPT + 50 {
+        // A Worker and its one step, both exiting: the job ends.
+        sim.spawn(
+            1,
+            pid,
+            "/usr/bin/Runner.Worker",
+            &["Runner.Worker"],
+            "/",
+            BTreeMap::new(),
+        );
+        sim.spawn(
+            pid,
+            pid + 1,
+            "/usr/bin/bash",
+            &["bash"],
+            "/",
+            run_env(run, "__run"),
+        );
+        sim.exit(pid + 1).exit(pid);
+        pid += 2;
+    }
+    assert!(sim.engine.jobs.len() > MAX_JOBS_KEPT);
+    // The agent takes ended jobs as they end (to write their reports).
+    assert_eq!(sim.engine.take_ended_jobs().len(), MAX_JOBS_KEPT + 50);
+    let later = sim.ts + JOB_RETENTION_NS + 60 * 1_000_000_000;
+    sim.engine.tick(later);
+    sim.ts = later;
+    assert!(
+        sim.engine.jobs.len() <= MAX_JOBS_KEPT,
+        "{} jobs kept",
+        sim.engine.jobs.len()
+    );
+    assert!(sim.engine.removed_jobs >= 50);
+    assert_eq!(hook_of(&sim, 320), before, "a live hook keeps its number");
+    // The live job is still the live job: its hook's read is found, in it, raised.
+    sim.read(320, &format!("{HOME}/.npmrc"));
+    let f = sim.only("credential-read");
+    assert_eq!(f.job.as_ref().unwrap().run_id.as_deref(), Some("9001"));
+    assert_eq!(f.hook.as_ref().unwrap().package, "evil-pkg");
+    assert_eq!(f.severity, Severity::Critical);
+}
+
+/// npm install in a step, with a dependency's postinstall (pid 320) still running.
+fn npm_hook_running(sim: &mut Sim) {
+    sim.runner().run_step(300, "__run");
+    let mut npm_env = github_env("__run");
+    sim.spawn(
+        300,
+        310,
+        NPM,
+        &["node", NPM_CLI, "install"],
+        WORKSPACE,
+        npm_env.clone(),
+    );
+    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
+    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
+    sim.spawn(
+        310,
+        320,
+        "/usr/bin/dash",
+        &["sh", "-c", "node x.js"],
+        &format!("{WORKSPACE}/node_modules/evil-pkg"),
+        npm_env,
+    );
+}
+
+fn hook_of(sim: &Sim, pid: u32) -> Option<usize> {
+    let e = sim
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.process.pid == pid)
+        .unwrap();
+    sim.engine
+        .attribution(e)
+        .and_then(|a| a.hook.map(|(n, _, _)| n))
+}

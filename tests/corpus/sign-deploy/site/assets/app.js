@@ -1,0 +1,1 @@
+document.getElementById('status').dataset.checkedAt = new Date().toISOString();
