@@ -243,6 +243,13 @@ pub const TAMPER_VM_WRITEV: u32 = 7;
 /// A signal generated for the agent, by whatever route (kill of its pid or process group,
 /// pidfd_send_signal, 32-bit syscalls, io_uring): seen where the kernel generates it.
 pub const TAMPER_SIGNAL: u32 = 8;
+/// A `TAMPER_SIGNAL` record read back from the pinned tamper log by the agent that started
+/// after the one it was aimed at (never sent by the kernel: the agent sets it).
+pub const TAMPER_SIGNAL_LOGGED: u32 = 9;
+/// Slots of the tamper log (`TAMPER_LOG`), a map pinned in bpffs so it outlives the agent: the
+/// kernel writes every signal aimed at the agent there as well as to the ring, round robin, so
+/// an agent killed before it read its ring leaves the record to the next one.
+pub const TAMPER_LOG_SLOTS: u32 = 64;
 
 /// A syscall aimed at another process or at BPF. Sent for: kill/tkill/tgkill of the agent (or of
 /// every process, pid -1), every ptrace but PTRACE_TRACEME, every bpf(2), every
@@ -530,6 +537,7 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ProbeConfig {}
     unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for TamperEvent {}
     unsafe impl aya::Pod for PortSet {}
     unsafe impl aya::Pod for NameHashKey {}
 }

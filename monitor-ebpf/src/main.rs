@@ -19,11 +19,11 @@ mod tamper;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, KernelOffsets, NameHashKey,
-    NameKey, PortSet, ProbeConfig, EVENT_SCRATCH_LEN, LOSS_SLOTS,
+    NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN, LOSS_SLOTS, TAMPER_LOG_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -39,6 +39,13 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Records that could not be written to `EVENTS`, per `EventKind::loss_slot`.
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
+/// Signals aimed at the agent, also kept here (pinned in bpffs by the agent, so the map outlives
+/// it): round robin over `TAMPER_LOG_SLOTS`, the next slot in `TAMPER_LOG_NEXT[0]`.
+#[map]
+static TAMPER_LOG: Array<TamperEvent> = Array::with_max_entries(TAMPER_LOG_SLOTS, 0);
+#[map]
+static TAMPER_LOG_NEXT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Where a record is assembled before it is copied to the ring (too big for the 512-byte stack).
 #[repr(C)]

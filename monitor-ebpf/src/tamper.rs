@@ -14,27 +14,46 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use monitor_common::{
-    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_TGKILL,
-    TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
+    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS, TAMPER_PTRACE,
+    TAMPER_SIGNAL, TAMPER_TGKILL, TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
 };
 
-use crate::kernel::{
-    config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
+use crate::{
+    kernel::{config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed},
+    TAMPER_LOG, TAMPER_LOG_NEXT,
 };
 
 const PTRACE_TRACEME: u64 = 0;
+
+#[inline(always)]
+unsafe fn record(syscall: u32, target: i32, arg: u64) -> TamperEvent {
+    let mut event = TamperEvent::default();
+    fill_header(&raw mut event.header, EventKind::Tamper, current_task());
+    event.syscall = syscall;
+    event.target = target;
+    event.arg = arg;
+    event
+}
 
 #[inline(always)]
 unsafe fn send(syscall: u32, target: i32, arg: u64) {
     if !offsets_present() {
         return;
     }
-    let mut event = TamperEvent::default();
-    fill_header(&raw mut event.header, EventKind::Tamper, current_task());
-    event.syscall = syscall;
-    event.target = target;
-    event.arg = arg;
+    let event = record(syscall, target, arg);
     submit_fixed(&event, EventKind::Tamper);
+}
+
+/// Keeps `event` in the pinned tamper log too. Two signals at the same instant may share a slot
+/// (the counter is not atomic): the log is the fallback of the ring, not a second ring.
+#[inline(always)]
+unsafe fn log(event: &TamperEvent) {
+    let Some(next) = TAMPER_LOG_NEXT.get_ptr_mut(0) else {
+        return;
+    };
+    let slot = (*next % TAMPER_LOG_SLOTS as u64) as u32;
+    *next = (*next).wrapping_add(1);
+    let _ = TAMPER_LOG.set(slot, event, 0);
 }
 
 #[inline(always)]
@@ -147,6 +166,12 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     if tgid != config().agent_tgid {
         return 0;
     }
-    unsafe { send(TAMPER_SIGNAL, tgid as i32, sig) };
+    // To the ring, and to the log that outlives the agent: a SIGKILL ends the agent before it
+    // reads the ring.
+    let event = unsafe { record(TAMPER_SIGNAL, tgid as i32, sig) };
+    unsafe {
+        submit_fixed(&event, EventKind::Tamper);
+        log(&event);
+    }
     0
 }

@@ -203,6 +203,16 @@ fn header(raw: &EventHeader) -> Result<Header, DecodeError> {
     })
 }
 
+/// A tamper record kept in the kernel's tamper log (not read from the ring).
+pub fn decode_tamper(raw: &TamperEvent) -> Result<KernelEvent, DecodeError> {
+    Ok(KernelEvent::Tamper {
+        header: header(&raw.header)?,
+        syscall: raw.syscall,
+        target: raw.target,
+        arg: raw.arg,
+    })
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let raw_header: EventHeader = read_struct(bytes, "header")?;

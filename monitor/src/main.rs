@@ -51,6 +51,10 @@ enum Command {
         /// Send every successful open, not only watched files (learning/debugging; costly).
         #[arg(long)]
         all_opens: bool,
+        /// Where in bpffs to pin what must outlive the agent (the kernel's log of signals sent
+        /// to it, read by the next agent when one killed it).
+        #[arg(long, default_value = monitor::agent::tamper_log::PIN_DIR)]
+        pin_dir: PathBuf,
         /// Bound on the process table.
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
@@ -273,6 +277,7 @@ fn main() -> anyhow::Result<()> {
             ready_file,
             ring_bytes,
             all_opens,
+            pin_dir,
             max_processes,
             control_socket,
             control_group,
@@ -319,6 +324,7 @@ fn main() -> anyhow::Result<()> {
                 probe: ProbeOptions {
                     ring_bytes,
                     open_all: all_opens,
+                    pin_dir: Some(pin_dir),
                     ..Default::default()
                 },
                 max_processes,

@@ -223,6 +223,8 @@ pub struct ProbeOptions {
     pub open_all: bool,
     /// Send each executed program's environment (CI job/step identity, package-manager context).
     pub capture_env: bool,
+    /// Where in bpffs the tamper log is pinned (`None`: not pinned; it dies with the agent).
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -231,6 +233,7 @@ impl Default for ProbeOptions {
             ring_bytes: 8 * 1024 * 1024,
             open_all: false,
             capture_env: true,
+            pin_dir: None,
         }
     }
 }
@@ -289,12 +292,36 @@ impl Probes {
             io_uring_layout: layout.io_uring_layout,
             capture_env: options.capture_env as u32,
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("KERNEL_OFFSETS", &layout.offsets, true)
-            .override_global("PROBE_CONFIG", &config, true)
-            .map_max_entries("EVENTS", options.ring_bytes)
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF object (maps and globals)")?;
+        let pins = options
+            .pin_dir
+            .as_deref()
+            .and_then(crate::agent::tamper_log::pin_paths);
+        let load = |pins: Option<&crate::agent::tamper_log::PinPaths>| {
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global("KERNEL_OFFSETS", &layout.offsets, true)
+                .override_global("PROBE_CONFIG", &config, true)
+                .map_max_entries("EVENTS", options.ring_bytes);
+            if let Some(p) = pins {
+                loader
+                    .map_pin_path("TAMPER_LOG", p.log.as_path())
+                    .map_pin_path("TAMPER_LOG_NEXT", p.next.as_path());
+            }
+            loader.load(EBPF_OBJECT)
+        };
+        let mut ebpf = match load(pins.as_ref()) {
+            Ok(ebpf) => ebpf,
+            // A pin left by an agent of another layout: replaced (what it held is lost, and said).
+            Err(e) if pins.is_some() => {
+                log::warn!("the pinned tamper log could not be reused ({e}); making a new one");
+                if let Some(p) = &pins {
+                    p.remove();
+                }
+                load(pins.as_ref())
+                    .context("loading the eBPF object (maps and globals) with a new tamper log")?
+            }
+            Err(e) => return Err(e).context("loading the eBPF object (maps and globals)"),
+        };
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
             log::debug!("no eBPF log map: {e}");
         }

@@ -121,6 +121,18 @@ impl Agent {
         agent
     }
 
+    /// Waits (up to 20 s) for the agent process to end; its exit status.
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the agent") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the agent is still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGHUP and waits until the agent's log says it handled it (`needle`).
     pub fn hangup_and_wait(&self, needle: &str) {
         let before = self.log().matches(needle).count();

@@ -73,3 +73,120 @@ fn a_job_running_when_the_agent_starts_is_picked_up_and_its_report_says_so() {
     let why = report["incomplete_because"].to_string();
     assert!(why.contains("monitoring began"), "{why}");
 }
+
+/// A step kills the agent with SIGKILL (as root: the job runs as root on many self-hosted
+/// runners). The agent dies before it reads the record of that signal from its ring; the kernel
+/// also kept it in the pinned tamper log, so the agent started after it reports the kill,
+/// attributed to the step, and the job's report names it.
+#[test]
+fn an_agent_killed_by_a_step_is_reported_by_the_agent_that_starts_next() {
+    let flags = tempfile::tempdir().unwrap();
+    let socket = flags.path().join("control.sock");
+    // This test's own place in bpffs: agents of other tests running now would otherwise report
+    // (and take) the record of an agent they never followed.
+    let pins = PinDir::new();
+    let pin_args = ["--pin-dir", pins.0.to_str().unwrap()];
+    let mut first = Agent::start_with_socket(Some(&socket), &pin_args);
+    let victim = first.pid();
+    let runner = std::sync::Arc::new(FakeRunner::new());
+    let (killed, go) = (flags.path().join("killed"), flags.path().join("go"));
+    let script = format!(
+        "kill -KILL {victim}\ntouch {k}\nwhile [ ! -e {g} ]; do sleep 0.05; done\n",
+        k = killed.display(),
+        g = go.display()
+    );
+    let job = {
+        let (runner, socket) = (runner.clone(), socket.clone());
+        std::thread::spawn(move || {
+            runner.run_job_with_hooks(
+                &[("setup", "true\n"), ("kill", &script), ("after", "true\n")],
+                Some(&socket),
+            )
+        })
+    };
+    // The attack happened: the agent died of SIGKILL.
+    let status = first.wait_for_exit();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "the agent was killed: {status:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !killed.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the step never got past its kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A new agent (systemd's Restart=always), on the same socket.
+    let second = Agent::start_with_socket(Some(&socket), &pin_args);
+    std::fs::write(&go, "").unwrap();
+    job.join().unwrap();
+
+    let findings = second.wait_for_findings("the kill, from the tamper log", |all| {
+        by_rule(&runner.findings_of(all), "agent-tampering")
+            .iter()
+            .any(|f| f["evidence"]["syscall"] == "signal_logged")
+    });
+    let kill = by_rule(&runner.findings_of(&findings), "agent-tampering")
+        .into_iter()
+        .find(|f| f["evidence"]["syscall"] == "signal_logged")
+        .unwrap()
+        .clone();
+    assert_eq!(kill["step"]["id"], "kill", "{kill}");
+    assert_eq!(kill["severity"], "critical");
+    assert_eq!(kill["evidence"]["argument"].as_u64(), Some(9), "{kill}");
+    assert_eq!(kill["evidence"]["target_pid"].as_u64(), Some(victim as u64));
+    // bash's own `kill` builtin: the step's shell itself sent it.
+    assert_eq!(kill["process_chain"][0]["comm"], "bash", "{kill}");
+
+    let reports = second.dir.path().join("reports");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let found = std::fs::read_dir(&reports).ok().and_then(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.to_string_lossy().contains(&runner.run_id)
+            })
+        });
+        if let Some(path) = found {
+            break serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report for the job:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["complete"], false);
+    let why = report["incomplete_because"].to_string();
+    assert!(
+        why.contains(&format!("the agent (pid {victim}) was sent signal 9"))
+            && why.contains("of step kill"),
+        "{why}"
+    );
+}
+
+/// A directory in bpffs for one test's pins, removed with its pins at the end.
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new() -> Self {
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/monitor-test-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().subsec_nanos()
+        ));
+        PinDir(dir)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

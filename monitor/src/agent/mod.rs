@@ -7,6 +7,7 @@
 mod host;
 mod pipeline;
 mod ring;
+pub mod tamper_log;
 
 use std::{io::Write, os::unix::fs::DirBuilderExt as _, path::PathBuf, sync::Arc, time::Duration};
 
@@ -132,6 +133,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     log::info!("attached: {}", probes.report.attached.join(", "));
     let ring = probes.take_ring()?;
     let losses = probes.loss_reader()?;
+    let tamper_log = match tamper_log::TamperLog::open(&mut probes.ebpf) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            log::warn!(
+                "tamper log unavailable ({e:#}): a signal that kills the agent is lost with it"
+            );
+            None
+        }
+    };
 
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
@@ -178,6 +188,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         line: Vec::with_capacity(4096),
         losses: Some(losses),
         recent_reports: Default::default(),
+        tamper_log,
     };
 
     let (command_tx, commands) = mpsc::channel(64);
@@ -241,6 +252,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     for event in &resumed {
         pipeline.log_and_judge(event, &stats);
+    }
+    // What the previous agent was sent and did not live to read (a SIGKILL): judged now, with
+    // the running jobs known, so it lands in the sender's job and step.
+    let orphans = pipeline
+        .tamper_log
+        .as_mut()
+        .map(|l| l.take_orphans())
+        .unwrap_or_default();
+    for record in orphans {
+        match crate::decode::decode_tamper(&record) {
+            Ok(kernel) => {
+                log::warn!(
+                    "the previous agent (pid {}) was sent signal {} by pid {} ({}) and did not report it; reporting it now",
+                    record.target,
+                    record.arg,
+                    record.header.tgid,
+                    crate::output::terminal_line(&String::from_utf8_lossy(
+                        record.header.comm.split(|b| *b == 0).next().unwrap_or_default()
+                    ))
+                );
+                pipeline.handle(&mut enricher, kernel, &stats);
+            }
+            Err(e) => log::warn!("an undecodable record in the tamper log: {e}"),
+        }
     }
     pipeline.flush(&stats);
 

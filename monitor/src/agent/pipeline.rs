@@ -37,6 +37,8 @@ pub(super) struct Pipeline {
     pub(super) losses: Option<LossReader>,
     /// The reports of the jobs that ended last, for the hook that asks after the fact.
     pub(super) recent_reports: std::collections::VecDeque<Written>,
+    /// The kernel's pinned log of signals aimed at the agent (see `tamper_log`).
+    pub(super) tamper_log: Option<super::tamper_log::TamperLog>,
 }
 
 /// How long a control request waits for the ring reader's barrier.
@@ -63,6 +65,17 @@ pub(super) struct Written {
 impl Pipeline {
     pub(super) fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
         stats.events[Metrics::slot(event.header().kind)].inc();
+        if let (
+            KernelEvent::Tamper {
+                header,
+                syscall: monitor_common::TAMPER_SIGNAL,
+                ..
+            },
+            Some(log),
+        ) = (&event, self.tamper_log.as_mut())
+        {
+            log.judged(header.ts_ns, header.tgid);
+        }
         let Some(event) = enricher.enrich(event) else {
             return;
         };
@@ -430,6 +443,9 @@ pub(super) async fn run(
                 let findings = pipeline.judge.tick(now);
                 pipeline.write_findings(findings, &stats);
                 pipeline.account_jobs(&stats);
+                if let Some(log) = pipeline.tamper_log.as_mut() {
+                    log.clear_judged();
+                }
             }
         }
     }
@@ -437,5 +453,8 @@ pub(super) async fn run(
     let findings = pipeline.judge.tick(boot_ns());
     pipeline.write_findings(findings, &stats);
     pipeline.events.flush().context("flushing events")?;
+    if let Some(log) = pipeline.tamper_log.as_mut() {
+        log.clear_judged();
+    }
     Ok(())
 }

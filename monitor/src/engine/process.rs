@@ -267,6 +267,14 @@ impl Engine {
                 ),
                 RuleId::AgentTampering.clause(),
             ),
+            TamperSyscall::SignalLogged => (
+                RuleId::AgentTampering,
+                Severity::Critical,
+                format!(
+                    "{tool} sent signal {arg} to the monitor agent (pid {target}), which did not live to report it: found by the agent that started after it, in the kernel's tamper log; what the job did while no agent ran is missing"
+                ),
+                RuleId::AgentTampering.clause(),
+            ),
             TamperSyscall::Bpf => (
                 RuleId::AgentTampering,
                 Severity::High,
@@ -295,6 +303,7 @@ impl Engine {
             | TamperSyscall::Tkill
             | TamperSyscall::Tgkill
             | TamperSyscall::Signal
+            | TamperSyscall::SignalLogged
                 if *target != -1 =>
             {
                 format!("signal:{arg}:{target}:{}", e.process.pid)

@@ -82,6 +82,9 @@ pub enum TamperSyscall {
     ProcessVmWritev,
     /// A signal generated for the agent by any route (pidfd, process group, 32-bit syscalls).
     Signal,
+    /// A signal to an earlier agent, read back from the kernel's tamper log by the agent that
+    /// started after it (the earlier one was killed before it could report it).
+    SignalLogged,
     /// A number this agent does not know (a newer kernel program).
     Unknown,
 }
@@ -97,6 +100,7 @@ impl TamperSyscall {
             monitor_common::TAMPER_VM_READV => TamperSyscall::ProcessVmReadv,
             monitor_common::TAMPER_VM_WRITEV => TamperSyscall::ProcessVmWritev,
             monitor_common::TAMPER_SIGNAL => TamperSyscall::Signal,
+            monitor_common::TAMPER_SIGNAL_LOGGED => TamperSyscall::SignalLogged,
             _ => TamperSyscall::Unknown,
         }
     }
@@ -111,6 +115,7 @@ impl TamperSyscall {
             TamperSyscall::ProcessVmReadv => "process_vm_readv",
             TamperSyscall::ProcessVmWritev => "process_vm_writev",
             TamperSyscall::Signal => "signal",
+            TamperSyscall::SignalLogged => "signal_logged",
             TamperSyscall::Unknown => "unknown",
         }
     }

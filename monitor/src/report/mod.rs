@@ -546,6 +546,22 @@ impl Recorder {
         if job.ended.is_none() {
             incomplete.push("the job had not ended when this report was made".into());
         }
+        // The agent was killed during the job: the next agent found the signal in the kernel's
+        // tamper log and judged it; say who did it here too.
+        for f in job.findings.iter().filter(|f| {
+            f.rule == crate::finding::RuleId::AgentTampering
+                && f.evidence.get("syscall").and_then(|v| v.as_str()) == Some("signal_logged")
+        }) {
+            let sender = f.process_chain.first();
+            incomplete.push(format!(
+                "the agent (pid {}) was sent signal {} by pid {} ({}) of step {} and did not report it; the agent that started after it found it in the kernel's tamper log",
+                f.evidence.get("target_pid").cloned().unwrap_or_default(),
+                f.evidence.get("argument").cloned().unwrap_or_default(),
+                sender.map(|l| l.pid).unwrap_or_default(),
+                sender.map(|l| l.comm.as_str()).unwrap_or("?"),
+                f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("?"),
+            ));
+        }
         if let Some((at, from, ts)) = &job.resumed {
             incomplete.push(format!(
                 "monitoring began at {at}, {:.1} s after the job's oldest running process started (the agent started or restarted mid-job): what ran and exited before is missing",

@@ -28,10 +28,19 @@ fn place(
     PersistencePlace {
         name,
         patterns: compile(patterns),
+        // Package managers' stores, by their layout (a job names its CARGO_HOME or npm cache
+        // as it likes): unpacking a crate writes the crate's own `.github/workflows`, which no
+        // CI ever runs (only a repository root's are).
         except: compile(&[
             "**/node_modules/**",
             "**/site-packages/**",
-            "**/.cargo/registry/**",
+            "**/dist-packages/**",
+            "**/registry/src/**",
+            "**/registry/cache/**",
+            "**/git/checkouts/**",
+            "**/git/db/**",
+            "**/_cacache/**",
+            "**/vendor/**",
         ]),
         owners,
     }
@@ -107,6 +116,12 @@ mod tests {
             "workflow-file"
         );
         assert!(classify("/w/app/node_modules/x/.github/workflows/ci.yml").is_none());
+        // cargo unpacking crates into a CARGO_HOME of any name.
+        assert!(classify(
+            "/w/cache/cargo-home/registry/src/index.crates.io-1949cf8c6b5b557f/quote-1.0.47/.github/workflows/ci.yml"
+        )
+        .is_none());
+        assert!(classify("/w/app/vendor/ring/.github/workflows/ci.yml").is_none());
         assert_eq!(
             classify("/home/runner/.bashrc").unwrap().name,
             "shell-startup"
