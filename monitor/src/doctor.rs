@@ -103,6 +103,22 @@ pub fn run_checks(try_load: bool) -> Vec<Check> {
         ),
     });
     if let Some(dir) = tracefs {
+        let problems = crate::tracefs_layout::check(Path::new(dir), probes::HOOKS);
+        checks.push(if problems.is_empty() {
+            check(
+                "tracepoint records",
+                Status::Ok,
+                "every field the probes read is where this kernel's format files say",
+                "",
+            )
+        } else {
+            check(
+                "tracepoint records",
+                Status::Fail,
+                problems.join("; "),
+                "this kernel lays the records out differently from what the probes were built for: report it with `uname -r`",
+            )
+        });
         for hook in probes::HOOKS.iter().filter(|h| h.category.is_some()) {
             let path = Path::new(dir)
                 .join("events")

@@ -27,4 +27,5 @@ pub mod report;
 pub mod rules;
 pub mod runner_hooks;
 pub mod selftest;
+pub mod tracefs_layout;
 pub mod watch;

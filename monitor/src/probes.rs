@@ -285,7 +285,15 @@ impl Probes {
         options: &ProbeOptions,
     ) -> anyhow::Result<Self> {
         watch.validate()?;
-        ensure_tracefs()?;
+        let tracefs = ensure_tracefs()?;
+        // Tracepoint records are read at compiled-in offsets: refuse a kernel that moved them.
+        let problems = crate::tracefs_layout::check(std::path::Path::new(tracefs), HOOKS);
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "this kernel's tracepoint records differ from what the probes read (they would read the wrong bytes):\n  {}",
+                problems.join("\n  ")
+            );
+        }
         let config = ProbeConfig {
             agent_tgid: std::process::id(),
             open_all: options.open_all as u32,

@@ -121,6 +121,22 @@ impl Agent {
         agent
     }
 
+    /// The event log and its rotated files, oldest first (what `monitor replay` and
+    /// `monitor profile learn` must be given to see everything the agent logged).
+    pub fn event_logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = (1..=10)
+            .rev()
+            .map(|n| {
+                let mut name = self.events_path.clone().into_os_string();
+                name.push(format!(".{n}"));
+                PathBuf::from(name)
+            })
+            .filter(|p| p.exists())
+            .collect();
+        logs.push(self.events_path.clone());
+        logs
+    }
+
     /// Waits (up to 20 s) for the agent process to end; its exit status.
     pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use integration_tests::{
-    by_rule, monitor_cli, npm_package, sink, Agent, FakeRunner, Value, STRICT_PROFILE,
+    by_rule, monitor_cli, npm_package, sink, Agent, FakeRunner, Value, MARKER_STEP, STRICT_PROFILE,
 };
 
 #[test]
@@ -318,5 +318,63 @@ fn replay_learn_and_diff_work_on_a_recorded_run() {
     assert!(
         diff.contains("unexpected-egress") && diff.contains(&format!("127.0.0.1:{port}")),
         "{diff}"
+    );
+}
+
+/// `npm pack` of a TypeScript library: an ordinary map (file names and line mappings) whose
+/// sources stay out of the package is not a leak; a map that embeds its sources, or whose
+/// sources ship beside it, is.
+#[test]
+fn packed_source_maps_are_leaks_only_when_they_give_the_sources_away() {
+    let agent = Agent::start();
+    let runner = FakeRunner::outside_tmp();
+    let package = |dir: &str, files: &str, map: &str| {
+        let root = runner.workspace.join(dir);
+        std::fs::create_dir_all(root.join("dist")).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(
+            root.join("package.json"),
+            format!(r#"{{"name":"{dir}","version":"1.0.0","files":{files}}}"#),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("src/index.ts"),
+            "export const answer: number = 42;\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("dist/index.js"), "exports.answer = 42;\n").unwrap();
+        std::fs::write(root.join("dist/index.js.map"), map).unwrap();
+    };
+    let tsc = r#"{"version":3,"file":"index.js","sourceRoot":"","sources":["../src/index.ts"],"names":[],"mappings":"AAAa,QAAA,MAAM"}"#;
+    let inlined = r#"{"version":3,"file":"index.js","sources":["../src/index.ts"],"sourcesContent":["export const answer: number = 42;\n"],"mappings":"AAAa"}"#;
+    package("lib-ordinary", r#"["dist"]"#, tsc);
+    package("lib-inlined", r#"["dist"]"#, inlined);
+    package("lib-with-src", r#"["dist","src"]"#, tsc);
+    let pack = |dir: &str| {
+        format!(
+            "cd {}/{dir}\nnpm pack --offline --silent >/dev/null\ntar tzf {dir}-1.0.0.tgz > listing\ngrep -q package/dist/index.js.map listing\n",
+            runner.workspace.display()
+        )
+    };
+    runner.run_job(&[
+        ("ordinary", &pack("lib-ordinary")),
+        ("inlined", &pack("lib-inlined")),
+        ("with-src", &pack("lib-with-src")),
+        MARKER_STEP,
+    ]);
+    // Each map really shipped (the steps grep the tarballs' listings).
+    let mine = agent.findings_through_marker(&runner);
+    let packed = |step: &str| -> Vec<String> {
+        by_rule(&mine, "packaged-sensitive-file")
+            .into_iter()
+            .filter(|f| f["step"]["id"] == step)
+            .map(|f| f["evidence"]["kind"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(packed("ordinary"), Vec::<String>::new(), "{mine:#?}");
+    assert_eq!(packed("inlined"), vec!["source map with embedded sources"]);
+    assert_eq!(
+        packed("with-src"),
+        vec!["source map shipped with its sources"]
     );
 }

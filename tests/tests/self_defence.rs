@@ -356,7 +356,7 @@ while time.time() < end:
     sent += 1
 print("sent", sent, "answered", answered, flush=True)
 "#;
-    let mut flooder = std::process::Command::new("python3")
+    let flooder = std::process::Command::new("python3")
         .args(["-c", flood, &socket, "12"])
         .uid(user.uid)
         .gid(user.gid)

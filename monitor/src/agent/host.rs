@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::HEARTBEAT_PORT;
+use crate::rules::packaging::MapFacts;
 
 /// Every `every`, runs `monitor heartbeat`: a child whose exec, UDP connect to loopback and exit
 /// travel through the real probes, ring buffer and decoder, so a stalled pipeline shows as a
@@ -128,14 +129,102 @@ pub(super) fn pth_has_executable_lines(path: &str) -> Option<bool> {
     })
 }
 
-/// Whether a source map embeds its sources (`sourcesContent` with text in it), reading at most
-/// `packaging::MAX_MAP_SCAN` bytes. `None` when it cannot be read in time or is larger.
-pub(super) fn map_embeds_sources(path: &str) -> Option<bool> {
+/// What a source map reveals: whether it embeds its sources (`sourcesContent` with text, up to
+/// `packaging::MAX_MAP_SCAN` bytes), and if not, whether npm would pack the files it maps with
+/// it (its package's `files`). `None` when it cannot be read in time or is larger.
+pub(super) fn map_facts(path: &str) -> Option<MapFacts> {
     let path = path.to_string();
     bounded(move || {
-        let file = open_regular(&path)?;
-        crate::rules::packaging::embeds_sources(file).ok()?
+        use std::io::{Read as _, Seek as _};
+        let mut file = open_regular(&path)?;
+        let len = file.metadata().ok()?.len();
+        let embeds_sources = crate::rules::packaging::embeds_sources(&file).ok()??;
+        if embeds_sources || len > MAX_MAP_PARSE {
+            return Some(MapFacts {
+                embeds_sources,
+                sources_packed: None,
+            });
+        }
+        file.seek(std::io::SeekFrom::Start(0)).ok()?;
+        let mut text = Vec::new();
+        file.take(MAX_MAP_PARSE).read_to_end(&mut text).ok()?;
+        Some(MapFacts {
+            embeds_sources,
+            sources_packed: sources_packed(std::path::Path::new(&path), &text),
+        })
     })
+}
+
+/// Source maps parsed for their `sources` list (larger ones: unknown).
+const MAX_MAP_PARSE: u64 = 8 * 1024 * 1024;
+/// Directories walked up from a map to find its package's `package.json`.
+const MAX_PACKAGE_DEPTH: usize = 12;
+
+/// Whether npm would pack, with the map at `map`, any file it maps that exists in its package.
+fn sources_packed(map: &std::path::Path, text: &[u8]) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Sources {
+        #[serde(default)]
+        sources: Vec<Option<String>>,
+        #[serde(default, rename = "sourceRoot")]
+        source_root: Option<String>,
+    }
+    let parsed: Sources = serde_json::from_slice(text).ok()?;
+    let dir = map.parent()?;
+    let root = dir
+        .ancestors()
+        .take(MAX_PACKAGE_DEPTH)
+        .find(|d| open_regular(&d.join("package.json").to_string_lossy()).is_some())?;
+    let package: serde_json::Value = {
+        use std::io::Read as _;
+        let mut text = Vec::new();
+        open_regular(&root.join("package.json").to_string_lossy())?
+            .take(1024 * 1024)
+            .read_to_end(&mut text)
+            .ok()?;
+        serde_json::from_slice(&text).ok()?
+    };
+    let files: Option<Vec<String>> = package.get("files").and_then(|f| {
+        f.as_array().map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
+    });
+    let base = dir.join(parsed.source_root.unwrap_or_default());
+    let present: Vec<String> = parsed
+        .sources
+        .iter()
+        .flatten()
+        .take(4096)
+        .filter(|s| !s.contains("://"))
+        .filter_map(|s| {
+            let full = lexical_normal(&base.join(s));
+            let rel = full.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&full).ok()?;
+            (meta.is_file() && !rel.starts_with("node_modules/")).then_some(rel)
+        })
+        .collect();
+    let ignore_file = [".npmignore", ".gitignore"]
+        .iter()
+        .any(|f| std::fs::symlink_metadata(root.join(f)).is_ok());
+    crate::rules::packaging::npm_packs_any(files.as_deref(), ignore_file, &present)
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn lexical_normal(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The change time (ctime: content or metadata written) of an executable, Unix ns.

@@ -31,7 +31,7 @@ use crate::{
     watch::WatchList,
 };
 use host::{
-    boot_ns, exe_changed_unix_ns, map_embeds_sources, pth_has_executable_lines, send_heartbeats,
+    boot_ns, exe_changed_unix_ns, map_facts, pth_has_executable_lines, send_heartbeats,
 };
 use pipeline::Pipeline;
 
@@ -148,7 +148,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     log::info!("process table seeded with {} processes", table.len());
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
-        .with_map_reader(map_embeds_sources)
+        .with_map_reader(map_facts)
         .with_exe_changed(exe_changed_unix_ns);
 
     let output: Box<dyn Write + Send> = match &options.events {

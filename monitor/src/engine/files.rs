@@ -228,13 +228,18 @@ impl Engine {
         if path_within(path, dir).is_none() {
             return false;
         }
-        let map_embeds_sources = match &e.detail {
+        let map = match &e.detail {
             crate::event::Detail::Open {
-                map_embeds_sources, ..
-            } => *map_embeds_sources,
+                map_embeds_sources: Some(embeds_sources),
+                map_sources_packed,
+                ..
+            } => Some(packaging::MapFacts {
+                embeds_sources: *embeds_sources,
+                sources_packed: *map_sources_packed,
+            }),
             _ => None,
         };
-        let Some(kind) = packaging::leak_kind(path, &tool, map_embeds_sources) else {
+        let Some(kind) = packaging::leak_kind(path, &tool, map) else {
             return false;
         };
         if self

@@ -32,8 +32,8 @@ pub struct Enricher {
     pending_env: HashMap<u32, BTreeMap<String, String>>,
     /// Reads the content a `.pth` open needs judged (live: the file; replay: nothing).
     pth_reader: Option<fn(&str) -> Option<bool>>,
-    /// Reads whether a source map embeds its sources (live: the file; replay: nothing).
-    map_reader: Option<fn(&str) -> Option<bool>>,
+    /// Reads what a source map reveals (live: the file; replay: nothing).
+    map_reader: Option<fn(&str) -> Option<crate::rules::packaging::MapFacts>>,
     /// An executable's change time, Unix ns (live: stat; replay: nothing).
     exe_changed: Option<fn(&str) -> Option<i128>>,
     /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
@@ -68,7 +68,10 @@ impl Enricher {
 
     /// Lets the enricher judge source maps read by anything by whether they embed their
     /// sources (the live agent does; tests need not).
-    pub fn with_map_reader(mut self, reader: fn(&str) -> Option<bool>) -> Self {
+    pub fn with_map_reader(
+        mut self,
+        reader: fn(&str) -> Option<crate::rules::packaging::MapFacts>,
+    ) -> Self {
         self.map_reader = Some(reader);
         self
     }
@@ -228,7 +231,7 @@ impl Enricher {
                     }
                     _ => None,
                 };
-                let map_embeds_sources = match self.map_reader {
+                let map = match self.map_reader {
                     Some(read) if path.ends_with(".map") && f_mode & FMODE_WRITE == 0 => {
                         read(&path)
                     }
@@ -236,7 +239,8 @@ impl Enricher {
                 };
                 let detail = Detail::Open {
                     pth_executable,
-                    map_embeds_sources,
+                    map_embeds_sources: map.map(|m| m.embeds_sources),
+                    map_sources_packed: map.and_then(|m| m.sources_packed),
                     path: redact_path(&path).into_owned(),
                     path_truncated: header.flags & OPEN_PATH_TRUNCATED != 0,
                     path_unresolved: header.flags & OPEN_PATH_UNRESOLVED != 0,

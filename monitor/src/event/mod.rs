@@ -100,6 +100,10 @@ pub enum Detail {
         /// maps (`sourcesContent`). Filled by the live agent, which can read the file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map_embeds_sources: Option<bool>,
+        /// For such a map that does not embed them: whether the files it maps would be packed
+        /// with it by npm (its package's `files`); absent when unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        map_sources_packed: Option<bool>,
     },
     /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
     Tamper {

@@ -36,18 +36,76 @@ pub fn packing_command(tool: &str, argv: &[String]) -> Option<String> {
 /// ships it). A source map is a leak when it embeds the sources (`map_embeds_sources`; unknown
 /// content, as in a replayed log or an unreadable file, fails closed): an ordinary `tsc` map
 /// holds only line mappings and file names, which the package's own `.js` already reveals.
-pub fn leak_kind(path: &str, tool: &str, map_embeds_sources: Option<bool>) -> Option<&'static str> {
+pub fn leak_kind(path: &str, tool: &str, map: Option<MapFacts>) -> Option<&'static str> {
     let name = path.rsplit('/').next().unwrap_or(path);
     if name.ends_with(".map") {
-        return match map_embeds_sources {
-            Some(true) => Some("source map with embedded sources"),
-            Some(false) => None,
+        return match map {
+            Some(MapFacts {
+                embeds_sources: true,
+                ..
+            }) => Some("source map with embedded sources"),
+            Some(MapFacts {
+                sources_packed: Some(true),
+                ..
+            }) => Some("source map shipped with its sources"),
+            Some(_) => None,
             None => Some("source map (content unknown)"),
         };
     }
     credentials::classify(path)
         .filter(|k| !k.owned_by(tool))
         .map(|k| k.name)
+}
+
+/// What the agent found in a source map a process read (`Event`'s `map_*` fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MapFacts {
+    /// Its `sourcesContent` holds text: the sources ship inside the map.
+    pub embeds_sources: bool,
+    /// The files it maps would be packed with it (npm's `files` rules); `None`: unknown.
+    pub sources_packed: Option<bool>,
+}
+
+/// Whether npm packs any of `sources` (paths relative to the package root, files that exist):
+/// with a `files` list, those it names (a directory names everything under it; globs allowed);
+/// without one, everything, unless an `.npmignore` or `.gitignore` decides (then unknown).
+pub fn npm_packs_any(
+    files: Option<&[String]>,
+    ignore_file: bool,
+    sources: &[String],
+) -> Option<bool> {
+    let Some(files) = files else {
+        return if ignore_file {
+            None
+        } else {
+            Some(!sources.is_empty())
+        };
+    };
+    let entries: Vec<globset::GlobMatcher> = files
+        .iter()
+        .filter(|f| !f.starts_with('!'))
+        .filter_map(|f| {
+            let f = f.trim_start_matches("./").trim_end_matches('/');
+            globset::GlobBuilder::new(f)
+                .literal_separator(true)
+                .build()
+                .ok()
+                .map(|g| g.compile_matcher())
+        })
+        .collect();
+    Some(sources.iter().any(|source| {
+        // The file itself, or a directory above it, is named.
+        let mut path = source.as_str();
+        loop {
+            if entries.iter().any(|e| e.is_match(path)) {
+                return true;
+            }
+            match path.rsplit_once('/') {
+                Some((parent, _)) => path = parent,
+                None => return false,
+            }
+        }
+    }))
 }
 
 /// Source maps past this size are not scanned (the answer is "unknown", which fails closed).
@@ -140,15 +198,26 @@ mod tests {
     #[test]
     fn leaks_are_source_maps_with_their_sources_and_credentials() {
         let map = "/w/app/dist/cli.js.map";
+        let facts = |embeds_sources, sources_packed| {
+            Some(MapFacts {
+                embeds_sources,
+                sources_packed,
+            })
+        };
         assert_eq!(
-            leak_kind(map, "npm", Some(true)),
+            leak_kind(map, "npm", facts(true, None)),
             Some("source map with embedded sources")
         );
         assert_eq!(
-            leak_kind(map, "npm", Some(false)),
+            leak_kind(map, "npm", facts(false, Some(true))),
+            Some("source map shipped with its sources")
+        );
+        assert_eq!(
+            leak_kind(map, "npm", facts(false, Some(false))),
             None,
             "tsc's ordinary map"
         );
+        assert_eq!(leak_kind(map, "npm", facts(false, None)), None);
         assert_eq!(
             leak_kind(map, "npm", None),
             Some("source map (content unknown)")
@@ -162,6 +231,43 @@ mod tests {
         assert_eq!(leak_kind("/w/app/.npmrc", "cargo", None), Some("npm-token"));
         assert_eq!(leak_kind("/w/app/dist/cli.js", "npm", None), None);
         assert_eq!(leak_kind("/w/app/package.json", "npm", None), None);
+    }
+
+    #[test]
+    fn npm_packs_what_files_names_or_everything() {
+        let src = vec!["src/index.ts".to_string()];
+        let files = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            npm_packs_any(Some(&files(&["dist"])), false, &src),
+            Some(false)
+        );
+        assert_eq!(
+            npm_packs_any(Some(&files(&["dist/", "src"])), false, &src),
+            Some(true)
+        );
+        assert_eq!(
+            npm_packs_any(Some(&files(&["./src/"])), false, &src),
+            Some(true)
+        );
+        assert_eq!(
+            npm_packs_any(Some(&files(&["src/*.ts"])), false, &src),
+            Some(true)
+        );
+        assert_eq!(
+            npm_packs_any(Some(&files(&["lib/*.js"])), false, &src),
+            Some(false)
+        );
+        assert_eq!(
+            npm_packs_any(None, false, &src),
+            Some(true),
+            "no files: everything"
+        );
+        assert_eq!(npm_packs_any(None, true, &src), None, "ignore files decide");
+        assert_eq!(
+            npm_packs_any(None, false, &[]),
+            Some(false),
+            "no source exists"
+        );
     }
 
     /// Reads in tiny pieces, so the key and its value are cut at every possible place.

@@ -272,8 +272,14 @@ impl Sim {
         self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
     }
 
-    /// A source map read, with the content verdict the live agent adds.
-    pub fn read_map(&mut self, pid: u32, path: &str, embeds_sources: bool) -> &mut Self {
+    /// A source map read, with what the live agent finds in it.
+    pub fn read_map(
+        &mut self,
+        pid: u32,
+        path: &str,
+        embeds_sources: bool,
+        sources_packed: Option<bool>,
+    ) -> &mut Self {
         let h = self.header(EventKind::FileOpen, pid);
         let record = KernelEvent::Open {
             header: h,
@@ -287,10 +293,13 @@ impl Sim {
         };
         self.feed_with(record, |event| {
             if let Detail::Open {
-                map_embeds_sources, ..
+                map_embeds_sources,
+                map_sources_packed,
+                ..
             } = &mut event.detail
             {
                 *map_embeds_sources = Some(embeds_sources);
+                *map_sources_packed = sources_packed;
             }
         });
         self

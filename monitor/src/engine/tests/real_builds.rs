@@ -23,12 +23,36 @@ fn packing_an_ordinary_tsc_source_map_is_quiet_one_embedding_its_sources_is_not(
         WORKSPACE,
         github_env("pack"),
     );
-    sim.read_map(310, &format!("{WORKSPACE}/dist/index.js.map"), false);
+    // `files: ["dist"]`: the map names sources that do not ship.
+    sim.read_map(
+        310,
+        &format!("{WORKSPACE}/dist/index.js.map"),
+        false,
+        Some(false),
+    );
     assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
-    sim.read_map(310, &format!("{WORKSPACE}/dist/cli.js.map"), true);
+    sim.read_map(310, &format!("{WORKSPACE}/dist/cli.js.map"), true, None);
     let f = sim.only("packaged-sensitive-file");
     assert_eq!(f.evidence["path"], format!("{WORKSPACE}/dist/cli.js.map"));
     assert_eq!(f.evidence["kind"], "source map with embedded sources");
+    // A map whose sources ship beside it.
+    sim.read_map(
+        310,
+        &format!("{WORKSPACE}/dist/util.js.map"),
+        false,
+        Some(true),
+    );
+    let kinds: Vec<&str> = rules_of(&sim, "packaged-sensitive-file")
+        .iter()
+        .map(|f| f.evidence["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "source map with embedded sources",
+            "source map shipped with its sources"
+        ]
+    );
 }
 
 #[test]
