@@ -13,6 +13,7 @@ use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{
+        count_error,
         current_task, file_of_fd, fill_header, is_agent, off, offsets_present, read, read_ptr,
         submit_fixed,
     },
@@ -21,7 +22,9 @@ use crate::{
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = unsafe { try_enter(&ctx) };
+    if unsafe { try_enter(&ctx) }.is_err() {
+        count_error(EventKind::NetConnect);
+    }
     0
 }
 
@@ -73,7 +76,9 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = unsafe { try_exit(&ctx) };
+    if unsafe { try_exit(&ctx) }.is_err() {
+        count_error(EventKind::NetConnect);
+    }
     0
 }
 

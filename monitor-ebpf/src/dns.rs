@@ -26,6 +26,7 @@ use monitor_common::{
 
 use crate::{
     kernel::{
+        count_error,
         current_task, event_scratch, file_of_fd, fill_header, is_agent, off, offsets_present, read,
         read_ptr, submit,
     },
@@ -487,6 +488,10 @@ pub fn sys_enter_recvmmsg(ctx: TracePointContext) -> u32 {
 /// One program serves every read exit (they share the record layout).
 #[tracepoint(category = "syscalls", name = "sys_exit_read")]
 pub fn sys_exit_dns_read(ctx: TracePointContext) -> u32 {
-    let _ = unsafe { on_read_exit(&ctx) };
+    // Only where a DNS answer was expected (the entry matched a DNS socket): other reads'
+    // failures are the reader's own business.
+    if unsafe { on_read_exit(&ctx) }.is_err() {
+        count_error(EventKind::NetDns);
+    }
     0
 }

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
 use monitor_common::{EventHeader, EventKind, ProbeConfig};
 
 pub use crate::EventScratch;
-use crate::{EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG};
+use crate::{EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG, PROBE_ERRORS};
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
 /// still sees the loaded value as a constant because the global lives in frozen .rodata.
@@ -125,6 +125,15 @@ pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
 #[inline(always)]
 pub fn count_loss(kind: EventKind) {
     if let Some(slot) = LOSSES.get_ptr_mut(kind.loss_slot()) {
+        // Per-CPU value: no other writer can race this increment.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Counts a record of `kind` a probe could not build: its program failed a read it needed.
+#[inline(always)]
+pub fn count_error(kind: EventKind) {
+    if let Some(slot) = PROBE_ERRORS.get_ptr_mut(kind.loss_slot()) {
         // Per-CPU value: no other writer can race this increment.
         unsafe { *slot += 1 };
     }

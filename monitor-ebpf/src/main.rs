@@ -47,6 +47,11 @@ static TAMPER_LOG: Array<TamperEvent> = Array::with_max_entries(TAMPER_LOG_SLOTS
 #[map]
 static TAMPER_LOG_NEXT: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Records a probe could not build (a failed kernel or user memory read), per
+/// `EventKind::loss_slot`: lost like ring losses, and counted like them.
+#[map]
+static PROBE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
 /// Where a record is assembled before it is copied to the ring (too big for the 512-byte stack).
 #[repr(C)]
 pub struct EventScratch {

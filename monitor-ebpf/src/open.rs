@@ -26,6 +26,7 @@ use monitor_common::{
 
 use crate::{
     kernel::{
+        count_error,
         config, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
@@ -49,7 +50,9 @@ static FILTER_SCRATCH: PerCpuArray<FilterScratch> = PerCpuArray::with_max_entrie
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
     if ret >= 0 {
-        let _ = unsafe { try_open(ret, 0) };
+        if unsafe { try_open(ret, 0) }.is_err() {
+            count_error(EventKind::FileOpen);
+        }
     }
     0
 }
@@ -59,7 +62,9 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 /// reads which one from BTF. `req` is a `struct io_kiocb` with a `u8 opcode`.
 #[raw_tracepoint(tracepoint = "io_uring_complete")]
 pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
-    let _ = unsafe { try_io_uring(&ctx) };
+    if unsafe { try_io_uring(&ctx) }.is_err() {
+        count_error(EventKind::FileOpen);
+    }
     0
 }
 

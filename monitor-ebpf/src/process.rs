@@ -16,6 +16,7 @@ use monitor_common::{
 
 use crate::{
     kernel::{
+        count_error,
         config, current_task, event_scratch, fill_header, is_agent, off, offsets_present,
         process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
     },
@@ -30,7 +31,9 @@ const TAIL_MASK: usize = 16383;
 /// `pid` at 12, `old_pid` at 16. Fires in the new program's context, after the point of no return.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = unsafe { try_exec(&ctx) };
+    if unsafe { try_exec(&ctx) }.is_err() {
+        count_error(EventKind::ProcessExec);
+    }
     0
 }
 
@@ -172,7 +175,9 @@ unsafe fn send_env(scratch: *mut EventScratch, task: *const u8, mm: *const u8) {
 /// task_struct *child)`, called after copy_process, so the child's ids and start time are set.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
-    let _ = unsafe { try_fork(&ctx) };
+    if unsafe { try_fork(&ctx) }.is_err() {
+        count_error(EventKind::ProcessFork);
+    }
     0
 }
 
@@ -206,7 +211,9 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// decremented and `exit_code` set, for every thread; `live == 0` marks the last one.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let _ = unsafe { try_exit() };
+    if unsafe { try_exit() }.is_err() {
+        count_error(EventKind::ProcessExit);
+    }
     0
 }
 

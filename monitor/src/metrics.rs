@@ -29,6 +29,8 @@ pub struct Metrics {
     pub events: [IntCounter; KINDS],
     /// Records the kernel could not queue (ring buffer full), by kind.
     pub kernel_losses: [IntCounter; KINDS],
+    /// Records a kernel program could not build (a failed read), by kind.
+    pub probe_errors: [IntCounter; KINDS],
     /// Records the agent decoded but could not queue for processing, by kind.
     pub queue_full: [IntCounter; KINDS],
     /// Records the agent could not decode (their kind is unknown).
@@ -175,6 +177,7 @@ impl Metrics {
             profile_reloads,
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
+            probe_errors: per_kind(&dropped, &["probe_error"]),
             queue_full: per_kind(&dropped, &["agent_queue_full"]),
             decode_errors: dropped.with_label_values(&["unknown", "decode_error"]),
             write_errors,
@@ -225,6 +228,15 @@ impl Metrics {
         }
     }
 
+    /// Sets a probe error counter to the kernel's running total (it only grows).
+    pub fn set_probe_errors(&self, kind: EventKind, total: u64) {
+        let c = &self.probe_errors[Self::slot(kind)];
+        let now = c.get();
+        if total > now {
+            c.inc_by(total - now);
+        }
+    }
+
     /// Events lost so far, by cause.
     pub fn drop_totals(&self) -> crate::report::Drops {
         let sum = |c: &[IntCounter; KINDS]| c.iter().map(IntCounter::get).sum::<u64>();
@@ -232,6 +244,7 @@ impl Metrics {
             kernel_ring_full: sum(&self.kernel_losses),
             agent_queue_full: sum(&self.queue_full),
             decode_error: self.decode_errors.get(),
+            probe_error: sum(&self.probe_errors),
         }
     }
 
@@ -251,6 +264,7 @@ impl Metrics {
         serde_json::json!({
             "events": per_kind(&self.events),
             "kernel_losses": per_kind(&self.kernel_losses),
+            "probe_errors": per_kind(&self.probe_errors),
             "decode_errors": self.decode_errors.get(),
             "channel_full_drops": self.drop_totals().agent_queue_full,
             "write_errors": self.write_errors.get(),
@@ -330,6 +344,9 @@ mod tests {
         for _ in 0..2 {
             m.events[Metrics::slot(EventKind::NetConnect)].inc();
         }
+        m.set_probe_errors(EventKind::ProcessExec, 2);
+        m.set_probe_errors(EventKind::ProcessExec, 1); // totals never go back
+        assert_eq!(m.drop_totals().probe_error, 2);
         m.set_kernel_losses(EventKind::FileOpen, 5);
         m.set_kernel_losses(EventKind::FileOpen, 3); // totals never go back
         for i in 0..(MAX_REPOSITORY_LABELS + 10) {

@@ -343,6 +343,17 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The kernel programs' count of records they could not build, per kind.
+    pub fn probe_error_reader(&mut self) -> anyhow::Result<LossReader> {
+        let map = self
+            .ebpf
+            .take_map("PROBE_ERRORS")
+            .context("PROBE_ERRORS map missing")?;
+        Ok(LossReader {
+            map: PerCpuArray::try_from(map)?,
+        })
+    }
+
     pub fn loss_reader(&mut self) -> anyhow::Result<LossReader> {
         let map = self.ebpf.take_map("LOSSES").context("LOSSES map missing")?;
         Ok(LossReader {

@@ -172,5 +172,6 @@ pub fn machine_engine_config() -> EngineConfig {
         agent_program: std::env::current_exe()
             .ok()
             .map(|p| p.to_string_lossy().into_owned()),
+        still_running: None,
     }
 }

@@ -106,6 +106,17 @@ fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
         ),
         Some(0.0)
     );
+    // The kernel programs' own failures are exported per kind too (none on a healthy kernel).
+    for kind in ["exec", "fork", "exit", "connect", "open", "dns"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!("monitor_events_dropped_total{{cause=\"probe_error\",kind=\"{kind}\"}}")
+            ),
+            Some(0.0),
+            "{kind}"
+        );
+    }
     assert!(sample(&text, "monitor_process_resident_memory_bytes").unwrap() > 1e6);
     // Conventions: one prefix; counters, and only counters, end in _total.
     for line in text.lines().filter(|l| l.starts_with("# TYPE")) {

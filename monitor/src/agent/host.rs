@@ -227,6 +227,14 @@ fn lexical_normal(path: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
+/// Whether process `pid` that started at `start_ticks` (clock ticks after boot) still exists.
+pub(super) fn still_running(pid: u32, start_ticks: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| crate::process_tree::parse_stat(&stat))
+        .is_some_and(|(_, _, started)| started == start_ticks)
+}
+
 /// The change time (ctime: content or metadata written) of an executable, Unix ns.
 pub(super) fn exe_changed_unix_ns(path: &str) -> Option<i128> {
     let path = path.to_string();

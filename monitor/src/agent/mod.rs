@@ -133,6 +133,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     log::info!("attached: {}", probes.report.attached.join(", "));
     let ring = probes.take_ring()?;
     let losses = probes.loss_reader()?;
+    let probe_errors = probes.probe_error_reader()?;
     let tamper_log = match tamper_log::TamperLog::open(&mut probes.ebpf) {
         Ok(log) => Some(log),
         Err(e) => {
@@ -159,7 +160,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
         None => Box::new(std::io::stderr()),
     };
-    let engine_config = machine_engine_config();
+    let engine_config = crate::engine::EngineConfig {
+        still_running: Some(host::still_running),
+        ..machine_engine_config()
+    };
     let profiles = options.profiles.clone();
     let enforcer = if block_mode(&profiles) {
         let enforcer = Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers).context(
@@ -187,6 +191,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
         losses: Some(losses),
+        probe_errors: Some(probe_errors),
         recent_reports: Default::default(),
         tamper_log,
     };

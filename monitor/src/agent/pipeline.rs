@@ -35,6 +35,8 @@ pub(super) struct Pipeline {
     pub(super) line: Vec<u8>,
     /// The kernel's per-kind loss counters, read on every tick and before a report is made.
     pub(super) losses: Option<LossReader>,
+    /// The kernel's per-kind count of records its programs could not build.
+    pub(super) probe_errors: Option<LossReader>,
     /// The reports of the jobs that ended last, for the hook that asks after the fact.
     pub(super) recent_reports: std::collections::VecDeque<Written>,
     /// The kernel's pinned log of signals aimed at the agent (see `tamper_log`).
@@ -364,6 +366,11 @@ impl Pipeline {
                 stats.set_kernel_losses(kind, total);
             }
         }
+        if let Some(errors) = &self.probe_errors {
+            for (kind, total) in errors.read() {
+                stats.set_probe_errors(kind, total);
+            }
+        }
     }
 
     /// Job gauges (ended jobs are accounted when the event that ends them is judged).
@@ -392,6 +399,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
+    let mut reported_errors = [0u64; KINDS];
     loop {
         tokio::select! {
             received = rx.recv() => {
@@ -434,6 +442,15 @@ pub(super) async fn run(
                     if total > reported_losses[slot] {
                         log::warn!("kernel dropped {} {} records (ring buffer full)", total - reported_losses[slot], kind.name());
                         reported_losses[slot] = total;
+                    }
+                }
+                let errors = pipeline.probe_errors.as_ref().map(LossReader::read).unwrap_or_default();
+                for (kind, total) in errors {
+                    let slot = Metrics::slot(kind);
+                    stats.set_probe_errors(kind, total);
+                    if total > reported_errors[slot] {
+                        log::warn!("kernel programs could not build {} {} records (a read they needed failed)", total - reported_errors[slot], kind.name());
+                        reported_errors[slot] = total;
                     }
                 }
                 let now = boot_ns();

@@ -61,6 +61,10 @@ pub const JOB_RETENTION_NS: u64 = 600 * 1_000_000_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
+    /// Whether a process (pid, start ticks) still exists, asked before a process is reported
+    /// as outliving its step: its exit record may have been lost (the ring was full). The live
+    /// agent reads /proc; replay has no machine to ask and trusts the log.
+    pub still_running: Option<fn(u32, u64) -> bool>,
     /// The machine's DNS resolvers: DNS to them is allowed unless the profile says otherwise.
     pub dns_resolvers: Vec<IpAddr>,
     /// The monitor's own executable (what `monitor job stop` runs): in a job declared by hand,

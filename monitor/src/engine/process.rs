@@ -206,6 +206,18 @@ impl Engine {
                 .map(|(k, p)| (*k, p.link.clone(), p.hook))
                 .collect();
             left.sort_by_key(|(k, _, _)| *k);
+            // An exit record lost on the way is not a process that stayed: ask the machine.
+            if let Some(still_running) = self.config.still_running {
+                left.retain(|(key, _, _)| {
+                    let running = still_running(key.tgid, key.start_ticks);
+                    if !running {
+                        if let Some(p) = self.procs.get_mut(key) {
+                            p.alive = false;
+                        }
+                    }
+                    running
+                });
+            }
             for (_, link, hook) in left {
                 let exe = link.exe.clone().unwrap_or_default();
                 let allowed = background::expected_agent(&exe)

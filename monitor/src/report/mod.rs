@@ -39,6 +39,9 @@ pub struct Drops {
     pub kernel_ring_full: u64,
     pub agent_queue_full: u64,
     pub decode_error: u64,
+    /// Records a kernel program could not build (a read it needed failed).
+    #[serde(default)]
+    pub probe_error: u64,
 }
 
 impl Drops {
@@ -51,11 +54,12 @@ impl Drops {
                 .agent_queue_full
                 .saturating_sub(earlier.agent_queue_full),
             decode_error: self.decode_error.saturating_sub(earlier.decode_error),
+            probe_error: self.probe_error.saturating_sub(earlier.probe_error),
         }
     }
 
     pub fn total(self) -> u64 {
-        self.kernel_ring_full + self.agent_queue_full + self.decode_error
+        self.kernel_ring_full + self.agent_queue_full + self.decode_error + self.probe_error
     }
 }
 
@@ -528,11 +532,12 @@ impl Recorder {
                 "event losses during the job are unknown (rebuilt from an event log)".to_string(),
             ),
             Some(d) if d.total() > 0 => incomplete.push(format!(
-                "{} events were lost while the job ran ({} kernel ring full, {} agent queue full, {} undecodable)",
+                "{} events were lost while the job ran ({} kernel ring full, {} agent queue full, {} undecodable, {} not built by a probe)",
                 d.total(),
                 d.kernel_ring_full,
                 d.agent_queue_full,
-                d.decode_error
+                d.decode_error,
+                d.probe_error
             )),
             Some(_) => {}
         }

@@ -64,6 +64,7 @@ impl Sim {
             EngineConfig {
                 dns_resolvers: vec!["127.0.0.53".parse().unwrap()],
                 agent_program: Some(MONITOR.into()),
+                still_running: None,
             },
         )
     }

@@ -796,3 +796,42 @@ fn a_findings_flood_is_bounded_per_job() {
         1 + total as u64 - crate::engine::MAX_FINDINGS_PER_JOB as u64
     );
 }
+
+#[test]
+fn a_lost_exit_record_is_not_a_process_that_outlived_its_step() {
+    for (still_running, expected) in [(false, 0), (true, 1)] {
+        let mut sim = Sim::with_config(
+            empty_profile(),
+            EngineConfig {
+                dns_resolvers: vec![],
+                agent_program: Some(MONITOR.into()),
+                still_running: Some(if still_running {
+                    |_, _| true
+                } else {
+                    |_, _| false
+                }),
+            },
+        );
+        sim.runner().run_step(300, "__run");
+        // Its exit record never arrives (the ring was full); the machine says whether it runs.
+        sim.spawn(
+            300,
+            310,
+            "/usr/bin/sleep",
+            &["sleep", "1"],
+            WORKSPACE,
+            github_env("__run"),
+        );
+        sim.exit(300);
+        sim.finish();
+        assert_eq!(
+            sim.rules()
+                .iter()
+                .filter(|r| **r == "outlived-step")
+                .count(),
+            expected,
+            "still running: {still_running}: {:#?}",
+            sim.findings
+        );
+    }
+}
