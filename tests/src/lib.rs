@@ -121,6 +121,35 @@ impl Agent {
         agent
     }
 
+    /// Where the agent wrote `runner`'s job report (JSON; `.md` and `.html` beside it), if it did.
+    pub fn report_path(&self, runner: &FakeRunner) -> Option<PathBuf> {
+        std::fs::read_dir(self.dir.path().join("reports"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.to_string_lossy().contains(&runner.run_id)
+            })
+    }
+
+    /// `runner`'s job report, waiting up to 20 s for it (a job that ended without its hook).
+    pub fn wait_for_report(&self, runner: &FakeRunner) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(path) = self.report_path(runner) {
+                let text = std::fs::read_to_string(&path).expect("reading the report");
+                return serde_json::from_str(&text).expect("a JSON report");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no report for run {}:\n{}",
+                runner.run_id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The event log and its rotated files, oldest first (what `monitor replay` and
     /// `monitor profile learn` must be given to see everything the agent logged).
     pub fn event_logs(&self) -> Vec<PathBuf> {

@@ -20,22 +20,13 @@ const CANARY: &str = "aws_secret_access_key = CORPUSCANARYcorpuscanaryCORPUSCANA
 
 /// The job's JSON report, written by the time its job-completed hook returned.
 fn report_of(agent: &Agent, runner: &FakeRunner, output: &str) -> Value {
-    let reports = agent.dir.path().join("reports");
-    let path = std::fs::read_dir(&reports)
-        .unwrap_or_else(|e| panic!("{}: {e}", reports.display()))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.to_string_lossy().contains(&runner.run_id)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no report for run {}\njob:\n{output}\nagent:\n{}",
-                runner.run_id,
-                agent.log()
-            )
-        });
+    let path = agent.report_path(runner).unwrap_or_else(|| {
+        panic!(
+            "no report for run {}\njob:\n{output}\nagent:\n{}",
+            runner.run_id,
+            agent.log()
+        )
+    });
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 

@@ -119,14 +119,8 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
     // Written by the time the job-completed hook returned.
     let reports = agent.dir.path().join("reports");
     assert_eq!(mode(&reports), 0o700, "reports directory is owner-only");
-    let stem = std::fs::read_dir(&reports)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.to_string_lossy().contains(&runner.run_id)
-        })
+    let stem = agent
+        .report_path(&runner)
         .unwrap_or_else(|| {
             panic!(
                 "no JSON report for run {} in {}\njob:\n{job_output}\nagent:\n{}",

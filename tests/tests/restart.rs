@@ -50,25 +50,7 @@ fn a_job_running_when_the_agent_starts_is_picked_up_and_its_report_says_so() {
     );
 
     // The job ended (its Worker exited): its report is written and says what is missing.
-    let reports = agent.dir.path().join("reports");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        let found = std::fs::read_dir(&reports).ok().and_then(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && p.to_string_lossy().contains(&runner.run_id)
-            })
-        });
-        if let Some(path) = found {
-            break serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no report for the resumed job:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let report = agent.wait_for_report(&runner);
     assert_eq!(report["complete"], false);
     let why = report["incomplete_because"].to_string();
     assert!(why.contains("monitoring began"), "{why}");
@@ -138,25 +120,7 @@ fn an_agent_killed_by_a_step_is_reported_by_the_agent_that_starts_next() {
     // bash's own `kill` builtin: the step's shell itself sent it.
     assert_eq!(kill["process_chain"][0]["comm"], "bash", "{kill}");
 
-    let reports = second.dir.path().join("reports");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        let found = std::fs::read_dir(&reports).ok().and_then(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && p.to_string_lossy().contains(&runner.run_id)
-            })
-        });
-        if let Some(path) = found {
-            break serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no report for the job:\n{}",
-            second.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let report = second.wait_for_report(&runner);
     assert_eq!(report["complete"], false);
     let why = report["incomplete_because"].to_string();
     assert!(

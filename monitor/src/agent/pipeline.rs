@@ -4,6 +4,7 @@
 use std::{io::Write, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
+use monitor_common::EventKind;
 use tokio::sync::mpsc;
 
 use super::{block_mode, host::boot_ns, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
@@ -387,6 +388,28 @@ impl Pipeline {
     }
 }
 
+/// Exports the kernel's running totals per kind (`set`) and warns once per increase.
+fn note_kernel_counts(
+    totals: Vec<(EventKind, u64)>,
+    reported: &mut [u64; KINDS],
+    set: impl Fn(EventKind, u64),
+    what: &str,
+    why: &str,
+) {
+    for (kind, total) in totals {
+        let slot = Metrics::slot(kind);
+        set(kind, total);
+        if total > reported[slot] {
+            log::warn!(
+                "kernel {what} {} {} records {why}",
+                total - reported[slot],
+                kind.name()
+            );
+            reported[slot] = total;
+        }
+    }
+}
+
 pub(super) async fn run(
     mut rx: mpsc::Receiver<KernelEvent>,
     mut commands: mpsc::Receiver<control::Command>,
@@ -435,24 +458,10 @@ pub(super) async fn run(
                 pipeline.reload(&reload_from, &stats);
             }
             _ = tick.tick() => {
-                let totals = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
-                for (kind, total) in totals {
-                    let slot = Metrics::slot(kind);
-                    stats.set_kernel_losses(kind, total);
-                    if total > reported_losses[slot] {
-                        log::warn!("kernel dropped {} {} records (ring buffer full)", total - reported_losses[slot], kind.name());
-                        reported_losses[slot] = total;
-                    }
-                }
+                let losses = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
+                note_kernel_counts(losses, &mut reported_losses, |k, t| stats.set_kernel_losses(k, t), "dropped", "(ring buffer full)");
                 let errors = pipeline.probe_errors.as_ref().map(LossReader::read).unwrap_or_default();
-                for (kind, total) in errors {
-                    let slot = Metrics::slot(kind);
-                    stats.set_probe_errors(kind, total);
-                    if total > reported_errors[slot] {
-                        log::warn!("kernel programs could not build {} {} records (a read they needed failed)", total - reported_errors[slot], kind.name());
-                        reported_errors[slot] = total;
-                    }
-                }
+                note_kernel_counts(errors, &mut reported_errors, |k, t| stats.set_probe_errors(k, t), "could not build", "(a read a probe needed failed)");
                 let now = boot_ns();
                 enricher.table.collect_garbage(now);
                 let unparsed = enricher.dns_unparsed.saturating_sub(stats.dns_unparsed.get());
