@@ -46,6 +46,8 @@ pub struct Metrics {
     pub heartbeat: Gauge,
     /// Messages read from DNS sockets that were not DNS responses.
     pub dns_unparsed: IntCounter,
+    /// Times the pinned tamper log was found removed from bpffs (and pinned again).
+    pub tamper_log_unpinned: IntCounter,
     /// SIGHUP profile reloads, by result (`ok`, `refused`).
     pub profile_reloads: IntCounterVec,
     repositories: Mutex<HashSet<String>>,
@@ -137,7 +139,18 @@ impl Metrics {
             "Messages read on DNS sockets that did not parse as DNS responses.",
         )
         .expect("valid metric");
-        for c in [&write_errors, &findings_total, &jobs_ended, &dns_unparsed] {
+        let tamper_log_unpinned = IntCounter::new(
+            "monitor_tamper_log_unpinned_total",
+            "Times the agent found its pinned tamper log removed from bpffs (someone with root unpinned it, as before killing the agent) and pinned it again.",
+        )
+        .expect("valid metric");
+        for c in [
+            &write_errors,
+            &findings_total,
+            &jobs_ended,
+            &dns_unparsed,
+            &tamper_log_unpinned,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -190,6 +203,7 @@ impl Metrics {
             last_event,
             heartbeat,
             dns_unparsed,
+            tamper_log_unpinned,
             repositories: Mutex::new(HashSet::new()),
             registry,
         }

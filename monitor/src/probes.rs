@@ -248,6 +248,8 @@ pub struct AttachReport {
 pub struct Probes {
     pub ebpf: Ebpf,
     pub report: AttachReport,
+    /// Where the tamper log is pinned, when it is.
+    pub tamper_log_pin: Option<std::path::PathBuf>,
 }
 
 /// Where tracefs is, mounting it if it is not (aya needs it to attach tracepoints).
@@ -335,7 +337,11 @@ impl Probes {
         }
         push_watch_list(&mut ebpf, watch)?;
         let report = attach_all(&mut ebpf)?;
-        Ok(Self { ebpf, report })
+        Ok(Self {
+            ebpf,
+            report,
+            tamper_log_pin: pins.map(|p| p.log),
+        })
     }
 
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {

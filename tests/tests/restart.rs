@@ -130,15 +130,45 @@ fn an_agent_killed_by_a_step_is_reported_by_the_agent_that_starts_next() {
     );
 }
 
+/// Removing the pinned tamper log (what a root attacker would do before a kill, so that the next
+/// agent finds nothing) is noticed on the agent's next tick: it pins the log again, counts it
+/// and says so.
+#[test]
+fn an_unpinned_tamper_log_is_pinned_again_and_counted() {
+    let pins = PinDir::new();
+    let agent = Agent::start_with(&["--pin-dir", pins.0.to_str().unwrap()]);
+    let log = pins.0.join("tamper_log");
+    assert!(log.exists(), "the agent pinned its tamper log");
+    std::fs::remove_file(&log).unwrap();
+    assert!(!log.exists(), "the pin was removed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "not pinned again:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = agent.scrape();
+    assert_eq!(
+        integration_tests::sample(&text, "monitor_tamper_log_unpinned_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(agent.log().contains("was removed"), "{}", agent.log());
+}
+
 /// A directory in bpffs for one test's pins, removed with its pins at the end.
 struct PinDir(std::path::PathBuf);
 
 impl PinDir {
     fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::path::PathBuf::from(format!(
             "/sys/fs/bpf/monitor-test-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().subsec_nanos()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         PinDir(dir)
     }

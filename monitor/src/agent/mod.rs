@@ -134,7 +134,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let ring = probes.take_ring()?;
     let losses = probes.loss_reader()?;
     let probe_errors = probes.probe_error_reader()?;
-    let tamper_log = match tamper_log::TamperLog::open(&mut probes.ebpf) {
+    let pin = probes.tamper_log_pin.clone();
+    let tamper_log = match tamper_log::TamperLog::open(&mut probes.ebpf, pin) {
         Ok(log) => Some(log),
         Err(e) => {
             log::warn!(

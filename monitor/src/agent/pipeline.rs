@@ -471,6 +471,9 @@ pub(super) async fn run(
                 pipeline.account_jobs(&stats);
                 if let Some(log) = pipeline.tamper_log.as_mut() {
                     log.clear_judged();
+                    if log.repin_if_removed() {
+                        stats.tamper_log_unpinned.inc();
+                    }
                 }
             }
         }

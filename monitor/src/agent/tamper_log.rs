@@ -68,18 +68,22 @@ pub fn pin_paths(dir: &Path) -> Option<PinPaths> {
 
 pub struct TamperLog {
     map: Array<MapData, TamperEvent>,
+    /// Where it is pinned (checked on every tick: unpinning it is how a root attacker would make
+    /// sure a kill leaves no trace for the next agent).
+    pin: Option<PathBuf>,
     /// (time, sender) of signal records judged from the ring, to clear from the log.
     judged: Vec<(u64, u32)>,
 }
 
 impl TamperLog {
-    pub fn open(ebpf: &mut aya::Ebpf) -> anyhow::Result<Self> {
+    pub fn open(ebpf: &mut aya::Ebpf, pin: Option<PathBuf>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let map = ebpf
             .take_map("TAMPER_LOG")
             .context("TAMPER_LOG map missing")?;
         Ok(Self {
             map: Array::try_from(map)?,
+            pin,
             judged: Vec::new(),
         })
     }
@@ -107,6 +111,28 @@ impl TamperLog {
         }
         orphans.sort_by_key(|r| r.header.ts_ns);
         orphans
+    }
+
+    /// Whether its pin was found removed: then it is pinned again, and said.
+    pub fn repin_if_removed(&mut self) -> bool {
+        use aya::maps::IterableMap as _;
+        let Some(path) = &self.pin else {
+            return false;
+        };
+        if std::fs::symlink_metadata(path).is_ok() {
+            return false;
+        }
+        match self.map.map().pin(path) {
+            Ok(()) => log::warn!(
+                "the pinned tamper log {} was removed (only root can: a step preparing to kill the agent unseen?); pinned it again",
+                path.display()
+            ),
+            Err(e) => log::warn!(
+                "the pinned tamper log {} was removed and could not be pinned again ({e}): a signal that kills the agent now dies with it",
+                path.display()
+            ),
+        }
+        true
     }
 
     /// A signal record this agent judged from the ring: no successor needs to.
