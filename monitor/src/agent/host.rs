@@ -135,22 +135,28 @@ pub(super) fn pth_has_executable_lines(path: &str) -> Option<bool> {
 pub(super) fn map_facts(path: &str) -> Option<MapFacts> {
     let path = path.to_string();
     bounded(move || {
-        use std::io::{Read as _, Seek as _};
-        let mut file = open_regular(&path)?;
+        use std::io::Read as _;
+        let file = open_regular(&path)?;
         let len = file.metadata().ok()?.len();
-        let embeds_sources = crate::rules::packaging::embeds_sources(&file).ok()??;
-        if embeds_sources || len > MAX_MAP_PARSE {
+        // Large maps are streamed once for `sourcesContent`; the others are read once, and
+        // scanned and parsed from memory.
+        if len > MAX_MAP_PARSE {
+            let embeds_sources = crate::rules::packaging::embeds_sources(file).ok()??;
             return Some(MapFacts {
                 embeds_sources,
                 sources_packed: None,
             });
         }
-        file.seek(std::io::SeekFrom::Start(0)).ok()?;
         let mut text = Vec::new();
         file.take(MAX_MAP_PARSE).read_to_end(&mut text).ok()?;
+        let embeds_sources = crate::rules::packaging::embeds_sources(&text[..]).ok()??;
         Some(MapFacts {
             embeds_sources,
-            sources_packed: sources_packed(std::path::Path::new(&path), &text),
+            sources_packed: if embeds_sources {
+                None
+            } else {
+                sources_packed(std::path::Path::new(&path), &text)
+            },
         })
     })
 }
@@ -171,17 +177,15 @@ fn sources_packed(map: &std::path::Path, text: &[u8]) -> Option<bool> {
     }
     let parsed: Sources = serde_json::from_slice(text).ok()?;
     let dir = map.parent()?;
-    let root = dir
+    // The nearest package.json above the map, opened once.
+    let (root, manifest) = dir
         .ancestors()
         .take(MAX_PACKAGE_DEPTH)
-        .find(|d| open_regular(&d.join("package.json").to_string_lossy()).is_some())?;
+        .find_map(|d| open_regular(&d.join("package.json").to_string_lossy()).map(|f| (d, f)))?;
     let package: serde_json::Value = {
         use std::io::Read as _;
         let mut text = Vec::new();
-        open_regular(&root.join("package.json").to_string_lossy())?
-            .take(1024 * 1024)
-            .read_to_end(&mut text)
-            .ok()?;
+        manifest.take(1024 * 1024).read_to_end(&mut text).ok()?;
         serde_json::from_slice(&text).ok()?
     };
     let files: Option<Vec<String>> = package.get("files").and_then(|f| {

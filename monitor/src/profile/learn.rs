@@ -7,7 +7,9 @@
 
 use ipnet::IpNet;
 
-use super::{add_access_pattern, Allowance, EgressRule, EgressTarget, PathPattern, Profile};
+use super::{
+    add_access_pattern, push_new, Allowance, EgressRule, EgressTarget, PathPattern, Profile,
+};
 
 impl Profile {
     /// Adds the generalised form of `allowance`; returns what it added (`section: entry`), or
@@ -25,13 +27,9 @@ impl Profile {
                     target: EgressTarget::Network(net),
                     ports: Vec::new(),
                 };
-                if rules.egress.allow.contains(&rule) {
-                    return None;
-                }
-                rules.egress.allow.push(rule);
-                Some(format!(
-                    "egress.allow: {net} (loopback, any port: local servers listen on ports picked per run)"
-                ))
+                push_new(&mut rules.egress.allow, rule).then(|| {
+                    format!("egress.allow: {net} (loopback, any port: local servers listen on ports picked per run)")
+                })
             }
             Allowance::Credentials { path, by } | Allowance::Persistence { path, by } => {
                 // `/proc/*/environ`-style allowances are patterns already.
@@ -48,40 +46,24 @@ impl Profile {
                 add_access_pattern(list, pattern, by)
                     .then(|| format!("{section}.allow: {glob} by {by}"))
             }
-            Allowance::Executables { path } | Allowance::WrittenProgram { path } => {
-                let glob = generalise_path(path);
+            Allowance::Executables { path: p }
+            | Allowance::WrittenProgram { path: p }
+            | Allowance::Processes { executable: p }
+            | Allowance::Packaging { path: p } => {
+                let glob = generalise_path(p);
                 let pattern = PathPattern::new(&glob).ok()?;
-                let list = &mut rules.executables.written;
-                if list.contains(&pattern) {
-                    return None;
-                }
-                list.push(pattern);
-                Some(format!("executables.written: {glob}"))
-            }
-            Allowance::Processes { executable } => {
-                let glob = generalise_path(executable);
-                let pattern = PathPattern::new(&glob).ok()?;
-                let list = &mut rules.processes.background;
-                if list.contains(&pattern) {
-                    return None;
-                }
-                list.push(pattern);
-                Some(format!("processes.background: {glob}"))
-            }
-            Allowance::Packaging { path } => {
-                let glob = generalise_path(path);
-                let pattern = PathPattern::new(&glob).ok()?;
-                let list = &mut rules.packaging.allow;
-                if list.contains(&pattern) {
-                    return None;
-                }
-                list.push(pattern);
-                Some(format!("packaging.allow: {glob}"))
+                let (list, section) = match allowance {
+                    Allowance::Processes { .. } => {
+                        (&mut rules.processes.background, "processes.background")
+                    }
+                    Allowance::Packaging { .. } => (&mut rules.packaging.allow, "packaging.allow"),
+                    // Never `executables.allow`: that would switch on allowlist mode.
+                    _ => (&mut rules.executables.written, "executables.written"),
+                };
+                push_new(list, pattern).then(|| format!("{section}: {glob}"))
             }
             Allowance::Egress { .. } | Allowance::Lifecycle { .. } | Allowance::Oidc { .. } => {
-                let before = self.clone();
-                self.allow(allowance);
-                (*self != before).then(|| describe(allowance))
+                self.allow(allowance).then(|| describe(allowance))
             }
         }
     }

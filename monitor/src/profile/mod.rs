@@ -480,8 +480,8 @@ pub enum Allowance {
 }
 
 impl Profile {
-    /// Adds an allowance at job level (idempotent).
-    pub fn allow(&mut self, allowance: &Allowance) {
+    /// Adds an allowance at job level (idempotent); whether it added anything.
+    pub fn allow(&mut self, allowance: &Allowance) -> bool {
         let rules = &mut self.rules;
         // Token minting is a step's right, not the job's: its allowance goes under `steps:`.
         match allowance {
@@ -494,64 +494,48 @@ impl Profile {
                     Some(d) => EgressRule::domain_port(d, *port),
                     None => EgressRule::address_port(*address, *port),
                 };
-                if !rules.egress.allow.contains(&rule) {
-                    rules.egress.allow.push(rule);
-                }
+                push_new(&mut rules.egress.allow, rule)
             }
             Allowance::Lifecycle {
                 ecosystem,
                 packages,
-            } => {
-                for package in packages {
-                    let rule = PackageRule {
-                        ecosystem: *ecosystem,
-                        package: package.clone(),
-                        version: None,
-                    };
-                    if !rules.lifecycle.allow.contains(&rule) {
-                        rules.lifecycle.allow.push(rule);
-                    }
-                }
-            }
+            } => packages.iter().fold(false, |added, package| {
+                let rule = PackageRule {
+                    ecosystem: *ecosystem,
+                    package: package.clone(),
+                    version: None,
+                };
+                push_new(&mut rules.lifecycle.allow, rule) || added
+            }),
             Allowance::Credentials { path, by } => {
                 add_access(&mut rules.credentials.allow, path, by)
             }
             Allowance::Persistence { path, by } => {
                 add_access(&mut rules.persistence.allow, path, by)
             }
-            Allowance::Executables { path } => {
-                let list = rules.executables.allow.get_or_insert_with(Vec::new);
-                let pattern = PathPattern::literal(path);
-                if !list.contains(&pattern) {
-                    list.push(pattern);
-                }
-            }
+            Allowance::Executables { path } => push_new(
+                rules.executables.allow.get_or_insert_with(Vec::new),
+                PathPattern::literal(path),
+            ),
             Allowance::WrittenProgram { path } => {
-                let pattern = PathPattern::literal(path);
-                if !rules.executables.written.contains(&pattern) {
-                    rules.executables.written.push(pattern);
-                }
+                push_new(&mut rules.executables.written, PathPattern::literal(path))
             }
-            Allowance::Processes { executable } => {
-                let pattern = PathPattern::literal(executable);
-                if !rules.processes.background.contains(&pattern) {
-                    rules.processes.background.push(pattern);
-                }
-            }
+            Allowance::Processes { executable } => push_new(
+                &mut rules.processes.background,
+                PathPattern::literal(executable),
+            ),
             Allowance::Packaging { path } => {
-                let pattern = PathPattern::literal(path);
-                if !rules.packaging.allow.contains(&pattern) {
-                    rules.packaging.allow.push(pattern);
-                }
+                push_new(&mut rules.packaging.allow, PathPattern::literal(path))
             }
             Allowance::Oidc { step } => {
-                self.steps.entry(step.clone()).or_default().oidc.allow = true;
+                let oidc = &mut self.steps.entry(step.clone()).or_default().oidc.allow;
+                !std::mem::replace(oidc, true)
             }
         }
     }
 }
 
-fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) {
+fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) -> bool {
     // `/proc/*/environ`-style allowances are patterns by construction; other paths are literal.
     let pattern = match path.strip_prefix("/proc/*/") {
         Some(file) if !file.contains(['*', '?', '[', '{']) => {
@@ -559,7 +543,16 @@ fn add_access(list: &mut Vec<AccessRule>, path: &str, by: &str) {
         }
         _ => PathPattern::literal(path),
     };
-    add_access_pattern(list, pattern, by);
+    add_access_pattern(list, pattern, by)
+}
+
+/// Appends `item` unless the list has it already; whether it did.
+fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) -> bool {
+    if list.contains(&item) {
+        return false;
+    }
+    list.push(item);
+    true
 }
 
 /// Adds `by` to the rule for `pattern` (made if missing); false when it was already there.
