@@ -138,6 +138,8 @@ pub struct AgentUnderTest {
     child: Child,
     pub findings: PathBuf,
     pub log: PathBuf,
+    /// Where the agent writes a job's report when the job ends.
+    pub reports: PathBuf,
 }
 
 impl AgentUnderTest {
@@ -146,6 +148,7 @@ impl AgentUnderTest {
         let ready = dir.join("agent.ready");
         let findings = dir.join("findings.jsonl");
         let log = dir.join("agent.log");
+        let reports = dir.join("reports");
         let child = Command::new(exe)
             .arg("run")
             .arg("--events")
@@ -157,7 +160,7 @@ impl AgentUnderTest {
             .arg("--profile")
             .arg(profile)
             .arg("--reports")
-            .arg(dir.join("reports"))
+            .arg(&reports)
             // Never take over an installed agent's socket or metrics port.
             .args(["--no-control-socket", "--no-metrics"])
             .env("RUST_LOG", "warn")
@@ -173,11 +176,15 @@ impl AgentUnderTest {
             child,
             findings,
             log,
+            reports,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
             if let Some(status) = agent.child.try_wait()? {
-                bail!("the agent exited before it was ready ({status}):\n{}", agent.log_text());
+                bail!(
+                    "the agent exited before it was ready ({status}):\n{}",
+                    agent.log_text()
+                );
             }
             if interrupted() {
                 return Err(Interrupted.into());
@@ -202,6 +209,18 @@ impl AgentUnderTest {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Whether the agent has written the report of the job `run_id` (the job ended, and every
+    /// finding of it, including those written at its end, is in the findings file).
+    pub fn reported(&self, run_id: &str) -> bool {
+        std::fs::read_dir(&self.reports).is_ok_and(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".json") && name.contains(run_id)
+            })
+        })
     }
 
     pub fn alive(&mut self) -> bool {
@@ -272,7 +291,11 @@ pub fn kill_processes_under(root: &Path) -> usize {
         };
         let mut found = 0;
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
                 continue;
             };
             if pid as u32 == me {

@@ -338,8 +338,9 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// The job's findings are all in once the marker step's arrived: the agent judges events in
-/// order, and the marker step runs last.
+/// The job's findings are all in once the marker step's arrived and the job's report is written:
+/// the agent judges events in order, the marker step runs last, and findings held to a step's or
+/// job's end (one lifecycle finding per step) are written before the report.
 const MARKER: (&str, &str) = ("selftest-marker", "cat /proc/$PPID/environ >/dev/null\n");
 
 /// The lab's GitHub runner (`runner_sim`'s process layout) executing one job, with the
@@ -404,7 +405,7 @@ impl Runner<'_> {
                 .into_iter()
                 .filter(|f| f["job"]["run_id"].as_str() == Some(self.run_id))
                 .collect();
-            if mine.iter().any(|f| f["step"]["id"] == MARKER.0) {
+            if mine.iter().any(|f| f["step"]["id"] == MARKER.0) && agent.reported(self.run_id) {
                 return Ok(mine
                     .into_iter()
                     .filter(|f| f["step"]["id"] != MARKER.0)
@@ -415,7 +416,7 @@ impl Runner<'_> {
             }
             if Instant::now() > deadline || !agent.alive() {
                 bail!(
-                    "the agent judged nothing of the job \"{}\" within 30 s (its marker step gave no finding); agent log:\n{}",
+                    "the agent judged nothing of the job \"{}\" within 30 s (no finding from its marker step, or no report at its end); agent log:\n{}",
                     job.what,
                     agent.log_text()
                 );
