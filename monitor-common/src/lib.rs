@@ -193,9 +193,34 @@ pub struct ConnectEvent {
     pub sock_type: u16,
     /// Destination port, host byte order.
     pub port: u16,
-    pub _pad0: u16,
+    /// `CONNECT_VIA_*`: which route the destination was given by.
+    pub via: u8,
+    /// 1 when the kernel refused it (block mode).
+    pub blocked: u8,
     /// IPv4 in the first 4 bytes, or the 16 bytes of IPv6, network byte order.
     pub addr: [u8; 16],
+}
+
+/// `connect(2)`, seen at its syscall exit with its result.
+pub const CONNECT_VIA_SYSCALL: u8 = 0;
+/// A connect seen at the cgroup connect hook outside a `connect(2)` call: io_uring
+/// `IORING_OP_CONNECT`, a 32-bit syscall, TCP Fast Open (`sendto` with `MSG_FASTOPEN`). Its
+/// result is not known (0 unless the kernel refused it).
+pub const CONNECT_VIA_OTHER: u8 = 1;
+/// A datagram sent with a destination (`sendto`, `sendmsg`, `sendmmsg`, io_uring `SENDMSG`) on
+/// an unconnected socket, seen at the cgroup sendmsg hook; once per socket and destination.
+pub const CONNECT_VIA_SEND: u8 = 2;
+
+/// Identifies one socket and destination already reported from the cgroup hooks (`EGRESS_SEEN`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressSeenKey {
+    /// `bpf_get_socket_cookie`: unique per socket for the life of the system.
+    pub socket_cookie: u64,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub _pad0: u32,
 }
 
 /// Longest DNS message copied (one byte short of a power of two, so a mask bounds it). Answers

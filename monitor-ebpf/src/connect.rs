@@ -9,13 +9,12 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6};
+use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6, CONNECT_VIA_SYSCALL};
 
 use crate::{
     kernel::{
-        count_error,
-        current_task, file_of_fd, fill_header, is_agent, off, offsets_present, read, read_ptr,
-        submit_fixed,
+        count_error, current_task, file_of_fd, fill_header, is_agent, off, offsets_present, read,
+        read_ptr, submit_fixed,
     },
     PendingConnect, PENDING_CONNECTS,
 };
@@ -40,7 +39,7 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         fd,
         addr_len,
         sockaddr: [0; 28],
-        _pad0: 0,
+        blocked: 0,
     };
     // Read the family first: most connects on a build machine are AF_UNIX, skip them cheaply.
     let mut family = 0u16;
@@ -98,6 +97,8 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     fill_header(&raw mut event.header, EventKind::NetConnect, task);
     event.fd = pending.fd;
     event.result = ret as i32;
+    event.via = CONNECT_VIA_SYSCALL;
+    event.blocked = pending.blocked as u8;
     let sa = pending.sockaddr;
     event.family = u16::from_ne_bytes([sa[0], sa[1]]);
     event.port = u16::from_be_bytes([sa[2], sa[3]]);

@@ -11,6 +11,7 @@
 mod block;
 mod connect;
 mod dns;
+mod egress;
 mod kernel;
 mod open;
 mod path;
@@ -22,7 +23,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, KernelOffsets, NameHashKey,
+    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, KernelOffsets, NameHashKey,
     NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN, LOSS_SLOTS, TAMPER_LOG_SLOTS,
 };
 
@@ -80,10 +81,16 @@ pub struct PendingConnect {
     pub fd: i32,
     pub addr_len: u32,
     pub sockaddr: [u8; 28],
-    pub _pad0: u32,
+    /// Set by egress.rs when block mode refused this connect.
+    pub blocked: u32,
 }
 #[map]
 static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);
+
+/// Sockets and destinations egress.rs has reported (a UDP stream is one record). LRU: bounded,
+/// the oldest forgotten first (a forgotten one is reported again, never missed).
+#[map]
+static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Descriptors used to talk to port 53, with the `struct file` they named then. LRU: sockets
 /// that are closed are never removed explicitly.

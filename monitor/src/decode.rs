@@ -86,6 +86,10 @@ pub enum KernelEvent {
         sock_type: u16,
         address: IpAddr,
         port: u16,
+        /// `CONNECT_VIA_*`.
+        via: u8,
+        /// The kernel refused it (block mode).
+        blocked: bool,
     },
     Tamper {
         header: Header,
@@ -282,6 +286,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 address,
                 port: raw.port,
+                via: raw.via,
+                blocked: raw.blocked != 0,
             }
         }
         EventKind::Tamper => {

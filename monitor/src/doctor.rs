@@ -163,7 +163,7 @@ pub fn run_checks(try_load: bool) -> Vec<Check> {
         None => check(
             "cgroup2",
             Status::Warn,
-            "no cgroup v2 hierarchy (needed for egress block mode)",
+            "no cgroup v2 hierarchy: egress by io_uring, 32-bit syscalls, TCP Fast Open and addressed datagrams is not seen, and block mode cannot run",
             "mount -t cgroup2 none /sys/fs/cgroup/unified",
         ),
     });

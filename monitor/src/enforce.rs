@@ -1,14 +1,14 @@
-//! Egress block mode, userspace side: attaches the cgroup socket-address programs, gives each
-//! job a slot in the kernel's allow maps filled from the profile, and tells the kernel which
+//! Egress block mode, userspace side: checks that the cgroup socket-address programs (always
+//! attached, probes.rs) are in place, gives each job a slot in the kernel's allow maps filled from the profile, and tells the kernel which
 //! processes are judged (a job's anchor or step roots; their children inherit it in the kernel).
 //! The engine decides *what* (see `finding::Enforcement`); this only writes it to the maps.
 
-use std::{collections::HashMap as StdHashMap, net::IpAddr, os::fd::AsFd as _, path::PathBuf};
+use std::{collections::HashMap as StdHashMap, net::IpAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, ProgramArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::TracePoint,
     Ebpf,
 };
 use monitor_common::{
@@ -21,13 +21,6 @@ use crate::{
     profile::{EgressRule, EgressTarget},
 };
 
-const PROGRAMS: [&str; 4] = [
-    "block_connect4",
-    "block_connect6",
-    "block_sendmsg4",
-    "block_sendmsg6",
-];
-
 /// The cgroup v2 hierarchy's mount point, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -38,7 +31,7 @@ pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
             (right.split_whitespace().next()? == "cgroup2")
                 .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
         })
-        .context("no cgroup v2 hierarchy is mounted (block mode needs one: mount -t cgroup2 none /sys/fs/cgroup)")
+        .context("no cgroup v2 hierarchy is mounted (the egress hooks need one: mount -t cgroup2 none /sys/fs/cgroup)")
 }
 
 fn port_set(ports: &[u16]) -> PortSet {
@@ -78,20 +71,17 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Loads and attaches the block programs at the cgroup v2 root.
-    pub fn attach(ebpf: &mut Ebpf, resolvers: &[IpAddr]) -> anyhow::Result<Self> {
-        let root = cgroup2_root()?;
-        let cgroup = std::fs::File::open(&root)
-            .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
-        for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
-                .try_into()?;
-            program.load().with_context(|| format!("loading {name}"))?;
-            program
-                .attach(cgroup.as_fd(), CgroupAttachMode::default())
-                .with_context(|| format!("attaching {name} to {}", root.display()))?;
+    /// Sets up block mode: the egress programs (attached with every probe; `egress_ready` says
+    /// whether they are) take their decisions from the maps this fills.
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        egress_ready: bool,
+        resolvers: &[IpAddr],
+    ) -> anyhow::Result<Self> {
+        if !egress_ready {
+            anyhow::bail!(
+                "the cgroup egress programs are not attached (see `monitor doctor`): block mode needs a cgroup v2 hierarchy and cgroup socket-address programs"
+            );
         }
         // The DNS-answer parser the read exit tail-calls: it allows an allowed name's addresses
         // before the process can connect to them.

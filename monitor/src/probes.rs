@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{AffixKey, EventKind, NameKey, ProbeConfig, LOSS_SLOTS};
@@ -28,10 +28,32 @@ pub struct Hook {
 }
 
 /// Whether the hook a report label (`tracepoint/sched/sched_process_exec`) names is optional.
+/// The egress hooks are: without them `connect(2)` is still seen (block mode requires them).
 pub fn is_optional(label: &str) -> bool {
-    HOOKS
+    EGRESS_HOOKS.iter().any(|(_, at)| label == cgroup_label(at))
+        || HOOKS
+            .iter()
+            .any(|h| h.optional && label.rsplit('/').next() == Some(h.name))
+}
+
+/// The cgroup socket-address programs (monitor-ebpf egress.rs) and their attach points: every
+/// connect and every addressed send, whatever route made it. Attached at the cgroup v2 root.
+pub const EGRESS_HOOKS: [(&str, &str); 4] = [
+    ("egress_connect4", "connect4"),
+    ("egress_connect6", "connect6"),
+    ("egress_sendmsg4", "sendmsg4"),
+    ("egress_sendmsg6", "sendmsg6"),
+];
+
+fn cgroup_label(attach: &str) -> String {
+    format!("cgroup/{attach}")
+}
+
+/// Whether every egress hook is attached (block mode refuses to start without them).
+pub fn egress_hooks_attached(report: &AttachReport) -> bool {
+    EGRESS_HOOKS
         .iter()
-        .any(|h| h.optional && label.rsplit('/').next() == Some(h.name))
+        .all(|(_, at)| report.attached.contains(&cgroup_label(at)))
 }
 
 pub const HOOKS: &[Hook] = &[
@@ -456,7 +478,39 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
             Err(e) => return Err(e.context(format!("attaching {label}"))),
         }
     }
+    attach_egress(ebpf, &mut report);
     Ok(report)
+}
+
+/// Attaches the egress programs at the cgroup v2 root, as links, so programs attached below it
+/// (systemd's, a container runtime's) run too. A kernel or machine without them is reported
+/// (doctor, the `probe_attached` metric): `connect(2)` is still seen through its tracepoints.
+fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
+    let root = crate::enforce::cgroup2_root().and_then(|root| {
+        let dir = std::fs::File::open(&root)
+            .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
+        Ok((root, dir))
+    });
+    for (program, at) in EGRESS_HOOKS {
+        let label = cgroup_label(at);
+        let result: anyhow::Result<()> = (|| {
+            let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the object"))?
+                .try_into()?;
+            prog.load().map_err(verifier_context(program))?;
+            // As a bpf_link (kernels since 5.7), which lives beside other programs on the
+            // same cgroup as BPF_F_ALLOW_MULTI would (link_create refuses the flag itself).
+            prog.attach(dir, CgroupAttachMode::default())
+                .with_context(|| format!("attaching {program} to {}", root.display()))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => report.attached.push(label),
+            Err(e) => report.skipped.push((label, format!("{e:#}"))),
+        }
+    }
 }
 
 /// Keeps the verifier log of a refused program in the error (it says why).

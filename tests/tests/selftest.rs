@@ -72,6 +72,7 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "workflow-and-shell-rc-persistence",
         "process-outlives-step",
         "packaging-leak",
+        "exfiltration-without-connect",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -30,9 +30,7 @@ use crate::{
     replay::machine_engine_config,
     watch::WatchList,
 };
-use host::{
-    boot_ns, exe_changed_unix_ns, map_facts, pth_has_executable_lines, send_heartbeats,
-};
+use host::{boot_ns, exe_changed_unix_ns, map_facts, pth_has_executable_lines, send_heartbeats};
 use pipeline::Pipeline;
 
 #[derive(Debug, Clone)]
@@ -167,9 +165,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let profiles = options.profiles.clone();
     let enforcer = if block_mode(&profiles) {
-        let enforcer = Enforcer::attach(&mut probes.ebpf, &engine_config.dns_resolvers).context(
-            "egress.mode is block, but the kernel side of block mode could not be set up",
-        )?;
+        let enforcer = Enforcer::attach(
+            &mut probes.ebpf,
+            crate::probes::egress_hooks_attached(&probes.report),
+            &engine_config.dns_resolvers,
+        )
+        .context("egress.mode is block, but the kernel side of block mode could not be set up")?;
         log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
         log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
         Some(enforcer)

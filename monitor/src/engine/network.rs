@@ -22,6 +22,8 @@ impl Engine {
             port,
             protocol,
             result,
+            via,
+            blocked,
             ..
         } = &e.detail
         else {
@@ -67,25 +69,30 @@ impl Engine {
                         .any(|name| rule.allows(address, port, Some(name)))
             })
         });
-        // In block mode the kernel refused it when connect failed with EPERM.
-        let blocked = self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1;
+        // The kernel's egress hook says when it refused; logs written before it said so have
+        // only connect's EPERM in block mode.
+        let blocked =
+            *blocked || (self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1);
+        let noun = via.noun();
         if allowed {
             if blocked {
                 // Allowed by the profile, refused by the kernel: an address the kernel did not
                 // know yet (a name allowed only through a CNAME, or resolved elsewhere).
-                let raw = Raw::new(
-                    RuleId::EgressBlockedAllowed,
-                    format!(
-                        "the kernel refused a connection to {address}:{port} that the profile allows{}",
+                let raw =
+                    Raw::new(
+                        RuleId::EgressBlockedAllowed,
+                        format!(
+                        "the kernel refused a {noun} to {address}:{port} that the profile allows{}",
                         resolved.first().map(|n| format!(" ({})", n.asked)).unwrap_or_default()
                     ),
-                    format!("{address}:{port}"),
-                )
-                .evidence(vec![
-                    ("address", json!(address)),
-                    ("port", json!(port)),
-                    ("blocked", json!(true)),
-                ]);
+                        format!("{address}:{port}"),
+                    )
+                    .evidence(vec![
+                        ("address", json!(address)),
+                        ("port", json!(port)),
+                        ("blocked", json!(true)),
+                        ("via", json!(via)),
+                    ]);
                 self.emit_for(out, raw, e, key);
             }
             return;
@@ -102,7 +109,7 @@ impl Engine {
         let raw = if metadata {
             Raw::new(
                 RuleId::CloudMetadata,
-                format!("connection to the cloud metadata endpoint {dest}"),
+                format!("{noun} to the cloud metadata endpoint {dest}"),
                 dest.clone(),
             )
             .evidence(vec![
@@ -110,6 +117,7 @@ impl Engine {
                 ("port", json!(port)),
                 ("protocol", json!(protocol)),
                 ("result", json!(result)),
+                ("via", json!(via)),
             ])
             .allowance(Allowance::Egress {
                 address,
@@ -118,9 +126,9 @@ impl Engine {
             })
         } else {
             let verb = if blocked {
-                "blocked connection"
+                format!("blocked {noun}")
             } else {
-                "connection"
+                noun.to_string()
             };
             let summary = match &domain {
                 Some(d) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
@@ -138,6 +146,7 @@ impl Engine {
                     ("cname_chain", json!(chain)),
                     ("resolved", json!(domain.is_some())),
                     ("blocked", json!(blocked)),
+                    ("via", json!(via)),
                 ])
                 .allowance(Allowance::Egress {
                     address,

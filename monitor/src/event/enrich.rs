@@ -11,8 +11,9 @@ use monitor_common::{
 };
 
 use super::{
-    dns, program_path, Access, Ancestor, Detail, Event, MatchReason, OpenVia, ProcessInfo,
-    Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT, JSON_SCHEMA_VERSION,
+    dns, program_path, Access, Ancestor, ConnectVia, Detail, Event, MatchReason, OpenVia,
+    ProcessInfo, Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT,
+    JSON_SCHEMA_VERSION,
 };
 use crate::{
     decode::{Header, KernelEvent},
@@ -195,6 +196,8 @@ impl Enricher {
                 sock_type,
                 address,
                 port,
+                via,
+                blocked,
             } => {
                 let key = self.table.observe(&header);
                 let family = if address.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -211,6 +214,8 @@ impl Enricher {
                     port,
                     result,
                     fd,
+                    via: ConnectVia::from_kernel(via),
+                    blocked,
                 };
                 (key, detail)
             }
@@ -580,6 +585,8 @@ mod tests {
                 sock_type: SOCK_STREAM,
                 address: "::ffff:10.1.2.3".parse().unwrap(),
                 port: 80,
+                via: monitor_common::CONNECT_VIA_SYSCALL,
+                blocked: false,
             })
             .unwrap();
         let Detail::Connect {

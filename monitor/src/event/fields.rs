@@ -148,3 +148,35 @@ pub enum OpenVia {
     Syscall,
     IoUring,
 }
+
+/// Which route gave a connection or datagram its destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectVia {
+    /// `connect(2)`, with its result.
+    #[default]
+    Connect,
+    /// A connect made another way: io_uring, a 32-bit syscall, TCP Fast Open.
+    OtherConnect,
+    /// A datagram sent with a destination (`sendto`, `sendmsg`, `sendmmsg`, io_uring).
+    Send,
+}
+
+impl ConnectVia {
+    /// From the kernel record's `via` (`CONNECT_VIA_*`).
+    pub fn from_kernel(via: u8) -> Self {
+        match via {
+            monitor_common::CONNECT_VIA_OTHER => ConnectVia::OtherConnect,
+            monitor_common::CONNECT_VIA_SEND => ConnectVia::Send,
+            _ => ConnectVia::Connect,
+        }
+    }
+
+    /// How a finding says it: "connection to" / "datagram to".
+    pub fn noun(self) -> &'static str {
+        match self {
+            ConnectVia::Connect | ConnectVia::OtherConnect => "connection",
+            ConnectVia::Send => "datagram",
+        }
+    }
+}

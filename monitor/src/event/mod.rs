@@ -9,7 +9,7 @@ pub mod enrich;
 pub mod fields;
 
 pub use enrich::Enricher;
-pub use fields::{Access, MatchReason, OpenVia, Protocol, TamperSyscall, Transport};
+pub use fields::{Access, ConnectVia, MatchReason, OpenVia, Protocol, TamperSyscall, Transport};
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -75,8 +75,16 @@ pub enum Detail {
         address: IpAddr,
         port: u16,
         /// 0, or the negative errno connect returned (-115 = EINPROGRESS for non-blocking).
+        /// For the other routes (`via`), 0 unless the kernel refused it (-1, EPERM).
         result: i32,
+        /// -1 when the route has no descriptor at hand (`via` other than `connect`).
         fd: i32,
+        /// How the destination was given.
+        #[serde(default)]
+        via: ConnectVia,
+        /// The kernel refused it (block mode).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        blocked: bool,
     },
     Open {
         path: String,

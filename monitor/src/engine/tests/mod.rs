@@ -225,6 +225,36 @@ impl Sim {
             sock_type: SOCK_STREAM,
             address: address.parse().unwrap(),
             port,
+            via: monitor_common::CONNECT_VIA_SYSCALL,
+            blocked: false,
+        });
+        self
+    }
+
+    /// A destination seen at the kernel's egress hook: `via` is `CONNECT_VIA_OTHER` or
+    /// `CONNECT_VIA_SEND`, `blocked` when block mode refused it.
+    pub fn egress_hook(
+        &mut self,
+        pid: u32,
+        address: &str,
+        port: u16,
+        via: u8,
+        blocked: bool,
+    ) -> &mut Self {
+        let h = self.header(EventKind::NetConnect, pid);
+        self.feed(KernelEvent::Connect {
+            header: h,
+            fd: -1,
+            result: if blocked { -1 } else { 0 },
+            sock_type: if via == monitor_common::CONNECT_VIA_SEND {
+                monitor_common::SOCK_DGRAM
+            } else {
+                SOCK_STREAM
+            },
+            address: address.parse().unwrap(),
+            port,
+            via,
+            blocked,
         });
         self
     }
@@ -480,5 +510,6 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
 }
 
 mod bounds;
+mod egress_routes;
 mod real_builds;
 mod scenarios;

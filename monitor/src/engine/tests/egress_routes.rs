@@ -1,0 +1,42 @@
+//! Destinations seen at the kernel's egress hooks (io_uring, 32-bit syscalls, Fast Open,
+//! addressed datagrams) are judged like `connect(2)`, and say how they were made.
+
+use monitor_common::{CONNECT_VIA_OTHER, CONNECT_VIA_SEND};
+
+use super::*;
+
+#[test]
+fn a_datagram_with_a_destination_is_egress_like_a_connection() {
+    let mut sim = Sim::new(profile(
+        "version: 1\negress:\n  allow: [\"10.0.0.1:5353\"]\n",
+    ));
+    sim.runner().run_step(300, "__run");
+    // Allowed, and DNS to a loopback stub: quiet, whatever the route.
+    sim.egress_hook(300, "10.0.0.1", 5353, CONNECT_VIA_SEND, false);
+    sim.egress_hook(300, "127.0.0.53", 53, CONNECT_VIA_SEND, false);
+    assert!(sim.findings.is_empty(), "{:?}", sim.rules());
+    sim.egress_hook(300, "10.0.0.9", 5353, CONNECT_VIA_SEND, false);
+    let f = sim.only("unexpected-egress");
+    assert!(
+        f.summary.starts_with("datagram to 10.0.0.9:5353"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(f.evidence["via"], "send");
+    assert_eq!(f.evidence["blocked"], false);
+}
+
+#[test]
+fn a_connect_made_outside_connect_syscall_is_judged_and_a_refusal_says_blocked() {
+    let mut sim = Sim::new(profile("version: 1\negress:\n  allow: []\n"));
+    sim.runner().run_step(300, "__run");
+    sim.egress_hook(300, "10.0.0.9", 443, CONNECT_VIA_OTHER, true);
+    let f = sim.only("unexpected-egress");
+    assert!(
+        f.summary.starts_with("blocked connection to 10.0.0.9:443"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(f.evidence["via"], "other_connect");
+    assert_eq!(f.evidence["blocked"], true);
+}

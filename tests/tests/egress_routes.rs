@@ -1,0 +1,294 @@
+//! Every route out is seen: connections and datagrams made without `connect(2)` from a 64-bit
+//! syscall (io_uring connect and sendmsg, the i386 syscall entry, TCP Fast Open, `sendmmsg`)
+//! reach a sink in a network namespace made for the test, and each is an `unexpected-egress`
+//! finding for its step, saying how it was made; in block mode each is refused and the finding
+//! says so. The routes' benign twins reach an allowed destination and stay quiet.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// The destination no profile allows, and the one the profiles allow.
+const SINK: &str = "10.78.0.9";
+const ALLOWED: &str = "10.78.0.1";
+const PROFILE: &str =
+    "version: 1\negress:\n  allow:\n    - \"10.78.0.1:8080\"\n    - \"10.78.0.1:5353\"\n";
+
+/// A network namespace with the two addresses on its loopback and sinks that append what they
+/// receive (TCP 8080, UDP 5353) to `received`. Removed on drop.
+struct Lab {
+    ns: String,
+    sink: Child,
+    received: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    fn start() -> Self {
+        let ns = format!(
+            "mon-egr-{}-{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &ns]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        for a in [SINK, ALLOWED] {
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{a}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let received = dir.path().join("received");
+        std::fs::write(&received, "").unwrap();
+        let sink = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c"])
+            .arg(
+                "import socket, sys, threading\n\
+                 out = sys.argv[1]\n\
+                 def keep(data):\n    with open(out, 'ab') as f: f.write(data)\n\
+                 def tcp():\n    s = socket.create_server(('0.0.0.0', 8080))\n    s.setsockopt(socket.IPPROTO_TCP, 23, 16)\n    while True:\n        c, _ = s.accept(); data = b''\n        while True:\n            b = c.recv(4096)\n            if not b: break\n            data += b\n        keep(data); c.close()\n\
+                 threading.Thread(target=tcp, daemon=True).start()\n\
+                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 5353))\n\
+                 while True:\n    keep(u.recvfrom(65536)[0])\n",
+            )
+            .arg(&received)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lab = Lab {
+            ns,
+            sink,
+            received,
+            _dir: dir,
+        };
+        for _ in 0..300 {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &lab.ns, "bash", "-c"])
+                .arg(format!("exec 3<>/dev/tcp/{ALLOWED}/8080"))
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return lab;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the sink in {} never accepted", lab.ns);
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(&self.received).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.sink.kill();
+        let _ = self.sink.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Builds the route helper (tests/fixtures/egress/egress.c) into `dir`.
+fn build_helper(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/egress/egress.c");
+    let bin = dir.join("egress");
+    let built = Command::new("gcc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (`cargo xtask setup` installs it)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    bin
+}
+
+/// Each route: (step id, helper mode, port, what the finding says in `evidence.via`).
+const ROUTES: [(&str, &str, u16, &str); 5] = [
+    ("uring", "uring-connect", 8080, "other_connect"),
+    ("uring-udp", "uring-sendmsg", 5353, "send"),
+    ("compat", "connect32", 8080, "other_connect"),
+    ("fastopen", "fastopen", 8080, "other_connect"),
+    ("sendmmsg", "sendmmsg", 5353, "send"),
+];
+
+fn egress_in<'a>(findings: &'a [Value], step: &str) -> Vec<&'a Value> {
+    by_rule(findings, "unexpected-egress")
+        .into_iter()
+        .filter(|f| f["step"]["id"] == step)
+        .collect()
+}
+
+/// The helper's pid, from its `PID=<n>` line after `marker`.
+fn pid_after(output: &str, marker: &str) -> u64 {
+    let at = output.find(marker).expect(marker);
+    output[at..]
+        .lines()
+        .find_map(|l| l.strip_prefix("PID="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("PID line")
+}
+
+#[test]
+fn connections_and_datagrams_made_without_connect_are_egress() {
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = Lab::start();
+    let runner = FakeRunner::outside_tmp();
+    let helper = build_helper(&runner.workspace);
+    let step = |mode: &str, address: &str, port: u16, extra: &str| {
+        format!(
+            "echo START-{mode}-{address}; ip netns exec {} '{}' {mode} {address} {port} {extra}\n",
+            lab.ns,
+            helper.display()
+        )
+    };
+    let mut steps: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(id, mode, port, _)| (id.to_string(), step(mode, SINK, *port, "")))
+        .collect();
+    // Twins: the same routes to the allowed destination, and a stream of 200 datagrams on one
+    // socket (one record in the kernel, not 200).
+    steps.push((
+        "twin-uring".into(),
+        step("uring-connect", ALLOWED, 8080, ""),
+    ));
+    steps.push(("twin-compat".into(), step("connect32", ALLOWED, 8080, "")));
+    steps.push(("twin-stream".into(), step("sendmmsg", ALLOWED, 5353, "200")));
+    let mut pairs: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(id, s)| (id.as_str(), s.as_str()))
+        .collect();
+    pairs.push(MARKER_STEP);
+    let output = runner.run_job(&pairs);
+    // Every route really reached its sink.
+    let received = lab.received();
+    for (_, mode, _, _) in ROUTES {
+        assert!(output.contains(&format!("SENT-{mode}")), "{output}");
+        assert!(
+            received.contains(&format!("CANARY-{mode}-{SINK}")),
+            "{mode} did not reach the sink: {received:?}\n{output}"
+        );
+    }
+    // The attack's two datagrams arrived; UDP on loopback may drop part of the twin's stream
+    // at a slow sink.
+    assert_eq!(
+        received.matches(&format!("CANARY-sendmmsg-{SINK}")).count(),
+        2
+    );
+    assert!(received.contains(&format!("CANARY-sendmmsg-{ALLOWED}")));
+    let mine = agent.findings_through_marker(&runner);
+    for (id, mode, port, via) in ROUTES {
+        let found = egress_in(&mine, id);
+        assert_eq!(found.len(), 1, "{mode}: {mine:#?}");
+        let f = found[0];
+        assert_eq!(f["evidence"]["address"], SINK, "{f:#}");
+        assert_eq!(f["evidence"]["port"], port, "{f:#}");
+        assert_eq!(f["evidence"]["via"], via, "{f:#}");
+        assert_eq!(f["evidence"]["blocked"], false, "{f:#}");
+        assert_eq!(f["process_chain"][0]["comm"], "egress", "{f:#}");
+    }
+    for twin in ["twin-uring", "twin-compat", "twin-stream"] {
+        let quiet: Vec<&Value> = mine.iter().filter(|f| f["step"]["id"] == twin).collect();
+        assert!(quiet.is_empty(), "{twin}: {quiet:#?}");
+    }
+    // The stream of 200 datagrams on one socket is one record.
+    let stream_pid = pid_after(&output, &format!("START-sendmmsg-{ALLOWED}"));
+    let records = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == stream_pid && e["kind"] == "connect")
+        .count();
+    assert_eq!(records, 1, "datagrams of one socket to one destination");
+    drop(lab);
+}
+
+/// Block mode: each route is refused by the kernel (the helper sees EPERM, the sink gets
+/// nothing) and reported as blocked, saying how it was tried.
+#[test]
+fn block_mode_refuses_every_route_and_says_so() {
+    let profile = format!("{PROFILE}  mode: block\n");
+    let agent = Agent::start_with_profile(&profile);
+    let lab = Lab::start();
+    let runner = FakeRunner::outside_tmp();
+    let helper = build_helper(&runner.workspace);
+    // The whole runner runs in the namespace; its hooks anchor the job at the Worker.
+    let steps: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(id, mode, port, _)| {
+            (
+                id.to_string(),
+                format!("'{}' {mode} {SINK} {port}\n", helper.display()),
+            )
+        })
+        .chain([(
+            "twin-uring".to_string(),
+            format!("'{}' uring-connect {ALLOWED} 8080\n", helper.display()),
+        )])
+        .collect();
+    let pairs: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(id, s)| (id.as_str(), s.as_str()))
+        .collect();
+    let output = runner.run_job_in(Some(&lab.ns), &pairs, Some(&agent.control_socket));
+    for (_, mode, _, _) in ROUTES {
+        assert!(output.contains(&format!("REFUSED-{mode}")), "{output}");
+    }
+    assert!(output.contains("SENT-uring-connect"), "{output}");
+    let received = lab.received();
+    for (_, mode, _, _) in ROUTES {
+        assert!(
+            !received.contains(&format!("CANARY-{mode}-{SINK}")),
+            "{mode} got through: {received:?}"
+        );
+    }
+    assert!(
+        received.contains(&format!("CANARY-uring-connect-{ALLOWED}")),
+        "{received:?}"
+    );
+    let all = agent.wait_for_findings("the refused routes", |all| {
+        let mine = runner.findings_of(all);
+        ROUTES
+            .iter()
+            .all(|(id, ..)| !egress_in(&mine, id).is_empty())
+    });
+    let mine = runner.findings_of(&all);
+    for (id, mode, _, via) in ROUTES {
+        let found = egress_in(&mine, id);
+        assert_eq!(found.len(), 1, "{mode}: {mine:#?}");
+        assert_eq!(found[0]["evidence"]["blocked"], true, "{:#}", found[0]);
+        assert_eq!(found[0]["evidence"]["via"], via, "{:#}", found[0]);
+        assert!(found[0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("blocked "));
+    }
+    assert!(egress_in(&mine, "twin-uring").is_empty(), "{mine:#?}");
+    drop(lab);
+}
