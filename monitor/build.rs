@@ -24,6 +24,9 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("monitor has no parent directory"))?
         .join("monitor-ebpf");
     let root = root.to_str().context("non-UTF-8 workspace path")?;
+    // The kernel programs are built from monitor-common too (the record layouts, which ring a
+    // kind goes to): a change there must rebuild them, not only the agent.
+    println!("cargo:rerun-if-changed=../monitor-common/src");
     aya_build::build_ebpf(
         [Package {
             name: "monitor-ebpf",

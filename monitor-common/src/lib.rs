@@ -44,6 +44,15 @@ impl EventKind {
         Self::ALL.into_iter().find(|kind| *kind as u32 == value)
     }
 
+    /// Records that go through the security ring (`SECURITY_EVENTS`), which floods of the
+    /// others (an exec or fork storm, DNS answers) cannot fill: what the rules exist for.
+    pub const fn is_security(self) -> bool {
+        matches!(
+            self,
+            EventKind::NetConnect | EventKind::FileOpen | EventKind::Tamper
+        )
+    }
+
     /// Dense index into the kernel's per-kind loss counters ([`LOSS_SLOTS`] wide).
     pub const fn loss_slot(self) -> u32 {
         match self {

@@ -42,9 +42,13 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         blocked: 0,
     };
     // Read the family first: most connects on a build machine are AF_UNIX, skip them cheaply.
+    // A read fails on a bad pointer, and also on memory the process has not touched yet (a
+    // file mapping whose page is not mapped: the syscall's own copy faults it in, this read
+    // may not). Counted; the egress hook (egress.rs) still reports an IPv4/IPv6 destination.
     let mut family = 0u16;
-    if bpf_probe_read_user((&raw mut family).cast(), 2, uaddr as *const _) < 0 {
-        return Ok(());
+    let ret = bpf_probe_read_user((&raw mut family).cast(), 2, uaddr as *const _);
+    if ret < 0 {
+        return Err(ret);
     }
     let copy_len = match family {
         AF_INET => 16u32,
@@ -54,13 +58,13 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if addr_len < copy_len {
         return Ok(()); // the kernel will refuse it with EINVAL
     }
-    if bpf_probe_read_user(
+    let ret = bpf_probe_read_user(
         pending.sockaddr.as_mut_ptr().cast(),
         copy_len,
         uaddr as *const _,
-    ) < 0
-    {
-        return Ok(());
+    );
+    if ret < 0 {
+        return Err(ret);
     }
     // A socket connected to port 53 carries DNS: its answers are captured (dns.rs).
     if u16::from_be_bytes([pending.sockaddr[2], pending.sockaddr[3]]) == 53 {

@@ -26,9 +26,8 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        count_error,
-        current_task, event_scratch, file_of_fd, fill_header, is_agent, off, offsets_present, read,
-        read_ptr, submit,
+        count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        offsets_present, read, read_ptr, submit,
     },
     PendingDnsRead, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, DNS_SOCKETS, PENDING_DNS_READS,
 };

@@ -7,7 +7,11 @@ use aya_ebpf::helpers::{
 use monitor_common::{EventHeader, EventKind, ProbeConfig};
 
 pub use crate::EventScratch;
-use crate::{EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG, PROBE_ERRORS};
+use aya_ebpf::maps::RingBuf;
+
+use crate::{
+    EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG, PROBE_ERRORS, SECURITY_EVENTS,
+};
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
 /// still sees the loaded value as a constant because the global lives in frozen .rodata.
@@ -99,12 +103,23 @@ pub fn event_scratch() -> Option<*mut EventScratch> {
     EVENT_SCRATCH.get_ptr_mut(0)
 }
 
-/// Copies `len` bytes of `scratch` to the ring buffer, counting a loss on failure.
+/// The ring a record of `kind` goes through.
+#[inline(always)]
+fn ring_for(kind: EventKind) -> &'static RingBuf {
+    if kind.is_security() {
+        unsafe { &*(&raw const SECURITY_EVENTS) }
+    } else {
+        unsafe { &*(&raw const EVENTS) }
+    }
+}
+
+/// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure.
 #[inline(always)]
 pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
     let len = len & (monitor_common::EVENT_SCRATCH_LEN - 1);
+    let ring: *const RingBuf = ring_for(kind);
     let ret = aya_ebpf::helpers::generated::bpf_ringbuf_output(
-        (&raw const EVENTS).cast_mut().cast(),
+        ring.cast_mut().cast(),
         scratch.cast(),
         len as u64,
         0,
@@ -117,7 +132,7 @@ pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
 /// Submits a fixed-size record.
 #[inline(always)]
 pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
-    if EVENTS.output::<T>(record, 0).is_err() {
+    if ring_for(kind).output::<T>(record, 0).is_err() {
         count_loss(kind);
     }
 }

@@ -23,8 +23,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, KernelOffsets, NameHashKey,
-    NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN, LOSS_SLOTS, TAMPER_LOG_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, KernelOffsets,
+    NameHashKey, NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN, LOSS_SLOTS,
+    TAMPER_LOG_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -33,9 +34,15 @@ static KERNEL_OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 #[no_mangle]
 static PROBE_CONFIG: ProbeConfig = unsafe { core::mem::zeroed() };
 
-/// All records, variable length. The agent may resize it before load.
+/// Process lifecycle and DNS records, variable length. The agent may resize it before load.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Connects, watched opens and tamper records (`EventKind::is_security`): their own ring, so an
+/// exec/fork storm or a DNS-answer flood that fills `EVENTS` cannot push them out. The agent
+/// reads both and orders them by time. It may resize it before load.
+#[map]
+static SECURITY_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
 /// Records that could not be written to `EVENTS`, per `EventKind::loss_slot`.
 #[map]

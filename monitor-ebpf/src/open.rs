@@ -26,8 +26,7 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        count_error,
-        config, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
     path, WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PARENT_DIRS,

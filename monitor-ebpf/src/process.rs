@@ -16,9 +16,8 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        count_error,
-        config, current_task, event_scratch, fill_header, is_agent, off, offsets_present,
-        process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
+        config, count_error, current_task, event_scratch, fill_header, is_agent, off,
+        offsets_present, process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
     },
     path,
 };

@@ -19,7 +19,9 @@ use monitor_common::{
 };
 
 use crate::{
-    kernel::{config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed},
+    kernel::{
+        config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
+    },
     TAMPER_LOG, TAMPER_LOG_NEXT,
 };
 

@@ -55,10 +55,11 @@ pub enum RuleId {
     PackagedSensitiveFile,
     OutlivedStep,
     FindingFlood,
+    DefenceTampering,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 19] = [
+    pub const ALL: [RuleId; 20] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -78,6 +79,7 @@ impl RuleId {
         RuleId::PackagedSensitiveFile,
         RuleId::OutlivedStep,
         RuleId::FindingFlood,
+        RuleId::DefenceTampering,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -102,6 +104,7 @@ impl RuleId {
             RuleId::PackagedSensitiveFile => "packaged-sensitive-file",
             RuleId::OutlivedStep => "outlived-step",
             RuleId::FindingFlood => "finding-flood",
+            RuleId::DefenceTampering => "defence-tampering",
         }
     }
 
@@ -127,7 +130,8 @@ impl RuleId {
             | RuleId::ExecFromTemp
             | RuleId::OidcTokenRequest
             | RuleId::PackagedSensitiveFile
-            | RuleId::FindingFlood => Severity::High,
+            | RuleId::FindingFlood
+            | RuleId::DefenceTampering => Severity::High,
         }
     }
 
@@ -167,6 +171,7 @@ impl RuleId {
             RuleId::OutlivedStep => {
                 "processes.background: only listed programs may outlive their step"
             }
+            RuleId::DefenceTampering => "a job does not switch off the host's logging, auditing, hardening or module policy",
             RuleId::FindingFlood => "a job raising thousands of findings buries the ones that matter and can push earlier findings out of rotated logs: past the bound they are counted, not written",
         }
     }

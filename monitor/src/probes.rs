@@ -260,6 +260,13 @@ impl Default for ProbeOptions {
     }
 }
 
+/// The security ring's size for a main ring of `ring_bytes` (a power of two): a quarter of it,
+/// at least 64 KiB (security records are small and few; their ring only has to outlast floods
+/// of the others).
+pub fn security_ring_bytes(ring_bytes: u32) -> u32 {
+    (ring_bytes / 4).max(64 * 1024)
+}
+
 /// Which hooks attached; reported by doctor and, later, as metrics.
 #[derive(Debug, Clone)]
 pub struct AttachReport {
@@ -333,7 +340,8 @@ impl Probes {
             loader
                 .override_global("KERNEL_OFFSETS", &layout.offsets, true)
                 .override_global("PROBE_CONFIG", &config, true)
-                .map_max_entries("EVENTS", options.ring_bytes);
+                .map_max_entries("EVENTS", options.ring_bytes)
+                .map_max_entries("SECURITY_EVENTS", security_ring_bytes(options.ring_bytes));
             if let Some(p) = pins {
                 loader
                     .map_pin_path("TAMPER_LOG", p.log.as_path())
@@ -366,9 +374,16 @@ impl Probes {
         })
     }
 
-    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
-        Ok(RingBuf::try_from(map)?)
+    /// The two rings: (everything else, security records).
+    pub fn take_rings(&mut self) -> anyhow::Result<(RingBuf<MapData>, RingBuf<MapData>)> {
+        let mut take = |name: &str| -> anyhow::Result<RingBuf<MapData>> {
+            let map = self
+                .ebpf
+                .take_map(name)
+                .with_context(|| format!("{name} map missing"))?;
+            Ok(RingBuf::try_from(map)?)
+        };
+        Ok((take("EVENTS")?, take("SECURITY_EVENTS")?))
     }
 
     /// The kernel programs' count of records they could not build, per kind.

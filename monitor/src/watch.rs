@@ -74,12 +74,31 @@ impl WatchList {
             (".bash_logout", WATCH_WRITE),
             ("authorized_keys", WATCH_WRITE),
             ("crontab", WATCH_WRITE),
+            // The host's other defences (rules/defences.rs): hardening switches, logging and
+            // audit configuration, module policy. Writes only.
+            ("randomize_va_space", WATCH_WRITE),
+            ("ptrace_scope", WATCH_WRITE),
+            ("kptr_restrict", WATCH_WRITE),
+            ("dmesg_restrict", WATCH_WRITE),
+            ("modules_disabled", WATCH_WRITE),
+            ("perf_event_paranoid", WATCH_WRITE),
+            ("unprivileged_bpf_disabled", WATCH_WRITE),
+            ("kexec_load_disabled", WATCH_WRITE),
+            ("core_pattern", WATCH_WRITE),
+            ("rsyslog.conf", WATCH_WRITE),
+            ("journald.conf", WATCH_WRITE),
+            ("modules", WATCH_WRITE),
             // Other processes' memory and environment (the runner-memory secret dump).
             ("mem", WATCH_PROC_OTHER),
             ("environ", WATCH_PROC_OTHER),
             ("maps", WATCH_PROC_OTHER),
         ];
-        let name_prefixes = [("id_", RW), (".env", RW), ("ssh_host_", RW)];
+        let name_prefixes = [
+            ("id_", RW),
+            (".env", RW),
+            ("ssh_host_", RW),
+            ("protected_", WATCH_WRITE),
+        ];
         let name_suffixes = [
             (".pth", RW),
             (".pem", WATCH_READ),
@@ -111,6 +130,15 @@ impl WatchList {
             (".vscode", WATCH_WRITE),
             ("autostart", WATCH_WRITE),
             ("cron.d", WATCH_WRITE),
+            // Defences: audit and logging configuration, the system logs, module policy.
+            ("audit", WATCH_WRITE),
+            ("rules.d", WATCH_WRITE),
+            ("rsyslog.d", WATCH_WRITE),
+            ("syslog-ng", WATCH_WRITE),
+            ("journald.conf.d", WATCH_WRITE),
+            ("log", WATCH_WRITE),
+            ("modprobe.d", WATCH_WRITE),
+            ("modules-load.d", WATCH_WRITE),
         ];
         let own = |list: &[(&str, u32)]| list.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         Self {

@@ -4,12 +4,23 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex, MutexGuard,
+    },
 };
 
 use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
 
 static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One test at a time: every agent judges every job on the machine with its own profile, so the
+/// block-mode test's agent would refuse the other tests' connections too.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A network namespace with addresses on its loopback, a DNS server answering the test's names,
 /// and a TCP sink on port 8080 (IPv4 and IPv6). Removed on drop.
@@ -154,6 +165,7 @@ fn egress_to<'a>(findings: &'a [Value], port_step: &str) -> Vec<&'a Value> {
 
 #[test]
 fn connections_are_judged_by_the_name_they_were_resolved_from() {
+    let _serial = one_at_a_time();
     let agent = Agent::start_with_profile(PROFILE);
     let lab = DnsLab::start();
     let runner = FakeRunner::new();
@@ -250,6 +262,7 @@ fn connections_are_judged_by_the_name_they_were_resolved_from() {
 
 #[test]
 fn data_carrying_dns_queries_are_flagged_without_writing_the_data_down() {
+    let _serial = one_at_a_time();
     let agent = Agent::start_with_profile(PROFILE);
     let lab = DnsLab::start();
     let runner = FakeRunner::new();
@@ -314,6 +327,7 @@ fn data_carrying_dns_queries_are_flagged_without_writing_the_data_down() {
 /// Worker's own traffic keep working.
 #[test]
 fn block_mode_refuses_what_the_profile_does_not_allow() {
+    let _serial = one_at_a_time();
     let profile = "version: 1\negress:\n  mode: block\n  allow:\n    - allowed.test:8080\n    - allowed6.test:8080\n";
     let agent = Agent::start_with_profile(profile);
     let lab = DnsLab::start();

@@ -7,12 +7,23 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex, MutexGuard,
+    },
 };
 
 use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
 
 static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One test at a time: every agent judges every job on the machine with its own profile, so a
+/// block-mode agent would refuse the other tests' jobs too.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The destination no profile allows, and the one the profiles allow.
 const SINK: &str = "10.78.0.9";
@@ -158,6 +169,7 @@ fn pid_after(output: &str, marker: &str) -> u64 {
 
 #[test]
 fn connections_and_datagrams_made_without_connect_are_egress() {
+    let _serial = one_at_a_time();
     let agent = Agent::start_with_profile(PROFILE);
     let lab = Lab::start();
     let runner = FakeRunner::outside_tmp();
@@ -233,6 +245,7 @@ fn connections_and_datagrams_made_without_connect_are_egress() {
 /// nothing) and reported as blocked, saying how it was tried.
 #[test]
 fn block_mode_refuses_every_route_and_says_so() {
+    let _serial = one_at_a_time();
     let profile = format!("{PROFILE}  mode: block\n");
     let agent = Agent::start_with_profile(&profile);
     let lab = Lab::start();
@@ -290,5 +303,60 @@ fn block_mode_refuses_every_route_and_says_so() {
             .starts_with("blocked "));
     }
     assert!(egress_in(&mine, "twin-uring").is_empty(), "{mine:#?}");
+    drop(lab);
+}
+
+/// The value of the `connect` probe-error counter in one scrape.
+fn connect_probe_errors(agent: &Agent) -> f64 {
+    let name = "monitor_events_dropped_total{cause=\"probe_error\",kind=\"connect\"} ";
+    agent
+        .scrape()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the probe_error series for connect")
+}
+
+/// A kernel read that fails is counted, and the destination is not lost: `connect(2)` given an
+/// address in a file mapping it has not touched (the syscall's own copy faults the page in; the
+/// probe's read may not) is counted as a probe error, and the egress hook still reports it.
+#[test]
+fn a_connect_the_syscall_probe_cannot_read_is_counted_and_still_seen() {
+    let _serial = one_at_a_time();
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = Lab::start();
+    let runner = FakeRunner::outside_tmp();
+    let helper = build_helper(&runner.workspace);
+    let before = connect_probe_errors(&agent);
+    let output = runner.run_job(&[
+        (
+            "unmapped",
+            &format!(
+                "ip netns exec {} '{}' connect-unmapped {SINK} 8080\n",
+                lab.ns,
+                helper.display()
+            ),
+        ),
+        MARKER_STEP,
+    ]);
+    assert!(output.contains("SENT-connect-unmapped"), "{output}");
+    assert!(
+        lab.received()
+            .contains(&format!("CANARY-connect-unmapped-{SINK}")),
+        "{output}"
+    );
+    let mine = agent.findings_through_marker(&runner);
+    let found = egress_in(&mine, "unmapped");
+    assert_eq!(found.len(), 1, "{mine:#?}");
+    assert_eq!(found[0]["evidence"]["address"], SINK);
+    // Counted once the agent has polled the kernel's counters (every tick).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while connect_probe_errors(&agent) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed read was not counted ({before})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     drop(lab);
 }

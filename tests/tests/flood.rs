@@ -84,3 +84,88 @@ fn an_exec_flood_is_counted_exported_and_reported_without_unbounded_memory() {
         report["incomplete_because"]
     );
 }
+
+/// Security records have their own ring: with the agent held still (as an attacker who can stop
+/// it unseen would) and a fork storm filling the main ring, a
+/// credential read made in the middle of the storm still reaches the agent and is found. The
+/// storm's losses are real and counted; the read is not among them.
+#[test]
+fn a_credential_read_survives_a_fork_flood_that_fills_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("strict.yml");
+    std::fs::write(&profile, STRICT_PROFILE).unwrap();
+    // 64 KiB for everything else: a few hundred forks fill it.
+    let agent = Agent::start_with(&[
+        "--profile",
+        profile.to_str().unwrap(),
+        "--ring-bytes",
+        "65536",
+    ]);
+    let runner = FakeRunner::new();
+    let canary = runner.home.join(".aws/credentials");
+    std::fs::create_dir_all(canary.parent().unwrap()).unwrap();
+    std::fs::write(&canary, "[default]\naws_secret_access_key = canary-flood\n").unwrap();
+    // Subshells: fork and exit records only, smaller than an open record with its path, so they
+    // fill the ring to the last byte an open record would need.
+    let storm = "for i in $(seq 1 2000); do ( : ); done\n";
+    let script = format!(
+        "{storm}cat \"$HOME/.aws/credentials\" > \"$HOME/stolen\"\n{storm}echo storm-done\n"
+    );
+    // The agent reads nothing while the job runs (stopped by the test, outside any job).
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    let output = std::panic::catch_unwind(|| runner.run_job(&[("flood", &script)]));
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    let output = output.expect("the job ran");
+    assert!(output.contains("storm-done"), "{output}");
+    // The read really happened.
+    let stolen = std::fs::read_to_string(runner.home.join("stolen")).unwrap();
+    assert!(stolen.contains("canary-flood"));
+    let findings = agent.wait_for_findings("the credential read", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| f["rule"] == "credential-read" && f["step"]["id"] == "flood")
+    });
+    let read = runner
+        .findings_of(&findings)
+        .into_iter()
+        .find(|f| f["rule"] == "credential-read")
+        .unwrap();
+    assert!(
+        read["summary"]
+            .as_str()
+            .unwrap()
+            .contains(".aws/credentials"),
+        "{read:#}"
+    );
+    // The storm did fill the main ring: exec-side records were lost and counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = agent.scrape();
+        let lost: f64 = ["fork", "exit"]
+            .iter()
+            .filter_map(|k| {
+                sample(
+                    &metrics,
+                    &format!(
+                        "monitor_events_dropped_total{{cause=\"kernel_ring_full\",kind=\"{k}\"}}"
+                    ),
+                )
+            })
+            .sum();
+        if lost > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the storm lost nothing: it did not fill the ring\n{metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let opens_lost = sample(
+        &agent.scrape(),
+        "monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"}",
+    );
+    assert_eq!(opens_lost, Some(0.0));
+}

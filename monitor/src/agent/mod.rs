@@ -129,7 +129,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         log::warn!("optional hook {hook} not attached: {why}");
     }
     log::info!("attached: {}", probes.report.attached.join(", "));
-    let ring = probes.take_ring()?;
+    let rings = probes.take_rings()?;
     let losses = probes.loss_reader()?;
     let probe_errors = probes.probe_error_reader()?;
     let pin = probes.tamper_log_pin.clone();
@@ -244,7 +244,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(options.channel_capacity);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (barrier_tx, barriers) = mpsc::channel(4);
-    let reader = tokio::spawn(ring::read_ring(ring, tx, stats.clone(), stop_rx, barriers));
+    let reader = tokio::spawn(ring::read_ring(rings, tx, stats.clone(), stop_rx, barriers));
 
     // Jobs already running (the agent started or restarted mid-job): picked up from /proc
     // before the agent says it is ready, so nothing they do after that is missed.

@@ -1,6 +1,8 @@
-//! The ring reader: drains the kernel's ring buffer, decodes each record and hands it on
-//! without ever waiting, so a slow consumer never stalls the kernel side; every record that
-//! cannot be decoded or queued is counted.
+//! The ring reader: drains the kernel's two ring buffers (everything else, and the security
+//! records: connects, watched opens, tamper), decodes each record, puts what it drained in time
+//! order and hands it on. A slow consumer never stalls the kernel side: other records are
+//! dropped (and counted) when the queue is full, security records wait for room instead, so a
+//! flood costs only what it is made of. Every record that cannot be decoded or queued is counted.
 
 use std::sync::Arc;
 
@@ -13,50 +15,121 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Most records taken from the rings before they are handed on (bounds the batch's memory; a
+/// ring with more is drained again at once).
+const BATCH: usize = 4096;
+
 pub(super) async fn read_ring(
-    ring: RingBuf<MapData>,
+    (main, security): (RingBuf<MapData>, RingBuf<MapData>),
     tx: mpsc::Sender<KernelEvent>,
     stats: Arc<Stats>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut barriers: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for as long as the
+    // SAFETY: each RingBuf owns its map fd and keeps it open and unchanged for as long as the
     // AsyncFd (which owns the RingBuf) lives.
-    let mut fd = unsafe { AsyncFd::register(ring) }
+    let mut main = unsafe { AsyncFd::register(main) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    let drain = |ring: &mut RingBuf<MapData>| {
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(event) => {
-                    let kind = event.header().kind;
-                    if tx.try_send(event).is_err() {
-                        stats.queue_full[Metrics::slot(kind)].inc();
-                    }
-                }
-                Err(e) => {
-                    stats.decode_errors.inc();
-                    log::debug!("undecodable record: {e}");
-                }
-            }
-        }
-    };
+    let mut security = unsafe { AsyncFd::register(security) }
+        .map_err(|e| anyhow::anyhow!("polling the security ring buffer: {e}"))?;
+    let mut batch: Vec<KernelEvent> = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            guard = fd.readable_mut() => {
+            guard = main.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut());
+                // Emptied before readiness is cleared: the kernel wakes a reader only when it
+                // had caught up.
+                fill(&mut batch, guard.get_inner_mut(), &tx, &stats).await;
+                guard.clear_ready();
+            }
+            guard = security.readable_mut() => {
+                let mut guard = guard?;
+                fill(&mut batch, guard.get_inner_mut(), &tx, &stats).await;
                 guard.clear_ready();
             }
             // A barrier: everything the kernel wrote before it is queued before the answer,
             // so a job's end is judged after the job's last events.
             Some(done) = barriers.recv() => {
-                drain(fd.get_mut());
+                drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
                 let _ = done.send(());
+                continue;
             }
             _ = stop.changed() => {
-                drain(fd.get_mut());
+                drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
                 return Ok(());
             }
+        }
+        // What one ring had: the other's records of the same moment go with them, in order.
+        drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
+    }
+}
+
+/// Empties `ring`, handing on each full batch.
+async fn fill(
+    batch: &mut Vec<KernelEvent>,
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<KernelEvent>,
+    stats: &Stats,
+) {
+    loop {
+        drain(batch, ring, stats);
+        if batch.len() < BATCH {
+            return;
+        }
+        hand_on(batch, tx, stats).await;
+    }
+}
+
+/// Empties both rings completely and hands everything on.
+async fn drain_all(
+    batch: &mut Vec<KernelEvent>,
+    main: &mut AsyncFd<RingBuf<MapData>>,
+    security: &mut AsyncFd<RingBuf<MapData>>,
+    tx: &mpsc::Sender<KernelEvent>,
+    stats: &Stats,
+) {
+    loop {
+        drain(batch, security.get_mut(), stats);
+        drain(batch, main.get_mut(), stats);
+        let more = batch.len() >= BATCH;
+        hand_on(batch, tx, stats).await;
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Decodes up to `BATCH` records of `ring` into `batch`.
+fn drain(batch: &mut Vec<KernelEvent>, ring: &mut RingBuf<MapData>, stats: &Stats) {
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else {
+            return;
+        };
+        match decode(&item) {
+            Ok(event) => batch.push(event),
+            Err(e) => {
+                stats.decode_errors.inc();
+                log::debug!("undecodable record: {e}");
+            }
+        }
+    }
+}
+
+/// Queues the batch in time order (stable: a program's environment stays before its exec).
+async fn hand_on(batch: &mut Vec<KernelEvent>, tx: &mpsc::Sender<KernelEvent>, stats: &Stats) {
+    batch.sort_by_key(|e| e.header().ts_ns);
+    for event in batch.drain(..) {
+        let kind = event.header().kind;
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) if kind.is_security() => {
+                // Waits for the consumer: meanwhile the kernel keeps filling its rings, where
+                // any loss is counted per kind.
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => stats.queue_full[Metrics::slot(kind)].inc(),
         }
     }
 }

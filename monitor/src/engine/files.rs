@@ -13,7 +13,7 @@ use crate::{
     finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{AccessRule, Allowance, PathPattern, Rules},
-    rules::{credentials, lifecycle, packaging, path_within, persistence, tool_matches},
+    rules::{credentials, defences, lifecycle, packaging, path_within, persistence, tool_matches},
 };
 
 impl Engine {
@@ -144,6 +144,25 @@ impl Engine {
                         path: path.clone(),
                         by: tool.clone(),
                     });
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
+        if access.writes() {
+            if let Some(place) = defences::classify(path) {
+                if !place.owned_by(&tool) || in_hook {
+                    let verb = if *created { "created" } else { "wrote" };
+                    let raw = Raw::new(
+                        RuleId::DefenceTampering,
+                        format!("{tool} {verb} {path} ({})", place.name),
+                        format!("{path}:{tool}"),
+                    )
+                    .evidence(vec![
+                        ("path", json!(path)),
+                        ("place", json!(place.name)),
+                        ("access", json!(access)),
+                        ("route", json!("file")),
+                    ]);
                     self.emit_for(out, raw, e, key);
                 }
             }

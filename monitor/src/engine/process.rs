@@ -13,7 +13,7 @@ use crate::{
     finding::{ChainLink, Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{Allowance, Rules},
-    rules::{background, executables, lifecycle, packaging},
+    rules::{background, defences, executables, lifecycle, packaging},
 };
 
 impl Engine {
@@ -40,6 +40,16 @@ impl Engine {
             let proc = self.procs.get_mut(&key).expect("attributed");
             proc.packing = packaging::packing_command(&proc.tool, &e.process.argv)
                 .map(|command| (command, cwd.clone()));
+        }
+        let tool = self.procs[&key].tool.clone();
+        if let Some(what) = defences::command_disables(&tool, &e.process.argv) {
+            let raw = Raw::new(
+                RuleId::DefenceTampering,
+                format!("{tool} asked to switch off a host defence: {what}"),
+                what.clone(),
+            )
+            .evidence(vec![("command", json!(what)), ("route", json!("command"))]);
+            self.emit_for(out, raw, e, key);
         }
         if self.jobs[job].home.is_none() {
             self.jobs[job].home = env

@@ -4,6 +4,7 @@
 
 pub mod background;
 pub mod credentials;
+pub mod defences;
 pub mod dns;
 pub mod egress;
 pub mod executables;

@@ -510,6 +510,7 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
 }
 
 mod bounds;
+mod defences;
 mod egress_routes;
 mod real_builds;
 mod scenarios;

@@ -1,0 +1,53 @@
+//! `defence-tampering` end to end: a step switches off the host's defences by writing the files
+//! (a kernel hardening switch, a system log) and by asking the service manager to stop an audit
+//! service; each is a finding for the step. Its twin reads the same files and asks for a status.
+//! Nothing on the machine changes: the switch is written back with the value it has, the log is
+//! one the test made.
+
+use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP, STRICT_PROFILE};
+
+#[test]
+fn switching_off_host_defences_is_reported_by_any_route() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let log = format!("/var/log/monitor-test-{}.log", std::process::id());
+    // A unit of the audit family that no machine has: the request is the route under test, and
+    // it must not stop a real audit service where the tests run.
+    let unit = format!("auditd-monitor-test-{}.service", std::process::id());
+    std::fs::write(&log, "a line a job wants gone\n").unwrap();
+    let attack = format!(
+        "v=$(cat /proc/sys/kernel/randomize_va_space)\n\
+         echo \"$v\" > /proc/sys/kernel/randomize_va_space && echo aslr-written\n\
+         : > '{log}' && echo log-truncated\n\
+         systemctl stop {unit} 2>/dev/null || true; echo stop-asked\n"
+    );
+    let twin = format!(
+        "cat /proc/sys/kernel/randomize_va_space >/dev/null\n\
+         tail -n 1 /var/log/dpkg.log >/dev/null 2>&1 || true\n\
+         systemctl status auditd.service >/dev/null 2>&1 || true\n\
+         grep -c line '{log}' >/dev/null; echo twin-done\n"
+    );
+    let output = runner.run_job(&[("twin", &twin), ("attack", &attack), MARKER_STEP]);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for said in ["twin-done", "aslr-written", "log-truncated", "stop-asked"] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    // The truncation really happened.
+    assert!(log_text.is_empty(), "{log_text:?}");
+    let mine = agent.findings_through_marker(&runner);
+    let tampering = by_rule(&mine, "defence-tampering");
+    assert!(
+        tampering.iter().all(|f| f["step"]["id"] == "attack"),
+        "{tampering:#?}"
+    );
+    let has = |what: &str| {
+        tampering
+            .iter()
+            .any(|f| f["summary"].as_str().unwrap_or("").contains(what))
+    };
+    assert!(has("randomize_va_space"), "{tampering:#?}");
+    assert!(has(&log), "{tampering:#?}");
+    assert!(has(&format!("systemctl stop {unit}")), "{tampering:#?}");
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+}
