@@ -237,6 +237,10 @@ pub struct EgressSeenKey {
 pub const DNS_PAYLOAD_MAX: usize = 4095;
 /// DNS flags.
 pub const DNS_TRUNCATED: u32 = 1 << 0;
+/// A question the process sent (seen on the way out), not an answer it read.
+pub const DNS_QUESTION: u32 = 1 << 1;
+/// Longest DNS question copied (one byte short of a power of two): a question is one name.
+pub const DNS_QUESTION_MAX: usize = 511;
 
 /// A message received on a socket the process connected or sent to port 53 (a DNS answer), as
 /// read by recvfrom/recvmsg/recvmmsg/read. Followed by `payload_len` bytes of the message.
@@ -280,6 +284,11 @@ pub const TAMPER_SIGNAL: u32 = 8;
 /// A `TAMPER_SIGNAL` record read back from the pinned tamper log by the agent that started
 /// after the one it was aimed at (never sent by the kernel: the agent sets it).
 pub const TAMPER_SIGNAL_LOGGED: u32 = 9;
+/// A signal that stops or ends a guarded host service (a logging, audit or security daemon the
+/// agent lists in `GUARDED`), by whatever route: `target` is its tgid, `arg` the signal.
+pub const TAMPER_SIGNAL_GUARDED: u32 = 10;
+/// Most processes the agent can list in `GUARDED`.
+pub const GUARDED_SLOTS: u32 = 64;
 /// Slots of the tamper log (`TAMPER_LOG`), a map pinned in bpffs so it outlives the agent: the
 /// kernel writes every signal aimed at the agent there as well as to the ring, round robin, so
 /// an agent killed before it read its ring leaves the record to the next one.

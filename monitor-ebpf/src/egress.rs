@@ -23,13 +23,14 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use monitor_common::{
-    ConnectEvent, EgressSeenKey, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER, CONNECT_VIA_SEND,
+    ConnectEvent, EgressSeenKey, EventHeader, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER,
+    CONNECT_VIA_SEND,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
     kernel::{current_task, fill_header, is_agent, offsets_present, submit_fixed},
-    EGRESS_SEEN, PENDING_CONNECTS,
+    DNS_SOCKET_OWNERS, EGRESS_SEEN, PENDING_CONNECTS,
 };
 
 const ALLOW: i32 = 1;
@@ -156,11 +157,18 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         return verdict;
     }
     let refused = verdict == DENY;
+    let socket_cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    if dest.port == 53 {
+        // Its questions are captured as packets (dns.rs), where the sender is not known.
+        let mut owner: EventHeader = unsafe { core::mem::zeroed() };
+        unsafe { fill_header(&raw mut owner, EventKind::NetDns, current_task()) };
+        let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &owner, 0);
+    }
     if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &dest, refused) {
         return verdict;
     }
     let key = EgressSeenKey {
-        socket_cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
+        socket_cookie,
         addr: dest.addr,
         port: dest.port,
         family: dest.family,

@@ -11,6 +11,7 @@
 mod block;
 mod connect;
 mod dns;
+mod dns_question;
 mod egress;
 mod kernel;
 mod open;
@@ -23,9 +24,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, KernelOffsets,
-    NameHashKey, NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN, LOSS_SLOTS,
-    TAMPER_LOG_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, EventHeader,
+    KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN,
+    GUARDED_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -54,6 +55,11 @@ static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 static TAMPER_LOG: Array<TamperEvent> = Array::with_max_entries(TAMPER_LOG_SLOTS, 0);
 #[map]
 static TAMPER_LOG_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Guarded host services (tgid -> 1): logging, audit and security daemons whose stopping is
+/// `defence-tampering`. Filled and refreshed by the agent from /proc.
+#[map]
+static GUARDED: HashMap<u32, u32> = HashMap::with_max_entries(GUARDED_SLOTS, 0);
 
 /// Records a probe could not build (a failed kernel or user memory read), per
 /// `EventKind::loss_slot`: lost like ring losses, and counted like them.
@@ -98,6 +104,12 @@ static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_
 /// the oldest forgotten first (a forgotten one is reported again, never missed).
 #[map]
 static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Who owns each socket that was given port 53 as its destination (by socket cookie), for the
+/// packet-level question capture (dns.rs `dns_questions`, which runs where the current task is
+/// not always the sender). LRU: closed sockets are never removed explicitly.
+#[map]
+static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
 /// Descriptors used to talk to port 53, with the `struct file` they named then. LRU: sockets
 /// that are closed are never removed explicitly.

@@ -11,18 +11,18 @@ use aya_ebpf::{
     helpers::generated::bpf_get_current_pid_tgid,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
-    EbpfContext as _,
 };
 use monitor_common::{
     EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS, TAMPER_PTRACE,
-    TAMPER_SIGNAL, TAMPER_TGKILL, TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
+    TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL, TAMPER_TKILL, TAMPER_VM_READV,
+    TAMPER_VM_WRITEV,
 };
 
 use crate::{
     kernel::{
         config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
     },
-    TAMPER_LOG, TAMPER_LOG_NEXT,
+    GUARDED, TAMPER_LOG, TAMPER_LOG_NEXT,
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -147,6 +147,14 @@ const SIGCHLD: u64 = 17;
 const SIGURG: u64 = 23;
 const SIGWINCH: u64 = 28;
 
+/// Signals that stop or end a process whatever it does with them (SIGKILL, SIGSTOP) or by
+/// default (SIGINT, SIGQUIT, SIGABRT, SIGTERM, SIGTSTP). SIGHUP and SIGUSR1/2 are how services
+/// are told to reopen their logs (logrotate): not a stop.
+#[inline(always)]
+fn stops(sig: u64) -> bool {
+    matches!(sig, 2 | 3 | 6 | 9 | 15 | 19 | 20)
+}
+
 /// Kernel contract: raw tracepoint `signal_generate(int sig, struct kernel_siginfo *info,
 /// struct task_struct *task, int group, int result)`, stable since 3.x, fired in the sender's
 /// context wherever a signal is generated: kill/tkill/tgkill of a pid or a process group,
@@ -166,6 +174,10 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     if tgid != config().agent_tgid {
+        // A guarded service stopped or ended by someone: the engine judges who.
+        if stops(sig) && unsafe { GUARDED.get(&tgid) }.is_some() {
+            unsafe { send(TAMPER_SIGNAL_GUARDED, tgid as i32, sig) };
+        }
         return 0;
     }
     // To the ring, and to the log that outlives the agent: a SIGKILL ends the agent before it

@@ -105,6 +105,8 @@ pub enum KernelEvent {
         payload: Vec<u8>,
         received_len: u32,
         truncated: bool,
+        /// A question on its way out (`DNS_QUESTION`), not an answer read.
+        question: bool,
     },
     Open {
         header: Header,
@@ -308,6 +310,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             )?;
             KernelEvent::Dns {
                 truncated: header.flags & DNS_TRUNCATED != 0,
+                question: header.flags & monitor_common::DNS_QUESTION != 0,
                 header,
                 fd: raw.fd,
                 sock_type: raw.sock_type,

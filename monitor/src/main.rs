@@ -443,6 +443,10 @@ fn main() -> anyhow::Result<()> {
         Command::Heartbeat { port } => {
             let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
             socket.connect(("127.0.0.1", port))?;
+            // And an addressed datagram (nothing listens): it is seen only by the cgroup egress
+            // hooks, so its coming back proves they are still attached.
+            let unconnected = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+            let _ = unconnected.send_to(b"", ("127.0.0.1", port));
             Ok(())
         }
         Command::Profile { command } => profile_command(command),
@@ -679,12 +683,13 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                 },
             };
             let mut stats = ReadStats::default();
-            let learnt = replay::learn(&events, base, machine_engine_config(), &mut stats, |job| {
-                jobs.is_empty()
-                    || jobs
-                        .iter()
-                        .any(|j| *j == job.key || job.run_id.as_deref() == Some(j.as_str()))
-            })?;
+            let learnt =
+                replay::learn(&events, base, machine_engine_config(), &mut stats, |job| {
+                    jobs.is_empty()
+                        || jobs
+                            .iter()
+                            .any(|j| *j == job.key || job.run_id.as_deref() == Some(j.as_str()))
+                })?;
             // Each entry with the finding that called for it, so a reviewer can tell what the
             // run did (comments: the file stays a valid profile).
             let why: String = learnt
@@ -711,7 +716,11 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 stats.report().lines().next().unwrap_or_default(),
-                if why.is_empty() { "#   nothing\n".to_string() } else { why },
+                if why.is_empty() {
+                    "#   nothing\n".to_string()
+                } else {
+                    why
+                },
                 learnt.profile.to_yaml()
             );
             let unallowable = learnt.unallowable;

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub probe_attached: IntGaugeVec,
     pub last_event: Gauge,
     pub heartbeat: Gauge,
+    pub egress_heartbeat: Gauge,
     /// Messages read from DNS sockets that were not DNS responses.
     pub dns_unparsed: IntCounter,
     /// Times the pinned tamper log was found removed from bpffs (and pinned again).
@@ -134,6 +135,11 @@ impl Metrics {
             "Unix time the agent's own heartbeat connection last came back through the probes.",
         )
         .expect("valid metric");
+        let egress_heartbeat = Gauge::new(
+            "monitor_egress_hook_heartbeat_timestamp_seconds",
+            "Unix time the agent's heartbeat datagram last came back through the cgroup egress hooks (stale while the pipeline heartbeat is fresh: the hooks were detached or never attached).",
+        )
+        .expect("valid metric");
         let dns_unparsed = IntCounter::new(
             "monitor_dns_messages_unparsed_total",
             "Messages read on DNS sockets that did not parse as DNS responses.",
@@ -170,6 +176,9 @@ impl Metrics {
         registry
             .register(Box::new(heartbeat.clone()))
             .expect("unique metric");
+        registry
+            .register(Box::new(egress_heartbeat.clone()))
+            .expect("unique metric");
         // The agent's own CPU and resident memory: monitor_process_cpu_seconds_total,
         // monitor_process_resident_memory_bytes, ...
         let process = prometheus::process_collector::ProcessCollector::new(
@@ -202,6 +211,7 @@ impl Metrics {
             probe_attached,
             last_event,
             heartbeat,
+            egress_heartbeat,
             dns_unparsed,
             tamper_log_unpinned,
             repositories: Mutex::new(HashSet::new()),

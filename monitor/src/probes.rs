@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, RawTracePoint, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use monitor_common::{AffixKey, EventKind, NameKey, ProbeConfig, LOSS_SLOTS};
@@ -30,7 +32,8 @@ pub struct Hook {
 /// Whether the hook a report label (`tracepoint/sched/sched_process_exec`) names is optional.
 /// The egress hooks are: without them `connect(2)` is still seen (block mode requires them).
 pub fn is_optional(label: &str) -> bool {
-    EGRESS_HOOKS.iter().any(|(_, at)| label == cgroup_label(at))
+    label == cgroup_label(DNS_QUESTIONS_AT)
+        || EGRESS_HOOKS.iter().any(|(_, at)| label == cgroup_label(at))
         || HOOKS
             .iter()
             .any(|h| h.optional && label.rsplit('/').next() == Some(h.name))
@@ -44,6 +47,10 @@ pub const EGRESS_HOOKS: [(&str, &str); 4] = [
     ("egress_sendmsg4", "sendmsg4"),
     ("egress_sendmsg6", "sendmsg6"),
 ];
+
+/// The packet-level DNS question capture (monitor-ebpf dns_question.rs), at the cgroup v2 root.
+const DNS_QUESTIONS: &str = "dns_questions";
+const DNS_QUESTIONS_AT: &str = "skb_egress";
 
 fn cgroup_label(attach: &str) -> String {
     format!("cgroup/{attach}")
@@ -525,6 +532,26 @@ fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
             Ok(()) => report.attached.push(label),
             Err(e) => report.skipped.push((label, format!("{e:#}"))),
         }
+    }
+    let label = cgroup_label(DNS_QUESTIONS_AT);
+    let result: anyhow::Result<()> = (|| {
+        let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(DNS_QUESTIONS)
+            .with_context(|| format!("program {DNS_QUESTIONS} missing from the object"))?
+            .try_into()?;
+        prog.load().map_err(verifier_context(DNS_QUESTIONS))?;
+        prog.attach(
+            dir,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::default(),
+        )
+        .with_context(|| format!("attaching {DNS_QUESTIONS} to {}", root.display()))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => report.attached.push(label),
+        Err(e) => report.skipped.push((label, format!("{e:#}"))),
     }
 }
 

@@ -51,3 +51,43 @@ fn switching_off_host_defences_is_reported_by_any_route() {
     assert!(has(&format!("systemctl stop {unit}")), "{tampering:#?}");
     assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
 }
+
+/// The signal route: a job stopping an audit daemon directly (kill, a pidfd, its process group:
+/// every route passes where the kernel generates the signal). The daemon here is the test's own
+/// stand-in, a program named `auditd` started outside any job; the step proves it stopped it.
+/// The twin stops its own child and probes the daemon with signal 0.
+#[test]
+fn stopping_a_guarded_service_by_signal_is_reported() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let dir = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let daemon = dir.path().join("auditd");
+    std::fs::copy("/bin/sleep", &daemon).unwrap();
+    let mut service = std::process::Command::new(&daemon)
+        .arg("120")
+        .spawn()
+        .unwrap();
+    let pid = service.id();
+    // The agent reads /proc for guarded services every 2 s.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let attack = format!(
+        "kill -STOP {pid}; sleep 0.2; grep -q '^State:.*T' /proc/{pid}/status && echo daemon-stopped; kill -CONT {pid}\n"
+    );
+    let twin = format!(
+        "sleep 5 & C=$!; kill -STOP $C; kill -KILL $C; wait $C || true\nkill -0 {pid} && echo daemon-alive\n"
+    );
+    let output = runner.run_job(&[("twin", &twin), ("attack", &attack), MARKER_STEP]);
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(output.contains("daemon-alive"), "{output}");
+    assert!(output.contains("daemon-stopped"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    let tampering = by_rule(&mine, "defence-tampering");
+    assert_eq!(tampering.len(), 1, "{mine:#?}");
+    let f = tampering[0];
+    assert_eq!(f["step"]["id"], "attack", "{f:#}");
+    assert_eq!(f["evidence"]["syscall"], "signal_guarded", "{f:#}");
+    assert_eq!(f["evidence"]["argument"], 19, "{f:#}");
+    assert_eq!(f["evidence"]["target_pid"], pid, "{f:#}");
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+}

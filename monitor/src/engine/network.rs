@@ -214,15 +214,21 @@ impl Engine {
 
     pub(super) fn on_dns(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let Detail::Dns {
-            question, answers, ..
+            question,
+            answers,
+            sent,
+            ..
         } = &e.detail
         else {
             return;
         };
         let job = self.procs[&key].job;
-        self.jobs[job]
-            .names
-            .learn(question.as_deref(), answers, e.ts_ns);
+        // A question only says what was asked; answers say where names point.
+        if !sent {
+            self.jobs[job]
+                .names
+                .learn(question.as_deref(), answers, e.ts_ns);
+        }
         let Some(question) = question else {
             return;
         };
@@ -236,13 +242,21 @@ impl Engine {
         }) {
             return;
         }
-        if let Some(label) = dns::data_carrying_label(question) {
+        if let Some(part) = dns::data_carrying_part(question) {
             let zone = dns::registrable_domain(question).unwrap_or_else(|| question.clone());
+            let spread = if part.labels > 1 {
+                format!(
+                    "{} characters spread over {} labels",
+                    part.text.len(),
+                    part.labels
+                )
+            } else {
+                format!("a {}-character label", part.text.len())
+            };
             let raw = Raw::new(
                 RuleId::DnsExfiltration,
                 format!(
-                    "DNS query under {zone} carries data in a {}-character label ({})",
-                    label.len(),
+                    "DNS query under {zone} carries data in {spread} ({})",
                     dns::redact_name(question)
                 ),
                 zone.clone(),
@@ -250,27 +264,34 @@ impl Engine {
             .evidence(vec![
                 ("zone", json!(zone)),
                 ("query", json!(dns::redact_name(question))),
-                ("label_length", json!(label.len())),
+                ("label_length", json!(part.text.len())),
+                ("labels", json!(part.labels)),
                 (
                     "label_entropy_bits",
-                    json!((dns::entropy(label) * 100.0).round() / 100.0),
+                    json!((dns::entropy(&part.text) * 100.0).round() / 100.0),
                 ),
             ]);
             self.emit_for(out, raw, e, key);
         }
-        if let Some((zone, count)) = self.jobs[job].names.count_question(question) {
+        if let Some(tunnel) = self.jobs[job].names.count_question(question) {
+            let zone = tunnel.zone;
             let raw = Raw::new(
                 RuleId::DnsExfiltration,
-                format!("{count} different names queried under {zone} in one job (a DNS tunnel's pattern)"),
+                format!(
+                    "{} different names ({} characters left of the domain) queried under {zone} in one job (a DNS tunnel's pattern)",
+                    tunnel.unique_names, tunnel.bytes
+                ),
                 format!("unique:{zone}"),
             )
             .clause(format!(
-                "DNS names are not a channel for data (more than {} names under one domain)",
-                dns::EXFIL_UNIQUE_NAMES
+                "DNS names are not a channel for data (more than {} names, or {} characters of names, under one domain)",
+                dns::EXFIL_UNIQUE_NAMES,
+                dns::EXFIL_ZONE_BYTES
             ))
             .evidence(vec![
                 ("zone", json!(zone)),
-                ("unique_names", json!(count)),
+                ("unique_names", json!(tunnel.unique_names)),
+                ("name_bytes", json!(tunnel.bytes)),
                 ("query", json!(dns::redact_name(question))),
             ]);
             self.emit_for(out, raw, e, key);

@@ -297,6 +297,22 @@ impl Engine {
                 ),
                 RuleId::AgentTampering.clause(),
             ),
+            TamperSyscall::SignalGuarded => {
+                let service = self
+                    .procs
+                    .iter()
+                    .find(|(k, _)| k.tgid as i32 == *target)
+                    .map(|(_, p)| p.tool.clone())
+                    .unwrap_or_else(|| "a guarded service".into());
+                (
+                    RuleId::DefenceTampering,
+                    Severity::High,
+                    format!(
+                        "{tool} sent signal {arg} to {service} (pid {target}), a logging, audit or security service"
+                    ),
+                    RuleId::DefenceTampering.clause(),
+                )
+            }
             TamperSyscall::Bpf => (
                 RuleId::AgentTampering,
                 Severity::High,

@@ -39,6 +39,20 @@ fn name(n: &hickory_proto::rr::Name) -> String {
 /// Parses a captured message; `stream` when it came over TCP (a 2-byte length may lead).
 /// `None` when it is not a DNS response.
 pub fn parse(payload: &[u8], stream: bool) -> Option<DnsAnswer> {
+    parse_as(payload, stream, hickory_proto::op::MessageType::Response)
+}
+
+/// Parses a question a process sent (its name and type; no records). `None` when it is not a
+/// DNS query.
+pub fn parse_question(payload: &[u8], stream: bool) -> Option<DnsAnswer> {
+    parse_as(payload, stream, hickory_proto::op::MessageType::Query)
+}
+
+fn parse_as(
+    payload: &[u8],
+    stream: bool,
+    kind: hickory_proto::op::MessageType,
+) -> Option<DnsAnswer> {
     // Over TCP a read may hold the 2-byte length and the message, or the message alone (glibc
     // reads the length first): strip the prefix only when it says exactly what follows.
     let prefixed = stream
@@ -49,7 +63,7 @@ pub fn parse(payload: &[u8], stream: bool) -> Option<DnsAnswer> {
         return None;
     }
     let message = Message::from_vec(bytes).ok()?;
-    if message.message_type() != hickory_proto::op::MessageType::Response {
+    if message.message_type() != kind {
         return None;
     }
     let query = message.queries().first();

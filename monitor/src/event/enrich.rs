@@ -151,10 +151,16 @@ impl Enricher {
                 sock_type,
                 payload,
                 truncated,
+                question: sent,
                 ..
             } => {
                 let stream = sock_type == SOCK_STREAM;
-                let Some(answer) = dns::parse(&payload, stream) else {
+                let parsed = if sent {
+                    dns::parse_question(&payload, stream)
+                } else {
+                    dns::parse(&payload, stream)
+                };
+                let Some(answer) = parsed else {
                     if payload.len() >= dns::MIN_MESSAGE {
                         self.dns_unparsed += 1;
                     }
@@ -173,6 +179,7 @@ impl Enricher {
                     rcode: answer.rcode,
                     answers: answer.records,
                     truncated,
+                    sent,
                 };
                 (key, detail)
             }

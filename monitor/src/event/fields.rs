@@ -85,6 +85,8 @@ pub enum TamperSyscall {
     /// A signal to an earlier agent, read back from the kernel's tamper log by the agent that
     /// started after it (the earlier one was killed before it could report it).
     SignalLogged,
+    /// A signal that stops or ends a guarded host service (logging, audit, security daemon).
+    SignalGuarded,
     /// A number this agent does not know (a newer kernel program).
     Unknown,
 }
@@ -101,6 +103,7 @@ impl TamperSyscall {
             monitor_common::TAMPER_VM_WRITEV => TamperSyscall::ProcessVmWritev,
             monitor_common::TAMPER_SIGNAL => TamperSyscall::Signal,
             monitor_common::TAMPER_SIGNAL_LOGGED => TamperSyscall::SignalLogged,
+            monitor_common::TAMPER_SIGNAL_GUARDED => TamperSyscall::SignalGuarded,
             _ => TamperSyscall::Unknown,
         }
     }
@@ -116,6 +119,7 @@ impl TamperSyscall {
             TamperSyscall::ProcessVmWritev => "process_vm_writev",
             TamperSyscall::Signal => "signal",
             TamperSyscall::SignalLogged => "signal_logged",
+            TamperSyscall::SignalGuarded => "signal_guarded",
             TamperSyscall::Unknown => "unknown",
         }
     }

@@ -136,6 +136,10 @@ pub enum Detail {
         answers: Vec<dns::DnsRecord>,
         /// The message was longer than the kernel copies.
         truncated: bool,
+        /// A question the process sent, seen as it left (`answers` empty), rather than an
+        /// answer it read.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sent: bool,
     },
     /// A process already running when the agent started, carrying a CI job identity in its
     /// environment (read from /proc): how a restarted agent picks running jobs up again.

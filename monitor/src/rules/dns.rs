@@ -24,8 +24,14 @@ pub const EXFIL_LONG_LABEL: usize = 52;
 pub const EXFIL_ENCODED_LABEL: usize = 24;
 pub const EXFIL_ENTROPY_BITS: f64 = 4.0;
 const EXFIL_MIN_DIGIT_SHARE: f64 = 0.1;
+/// Left of the registrable domain, this many characters (dots not counted) carry data however
+/// they are split into labels: names made of words are far shorter.
+pub const EXFIL_LONG_NAME: usize = 80;
 /// Distinct names asked under one registrable domain in a job before it looks like a tunnel.
 pub const EXFIL_UNIQUE_NAMES: usize = 64;
+/// Characters left of the registrable domain, over the distinct names asked under it in a job,
+/// before it looks like a tunnel (fewer, longer names carry as much as many short ones).
+pub const EXFIL_ZONE_BYTES: usize = 2048;
 /// Registrable domains tracked per job for the unique-name count.
 const MAX_ZONES_PER_JOB: usize = 4096;
 
@@ -49,7 +55,23 @@ impl ResolvedName {
 #[derive(Debug, Default)]
 pub struct JobNames {
     by_address: HashMap<IpAddr, Vec<ResolvedName>>,
-    zones: HashMap<String, HashSet<String>>,
+    zones: HashMap<String, ZoneQuestions>,
+}
+
+/// The distinct names asked under one zone, and how many characters they carry left of it.
+#[derive(Debug, Default)]
+struct ZoneQuestions {
+    names: HashSet<String>,
+    bytes: usize,
+    reported: bool,
+}
+
+/// A zone that passed a tunnel bound: its name, distinct names and their characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelZone {
+    pub zone: String,
+    pub unique_names: usize,
+    pub bytes: usize,
 }
 
 impl JobNames {
@@ -106,19 +128,32 @@ impl JobNames {
             .unwrap_or_default()
     }
 
-    /// Counts a question under its registrable domain; true once when the zone first passes
-    /// `EXFIL_UNIQUE_NAMES` distinct names.
-    pub fn count_question(&mut self, name: &str) -> Option<(String, usize)> {
+    /// Counts a question under its registrable domain; the zone, once, when it first passes
+    /// `EXFIL_UNIQUE_NAMES` distinct names or `EXFIL_ZONE_BYTES` characters left of it.
+    pub fn count_question(&mut self, name: &str) -> Option<TunnelZone> {
         let zone = registrable_domain(name)?;
         if !self.zones.contains_key(&zone) && self.zones.len() >= MAX_ZONES_PER_JOB {
             return None;
         }
-        let names = self.zones.entry(zone.clone()).or_default();
-        if names.len() > EXFIL_UNIQUE_NAMES {
+        let questions = self.zones.entry(zone.clone()).or_default();
+        if questions.reported {
             return None; // already reported; stop growing
         }
-        names.insert(name.to_string());
-        (names.len() == EXFIL_UNIQUE_NAMES + 1).then_some((zone, names.len()))
+        if questions.names.insert(name.to_string()) {
+            questions.bytes += name.len().saturating_sub(zone.len() + 1);
+        }
+        let over = questions.names.len() > EXFIL_UNIQUE_NAMES || questions.bytes > EXFIL_ZONE_BYTES;
+        if !over {
+            return None;
+        }
+        questions.reported = true;
+        let found = TunnelZone {
+            zone,
+            unique_names: questions.names.len(),
+            bytes: questions.bytes,
+        };
+        questions.names = HashSet::new();
+        Some(found)
     }
 }
 
@@ -165,30 +200,78 @@ pub fn entropy(label: &str) -> f64 {
         .sum()
 }
 
+/// Whether `text` (a label, or labels joined) looks encoded: all hex, or without hyphens, with
+/// some digits and high entropy.
+fn looks_encoded(text: &str) -> bool {
+    let n = text.len();
+    if n < EXFIL_ENCODED_LABEL {
+        return false;
+    }
+    let hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = text.bytes().filter(u8::is_ascii_digit).count() as f64 / n as f64;
+    hex || (!text.contains('-')
+        && digits >= EXFIL_MIN_DIGIT_SHARE
+        && entropy(text) >= EXFIL_ENTROPY_BITS)
+}
+
 /// The label of `name` that looks like it carries data, if any.
 pub fn data_carrying_label(name: &str) -> Option<&str> {
-    name.split('.').find(|label| {
-        let n = label.len();
-        if n >= EXFIL_LONG_LABEL {
-            return true;
-        }
-        if n < EXFIL_ENCODED_LABEL {
-            return false;
-        }
-        let hex = label.bytes().all(|b| b.is_ascii_hexdigit());
-        let digits = label.bytes().filter(u8::is_ascii_digit).count() as f64 / n as f64;
-        hex || (!label.contains('-')
-            && digits >= EXFIL_MIN_DIGIT_SHARE
-            && entropy(label) >= EXFIL_ENTROPY_BITS)
+    name.split('.')
+        .find(|label| label.len() >= EXFIL_LONG_LABEL || looks_encoded(label))
+}
+
+/// The part of a name that carries data: one label, or everything left of the registrable
+/// domain judged as one string (data split over several short labels passes a label check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPart {
+    /// The characters (labels joined without their dots).
+    pub text: String,
+    /// How many labels they were spread over.
+    pub labels: usize,
+}
+
+pub fn data_carrying_part(name: &str) -> Option<DataPart> {
+    if let Some(label) = data_carrying_label(name) {
+        return Some(DataPart {
+            text: label.to_string(),
+            labels: 1,
+        });
+    }
+    let zone = registrable_domain(name)?;
+    let sub = name.strip_suffix(zone.as_str())?.strip_suffix('.')?;
+    let labels: Vec<&str> = sub.split('.').filter(|l| !l.is_empty()).collect();
+    if labels.len() < 2 {
+        return None;
+    }
+    let joined = labels.concat();
+    (joined.len() >= EXFIL_LONG_NAME || looks_encoded(&joined)).then(|| DataPart {
+        text: joined,
+        labels: labels.len(),
     })
 }
 
-/// A name safe to write down: data-carrying labels are cut (they may be an encoded secret).
+/// A name safe to write down: what carries data is cut (it may be an encoded secret): a label,
+/// or everything left of the registrable domain when the data is spread over several labels.
 pub fn redact_name(name: &str) -> String {
+    let cut = |text: &str, labels: usize| {
+        let head: String = text.chars().take(8).collect();
+        if labels > 1 {
+            format!("{head}…({} chars in {labels} labels)", text.len())
+        } else {
+            format!("{head}…({} chars)", text.len())
+        }
+    };
+    if data_carrying_label(name).is_none() {
+        if let Some(part) = data_carrying_part(name) {
+            if let Some(zone) = registrable_domain(name) {
+                return format!("{}.{zone}", cut(&part.text, part.labels));
+            }
+        }
+    }
     name.split('.')
         .map(|label| {
             if data_carrying_label(label).is_some() {
-                format!("{}…({} chars)", &label[..8.min(label.len())], label.len())
+                cut(label, 1)
             } else {
                 label.to_string()
             }
@@ -301,9 +384,53 @@ mod tests {
             }
             names.count_question("www.example.org");
         }
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].zone, "tunnel.test");
+        assert_eq!(fired[0].unique_names, EXFIL_UNIQUE_NAMES + 1);
+    }
+
+    #[test]
+    fn fewer_longer_names_under_one_zone_pass_the_byte_budget() {
+        let mut names = JobNames::default();
+        let mut fired = Vec::new();
+        // 40 names of 60 characters each: under the name count, over the byte budget.
+        for i in 0..40 {
+            let name = format!("{i:02}{}.x.evil.test", "a".repeat(56));
+            fired.extend(names.count_question(&name));
+        }
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].bytes > EXFIL_ZONE_BYTES);
+        assert!(fired[0].unique_names < EXFIL_UNIQUE_NAMES);
+    }
+
+    #[test]
+    fn data_split_over_short_labels_is_judged_as_one_string() {
+        // 48 hex characters in four labels of 12: no label is long or encoded enough alone.
+        let split = "676974687562.5f7061745f31.314141414141.414141414141.evil.test";
+        assert!(data_carrying_label(split).is_none());
+        let part = data_carrying_part(split).unwrap();
+        assert_eq!(part.labels, 4);
+        assert_eq!(part.text.len(), 48);
         assert_eq!(
-            fired,
-            vec![("tunnel.test".to_string(), EXFIL_UNIQUE_NAMES + 1)]
+            redact_name(split),
+            "67697468…(48 chars in 4 labels).evil.test",
+            "the data is not written down"
         );
+        // base32 in short labels.
+        let b32 = "mfrggzdfmz.twq2lknnwg.23tpobyxe4.3uov3ho6dz.evil.test";
+        assert!(data_carrying_part(b32).is_some());
+        // Ordinary names with several labels stay quiet.
+        for ordinary in [
+            "api.eu-west-1.prod.k8s.internal.example.com",
+            "ec2-54-123-45-67.compute-1.amazonaws.com",
+            "my-bucket.s3.us-east-1.amazonaws.com",
+            "pkg-containers.githubusercontent.com",
+            "production.cloudflare.docker.com",
+            "e1234.dscb.akamaiedge.net",
+            "www.googleapis.com",
+            "_https._tcp.deb.debian.org",
+        ] {
+            assert!(data_carrying_part(ordinary).is_none(), "{ordinary}");
+        }
     }
 }

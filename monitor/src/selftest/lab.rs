@@ -143,9 +143,12 @@ pub struct AgentUnderTest {
 }
 
 impl AgentUnderTest {
-    pub fn start(dir: &Path, profile: &Path) -> anyhow::Result<Self> {
+    /// Starts the agent with its outputs in `dir` (appended to when an agent ran there before)
+    /// and its tamper log pinned in `pins`.
+    pub fn start(dir: &Path, profile: &Path, pins: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the monitor binary")?;
         let ready = dir.join("agent.ready");
+        let _ = std::fs::remove_file(&ready);
         let findings = dir.join("findings.jsonl");
         let log = dir.join("agent.log");
         let reports = dir.join("reports");
@@ -161,6 +164,8 @@ impl AgentUnderTest {
             .arg(profile)
             .arg("--reports")
             .arg(&reports)
+            .arg("--pin-dir")
+            .arg(pins)
             // Never take over an installed agent's socket or metrics port.
             .args(["--no-control-socket", "--no-metrics"])
             .env("RUST_LOG", "warn")
@@ -221,6 +226,10 @@ impl AgentUnderTest {
                 name.ends_with(".json") && name.contains(run_id)
             })
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn alive(&mut self) -> bool {

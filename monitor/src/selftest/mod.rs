@@ -145,7 +145,11 @@ pub fn run(args: &SelftestArgs) -> anyhow::Result<Scorecard> {
         log::info!("selftest: stopped {leftover} process(es) the scenarios left running");
     }
     for p in extra_paths {
-        let _ = std::fs::remove_file(p);
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(p);
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
     }
     if args.keep {
         let kept = dir.keep();
@@ -209,7 +213,10 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
 
     let profile = root.join("selftest-profile.yml");
     std::fs::write(&profile, scenarios::profile(registry.port, oidc.port))?;
-    let mut agent = AgentUnderTest::start(root, &profile)?;
+    // The lab's own place in bpffs for the tamper log: an installed agent's is not touched.
+    let pins = PathBuf::from(format!("/sys/fs/bpf/monitor-selftest-{run_tag}"));
+    extra.push(pins.clone());
+    let mut agent = AgentUnderTest::start(root, &profile, &pins)?;
 
     let base_env = vec![
         ("LAB".to_string(), fixtures.display().to_string()),
@@ -265,7 +272,13 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
                 env: &base_env,
                 oidc_url: &oidc_url,
             };
-            let findings = runner.run(job, &mut agent)?;
+            let findings = if attack && scenario.kills_agent {
+                runner.run_through_agent_restart(job, &mut agent, || {
+                    AgentUnderTest::start(root, &profile, &pins)
+                })?
+            } else {
+                runner.run(job, &mut agent)?
+            };
             pair.push(judge(scenario, job.what, attack, findings));
         }
         let twin = pair.pop().expect("two");
@@ -354,6 +367,44 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn run(&self, job: &scenarios::Job, agent: &mut AgentUnderTest) -> anyhow::Result<Vec<Value>> {
+        self.execute(job, agent.pid())?;
+        self.collect(job, agent)
+    }
+
+    /// Runs a job whose attack kills the agent: once the agent is dead, `restart` starts a new
+    /// one (as systemd would) and the job is told through `$OUT/agent-restarted`; its findings
+    /// are collected from the new agent.
+    fn run_through_agent_restart(
+        &self,
+        job: &scenarios::Job,
+        agent: &mut AgentUnderTest,
+        restart: impl FnOnce() -> anyhow::Result<AgentUnderTest>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let pid = agent.pid();
+        std::thread::scope(|scope| {
+            let running = scope.spawn(|| self.execute(job, pid));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while agent.alive() {
+                if running.is_finished() || Instant::now() > deadline || interrupted() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !agent.alive() {
+                *agent = restart()?;
+            }
+            let out = self.layout.root().join("out").join(self.run_id);
+            std::fs::write(out.join("agent-restarted"), "")?;
+            running
+                .join()
+                .map_err(|_| anyhow::anyhow!("the job's thread panicked"))??;
+            Ok::<(), anyhow::Error>(())
+        })?;
+        self.collect(job, agent)
+    }
+
+    /// Runs the job to its end; the agent's pid is in the job's `AGENT_PID`.
+    fn execute(&self, job: &scenarios::Job, agent_pid: u32) -> anyhow::Result<()> {
         let workspace = self.layout.workspace();
         let out = self.layout.root().join("out").join(self.run_id);
         // A fresh workspace per job, as a runner checks out anew.
@@ -393,11 +444,21 @@ impl Runner<'_> {
                 "PATH",
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("AGENT_PID", agent_pid.to_string());
         let (ok, output) = lab::run_interruptible(&mut command)?;
         if !ok {
             bail!("the job \"{}\" failed to run:\n{output}", job.what);
         }
+        Ok(())
+    }
+
+    /// The job's findings, once all are in (see `MARKER`).
+    fn collect(
+        &self,
+        job: &scenarios::Job,
+        agent: &mut AgentUnderTest,
+    ) -> anyhow::Result<Vec<Value>> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mine: Vec<Value> = agent

@@ -21,6 +21,9 @@ pub struct Scenario {
     pub threat: &'static str,
     /// Programs it needs (it is reported as not run when one is missing).
     pub needs: &'static [&'static str],
+    /// The attack kills the agent: the lab starts a new one (as systemd's `Restart=always`
+    /// would) once the old one is dead, and tells the job through `$OUT/agent-restarted`.
+    pub kills_agent: bool,
     /// What the attack must raise, all of it: a rule, optionally followed by a space and text
     /// its finding's summary must contain (`persistence-write shell-startup`).
     pub expect: &'static [&'static str],
@@ -56,6 +59,7 @@ pub fn all() -> Vec<Scenario> {
             name: "npm-postinstall-stealer",
             threat: "Shai-Hulud: a dependency's postinstall reads ~/.npmrc and sends it out",
             needs: &["npm", "node"],
+            kills_agent: false,
             expect: &["lifecycle-hook evil-stealer", "credential-read .npmrc", "unexpected-egress"],
             attack: job("npm install of a package whose postinstall steals ~/.npmrc", &[("install", &npm_install("evil-stealer-1.0.0.tgz"))]),
             twin: job(
@@ -67,6 +71,7 @@ pub fn all() -> Vec<Scenario> {
             name: "git-dependency-prepare",
             threat: "a git dependency's prepare script runs at install and harvests credentials",
             needs: &["npm", "node", "git"],
+            kills_agent: false,
             expect: &["lifecycle-hook (prepare)", "credential-read .npmrc"],
             attack: job(
                 "npm install of a git dependency whose prepare script reads ~/.npmrc",
@@ -85,6 +90,7 @@ pub fn all() -> Vec<Scenario> {
             name: "pth-dropper",
             threat: "LiteLLM: a wheel installs a .pth file whose import line runs at every Python start",
             needs: &["python3"],
+            kills_agent: false,
             expect: &["pth-executed telemetry_init.pth"],
             attack: job(
                 "pip installs a wheel with an executable .pth, then Python starts",
@@ -105,6 +111,7 @@ pub fn all() -> Vec<Scenario> {
             name: "import-time-miner",
             threat: "Ultralytics: import-time code downloads a miner to /tmp, runs it, and it dials its pool",
             needs: &["python3"],
+            kills_agent: false,
             expect: &["exec-from-temp /tmp/.selftest-miner", "unexpected-egress"],
             attack: job(
                 "importing a package that downloads and runs a miner from /tmp",
@@ -119,6 +126,7 @@ pub fn all() -> Vec<Scenario> {
             name: "runner-memory-dump",
             threat: "tj-actions/changed-files: read Runner.Worker's memory through /proc/PID/mem for secrets",
             needs: &["python3"],
+            kills_agent: false,
             expect: &["process-memory-read /mem", "process-memory-read /maps"],
             attack: job(
                 "a step finds Runner.Worker and reads its maps and memory",
@@ -133,6 +141,7 @@ pub fn all() -> Vec<Scenario> {
             name: "environ-harvest",
             threat: "harvesting secrets from other processes' /proc/PID/environ",
             needs: &[],
+            kills_agent: false,
             expect: &["process-environ-read"],
             attack: job(
                 "a step reads the environment of the lab's other processes",
@@ -147,6 +156,7 @@ pub fn all() -> Vec<Scenario> {
             name: "oidc-token-from-test-step",
             threat: "Shai-Hulud 2: asks the OIDC endpoint for an npm publish token from a step that does not publish",
             needs: &["curl"],
+            kills_agent: false,
             expect: &["oidc-token-request"],
             attack: job(
                 "the test step requests an OIDC token with audience npm:registry.npmjs.org",
@@ -161,6 +171,7 @@ pub fn all() -> Vec<Scenario> {
             name: "workflow-and-shell-rc-persistence",
             threat: "Shai-Hulud / s1ngularity: writes a workflow file and appends to ~/.bashrc",
             needs: &["git"],
+            kills_agent: false,
             expect: &["persistence-write workflow-file", "persistence-write shell-startup"],
             attack: job(
                 "a step drops .github/workflows/discussion.yml and appends to ~/.bashrc",
@@ -175,6 +186,7 @@ pub fn all() -> Vec<Scenario> {
             name: "process-outlives-step",
             threat: "worm variants keep a detached process running after the install step ends",
             needs: &["setsid"],
+            kills_agent: false,
             expect: &["outlived-step"],
             attack: job(
                 "a step leaves a detached process behind",
@@ -192,6 +204,7 @@ pub fn all() -> Vec<Scenario> {
             name: "packaging-leak",
             threat: "Claude Code 2026: npm pack shipped a source map with the full sources (and .env files ship the same way)",
             needs: &["npm", "node"],
+            kills_agent: false,
             expect: &["packaged-sensitive-file source map", "packaged-sensitive-file dotenv"],
             attack: job(
                 "npm pack of a package without a files list: packs dist/cli.js.map and .env",
@@ -203,9 +216,25 @@ pub fn all() -> Vec<Scenario> {
             ),
         },
         Scenario {
+            name: "agent-killed",
+            threat: "a job running as root kills the monitor with SIGKILL before it can report anything, then steals in peace",
+            needs: &[],
+            kills_agent: true,
+            expect: &["agent-tampering did not live to report it"],
+            attack: job(
+                "a step kills the agent with SIGKILL (the agent's pid is in $AGENT_PID); a new agent starts",
+                &[("build", "kill -KILL \"$AGENT_PID\"\nfor i in $(seq 1 600); do [ -e \"$OUT/agent-restarted\" ] && break; sleep 0.05; done\n")],
+            ),
+            twin: job(
+                "a step kills a process of its own with SIGKILL",
+                &[("build", "sleep 30 &\nkill -KILL $!\nwait $! || true\n")],
+            ),
+        },
+        Scenario {
             name: "exfiltration-without-connect",
             threat: "exfiltration that never calls connect(2): a UDP datagram sent with sendto (also io_uring, 32-bit syscalls, TCP Fast Open)",
             needs: &["python3"],
+            kills_agent: false,
             expect: &["credential-read .npmrc", "unexpected-egress datagram"],
             attack: job(
                 "a step sends ~/.npmrc to the untrusted host in one UDP datagram",
