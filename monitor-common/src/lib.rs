@@ -220,6 +220,13 @@ pub const CONNECT_VIA_OTHER: u8 = 1;
 /// an unconnected socket, seen at the cgroup sendmsg hook; once per socket and destination.
 pub const CONNECT_VIA_SEND: u8 = 2;
 
+/// A socket that bypasses addresses and ports: `SOCK_RAW` of IPv4/IPv6 (seen at the cgroup
+/// `sock_create` hook, any route) or `AF_PACKET` (at `socket(2)`). `port` holds the protocol
+/// number, `addr` is empty.
+pub const CONNECT_VIA_RAW_SOCKET: u8 = 3;
+pub const AF_PACKET: u16 = 17;
+pub const SOCK_RAW: u16 = 3;
+
 /// Identifies one socket and destination already reported from the cgroup hooks (`EGRESS_SEEN`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -241,6 +248,36 @@ pub const DNS_TRUNCATED: u32 = 1 << 0;
 pub const DNS_QUESTION: u32 = 1 << 1;
 /// Longest DNS question copied (one byte short of a power of two): a question is one name.
 pub const DNS_QUESTION_MAX: usize = 511;
+/// An answer that was seen arriving from the address its question was sent to, port 53, on the
+/// socket that sent it with the same message id (dns_question.rs). Without it (and with the
+/// packet programs attached) the answer was forged by someone else on the machine.
+pub const DNS_FROM_ASKED: u32 = 1 << 2;
+
+/// One question a socket sent: its cookie and the message id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsAskedKey {
+    pub socket_cookie: u64,
+    pub id: u16,
+    pub _pad0: [u8; 6],
+}
+
+/// Where a question went (IPv4 in the first 4 bytes), and the answer that came back from there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsAskedTo {
+    pub addr: [u8; 16],
+    pub family: u16,
+    /// How many bytes of the answer `answer_hash` covers (0: no answer from there yet).
+    pub answered: u16,
+    pub _pad0: u32,
+    /// FNV-1a (`fnv_step`) of the first `answered` bytes of that answer's message: the read
+    /// that returns an answer must return this one, not another datagram with the same id.
+    pub answer_hash: u64,
+}
+
+/// Bytes of an answer's message compared between its arrival and its read.
+pub const DNS_CHECK_BYTES: usize = 64;
 
 /// A message received on a socket the process connected or sent to port 53 (a DNS answer), as
 /// read by recvfrom/recvmsg/recvmmsg/read. Followed by `payload_len` bytes of the message.
@@ -515,6 +552,9 @@ pub struct KernelOffsets {
     pub sb_s_dev: u32,
     pub sb_s_magic: u32,
     pub socket_type: u32,
+    /// `socket.sk`, and `sock_common.skc_cookie` (the socket cookie, once one was asked for).
+    pub socket_sk: u32,
+    pub sock_cookie: u32,
     pub io_kiocb_opcode: u32,
     pub io_uring_cqe_res: u32,
 }
@@ -558,7 +598,10 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 45 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 47 * 4);
+    assert!(core::mem::size_of::<DnsAskedKey>() == 16);
+    assert!(core::mem::size_of::<DnsAskedTo>() == 32);
+    assert!(core::mem::size_of::<EgressSeenKey>() == 32);
     assert!(core::mem::size_of::<ProbeConfig>() == 16);
     // The kernel builds a record in one scratch buffer before copying it out.
     assert!(

@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    fnv_step, name_step, DnsEvent, DnsSocketKey, EventKind, NameHashKey, PortSet, AF_INET,
-    AF_INET6, DNS_PAYLOAD_MAX, DNS_READ_BUF, DNS_READ_MMSGHDR, DNS_READ_MSGHDR, DNS_TRUNCATED,
-    EVENT_SCRATCH_LEN, FNV_OFFSET,
+    fnv_step, name_step, DnsAskedKey, DnsEvent, DnsSocketKey, EventKind, NameHashKey, PortSet,
+    AF_INET, AF_INET6, DNS_FROM_ASKED, DNS_PAYLOAD_MAX, DNS_READ_BUF, DNS_READ_MMSGHDR,
+    DNS_READ_MSGHDR, DNS_TRUNCATED, EVENT_SCRATCH_LEN, FNV_OFFSET,
 };
 
 use crate::{
@@ -29,7 +29,8 @@ use crate::{
         count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    PendingDnsRead, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, DNS_SOCKETS, PENDING_DNS_READS,
+    PendingDnsRead, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, DNS_ASKED, DNS_SOCKETS, DNS_VERIFY,
+    PENDING_DNS_READS,
 };
 
 const DNS_PORT: u16 = 53;
@@ -430,13 +431,14 @@ unsafe fn on_read_exit(ctx: &TracePointContext) -> Result<(), i64> {
     fill_header(&raw mut (*event).header, EventKind::NetDns, task);
     (*event).fd = pending.fd;
     (*event)._pad0 = 0;
-    (*event).sock_type = match file_of_fd(task, pending.fd as i64) {
-        Ok(file) => match read_ptr(file, off!(file_private_data)) {
-            Ok(socket) => read::<u16>(socket, off!(socket_type)).unwrap_or(0),
-            Err(_) => 0,
-        },
-        Err(_) => 0,
-    };
+    let socket = file_of_fd(task, pending.fd as i64)
+        .and_then(|file| read_ptr(file, off!(file_private_data)))
+        .unwrap_or(core::ptr::null());
+    (*event).sock_type = read::<u16>(socket, off!(socket_type)).unwrap_or(0);
+    // The socket cookie, for the answer check (dns_question.rs): 0 when none was made.
+    let cookie = read_ptr(socket, off!(socket_sk))
+        .and_then(|sk| read::<u64>(sk, off!(sock_cookie)))
+        .unwrap_or(0);
     let mut copy = received as usize;
     if copy > DNS_PAYLOAD_MAX {
         copy = DNS_PAYLOAD_MAX;
@@ -450,11 +452,22 @@ unsafe fn on_read_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     (*event).payload_len = copy as u32;
     (*event).received_len = received as u32;
+    // The message: at the start, or after TCP's 2-byte length when that was read with it.
+    let at = base.add(header_len);
+    let from_asked = copy >= 4
+        && cookie != 0
+        && (answered(cookie, at, copy) || answered(cookie, at.add(2), copy - 2));
+    if from_asked {
+        (*event).header.flags |= DNS_FROM_ASKED;
+    }
 
     submit(scratch, header_len + copy, EventKind::NetDns);
     // Block mode: allow an allowed name's addresses before the process can use them (the parse
-    // lives in its own program: see `dns_block_answers`). Without it the call does nothing.
-    if crate::block::enforced_slot().is_some() {
+    // lives in its own program: see `dns_block_answers`). Without it the call does nothing. A
+    // forged answer (not from where the question went) allows nothing, once the packet
+    // programs that tell are attached.
+    let verifying = DNS_VERIFY.get(0).is_some_and(|on| *on != 0);
+    if crate::block::enforced_slot().is_some() && (from_asked || !verifying) {
         let _ = crate::BLOCK_PARSER.tail_call(ctx, 0);
     }
     Ok(())
@@ -493,4 +506,20 @@ pub fn sys_exit_dns_read(ctx: TracePointContext) -> u32 {
         count_error(EventKind::NetDns);
     }
     0
+}
+
+/// Whether the message of `len` bytes at `message` (in the scratch buffer) is the answer that
+/// arrived from where its question went, on the socket with `cookie` (dns_question.rs).
+#[inline(always)]
+unsafe fn answered(cookie: u64, message: *const u8, len: usize) -> bool {
+    let key = DnsAskedKey {
+        socket_cookie: cookie,
+        id: u16::from_be_bytes([*message, *message.add(1)]),
+        _pad0: [0; 6],
+    };
+    let Some(asked) = DNS_ASKED.get(&key) else {
+        return false;
+    };
+    let n = asked.answered as usize;
+    n != 0 && n <= len && crate::dns_question::hash_head(message, n) == asked.answer_hash
 }

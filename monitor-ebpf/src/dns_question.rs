@@ -3,6 +3,12 @@
 //! copies the DNS message of those to port 53 (UDP, or TCP with its 2-byte length). A question
 //! whose answer is never read is judged too.
 //!
+//! Answers are checked here too: the question's destination is kept under (socket cookie,
+//! message id) in `DNS_ASKED`, and an answer arriving on that socket from that address, port
+//! 53, with that id marks it answered (`dns_answers_in`). The read that returns an answer
+//! (dns.rs) trusts it only then: a datagram another local socket sent to the asking socket
+//! (a forged answer, no root needed) never comes from the resolver's address and port 53.
+//!
 //! Kernel contract: `BPF_CGROUP_INET_EGRESS` runs on each packet of a socket of the cgroup on
 //! its way out, with `skb->data` at the network header (IPv4 or IPv6; IPv6 extension headers are
 //! not followed). The sending task is not always current there (TCP sends from softirq), so the
@@ -15,16 +21,131 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use monitor_common::{
-    DnsEvent, EventKind, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, SOCK_DGRAM, SOCK_STREAM,
+    fnv_step, DnsAskedKey, DnsAskedTo, DnsEvent, EventKind, AF_INET, AF_INET6, DNS_CHECK_BYTES,
+    DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM, SOCK_STREAM,
 };
 
 use crate::{
     kernel::{event_scratch, offsets_present, submit},
-    DNS_SOCKET_OWNERS,
+    DNS_ASKED, DNS_SOCKET_OWNERS,
 };
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+
+/// A DNS packet's place in the skb: where its message starts (after TCP's 2-byte length),
+/// the transport, and the peer address (IPv4 in the first 4 bytes).
+struct DnsPacket {
+    message_at: usize,
+    sock_type: u16,
+    family: u16,
+    peer: [u8; 16],
+}
+
+/// Parses the IP and transport headers; `Some` when the packet goes to (`outgoing`) or comes
+/// from port 53 and carries data.
+#[inline(always)]
+fn dns_packet(ctx: &SkBuffContext, outgoing: bool) -> Option<DnsPacket> {
+    let first: u8 = ctx.load(0).ok()?;
+    let (transport_at, protocol, family) = match first >> 4 {
+        4 => (
+            ((first & 0x0f) as usize) * 4,
+            ctx.load::<u8>(9).ok()?,
+            AF_INET,
+        ),
+        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
+        _ => return None,
+    };
+    if transport_at < 20 {
+        return None;
+    }
+    // Destination port going out, source port coming in.
+    let port_at = if outgoing {
+        transport_at + 2
+    } else {
+        transport_at
+    };
+    if u16::from_be(ctx.load::<u16>(port_at).ok()?) != 53 {
+        return None;
+    }
+    let (message_at, sock_type) = match protocol {
+        IPPROTO_UDP => (transport_at + 8, SOCK_DGRAM),
+        IPPROTO_TCP => {
+            let offset: u8 = ctx.load(transport_at + 12).ok()?;
+            (transport_at + ((offset >> 4) as usize) * 4 + 2, SOCK_STREAM)
+        }
+        _ => return None,
+    };
+    if (ctx.len() as usize) < message_at + 12 {
+        return None; // no DNS header here (a TCP segment without data, a runt)
+    }
+    // The peer: the destination going out, the source coming in.
+    let mut peer = [0u8; 16];
+    if family == AF_INET {
+        let at = if outgoing { 16 } else { 12 };
+        ctx.load_bytes(at, &mut peer[..4]).ok()?;
+    } else {
+        let at = if outgoing { 24 } else { 8 };
+        ctx.load_bytes(at, &mut peer).ok()?;
+    }
+    Some(DnsPacket {
+        message_at,
+        sock_type,
+        family,
+        peer,
+    })
+}
+
+/// An answer arriving: marks its question answered when it comes from where the question went.
+#[cgroup_skb(ingress)]
+pub fn dns_answers_in(ctx: SkBuffContext) -> i32 {
+    let _ = unsafe { try_answer(&ctx) };
+    1
+}
+
+unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
+    let packet = dns_packet(ctx, false)?;
+    let id = u16::from_be(ctx.load::<u16>(packet.message_at).ok()?);
+    let key = DnsAskedKey {
+        socket_cookie: bpf_get_socket_cookie(ctx.skb.skb.cast()),
+        id,
+        _pad0: [0; 6],
+    };
+    let asked = DNS_ASKED.get_ptr_mut(&key)?;
+    if (*asked).family != packet.family {
+        return None;
+    }
+    let mut i = 0;
+    while i < 16 {
+        if (*asked).addr[i] != packet.peer[i] {
+            return None;
+        }
+        i += 1;
+    }
+    // Which answer: the read must return these bytes.
+    let mut head = [0u8; DNS_CHECK_BYTES];
+    // At least the 12-byte header is there (dns_packet); at most DNS_CHECK_BYTES. The mask
+    // keeps the verifier's bound at [1, DNS_CHECK_BYTES] (it cannot follow the clamp).
+    let available = ctx.len() as usize - packet.message_at;
+    let n = if available > DNS_CHECK_BYTES {
+        DNS_CHECK_BYTES
+    } else {
+        available
+    };
+    let n = ((n - 1) & (DNS_CHECK_BYTES - 1)) + 1;
+    if bpf_skb_load_bytes(
+        ctx.skb.skb.cast(),
+        packet.message_at as u32,
+        head.as_mut_ptr().cast(),
+        n as u32,
+    ) < 0
+    {
+        return None;
+    }
+    (*asked).answer_hash = hash_head(head.as_ptr(), n);
+    (*asked).answered = n as u16;
+    Some(())
+}
 
 #[cgroup_skb(egress)]
 pub fn dns_questions(ctx: SkBuffContext) -> i32 {
@@ -36,36 +157,32 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     if !offsets_present() {
         return Ok(());
     }
-    let first: u8 = ctx.load(0).map_err(|e| e as i64)?;
-    // Where the transport header starts, and which transport.
-    let (transport_at, protocol) = match first >> 4 {
-        4 => (
-            ((first & 0x0f) as usize) * 4,
-            ctx.load::<u8>(9).map_err(|e| e as i64)?,
-        ),
-        6 => (40usize, ctx.load::<u8>(6).map_err(|e| e as i64)?),
-        _ => return Ok(()),
-    };
-    if transport_at < 20 {
+    let Some(packet) = dns_packet(ctx, true) else {
         return Ok(());
-    }
-    let dport = u16::from_be(ctx.load::<u16>(transport_at + 2).map_err(|e| e as i64)?);
-    if dport != 53 {
-        return Ok(());
-    }
-    let (payload_at, sock_type) = match protocol {
-        IPPROTO_UDP => (transport_at + 8, SOCK_DGRAM),
-        IPPROTO_TCP => {
-            let offset: u8 = ctx.load(transport_at + 12).map_err(|e| e as i64)?;
-            (transport_at + ((offset >> 4) as usize) * 4, SOCK_STREAM)
-        }
-        _ => return Ok(()),
     };
+    // What is copied: over TCP the 2-byte length too (the parser expects it).
+    let payload_at = if packet.sock_type == SOCK_STREAM {
+        packet.message_at - 2
+    } else {
+        packet.message_at
+    };
+    let sock_type = packet.sock_type;
     let len = ctx.len() as usize;
-    if len <= payload_at {
-        return Ok(()); // a TCP segment without data
-    }
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
+    let id = u16::from_be(ctx.load::<u16>(packet.message_at).map_err(|e| e as i64)?);
+    let asked = DnsAskedTo {
+        addr: packet.peer,
+        family: packet.family,
+        answered: 0,
+        _pad0: 0,
+        answer_hash: 0,
+    };
+    let key = DnsAskedKey {
+        socket_cookie: cookie,
+        id,
+        _pad0: [0; 6],
+    };
+    let _ = DNS_ASKED.insert(&key, &asked, 0);
     let Some(owner) = DNS_SOCKET_OWNERS.get_ptr(&cookie) else {
         return Ok(());
     };
@@ -103,4 +220,20 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     (*event).payload_len = copy as u32;
     submit(scratch, header_len + copy, EventKind::NetDns);
     Ok(())
+}
+
+/// FNV-1a of the first `n` (at most `DNS_CHECK_BYTES`) bytes at `at`: an answer's identity
+/// between its arrival here and its read (dns.rs).
+#[inline(always)]
+pub unsafe fn hash_head(at: *const u8, n: usize) -> u64 {
+    let mut hash = FNV_OFFSET;
+    let mut i = 0;
+    while i < DNS_CHECK_BYTES {
+        if i >= n {
+            break;
+        }
+        hash = fnv_step(hash, *at.add(i));
+        i += 1;
+    }
+    hash
 }

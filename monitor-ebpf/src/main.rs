@@ -17,6 +17,7 @@ mod kernel;
 mod open;
 mod path;
 mod process;
+mod sockets;
 mod tamper;
 
 use aya_ebpf::{
@@ -24,9 +25,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsSocketKey, EgressSeenKey, EventHeader,
-    KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, TamperEvent, EVENT_SCRATCH_LEN,
-    GUARDED_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsAskedKey, DnsAskedTo, DnsSocketKey,
+    EgressSeenKey, EventHeader, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
+    TamperEvent, EVENT_SCRATCH_LEN, GUARDED_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -110,6 +111,16 @@ static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries
 /// not always the sender). LRU: closed sockets are never removed explicitly.
 #[map]
 static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
+
+/// Questions sent (socket cookie, message id) and where to; marked when an answer arrives from
+/// there (dns_question.rs). LRU: bounded, the oldest questions forgotten first.
+#[map]
+static DNS_ASKED: LruHashMap<DnsAskedKey, DnsAskedTo> = LruHashMap::with_max_entries(8192, 0);
+
+/// Slot 0 non-zero once the agent has attached both packet programs: answers are then checked
+/// against `DNS_ASKED` before block mode allows their addresses.
+#[map]
+static DNS_VERIFY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Descriptors used to talk to port 53, with the `struct file` they named then. LRU: sockets
 /// that are closed are never removed explicitly.

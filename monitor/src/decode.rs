@@ -88,6 +88,8 @@ pub enum KernelEvent {
         port: u16,
         /// `CONNECT_VIA_*`.
         via: u8,
+        /// The socket's family (`AF_INET`, `AF_INET6`, `AF_PACKET`).
+        family: u16,
         /// The kernel refused it (block mode).
         blocked: bool,
     },
@@ -107,6 +109,8 @@ pub enum KernelEvent {
         truncated: bool,
         /// A question on its way out (`DNS_QUESTION`), not an answer read.
         question: bool,
+        /// An answer seen arriving from where its question went (`DNS_FROM_ASKED`).
+        from_asked: bool,
     },
     Open {
         header: Header,
@@ -272,6 +276,10 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::NetConnect => {
             let raw: ConnectEvent = read_struct(bytes, "connect record")?;
             let address = match raw.family {
+                // A packet socket has no address (`via` says raw socket).
+                monitor_common::AF_PACKET if raw.via == monitor_common::CONNECT_VIA_RAW_SOCKET => {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                }
                 AF_INET => IpAddr::V4(Ipv4Addr::new(
                     raw.addr[0],
                     raw.addr[1],
@@ -289,6 +297,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 address,
                 port: raw.port,
                 via: raw.via,
+                family: raw.family,
                 blocked: raw.blocked != 0,
             }
         }
@@ -311,6 +320,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             KernelEvent::Dns {
                 truncated: header.flags & DNS_TRUNCATED != 0,
                 question: header.flags & monitor_common::DNS_QUESTION != 0,
+                from_asked: header.flags & monitor_common::DNS_FROM_ASKED != 0,
                 header,
                 fd: raw.fd,
                 sock_type: raw.sock_type,

@@ -56,10 +56,12 @@ pub enum RuleId {
     OutlivedStep,
     FindingFlood,
     DefenceTampering,
+    DnsForgedAnswer,
+    RawSocket,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 20] = [
+    pub const ALL: [RuleId; 22] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -80,6 +82,8 @@ impl RuleId {
         RuleId::OutlivedStep,
         RuleId::FindingFlood,
         RuleId::DefenceTampering,
+        RuleId::DnsForgedAnswer,
+        RuleId::RawSocket,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -105,6 +109,8 @@ impl RuleId {
             RuleId::OutlivedStep => "outlived-step",
             RuleId::FindingFlood => "finding-flood",
             RuleId::DefenceTampering => "defence-tampering",
+            RuleId::DnsForgedAnswer => "dns-forged-answer",
+            RuleId::RawSocket => "raw-socket",
         }
     }
 
@@ -131,7 +137,9 @@ impl RuleId {
             | RuleId::OidcTokenRequest
             | RuleId::PackagedSensitiveFile
             | RuleId::FindingFlood
-            | RuleId::DefenceTampering => Severity::High,
+            | RuleId::DefenceTampering
+            | RuleId::DnsForgedAnswer
+            | RuleId::RawSocket => Severity::High,
         }
     }
 
@@ -171,6 +179,8 @@ impl RuleId {
             RuleId::OutlivedStep => {
                 "processes.background: only listed programs may outlive their step"
             }
+            RuleId::RawSocket => "egress: a raw or packet socket sends past every address and port rule",
+            RuleId::DnsForgedAnswer => "a DNS answer is evidence of where a name points only when it comes from where the question went",
             RuleId::DefenceTampering => "a job does not switch off the host's logging, auditing, hardening or module policy",
             RuleId::FindingFlood => "a job raising thousands of findings buries the ones that matter and can push earlier findings out of rotated logs: past the bound they are counted, not written",
         }

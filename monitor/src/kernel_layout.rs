@@ -224,6 +224,8 @@ impl BtfIndex {
             sb_s_dev: self.offset("super_block", "s_dev", U32)?,
             sb_s_magic: self.offset("super_block", "s_magic", &[8])?,
             socket_type: self.offset("socket", "type", &[2])?,
+            socket_sk: self.offset("socket", "sk", PTR)?,
+            sock_cookie: self.offset("sock_common", "skc_cookie", &[8])?,
             io_kiocb_opcode: 0,
             io_uring_cqe_res: 0,
         };

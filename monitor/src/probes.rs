@@ -33,6 +33,8 @@ pub struct Hook {
 /// The egress hooks are: without them `connect(2)` is still seen (block mode requires them).
 pub fn is_optional(label: &str) -> bool {
     label == cgroup_label(DNS_QUESTIONS_AT)
+        || label == cgroup_label(DNS_ANSWERS_AT)
+        || label == cgroup_label(RAW_SOCKETS_AT)
         || EGRESS_HOOKS.iter().any(|(_, at)| label == cgroup_label(at))
         || HOOKS
             .iter()
@@ -48,9 +50,23 @@ pub const EGRESS_HOOKS: [(&str, &str); 4] = [
     ("egress_sendmsg6", "sendmsg6"),
 ];
 
-/// The packet-level DNS question capture (monitor-ebpf dns_question.rs), at the cgroup v2 root.
+/// The packet-level DNS programs (monitor-ebpf dns_question.rs), at the cgroup v2 root:
+/// questions on their way out, answers on their way in.
 const DNS_QUESTIONS: &str = "dns_questions";
 const DNS_QUESTIONS_AT: &str = "skb_egress";
+const DNS_ANSWERS: &str = "dns_answers_in";
+const DNS_ANSWERS_AT: &str = "skb_ingress";
+/// Raw IPv4/IPv6 sockets, whatever creates them (monitor-ebpf sockets.rs).
+const RAW_SOCKETS: &str = "raw_sockets";
+const RAW_SOCKETS_AT: &str = "sock_create";
+
+/// Whether answers can be checked against their questions (both packet programs attached):
+/// an answer read without the kernel's `DNS_FROM_ASKED` mark is then forged.
+pub fn dns_answers_checked(report: &AttachReport) -> bool {
+    [DNS_QUESTIONS_AT, DNS_ANSWERS_AT]
+        .iter()
+        .all(|at| report.attached.contains(&cgroup_label(at)))
+}
 
 fn cgroup_label(attach: &str) -> String {
     format!("cgroup/{attach}")
@@ -81,6 +97,12 @@ pub const HOOKS: &[Hook] = &[
         category: Some("sched"),
         name: "sched_process_exit",
         optional: false,
+    },
+    Hook {
+        program: "sys_enter_socket",
+        category: Some("syscalls"),
+        name: "sys_enter_socket",
+        optional: true,
     },
     Hook {
         program: "sys_enter_connect",
@@ -533,25 +555,52 @@ fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
             Err(e) => report.skipped.push((label, format!("{e:#}"))),
         }
     }
-    let label = cgroup_label(DNS_QUESTIONS_AT);
+    for (program, at, direction) in [
+        (DNS_QUESTIONS, DNS_QUESTIONS_AT, CgroupSkbAttachType::Egress),
+        (DNS_ANSWERS, DNS_ANSWERS_AT, CgroupSkbAttachType::Ingress),
+    ] {
+        let label = cgroup_label(at);
+        let result: anyhow::Result<()> = (|| {
+            let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the object"))?
+                .try_into()?;
+            prog.load().map_err(verifier_context(program))?;
+            prog.attach(dir, direction, CgroupAttachMode::default())
+                .with_context(|| format!("attaching {program} to {}", root.display()))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => report.attached.push(label),
+            Err(e) => report.skipped.push((label, format!("{e:#}"))),
+        }
+    }
+    let label = cgroup_label(RAW_SOCKETS_AT);
     let result: anyhow::Result<()> = (|| {
         let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(DNS_QUESTIONS)
-            .with_context(|| format!("program {DNS_QUESTIONS} missing from the object"))?
+        let prog: &mut aya::programs::CgroupSock = ebpf
+            .program_mut(RAW_SOCKETS)
+            .with_context(|| format!("program {RAW_SOCKETS} missing from the object"))?
             .try_into()?;
-        prog.load().map_err(verifier_context(DNS_QUESTIONS))?;
-        prog.attach(
-            dir,
-            CgroupSkbAttachType::Egress,
-            CgroupAttachMode::default(),
-        )
-        .with_context(|| format!("attaching {DNS_QUESTIONS} to {}", root.display()))?;
+        prog.load().map_err(verifier_context(RAW_SOCKETS))?;
+        prog.attach(dir, CgroupAttachMode::default())
+            .with_context(|| format!("attaching {RAW_SOCKETS} to {}", root.display()))?;
         Ok(())
     })();
     match result {
         Ok(()) => report.attached.push(label),
         Err(e) => report.skipped.push((label, format!("{e:#}"))),
+    }
+    // Answers are checked (and block mode allows only checked ones) when both are in place.
+    if dns_answers_checked(report) {
+        if let Some(map) = ebpf.map_mut("DNS_VERIFY") {
+            if let Ok(mut on) = aya::maps::Array::<_, u32>::try_from(map) {
+                if let Err(e) = on.set(0, 1, 0) {
+                    log::warn!("DNS answer checks not switched on in the kernel: {e}");
+                }
+            }
+        }
     }
 }
 

@@ -486,3 +486,72 @@ fn questions_are_judged_even_when_no_answer_is_read() {
     );
     drop(lab);
 }
+
+/// A forged answer: a second local socket of the job sends the asking socket a response saying
+/// `allowed.test` is 10.77.0.9 before the resolver answers (no root needed). The job reads it
+/// and connects there. The answer is reported as forged and not learnt, so the connection is
+/// judged as a direct-IP one; the honest twin asks the same way, gets the resolver's answer and
+/// stays quiet.
+#[test]
+fn a_forged_answer_does_not_make_a_destination_allowed() {
+    let _serial = one_at_a_time();
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let script = runner.workspace.join("forge.py");
+    std::fs::write(
+        &script,
+        "import socket, struct, sys\n\
+         name, forge = sys.argv[1], sys.argv[2]\n\
+         def qname(n):\n    return b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0'\n\
+         qid = 0x4242\n\
+         query = struct.pack('>HHHHHH', qid, 0x0100, 1, 0, 0, 0) + qname(name) + struct.pack('>HH', 1, 1)\n\
+         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         a.bind(('127.0.0.1', 0))\n\
+         if forge != '-':\n    \
+             b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
+             answer = struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton(forge)\n    \
+             b.sendto(struct.pack('>HHHHHH', qid, 0x8180, 1, 1, 0, 0) + qname(name) + struct.pack('>HH', 1, 1) + b'\\xc0\\x0c' + answer, a.getsockname())\n\
+         a.sendto(query, ('127.0.0.1', 53))\n\
+         data, source = a.recvfrom(4096)\n\
+         ip = socket.inet_ntoa(data[-4:])\n\
+         print('RESOLVED', name, ip, source)\n\
+         socket.create_connection((ip, 8080), timeout=5).close()\n\
+         print('CONNECTED', ip)\n",
+    )
+    .unwrap();
+    let run = |forge: &str| {
+        lab.sh(&format!(
+            "python3 {} allowed.test {forge}",
+            script.display()
+        ))
+    };
+    let output = runner.run_job(&[
+        ("honest", &run("-")),
+        ("forged", &run("10.77.0.9")),
+        MARKER_STEP,
+    ]);
+    // The attack happened: the forged address was read and connected to.
+    assert!(
+        output.contains("RESOLVED allowed.test 10.77.0.9"),
+        "{output}"
+    );
+    assert!(output.contains("CONNECTED 10.77.0.9"), "{output}");
+    assert!(output.contains("CONNECTED 10.77.0.1"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    let in_step =
+        |step: &str| -> Vec<&Value> { mine.iter().filter(|f| f["step"]["id"] == step).collect() };
+    assert!(in_step("honest").is_empty(), "{mine:#?}");
+    let forged = in_step("forged");
+    let answer = forged
+        .iter()
+        .find(|f| f["rule"] == "dns-forged-answer")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(answer["evidence"]["addresses"][0], "10.77.0.9");
+    let egress = forged
+        .iter()
+        .find(|f| f["rule"] == "unexpected-egress" && f["evidence"]["address"] == "10.77.0.9")
+        .unwrap_or_else(|| panic!("the connection to the forged address passed: {mine:#?}"));
+    assert_eq!(egress["evidence"]["resolved"], false, "{egress:#}");
+    drop(lab);
+}

@@ -360,3 +360,60 @@ fn a_connect_the_syscall_probe_cannot_read_is_counted_and_still_seen() {
     }
     drop(lab);
 }
+
+/// The raw socket route: an ICMP echo crafted on a raw IPv4 socket, and a packet socket. The
+/// echo's reply proves the packet left; each socket is a `raw-socket` finding. In block mode the
+/// raw IPv4 socket is refused.
+#[test]
+fn raw_and_packet_sockets_are_reported_and_refused_in_block_mode() {
+    let _serial = one_at_a_time();
+    let lab = Lab::start();
+    let script = |tag: &str| {
+        format!(
+            "ip netns exec {ns} python3 -c \"\nimport socket, struct\ntry:\n    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nexcept PermissionError:\n    print('REFUSED-{tag}'); raise SystemExit\ndef checksum(b):\n    t = sum(struct.unpack('!7H', b))\n    t = (t >> 16) + (t & 0xffff)\n    t += t >> 16\n    return ~t & 0xffff\nbody = struct.pack('>BBHHH', 8, 0, 0, 1, 1) + b'CANARY'\nbody = body[:2] + struct.pack('!H', checksum(body)) + body[4:]\ns.settimeout(5)\ns.sendto(body, ('{SINK}', 0))\nwhile True:\n    reply, source = s.recvfrom(1024)\n    if reply[20] == 0:\n        print('ECHOED-{tag}', source[0]); break\n\"\nip netns exec {ns} python3 -c \"import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); print('PACKET-{tag}')\"\n",
+            ns = lab.ns
+        )
+    };
+    // Audit mode.
+    let agent = Agent::start_with_profile(PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let output = runner.run_job(&[("raw", &script("audit")), MARKER_STEP]);
+    assert!(output.contains(&format!("ECHOED-audit {SINK}")), "{output}");
+    assert!(output.contains("PACKET-audit"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    let raw = by_rule(&mine, "raw-socket");
+    assert!(
+        raw.iter().any(|f| f["evidence"]["family"] == "ipv4"
+            && f["evidence"]["protocol"] == 1
+            && f["evidence"]["blocked"] == false),
+        "{mine:#?}"
+    );
+    assert!(
+        raw.iter().any(|f| f["evidence"]["family"] == "packet"),
+        "{mine:#?}"
+    );
+    assert!(raw.iter().all(|f| f["step"]["id"] == "raw"));
+    drop(agent);
+    // Block mode: the raw socket is refused.
+    let profile = format!("{PROFILE}  mode: block\n");
+    let agent = Agent::start_with_profile(&profile);
+    let runner = FakeRunner::outside_tmp();
+    let output =
+        runner.run_job_with_hooks(&[("raw", &script("block"))], Some(&agent.control_socket));
+    assert!(output.contains("REFUSED-block"), "{output}");
+    let all = agent.wait_for_findings("the refused raw socket", |all| {
+        by_rule(&runner.findings_of(all), "raw-socket")
+            .iter()
+            .any(|f| f["evidence"]["blocked"] == true)
+    });
+    let refused = by_rule(&runner.findings_of(&all), "raw-socket")
+        .into_iter()
+        .find(|f| f["evidence"]["blocked"] == true)
+        .cloned()
+        .unwrap();
+    assert!(
+        refused["summary"].as_str().unwrap().contains("was refused"),
+        "{refused:#}"
+    );
+    drop(lab);
+}

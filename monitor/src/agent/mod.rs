@@ -158,7 +158,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
         .with_map_reader(map_facts)
-        .with_exe_changed(exe_changed_unix_ns);
+        .with_exe_changed(exe_changed_unix_ns)
+        .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
 
     let output: Box<dyn Write + Send> = match &options.events {
         Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),

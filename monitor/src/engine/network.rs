@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{emit::Raw, Engine};
 use crate::{
-    event::{Detail, Event},
+    event::{ConnectVia, Detail, Event},
     finding::{Finding, RuleId},
     process_tree::ProcessKey,
     profile::{Allowance, EgressMode},
@@ -34,6 +34,30 @@ impl Engine {
             let p = &self.procs[&key];
             (p.job, p.step)
         };
+        if *via == ConnectVia::RawSocket {
+            let Detail::Connect { family, .. } = &e.detail else {
+                return;
+            };
+            let tool = self.procs[&key].tool.clone();
+            let what = if family == "packet" {
+                format!("a packet socket (AF_PACKET, protocol {port:#06x})")
+            } else {
+                format!("a raw {family} socket (protocol {port})")
+            };
+            let verb = if *blocked { "was refused" } else { "opened" };
+            let raw = Raw::new(
+                RuleId::RawSocket,
+                format!("{tool} {verb} {what}: what it sends bypasses every address and port rule"),
+                format!("raw:{family}:{port}:{tool}"),
+            )
+            .evidence(vec![
+                ("family", json!(family)),
+                ("protocol", json!(port)),
+                ("blocked", json!(blocked)),
+            ]);
+            self.emit_for(out, raw, e, key);
+            return;
+        }
         // DNS to the machine's resolvers, or to a local stub resolver on loopback
         // (systemd-resolved, dnsmasq), is how names get resolved at all.
         if port == 53
@@ -217,12 +241,38 @@ impl Engine {
             question,
             answers,
             sent,
+            forged,
             ..
         } = &e.detail
         else {
             return;
         };
         let job = self.procs[&key].job;
+        if *forged {
+            // Not learnt: a connection to its addresses is judged as a direct-IP one.
+            let name = question.as_deref().unwrap_or("?");
+            let addresses: Vec<&str> = answers
+                .iter()
+                .filter(|r| r.kind == "A" || r.kind == "AAAA")
+                .map(|r| r.data.as_str())
+                .collect();
+            let raw = Raw::new(
+                RuleId::DnsForgedAnswer,
+                format!(
+                    "{} read a forged DNS answer for {} (it did not come from where the question went): {} not trusted",
+                    self.procs[&key].tool,
+                    dns::redact_name(name),
+                    if addresses.is_empty() { "its records are".to_string() } else { addresses.join(", ") + " is" }
+                ),
+                format!("forged:{name}"),
+            )
+            .evidence(vec![
+                ("question", json!(dns::redact_name(name))),
+                ("addresses", json!(addresses)),
+            ]);
+            self.emit_for(out, raw, e, key);
+            return;
+        }
         // A question only says what was asked; answers say where names point.
         if !sent {
             self.jobs[job]

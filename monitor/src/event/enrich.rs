@@ -39,6 +39,9 @@ pub struct Enricher {
     exe_changed: Option<fn(&str) -> Option<i128>>,
     /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
     pub dns_unparsed: u64,
+    /// The kernel marks answers that came from where their question went (its packet programs
+    /// are attached): an unmarked answer is forged.
+    dns_answers_checked: bool,
 }
 
 impl Enricher {
@@ -52,7 +55,14 @@ impl Enricher {
             map_reader: None,
             exe_changed: None,
             dns_unparsed: 0,
+            dns_answers_checked: false,
         }
+    }
+
+    /// Says the kernel checks DNS answers against their questions (see `dns_answers_checked`).
+    pub fn with_dns_answers_checked(mut self, checked: bool) -> Self {
+        self.dns_answers_checked = checked;
+        self
     }
 
     /// Lets the enricher stamp execs with their executable's change time.
@@ -152,6 +162,7 @@ impl Enricher {
                 payload,
                 truncated,
                 question: sent,
+                from_asked,
                 ..
             } => {
                 let stream = sock_type == SOCK_STREAM;
@@ -180,6 +191,7 @@ impl Enricher {
                     answers: answer.records,
                     truncated,
                     sent,
+                    forged: self.dns_answers_checked && !sent && !from_asked,
                 };
                 (key, detail)
             }
@@ -204,10 +216,15 @@ impl Enricher {
                 address,
                 port,
                 via,
+                family,
                 blocked,
             } => {
                 let key = self.table.observe(&header);
-                let family = if address.is_ipv4() { "ipv4" } else { "ipv6" };
+                let family = match family {
+                    monitor_common::AF_PACKET => "packet",
+                    _ if address.is_ipv4() => "ipv4",
+                    _ => "ipv6",
+                };
                 let protocol = match sock_type {
                     SOCK_STREAM => Protocol::Tcp,
                     SOCK_DGRAM => Protocol::Udp,
@@ -593,6 +610,7 @@ mod tests {
                 address: "::ffff:10.1.2.3".parse().unwrap(),
                 port: 80,
                 via: monitor_common::CONNECT_VIA_SYSCALL,
+                family: monitor_common::AF_INET6,
                 blocked: false,
             })
             .unwrap();

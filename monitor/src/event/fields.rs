@@ -164,6 +164,9 @@ pub enum ConnectVia {
     OtherConnect,
     /// A datagram sent with a destination (`sendto`, `sendmsg`, `sendmmsg`, io_uring).
     Send,
+    /// A raw IPv4/IPv6 or packet socket was created: no address or port to judge (`port` is
+    /// the protocol number).
+    RawSocket,
 }
 
 impl ConnectVia {
@@ -172,6 +175,7 @@ impl ConnectVia {
         match via {
             monitor_common::CONNECT_VIA_OTHER => ConnectVia::OtherConnect,
             monitor_common::CONNECT_VIA_SEND => ConnectVia::Send,
+            monitor_common::CONNECT_VIA_RAW_SOCKET => ConnectVia::RawSocket,
             _ => ConnectVia::Connect,
         }
     }
@@ -181,6 +185,7 @@ impl ConnectVia {
         match self {
             ConnectVia::Connect | ConnectVia::OtherConnect => "connection",
             ConnectVia::Send => "datagram",
+            ConnectVia::RawSocket => "raw socket",
         }
     }
 }

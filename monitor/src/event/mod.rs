@@ -140,6 +140,10 @@ pub enum Detail {
         /// answer it read.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sent: bool,
+        /// An answer that did not arrive from where its question went (another local socket
+        /// sent it): forged. Only said where the kernel's packet programs can tell.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forged: bool,
     },
     /// A process already running when the agent started, carrying a CI job identity in its
     /// environment (read from /proc): how a restarted agent picks running jobs up again.

@@ -226,6 +226,7 @@ impl Sim {
             address: address.parse().unwrap(),
             port,
             via: monitor_common::CONNECT_VIA_SYSCALL,
+            family: monitor_common::AF_INET,
             blocked: false,
         });
         self
@@ -254,6 +255,7 @@ impl Sim {
             address: address.parse().unwrap(),
             port,
             via,
+            family: monitor_common::AF_INET,
             blocked,
         });
         self
