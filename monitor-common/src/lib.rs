@@ -84,6 +84,16 @@ impl EventKind {
 /// Width of the `LOSSES` per-CPU array: one slot per event kind, with room to grow.
 pub const LOSS_SLOTS: u32 = 8;
 
+/// Records lost for one process, per `EventKind::loss_slot` (`LOSSES_BY_PROCESS`): the agent
+/// reads and clears them on every tick and charges them to the process's job.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessLosses {
+    pub counts: [u64; LOSS_SLOTS as usize],
+}
+/// Processes whose losses are kept between two reads of the agent (LRU beyond).
+pub const LOSSES_BY_PROCESS_SLOTS: u32 = 4096;
+
 /// Length of `task_struct.comm`.
 pub const COMM_LEN: usize = 16;
 
@@ -326,6 +336,18 @@ pub const TAMPER_SIGNAL_LOGGED: u32 = 9;
 pub const TAMPER_SIGNAL_GUARDED: u32 = 10;
 /// Most processes the agent can list in `GUARDED`.
 pub const GUARDED_SLOTS: u32 = 64;
+/// One kind of tamper record of one process (`TAMPER_SEEN`): repeats within a second are not
+/// sent again, so a loop of bpf(2) or kill calls cannot fill the security ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TamperSeenKey {
+    pub tgid: u32,
+    pub syscall: u32,
+    pub target: i32,
+    pub _pad0: u32,
+    pub arg: u64,
+}
+
 /// Slots of the tamper log (`TAMPER_LOG`), a map pinned in bpffs so it outlives the agent: the
 /// kernel writes every signal aimed at the agent there as well as to the ring, round robin, so
 /// an agent killed before it read its ring leaves the record to the next one.
@@ -600,6 +622,7 @@ const _: () = {
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
     assert!(core::mem::size_of::<KernelOffsets>() == 47 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
+    assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
     assert!(core::mem::size_of::<ProbeConfig>() == 16);
@@ -623,6 +646,7 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ProbeConfig {}
     unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for ProcessLosses {}
     unsafe impl aya::Pod for TamperEvent {}
     unsafe impl aya::Pod for PortSet {}
     unsafe impl aya::Pod for NameHashKey {}

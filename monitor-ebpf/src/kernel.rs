@@ -4,13 +4,14 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use monitor_common::{EventHeader, EventKind, ProbeConfig};
+use monitor_common::{EventHeader, EventKind, ProbeConfig, ProcessLosses};
 
 pub use crate::EventScratch;
 use aya_ebpf::maps::RingBuf;
 
 use crate::{
-    EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, PROBE_CONFIG, PROBE_ERRORS, SECURITY_EVENTS,
+    EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, LOSSES_BY_PROCESS, PROBE_CONFIG, PROBE_ERRORS,
+    SECURITY_EVENTS,
 };
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
@@ -142,6 +143,17 @@ pub fn count_loss(kind: EventKind) {
     if let Some(slot) = LOSSES.get_ptr_mut(kind.loss_slot()) {
         // Per-CPU value: no other writer can race this increment.
         unsafe { *slot += 1 };
+    }
+    // And for the process (its job's report), per CPU like the total.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let index = kind.loss_slot() as usize & (monitor_common::LOSS_SLOTS as usize - 1);
+    match LOSSES_BY_PROCESS.get_ptr_mut(&tgid) {
+        Some(losses) => unsafe { (*losses).counts[index] += 1 },
+        None => {
+            let mut first = ProcessLosses::default();
+            first.counts[index] = 1;
+            let _ = LOSSES_BY_PROCESS.insert(&tgid, &first, 0);
+        }
     }
 }
 

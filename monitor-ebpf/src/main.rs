@@ -22,12 +22,15 @@ mod tamper;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
 };
 use monitor_common::{
     AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsAskedKey, DnsAskedTo, DnsSocketKey,
     EgressSeenKey, EventHeader, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
-    TamperEvent, EVENT_SCRATCH_LEN, GUARDED_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
+    ProcessLosses, TamperEvent, TamperSeenKey, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
+    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -50,12 +53,24 @@ static SECURITY_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 
+/// The same losses by the process whose record it was (tgid), so a job's report counts what
+/// its own processes lost. LRU: a process flooding past the bound evicts the oldest entries,
+/// whose losses then count only machine-wide.
+#[map]
+static LOSSES_BY_PROCESS: LruPerCpuHashMap<u32, ProcessLosses> =
+    LruPerCpuHashMap::with_max_entries(LOSSES_BY_PROCESS_SLOTS, 0);
+
 /// Signals aimed at the agent, also kept here (pinned in bpffs by the agent, so the map outlives
 /// it): round robin over `TAMPER_LOG_SLOTS`, the next slot in `TAMPER_LOG_NEXT[0]`.
 #[map]
 static TAMPER_LOG: Array<TamperEvent> = Array::with_max_entries(TAMPER_LOG_SLOTS, 0);
 #[map]
 static TAMPER_LOG_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The last time each process sent each tamper record (tamper.rs): repeats within a second are
+/// dropped. LRU: a process that cycles through more keys than this only gets more records.
+#[map]
+static TAMPER_SEEN: LruHashMap<TamperSeenKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Guarded host services (tgid -> 1): logging, audit and security daemons whose stopping is
 /// `defence-tampering`. Filled and refreshed by the agent from /proc.

@@ -8,21 +8,21 @@
 //! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...).
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_pid_tgid,
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    EventKind, TamperEvent, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS, TAMPER_PTRACE,
-    TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL, TAMPER_TKILL, TAMPER_VM_READV,
-    TAMPER_VM_WRITEV,
+    EventKind, TamperEvent, TamperSeenKey, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS,
+    TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL, TAMPER_TKILL,
+    TAMPER_VM_READV, TAMPER_VM_WRITEV,
 };
 
 use crate::{
     kernel::{
         config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
     },
-    GUARDED, TAMPER_LOG, TAMPER_LOG_NEXT,
+    GUARDED, TAMPER_LOG, TAMPER_LOG_NEXT, TAMPER_SEEN,
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -37,9 +37,34 @@ unsafe fn record(syscall: u32, target: i32, arg: u64) -> TamperEvent {
     event
 }
 
+/// Repeats of the same record by the same process within this long are not sent: they say
+/// nothing new, and a loop of them would fill the security ring.
+const REPEAT_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+unsafe fn repeated(syscall: u32, target: i32, arg: u64) -> bool {
+    let key = TamperSeenKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        syscall,
+        target,
+        _pad0: 0,
+        arg,
+    };
+    let now = bpf_ktime_get_boot_ns();
+    if let Some(last) = TAMPER_SEEN.get_ptr_mut(&key) {
+        if now.saturating_sub(*last) < REPEAT_NS {
+            return true;
+        }
+        *last = now;
+        return false;
+    }
+    let _ = TAMPER_SEEN.insert(&key, &now, 0);
+    false
+}
+
 #[inline(always)]
 unsafe fn send(syscall: u32, target: i32, arg: u64) {
-    if !offsets_present() {
+    if !offsets_present() || repeated(syscall, target, arg) {
         return;
     }
     let event = record(syscall, target, arg);
@@ -181,7 +206,10 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     // To the ring, and to the log that outlives the agent: a SIGKILL ends the agent before it
-    // reads the ring.
+    // reads the ring. A burst of the same signal from one process is one record.
+    if unsafe { repeated(TAMPER_SIGNAL, tgid as i32, sig) } {
+        return 0;
+    }
     let event = unsafe { record(TAMPER_SIGNAL, tgid as i32, sig) };
     unsafe {
         submit_fixed(&event, EventKind::Tamper);

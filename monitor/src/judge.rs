@@ -28,14 +28,21 @@ impl Judge {
         let findings = self.engine.on_event(e);
         self.recorder.observe(e, self.engine.attribution(e));
         self.recorder.on_findings(&findings);
+        let ended = self.take_ended(&e.time);
+        (findings, ended)
+    }
+
+    /// The jobs that ended since the last call (`time`: when, as reports write it), told to
+    /// the recorder.
+    pub fn take_ended(&mut self, time: &str) -> Vec<EndedJob> {
         let ended = self.engine.take_ended_jobs();
         for job in &ended {
             self.recorder
-                .job_ended(&job.identity.key, e.time.clone(), job.ended_ns);
+                .job_ended(&job.identity.key, time.to_string(), job.ended_ns);
             self.recorder
                 .findings_not_written(&job.identity.key, job.findings_suppressed);
         }
-        (findings, ended)
+        ended
     }
 
     /// Lets time pass (pending checks such as processes outliving their step).

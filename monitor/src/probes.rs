@@ -426,6 +426,17 @@ impl Probes {
         })
     }
 
+    /// The kernel's per-process loss counts (`LOSSES_BY_PROCESS`).
+    pub fn process_loss_reader(&mut self) -> anyhow::Result<ProcessLossReader> {
+        let map = self
+            .ebpf
+            .take_map("LOSSES_BY_PROCESS")
+            .context("LOSSES_BY_PROCESS map missing")?;
+        Ok(ProcessLossReader {
+            map: aya::maps::PerCpuHashMap::try_from(map)?,
+        })
+    }
+
     pub fn loss_reader(&mut self) -> anyhow::Result<LossReader> {
         let map = self.ebpf.take_map("LOSSES").context("LOSSES map missing")?;
         Ok(LossReader {
@@ -634,3 +645,35 @@ impl LossReader {
 }
 
 const _: () = assert!(LOSS_SLOTS as usize >= EventKind::ALL.len());
+
+/// Reads and clears the kernel's per-process loss counts.
+pub struct ProcessLossReader {
+    map: aya::maps::PerCpuHashMap<MapData, u32, monitor_common::ProcessLosses>,
+}
+
+impl ProcessLossReader {
+    /// Every process with losses since the last call, its counts per kind (summed over CPUs);
+    /// the entries are removed.
+    pub fn drain(&mut self) -> Vec<(u32, Vec<(EventKind, u64)>)> {
+        let tgids: Vec<u32> = self.map.keys().filter_map(Result::ok).collect();
+        let mut drained = Vec::new();
+        for tgid in tgids {
+            let Ok(per_cpu) = self.map.get(&tgid, 0) else {
+                continue;
+            };
+            let _ = self.map.remove(&tgid);
+            let counts: Vec<(EventKind, u64)> = EventKind::ALL
+                .into_iter()
+                .map(|kind| {
+                    let slot = kind.loss_slot() as usize;
+                    (kind, per_cpu.iter().map(|l| l.counts[slot]).sum())
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if !counts.is_empty() {
+                drained.push((tgid, counts));
+            }
+        }
+        drained
+    }
+}

@@ -77,6 +77,7 @@ impl Agent {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.path().join("control.sock"));
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
+        use std::os::unix::process::CommandExt as _;
         let child = Command::new(monitor_bin())
             .arg("run")
             .arg("--events")
@@ -93,6 +94,9 @@ impl Agent {
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
+            // Its own process group, as under systemd (where it leads its group): a step can
+            // then signal the agent's group without signalling the test.
+            .process_group(0)
             .spawn()
             .expect("starting the agent");
         let mut agent = Agent {

@@ -168,4 +168,19 @@ fn a_credential_read_survives_a_fork_flood_that_fills_the_ring() {
         "monitor_events_dropped_total{cause=\"kernel_ring_full\",kind=\"open\"}",
     );
     assert_eq!(opens_lost, Some(0.0));
+    // The job's report counts what its own processes lost, by kind, and says so.
+    let report = agent.wait_for_report(&runner);
+    let own = &report["lost_by_job_processes"];
+    assert!(
+        own["fork"].as_u64().unwrap_or(0) > 100,
+        "the storm's forks are charged to the job: {own}"
+    );
+    assert!(own.get("open").is_none(), "{own}");
+    assert!(
+        report["incomplete_because"]
+            .to_string()
+            .contains("of the job's own processes were lost"),
+        "{}",
+        report["incomplete_because"]
+    );
 }

@@ -518,8 +518,9 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
     }
 }
 
-/// Stopping the agent by routes other than `kill(2)` with its pid: `pidfd_send_signal`, and
-/// `kill` made as a 32-bit syscall (`int $0x80`), which syscall tracepoints do not report. The
+/// Stopping the agent by routes other than `kill(2)` with its pid: `pidfd_send_signal`, `kill`
+/// made as a 32-bit syscall (`int $0x80`), which syscall tracepoints do not report, and a kill
+/// of its process group (the agent leads its own, as under systemd). The
 /// signal is seen where it is generated, whatever the route: each is an `agent-tampering`
 /// finding for the step that sent it.
 #[test]
@@ -556,7 +557,8 @@ fn stopping_the_agent_by_any_route_is_reported() {
         "A={pid}\n\
          python3 -S -c 'import os,signal,sys; fd=os.pidfd_open(int(sys.argv[1])); signal.pidfd_send_signal(fd, signal.SIGSTOP)' $A\n\
          sleep 0.3; {stopped} || echo not-stopped; kill -CONT $A\n\
-         '{bin}' $A 19; sleep 0.3; {stopped} || echo not-stopped; '{bin}' $A 18\n",
+         '{bin}' $A 19; sleep 0.3; {stopped} || echo not-stopped; '{bin}' $A 18\n\
+         kill -STOP -- -$A; sleep 0.3; {stopped} || echo not-stopped; kill -CONT -- -$A\n",
         bin = bin.display()
     );
     // The benign twin: a step stopping and resuming its own child by the same routes.
@@ -568,10 +570,10 @@ fn stopping_the_agent_by_any_route_is_reported() {
     );
     let output = runner.run_job(&[("twin", &twin), ("stop", &script)]);
     assert!(output.contains("twin-done"), "{output}");
-    // Both routes really stopped the agent.
+    // The three routes really stopped the agent.
     assert_eq!(
         output.matches("stopped").count() - output.matches("not-stopped").count(),
-        2,
+        3,
         "{output}"
     );
     let findings = agent.wait_for_findings("both stops", |all| {
@@ -582,7 +584,7 @@ fn stopping_the_agent_by_any_route_is_reported() {
                 rule(f) == "agent-tampering" && f["evidence"]["argument"].as_u64() == Some(19)
             })
             .count()
-            >= 2
+            >= 3
     });
     let stops: Vec<Value> = runner
         .findings_of(&findings)
@@ -595,6 +597,8 @@ fn stopping_the_agent_by_any_route_is_reported() {
         .collect();
     assert!(tools.iter().any(|t| t.starts_with("python")), "{stops:#?}");
     assert!(tools.contains(&"kill32"), "{stops:#?}");
+    // The process group's: bash's own `kill` of the negative pid.
+    assert!(tools.contains(&"bash"), "{stops:#?}");
     assert!(stops
         .iter()
         .all(|f| f["severity"] == "critical" && f["step"]["id"] == "stop"));

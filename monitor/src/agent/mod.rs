@@ -133,6 +133,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let rings = probes.take_rings()?;
     let losses = probes.loss_reader()?;
     let probe_errors = probes.probe_error_reader()?;
+    let process_losses = probes.process_loss_reader()?;
     let pin = probes.tamper_log_pin.clone();
     let tamper_log = match tamper_log::TamperLog::open(&mut probes.ebpf, pin) {
         Ok(log) => Some(log),
@@ -204,6 +205,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         line: Vec::with_capacity(4096),
         losses: Some(losses),
         probe_errors: Some(probe_errors),
+        process_losses: Some(process_losses),
+        losses_waiting: Default::default(),
         recent_reports: Default::default(),
         tamper_log,
         guarded,

@@ -1,7 +1,7 @@
 //! The processing task: enriched events through the log, the judge, reports and block mode,
 //! with control requests, SIGHUP reloads and the engine's clock ticks in between.
 
-use std::{io::Write, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, io::Write, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use monitor_common::EventKind;
@@ -38,6 +38,10 @@ pub(super) struct Pipeline {
     pub(super) losses: Option<LossReader>,
     /// The kernel's per-kind count of records its programs could not build.
     pub(super) probe_errors: Option<LossReader>,
+    /// The kernel's per-process loss counts, charged to jobs as `lost` events.
+    pub(super) process_losses: Option<crate::probes::ProcessLossReader>,
+    /// Loss counts of processes not known yet, and how many ticks they waited.
+    pub(super) losses_waiting: std::collections::HashMap<u32, (BTreeMap<String, u64>, u32)>,
     /// The reports of the jobs that ended last, for the hook that asks after the fact.
     pub(super) recent_reports: std::collections::VecDeque<Written>,
     /// The kernel's pinned log of signals aimed at the agent (see `tamper_log`).
@@ -45,6 +49,11 @@ pub(super) struct Pipeline {
     /// The kernel's list of guarded host services (see `guarded`).
     pub(super) guarded: Option<super::guarded::Guarded>,
 }
+
+/// Ticks the loss counts of a process not known yet wait for it (its exec may be queued).
+const LOSS_WAIT_TICKS: u32 = 20;
+/// Processes whose loss counts wait at once.
+const MAX_LOSSES_WAITING: usize = 4096;
 
 /// How long a control request waits for the ring reader's barrier.
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -70,6 +79,9 @@ pub(super) struct Written {
 impl Pipeline {
     pub(super) fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
         stats.events[Metrics::slot(event.header().kind)].inc();
+        // How far the kernel's events have been taken in (the heartbeat's too, which is not
+        // judged): what the engine waits for before it trusts the machine over missing exits.
+        self.judge.engine.kernel_events_up_to(event.header().ts_ns);
         if let (
             KernelEvent::Tamper {
                 header,
@@ -103,12 +115,63 @@ impl Pipeline {
             }
             return;
         }
-        self.log_and_judge(&event, stats);
+        self.log_and_judge_charging(enricher, &event, stats);
+    }
+
+    /// As `log_and_judge`, charging the kernel's per-process losses to their jobs before the
+    /// reports of the jobs this event ends are written.
+    fn log_and_judge_charging(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
+        let ended = self.judge_event(event, stats);
+        if !ended.is_empty() {
+            self.charge_losses(enricher, stats, event.ts_ns);
+        }
+        self.write_reports(ended, stats);
+    }
+
+    /// Turns the kernel's per-process loss counts into `lost` events of those processes, so
+    /// their jobs' reports count them (a process the agent does not know is counted only
+    /// machine-wide).
+    fn charge_losses(&mut self, enricher: &mut Enricher, stats: &Stats, now_ns: u64) {
+        let Some(reader) = self.process_losses.as_mut() else {
+            return;
+        };
+        // Counts of processes the agent does not know yet (their exec still queued behind the
+        // flood) wait a few ticks; a process it never learns of counts only machine-wide.
+        let mut waiting = std::mem::take(&mut self.losses_waiting);
+        for (tgid, counts) in reader.drain() {
+            let entry = waiting.entry(tgid).or_insert_with(|| (BTreeMap::new(), 0));
+            for (kind, n) in counts {
+                *entry.0.entry(kind.name().to_string()).or_default() += n;
+            }
+        }
+        for (tgid, (records, tries)) in waiting {
+            let detail = Detail::Lost {
+                records: records.clone(),
+            };
+            // At the engine's time, not the clock's: the lost records were older than what is
+            // still queued.
+            let at = self.judge.engine.now_ns().min(now_ns);
+            match enricher.control_event(detail, tgid, at) {
+                Some(event) => self.log_and_judge(&event, stats),
+                None if tries < LOSS_WAIT_TICKS
+                    && self.losses_waiting.len() < MAX_LOSSES_WAITING =>
+                {
+                    self.losses_waiting.insert(tgid, (records, tries + 1));
+                }
+                None => {}
+            }
+        }
     }
 
     /// Writes the event to the log, judges it, records it for reports, and writes the reports
     /// of the jobs it ended (kept in `recent_reports` for the hook that asks).
     pub(super) fn log_and_judge(&mut self, event: &Event, stats: &Stats) {
+        let ended = self.judge_event(event, stats);
+        self.write_reports(ended, stats);
+    }
+
+    /// Writes the event to the log and judges it; returns the jobs it ended.
+    fn judge_event(&mut self, event: &Event, stats: &Stats) -> Vec<crate::engine::EndedJob> {
         self.line.clear();
         let written = serde_json::to_writer(&mut self.line, event).is_ok() && {
             self.line.push(b'\n');
@@ -133,6 +196,11 @@ impl Pipeline {
             self.refresh_losses(stats);
             self.judge.recorder.current_drops = Some(stats.drop_totals());
         }
+        ended
+    }
+
+    /// Writes the reports of the jobs that ended (kept in `recent_reports` for the hook).
+    fn write_reports(&mut self, ended: Vec<crate::engine::EndedJob>, stats: &Stats) {
         for job in ended {
             stats.jobs_ended.inc();
             stats
@@ -173,8 +241,8 @@ impl Pipeline {
     }
 
     /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
-    fn handle_control_event(&mut self, event: &Event, stats: &Stats) {
-        self.log_and_judge(event, stats);
+    fn handle_control_event(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
+        self.log_and_judge_charging(enricher, event, stats);
         self.flush(stats);
     }
 
@@ -210,7 +278,7 @@ impl Pipeline {
                 };
                 // Logged and judged either way: a refused request is itself evidence.
                 let verdict = self.judge.engine.job_control_verdict(&event);
-                self.handle_control_event(&event, stats);
+                self.handle_control_event(enricher, &event, stats);
                 if let Err(why) = verdict {
                     return Response::error(format!("refused: {why}"));
                 }
@@ -239,7 +307,7 @@ impl Pipeline {
                     return Response::error("the caller's process is not visible");
                 };
                 let verdict = self.judge.engine.job_control_verdict(&event);
-                self.handle_control_event(&event, stats);
+                self.handle_control_event(enricher, &event, stats);
                 if let Err(why) = verdict {
                     return Response::error(format!("refused: {why}"));
                 }
@@ -472,8 +540,16 @@ pub(super) async fn run(
                 enricher.table.collect_garbage(now);
                 let unparsed = enricher.dns_unparsed.saturating_sub(stats.dns_unparsed.get());
                 stats.dns_unparsed.inc_by(unparsed);
+                pipeline.charge_losses(&mut enricher, &stats, now);
                 let findings = pipeline.judge.tick(now);
                 pipeline.write_findings(findings, &stats);
+                // Jobs the clock ended (an anchor gone without its exit record).
+                let ended = pipeline.judge.take_ended(&now_rfc3339());
+                if !ended.is_empty() {
+                    pipeline.refresh_losses(&stats);
+                    pipeline.judge.recorder.current_drops = Some(stats.drop_totals());
+                }
+                pipeline.write_reports(ended, &stats);
                 pipeline.account_jobs(&stats);
                 if let Some(guarded) = pipeline.guarded.as_mut() {
                     guarded.refresh_if_due();

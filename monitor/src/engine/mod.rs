@@ -38,6 +38,9 @@ use crate::{
 
 /// How often (in event time) ended jobs are checked for retirement.
 const RETIRE_EVERY_NS: u64 = 10 * 1_000_000_000;
+/// How often the live engine asks the machine whether jobs' anchors still run (their exit
+/// record may have been lost in a full ring, and the job would never end).
+const ANCHOR_CHECK_EVERY_NS: u64 = 2 * 1_000_000_000;
 /// How long after a step's root exits its remaining processes count as having outlived it.
 pub const STEP_GRACE_NS: u64 = 2_000_000_000;
 /// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
@@ -197,6 +200,12 @@ pub struct Engine {
     /// Block mode's pending kernel updates.
     enforcement: Vec<Enforcement>,
     last_retire_ns: u64,
+    last_anchor_check_ns: u64,
+    /// The latest time of an event the kernel reported (not the clock's ticks, not the
+    /// agent's own events): what has been processed up to.
+    last_kernel_event_ns: u64,
+    /// Jobs whose anchor was found gone, and when.
+    anchors_gone_since: HashMap<usize, u64>,
     next_id: u64,
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
@@ -243,6 +252,9 @@ impl Engine {
             ended: Vec::new(),
             enforcement: Vec::new(),
             last_retire_ns: 0,
+            last_anchor_check_ns: 0,
+            last_kernel_event_ns: 0,
+            anchors_gone_since: HashMap::new(),
             next_id: 0,
             now_ns: 0,
             evicted: 0,
@@ -344,6 +356,15 @@ impl Engine {
     /// Judges one event.
     pub fn on_event(&mut self, e: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
+        if !matches!(
+            e.detail,
+            Detail::Lost { .. }
+                | Detail::JobStart { .. }
+                | Detail::JobEnd { .. }
+                | Detail::Resume { .. }
+        ) {
+            self.last_kernel_event_ns = self.last_kernel_event_ns.max(e.ts_ns);
+        }
         self.advance(e.ts_ns, &mut out);
         let key = key_of(e.process.pid, e.process.start_ticks);
         match &e.detail {
@@ -400,7 +421,8 @@ impl Engine {
             Detail::Fork {}
             | Detail::JobStart { .. }
             | Detail::JobEnd { .. }
-            | Detail::Resume { .. } => {}
+            | Detail::Resume { .. }
+            | Detail::Lost { .. } => {}
         }
         out
     }
@@ -421,9 +443,56 @@ impl Engine {
         self.now_ns = self.now_ns.max(now_ns);
         self.check_outlived_steps(out);
         self.flush_install_code(out, None);
+        if self.now_ns != u64::MAX
+            && self.now_ns
+                >= self
+                    .last_anchor_check_ns
+                    .saturating_add(ANCHOR_CHECK_EVERY_NS)
+        {
+            self.last_anchor_check_ns = self.now_ns;
+            self.end_jobs_of_vanished_anchors(out);
+        }
         if self.now_ns >= self.last_retire_ns.saturating_add(RETIRE_EVERY_NS) {
             self.last_retire_ns = self.now_ns;
             self.retire_old_jobs();
+        }
+    }
+
+    /// Says the kernel's events up to `ts_ns` have been taken in (the live agent's events that
+    /// are not judged, such as its heartbeat's, still show how far it has read).
+    pub fn kernel_events_up_to(&mut self, ts_ns: u64) {
+        self.last_kernel_event_ns = self.last_kernel_event_ns.max(ts_ns);
+    }
+
+    /// The agent's clock: the latest time it has been given (events and ticks).
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Ends the jobs whose anchor no longer runs although its exit was never seen (lost in a
+    /// full ring): without it they would never end and never be reported. Only once the
+    /// kernel's events up to the moment it was found gone have been judged (a backlog may
+    /// still hold the job's last events and the anchor's exit). Live engine only
+    /// (`still_running`); a replay sees what the log has.
+    fn end_jobs_of_vanished_anchors(&mut self, out: &mut Vec<Finding>) {
+        let Some(still_running) = self.config.still_running else {
+            return;
+        };
+        let now = self.now_ns;
+        let gone: Vec<usize> = self
+            .anchors
+            .iter()
+            .filter(|(key, _)| !still_running(key.tgid, key.start_ticks))
+            .map(|(_, job)| *job)
+            .collect();
+        self.anchors_gone_since.retain(|job, _| gone.contains(job));
+        for job in gone {
+            let since = *self.anchors_gone_since.entry(job).or_insert(now);
+            if self.last_kernel_event_ns >= since {
+                self.anchors_gone_since.remove(&job);
+                self.end_job(job, now);
+                self.flush_install_code(out, Some(job));
+            }
         }
     }
 

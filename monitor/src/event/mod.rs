@@ -145,6 +145,12 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         forged: bool,
     },
+    /// Records the kernel could not deliver for this process (its ring was full), by kind:
+    /// made by the agent from the kernel's per-process counts, so the job's report counts what
+    /// its own processes lost.
+    Lost {
+        records: BTreeMap<String, u64>,
+    },
     /// A process already running when the agent started, carrying a CI job identity in its
     /// environment (read from /proc): how a restarted agent picks running jobs up again.
     Resume {
@@ -187,6 +193,7 @@ impl Detail {
             Detail::Dns { .. } => "dns",
             Detail::Tamper { .. } => "tamper",
             Detail::Resume { .. } => "resume",
+            Detail::Lost { .. } => "lost",
             Detail::JobStart { .. } => "job_start",
             Detail::JobEnd { .. } => "job_end",
         }

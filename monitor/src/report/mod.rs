@@ -168,6 +168,10 @@ pub struct Report {
     pub incomplete_because: Vec<String>,
     /// Events lost while the job ran; `None` when unknown.
     pub drops: Option<Drops>,
+    /// Of those, the records of the job's own processes, by kind (the machine-wide `drops`
+    /// include other jobs' and the host's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lost_by_job_processes: BTreeMap<String, u64>,
     pub omitted: Omitted,
     pub summary: Summary,
     pub steps: Vec<StepReport>,
@@ -202,6 +206,8 @@ struct JobRecord {
     hook_index: HashMap<usize, (usize, usize)>,
     findings: Vec<Finding>,
     omitted: Omitted,
+    /// Records its own processes lost, by kind (`Detail::Lost`).
+    lost: BTreeMap<String, u64>,
     counts: (usize, usize, usize),
     /// Picked up by a (re)started agent: (when, earliest process start, ts).
     resumed: Option<(String, u64, u64)>,
@@ -296,6 +302,7 @@ impl Recorder {
                     hook_index: HashMap::new(),
                     findings: Vec::new(),
                     omitted: Omitted::default(),
+                    lost: BTreeMap::new(),
                     counts: (0, 0, 0),
                     resumed: None,
                 },
@@ -392,6 +399,11 @@ impl Recorder {
                 job.ended.get_or_insert((e.time.clone(), e.ts_ns));
             }
             Detail::Dns { .. } | Detail::Tamper { .. } => {}
+            Detail::Lost { records } => {
+                for (kind, n) in records {
+                    *job.lost.entry(kind.clone()).or_default() += n;
+                }
+            }
             Detail::Resume {
                 process_started_ns, ..
             } => {
@@ -541,6 +553,14 @@ impl Recorder {
             )),
             Some(_) => {}
         }
+        let own: u64 = job.lost.values().sum();
+        if own > 0 {
+            let kinds: Vec<String> = job.lost.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            incomplete.push(format!(
+                "{own} records of the job's own processes were lost ({})",
+                kinds.join(", ")
+            ));
+        }
         let o = &job.omitted;
         if o.processes + o.connections + o.file_accesses + o.findings > 0 {
             incomplete.push(format!(
@@ -597,6 +617,7 @@ impl Recorder {
             complete: incomplete.is_empty(),
             incomplete_because: incomplete,
             drops,
+            lost_by_job_processes: job.lost.clone(),
             omitted: job.omitted.clone(),
             summary,
             steps,
