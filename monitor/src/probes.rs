@@ -7,7 +7,8 @@ use anyhow::{bail, Context as _};
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -537,6 +538,13 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
     Ok(report)
 }
 
+/// One cgroup program at the cgroup v2 root (`dir`, at `root`): the kind's own load and attach.
+enum CgroupProgram {
+    SockAddr,
+    Skb(CgroupSkbAttachType),
+    Sock,
+}
+
 /// Attaches the egress programs at the cgroup v2 root, as links, so programs attached below it
 /// (systemd's, a container runtime's) run too. A kernel or machine without them is reported
 /// (doctor, the `probe_attached` metric): `connect(2)` is still seen through its tracepoints.
@@ -546,62 +554,55 @@ fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
             .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
         Ok((root, dir))
     });
-    for (program, at) in EGRESS_HOOKS {
+    let programs = EGRESS_HOOKS
+        .iter()
+        .map(|(program, at)| (*program, *at, CgroupProgram::SockAddr))
+        .chain([
+            (
+                DNS_QUESTIONS,
+                DNS_QUESTIONS_AT,
+                CgroupProgram::Skb(CgroupSkbAttachType::Egress),
+            ),
+            (
+                DNS_ANSWERS,
+                DNS_ANSWERS_AT,
+                CgroupProgram::Skb(CgroupSkbAttachType::Ingress),
+            ),
+            (RAW_SOCKETS, RAW_SOCKETS_AT, CgroupProgram::Sock),
+        ]);
+    for (program, at, kind) in programs {
         let label = cgroup_label(at);
         let result: anyhow::Result<()> = (|| {
             let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            let prog: &mut CgroupSockAddr = ebpf
+            let found = ebpf
                 .program_mut(program)
-                .with_context(|| format!("program {program} missing from the object"))?
-                .try_into()?;
-            prog.load().map_err(verifier_context(program))?;
-            // As a bpf_link (kernels since 5.7), which lives beside other programs on the
-            // same cgroup as BPF_F_ALLOW_MULTI would (link_create refuses the flag itself).
-            prog.attach(dir, CgroupAttachMode::default())
-                .with_context(|| format!("attaching {program} to {}", root.display()))?;
-            Ok(())
+                .with_context(|| format!("program {program} missing from the object"))?;
+            // As bpf_links (kernels since 5.7), which live beside other programs on the same
+            // cgroup as BPF_F_ALLOW_MULTI would (link_create refuses the flag itself).
+            let mode = CgroupAttachMode::default();
+            let attached = match kind {
+                CgroupProgram::SockAddr => {
+                    let prog: &mut CgroupSockAddr = found.try_into()?;
+                    prog.load().map_err(verifier_context(program))?;
+                    prog.attach(dir, mode).map(drop)
+                }
+                CgroupProgram::Skb(direction) => {
+                    let prog: &mut CgroupSkb = found.try_into()?;
+                    prog.load().map_err(verifier_context(program))?;
+                    prog.attach(dir, direction, mode).map(drop)
+                }
+                CgroupProgram::Sock => {
+                    let prog: &mut CgroupSock = found.try_into()?;
+                    prog.load().map_err(verifier_context(program))?;
+                    prog.attach(dir, mode).map(drop)
+                }
+            };
+            attached.with_context(|| format!("attaching {program} to {}", root.display()))
         })();
         match result {
             Ok(()) => report.attached.push(label),
             Err(e) => report.skipped.push((label, format!("{e:#}"))),
         }
-    }
-    for (program, at, direction) in [
-        (DNS_QUESTIONS, DNS_QUESTIONS_AT, CgroupSkbAttachType::Egress),
-        (DNS_ANSWERS, DNS_ANSWERS_AT, CgroupSkbAttachType::Ingress),
-    ] {
-        let label = cgroup_label(at);
-        let result: anyhow::Result<()> = (|| {
-            let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the object"))?
-                .try_into()?;
-            prog.load().map_err(verifier_context(program))?;
-            prog.attach(dir, direction, CgroupAttachMode::default())
-                .with_context(|| format!("attaching {program} to {}", root.display()))?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => report.attached.push(label),
-            Err(e) => report.skipped.push((label, format!("{e:#}"))),
-        }
-    }
-    let label = cgroup_label(RAW_SOCKETS_AT);
-    let result: anyhow::Result<()> = (|| {
-        let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let prog: &mut aya::programs::CgroupSock = ebpf
-            .program_mut(RAW_SOCKETS)
-            .with_context(|| format!("program {RAW_SOCKETS} missing from the object"))?
-            .try_into()?;
-        prog.load().map_err(verifier_context(RAW_SOCKETS))?;
-        prog.attach(dir, CgroupAttachMode::default())
-            .with_context(|| format!("attaching {RAW_SOCKETS} to {}", root.display()))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => report.attached.push(label),
-        Err(e) => report.skipped.push((label, format!("{e:#}"))),
     }
     // Answers are checked (and block mode allows only checked ones) when both are in place.
     if dns_answers_checked(report) {

@@ -673,3 +673,34 @@ pub fn unprivileged_runner_user() -> TestUser {
 
 /// The canary npm token `monitor selftest` plants in its lab's `~/.npmrc`.
 pub const CANARY_NPM_TOKEN: &str = "npm_SELFTESTCANARY000000000000000000000000";
+
+/// Makes a network namespace named `prefix-<pid>-<n>` with its loopback up and `addresses`
+/// (with their prefix length) on it, for a test's own network; `delete_netns` removes it.
+pub fn make_netns(prefix: &str, addresses: &[&str]) -> String {
+    static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ns = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["ip", "netns", "add", &ns]);
+    run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    for a in addresses {
+        run(&["ip", "-n", &ns, "addr", "add", a, "dev", "lo"]);
+    }
+    ns
+}
+
+/// Removes a namespace `make_netns` made (and its `/etc/netns` files).
+pub fn delete_netns(ns: &str) {
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+}

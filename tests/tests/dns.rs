@@ -5,15 +5,10 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Mutex, MutexGuard,
-    },
+    sync::{Mutex, MutexGuard},
 };
 
-use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
-
-static LABS: AtomicU32 = AtomicU32::new(0);
+use integration_tests::{by_rule, delete_netns, make_netns, Agent, FakeRunner, Value, MARKER_STEP};
 
 /// One test at a time: every agent judges every job on the machine with its own profile, so the
 /// block-mode test's agent would refuse the other tests' connections too.
@@ -34,36 +29,21 @@ struct DnsLab {
     _dir: tempfile::TempDir,
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl DnsLab {
     fn start() -> Self {
-        let ns = format!(
-            "mon-dns-{}-{}",
-            std::process::id(),
-            LABS.fetch_add(1, Ordering::Relaxed)
+        let ns = make_netns(
+            "mon-dns",
+            &[
+                "10.77.0.1/32",
+                "10.77.0.2/32",
+                "10.77.0.3/32",
+                "10.77.0.4/32",
+                "10.77.0.5/32",
+                "10.77.0.9/32",
+                "fd77::1/128",
+                "fd77::2/128",
+            ],
         );
-        run(&["ip", "netns", "add", &ns]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        for a in [
-            "10.77.0.1/32",
-            "10.77.0.2/32",
-            "10.77.0.3/32",
-            "10.77.0.4/32",
-            "10.77.0.5/32",
-            "10.77.0.9/32",
-        ] {
-            run(&["ip", "-n", &ns, "addr", "add", a, "dev", "lo"]);
-        }
-        run(&["ip", "-n", &ns, "addr", "add", "fd77::1/128", "dev", "lo"]);
-        run(&["ip", "-n", &ns, "addr", "add", "fd77::2/128", "dev", "lo"]);
         // `ip netns exec` bind-mounts this over /etc/resolv.conf for what runs in the namespace.
         std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
         std::fs::write(
@@ -162,8 +142,7 @@ impl Drop for DnsLab {
         let _ = self.sink.kill();
         let _ = self.dnsmasq.wait();
         let _ = self.sink.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns));
+        delete_netns(&self.ns);
     }
 }
 

@@ -7,15 +7,10 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Mutex, MutexGuard,
-    },
+    sync::{Mutex, MutexGuard},
 };
 
-use integration_tests::{by_rule, Agent, FakeRunner, Value, MARKER_STEP};
-
-static LABS: AtomicU32 = AtomicU32::new(0);
+use integration_tests::{by_rule, delete_netns, make_netns, Agent, FakeRunner, Value, MARKER_STEP};
 
 /// One test at a time: every agent judges every job on the machine with its own profile, so a
 /// block-mode agent would refuse the other tests' jobs too.
@@ -40,36 +35,12 @@ struct Lab {
     _dir: tempfile::TempDir,
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Lab {
     fn start() -> Self {
-        let ns = format!(
-            "mon-egr-{}-{}",
-            std::process::id(),
-            LABS.fetch_add(1, Ordering::Relaxed)
+        let ns = make_netns(
+            "mon-egr",
+            &[&format!("{SINK}/32"), &format!("{ALLOWED}/32")],
         );
-        run(&["ip", "netns", "add", &ns]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        for a in [SINK, ALLOWED] {
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{a}/32"),
-                "dev",
-                "lo",
-            ]);
-        }
         let dir = tempfile::tempdir().unwrap();
         let received = dir.path().join("received");
         std::fs::write(&received, "").unwrap();
@@ -119,7 +90,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.sink.kill();
         let _ = self.sink.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        delete_netns(&self.ns);
     }
 }
 

@@ -13,18 +13,25 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-#[test]
-fn an_exec_flood_is_counted_exported_and_reported_without_unbounded_memory() {
+/// An agent judging by the strict profile with a main ring of `bytes` (the profile's
+/// directory must outlive it).
+fn strict_agent_with_ring(bytes: &str) -> (Agent, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("strict.yml");
     std::fs::write(&profile, STRICT_PROFILE).unwrap();
-    // One page of ring: an exec storm cannot fit.
     let agent = Agent::start_with(&[
         "--profile",
         profile.to_str().unwrap(),
         "--ring-bytes",
-        "4096",
+        bytes,
     ]);
+    (agent, dir)
+}
+
+#[test]
+fn an_exec_flood_is_counted_exported_and_reported_without_unbounded_memory() {
+    // One page of ring: an exec storm cannot fit.
+    let (agent, _profile) = strict_agent_with_ring("4096");
     let runner = FakeRunner::new();
     runner.run_job_with_hooks(
         // Each program's environment (8 KB of padding) makes its env record bigger than the
@@ -91,16 +98,8 @@ fn an_exec_flood_is_counted_exported_and_reported_without_unbounded_memory() {
 /// storm's losses are real and counted; the read is not among them.
 #[test]
 fn a_credential_read_survives_a_fork_flood_that_fills_the_ring() {
-    let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("strict.yml");
-    std::fs::write(&profile, STRICT_PROFILE).unwrap();
     // 64 KiB for everything else: a few hundred forks fill it.
-    let agent = Agent::start_with(&[
-        "--profile",
-        profile.to_str().unwrap(),
-        "--ring-bytes",
-        "65536",
-    ]);
+    let (agent, _profile) = strict_agent_with_ring("65536");
     let runner = FakeRunner::new();
     let canary = runner.home.join(".aws/credentials");
     std::fs::create_dir_all(canary.parent().unwrap()).unwrap();

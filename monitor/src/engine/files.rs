@@ -121,6 +121,20 @@ impl Engine {
             );
         }
         if access.writes() {
+            let verb = if *created { "created" } else { "wrote" };
+            let written = |rule: RuleId, place: &str, more: (&'static str, serde_json::Value)| {
+                Raw::new(
+                    rule,
+                    format!("{tool} {verb} {path} ({place})"),
+                    format!("{path}:{tool}"),
+                )
+                .evidence(vec![
+                    ("path", json!(path)),
+                    ("place", json!(place)),
+                    ("access", json!(access)),
+                    more,
+                ])
+            };
             if let Some(place) = persistence::classify(home_path) {
                 let owner = place.owned_by(&tool) && !in_hook;
                 if !owner
@@ -128,18 +142,11 @@ impl Engine {
                         .rules_of(job, step)
                         .any(|r| allowed_by(r, |r| &r.persistence.allow))
                 {
-                    let verb = if *created { "created" } else { "wrote" };
-                    let raw = Raw::new(
+                    let raw = written(
                         RuleId::PersistenceWrite,
-                        format!("{tool} {verb} {path} ({})", place.name),
-                        format!("{path}:{tool}"),
-                    )
-                    .evidence(vec![
-                        ("path", json!(path)),
-                        ("place", json!(place.name)),
-                        ("access", json!(access)),
+                        place.name,
                         ("created", json!(created)),
-                    ])
+                    )
                     .allowance(Allowance::Persistence {
                         path: path.clone(),
                         by: tool.clone(),
@@ -147,22 +154,13 @@ impl Engine {
                     self.emit_for(out, raw, e, key);
                 }
             }
-        }
-        if access.writes() {
             if let Some(place) = defences::classify(path) {
                 if !place.owned_by(&tool) || in_hook {
-                    let verb = if *created { "created" } else { "wrote" };
-                    let raw = Raw::new(
+                    let raw = written(
                         RuleId::DefenceTampering,
-                        format!("{tool} {verb} {path} ({})", place.name),
-                        format!("{path}:{tool}"),
-                    )
-                    .evidence(vec![
-                        ("path", json!(path)),
-                        ("place", json!(place.name)),
-                        ("access", json!(access)),
+                        place.name,
                         ("route", json!("file")),
-                    ]);
+                    );
                     self.emit_for(out, raw, e, key);
                 }
             }

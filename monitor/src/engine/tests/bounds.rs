@@ -127,3 +127,40 @@ fn hook_of(sim: &Sim, pid: u32) -> Option<usize> {
         .attribution(e)
         .and_then(|a| a.hook.map(|(n, _, _)| n))
 }
+
+/// A job whose anchor's exit record was lost (a full ring) ends once the machine says the anchor
+/// is gone and the kernel's events up to that moment have been read; with the anchor running,
+/// or without the machine to ask (a replay), it does not.
+#[test]
+fn a_job_whose_anchor_exit_was_lost_ends_when_the_anchor_is_gone() {
+    for (still_running, ends) in [(Some(false), true), (Some(true), false), (None, false)] {
+        let mut sim = Sim::with_config(
+            empty_profile(),
+            EngineConfig {
+                dns_resolvers: vec![],
+                agent_program: Some(MONITOR.into()),
+                still_running: still_running.map(|running| {
+                    if running {
+                        (|_, _| true) as fn(u32, u64) -> bool
+                    } else {
+                        |_, _| false
+                    }
+                }),
+            },
+        );
+        sim.runner().run_step(300, "__run");
+        sim.exit(300);
+        // The Worker's exit never arrives. First check: found gone, events read up to then?
+        let t = sim.ts + 3_000_000_000;
+        sim.engine.tick(t);
+        assert!(sim.engine.take_ended_jobs().is_empty(), "not on the first look");
+        // The kernel's events have been read past that moment (the heartbeat's, say).
+        sim.engine.kernel_events_up_to(t + 1);
+        sim.engine.tick(t + 3_000_000_000);
+        assert_eq!(
+            !sim.engine.take_ended_jobs().is_empty(),
+            ends,
+            "still running: {still_running:?}"
+        );
+    }
+}
