@@ -280,7 +280,8 @@ pub struct DnsAskedTo {
     pub family: u16,
     /// How many bytes of the answer `answer_hash` covers (0: no answer from there yet).
     pub answered: u16,
-    pub _pad0: u32,
+    /// The answer's whole length when known (UDP), else 0.
+    pub answer_len: u32,
     /// FNV-1a (`fnv_step`) of the first `answered` bytes of that answer's message: the read
     /// that returns an answer must return this one, not another datagram with the same id.
     pub answer_hash: u64,

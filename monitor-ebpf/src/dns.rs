@@ -521,5 +521,14 @@ unsafe fn answered(cookie: u64, message: *const u8, len: usize) -> bool {
         return false;
     };
     let n = asked.answered as usize;
-    n != 0 && n <= len && crate::dns_question::hash_head(message, n) == asked.answer_hash
+    let matches = n != 0
+        && n <= len
+        && (asked.answer_len == 0 || asked.answer_len as usize == len)
+        && crate::dns_question::hash_head(message, n) == asked.answer_hash;
+    if matches {
+        // One answer per question: a second datagram with the same id and start, sent by
+        // someone else after the real one arrived, is not vouched for.
+        let _ = DNS_ASKED.remove(&key);
+    }
+    matches
 }

@@ -26,7 +26,7 @@ use monitor_common::{
 };
 
 use crate::{
-    kernel::{event_scratch, offsets_present, submit},
+    kernel::{event_scratch, offsets_present, submit_for},
     DNS_ASKED, DNS_SOCKET_OWNERS,
 };
 
@@ -144,6 +144,13 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     }
     (*asked).answer_hash = hash_head(head.as_ptr(), n);
     (*asked).answered = n as u16;
+    // Over UDP the datagram is the whole message: its length must match too. (A TCP segment
+    // may hold part of it: 0, not compared.)
+    (*asked).answer_len = if packet.sock_type == SOCK_DGRAM {
+        available as u32
+    } else {
+        0
+    };
     Some(())
 }
 
@@ -174,7 +181,7 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         addr: packet.peer,
         family: packet.family,
         answered: 0,
-        _pad0: 0,
+        answer_len: 0,
         answer_hash: 0,
     };
     let key = DnsAskedKey {
@@ -182,7 +189,9 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         id,
         _pad0: [0; 6],
     };
-    let _ = DNS_ASKED.insert(&key, &asked, 0);
+    // A retransmitted question keeps the entry (and any answer already marked on it).
+    const BPF_NOEXIST: u64 = 1;
+    let _ = DNS_ASKED.insert(&key, &asked, BPF_NOEXIST);
     let Some(owner) = DNS_SOCKET_OWNERS.get_ptr(&cookie) else {
         return Ok(());
     };
@@ -218,7 +227,12 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         return Ok(());
     }
     (*event).payload_len = copy as u32;
-    submit(scratch, header_len + copy, EventKind::NetDns);
+    submit_for(
+        scratch,
+        header_len + copy,
+        EventKind::NetDns,
+        (*event).header.tgid,
+    );
     Ok(())
 }
 

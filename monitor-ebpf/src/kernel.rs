@@ -117,17 +117,30 @@ fn ring_for(kind: EventKind) -> &'static RingBuf {
 /// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure.
 #[inline(always)]
 pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
+    if !output(scratch, len, kind) {
+        count_loss(kind);
+    }
+}
+
+/// As `submit`, for programs where the current task is not the record's process (`cgroup_skb`,
+/// which before Linux 6.10 may not even ask for it): a loss is counted for `tgid`.
+#[inline(always)]
+pub unsafe fn submit_for(scratch: *mut EventScratch, len: usize, kind: EventKind, tgid: u32) {
+    if !output(scratch, len, kind) {
+        count_loss_of(kind, tgid);
+    }
+}
+
+#[inline(always)]
+unsafe fn output(scratch: *mut EventScratch, len: usize, kind: EventKind) -> bool {
     let len = len & (monitor_common::EVENT_SCRATCH_LEN - 1);
     let ring: *const RingBuf = ring_for(kind);
-    let ret = aya_ebpf::helpers::generated::bpf_ringbuf_output(
+    aya_ebpf::helpers::generated::bpf_ringbuf_output(
         ring.cast_mut().cast(),
         scratch.cast(),
         len as u64,
         0,
-    );
-    if ret < 0 {
-        count_loss(kind);
-    }
+    ) >= 0
 }
 
 /// Submits a fixed-size record.
@@ -140,12 +153,17 @@ pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
 
 #[inline(always)]
 pub fn count_loss(kind: EventKind) {
+    count_loss_of(kind, (bpf_get_current_pid_tgid() >> 32) as u32);
+}
+
+/// Counts a record of process `tgid` lost: machine-wide and for the process.
+#[inline(always)]
+pub fn count_loss_of(kind: EventKind, tgid: u32) {
     if let Some(slot) = LOSSES.get_ptr_mut(kind.loss_slot()) {
         // Per-CPU value: no other writer can race this increment.
         unsafe { *slot += 1 };
     }
     // And for the process (its job's report), per CPU like the total.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let index = kind.loss_slot() as usize & (monitor_common::LOSS_SLOTS as usize - 1);
     match LOSSES_BY_PROCESS.get_ptr_mut(&tgid) {
         Some(losses) => unsafe { (*losses).counts[index] += 1 },

@@ -172,12 +172,12 @@ const SIGCHLD: u64 = 17;
 const SIGURG: u64 = 23;
 const SIGWINCH: u64 = 28;
 
-/// Signals that stop or end a process whatever it does with them (SIGKILL, SIGSTOP) or by
-/// default (SIGINT, SIGQUIT, SIGABRT, SIGTERM, SIGTSTP). SIGHUP and SIGUSR1/2 are how services
-/// are told to reopen their logs (logrotate): not a stop.
+/// Signals that may stop or end a service: all but the ones services are told things with
+/// (SIGHUP, SIGUSR1/2: reopen logs, flush, rotate; logrotate and journalctl send them) and the
+/// ones that end nothing by default (SIGCHLD, SIGCONT, SIGURG, SIGWINCH).
 #[inline(always)]
 fn stops(sig: u64) -> bool {
-    matches!(sig, 2 | 3 | 6 | 9 | 15 | 19 | 20)
+    !matches!(sig, 0 | 1 | 10 | 12 | 17 | 18 | 23 | 28)
 }
 
 /// Kernel contract: raw tracepoint `signal_generate(int sig, struct kernel_siginfo *info,

@@ -81,7 +81,11 @@ impl Pipeline {
         stats.events[Metrics::slot(event.header().kind)].inc();
         // How far the kernel's events have been taken in (the heartbeat's too, which is not
         // judged): what the engine waits for before it trusts the machine over missing exits.
-        self.judge.engine.kernel_events_up_to(event.header().ts_ns);
+        // Main-ring records only: exits travel there, and a flood may hold them back behind
+        // the security ring's.
+        if !event.header().kind.is_security() {
+            self.judge.engine.kernel_events_up_to(event.header().ts_ns);
+        }
         if let (
             KernelEvent::Tamper {
                 header,

@@ -58,6 +58,11 @@ impl Engine {
             self.emit_for(out, raw, e, key);
             return;
         }
+        // Datagrams to the local link's own groups (mDNS, SSDP, test clusters' discovery) and
+        // its broadcast never leave the link: not egress.
+        if *via == ConnectVia::Send && stays_on_link(address) {
+            return;
+        }
         // DNS to the machine's resolvers, or to a local stub resolver on loopback
         // (systemd-resolved, dnsmasq), is how names get resolved at all.
         if port == 53
@@ -346,5 +351,17 @@ impl Engine {
             ]);
             self.emit_for(out, raw, e, key);
         }
+    }
+}
+
+/// Link-local multicast (224.0.0.0/24, ff02::/16) and the limited broadcast: routers do not
+/// forward them off the local link.
+fn stays_on_link(address: IpAddr) -> bool {
+    match address.to_canonical() {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_broadcast() || (o[0] == 224 && o[1] == 0 && o[2] == 0)
+        }
+        IpAddr::V6(a) => a.segments()[0] == 0xff02,
     }
 }

@@ -298,10 +298,13 @@ impl Engine {
                 RuleId::AgentTampering.clause(),
             ),
             TamperSyscall::SignalGuarded => {
-                let service = self
-                    .procs
-                    .iter()
-                    .find(|(k, _)| k.tgid as i32 == *target)
+                let target_proc = self.procs.iter().find(|(k, _)| k.tgid as i32 == *target);
+                // A job's own copy of such a daemon (started for a test) is the job's to stop.
+                let sender_job = self.procs[&key].job;
+                if target_proc.is_some_and(|(_, p)| p.job == sender_job) {
+                    return;
+                }
+                let service = target_proc
                     .map(|(_, p)| p.tool.clone())
                     .unwrap_or_else(|| "a guarded service".into());
                 (

@@ -82,6 +82,13 @@ pub static PLACES: LazyLock<Vec<DefencePlace>> = LazyLock::new(|| {
                 "sshd",
                 "login",
                 "cloud-init",
+                // Their own logs, written during an ordinary package install.
+                "update-alternatives",
+                "fc-cache",
+                "useradd",
+                "groupadd",
+                "usermod",
+                "adduser",
             ],
         ),
         place(
@@ -154,7 +161,33 @@ pub fn command_disables(tool: &str, argv: &[String]) -> Option<String> {
     let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
     match tool {
         "systemctl" => {
-            let verb = args.iter().find(|a| !a.starts_with('-'))?;
+            // The verb is the first word that is neither an option nor an option's value.
+            const WITH_VALUE: &[&str] = &[
+                "-s",
+                "--signal",
+                "-p",
+                "--property",
+                "-H",
+                "--host",
+                "-M",
+                "--machine",
+                "-t",
+                "--type",
+                "--state",
+                "--kill-whom",
+                "--kill-who",
+                "-n",
+                "--lines",
+                "-o",
+                "--output",
+                "--root",
+                "--job-mode",
+                "--what",
+            ];
+            let mut words = args.iter().enumerate().filter(|(i, a)| {
+                !a.starts_with('-') && !(*i > 0 && WITH_VALUE.contains(&args[i - 1]))
+            });
+            let (_, verb) = words.next()?;
             if !STOP_VERBS.contains(verb) {
                 return None;
             }
@@ -249,6 +282,8 @@ mod tests {
         assert!(off("modprobe", &["modprobe", "dummy"]).is_some());
         assert!(off("journalctl", &["journalctl", "--vacuum-time=1s"]).is_some());
         assert!(off("pkill", &["pkill", "-STOP", "auditd"]).is_some());
+        // An option's value is not the verb.
+        assert!(off("systemctl", &["systemctl", "-s", "KILL", "kill", "auditd"]).is_some());
         // Benign twins: services of the job's own, status queries, reading logs.
         assert!(off("systemctl", &["systemctl", "stop", "postgresql"]).is_none());
         assert!(off("systemctl", &["systemctl", "status", "auditd"]).is_none());

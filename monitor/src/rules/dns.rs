@@ -131,6 +131,9 @@ impl JobNames {
     /// Counts a question under its registrable domain; the zone, once, when it first passes
     /// `EXFIL_UNIQUE_NAMES` distinct names or `EXFIL_ZONE_BYTES` characters left of it.
     pub fn count_question(&mut self, name: &str) -> Option<TunnelZone> {
+        if is_reverse_lookup(name) {
+            return None;
+        }
         let zone = registrable_domain(name)?;
         if !self.zones.contains_key(&zone) && self.zones.len() >= MAX_ZONES_PER_JOB {
             return None;
@@ -183,6 +186,12 @@ pub fn registrable_domain(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Reverse lookups (`4.3.2.1.in-addr.arpa`, the 32 nibbles of `ip6.arpa`): made of digits and
+/// hex by design, and asked for every address a tool prints by name.
+fn is_reverse_lookup(name: &str) -> bool {
+    name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa")
+}
+
 /// Shannon entropy of `label`, in bits per character.
 pub fn entropy(label: &str) -> f64 {
     let mut counts = [0usize; 256];
@@ -231,6 +240,9 @@ pub struct DataPart {
 }
 
 pub fn data_carrying_part(name: &str) -> Option<DataPart> {
+    if is_reverse_lookup(name) {
+        return None;
+    }
     if let Some(label) = data_carrying_label(name) {
         return Some(DataPart {
             text: label.to_string(),
@@ -429,6 +441,8 @@ mod tests {
             "e1234.dscb.akamaiedge.net",
             "www.googleapis.com",
             "_https._tcp.deb.debian.org",
+            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.0.0.0.0.1.2.3.4.ip6.arpa",
+            "34.216.184.93.in-addr.arpa",
         ] {
             assert!(data_carrying_part(ordinary).is_none(), "{ordinary}");
         }

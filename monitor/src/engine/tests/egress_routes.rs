@@ -14,6 +14,9 @@ fn a_datagram_with_a_destination_is_egress_like_a_connection() {
     // Allowed, and DNS to a loopback stub: quiet, whatever the route.
     sim.egress_hook(300, "10.0.0.1", 5353, CONNECT_VIA_SEND, false);
     sim.egress_hook(300, "127.0.0.53", 53, CONNECT_VIA_SEND, false);
+    // mDNS and SSDP stay on the link.
+    sim.egress_hook(300, "224.0.0.251", 5353, CONNECT_VIA_SEND, false);
+    sim.egress_hook(300, "ff02::fb", 5353, CONNECT_VIA_SEND, false);
     assert!(sim.findings.is_empty(), "{:?}", sim.rules());
     sim.egress_hook(300, "10.0.0.9", 5353, CONNECT_VIA_SEND, false);
     let f = sim.only("unexpected-egress");
