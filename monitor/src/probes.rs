@@ -31,35 +31,48 @@ pub struct Hook {
 }
 
 /// Whether the hook a report label (`tracepoint/sched/sched_process_exec`) names is optional.
-/// The egress hooks are: without them `connect(2)` is still seen (block mode requires them).
+/// Every cgroup program is: without them `connect(2)` is still seen (block mode requires the
+/// egress hooks, `egress_hooks_attached`).
 pub fn is_optional(label: &str) -> bool {
-    label == cgroup_label(DNS_QUESTIONS_AT)
-        || label == cgroup_label(DNS_ANSWERS_AT)
-        || label == cgroup_label(RAW_SOCKETS_AT)
-        || EGRESS_HOOKS.iter().any(|(_, at)| label == cgroup_label(at))
+    CGROUP_PROGRAMS
+        .iter()
+        .any(|(_, at, _)| label == cgroup_label(at))
         || HOOKS
             .iter()
             .any(|h| h.optional && label.rsplit('/').next() == Some(h.name))
 }
 
-/// The cgroup socket-address programs (monitor-ebpf egress.rs) and their attach points: every
-/// connect and every addressed send, whatever route made it. Attached at the cgroup v2 root.
-pub const EGRESS_HOOKS: [(&str, &str); 4] = [
-    ("egress_connect4", "connect4"),
-    ("egress_connect6", "connect6"),
-    ("egress_sendmsg4", "sendmsg4"),
-    ("egress_sendmsg6", "sendmsg6"),
-];
+/// How a cgroup program is loaded and attached.
+#[derive(Clone, Copy)]
+enum CgroupProgram {
+    SockAddr,
+    Skb(CgroupSkbAttachType),
+    Sock,
+}
 
-/// The packet-level DNS programs (monitor-ebpf dns_question.rs), at the cgroup v2 root:
-/// questions on their way out, answers on their way in.
-const DNS_QUESTIONS: &str = "dns_questions";
+/// The cgroup programs, all attached at the cgroup v2 root, as (program, attach point, kind):
+/// the socket-address hooks (monitor-ebpf egress.rs: every connect and addressed send,
+/// whatever route made it), the packet-level DNS programs (dns_question.rs: questions on their
+/// way out, answers on their way in) and raw sockets (sockets.rs).
+const CGROUP_PROGRAMS: [(&str, &str, CgroupProgram); 7] = [
+    ("egress_connect4", "connect4", CgroupProgram::SockAddr),
+    ("egress_connect6", "connect6", CgroupProgram::SockAddr),
+    ("egress_sendmsg4", "sendmsg4", CgroupProgram::SockAddr),
+    ("egress_sendmsg6", "sendmsg6", CgroupProgram::SockAddr),
+    (
+        "dns_questions",
+        DNS_QUESTIONS_AT,
+        CgroupProgram::Skb(CgroupSkbAttachType::Egress),
+    ),
+    (
+        "dns_answers_in",
+        DNS_ANSWERS_AT,
+        CgroupProgram::Skb(CgroupSkbAttachType::Ingress),
+    ),
+    ("raw_sockets", "sock_create", CgroupProgram::Sock),
+];
 const DNS_QUESTIONS_AT: &str = "skb_egress";
-const DNS_ANSWERS: &str = "dns_answers_in";
 const DNS_ANSWERS_AT: &str = "skb_ingress";
-/// Raw IPv4/IPv6 sockets, whatever creates them (monitor-ebpf sockets.rs).
-const RAW_SOCKETS: &str = "raw_sockets";
-const RAW_SOCKETS_AT: &str = "sock_create";
 
 /// Whether answers can be checked against their questions (both packet programs attached):
 /// an answer read without the kernel's `DNS_FROM_ASKED` mark is then forged.
@@ -73,11 +86,12 @@ fn cgroup_label(attach: &str) -> String {
     format!("cgroup/{attach}")
 }
 
-/// Whether every egress hook is attached (block mode refuses to start without them).
+/// Whether every socket-address hook is attached (block mode refuses to start without them).
 pub fn egress_hooks_attached(report: &AttachReport) -> bool {
-    EGRESS_HOOKS
+    CGROUP_PROGRAMS
         .iter()
-        .all(|(_, at)| report.attached.contains(&cgroup_label(at)))
+        .filter(|(_, _, kind)| matches!(kind, CgroupProgram::SockAddr))
+        .all(|(_, at, _)| report.attached.contains(&cgroup_label(at)))
 }
 
 pub const HOOKS: &[Hook] = &[
@@ -538,13 +552,6 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
     Ok(report)
 }
 
-/// One cgroup program at the cgroup v2 root (`dir`, at `root`): the kind's own load and attach.
-enum CgroupProgram {
-    SockAddr,
-    Skb(CgroupSkbAttachType),
-    Sock,
-}
-
 /// Attaches the egress programs at the cgroup v2 root, as links, so programs attached below it
 /// (systemd's, a container runtime's) run too. A kernel or machine without them is reported
 /// (doctor, the `probe_attached` metric): `connect(2)` is still seen through its tracepoints.
@@ -554,23 +561,7 @@ fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
             .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
         Ok((root, dir))
     });
-    let programs = EGRESS_HOOKS
-        .iter()
-        .map(|(program, at)| (*program, *at, CgroupProgram::SockAddr))
-        .chain([
-            (
-                DNS_QUESTIONS,
-                DNS_QUESTIONS_AT,
-                CgroupProgram::Skb(CgroupSkbAttachType::Egress),
-            ),
-            (
-                DNS_ANSWERS,
-                DNS_ANSWERS_AT,
-                CgroupProgram::Skb(CgroupSkbAttachType::Ingress),
-            ),
-            (RAW_SOCKETS, RAW_SOCKETS_AT, CgroupProgram::Sock),
-        ]);
-    for (program, at, kind) in programs {
+    for (program, at, kind) in CGROUP_PROGRAMS {
         let label = cgroup_label(at);
         let result: anyhow::Result<()> = (|| {
             let (root, dir) = root.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;

@@ -195,16 +195,16 @@ impl Pipeline {
             }
         }
         self.write_findings(findings, stats);
-        if !ended.is_empty() {
-            // A report must count the losses up to now, not up to the last tick.
-            self.refresh_losses(stats);
-            self.judge.recorder.current_drops = Some(stats.drop_totals());
-        }
         ended
     }
 
     /// Writes the reports of the jobs that ended (kept in `recent_reports` for the hook).
     fn write_reports(&mut self, ended: Vec<crate::engine::EndedJob>, stats: &Stats) {
+        if !ended.is_empty() {
+            // A report must count the losses up to now, not up to the last tick.
+            self.refresh_losses(stats);
+            self.judge.recorder.current_drops = Some(stats.drop_totals());
+        }
         for job in ended {
             stats.jobs_ended.inc();
             stats
@@ -549,10 +549,6 @@ pub(super) async fn run(
                 pipeline.write_findings(findings, &stats);
                 // Jobs the clock ended (an anchor gone without its exit record).
                 let ended = pipeline.judge.take_ended(&now_rfc3339());
-                if !ended.is_empty() {
-                    pipeline.refresh_losses(&stats);
-                    pipeline.judge.recorder.current_drops = Some(stats.drop_totals());
-                }
                 pipeline.write_reports(ended, &stats);
                 pipeline.account_jobs(&stats);
                 if let Some(guarded) = pipeline.guarded.as_mut() {
