@@ -26,10 +26,12 @@ pub enum EventKind {
     /// ptrace, reading or writing another process's memory, bpf(2).
     Tamper = 48,
     FileOpen = 32,
+    /// A name made for a file by rename, link or symlink: a write of that name by another route.
+    FileName = 33,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
@@ -38,6 +40,7 @@ impl EventKind {
         EventKind::NetDns,
         EventKind::FileOpen,
         EventKind::Tamper,
+        EventKind::FileName,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -49,7 +52,7 @@ impl EventKind {
     pub const fn is_security(self) -> bool {
         matches!(
             self,
-            EventKind::NetConnect | EventKind::FileOpen | EventKind::Tamper
+            EventKind::NetConnect | EventKind::FileOpen | EventKind::Tamper | EventKind::FileName
         )
     }
 
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::ProcessEnv => 5,
             EventKind::NetDns => 6,
             EventKind::Tamper => 7,
+            EventKind::FileName => 8,
         }
     }
 
@@ -77,12 +81,13 @@ impl EventKind {
             EventKind::ProcessEnv => "env",
             EventKind::NetDns => "dns",
             EventKind::Tamper => "tamper",
+            EventKind::FileName => "name",
         }
     }
 }
 
 /// Width of the `LOSSES` per-CPU array: one slot per event kind, with room to grow.
-pub const LOSS_SLOTS: u32 = 8;
+pub const LOSS_SLOTS: u32 = 16;
 
 /// Records lost for one process, per `EventKind::loss_slot` (`LOSSES_BY_PROCESS`): the agent
 /// reads and clears them on every tick and charges them to the process's job.
@@ -505,6 +510,43 @@ pub struct FileOpenEvent {
     pub path_len: u16,
     pub _pad0: u16,
 }
+
+/// A new name given to a file (`FileNameEvent::op`).
+pub const NAME_OP_RENAME: u32 = 1;
+pub const NAME_OP_LINK: u32 = 2;
+pub const NAME_OP_SYMLINK: u32 = 3;
+
+/// `FileNameEvent` flags: the directory a relative name is relative to could not be resolved,
+/// or was resolved only in part (too deep).
+pub const NAME_DIR_UNRESOLVED: u32 = 1 << 0;
+pub const NAME_DIR_TRUNCATED: u32 = 1 << 1;
+/// The new name was cut at `MAX_PATH_LEN` (or could not be read).
+pub const NAME_TRUNCATED: u32 = 1 << 2;
+/// The directory is the one the (relative) new name is relative to.
+pub const NAME_DIR_FOR_NEW: u32 = 1 << 3;
+/// The directory is (also) the one the (relative) old name is relative to.
+pub const NAME_DIR_FOR_FROM: u32 = 1 << 4;
+
+/// A successful rename, link or symlink whose new name (or, for rename and link, old name) passed
+/// the watch filter. Followed by `dir_len` bytes (the directory a relative new name is relative
+/// to, resolved like an open's path; empty for an absolute name), `name_len` bytes (the new name
+/// as the process gave it) and `from_len` bytes (the old name or the symlink's target as given).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileNameEvent {
+    pub header: EventHeader,
+    /// `NAME_OP_*`.
+    pub op: u32,
+    /// `MATCH_*` bits of the new name (and `MATCH_FROM` when the old name matched).
+    pub matched: u32,
+    pub dir_len: u16,
+    pub name_len: u16,
+    pub from_len: u16,
+    pub _pad0: u16,
+}
+
+/// The old name of a rename or link passed the watch filter (a credential moved or linked away).
+pub const MATCH_FROM: u32 = 1 << 6;
 
 /// Size of a watch-map key: a file or directory name, NUL padded. Longer names are cut.
 pub const NAME_KEY_LEN: usize = 64;

@@ -14,11 +14,13 @@ mod dns;
 mod dns_question;
 mod egress;
 mod kernel;
+mod new_name;
 mod open;
 mod path;
 mod process;
 mod sockets;
 mod tamper;
+mod watch;
 
 use aya_ebpf::{
     macros::map,

@@ -10,18 +10,14 @@
 //! agent, and only a match pays for the full path walk and a ring-buffer record.
 
 use aya_ebpf::{
-    helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-    },
-    macros::{map, raw_tracepoint, tracepoint},
-    maps::{lpm_trie::Key, PerCpuArray},
+    helpers::generated::bpf_get_current_pid_tgid,
+    macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    AffixKey, EventKind, FileOpenEvent, NameKey, IO_URING_LAYOUT_CQE_ARG2,
-    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX,
-    MATCH_PARENT_DIR, MATCH_PROC_OTHER, NAME_KEY_LEN, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED,
-    OPEN_VIA_IO_URING, PROC_SUPER_MAGIC, SUFFIX_KEY_LEN, WATCH_PROC_OTHER, WATCH_READ, WATCH_WRITE,
+    EventKind, FileOpenEvent, NameKey, IO_URING_LAYOUT_CQE_ARG2, IO_URING_LAYOUT_RES_ARG3,
+    MATCH_ALL, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING,
+    PROC_SUPER_MAGIC, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -29,21 +25,12 @@ use crate::{
         config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    path, WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PARENT_DIRS,
+    path, watch,
 };
 
 const FMODE_WRITE: u32 = 0x2;
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
-
-#[repr(C)]
-pub struct FilterScratch {
-    name: Key<NameKey>,
-    suffix: Key<AffixKey>,
-    tail: [u8; SUFFIX_KEY_LEN * 2],
-}
-#[map]
-static FILTER_SCRATCH: PerCpuArray<FilterScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
@@ -148,97 +135,40 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
     Ok(())
 }
 
-/// Copies a dentry's name into `key` (zero padded, cut at NAME_KEY_LEN - 1); returns its length.
-#[inline(always)]
-unsafe fn load_name(dentry: *const u8, key: *mut NameKey) -> Result<(u32, *const u8), i64> {
-    let qstr = dentry.wrapping_add(off!(dentry_d_name));
-    let len = read::<u32>(qstr, off!(qstr_len))?;
-    let name = read_ptr(qstr, off!(qstr_name))?;
-    let words = key.cast::<u64>();
-    let mut i = 0;
-    while i < NAME_KEY_LEN / 8 {
-        *words.add(i) = 0;
-        i += 1;
-    }
-    bpf_probe_read_kernel_str(key.cast(), NAME_KEY_LEN as u32, name.cast());
-    Ok((len, name))
-}
-
+/// The watch bits of an opened dentry: its own name and its parent directory's name, and for
+/// `/proc/<pid>/{mem,environ,maps}` whether the pid is another process's.
 #[inline(always)]
 unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Result<u32, i64> {
-    let scratch = FILTER_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
-    let name_key = &raw mut (*scratch).name;
-    let mut matched = 0u32;
-
-    let (len, name) = load_name(dentry, &raw mut (*name_key).data)?;
-    let mut proc_candidate = false;
-    if let Some(value) = WATCH_NAMES.get_ptr(&(*name_key).data) {
-        let value = *value;
-        if value & access != 0 {
-            matched |= MATCH_NAME;
-        }
-        proc_candidate = value & WATCH_PROC_OTHER != 0;
-    }
-    (*name_key).prefix_len = (NAME_KEY_LEN as u32) * 8;
-    if let Some(value) = WATCH_NAME_PREFIXES.get(&*name_key) {
-        if *value & access != 0 {
-            matched |= MATCH_NAME_PREFIX;
-        }
-    }
-
-    // Suffixes: the last (up to) SUFFIX_KEY_LEN bytes of the name, reversed.
-    let tail_len = if len < SUFFIX_KEY_LEN as u32 {
-        len
-    } else {
-        SUFFIX_KEY_LEN as u32
-    };
-    let tail = (*scratch).tail.as_mut_ptr();
-    let suffix = &raw mut (*scratch).suffix;
-    if bpf_probe_read_kernel(
-        tail.cast(),
-        tail_len & (SUFFIX_KEY_LEN as u32 * 2 - 1),
-        name.add((len - tail_len) as usize).cast(),
-    ) == 0
-    {
-        let out = (*suffix).data.bytes.as_mut_ptr();
-        let mut i = 0u32;
-        while i < SUFFIX_KEY_LEN as u32 {
-            *out.add(i as usize) = if i < tail_len {
-                *tail.add(((tail_len - 1 - i) as usize) & (SUFFIX_KEY_LEN - 1))
-            } else {
-                0
-            };
-            i += 1;
-        }
-        (*suffix).prefix_len = tail_len * 8;
-        if let Some(value) = WATCH_NAME_SUFFIXES.get(&*suffix) {
-            if *value & access != 0 {
-                matched |= MATCH_NAME_SUFFIX;
-            }
-        }
-    }
+    let (len, name) = dentry_name(dentry)?;
+    let (mut matched, proc_candidate) = watch::match_name(name, len, access)?;
 
     // The parent directory's name (~/.ssh/*, .github/workflows/*, ...).
     let parent = read_ptr(dentry, off!(dentry_d_parent))?;
-    load_name(parent, &raw mut (*name_key).data)?;
-    if let Some(value) = WATCH_PARENT_DIRS.get_ptr(&(*name_key).data) {
-        if *value & access != 0 {
-            matched |= MATCH_PARENT_DIR;
-        }
-    }
+    let (parent_len, parent_name) = dentry_name(parent)?;
+    matched |= watch::match_parent(parent_name, parent_len, access)?;
 
     // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
     if proc_candidate {
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
-            let owner = parse_pid(&(*name_key).data);
+            // The parent's name is still loaded in the filter's key.
+            let owner = parse_pid(&(*watch::scratch()?).name.data);
             if owner != tgid && owner != tid {
                 matched |= MATCH_PROC_OTHER;
             }
         }
     }
     Ok(matched)
+}
+
+/// A dentry's name: its length and where its bytes are.
+#[inline(always)]
+pub unsafe fn dentry_name(dentry: *const u8) -> Result<(u32, *const u8), i64> {
+    let qstr = dentry.wrapping_add(off!(dentry_d_name));
+    let len = read::<u32>(qstr, off!(qstr_len))?;
+    let name = read_ptr(qstr, off!(qstr_name))?;
+    Ok((len, name))
 }
 
 /// The decimal number in a /proc directory name, or 0 when it is not one.

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
 
 use monitor_common::{
-    ConnectEvent, DnsEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
-    ForkEvent, TamperEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
+    ConnectEvent, DnsEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileNameEvent,
+    FileOpenEvent, ForkEvent, TamperEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
 };
 
 use crate::ci::env::select_env;
@@ -122,6 +122,16 @@ pub enum KernelEvent {
         matched: u32,
         fd: i32,
     },
+    /// A rename, link or symlink whose names passed the watch filter.
+    Name {
+        header: Header,
+        op: u32,
+        matched: u32,
+        /// The directory a relative name is relative to (`NAME_DIR_FOR_*` in the flags say which).
+        dir: String,
+        name: String,
+        from: String,
+    },
 }
 
 impl KernelEvent {
@@ -134,7 +144,8 @@ impl KernelEvent {
             | KernelEvent::Connect { header, .. }
             | KernelEvent::Dns { header, .. }
             | KernelEvent::Tamper { header, .. }
-            | KernelEvent::Open { header, .. } => header,
+            | KernelEvent::Open { header, .. }
+            | KernelEvent::Name { header, .. } => header,
         }
     }
 }
@@ -326,6 +337,26 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 payload: payload.to_vec(),
                 received_len: raw.received_len,
+            }
+        }
+        EventKind::FileName => {
+            let raw: FileNameEvent = read_struct(bytes, "name record")?;
+            let [dir, name, from] = sections(
+                bytes,
+                std::mem::size_of::<FileNameEvent>(),
+                [
+                    raw.dir_len as usize,
+                    raw.name_len as usize,
+                    raw.from_len as usize,
+                ],
+            )?;
+            KernelEvent::Name {
+                header,
+                op: raw.op,
+                matched: raw.matched,
+                dir: text(dir),
+                name: text(name),
+                from: text(from),
             }
         }
         EventKind::FileOpen => {

@@ -58,10 +58,11 @@ pub enum RuleId {
     DefenceTampering,
     DnsForgedAnswer,
     RawSocket,
+    CredentialRelinked,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 22] = [
+    pub const ALL: [RuleId; 23] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -84,6 +85,7 @@ impl RuleId {
         RuleId::DefenceTampering,
         RuleId::DnsForgedAnswer,
         RuleId::RawSocket,
+        RuleId::CredentialRelinked,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -111,6 +113,7 @@ impl RuleId {
             RuleId::DefenceTampering => "defence-tampering",
             RuleId::DnsForgedAnswer => "dns-forged-answer",
             RuleId::RawSocket => "raw-socket",
+            RuleId::CredentialRelinked => "credential-relinked",
         }
     }
 
@@ -139,7 +142,8 @@ impl RuleId {
             | RuleId::FindingFlood
             | RuleId::DefenceTampering
             | RuleId::DnsForgedAnswer
-            | RuleId::RawSocket => Severity::High,
+            | RuleId::RawSocket
+            | RuleId::CredentialRelinked => Severity::High,
         }
     }
 
@@ -180,6 +184,9 @@ impl RuleId {
                 "processes.background: only listed programs may outlive their step"
             }
             RuleId::RawSocket => "egress: a raw or packet socket sends past every address and port rule",
+            RuleId::CredentialRelinked => {
+                "credentials: a credential under another name is read past every path rule"
+            }
             RuleId::DnsForgedAnswer => "a DNS answer is evidence of where a name points only when it comes from where the question went",
             RuleId::DefenceTampering => "a job does not switch off the host's logging, auditing, hardening or module policy",
             RuleId::FindingFlood => "a job raising thousands of findings buries the ones that matter and can push earlier findings out of rotated logs: past the bound they are counted, not written",

@@ -73,7 +73,27 @@ impl WatchList {
             (".zprofile", WATCH_WRITE),
             (".bash_logout", WATCH_WRITE),
             ("authorized_keys", WATCH_WRITE),
+            ("authorized_keys2", WATCH_WRITE),
             ("crontab", WATCH_WRITE),
+            (".bash_login", WATCH_WRITE),
+            (".shrc", WATCH_WRITE),
+            ("profile", WATCH_WRITE),
+            ("environment", WATCH_WRITE),
+            ("bash.bashrc", WATCH_WRITE),
+            ("gitconfig", WATCH_WRITE),
+            ("ld.so.preload", WATCH_WRITE),
+            ("rc.local", WATCH_WRITE),
+            ("sshrc", WATCH_WRITE),
+            // Directories of persistence places: renaming a whole directory into place is a
+            // rename of this name (directories are never opened for writing, so opens never
+            // match these).
+            ("workflows", WATCH_WRITE),
+            (".ssh", WATCH_WRITE),
+            ("hooks", WATCH_WRITE),
+            ("autostart", WATCH_WRITE),
+            ("cron.d", WATCH_WRITE),
+            ("profile.d", WATCH_WRITE),
+            ("sudoers.d", WATCH_WRITE),
             // The host's other defences (rules/defences.rs): hardening switches, logging and
             // audit configuration, module policy. Writes only.
             ("randomize_va_space", WATCH_WRITE),
@@ -110,6 +130,8 @@ impl WatchList {
             (".map", WATCH_READ),
             (".tfstate", WATCH_READ),
             (".ovpn", WATCH_READ),
+            (".service", WATCH_WRITE),
+            (".timer", WATCH_WRITE),
         ];
         let parent_dirs = [
             (".ssh", RW),
@@ -130,6 +152,19 @@ impl WatchList {
             (".vscode", WATCH_WRITE),
             ("autostart", WATCH_WRITE),
             ("cron.d", WATCH_WRITE),
+            ("cron.hourly", WATCH_WRITE),
+            ("cron.daily", WATCH_WRITE),
+            ("cron.weekly", WATCH_WRITE),
+            ("cron.monthly", WATCH_WRITE),
+            ("crontabs", WATCH_WRITE),
+            ("hooks", WATCH_WRITE),
+            ("profile.d", WATCH_WRITE),
+            ("sudoers.d", WATCH_WRITE),
+            ("init.d", WATCH_WRITE),
+            ("git", WATCH_WRITE),
+            ("zsh", WATCH_WRITE),
+            // systemd units (`/etc/systemd/system/x.service` and its `*.wants/` links).
+            ("system", WATCH_WRITE),
             // Defences: audit and logging configuration, the system logs, module policy.
             ("audit", WATCH_WRITE),
             ("rules.d", WATCH_WRITE),

@@ -9,7 +9,7 @@ use super::{
     link_of, Engine, WrittenPth,
 };
 use crate::{
-    event::{Detail, Event, MatchReason},
+    event::{Access, Detail, Event, MatchReason, NameOp},
     finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{AccessRule, Allowance, PathPattern, Rules},
@@ -38,22 +38,23 @@ impl Engine {
         let home_path = self.home_relative(job, path);
         let home_path = home_path.as_deref().unwrap_or(path);
         let allowed_by = |rules: &Rules, list: fn(&Rules) -> &Vec<AccessRule>| {
-            list(rules).iter().any(|a| {
-                (a.path.matches(path) || a.path.matches(home_path))
-                    && a.by.iter().any(|b| {
-                        if b.starts_with('/') {
-                            PathPattern::new(b)
-                                .is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
-                        } else {
-                            tool_matches(b, &tool)
-                        }
-                    })
-            })
+            access_allowed(rules, list, e, &tool, path, home_path)
         };
 
         // Another process's memory, environment or memory map: always a finding.
         if matched.contains(&MatchReason::ProcOtherProcess) {
-            if let Some((target, file)) = credentials::proc_target(path) {
+            // The kernel saw a proc file of another thread id; a thread of the reader's own
+            // process is its own memory. A path that cannot be parsed is still judged (fail
+            // closed), as the file its name says.
+            let parsed = credentials::proc_target(path);
+            if parsed.is_some_and(|(target, _)| target == e.process.pid) {
+                return;
+            }
+            let unparsed = || {
+                let file = path.rsplit('/').next().unwrap_or("");
+                matches!(file, "mem" | "environ" | "maps").then_some((0, file))
+            };
+            if let Some((target, file)) = parsed.or_else(unparsed) {
                 if file == "environ" && credentials::environ_read_is_listing(&tool, &e.process.argv)
                 {
                     return;
@@ -71,13 +72,16 @@ impl Engine {
                 };
                 let raw = Raw::new(
                     rule,
-                    format!("{tool} opened the {what} of process {target} ({path})"),
+                    match target {
+                        0 => format!("{tool} opened the {what} of another process ({path})"),
+                        _ => format!("{tool} opened the {what} of process {target} ({path})"),
+                    },
                     format!("{path}:{}", e.process.pid),
                 )
                 .severity(severity)
                 .evidence(vec![
                     ("path", json!(path)),
-                    ("target_pid", json!(target)),
+                    ("target_pid", json!((target != 0).then_some(target))),
                     ("access", json!(access)),
                 ])
                 // Pids change from run to run: an allowance names the file of any process.
@@ -107,63 +111,15 @@ impl Engine {
             return;
         }
 
-        if access.writes() && lifecycle::is_site_pth(path) {
-            let chain = self.chain(e, key);
-            self.written_pth.insert(
-                path.clone(),
-                WrittenPth {
-                    job,
-                    step,
-                    hook,
-                    writer: chain,
-                    writer_seq: e.seq,
-                },
-            );
-        }
         if access.writes() {
-            let verb = if *created { "created" } else { "wrote" };
-            let written = |rule: RuleId, place: &str, more: (&'static str, serde_json::Value)| {
-                Raw::new(
-                    rule,
-                    format!("{tool} {verb} {path} ({place})"),
-                    format!("{path}:{tool}"),
-                )
-                .evidence(vec![
-                    ("path", json!(path)),
-                    ("place", json!(place)),
-                    ("access", json!(access)),
-                    more,
-                ])
-            };
-            if let Some(place) = persistence::classify(home_path) {
-                let owner = place.owned_by(&tool) && !in_hook;
-                if !owner
-                    && !self
-                        .rules_of(job, step)
-                        .any(|r| allowed_by(r, |r| &r.persistence.allow))
-                {
-                    let raw = written(
-                        RuleId::PersistenceWrite,
-                        place.name,
-                        ("created", json!(created)),
-                    )
-                    .allowance(Allowance::Persistence {
-                        path: path.clone(),
-                        by: tool.clone(),
-                    });
-                    self.emit_for(out, raw, e, key);
-                }
-            }
-            if let Some(place) = defences::classify(path) {
-                if !place.owned_by(&tool) || in_hook {
-                    let raw = written(
-                        RuleId::DefenceTampering,
-                        place.name,
-                        ("route", json!("file")),
-                    );
-                    self.emit_for(out, raw, e, key);
-                }
-            }
+            self.judge_write(
+                e,
+                key,
+                path,
+                home_path,
+                WriteHow::Open { created: *created },
+                out,
+            );
         }
         if access.reads() {
             if let Some((command, dir)) = self.procs[&key].packing.clone() {
@@ -214,6 +170,163 @@ impl Engine {
                 ));
             }
             self.emit_for(out, raw, e, key);
+        }
+    }
+
+    /// A name given to a file without opening it: a write of the new name, and for a rename or a
+    /// hard link of a credential, the credential given another name.
+    pub(super) fn on_name(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Name {
+            op,
+            path,
+            from,
+            matched,
+            ..
+        } = &e.detail
+        else {
+            return;
+        };
+        let home_path = self.home_relative(self.procs[&key].job, path);
+        let home_path = home_path.as_deref().unwrap_or(path);
+        self.judge_write(e, key, path, home_path, WriteHow::Name(*op), out);
+        if *op == NameOp::Symlink || !matched.contains(&MatchReason::From) {
+            return;
+        }
+        let Some(from) = from else { return };
+        let (job, step, hook, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook, p.tool.clone())
+        };
+        let home_from = self.home_relative(job, from);
+        let home_from = home_from.as_deref().unwrap_or(from);
+        let Some(kind) = credentials::classify(home_from) else {
+            return;
+        };
+        // The owner rotating its own file (`gh auth` replacing hosts.yml by rename) is not a
+        // finding; nothing inside install-time code owns anything.
+        if (kind.owned_by(&tool) && hook.is_none())
+            || self
+                .rules_of(job, step)
+                .any(|r| access_allowed(r, |r| &r.credentials.allow, e, &tool, from, home_from))
+        {
+            return;
+        }
+        let raw = Raw::new(
+            RuleId::CredentialRelinked,
+            format!("{tool} {} {path}: {from} ({})", op.verb(), kind.name),
+            format!("{from}:{path}:{tool}"),
+        )
+        .evidence(vec![
+            ("path", json!(from)),
+            ("new_name", json!(path)),
+            ("credential", json!(kind.name)),
+            ("via", json!(op)),
+        ])
+        .allowance(Allowance::Credentials {
+            path: from.clone(),
+            by: tool.clone(),
+        });
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// A file written at `path` (opened for writing, or given that name by rename, link or
+    /// symlink): persistence and defence places, and `.pth` files an interpreter will run.
+    fn judge_write(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        home_path: &str,
+        how: WriteHow,
+        out: &mut Vec<Finding>,
+    ) {
+        let (job, step, hook, tool) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook, p.tool.clone())
+        };
+        let in_hook = hook.is_some();
+        if lifecycle::is_site_pth(path) {
+            let chain = self.chain(e, key);
+            self.written_pth.insert(
+                path.to_string(),
+                WrittenPth {
+                    job,
+                    step,
+                    hook,
+                    writer: chain,
+                    writer_seq: e.seq,
+                },
+            );
+        }
+        let (verb, created, access, via) = match how {
+            WriteHow::Open { created } => {
+                let Detail::Open { access, .. } = &e.detail else {
+                    return;
+                };
+                (
+                    if created { "created" } else { "wrote" },
+                    created,
+                    json!(access),
+                    None,
+                )
+            }
+            WriteHow::Name(op) => (op.verb(), true, json!(Access::Write), Some(op)),
+        };
+        let written = |rule: RuleId, place: &str, more: (&'static str, serde_json::Value)| {
+            let mut evidence = vec![
+                ("path", json!(path)),
+                ("place", json!(place)),
+                ("access", access.clone()),
+                more,
+            ];
+            if let Some(op) = via {
+                evidence.push(("via", json!(op)));
+            }
+            Raw::new(
+                rule,
+                format!("{tool} {verb} {path} ({place})"),
+                format!("{path}:{tool}"),
+            )
+            .evidence(evidence)
+        };
+        // A directory renamed into place brings every file in it: judged as one of them.
+        let inside = format!("{path}/-");
+        let place = persistence::classify(home_path).or_else(|| match via {
+            Some(NameOp::Rename) => persistence::classify(&format!("{home_path}/-")),
+            _ => None,
+        });
+        if let Some(place) = place {
+            let owner = place.owned_by(&tool, &e.process.argv) && !in_hook;
+            if !owner
+                && !self
+                    .rules_of(job, step)
+                    .any(|r| access_allowed(r, |r| &r.persistence.allow, e, &tool, path, home_path))
+            {
+                let raw = written(
+                    RuleId::PersistenceWrite,
+                    place.name,
+                    ("created", json!(created)),
+                )
+                .allowance(Allowance::Persistence {
+                    path: path.to_string(),
+                    by: tool.clone(),
+                });
+                self.emit_for(out, raw, e, key);
+            }
+        }
+        let defence = defences::classify(path).or_else(|| match via {
+            Some(NameOp::Rename) => defences::classify(&inside),
+            _ => None,
+        });
+        if let Some(place) = defence {
+            if !place.owned_by(&tool) || in_hook {
+                let raw = written(
+                    RuleId::DefenceTampering,
+                    place.name,
+                    ("route", json!("file")),
+                );
+                self.emit_for(out, raw, e, key);
+            }
         }
     }
 
@@ -336,4 +449,34 @@ impl Engine {
         };
         self.emit(out, raw, place, chain, trigger);
     }
+}
+
+/// How a file came to be written at a path.
+#[derive(Clone, Copy)]
+enum WriteHow {
+    Open { created: bool },
+    Name(NameOp),
+}
+
+/// Whether an access rule of `list` lets this process touch `path` (as the rule's `by` names it:
+/// a tool name, or an executable path pattern).
+fn access_allowed(
+    rules: &Rules,
+    list: fn(&Rules) -> &Vec<AccessRule>,
+    e: &Event,
+    tool: &str,
+    path: &str,
+    home_path: &str,
+) -> bool {
+    list(rules).iter().any(|a| {
+        (a.path.matches(path) || a.path.matches(home_path))
+            && a.by.iter().any(|b| {
+                if b.starts_with('/') {
+                    PathPattern::new(b)
+                        .is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
+                } else {
+                    tool_matches(b, tool)
+                }
+            })
+    })
 }

@@ -418,6 +418,7 @@ impl Engine {
             Detail::Dns { .. } => self.on_dns(e, key, &mut out),
             Detail::Tamper { .. } => self.on_tamper(e, key, &mut out),
             Detail::Open { .. } => self.on_open(e, key, &mut out),
+            Detail::Name { .. } => self.on_name(e, key, &mut out),
             Detail::Fork {}
             | Detail::JobStart { .. }
             | Detail::JobEnd { .. }

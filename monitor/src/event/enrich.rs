@@ -11,7 +11,7 @@ use monitor_common::{
 };
 
 use super::{
-    dns, program_path, Access, Ancestor, ConnectVia, Detail, Event, MatchReason, OpenVia,
+    dns, program_path, Access, Ancestor, ConnectVia, Detail, Event, MatchReason, NameOp, OpenVia,
     ProcessInfo, Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT,
     JSON_SCHEMA_VERSION,
 };
@@ -243,6 +243,45 @@ impl Enricher {
                 };
                 (key, detail)
             }
+            KernelEvent::Name {
+                header,
+                op,
+                matched,
+                dir,
+                name,
+                from,
+            } => {
+                let key = self.table.observe(&header);
+                let Some(op) = NameOp::from_raw(op) else {
+                    return None;
+                };
+                let uncertain = header.flags
+                    & (monitor_common::NAME_DIR_UNRESOLVED
+                        | monitor_common::NAME_DIR_TRUNCATED
+                        | monitor_common::NAME_TRUNCATED)
+                    != 0;
+                let for_new = header.flags & monitor_common::NAME_DIR_FOR_NEW != 0;
+                let for_from = header.flags & monitor_common::NAME_DIR_FOR_FROM != 0;
+                let path = absolute_name(&dir, &name, for_new);
+                let from = (!from.is_empty()).then(|| match op {
+                    // A symlink's target is relative to the link's own directory.
+                    NameOp::Symlink => match path.rsplit_once('/') {
+                        Some((parent, _)) if !from.starts_with('/') => {
+                            absolute_name(if parent.is_empty() { "/" } else { parent }, &from, true)
+                        }
+                        _ => from.clone(),
+                    },
+                    _ => absolute_name(&dir, &from, for_from),
+                });
+                let detail = Detail::Name {
+                    op,
+                    path: redact_path(&path).into_owned(),
+                    from: from.map(|f| redact_path(&f).into_owned()),
+                    path_uncertain: uncertain,
+                    matched: match_reasons(matched),
+                };
+                (key, detail)
+            }
             KernelEvent::Open {
                 header,
                 path,
@@ -421,6 +460,31 @@ fn access_of(f_mode: u32) -> Access {
     }
 }
 
+/// `name` made absolute against `dir` (when `dir` is its directory and it is relative), with
+/// `.`, `..` and repeated slashes folded. Lexical: a symlinked directory on the way is not
+/// followed (the kernel's own resolution of the final file is what opens report).
+fn absolute_name(dir: &str, name: &str, dir_applies: bool) -> String {
+    let joined = if name.starts_with('/') || !dir_applies || dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    };
+    if !joined.starts_with('/') {
+        return joined; // relative to a directory the kernel could not resolve: as given
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 fn match_reasons(bits: u32) -> Vec<MatchReason> {
     [
         (MATCH_NAME, MatchReason::Name),
@@ -429,6 +493,7 @@ fn match_reasons(bits: u32) -> Vec<MatchReason> {
         (MATCH_PARENT_DIR, MatchReason::ParentDir),
         (MATCH_PROC_OTHER, MatchReason::ProcOtherProcess),
         (MATCH_ALL, MatchReason::All),
+        (monitor_common::MATCH_FROM, MatchReason::From),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)
@@ -625,5 +690,23 @@ mod tests {
         };
         assert_eq!(address, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!((family.as_str(), protocol.as_str()), ("ipv6", "tcp"));
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::absolute_name;
+
+    #[test]
+    fn names_are_made_absolute_against_their_directory_and_folded() {
+        assert_eq!(absolute_name("/w/a", "ci.yml", true), "/w/a/ci.yml");
+        assert_eq!(absolute_name("/w/a", "../b/./c", true), "/w/b/c");
+        assert_eq!(
+            absolute_name("/w/a", "/etc//cron.d/x", true),
+            "/etc/cron.d/x"
+        );
+        // The directory is another name's: the relative name stays as given.
+        assert_eq!(absolute_name("/w/a", "x", false), "x");
+        assert_eq!(absolute_name("/", "..", true), "/");
     }
 }

@@ -142,6 +142,37 @@ pub enum MatchReason {
     /// Another process's `/proc/PID/{mem,environ,maps}`.
     ProcOtherProcess,
     All,
+    /// The old name of a rename or link (a watched file given another name).
+    From,
+}
+
+/// How a name was given to a file without opening it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameOp {
+    Rename,
+    Link,
+    Symlink,
+}
+
+impl NameOp {
+    pub fn from_raw(op: u32) -> Option<Self> {
+        match op {
+            monitor_common::NAME_OP_RENAME => Some(NameOp::Rename),
+            monitor_common::NAME_OP_LINK => Some(NameOp::Link),
+            monitor_common::NAME_OP_SYMLINK => Some(NameOp::Symlink),
+            _ => None,
+        }
+    }
+
+    /// The verb a finding uses: "renamed a file to", ...
+    pub fn verb(self) -> &'static str {
+        match self {
+            NameOp::Rename => "renamed a file onto",
+            NameOp::Link => "hard-linked a file as",
+            NameOp::Symlink => "made a symlink at",
+        }
+    }
 }
 
 /// Which route opened a file.

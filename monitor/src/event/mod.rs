@@ -9,7 +9,9 @@ pub mod enrich;
 pub mod fields;
 
 pub use enrich::Enricher;
-pub use fields::{Access, ConnectVia, MatchReason, OpenVia, Protocol, TamperSyscall, Transport};
+pub use fields::{
+    Access, ConnectVia, MatchReason, NameOp, OpenVia, Protocol, TamperSyscall, Transport,
+};
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -113,6 +115,23 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map_sources_packed: Option<bool>,
     },
+    /// A name given to a file without opening it (rename, link, symlink): judged as a write of
+    /// `path`, and for rename and link, as `from` taken elsewhere.
+    Name {
+        op: NameOp,
+        /// The new name, absolute: the process's name joined to its directory, `.` and `..`
+        /// folded (a symlinked directory on the way is not followed).
+        path: String,
+        /// The old name (or a symlink's target) as given, made absolute when its directory is
+        /// known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// The directory of a relative name could not be resolved (or only in part): `path` is
+        /// then as given.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        path_uncertain: bool,
+        matched: Vec<MatchReason>,
+    },
     /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
     Tamper {
         /// `kill`, `tkill`, `tgkill`, `ptrace`, `bpf`, `process_vm_readv`, `process_vm_writev`.
@@ -190,6 +209,7 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
             Detail::Open { .. } => "open",
+            Detail::Name { .. } => "name",
             Detail::Dns { .. } => "dns",
             Detail::Tamper { .. } => "tamper",
             Detail::Resume { .. } => "resume",

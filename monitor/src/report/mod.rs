@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ci::{JobIdentity, StepIdentity},
     engine::Attribution,
-    event::{Access, Detail, Event, Protocol},
+    event::{Access, Detail, Event, NameOp, Protocol},
     finding::Finding,
     profile::{Profile, PROFILE_VERSION},
     rules::lifecycle::Hook,
@@ -107,6 +107,9 @@ pub struct FileAccessRecord {
     pub exe: Option<String>,
     pub path: String,
     pub access: Access,
+    /// For a name given without opening the file: rename, link or symlink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<NameOp>,
     pub findings: Vec<u64>,
     #[serde(skip)]
     seq: u64,
@@ -379,7 +382,12 @@ impl Recorder {
                     seq: e.seq,
                 });
             }
-            Detail::Open { path, access, .. } => {
+            Detail::Open { .. } | Detail::Name { .. } => {
+                let (path, access, via) = match &e.detail {
+                    Detail::Open { path, access, .. } => (path, *access, None),
+                    Detail::Name { path, op, .. } => (path, Access::Write, Some(*op)),
+                    _ => return,
+                };
                 if job.counts.2 >= MAX_FILE_ACCESSES {
                     job.omitted.file_accesses += 1;
                     return;
@@ -390,7 +398,8 @@ impl Recorder {
                     pid: e.process.pid,
                     exe: e.process.exe.clone(),
                     path: path.clone(),
-                    access: *access,
+                    access,
+                    via,
                     findings: Vec::new(),
                     seq: e.seq,
                 });

@@ -218,12 +218,22 @@ impl CredentialKind {
     }
 }
 
-/// For `/proc/<pid>/{mem,environ,maps}`: the pid and the file.
+/// For `<proc>/<pid>/{mem,environ,maps}` and `<proc>/<pid>/task/<tid>/...` (a thread's view of
+/// the same memory): the process's pid and the file. Read from the end of the path, since the
+/// kernel has already checked the file is on a proc file system, wherever it is mounted (a
+/// container's `/proc`, a second mount elsewhere).
 pub fn proc_target(path: &str) -> Option<(u32, &str)> {
-    let rest = path.strip_prefix("/proc/")?;
-    let (pid, file) = rest.split_once('/')?;
-    let pid = pid.parse().ok()?;
-    matches!(file, "mem" | "environ" | "maps").then_some((pid, file))
+    let mut parts = path.rsplit('/');
+    let file = parts.next()?;
+    if !matches!(file, "mem" | "environ" | "maps") {
+        return None;
+    }
+    let pid_or_tid: u32 = parts.next()?.parse().ok()?;
+    let mut rest = parts.clone();
+    match (rest.next(), rest.next().and_then(|p| p.parse::<u32>().ok())) {
+        (Some("task"), Some(pid)) => Some((pid, file)),
+        _ => Some((pid_or_tid, file)),
+    }
 }
 
 /// Whether a process lister opening other processes' `environ` is just listing them: procps-ng 4
@@ -302,6 +312,13 @@ mod tests {
     #[test]
     fn proc_targets() {
         assert_eq!(proc_target("/proc/123/mem"), Some((123, "mem")));
+        assert_eq!(proc_target("/proc/123/task/125/mem"), Some((123, "mem")));
+        assert_eq!(
+            proc_target("/proc/123/task/123/environ"),
+            Some((123, "environ"))
+        );
+        // A second proc mount (a container's, or one the job made).
+        assert_eq!(proc_target("/tmp/p/77/maps"), Some((77, "maps")));
         assert_eq!(proc_target("/proc/123/cmdline"), None);
         assert_eq!(proc_target("/proc/self/environ"), None);
     }

