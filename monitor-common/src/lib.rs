@@ -148,6 +148,9 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 2;
 pub const EXEC_EXE_UNRESOLVED: u32 = 1 << 3;
 pub const EXEC_CWD_TRUNCATED: u32 = 1 << 4;
 pub const EXEC_CWD_UNRESOLVED: u32 = 1 << 5;
+/// The executable has no name on any file system (its inode's link count is 0): a memfd, or a
+/// file deleted before it ran.
+pub const EXEC_EXE_UNLINKED: u32 = 1 << 6;
 
 /// Env flags.
 pub const ENV_TRUNCATED: u32 = 1 << 0;
@@ -545,6 +548,22 @@ pub struct FileNameEvent {
     pub _pad0: u16,
 }
 
+/// The opened file is one of the watched files by identity (`WATCH_INODES`): the same inode
+/// reached through a bind mount, a hard link, a detached mount tree or a chroot.
+pub const MATCH_INODE: u32 = 1 << 7;
+
+/// A watched file's identity: `sb->s_dev` (kernel dev_t encoding: major << 20 | minor) and
+/// `i_ino`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad0: u32,
+}
+/// Watched identities the kernel holds.
+pub const WATCH_INODE_SLOTS: u32 = 4096;
+
 /// The old name of a rename or link passed the watch filter (a credential moved or linked away).
 pub const MATCH_FROM: u32 = 1 << 6;
 
@@ -614,6 +633,8 @@ pub struct KernelOffsets {
     pub vfsmount_mnt_root: u32,
     pub fs_root: u32,
     pub inode_i_ino: u32,
+    /// `inode.i_nlink` (in an anonymous union with `__i_nlink`).
+    pub inode_i_nlink: u32,
     pub sb_s_dev: u32,
     pub sb_s_magic: u32,
     pub socket_type: u32,
@@ -663,7 +684,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 47 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 48 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);
@@ -686,6 +707,7 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, without padding or invalid bit patterns.
     unsafe impl aya::Pod for NameKey {}
     unsafe impl aya::Pod for AffixKey {}
+    unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ProbeConfig {}
     unsafe impl aya::Pod for BlockEntry {}

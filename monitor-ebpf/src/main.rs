@@ -30,9 +30,9 @@ use aya_ebpf::{
 };
 use monitor_common::{
     AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsAskedKey, DnsAskedTo, DnsSocketKey,
-    EgressSeenKey, EventHeader, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
-    ProcessLosses, TamperEvent, TamperSeenKey, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
-    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS,
+    EgressSeenKey, EventHeader, InodeKey, KernelOffsets, NameHashKey, NameKey, PortSet,
+    ProbeConfig, ProcessLosses, TamperEvent, TamperSeenKey, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
+    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -98,6 +98,10 @@ static EVENT_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries(
 static WATCH_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static WATCH_PARENT_DIRS: HashMap<NameKey, u32> = HashMap::with_max_entries(256, 0);
+/// Watched files by identity (dev, ino) -> WATCH_* access bits, pushed and refreshed by the
+/// agent: the credential and persistence files of the machine's homes and of each job's.
+#[map]
+static WATCH_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_INODE_SLOTS, 0);
 /// BPF_F_NO_PREALLOC is required for LPM tries.
 #[map]
 static WATCH_NAME_PREFIXES: LpmTrie<NameKey, u32> = LpmTrie::with_max_entries(256, 1);

@@ -74,99 +74,92 @@ pub struct NameScratch {
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameScratch> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-fn keep(op: u32, old_dfd: i64, old: u64, new_dfd: i64, new: u64) {
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    let tid = pid_tgid as u32;
-    if is_agent((pid_tgid >> 32) as u32) {
-        return;
-    }
-    let pending = PendingName {
-        op,
-        _pad0: 0,
-        old_dfd,
-        new_dfd,
-        old,
-        new,
-    };
-    let _ = PENDING_NAMES.insert(&tid, &pending, 0);
+/// Where a syscall's arguments sit in its `sys_enter_*` record (offsets from `format`): the
+/// old name (or symlink target) and the new one, each with its directory descriptor when the
+/// syscall takes one (else AT_FDCWD).
+struct Args {
+    old_dfd: Option<usize>,
+    old: usize,
+    new_dfd: Option<usize>,
+    new: usize,
 }
+/// rename, link, symlink.
+const PLAIN: Args = Args {
+    old_dfd: None,
+    old: 16,
+    new_dfd: None,
+    new: 24,
+};
+/// renameat, renameat2, linkat.
+const AT: Args = Args {
+    old_dfd: Some(16),
+    old: 24,
+    new_dfd: Some(32),
+    new: 40,
+};
+/// symlinkat (the target is not a path of the caller's).
+const SYMLINKAT: Args = Args {
+    old_dfd: None,
+    old: 16,
+    new_dfd: Some(24),
+    new: 32,
+};
 
 #[inline(always)]
 fn arg<T: Copy + Default>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { ctx.read_at::<T>(offset) }.unwrap_or_default()
 }
 
+/// Keeps the call's arguments for its exit.
+#[inline(always)]
+fn keep(ctx: &TracePointContext, op: u32, args: Args) -> u32 {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    if is_agent((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // The dfd fields are `int` widened to 8 bytes.
+    let dfd = |at: Option<usize>| at.map_or(AT_FDCWD, |at| arg::<i64>(ctx, at) as i32 as i64);
+    let pending = PendingName {
+        op,
+        _pad0: 0,
+        old_dfd: dfd(args.old_dfd),
+        new_dfd: dfd(args.new_dfd),
+        old: arg(ctx, args.old),
+        new: arg(ctx, args.new),
+    };
+    let _ = PENDING_NAMES.insert(&(pid_tgid as u32), &pending, 0);
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    keep(
-        NAME_OP_RENAME,
-        AT_FDCWD,
-        arg(&ctx, 16),
-        AT_FDCWD,
-        arg(&ctx, 24),
-    );
-    0
+    keep(&ctx, NAME_OP_RENAME, PLAIN)
 }
 
 /// `renameat` and `renameat2` (same leading arguments).
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
 pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    let old_dfd = arg::<i64>(&ctx, 16) as i32 as i64;
-    let new_dfd = arg::<i64>(&ctx, 32) as i32 as i64;
-    keep(
-        NAME_OP_RENAME,
-        old_dfd,
-        arg(&ctx, 24),
-        new_dfd,
-        arg(&ctx, 40),
-    );
-    0
+    keep(&ctx, NAME_OP_RENAME, AT)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_link")]
 pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
-    keep(
-        NAME_OP_LINK,
-        AT_FDCWD,
-        arg(&ctx, 16),
-        AT_FDCWD,
-        arg(&ctx, 24),
-    );
-    0
+    keep(&ctx, NAME_OP_LINK, PLAIN)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
 pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
-    let old_dfd = arg::<i64>(&ctx, 16) as i32 as i64;
-    let new_dfd = arg::<i64>(&ctx, 32) as i32 as i64;
-    keep(NAME_OP_LINK, old_dfd, arg(&ctx, 24), new_dfd, arg(&ctx, 40));
-    0
+    keep(&ctx, NAME_OP_LINK, AT)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
 pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
-    keep(
-        NAME_OP_SYMLINK,
-        AT_FDCWD,
-        arg(&ctx, 16),
-        AT_FDCWD,
-        arg(&ctx, 24),
-    );
-    0
+    keep(&ctx, NAME_OP_SYMLINK, PLAIN)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
 pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
-    let new_dfd = arg::<i64>(&ctx, 24) as i32 as i64;
-    keep(
-        NAME_OP_SYMLINK,
-        AT_FDCWD,
-        arg(&ctx, 16),
-        new_dfd,
-        arg(&ctx, 32),
-    );
-    0
+    keep(&ctx, NAME_OP_SYMLINK, SYMLINKAT)
 }
 
 /// Attached to the `sys_exit_*` of every syscall above.

@@ -15,9 +15,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    EventKind, FileOpenEvent, NameKey, IO_URING_LAYOUT_CQE_ARG2, IO_URING_LAYOUT_RES_ARG3,
-    MATCH_ALL, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING,
-    PROC_SUPER_MAGIC, WATCH_READ, WATCH_WRITE,
+    EventKind, FileOpenEvent, InodeKey, NameKey, IO_URING_LAYOUT_CQE_ARG2,
+    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
+    OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, PROC_SUPER_MAGIC, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
         config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    path, watch,
+    path, watch, WATCH_INODES,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -92,10 +92,23 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
     let f_path = file.wrapping_add(off!(file_f_path));
     let dentry = read_ptr(f_path, off!(path_dentry))?;
 
+    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
+    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+    let identity = InodeKey {
+        ino: read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0),
+        dev: read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0),
+        _pad0: 0,
+    };
     let matched = if config().open_all != 0 {
         MATCH_ALL
     } else {
-        let matched = watch_match(dentry, access, tgid, pid_tgid as u32)?;
+        let mut matched = watch_match(dentry, access, tgid, pid_tgid as u32)?;
+        // The same file under another name: a bind mount, a hard link, a detached tree.
+        if let Some(watched) = WATCH_INODES.get_ptr(&identity) {
+            if *watched & access != 0 {
+                matched |= MATCH_INODE;
+            }
+        }
         if matched == 0 {
             return Ok(());
         }
@@ -120,13 +133,11 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
             0
         }
     };
-    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
-    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
     (*event).header.flags = flags;
     (*event).f_flags = read::<u32>(file, off!(file_f_flags)).unwrap_or(0);
     (*event).f_mode = f_mode;
-    (*event).ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
-    (*event).dev = read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0);
+    (*event).ino = identity.ino;
+    (*event).dev = identity.dev;
     (*event).matched = matched;
     (*event).fd = fd as i32;
     (*event).path_len = path_len as u16;

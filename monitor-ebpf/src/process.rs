@@ -11,7 +11,8 @@ use aya_ebpf::{
 use monitor_common::{
     EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_ENV_LEN, MAX_FILENAME_LEN,
+    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_ENV_LEN,
+    MAX_FILENAME_LEN,
 };
 
 use crate::{
@@ -78,6 +79,13 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let mut exe_len = 0usize;
     match read_ptr(mm, off!(mm_exe_file)) {
         Ok(exe_file) => {
+            // No name anywhere: memfd_create + fexecve, or a file deleted before it ran. The
+            // kernel's own count, not a stat of a path in some other namespace afterwards.
+            if let Ok(inode) = read_ptr(exe_file, off!(file_f_inode)) {
+                if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
+                    flags |= EXEC_EXE_UNLINKED;
+                }
+            }
             match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
                 Ok(resolved) => {
                     if resolved.truncated {

@@ -59,10 +59,12 @@ pub enum RuleId {
     DnsForgedAnswer,
     RawSocket,
     CredentialRelinked,
+    DownloadAndExecute,
+    FilelessExec,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 23] = [
+    pub const ALL: [RuleId; 25] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -86,6 +88,8 @@ impl RuleId {
         RuleId::DnsForgedAnswer,
         RuleId::RawSocket,
         RuleId::CredentialRelinked,
+        RuleId::DownloadAndExecute,
+        RuleId::FilelessExec,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -114,6 +118,8 @@ impl RuleId {
             RuleId::DnsForgedAnswer => "dns-forged-answer",
             RuleId::RawSocket => "raw-socket",
             RuleId::CredentialRelinked => "credential-relinked",
+            RuleId::DownloadAndExecute => "download-and-execute",
+            RuleId::FilelessExec => "fileless-exec",
         }
     }
 
@@ -143,7 +149,9 @@ impl RuleId {
             | RuleId::DefenceTampering
             | RuleId::DnsForgedAnswer
             | RuleId::RawSocket
-            | RuleId::CredentialRelinked => Severity::High,
+            | RuleId::CredentialRelinked
+            | RuleId::DownloadAndExecute
+            | RuleId::FilelessExec => Severity::High,
         }
     }
 
@@ -184,6 +192,12 @@ impl RuleId {
                 "processes.background: only listed programs may outlive their step"
             }
             RuleId::RawSocket => "egress: a raw or packet socket sends past every address and port rule",
+            RuleId::FilelessExec => {
+                "executables: a program with no file cannot be checked against any list"
+            }
+            RuleId::DownloadAndExecute => {
+                "egress: code fetched over the network and run unseen by any file rule"
+            }
             RuleId::CredentialRelinked => {
                 "credentials: a credential under another name is read past every path rule"
             }

@@ -221,6 +221,7 @@ impl BtfIndex {
             vfsmount_mnt_root: self.offset("vfsmount", "mnt_root", PTR)?,
             fs_root: self.offset("fs_struct", "root", &[16])?,
             inode_i_ino: self.offset("inode", "i_ino", &[8])?,
+            inode_i_nlink: self.offset("inode", "i_nlink", U32)?,
             sb_s_dev: self.offset("super_block", "s_dev", U32)?,
             sb_s_magic: self.offset("super_block", "s_magic", &[8])?,
             socket_type: self.offset("socket", "type", &[2])?,

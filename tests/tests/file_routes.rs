@@ -8,18 +8,26 @@
 //! `git clone` and `git checkout` that write workflow files, `git config --global`) and must stay
 //! quiet.
 
+use std::path::PathBuf;
+
 use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP};
+
+/// A runner whose home holds a canary ssh key and whose workspace a project file; with the
+/// home and the workspace.
+fn runner_with_canaries() -> (FakeRunner, PathBuf, PathBuf) {
+    let runner = FakeRunner::outside_tmp();
+    let (home, w) = (runner.home.clone(), runner.workspace.clone());
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_rsa"), "CANARY-KEY\n").unwrap();
+    std::fs::write(w.join("project.txt"), "alpha\n").unwrap();
+    (runner, home, w)
+}
 
 #[test]
 fn writes_by_rename_link_and_symlink_are_persistence() {
     let agent = Agent::start();
-    let runner = FakeRunner::outside_tmp();
-    let home = runner.home.clone();
-    let w = runner.workspace.clone();
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    std::fs::write(home.join(".ssh/id_rsa"), "CANARY-KEY\n").unwrap();
+    let (runner, home, w) = runner_with_canaries();
     std::fs::write(home.join(".profile"), "# profile\n").unwrap();
-    std::fs::write(w.join("project.txt"), "alpha\n").unwrap();
     let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
     let git = "git -c user.name=t -c user.email=t@t -c init.defaultBranch=main";
     // The repository the job clones, made outside the job: two branches with different
@@ -179,6 +187,82 @@ open(\"/proc/self/task/%s/maps\" % tids[0]).read(); t.join(); print(\"own-thread
                     .as_str()
                     .is_some_and(|p| p.contains("/task/") && p.ends_with(file))),
             "{rule}: {attack_findings:#?}"
+        );
+    }
+}
+
+/// A credential reached by a name no rule knows is still that credential: the kernel knows the
+/// watched files by device and inode. Routes: a bind mount of the key's directory and one of the
+/// token file over an innocent name (in a private mount namespace), a detached mount tree
+/// (`open_tree(OPEN_TREE_CLONE)`, whose paths start at `/`), and a hard link made before the job.
+/// Each step proves it read the canary; the twin reads project files through a bind mount.
+#[test]
+fn credentials_by_another_name_are_known_by_identity() {
+    let agent = Agent::start();
+    let (runner, home, w) = runner_with_canaries();
+    std::fs::write(home.join(".npmrc"), "//registry/:_authToken=CANARY-TOKEN\n").unwrap();
+    std::fs::hard_link(home.join(".npmrc"), w.join("old-notes.txt")).unwrap();
+    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+
+    let twin = format!(
+        "set -e\nmkdir -p '{w_s}/view'\n\
+         unshare -m sh -c \"mount --bind '{w_s}' '{w_s}/view' && cat '{w_s}/view/project.txt'\" > /dev/null\n\
+         echo twin-done\n"
+    );
+    let bind = format!(
+        "set -e\nmkdir -p '{w_s}/keys' && touch '{w_s}/notes.txt'\n\
+         unshare -m sh -c \"mount --bind '{home_s}/.ssh' '{w_s}/keys' && mount --bind '{home_s}/.npmrc' '{w_s}/notes.txt' && cat '{w_s}/keys/id_rsa' '{w_s}/notes.txt'\" | grep -c CANARY | grep -q 2 && echo bind-read\n"
+    );
+    let tree = format!(
+        "python3 -c '\n\
+import ctypes, os\n\
+libc = ctypes.CDLL(None, use_errno=True)\n\
+fd = libc.syscall(428, -100, b\"{home_s}/.ssh\", 1 | 0x8000)\n\
+assert fd >= 0, ctypes.get_errno()\n\
+f = os.open(\"id_rsa\", os.O_RDONLY, dir_fd=fd)\n\
+print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n' | grep -q 'CANARY-KEY /id_rsa' && echo tree-read\n"
+    );
+    let link = format!("grep -q CANARY-TOKEN '{w_s}/old-notes.txt' && echo link-read\n");
+    let output = runner.run_job(&[
+        ("twin", &twin),
+        ("bind", &bind),
+        ("tree", &tree),
+        ("link", &link),
+        MARKER_STEP,
+    ]);
+    for said in ["twin-done", "bind-read", "tree-read", "link-read"] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    let mine = agent.findings_through_marker(&runner);
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+    let reads = by_rule(&mine, "credential-read");
+    for (step, path, opened_as) in [
+        (
+            "bind",
+            format!("{home_s}/.ssh/id_rsa"),
+            format!("{w_s}/keys/id_rsa"),
+        ),
+        (
+            "bind",
+            format!("{home_s}/.npmrc"),
+            format!("{w_s}/notes.txt"),
+        ),
+        (
+            "tree",
+            format!("{home_s}/.ssh/id_rsa"),
+            "/id_rsa".to_string(),
+        ),
+        (
+            "link",
+            format!("{home_s}/.npmrc"),
+            format!("{w_s}/old-notes.txt"),
+        ),
+    ] {
+        assert!(
+            reads.iter().any(|f| f["step"]["id"] == step
+                && f["evidence"]["path"] == path
+                && f["evidence"]["opened_as"] == opened_as),
+            "{step}: {path} as {opened_as}: {reads:#?}"
         );
     }
 }

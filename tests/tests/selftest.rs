@@ -74,6 +74,9 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "packaging-leak",
         "exfiltration-without-connect",
         "agent-killed",
+        "persistence-by-rename",
+        "credential-by-another-name",
+        "fileless-and-piped",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

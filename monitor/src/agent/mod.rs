@@ -6,6 +6,7 @@
 
 mod guarded;
 mod host;
+mod identities;
 mod pipeline;
 mod ring;
 pub mod tamper_log;
@@ -153,6 +154,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
+    let identities = match identities::Identities::open(&mut probes.ebpf) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            log::warn!(
+                "watched files by identity unavailable ({e:#}): they are known by name only"
+            );
+            None
+        }
+    };
+
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
@@ -210,6 +221,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         recent_reports: Default::default(),
         tamper_log,
         guarded,
+        identities,
     };
 
     let (command_tx, commands) = mpsc::channel(64);
@@ -264,6 +276,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // before the agent says it is ready, so nothing they do after that is missed.
     let mut enricher = enricher;
     let mut pipeline = pipeline;
+    pipeline.refresh_identities(&mut enricher);
     let resumed = enricher.resume_running_jobs(std::path::Path::new("/proc"), boot_ns());
     if !resumed.is_empty() {
         log::info!(

@@ -48,6 +48,8 @@ pub(super) struct Pipeline {
     pub(super) tamper_log: Option<super::tamper_log::TamperLog>,
     /// The kernel's list of guarded host services (see `guarded`).
     pub(super) guarded: Option<super::guarded::Guarded>,
+    /// The kernel's watched files by identity (see `identities`).
+    pub(super) identities: Option<super::identities::Identities>,
 }
 
 /// Ticks the loss counts of a process not known yet wait for it (its exec may be queued).
@@ -77,6 +79,17 @@ pub(super) struct Written {
 }
 
 impl Pipeline {
+    /// Reads the watched files' identities again when due (or a job brought a new home), and
+    /// gives the enricher the new table.
+    pub(super) fn refresh_identities(&mut self, enricher: &mut Enricher) {
+        let Some(identities) = self.identities.as_mut() else {
+            return;
+        };
+        if let Some(table) = identities.refresh_if_due(self.judge.engine.job_homes()) {
+            enricher.identities = table;
+        }
+    }
+
     pub(super) fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
         stats.events[Metrics::slot(event.header().kind)].inc();
         // How far the kernel's events have been taken in (the heartbeat's too, which is not
@@ -125,7 +138,12 @@ impl Pipeline {
     /// As `log_and_judge`, charging the kernel's per-process losses to their jobs before the
     /// reports of the jobs this event ends are written.
     fn log_and_judge_charging(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
+        let homes = self.judge.engine.homes_learnt();
         let ended = self.judge_event(event, stats);
+        if self.judge.engine.homes_learnt() != homes {
+            // A job's first step: its home's credentials are watched by identity from now.
+            self.refresh_identities(enricher);
+        }
         if !ended.is_empty() {
             self.charge_losses(enricher, stats, event.ts_ns);
         }
@@ -554,6 +572,7 @@ pub(super) async fn run(
                 if let Some(guarded) = pipeline.guarded.as_mut() {
                     guarded.refresh_if_due();
                 }
+                pipeline.refresh_identities(&mut enricher);
                 if let Some(log) = pipeline.tamper_log.as_mut() {
                     log.clear_judged();
                     if log.repin_if_removed() {

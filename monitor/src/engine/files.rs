@@ -19,15 +19,23 @@ use crate::{
 impl Engine {
     pub(super) fn on_open(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let Detail::Open {
-            path,
+            path: opened,
             access,
             matched,
             path_truncated,
             created,
+            same_file_as,
             ..
         } = &e.detail
         else {
             return;
+        };
+        // A watched file opened under another name is judged as itself; the name it was
+        // opened by is evidence.
+        let path = same_file_as.as_ref().unwrap_or(opened);
+        let through = match same_file_as {
+            Some(_) => format!(" through {opened}"),
+            None => String::new(),
         };
         let (job, step, hook, tool) = {
             let p = &self.procs[&key];
@@ -151,7 +159,7 @@ impl Engine {
             let owners = builtin.map(|k| k.owners.join(", ")).unwrap_or_default();
             let mut raw = Raw::new(
                 RuleId::CredentialRead,
-                format!("{tool} read {path} ({name})"),
+                format!("{tool} read {path} ({name}){through}"),
                 format!("{path}:{tool}"),
             )
             .evidence(vec![
@@ -159,6 +167,7 @@ impl Engine {
                 ("credential", json!(name)),
                 ("access", json!(access)),
                 ("owners", json!(owners)),
+                ("opened_as", json!(same_file_as.as_ref().map(|_| opened))),
             ])
             .allowance(Allowance::Credentials {
                 path: path.clone(),
@@ -281,6 +290,14 @@ impl Engine {
             ];
             if let Some(op) = via {
                 evidence.push(("via", json!(op)));
+            }
+            if let Detail::Open {
+                path: opened,
+                same_file_as: Some(_),
+                ..
+            } = &e.detail
+            {
+                evidence.push(("opened_as", json!(opened)));
             }
             Raw::new(
                 rule,

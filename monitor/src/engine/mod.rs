@@ -104,6 +104,13 @@ struct Proc {
     runner_own: bool,
 }
 
+/// An interpreter started to read its program from standard input.
+struct StdinShell {
+    key: ProcessKey,
+    argv: Vec<String>,
+    reported: bool,
+}
+
 struct Step {
     identity: StepIdentity,
     root: ProcessKey,
@@ -195,8 +202,13 @@ pub struct Engine {
     /// Install-time code per step and ecosystem, reported when the step ends.
     batches: Vec<install_code::Batch>,
     written_pth: HashMap<String, WrittenPth>,
+    /// Interpreters reading their program from stdin, by their parent's pid: a sibling that
+    /// connects out is feeding them what it downloads (`curl ... | sh`).
+    stdin_shells: HashMap<u32, Vec<StdinShell>>,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
+    /// How many jobs' homes have been learnt (the agent watches each new home's files).
+    homes_learnt: u64,
     /// Block mode's pending kernel updates.
     enforcement: Vec<Enforcement>,
     last_retire_ns: u64,
@@ -249,7 +261,9 @@ impl Engine {
             next_hook: 0,
             batches: Vec::new(),
             written_pth: HashMap::new(),
+            stdin_shells: HashMap::new(),
             ended: Vec::new(),
+            homes_learnt: 0,
             enforcement: Vec::new(),
             last_retire_ns: 0,
             last_anchor_check_ns: 0,
@@ -284,6 +298,20 @@ impl Engine {
 
     fn profile_of(&self, job: usize) -> &Profile {
         self.profiles.for_job(&self.jobs[job].identity)
+    }
+
+    /// The home directories of the jobs still running (their credentials and start-up files
+    /// are watched by identity).
+    pub fn job_homes(&self) -> impl Iterator<Item = &str> {
+        self.jobs
+            .iter()
+            .filter(|j| j.ended_ns.is_none())
+            .filter_map(|j| j.home.as_deref())
+    }
+
+    /// Grows each time a job's home is learnt.
+    pub fn homes_learnt(&self) -> u64 {
+        self.homes_learnt
     }
 
     /// Jobs seen so far, and whether each has ended.

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
-use super::{emit::Raw, Engine};
+use super::{emit::Raw, Engine, StdinShell};
 use crate::{
     event::{ConnectVia, Detail, Event},
-    finding::{Finding, RuleId},
+    finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{Allowance, EgressMode},
     rules::{dns, egress::is_metadata_endpoint},
@@ -104,6 +104,15 @@ impl Engine {
             *blocked || (self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1);
         let noun = via.noun();
         if allowed {
+            let domain = resolved.first().map(|n| n.asked.clone());
+            self.check_download_and_execute(
+                e,
+                key,
+                &dest_of(address, port),
+                domain.as_deref(),
+                true,
+                out,
+            );
             if blocked {
                 // Allowed by the profile, refused by the kernel: an address the kernel did not
                 // know yet (a name allowed only through a CNAME, or resolved elsewhere).
@@ -127,6 +136,14 @@ impl Engine {
             return;
         }
         let domain = resolved.first().map(|n| n.asked.clone());
+        self.check_download_and_execute(
+            e,
+            key,
+            &dest_of(address, port),
+            domain.as_deref(),
+            false,
+            out,
+        );
         let chain = resolved
             .first()
             .map(|n| n.chain.clone())
@@ -363,5 +380,82 @@ fn stays_on_link(address: IpAddr) -> bool {
             a.is_broadcast() || (o[0] == 224 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(a) => a.segments()[0] == 0xff02,
+    }
+}
+
+fn dest_of(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{a}:{port}"),
+    }
+}
+
+/// How far apart (in clock ticks, 1/100 s) the processes of one pipeline start.
+const PIPELINE_TICKS: u64 = 200;
+/// Interpreters fed on stdin kept per parent, and how long (ticks).
+const STDIN_SHELLS_PER_PARENT: usize = 64;
+const STDIN_SHELL_TICKS: u64 = 60 * 100;
+
+impl Engine {
+    /// An interpreter reading its program from stdin: kept until a sibling connects out.
+    pub(super) fn note_stdin_shell(&mut self, e: &Event, key: ProcessKey) {
+        let list = self.stdin_shells.entry(e.process.ppid).or_default();
+        list.retain(|s| key.start_ticks.saturating_sub(s.key.start_ticks) < STDIN_SHELL_TICKS);
+        if list.len() >= STDIN_SHELLS_PER_PARENT {
+            list.remove(0);
+        }
+        list.push(StdinShell {
+            key,
+            argv: e.process.argv.clone(),
+            reported: false,
+        });
+    }
+
+    /// A process connecting out while an interpreter of its pipeline (a sibling started within
+    /// `PIPELINE_TICKS`) reads its program from stdin: what it downloads is run.
+    fn check_download_and_execute(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        dest: &str,
+        domain: Option<&str>,
+        allowed: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(list) = self.stdin_shells.get_mut(&e.process.ppid) else {
+            return;
+        };
+        let Some(shell) = list.iter_mut().find(|s| {
+            !s.reported
+                && s.key != key
+                && s.key.start_ticks.abs_diff(key.start_ticks) <= PIPELINE_TICKS
+        }) else {
+            return;
+        };
+        if !self.procs.get(&shell.key).is_some_and(|p| p.alive) {
+            return;
+        }
+        shell.reported = true;
+        let shell_argv = shell.argv.join(" ");
+        let shell_pid = shell.key.tgid;
+        let tool = self.procs[&key].tool.clone();
+        let from = domain.unwrap_or(dest);
+        let mut raw = Raw::new(
+            RuleId::DownloadAndExecute,
+            format!("`{shell_argv}` ran what {tool} downloaded from {from} (a download piped into an interpreter)"),
+            format!("download-and-execute:{shell_pid}"),
+        )
+        .evidence(vec![
+            ("interpreter", json!(shell_argv)),
+            ("interpreter_pid", json!(shell_pid)),
+            ("downloader", json!(e.process.argv.join(" "))),
+            ("destination", json!(dest)),
+            ("domain", json!(domain)),
+            ("destination_allowed", json!(allowed)),
+        ]);
+        if allowed {
+            raw = raw.severity(Severity::Low);
+        }
+        self.emit_for(out, raw, e, key);
     }
 }

@@ -28,12 +28,20 @@ impl Engine {
         else {
             return;
         };
-        let program =
-            crate::event::program_path(e.process.exe.as_deref().unwrap_or_default(), filename, cwd);
         let exe = e.process.exe.clone().unwrap_or_default();
-        let (job, step, inherited_hook) = {
+        let (job, step, inherited_hook, step_root) = {
             let p = &self.procs[&key];
-            (p.job, p.step, p.hook)
+            (p.job, p.step, p.hook, p.is_step_root)
+        };
+        let program = crate::event::program_path(&exe, filename, cwd, &e.process.argv);
+        // A step's own script, which the runner wrote and started (`bash -e $RUNNER_TEMP/x.sh`,
+        // `node _actions/.../index.js`), is the step, not a program the job dropped.
+        let runner_started_script =
+            step_root && crate::event::argument_program(&exe, &e.process.argv).is_some();
+        let (program, exe_changed_ns) = if runner_started_script {
+            (crate::event::program_path(&exe, filename, cwd, &[]), &None)
+        } else {
+            (program, exe_changed_ns)
         };
         let workspace = self.jobs[job].identity.workspace.clone();
         {
@@ -56,6 +64,9 @@ impl Engine {
                 .get("HOME")
                 .filter(|h| h.starts_with('/') && h.len() > 1)
                 .map(|h| h.trim_end_matches('/').to_string());
+            if self.jobs[job].home.is_some() {
+                self.homes_learnt += 1;
+            }
         }
         if self.jobs[job].oidc_endpoint.is_none() {
             self.jobs[job].oidc_endpoint = env
@@ -101,6 +112,32 @@ impl Engine {
                     self.note_install_code(index, e, key);
                 }
             }
+        }
+
+        if matches!(
+            &e.detail,
+            Detail::Exec {
+                exe_unlinked: true,
+                ..
+            }
+        ) {
+            let raw = Raw::new(
+                RuleId::FilelessExec,
+                format!(
+                    "executed a program with no name on any file system ({}, {})",
+                    if exe.is_empty() { "?" } else { &exe },
+                    e.process.argv.first().map(String::as_str).unwrap_or("")
+                ),
+                format!("fileless:{}", e.process.pid),
+            )
+            .evidence(vec![
+                ("executable", json!(exe)),
+                ("filename", json!(filename)),
+            ]);
+            self.emit_for(out, raw, e, key);
+        }
+        if !step_root && crate::event::reads_program_from_stdin(&exe, &e.process.argv) {
+            self.note_stdin_shell(e, key);
         }
 
         let allowed_exe = |rules: &Rules| rules.executables.allows_written(&exe);

@@ -42,6 +42,9 @@ pub struct Enricher {
     /// The kernel marks answers that came from where their question went (its packet programs
     /// are attached): an unmarked answer is forged.
     dns_answers_checked: bool,
+    /// The watched files the kernel knows by identity ((dev, ino) -> path), as the agent last
+    /// pushed them (agent/identities.rs).
+    pub identities: HashMap<(u32, u64), String>,
 }
 
 impl Enricher {
@@ -56,6 +59,7 @@ impl Enricher {
             exe_changed: None,
             dns_unparsed: 0,
             dns_answers_checked: false,
+            identities: HashMap::new(),
         }
     }
 
@@ -111,7 +115,7 @@ impl Enricher {
                 // execve from a non-leader thread takes over the leader's pid: the env record
                 // was sent by the same thread as the exec record, so match on the thread id.
                 let env = self.pending_env.remove(&header.pid).unwrap_or_default();
-                let program = program_path(&exe, &filename, &cwd);
+                let program = program_path(&exe, &filename, &cwd, &argv);
                 let exe_changed_ns = self
                     .exe_changed
                     .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
@@ -126,6 +130,7 @@ impl Enricher {
                     filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,
                     exe_truncated: header.flags & EXEC_EXE_TRUNCATED != 0,
                     exe_unresolved: header.flags & EXEC_EXE_UNRESOLVED != 0,
+                    exe_unlinked: header.flags & monitor_common::EXEC_EXE_UNLINKED != 0,
                     argv_total_len,
                     cwd: if header.flags & EXEC_CWD_UNRESOLVED != 0 {
                         String::new()
@@ -305,7 +310,14 @@ impl Enricher {
                     }
                     _ => None,
                 };
+                // Opened under another name than the watched file's own.
+                let same_file_as = (matched & monitor_common::MATCH_INODE != 0)
+                    .then(|| self.identities.get(&(dev, ino)))
+                    .flatten()
+                    .filter(|watched| **watched != path)
+                    .map(|watched| redact_path(watched).into_owned());
                 let detail = Detail::Open {
+                    same_file_as,
                     pth_executable,
                     map_embeds_sources: map.map(|m| m.embeds_sources),
                     map_sources_packed: map.and_then(|m| m.sources_packed),
@@ -494,6 +506,7 @@ fn match_reasons(bits: u32) -> Vec<MatchReason> {
         (MATCH_PROC_OTHER, MatchReason::ProcOtherProcess),
         (MATCH_ALL, MatchReason::All),
         (monitor_common::MATCH_FROM, MatchReason::From),
+        (monitor_common::MATCH_INODE, MatchReason::Identity),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

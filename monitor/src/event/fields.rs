@@ -144,6 +144,8 @@ pub enum MatchReason {
     All,
     /// The old name of a rename or link (a watched file given another name).
     From,
+    /// The file is a watched file by identity (device and inode), whatever its name.
+    Identity,
 }
 
 /// How a name was given to a file without opening it.

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod enrich;
 pub mod fields;
+mod program;
 
 pub use enrich::Enricher;
 pub use fields::{
@@ -47,6 +48,9 @@ pub enum Detail {
         filename_truncated: bool,
         exe_truncated: bool,
         exe_unresolved: bool,
+        /// The executable had no name on any file system when it ran (memfd, deleted).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exe_unlinked: bool,
         /// Size of the whole argument block, also when argv was cut.
         argv_total_len: u32,
         /// Resolved working directory at exec ("" when unresolved).
@@ -102,6 +106,10 @@ pub enum Detail {
         matched: Vec<MatchReason>,
         via: OpenVia,
         fd: i32,
+        /// The watched file this is by identity (device and inode) when it was opened under
+        /// another name: a bind mount, a hard link, a detached mount tree, a chroot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        same_file_as: Option<String>,
         /// For `.pth` files read at interpreter start: whether the file has lines Python
         /// executes (`import ...`). Filled by the live agent, which can read the file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,15 +286,4 @@ impl WallClock {
     }
 }
 
-/// The file an exec ran: the name given to execve made absolute (for a `#!` script, the script,
-/// while `exe` is its interpreter), or the resolved executable when that name is unusable.
-pub fn program_path(exe: &str, filename: &str, cwd: &str) -> String {
-    if filename.starts_with('/') {
-        filename.to_string()
-    } else if filename.contains('/') && cwd.starts_with('/') {
-        let rel = filename.trim_start_matches("./");
-        format!("{}/{rel}", cwd.trim_end_matches('/'))
-    } else {
-        exe.to_string()
-    }
-}
+pub use program::{argument_program, program_path, reads_program_from_stdin};

@@ -25,6 +25,9 @@ const TOOLING_PLACES: &[&str] = &[
     "/.deno/",
     "/.pyenv/",
     "/.nvm/",
+    // The runner's copies of the actions a job uses, and pre-commit's of its hooks.
+    "/_actions/",
+    "/.cache/pre-commit/",
 ];
 
 /// Directories only the system package manager writes (an `apt-get install` in a job).

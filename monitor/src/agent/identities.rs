@@ -1,0 +1,276 @@
+//! Watched files by identity: the credential and persistence files that exist on the machine,
+//! by (device, inode), in the kernel's `WATCH_INODES` map.
+//!
+//! The open filter tests names; a bind mount (of the file or its directory), a hard link under
+//! an innocent name, a detached mount tree (`open_tree`) or a chroot reach the same inode by a
+//! name no rule knows. The kernel reports an open of a listed inode whatever its name
+//! (`MATCH_INODE`), and the enricher names the watched file it is (`same_file_as`), so the rules
+//! judge it as that file.
+//!
+//! Which files: those the credential and persistence rules classify, found in the usual places
+//! of every home on the machine (`/root`, `/home/*`) and of every running job (its `HOME`), and
+//! the system's (`/etc/shadow`, `/etc/ssh/*_key`, `/etc/profile`, ...). They are read again
+//! every `REFRESH` and whenever a job with a new home appears. Bounded: `WATCH_INODE_SLOTS`
+//! files, `MAX_PER_DIR` per directory, `MAX_HOMES` homes.
+//!
+//! Not covered: a file created and aliased between two reads (its own name is still watched),
+//! and file systems that give an open file another identity than `stat` does (overlayfs:
+//! containers, issue 18).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{HashMap, MapData},
+    Ebpf,
+};
+use monitor_common::{InodeKey, WATCH_INODE_SLOTS, WATCH_READ, WATCH_WRITE};
+
+use crate::rules::{credentials, persistence};
+
+const REFRESH: Duration = Duration::from_secs(10);
+const MAX_PER_DIR: usize = 256;
+const MAX_HOMES: usize = 64;
+
+/// Directories of a home where credentials and persistence files live (walked 3 deep); the
+/// home's own files are read too.
+const HOME_DIRS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".cargo",
+    ".gem",
+    ".terraform.d",
+    ".gnupg",
+    ".config/gh",
+    ".config/gcloud",
+    ".config/git",
+    ".config/systemd/user",
+    ".config/autostart",
+];
+
+/// The system's: directories read one deep, and single files.
+const SYSTEM_DIRS: &[&str] = &[
+    "/etc/ssh",
+    "/etc/sudoers.d",
+    "/etc/cron.d",
+    "/etc/profile.d",
+];
+const SYSTEM_FILES: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/profile",
+    "/etc/environment",
+    "/etc/crontab",
+    "/etc/ld.so.preload",
+    "/etc/bash.bashrc",
+    "/etc/gitconfig",
+];
+
+pub struct Identities {
+    map: HashMap<MapData, InodeKey, u32>,
+    pushed: BTreeMap<InodeKey, (String, u32)>,
+    homes: BTreeSet<String>,
+    last: Option<Instant>,
+}
+
+impl Identities {
+    pub fn open(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let map = ebpf
+            .take_map("WATCH_INODES")
+            .ok_or_else(|| anyhow::anyhow!("WATCH_INODES map missing"))?;
+        Ok(Self {
+            map: HashMap::try_from(map)?,
+            pushed: BTreeMap::new(),
+            homes: BTreeSet::new(),
+            last: None,
+        })
+    }
+
+    /// Reads the files again when the last read is older than `REFRESH` or `job_homes` names
+    /// a home not read yet; updates the kernel's map and returns the table the enricher names
+    /// files by (`None`: nothing was read).
+    pub fn refresh_if_due<'a>(
+        &mut self,
+        job_homes: impl Iterator<Item = &'a str>,
+    ) -> Option<StdHashMap<(u32, u64), String>> {
+        let mut homes = machine_homes();
+        homes.extend(job_homes.map(str::to_string));
+        let new_home = !homes.is_subset(&self.homes);
+        if !new_home && self.last.is_some_and(|t| t.elapsed() < REFRESH) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        self.homes = homes;
+        let now = watched_files(&self.homes);
+        for gone in self
+            .pushed
+            .keys()
+            .filter(|k| !now.contains_key(k))
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            let _ = self.map.remove(&gone);
+            self.pushed.remove(&gone);
+        }
+        for (key, (path, access)) in now {
+            if self.pushed.get(&key).is_some_and(|(_, a)| *a == access) {
+                continue;
+            }
+            if !self.pushed.contains_key(&key) && self.pushed.len() >= WATCH_INODE_SLOTS as usize {
+                log::warn!(
+                    "more than {WATCH_INODE_SLOTS} watched files: {path} is watched by name only"
+                );
+                continue;
+            }
+            match self.map.insert(key, access, 0) {
+                Ok(()) => {
+                    self.pushed.insert(key, (path, access));
+                }
+                Err(e) => log::warn!("watching {path} by identity: {e}"),
+            }
+        }
+        Some(
+            self.pushed
+                .iter()
+                .map(|(k, (path, _))| ((k.dev, k.ino), path.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// `/root` and the directories under `/home`.
+fn machine_homes() -> BTreeSet<String> {
+    let mut homes = BTreeSet::from(["/root".to_string()]);
+    if let Ok(entries) = std::fs::read_dir("/home") {
+        for entry in entries.flatten().take(MAX_HOMES) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                homes.insert(entry.path().display().to_string());
+            }
+        }
+    }
+    homes
+}
+
+/// The watched files that exist now, by identity, with the access the rules watch them for.
+fn watched_files(homes: &BTreeSet<String>) -> BTreeMap<InodeKey, (String, u32)> {
+    let mut found = BTreeMap::new();
+    let mut add = |path: &Path, as_rules_see: &str| {
+        let Some(access) = watched_for(as_rules_see) else {
+            return;
+        };
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let key = InodeKey {
+            ino: meta.ino(),
+            dev: kernel_dev(meta.dev()),
+            _pad0: 0,
+        };
+        found
+            .entry(key)
+            .or_insert_with(|| (path.display().to_string(), access));
+    };
+    for home in homes.iter().take(MAX_HOMES) {
+        // Rules spell homes `/root` or `/home/*`; a runner's home elsewhere is judged as one.
+        let as_rules_see = |path: &Path| {
+            let text = path.display().to_string();
+            if home == "/root" || home.starts_with("/home/") {
+                text
+            } else {
+                format!("/root{}", &text[home.len()..])
+            }
+        };
+        for file in files_in(Path::new(home), 1) {
+            add(&file, &as_rules_see(&file));
+        }
+        for dir in HOME_DIRS {
+            for file in files_in(&Path::new(home).join(dir), 3) {
+                add(&file, &as_rules_see(&file));
+            }
+        }
+    }
+    for dir in SYSTEM_DIRS {
+        for file in files_in(Path::new(dir), 1) {
+            add(&file, &file.display().to_string());
+        }
+    }
+    for file in SYSTEM_FILES {
+        add(Path::new(file), file);
+    }
+    found
+}
+
+/// What a file is watched for: reads and writes of credentials, writes of persistence places.
+fn watched_for(path: &str) -> Option<u32> {
+    if credentials::classify(path).is_some() {
+        Some(WATCH_READ | WATCH_WRITE)
+    } else if persistence::classify(path).is_some() {
+        Some(WATCH_WRITE)
+    } else {
+        None
+    }
+}
+
+/// Regular files (and symlinks to them) under `dir`, `depth` levels deep, at most `MAX_PER_DIR`
+/// per directory.
+fn files_in(dir: &Path, depth: u32) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten().take(MAX_PER_DIR) {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if depth > 1 {
+                out.extend(files_in(&entry.path(), depth - 1));
+            }
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// `stat`'s device number in the kernel's internal encoding (`sb->s_dev`: major << 20 | minor).
+fn kernel_dev(dev: u64) -> u32 {
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    ((major << 20) | (minor & 0xf_ffff)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_are_re_encoded_as_the_kernel_keeps_them() {
+        // 8:1 (sda1) and 259:3 (nvme0n1p3) in glibc's encoding.
+        assert_eq!(kernel_dev(0x801), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(259, 3)), (259 << 20) | 3);
+        assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
+    }
+
+    #[test]
+    fn credentials_and_persistence_places_are_watched() {
+        assert_eq!(
+            watched_for("/root/.ssh/id_ed25519"),
+            Some(WATCH_READ | WATCH_WRITE)
+        );
+        assert_eq!(watched_for("/home/runner/.bashrc"), Some(WATCH_WRITE));
+        assert_eq!(watched_for("/root/.ssh/id_ed25519.pub"), None);
+        assert_eq!(watched_for("/home/runner/notes.txt"), None);
+    }
+}
