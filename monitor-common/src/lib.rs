@@ -567,6 +567,19 @@ pub const WATCH_INODE_SLOTS: u32 = 4096;
 /// The old name of a rename or link passed the watch filter (a credential moved or linked away).
 pub const MATCH_FROM: u32 = 1 << 6;
 
+/// `WATCH_PAIRS`: one bit per pair of bytes (65536 bits, 2048 words) in each of four sections,
+/// set when some watched entry of that list could match a name with that pair: the first two
+/// bytes of names, of prefixes and of parent directory names, and the last two bytes (last
+/// first) of suffixes. The kernel looks a name up in a list only when its pair's bit is set, so
+/// the names a build opens all day (`main.rs`, `index.js`) cost two array reads, not four hash
+/// and trie lookups.
+pub const PAIR_SECTION_WORDS: u32 = 2048;
+pub const PAIRS_NAMES: u32 = 0;
+pub const PAIRS_PREFIXES: u32 = 1;
+pub const PAIRS_SUFFIXES: u32 = 2;
+pub const PAIRS_PARENTS: u32 = 3;
+pub const WATCH_PAIRS_WORDS: u32 = 4 * PAIR_SECTION_WORDS;
+
 /// Size of a watch-map key: a file or directory name, NUL padded. Longer names are cut.
 pub const NAME_KEY_LEN: usize = 64;
 /// Suffix keys hold the last bytes of a name, reversed, so a longest-prefix-match trie finds them.

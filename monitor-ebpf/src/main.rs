@@ -32,7 +32,7 @@ use monitor_common::{
     AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsAskedKey, DnsAskedTo, DnsSocketKey,
     EgressSeenKey, EventHeader, InodeKey, KernelOffsets, NameHashKey, NameKey, PortSet,
     ProbeConfig, ProcessLosses, TamperEvent, TamperSeenKey, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
-    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
+    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS, WATCH_PAIRS_WORDS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -102,6 +102,9 @@ static WATCH_PARENT_DIRS: HashMap<NameKey, u32> = HashMap::with_max_entries(256,
 /// agent: the credential and persistence files of the machine's homes and of each job's.
 #[map]
 static WATCH_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_INODE_SLOTS, 0);
+/// The pair filter in front of the watch maps (`monitor_common::PAIR_SECTION_WORDS`).
+#[map]
+static WATCH_PAIRS: Array<u32> = Array::with_max_entries(WATCH_PAIRS_WORDS, 0);
 /// BPF_F_NO_PREALLOC is required for LPM tries.
 #[map]
 static WATCH_NAME_PREFIXES: LpmTrie<NameKey, u32> = LpmTrie::with_max_entries(256, 1);

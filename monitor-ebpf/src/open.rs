@@ -163,8 +163,9 @@ unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Re
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
-            // The parent's name is still loaded in the filter's key.
-            let owner = parse_pid(&(*watch::scratch()?).name.data);
+            let key = &raw mut (*watch::scratch()?).name.data;
+            watch::load_name(parent_name, parent_len, key);
+            let owner = parse_pid(&*key);
             if owner != tgid && owner != tid {
                 matched |= MATCH_PROC_OTHER;
             }

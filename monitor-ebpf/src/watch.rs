@@ -12,10 +12,14 @@ use aya_ebpf::{
 };
 use monitor_common::{
     AffixKey, NameKey, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX, MATCH_PARENT_DIR,
-    NAME_KEY_LEN, SUFFIX_KEY_LEN, WATCH_PROC_OTHER,
+    NAME_KEY_LEN, PAIRS_NAMES, PAIRS_PARENTS, PAIRS_PREFIXES, PAIRS_SUFFIXES, PAIR_SECTION_WORDS,
+    SUFFIX_KEY_LEN, WATCH_PROC_OTHER,
 };
 
-use crate::{WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PARENT_DIRS};
+use crate::{
+    kernel::read, WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PAIRS,
+    WATCH_PARENT_DIRS,
+};
 
 #[repr(C)]
 pub struct FilterScratch {
@@ -49,27 +53,71 @@ pub unsafe fn load_name(name: *const u8, len: u32, key: *mut NameKey) {
     bpf_probe_read_kernel(key.cast(), n & (NAME_KEY_LEN as u32 - 1), name.cast());
 }
 
+/// Whether the pair filter lets a name with `pair` through to section's list.
+#[inline(always)]
+fn pair_listed(section: u32, pair: u32) -> bool {
+    let word = section * PAIR_SECTION_WORDS + ((pair & 0xffff) >> 5);
+    match WATCH_PAIRS.get(word) {
+        Some(bits) => (*bits >> (pair & 31)) & 1 != 0,
+        None => true, // cannot tell: ask the list
+    }
+}
+
+/// The first two bytes of a name (the second 0 for a one-byte name): `b0 | b1 << 8`.
+#[inline(always)]
+pub unsafe fn first_pair(name: *const u8, len: u32) -> Result<u32, i64> {
+    let two = read::<u16>(name, 0)? as u32;
+    Ok(if len < 2 { two & 0xff } else { two })
+}
+
+/// The last two bytes of a name, last first: `last | second_last << 8`.
+#[inline(always)]
+unsafe fn last_pair(name: *const u8, len: u32) -> Result<u32, i64> {
+    if len < 2 {
+        return Ok(read::<u8>(name, 0)? as u32);
+    }
+    let two = read::<u16>(name, (len as usize - 2) & 0xfff)? as u32;
+    Ok((two >> 8) | ((two & 0xff) << 8))
+}
+
 /// `MATCH_NAME | MATCH_NAME_PREFIX | MATCH_NAME_SUFFIX` bits of the file name at `name` (`len`
 /// bytes) for `access`, and whether the name is listed for other processes' /proc files.
 #[inline(always)]
 pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32, bool), i64> {
+    if len == 0 {
+        return Ok((0, false));
+    }
+    let first = first_pair(name, len)?;
+    let check_name = pair_listed(PAIRS_NAMES, first);
+    let check_prefix = pair_listed(PAIRS_PREFIXES, first);
+    let check_suffix = pair_listed(PAIRS_SUFFIXES, last_pair(name, len)?);
+    let mut matched = 0u32;
+    let mut proc_candidate = false;
+    if !(check_name || check_prefix || check_suffix) {
+        return Ok((matched, proc_candidate));
+    }
     let scratch = scratch()?;
     let name_key = &raw mut (*scratch).name;
-    let mut matched = 0u32;
     load_name(name, len, &raw mut (*name_key).data);
-    let mut proc_candidate = false;
-    if let Some(value) = WATCH_NAMES.get_ptr(&(*name_key).data) {
-        let value = *value;
-        if value & access != 0 {
-            matched |= MATCH_NAME;
+    if check_name {
+        if let Some(value) = WATCH_NAMES.get_ptr(&(*name_key).data) {
+            let value = *value;
+            if value & access != 0 {
+                matched |= MATCH_NAME;
+            }
+            proc_candidate = value & WATCH_PROC_OTHER != 0;
         }
-        proc_candidate = value & WATCH_PROC_OTHER != 0;
     }
     (*name_key).prefix_len = (NAME_KEY_LEN as u32) * 8;
-    if let Some(value) = WATCH_NAME_PREFIXES.get(&*name_key) {
-        if *value & access != 0 {
-            matched |= MATCH_NAME_PREFIX;
+    if check_prefix {
+        if let Some(value) = WATCH_NAME_PREFIXES.get(&*name_key) {
+            if *value & access != 0 {
+                matched |= MATCH_NAME_PREFIX;
+            }
         }
+    }
+    if !check_suffix {
+        return Ok((matched, proc_candidate));
     }
 
     // Suffixes: the last (up to) SUFFIX_KEY_LEN bytes of the name, reversed.
@@ -107,9 +155,11 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
 }
 
 /// `MATCH_PARENT_DIR` when the directory name at `name` (`len` bytes) is listed for `access`.
-/// Leaves the name loaded in the scratch key.
 #[inline(always)]
 pub unsafe fn match_parent(name: *const u8, len: u32, access: u32) -> Result<u32, i64> {
+    if len == 0 || !pair_listed(PAIRS_PARENTS, first_pair(name, len)?) {
+        return Ok(0);
+    }
     let scratch = scratch()?;
     let name_key = &raw mut (*scratch).name;
     load_name(name, len, &raw mut (*name_key).data);

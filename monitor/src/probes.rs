@@ -546,6 +546,17 @@ impl Probes {
 
 fn push_watch_list(ebpf: &mut Ebpf, watch: &WatchList) -> anyhow::Result<()> {
     {
+        let mut pairs: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(ebpf.map_mut("WATCH_PAIRS").context("WATCH_PAIRS")?)?;
+        for (index, bits) in watch.pair_bits().into_iter().enumerate() {
+            if bits != 0 {
+                pairs
+                    .set(index as u32, bits, 0)
+                    .context("watch pair filter")?;
+            }
+        }
+    }
+    {
         let mut names: HashMap<_, NameKey, u32> =
             HashMap::try_from(ebpf.map_mut("WATCH_NAMES").context("WATCH_NAMES")?)?;
         for (name, value) in &watch.names {

@@ -213,6 +213,49 @@ fn check_component(name: &str) -> Result<(), WatchError> {
     Ok(())
 }
 
+impl WatchList {
+    /// The kernel's pair filter (`monitor_common::PAIR_SECTION_WORDS`): for each list, the bit
+    /// of every byte pair a name must have for the list to possibly match it.
+    pub fn pair_bits(&self) -> Vec<u32> {
+        use monitor_common::{
+            PAIRS_NAMES, PAIRS_PARENTS, PAIRS_PREFIXES, PAIRS_SUFFIXES, PAIR_SECTION_WORDS,
+            WATCH_PAIRS_WORDS,
+        };
+        let mut bits = vec![0u32; WATCH_PAIRS_WORDS as usize];
+        let mut set = |section: u32, pair: u32| {
+            let word = (section * PAIR_SECTION_WORDS + (pair >> 5)) as usize;
+            bits[word] |= 1 << (pair & 31);
+        };
+        // `(first, Some(second))`, or every second byte when the entry has one byte only.
+        let mut set_pairs = |section: u32, first: u8, second: Option<u8>| match second {
+            Some(b) => set(section, first as u32 | (b as u32) << 8),
+            None => (0..=255u32).for_each(|b| set(section, first as u32 | b << 8)),
+        };
+        for (name, _) in &self.names {
+            let b = name.as_bytes();
+            // A one-byte name is itself: its second byte reads as 0.
+            set_pairs(PAIRS_NAMES, b[0], Some(b.get(1).copied().unwrap_or(0)));
+        }
+        for (name, _) in &self.parent_dirs {
+            let b = name.as_bytes();
+            set_pairs(PAIRS_PARENTS, b[0], Some(b.get(1).copied().unwrap_or(0)));
+        }
+        for (prefix, _) in &self.name_prefixes {
+            let b = prefix.as_bytes();
+            set_pairs(PAIRS_PREFIXES, b[0], b.get(1).copied());
+        }
+        for (suffix, _) in &self.name_suffixes {
+            let b = suffix.as_bytes();
+            let last = b[b.len() - 1];
+            let before = (b.len() > 1).then(|| b[b.len() - 2]);
+            // A one-byte suffix sets every pair ending in it, also a one-byte name's (its byte
+            // before reads as 0).
+            set_pairs(PAIRS_SUFFIXES, last, before);
+        }
+        bits
+    }
+}
+
 /// The zero-padded key the kernel builds from a dentry name.
 pub fn name_key(name: &str) -> monitor_common::NameKey {
     let mut bytes = [0u8; NAME_KEY_LEN];
@@ -278,6 +321,34 @@ mod tests {
         w.name_suffixes
             .push((".averyveryverylongsuffix".into(), RW));
         assert!(matches!(w.validate(), Err(WatchError::SuffixLength(_))));
+    }
+
+    #[test]
+    fn pair_bits_let_watched_names_through_and_stop_build_files() {
+        use monitor_common::{
+            PAIRS_NAMES, PAIRS_PARENTS, PAIRS_PREFIXES, PAIRS_SUFFIXES, PAIR_SECTION_WORDS,
+        };
+        let bits = WatchList::defaults().pair_bits();
+        let has = |section: u32, pair: u32| {
+            let word = (section * PAIR_SECTION_WORDS + (pair >> 5)) as usize;
+            bits[word] >> (pair & 31) & 1 != 0
+        };
+        let first = |s: &str| s.as_bytes()[0] as u32 | (s.as_bytes()[1] as u32) << 8;
+        let last = |s: &str| {
+            let b = s.as_bytes();
+            b[b.len() - 1] as u32 | (b[b.len() - 2] as u32) << 8
+        };
+        assert!(has(PAIRS_NAMES, first(".npmrc")));
+        assert!(has(PAIRS_PREFIXES, first("id_ed25519")));
+        assert!(has(PAIRS_SUFFIXES, last("evil.pth")));
+        assert!(has(PAIRS_PARENTS, first(".ssh")));
+        // What builds open all day passes none of the lists.
+        for name in ["lib.rs", "index.js", "util.h"] {
+            assert!(!has(PAIRS_NAMES, first(name)), "{name}");
+            assert!(!has(PAIRS_PREFIXES, first(name)), "{name}");
+            assert!(!has(PAIRS_SUFFIXES, last(name)), "{name}");
+        }
+        assert!(!has(PAIRS_PARENTS, first("target")));
     }
 
     #[test]

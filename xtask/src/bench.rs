@@ -54,6 +54,7 @@ fn workloads(scale: f64) -> Vec<Workload> {
     let opens = scaled(200_000, scale);
     let watched = scaled(20_000, scale);
     let connects = scaled(3000, scale);
+    let renames = scaled(50_000, scale);
     vec![
         Workload {
             name: "exec storm",
@@ -90,6 +91,20 @@ fn workloads(scale: f64) -> Vec<Workload> {
             }),
         },
         Workload {
+            // What `sed -i`, editors and package stores do all the time: a temporary file
+            // renamed over another (the name hooks' cost on names nobody watches).
+            name: "rename storm (unwatched)",
+            run: Box::new(move |dir| {
+                let (a, b) = (dir.join("a.tmp"), dir.join("b.txt"));
+                std::fs::write(&a, "x")?;
+                for _ in 0..renames {
+                    std::fs::rename(&a, &b)?;
+                    std::fs::rename(&b, &a)?;
+                }
+                Ok(())
+            }),
+        },
+        Workload {
             name: "connect storm (loopback)",
             run: Box::new(move |_| {
                 // Connect and accept in lockstep: an acceptor thread that falls behind lets the
@@ -116,13 +131,22 @@ fn workloads(scale: f64) -> Vec<Workload> {
                 let _ = std::fs::remove_dir_all(app.join("node_modules"));
                 let _ = std::fs::remove_file(app.join("package-lock.json"));
                 let out = Command::new("npm")
-                    .args(["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"])
+                    .args([
+                        "install",
+                        "--offline",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                    ])
                     .current_dir(&app)
                     .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
                     .env("npm_config_cache", dir.join("npm-cache"))
                     .output()?;
                 if !out.status.success() {
-                    bail!("npm install failed: {}", String::from_utf8_lossy(&out.stderr));
+                    bail!(
+                        "npm install failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
                 Ok(())
             }),
@@ -323,7 +347,12 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 .arg("--ready-file")
                 .arg(&ready)
                 // Never take over a real agent's socket or port on this machine.
-                .args(["--no-control-socket", "--no-reports", "--metrics-address", "127.0.0.1:0"])
+                .args([
+                    "--no-control-socket",
+                    "--no-reports",
+                    "--metrics-address",
+                    "127.0.0.1:0",
+                ])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join("agent.log"))?)
@@ -361,7 +390,10 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
             std::fs::create_dir_all(&conf_dir)?;
             std::fs::write(conf_dir.join("auditd.conf"), conf + "\n")?;
             use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(conf_dir.join("auditd.conf"), std::fs::Permissions::from_mode(0o600))?;
+            std::fs::set_permissions(
+                conf_dir.join("auditd.conf"),
+                std::fs::Permissions::from_mode(0o600),
+            )?;
             let mut child = Command::new("auditd")
                 .args(["-n", "-c"])
                 .arg(&conf_dir)
@@ -413,11 +445,13 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
 fn auditctl(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("auditctl").args(args).output()?;
     if !out.status.success() {
-        bail!("auditctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "auditctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
-
 
 fn pids_named(comm: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -466,7 +500,10 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
                 .as_deref()
                 .and_then(|a| http_get(&format!("http://{a}/metrics")).ok())
                 .unwrap_or_default();
-            (sum_samples(&text, "monitor_events_total"), sum_samples(&text, "monitor_events_dropped_total"))
+            (
+                sum_samples(&text, "monitor_events_total"),
+                sum_samples(&text, "monitor_events_dropped_total"),
+            )
         }
         Tool::Auditd => {
             // Records carry `msg=audit(<time>:<serial>)`; an event's records are adjacent and
@@ -482,7 +519,11 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
             let complete = log.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
             let mut last = String::new();
             for line in String::from_utf8_lossy(&log[..complete]).lines() {
-                if let Some(serial) = line.split("msg=audit(").nth(1).and_then(|r| r.split(')').next()) {
+                if let Some(serial) = line
+                    .split("msg=audit(")
+                    .nth(1)
+                    .and_then(|r| r.split(')').next())
+                {
                     if serial != last {
                         counted += 1;
                         last = serial.to_string();
@@ -491,7 +532,10 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
             }
             r.audit_read.set((offset + complete as u64, counted));
             let lost = output("auditctl", &["-s"])
-                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("lost ")?.trim().parse().ok()))
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("lost ")?.trim().parse().ok())
+                })
                 .unwrap_or(0);
             (counted, lost)
         }
@@ -503,7 +547,13 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
             let lost = out
                 .lines()
                 .chain(err.lines())
-                .filter_map(|l| l.strip_prefix("Lost ")?.split_whitespace().next()?.parse::<u64>().ok())
+                .filter_map(|l| {
+                    l.strip_prefix("Lost ")?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .sum();
             (events, lost)
         }
@@ -527,7 +577,10 @@ fn http_get(url: &str) -> anyhow::Result<String> {
     write!(conn, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut body = String::new();
     std::io::Read::read_to_string(&mut conn, &mut body)?;
-    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 fn stop(r: Running) -> anyhow::Result<()> {
@@ -582,7 +635,11 @@ struct Results {
 
 fn machine_info() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    let get = |p: &str, a: &[&str]| output(p, a).map(|s| s.trim().to_string()).unwrap_or_default();
+    let get = |p: &str, a: &[&str]| {
+        output(p, a)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
     m.insert("kernel".into(), get("uname", &["-r"]));
     m.insert("cpus".into(), get("nproc", &[]));
     m.insert("date".into(), get("date", &["-u", "+%Y-%m-%dT%H:%MZ"]));
@@ -590,7 +647,11 @@ fn machine_info() -> BTreeMap<String, String> {
         "memory".into(),
         std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|t| t.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")))
+            .and_then(|t| {
+                t.lines()
+                    .next()
+                    .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            })
             .unwrap_or_default(),
     );
     m.insert("auditd".into(), get("auditctl", &["-v"]));
@@ -623,7 +684,8 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let saved = docs.join("benchmarks/results.json");
     if args.replot {
         let results: Results = serde_json::from_str(
-            &std::fs::read_to_string(&saved).with_context(|| format!("reading {}", saved.display()))?,
+            &std::fs::read_to_string(&saved)
+                .with_context(|| format!("reading {}", saved.display()))?,
         )?;
         return write_docs(&docs, &results);
     }
@@ -653,7 +715,12 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         let mut order = tools.clone();
         order.rotate_left(round % tools.len());
         for tool in order {
-            eprintln!("bench: round {}/{}: {}", round + 1, args.rounds, tool.label());
+            eprintln!(
+                "bench: round {}/{}: {}",
+                round + 1,
+                args.rounds,
+                tool.label()
+            );
             let running = start(tool, &bin, dir)?;
             for w in &loads {
                 let (cpu0, _, ev0, drop0) = counters(&running);
@@ -663,7 +730,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 let (cpu1, rss, ev1, drop1) = counters(&running);
-                let peak = peak_rss.entry(format!("{tool:?}").to_lowercase()).or_default();
+                let peak = peak_rss
+                    .entry(format!("{tool:?}").to_lowercase())
+                    .or_default();
                 *peak = (*peak).max(rss);
                 samples.push(Sample {
                     round,
@@ -694,10 +763,15 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if !args.monitor_only {
         std::fs::create_dir_all(docs.join("benchmarks"))?;
         std::fs::write(&saved, serde_json::to_string_pretty(&results)? + "\n")?;
-        std::fs::write(docs.join("benchmarks/audit.rules"), AUDIT_RULES.join("\n") + "\n")?;
+        std::fs::write(
+            docs.join("benchmarks/audit.rules"),
+            AUDIT_RULES.join("\n") + "\n",
+        )?;
         std::fs::write(docs.join("benchmarks/bench.bt"), BPFTRACE_SCRIPT)?;
         write_docs(&docs, &results)?;
-        eprintln!("bench: wrote docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks/results.json");
+        eprintln!(
+            "bench: wrote docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks/results.json"
+        );
     }
     Ok(())
 }
@@ -719,24 +793,50 @@ fn ratio(r: &Results, tool: Tool, workload: &str) -> f64 {
 
 /// The plain-text summary printed at the end of a run.
 fn table(r: &Results) -> String {
-    let peers: Vec<Tool> = r.tools.iter().copied().filter(|t| *t != Tool::Nothing).collect();
+    let peers: Vec<Tool> = r
+        .tools
+        .iter()
+        .copied()
+        .filter(|t| *t != Tool::Nothing)
+        .collect();
     let mut out = format!("{:<28} {:>10}", "workload", "nothing (s)");
     for t in &peers {
         out.push_str(&format!(" {:>14}", format!("{} x", t.label())));
     }
     out.push('\n');
     for w in &r.workloads {
-        out.push_str(&format!("{:<28} {:>10.3}", w, med(r, Tool::Nothing, w, |s| s.seconds)));
+        out.push_str(&format!(
+            "{:<28} {:>10.3}",
+            w,
+            med(r, Tool::Nothing, w, |s| s.seconds)
+        ));
         for t in &peers {
             out.push_str(&format!(" {:>14.3}", ratio(r, *t, w)));
         }
         out.push('\n');
     }
     for t in &peers {
-        let cpu: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.tool_cpu_seconds)).sum();
-        let wall: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.seconds)).sum();
-        let events: f64 = r.workloads.iter().map(|w| med(r, *t, w, |s| s.events as f64)).sum();
-        let drops: u64 = r.samples.iter().filter(|s| s.tool == *t).map(|s| s.dropped).sum();
+        let cpu: f64 = r
+            .workloads
+            .iter()
+            .map(|w| med(r, *t, w, |s| s.tool_cpu_seconds))
+            .sum();
+        let wall: f64 = r
+            .workloads
+            .iter()
+            .map(|w| med(r, *t, w, |s| s.seconds))
+            .sum();
+        let events: f64 = r
+            .workloads
+            .iter()
+            .map(|w| med(r, *t, w, |s| s.events as f64))
+            .sum();
+        let drops: u64 = r
+            .samples
+            .iter()
+            .filter(|s| s.tool == *t)
+            .map(|s| s.dropped)
+            .sum();
         out.push_str(&format!(
             "{}: {:.2} CPU s per round ({:.1}% of one core over {:.1} s), peak RSS {:.1} MiB, {:.0} events per round ({:.0}/s), {} dropped over all rounds\n",
             t.label(),
@@ -753,7 +853,12 @@ fn table(r: &Results) -> String {
 }
 
 fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
-    let peers: Vec<Tool> = r.tools.iter().copied().filter(|t| *t != Tool::Nothing).collect();
+    let peers: Vec<Tool> = r
+        .tools
+        .iter()
+        .copied()
+        .filter(|t| *t != Tool::Nothing)
+        .collect();
     let mut md = String::from(
         "# Overhead against what users would otherwise install\n\n\
          Generated by `cargo xtask bench` (run it again to measure your machine; `cargo xtask bench --replot`\n\
@@ -782,7 +887,10 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
     }
     md.push('\n');
     for w in &r.workloads {
-        md.push_str(&format!("| {w} | {:.3} |", med(r, Tool::Nothing, w, |s| s.seconds)));
+        md.push_str(&format!(
+            "| {w} | {:.3} |",
+            med(r, Tool::Nothing, w, |s| s.seconds)
+        ));
         for t in &peers {
             md.push_str(&format!(" {:.3}x |", ratio(r, *t, w)));
         }
@@ -800,7 +908,13 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
     for w in &r.workloads {
         md.push_str(&format!("| {w} |"));
         for t in &peers {
-            let dropped: u64 = r.samples.iter().filter(|s| s.tool == *t && s.workload == *w).map(|s| s.dropped).max().unwrap_or(0);
+            let dropped: u64 = r
+                .samples
+                .iter()
+                .filter(|s| s.tool == *t && s.workload == *w)
+                .map(|s| s.dropped)
+                .max()
+                .unwrap_or(0);
             md.push_str(&format!(
                 " {:.2} | {:.0} | {} |",
                 med(r, *t, w, |s| s.tool_cpu_seconds),
@@ -815,7 +929,10 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
         md.push_str(&format!(
             "| {} | {:.1} |\n",
             t.label(),
-            *r.peak_rss_kib.get(&format!("{t:?}").to_lowercase()).unwrap_or(&0) as f64 / 1024.0
+            *r.peak_rss_kib
+                .get(&format!("{t:?}").to_lowercase())
+                .unwrap_or(&0) as f64
+                / 1024.0
         ));
     }
     md.push_str(
@@ -856,7 +973,10 @@ fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let n = r.workloads.len();
     let mut chart = ChartBuilder::on(&root)
-        .caption("Wall-time overhead vs nothing watching (median of rounds)", ("sans-serif", 26))
+        .caption(
+            "Wall-time overhead vs nothing watching (median of rounds)",
+            ("sans-serif", 26),
+        )
         .margin(20)
         .x_label_area_size(60)
         .y_label_area_size(80)
@@ -878,7 +998,11 @@ fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
         .y_label_formatter(&|y| format!("{y:.0}%"))
         .label_style(("sans-serif", 15))
         .draw()?;
-    let colours = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+    let colours = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
     let width = 0.8 / peers.len() as f64;
     for (k, t) in peers.iter().enumerate() {
         let colour = colours[k % colours.len()];
@@ -896,7 +1020,10 @@ fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
             let v = overhead(*t, w);
             Text::new(
                 format!("{v:.0}%"),
-                (x0, if v.is_finite() { v.max(0.0) } else { 0.0 } + top * 0.01),
+                (
+                    x0,
+                    if v.is_finite() { v.max(0.0) } else { 0.0 } + top * 0.01,
+                ),
                 ("sans-serif", 12),
             )
         }))?;
@@ -955,7 +1082,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_docs(dir.path(), &results).unwrap();
         let md = std::fs::read_to_string(dir.path().join("benchmarks.md")).unwrap();
-        assert!(md.contains("| build | 2.000 | 1.100x | 1.500x | 1.250x |"), "{md}");
+        assert!(
+            md.contains("| build | 2.000 | 1.100x | 1.500x | 1.250x |"),
+            "{md}"
+        );
         assert!(md.contains("| this monitor | 2.0 |"), "{md}");
         let png = std::fs::read(dir.path().join("benchmarks.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -146,7 +146,8 @@ impl Identities {
     }
 }
 
-/// `/root` and the directories under `/home`.
+/// `/root`, the directories under `/home`, and the homes of the accounts in `/etc/passwd` that
+/// exist as directories (a runner's service user often lives in `/var/lib/...` or `/opt/...`).
 fn machine_homes() -> BTreeSet<String> {
     let mut homes = BTreeSet::from(["/root".to_string()]);
     if let Ok(entries) = std::fs::read_dir("/home") {
@@ -156,7 +157,40 @@ fn machine_homes() -> BTreeSet<String> {
             }
         }
     }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for home in passwd_homes(&passwd) {
+        if homes.len() >= MAX_HOMES {
+            break;
+        }
+        if Path::new(home).is_dir() {
+            homes.insert(home.to_string());
+        }
+    }
     homes
+}
+
+/// The home directories of `/etc/passwd`'s accounts, but the system's own places (`/`,
+/// `/nonexistent`, `/bin`, `/var/run/...` and the like are not homes anyone keeps keys in).
+fn passwd_homes(passwd: &str) -> impl Iterator<Item = &str> {
+    passwd
+        .lines()
+        .filter_map(|line| line.split(':').nth(5))
+        .filter(|home| {
+            home.starts_with('/')
+                && home.len() > 1
+                && ![
+                    "/bin",
+                    "/sbin",
+                    "/usr",
+                    "/dev",
+                    "/proc",
+                    "/run",
+                    "/var/run",
+                    "/nonexistent",
+                ]
+                .iter()
+                .any(|system| home == system || home.starts_with(&format!("{system}/")))
+        })
 }
 
 /// The watched files that exist now, by identity, with the access the rules watch them for.
@@ -261,6 +295,18 @@ mod tests {
         assert_eq!(kernel_dev(0x801), (8 << 20) | 1);
         assert_eq!(kernel_dev(libc::makedev(259, 3)), (259 << 20) | 3);
         assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
+    }
+
+    #[test]
+    fn accounts_homes_are_read_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                      runner:x:1001:1001::/var/lib/runner:/bin/bash\n";
+        assert_eq!(
+            passwd_homes(passwd).collect::<Vec<_>>(),
+            vec!["/root", "/var/lib/runner"]
+        );
     }
 
     #[test]

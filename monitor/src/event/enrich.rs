@@ -310,10 +310,13 @@ impl Enricher {
                     }
                     _ => None,
                 };
-                // Opened under another name than the watched file's own.
-                let same_file_as = (matched & monitor_common::MATCH_INODE != 0)
-                    .then(|| self.identities.get(&(dev, ino)))
-                    .flatten()
+                // Opened under another name than the watched file's own. Looked up for every
+                // open the kernel sent, not only those it matched by identity: a home learnt from
+                // a job's first event is in this table before the job's next events are enriched,
+                // even when the kernel's map was filled too late for them.
+                let same_file_as = self
+                    .identities
+                    .get(&(dev, ino))
                     .filter(|watched| **watched != path)
                     .map(|watched| redact_path(watched).into_owned());
                 let detail = Detail::Open {
