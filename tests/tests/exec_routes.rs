@@ -1,8 +1,9 @@
 //! Programs judged by what really runs, end to end: a dropped program run through the dynamic
 //! loader, scripts in /tmp run by naming their interpreter, a program run from a memfd, and a
-//! download piped into a shell. Each attack proves the program ran (it prints a marker); the twin
+//! download piped into a shell, a program in a `target/` directory under /tmp. Each attack proves the program ran (it prints a marker); the twin
 //! runs the honest versions (a workspace script through bash, inline shell code, a shell fed by
-//! `echo`, a download piped into `cat`) and must stay quiet.
+//! `echo`, a download piped into `cat`, a program built where `CARGO_TARGET_DIR` says) and must
+//! stay quiet.
 
 use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP};
 
@@ -46,6 +47,8 @@ fn loaders_interpreters_memfd_and_pipes_are_judged_by_the_program() {
          sh -c 'echo inline-ran'\n\
          echo 'echo fed-ran' | sh\n\
          curl -s '{url}' | cat > /dev/null\n\
+         mkdir -p '{t}/own-target/debug' && cp /bin/echo '{t}/own-target/debug/app'\n\
+         CARGO_TARGET_DIR='{t}/own-target' '{t}/own-target/debug/app' built-ran\n\
          echo twin-done\n"
     );
     let loader = format!(
@@ -56,6 +59,11 @@ fn loaders_interpreters_memfd_and_pipes_are_judged_by_the_program() {
     let scripts = format!(
         "set -e\nprintf 'echo bash-script-ran\\n' > '{t}/x.sh' && bash '{t}/x.sh'\n\
          printf 'print(\"python-script-ran\")\\n' > '{t}/x.py' && python3 -u '{t}/x.py'\n"
+    );
+    // A `target/` directory in /tmp that the job's environment does not name is not tooling.
+    let target = format!(
+        "set -e\nmkdir -p '{t}/x/target/debug' && cp /bin/echo '{t}/x/target/debug/tool'\n\
+         '{t}/x/target/debug/tool' target-ran\n"
     );
     let memfd = "python3 -c '\n\
 import os\n\
@@ -68,6 +76,7 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
         ("twin", &twin),
         ("loader", &loader),
         ("scripts", &scripts),
+        ("target", &target),
         ("memfd", &memfd),
         ("pipe", &pipe),
         MARKER_STEP,
@@ -78,7 +87,9 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
         "build-ran",
         "inline-ran",
         "fed-ran",
+        "built-ran",
         "twin-done",
+        "target-ran",
         "loader-ran",
         "bash-script-ran",
         "python-script-ran",
@@ -97,6 +108,7 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
         ("loader", format!("{t}/payload")),
         ("scripts", format!("{t}/x.sh")),
         ("scripts", format!("{t}/x.py")),
+        ("target", format!("{t}/x/target/debug/tool")),
     ] {
         assert!(
             temp.iter()

@@ -266,3 +266,53 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
         );
     }
 }
+
+/// A tool owns a credential by what it is, not by what it is called: a copy of `cat` named
+/// `npm` reading `~/.npmrc`, git reading an ssh key (ssh owns them, not git) and a copy of `ps`
+/// listing environments are findings; the installed npm reading its own `.npmrc` and the
+/// installed `ps aux` are not.
+#[test]
+fn tools_own_credentials_by_what_they_are_not_what_they_are_called() {
+    let agent = Agent::start();
+    let (runner, home, w) = runner_with_canaries();
+    std::fs::write(home.join(".npmrc"), "//registry/:_authToken=CANARY-TOKEN\n").unwrap();
+    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    let twin =
+        "npm config get registry --offline >/dev/null && ps aux >/dev/null && echo twin-done\n";
+    let renamed = format!(
+        "cp /bin/cat '{w_s}/npm' && '{w_s}/npm' '{home_s}/.npmrc' | grep -q CANARY-TOKEN && echo renamed-read\n"
+    );
+    let git = format!(
+        "(git diff --no-index /dev/null '{home_s}/.ssh/id_rsa' || true) | grep -q CANARY-KEY && echo git-read\n"
+    );
+    let lister = format!(
+        "cp \"$(command -v ps)\" '{w_s}/ps' && '{w_s}/ps' aux | grep -q . && echo copied-ps-ran\n"
+    );
+    let output = runner.run_job(&[
+        ("twin", twin),
+        ("renamed", &renamed),
+        ("git", &git),
+        ("lister", &lister),
+        MARKER_STEP,
+    ]);
+    for said in ["twin-done", "renamed-read", "git-read", "copied-ps-ran"] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    let mine = agent.findings_through_marker(&runner);
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+    let has = |step: &str, rule: &str, path: &str| {
+        mine.iter().any(|f| {
+            f["step"]["id"] == step
+                && f["rule"] == rule
+                && f["evidence"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(path))
+        })
+    };
+    assert!(has("renamed", "credential-read", "/.npmrc"), "{mine:#?}");
+    assert!(has("git", "credential-read", "/.ssh/id_rsa"), "{mine:#?}");
+    assert!(
+        has("lister", "process-environ-read", "/environ"),
+        "{mine:#?}"
+    );
+}

@@ -55,6 +55,19 @@ const KEEP: &[&str] = &[
     "CARGO_PKG_NAME",
     "CARGO_PKG_VERSION",
     "CARGO_MANIFEST_DIR",
+    // Directories the job names for its own build outputs and environments: programs built
+    // or installed there are the job's tooling, even under /tmp.
+    "CARGO_TARGET_DIR",
+    "VIRTUAL_ENV",
+    "RUNNER_TOOL_CACHE",
+];
+
+/// The kept variables that name a job's own build, environment and tool directories.
+pub const TOOLING_DIRS: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "VIRTUAL_ENV",
+    "RUNNER_TOOL_CACHE",
+    "RUNNER_TEMP",
 ];
 
 /// Kept as `"[present]"`: whether they are set matters, their value is (or guards) a secret.
@@ -146,7 +159,10 @@ mod tests {
             "https://pipelines.actions.githubusercontent.com"
         );
         let kept = select_env(b"ACTIONS_ID_TOKEN_REQUEST_URL=http://127.0.0.1:8123/idtoken\0");
-        assert_eq!(kept["ACTIONS_ID_TOKEN_REQUEST_URL"], "http://127.0.0.1:8123");
+        assert_eq!(
+            kept["ACTIONS_ID_TOKEN_REQUEST_URL"],
+            "http://127.0.0.1:8123"
+        );
         let kept = select_env(b"ACTIONS_ID_TOKEN_REQUEST_URL=not a url\0");
         assert_eq!(kept["ACTIONS_ID_TOKEN_REQUEST_URL"], PRESENT);
     }

@@ -18,7 +18,7 @@ use crate::{
     finding::Enforcement,
     process_tree::ProcessKey,
     profile::EgressMode,
-    rules::{dns, tool_of},
+    rules::{dns, executables, tool_of},
 };
 
 /// Programs that adopt orphans (init, container inits, service managers): a job's process found
@@ -75,6 +75,7 @@ impl Engine {
                     packing: None,
                     // The CI's shell runs the job's own code.
                     runner_own: false,
+                    installed: false,
                 },
             );
         }
@@ -127,6 +128,9 @@ impl Engine {
                 proc.runner_own &= runner_own;
                 proc.link = link_of(e);
                 proc.tool = tool_of(e.process.exe.as_deref(), &e.process.argv);
+                let trusted = self.installed_program(e, job);
+                let proc = self.procs.get_mut(&key).expect("checked");
+                proc.installed = trusted;
                 if std::mem::take(&mut proc.provisional) {
                     let (job, step) = (proc.job, proc.step);
                     if let Some((job_id, step_id)) = identity_from_env(env) {
@@ -141,8 +145,16 @@ impl Engine {
         // The nearest ancestor that is in a job, or that anchors one: under an anchor, a process
         // with no job member between them starts a step of its own.
         enum Found {
-            /// (job, step, hook, packing, runner_own): the nearest member's place.
-            Member(usize, usize, Option<usize>, Option<(String, String)>, bool),
+            /// (job, step, hook, packing, runner_own, installed): the nearest member's place,
+            /// and whether it runs an installed program (a forked child runs the same).
+            Member(
+                usize,
+                usize,
+                Option<usize>,
+                Option<(String, String)>,
+                bool,
+                bool,
+            ),
             ChildOfAnchor(usize),
         }
         let found = e.ancestry.iter().find_map(|a| {
@@ -156,6 +168,7 @@ impl Engine {
                     p.hook,
                     p.packing.clone(),
                     runner_own,
+                    p.installed,
                 ));
             }
             self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
@@ -164,10 +177,19 @@ impl Engine {
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
         let runner_own;
+        let mut installed = false;
         let (job, step, hook, is_root) = match found {
-            Some(Found::Member(job, step, hook, parent_packing, parent_runner_own)) => {
+            Some(Found::Member(
+                job,
+                step,
+                hook,
+                parent_packing,
+                parent_runner_own,
+                parent_installed,
+            )) => {
                 packing = parent_packing;
                 runner_own = parent_runner_own;
+                installed = parent_installed;
                 (job, step, hook, false)
             }
             Some(Found::ChildOfAnchor(job)) => {
@@ -237,6 +259,9 @@ impl Engine {
             self.evicted += (before - self.procs.len()) as u64;
         }
         let runner_own = runner_own && self.stays_runner_own(job, e);
+        if matches!(e.detail, Detail::Exec { .. }) {
+            installed = self.installed_program(e, job);
+        }
         self.procs.insert(
             key,
             Proc {
@@ -250,9 +275,35 @@ impl Engine {
                 provisional,
                 packing,
                 runner_own,
+                installed,
             },
         );
         true
+    }
+
+    /// Whether an exec runs an installed program: the program it runs (a loader's or an
+    /// interpreter's file, as `program_path` says) lives where packages and toolchains install
+    /// (`rules::executables::installed_place`) and was not written during this job. Only such a
+    /// program's name is proof of what it is: a copy of `cat` renamed `npm`, or a script named
+    /// `npm` in the workspace, owns nothing.
+    pub(super) fn installed_program(&self, e: &Event, job: usize) -> bool {
+        let Detail::Exec {
+            filename,
+            cwd,
+            exe_changed_ns,
+            ..
+        } = &e.detail
+        else {
+            return false;
+        };
+        let exe = e.process.exe.as_deref().unwrap_or_default();
+        let program = crate::event::program_path(exe, filename, cwd, &e.process.argv);
+        let place = executables::installed_place(&program);
+        // The runner's tool cache is filled by setup actions during jobs (a first run
+        // downloads node there): its programs count as installed whenever they were written.
+        place == Some(executables::InstallPlace::ToolCache)
+            || (place == Some(executables::InstallPlace::System)
+                && exe_changed_ns.is_none_or(|t| t < self.jobs[job].started_ns))
     }
 
     /// A step rooted at `root`; in block mode its process is judged from now on.

@@ -63,7 +63,9 @@ impl Engine {
                 matches!(file, "mem" | "environ" | "maps").then_some((0, file))
             };
             if let Some((target, file)) = parsed.or_else(unparsed) {
-                if file == "environ" && credentials::environ_read_is_listing(&tool, &e.process.argv)
+                if file == "environ"
+                    && self.procs[&key].installed
+                    && credentials::environ_read_is_listing(&tool, &e.process.argv)
                 {
                     return;
                 }
@@ -147,7 +149,11 @@ impl Engine {
             }
             // Inside a dependency's install hook even the owning tool is not itself: npm run from
             // a postinstall script to read .npmrc is how the worm publishes.
-            let owner = builtin.is_some_and(|k| k.owned_by(&tool)) && !in_hook;
+            // A name proves nothing by itself: the owner must be an installed program that
+            // nobody wrote during the job (a `cat` copied to `npm` owns nothing).
+            let owner = builtin.is_some_and(|k| k.owned_by(&tool))
+                && !in_hook
+                && self.procs[&key].installed;
             if owner
                 || self
                     .rules_of(job, step)
@@ -213,7 +219,7 @@ impl Engine {
         };
         // The owner rotating its own file (`gh auth` replacing hosts.yml by rename) is not a
         // finding; nothing inside install-time code owns anything.
-        if (kind.owned_by(&tool) && hook.is_none())
+        if (kind.owned_by(&tool) && hook.is_none() && self.procs[&key].installed)
             || self
                 .rules_of(job, step)
                 .any(|r| access_allowed(r, |r| &r.credentials.allow, e, &tool, from, home_from))

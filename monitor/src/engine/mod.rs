@@ -102,6 +102,9 @@ struct Proc {
     /// One of the job runner's own processes (its hooks), not a step's: it may end the job
     /// (`job_control`).
     runner_own: bool,
+    /// It runs an installed program (`Engine::installed_program`): only then does its name make
+    /// it the owner of a credential, or a process lister.
+    installed: bool,
 }
 
 /// An interpreter started to read its program from standard input.

@@ -141,12 +141,27 @@ impl Engine {
         }
 
         let allowed_exe = |rules: &Rules| rules.executables.allows_written(&exe);
-        // The program run: the binary, or a `#!` script (then `exe` is its interpreter).
+        // The program run: the binary, or a `#!` script (then `exe` is its interpreter). Under
+        // a temporary directory only the job's own places are tooling: its workspace (a runner
+        // may keep `_work` under /tmp) and the directories its environment names for builds,
+        // environments and tools; a `target/` or `node_modules/` anywhere else in /tmp is not.
+        let own_places: Vec<&str> = workspace
+            .as_deref()
+            .into_iter()
+            .chain(
+                crate::ci::env::TOOLING_DIRS
+                    .iter()
+                    .filter_map(|k| env.get(*k).map(String::as_str)),
+            )
+            .filter(|d| d.starts_with('/') && d.len() > 1)
+            .collect();
         let temp = |path: &str| {
             ["/tmp/", "/var/tmp/", "/dev/shm/"]
                 .iter()
                 .any(|t| path.starts_with(t))
-                && !path.contains("/target/")
+                && !own_places
+                    .iter()
+                    .any(|d| crate::rules::path_within(path, d).is_some())
         };
         let in_temp = temp(&exe) || temp(&program);
         // A build frontend's own isolated environment: tooling, judged by who made it.
@@ -179,7 +194,7 @@ impl Engine {
             self.emit_for(out, raw, e, key);
         } else if !in_temp
             && exe_changed_ns.is_some_and(|t| t >= self.jobs[job].started_ns)
-            && !executables::installed_by_tooling(&program, workspace.as_deref())
+            && !executables::installed_by_tooling(&program, &own_places)
             && !self
                 .rules_of(job, step)
                 .any(|r| r.executables.allows_written(&program))

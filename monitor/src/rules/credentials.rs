@@ -93,7 +93,6 @@ pub static CREDENTIALS: LazyLock<Vec<CredentialKind>> = LazyLock::new(|| {
                 "sftp",
                 "ssh-agent",
                 "sshd",
-                "git*",
             ],
         ),
         kind(

@@ -40,6 +40,46 @@ const SYSTEM_PLACES: &[&str] = &[
     "/sbin/",
 ];
 
+/// Where an installed program lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallPlace {
+    /// The system's and the toolchain managers' directories.
+    System,
+    /// The runner's tool cache (`actions/setup-*` fill it during jobs).
+    ToolCache,
+}
+
+/// Directories packages and toolchain managers install programs into (not build outputs, not
+/// dependency trees: a program there is what its name says only if nobody wrote it lately).
+const INSTALL_ROOTS: &[&str] = &[
+    "/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/opt/", "/snap/",
+];
+const INSTALL_PLACES: &[&str] = &[
+    "/.cargo/bin/",
+    "/.rustup/toolchains/",
+    "/.nvm/versions/",
+    "/.pyenv/versions/",
+    "/.local/bin/",
+    "/.local/share/pnpm/",
+    "/.bun/bin/",
+    "/.deno/bin/",
+    "/.volta/",
+];
+const TOOL_CACHES: &[&str] = &["/hostedtoolcache/", "/_tool/"];
+
+/// Whether `program` lives where programs are installed, and which kind of place.
+pub fn installed_place(program: &str) -> Option<InstallPlace> {
+    if TOOL_CACHES.iter().any(|p| program.contains(p)) {
+        Some(InstallPlace::ToolCache)
+    } else if INSTALL_ROOTS.iter().any(|p| program.starts_with(p))
+        || INSTALL_PLACES.iter().any(|p| program.contains(p))
+    {
+        Some(InstallPlace::System)
+    } else {
+        None
+    }
+}
+
 /// Temporary directories build frontends make for themselves and run programs from: isolated
 /// build environments (virtualenvs with their own `bin/python`, console scripts of build
 /// requirements) and `cargo install`'s target directory (build scripts). Tooling's, when the
@@ -59,12 +99,16 @@ pub fn in_frontend_temp(program: &str, frontends: &[Frontend]) -> bool {
         .any(|(prefix, tool)| frontends.contains(tool) && temp_component(program, prefix))
 }
 
-/// Whether `exe`, written during a job, is in a place where tooling or the job's own build put it.
-pub fn installed_by_tooling(exe: &str, workspace: Option<&str>) -> bool {
-    if let Some(ws) = workspace.filter(|w| !w.is_empty()) {
-        if super::path_within(exe, ws).is_some() {
-            return true;
-        }
+/// Whether `exe`, written during a job, is in a place where tooling or the job's own build put
+/// it: the job's own places (its workspace, the directories its environment names for builds
+/// and tools), or where tooling installs.
+pub fn installed_by_tooling(exe: &str, own_places: &[&str]) -> bool {
+    if own_places
+        .iter()
+        .filter(|d| !d.is_empty())
+        .any(|d| super::path_within(exe, d).is_some())
+    {
+        return true;
     }
     TOOLING_PLACES.iter().any(|p| exe.contains(p))
         || SYSTEM_PLACES.iter().any(|p| exe.starts_with(p))
@@ -95,8 +139,32 @@ mod tests {
     }
 
     #[test]
+    fn installed_programs_live_where_installers_put_them() {
+        let system = Some(InstallPlace::System);
+        assert_eq!(
+            installed_place("/usr/share/nodejs/npm/bin/npm-cli.js"),
+            system
+        );
+        assert_eq!(installed_place("/usr/lib/git-core/git"), system);
+        assert_eq!(installed_place("/home/runner/.cargo/bin/cargo"), system);
+        assert_eq!(
+            installed_place("/opt/hostedtoolcache/node/20.1.0/x64/bin/node"),
+            Some(InstallPlace::ToolCache)
+        );
+        // The workspace, dependency trees, build outputs and temp are not installs.
+        for path in [
+            "/home/runner/work/app/app/npm",
+            "/home/runner/work/app/app/node_modules/.bin/npm",
+            "/tmp/npm",
+            "/home/runner/work/app/app/target/debug/npm",
+        ] {
+            assert_eq!(installed_place(path), None, "{path}");
+        }
+    }
+
+    #[test]
     fn build_and_install_places_are_expected_elsewhere_is_not() {
-        let ws = Some("/home/runner/work/app/app");
+        let ws = &["/home/runner/work/app/app"][..];
         assert!(installed_by_tooling(
             "/home/runner/work/app/app/build/tool",
             ws
@@ -118,7 +186,7 @@ mod tests {
         assert!(!installed_by_tooling("/usr/local/bin/payload", ws));
         assert!(!installed_by_tooling(
             "/home/runner/.config/systemd/user/agent",
-            None
+            &[]
         ));
     }
 }

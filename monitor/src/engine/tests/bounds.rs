@@ -153,7 +153,10 @@ fn a_job_whose_anchor_exit_was_lost_ends_when_the_anchor_is_gone() {
         // The Worker's exit never arrives. First check: found gone, events read up to then?
         let t = sim.ts + 3_000_000_000;
         sim.engine.tick(t);
-        assert!(sim.engine.take_ended_jobs().is_empty(), "not on the first look");
+        assert!(
+            sim.engine.take_ended_jobs().is_empty(),
+            "not on the first look"
+        );
         // The kernel's events have been read past that moment (the heartbeat's, say).
         sim.engine.kernel_events_up_to(t + 1);
         sim.engine.tick(t + 3_000_000_000);
