@@ -171,6 +171,12 @@ pub struct ExecEvent {
     /// Total bytes of the argument block in the new process, before truncation.
     pub argv_total_len: u32,
     pub _pad1: u32,
+    /// The executable inode's change time (seconds since the epoch), read by the kernel at
+    /// exec: whether it was written during the job, whatever namespace it lives in and even if
+    /// it is deleted later. 0 when unknown.
+    pub exe_ctime_sec: i64,
+    pub exe_ctime_nsec: u32,
+    pub _pad2: u32,
 }
 
 /// The NUL-separated `KEY=value` block of a program just executed, followed by `env_len` bytes.
@@ -529,6 +535,9 @@ pub const NAME_TRUNCATED: u32 = 1 << 2;
 pub const NAME_DIR_FOR_NEW: u32 = 1 << 3;
 /// The directory is (also) the one the (relative) old name is relative to.
 pub const NAME_DIR_FOR_FROM: u32 = 1 << 4;
+/// Asked of io_uring (IORING_OP_RENAMEAT/LINKAT/SYMLINKAT), seen when submitted: whether it
+/// succeeded is not known.
+pub const NAME_VIA_IO_URING: u32 = 1 << 5;
 
 /// A successful rename, link or symlink whose new name (or, for rename and link, old name) passed
 /// the watch filter. Followed by `dir_len` bytes (the directory a relative new name is relative
@@ -648,6 +657,11 @@ pub struct KernelOffsets {
     pub inode_i_ino: u32,
     /// `inode.i_nlink` (in an anonymous union with `__i_nlink`).
     pub inode_i_nlink: u32,
+    /// Seconds of `inode`'s change time (`i_ctime_sec`, 6.11+; `__i_ctime.tv_sec` 6.6-6.10;
+    /// `i_ctime.tv_sec` before).
+    pub inode_i_ctime_sec: u32,
+    /// Its nanoseconds (`i_ctime_nsec`, or the timespec's `tv_nsec`, read as 32 bits).
+    pub inode_i_ctime_nsec: u32,
     pub sb_s_dev: u32,
     pub sb_s_magic: u32,
     pub socket_type: u32,
@@ -656,6 +670,15 @@ pub struct KernelOffsets {
     pub sock_cookie: u32,
     pub io_kiocb_opcode: u32,
     pub io_uring_cqe_res: u32,
+    /// io_uring's rename, link and symlink requests (`io_kiocb.cmd` as `struct io_rename` /
+    /// `struct io_link`, which share this layout) and `struct filename.name`. Valid when
+    /// `ProbeConfig::io_uring_names` is set.
+    pub io_kiocb_cmd: u32,
+    pub io_names_old_dfd: u32,
+    pub io_names_new_dfd: u32,
+    pub io_names_oldpath: u32,
+    pub io_names_newpath: u32,
+    pub filename_name: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -676,6 +699,8 @@ pub struct ProbeConfig {
     pub io_uring_layout: u32,
     /// Non-zero: send each executed program's environment (an `EnvEvent` before its exec).
     pub capture_env: u32,
+    /// Non-zero: the io_uring name offsets are known (`KernelOffsets::io_kiocb_cmd`, ...).
+    pub io_uring_names: u32,
 }
 
 /// Magic of procfs (`PROC_SUPER_MAGIC`): opens of `/proc/<other pid>/{mem,environ,maps}` always pass.
@@ -683,7 +708,7 @@ pub const PROC_SUPER_MAGIC: u32 = 0x9fa0;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 80);
-    assert!(core::mem::size_of::<ExecEvent>() == 96);
+    assert!(core::mem::size_of::<ExecEvent>() == 112);
     assert!(core::mem::size_of::<ForkEvent>() == 80);
     assert!(core::mem::size_of::<ExitEvent>() == 88);
     assert!(core::mem::size_of::<EnvEvent>() == 88);
@@ -697,12 +722,12 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 48 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 56 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
-    assert!(core::mem::size_of::<ProbeConfig>() == 16);
+    assert!(core::mem::size_of::<ProbeConfig>() == 20);
     // The kernel builds a record in one scratch buffer before copying it out.
     assert!(
         core::mem::size_of::<ExecEvent>() + 2 * MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN

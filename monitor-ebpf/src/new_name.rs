@@ -16,29 +16,30 @@
 //!   (a credential moved or linked away), and send a `FileNameEvent` on a match. The directory a
 //!   relative name is relative to is resolved like an open's path.
 //!
-//! Not seen here: io_uring's RENAMEAT/LINKAT/SYMLINKAT and the 32-bit entry (the syscall
-//! tracepoints skip compat calls); the job-end check of persistence places (userspace) covers
-//! what those change. The names are read after the call: a second thread rewriting the buffer in
-//! between can hide a name (as with every syscall-argument hook).
+//! io_uring's RENAMEAT/LINKAT/SYMLINKAT are read at submission (`io_uring_submit_req`), from the
+//! kernel's own copies of the names. Not seen: the 32-bit entry (the syscall tracepoints skip
+//! compat calls). The syscalls' names are read after the call: a second thread rewriting the
+//! buffer in between can hide a name (as with every syscall-argument hook).
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user_str,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+        bpf_probe_read_user_str,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, FileNameEvent, MATCH_ALL, MATCH_FROM, MATCH_PARENT_DIR, MAX_PATH_LEN,
     NAME_DIR_FOR_FROM, NAME_DIR_FOR_NEW, NAME_DIR_TRUNCATED, NAME_DIR_UNRESOLVED, NAME_OP_LINK,
-    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, WATCH_READ, WATCH_WRITE,
+    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, NAME_VIA_IO_URING, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
     kernel::{
-        count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
-        offsets_present, read_ptr, submit,
+        config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        offsets_present, read, read_ptr, submit,
     },
     open::dentry_name,
     path, watch,
@@ -171,10 +172,73 @@ pub fn sys_exit_new_name(ctx: TracePointContext) -> u32 {
     };
     let _ = PENDING_NAMES.remove(&tid);
     let ret = arg::<i64>(&ctx, 16);
-    if ret == 0 && unsafe { try_new_name(&pending) }.is_err() {
+    if ret == 0 && unsafe { try_new_name(&pending, Strings::User, 0) }.is_err() {
         count_error(EventKind::FileName);
     }
     0
+}
+
+const IORING_OP_RENAMEAT: u8 = 35;
+const IORING_OP_SYMLINKAT: u8 = 38;
+const IORING_OP_LINKAT: u8 = 39;
+
+/// io_uring's rename, link and symlink, when submitted. Kernel contract: 5.19+
+/// `io_uring_submit_req(struct io_kiocb *req)`, fired after the request was prepared: its
+/// `cmd` holds a `struct io_rename` / `struct io_link` whose `oldpath`/`newpath` are the kernel's
+/// own copies of the names (`struct filename`), so no second thread can rewrite them. Whether
+/// the request then succeeds is not known here (`NAME_VIA_IO_URING`).
+#[raw_tracepoint(tracepoint = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
+    if config().io_uring_names == 0 {
+        return 0;
+    }
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    if is_agent(tgid) {
+        return 0;
+    }
+    if unsafe { try_io_uring_name(ctx.arg(0)) }.is_err() {
+        count_error(EventKind::FileName);
+    }
+    0
+}
+
+unsafe fn try_io_uring_name(req: *const u8) -> Result<(), i64> {
+    let op = match read::<u8>(req, off!(io_kiocb_opcode))? {
+        IORING_OP_RENAMEAT => NAME_OP_RENAME,
+        IORING_OP_LINKAT => NAME_OP_LINK,
+        IORING_OP_SYMLINKAT => NAME_OP_SYMLINK,
+        _ => return Ok(()),
+    };
+    let cmd = req.wrapping_add(off!(io_kiocb_cmd));
+    let oldpath = read_ptr(cmd, off!(io_names_oldpath))?;
+    let newpath = read_ptr(cmd, off!(io_names_newpath))?;
+    let pending = PendingName {
+        op,
+        _pad0: 0,
+        old_dfd: read::<i32>(cmd, off!(io_names_old_dfd))? as i64,
+        new_dfd: read::<i32>(cmd, off!(io_names_new_dfd))? as i64,
+        old: read_ptr(oldpath, off!(filename_name))? as u64,
+        new: read_ptr(newpath, off!(filename_name))? as u64,
+    };
+    try_new_name(&pending, Strings::Kernel, NAME_VIA_IO_URING)
+}
+
+/// Where a request's names are: in the process's memory (syscalls), or the kernel's copies
+/// (io_uring).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    User,
+    Kernel,
+}
+
+#[inline(always)]
+unsafe fn read_str(dst: *mut u8, src: u64, from: Strings) -> i64 {
+    match from {
+        Strings::User => bpf_probe_read_user_str(dst.cast(), MAX_PATH_LEN as u32, src as *const _),
+        Strings::Kernel => {
+            bpf_probe_read_kernel_str(dst.cast(), MAX_PATH_LEN as u32, src as *const _)
+        }
+    }
 }
 
 #[inline(always)]
@@ -273,7 +337,7 @@ unsafe fn name_match(
     Ok(matched)
 }
 
-unsafe fn try_new_name(pending: &PendingName) -> Result<(), i64> {
+unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result<(), i64> {
     if !offsets_present() {
         return Ok(());
     }
@@ -282,10 +346,9 @@ unsafe fn try_new_name(pending: &PendingName) -> Result<(), i64> {
     let new = (*names).new.as_mut_ptr();
     let old = (*names).old.as_mut_ptr();
     let cursor = &raw mut (*names).cursor;
-    let mut flags = 0u32;
+    let mut flags = via;
 
-    let new_read =
-        bpf_probe_read_user_str(new.cast(), MAX_PATH_LEN as u32, pending.new as *const _);
+    let new_read = read_str(new, pending.new, from);
     let mut new_len = 0u32;
     let mut matched = if new_read <= 1 {
         flags |= NAME_TRUNCATED; // unreadable: fail closed
@@ -298,8 +361,7 @@ unsafe fn try_new_name(pending: &PendingName) -> Result<(), i64> {
         name_match(task, new, new_len, pending.new_dfd, WATCH_WRITE, cursor)?
     };
 
-    let old_read =
-        bpf_probe_read_user_str(old.cast(), MAX_PATH_LEN as u32, pending.old as *const _);
+    let old_read = read_str(old, pending.old, from);
     let old_len = if old_read > 1 {
         (old_read - 1) as u32
     } else {

@@ -77,6 +77,8 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     // The executable the kernel really mapped (for a script: its interpreter), resolved.
     let mut exe_len = 0usize;
+    let mut exe_ctime_sec = 0i64;
+    let mut exe_ctime_nsec = 0u32;
     match read_ptr(mm, off!(mm_exe_file)) {
         Ok(exe_file) => {
             // No name anywhere: memfd_create + fexecve, or a file deleted before it ran. The
@@ -85,6 +87,8 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
                     flags |= EXEC_EXE_UNLINKED;
                 }
+                exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
+                exe_ctime_nsec = read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0);
             }
             match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
                 Ok(resolved) => {
@@ -143,6 +147,9 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     (*event).cwd_len = cwd_len as u16;
     (*event).argv_total_len = argv_total.min(u32::MAX as u64) as u32;
     (*event)._pad1 = 0;
+    (*event).exe_ctime_sec = exe_ctime_sec;
+    (*event).exe_ctime_nsec = exe_ctime_nsec % 1_000_000_000;
+    (*event)._pad2 = 0;
     submit(scratch, offset + cwd_len, EventKind::ProcessExec);
     Ok(())
 }

@@ -42,6 +42,10 @@ pub struct Config {
     /// `audit` or `block`, for profiles that do not say (default: audit).
     #[serde(default)]
     pub egress_mode: Option<crate::profile::EgressMode>,
+    /// Homes whose credentials are watched by identity from the start, beside `/root`,
+    /// `/home/*` and `/etc/passwd`'s (runner users known only to LDAP, or kept elsewhere).
+    #[serde(default)]
+    pub watch_homes: Vec<PathBuf>,
 }
 
 impl Config {

@@ -65,6 +65,8 @@ pub enum KernelEvent {
         filename: String,
         argv_total_len: u32,
         cwd: String,
+        /// The executable's change time as the kernel saw it at exec (Unix ns; 0: unknown).
+        exe_ctime_ns: i128,
     },
     /// Only the environment keys the agent needs (see `ci::env`); the rest never leaves decode.
     Env {
@@ -258,6 +260,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 filename: text(filename),
                 argv_total_len: raw.argv_total_len,
                 cwd: text(cwd),
+                exe_ctime_ns: raw.exe_ctime_sec as i128 * 1_000_000_000
+                    + raw.exe_ctime_nsec as i128,
             }
         }
         EventKind::ProcessEnv => {

@@ -40,6 +40,8 @@ pub struct KernelLayout {
     pub offsets: KernelOffsets,
     /// One of `IO_URING_LAYOUT_*`: how `io_uring_complete` passes its result.
     pub io_uring_layout: u32,
+    /// io_uring's rename, link and symlink requests can be read at submission.
+    pub io_uring_names: bool,
 }
 
 pub struct BtfIndex {
@@ -222,6 +224,14 @@ impl BtfIndex {
             fs_root: self.offset("fs_struct", "root", &[16])?,
             inode_i_ino: self.offset("inode", "i_ino", &[8])?,
             inode_i_nlink: self.offset("inode", "i_nlink", U32)?,
+            inode_i_ctime_sec: self
+                .offset("inode", "i_ctime_sec", &[8])
+                .or_else(|_| self.offset("inode", "__i_ctime", &[16]))
+                .or_else(|_| self.offset("inode", "i_ctime", &[16]))?,
+            inode_i_ctime_nsec: self
+                .offset("inode", "i_ctime_nsec", U32)
+                .or_else(|_| self.offset("inode", "__i_ctime", &[16]).map(|o| o + 8))
+                .or_else(|_| self.offset("inode", "i_ctime", &[16]).map(|o| o + 8))?,
             sb_s_dev: self.offset("super_block", "s_dev", U32)?,
             sb_s_magic: self.offset("super_block", "s_magic", &[8])?,
             socket_type: self.offset("socket", "type", &[2])?,
@@ -229,6 +239,12 @@ impl BtfIndex {
             sock_cookie: self.offset("sock_common", "skc_cookie", &[8])?,
             io_kiocb_opcode: 0,
             io_uring_cqe_res: 0,
+            io_kiocb_cmd: 0,
+            io_names_old_dfd: 0,
+            io_names_new_dfd: 0,
+            io_names_oldpath: 0,
+            io_names_newpath: 0,
+            filename_name: 0,
         };
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
         let io_uring_layout = match (
@@ -246,10 +262,49 @@ impl BtfIndex {
             }
             _ => IO_URING_LAYOUT_NONE,
         };
+        // io_uring's rename/link/symlink requests, when their structs are described and share
+        // one layout (they do from 5.11 on).
+        let io_uring_names = io_uring_layout != IO_URING_LAYOUT_NONE
+            && self.tracepoint_arg_count("io_uring_submit_req") == Some(1)
+            && self.io_names_layout(&mut offsets).is_ok();
         Ok(KernelLayout {
             offsets,
             io_uring_layout,
+            io_uring_names,
         })
+    }
+}
+
+impl BtfIndex {
+    /// The offsets of `struct io_rename` (= `struct io_link`) in `io_kiocb.cmd`, and of
+    /// `filename.name`.
+    fn io_names_layout(&self, offsets: &mut KernelOffsets) -> Result<(), LayoutError> {
+        const PTR: &[usize] = &[8];
+        const U32: &[usize] = &[4];
+        let fields = |s: &str| -> Result<[u32; 4], LayoutError> {
+            Ok([
+                self.offset(s, "old_dfd", U32)?,
+                self.offset(s, "new_dfd", U32)?,
+                self.offset(s, "oldpath", PTR)?,
+                self.offset(s, "newpath", PTR)?,
+            ])
+        };
+        let rename = fields("io_rename")?;
+        if fields("io_link")? != rename {
+            return Err(LayoutError::NoField {
+                strukt: "io_link".into(),
+                field: "(the layout of io_rename)".into(),
+            });
+        }
+        offsets.io_kiocb_cmd = self.field("io_kiocb", "cmd")?.offset;
+        [
+            offsets.io_names_old_dfd,
+            offsets.io_names_new_dfd,
+            offsets.io_names_oldpath,
+            offsets.io_names_newpath,
+        ] = rename;
+        offsets.filename_name = self.offset("filename", "name", PTR)?;
+        Ok(())
     }
 }
 

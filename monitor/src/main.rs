@@ -85,6 +85,11 @@ enum Command {
         /// [default: 268435456].
         #[arg(long)]
         log_max_bytes: Option<u64>,
+        /// A home whose credentials and start-up files are watched by identity from the start
+        /// (repeatable), beside /root, /home/* and /etc/passwd's: a runner user known only to
+        /// LDAP, or living elsewhere [config: watch_homes].
+        #[arg(long = "watch-home", value_name = "DIR")]
+        watch_homes: Vec<PathBuf>,
     },
     /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
     Report {
@@ -287,6 +292,7 @@ fn main() -> anyhow::Result<()> {
             reports,
             no_reports,
             log_max_bytes,
+            watch_homes,
         } => {
             // Everything the agent creates (logs, reports, sockets before their chmod) is
             // owner-only unless it says otherwise.
@@ -349,6 +355,11 @@ fn main() -> anyhow::Result<()> {
                 log_max_bytes: log_max_bytes
                     .or(file.log_max_bytes)
                     .unwrap_or(defaults.log_max_bytes),
+                watch_homes: if watch_homes.is_empty() {
+                    file.watch_homes.clone()
+                } else {
+                    watch_homes
+                },
                 ..defaults
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

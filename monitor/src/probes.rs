@@ -246,6 +246,12 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
     },
     Hook {
+        program: "io_uring_submit_req",
+        category: None,
+        name: "io_uring_submit_req",
+        optional: true,
+    },
+    Hook {
         program: "io_uring_complete",
         category: None,
         name: "io_uring_complete",
@@ -457,6 +463,7 @@ impl Probes {
             agent_tgid: std::process::id(),
             open_all: options.open_all as u32,
             io_uring_layout: layout.io_uring_layout,
+            io_uring_names: layout.io_uring_names as u32,
             capture_env: options.capture_env as u32,
         };
         let pins = options

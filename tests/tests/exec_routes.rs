@@ -65,6 +65,14 @@ fn loaders_interpreters_memfd_and_pipes_are_judged_by_the_program() {
         "set -e\nmkdir -p '{t}/x/target/debug' && cp /bin/echo '{t}/x/target/debug/tool'\n\
          '{t}/x/target/debug/tool' target-ran\n"
     );
+    // A program written during the job on a tmpfs only the step's mount namespace has: the
+    // agent cannot stat it, the kernel read its change time at exec.
+    let private_dir = runner.dir.path().join("private");
+    std::fs::create_dir_all(&private_dir).unwrap();
+    let p = private_dir.display().to_string();
+    let private = format!(
+        "unshare -m sh -c \"mount -t tmpfs none '{p}' && cp /bin/echo '{p}/tool' && '{p}/tool' private-ran\"\n"
+    );
     let memfd = "python3 -c '\n\
 import os\n\
 fd = os.memfd_create(\"x\")\n\
@@ -77,6 +85,7 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
         ("loader", &loader),
         ("scripts", &scripts),
         ("target", &target),
+        ("private", &private),
         ("memfd", &memfd),
         ("pipe", &pipe),
         MARKER_STEP,
@@ -90,6 +99,7 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
         "built-ran",
         "twin-done",
         "target-ran",
+        "private-ran",
         "loader-ran",
         "bash-script-ran",
         "python-script-ran",
@@ -116,6 +126,13 @@ os.execv(\"/proc/self/fd/%d\" % fd, [\"echo\", \"memfd-ran\"])\n'\n"
             "{step}: {program}: {temp:#?}"
         );
     }
+    let written = by_rule(&mine, "exec-of-job-written-file");
+    assert!(
+        written.iter().any(
+            |f| f["step"]["id"] == "private" && f["evidence"]["program"] == format!("{p}/tool")
+        ),
+        "{mine:#?}"
+    );
     let fileless = by_rule(&mine, "fileless-exec");
     assert!(
         fileless.iter().any(|f| f["step"]["id"] == "memfd"),

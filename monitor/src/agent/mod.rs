@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// How often the agent sends a heartbeat through its own probes; None: never.
     pub heartbeat: Option<Duration>,
+    /// Homes whose watched files are known by identity from the start (see `identities`).
+    pub watch_homes: Vec<PathBuf>,
 }
 
 /// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
@@ -85,6 +87,7 @@ impl Default for RunOptions {
             reports: None,
             log_max_bytes: 256 * 1024 * 1024,
             heartbeat: Some(Duration::from_secs(10)),
+            watch_homes: Vec::new(),
         }
     }
 }
@@ -154,7 +157,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
-    let identities = match identities::Identities::open(&mut probes.ebpf) {
+    let identities = match identities::Identities::open(&mut probes.ebpf, &options.watch_homes) {
         Ok(i) => Some(i),
         Err(e) => {
             log::warn!(

@@ -109,6 +109,7 @@ impl Enricher {
                 filename,
                 argv_total_len,
                 cwd,
+                exe_ctime_ns,
             } => {
                 let truncated = header.flags & EXEC_ARGV_TRUNCATED != 0;
                 let key = self.table.on_exec(&header, &exe, &argv, truncated);
@@ -116,10 +117,18 @@ impl Enricher {
                 // was sent by the same thread as the exec record, so match on the thread id.
                 let env = self.pending_env.remove(&header.pid).unwrap_or_default();
                 let program = program_path(&exe, &filename, &cwd, &argv);
-                let exe_changed_ns = self
-                    .exe_changed
-                    .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
-                    .and_then(|stat| stat(&program))
+                // A binary run itself: the kernel read its inode's change time at exec, in
+                // whatever namespace it lives and however it is deleted later. A script (run by
+                // its interpreter) is stat'ed by path.
+                let kernel_changed = (exe_ctime_ns > 0
+                    && crate::event::argument_program(&exe, &argv).is_none())
+                .then_some(exe_ctime_ns);
+                let exe_changed_ns = kernel_changed
+                    .or_else(|| {
+                        self.exe_changed
+                            .filter(|_| header.flags & EXEC_FILENAME_TRUNCATED == 0)
+                            .and_then(|stat| stat(&program))
+                    })
                     .map(|unix| unix - self.clock.boot_to_unix_ns)
                     // Older than the boot: installed long before any job.
                     .filter(|boot| *boot > 0)
@@ -284,6 +293,11 @@ impl Enricher {
                     from: from.map(|f| redact_path(&f).into_owned()),
                     path_uncertain: uncertain,
                     matched: match_reasons(matched),
+                    via: if header.flags & monitor_common::NAME_VIA_IO_URING != 0 {
+                        OpenVia::IoUring
+                    } else {
+                        OpenVia::Syscall
+                    },
                 };
                 (key, detail)
             }
@@ -570,6 +584,7 @@ mod tests {
             filename: "/bin/bash".into(),
             argv_total_len: 5,
             cwd: "/".into(),
+            exe_ctime_ns: 0,
         });
         let token = format!("ghp_{}", "a".repeat(36));
         let event = e
@@ -584,6 +599,7 @@ mod tests {
                 filename: "curl".into(),
                 argv_total_len: 60,
                 cwd: "/work".into(),
+                exe_ctime_ns: 0,
             })
             .unwrap();
         let line = serde_json::to_string(&event).unwrap();
@@ -619,6 +635,7 @@ mod tests {
                 filename: "/bin/bash".into(),
                 argv_total_len: 5,
                 cwd: "/w".into(),
+                exe_ctime_ns: 0,
             })
             .unwrap();
         let Detail::Exec { env, cwd, .. } = &exec.detail else {
@@ -635,6 +652,7 @@ mod tests {
                 filename: "true".into(),
                 argv_total_len: 0,
                 cwd: "/w".into(),
+                exe_ctime_ns: 0,
             })
             .unwrap();
         assert!(matches!(&again.detail, Detail::Exec { env, .. } if env.is_empty()));

@@ -177,11 +177,13 @@ impl NameOp {
     }
 }
 
-/// Which route opened a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which route opened (or named) a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenVia {
-    /// open, openat, openat2, creat, open_by_handle_at.
+    /// open, openat, openat2, creat, open_by_handle_at (rename, link, symlink and their `at`
+    /// forms, for names).
+    #[default]
     Syscall,
     IoUring,
 }

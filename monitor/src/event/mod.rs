@@ -139,6 +139,9 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         path_uncertain: bool,
         matched: Vec<MatchReason>,
+        /// `io_uring`: seen when submitted (whether it succeeded is not known).
+        #[serde(default)]
+        via: OpenVia,
     },
     /// A syscall acting on another process or on BPF (see `monitor_common::TamperEvent`).
     Tamper {

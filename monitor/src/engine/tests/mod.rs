@@ -153,6 +153,7 @@ impl Sim {
             filename: exe.into(),
             argv_total_len: 10,
             cwd: cwd.into(),
+            exe_ctime_ns: 0,
         });
         self
     }
@@ -183,6 +184,7 @@ impl Sim {
                 filename: exe.into(),
                 argv_total_len: 10,
                 cwd: cwd.into(),
+                exe_ctime_ns: 0,
             },
             |e| {
                 if let Detail::Exec { exe_changed_ns, .. } = &mut e.detail {
