@@ -102,6 +102,10 @@ static WATCH_PARENT_DIRS: HashMap<NameKey, u32> = HashMap::with_max_entries(256,
 /// agent: the credential and persistence files of the machine's homes and of each job's.
 #[map]
 static WATCH_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_INODE_SLOTS, 0);
+/// One bit per value of an inode number's low 16 bits, set when a watched identity has it: the
+/// open filter looks `WATCH_INODES` up only then (with 4096 identities, about 6 % of opens).
+#[map]
+static WATCH_INODE_BITS: Array<u32> = Array::with_max_entries(2048, 0);
 /// The pair filter in front of the watch maps (`monitor_common::PAIR_SECTION_WORDS`).
 #[map]
 static WATCH_PAIRS: Array<u32> = Array::with_max_entries(WATCH_PAIRS_WORDS, 0);

@@ -25,7 +25,7 @@ use crate::{
         config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    path, watch, WATCH_INODES,
+    path, watch, WATCH_INODES, WATCH_INODE_BITS,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -93,20 +93,28 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
     let dentry = read_ptr(f_path, off!(path_dentry))?;
 
     let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
-    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
-    let identity = InodeKey {
-        ino: read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0),
-        dev: read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0),
-        _pad0: 0,
+    let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+    let device = || {
+        let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+        read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0)
     };
+    let mut dev = None;
     let matched = if config().open_all != 0 {
         MATCH_ALL
     } else {
         let mut matched = watch_match(dentry, access, tgid, pid_tgid as u32)?;
-        // The same file under another name: a bind mount, a hard link, a detached tree.
-        if let Some(watched) = WATCH_INODES.get_ptr(&identity) {
-            if *watched & access != 0 {
-                matched |= MATCH_INODE;
+        // The same file under another name: a bind mount, a hard link, a detached tree. The
+        // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
+        if inode_bit_set(ino) {
+            let identity = InodeKey {
+                ino,
+                dev: *dev.insert(device()),
+                _pad0: 0,
+            };
+            if let Some(watched) = WATCH_INODES.get_ptr(&identity) {
+                if *watched & access != 0 {
+                    matched |= MATCH_INODE;
+                }
             }
         }
         if matched == 0 {
@@ -114,6 +122,7 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
         }
         matched
     };
+    let dev = dev.unwrap_or_else(device);
 
     let scratch = event_scratch().ok_or(-1i64)?;
     let base = (*scratch).bytes.as_mut_ptr();
@@ -136,8 +145,8 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
     (*event).header.flags = flags;
     (*event).f_flags = read::<u32>(file, off!(file_f_flags)).unwrap_or(0);
     (*event).f_mode = f_mode;
-    (*event).ino = identity.ino;
-    (*event).dev = identity.dev;
+    (*event).ino = ino;
+    (*event).dev = dev;
     (*event).matched = matched;
     (*event).fd = fd as i32;
     (*event).path_len = path_len as u16;
@@ -172,6 +181,16 @@ unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Re
         }
     }
     Ok(matched)
+}
+
+/// Whether some watched identity has this inode number's low 16 bits (`WATCH_INODE_BITS`).
+#[inline(always)]
+fn inode_bit_set(ino: u64) -> bool {
+    let low = (ino & 0xffff) as u32;
+    match WATCH_INODE_BITS.get(low >> 5) {
+        Some(bits) => (*bits >> (low & 31)) & 1 != 0,
+        None => true,
+    }
 }
 
 /// A dentry's name: its length and where its bytes are.

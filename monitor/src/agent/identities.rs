@@ -10,7 +10,8 @@
 //! Which files: those the credential and persistence rules classify, found in the usual places
 //! of every home on the machine (`/root`, `/home/*`) and of every running job (its `HOME`), and
 //! the system's (`/etc/shadow`, `/etc/ssh/*_key`, `/etc/profile`, ...). They are read again
-//! every `REFRESH` and whenever a job with a new home appears. Bounded: `WATCH_INODE_SLOTS`
+//! every `REFRESH` and whenever a job with a new home appears, and a file whose watched name is
+//! written is added at once (`written`). Bounded: `WATCH_INODE_SLOTS`
 //! files, `MAX_PER_DIR` per directory, `MAX_HOMES` homes.
 //!
 //! Not covered: a file created and aliased between two reads (its own name is still watched),
@@ -25,7 +26,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap, MapData},
     Ebpf,
 };
 use monitor_common::{InodeKey, WATCH_INODE_SLOTS, WATCH_READ, WATCH_WRITE};
@@ -76,6 +77,9 @@ const SYSTEM_FILES: &[&str] = &[
 
 pub struct Identities {
     map: HashMap<MapData, InodeKey, u32>,
+    /// `WATCH_INODE_BITS`: the low 16 bits of the watched inode numbers, and what was written.
+    bits: Array<MapData, u32>,
+    bits_written: Vec<u32>,
     /// Homes the configuration names (`watch_homes`).
     configured: BTreeSet<String>,
     pushed: BTreeMap<InodeKey, (String, u32)>,
@@ -88,8 +92,13 @@ impl Identities {
         let map = ebpf
             .take_map("WATCH_INODES")
             .ok_or_else(|| anyhow::anyhow!("WATCH_INODES map missing"))?;
+        let bits = ebpf
+            .take_map("WATCH_INODE_BITS")
+            .ok_or_else(|| anyhow::anyhow!("WATCH_INODE_BITS map missing"))?;
         Ok(Self {
             map: HashMap::try_from(map)?,
+            bits: Array::try_from(bits)?,
+            bits_written: vec![0; INODE_BIT_WORDS],
             configured: configured
                 .iter()
                 .map(|h| h.display().to_string().trim_end_matches('/').to_string())
@@ -99,6 +108,33 @@ impl Identities {
             homes: BTreeSet::new(),
             last: None,
         })
+    }
+
+    /// A watched name was written (created, replaced, linked) at `path`: when the rules watch
+    /// that file, its identity is watched from now (a credential made during a job, as
+    /// setup-node's `.npmrc`, is known under other names at once). Returns the identity added.
+    pub fn written(&mut self, path: &str) -> Option<((u32, u64), String)> {
+        let home = self
+            .homes
+            .iter()
+            .filter(|h| crate::rules::path_within(path, h).is_some())
+            .max_by_key(|h| h.len())?;
+        let access = watched_for(&as_rules_see(home, path))?;
+        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+        let key = InodeKey {
+            ino: meta.ino(),
+            dev: kernel_dev(meta.dev()),
+            _pad0: 0,
+        };
+        if self.pushed.len() >= WATCH_INODE_SLOTS as usize && !self.pushed.contains_key(&key) {
+            return None;
+        }
+        let mut inos: Vec<u64> = self.pushed.keys().map(|k| k.ino).collect();
+        inos.push(key.ino);
+        self.write_bits(inos.into_iter());
+        self.map.insert(key, access, 0).ok()?;
+        self.pushed.insert(key, (path.to_string(), access));
+        Some(((key.dev, key.ino), path.to_string()))
     }
 
     /// Reads the files again when the last read is older than `REFRESH` or `job_homes` names
@@ -118,6 +154,15 @@ impl Identities {
         self.last = Some(Instant::now());
         self.homes = homes;
         let now = watched_files(&self.homes);
+        // The prefilter lets the new identities through before they are in the map, and stops
+        // the gone ones only once they are out of it.
+        let both: Vec<u64> = self
+            .pushed
+            .keys()
+            .chain(now.keys())
+            .map(|k| k.ino)
+            .collect();
+        self.write_bits(both.into_iter());
         for gone in self
             .pushed
             .keys()
@@ -145,12 +190,38 @@ impl Identities {
                 Err(e) => log::warn!("watching {path} by identity: {e}"),
             }
         }
+        let kept: Vec<u64> = self.pushed.keys().map(|k| k.ino).collect();
+        self.write_bits(kept.into_iter());
         Some(
             self.pushed
                 .iter()
                 .map(|(k, (path, _))| ((k.dev, k.ino), path.clone()))
                 .collect(),
         )
+    }
+}
+
+const INODE_BIT_WORDS: usize = 2048;
+
+/// `WATCH_INODE_BITS`' words for these inode numbers: bit `ino & 0xffff`.
+fn inode_bits(inos: impl Iterator<Item = u64>) -> Vec<u32> {
+    let mut words = vec![0u32; INODE_BIT_WORDS];
+    for ino in inos {
+        let low = (ino & 0xffff) as usize;
+        words[low >> 5] |= 1 << (low & 31);
+    }
+    words
+}
+
+impl Identities {
+    /// Writes the words of `WATCH_INODE_BITS` that change.
+    fn write_bits(&mut self, inos: impl Iterator<Item = u64>) {
+        let words = inode_bits(inos);
+        for (index, (want, had)) in words.iter().zip(self.bits_written.iter_mut()).enumerate() {
+            if want != had && self.bits.set(index as u32, *want, 0).is_ok() {
+                *had = *want;
+            }
+        }
     }
 }
 
@@ -224,21 +295,13 @@ fn watched_files(homes: &BTreeSet<String>) -> BTreeMap<InodeKey, (String, u32)> 
             .or_insert_with(|| (path.display().to_string(), access));
     };
     for home in homes.iter().take(MAX_HOMES) {
-        // Rules spell homes `/root` or `/home/*`; a runner's home elsewhere is judged as one.
-        let as_rules_see = |path: &Path| {
-            let text = path.display().to_string();
-            if home == "/root" || home.starts_with("/home/") {
-                text
-            } else {
-                format!("/root{}", &text[home.len()..])
-            }
-        };
+        let rules_path = |path: &Path| as_rules_see(home, &path.display().to_string());
         for file in files_in(Path::new(home), 1) {
-            add(&file, &as_rules_see(&file));
+            add(&file, &rules_path(&file));
         }
         for dir in HOME_DIRS {
             for file in files_in(&Path::new(home).join(dir), 3) {
-                add(&file, &as_rules_see(&file));
+                add(&file, &rules_path(&file));
             }
         }
     }
@@ -251,6 +314,16 @@ fn watched_files(homes: &BTreeSet<String>) -> BTreeMap<InodeKey, (String, u32)> 
         add(Path::new(file), file);
     }
     found
+}
+
+/// `path` (in `home`) as the rules spell it: homes are `/root` or `/home/*` to them, so a
+/// runner's home elsewhere is judged as one.
+fn as_rules_see(home: &str, path: &str) -> String {
+    if home == "/root" || home.starts_with("/home/") {
+        path.to_string()
+    } else {
+        format!("/root{}", &path[home.len().min(path.len())..])
+    }
 }
 
 /// What a file is watched for: reads and writes of credentials, writes of persistence places.
@@ -303,6 +376,14 @@ mod tests {
         assert_eq!(kernel_dev(0x801), (8 << 20) | 1);
         assert_eq!(kernel_dev(libc::makedev(259, 3)), (259 << 20) | 3);
         assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
+    }
+
+    #[test]
+    fn inode_bits_are_the_low_sixteen_bits() {
+        let words = inode_bits([0x1_0021u64, 5].into_iter());
+        assert_eq!(words[1], 1 << 1); // 0x21 = 33: word 1, bit 1
+        assert_eq!(words[0], 1 << 5);
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
     }
 
     #[test]

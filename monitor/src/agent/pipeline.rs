@@ -140,6 +140,17 @@ impl Pipeline {
     fn log_and_judge_charging(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
         let homes = self.judge.engine.homes_learnt();
         let ended = self.judge_event(event, stats);
+        // A watched name written: the file is watched by identity from now.
+        let written = match &event.detail {
+            Detail::Open { access, path, .. } if access.writes() => Some(path),
+            Detail::Name { path, .. } => Some(path),
+            _ => None,
+        };
+        if let (Some(path), Some(identities)) = (written, self.identities.as_mut()) {
+            if let Some((identity, file)) = identities.written(path) {
+                enricher.identities.insert(identity, file);
+            }
+        }
         if self.judge.engine.homes_learnt() != homes {
             // A job's first step: its home's credentials are watched by identity from now.
             self.refresh_identities(enricher);

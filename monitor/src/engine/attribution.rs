@@ -259,8 +259,18 @@ impl Engine {
             self.evicted += (before - self.procs.len()) as u64;
         }
         let runner_own = runner_own && self.stays_runner_own(job, e);
-        if matches!(e.detail, Detail::Exec { .. }) {
-            installed = self.installed_program(e, job);
+        match &e.detail {
+            Detail::Exec { .. } => installed = self.installed_program(e, job),
+            // Running when the agent started: its executable's place is all there is to go by.
+            Detail::Resume { .. } => {
+                installed = e
+                    .process
+                    .exe
+                    .as_deref()
+                    .and_then(executables::installed_place)
+                    .is_some()
+            }
+            _ => {}
         }
         self.procs.insert(
             key,

@@ -150,10 +150,12 @@ impl Engine {
             // Inside a dependency's install hook even the owning tool is not itself: npm run from
             // a postinstall script to read .npmrc is how the worm publishes.
             // A name proves nothing by itself: the owner must be an installed program that
-            // nobody wrote during the job (a `cat` copied to `npm` owns nothing).
+            // nobody wrote during the job (a `cat` copied to `npm` owns nothing). Nor is a
+            // credential its owner reads because the command line names it.
             let owner = builtin.is_some_and(|k| k.owned_by(&tool))
                 && !in_hook
-                && self.procs[&key].installed;
+                && self.procs[&key].installed
+                && !credentials::named_on_command_line(&tool, &e.process.argv, &[path, opened]);
             if owner
                 || self
                     .rules_of(job, step)

@@ -19,7 +19,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 6;
+pub const JSON_SCHEMA_VERSION: u32 = 7;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 

@@ -217,6 +217,38 @@ impl CredentialKind {
     }
 }
 
+/// Tools whose positional arguments are key files by design (`ssh-add ~/.ssh/id_ed25519`).
+const TAKE_KEY_FILES: &[&str] = &["ssh-add", "ssh-keygen"];
+
+/// Whether the command line names the credential it reads as a plain (positional) argument:
+/// then even its owner reads it because it was told to (`git diff --no-index /dev/null
+/// ~/.git-credentials`), which is no use of the credential. A path given as an option's value
+/// (`git credential-store --file ~/.git-credentials`, `ssh -i key`) is the tool's own use.
+/// `paths` are the names the file was reached by.
+pub fn named_on_command_line(tool: &str, argv: &[String], paths: &[&str]) -> bool {
+    if TAKE_KEY_FILES.contains(&tool) {
+        return false;
+    }
+    // A relative name counts when it looks like a path (`./x`, `.npmrc`, `dir/x`): a bare word
+    // is as likely a subcommand (`git config` is not `.git/config`).
+    let names_it = |arg: &str| {
+        let looks_like_path = arg.contains('/') || arg.starts_with('.');
+        let arg = arg.trim_start_matches("./");
+        looks_like_path
+            && !arg.is_empty()
+            && paths
+                .iter()
+                .any(|p| *p == arg || (!arg.starts_with('/') && p.ends_with(&format!("/{arg}"))))
+    };
+    argv.iter().enumerate().skip(1).any(|(i, arg)| {
+        // After an option, or after what redaction hid (`git credential-store --file` keeps
+        // neither word: it may have been an option).
+        let before = &argv[i - 1];
+        let after_option = i > 1 && (before.starts_with('-') || before == crate::redact::REDACTED);
+        !arg.starts_with('-') && !after_option && names_it(arg)
+    })
+}
+
 /// For `<proc>/<pid>/{mem,environ,maps}` and `<proc>/<pid>/task/<tid>/...` (a thread's view of
 /// the same memory): the process's pid and the file. Read from the end of the path, since the
 /// kernel has already checked the file is on a proc file system, wherever it is mounted (a
@@ -306,6 +338,46 @@ mod tests {
         assert!(
             classify("/home/runner/.config/gcloud/application_default_credentials.json").is_some()
         );
+    }
+
+    #[test]
+    fn credentials_named_on_the_command_line_are_read_on_request() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let creds = "/home/runner/.git-credentials";
+        assert!(named_on_command_line(
+            "git",
+            &v(&["git", "diff", "--no-index", "/dev/null", creds]),
+            &[creds]
+        ));
+        // An option's value is the tool's own use of it.
+        assert!(!named_on_command_line(
+            "git",
+            &v(&["git", "credential-store", "--file", creds, "get"]),
+            &[creds]
+        ));
+        assert!(!named_on_command_line(
+            "git",
+            &v(&["git", "fetch"]),
+            &[creds]
+        ));
+        // A subcommand is not a file.
+        assert!(!named_on_command_line(
+            "git",
+            &v(&["git", "config", "--global", "user.name", "x"]),
+            &["/w/.git/config"]
+        ));
+        // Relative to the working directory.
+        assert!(named_on_command_line(
+            "npm",
+            &v(&["npm", "x", "./.npmrc"]),
+            &["/w/.npmrc"]
+        ));
+        let key = "/home/runner/.ssh/id_ed25519";
+        assert!(!named_on_command_line(
+            "ssh-add",
+            &v(&["ssh-add", key]),
+            &[key]
+        ));
     }
 
     #[test]
