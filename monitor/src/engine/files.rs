@@ -198,11 +198,32 @@ impl Engine {
             path,
             from,
             matched,
+            path_uncertain,
             ..
         } = &e.detail
         else {
             return;
         };
+        // A watched name given in a directory the kernel could not resolve (or cut): where it
+        // landed cannot be judged, so it is reported as such (fail closed).
+        if *path_uncertain && !path.starts_with('/') {
+            let tool = self.procs[&key].tool.clone();
+            let raw = Raw::new(
+                RuleId::UnresolvedSensitiveOpen,
+                format!(
+                    "{tool} {} a watched name in a directory that could not be resolved ({path})",
+                    op.verb()
+                ),
+                format!("{path}:{tool}"),
+            )
+            .evidence(vec![
+                ("name", json!(path)),
+                ("matched", json!(matched)),
+                ("via", json!(op)),
+            ]);
+            self.emit_for(out, raw, e, key);
+            return;
+        }
         let home_path = self.home_relative(self.procs[&key].job, path);
         let home_path = home_path.as_deref().unwrap_or(path);
         self.judge_write(e, key, path, home_path, WriteHow::Name(*op), out);

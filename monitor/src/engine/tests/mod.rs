@@ -303,6 +303,39 @@ impl Sim {
         self.open_with(pid, path, 0x1, matched)
     }
 
+    /// A name given by rename, link or symlink (`NAME_OP_*`), the kernel's record as sent:
+    /// `dir` is the directory of a relative `name` ("" when it could not be resolved).
+    pub fn name(
+        &mut self,
+        pid: u32,
+        op: u32,
+        dir: &str,
+        name: &str,
+        from: &str,
+        matched: u32,
+    ) -> &mut Self {
+        let mut h = self.header(EventKind::FileName, pid);
+        if !name.starts_with('/') {
+            h.flags |= monitor_common::NAME_DIR_FOR_NEW;
+            if dir.is_empty() {
+                h.flags |= monitor_common::NAME_DIR_UNRESOLVED;
+            }
+            // Both relative to the same directory (the calls the tests model).
+            if !from.starts_with('/') {
+                h.flags |= monitor_common::NAME_DIR_FOR_FROM;
+            }
+        }
+        self.feed(KernelEvent::Name {
+            header: h,
+            op,
+            matched,
+            dir: dir.into(),
+            name: name.into(),
+            from: from.into(),
+        });
+        self
+    }
+
     pub fn write(&mut self, pid: u32, path: &str) -> &mut Self {
         self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
     }
@@ -516,5 +549,6 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
 mod bounds;
 mod defences;
 mod egress_routes;
+mod names;
 mod real_builds;
 mod scenarios;
