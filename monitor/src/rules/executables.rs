@@ -89,6 +89,7 @@ const FRONTEND_TEMP: &[(&str, Frontend)] = &[
     ("build-env-", Frontend::PypaBuild),
     ("pip-build-env-", Frontend::Pip),
     ("cargo-install", Frontend::CargoInstall),
+    ("go-build", Frontend::Go),
 ];
 
 /// Whether `program`, in a temporary directory, is in one a build frontend among `frontends`
@@ -136,6 +137,13 @@ mod tests {
             "/tmp/cargo-installAbC/release/build/ring-1/build-script-build",
             &[Frontend::CargoInstall]
         ));
+        // `go test` runs the test binary it built; a program there run by anything else is not
+        // Go's.
+        assert!(in_frontend_temp(
+            "/tmp/go-build3471923/b001/app.test",
+            &[Frontend::Go]
+        ));
+        assert!(!in_frontend_temp("/tmp/go-build3471923/b001/app.test", &[]));
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub enum Frontend {
     Pip,
     /// `cargo install`.
     CargoInstall,
+    /// `go test`, `go run`, `go build` (which build and run programs in `/tmp/go-build*`).
+    Go,
 }
 
 /// The build frontend `argv` runs, if any (by its arguments: the interpreter's name says
@@ -114,6 +116,17 @@ pub fn frontend_of(argv: &[String]) -> Option<Frontend> {
             == Some("install")
     {
         return Some(Frontend::CargoInstall);
+    }
+    if program == "go"
+        && argv
+            .iter()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .is_some_and(|sub| {
+                ["test", "run", "build", "generate", "vet", "install"].contains(&sub.as_str())
+            })
+    {
+        return Some(Frontend::Go);
     }
     None
 }
@@ -267,6 +280,11 @@ mod tests {
 
     #[test]
     fn build_frontends_are_known_by_their_arguments() {
+        assert_eq!(
+            frontend_of(&v(&["/usr/local/go/bin/go", "test", "./..."])),
+            Some(Frontend::Go)
+        );
+        assert_eq!(frontend_of(&v(&["go", "mod", "download"])), None);
         assert_eq!(
             frontend_of(&v(&["python3", "-m", "build", "--sdist"])),
             Some(Frontend::PypaBuild)
