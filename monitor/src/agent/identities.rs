@@ -129,9 +129,12 @@ impl Identities {
         if self.pushed.len() >= WATCH_INODE_SLOTS as usize && !self.pushed.contains_key(&key) {
             return None;
         }
-        let mut inos: Vec<u64> = self.pushed.keys().map(|k| k.ino).collect();
-        inos.push(key.ino);
-        self.write_bits(inos.into_iter());
+        // Its prefilter bit first, so the kernel looks it up as soon as it is in the map.
+        let (word, bit) = inode_bit(key.ino);
+        let want = self.bits_written[word] | bit;
+        if want != self.bits_written[word] && self.bits.set(word as u32, want, 0).is_ok() {
+            self.bits_written[word] = want;
+        }
         self.map.insert(key, access, 0).ok()?;
         self.pushed.insert(key, (path.to_string(), access));
         Some(((key.dev, key.ino), path.to_string()))
@@ -144,13 +147,15 @@ impl Identities {
         &mut self,
         job_homes: impl Iterator<Item = &'a str>,
     ) -> Option<StdHashMap<(u32, u64), String>> {
-        let mut homes = machine_homes();
-        homes.extend(self.configured.iter().cloned());
-        homes.extend(job_homes.map(str::to_string));
-        let new_home = !homes.is_subset(&self.homes);
+        // Called on every tick: only a job's new home reads the disk before `REFRESH` is due.
+        let job_homes: Vec<&str> = job_homes.collect();
+        let new_home = job_homes.iter().any(|h| !self.homes.contains(*h));
         if !new_home && self.last.is_some_and(|t| t.elapsed() < REFRESH) {
             return None;
         }
+        let mut homes = machine_homes();
+        homes.extend(self.configured.iter().cloned());
+        homes.extend(job_homes.into_iter().map(str::to_string));
         self.last = Some(Instant::now());
         self.homes = homes;
         let now = watched_files(&self.homes);
@@ -203,12 +208,18 @@ impl Identities {
 
 const INODE_BIT_WORDS: usize = 2048;
 
-/// `WATCH_INODE_BITS`' words for these inode numbers: bit `ino & 0xffff`.
+/// An inode number's place in `WATCH_INODE_BITS`: its word, and the bit in it (`ino & 0xffff`).
+fn inode_bit(ino: u64) -> (usize, u32) {
+    let low = (ino & 0xffff) as usize;
+    (low >> 5, 1 << (low & 31))
+}
+
+/// `WATCH_INODE_BITS`' words for these inode numbers.
 fn inode_bits(inos: impl Iterator<Item = u64>) -> Vec<u32> {
     let mut words = vec![0u32; INODE_BIT_WORDS];
     for ino in inos {
-        let low = (ino & 0xffff) as usize;
-        words[low >> 5] |= 1 << (low & 31);
+        let (word, bit) = inode_bit(ino);
+        words[word] |= bit;
     }
     words
 }
