@@ -46,6 +46,10 @@ pub struct Config {
     /// `/home/*` and `/etc/passwd`'s (runner users known only to LDAP, or kept elsewhere).
     #[serde(default)]
     pub watch_homes: Vec<PathBuf>,
+    /// The Docker Engine API's socket (default /var/run/docker.sock); `none`: containers are
+    /// told by their cgroup only.
+    #[serde(default)]
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Config {

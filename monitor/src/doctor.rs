@@ -51,7 +51,7 @@ const CAP_SYS_ADMIN: u64 = 21;
 const CAP_PERFMON: u64 = 38;
 const CAP_BPF: u64 = 39;
 
-pub fn run_checks(try_load: bool) -> Vec<Check> {
+pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Vec<Check> {
     let mut checks = Vec::new();
     let caps = effective_caps();
     let has = |cap: u64| caps & (1 << cap) != 0;
@@ -204,7 +204,59 @@ pub fn run_checks(try_load: bool) -> Vec<Check> {
     checks.push(control_socket_check(std::path::Path::new(
         crate::control::DEFAULT_SOCKET,
     )));
+    checks.push(container_runtime_check(docker_socket));
     checks
+}
+
+/// Whether the container runtime's API answers (the agent asks it what each container is).
+pub fn container_runtime_check(socket: Option<&std::path::Path>) -> Check {
+    let Some(socket) = socket else {
+        return check(
+            "containers",
+            Status::Ok,
+            "the container runtime's API is not asked (docker_socket: none): containers are told by their cgroup only",
+            "",
+        );
+    };
+    if !socket.exists() {
+        return check(
+            "containers",
+            Status::Ok,
+            format!(
+                "no Docker daemon socket at {}: no containers to ask about",
+                socket.display()
+            ),
+            "if Docker runs with another socket, give it with --docker-socket (config: docker_socket)",
+        );
+    }
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let docker = crate::containers::docker::connect(socket).await?;
+                let version = docker.version().await?;
+                anyhow::Ok((
+                    version.version.unwrap_or_default(),
+                    version.api_version.unwrap_or_default(),
+                ))
+            })
+        });
+    match asked {
+        Ok((version, api)) => check(
+            "containers",
+            Status::Ok,
+            format!("Docker {version} (API {api}) answers at {}", socket.display()),
+            "",
+        ),
+        Err(e) => check(
+            "containers",
+            Status::Fail,
+            format!("the Docker API at {} does not answer: {e:#}", socket.display()),
+            "start the Docker daemon, or point --docker-socket at the one that runs; without it containers' images, privileges and mounts are unknown and container-escape-risk cannot be raised",
+        ),
+    }
 }
 
 /// Whether the runner's hooks can reach the control socket: a socket given to a group must sit

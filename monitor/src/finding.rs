@@ -61,10 +61,11 @@ pub enum RuleId {
     CredentialRelinked,
     DownloadAndExecute,
     FilelessExec,
+    ContainerEscapeRisk,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 25] = [
+    pub const ALL: [RuleId; 26] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -90,6 +91,7 @@ impl RuleId {
         RuleId::CredentialRelinked,
         RuleId::DownloadAndExecute,
         RuleId::FilelessExec,
+        RuleId::ContainerEscapeRisk,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -120,6 +122,7 @@ impl RuleId {
             RuleId::CredentialRelinked => "credential-relinked",
             RuleId::DownloadAndExecute => "download-and-execute",
             RuleId::FilelessExec => "fileless-exec",
+            RuleId::ContainerEscapeRisk => "container-escape-risk",
         }
     }
 
@@ -151,7 +154,8 @@ impl RuleId {
             | RuleId::RawSocket
             | RuleId::CredentialRelinked
             | RuleId::DownloadAndExecute
-            | RuleId::FilelessExec => Severity::High,
+            | RuleId::FilelessExec
+            | RuleId::ContainerEscapeRisk => Severity::High,
         }
     }
 
@@ -195,6 +199,7 @@ impl RuleId {
             RuleId::FilelessExec => {
                 "executables: a program with no file cannot be checked against any list"
             }
+            RuleId::ContainerEscapeRisk => "containers.allow: a container with the host's namespaces, root, daemon socket or privileges is root on the host; only listed images may have them",
             RuleId::DownloadAndExecute => {
                 "egress: code fetched over the network and run unseen by any file rule"
             }
@@ -278,6 +283,19 @@ pub struct Finding {
     /// may allow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowance: Option<Allowance>,
+    /// The container the acting process ran in (or the finding is about).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<FindingContainer>,
+}
+
+/// A container, as a finding names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingContainer {
+    /// The runtime's full id.
+    pub id: String,
+    /// Empty when the runtime had not described it yet.
+    pub name: String,
+    pub image: String,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod ci;
 pub mod config;
+pub mod containers;
 pub mod control;
 pub mod decode;
 pub mod doctor;

@@ -90,6 +90,11 @@ enum Command {
         /// LDAP, or living elsewhere [config: watch_homes].
         #[arg(long = "watch-home", value_name = "DIR")]
         watch_homes: Vec<PathBuf>,
+        /// The Docker Engine API's socket, asked what each container is (image, privileges,
+        /// mounts); `none`: containers are told by their cgroup only [default:
+        /// /var/run/docker.sock] [config: docker_socket].
+        #[arg(long, value_name = "PATH")]
+        docker_socket: Option<PathBuf>,
     },
     /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
     Report {
@@ -177,6 +182,10 @@ enum Command {
         /// Only inspect; do not load the programs.
         #[arg(long)]
         no_load: bool,
+        /// The Docker Engine API's socket to ask (`none`: not asked) [default:
+        /// /var/run/docker.sock].
+        #[arg(long, value_name = "PATH")]
+        docker_socket: Option<PathBuf>,
     },
 }
 
@@ -293,6 +302,7 @@ fn main() -> anyhow::Result<()> {
             no_reports,
             log_max_bytes,
             watch_homes,
+            docker_socket,
         } => {
             // Everything the agent creates (logs, reports, sockets before their chmod) is
             // owner-only unless it says otherwise.
@@ -359,6 +369,11 @@ fn main() -> anyhow::Result<()> {
                     file.watch_homes.clone()
                 } else {
                     watch_homes
+                },
+                docker_socket: match docker_socket.or_else(|| file.docker_socket.clone()) {
+                    Some(p) if p.as_os_str() == "none" => None,
+                    Some(p) => Some(p),
+                    None => defaults.docker_socket.clone(),
                 },
                 ..defaults
             };
@@ -551,8 +566,16 @@ fn main() -> anyhow::Result<()> {
             }
             std::process::exit(card.exit_code())
         }
-        Command::Doctor { no_load } => {
-            let checks = doctor::run_checks(!no_load);
+        Command::Doctor {
+            no_load,
+            docker_socket,
+        } => {
+            let socket = match docker_socket {
+                Some(p) if p.as_os_str() == "none" => None,
+                Some(p) => Some(p),
+                None => Some(PathBuf::from(agent::DEFAULT_DOCKER_SOCKET)),
+            };
+            let checks = doctor::run_checks(!no_load, socket.as_deref());
             if doctor::print(&checks) {
                 Ok(())
             } else {

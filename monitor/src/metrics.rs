@@ -51,6 +51,10 @@ pub struct Metrics {
     pub tamper_log_unpinned: IntCounter,
     /// SIGHUP profile reloads, by result (`ok`, `refused`).
     pub profile_reloads: IntCounterVec,
+    /// Whether the container runtime's API answers (1), or not (0); absent until first asked.
+    pub container_runtime_up: IntGauge,
+    /// Containers the runtime told of (created, or there at start).
+    pub containers_seen: IntCounter,
     repositories: Mutex<HashSet<String>>,
 }
 
@@ -150,12 +154,26 @@ impl Metrics {
             "Times the agent found its pinned tamper log removed from bpffs (someone with root unpinned it, as before killing the agent) and pinned it again.",
         )
         .expect("valid metric");
+        let container_runtime_up = IntGauge::new(
+            "monitor_container_runtime_up",
+            "Whether the container runtime's API (Docker) answers: 1 yes, 0 no (containers are then told by their cgroup only, without image, privileges or mounts).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(container_runtime_up.clone()))
+            .expect("unique metric");
+        let containers_seen = IntCounter::new(
+            "monitor_containers_seen_total",
+            "Containers the runtime told the agent of (created, or present when it connected).",
+        )
+        .expect("valid metric");
         for c in [
             &write_errors,
             &findings_total,
             &jobs_ended,
             &dns_unparsed,
             &tamper_log_unpinned,
+            &containers_seen,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -197,6 +215,8 @@ impl Metrics {
         }
         Metrics {
             profile_reloads,
+            container_runtime_up,
+            containers_seen,
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
             probe_errors: per_kind(&dropped, &["probe_error"]),

@@ -13,6 +13,7 @@ use std::{
 pub use serde_json::Value;
 
 pub mod corpus;
+pub mod docker;
 
 /// How long a test waits for an event before failing.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);

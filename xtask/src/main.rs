@@ -289,6 +289,18 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("gpg-agent", &["--version"], "gpg-agent"),
     // ssh-keygen and ssh-agent come with it; they have no option that exits 0.
     ("ssh", &["-V"], "openssh-client"),
+    // The container tests: a Docker daemon of their own (containerd and runc come with it) and
+    // a static busybox to make images from (nothing is pulled from a registry).
+    ("dockerd", &["--version"], "docker.io"),
+    ("docker", &["--version"], "docker.io"),
+    (
+        "sh",
+        &[
+            "-c",
+            "test -x /bin/busybox && ! ldd /bin/busybox >/dev/null 2>&1",
+        ],
+        "busybox-static",
+    ),
 ];
 
 fn ensure_test_programs() -> anyhow::Result<()> {

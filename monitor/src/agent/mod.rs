@@ -64,7 +64,11 @@ pub struct RunOptions {
     pub heartbeat: Option<Duration>,
     /// Homes whose watched files are known by identity from the start (see `identities`).
     pub watch_homes: Vec<PathBuf>,
+    /// The Docker Engine API's socket (containers' images, privileges, mounts); None: not asked.
+    pub docker_socket: Option<PathBuf>,
 }
+
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
 pub const HEARTBEAT_PORT: u16 = 9;
@@ -88,6 +92,7 @@ impl Default for RunOptions {
             log_max_bytes: 256 * 1024 * 1024,
             heartbeat: Some(Duration::from_secs(10)),
             watch_homes: Vec::new(),
+            docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
         }
     }
 }
@@ -174,6 +179,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_pth_reader(pth_has_executable_lines)
         .with_map_reader(map_facts)
         .with_exe_changed(exe_changed_unix_ns)
+        .with_container_reader(crate::containers::container_of_process)
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
 
     let output: Box<dyn Write + Send> = match &options.events {
@@ -332,10 +338,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             }
         }
     });
+    // What the container runtime says of containers, in order with the events it lands among.
+    let (news_tx, container_news) = mpsc::channel(256);
+    let container_watch = options
+        .docker_socket
+        .clone()
+        .map(|socket| tokio::spawn(crate::containers::docker::watch(socket, news_tx)));
     let processor = tokio::spawn(pipeline::run(
-        rx,
-        commands,
-        reloads,
+        pipeline::Inputs {
+            rx,
+            commands,
+            reloads,
+            container_news,
+        },
         options.profile_source.clone(),
         barrier_tx,
         enricher,
@@ -350,7 +365,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     hangup_task.abort();
-    for task in [metrics_server, heartbeat].into_iter().flatten() {
+    for task in [metrics_server, heartbeat, container_watch]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     if let Some(control) = control {

@@ -274,6 +274,42 @@ impl Pipeline {
     }
 
     /// Writes an agent-made event (job start/end) to the log and judges it like the kernel's.
+    /// What the container runtime said, logged and judged as an event of the agent's own.
+    fn container_news(
+        &mut self,
+        enricher: &mut Enricher,
+        news: crate::containers::docker::ContainerNews,
+        stats: &Stats,
+    ) {
+        use crate::{containers::docker::ContainerNews, event::ContainerChange};
+        let (change, container) = match news {
+            ContainerNews::Reachable(up) => {
+                stats.container_runtime_up.set(i64::from(up));
+                return;
+            }
+            ContainerNews::Created { meta, existing } => (
+                if existing {
+                    ContainerChange::Present
+                } else {
+                    ContainerChange::Created
+                },
+                meta,
+            ),
+            ContainerNews::Removed { id } => (
+                ContainerChange::Removed,
+                crate::containers::ContainerMeta {
+                    id,
+                    ..Default::default()
+                },
+            ),
+        };
+        if change != ContainerChange::Removed {
+            stats.containers_seen.inc();
+        }
+        let event = enricher.agent_event(Detail::Container { change, container }, boot_ns());
+        self.handle_control_event(enricher, &event, stats);
+    }
+
     fn handle_control_event(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
         self.log_and_judge_charging(enricher, event, stats);
         self.flush(stats);
@@ -517,16 +553,29 @@ fn note_kernel_counts(
     }
 }
 
+/// What the pipeline takes in: the kernel's records, control requests, SIGHUP reloads and the
+/// container runtime's news.
+pub(super) struct Inputs {
+    pub(super) rx: mpsc::Receiver<KernelEvent>,
+    pub(super) commands: mpsc::Receiver<control::Command>,
+    pub(super) reloads: mpsc::Receiver<()>,
+    pub(super) container_news: mpsc::Receiver<crate::containers::docker::ContainerNews>,
+}
+
 pub(super) async fn run(
-    mut rx: mpsc::Receiver<KernelEvent>,
-    mut commands: mpsc::Receiver<control::Command>,
-    mut reloads: mpsc::Receiver<()>,
+    inputs: Inputs,
     reload_from: ProfileSource,
     barrier: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     mut enricher: Enricher,
     mut pipeline: Pipeline,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
+    let Inputs {
+        mut rx,
+        mut commands,
+        mut reloads,
+        mut container_news,
+    } = inputs;
     let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
     let mut reported_errors = [0u64; KINDS];
@@ -556,6 +605,14 @@ pub(super) async fn run(
                 let response = pipeline.command(&mut enricher, command.request, command.peer, &stats);
                 let _ = command.reply.send(response);
                 pipeline.account_jobs(&stats);
+            }
+            Some(news) = container_news.recv() => {
+                // The kernel's records queued before the runtime's word come first: a
+                // container's first processes are then linked as it was when they ran.
+                while let Ok(event) = rx.try_recv() {
+                    pipeline.handle(&mut enricher, event, &stats);
+                }
+                pipeline.container_news(&mut enricher, news, &stats);
             }
             Some(()) = reloads.recv() => {
                 // Whatever the kernel queued before the signal is judged by the old profile.

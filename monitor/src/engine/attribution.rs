@@ -46,6 +46,7 @@ impl Engine {
         self.jobs[job].ended_ns = None;
         self.jobs[job].declared = true;
         self.jobs[job].anchor = Some(key);
+        self.jobs[job].anchor_exe = e.process.exe.clone();
         self.anchors.insert(key, job);
         self.enforce_process(job, e.process.pid, !explicit);
         // An explicitly started job's anchor is the CI's own shell: it is the job's
@@ -76,6 +77,8 @@ impl Engine {
                     // The CI's shell runs the job's own code.
                     runner_own: false,
                     installed: false,
+                    container: None,
+                    container_entry: false,
                 },
             );
         }
@@ -139,6 +142,19 @@ impl Engine {
                         }
                     }
                 }
+                // A process the runtime started in a container (`docker exec`'s, seen at its
+                // fork) names its step when it executes, as the runner's steps do.
+                if std::mem::take(&mut proc.container_entry) {
+                    let job = proc.job;
+                    if let Some((job_id, step_id)) = identity_from_env(env) {
+                        if job_id.key == self.jobs[job].identity.key {
+                            let step = self.new_step(job, step_id, key, e.process.pid);
+                            let proc = self.procs.get_mut(&key).expect("checked");
+                            proc.step = step;
+                            proc.is_step_root = true;
+                        }
+                    }
+                }
             }
             return true;
         }
@@ -174,6 +190,7 @@ impl Engine {
             self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
         });
         let mut provisional = false;
+        let mut container_entry = false;
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
         let runner_own;
@@ -207,6 +224,28 @@ impl Engine {
                 let step = self.new_step(job, identity, key, e.process.pid);
                 runner_own = true;
                 (job, step, None, true)
+            }
+            None if e.process.container.is_some() => {
+                let id = e.process.container.as_deref().unwrap_or_default();
+                let (job, step) = self.container_place(id, e);
+                // A `container:` job's step: the runner execs it in the job's container with
+                // the step's identity in its environment. Only a step of the job the container
+                // belongs to.
+                let own_step = match &e.detail {
+                    Detail::Exec { env, .. } | Detail::Resume { env, .. } => identity_from_env(env)
+                        .filter(|(j, _)| j.key == self.jobs[job].identity.key)
+                        .map(|(_, s)| s),
+                    _ => None,
+                };
+                runner_own = false;
+                container_entry = !matches!(e.detail, Detail::Exec { .. });
+                match own_step {
+                    Some(identity) => {
+                        let step = self.new_step(job, identity, key, e.process.pid);
+                        (job, step, None, true)
+                    }
+                    None => (job, step, None, false),
+                }
             }
             None => {
                 let env = match &e.detail {
@@ -243,6 +282,7 @@ impl Engine {
                 if self.jobs[job].anchor.is_none() && !adopted && !self.jobs[job].overflow {
                     if let Some(parent) = parent {
                         self.jobs[job].anchor = Some(parent);
+                        self.jobs[job].anchor_exe = e.ancestry.first().and_then(|a| a.exe.clone());
                         self.anchors.insert(parent, job);
                     }
                 }
@@ -286,6 +326,8 @@ impl Engine {
                 packing,
                 runner_own,
                 installed,
+                container: e.process.container.clone(),
+                container_entry,
             },
         );
         true
@@ -446,7 +488,7 @@ impl Engine {
         self.hooks.retain(|h, _| used.contains(h));
     }
 
-    fn job_index(&mut self, identity: JobIdentity) -> usize {
+    pub(super) fn job_index(&mut self, identity: JobIdentity) -> usize {
         if let Some(i) = self.job_by_key.get(&identity.key) {
             return *i;
         }
@@ -454,6 +496,7 @@ impl Engine {
             identity: identity.clone(),
             declared: false,
             anchor: None,
+            anchor_exe: None,
             steps: Vec::new(),
             started_ns: self.now_ns,
             ended_ns: None,

@@ -22,6 +22,8 @@ pub(super) struct Raw {
     allowance: Option<Allowance>,
     /// De-duplication: the same rule with the same key in one job and step is reported once.
     dedupe: String,
+    /// The container it is about, when no process of it acted (its settings).
+    container: Option<String>,
 }
 
 impl Raw {
@@ -34,7 +36,13 @@ impl Raw {
             profile_clause: rule.clause().to_string(),
             allowance: None,
             dedupe: dedupe.into(),
+            container: None,
         }
+    }
+
+    pub(super) fn in_container(mut self, id: &str) -> Self {
+        self.container = Some(id.to_string());
+        self
     }
 
     pub(super) fn severity(mut self, severity: Severity) -> Self {
@@ -154,6 +162,28 @@ impl Engine {
                 json!(self.hooks[&h].allowed),
             );
         }
+        // The container the acting process runs in: named, and a path it gave is also told as
+        // the host's file behind its binds.
+        let container_id = raw.container.clone().or_else(|| {
+            let first = chain.first()?;
+            self.procs
+                .get(&key_of(first.pid, first.start_ticks))?
+                .container
+                .clone()
+        });
+        let container = container_id.as_deref().map(|id| {
+            let meta = self.containers.get(id).map(|c| &c.meta);
+            if let (Some(meta), Some(Value::String(path))) = (meta, evidence.get("path")) {
+                if let Some(host) = meta.host_path_of(path) {
+                    evidence.insert("host_path".into(), json!(host));
+                }
+            }
+            crate::finding::FindingContainer {
+                id: id.to_string(),
+                name: meta.map(|m| m.name.clone()).unwrap_or_default(),
+                image: meta.map(|m| m.image.clone()).unwrap_or_default(),
+            }
+        });
         let hook = hook.map(|h| self.hooks[&h].hook.clone());
         // Inside a dependency's install code everything is worse: that code has no business
         // reading credentials, connecting out or running downloads.
@@ -179,6 +209,7 @@ impl Engine {
             hook,
             profile_clause: raw.profile_clause,
             allowance: raw.allowance,
+            container,
         });
     }
 

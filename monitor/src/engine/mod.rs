@@ -10,10 +10,12 @@
 //!
 //! Layout: this file holds the engine's state, its public face and the dispatch of each event;
 //! `attribution` decides which job, step and install hook a process belongs to and when jobs
-//! end; `emit` turns what a detection found into a finding; the detections live by event
-//! family in `process` (exec, exit, tamper), `network` (connect, DNS) and `files` (opens).
+//! end; `containers` places a container's processes and judges its settings; `emit` turns what
+//! a detection found into a finding; the detections live by event family in `process` (exec,
+//! exit, tamper), `network` (connect, DNS) and `files` (opens).
 
 mod attribution;
+mod containers;
 mod emit;
 mod files;
 mod install_code;
@@ -105,6 +107,11 @@ struct Proc {
     /// It runs an installed program (`Engine::installed_program`): only then does its name make
     /// it the owner of a credential, or a process lister.
     installed: bool,
+    /// The container it runs in (the runtime's id).
+    container: Option<String>,
+    /// Placed by its container (no ancestor in a job) before its exec: the exec may name its
+    /// step (`docker exec -e GITHUB_...`).
+    container_entry: bool,
 }
 
 /// An interpreter started to read its program from standard input.
@@ -128,6 +135,8 @@ struct Job {
     declared: bool,
     /// The process the steps are children of (Runner.Worker): the job ends when it exits.
     anchor: Option<ProcessKey>,
+    /// What the anchor runs (the runner's directory is where it lives).
+    anchor_exe: Option<String>,
     steps: Vec<Step>,
     /// When the engine first saw the job (its first step, or its declaration).
     started_ns: u64,
@@ -210,6 +219,8 @@ pub struct Engine {
     stdin_shells: HashMap<u32, Vec<StdinShell>>,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
+    /// Containers the runtime told of, or whose processes were seen, by id.
+    containers: HashMap<String, containers::ContainerState>,
     /// How many jobs' homes have been learnt (the agent watches each new home's files).
     homes_learnt: u64,
     /// Block mode's pending kernel updates.
@@ -266,6 +277,7 @@ impl Engine {
             written_pth: HashMap::new(),
             stdin_shells: HashMap::new(),
             ended: Vec::new(),
+            containers: HashMap::new(),
             homes_learnt: 0,
             enforcement: Vec::new(),
             last_retire_ns: 0,
@@ -393,6 +405,7 @@ impl Engine {
                 | Detail::JobStart { .. }
                 | Detail::JobEnd { .. }
                 | Detail::Resume { .. }
+                | Detail::Container { .. }
         ) {
             self.last_kernel_event_ns = self.last_kernel_event_ns.max(e.ts_ns);
         }
@@ -422,6 +435,10 @@ impl Engine {
                     }
                     Err(why) => self.refused_job_control(e, &why, &mut out),
                 }
+                return out;
+            }
+            Detail::Container { change, container } => {
+                self.on_container(e, *change, container, &mut out);
                 return out;
             }
             _ => {}
@@ -454,6 +471,7 @@ impl Engine {
             | Detail::JobStart { .. }
             | Detail::JobEnd { .. }
             | Detail::Resume { .. }
+            | Detail::Container { .. }
             | Detail::Lost { .. } => {}
         }
         out

@@ -265,6 +265,9 @@ impl Engine {
                 .procs
                 .iter()
                 .filter(|(_, p)| p.job == job && p.step == step && p.alive && !p.is_step_root)
+                // A container's processes live as long as their container (a service
+                // container serves every later step): the runtime, not the step, ends them.
+                .filter(|(_, p)| p.container.is_none())
                 .map(|(k, p)| (*k, p.link.clone(), p.hook))
                 .collect();
             left.sort_by_key(|(k, _, _)| *k);

@@ -45,7 +45,18 @@ pub struct Enricher {
     /// The watched files the kernel knows by identity ((dev, ino) -> path), as the agent last
     /// pushed them (agent/identities.rs).
     pub identities: HashMap<(u32, u64), String>,
+    /// Which container each cgroup id is (None: none), learnt once per id (live: from
+    /// `/proc/<pid>/cgroup`; replay: the events say it).
+    container_of_cgroup: HashMap<u64, Option<String>>,
+    container_reader: Option<ContainerReader>,
 }
+
+/// Which container a process runs in, by pid: `Some(None)` none, `None` not known (gone).
+pub type ContainerReader = fn(u32) -> Option<Option<String>>;
+
+/// Cgroups whose container is remembered; past it the memory starts again (cgroups come and go
+/// with containers and services).
+const MAX_CGROUPS_KNOWN: usize = 16_384;
 
 impl Enricher {
     pub fn new(table: ProcessTable, clock: WallClock) -> Self {
@@ -60,6 +71,61 @@ impl Enricher {
             dns_unparsed: 0,
             dns_answers_checked: false,
             identities: HashMap::new(),
+            container_of_cgroup: HashMap::new(),
+            container_reader: None,
+        }
+    }
+
+    /// Lets the enricher tell which container a process runs in (the live agent reads
+    /// `/proc/<pid>/cgroup`, see `containers`).
+    pub fn with_container_reader(mut self, reader: ContainerReader) -> Self {
+        self.container_reader = Some(reader);
+        self
+    }
+
+    /// The container of a cgroup, asking `pid`'s cgroup file the first time the id is met.
+    fn container_of(&mut self, cgroup_id: u64, pid: u32) -> Option<String> {
+        if let Some(known) = self.container_of_cgroup.get(&cgroup_id) {
+            return known.clone();
+        }
+        let reader = self.container_reader?;
+        // The process may be gone already: nothing is learnt then, the next one asks again.
+        let found = reader(pid)?;
+        if self.container_of_cgroup.len() >= MAX_CGROUPS_KNOWN {
+            self.container_of_cgroup.clear();
+        }
+        self.container_of_cgroup.insert(cgroup_id, found.clone());
+        found
+    }
+
+    /// An event the agent itself makes (what the container runtime said), stamped `ts_ns`.
+    pub fn agent_event(&mut self, detail: Detail, ts_ns: u64) -> Event {
+        let pid = std::process::id();
+        let key = self.process_key(pid);
+        let p = key.and_then(|k| self.table.get(&k));
+        let process = ProcessInfo {
+            pid,
+            tid: pid,
+            ppid: p.map_or(0, |p| p.ppid),
+            start_ticks: key.map_or(0, |k| k.start_ticks),
+            uid: 0,
+            gid: 0,
+            comm: p.map(|p| p.comm.clone()).unwrap_or_default(),
+            exe: p.and_then(|p| p.exe.clone()),
+            argv: Vec::new(),
+            argv_truncated: false,
+            cgroup_id: 0,
+            container: None,
+        };
+        self.seq += 1;
+        Event {
+            schema: JSON_SCHEMA_VERSION,
+            seq: self.seq,
+            time: self.clock.format(ts_ns),
+            ts_ns,
+            detail,
+            process,
+            ancestry: Vec::new(),
         }
     }
 
@@ -358,14 +424,17 @@ impl Enricher {
             }
         };
         self.seq += 1;
+        let container = self.container_of(header.cgroup_id, header.tgid);
         let process = self.table.get(&key);
+        let mut process = process_info(&header, key, process);
+        process.container = container;
         Some(Event {
             schema: JSON_SCHEMA_VERSION,
             seq: self.seq,
             time: self.clock.format(header.ts_ns),
             ts_ns: header.ts_ns,
             detail,
-            process: process_info(&header, key, process),
+            process,
             ancestry: self.ancestry_of(&key),
         })
     }
@@ -463,6 +532,7 @@ impl Enricher {
             argv: p.argv.clone(),
             argv_truncated: p.argv_truncated,
             cgroup_id: 0,
+            container: None,
         };
         self.seq += 1;
         Some(Event {
@@ -544,6 +614,7 @@ fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo
         argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
         argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
         cgroup_id: h.cgroup_id,
+        container: None,
     }
 }
 

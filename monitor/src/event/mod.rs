@@ -19,7 +19,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 7;
+pub const JSON_SCHEMA_VERSION: u32 = 8;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -204,6 +204,12 @@ pub enum Detail {
         #[serde(default)]
         requested_by_start_ticks: u64,
     },
+    /// What the container runtime said of a container (`containers::docker`). `process` is the
+    /// agent.
+    Container {
+        change: ContainerChange,
+        container: crate::containers::ContainerMeta,
+    },
     /// The end of a job (`monitor job stop`, the job-completed hook). `process` is who asked.
     JobEnd {
         /// The job's key (`job.key` in findings).
@@ -227,8 +233,19 @@ impl Detail {
             Detail::Lost { .. } => "lost",
             Detail::JobStart { .. } => "job_start",
             Detail::JobEnd { .. } => "job_end",
+            Detail::Container { .. } => "container",
         }
     }
+}
+
+/// What happened to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerChange {
+    Created,
+    /// There already when the agent connected to the runtime.
+    Present,
+    Removed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +263,9 @@ pub struct ProcessInfo {
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     pub cgroup_id: u64,
+    /// The container it runs in (its runtime's full id), told by its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

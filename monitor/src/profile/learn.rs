@@ -62,9 +62,10 @@ impl Profile {
                 };
                 push_new(list, pattern).then(|| format!("{section}: {glob}"))
             }
-            Allowance::Egress { .. } | Allowance::Lifecycle { .. } | Allowance::Oidc { .. } => {
-                self.allow(allowance).then(|| describe(allowance))
-            }
+            Allowance::Egress { .. }
+            | Allowance::Lifecycle { .. }
+            | Allowance::Oidc { .. }
+            | Allowance::Containers { .. } => self.allow(allowance).then(|| describe(allowance)),
         }
     }
 }
@@ -86,6 +87,7 @@ fn describe(allowance: &Allowance) -> String {
             packages.join(", ")
         ),
         Allowance::Oidc { step } => format!("steps.{step}.oidc.allow: true"),
+        Allowance::Containers { image } => format!("containers.allow: {image}"),
         other => format!("{other:?}"),
     }
 }

@@ -75,6 +75,8 @@ struct RawProfile {
     oidc: Oidc,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     packaging: Packaging,
+    #[serde(default, skip_serializing_if = "Containers::is_empty")]
+    containers: Containers,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     steps: BTreeMap<String, Rules>,
     #[serde(default, skip_serializing_if = "HookPolicy::is_default")]
@@ -94,6 +96,7 @@ impl From<RawProfile> for Profile {
                 processes: raw.processes,
                 oidc: raw.oidc,
                 packaging: raw.packaging,
+                containers: raw.containers,
             },
             steps: raw.steps,
             hooks: raw.hooks,
@@ -113,6 +116,7 @@ impl From<Profile> for RawProfile {
             processes: p.rules.processes,
             oidc: p.rules.oidc,
             packaging: p.rules.packaging,
+            containers: p.rules.containers,
             steps: p.steps,
             hooks: p.hooks,
         }
@@ -139,6 +143,8 @@ pub struct Rules {
     pub oidc: Oidc,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     pub packaging: Packaging,
+    #[serde(default, skip_serializing_if = "Containers::is_empty")]
+    pub containers: Containers,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +280,27 @@ pub struct Oidc {
 pub struct Packaging {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<PathPattern>,
+}
+
+/// `containers:`: images a job's containers may run from with settings that reach the host
+/// (`--privileged`, the host's PID or network namespace, the host's `/` or the Docker socket
+/// mounted): `*` globs over the image as given (`docker:*-dind`, `ghcr.io/org/builder:*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Containers {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+impl Containers {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+
+    /// Whether the image may run with host-reaching settings.
+    pub fn allows_image(&self, image: &str) -> bool {
+        self.allow.iter().any(|p| wildcard_match(p, image))
+    }
 }
 
 impl Oidc {
@@ -477,6 +504,10 @@ pub enum Allowance {
     Packaging {
         path: String,
     },
+    /// An image whose containers may have host-reaching settings.
+    Containers {
+        image: String,
+    },
 }
 
 impl Profile {
@@ -531,6 +562,7 @@ impl Profile {
                 let oidc = &mut self.steps.entry(step.clone()).or_default().oidc.allow;
                 !std::mem::replace(oidc, true)
             }
+            Allowance::Containers { image } => push_new(&mut rules.containers.allow, image.clone()),
         }
     }
 }

@@ -202,6 +202,25 @@ pub fn render(r: &Report) -> String {
         }
         md.push('\n');
     }
+    if !r.containers.is_empty() {
+        md.push_str("| container | image | step | processes |\n|---|---|---|---|\n");
+        for c in r.containers.iter().take(MAX_ROWS) {
+            let name = if c.name.is_empty() {
+                c.id.chars().take(12).collect::<String>()
+            } else {
+                format!("{} ({})", c.name, c.id.chars().take(12).collect::<String>())
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                code(&name),
+                code(if c.image.is_empty() { "?" } else { &c.image }),
+                code(&c.step),
+                c.processes
+            );
+        }
+        md.push('\n');
+    }
     let hooks: Vec<_> = r.steps.iter().flat_map(|s| &s.hooks).collect();
     if !hooks.is_empty() {
         md.push_str("**Install-time code that ran:** ");

@@ -79,6 +79,26 @@ pub struct ProcessRecord {
     pub signal: Option<i32>,
     /// The install hook it ran in (index into the step's `hooks`).
     pub hook: Option<usize>,
+    /// The container it ran in (the runtime's full id; `containers` says what it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// A container the job's processes ran in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    /// Empty when the runtime never described it (its API was not reachable).
+    pub name: String,
+    pub image: String,
+    /// The step it was linked to (the one running when it was created), by its id.
+    pub step: String,
+    pub first_seen: String,
+    /// Processes of the job seen in it.
+    pub processes: usize,
+    /// What the runtime said of its privileges and mounts, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::containers::ContainerMeta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +198,9 @@ pub struct Report {
     pub omitted: Omitted,
     pub summary: Summary,
     pub steps: Vec<StepReport>,
+    /// The containers its processes ran in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerRecord>,
     pub findings: Vec<Finding>,
     /// YAML to add to the profile for none of these findings to be raised again (review it:
     /// some findings should stay findings).
@@ -214,7 +237,14 @@ struct JobRecord {
     counts: (usize, usize, usize),
     /// Picked up by a (re)started agent: (when, earliest process start, ts).
     resumed: Option<(String, u64, u64)>,
+    /// Containers its processes ran in, by id, in the order first seen.
+    containers: Vec<ContainerRecord>,
 }
+
+/// Containers whose description is kept for reports at once.
+const MAX_CONTAINERS_DESCRIBED: usize = 4_096;
+/// Containers listed per job.
+pub const MAX_CONTAINERS: usize = 1_000;
 
 /// Records the event's process in its step (once; a later exec updates its program), or counts
 /// it in `omitted` past the bound. `hook` is (step, position in its hooks).
@@ -262,6 +292,7 @@ fn record_process(
         exit_code: None,
         signal: None,
         hook: hook.filter(|(hs, _)| *hs == step_index).map(|(_, h)| h),
+        container: e.process.container.clone(),
     });
     job.process_index
         .insert(key, (step_index, step.processes.len() - 1));
@@ -271,6 +302,8 @@ fn record_process(
 #[derive(Default)]
 pub struct Recorder {
     jobs: HashMap<String, JobRecord>,
+    /// What the container runtime said of each container, by id.
+    described: HashMap<String, crate::containers::ContainerMeta>,
     /// Drop totals now (the live agent keeps this current; `None` from a log).
     pub current_drops: Option<Drops>,
 }
@@ -282,6 +315,27 @@ impl Recorder {
 
     /// Records one event the engine has judged, with the engine's attribution of it.
     pub fn observe(&mut self, e: &Event, attribution: Option<Attribution<'_>>) {
+        if let Detail::Container {
+            change, container, ..
+        } = &e.detail
+        {
+            if *change == crate::event::ContainerChange::Removed {
+                return;
+            }
+            if self.described.len() >= MAX_CONTAINERS_DESCRIBED {
+                self.described.clear();
+            }
+            self.described
+                .insert(container.id.clone(), container.clone());
+            for job in self.jobs.values_mut() {
+                for c in job.containers.iter_mut().filter(|c| c.id == container.id) {
+                    c.name = container.name.clone();
+                    c.image = container.image.clone();
+                    c.settings = Some(container.clone());
+                }
+            }
+            return;
+        }
         let Some(a) = attribution else {
             if let Detail::JobEnd { job, .. } = &e.detail {
                 if let Some(record) = self.jobs.get_mut(job) {
@@ -308,6 +362,7 @@ impl Recorder {
                     lost: BTreeMap::new(),
                     counts: (0, 0, 0),
                     resumed: None,
+                    containers: Vec::new(),
                 },
             );
         }
@@ -341,11 +396,34 @@ impl Recorder {
             })
         });
         let key = (e.process.pid, e.process.start_ticks);
+        if let (Some(id), Detail::Exec { .. } | Detail::Fork {}) =
+            (e.process.container.as_deref(), &e.detail)
+        {
+            let new_process = !job.process_index.contains_key(&key);
+            let known = job.containers.iter().position(|c| c.id == id);
+            match known {
+                Some(i) => job.containers[i].processes += usize::from(new_process),
+                None if job.containers.len() < MAX_CONTAINERS => {
+                    let meta = self.described.get(id);
+                    job.containers.push(ContainerRecord {
+                        id: id.to_string(),
+                        name: meta.map(|m| m.name.clone()).unwrap_or_default(),
+                        image: meta.map(|m| m.image.clone()).unwrap_or_default(),
+                        step: a.step.map(|s| s.id.clone()).unwrap_or_else(|| "job".into()),
+                        first_seen: e.time.clone(),
+                        processes: 1,
+                        settings: meta.cloned(),
+                    });
+                }
+                None => {}
+            }
+        }
         match &e.detail {
             // A job start's process is the job's anchor: for an explicit job, its first process.
             Detail::Exec { .. } | Detail::Fork {} | Detail::JobStart { .. } => {
                 record_process(job, a.step_index, e, e.ts_ns, hook);
             }
+            Detail::Container { .. } => {}
             Detail::Exit { code, signal, .. } => {
                 if let Some(&(s, i)) = job.process_index.get(&key) {
                     if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
@@ -630,6 +708,7 @@ impl Recorder {
             omitted: job.omitted.clone(),
             summary,
             steps,
+            containers: job.containers.clone(),
             findings: job.findings.clone(),
             profile_additions: any.then(|| additions.to_yaml()),
             summary_nonce: None,

@@ -3,6 +3,7 @@
 //! addresses are cloud metadata endpoints. The engine (`crate::engine`) applies them to events.
 
 pub mod background;
+pub mod containers;
 pub mod credentials;
 pub mod defences;
 pub mod dns;

@@ -27,6 +27,8 @@ pub struct Sim {
     ts: u64,
     pub events: Vec<Event>,
     pub findings: Vec<Finding>,
+    /// Processes in a container (pid -> container id), as the live enricher tells by cgroup.
+    pub in_container: HashMap<u32, String>,
 }
 
 pub const HOME: &str = "/home/runner";
@@ -81,6 +83,7 @@ impl Sim {
             ts: 1_000_000_000,
             events: Vec::new(),
             findings: Vec::new(),
+            in_container: HashMap::new(),
         };
         // pid 1 exists from the start.
         sim.starts.insert(1, 10_000_000);
@@ -115,6 +118,7 @@ impl Sim {
         let Some(mut event) = self.enricher.enrich(record) else {
             return;
         };
+        event.process.container = self.in_container.get(&event.process.pid).cloned();
         edit(&mut event);
         // Through JSON, as replay reads it.
         let line = serde_json::to_string(&event).unwrap();
@@ -430,6 +434,23 @@ impl Sim {
         )
     }
 
+    /// What the container runtime said, as the agent records it.
+    pub fn container_news(
+        &mut self,
+        change: crate::event::ContainerChange,
+        container: crate::containers::ContainerMeta,
+    ) -> &mut Self {
+        self.ts += 1_000_000;
+        let event = self
+            .enricher
+            .agent_event(Detail::Container { change, container }, self.ts);
+        let line = serde_json::to_string(&event).unwrap();
+        let event: Event = serde_json::from_str(&line).unwrap();
+        self.findings.extend(self.engine.on_event(&event));
+        self.events.push(event);
+        self
+    }
+
     /// A control request as the agent records it (`job_start` anchored at, or `job_end` asked
     /// by, `pid`): the engine's verdict, after it has judged the event.
     pub fn control(&mut self, detail: Detail, pid: u32) -> Result<(), String> {
@@ -547,6 +568,7 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
 }
 
 mod bounds;
+mod containers;
 mod defences;
 mod egress_routes;
 mod names;

@@ -1,0 +1,195 @@
+//! Containers: which container a process runs in, and what the container runtime says of it.
+//!
+//! The kernel stamps every record with the process's cgroup (v2) id. A container runtime puts
+//! each container in a cgroup of its own whose last path component names the container: Docker
+//! with the cgroupfs driver `/docker/<id>` (or `/<cgroup-parent>/<id>`, the GitHub runner's
+//! `actions_job`), with the systemd driver `/system.slice/docker-<id>.scope`, Podman
+//! `libpod-<id>.scope`, containerd's CRI `cri-containerd-<id>.scope`. The agent reads the
+//! process's `/proc/<pid>/cgroup` the first time it meets a cgroup id and remembers the answer
+//! per id, so the cost is one small read per cgroup, not per event; the id is what names it on
+//! hybrid hosts (v1 controllers with v2 at `/sys/fs/cgroup/unified`, where runc also joins the
+//! unified hierarchy) and on v2-only hosts alike.
+//!
+//! What a container is (image, name, privileges, mounts) comes from the runtime's own API
+//! (`docker`): the agent turns it into `Detail::Container` events, judged in order with the
+//! kernel's.
+
+pub mod docker;
+
+use serde::{Deserialize, Serialize};
+
+/// A container as its runtime describes it, with what matters for judging it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMeta {
+    /// The full id (64 hex digits for Docker).
+    pub id: String,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// The image as asked for (`alpine:3`, a digest, ...).
+    pub image: String,
+    /// `docker`, ...
+    pub runtime: String,
+    /// `--privileged`: every capability and every device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// The host's namespaces it shares: `pid`, `network`, `ipc`, `uts`, `user`, `cgroup`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_namespaces: Vec<String>,
+    /// Host paths mounted into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<ContainerBind>,
+    /// Capabilities added to the default set (`SYS_ADMIN`, `ALL`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_capabilities: Vec<String>,
+    /// Host devices passed in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+/// A host path mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContainerBind {
+    /// The host path.
+    pub source: String,
+    /// Where the container sees it.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+impl ContainerMeta {
+    /// The first 12 digits of the id, as `docker ps` shows it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// The host path behind a path seen inside the container, through its binds (the longest
+    /// destination that contains it).
+    pub fn host_path_of(&self, container_path: &str) -> Option<String> {
+        self.binds
+            .iter()
+            .filter_map(|b| {
+                let dest = b.destination.trim_end_matches('/');
+                let rest = container_path.strip_prefix(dest)?;
+                (rest.is_empty() || rest.starts_with('/')).then_some((dest.len(), b, rest))
+            })
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, b, rest)| format!("{}{rest}", b.source.trim_end_matches('/')))
+    }
+}
+
+/// The container id a cgroup path names, if any: a component that is, or ends in, 64 hex digits
+/// (`<id>`, `docker-<id>.scope`, `libpod-<id>.scope`, `cri-containerd-<id>.scope`). The deepest
+/// one wins (a container nested in a container's cgroup is the inner one).
+pub fn container_id_in_cgroup_path(path: &str) -> Option<String> {
+    path.split('/').rev().find_map(|component| {
+        let component = component.strip_suffix(".scope").unwrap_or(component);
+        let id = component.rsplit(['-', ':']).next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| id.to_ascii_lowercase())
+    })
+}
+
+/// The container a `/proc/<pid>/cgroup` text places its process in: the unified (`0::`) line
+/// when there is one (the cgroup the kernel's id names), else any controller's line.
+pub fn container_id_in_proc_cgroup(text: &str) -> Option<String> {
+    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_string);
+    let unified = text
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .and_then(path_of);
+    match unified {
+        Some(path) if path != "/" => container_id_in_cgroup_path(&path),
+        _ => text
+            .lines()
+            .filter_map(path_of)
+            .find_map(|p| container_id_in_cgroup_path(&p)),
+    }
+}
+
+/// Reads `/proc/<pid>/cgroup`: `Some(None)` when the process is in no container, `None` when
+/// the file could not be read (the process is gone: nothing learnt).
+pub fn container_of_process(pid: u32) -> Option<Option<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    Some(container_id_in_proc_cgroup(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "68b32f19a2ebfbe4b4ff840b0893ecd6a8ef14b887e8889724463deb2bf58b1a";
+
+    #[test]
+    fn container_ids_are_read_from_every_runtime_layout() {
+        for path in [
+            format!("/docker/{ID}"),
+            format!("/actions_job/{ID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/machine.slice/libpod-{ID}.scope"),
+            format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope"),
+            format!("/system.slice/docker-{ID}.scope/init"),
+        ] {
+            let found = if path.ends_with("/init") {
+                // A sub-cgroup a container made for itself still names its container.
+                container_id_in_cgroup_path(path.trim_end_matches("/init"))
+            } else {
+                container_id_in_cgroup_path(&path)
+            };
+            assert_eq!(found.as_deref(), Some(ID), "{path}");
+        }
+        for path in [
+            "/",
+            "/user.slice/user-0.slice/session-3.scope",
+            "/system.slice/ssh.service",
+        ] {
+            assert_eq!(container_id_in_cgroup_path(path), None, "{path}");
+        }
+        // Not quite 64 hex digits.
+        assert_eq!(
+            container_id_in_cgroup_path(&format!("/docker/{}", &ID[1..])),
+            None
+        );
+    }
+
+    #[test]
+    fn the_unified_line_decides_on_hybrid_hosts() {
+        let hybrid =
+            format!("9:name=systemd:/docker/{ID}\n4:memory:/docker/{ID}\n0::/docker/{ID}\n");
+        assert_eq!(container_id_in_proc_cgroup(&hybrid).as_deref(), Some(ID));
+        let host = "4:memory:/user.slice\n0::/user.slice/user-0.slice/session-1.scope\n";
+        assert_eq!(container_id_in_proc_cgroup(host), None);
+        // v1 only (the unified line is the root): the controllers' paths say it.
+        let v1 = format!("4:memory:/docker/{ID}\n0::/\n");
+        assert_eq!(container_id_in_proc_cgroup(&v1).as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn host_paths_are_found_through_the_longest_bind() {
+        let meta = ContainerMeta {
+            binds: vec![
+                ContainerBind {
+                    source: "/root".into(),
+                    destination: "/h".into(),
+                    read_only: false,
+                },
+                ContainerBind {
+                    source: "/srv/cache".into(),
+                    destination: "/h/cache".into(),
+                    read_only: true,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            meta.host_path_of("/h/.npmrc").as_deref(),
+            Some("/root/.npmrc")
+        );
+        assert_eq!(
+            meta.host_path_of("/h/cache/x").as_deref(),
+            Some("/srv/cache/x")
+        );
+        assert_eq!(meta.host_path_of("/h").as_deref(), Some("/root"));
+        assert_eq!(meta.host_path_of("/hx/y"), None);
+        assert_eq!(meta.host_path_of("/etc/passwd"), None);
+    }
+}

