@@ -43,9 +43,12 @@ struct DnsPacket {
 }
 
 /// Parses the IP and transport headers; `Some` when the packet goes to (`outgoing`) or comes
-/// from port 53 and carries data.
+/// from port 53 and carries data. `redirected`: the socket was given port 53 as its destination
+/// (egress.rs saw it), so a packet leaving it to another port was sent to port 53 and rewritten
+/// on the way (NAT in the local output path: Docker's embedded resolver takes 127.0.0.11:53 to
+/// a port of its own, and its answers come back from 127.0.0.11:53).
 #[inline(always)]
-fn dns_packet(ctx: &SkBuffContext, outgoing: bool) -> Option<DnsPacket> {
+fn dns_packet(ctx: &SkBuffContext, outgoing: bool, redirected: bool) -> Option<DnsPacket> {
     let first: u8 = ctx.load(0).ok()?;
     let (transport_at, protocol, family) = match first >> 4 {
         4 => (
@@ -65,7 +68,7 @@ fn dns_packet(ctx: &SkBuffContext, outgoing: bool) -> Option<DnsPacket> {
     } else {
         transport_at
     };
-    if u16::from_be(ctx.load::<u16>(port_at).ok()?) != 53 {
+    if u16::from_be(ctx.load::<u16>(port_at).ok()?) != 53 && !redirected {
         return None;
     }
     let (message_at, sock_type) = match protocol {
@@ -104,7 +107,7 @@ pub fn dns_answers_in(ctx: SkBuffContext) -> i32 {
 }
 
 unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
-    let packet = dns_packet(ctx, false)?;
+    let packet = dns_packet(ctx, false, false)?;
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).ok()?);
     let key = DnsAskedKey {
         socket_cookie: bpf_get_socket_cookie(ctx.skb.skb.cast()),
@@ -164,7 +167,9 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     if !offsets_present() {
         return Ok(());
     }
-    let Some(packet) = dns_packet(ctx, true) else {
+    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
+    let redirected = DNS_SOCKET_OWNERS.get_ptr(&cookie).is_some();
+    let Some(packet) = dns_packet(ctx, true, redirected) else {
         return Ok(());
     };
     // What is copied: over TCP the 2-byte length too (the parser expects it).
@@ -175,7 +180,6 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     };
     let sock_type = packet.sock_type;
     let len = ctx.len() as usize;
-    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).map_err(|e| e as i64)?);
     let asked = DnsAskedTo {
         addr: packet.peer,

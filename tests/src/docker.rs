@@ -168,7 +168,7 @@ impl Daemon {
                 .expect("/bin/busybox (busybox-static)");
             for applet in [
                 "sh", "cat", "ls", "sleep", "echo", "nc", "wget", "env", "httpd", "grep", "head",
-                "id", "test", "cp", "mkdir", "printf", "true",
+                "sed", "id", "test", "cp", "mkdir", "printf", "true",
             ] {
                 std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
             }
@@ -198,6 +198,8 @@ impl Daemon {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
+        // Networks a test made (their bridges go with them).
+        let _ = self.docker(&["network", "prune", "-f"]);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);

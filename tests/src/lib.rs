@@ -464,7 +464,18 @@ impl FakeRunner {
             use std::os::unix::process::CommandExt as _;
             command.uid(uid).gid(gid);
         }
-        let output = command.output().expect("starting Runner.Worker");
+        // A test thread forking while another writes its Worker script lends the child that
+        // writable descriptor until it execs: the script is "busy" for that moment (ETXTBSY).
+        let mut tries = 0;
+        let output = loop {
+            match command.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.expect("starting Runner.Worker"),
+            }
+        };
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),

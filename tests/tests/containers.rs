@@ -195,10 +195,14 @@ fn a_container_jobs_steps_run_by_docker_exec_are_its_steps() {
     let service = format!("db-{tag}");
     // The runner's "Initialize containers": the job container (workspace and home mounted, as
     // the runner does) and a service container, made by the Worker before any step.
+    // On a network of the job's own, the service reachable by its alias (the runner's
+    // `github_network_*`; Docker's embedded resolver answers the name).
+    let network = format!("net-{tag}");
     let initialise = format!(
         "set -e\nexport DOCKER_HOST={host}\n\
-         docker run -d --name {job} -v '{w}:/__w' -v \"$HOME:/github/home\" {image} sleep 600 >/dev/null\n\
-         docker run -d --name {service} {image} httpd -f -p 8080 >/dev/null\n"
+         docker network create {network} >/dev/null\n\
+         docker run -d --name {job} --network {network} -v '{w}:/__w' -v \"$HOME:/github/home\" {image} sleep 600 >/dev/null\n\
+         docker run -d --name {service} --network {network} --network-alias db {image} httpd -f -p 8080 -h /data >/dev/null\n"
     );
     // Each step as the runner runs it in a container job: `docker exec` with its environment.
     let exec = |script: &str| {
@@ -207,9 +211,12 @@ fn a_container_jobs_steps_run_by_docker_exec_are_its_steps() {
              docker exec $(env | grep -o '^GITHUB_[A-Z_]*' | sed 's/^/-e /') {job} sh -c '{script}'\n"
         )
     };
-    let build = exec("cat /__w/project.txt && cat /data/own.txt && wget -q -O /dev/null http://db:8080/ 2>/dev/null; true");
+    let build =
+        exec("cat /__w/project.txt && wget -q -O - http://db:8080/own.txt | sed s/own/served/");
     let steal = exec("cat /github/home/.npmrc");
-    let cleanup = format!("export DOCKER_HOST={host}\ndocker rm -f {job} {service} >/dev/null\n");
+    let cleanup = format!(
+        "export DOCKER_HOST={host}\ndocker rm -f {job} {service} >/dev/null\ndocker network rm {network} >/dev/null\n"
+    );
     // With the runner's job hooks, as the README installs it: the job is declared before the
     // runner makes its containers.
     let output = runner.run_job_with_hooks(
@@ -223,6 +230,10 @@ fn a_container_jobs_steps_run_by_docker_exec_are_its_steps() {
         Some(&agent.control_socket),
     );
     assert!(output.contains("project source"), "{output}");
+    assert!(
+        output.contains("the container's served file"),
+        "the job reached its service by name: {output}"
+    );
     assert!(output.contains(TOKEN), "the token was not read: {output}");
 
     let mine = agent.findings_through_marker(&runner);
@@ -274,4 +285,55 @@ fn a_container_jobs_steps_run_by_docker_exec_are_its_steps() {
         .flat_map(|s| s["processes"].as_array().cloned().unwrap_or_default())
         .any(|p| p["container"] == job_container["id"] && p["argv"].to_string().contains(".npmrc"));
     assert!(ran_inside, "{report:#}");
+}
+
+#[test]
+fn with_two_jobs_at_once_each_container_belongs_to_the_step_that_asked() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = agent();
+    let (quiet, thief) = (runner(), runner());
+    let host = d.host();
+    // Both jobs run while either makes its containers: timing alone cannot tell them apart.
+    let quiet_step = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name quiet-{tag} {image} sh -c 'sleep 4; cat /data/own.txt'\n",
+        tag = quiet.run_id
+    );
+    let thief_step = format!(
+        "set -e\nexport DOCKER_HOST={host}\nsleep 1\n\
+         docker run --rm --name thief-{tag} -v \"$HOME:/h\" {image} cat /h/.npmrc\n",
+        tag = thief.run_id
+    );
+    let quiet_steps = [("work", quiet_step.as_str()), MARKER_STEP];
+    let thief_steps = [("steal", thief_step.as_str()), MARKER_STEP];
+    let (quiet_out, thief_out) = std::thread::scope(|s| {
+        let q = s.spawn(|| quiet.run_job(&quiet_steps));
+        let t = s.spawn(|| thief.run_job(&thief_steps));
+        (q.join().unwrap(), t.join().unwrap())
+    });
+    assert!(
+        quiet_out.contains("the container's own file"),
+        "{quiet_out}"
+    );
+    assert!(
+        thief_out.contains(TOKEN),
+        "the token was not read: {thief_out}"
+    );
+    let stolen = agent.findings_through_marker(&thief);
+    let name = format!("thief-{}", thief.run_id);
+    assert!(
+        by_rule(&stolen, "credential-read")
+            .iter()
+            .any(|f| f["step"]["id"] == "steal" && names_container(f, &name)),
+        "the read is the thief's job's, by the client that asked: {stolen:#?}"
+    );
+    let quiet_findings = agent.findings_through_marker(&quiet);
+    assert!(
+        quiet_findings
+            .iter()
+            .all(|f| f["step"]["id"] == MARKER_STEP.0),
+        "the other job is quiet: {quiet_findings:#?}"
+    );
 }

@@ -4,6 +4,7 @@
 //! `pipeline` (process table, enrich, log, judge, reports, block mode, control requests).
 //! `host` is what the agent reads from the machine itself and its heartbeat.
 
+mod container_hold;
 mod guarded;
 mod host;
 mod identities;
@@ -231,6 +232,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         tamper_log,
         guarded,
         identities,
+        hold: Default::default(),
     };
 
     let (command_tx, commands) = mpsc::channel(64);

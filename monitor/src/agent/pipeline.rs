@@ -50,6 +50,8 @@ pub(super) struct Pipeline {
     pub(super) guarded: Option<super::guarded::Guarded>,
     /// The kernel's watched files by identity (see `identities`).
     pub(super) identities: Option<super::identities::Identities>,
+    /// Events of containers' processes waiting for the runtime's word (see `container_hold`).
+    pub(super) hold: super::container_hold::ContainerHold,
 }
 
 /// Ticks the loss counts of a process not known yet wait for it (its exec may be queued).
@@ -132,7 +134,23 @@ impl Pipeline {
             }
             return;
         }
+        if self
+            .hold
+            .must_wait(&event, stats.container_runtime_up.get() == 1)
+        {
+            if let Some(overflow) = self.hold.hold(event, boot_ns()) {
+                self.log_and_judge_charging(enricher, &overflow, stats);
+            }
+            return;
+        }
         self.log_and_judge_charging(enricher, &event, stats);
+    }
+
+    /// Judges held events whose wait is over.
+    fn judge_released(&mut self, enricher: &mut Enricher, released: Vec<Event>, stats: &Stats) {
+        for event in released {
+            self.log_and_judge_charging(enricher, &event, stats);
+        }
     }
 
     /// As `log_and_judge`, charging the kernel's per-process losses to their jobs before the
@@ -282,19 +300,41 @@ impl Pipeline {
         stats: &Stats,
     ) {
         use crate::{containers::docker::ContainerNews, event::ContainerChange};
+        let mut requested_by = Vec::new();
         let (change, container) = match news {
             ContainerNews::Reachable(up) => {
                 stats.container_runtime_up.set(i64::from(up));
+                if !up {
+                    let held = self.hold.all();
+                    self.judge_released(enricher, held, stats);
+                }
                 return;
             }
-            ContainerNews::Created { meta, existing } => (
-                if existing {
-                    ContainerChange::Present
-                } else {
-                    ContainerChange::Created
-                },
+            ContainerNews::Created {
                 meta,
-            ),
+                existing,
+                clients,
+            } => {
+                requested_by = clients
+                    .into_iter()
+                    .filter_map(|pid| {
+                        let key = enricher.process_key(pid)?;
+                        Some(crate::event::ProcessRef {
+                            pid,
+                            start_ticks: key.start_ticks,
+                        })
+                    })
+                    .collect();
+                (
+                    if existing {
+                        ContainerChange::Present
+                    } else {
+                        ContainerChange::Created
+                    },
+                    meta,
+                )
+            }
+            ContainerNews::Started { meta } => (ContainerChange::Started, meta),
             ContainerNews::Removed { id } => (
                 ContainerChange::Removed,
                 crate::containers::ContainerMeta {
@@ -303,11 +343,28 @@ impl Pipeline {
                 },
             ),
         };
-        if change != ContainerChange::Removed {
+        if matches!(change, ContainerChange::Created | ContainerChange::Present) {
             stats.containers_seen.inc();
         }
-        let event = enricher.agent_event(Detail::Container { change, container }, boot_ns());
+        let id = container.id.clone();
+        let event = enricher.agent_event(
+            Detail::Container {
+                change,
+                container,
+                requested_by,
+            },
+            boot_ns(),
+        );
         self.handle_control_event(enricher, &event, stats);
+        // Its processes' events that waited for this, in their order.
+        let released = match change {
+            ContainerChange::Removed => self.hold.removed(&id),
+            _ => self.hold.described(&id),
+        };
+        if !released.is_empty() {
+            self.judge_released(enricher, released, stats);
+            self.flush(stats);
+        }
     }
 
     fn handle_control_event(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
@@ -631,6 +688,8 @@ pub(super) async fn run(
                 let unparsed = enricher.dns_unparsed.saturating_sub(stats.dns_unparsed.get());
                 stats.dns_unparsed.inc_by(unparsed);
                 pipeline.charge_losses(&mut enricher, &stats, now);
+                let released = pipeline.hold.expired(now);
+                pipeline.judge_released(&mut enricher, released, &stats);
                 let findings = pipeline.judge.tick(now);
                 pipeline.write_findings(findings, &stats);
                 // Jobs the clock ended (an anchor gone without its exit record).
@@ -650,6 +709,8 @@ pub(super) async fn run(
             }
         }
     }
+    let held = pipeline.hold.all();
+    pipeline.judge_released(&mut enricher, held, &stats);
     pipeline.refresh_losses(&stats);
     let findings = pipeline.judge.tick(boot_ns());
     pipeline.write_findings(findings, &stats);

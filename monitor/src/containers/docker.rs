@@ -25,6 +25,12 @@ pub enum ContainerNews {
     Created {
         meta: ContainerMeta,
         existing: bool,
+        /// The processes connected to the runtime's socket when it said so: who asked.
+        clients: Vec<u32>,
+    },
+    /// A container started: the description again, now with its network addresses.
+    Started {
+        meta: ContainerMeta,
     },
     Removed {
         id: String,
@@ -82,7 +88,11 @@ async fn follow(
         ("type".to_string(), vec!["container".to_string()]),
         (
             "event".to_string(),
-            vec!["create".to_string(), "destroy".to_string()],
+            vec![
+                "create".to_string(),
+                "start".to_string(),
+                "destroy".to_string(),
+            ],
         ),
     ]);
     let mut events = docker.events(Some(EventsOptions {
@@ -111,6 +121,7 @@ async fn follow(
                 .send(ContainerNews::Created {
                     meta,
                     existing: true,
+                    clients: Vec::new(),
                 })
                 .await
                 .is_err()
@@ -125,20 +136,37 @@ async fn follow(
             continue;
         };
         let sent = match event.action.as_deref() {
-            Some("create") => match docker.inspect_container(&id, None).await {
+            Some("create") => {
+                // Who is connected now, before the client that asked has hung up.
+                let at = socket.to_path_buf();
+                let clients = tokio::task::spawn_blocking(move || super::clients::clients_of(&at))
+                    .await
+                    .unwrap_or_default();
+                match docker.inspect_container(&id, None).await {
+                    Ok(inspected) => {
+                        news.send(ContainerNews::Created {
+                            meta: meta_of(inspected),
+                            existing: false,
+                            clients,
+                        })
+                        .await
+                    }
+                    // Removed again before we asked: its processes, if any ran, were judged by
+                    // cgroup.
+                    Err(e) => {
+                        log::debug!("container {id} created but not inspectable: {e}");
+                        Ok(())
+                    }
+                }
+            }
+            Some("start") => match docker.inspect_container(&id, None).await {
                 Ok(inspected) => {
-                    news.send(ContainerNews::Created {
+                    news.send(ContainerNews::Started {
                         meta: meta_of(inspected),
-                        existing: false,
                     })
                     .await
                 }
-                // Removed again before we asked: its processes, if any ran, were judged by
-                // cgroup.
-                Err(e) => {
-                    log::debug!("container {id} created but not inspectable: {e}");
-                    Ok(())
-                }
+                Err(_) => Ok(()),
             },
             Some("destroy") => news.send(ContainerNews::Removed { id }).await,
             _ => Ok(()),
@@ -196,6 +224,17 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
     binds.sort();
     binds.dedup();
     let config = c.config.unwrap_or_default();
+    let mut addresses: Vec<std::net::IpAddr> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_values()
+        .flat_map(|endpoint| [endpoint.ip_address, endpoint.global_ipv6_address])
+        .flatten()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
     ContainerMeta {
         id: c.id.unwrap_or_default(),
         name: c
@@ -215,6 +254,7 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
             .into_iter()
             .filter_map(|d| d.path_on_host)
             .collect(),
+        addresses,
     }
 }
 

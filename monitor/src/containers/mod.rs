@@ -14,6 +14,7 @@
 //! (`docker`): the agent turns it into `Detail::Container` events, judged in order with the
 //! kernel's.
 
+pub mod clients;
 pub mod docker;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ pub struct ContainerMeta {
     /// Host devices passed in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Its addresses on the runtime's networks (known once it has started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// A host path mounted into a container.

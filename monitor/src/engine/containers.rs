@@ -20,7 +20,7 @@ use super::{
 use crate::{
     ci::{JobIdentity, StepIdentity},
     containers::ContainerMeta,
-    event::{ContainerChange, Event},
+    event::{ContainerChange, Event, ProcessRef},
     finding::{Finding, RuleId},
     profile::Allowance,
     rules::containers::escape_risks,
@@ -50,6 +50,7 @@ impl Engine {
         e: &Event,
         change: ContainerChange,
         meta: &ContainerMeta,
+        requested_by: &[ProcessRef],
         out: &mut Vec<Finding>,
     ) {
         match change {
@@ -65,15 +66,19 @@ impl Engine {
                     }
                 }
             }
-            ContainerChange::Created | ContainerChange::Present => {
-                let created = change == ContainerChange::Created;
+            ContainerChange::Created | ContainerChange::Started | ContainerChange::Present => {
+                // Started without a creation seen: made while the agent was not looking, or
+                // restarted; linked now as if made now.
+                let created = change != ContainerChange::Present;
                 if !self.containers.contains_key(&meta.id) {
                     self.make_room_for_a_container();
                     // One already there when the agent started was created by nobody it saw.
-                    let (link, by_runner) = if created {
+                    let (link, by_runner) = if !created {
+                        (None, false)
+                    } else if requested_by.is_empty() {
                         self.link_now()
                     } else {
-                        (None, false)
+                        self.link_to_clients(requested_by)
                     };
                     self.containers.insert(
                         meta.id.clone(),
@@ -94,6 +99,45 @@ impl Engine {
                 self.judge_container_settings(e, &meta.id, out);
             }
         }
+    }
+
+    /// The job and step of the client that asked for the container: of the processes connected
+    /// to the runtime when it was created, those in jobs (the agent's own connection and the
+    /// host's tools are in none; clients in no job made a container of the host's, not linked).
+    /// With clients of several jobs connected (one job's `docker run` stays attached to its
+    /// container while another job makes one), the newest client process is the one that just
+    /// asked: a client asks as it starts.
+    fn link_to_clients(&self, clients: &[ProcessRef]) -> (Option<(usize, usize)>, bool) {
+        let mut places: Vec<(u64, usize, usize, bool)> = clients
+            .iter()
+            .filter_map(|c| {
+                let p = self.procs.get(&super::key_of(c.pid, c.start_ticks))?;
+                Some((c.start_ticks, p.job, p.step, p.runner_own))
+            })
+            .filter(|(_, job, _, _)| self.jobs[*job].identity.provider != "container")
+            .collect();
+        let Some(newest) = places.iter().map(|(t, _, _, _)| *t).max() else {
+            return (None, false);
+        };
+        let job = places
+            .iter()
+            .filter(|(t, _, _, _)| *t == newest)
+            .map(|(_, j, _, _)| *j)
+            .max()
+            .unwrap_or_default();
+        if places.iter().any(|(t, j, _, _)| *t == newest && *j != job) {
+            // Started in the same tick by different jobs: no telling.
+            return (None, false);
+        }
+        places.retain(|(_, j, _, _)| *j == job);
+        let places: Vec<(usize, usize, bool)> = places
+            .into_iter()
+            .map(|(_, j, s, own)| (j, s, own))
+            .collect();
+        // The most recent step among them (a step's client, not the runner's long-lived one).
+        let step = places.iter().map(|(_, s, _)| *s).max().unwrap_or(0);
+        let by_runner = places.iter().all(|(_, _, own)| *own);
+        (Some((job, step)), by_runner)
     }
 
     /// The one running job and its current step, and whether the job's own code is running
@@ -283,6 +327,17 @@ impl Engine {
             Vec::new(),
             trigger,
         );
+    }
+
+    /// Whether `address` is one of the job's own containers (a service container on the
+    /// network the runner made for the job): talking to it does not leave the machine.
+    pub(super) fn is_job_container_address(&self, job: usize, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.containers.values().any(|c| {
+            !c.removed
+                && c.link.is_some_and(|(j, _)| j == job)
+                && c.meta.addresses.contains(&address)
+        })
     }
 
     /// The runner's own directory (where its Worker runs from), guarded like the host's.

@@ -269,7 +269,53 @@ impl Engine {
 
     /// A file written at `path` (opened for writing, or given that name by rename, link or
     /// symlink): persistence and defence places, and `.pth` files an interpreter will run.
+    /// A write as the host sees it. A container's process writes either into a host path
+    /// mounted into it (judged as that host path: `-v /:/host` then `/host/etc/cron.d/x` is the
+    /// host's cron) or into the container's own file system, which is not the host's: an image
+    /// build's `RUN` writing `/etc/profile.d` persists nothing on the runner. A file known by
+    /// identity is the host's already. Without the runtime's description (its API is down) the
+    /// path is judged as given (fail closed).
     fn judge_write(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        home_path: &str,
+        how: WriteHow,
+        out: &mut Vec<Finding>,
+    ) {
+        let identified = matches!(
+            &e.detail,
+            Detail::Open {
+                same_file_as: Some(_),
+                ..
+            }
+        );
+        let described = self.procs[&key]
+            .container
+            .as_ref()
+            .and_then(|id| self.containers.get(id))
+            .filter(|c| c.described)
+            .map(|c| c.meta.host_path_of(path));
+        match described {
+            Some(Some(host)) if !identified => {
+                let job = self.procs[&key].job;
+                let home = self.home_relative(job, &host);
+                let home = home.as_deref().unwrap_or(&host).to_string();
+                self.judge_host_write(e, key, &host, &home, how, out);
+            }
+            Some(None) if !identified => {
+                // Its own file system: only a `.pth` file matters there (an interpreter in the
+                // same container reads it).
+                if lifecycle::is_site_pth(path) {
+                    self.judge_host_write(e, key, path, home_path, how, out);
+                }
+            }
+            _ => self.judge_host_write(e, key, path, home_path, how, out),
+        }
+    }
+
+    fn judge_host_write(
         &mut self,
         e: &Event,
         key: ProcessKey,

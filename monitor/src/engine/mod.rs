@@ -437,8 +437,12 @@ impl Engine {
                 }
                 return out;
             }
-            Detail::Container { change, container } => {
-                self.on_container(e, *change, container, &mut out);
+            Detail::Container {
+                change,
+                container,
+                requested_by,
+            } => {
+                self.on_container(e, *change, container, requested_by, &mut out);
                 return out;
             }
             _ => {}

@@ -76,6 +76,11 @@ impl Engine {
         {
             return;
         }
+        // The job's own containers (its services, on the network the runner made for it) are
+        // the job's, on this machine: not egress. What they send out is judged as theirs.
+        if self.is_job_container_address(job, address) {
+            return;
+        }
         let metadata = is_metadata_endpoint(address);
         let resolved: Vec<dns::ResolvedName> = self.jobs[job]
             .names

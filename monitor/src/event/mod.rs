@@ -209,6 +209,10 @@ pub enum Detail {
     Container {
         change: ContainerChange,
         container: crate::containers::ContainerMeta,
+        /// The processes connected to the runtime's socket when it said the container was
+        /// created: the client that asked is among them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requested_by: Vec<ProcessRef>,
     },
     /// The end of a job (`monitor job stop`, the job-completed hook). `process` is who asked.
     JobEnd {
@@ -238,11 +242,20 @@ impl Detail {
     }
 }
 
+/// A process, named across pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
 /// What happened to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerChange {
     Created,
+    /// Started (again): its description with its network addresses.
+    Started,
     /// There already when the agent connected to the runtime.
     Present,
     Removed,

@@ -155,8 +155,16 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
     dind.image = "docker:27-dind".into();
     dind.privileged = true;
     sim.container_news(ContainerChange::Created, dind);
+    // A service container on the job's network, started: the job talks to it.
+    let service = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    sim.container_news(ContainerChange::Created, meta(service, "postgres", &[]));
+    let mut started = meta(service, "postgres", &[]);
+    started.addresses = vec!["172.18.0.3".parse().unwrap()];
+    sim.container_news(ContainerChange::Started, started);
     // The job container's idle process, and a step's build mounting the checkout.
     container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.connect(900, "172.18.0.3", 5432);
+    sim.connect(300, "172.18.0.3", 5432);
     sim.exit(300);
     sim.run_step(400, "__run_2");
     let third = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
@@ -166,6 +174,18 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
     );
     sim.exit(400).exit(900).exit(200).finish();
     assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+    // Not a blanket pass: the same address, once its container is gone, is egress again.
+    let mut sim2 = Sim::new(empty_profile());
+    sim2.runner().run_step(300, "__run");
+    let mut gone = meta(service, "postgres", &[]);
+    gone.addresses = vec!["172.18.0.3".parse().unwrap()];
+    sim2.container_news(ContainerChange::Started, gone.clone());
+    sim2.container_news(ContainerChange::Removed, gone);
+    sim2.connect(300, "172.18.0.3", 5432)
+        .exit(300)
+        .exit(200)
+        .finish();
+    assert_eq!(sim2.rules(), vec!["unexpected-egress"]);
 }
 
 #[test]
@@ -256,4 +276,103 @@ fn with_two_jobs_running_a_container_is_a_job_of_its_own() {
         .take_ended_jobs()
         .iter()
         .any(|j| j.identity.key == format!("container:{ID}")));
+}
+
+#[test]
+fn a_containers_own_files_are_not_the_hosts_but_its_mounts_are() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // An image build's RUN writing start-up files into the image: not the runner's.
+    sim.container_news(ContainerChange::Created, meta(ID, "build", &[]));
+    container_process(
+        &mut sim,
+        ID,
+        900,
+        &["/bin/sh", "-c", "apt-get install"],
+        env(&[]),
+    );
+    sim.write(900, "/etc/cron.d/image-job");
+    sim.write(900, "/root/.bashrc");
+    sim.exit(900);
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+    // The host's root mounted: the same writes are the host's.
+    sim.container_news(
+        ContainerChange::Created,
+        meta(OTHER, "escape", &[("/", "/host")]),
+    );
+    container_process(&mut sim, OTHER, 910, &["/bin/sh"], env(&[]));
+    sim.write(910, "/host/etc/cron.d/evil");
+    sim.exit(910).exit(300).exit(200).finish();
+    let p = sim.only("persistence-write");
+    assert_eq!(p.evidence["path"], "/etc/cron.d/evil");
+    assert_eq!(p.container.as_ref().unwrap().name, "escape");
+}
+
+#[test]
+fn the_client_that_asked_names_the_job_among_several() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // A second runner's job on the same machine, whose step runs `docker run`.
+    sim.spawn(
+        1,
+        500,
+        "/opt/r2/bin/Runner.Worker",
+        &["Runner.Worker"],
+        "/opt/r2",
+        env(&[]),
+    );
+    let mut other = github_env("publish");
+    other.insert("GITHUB_RUN_ID".into(), "9002".into());
+    sim.spawn(
+        500,
+        510,
+        "/usr/bin/bash",
+        &["bash", "-e", "/opt/r2/s.sh"],
+        "/opt/r2",
+        other.clone(),
+    );
+    // The runtime's socket had three clients then: the first job's `docker run` still attached
+    // to its container, a host tool, and the second job's docker that just started.
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/docker",
+        &["docker", "run", "alpine", "sleep", "9"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.spawn(1, 600, "/usr/bin/cadvisor", &["cadvisor"], "/", env(&[]));
+    sim.ts += 2_000_000_000;
+    sim.spawn(
+        510,
+        520,
+        "/usr/bin/docker",
+        &["docker", "run", "-v", "/:/host", "alpine"],
+        "/opt/r2",
+        other,
+    );
+    sim.container_news_by(
+        ContainerChange::Created,
+        meta(ID, "asked", &[("/", "/host")]),
+        &[310, 520, 600],
+    );
+    container_process(&mut sim, ID, 900, &["/bin/cat"], env(&[]));
+    sim.read(900, "/proc/200/environ");
+    sim.exit(900)
+        .exit(520)
+        .exit(510)
+        .exit(500)
+        .exit(310)
+        .exit(300)
+        .exit(200)
+        .finish();
+    for rule in ["container-escape-risk", "process-environ-read"] {
+        let f = sim.only(rule);
+        assert_eq!(
+            f.job.as_ref().unwrap().run_id.as_deref(),
+            Some("9002"),
+            "{rule}"
+        );
+        assert_eq!(f.step.as_ref().unwrap().id, "publish", "{rule}");
+    }
 }

@@ -440,10 +440,32 @@ impl Sim {
         change: crate::event::ContainerChange,
         container: crate::containers::ContainerMeta,
     ) -> &mut Self {
+        self.container_news_by(change, container, &[])
+    }
+
+    /// As `container_news`, with the processes connected to the runtime's socket at the time.
+    pub fn container_news_by(
+        &mut self,
+        change: crate::event::ContainerChange,
+        container: crate::containers::ContainerMeta,
+        clients: &[u32],
+    ) -> &mut Self {
+        let requested_by = clients
+            .iter()
+            .map(|&pid| crate::event::ProcessRef {
+                pid,
+                start_ticks: self.enricher.table.by_tgid(pid).unwrap().key.start_ticks,
+            })
+            .collect();
         self.ts += 1_000_000;
-        let event = self
-            .enricher
-            .agent_event(Detail::Container { change, container }, self.ts);
+        let event = self.enricher.agent_event(
+            Detail::Container {
+                change,
+                container,
+                requested_by,
+            },
+            self.ts,
+        );
         let line = serde_json::to_string(&event).unwrap();
         let event: Event = serde_json::from_str(&line).unwrap();
         self.findings.extend(self.engine.on_event(&event));
