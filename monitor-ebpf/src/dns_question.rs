@@ -47,8 +47,14 @@ struct DnsPacket {
 /// (egress.rs saw it), so a packet leaving it to another port was sent to port 53 and rewritten
 /// on the way (NAT in the local output path: Docker's embedded resolver takes 127.0.0.11:53 to
 /// a port of its own, and its answers come back from 127.0.0.11:53).
+/// Asked last (a socket-cookie map lookup), only for a packet that carries a message to
+/// another port: every other packet of a connect storm is spared it.
 #[inline(always)]
-fn dns_packet(ctx: &SkBuffContext, outgoing: bool, redirected: bool) -> Option<DnsPacket> {
+fn dns_packet(
+    ctx: &SkBuffContext,
+    outgoing: bool,
+    redirected: impl Fn() -> bool,
+) -> Option<DnsPacket> {
     let first: u8 = ctx.load(0).ok()?;
     let (transport_at, protocol, family) = match first >> 4 {
         4 => (
@@ -68,7 +74,8 @@ fn dns_packet(ctx: &SkBuffContext, outgoing: bool, redirected: bool) -> Option<D
     } else {
         transport_at
     };
-    if u16::from_be(ctx.load::<u16>(port_at).ok()?) != 53 && !redirected {
+    let to_53 = u16::from_be(ctx.load::<u16>(port_at).ok()?) == 53;
+    if !to_53 && !outgoing {
         return None;
     }
     let (message_at, sock_type) = match protocol {
@@ -81,6 +88,9 @@ fn dns_packet(ctx: &SkBuffContext, outgoing: bool, redirected: bool) -> Option<D
     };
     if (ctx.len() as usize) < message_at + 12 {
         return None; // no DNS header here (a TCP segment without data, a runt)
+    }
+    if !to_53 && !redirected() {
+        return None;
     }
     // The peer: the destination going out, the source coming in.
     let mut peer = [0u8; 16];
@@ -107,7 +117,7 @@ pub fn dns_answers_in(ctx: SkBuffContext) -> i32 {
 }
 
 unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
-    let packet = dns_packet(ctx, false, false)?;
+    let packet = dns_packet(ctx, false, || false)?;
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).ok()?);
     let key = DnsAskedKey {
         socket_cookie: bpf_get_socket_cookie(ctx.skb.skb.cast()),
@@ -167,11 +177,13 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     if !offsets_present() {
         return Ok(());
     }
-    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
-    let redirected = DNS_SOCKET_OWNERS.get_ptr(&cookie).is_some();
-    let Some(packet) = dns_packet(ctx, true, redirected) else {
+    let Some(packet) = dns_packet(ctx, true, || {
+        let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
+        DNS_SOCKET_OWNERS.get_ptr(&cookie).is_some()
+    }) else {
         return Ok(());
     };
+    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
     // What is copied: over TCP the 2-byte length too (the parser expects it).
     let payload_at = if packet.sock_type == SOCK_STREAM {
         packet.message_at - 2

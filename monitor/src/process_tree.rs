@@ -50,6 +50,8 @@ pub struct Process {
     pub exited_at_ns: Option<u64>,
     /// Known only from /proc at start-up or from a later event, not from its fork.
     pub seeded: bool,
+    /// Its cgroup (v2 id) at its latest fork or exec record; 0 when not seen.
+    pub cgroup_id: u64,
 }
 
 /// What the table needs to know of a /proc entry to seed it.
@@ -145,6 +147,7 @@ impl ProcessTable {
                 exit_status: None,
                 exited_at_ns: None,
                 seeded: true,
+                cgroup_id: 0,
             });
         }
     }
@@ -185,6 +188,7 @@ impl ProcessTable {
                         exit_status: None,
                         exited_at_ns: None,
                         seeded: true,
+                        cgroup_id: 0,
                     });
                 }
             }
@@ -206,6 +210,7 @@ impl ProcessTable {
                 exit_status: None,
                 exited_at_ns: None,
                 seeded: !matches!(h.kind, monitor_common::EventKind::ProcessFork),
+                cgroup_id: h.cgroup_id,
             });
         }
         key
@@ -230,6 +235,7 @@ impl ProcessTable {
             p.argv_truncated = argv_truncated;
             p.comm = h.comm.clone();
             p.uid = h.uid;
+            p.cgroup_id = h.cgroup_id;
         }
         key
     }

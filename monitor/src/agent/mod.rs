@@ -181,6 +181,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .with_map_reader(map_facts)
         .with_exe_changed(exe_changed_unix_ns)
         .with_container_reader(crate::containers::container_of_process)
+        .with_runtime_clients({
+            let socket = options.docker_socket.clone();
+            Box::new(move || {
+                socket
+                    .as_deref()
+                    .map(crate::containers::clients::clients_of)
+                    .unwrap_or_default()
+            })
+        })
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
 
     let output: Box<dyn Write + Send> = match &options.events {

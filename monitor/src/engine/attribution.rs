@@ -170,6 +170,7 @@ impl Engine {
                 Option<(String, String)>,
                 bool,
                 bool,
+                Option<String>,
             ),
             ChildOfAnchor(usize),
         }
@@ -185,12 +186,17 @@ impl Engine {
                     p.packing.clone(),
                     runner_own,
                     p.installed,
+                    p.container.clone(),
                 ));
             }
             self.anchors.get(&k).map(|job| Found::ChildOfAnchor(*job))
         });
         let mut provisional = false;
         let mut container_entry = false;
+        // Which container the process counts as being in: one the runtime started it in (no job
+        // ancestor), or its parent's when it is still there. A host process that moves itself
+        // into a container's cgroup is not a container's process: its paths are the host's.
+        let mut container = None;
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
         let runner_own;
@@ -203,10 +209,12 @@ impl Engine {
                 parent_packing,
                 parent_runner_own,
                 parent_installed,
+                parent_container,
             )) => {
                 packing = parent_packing;
                 runner_own = parent_runner_own;
                 installed = parent_installed;
+                container = parent_container.filter(|c| e.process.container.as_ref() == Some(c));
                 (job, step, hook, false)
             }
             Some(Found::ChildOfAnchor(job)) => {
@@ -227,7 +235,17 @@ impl Engine {
             }
             None if e.process.container.is_some() => {
                 let id = e.process.container.as_deref().unwrap_or_default();
-                let (job, step) = self.container_place(id, e);
+                let (mut job, mut step) = self.container_place(id, e);
+                // Started by the runtime on some client's word (`docker exec` into a container
+                // of another job's or the host's): that client's step, when it is in a job.
+                if let Detail::Exec {
+                    runtime_clients, ..
+                } = &e.detail
+                {
+                    if let (Some((j, s)), _) = self.link_to_clients(runtime_clients) {
+                        (job, step) = (j, s);
+                    }
+                }
                 // A `container:` job's step: the runner execs it in the job's container with
                 // the step's identity in its environment. Only a step of the job the container
                 // belongs to.
@@ -239,6 +257,7 @@ impl Engine {
                 };
                 runner_own = false;
                 container_entry = !matches!(e.detail, Detail::Exec { .. });
+                container = e.process.container.clone();
                 match own_step {
                     Some(identity) => {
                         let step = self.new_step(job, identity, key, e.process.pid);
@@ -326,7 +345,7 @@ impl Engine {
                 packing,
                 runner_own,
                 installed,
-                container: e.process.container.clone(),
+                container,
                 container_entry,
             },
         );

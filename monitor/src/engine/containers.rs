@@ -2,11 +2,14 @@
 //! settings hand a job the host.
 //!
 //! A container's processes descend from the runtime's shim, not from the step that asked for
-//! them, so lineage cannot place them. A container is linked, when the runtime says it was
-//! created (or when its first process is seen, whichever is first), to the one job then running
-//! and that job's current step: a runner runs one job at a time. With several jobs running at
-//! once the creator cannot be told apart this way, and the container is a job of its own
-//! (`container:<id>`), judged by the default profile and reported as such: never nobody's.
+//! them, so lineage cannot place them. A container is linked when the runtime says it was
+//! created: to the job and step of the client that asked (the processes connected to the
+//! runtime's socket then, `Detail::Container::requested_by`), or, when those were not caught,
+//! to the one job then running and its current step (a runner runs one job at a time). A
+//! container whose first process is seen before the runtime's word (the agent holds such events
+//! briefly, so only when the API is slow or down) is linked by the latter. When neither tells,
+//! the container is a job of its own (`container:<id>`), judged by the default profile and
+//! reported as such: never nobody's.
 //! Inside a linked container, a process whose environment names a step of the same job (a
 //! `container:` job's steps, which the runner starts with `docker exec -e GITHUB_...`) starts
 //! that step, as on the host.
@@ -107,7 +110,7 @@ impl Engine {
     /// With clients of several jobs connected (one job's `docker run` stays attached to its
     /// container while another job makes one), the newest client process is the one that just
     /// asked: a client asks as it starts.
-    fn link_to_clients(&self, clients: &[ProcessRef]) -> (Option<(usize, usize)>, bool) {
+    pub(super) fn link_to_clients(&self, clients: &[ProcessRef]) -> (Option<(usize, usize)>, bool) {
         let mut places: Vec<(u64, usize, usize, bool)> = clients
             .iter()
             .filter_map(|c| {
@@ -140,33 +143,24 @@ impl Engine {
         (Some((job, step)), by_runner)
     }
 
-    /// The one running job and its current step, and whether the job's own code is running
-    /// yet (false: the runner is still setting the job up).
+    /// The one running job and its current step. Never "made by the runner": that is known
+    /// only from the runner's own client seen asking (a daemon a step left behind can ask
+    /// between steps and hang up at once).
     fn link_now(&self) -> (Option<(usize, usize)>, bool) {
         let mut live = self
             .jobs
             .iter()
-            .enumerate()
-            .filter(|(_, j)| j.ended_ns.is_none() && j.identity.provider != "container");
-        let (Some((job, state)), None) = (live.next(), live.next()) else {
+            .filter(|j| j.ended_ns.is_none() && j.identity.provider != "container");
+        let (Some(state), None) = (live.next(), live.next()) else {
             return (None, false);
         };
+        let job = self.job_by_key[&state.identity.key];
         let current = state
             .steps
             .iter()
             .rposition(|s| s.ended.is_none())
             .or_else(|| state.steps.len().checked_sub(1));
-        let by_job_code = state.steps.iter().any(|s| {
-            s.ended.is_none()
-                && self
-                    .procs
-                    .get(&s.root)
-                    .is_some_and(|p| !p.runner_own && p.job == job)
-        });
-        match current {
-            Some(step) => (Some((job, step)), !by_job_code),
-            None => (None, false),
-        }
+        (current.map(|step| (job, step)), false)
     }
 
     /// Where a process of container `id` belongs (creating the container's own job when it is

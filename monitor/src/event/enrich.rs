@@ -49,6 +49,8 @@ pub struct Enricher {
     /// `/proc/<pid>/cgroup`; replay: the events say it).
     container_of_cgroup: HashMap<u64, Option<String>>,
     container_reader: Option<ContainerReader>,
+    /// Who is connected to the container runtime's socket now (live: `containers::clients`).
+    runtime_clients: Option<Box<dyn Fn() -> Vec<u32> + Send>>,
 }
 
 /// Which container a process runs in, by pid: `Some(None)` none, `None` not known (gone).
@@ -73,7 +75,49 @@ impl Enricher {
             identities: HashMap::new(),
             container_of_cgroup: HashMap::new(),
             container_reader: None,
+            runtime_clients: None,
         }
+    }
+
+    /// Lets the enricher name who asked the runtime for a program it starts in a container.
+    pub fn with_runtime_clients(mut self, clients: Box<dyn Fn() -> Vec<u32> + Send>) -> Self {
+        self.runtime_clients = Some(clients);
+        self
+    }
+
+    /// The runtime's clients now, when `key` is a program the runtime just started in a
+    /// container (its parent was outside that cgroup): a container's first program, or a
+    /// `docker exec`'s, whose client is still attached.
+    fn runtime_clients_for(
+        &mut self,
+        h: &Header,
+        key: ProcessKey,
+    ) -> Vec<crate::event::ProcessRef> {
+        if self.runtime_clients.is_none() || self.container_of(h.cgroup_id, h.tgid).is_none() {
+            return Vec::new();
+        }
+        let parent_cgroup = self
+            .table
+            .get(&key)
+            .and_then(|p| p.parent)
+            .and_then(|k| self.table.get(&k))
+            .map(|p| p.cgroup_id);
+        if parent_cgroup == Some(h.cgroup_id) {
+            return Vec::new();
+        }
+        let pids = self
+            .runtime_clients
+            .as_ref()
+            .map(|f| f())
+            .unwrap_or_default();
+        pids.into_iter()
+            .filter_map(|pid| {
+                Some(crate::event::ProcessRef {
+                    pid,
+                    start_ticks: self.process_key(pid)?.start_ticks,
+                })
+            })
+            .collect()
     }
 
     /// Lets the enricher tell which container a process runs in (the live agent reads
@@ -199,7 +243,9 @@ impl Enricher {
                     // Older than the boot: installed long before any job.
                     .filter(|boot| *boot > 0)
                     .map(|boot| boot as u64);
+                let runtime_clients = self.runtime_clients_for(&header, key);
                 let detail = Detail::Exec {
+                    runtime_clients,
                     exe_changed_ns,
                     filename: redact_path(&filename).into_owned(),
                     filename_truncated: header.flags & EXEC_FILENAME_TRUNCATED != 0,

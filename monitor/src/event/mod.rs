@@ -67,6 +67,11 @@ pub enum Detail {
         /// it. Filled by the live agent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exe_changed_ns: Option<u64>,
+        /// For a program the container runtime started in a container (its parent is outside
+        /// it: a container's first program, a `docker exec`'s): the processes connected to the
+        /// runtime's socket then, among them the client that asked. Filled by the live agent.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        runtime_clients: Vec<ProcessRef>,
     },
     Fork {},
     Exit {

@@ -138,7 +138,7 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
         WORKSPACE,
         env(&[]),
     );
-    sim.container_news(
+    sim.container_news_by(
         ContainerChange::Created,
         meta(
             ID,
@@ -148,6 +148,7 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
                 ("/home/runner/work", "/__w"),
             ],
         ),
+        &[260],
     );
     sim.exit(260);
     sim.run_step(300, "__run");
@@ -375,4 +376,102 @@ fn the_client_that_asked_names_the_job_among_several() {
         );
         assert_eq!(f.step.as_ref().unwrap().id, "publish", "{rule}");
     }
+}
+
+#[test]
+fn a_host_process_moved_into_a_containers_cgroup_is_still_the_hosts() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // The step makes a harmless container, then puts a shell of its own into its cgroup.
+    sim.container_news(ContainerChange::Created, meta(ID, "decoy", &[]));
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.fork(300, 310);
+    sim.in_container.insert(310, ID.to_string());
+    sim.write(310, "/home/runner/.bashrc");
+    sim.exit(310).exit(900).exit(300).exit(200).finish();
+    let p = sim.only("persistence-write");
+    assert_eq!(p.evidence["path"], "/home/runner/.bashrc");
+    assert!(p.container.is_none(), "{p:?}");
+}
+
+#[test]
+fn a_container_asked_for_between_steps_by_a_client_not_seen_is_judged() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    sim.hook(250, true).unwrap();
+    sim.run_step(300, "__run");
+    // The step leaves a daemon behind and ends; between steps the daemon asks for the host and
+    // hangs up before anyone looks.
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3",
+        &["python3", "daemon.py"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.exit(300);
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "late", &[("/", "/host")]),
+    );
+    sim.exit(310).exit(200).finish();
+    assert_eq!(
+        sim.only("container-escape-risk")
+            .container
+            .as_ref()
+            .unwrap()
+            .name,
+        "late"
+    );
+}
+
+#[test]
+fn a_docker_exec_into_a_hosts_container_is_the_steps_that_asked() {
+    let mut sim = Sim::new(empty_profile());
+    // A database the host runs, there before the agent: nobody's job.
+    sim.container_news(ContainerChange::Present, meta(ID, "hostdb", &[]));
+    sim.runner().run_step(300, "__run");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/docker",
+        &["docker", "exec", "hostdb", "cat", "/proc/1/environ"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    // runc's child joins the container and runs the command, the step's docker still attached.
+    let clients = vec![crate::event::ProcessRef {
+        pid: 310,
+        start_ticks: sim.enricher.table.by_tgid(310).unwrap().key.start_ticks,
+    }];
+    sim.spawn(1, 800, "/usr/bin/runc", &["runc", "exec"], "/", env(&[]));
+    sim.fork(800, 900);
+    sim.in_container.insert(900, ID.to_string());
+    let h = sim.header(EventKind::ProcessExec, 900);
+    sim.feed_with(
+        KernelEvent::Exec {
+            header: h,
+            exe: "/bin/cat".into(),
+            argv: vec!["cat".into(), "/proc/1/environ".into()],
+            filename: "/bin/cat".into(),
+            argv_total_len: 10,
+            cwd: "/".into(),
+            exe_ctime_ns: 0,
+        },
+        |e| {
+            if let Detail::Exec {
+                runtime_clients, ..
+            } = &mut e.detail
+            {
+                *runtime_clients = clients;
+            }
+        },
+    );
+    sim.read(900, "/proc/777/environ");
+    sim.exit(900).exit(310).exit(300).exit(200).finish();
+    let f = sim.only("process-environ-read");
+    assert_eq!(f.step.as_ref().unwrap().id, "__run");
+    assert_eq!(f.job.as_ref().unwrap().provider, "github");
+    assert_eq!(f.container.as_ref().unwrap().name, "hostdb");
 }
