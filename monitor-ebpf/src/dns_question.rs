@@ -93,13 +93,16 @@ fn dns_packet(
         return None;
     }
     // The peer: the destination going out, the source coming in.
+    // Fixed-size loads: a length the verifier must bound from `skb->len` (as `load_bytes`
+    // computes it) can lose its bound across the lookup above and fail the program's load.
     let mut peer = [0u8; 16];
     if family == AF_INET {
         let at = if outgoing { 16 } else { 12 };
-        ctx.load_bytes(at, &mut peer[..4]).ok()?;
+        let v4: [u8; 4] = ctx.load(at).ok()?;
+        peer[..4].copy_from_slice(&v4);
     } else {
         let at = if outgoing { 24 } else { 8 };
-        ctx.load_bytes(at, &mut peer).ok()?;
+        peer = ctx.load(at).ok()?;
     }
     Some(DnsPacket {
         message_at,

@@ -50,8 +50,11 @@ pub struct Process {
     pub exited_at_ns: Option<u64>,
     /// Known only from /proc at start-up or from a later event, not from its fork.
     pub seeded: bool,
-    /// Its cgroup (v2 id) at its latest fork or exec record; 0 when not seen.
-    pub cgroup_id: u64,
+    /// The cgroup (v2 id) its program was executed in (a forked child runs its parent's
+    /// program: the parent's); 0 when not seen. A program the container runtime starts in a
+    /// container is executed by a process whose program (runc) was executed outside it. 0:
+    /// running before the agent (from /proc); `EXEC_CGROUP_UNKNOWN`: met only as a parent.
+    pub exec_cgroup_id: u64,
 }
 
 /// What the table needs to know of a /proc entry to seed it.
@@ -77,6 +80,10 @@ pub struct ProcessTable {
     /// Entries dropped because the table was full.
     pub evicted: u64,
 }
+
+/// `Process::exec_cgroup_id` of a process met only as some record's parent: where its program
+/// was executed is not known (0 is "before the agent", from /proc).
+pub const EXEC_CGROUP_UNKNOWN: u64 = u64::MAX;
 
 /// Bound on the ancestry walk (and on cycles a corrupt table could contain).
 pub const MAX_ANCESTRY: usize = 64;
@@ -147,7 +154,7 @@ impl ProcessTable {
                 exit_status: None,
                 exited_at_ns: None,
                 seeded: true,
-                cgroup_id: 0,
+                exec_cgroup_id: 0,
             });
         }
     }
@@ -188,14 +195,14 @@ impl ProcessTable {
                         exit_status: None,
                         exited_at_ns: None,
                         seeded: true,
-                        cgroup_id: 0,
+                        exec_cgroup_id: EXEC_CGROUP_UNKNOWN,
                     });
                 }
             }
             // A child starts as a copy of its parent's image until it execs.
-            let (exe, argv) = parent
+            let (exe, argv, exec_cgroup_id) = parent
                 .and_then(|p| self.procs.get(&p))
-                .map(|p| (p.exe.clone(), p.argv.clone()))
+                .map(|p| (p.exe.clone(), p.argv.clone(), p.exec_cgroup_id))
                 .unwrap_or_default();
             self.insert(Process {
                 key,
@@ -210,7 +217,7 @@ impl ProcessTable {
                 exit_status: None,
                 exited_at_ns: None,
                 seeded: !matches!(h.kind, monitor_common::EventKind::ProcessFork),
-                cgroup_id: h.cgroup_id,
+                exec_cgroup_id,
             });
         }
         key
@@ -235,7 +242,7 @@ impl ProcessTable {
             p.argv_truncated = argv_truncated;
             p.comm = h.comm.clone();
             p.uid = h.uid;
-            p.cgroup_id = h.cgroup_id;
+            p.exec_cgroup_id = h.cgroup_id;
         }
         key
     }

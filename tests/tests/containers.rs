@@ -75,8 +75,8 @@ fn a_steps_containers_are_judged_in_that_step() {
         "set -e\nexport DOCKER_HOST={host}\n\
          docker run --rm --name twin-build-{tag} -v '{w}:/src' {image} cat /src/project.txt\n\
          docker run --rm --name twin-own-{tag} {image} cat /data/own.txt\n\
-         printf 'FROM {image}\\nRUN cat /data/own.txt > /data/copy && echo built-layer\\n' | docker build -q -t twin-img-{tag} - >/dev/null\n\
-         docker run --rm twin-img-{tag} cat /data/copy\n"
+         printf 'FROM {image}\\nRUN cat /data/own.txt > /data/copy && mkdir -p /etc/profile.d && echo export APP=1 > /etc/profile.d/app.sh && echo alias ll=ls >> /root/.bashrc\\n' | docker build -q -t twin-img-{tag} - >/dev/null\n\
+         docker run --rm twin-img-{tag} sh -c 'cat /data/copy /etc/profile.d/app.sh'\n"
     );
     let steal = format!(
         "set -e\nexport DOCKER_HOST={host}\n\
@@ -104,8 +104,12 @@ fn a_steps_containers_are_judged_in_that_step() {
     // with `docker exec` is judged for what it does there.
     let hostbox = format!("hostbox-{tag}");
     d.docker_ok(&["run", "-d", "--name", &hostbox, image, "sleep", "600"]);
+    // The client is named by who is connected to the runtime when the agent reads the exec: a
+    // command that ends (and its client with it) before the agent gets there is the
+    // container's (a known race, in the notes); an exec session lasts longer than that.
     let peek = format!(
-        "set -e\nexport DOCKER_HOST={host}\ndocker exec {hostbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n"
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker exec {hostbox} sh -c 'cat /proc/1/environ; sleep 1' | tr '\\0' '\\n' | grep '^PATH='\n"
     );
     let output = runner.run_job(&[
         ("twin", &twin),
@@ -123,6 +127,10 @@ fn a_steps_containers_are_judged_in_that_step() {
         output.matches("the container's own file").count(),
         2,
         "the image built from it copied the file: {output}"
+    );
+    assert!(
+        output.contains("export APP=1"),
+        "the image's start-up file was written (into the image, not the runner): {output}"
     );
     assert!(output.contains(TOKEN), "the token was not read: {output}");
     assert!(output.contains("environ-read"), "{output}");

@@ -145,7 +145,19 @@ impl Engine {
                 // A process the runtime started in a container (`docker exec`'s, seen at its
                 // fork) names its step when it executes, as the runner's steps do.
                 if std::mem::take(&mut proc.container_entry) {
-                    let job = proc.job;
+                    // Seen at its fork in the container's place; its exec says who asked the
+                    // runtime for it (`docker exec` into a container of another's).
+                    if let Detail::Exec {
+                        runtime_clients, ..
+                    } = &e.detail
+                    {
+                        if let (Some((j, s)), _) = self.link_to_clients(runtime_clients) {
+                            let proc = self.procs.get_mut(&key).expect("checked");
+                            proc.job = j;
+                            proc.step = s;
+                        }
+                    }
+                    let job = self.procs[&key].job;
                     if let Some((job_id, step_id)) = identity_from_env(env) {
                         if job_id.key == self.jobs[job].identity.key {
                             let step = self.new_step(job, step_id, key, e.process.pid);

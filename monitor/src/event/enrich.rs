@@ -86,8 +86,8 @@ impl Enricher {
     }
 
     /// The runtime's clients now, when `key` is a program the runtime just started in a
-    /// container (its parent was outside that cgroup): a container's first program, or a
-    /// `docker exec`'s, whose client is still attached.
+    /// container (its parent's program was executed outside it: runc): a container's first
+    /// program, or a `docker exec`'s, whose client is still attached.
     fn runtime_clients_for(
         &mut self,
         h: &Header,
@@ -96,13 +96,22 @@ impl Enricher {
         if self.runtime_clients.is_none() || self.container_of(h.cgroup_id, h.tgid).is_none() {
             return Vec::new();
         }
-        let parent_cgroup = self
+        // The parent's program was executed in this container: a container's own process.
+        let parent_exec_cgroup = self
             .table
             .get(&key)
             .and_then(|p| p.parent)
             .and_then(|k| self.table.get(&k))
-            .map(|p| p.cgroup_id);
-        if parent_cgroup == Some(h.cgroup_id) {
+            // Known only from /proc (running before the agent): its program's place is not
+            // known; taken as the container's own (not asked about at every exec).
+            .map(|p| {
+                if p.seeded && p.exec_cgroup_id == 0 {
+                    h.cgroup_id
+                } else {
+                    p.exec_cgroup_id
+                }
+            });
+        if parent_exec_cgroup == Some(h.cgroup_id) {
             return Vec::new();
         }
         let pids = self
@@ -161,6 +170,17 @@ impl Enricher {
             cgroup_id: 0,
             container: None,
         };
+        self.stamp(detail, process, ts_ns, Vec::new())
+    }
+
+    /// The next event of the stream, for a record the agent made rather than the kernel.
+    fn stamp(
+        &mut self,
+        detail: Detail,
+        process: ProcessInfo,
+        ts_ns: u64,
+        ancestry: Vec<crate::event::Ancestor>,
+    ) -> Event {
         self.seq += 1;
         Event {
             schema: JSON_SCHEMA_VERSION,
@@ -169,7 +189,7 @@ impl Enricher {
             ts_ns,
             detail,
             process,
-            ancestry: Vec::new(),
+            ancestry,
         }
     }
 
@@ -580,16 +600,8 @@ impl Enricher {
             cgroup_id: 0,
             container: None,
         };
-        self.seq += 1;
-        Some(Event {
-            schema: JSON_SCHEMA_VERSION,
-            seq: self.seq,
-            time: self.clock.format(ts_ns),
-            ts_ns,
-            detail,
-            process,
-            ancestry: self.ancestry_of(&key),
-        })
+        let ancestry = self.ancestry_of(&key);
+        Some(self.stamp(detail, process, ts_ns, ancestry))
     }
 }
 

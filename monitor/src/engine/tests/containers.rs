@@ -52,6 +52,30 @@ fn container_process(
     sim.spawn(800, pid, argv[0], argv, "/", vars);
 }
 
+/// A second runner's Worker (500) on the same machine, running step `step` (510) of its job
+/// (run 9002); the step's environment.
+fn second_job(sim: &mut Sim, step: &str) -> BTreeMap<String, String> {
+    sim.spawn(
+        1,
+        500,
+        "/opt/r2/bin/Runner.Worker",
+        &["Runner.Worker"],
+        "/opt/r2",
+        env(&[]),
+    );
+    let mut vars = github_env(step);
+    vars.insert("GITHUB_RUN_ID".into(), "9002".into());
+    sim.spawn(
+        500,
+        510,
+        "/usr/bin/bash",
+        &["bash", "-e", "/opt/r2/s.sh"],
+        "/opt/r2",
+        vars.clone(),
+    );
+    vars
+}
+
 #[test]
 fn a_steps_container_is_judged_in_that_step_and_named() {
     let mut sim = Sim::new(empty_profile());
@@ -241,25 +265,7 @@ fn a_container_jobs_docker_exec_starts_the_step_it_names() {
 fn with_two_jobs_running_a_container_is_a_job_of_its_own() {
     let mut sim = Sim::new(empty_profile());
     sim.runner().run_step(300, "__run");
-    // A second runner's job on the same machine.
-    sim.spawn(
-        1,
-        500,
-        "/opt/r2/bin/Runner.Worker",
-        &["Runner.Worker"],
-        "/opt/r2",
-        env(&[]),
-    );
-    let mut other = github_env("__run");
-    other.insert("GITHUB_RUN_ID".into(), "9002".into());
-    sim.spawn(
-        500,
-        510,
-        "/usr/bin/bash",
-        &["bash", "-e", "/opt/r2/s.sh"],
-        "/opt/r2",
-        other,
-    );
+    second_job(&mut sim, "__run");
     sim.container_news(ContainerChange::Created, meta(ID, "who", &[]));
     container_process(&mut sim, ID, 900, &["/bin/cat"], env(&[]));
     sim.read(900, "/proc/200/environ");
@@ -314,24 +320,7 @@ fn the_client_that_asked_names_the_job_among_several() {
     let mut sim = Sim::new(empty_profile());
     sim.runner().run_step(300, "__run");
     // A second runner's job on the same machine, whose step runs `docker run`.
-    sim.spawn(
-        1,
-        500,
-        "/opt/r2/bin/Runner.Worker",
-        &["Runner.Worker"],
-        "/opt/r2",
-        env(&[]),
-    );
-    let mut other = github_env("publish");
-    other.insert("GITHUB_RUN_ID".into(), "9002".into());
-    sim.spawn(
-        500,
-        510,
-        "/usr/bin/bash",
-        &["bash", "-e", "/opt/r2/s.sh"],
-        "/opt/r2",
-        other.clone(),
-    );
+    let other = second_job(&mut sim, "publish");
     // The runtime's socket had three clients then: the first job's `docker run` still attached
     // to its container, a host tool, and the second job's docker that just started.
     sim.spawn(
@@ -446,8 +435,9 @@ fn a_docker_exec_into_a_hosts_container_is_the_steps_that_asked() {
         start_ticks: sim.enricher.table.by_tgid(310).unwrap().key.start_ticks,
     }];
     sim.spawn(1, 800, "/usr/bin/runc", &["runc", "exec"], "/", env(&[]));
-    sim.fork(800, 900);
+    // runc's child is in the container's cgroup from its fork on: seen there first.
     sim.in_container.insert(900, ID.to_string());
+    sim.fork(800, 900);
     let h = sim.header(EventKind::ProcessExec, 900);
     sim.feed_with(
         KernelEvent::Exec {
