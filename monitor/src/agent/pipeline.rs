@@ -315,16 +315,7 @@ impl Pipeline {
                 existing,
                 clients,
             } => {
-                requested_by = clients
-                    .into_iter()
-                    .filter_map(|pid| {
-                        let key = enricher.process_key(pid)?;
-                        Some(crate::event::ProcessRef {
-                            pid,
-                            start_ticks: key.start_ticks,
-                        })
-                    })
-                    .collect();
+                requested_by = enricher.process_refs(clients);
                 (
                     if existing {
                         ContainerChange::Present

@@ -35,6 +35,23 @@ pub struct JobIdentity {
     pub workspace: Option<String>,
 }
 
+impl JobIdentity {
+    /// An identity with only its provider, key and name (no CI run behind it).
+    pub fn bare(provider: &str, key: String, name: String) -> Self {
+        JobIdentity {
+            provider: provider.into(),
+            key,
+            name,
+            repository: None,
+            run_id: None,
+            attempt: None,
+            workflow: None,
+            runner: None,
+            workspace: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepIdentity {
     /// `GITHUB_ACTION`: the step's `id:`, or `__run`, `__run_2`, `__actions_checkout`, ...
@@ -127,17 +144,7 @@ pub fn identity_from_env(env: &BTreeMap<String, String>) -> Option<(JobIdentity,
     }
     if let Some(id) = get(env, "MONITOR_JOB_ID") {
         return Some((
-            JobIdentity {
-                provider: "explicit".into(),
-                key: format!("explicit/{id}"),
-                name: id,
-                repository: None,
-                run_id: None,
-                attempt: None,
-                workflow: None,
-                runner: None,
-                workspace: None,
-            },
+            JobIdentity::bare("explicit", format!("explicit/{id}"), id),
             StepIdentity {
                 id: "main".into(),
                 action: None,

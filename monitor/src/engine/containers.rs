@@ -62,8 +62,10 @@ impl Engine {
                     return;
                 };
                 state.removed = true;
+                let link = state.link;
+                self.index_addresses(&meta.id);
                 // A container of its own ends with its container: its report is written.
-                if let Some((job, _)) = state.link {
+                if let Some((job, _)) = link {
                     if self.jobs[job].identity.provider == "container" {
                         self.end_job(job, e.ts_ns);
                     }
@@ -99,6 +101,7 @@ impl Engine {
                     state.meta = meta.clone();
                     state.described = true;
                 }
+                self.index_addresses(&meta.id);
                 self.judge_container_settings(e, &meta.id, out);
             }
         }
@@ -150,11 +153,11 @@ impl Engine {
         let mut live = self
             .jobs
             .iter()
-            .filter(|j| j.ended_ns.is_none() && j.identity.provider != "container");
-        let (Some(state), None) = (live.next(), live.next()) else {
+            .enumerate()
+            .filter(|(_, j)| j.ended_ns.is_none() && j.identity.provider != "container");
+        let (Some((job, state)), None) = (live.next(), live.next()) else {
             return (None, false);
         };
-        let job = self.job_by_key[&state.identity.key];
         let current = state
             .steps
             .iter()
@@ -197,17 +200,11 @@ impl Engine {
         } else {
             state.meta.name.clone()
         };
-        let job = self.job_index(JobIdentity {
-            provider: "container".into(),
-            key: format!("container:{id}"),
+        let job = self.job_index(JobIdentity::bare(
+            "container",
+            format!("container:{id}"),
             name,
-            repository: None,
-            run_id: None,
-            attempt: None,
-            workflow: None,
-            runner: None,
-            workspace: None,
-        });
+        ));
         self.jobs[job].steps.push(Step {
             identity: StepIdentity {
                 id: format!("container {short}"),
@@ -235,6 +232,7 @@ impl Engine {
             .map(|(id, _)| id.clone());
         if let Some(id) = victim {
             self.containers.remove(&id);
+            self.index_addresses(&id);
         }
     }
 
@@ -326,12 +324,23 @@ impl Engine {
     /// Whether `address` is one of the job's own containers (a service container on the
     /// network the runner made for the job): talking to it does not leave the machine.
     pub(super) fn is_job_container_address(&self, job: usize, address: std::net::IpAddr) -> bool {
-        let address = address.to_canonical();
-        self.containers.values().any(|c| {
-            !c.removed
-                && c.link.is_some_and(|(j, _)| j == job)
-                && c.meta.addresses.contains(&address)
-        })
+        self.container_addresses
+            .get(&address.to_canonical())
+            .and_then(|id| self.containers.get(id))
+            .is_some_and(|c| !c.removed && c.link.is_some_and(|(j, _)| j == job))
+    }
+
+    /// Keeps `container_addresses` (looked up on every connection) in step with `id`'s
+    /// description: its addresses point to it, none other does.
+    fn index_addresses(&mut self, id: &str) {
+        self.container_addresses.retain(|_, owner| owner != id);
+        let Some(c) = self.containers.get(id).filter(|c| !c.removed) else {
+            return;
+        };
+        for address in &c.meta.addresses {
+            self.container_addresses
+                .insert(address.to_canonical(), id.to_string());
+        }
     }
 
     /// The runner's own directory (where its Worker runs from), guarded like the host's.

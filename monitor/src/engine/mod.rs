@@ -221,6 +221,8 @@ pub struct Engine {
     ended: Vec<usize>,
     /// Containers the runtime told of, or whose processes were seen, by id.
     containers: HashMap<String, containers::ContainerState>,
+    /// The running containers' addresses, to their ids (asked on every connection).
+    container_addresses: HashMap<IpAddr, String>,
     /// How many jobs' homes have been learnt (the agent watches each new home's files).
     homes_learnt: u64,
     /// Block mode's pending kernel updates.
@@ -278,6 +280,7 @@ impl Engine {
             stdin_shells: HashMap::new(),
             ended: Vec::new(),
             containers: HashMap::new(),
+            container_addresses: HashMap::new(),
             homes_learnt: 0,
             enforcement: Vec::new(),
             last_retire_ns: 0,

@@ -119,6 +119,11 @@ impl Enricher {
             .as_ref()
             .map(|f| f())
             .unwrap_or_default();
+        self.process_refs(pids)
+    }
+
+    /// These pids as processes named across pid reuse (those gone already are left out).
+    pub fn process_refs(&mut self, pids: Vec<u32>) -> Vec<crate::event::ProcessRef> {
         pids.into_iter()
             .filter_map(|pid| {
                 Some(crate::event::ProcessRef {
