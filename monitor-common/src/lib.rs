@@ -383,19 +383,67 @@ pub struct TamperEvent {
     pub arg: u64,
 }
 
-/// Egress block mode. A process in `BLOCK_PROCS` with `BLOCK_ENFORCED` may connect or send only
-/// to its job's allowed destinations; a `BLOCK_ANCHOR` (a runner's Worker) is not judged itself,
-/// but every process it forks is, as are their children (inherited in the kernel at fork).
-pub const BLOCK_ENFORCED: u32 = 1 << 0;
-pub const BLOCK_ANCHOR: u32 = 1 << 1;
+/// The processes of jobs the kernel acts for (`JOB_PROCS`): a `JOB_MEMBER` is judged by its
+/// job's policy (`JOB_POLICY[slot]`): egress block mode refuses its connections and sends to
+/// destinations the job may not reach, and kill responses end it at the syscall that reveals an
+/// attack. A `JOB_ANCHOR` (a runner's Worker) is never judged itself, but every process it forks
+/// is, as are their children (inherited in the kernel at fork).
+pub const JOB_MEMBER: u32 = 1 << 0;
+pub const JOB_ANCHOR: u32 = 1 << 1;
+/// Inside a package's install-time code (an npm-family lifecycle script of a dependency, found
+/// by the kernel at exec; or any hook the agent found): inherited at fork and exec.
+pub const JOB_INSTALL_CODE: u32 = 1 << 2;
+/// Runs one of the system's process listers (`QUIET_LISTERS`) not asked to print environments:
+/// spared the environ kill. Set and cleared at each exec, never inherited.
+pub const JOB_QUIET_LISTER: u32 = 1 << 3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockEntry {
-    /// The job's number in the allow maps.
+pub struct JobEntry {
+    /// The job's number in the allow maps and in `JOB_POLICY`.
     pub slot: u32,
     pub flags: u32,
 }
+
+/// Job slots: `JOB_POLICY` has one entry per slot; the agent hands them out round robin from 1
+/// (0 is no job).
+pub const JOB_SLOTS: u32 = 4096;
+
+/// Header flags of any record (above the kind-specific ones): what the kernel did to the acting
+/// process by its job's policy. Killed: SIGKILL, delivered before it returns to user space, so
+/// before it can use what the syscall gave it.
+pub const RESPONSE_KILLED: u32 = 1 << 28;
+/// The policy would have killed it, but it is rehearsed (`POLICY_REHEARSE`).
+pub const RESPONSE_WOULD_KILL: u32 = 1 << 29;
+/// The policy asked for a kill, but the kernel refused to send the signal.
+pub const RESPONSE_KILL_FAILED: u32 = 1 << 30;
+/// The kernel refused the call (a BPF-LSM hook returned `-EPERM`): the process never got what
+/// it asked for. Set with the kill flags: refused where the policy says `kill`.
+pub const RESPONSE_REFUSED: u32 = 1 << 27;
+
+/// How much of a new program's environment the install-time code scan reads (a power of two).
+pub const ENV_SCAN_LEN: usize = 32768;
+
+/// `JOB_POLICY` bits: what the kernel does for a job's processes.
+/// Egress block mode (block.rs).
+pub const POLICY_EGRESS_BLOCK: u32 = 1 << 0;
+/// Kill a process that opens the memory or memory map (`/proc/PID/mem`, `maps`) of a process
+/// outside its job, or reads or writes it another way (ptrace, process_vm_readv/writev).
+pub const POLICY_KILL_PROC_MEMORY: u32 = 1 << 1;
+/// Kill a process that opens the environment (`/proc/PID/environ`) of a process outside its job
+/// (process listers, `QUIET_LISTERS`, excepted: `ps aux` reads every environ).
+pub const POLICY_KILL_PROC_ENVIRON: u32 = 1 << 2;
+/// Kill install-time code that opens a credential file (by identity, `WATCH_CREDENTIAL`).
+pub const POLICY_KILL_INSTALL_CREDENTIAL: u32 = 1 << 3;
+/// Rehearse: decide as above, mark the record `would_kill`, and kill nothing.
+pub const POLICY_REHEARSE: u32 = 1 << 4;
+/// Kill a process that signals the agent or uses bpf(2).
+pub const POLICY_KILL_TAMPER: u32 = 1 << 5;
+/// The kill bits.
+pub const POLICY_KILLS: u32 = POLICY_KILL_PROC_MEMORY
+    | POLICY_KILL_PROC_ENVIRON
+    | POLICY_KILL_INSTALL_CREDENTIAL
+    | POLICY_KILL_TAMPER;
 
 /// Ports a destination is allowed on: any, or up to `MAX_ALLOWED_PORTS` listed.
 pub const MAX_ALLOWED_PORTS: usize = 14;
@@ -485,6 +533,10 @@ pub fn reversed_name_hash(name: &[u8]) -> u64 {
 pub const OPEN_PATH_TRUNCATED: u32 = 1 << 0;
 pub const OPEN_VIA_IO_URING: u32 = 1 << 1;
 pub const OPEN_PATH_UNRESOLVED: u32 = 1 << 2;
+/// Seen by the BPF-LSM `file_open` hook (every route; `fd` is -1: it had none yet).
+pub const OPEN_VIA_LSM: u32 = 1 << 3;
+/// Seen by fentry on `security_file_open` (every route; `fd` is -1).
+pub const OPEN_VIA_FENTRY: u32 = 1 << 4;
 
 /// Why the kernel let an open through its filter (bits of `FileOpenEvent::matched`).
 pub const MATCH_NAME: u32 = 1 << 0;
@@ -500,6 +552,10 @@ pub const WATCH_WRITE: u32 = 1 << 1;
 /// For `mem`, `environ` and `maps`: matched on procfs only, and only when the process directory
 /// is not the opener's own (reading your own /proc/self/environ is normal).
 pub const WATCH_PROC_OTHER: u32 = 1 << 2;
+/// With `WATCH_PROC_OTHER`: the file is a process's memory (`mem`, `maps`), not its environment.
+pub const WATCH_PROC_MEMORY: u32 = 1 << 3;
+/// In `WATCH_INODES`: the file is a credential (not a persistence place).
+pub const WATCH_CREDENTIAL: u32 = 1 << 4;
 
 /// A successful open, resolved to the file the kernel really opened. Followed by `path_len` bytes.
 #[repr(C)]
@@ -717,7 +773,7 @@ const _: () = {
     assert!(core::mem::size_of::<PortSet>() == 32);
     assert!(core::mem::size_of::<TamperEvent>() == 96);
     assert!(core::mem::size_of::<NameHashKey>() == 16);
-    assert!(core::mem::size_of::<BlockEntry>() == 8);
+    assert!(core::mem::size_of::<JobEntry>() == 8);
     assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
@@ -748,7 +804,7 @@ mod pod {
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ProbeConfig {}
-    unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for JobEntry {}
     unsafe impl aya::Pod for ProcessLosses {}
     unsafe impl aya::Pod for TamperEvent {}
     unsafe impl aya::Pod for PortSet {}

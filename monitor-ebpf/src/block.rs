@@ -2,34 +2,47 @@
 //! profile asks for `egress.mode: block`: connections and sends of a job's processes to
 //! destinations its profile does not allow are refused. The process sees EPERM.
 //!
-//! Which processes: `BLOCK_PROCS` (filled by the agent for a job's anchor or step roots, and
-//! inherited here at fork). Where to: `ALLOW_V4`/`ALLOW_V6` (the profile's addresses and
+//! Which processes: `JOB_PROCS` members (filled by the agent for a job's anchor or step roots,
+//! and inherited here at fork) whose job's `JOB_POLICY` has `POLICY_EGRESS_BLOCK`. Where to: `ALLOW_V4`/`ALLOW_V6` (the profile's addresses and
 //! networks, and the addresses DNS answered for its allowed domains: dns.rs inserts those while
 //! the answer is being read, before the process can use it). Loopback is always allowed.
 
-use aya_ebpf::{helpers::generated::bpf_get_current_pid_tgid, maps::lpm_trie::Key};
-use monitor_common::{BlockEntry, BLOCK_ANCHOR, BLOCK_ENFORCED};
+use aya_ebpf::maps::lpm_trie::Key;
+use monitor_common::{JobEntry, JOB_ANCHOR, JOB_INSTALL_CODE, JOB_MEMBER, POLICY_EGRESS_BLOCK};
 
-use crate::{ALLOW_V4, ALLOW_V6, BLOCK_PROCS};
+use crate::{ALLOW_V4, ALLOW_V6, JOB_POLICY, JOB_PROCS};
 
-/// The current process's entry, when its connections are judged.
+/// The current process's job slot and entry flags, when it is a member of a job.
 #[inline(always)]
-pub fn enforced_slot() -> Option<u32> {
-    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
-    let entry = unsafe { BLOCK_PROCS.get(&tgid) }?;
-    (entry.flags & BLOCK_ENFORCED != 0).then_some(entry.slot)
+pub fn member(tgid: u32) -> Option<(u32, u32)> {
+    let entry = unsafe { JOB_PROCS.get(&tgid) }?;
+    (entry.flags & JOB_MEMBER != 0).then_some((entry.slot, entry.flags))
 }
 
-/// At fork: a child of a judged process or of an anchor is judged.
+/// What the kernel does for the job in `slot` (`POLICY_*`).
+#[inline(always)]
+pub fn policy(slot: u32) -> u32 {
+    JOB_POLICY.get(slot).copied().unwrap_or(0)
+}
+
+/// The current process's slot, when its connections are judged.
+#[inline(always)]
+pub fn enforced_slot() -> Option<u32> {
+    let (slot, _) = member(crate::kernel::current_tgid())?;
+    (policy(slot) & POLICY_EGRESS_BLOCK != 0).then_some(slot)
+}
+
+/// At fork: a child of a member or of an anchor is a member; a child of install-time code is
+/// install-time code.
 #[inline(always)]
 pub fn inherit(parent_tgid: u32, child_tgid: u32) {
-    if let Some(entry) = unsafe { BLOCK_PROCS.get(&parent_tgid) } {
-        if entry.flags & (BLOCK_ENFORCED | BLOCK_ANCHOR) != 0 {
-            let child = BlockEntry {
+    if let Some(entry) = unsafe { JOB_PROCS.get(&parent_tgid) } {
+        if entry.flags & (JOB_MEMBER | JOB_ANCHOR) != 0 {
+            let child = JobEntry {
                 slot: entry.slot,
-                flags: BLOCK_ENFORCED,
+                flags: JOB_MEMBER | (entry.flags & JOB_INSTALL_CODE),
             };
-            let _ = BLOCK_PROCS.insert(&child_tgid, &child, 0);
+            let _ = JOB_PROCS.insert(&child_tgid, &child, 0);
         }
     }
 }

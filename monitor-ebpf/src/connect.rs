@@ -13,8 +13,8 @@ use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6, CONNECT_VIA_SYS
 
 use crate::{
     kernel::{
-        count_error, current_task, file_of_fd, fill_header, is_agent, off, offsets_present, read,
-        read_ptr, submit_fixed,
+        count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
+        offsets_present, read, read_ptr, submit,
     },
     PendingConnect, PENDING_CONNECTS,
 };
@@ -97,15 +97,21 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let ret = ctx.read_at::<i64>(16).map_err(|e| e as i64)?;
     let task = current_task();
-    let mut event = ConnectEvent::default();
+    // Built in the per-CPU scratch, not on the stack: with `fill_header`'s frame the record
+    // took the program past the 512 bytes of stack that kernels before 6.13 allow for a call
+    // chain (6.1's verifier refused it; newer ones give such programs a private stack).
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let event = &mut *(*scratch).bytes.as_mut_ptr().cast::<ConnectEvent>();
     fill_header(&raw mut event.header, EventKind::NetConnect, task);
     event.fd = pending.fd;
     event.result = ret as i32;
     event.via = CONNECT_VIA_SYSCALL;
     event.blocked = pending.blocked as u8;
+    event.sock_type = 0;
     let sa = pending.sockaddr;
     event.family = u16::from_ne_bytes([sa[0], sa[1]]);
     event.port = u16::from_be_bytes([sa[2], sa[3]]);
+    event.addr = [0; 16];
     if event.family == AF_INET {
         event.addr[0] = sa[4];
         event.addr[1] = sa[5];
@@ -124,6 +130,10 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
             event.sock_type = read::<u16>(socket, off!(socket_type)).unwrap_or(0);
         }
     }
-    submit_fixed(&event, EventKind::NetConnect);
+    submit(
+        scratch,
+        core::mem::size_of::<ConnectEvent>(),
+        EventKind::NetConnect,
+    );
     Ok(())
 }

@@ -61,6 +61,12 @@ pub unsafe fn read_ptr(base: *const u8, offset: usize) -> Result<*const u8, i64>
     read::<*const u8>(base, offset)
 }
 
+/// The current process's id (the thread group's).
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32
+}
+
 #[inline(always)]
 pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
@@ -153,7 +159,7 @@ pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
 
 #[inline(always)]
 pub fn count_loss(kind: EventKind) {
-    count_loss_of(kind, (bpf_get_current_pid_tgid() >> 32) as u32);
+    count_loss_of(kind, current_tgid());
 }
 
 /// Counts a record of process `tgid` lost: machine-wide and for the process.

@@ -1,7 +1,9 @@
 //! Kernel side of the monitor: process lifecycle, connect and file-open probes.
 //!
-//! Only tracepoints, raw tracepoints and cgroup programs are used, so the same object loads where
-//! fentry/LSM are refused and kprobes are absent. Kernel structures are read at offsets that the
+//! Tracepoints, raw tracepoints and cgroup programs carry everything, so the object works where
+//! fentry/LSM are refused and kprobes are absent; where the kernel allows them, a BPF-LSM or
+//! fentry program on `security_file_open` replaces the open tracepoints (open.rs: every route,
+//! and refusal). The agent loads only the programs it attaches. Kernel structures are read at offsets that the
 //! agent finds in the running kernel's BTF (`KERNEL_OFFSETS`), never at offsets compiled in.
 //! Each program filters before it reserves or copies anything, and counts every record it could
 //! not hand to the ring buffer.
@@ -18,6 +20,7 @@ mod new_name;
 mod open;
 mod path;
 mod process;
+mod respond;
 mod sockets;
 mod tamper;
 mod watch;
@@ -29,10 +32,11 @@ use aya_ebpf::{
     },
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, BlockEntry, DnsAskedKey, DnsAskedTo, DnsSocketKey,
-    EgressSeenKey, EventHeader, InodeKey, KernelOffsets, NameHashKey, NameKey, PortSet,
-    ProbeConfig, ProcessLosses, TamperEvent, TamperSeenKey, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
-    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS, WATCH_PAIRS_WORDS,
+    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, DnsAskedTo, DnsSocketKey, EgressSeenKey,
+    EventHeader, InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
+    ProcessLosses, TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
+    JOB_SLOTS, LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
+    WATCH_PAIRS_WORDS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -164,9 +168,28 @@ pub struct PendingDnsRead {
     pub how: u32,
     pub buf: u64,
 }
-/// Block mode (block.rs): judged processes, and where each job may connect.
+/// The processes of jobs the kernel acts for (block.rs, respond.rs), and each job's policy.
 #[map]
-static BLOCK_PROCS: LruHashMap<u32, BlockEntry> = LruHashMap::with_max_entries(65536, 0);
+static JOB_PROCS: LruHashMap<u32, JobEntry> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static JOB_POLICY: Array<u32> = Array::with_max_entries(JOB_SLOTS, 0);
+/// Process listers by executable identity (`ps aux` reads every process's environ without
+/// printing it): spared the environ kill. Filled by the agent from the system's binaries.
+#[map]
+static QUIET_LISTERS: HashMap<InodeKey, u32> = HashMap::with_max_entries(64, 0);
+/// Slot 0: `exec_scan` (respond.rs), tail-called at exec when a job's policy kills on
+/// environment reads or install-time code's credential reads (it needs `bpf_loop`: loaded only
+/// then).
+#[map]
+static EXEC_SCANNERS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Where exec_scan reads the new program's arguments or environment.
+#[repr(C)]
+pub struct EnvScratch {
+    pub bytes: [u8; ENV_SCAN_LEN],
+}
+#[map]
+static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Where block mode may connect.
 #[map]
 static ALLOW_V4: LpmTrie<Allow4Data, PortSet> = LpmTrie::with_max_entries(16384, 1);
 #[map]

@@ -1,9 +1,16 @@
-//! Successful opens, resolved to the file the kernel really opened.
+//! Opens, resolved to the file the kernel really opened, by one of three hook tiers the agent
+//! picks at load (the best the kernel allows; the others are not attached):
 //!
-//! Hooks: `syscalls/sys_exit_{open,openat,openat2,creat,open_by_handle_at}` (record: `ret` at 16)
-//! and the raw tracepoint `io_uring_complete` for IORING_OP_OPENAT/OPENAT2. The returned
-//! descriptor is looked up in the task's files table, so relative paths, symlinks, `..` and dirfds
-//! are already resolved by the kernel.
+//! - **BPF-LSM** `file_open`: every open, whatever route made it (io_uring, 32-bit syscalls,
+//!   `open_by_handle_at`, syscalls not invented yet), and it can refuse one (`-EPERM`) where
+//!   the job's policy would kill: the process never gets the descriptor.
+//! - **fentry** on `security_file_open`: the same sight, no refusal (kills as the tracepoints).
+//! - **tracepoints**: `syscalls/sys_exit_{open,openat,openat2,creat,open_by_handle_at}`
+//!   (record: `ret` at 16) and the raw tracepoint `io_uring_complete` for
+//!   IORING_OP_OPENAT/OPENAT2. The returned descriptor is looked up in the task's files table.
+//!   32-bit (compat) syscalls do not reach the per-syscall tracepoints.
+//!
+//! In each the kernel has already resolved relative paths, symlinks, `..` and dirfds.
 //!
 //! A build opens hundreds of thousands of files, so the cheap test comes first: the opened
 //! dentry's own name and its parent's name are checked against the watch maps pushed by the
@@ -11,13 +18,14 @@
 
 use aya_ebpf::{
     helpers::generated::bpf_get_current_pid_tgid,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{fentry, lsm, raw_tracepoint, tracepoint},
+    programs::{FEntryContext, LsmContext, RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, FileOpenEvent, InodeKey, NameKey, IO_URING_LAYOUT_CQE_ARG2,
     IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
-    OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, PROC_SUPER_MAGIC, WATCH_READ, WATCH_WRITE,
+    OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING, OPEN_VIA_LSM, PROC_SUPER_MAGIC,
+    RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -25,10 +33,11 @@ use crate::{
         config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    path, watch, WATCH_INODES, WATCH_INODE_BITS,
+    path, respond, watch, WATCH_INODES, WATCH_INODE_BITS,
 };
 
 const FMODE_WRITE: u32 = 0x2;
+const EPERM: i32 = 1;
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
 
@@ -36,9 +45,42 @@ const IORING_OP_OPENAT2: u8 = 28;
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
     if ret >= 0 {
-        if unsafe { try_open(ret, 0) }.is_err() {
+        if unsafe { try_open_fd(ret, 0) }.is_err() {
             count_error(EventKind::FileOpen);
         }
+    }
+    0
+}
+
+/// Kernel contract: `int security_file_open(struct file *file)` (LSM hook `file_open`, Linux
+/// 5.7+ with `bpf` in the active LSM list), called from `do_dentry_open` for every open that
+/// reaches a file (not `O_PATH`), in the opener's context, before the descriptor exists. The
+/// program's last argument is the previous LSM's verdict: a refusal already made stands.
+#[lsm(hook = "file_open")]
+pub fn lsm_file_open(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return earlier;
+    }
+    let file: *const u8 = ctx.arg(0);
+    match unsafe { try_open(file, -1, OPEN_VIA_LSM) } {
+        Ok(response) if response & RESPONSE_REFUSED != 0 => -EPERM,
+        Ok(_) => 0,
+        Err(_) => {
+            count_error(EventKind::FileOpen);
+            0
+        }
+    }
+}
+
+/// Kernel contract: as `lsm_file_open`, at the entry of `security_file_open(struct file *)`,
+/// where BPF-LSM is not in the kernel's LSM list but fentry is allowed (5.5+): every route,
+/// no refusal (responses kill as at the tracepoints).
+#[fentry(function = "security_file_open")]
+pub fn fentry_file_open(ctx: FEntryContext) -> i32 {
+    let file: *const u8 = ctx.arg(0);
+    if unsafe { try_open(file, -1, OPEN_VIA_FENTRY) }.is_err() {
+        count_error(EventKind::FileOpen);
     }
     0
 }
@@ -72,17 +114,26 @@ unsafe fn try_io_uring(ctx: &RawTracePointContext) -> Result<(), i64> {
     if res <= 0 {
         return Ok(());
     }
-    try_open(res, OPEN_VIA_IO_URING)
+    try_open_fd(res, OPEN_VIA_IO_URING).map(|_| ())
 }
 
-unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
+/// An open that returned descriptor `fd` (the tracepoint tier).
+unsafe fn try_open_fd(fd: i64, extra_flags: u32) -> Result<u32, i64> {
+    let file = file_of_fd(current_task(), fd)?;
+    try_open(file, fd, extra_flags)
+}
+
+/// Judges the opened `file` (`fd`: its descriptor, -1 before it has one) and sends its record
+/// when it is watched; returns the response taken (`RESPONSE_*`). In the LSM tier a kill
+/// response also refuses the open: the record says `RESPONSE_REFUSED`.
+#[inline(always)]
+unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if is_agent(tgid) || !offsets_present() {
-        return Ok(());
+        return Ok(0);
     }
     let task = current_task();
-    let file = file_of_fd(task, fd)?;
     let f_mode = read::<u32>(file, off!(file_f_mode))?;
     let access = if f_mode & FMODE_WRITE != 0 {
         WATCH_WRITE
@@ -99,36 +150,50 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
         read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0)
     };
     let mut dev = None;
-    let matched = if config().open_all != 0 {
-        MATCH_ALL
-    } else {
-        let mut matched = watch_match(dentry, access, tgid, pid_tgid as u32)?;
-        // The same file under another name: a bind mount, a hard link, a detached tree. The
-        // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
-        if inode_bit_set(ino) {
-            let identity = InodeKey {
-                ino,
-                dev: *dev.insert(device()),
-                _pad0: 0,
-            };
-            if let Some(watched) = WATCH_INODES.get_ptr(&identity) {
-                if *watched & access != 0 {
-                    matched |= MATCH_INODE;
-                }
+    let mut facts = respond::OpenFacts {
+        matched: 0,
+        proc_kind: 0,
+        proc_owner: 0,
+        inode_kind: 0,
+        writes: access == WATCH_WRITE,
+    };
+    let mut matched = watch_match(dentry, access, tgid, pid_tgid as u32, &mut facts)?;
+    // The same file under another name: a bind mount, a hard link, a detached tree. The
+    // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
+    if inode_bit_set(ino) {
+        let identity = InodeKey {
+            ino,
+            dev: *dev.insert(device()),
+            _pad0: 0,
+        };
+        if let Some(kind) = WATCH_INODES.get_ptr(&identity) {
+            facts.inode_kind = *kind;
+            if *kind & access != 0 {
+                matched |= MATCH_INODE;
             }
         }
-        if matched == 0 {
-            return Ok(());
-        }
-        matched
+    }
+    facts.matched = matched;
+    let mut response = if matched != 0 {
+        respond::to_open(tgid, &facts)
+    } else {
+        0
     };
+    if extra_flags & OPEN_VIA_LSM != 0 && response & (RESPONSE_KILLED | RESPONSE_KILL_FAILED) != 0 {
+        response |= RESPONSE_REFUSED;
+    }
+    if config().open_all != 0 {
+        matched = MATCH_ALL | matched;
+    } else if matched == 0 {
+        return Ok(response);
+    }
     let dev = dev.unwrap_or_else(device);
 
     let scratch = event_scratch().ok_or(-1i64)?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<FileOpenEvent>();
     fill_header(&raw mut (*event).header, EventKind::FileOpen, task);
-    let mut flags = extra_flags;
+    let mut flags = extra_flags | response;
     let header_len = core::mem::size_of::<FileOpenEvent>();
     let path_len = match path::resolve_path_struct(task, f_path) {
         Ok(resolved) => {
@@ -152,15 +217,22 @@ unsafe fn try_open(fd: i64, extra_flags: u32) -> Result<(), i64> {
     (*event).path_len = path_len as u16;
     (*event)._pad0 = 0;
     submit(scratch, header_len + path_len, EventKind::FileOpen);
-    Ok(())
+    Ok(response)
 }
 
 /// The watch bits of an opened dentry: its own name and its parent directory's name, and for
-/// `/proc/<pid>/{mem,environ,maps}` whether the pid is another process's.
+/// `/proc/<pid>/{mem,environ,maps}` (or `/proc/<pid>/task/<tid>/...`) whether the process is
+/// another one; `facts` gets the /proc file's kind and owner.
 #[inline(always)]
-unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Result<u32, i64> {
+unsafe fn watch_match(
+    dentry: *const u8,
+    access: u32,
+    tgid: u32,
+    tid: u32,
+    facts: &mut respond::OpenFacts,
+) -> Result<u32, i64> {
     let (len, name) = dentry_name(dentry)?;
-    let (mut matched, proc_candidate) = watch::match_name(name, len, access)?;
+    let (mut matched, proc_kind) = watch::match_name(name, len, access)?;
 
     // The parent directory's name (~/.ssh/*, .github/workflows/*, ...).
     let parent = read_ptr(dentry, off!(dentry_d_parent))?;
@@ -168,7 +240,7 @@ unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Re
     matched |= watch::match_parent(parent_name, parent_len, access)?;
 
     // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
-    if proc_candidate {
+    if proc_kind != 0 {
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
@@ -177,10 +249,31 @@ unsafe fn watch_match(dentry: *const u8, access: u32, tgid: u32, tid: u32) -> Re
             let owner = parse_pid(&*key);
             if owner != tgid && owner != tid {
                 matched |= MATCH_PROC_OTHER;
+                facts.proc_kind = proc_kind;
+                facts.proc_owner = process_of_thread_dir(parent).unwrap_or(owner);
             }
         }
     }
     Ok(matched)
+}
+
+/// For `/proc/<pid>/task/<tid>`, the `<pid>` (the process the thread belongs to); None for a
+/// `/proc/<pid>` directory.
+#[inline(always)]
+unsafe fn process_of_thread_dir(dir: *const u8) -> Option<u32> {
+    let task_dir = read_ptr(dir, off!(dentry_d_parent)).ok()?;
+    let (len, name) = dentry_name(task_dir).ok()?;
+    if len != 4 || read::<u32>(name, 0).ok()? != u32::from_le_bytes(*b"task") {
+        return None;
+    }
+    let process_dir = read_ptr(task_dir, off!(dentry_d_parent)).ok()?;
+    let (len, name) = dentry_name(process_dir).ok()?;
+    let key = &raw mut (*watch::scratch().ok()?).name.data;
+    watch::load_name(name, len, key);
+    match parse_pid(&*key) {
+        0 => None,
+        pid => Some(pid),
+    }
 }
 
 /// Whether some watched identity has this inode number's low 16 bits (`WATCH_INODE_BITS`).

@@ -151,6 +151,8 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     (*event).exe_ctime_nsec = exe_ctime_nsec % 1_000_000_000;
     (*event)._pad2 = 0;
     submit(scratch, offset + cwd_len, EventKind::ProcessExec);
+    // Last: a tail call does not come back.
+    crate::respond::scan_exec(ctx, tgid);
     Ok(())
 }
 
@@ -243,7 +245,7 @@ unsafe fn try_exit() -> Result<(), i64> {
         return Ok(()); // other threads of the process still run
     }
     // A reused pid must not inherit block mode.
-    let _ = crate::BLOCK_PROCS.remove(&tgid);
+    let _ = crate::JOB_PROCS.remove(&tgid);
     let mut event = ExitEvent::default();
     fill_header(&raw mut event.header, EventKind::ProcessExit, task);
     event.exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);

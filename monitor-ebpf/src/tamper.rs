@@ -8,7 +8,7 @@
 //! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...).
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::generated::bpf_ktime_get_boot_ns,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -20,17 +20,19 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        config, current_task, fill_header, is_agent, off, offsets_present, read, submit_fixed,
+        config, current_task, current_tgid, fill_header, is_agent, off, offsets_present, read,
+        submit_fixed,
     },
-    GUARDED, TAMPER_LOG, TAMPER_LOG_NEXT, TAMPER_SEEN,
+    respond, GUARDED, TAMPER_LOG, TAMPER_LOG_NEXT, TAMPER_SEEN,
 };
 
 const PTRACE_TRACEME: u64 = 0;
 
 #[inline(always)]
-unsafe fn record(syscall: u32, target: i32, arg: u64) -> TamperEvent {
+unsafe fn record(syscall: u32, target: i32, arg: u64, response: u32) -> TamperEvent {
     let mut event = TamperEvent::default();
     fill_header(&raw mut event.header, EventKind::Tamper, current_task());
+    event.header.flags = response;
     event.syscall = syscall;
     event.target = target;
     event.arg = arg;
@@ -44,7 +46,7 @@ const REPEAT_NS: u64 = 1_000_000_000;
 #[inline(always)]
 unsafe fn repeated(syscall: u32, target: i32, arg: u64) -> bool {
     let key = TamperSeenKey {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid: current_tgid(),
         syscall,
         target,
         _pad0: 0,
@@ -62,12 +64,13 @@ unsafe fn repeated(syscall: u32, target: i32, arg: u64) -> bool {
     false
 }
 
+/// Sends the record, unless it repeats one sent within `REPEAT_NS` (a response is always sent).
 #[inline(always)]
-unsafe fn send(syscall: u32, target: i32, arg: u64) {
-    if !offsets_present() || repeated(syscall, target, arg) {
+unsafe fn send(syscall: u32, target: i32, arg: u64, response: u32) {
+    if !offsets_present() || (repeated(syscall, target, arg) && response == 0) {
         return;
     }
-    let event = record(syscall, target, arg);
+    let event = record(syscall, target, arg, response);
     submit_fixed(&event, EventKind::Tamper);
 }
 
@@ -85,7 +88,7 @@ unsafe fn log(event: &TamperEvent) {
 
 #[inline(always)]
 fn from_agent() -> bool {
-    is_agent((unsafe { bpf_get_current_pid_tgid() } >> 32) as u32)
+    is_agent(current_tgid())
 }
 
 /// A signal aimed at the agent (or at every process).
@@ -102,7 +105,13 @@ unsafe fn on_signal(ctx: &TracePointContext, syscall: u32, pid_at: usize, sig_at
         return;
     }
     let sig = ctx.read_at::<u64>(sig_at).unwrap_or(0);
-    send(syscall, pid, sig);
+    // Signal 0 only asks whether the agent lives.
+    let response = if sig != 0 {
+        respond::to_tamper(current_tgid())
+    } else {
+        0
+    };
+    send(syscall, pid, sig, response);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_kill")]
@@ -131,7 +140,10 @@ pub fn sys_enter_ptrace(ctx: TracePointContext) -> u32 {
     let request = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
     if request != PTRACE_TRACEME {
         let pid = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as i32;
-        unsafe { send(TAMPER_PTRACE, pid, request) };
+        unsafe {
+            let response = respond::to_process_access(current_tgid(), pid as u32, true);
+            send(TAMPER_PTRACE, pid, request, response);
+        }
     }
     0
 }
@@ -142,7 +154,10 @@ pub fn sys_enter_bpf(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let cmd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
-    unsafe { send(TAMPER_BPF, 0, cmd) };
+    unsafe {
+        let response = respond::to_tamper(current_tgid());
+        send(TAMPER_BPF, 0, cmd, response);
+    }
     0
 }
 
@@ -152,7 +167,10 @@ pub fn sys_enter_process_vm_readv(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
-    unsafe { send(TAMPER_VM_READV, pid, 0) };
+    unsafe {
+        let response = respond::to_process_access(current_tgid(), pid as u32, false);
+        send(TAMPER_VM_READV, pid, 0, response);
+    }
     0
 }
 
@@ -162,7 +180,10 @@ pub fn sys_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
-    unsafe { send(TAMPER_VM_WRITEV, pid, 0) };
+    unsafe {
+        let response = respond::to_process_access(current_tgid(), pid as u32, true);
+        send(TAMPER_VM_WRITEV, pid, 0, response);
+    }
     0
 }
 
@@ -201,16 +222,18 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     if tgid != config().agent_tgid {
         // A guarded service stopped or ended by someone: the engine judges who.
         if stops(sig) && unsafe { GUARDED.get(&tgid) }.is_some() {
-            unsafe { send(TAMPER_SIGNAL_GUARDED, tgid as i32, sig) };
+            unsafe { send(TAMPER_SIGNAL_GUARDED, tgid as i32, sig, 0) };
         }
         return 0;
     }
+    // The sender dies before it returns to user space (its job's policy), whatever route it took.
+    let response = unsafe { respond::to_tamper(current_tgid()) };
     // To the ring, and to the log that outlives the agent: a SIGKILL ends the agent before it
     // reads the ring. A burst of the same signal from one process is one record.
-    if unsafe { repeated(TAMPER_SIGNAL, tgid as i32, sig) } {
+    if unsafe { repeated(TAMPER_SIGNAL, tgid as i32, sig) } && response == 0 {
         return 0;
     }
-    let event = unsafe { record(TAMPER_SIGNAL, tgid as i32, sig) };
+    let event = unsafe { record(TAMPER_SIGNAL, tgid as i32, sig, response) };
     unsafe {
         submit_fixed(&event, EventKind::Tamper);
         log(&event);

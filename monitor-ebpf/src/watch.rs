@@ -3,10 +3,10 @@
 //! The maps (`WATCH_*`, main.rs) hold single path components pushed by the agent. Opens test the
 //! opened dentry's name and its parent's (open.rs); renames, links and symlinks test the
 //! components of the name the process gave (new_name.rs). Names are read with
-//! `bpf_probe_read_kernel` from a dentry or from map memory alike.
+//! constant-size string reads from a dentry or from map memory alike.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel,
+    helpers::generated::bpf_probe_read_kernel_str,
     macros::map,
     maps::{lpm_trie::Key, PerCpuArray},
 };
@@ -37,20 +37,38 @@ pub fn scratch() -> Result<*mut FilterScratch, i64> {
 }
 
 /// Copies `len` bytes of `name` into `key`, zero padded and cut at NAME_KEY_LEN - 1.
+///
+/// The copy has a constant size and is then cut to `len`: a read of a variable size needs the
+/// verifier to follow the clamp of `len`, which verifiers before Linux 6.8 or so do not once LLVM
+/// has folded the mask away (6.1 refused every program that matches names). A string read stops
+/// at a dentry name's NUL; a component inside a longer path is cut by the word masks below.
 #[inline(always)]
 pub unsafe fn load_name(name: *const u8, len: u32, key: *mut NameKey) {
+    let n = if len < NAME_KEY_LEN as u32 - 1 {
+        len as u64
+    } else {
+        NAME_KEY_LEN as u64 - 1
+    };
     let words = key.cast::<u64>();
+    if bpf_probe_read_kernel_str(key.cast(), NAME_KEY_LEN as u32, name.cast()) < 0 {
+        let mut i = 0;
+        while i < NAME_KEY_LEN / 8 {
+            *words.add(i) = 0;
+            i += 1;
+        }
+        return;
+    }
+    // Keep the first n bytes (little endian: a word's first bytes are its low ones).
     let mut i = 0;
     while i < NAME_KEY_LEN / 8 {
-        *words.add(i) = 0;
+        let start = (i * 8) as u64;
+        if start >= n {
+            *words.add(i) = 0;
+        } else if n - start < 8 {
+            *words.add(i) &= (1u64 << ((n - start) * 8)) - 1;
+        }
         i += 1;
     }
-    let n = if len < NAME_KEY_LEN as u32 - 1 {
-        len
-    } else {
-        NAME_KEY_LEN as u32 - 1
-    };
-    bpf_probe_read_kernel(key.cast(), n & (NAME_KEY_LEN as u32 - 1), name.cast());
 }
 
 /// Whether the pair filter lets a name with `pair` through to section's list.
@@ -81,20 +99,21 @@ unsafe fn last_pair(name: *const u8, len: u32) -> Result<u32, i64> {
 }
 
 /// `MATCH_NAME | MATCH_NAME_PREFIX | MATCH_NAME_SUFFIX` bits of the file name at `name` (`len`
-/// bytes) for `access`, and whether the name is listed for other processes' /proc files.
+/// bytes) for `access`, and, when the name is listed for other processes' /proc files, its
+/// watch value (`WATCH_PROC_*` bits; 0 otherwise).
 #[inline(always)]
-pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32, bool), i64> {
+pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32, u32), i64> {
     if len == 0 {
-        return Ok((0, false));
+        return Ok((0, 0));
     }
     let first = first_pair(name, len)?;
     let check_name = pair_listed(PAIRS_NAMES, first);
     let check_prefix = pair_listed(PAIRS_PREFIXES, first);
     let check_suffix = pair_listed(PAIRS_SUFFIXES, last_pair(name, len)?);
     let mut matched = 0u32;
-    let mut proc_candidate = false;
+    let mut proc_kind = 0u32;
     if !(check_name || check_prefix || check_suffix) {
-        return Ok((matched, proc_candidate));
+        return Ok((matched, proc_kind));
     }
     let scratch = scratch()?;
     let name_key = &raw mut (*scratch).name;
@@ -105,7 +124,9 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
             if value & access != 0 {
                 matched |= MATCH_NAME;
             }
-            proc_candidate = value & WATCH_PROC_OTHER != 0;
+            if value & WATCH_PROC_OTHER != 0 {
+                proc_kind = value;
+            }
         }
     }
     (*name_key).prefix_len = (NAME_KEY_LEN as u32) * 8;
@@ -117,7 +138,7 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
         }
     }
     if !check_suffix {
-        return Ok((matched, proc_candidate));
+        return Ok((matched, proc_kind));
     }
 
     // Suffixes: the last (up to) SUFFIX_KEY_LEN bytes of the name, reversed.
@@ -128,17 +149,21 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
     };
     let tail = (*scratch).tail.as_mut_ptr();
     let suffix = &raw mut (*scratch).suffix;
-    if bpf_probe_read_kernel(
+    // A constant-size string read (see `load_name`): only the first `tail_len` bytes are used.
+    if bpf_probe_read_kernel_str(
         tail.cast(),
-        tail_len & (SUFFIX_KEY_LEN as u32 * 2 - 1),
+        SUFFIX_KEY_LEN as u32 * 2,
         name.add((len - tail_len) as usize).cast(),
-    ) == 0
+    ) >= 0
     {
         let out = (*suffix).data.bytes.as_mut_ptr();
+        // The index's mask must reach the verifier: from a plain `tail_len` LLVM proves it
+        // redundant and indexes by `tail + tail_len - i`, which 6.1's verifier cannot bound.
+        let opaque_len = core::ptr::read_volatile(&tail_len);
         let mut i = 0u32;
         while i < SUFFIX_KEY_LEN as u32 {
             *out.add(i as usize) = if i < tail_len {
-                *tail.add(((tail_len - 1 - i) as usize) & (SUFFIX_KEY_LEN - 1))
+                *tail.add((opaque_len.wrapping_sub(1 + i) as usize) & (SUFFIX_KEY_LEN - 1))
             } else {
                 0
             };
@@ -151,7 +176,7 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
             }
         }
     }
-    Ok((matched, proc_candidate))
+    Ok((matched, proc_kind))
 }
 
 /// `MATCH_PARENT_DIR` when the directory name at `name` (`len` bytes) is listed for `access`.

@@ -150,6 +150,33 @@ impl KernelEvent {
             | KernelEvent::Name { header, .. } => header,
         }
     }
+
+    /// Roughly what the decoded record holds in memory: a record of 4 KiB of one-letter
+    /// arguments decodes to some 100 KiB of strings (joined only once redacted, in the process
+    /// table), so the queue to the pipeline is bounded by this, not by its count of records.
+    pub fn memory_bytes(&self) -> usize {
+        let text = |t: &String| t.len() + STRING_OVERHEAD;
+        std::mem::size_of::<Self>()
+            + match self {
+                KernelEvent::Exec {
+                    exe,
+                    argv,
+                    filename,
+                    cwd,
+                    ..
+                } => text(exe) + text(filename) + text(cwd) + argv_memory(argv),
+                KernelEvent::Env { vars, .. } => vars.iter().map(|(k, v)| text(k) + text(v)).sum(),
+                KernelEvent::Dns { payload, .. } => payload.len(),
+                KernelEvent::Open { path, .. } => text(path),
+                KernelEvent::Name {
+                    dir, name, from, ..
+                } => text(dir) + text(name) + text(from),
+                KernelEvent::Fork { .. }
+                | KernelEvent::Exit { .. }
+                | KernelEvent::Connect { .. }
+                | KernelEvent::Tamper { .. } => 0,
+            }
+    }
 }
 
 /// Reads a `#[repr(C)]` POD struct from the start of `bytes`.
@@ -194,6 +221,31 @@ fn sections<const N: usize>(
 fn text(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Arguments kept apart; from the 128th on they are joined (with spaces) into one. A 4 KiB
+/// command line of one-letter arguments would otherwise cost some 100 KiB of strings in every
+/// record of the process. Applied after redaction (which reads arguments by position: the
+/// value after `--password`), so the joined text is already clean.
+pub const MAX_ARGS_APART: usize = 128;
+
+/// What a string costs beyond its bytes: its header and its allocation's least size.
+const STRING_OVERHEAD: usize = 48;
+
+/// Roughly what a command line holds in memory.
+pub fn argv_memory(argv: &[String]) -> usize {
+    argv.iter().map(|a| a.len() + STRING_OVERHEAD).sum()
+}
+
+/// `argv` with its arguments past `MAX_ARGS_APART - 1` joined into the last one.
+pub fn join_past_bound(mut argv: Vec<String>) -> Vec<String> {
+    if argv.len() > MAX_ARGS_APART {
+        let rest = argv[MAX_ARGS_APART - 1..].join(" ");
+        argv.truncate(MAX_ARGS_APART - 1);
+        argv.push(rest);
+        argv.shrink_to_fit();
+    }
+    argv
 }
 
 pub fn split_nul(bytes: &[u8]) -> Vec<String> {
@@ -451,6 +503,19 @@ pub(crate) mod tests {
         assert_eq!(split_nul(b"npm\0instal"), vec!["npm", "instal"]);
         assert_eq!(split_nul(b""), Vec::<String>::new());
         assert_eq!(split_nul(b"a\0\0b\0"), vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn many_short_arguments_past_the_bound_are_joined_into_the_last() {
+        let argv = join_past_bound(vec!["a".to_string(); 2000]);
+        assert_eq!(argv.len(), MAX_ARGS_APART);
+        assert_eq!(argv[MAX_ARGS_APART - 2], "a");
+        let rest = 2000 - (MAX_ARGS_APART - 1);
+        assert_eq!(argv.last().unwrap().len(), rest * 2 - 1);
+        assert_eq!(
+            join_past_bound(vec!["npm".into(), "ci".into()]),
+            vec!["npm", "ci"]
+        );
     }
 
     #[test]

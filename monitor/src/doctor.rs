@@ -169,7 +169,7 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
     });
 
     if try_load && checks.iter().all(|c| c.status != Status::Fail) {
-        let result = kernel_layout::running_kernel_layout()
+        let mut result = kernel_layout::running_kernel_layout()
             .map_err(anyhow::Error::from)
             .and_then(|layout| {
                 probes::Probes::load(
@@ -178,6 +178,19 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
                     &probes::ProbeOptions::default(),
                 )
             });
+        if let Ok(p) = &mut result {
+            checks.push(responses_check(&mut p.ebpf));
+            let tier = &p.report.open_tier;
+            checks.push(check(
+                "open hook",
+                match tier.tier {
+                    crate::hook_tier::OpenTier::Tracepoint => Status::Warn,
+                    _ => Status::Ok,
+                },
+                tier.describe(),
+                "a kernel with BPF-LSM (`bpf` in /sys/kernel/security/lsm) or fentry sees opens by every route",
+            ));
+        }
         checks.push(match result {
             Ok(p) => check(
                 "load",
@@ -206,6 +219,34 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
     )));
     checks.push(container_runtime_check(docker_socket));
     checks
+}
+
+/// Which responses the kernel can take: kills come from `bpf_send_signal` in the open's exit
+/// (every probe kernel has it); the environment and install-time code kills also need the exec
+/// scanner, which needs `bpf_loop` (5.17+): it is loaded here to prove it. Refusing opens would
+/// need BPF-LSM, which this agent does not use: whether the kernel offers it is told.
+fn responses_check(ebpf: &mut aya::Ebpf) -> Check {
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok();
+    let lsm = match lsm.as_deref() {
+        Some(list) if list.trim().split(',').any(|m| m == "bpf") => "BPF-LSM is active",
+        Some(_) => "BPF-LSM is not in the kernel's active LSM list",
+        None => "the LSM list is not readable (securityfs not mounted)",
+    };
+    let scanner = crate::enforce::load_tail_call(ebpf, "exec_scan", "EXEC_SCANNERS", "bpf_loop");
+    match scanner {
+        Ok(()) => check(
+            "responses",
+            Status::Ok,
+            format!("kill: bpf_send_signal at the open's exit, every kill response available; refuse: not used ({lsm})"),
+            "",
+        ),
+        Err(e) => check(
+            "responses",
+            Status::Warn,
+            format!("kill: process-memory-read only; the exec scanner (process-environ-read, credential-read kills) does not load: {e:#}; refuse: not used ({lsm})"),
+            "Linux 5.17 or newer (bpf_loop) for every kill response",
+        ),
+    }
 }
 
 /// Whether the container runtime's API answers (the agent asks it what each container is).

@@ -1,19 +1,23 @@
-//! Egress block mode, userspace side: checks that the cgroup socket-address programs (always
-//! attached, probes.rs) are in place, gives each job a slot in the kernel's allow maps filled from the profile, and tells the kernel which
-//! processes are judged (a job's anchor or step roots; their children inherit it in the kernel).
-//! The engine decides *what* (see `finding::Enforcement`); this only writes it to the maps.
+//! What the kernel does for jobs, userspace side: egress block mode (checks that the cgroup
+//! socket-address programs, always attached by probes.rs, are in place) and kill responses
+//! (loads the install-time code scanner, lists the system's process listers). Gives each job a
+//! slot, with its policy (`JOB_POLICY`) and its allow maps filled from the profile, and tells
+//! the kernel which processes are the job's (its anchor or step roots; their children inherit it
+//! in the kernel) and which run install-time code. The engine decides *what* (see
+//! `finding::Enforcement`); this only writes it to the maps.
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, path::PathBuf};
 
 use anyhow::Context as _;
+
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, ProgramArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, ProgramArray},
     programs::TracePoint,
     Ebpf,
 };
 use monitor_common::{
-    reversed_name_hash, Allow4Data, Allow6Data, BlockEntry, NameHashKey, PortSet, BLOCK_ANCHOR,
-    BLOCK_ENFORCED, MAX_ALLOWED_PORTS,
+    reversed_name_hash, Allow4Data, Allow6Data, InodeKey, JobEntry, NameHashKey, PortSet,
+    JOB_ANCHOR, JOB_INSTALL_CODE, JOB_MEMBER, JOB_SLOTS, MAX_ALLOWED_PORTS,
 };
 
 use crate::{
@@ -61,7 +65,8 @@ fn merge(a: PortSet, b: PortSet) -> PortSet {
 }
 
 pub struct Enforcer {
-    procs: HashMap<MapData, u32, BlockEntry>,
+    procs: HashMap<MapData, u32, JobEntry>,
+    policies: Array<MapData, u32>,
     v4: LpmTrie<MapData, Allow4Data, PortSet>,
     v6: LpmTrie<MapData, Allow6Data, PortSet>,
     names: HashMap<MapData, NameHashKey, PortSet>,
@@ -70,48 +75,86 @@ pub struct Enforcer {
     next_slot: u32,
 }
 
+/// What the profiles in force need from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some profile's egress mode is `block`.
+    pub egress_block: bool,
+    /// Some profile kills (or rehearses killing) on a rule.
+    pub kills: bool,
+    /// Some profile kills on environment reads or install-time code's credential reads: the
+    /// exec scanner (which tells process listers and install-time code) is loaded.
+    pub exec_scan: bool,
+}
+
+impl Needs {
+    pub fn any(&self) -> bool {
+        self.egress_block || self.kills
+    }
+}
+
+/// The system's process listers (`ps aux` opens every process's environ to read it, without
+/// printing it): spared the environ kill unless asked to print environments (the kernel reads
+/// their arguments for that). By file identity, so a copy under the name is not spared.
+const QUIET_LISTERS: &[&str] = &[
+    "ps", "pgrep", "pkill", "pidof", "top", "htop", "pstree", "w", "pwait",
+];
+const LISTER_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"];
+
 impl Enforcer {
-    /// Sets up block mode: the egress programs (attached with every probe; `egress_ready` says
-    /// whether they are) take their decisions from the maps this fills.
+    /// Sets up what `needs` asks for: block mode's egress programs (attached with every probe;
+    /// `egress_ready` says whether they are) and DNS-answer parser; kill responses' exec scanner
+    /// and process listers. Their decisions come from the maps this fills.
     pub fn attach(
         ebpf: &mut Ebpf,
+        needs: Needs,
         egress_ready: bool,
         resolvers: &[IpAddr],
     ) -> anyhow::Result<Self> {
-        if !egress_ready {
-            anyhow::bail!(
-                "the cgroup egress programs are not attached (see `monitor doctor`): block mode needs a cgroup v2 hierarchy and cgroup socket-address programs"
-            );
+        if needs.egress_block {
+            attach_block_mode(ebpf, egress_ready)?;
         }
-        // The DNS-answer parser the read exit tail-calls: it allows an allowed name's addresses
-        // before the process can connect to them.
-        let parser_fd = {
-            let parser: &mut TracePoint = ebpf
-                .program_mut("dns_block_answers")
-                .context("program dns_block_answers missing")?
-                .try_into()?;
-            parser.load().context(
-                "loading dns_block_answers (block mode needs bpf_loop: Linux 5.17 or newer)",
+        if needs.exec_scan {
+            load_tail_call(
+                ebpf,
+                "exec_scan",
+                "EXEC_SCANNERS",
+                "killing on environment reads or install-time code's credential reads needs bpf_loop: Linux 5.17 or newer",
             )?;
-            parser.fd()?.try_clone()?
-        };
-        let mut parsers = ProgramArray::try_from(
-            ebpf.map_mut("BLOCK_PARSER")
-                .context("BLOCK_PARSER map missing")?,
-        )?;
-        parsers.set(0, &parser_fd, 0)?;
+        }
+        if needs.kills {
+            let mut listers: HashMap<_, InodeKey, u32> = HashMap::try_from(
+                ebpf.map_mut("QUIET_LISTERS")
+                    .context("QUIET_LISTERS map missing")?,
+            )?;
+            for identity in lister_identities() {
+                listers.insert(identity, 1, 0)?;
+            }
+        }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("{name} map missing"))
         };
+        let policies: Array<MapData, u32> = Array::try_from(take(ebpf, "JOB_POLICY")?)?;
+        // Slots a dead agent's jobs hold (its maps were taken over, enforcement_pins) stay
+        // theirs: new jobs get the ones after.
+        let next_slot = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, policy)| policy.as_ref().is_ok_and(|p| *p != 0))
+            .map(|(slot, _)| slot as u32 + 1)
+            .max()
+            .filter(|next| *next < JOB_SLOTS)
+            .unwrap_or(1);
         Ok(Self {
-            procs: HashMap::try_from(take(ebpf, "BLOCK_PROCS")?)?,
+            procs: HashMap::try_from(take(ebpf, "JOB_PROCS")?)?,
+            policies,
             v4: LpmTrie::try_from(take(ebpf, "ALLOW_V4")?)?,
             v6: LpmTrie::try_from(take(ebpf, "ALLOW_V6")?)?,
             names: HashMap::try_from(take(ebpf, "ALLOWED_NAMES")?)?,
             resolvers: resolvers.to_vec(),
             slots: StdHashMap::new(),
-            next_slot: 1,
+            next_slot,
         })
     }
 
@@ -151,14 +194,17 @@ impl Enforcer {
         Ok(())
     }
 
-    /// The job's slot, made with `rules` (and the resolvers) the first time the job is seen.
-    fn slot(&mut self, key: &str, rules: &[EgressRule]) -> anyhow::Result<u32> {
+    /// The job's slot, made with `rules` (and the resolvers) and `policy` the first time the
+    /// job is seen. Slots go round `JOB_SLOTS`: the allow entries of a job 4095 jobs ago are
+    /// not removed (the LPM tries are bounded by their own size).
+    fn slot(&mut self, key: &str, rules: &[EgressRule], policy: u32) -> anyhow::Result<u32> {
         if let Some(slot) = self.slots.get(key) {
             return Ok(*slot);
         }
         let slot = self.next_slot;
-        self.next_slot += 1;
+        self.next_slot = if slot + 1 >= JOB_SLOTS { 1 } else { slot + 1 };
         self.slots.insert(key.to_string(), slot);
+        self.policies.set(slot, policy, 0)?;
         for resolver in self.resolvers.clone() {
             let prefix = if resolver.to_canonical().is_ipv4() {
                 32
@@ -202,17 +248,23 @@ impl Enforcer {
                 pid,
                 anchor_only,
                 rules,
+                policy,
             } => {
-                let slot = self.slot(job, rules)?;
-                let entry = BlockEntry {
+                let slot = self.slot(job, rules, *policy)?;
+                let entry = JobEntry {
                     slot,
-                    flags: if *anchor_only {
-                        BLOCK_ANCHOR
-                    } else {
-                        BLOCK_ENFORCED
-                    },
+                    flags: if *anchor_only { JOB_ANCHOR } else { JOB_MEMBER },
                 };
                 self.procs.insert(*pid, entry, 0)?;
+            }
+            Enforcement::InstallCode { pid } => {
+                // Only a member: the kernel may have marked it already, or it left the job.
+                if let Ok(mut entry) = self.procs.get(pid, 0) {
+                    if entry.flags & JOB_MEMBER != 0 && entry.flags & JOB_INSTALL_CODE == 0 {
+                        entry.flags |= JOB_INSTALL_CODE;
+                        self.procs.insert(*pid, entry, 0)?;
+                    }
+                }
             }
             Enforcement::JobEnded { key } => {
                 // Its processes keep their entries (LRU) until they exit: what outlives the job
@@ -222,6 +274,64 @@ impl Enforcer {
         }
         Ok(())
     }
+}
+
+/// Block mode's kernel side: the egress programs must be attached, and the DNS-answer parser
+/// the read exit tail-calls (it allows an allowed name's addresses before the process can
+/// connect to them) loaded.
+fn attach_block_mode(ebpf: &mut Ebpf, egress_ready: bool) -> anyhow::Result<()> {
+    if !egress_ready {
+        anyhow::bail!(
+            "the cgroup egress programs are not attached (see `monitor doctor`): block mode needs a cgroup v2 hierarchy and cgroup socket-address programs"
+        );
+    }
+    load_tail_call(
+        ebpf,
+        "dns_block_answers",
+        "BLOCK_PARSER",
+        "block mode needs bpf_loop: Linux 5.17 or newer",
+    )
+}
+
+/// Loads the tracepoint program `program` and puts it in slot 0 of the program array `array`.
+pub(crate) fn load_tail_call(
+    ebpf: &mut Ebpf,
+    program: &str,
+    array: &str,
+    why: &str,
+) -> anyhow::Result<()> {
+    let fd = {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("loading {program} ({why})"))?;
+        prog.fd()?.try_clone()?
+    };
+    let mut programs = ProgramArray::try_from(
+        ebpf.map_mut(array)
+            .with_context(|| format!("{array} map missing"))?,
+    )?;
+    programs.set(0, &fd, 0)?;
+    Ok(())
+}
+
+/// The file identities of the system's process listers that exist.
+fn lister_identities() -> Vec<InodeKey> {
+    let mut found = Vec::new();
+    for dir in LISTER_DIRS {
+        for name in QUIET_LISTERS {
+            let Ok(meta) = std::fs::metadata(format!("{dir}/{name}")) else {
+                continue;
+            };
+            let key = crate::agent::inode_key(&meta);
+            if meta.is_file() && !found.contains(&key) {
+                found.push(key);
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -225,8 +225,9 @@ impl PartialEq<&str> for RuleId {
     }
 }
 
-/// What block mode must tell the kernel (only made when the profile's egress mode is `block`):
-/// the engine's decision, which `enforce` writes to the kernel's maps.
+/// What the kernel must be told to act for a job (made only when the profile's egress mode is
+/// `block` or it has kill responses): the engine's decision, which `enforce` writes to the
+/// kernel's maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement {
     /// Judge this process's connections (and its descendants'), or with `anchor_only` only its
@@ -237,6 +238,12 @@ pub enum Enforcement {
         pid: u32,
         anchor_only: bool,
         rules: Vec<EgressRule>,
+        /// `POLICY_*` bits for the job.
+        policy: u32,
+    },
+    /// This process runs a dependency's install-time code (the kernel found npm's itself).
+    InstallCode {
+        pid: u32,
     },
     JobEnded {
         key: String,
@@ -251,7 +258,7 @@ pub struct ChainLink {
     pub comm: String,
     pub exe: Option<String>,
     /// Already redacted.
-    pub argv: Vec<String>,
+    pub argv: crate::event::Argv,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,6 +293,10 @@ pub struct Finding {
     /// The container the acting process ran in (or the finding is about).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<FindingContainer>,
+    /// What the kernel did to the acting process on its own (a profile's `responses`):
+    /// `killed`, `would_kill` (rehearsed) or `kill_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<crate::event::KernelResponse>,
 }
 
 /// A container, as a finding names it.

@@ -51,10 +51,18 @@ enum Command {
         /// Send every successful open, not only watched files (learning/debugging; costly).
         #[arg(long)]
         all_opens: bool,
+        /// Which kernel hooks see file opens: `best` (BPF-LSM, else fentry, else tracepoints:
+        /// the start-up log says which and why), or one tier, refusing to start without it.
+        #[arg(long, value_enum, default_value = "best")]
+        open_hook: monitor::hook_tier::OpenHookChoice,
         /// Where in bpffs to pin what must outlive the agent (the kernel's log of signals sent
         /// to it, read by the next agent when one killed it).
         #[arg(long, default_value = monitor::agent::tamper_log::PIN_DIR)]
         pin_dir: PathBuf,
+        /// Do not leave the kernel's enforcement (block mode, kill responses) in place when the
+        /// agent stops or dies, and remove what a dead agent left there.
+        #[arg(long)]
+        release_enforcement: bool,
         /// Bound on the process table.
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
@@ -291,7 +299,9 @@ fn main() -> anyhow::Result<()> {
             ready_file,
             ring_bytes,
             all_opens,
+            open_hook,
             pin_dir,
+            release_enforcement,
             max_processes,
             control_socket,
             control_group,
@@ -341,8 +351,10 @@ fn main() -> anyhow::Result<()> {
                     ring_bytes,
                     open_all: all_opens,
                     pin_dir: Some(pin_dir),
+                    open_hook,
                     ..Default::default()
                 },
+                release_enforcement,
                 max_processes,
                 control_socket: (!no_control_socket).then(|| {
                     control_socket
@@ -781,6 +793,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
         }
         ProfileCommand::Diff { profile, events } => {
             let current = Profile::load(&profile)?;
+            let responses = current.responses;
             let mut additions = Profile {
                 version: monitor::profile::PROFILE_VERSION,
                 ..Default::default()
@@ -789,8 +802,16 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
             let mut count = 0;
             replay::replay(&events, current, machine_engine_config(), &mut stats, |f| {
                 count += 1;
+                // What the profile's responses did, or would do, to the process.
+                let response = match f.response {
+                    Some(r) => format!(" [{}]", r.as_str().replace('_', " ")),
+                    None if responses.kills_for(f.rule, f.hook.is_some()) => {
+                        " [would kill]".to_string()
+                    }
+                    None => String::new(),
+                };
                 println!(
-                    "[{}] {} {}{}",
+                    "[{}] {} {}{}{response}",
                     f.severity.name(),
                     f.rule,
                     terminal_line(&f.summary),

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub write_errors: IntCounter,
     findings: IntCounterVec,
     pub findings_total: IntCounter,
+    /// What the kernel did on its own to job processes, by rule and response.
+    pub responses: IntCounterVec,
     pub active_jobs: IntGauge,
     pub jobs_ended: IntCounter,
     pub job_duration: Histogram,
@@ -49,12 +51,16 @@ pub struct Metrics {
     pub dns_unparsed: IntCounter,
     /// Times the pinned tamper log was found removed from bpffs (and pinned again).
     pub tamper_log_unpinned: IntCounter,
+    /// Enforcement pins found removed from bpffs (and pinned again).
+    pub enforcement_unpinned: IntCounter,
     /// SIGHUP profile reloads, by result (`ok`, `refused`).
     pub profile_reloads: IntCounterVec,
     /// Whether the container runtime's API answers (1), or not (0); absent until first asked.
     pub container_runtime_up: IntGauge,
     /// Containers the runtime told of (created, or there at start).
     pub containers_seen: IntCounter,
+    /// Memory held by decoded records waiting for the pipeline (`KernelEvent::memory_bytes`).
+    pub queued_bytes: IntGauge,
     repositories: Mutex<HashSet<String>>,
 }
 
@@ -99,6 +105,12 @@ impl Metrics {
             "monitor_findings_total",
             "Findings raised, by rule, severity and repository.",
             &["rule", "severity", "repository"],
+        );
+        let responses = counter_vec(
+            &registry,
+            "monitor_responses_total",
+            "Responses the kernel took to findings (killed, would_kill when rehearsed, kill_failed), by rule.",
+            &["rule", "response"],
         );
         let write_errors = IntCounter::new(
             "monitor_write_errors_total",
@@ -154,6 +166,11 @@ impl Metrics {
             "Times the agent found its pinned tamper log removed from bpffs (someone with root unpinned it, as before killing the agent) and pinned it again.",
         )
         .expect("valid metric");
+        let enforcement_unpinned = IntCounter::new(
+            "monitor_enforcement_unpinned_total",
+            "Enforcement pins (the kernel's maps and program links that keep block mode and kill responses on when the agent is gone) the agent found removed from bpffs (and pinned again, unless the log says it could not).",
+        )
+        .expect("valid metric");
         let container_runtime_up = IntGauge::new(
             "monitor_container_runtime_up",
             "Whether the container runtime's API (Docker) answers: 1 yes, 0 no (containers are then told by their cgroup only, without image, privileges or mounts).",
@@ -161,6 +178,14 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(container_runtime_up.clone()))
+            .expect("unique metric");
+        let queued_bytes = IntGauge::new(
+            "monitor_queue_bytes",
+            "Memory held by kernel records decoded and waiting for the agent's pipeline (bounded: past it other than security records are dropped and counted as agent_queue_full).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(queued_bytes.clone()))
             .expect("unique metric");
         let containers_seen = IntCounter::new(
             "monitor_containers_seen_total",
@@ -173,6 +198,7 @@ impl Metrics {
             &jobs_ended,
             &dns_unparsed,
             &tamper_log_unpinned,
+            &enforcement_unpinned,
             &containers_seen,
         ] {
             registry
@@ -217,6 +243,7 @@ impl Metrics {
             profile_reloads,
             container_runtime_up,
             containers_seen,
+            queued_bytes,
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
             probe_errors: per_kind(&dropped, &["probe_error"]),
@@ -225,6 +252,7 @@ impl Metrics {
             write_errors,
             findings,
             findings_total,
+            responses,
             active_jobs,
             jobs_ended,
             job_duration,
@@ -234,6 +262,7 @@ impl Metrics {
             egress_heartbeat,
             dns_unparsed,
             tamper_log_unpinned,
+            enforcement_unpinned,
             repositories: Mutex::new(HashSet::new()),
             registry,
         }

@@ -7,14 +7,18 @@ use anyhow::{bail, Context as _};
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
-        RawTracePoint, TracePoint,
+        links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
 use monitor_common::{AffixKey, EventKind, NameKey, ProbeConfig, LOSS_SLOTS};
 
 use crate::{
+    enforcement_pins::{EnforcementPins, ENFORCEMENT_MAPS},
+    hook_tier::{
+        attach_open_hook, OpenHookChoice, OpenTier, OpenTierChoice, TRACEPOINT_TIER_PROGRAMS,
+    },
     kernel_layout::KernelLayout,
     watch::{name_key, suffix_key, WatchList},
 };
@@ -381,15 +385,22 @@ pub struct ProbeOptions {
     pub capture_env: bool,
     /// Where in bpffs the tamper log is pinned (`None`: not pinned; it dies with the agent).
     pub pin_dir: Option<std::path::PathBuf>,
+    /// Where this agent pins its links and enforcement maps so that enforcement outlives it
+    /// (`None`: everything ends with the agent).
+    pub enforcement: Option<EnforcementPins>,
+    /// Which hooks see file opens (`hook_tier`): the best the kernel allows by default.
+    pub open_hook: OpenHookChoice,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
+            open_hook: OpenHookChoice::Best,
             ring_bytes: 8 * 1024 * 1024,
             open_all: false,
             capture_env: true,
             pin_dir: None,
+            enforcement: None,
         }
     }
 }
@@ -406,6 +417,8 @@ pub fn security_ring_bytes(ring_bytes: u32) -> u32 {
 pub struct AttachReport {
     pub attached: Vec<String>,
     pub skipped: Vec<(String, String)>,
+    /// The hook tier in force for file opens, and why better ones are not.
+    pub open_tier: OpenTierChoice,
 }
 
 pub struct Probes {
@@ -413,6 +426,10 @@ pub struct Probes {
     pub report: AttachReport,
     /// Where the tamper log is pinned, when it is.
     pub tamper_log_pin: Option<std::path::PathBuf>,
+    /// The links pinned so enforcement outlives the agent (closing these keeps the pins).
+    pub pinned_links: Vec<FdLink>,
+    /// The enforcement pins, held to be pinned again if removed (`PinGuard`).
+    pub pin_guard: Option<crate::enforcement_pins::PinGuard>,
 }
 
 /// Where tracefs is, mounting it if it is not (aya needs it to attach tracepoints).
@@ -482,18 +499,26 @@ impl Probes {
                     .map_pin_path("TAMPER_LOG", p.log.as_path())
                     .map_pin_path("TAMPER_LOG_NEXT", p.next.as_path());
             }
+            if let Some(e) = &options.enforcement {
+                for name in ENFORCEMENT_MAPS {
+                    loader.map_pin_path(name, e.map_path(name));
+                }
+            }
             loader.load(EBPF_OBJECT)
         };
         let mut ebpf = match load(pins.as_ref()) {
             Ok(ebpf) => ebpf,
             // A pin left by an agent of another layout: replaced (what it held is lost, and said).
-            Err(e) if pins.is_some() => {
-                log::warn!("the pinned tamper log could not be reused ({e}); making a new one");
+            Err(e) if pins.is_some() || options.enforcement.is_some() => {
+                log::warn!("pinned maps (tamper log, enforcement) could not be reused ({e}); making new ones");
                 if let Some(p) = &pins {
                     p.remove();
                 }
+                if let Some(e) = &options.enforcement {
+                    e.discard_maps();
+                }
                 load(pins.as_ref())
-                    .context("loading the eBPF object (maps and globals) with a new tamper log")?
+                    .context("loading the eBPF object (maps and globals) with new pinned maps")?
             }
             Err(e) => return Err(e).context("loading the eBPF object (maps and globals)"),
         };
@@ -501,11 +526,33 @@ impl Probes {
             log::debug!("no eBPF log map: {e}");
         }
         push_watch_list(&mut ebpf, watch)?;
-        let report = attach_all(&mut ebpf)?;
+        let keep = options.enforcement.is_some();
+        let (report, links) = attach_all(&mut ebpf, keep, options.open_hook)?;
+        let mut pinned_links = Vec::new();
+        if let Some(enforcement) = &options.enforcement {
+            let (kept, pinned, errors) = enforcement.pin_links(links);
+            for e in &errors {
+                log::warn!("link not pinned (it ends with the agent): {e:#}");
+            }
+            log::info!(
+                "enforcement outlives the agent: {pinned} links pinned{}",
+                enforcement
+                    .adopted_from
+                    .map(|pid| format!(", taken over from the agent that was pid {pid}"))
+                    .unwrap_or_default()
+            );
+            pinned_links = kept;
+        }
+        let pin_guard = options
+            .enforcement
+            .as_ref()
+            .map(crate::enforcement_pins::PinGuard::hold);
         Ok(Self {
             ebpf,
             report,
             tamper_log_pin: pins.map(|p| p.log),
+            pinned_links,
+            pin_guard,
         })
     }
 
@@ -609,13 +656,32 @@ fn push_watch_list(ebpf: &mut Ebpf, watch: &WatchList) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
+/// Attaches every hook; with `keep`, also hands back their links (to be pinned), labelled.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    keep: bool,
+    open_hook: OpenHookChoice,
+) -> anyhow::Result<(AttachReport, Vec<(String, FdLink)>)> {
+    let (open_tier, open_link) = attach_open_hook(ebpf, open_hook, keep)?;
+    let mut links = Vec::new();
     let mut report = AttachReport {
         attached: Vec::new(),
         skipped: Vec::new(),
+        open_tier,
     };
+    if let Some(label) = report.open_tier.tier.label() {
+        report.attached.push(label.to_string());
+        if let Some(link) = open_link {
+            links.push((label.to_string(), link));
+        }
+    }
     let mut loaded: Vec<&str> = Vec::new();
     for hook in HOOKS {
+        if report.open_tier.tier != OpenTier::Tracepoint
+            && TRACEPOINT_TIER_PROGRAMS.contains(&hook.program)
+        {
+            continue;
+        }
         let label = match hook.category {
             Some(c) => format!("tracepoint/{c}/{}", hook.name),
             None => format!("raw_tracepoint/{}", hook.name),
@@ -631,7 +697,18 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
                         tp.load().map_err(verifier_context(hook.program))?;
                         loaded.push(hook.program);
                     }
-                    tp.attach(category, hook.name)?;
+                    let id = tp.attach(category, hook.name)?;
+                    if keep {
+                        // A kernel without perf links (before 5.15) cannot pin this one: it is
+                        // attached again, to end with the agent.
+                        match tp.take_link(id).map(FdLink::try_from) {
+                            Ok(Ok(link)) => links.push((label.clone(), link)),
+                            _ => {
+                                tp.attach(category, hook.name)?;
+                                log::warn!("{label} cannot be pinned: it ends with the agent");
+                            }
+                        }
+                    }
                 }
                 None => {
                     let tp: &mut RawTracePoint = program.try_into()?;
@@ -639,7 +716,16 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
                         tp.load().map_err(verifier_context(hook.program))?;
                         loaded.push(hook.program);
                     }
-                    tp.attach(hook.name)?;
+                    let id = tp.attach(hook.name)?;
+                    if keep {
+                        match tp.take_link(id).map(FdLink::try_from) {
+                            Ok(Ok(link)) => links.push((label.clone(), link)),
+                            _ => {
+                                tp.attach(hook.name)?;
+                                log::warn!("{label} cannot be pinned: it ends with the agent");
+                            }
+                        }
+                    }
                 }
             }
             Ok(())
@@ -650,14 +736,18 @@ fn attach_all(ebpf: &mut Ebpf) -> anyhow::Result<AttachReport> {
             Err(e) => return Err(e.context(format!("attaching {label}"))),
         }
     }
-    attach_egress(ebpf, &mut report);
-    Ok(report)
+    attach_egress(ebpf, &mut report, keep.then_some(&mut links));
+    Ok((report, links))
 }
 
 /// Attaches the egress programs at the cgroup v2 root, as links, so programs attached below it
 /// (systemd's, a container runtime's) run too. A kernel or machine without them is reported
 /// (doctor, the `probe_attached` metric): `connect(2)` is still seen through its tracepoints.
-fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
+fn attach_egress(
+    ebpf: &mut Ebpf,
+    report: &mut AttachReport,
+    mut keep: Option<&mut Vec<(String, FdLink)>>,
+) {
     let root = crate::enforce::cgroup2_root().and_then(|root| {
         let dir = std::fs::File::open(&root)
             .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
@@ -673,24 +763,40 @@ fn attach_egress(ebpf: &mut Ebpf, report: &mut AttachReport) {
             // As bpf_links (kernels since 5.7), which live beside other programs on the same
             // cgroup as BPF_F_ALLOW_MULTI would (link_create refuses the flag itself).
             let mode = CgroupAttachMode::default();
-            let attached = match kind {
+            let context = || format!("attaching {program} to {}", root.display());
+            let link: FdLink = match kind {
                 CgroupProgram::SockAddr => {
                     let prog: &mut CgroupSockAddr = found.try_into()?;
                     prog.load().map_err(verifier_context(program))?;
-                    prog.attach(dir, mode).map(drop)
+                    let id = prog.attach(dir, mode).with_context(context)?;
+                    if keep.is_none() {
+                        return Ok(());
+                    }
+                    FdLink::try_from(prog.take_link(id)?)?
                 }
                 CgroupProgram::Skb(direction) => {
                     let prog: &mut CgroupSkb = found.try_into()?;
                     prog.load().map_err(verifier_context(program))?;
-                    prog.attach(dir, direction, mode).map(drop)
+                    let id = prog.attach(dir, direction, mode).with_context(context)?;
+                    if keep.is_none() {
+                        return Ok(());
+                    }
+                    FdLink::try_from(prog.take_link(id)?)?
                 }
                 CgroupProgram::Sock => {
                     let prog: &mut CgroupSock = found.try_into()?;
                     prog.load().map_err(verifier_context(program))?;
-                    prog.attach(dir, mode).map(drop)
+                    let id = prog.attach(dir, mode).with_context(context)?;
+                    if keep.is_none() {
+                        return Ok(());
+                    }
+                    FdLink::try_from(prog.take_link(id)?)?
                 }
             };
-            attached.with_context(|| format!("attaching {program} to {}", root.display()))
+            if let Some(links) = keep.as_deref_mut() {
+                links.push((label.clone(), link));
+            }
+            Ok(())
         })();
         match result {
             Ok(()) => report.attached.push(label),

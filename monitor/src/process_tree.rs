@@ -41,7 +41,8 @@ pub struct Process {
     pub ppid: u32,
     pub comm: String,
     pub exe: Option<String>,
-    pub argv: Vec<String>,
+    /// Shared with every event, finding and report record of the process: kept once.
+    pub argv: crate::event::Argv,
     pub argv_truncated: bool,
     pub uid: u32,
     /// Boot-time ns of exec (or of the fork/first sight when no exec was seen).
@@ -147,7 +148,7 @@ impl ProcessTable {
                 ppid: e.ppid,
                 comm: e.comm,
                 exe: e.exe.as_deref().map(|x| redact_path(x).into_owned()),
-                argv: redact_argv(&e.argv),
+                argv: crate::decode::join_past_bound(redact_argv(&e.argv)).into(),
                 argv_truncated: false,
                 uid: e.uid,
                 start_ns: e.start_ticks * self.ns_per_tick,
@@ -188,7 +189,7 @@ impl ProcessTable {
                         ppid: 0,
                         comm: String::new(),
                         exe: None,
-                        argv: Vec::new(),
+                        argv: Vec::new().into(),
                         argv_truncated: false,
                         uid: 0,
                         start_ns: h.parent_start_ns,
@@ -238,7 +239,7 @@ impl ProcessTable {
         if let Some(p) = self.procs.get_mut(&key) {
             // Redacted once, here: every event names the process and its ancestors from this.
             p.exe = Some(redact_path(exe).into_owned());
-            p.argv = redact_argv(argv);
+            p.argv = crate::decode::join_past_bound(redact_argv(argv)).into();
             p.argv_truncated = argv_truncated;
             p.comm = h.comm.clone();
             p.uid = h.uid;
@@ -404,6 +405,24 @@ mod tests {
             cgroup_id: 0,
             comm: format!("p{tgid}"),
         }
+    }
+
+    #[test]
+    fn arguments_past_the_bound_are_joined_after_their_secrets_are_hidden() {
+        let mut t = ProcessTable::new(HZ, 1000);
+        let mut argv: Vec<String> = vec!["tool".into()];
+        argv.extend((0..200).map(|i| format!("x{i}")));
+        argv.extend(["--password".into(), "hunter2".into(), "last".into()]);
+        let h = header(EventKind::ProcessExec, 10, 1, 1, 0, 1);
+        let key = t.on_exec(&h, "/usr/bin/tool", &argv, false);
+        let kept = &t.get(&key).unwrap().argv;
+        assert_eq!(kept.len(), crate::decode::MAX_ARGS_APART);
+        let joined = kept.last().unwrap();
+        assert!(
+            joined.contains("--password") && joined.ends_with("last"),
+            "{joined}"
+        );
+        assert!(!joined.contains("hunter2"), "{joined}");
     }
 
     #[test]

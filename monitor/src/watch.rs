@@ -6,7 +6,9 @@
 //! userspace decide on the resolved absolute path. The defaults cover the credential and
 //! persistence places of docs/threats (and `../shared/notes/threats.md`); a profile adds to them.
 
-use monitor_common::{NAME_KEY_LEN, SUFFIX_KEY_LEN, WATCH_PROC_OTHER, WATCH_READ, WATCH_WRITE};
+use monitor_common::{
+    NAME_KEY_LEN, SUFFIX_KEY_LEN, WATCH_PROC_MEMORY, WATCH_PROC_OTHER, WATCH_READ, WATCH_WRITE,
+};
 
 const RW: u32 = WATCH_READ | WATCH_WRITE;
 
@@ -109,9 +111,9 @@ impl WatchList {
             ("journald.conf", WATCH_WRITE),
             ("modules", WATCH_WRITE),
             // Other processes' memory and environment (the runner-memory secret dump).
-            ("mem", WATCH_PROC_OTHER),
+            ("mem", WATCH_PROC_OTHER | WATCH_PROC_MEMORY),
             ("environ", WATCH_PROC_OTHER),
-            ("maps", WATCH_PROC_OTHER),
+            ("maps", WATCH_PROC_OTHER | WATCH_PROC_MEMORY),
         ];
         let name_prefixes = [
             ("id_", RW),

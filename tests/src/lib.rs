@@ -28,6 +28,25 @@ pub fn require_root() {
 }
 
 /// The agent binary: $MONITOR_BIN, or target/<profile>/monitor beside this test executable.
+/// `--open-hook TIER` when `MONITOR_TEST_OPEN_HOOK` asks every agent of the run for one tier
+/// (`cargo xtask test` runs tests in its kernel VM once per tier that kernel has).
+fn forced_open_hook() -> Vec<String> {
+    match std::env::var("MONITOR_TEST_OPEN_HOOK") {
+        Ok(tier) if !tier.is_empty() => vec!["--open-hook".into(), tier],
+        _ => Vec::new(),
+    }
+}
+
+/// The open hook tier the agent says it runs with (`file opens: TIER (...)` in its log).
+pub fn open_tier_in_force(agent: &Agent) -> String {
+    let log = agent.log();
+    log.lines()
+        .find_map(|l| l.split("file opens: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the agent's log names no open hook tier:\n{log}"))
+        .to_string()
+}
+
 pub fn monitor_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("MONITOR_BIN") {
         return bin.into();
@@ -92,6 +111,7 @@ impl Agent {
             .args(["--metrics-address", "127.0.0.1:0"])
             .arg("--reports")
             .arg(dir.path().join("reports"))
+            .args(forced_open_hook())
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -355,6 +375,9 @@ pub struct FakeRunner {
     pub repository: String,
     /// The runner's service user (uid, gid), when not root.
     pub user: Option<(u32, u32)>,
+    /// More variables in the Worker's own environment (as the real Worker holds the job's
+    /// secrets): `/proc/<worker>/environ` shows them.
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl FakeRunner {
@@ -403,6 +426,7 @@ impl FakeRunner {
             dir,
             run_id,
             user: None,
+            worker_env: Vec::new(),
         }
     }
 
@@ -460,6 +484,9 @@ impl FakeRunner {
             .expect("writing the Worker's script");
         let mut command = self.layout.worker_command(&worker, netns, &[]);
         command.env("PYENV_ROOT", "/root/.pyenv");
+        for (name, value) in &self.worker_env {
+            command.env(name, value);
+        }
         if let Some((uid, gid)) = self.user {
             use std::os::unix::process::CommandExt as _;
             command.uid(uid).gid(gid);
@@ -583,6 +610,26 @@ pub fn npm_package(dir: &Path, name: &str, scripts: &str, files: &[(&str, &str)]
         String::from_utf8_lossy(&out.stderr)
     );
     dir.join(format!("{name}-1.0.0.tgz"))
+}
+
+/// Builds the C helper `tests/fixtures/<source>` with gcc into `dir/<name>`.
+pub fn build_fixture(dir: &Path, source: &str, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(source);
+    let bin = dir.join(name);
+    let built = Command::new("gcc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (`cargo xtask setup` installs it)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    bin
 }
 
 /// The findings of one rule.

@@ -96,20 +96,7 @@ impl Drop for Lab {
 
 /// Builds the route helper (tests/fixtures/egress/egress.c) into `dir`.
 fn build_helper(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/egress/egress.c");
-    let bin = dir.join("egress");
-    let built = Command::new("gcc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("gcc (`cargo xtask setup` installs it)");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    bin
+    integration_tests::build_fixture(dir, "egress/egress.c", "egress")
 }
 
 /// Each route: (step id, helper mode, port, what the finding says in `evidence.via`).

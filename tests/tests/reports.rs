@@ -300,3 +300,96 @@ fn job_report_is_written_at_job_end_rendered_and_rebuilt_without_secrets() {
         .to_string()
         .contains("unknown"));
 }
+
+/// A step leaves a process behind that escapes the job (`setsid`, as a daemon does past the
+/// runner's clean-up) and steals once the job-completed hook has written the report "complete,
+/// no findings". The report is written again with the theft and says it is not complete.
+#[test]
+fn a_theft_after_the_jobs_end_is_added_to_its_report() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    let canary = &canaries()[1];
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//registry.example.invalid/:_authToken={canary}\n"),
+    )
+    .unwrap();
+    let loot = runner.home.join("loot.txt");
+    let go = runner.home.join("go");
+    let output = runner.run_job_with_hooks(
+        &[(
+            "build",
+            &format!(
+                "setsid sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; cat \"$HOME/.npmrc\" > {loot}' </dev/null >/dev/null 2>&1 &\necho left behind\n",
+                go = go.display(),
+                loot = loot.display()
+            ),
+        )],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains("left behind"), "{output}");
+    let first = agent.wait_for_report(&runner);
+    assert!(
+        first["findings"].as_array().unwrap().is_empty() && first["complete"] == true,
+        "the job itself did nothing wrong: {first:#}"
+    );
+    // The job is over; now the process it left behind acts.
+    std::fs::write(&go, "").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&loot).is_ok_and(|t| t.contains(canary.as_str())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token was not stolen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let again = loop {
+        let report = agent.wait_for_report(&runner);
+        if report["late_findings"].as_u64().unwrap_or(0) > 0 {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report was not written again: {report:#}\n{}\nfindings: {:#?}",
+            agent.log(),
+            agent.findings()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let findings = again["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["rule"] == "credential-read"
+            && f["step"]["id"] == "build"
+            && f["evidence"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/.npmrc"))),
+        "the theft, in the step that left the process behind: {again:#}"
+    );
+    assert_eq!(again["complete"], false);
+    assert!(
+        again["incomplete_because"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("after the job ended")),
+        "{again:#}"
+    );
+    assert_eq!(
+        again["summary"]["findings"].as_u64(),
+        Some(findings.len() as u64)
+    );
+    // The Markdown and HTML beside it say the same.
+    let json = agent.report_path(&runner).unwrap();
+    let md = std::fs::read_to_string(json.with_extension("md")).unwrap();
+    assert!(
+        md.contains("credential-read") && md.contains("after the job ended"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(json.with_extension("html")).unwrap();
+    assert!(html.contains("credential-read"));
+    // Nothing of the token in any of them.
+    for text in [serde_json::to_string(&again).unwrap(), md, html] {
+        assert!(!text.contains(canary.as_str()));
+    }
+}

@@ -67,6 +67,7 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "pth-dropper",
         "import-time-miner",
         "runner-memory-dump",
+        "runner-memory-dump-killed",
         "environ-harvest",
         "oidc-token-from-test-step",
         "workflow-and-shell-rc-persistence",

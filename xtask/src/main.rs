@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | run | test | bench`.
+//! Project tasks: `cargo xtask setup | run | test | bench | fuzz | package | vm | kernel-matrix`.
 //!
 //! `setup` makes a fresh Debian 12 machine able to build the kernel programs (see
 //! docs/toolchain.md for why each step exists). Every step checks first, so a second run takes
@@ -6,7 +6,9 @@
 
 mod bench;
 mod fuzz;
+mod kernel_matrix;
 mod package;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -57,6 +59,17 @@ enum Task {
         /// Package the debug build (what the tests check) instead of a release build.
         #[arg(long)]
         dev: bool,
+    },
+    /// Run the hook-tier tests in Debian's stock 6.1 kernel (the VM of `vm`), with BPF-LSM and
+    /// with fentry. Not yet part of `test`: the agent's open program exceeds 6.1's verifier
+    /// budget (docs/kernel-tiers.md).
+    KernelMatrix,
+    /// Run a shell command as root in Debian's stock 6.1 kernel under QEMU, where fentry, fexit
+    /// and BPF-LSM load (this host's kernel refuses them); exits with the command's status.
+    Vm {
+        /// The command line, run by /bin/sh in the workspace root (host's files, read-only).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -113,6 +126,15 @@ fn main() -> anyhow::Result<()> {
             let deb = package::build(&workspace_root(), &binary)?;
             println!("{}", deb.display());
             Ok(())
+        }
+        Task::KernelMatrix => {
+            setup()?;
+            kernel_matrix::run(&workspace_root())
+        }
+        Task::Vm { command } => {
+            let status =
+                vm::run_in_vm(&workspace_root(), &command.join(" "), &vm::forwarded_env())?;
+            std::process::exit(status)
         }
         Task::Bench(args) => {
             setup()?;
@@ -252,6 +274,9 @@ pub fn setup() -> anyhow::Result<()> {
         "/sys/kernel/tracing/events",
     );
     mount_if_missing("bpf", "/sys/fs/bpf", "");
+
+    // 6. The libraries and firmware of the QEMU that `cargo xtask vm` unpacks.
+    vm::ensure_host_packages()?;
     eprintln!(
         "setup: ready in {:.1} s (toolchain in {})",
         started.elapsed().as_secs_f64(),

@@ -29,7 +29,7 @@ use aya::{
     maps::{Array, HashMap, MapData},
     Ebpf,
 };
-use monitor_common::{InodeKey, WATCH_INODE_SLOTS, WATCH_READ, WATCH_WRITE};
+use monitor_common::{InodeKey, WATCH_CREDENTIAL, WATCH_INODE_SLOTS, WATCH_READ, WATCH_WRITE};
 
 use crate::rules::{credentials, persistence};
 
@@ -121,11 +121,7 @@ impl Identities {
             .max_by_key(|h| h.len())?;
         let access = watched_for(&as_rules_see(home, path))?;
         let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
-        let key = InodeKey {
-            ino: meta.ino(),
-            dev: kernel_dev(meta.dev()),
-            _pad0: 0,
-        };
+        let key = inode_key(&meta);
         if self.pushed.len() >= WATCH_INODE_SLOTS as usize && !self.pushed.contains_key(&key) {
             return None;
         }
@@ -296,11 +292,7 @@ fn watched_files(homes: &BTreeSet<String>) -> BTreeMap<InodeKey, (String, u32)> 
         if !meta.is_file() {
             return;
         }
-        let key = InodeKey {
-            ino: meta.ino(),
-            dev: kernel_dev(meta.dev()),
-            _pad0: 0,
-        };
+        let key = inode_key(&meta);
         found
             .entry(key)
             .or_insert_with(|| (path.display().to_string(), access));
@@ -337,10 +329,11 @@ fn as_rules_see(home: &str, path: &str) -> String {
     }
 }
 
-/// What a file is watched for: reads and writes of credentials, writes of persistence places.
+/// What a file is watched for: reads and writes of credentials (marked as credentials, for the
+/// kill response to install-time code), writes of persistence places.
 fn watched_for(path: &str) -> Option<u32> {
     if credentials::classify(path).is_some() {
-        Some(WATCH_READ | WATCH_WRITE)
+        Some(WATCH_READ | WATCH_WRITE | WATCH_CREDENTIAL)
     } else if persistence::classify(path).is_some() {
         Some(WATCH_WRITE)
     } else {
@@ -368,6 +361,15 @@ fn files_in(dir: &Path, depth: u32) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A file's identity as the kernel's maps key it, from `stat`.
+pub(crate) fn inode_key(meta: &std::fs::Metadata) -> InodeKey {
+    InodeKey {
+        ino: meta.ino(),
+        dev: kernel_dev(meta.dev()),
+        _pad0: 0,
+    }
 }
 
 /// `stat`'s device number in the kernel's internal encoding (`sb->s_dev`: major << 20 | minor).
@@ -413,7 +415,7 @@ mod tests {
     fn credentials_and_persistence_places_are_watched() {
         assert_eq!(
             watched_for("/root/.ssh/id_ed25519"),
-            Some(WATCH_READ | WATCH_WRITE)
+            Some(WATCH_READ | WATCH_WRITE | WATCH_CREDENTIAL)
         );
         assert_eq!(watched_for("/home/runner/.bashrc"), Some(WATCH_WRITE));
         assert_eq!(watched_for("/root/.ssh/id_ed25519.pub"), None);

@@ -8,6 +8,7 @@ mod container_hold;
 mod guarded;
 mod host;
 mod identities;
+pub(crate) use identities::inode_key;
 mod pipeline;
 mod ring;
 pub mod tamper_log;
@@ -20,7 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     control,
-    enforce::Enforcer,
+    enforce::{Enforcer, Needs},
+    enforcement_pins::EnforcementPins,
     engine::Engine,
     event::{Enricher, WallClock},
     judge::Judge,
@@ -67,6 +69,8 @@ pub struct RunOptions {
     pub watch_homes: Vec<PathBuf>,
     /// The Docker Engine API's socket (containers' images, privileges, mounts); None: not asked.
     pub docker_socket: Option<PathBuf>,
+    /// Enforcement ends with the agent, and a dead agent's is removed (`--release-enforcement`).
+    pub release_enforcement: bool,
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -94,6 +98,7 @@ impl Default for RunOptions {
             heartbeat: Some(Duration::from_secs(10)),
             watch_homes: Vec::new(),
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
+            release_enforcement: false,
         }
     }
 }
@@ -107,9 +112,13 @@ pub type Stats = Metrics;
 /// How often the engine is given the time (for steps' grace periods) and losses are polled.
 pub const ENGINE_TICK: Duration = Duration::from_millis(500);
 
-/// Whether any profile in force asks the kernel to refuse unallowed egress.
-fn block_mode(profiles: &ProfileSet) -> bool {
-    profiles.all().any(|p| p.egress_mode() == EgressMode::Block)
+/// What the profiles in force ask the kernel to do: refuse unallowed egress, kill.
+fn kernel_needs(profiles: &ProfileSet) -> Needs {
+    Needs {
+        egress_block: profiles.all().any(|p| p.egress_mode() == EgressMode::Block),
+        kills: profiles.all().any(|p| p.responses.kills()),
+        exec_scan: profiles.all().any(|p| p.responses.needs_exec_scan()),
+    }
 }
 
 /// Raises the soft descriptor limit to the hard one: the control socket's connections, the ring
@@ -131,15 +140,31 @@ fn raise_descriptor_limit() {
     }
 }
 
-pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     raise_descriptor_limit();
     let layout =
         running_kernel_layout().context("reading this kernel's structure layout from BTF")?;
+    let needs = kernel_needs(&options.profiles);
+    // Enforcement a profile asks for outlives the agent (pinned); otherwise what a dead agent
+    // left is released.
+    if let Some(pin_dir) = options.probe.pin_dir.clone() {
+        if needs.any() && !options.release_enforcement {
+            options.probe.enforcement = EnforcementPins::claim(&pin_dir)?;
+        } else {
+            let released = crate::enforcement_pins::release_dead(&pin_dir);
+            if released > 0 {
+                log::info!(
+                    "released the enforcement {released} stopped agent(s) left in the kernel"
+                );
+            }
+        }
+    }
     let mut probes = Probes::load(&layout, &WatchList::defaults(), &options.probe)?;
     for (hook, why) in &probes.report.skipped {
         log::warn!("optional hook {hook} not attached: {why}");
     }
     log::info!("attached: {}", probes.report.attached.join(", "));
+    log::info!("{}", probes.report.open_tier.describe());
     let rings = probes.take_rings()?;
     let losses = probes.loss_reader()?;
     let probe_errors = probes.probe_error_reader()?;
@@ -205,17 +230,26 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         ..machine_engine_config()
     };
     let profiles = options.profiles.clone();
-    let enforcer = if block_mode(&profiles) {
+    let enforcer = if needs.any() {
         let enforcer = Enforcer::attach(
             &mut probes.ebpf,
+            needs,
             crate::probes::egress_hooks_attached(&probes.report),
             &engine_config.dns_resolvers,
         )
-        .context("egress.mode is block, but the kernel side of block mode could not be set up")?;
-        log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
-        log::warn!("credential reads are reported, not blocked: that needs BPF-LSM, which this agent does not load");
+        .context("a profile asks the kernel to act (egress.mode block, or responses), but its kernel side could not be set up")?;
+        if needs.egress_block {
+            log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
+        }
+        if needs.kills {
+            log::info!("kill responses: a job process that breaks a rule the profile sets to `kill` is killed by the kernel at the syscall that reveals it (bpf_send_signal(SIGKILL) at the open's exit, before it returns to user space); `rehearse: true` profiles only mark it would_kill");
+            log::info!("response mechanism: kill (BPF-LSM, which would refuse the open with EPERM instead, is not used by this agent)");
+        }
         Some(enforcer)
     } else {
+        log::info!(
+            "responses: audit only (no profile in force sets egress.mode block or a kill response)"
+        );
         None
     };
     let engine = Engine::with_profiles(profiles, engine_config);
@@ -239,6 +273,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         losses_waiting: Default::default(),
         recent_reports: Default::default(),
         tamper_log,
+        pin_guard: probes.pin_guard.take(),
         guarded,
         identities,
         hold: Default::default(),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use monitor_common::EventKind;
 use tokio::sync::mpsc;
 
-use super::{block_mode, host::boot_ns, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
+use super::{host::boot_ns, kernel_needs, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
 use crate::{
     control::{self, Order, Peer, Request, Response},
     decode::KernelEvent,
@@ -46,6 +46,8 @@ pub(super) struct Pipeline {
     pub(super) recent_reports: std::collections::VecDeque<Written>,
     /// The kernel's pinned log of signals aimed at the agent (see `tamper_log`).
     pub(super) tamper_log: Option<super::tamper_log::TamperLog>,
+    /// This agent's enforcement pins, pinned again when removed (see `enforcement_pins`).
+    pub(super) pin_guard: Option<crate::enforcement_pins::PinGuard>,
     /// The kernel's list of guarded host services (see `guarded`).
     pub(super) guarded: Option<super::guarded::Guarded>,
     /// The kernel's watched files by identity (see `identities`).
@@ -90,6 +92,12 @@ impl Pipeline {
         if let Some(table) = identities.refresh_if_due(self.judge.engine.job_homes()) {
             enricher.identities = table;
         }
+    }
+
+    /// `handle` for a record taken from the ring reader's queue (see `ring::MAX_QUEUED_BYTES`).
+    fn handle_queued(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
+        stats.queued_bytes.sub(event.memory_bytes() as i64);
+        self.handle(enricher, event, stats);
     }
 
     pub(super) fn handle(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
@@ -237,7 +245,7 @@ impl Pipeline {
             if let Some(enforcer) = &mut self.enforcer {
                 if let Err(e) = enforcer.apply(&action) {
                     stats.write_errors.inc();
-                    log::error!("block mode: could not apply {action:?}: {e:#}");
+                    log::error!("kernel enforcement: could not apply {action:?}: {e:#}");
                 }
             }
         }
@@ -288,6 +296,72 @@ impl Pipeline {
                 self.recent_reports.pop_front();
             }
             self.recent_reports.push_back(written);
+        }
+    }
+
+    /// Writes again the reports of jobs whose processes raised findings after their end, with
+    /// those findings and the reason (on the engine's tick: one rewrite per job and tick,
+    /// however many arrive); the summary kept for a late hook is brought up to date too.
+    pub(super) fn write_late_findings(&mut self, stats: &Stats) {
+        for (key, late) in self.judge.recorder.take_late() {
+            let Some(written) = self.recent_reports.iter_mut().rev().find(|w| w.key == key) else {
+                log::warn!(
+                    "job {key}: {} finding(s) after its end, and its report is no longer kept to add them to (the findings log has them)",
+                    late.len()
+                );
+                continue;
+            };
+            let (Some(dir), Some(json)) = (
+                self.reports_dir.as_deref(),
+                written
+                    .paths
+                    .iter()
+                    .find(|p| p.extension().is_some_and(|x| x == "json")),
+            ) else {
+                continue;
+            };
+            // Read back only what nobody else can have written: the agent's own file in a
+            // directory only it can write to (else a job could have the agent publish a report
+            // of its making under the agent's nonce).
+            let own = |p: &std::path::Path| {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::symlink_metadata(p).is_ok_and(|m| {
+                    // SAFETY: geteuid has no preconditions.
+                    m.uid() == unsafe { libc::geteuid() } && m.mode() & 0o022 == 0
+                })
+            };
+            let read = if own(dir) && own(json) {
+                std::fs::read_to_string(json)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|text| Ok(serde_json::from_str::<crate::report::Report>(&text)?))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} or its directory is not the agent's alone",
+                    json.display()
+                ))
+            };
+            let mut report = match read {
+                Ok(report) => report,
+                Err(e) => {
+                    stats.write_errors.inc();
+                    log::error!("reading the report of {key} to add late findings: {e:#}");
+                    continue;
+                }
+            };
+            let at = late.last().map(|f| f.time.clone()).unwrap_or_default();
+            report.add_late_findings(&late, &at, now_rfc3339());
+            if let Err(e) = write_all(dir, &report) {
+                stats.write_errors.inc();
+                log::error!("writing the report of {key} again: {e:#}");
+                continue;
+            }
+            log::warn!(
+                "job {key}: {} finding(s) after its end, from processes that outlived it; its report is written again",
+                late.len()
+            );
+            written.markdown = markdown::render(&report);
+            written.worst = report.findings.iter().map(|f| f.severity).max();
+            written.findings = report.findings.len();
         }
     }
 
@@ -515,6 +589,12 @@ impl Pipeline {
                 }
             });
             stats.count_finding(finding.rule.as_str(), finding.severity.name(), repository);
+            if let Some(response) = finding.response {
+                stats
+                    .responses
+                    .with_label_values(&[finding.rule.as_str(), response.as_str()])
+                    .inc();
+            }
             self.line.clear();
             let written = serde_json::to_writer(&mut self.line, &finding).is_ok() && {
                 self.line.push(b'\n');
@@ -538,8 +618,8 @@ impl Pipeline {
         };
         match from.load() {
             Ok(profiles) => {
-                if block_mode(&profiles) != self.enforcer.is_some() {
-                    log::warn!("SIGHUP: egress.mode changed; switching block mode on or off takes a restart (the rest is applied)");
+                if kernel_needs(&profiles).any() != self.enforcer.is_some() {
+                    log::warn!("SIGHUP: egress.mode or responses changed whether the kernel acts for jobs; switching that on or off takes a restart (the rest is applied)");
                 }
                 self.judge.engine.set_profiles(profiles);
                 stats.profile_reloads.with_label_values(&["ok"]).inc();
@@ -631,10 +711,10 @@ pub(super) async fn run(
         tokio::select! {
             received = rx.recv() => {
                 let Some(event) = received else { break };
-                pipeline.handle(&mut enricher, event, &stats);
+                pipeline.handle_queued(&mut enricher, event, &stats);
                 // Drain what is queued, then flush: at most one flush per burst.
                 while let Ok(event) = rx.try_recv() {
-                    pipeline.handle(&mut enricher, event, &stats);
+                    pipeline.handle_queued(&mut enricher, event, &stats);
                 }
                 pipeline.flush(&stats);
                 stats.last_event.set(unix_now());
@@ -648,7 +728,7 @@ pub(super) async fn run(
                     let _ = tokio::time::timeout(BARRIER_WAIT, drained).await;
                 }
                 while let Ok(event) = rx.try_recv() {
-                    pipeline.handle(&mut enricher, event, &stats);
+                    pipeline.handle_queued(&mut enricher, event, &stats);
                 }
                 let response = pipeline.command(&mut enricher, command.request, command.peer, &stats);
                 let _ = command.reply.send(response);
@@ -658,14 +738,14 @@ pub(super) async fn run(
                 // The kernel's records queued before the runtime's word come first: a
                 // container's first processes are then linked as it was when they ran.
                 while let Ok(event) = rx.try_recv() {
-                    pipeline.handle(&mut enricher, event, &stats);
+                    pipeline.handle_queued(&mut enricher, event, &stats);
                 }
                 pipeline.container_news(&mut enricher, news, &stats);
             }
             Some(()) = reloads.recv() => {
                 // Whatever the kernel queued before the signal is judged by the old profile.
                 while let Ok(event) = rx.try_recv() {
-                    pipeline.handle(&mut enricher, event, &stats);
+                    pipeline.handle_queued(&mut enricher, event, &stats);
                 }
                 pipeline.reload(&reload_from, &stats);
             }
@@ -686,6 +766,7 @@ pub(super) async fn run(
                 // Jobs the clock ended (an anchor gone without its exit record).
                 let ended = pipeline.judge.take_ended(&now_rfc3339());
                 pipeline.write_reports(ended, &stats);
+                pipeline.write_late_findings(&stats);
                 pipeline.account_jobs(&stats);
                 if let Some(guarded) = pipeline.guarded.as_mut() {
                     guarded.refresh_if_due();
@@ -697,6 +778,9 @@ pub(super) async fn run(
                         stats.tamper_log_unpinned.inc();
                     }
                 }
+                if let Some(guard) = pipeline.pin_guard.as_mut() {
+                    stats.enforcement_unpinned.inc_by(guard.repin_removed() as u64);
+                }
             }
         }
     }
@@ -705,6 +789,7 @@ pub(super) async fn run(
     pipeline.refresh_losses(&stats);
     let findings = pipeline.judge.tick(boot_ns());
     pipeline.write_findings(findings, &stats);
+    pipeline.write_late_findings(&stats);
     pipeline.events.flush().context("flushing events")?;
     if let Some(log) = pipeline.tamper_log.as_mut() {
         log.clear_judged();

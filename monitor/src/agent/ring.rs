@@ -19,6 +19,11 @@ use crate::{
 /// ring with more is drained again at once).
 const BATCH: usize = 4096;
 
+/// Memory the queued records may hold (`KernelEvent::memory_bytes`): the queue's count of
+/// records alone would let an exec storm of long one-letter command lines queue gigabytes
+/// behind a slow pipeline. Past it, records other than security ones are dropped and counted.
+pub(super) const MAX_QUEUED_BYTES: i64 = 64 << 20;
+
 pub(super) async fn read_ring(
     (main, security): (RingBuf<MapData>, RingBuf<MapData>),
     tx: mpsc::Sender<KernelEvent>,
@@ -120,6 +125,12 @@ async fn hand_on(batch: &mut Vec<KernelEvent>, tx: &mpsc::Sender<KernelEvent>, s
     batch.sort_by_key(|e| e.header().ts_ns);
     for event in batch.drain(..) {
         let kind = event.header().kind;
+        let bytes = event.memory_bytes() as i64;
+        if !kind.is_security() && stats.queued_bytes.get() + bytes > MAX_QUEUED_BYTES {
+            stats.queue_full[Metrics::slot(kind)].inc();
+            continue;
+        }
+        stats.queued_bytes.add(bytes);
         match tx.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) if kind.is_security() => {
@@ -129,7 +140,10 @@ async fn hand_on(batch: &mut Vec<KernelEvent>, tx: &mpsc::Sender<KernelEvent>, s
                     return;
                 }
             }
-            Err(_) => stats.queue_full[Metrics::slot(kind)].inc(),
+            Err(_) => {
+                stats.queued_bytes.sub(bytes);
+                stats.queue_full[Metrics::slot(kind)].inc();
+            }
         }
     }
 }

@@ -14,8 +14,6 @@ use monitor_common::{TamperEvent, TAMPER_LOG_SLOTS, TAMPER_SIGNAL, TAMPER_SIGNAL
 
 /// Where the agent pins what must outlive it.
 pub const PIN_DIR: &str = "/sys/fs/bpf/monitor";
-/// bpffs's `f_type`.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Records judged from the ring and waiting to be cleared from the log.
 const MAX_PENDING_CLEAR: usize = 1024;
 
@@ -35,14 +33,9 @@ impl PinPaths {
 /// Where the tamper log is pinned in `dir` (made owner-only); `None` (said in the log) where
 /// `dir`'s parent is not a bpffs: then the log dies with the agent.
 pub fn pin_paths(dir: &Path) -> Option<PinPaths> {
-    use std::os::unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _};
+    use std::os::unix::fs::DirBuilderExt as _;
     let parent = dir.parent().unwrap_or(dir);
-    let mut fs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    let c_parent = std::ffi::CString::new(parent.as_os_str().as_bytes()).ok()?;
-    // SAFETY: valid NUL-terminated path and a buffer of the right type.
-    let rc = unsafe { libc::statfs(c_parent.as_ptr(), fs.as_mut_ptr()) };
-    // SAFETY: statfs filled it when it returned 0.
-    if rc != 0 || unsafe { fs.assume_init() }.f_type as i64 != BPF_FS_MAGIC {
+    if !crate::enforcement_pins::on_bpffs(parent) {
         log::warn!(
             "{} is not on a bpffs: signals that kill the agent before it reads them are lost with it (mount -t bpf bpf /sys/fs/bpf)",
             parent.display()

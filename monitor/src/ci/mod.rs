@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The step id of what the job runner does itself, outside any step of the job's (its set-up,
+/// hooks, clean-up): the runner gives every step of the job's its `GITHUB_ACTION`.
+pub const RUNNER_STEP_ID: &str = "job";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobIdentity {
     /// `github`, `gitlab` or `explicit`.
@@ -111,7 +115,7 @@ pub fn identity_from_env(env: &BTreeMap<String, String>) -> Option<(JobIdentity,
             workspace: get(env, "GITHUB_WORKSPACE"),
         };
         let step = StepIdentity {
-            id: get(env, "GITHUB_ACTION").unwrap_or_else(|| "job".into()),
+            id: get(env, "GITHUB_ACTION").unwrap_or_else(|| RUNNER_STEP_ID.into()),
             action,
         };
         return Some((job, step));

@@ -224,10 +224,17 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
     binds.sort();
     binds.dedup();
     let config = c.config.unwrap_or_default();
-    let mut addresses: Vec<std::net::IpAddr> = c
+    let endpoints = c
         .network_settings
         .and_then(|n| n.networks)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let mut networks: Vec<String> = endpoints
+        .keys()
+        .filter(|name| !matches!(name.as_str(), "bridge" | "host" | "none"))
+        .cloned()
+        .collect();
+    networks.sort();
+    let mut addresses: Vec<std::net::IpAddr> = endpoints
         .into_values()
         .flat_map(|endpoint| [endpoint.ip_address, endpoint.global_ipv6_address])
         .flatten()
@@ -255,6 +262,7 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
             .filter_map(|d| d.path_on_host)
             .collect(),
         addresses,
+        networks,
     }
 }
 

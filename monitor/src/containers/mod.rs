@@ -48,6 +48,10 @@ pub struct ContainerMeta {
     /// Its addresses on the runtime's networks (known once it has started).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<std::net::IpAddr>,
+    /// The user-defined networks it is on (not Docker's default `bridge`, `host`, `none`): a
+    /// network a runner makes for a job joins its job and service containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// A host path mounted into a container.

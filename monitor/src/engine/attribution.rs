@@ -71,6 +71,7 @@ impl Engine {
                     link: link_of(e),
                     tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
                     alive: true,
+                    exited_ns: None,
                     is_step_root: true,
                     provisional: false,
                     packing: None,
@@ -120,6 +121,20 @@ impl Engine {
             self.written_pth.retain(|_, w| w.job != index);
         }
         self.compact_jobs();
+        self.forget_dead_processes();
+    }
+
+    /// Forgets processes that exited over `DEAD_PROCESS_KEPT_NS` ago: their records (and the
+    /// command lines they hold) are not needed once their last events are judged, and an exec
+    /// storm would otherwise keep hundreds of thousands of them. Measured on the kernel's
+    /// clock as far as its records have been read (a pipeline behind by more than that still
+    /// has the process's queued records to judge), not the wall clock.
+    fn forget_dead_processes(&mut self) {
+        let now = self.last_kernel_event_ns;
+        self.procs.retain(|_, p| {
+            p.exited_ns
+                .is_none_or(|t| now < t.saturating_add(super::DEAD_PROCESS_KEPT_NS))
+        });
     }
 
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
@@ -238,7 +253,7 @@ impl Engine {
                 };
                 provisional = own.is_none() && !matches!(e.detail, Detail::Exec { .. });
                 let identity = own.unwrap_or_else(|| StepIdentity {
-                    id: "job".into(),
+                    id: crate::ci::RUNNER_STEP_ID.into(),
                     action: None,
                 });
                 let step = self.new_step(job, identity, key, e.process.pid);
@@ -315,6 +330,9 @@ impl Engine {
                         self.jobs[job].anchor = Some(parent);
                         self.jobs[job].anchor_exe = e.ancestry.first().and_then(|a| a.exe.clone());
                         self.anchors.insert(parent, job);
+                        // The steps it starts from now on are the job's in the kernel from
+                        // their fork, not from when their exec is read here.
+                        self.enforce_process(job, parent.tgid, true);
                     }
                 }
                 // A direct child of the job's anchor: the runner's own unless it runs a named
@@ -352,6 +370,7 @@ impl Engine {
                 link: link_of(e),
                 tool: tool_of(e.process.exe.as_deref(), &e.process.argv),
                 alive: true,
+                exited_ns: None,
                 is_step_root: is_root,
                 provisional,
                 packing,
@@ -546,15 +565,22 @@ impl Engine {
         job
     }
 
+    /// Whether the kernel acts for this job's processes: egress block mode, or kill responses.
+    fn kernel_acts_for(&self, job: usize) -> bool {
+        let profile = self.profile_of(job);
+        profile.egress_mode() == EgressMode::Block || profile.responses.kills()
+    }
+
     fn enforce(&mut self, job: usize, action: Enforcement) {
-        if self.profile_of(job).egress_mode() == EgressMode::Block {
+        if self.kernel_acts_for(job) {
             self.enforcement.push(action);
         }
     }
 
-    /// In block mode, has the kernel judge `pid` (and what it starts) by its job's profile.
+    /// Where the kernel acts for the job (block mode, kill responses), has it judge `pid` (and
+    /// what it starts) by the job's profile.
     fn enforce_process(&mut self, job: usize, pid: u32, anchor_only: bool) {
-        if self.profile_of(job).egress_mode() != EgressMode::Block {
+        if !self.kernel_acts_for(job) {
             return;
         }
         let profile = self.profile_of(job);
@@ -562,11 +588,24 @@ impl Engine {
             .chain(profile.steps.values())
             .flat_map(|r| r.egress.allow.iter().cloned())
             .collect();
+        let mut policy = profile.responses.kernel_policy();
+        if profile.egress_mode() == EgressMode::Block {
+            policy |= monitor_common::POLICY_EGRESS_BLOCK;
+        }
         self.enforcement.push(Enforcement::Process {
             job: self.jobs[job].identity.key.clone(),
             pid,
             anchor_only,
             rules,
+            policy,
         });
+    }
+
+    /// Tells the kernel that `pid` runs a dependency's install-time code (found at its exec),
+    /// when the job's profile kills install-time code's credential reads.
+    pub(super) fn enforce_install_code(&mut self, job: usize, pid: u32) {
+        if self.profile_of(job).responses.credential_read == crate::profile::Response::Kill {
+            self.enforcement.push(Enforcement::InstallCode { pid });
+        }
     }
 }

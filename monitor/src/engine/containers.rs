@@ -97,12 +97,95 @@ impl Engine {
                             seen_ns: e.ts_ns,
                         },
                     );
-                } else if let Some(state) = self.containers.get_mut(&meta.id) {
-                    state.meta = meta.clone();
-                    state.described = true;
+                } else {
+                    // Its first process came before the runtime's word and linked it to the
+                    // step running then: the clients that asked for it say better who made it
+                    // (the runner's own "Initialize containers" client makes it the runner's).
+                    let first_word = created
+                        && !requested_by.is_empty()
+                        && self.containers.get(&meta.id).is_some_and(|s| !s.described);
+                    let asked = if first_word {
+                        self.link_to_clients(requested_by)
+                    } else {
+                        (None, false)
+                    };
+                    if let (Some(link), by_runner) = asked {
+                        if self.containers[&meta.id].link != Some(link) {
+                            self.relink(&meta.id, link, e.ts_ns);
+                        }
+                        if let Some(state) = self.containers.get_mut(&meta.id) {
+                            state.by_runner = by_runner;
+                        }
+                    }
+                    if let Some(state) = self.containers.get_mut(&meta.id) {
+                        state.meta = meta.clone();
+                        state.described = true;
+                    }
                 }
+                self.link_by_network(&meta.id, e.ts_ns);
                 self.index_addresses(&meta.id);
                 self.judge_container_settings(e, &meta.id, out);
+            }
+        }
+    }
+
+    /// A container no job's client was seen asking for (its `docker run -d` had hung up before
+    /// the agent looked, or several jobs were live), on a user-defined network a job's
+    /// container is on: the runner made that network for the job (its service containers), so
+    /// it is that job's, and the container's own job (if its processes had made one) ends.
+    fn link_by_network(&mut self, id: &str, ts_ns: u64) {
+        let real_job = |link: Option<(usize, usize)>, jobs: &[super::Job]| {
+            link.filter(|(j, _)| jobs[*j].identity.provider != "container")
+        };
+        let Some(state) = self.containers.get(id) else {
+            return;
+        };
+        if state.meta.networks.is_empty() {
+            return;
+        }
+        // A job's container arriving: the unlinked ones already on its networks are its job's.
+        if let Some(link) = real_job(state.link, &self.jobs) {
+            let networks = state.meta.networks.clone();
+            let strays: Vec<String> = self
+                .containers
+                .iter()
+                .filter(|(other, c)| {
+                    other.as_str() != id
+                        && !c.removed
+                        && real_job(c.link, &self.jobs).is_none()
+                        && c.meta.networks.iter().any(|n| networks.contains(n))
+                })
+                .map(|(other, _)| other.clone())
+                .collect();
+            for stray in strays {
+                self.relink(&stray, link, ts_ns);
+            }
+            return;
+        }
+        let peer = self.containers.iter().find_map(|(other, c)| {
+            (other != id
+                && !c.removed
+                && c.meta
+                    .networks
+                    .iter()
+                    .any(|n| state.meta.networks.contains(n)))
+            .then(|| real_job(c.link, &self.jobs))
+            .flatten()
+        });
+        if let Some(link) = peer {
+            self.relink(id, link, ts_ns);
+        }
+    }
+
+    /// Links container `id` to a job's step; the container's own job, if its processes had
+    /// made one, ends.
+    fn relink(&mut self, id: &str, link: (usize, usize), ts_ns: u64) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if let Some((own, _)) = c.link.replace(link) {
+            if own != link.0 && self.jobs[own].identity.provider == "container" {
+                self.end_job(own, ts_ns);
             }
         }
     }
@@ -146,9 +229,10 @@ impl Engine {
         (Some((job, step)), by_runner)
     }
 
-    /// The one running job and its current step. Never "made by the runner": that is known
-    /// only from the runner's own client seen asking (a daemon a step left behind can ask
-    /// between steps and hang up at once).
+    /// The one running job and its current step. "Made by the runner" only while none of the
+    /// job's own steps has run yet (its "Initialize containers", whose client a loaded agent
+    /// can miss): later a daemon a step left behind can ask between steps and hang up at once,
+    /// and only the runner's own client seen asking says it was the runner.
     fn link_now(&self) -> (Option<(usize, usize)>, bool) {
         let mut live = self
             .jobs
@@ -163,7 +247,14 @@ impl Engine {
             .iter()
             .rposition(|s| s.ended.is_none())
             .or_else(|| state.steps.len().checked_sub(1));
-        (current.map(|step| (job, step)), false)
+        let no_step_ran = state
+            .steps
+            .iter()
+            .all(|s| s.identity.id == crate::ci::RUNNER_STEP_ID);
+        (
+            current.map(|step| (job, step)),
+            current.is_some() && no_step_ran,
+        )
     }
 
     /// Where a process of container `id` belongs (creating the container's own job when it is
@@ -321,13 +412,27 @@ impl Engine {
         );
     }
 
-    /// Whether `address` is one of the job's own containers (a service container on the
-    /// network the runner made for the job): talking to it does not leave the machine.
+    /// Whether `address` is one of the job's own containers, or on a network of the job's own
+    /// (a service container on the network the runner made for the job, even when it could not
+    /// be linked: its client was gone, and the job's container was linked later, through its
+    /// processes, which `link_by_network` does not see): talking to it does not leave the
+    /// machine.
     pub(super) fn is_job_container_address(&self, job: usize, address: std::net::IpAddr) -> bool {
-        self.container_addresses
+        let Some(target) = self
+            .container_addresses
             .get(&address.to_canonical())
             .and_then(|id| self.containers.get(id))
-            .is_some_and(|c| !c.removed && c.link.is_some_and(|(j, _)| j == job))
+            .filter(|c| !c.removed)
+        else {
+            return false;
+        };
+        let of_job = |c: &ContainerState| c.link.is_some_and(|(j, _)| j == job);
+        of_job(target)
+            || target.meta.networks.iter().any(|network| {
+                self.containers
+                    .values()
+                    .any(|c| !c.removed && of_job(c) && c.meta.networks.contains(network))
+            })
     }
 
     /// Keeps `container_addresses` (looked up on every connection) in step with `id`'s

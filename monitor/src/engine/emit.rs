@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{key_of, link_of, Engine, MAX_FINDINGS_PER_JOB, MAX_SEEN_PER_JOB};
 use crate::{
-    event::Event,
+    event::{Event, KernelResponse},
     finding::{ChainLink, Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::Allowance,
@@ -24,6 +24,8 @@ pub(super) struct Raw {
     dedupe: String,
     /// The container it is about, when no process of it acted (its settings).
     container: Option<String>,
+    /// What the kernel did to the acting process (its event's).
+    response: Option<KernelResponse>,
 }
 
 impl Raw {
@@ -37,6 +39,7 @@ impl Raw {
             allowance: None,
             dedupe: dedupe.into(),
             container: None,
+            response: None,
         }
     }
 
@@ -121,7 +124,11 @@ impl Engine {
             }
         }
         let seen = &mut self.jobs[job].seen;
-        let dedupe = format!("{}|{step}|{}", raw.rule, raw.dedupe);
+        // What the kernel did to a process is told even when the rule was seen without it.
+        let dedupe = match raw.response {
+            Some(response) => format!("{}|{step}|{}|{}", raw.rule, raw.dedupe, response.as_str()),
+            None => format!("{}|{step}|{}", raw.rule, raw.dedupe),
+        };
         if seen.contains(&dedupe) {
             return;
         }
@@ -210,6 +217,7 @@ impl Engine {
             profile_clause: raw.profile_clause,
             allowance: raw.allowance,
             container,
+            response: raw.response,
         });
     }
 
@@ -224,6 +232,8 @@ impl Engine {
         let Some(p) = self.procs.get(&key) else {
             return;
         };
+        let mut raw = raw;
+        raw.response = e.detail.response();
         let place = Place {
             job: p.job,
             step: p.step,

@@ -9,7 +9,7 @@ use super::{
     link_of, Engine, WrittenPth,
 };
 use crate::{
-    event::{Access, Detail, Event, MatchReason, NameOp},
+    event::{Access, Detail, Event, KernelResponse, MatchReason, NameOp},
     finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{AccessRule, Allowance, PathPattern, Rules},
@@ -17,6 +17,47 @@ use crate::{
 };
 
 impl Engine {
+    /// The kernel killed (or would have killed) the opener, and no rule wrote a finding: the
+    /// kill is reported under the rule the kernel decided it by.
+    pub(super) fn on_unjudged_response(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        response: KernelResponse,
+        out: &mut Vec<Finding>,
+    ) {
+        let Detail::Open { path, .. } = &e.detail else {
+            return;
+        };
+        let tool = self
+            .procs
+            .get(&key)
+            .map(|p| p.tool.clone())
+            .unwrap_or_default();
+        let (rule, what) = match credentials::proc_target(path) {
+            Some((_, "environ")) => (
+                RuleId::ProcessEnvironRead,
+                "the environment of another process",
+            ),
+            Some(_) => (RuleId::ProcessMemoryRead, "the memory of another process"),
+            None => (
+                RuleId::CredentialRead,
+                "a credential from install-time code",
+            ),
+        };
+        let raw = Raw::new(
+            rule,
+            format!(
+                "{tool} opened {what} ({path}) and its job's profile kills that: {}",
+                response.as_str()
+            ),
+            format!("{path}:{}", e.process.pid),
+        )
+        .severity(Severity::Critical)
+        .evidence(vec![("path", json!(path)), ("response", json!(response))]);
+        self.emit_for(out, raw, e, key);
+    }
+
     pub(super) fn on_open(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let Detail::Open {
             path: opened,

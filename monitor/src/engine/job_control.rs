@@ -214,7 +214,7 @@ impl Engine {
         let Detail::Exec { env, .. } = &e.detail else {
             return true;
         };
-        if identity_from_env(env).is_some_and(|(_, step)| step.id != "job") {
+        if identity_from_env(env).is_some_and(|(_, step)| step.id != crate::ci::RUNNER_STEP_ID) {
             return false;
         }
         if self.jobs[job].identity.provider != "explicit" {

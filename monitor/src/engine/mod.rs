@@ -40,6 +40,9 @@ use crate::{
 
 /// How often (in event time) ended jobs are checked for retirement.
 const RETIRE_EVERY_NS: u64 = 10 * 1_000_000_000;
+/// How long a process's record outlives its exit (events of it still queued behind the exit,
+/// a runtime client that asked just before it exited).
+const DEAD_PROCESS_KEPT_NS: u64 = 20 * 1_000_000_000;
 /// How often the live engine asks the machine whether jobs' anchors still run (their exit
 /// record may have been lost in a full ring, and the job would never end).
 const ANCHOR_CHECK_EVERY_NS: u64 = 2 * 1_000_000_000;
@@ -95,6 +98,8 @@ struct Proc {
     link: ChainLink,
     tool: String,
     alive: bool,
+    /// When its exit was judged (`forget_dead_processes`).
+    exited_ns: Option<u64>,
     is_step_root: bool,
     /// A child of a job's anchor seen before its exec: its step is named when it executes
     /// with the step's identity in its environment (the runner forks, then execs the step).
@@ -117,7 +122,7 @@ struct Proc {
 /// An interpreter started to read its program from standard input.
 struct StdinShell {
     key: ProcessKey,
-    argv: Vec<String>,
+    argv: crate::event::Argv,
     reported: bool,
 }
 
@@ -472,7 +477,17 @@ impl Engine {
             Detail::Connect { .. } => self.on_connect(e, key, &mut out),
             Detail::Dns { .. } => self.on_dns(e, key, &mut out),
             Detail::Tamper { .. } => self.on_tamper(e, key, &mut out),
-            Detail::Open { .. } => self.on_open(e, key, &mut out),
+            Detail::Open { .. } => {
+                let before = out.len();
+                self.on_open(e, key, &mut out);
+                // A process the kernel killed (or would have) is reported, even when the rules
+                // had nothing to say (an allowance the kernel does not know).
+                if let Some(response) = e.detail.response() {
+                    if !out[before..].iter().any(|f| f.response.is_some()) {
+                        self.on_unjudged_response(e, key, response, &mut out);
+                    }
+                }
+            }
             Detail::Name { .. } => self.on_name(e, key, &mut out),
             Detail::Fork {}
             | Detail::JobStart { .. }

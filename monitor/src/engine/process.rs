@@ -108,6 +108,7 @@ impl Engine {
                     },
                 );
                 self.procs.get_mut(&key).expect("attributed").hook = Some(index);
+                self.enforce_install_code(job, e.process.pid);
                 if !allowed {
                     self.note_install_code(index, e, key);
                 }
@@ -237,6 +238,7 @@ impl Engine {
             return;
         };
         p.alive = false;
+        p.exited_ns = Some(e.ts_ns);
         if p.is_step_root {
             let (job, step) = (p.job, p.step);
             if let Some(s) = self.jobs[job].steps.get_mut(step) {
@@ -278,6 +280,7 @@ impl Engine {
                     if !running {
                         if let Some(p) = self.procs.get_mut(key) {
                             p.alive = false;
+                            p.exited_ns.get_or_insert(self.last_kernel_event_ns);
                         }
                     }
                     running
@@ -318,6 +321,7 @@ impl Engine {
             syscall,
             target,
             arg,
+            ..
         } = &e.detail
         else {
             return;

@@ -7,12 +7,13 @@ use monitor_common::{
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
     EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MATCH_ALL, MATCH_NAME, MATCH_NAME_PREFIX,
     MATCH_NAME_SUFFIX, MATCH_PARENT_DIR, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
-    OPEN_PATH_UNRESOLVED, OPEN_VIA_IO_URING, SOCK_DGRAM, SOCK_STREAM,
+    OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING, OPEN_VIA_LSM, SOCK_DGRAM,
+    SOCK_STREAM,
 };
 
 use super::{
-    dns, program_path, Access, Ancestor, ConnectVia, Detail, Event, MatchReason, NameOp, OpenVia,
-    ProcessInfo, Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT,
+    dns, program_path, Access, Ancestor, ConnectVia, Detail, Event, KernelResponse, MatchReason,
+    NameOp, OpenVia, ProcessInfo, Protocol, TamperSyscall, Transport, WallClock, ANCESTRY_IN_EVENT,
     JSON_SCHEMA_VERSION,
 };
 use crate::{
@@ -170,7 +171,7 @@ impl Enricher {
             gid: 0,
             comm: p.map(|p| p.comm.clone()).unwrap_or_default(),
             exe: p.and_then(|p| p.exe.clone()),
-            argv: Vec::new(),
+            argv: Vec::new().into(),
             argv_truncated: false,
             cgroup_id: 0,
             container: None,
@@ -303,6 +304,7 @@ impl Enricher {
                         syscall,
                         target,
                         arg,
+                        response: KernelResponse::from_flags(header.flags),
                     },
                 )
             }
@@ -484,12 +486,17 @@ impl Enricher {
                     ino,
                     dev,
                     matched: match_reasons(matched),
-                    via: if header.flags & OPEN_VIA_IO_URING != 0 {
+                    via: if header.flags & OPEN_VIA_LSM != 0 {
+                        OpenVia::Lsm
+                    } else if header.flags & OPEN_VIA_FENTRY != 0 {
+                        OpenVia::Fentry
+                    } else if header.flags & OPEN_VIA_IO_URING != 0 {
                         OpenVia::IoUring
                     } else {
                         OpenVia::Syscall
                     },
                     fd,
+                    response: KernelResponse::from_flags(header.flags),
                 };
                 (key, detail)
             }

@@ -186,6 +186,54 @@ pub enum OpenVia {
     #[default]
     Syscall,
     IoUring,
+    /// The BPF-LSM `file_open` hook: any route (the record has no descriptor yet).
+    Lsm,
+    /// fentry on `security_file_open`: any route.
+    Fentry,
+}
+
+/// What the kernel did, on its own, to the process that acted (a profile's `responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelResponse {
+    /// The kernel refused the call (BPF-LSM, `EPERM`) and killed the process: it never got
+    /// what it asked for.
+    Blocked,
+    /// Killed (SIGKILL) before it returned from the syscall.
+    Killed,
+    /// The profile rehearses: it would have been killed.
+    WouldKill,
+    /// A kill was due, but the kernel refused to send the signal.
+    KillFailed,
+}
+
+impl KernelResponse {
+    /// From a record's `RESPONSE_*` header flags.
+    pub fn from_flags(flags: u32) -> Option<Self> {
+        use monitor_common::{
+            RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED, RESPONSE_WOULD_KILL,
+        };
+        if flags & RESPONSE_REFUSED != 0 {
+            Some(KernelResponse::Blocked)
+        } else if flags & RESPONSE_KILLED != 0 {
+            Some(KernelResponse::Killed)
+        } else if flags & RESPONSE_KILL_FAILED != 0 {
+            Some(KernelResponse::KillFailed)
+        } else if flags & RESPONSE_WOULD_KILL != 0 {
+            Some(KernelResponse::WouldKill)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelResponse::Blocked => "blocked",
+            KernelResponse::Killed => "killed",
+            KernelResponse::WouldKill => "would_kill",
+            KernelResponse::KillFailed => "kill_failed",
+        }
+    }
 }
 
 /// Which route gave a connection or datagram its destination.

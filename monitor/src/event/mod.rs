@@ -11,7 +11,8 @@ mod program;
 
 pub use enrich::Enricher;
 pub use fields::{
-    Access, ConnectVia, MatchReason, NameOp, OpenVia, Protocol, TamperSyscall, Transport,
+    Access, ConnectVia, KernelResponse, MatchReason, NameOp, OpenVia, Protocol, TamperSyscall,
+    Transport,
 };
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -127,6 +128,9 @@ pub enum Detail {
         /// with it by npm (its package's `files`); absent when unknown.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         map_sources_packed: Option<bool>,
+        /// What the kernel did to the opener, when its job's profile has kill responses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<KernelResponse>,
     },
     /// A name given to a file without opening it (rename, link, symlink): judged as a write of
     /// `path`, and for rename and link, as `from` taken elsewhere.
@@ -156,6 +160,9 @@ pub enum Detail {
         target: i32,
         /// The signal, the ptrace request or the bpf command.
         arg: u64,
+        /// What the kernel did to the process, when its job's profile has kill responses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<KernelResponse>,
     },
     /// A DNS answer a process received (any resolver, UDP or TCP).
     Dns {
@@ -228,6 +235,14 @@ pub enum Detail {
 }
 
 impl Detail {
+    /// What the kernel did, on its own, to the process the record is about.
+    pub fn response(&self) -> Option<KernelResponse> {
+        match self {
+            Detail::Open { response, .. } | Detail::Tamper { response, .. } => *response,
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Detail::Exec { .. } => "exec",
@@ -266,6 +281,11 @@ pub enum ContainerChange {
     Removed,
 }
 
+/// A process's arguments, shared by the process table and every event, finding and report
+/// record that names the process: an exec storm with long command lines keeps each one once,
+/// and an event's ancestry costs reference counts, not copies.
+pub type Argv = std::sync::Arc<[String]>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     pub pid: u32,
@@ -278,7 +298,7 @@ pub struct ProcessInfo {
     pub comm: String,
     pub exe: Option<String>,
     /// Secrets found in arguments are replaced by `[REDACTED]`.
-    pub argv: Vec<String>,
+    pub argv: Argv,
     pub argv_truncated: bool,
     pub cgroup_id: u64,
     /// The container it runs in (its runtime's full id), told by its cgroup.
@@ -292,7 +312,7 @@ pub struct Ancestor {
     pub start_ticks: u64,
     pub comm: String,
     pub exe: Option<String>,
-    pub argv: Vec<String>,
+    pub argv: Argv,
     pub exited: bool,
 }
 

@@ -32,6 +32,125 @@ pub struct Profile {
     pub steps: BTreeMap<String, Rules>,
     /// How the runner's job hooks behave when the agent cannot be told.
     pub hooks: HookPolicy,
+    /// What the kernel does, beyond reporting, when some rules are broken.
+    pub responses: Responses,
+}
+
+/// What is done when a rule is broken: `audit` reports it (the default); `kill` also has the
+/// kernel end the offending process at the syscall that reveals it, before it can use what it
+/// opened. Only the rules below can kill: the kernel decides them itself (docs/responses.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    #[default]
+    Audit,
+    Kill,
+}
+
+impl Response {
+    fn is_audit(&self) -> bool {
+        *self == Response::Audit
+    }
+}
+
+/// `responses:` in a profile (job level only: the kernel does not know steps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responses {
+    /// Decide as configured, but kill nothing: findings say `would_kill` (a staged rollout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearse: bool,
+    /// Opening the memory or memory map of a process outside the job (the Worker's), or reading
+    /// or writing it by ptrace or process_vm_readv/writev.
+    #[serde(
+        default,
+        rename = "process-memory-read",
+        skip_serializing_if = "Response::is_audit"
+    )]
+    pub process_memory_read: Response,
+    /// Opening the environment of a process outside the job (process listers excepted).
+    #[serde(
+        default,
+        rename = "process-environ-read",
+        skip_serializing_if = "Response::is_audit"
+    )]
+    pub process_environ_read: Response,
+    /// Install-time code (a dependency's lifecycle script, build script, ...) opening a
+    /// credential file.
+    #[serde(
+        default,
+        rename = "credential-read",
+        skip_serializing_if = "Response::is_audit"
+    )]
+    pub credential_read: Response,
+    /// Signalling the agent or using bpf(2): the process dies before it returns to user space
+    /// (the signal and the call themselves still happen; what the process meant to do next does
+    /// not).
+    #[serde(
+        default,
+        rename = "agent-tampering",
+        skip_serializing_if = "Response::is_audit"
+    )]
+    pub agent_tampering: Response,
+}
+
+impl Responses {
+    fn is_default(&self) -> bool {
+        *self == Responses::default()
+    }
+
+    /// The kernel's `JOB_POLICY` bits for these responses (without egress block mode).
+    pub fn kernel_policy(&self) -> u32 {
+        use monitor_common::{
+            POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY,
+            POLICY_KILL_TAMPER, POLICY_REHEARSE,
+        };
+        let mut bits = 0;
+        if self.process_memory_read == Response::Kill {
+            bits |= POLICY_KILL_PROC_MEMORY;
+        }
+        if self.process_environ_read == Response::Kill {
+            bits |= POLICY_KILL_PROC_ENVIRON;
+        }
+        if self.credential_read == Response::Kill {
+            bits |= POLICY_KILL_INSTALL_CREDENTIAL;
+        }
+        if self.agent_tampering == Response::Kill {
+            bits |= POLICY_KILL_TAMPER;
+        }
+        if bits != 0 && self.rehearse {
+            bits |= POLICY_REHEARSE;
+        }
+        bits
+    }
+
+    /// Whether any rule kills (or rehearses killing).
+    pub fn kills(&self) -> bool {
+        self.kernel_policy() != 0
+    }
+
+    /// Whether the kernel must look at each new program of the job (`exec_scan`: process
+    /// listers for the environment kill, install-time code for the credential kill).
+    pub fn needs_exec_scan(&self) -> bool {
+        use monitor_common::{POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON};
+        self.kernel_policy() & (POLICY_KILL_PROC_ENVIRON | POLICY_KILL_INSTALL_CREDENTIAL) != 0
+    }
+
+    /// Whether a finding of `rule` (raised inside install-time code when `in_hook`) is one these
+    /// responses kill for: what `monitor profile diff` marks `would kill` in runs recorded
+    /// before the responses were switched on. The kernel is narrower still (another process
+    /// outside the job; a credential known by identity).
+    pub fn kills_for(&self, rule: crate::finding::RuleId, in_hook: bool) -> bool {
+        use crate::finding::RuleId;
+        let response = match rule {
+            RuleId::ProcessMemoryRead => self.process_memory_read,
+            RuleId::ProcessEnvironRead => self.process_environ_read,
+            RuleId::CredentialRead if in_hook => self.credential_read,
+            RuleId::AgentTampering => self.agent_tampering,
+            _ => Response::Audit,
+        };
+        response == Response::Kill
+    }
 }
 
 /// `hooks:` in a profile.
@@ -81,6 +200,8 @@ struct RawProfile {
     steps: BTreeMap<String, Rules>,
     #[serde(default, skip_serializing_if = "HookPolicy::is_default")]
     hooks: HookPolicy,
+    #[serde(default, skip_serializing_if = "Responses::is_default")]
+    responses: Responses,
 }
 
 impl From<RawProfile> for Profile {
@@ -100,6 +221,7 @@ impl From<RawProfile> for Profile {
             },
             steps: raw.steps,
             hooks: raw.hooks,
+            responses: raw.responses,
         }
     }
 }
@@ -119,6 +241,7 @@ impl From<Profile> for RawProfile {
             containers: p.rules.containers,
             steps: p.steps,
             hooks: p.hooks,
+            responses: p.responses,
         }
     }
 }

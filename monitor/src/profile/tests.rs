@@ -137,3 +137,72 @@ fn wildcards() {
     assert!(!wildcard_match("a*b*c", "aXcYb"));
     assert!(!wildcard_match("esbuild", "esbuild-wasm"));
 }
+
+#[test]
+fn responses_become_the_kernels_policy_and_typos_are_located() {
+    use monitor_common::{
+        POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY,
+        POLICY_REHEARSE,
+    };
+    let p = parse("version: 1\nresponses:\n  process-memory-read: kill\n  credential-read: kill\n")
+        .unwrap();
+    assert_eq!(
+        p.responses.kernel_policy(),
+        POLICY_KILL_PROC_MEMORY | POLICY_KILL_INSTALL_CREDENTIAL
+    );
+    assert!(p.responses.kills());
+    // Round trip: what `profile learn` writes back keeps them.
+    assert_eq!(parse(&p.to_yaml()).unwrap().responses, p.responses);
+
+    let rehearsed =
+        parse("version: 1\nresponses:\n  rehearse: true\n  process-environ-read: kill\n").unwrap();
+    assert_eq!(
+        rehearsed.responses.kernel_policy(),
+        POLICY_KILL_PROC_ENVIRON | POLICY_REHEARSE
+    );
+    // Rehearsing nothing is nothing.
+    let nothing = parse("version: 1\nresponses:\n  rehearse: true\n").unwrap();
+    assert_eq!(nothing.responses.kernel_policy(), 0);
+    assert!(
+        !Profile::default_profile().responses.kills(),
+        "audit by default"
+    );
+
+    let err = parse("version: 1\nresponses:\n  credential-reads: kill\n").unwrap_err();
+    assert_eq!((err.line, err.column), (3, 3), "{err}");
+    assert!(
+        err.message.contains("unknown field `credential-reads`"),
+        "{err}"
+    );
+    let err = parse("version: 1\nresponses:\n  credential-read: block\n").unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    assert!(err.message.contains("unknown variant `block`"), "{err}");
+}
+
+#[test]
+fn the_built_in_profiles_recommended_responses_parse_when_uncommented() {
+    let start = DEFAULT_PROFILE
+        .find("# responses:")
+        .expect("the built-in profile documents the recommended responses");
+    let uncommented: String = DEFAULT_PROFILE[start..]
+        .lines()
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let text = format!("{DEFAULT_PROFILE}{uncommented}");
+    let p = parse(&text).unwrap();
+    assert!(p.responses.rehearse);
+    for rule in [
+        crate::finding::RuleId::ProcessMemoryRead,
+        crate::finding::RuleId::ProcessEnvironRead,
+        crate::finding::RuleId::AgentTampering,
+    ] {
+        assert!(p.responses.kills_for(rule, false), "{rule:?}");
+    }
+    assert!(p
+        .responses
+        .kills_for(crate::finding::RuleId::CredentialRead, true));
+    assert!(!p
+        .responses
+        .kills_for(crate::finding::RuleId::CredentialRead, false));
+}

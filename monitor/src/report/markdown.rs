@@ -184,9 +184,14 @@ pub fn render(r: &Report) -> String {
         let mut findings: Vec<_> = r.findings.iter().collect();
         findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
         for f in findings.iter().take(MAX_ROWS) {
+            // What the kernel did to the process, first: it explains a failed step.
+            let response = match f.response {
+                Some(r) => format!("**{}** ", r.as_str().replace('_', " ")),
+                None => String::new(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | `{}` | {} | {} |",
+                "| {} | `{}` | {} | {response}{} |",
                 f.severity.name(),
                 f.rule,
                 code(f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("-")),

@@ -21,6 +21,7 @@ use crate::{
 };
 
 pub mod html;
+mod late;
 pub mod markdown;
 
 /// Version of the report format; bump on any incompatible change.
@@ -70,7 +71,7 @@ pub struct ProcessRecord {
     /// The parent, when it is in the same step.
     pub parent_pid: Option<u32>,
     pub exe: Option<String>,
-    pub argv: Vec<String>,
+    pub argv: crate::event::Argv,
     pub started: String,
     pub started_ns: u64,
     pub ended: Option<String>,
@@ -161,6 +162,9 @@ pub struct Omitted {
     pub connections: u64,
     pub file_accesses: u64,
     pub findings: u64,
+    /// Processes whose arguments were not kept (the job's argument memory was spent).
+    #[serde(default)]
+    pub arguments: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +214,14 @@ pub struct Report {
     /// can write to `GITHUB_STEP_SUMMARY` too). Absent for reports rebuilt from logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary_nonce: Option<String>,
+    /// Findings raised after the report was first written, by the job's processes that
+    /// outlived its end; the report was written again with them (see `late.rs`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_findings: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A fresh summary nonce (128 random bits, hex).
@@ -239,6 +251,38 @@ struct JobRecord {
     resumed: Option<(String, u64, u64)>,
     /// Containers its processes ran in, by id, in the order first seen.
     containers: Vec<ContainerRecord>,
+    /// Memory its processes' arguments hold in the record (see `MAX_ARGV_BYTES`).
+    argv_bytes: usize,
+}
+
+/// Memory a job's recorded arguments may hold: a storm of processes with long command lines
+/// (4 KiB each, or thousands of one-letter arguments) would otherwise cost hundreds of MiB per
+/// job. Past it a process keeps its program name and a count.
+pub const MAX_ARGV_BYTES: usize = 32 << 20;
+
+/// The arguments a job keeps of a process: all of them (shared with the process table) while
+/// its budget lasts (`spent` of `MAX_ARGV_BYTES`), then the first and a count.
+fn kept_argv(
+    spent: &mut usize,
+    omitted: &mut Omitted,
+    argv: &crate::event::Argv,
+) -> crate::event::Argv {
+    let cost = crate::decode::argv_memory(argv);
+    if *spent + cost <= MAX_ARGV_BYTES {
+        *spent += cost;
+        return argv.clone();
+    }
+    omitted.arguments += 1;
+    let mut kept: Vec<String> = argv.iter().take(1).cloned().collect();
+    if argv.len() > 1 {
+        kept.push(format!(
+            "[{} arguments not kept: the job's argument memory is spent]",
+            argv.len() - 1
+        ));
+    }
+    // Charged as a refund would give it back (`record_process`).
+    *spent += crate::decode::argv_memory(&kept);
+    kept.into()
 }
 
 /// Containers whose description is kept for reports at once.
@@ -257,9 +301,20 @@ fn record_process(
 ) {
     let key = (e.process.pid, e.process.start_ticks);
     if let Some(&(s, i)) = job.process_index.get(&key) {
-        if let Some(p) = job.steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
+        let JobRecord {
+            steps,
+            argv_bytes,
+            omitted,
+            ..
+        } = job;
+        if let Some(p) = steps.get_mut(&s).and_then(|s| s.processes.get_mut(i)) {
             p.exe = e.process.exe.clone();
-            p.argv = e.process.argv.clone();
+            if !std::sync::Arc::ptr_eq(&p.argv, &e.process.argv) {
+                // Its program changed (a fork's child executing): what the old command line
+                // was charged is given back.
+                *argv_bytes = argv_bytes.saturating_sub(crate::decode::argv_memory(&p.argv));
+                p.argv = kept_argv(argv_bytes, omitted, &e.process.argv);
+            }
             p.hook = hook.filter(|(hs, _)| *hs == s).map(|(_, h)| h).or(p.hook);
         }
         return;
@@ -276,15 +331,22 @@ fn record_process(
             .filter(|(s, _)| *s == step_index)
             .map(|_| p.pid)
     });
-    let Some(step) = job.steps.get_mut(&step_index) else {
+    let JobRecord {
+        steps,
+        argv_bytes,
+        omitted,
+        ..
+    } = job;
+    let Some(step) = steps.get_mut(&step_index) else {
         return;
     };
+    let argv = kept_argv(argv_bytes, omitted, &e.process.argv);
     step.processes.push(ProcessRecord {
         pid: e.process.pid,
         start_ticks: e.process.start_ticks,
         parent_pid: parent,
         exe: e.process.exe.clone(),
-        argv: e.process.argv.clone(),
+        argv,
         started: e.time.clone(),
         started_ns,
         ended: None,
@@ -306,7 +368,15 @@ pub struct Recorder {
     described: HashMap<String, crate::containers::ContainerMeta>,
     /// Drop totals now (the live agent keeps this current; `None` from a log).
     pub current_drops: Option<Drops>,
+    /// Jobs reported and forgotten, newest last: their later events make no new record, their
+    /// later findings wait in `late` for their report to be written again.
+    reported: std::collections::VecDeque<String>,
+    reported_set: std::collections::HashSet<String>,
+    late: BTreeMap<String, Vec<Finding>>,
 }
+
+/// Reported jobs remembered as such.
+const MAX_REPORTED: usize = 4_096;
 
 impl Recorder {
     pub fn new() -> Self {
@@ -345,6 +415,9 @@ impl Recorder {
             return;
         };
         if !self.jobs.contains_key(&a.job.key) {
+            if self.reported_set.contains(&a.job.key) {
+                return;
+            }
             self.make_room();
             self.jobs.insert(
                 a.job.key.clone(),
@@ -361,6 +434,7 @@ impl Recorder {
                     omitted: Omitted::default(),
                     lost: BTreeMap::new(),
                     counts: (0, 0, 0),
+                    argv_bytes: 0,
                     resumed: None,
                     containers: Vec::new(),
                 },
@@ -371,7 +445,7 @@ impl Recorder {
         job.identity = a.job.clone();
         let step = job.steps.entry(a.step_index).or_insert_with(|| StepReport {
             step: a.step.cloned().unwrap_or(StepIdentity {
-                id: "job".into(),
+                id: crate::ci::RUNNER_STEP_ID.into(),
                 action: None,
             }),
             started: e.time.clone(),
@@ -409,7 +483,10 @@ impl Recorder {
                         id: id.to_string(),
                         name: meta.map(|m| m.name.clone()).unwrap_or_default(),
                         image: meta.map(|m| m.image.clone()).unwrap_or_default(),
-                        step: a.step.map(|s| s.id.clone()).unwrap_or_else(|| "job".into()),
+                        step: a
+                            .step
+                            .map(|s| s.id.clone())
+                            .unwrap_or_else(|| crate::ci::RUNNER_STEP_ID.into()),
                         first_seen: e.time.clone(),
                         processes: 1,
                         settings: meta.cloned(),
@@ -510,7 +587,16 @@ impl Recorder {
     /// Records findings (of any job).
     pub fn on_findings(&mut self, findings: &[Finding]) {
         for f in findings {
-            let Some(job) = f.job.as_ref().and_then(|j| self.jobs.get_mut(&j.key)) else {
+            let Some(key) = f.job.as_ref().map(|j| &j.key) else {
+                continue;
+            };
+            let Some(job) = self.jobs.get_mut(key) else {
+                if self.reported_set.contains(key) {
+                    let late = self.late.entry(key.clone()).or_default();
+                    if late.len() < MAX_FINDINGS {
+                        late.push(f.clone());
+                    }
+                }
                 continue;
             };
             if job.findings.len() >= MAX_FINDINGS {
@@ -543,8 +629,22 @@ impl Recorder {
         keys.into_iter().map(|(_, k)| k.clone()).collect()
     }
 
+    /// Forgets a job whose report was written; its later findings are kept for `take_late`.
     pub fn forget(&mut self, key: &str) {
-        self.jobs.remove(key);
+        if self.jobs.remove(key).is_some() {
+            if self.reported.len() >= MAX_REPORTED {
+                if let Some(oldest) = self.reported.pop_front() {
+                    self.reported_set.remove(&oldest);
+                }
+            }
+            self.reported.push_back(key.to_string());
+            self.reported_set.insert(key.to_string());
+        }
+    }
+
+    /// Findings of reported jobs raised since the last call, by job key.
+    pub fn take_late(&mut self) -> BTreeMap<String, Vec<Finding>> {
+        std::mem::take(&mut self.late)
     }
 
     fn make_room(&mut self) {
@@ -601,12 +701,7 @@ impl Recorder {
             }
         }
         steps.sort_by_key(|s| s.started_ns);
-        let mut findings_by_severity = BTreeMap::new();
-        for f in &job.findings {
-            *findings_by_severity
-                .entry(f.severity.name().to_string())
-                .or_insert(0) += 1;
-        }
+        let findings_by_severity = severity_counts(&job.findings);
         let summary = Summary {
             steps: steps.len(),
             processes: steps.iter().map(|s| s.processes.len()).sum(),
@@ -649,10 +744,10 @@ impl Recorder {
             ));
         }
         let o = &job.omitted;
-        if o.processes + o.connections + o.file_accesses + o.findings > 0 {
+        if o.processes + o.connections + o.file_accesses + o.findings + o.arguments > 0 {
             incomplete.push(format!(
-                "bounds reached: {} processes, {} connections, {} file accesses, {} findings not kept",
-                o.processes, o.connections, o.file_accesses, o.findings
+                "bounds reached: {} processes, {} connections, {} file accesses, {} findings not kept; {} processes' arguments not kept",
+                o.processes, o.connections, o.file_accesses, o.findings, o.arguments
             ));
         }
         if job.ended.is_none() {
@@ -680,17 +775,6 @@ impl Recorder {
                 ts.saturating_sub(*from) as f64 / 1e9
             ));
         }
-        let mut additions = Profile {
-            version: PROFILE_VERSION,
-            ..Default::default()
-        };
-        let mut any = false;
-        for f in &job.findings {
-            if let Some(a) = &f.allowance {
-                additions.allow(a);
-                any = true;
-            }
-        }
         Some(Report {
             schema: REPORT_SCHEMA_VERSION,
             generated_at,
@@ -710,10 +794,34 @@ impl Recorder {
             steps,
             containers: job.containers.clone(),
             findings: job.findings.clone(),
-            profile_additions: any.then(|| additions.to_yaml()),
+            profile_additions: profile_additions(&job.findings),
             summary_nonce: None,
+            late_findings: 0,
         })
     }
+}
+
+/// Findings by severity name.
+fn severity_counts(findings: &[Finding]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for f in findings {
+        *counts.entry(f.severity.name().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The profile YAML that would allow every allowable finding, if any is.
+fn profile_additions(findings: &[Finding]) -> Option<String> {
+    let mut additions = Profile {
+        version: PROFILE_VERSION,
+        ..Default::default()
+    };
+    let mut any = false;
+    for a in findings.iter().filter_map(|f| f.allowance.as_ref()) {
+        additions.allow(a);
+        any = true;
+    }
+    any.then(|| additions.to_yaml())
 }
 
 /// A file name for a job's reports: its key with anything but `[A-Za-z0-9._-]` replaced (for a
@@ -776,13 +884,13 @@ pub fn now_rfc3339() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::engine::tests::{empty_profile, npm_stealer, Sim};
     use crate::judge::Judge;
 
     /// The npm stealer scenario, replayed through a Judge as `monitor report` does.
-    fn stealer_report(edit: impl FnOnce(&mut Vec<Event>)) -> Report {
+    pub(super) fn stealer_report(edit: impl FnOnce(&mut Vec<Event>)) -> Report {
         let mut sim = Sim::new(empty_profile());
         npm_stealer(&mut sim);
         let mut events = sim.events.clone();
@@ -798,6 +906,27 @@ mod tests {
         judge.tick(u64::MAX);
         let key = judge.recorder.job_keys().pop().expect("one job");
         judge.recorder.report(&key, "now".into()).unwrap()
+    }
+
+    #[test]
+    fn arguments_are_kept_within_the_jobs_budget_then_counted() {
+        let (mut spent, mut omitted) = (0, Omitted::default());
+        let long: crate::event::Argv = vec!["x".repeat(1 << 20); 4].into();
+        let mut kept = Vec::new();
+        for _ in 0..10 {
+            kept.push(kept_argv(&mut spent, &mut omitted, &long));
+        }
+        // Shared, not copied, while the budget lasts.
+        assert!(std::sync::Arc::ptr_eq(&kept[0], &long));
+        assert!(spent <= MAX_ARGV_BYTES + 1024, "{spent}");
+        // Each costs a little over 4 MiB: seven fit in 32 MiB.
+        assert_eq!(omitted.arguments, 3);
+        assert_eq!(kept[9].len(), 2);
+        assert!(
+            kept[9][1].contains("3 arguments not kept"),
+            "{:?}",
+            kept[9][1]
+        );
     }
 
     #[test]
@@ -875,7 +1004,8 @@ mod tests {
                     e.process.argv = vec![
                         "node".into(),
                         "<script>alert(1)</script>|x](http://evil)".into(),
-                    ];
+                    ]
+                    .into();
                 }
             }
         });

@@ -145,7 +145,8 @@ pub struct AgentUnderTest {
 impl AgentUnderTest {
     /// Starts the agent with its outputs in `dir` (appended to when an agent ran there before)
     /// and its tamper log pinned in `pins`.
-    pub fn start(dir: &Path, profile: &Path, pins: &Path) -> anyhow::Result<Self> {
+    /// Starts the agent with the lab's configuration file `config` (its profiles beside it).
+    pub fn start(dir: &Path, config: &Path, pins: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the monitor binary")?;
         let ready = dir.join("agent.ready");
         let _ = std::fs::remove_file(&ready);
@@ -160,8 +161,8 @@ impl AgentUnderTest {
             .arg(&findings)
             .arg("--ready-file")
             .arg(&ready)
-            .arg("--profile")
-            .arg(profile)
+            .arg("--config")
+            .arg(config)
             .arg("--reports")
             .arg(&reports)
             .arg("--pin-dir")

@@ -211,8 +211,16 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
         .collect();
     prepare_fixtures(root, &fixtures, &missing_programs)?;
 
-    let profile = root.join("selftest-profile.yml");
-    std::fs::write(&profile, scenarios::profile(registry.port, oidc.port))?;
+    std::fs::write(
+        root.join("selftest-profile.yml"),
+        scenarios::profile(registry.port, oidc.port),
+    )?;
+    std::fs::write(
+        root.join("selftest-responses.yml"),
+        scenarios::responses_profile(registry.port, oidc.port),
+    )?;
+    let profile = root.join("selftest.yml");
+    std::fs::write(&profile, scenarios::config())?;
     // The lab's own place in bpffs for the tamper log: an installed agent's is not touched.
     let pins = PathBuf::from(format!("/sys/fs/bpf/monitor-selftest-{run_tag}"));
     extra.push(pins.clone());
@@ -269,6 +277,11 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
             let runner = Runner {
                 layout: &layout,
                 run_id: &run_id,
+                repository: if scenario.responses {
+                    scenarios::RESPONSES_REPOSITORY
+                } else {
+                    "monitor/selftest"
+                },
                 env: &base_env,
                 oidc_url: &oidc_url,
             };
@@ -318,7 +331,11 @@ fn judge(scenario: &Scenario, what: &str, attack: bool, findings: Vec<Value>) ->
             .filter(|want| {
                 let (rule, text) = want.split_once(' ').unwrap_or((want, ""));
                 !findings.iter().any(|f| {
-                    f["rule"] == rule && f["summary"].as_str().is_some_and(|s| s.contains(text))
+                    f["rule"] == rule
+                        && match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                            Some(response) => f["response"] == response,
+                            None => f["summary"].as_str().is_some_and(|s| s.contains(text)),
+                        }
                 })
             })
             .map(|r| r.to_string())
@@ -354,13 +371,19 @@ fn on_path(program: &str) -> bool {
 /// The job's findings are all in once the marker step's arrived and the job's report is written:
 /// the agent judges events in order, the marker step runs last, and findings held to a step's or
 /// job's end (one lifecycle finding per step) are written before the report.
-const MARKER: (&str, &str) = ("selftest-marker", "cat /proc/$PPID/environ >/dev/null\n");
+/// (Under kill responses the reader is killed: the finding still marks the end, and the step
+/// must not fail the job.)
+const MARKER: (&str, &str) = (
+    "selftest-marker",
+    "cat /proc/$PPID/environ >/dev/null || true\n",
+);
 
 /// The lab's GitHub runner (`runner_sim`'s process layout) executing one job, with the
 /// selftest's identity, canary OIDC variables and output directory.
 struct Runner<'a> {
     layout: &'a Layout,
     run_id: &'a str,
+    repository: &'a str,
     env: &'a [(String, String)],
     oidc_url: &'a str,
 }
@@ -413,7 +436,7 @@ impl Runner<'_> {
         std::fs::create_dir_all(&out)?;
         let mut spec = runner_sim::Job::new(self.run_id);
         spec.name = "selftest".into();
-        spec.repository = "monitor/selftest".into();
+        spec.repository = self.repository.into();
         spec.workflow = "selftest".into();
         spec.runner_name = "selftest-runner".into();
         spec.extra = vec![

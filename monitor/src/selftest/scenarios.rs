@@ -24,8 +24,12 @@ pub struct Scenario {
     /// The attack kills the agent: the lab starts a new one (as systemd's `Restart=always`
     /// would) once the old one is dead, and tells the job through `$OUT/agent-restarted`.
     pub kills_agent: bool,
+    /// Judged by the lab's profile with kill responses (`RESPONSES_REPOSITORY`'s), not the
+    /// audit-only one.
+    pub responses: bool,
     /// What the attack must raise, all of it: a rule, optionally followed by a space and text
-    /// its finding's summary must contain (`persistence-write shell-startup`).
+    /// its finding's summary must contain (`persistence-write shell-startup`), or `[response]`,
+    /// the response its finding must say (`process-memory-read [killed]`).
     pub expect: &'static [&'static str],
     pub attack: Job,
     /// The legitimate version of the same thing: it must raise nothing.
@@ -60,6 +64,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "Shai-Hulud: a dependency's postinstall reads ~/.npmrc and sends it out",
             needs: &["npm", "node"],
             kills_agent: false,
+            responses: false,
             expect: &["lifecycle-hook evil-stealer", "credential-read .npmrc", "unexpected-egress"],
             attack: job("npm install of a package whose postinstall steals ~/.npmrc", &[("install", &npm_install("evil-stealer-1.0.0.tgz"))]),
             twin: job(
@@ -72,6 +77,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "a git dependency's prepare script runs at install and harvests credentials",
             needs: &["npm", "node", "git"],
             kills_agent: false,
+            responses: false,
             expect: &["lifecycle-hook (prepare)", "credential-read .npmrc"],
             attack: job(
                 "npm install of a git dependency whose prepare script reads ~/.npmrc",
@@ -91,6 +97,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "LiteLLM: a wheel installs a .pth file whose import line runs at every Python start",
             needs: &["python3"],
             kills_agent: false,
+            responses: false,
             expect: &["pth-executed telemetry_init.pth"],
             attack: job(
                 "pip installs a wheel with an executable .pth, then Python starts",
@@ -112,6 +119,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "Ultralytics: import-time code downloads a miner to /tmp, runs it, and it dials its pool",
             needs: &["python3"],
             kills_agent: false,
+            responses: false,
             expect: &["exec-from-temp /tmp/.selftest-miner", "unexpected-egress"],
             attack: job(
                 "importing a package that downloads and runs a miner from /tmp",
@@ -127,6 +135,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "tj-actions/changed-files: read Runner.Worker's memory through /proc/PID/mem for secrets",
             needs: &["python3"],
             kills_agent: false,
+            responses: false,
             expect: &["process-memory-read /mem", "process-memory-read /maps"],
             attack: job(
                 "a step finds Runner.Worker and reads its maps and memory",
@@ -138,10 +147,29 @@ pub fn all() -> Vec<Scenario> {
             ),
         },
         Scenario {
+            name: "runner-memory-dump-killed",
+            threat: "tj-actions/changed-files again, with the profile's kill responses: the reader dies at the open, before it reads a byte",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: true,
+            expect: &["process-memory-read [killed]", "process-environ-read [killed]"],
+            attack: job(
+                "a step reads Runner.Worker's memory map and environment",
+                // The lab's runner has no job hooks: the agent learns the job (and the kernel
+                // its Worker) from the first step, so the attack runs in the second.
+                &[("checkout", "sleep 1\n"), ("changed-files", "python3 \"$LAB/memdump.py\" dump || echo \"killed: $?\"\ncat /proc/$PPID/environ >/dev/null || echo \"killed: $?\"\n")],
+            ),
+            twin: job(
+                "a step lists processes (ps aux, pgrep) and reads its own memory map, under the same kill responses",
+                &[("checkout", "sleep 1\n"), ("changed-files", "ps aux >/dev/null\npgrep -f Runner.Worker >/dev/null\npython3 \"$LAB/memdump.py\" self\n")],
+            ),
+        },
+        Scenario {
             name: "environ-harvest",
             threat: "harvesting secrets from other processes' /proc/PID/environ",
             needs: &[],
             kills_agent: false,
+            responses: false,
             expect: &["process-environ-read"],
             attack: job(
                 "a step reads the environment of the lab's other processes",
@@ -157,6 +185,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "Shai-Hulud 2: asks the OIDC endpoint for an npm publish token from a step that does not publish",
             needs: &["curl"],
             kills_agent: false,
+            responses: false,
             expect: &["oidc-token-request"],
             attack: job(
                 "the test step requests an OIDC token with audience npm:registry.npmjs.org",
@@ -172,6 +201,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "Shai-Hulud / s1ngularity: writes a workflow file and appends to ~/.bashrc",
             needs: &["git"],
             kills_agent: false,
+            responses: false,
             expect: &["persistence-write workflow-file", "persistence-write shell-startup"],
             attack: job(
                 "a step drops .github/workflows/discussion.yml and appends to ~/.bashrc",
@@ -187,6 +217,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "worm variants keep a detached process running after the install step ends",
             needs: &["setsid"],
             kills_agent: false,
+            responses: false,
             expect: &["outlived-step"],
             attack: job(
                 "a step leaves a detached process behind",
@@ -205,6 +236,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "Claude Code 2026: npm pack shipped a source map with the full sources (and .env files ship the same way)",
             needs: &["npm", "node"],
             kills_agent: false,
+            responses: false,
             expect: &["packaged-sensitive-file source map", "packaged-sensitive-file dotenv"],
             attack: job(
                 "npm pack of a package without a files list: packs dist/cli.js.map and .env",
@@ -220,6 +252,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "a job running as root kills the monitor with SIGKILL before it can report anything, then steals in peace",
             needs: &[],
             kills_agent: true,
+            responses: false,
             expect: &["agent-tampering did not live to report it"],
             attack: job(
                 "a step kills the agent with SIGKILL (the agent's pid is in $AGENT_PID); a new agent starts",
@@ -235,6 +268,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "exfiltration that never calls connect(2): a UDP datagram sent with sendto (also io_uring, 32-bit syscalls, TCP Fast Open)",
             needs: &["python3"],
             kills_agent: false,
+            responses: false,
             expect: &["credential-read .npmrc", "unexpected-egress datagram"],
             attack: job(
                 "a step sends ~/.npmrc to the untrusted host in one UDP datagram",
@@ -250,6 +284,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "persistence that never opens the final name: sed -i over ~/.bashrc, a workflow moved into .github/workflows",
             needs: &["sed"],
             kills_agent: false,
+            responses: false,
             expect: &["persistence-write shell-startup", "persistence-write workflow-file"],
             attack: job(
                 "sed -i (a temporary file renamed over the original) on ~/.bashrc; a workflow written elsewhere and moved into place",
@@ -265,6 +300,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "a token read under an innocent name: a hard link to ~/.npmrc, read as notes.txt",
             needs: &[],
             kills_agent: false,
+            responses: false,
             expect: &["credential-relinked .npmrc", "credential-read through"],
             attack: job(
                 "a step hard-links ~/.npmrc as notes.txt and reads it (after a checkout step: a home first seen in a job is watched by identity from the job's first events)",
@@ -280,6 +316,7 @@ pub fn all() -> Vec<Scenario> {
             threat: "droppers that never leave a file: a payload run from memfd_create, a download piped into sh",
             needs: &["python3", "curl"],
             kills_agent: false,
+            responses: false,
             expect: &["fileless-exec", "download-and-execute"],
             attack: job(
                 "a step runs /bin/true from a memfd, and pipes a download from the untrusted host into sh",
@@ -303,6 +340,24 @@ fn udp_send(url_var: &str, payload: &str) -> String {
 
 /// The profile the lab's jobs are judged by: the registry and the token endpoint are allowed
 /// destinations, `native-prebuilt` may run install code, the `publish` step may mint tokens.
+/// The repository whose jobs the lab's responses profile judges.
+pub const RESPONSES_REPOSITORY: &str = "monitor/selftest-responses";
+
+/// The lab's profile with kill responses (`Scenario::responses`).
+pub fn responses_profile(registry_port: u16, oidc_port: u16) -> String {
+    format!(
+        "{}responses:\n  process-memory-read: kill\n  process-environ-read: kill\n",
+        profile(registry_port, oidc_port)
+    )
+}
+
+/// The lab's configuration: the audit profile, and the responses profile for its repository.
+pub fn config() -> String {
+    format!(
+        "version: 1\nprofile: selftest-profile.yml\nprofiles:\n  - {{ repository: \"{RESPONSES_REPOSITORY}\", profile: selftest-responses.yml }}\n"
+    )
+}
+
 pub fn profile(registry_port: u16, oidc_port: u16) -> String {
     format!(
         "version: 1

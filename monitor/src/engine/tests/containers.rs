@@ -38,7 +38,7 @@ fn container_process(
     argv: &[&str],
     vars: BTreeMap<String, String>,
 ) {
-    if !sim.enricher.table.by_tgid(800).is_some() {
+    if sim.enricher.table.by_tgid(800).is_none() {
         sim.spawn(
             1,
             800,
@@ -146,24 +146,29 @@ fn a_containers_first_process_before_the_runtimes_word_is_linked_and_judged_late
     );
 }
 
+/// The runner's Worker (200) with its job declared by the hooks, and its own docker client
+/// (260) asking for a container (`argv`), as in its "Initialize containers".
+fn runner_docker_client(sim: &mut Sim, argv: &[&str]) {
+    sim.runner();
+    sim.hook(250, true).unwrap();
+    sim.spawn(200, 260, "/usr/bin/docker", argv, WORKSPACE, env(&[]));
+}
+
+/// A runner with its job hooks (Worker 200) making the job's container `job` in "Initialize
+/// containers": its own docker client (260), before any step.
+fn runner_makes_job_container(sim: &mut Sim, job: ContainerMeta) {
+    runner_docker_client(sim, &["docker", "create", "--name", "job"]);
+    sim.container_news_by(ContainerChange::Created, job, &[260]);
+    sim.exit(260);
+}
+
 #[test]
 fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
     let mut sim = Sim::new(profile(
         "version: 1\ncontainers:\n  allow: [\"docker:*-dind\"]\n",
     ));
-    sim.runner();
-    sim.hook(250, true).unwrap();
-    // "Initialize containers": the Worker's own docker client, before any step.
-    sim.spawn(
-        200,
-        260,
-        "/usr/bin/docker",
-        &["docker", "create", "--name", "job"],
-        WORKSPACE,
-        env(&[]),
-    );
-    sim.container_news_by(
-        ContainerChange::Created,
+    runner_makes_job_container(
+        &mut sim,
         meta(
             ID,
             "job",
@@ -172,9 +177,7 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
                 ("/home/runner/work", "/__w"),
             ],
         ),
-        &[260],
     );
-    sim.exit(260);
     sim.run_step(300, "__run");
     let mut dind = meta(OTHER, "dind", &[]);
     dind.image = "docker:27-dind".into();
@@ -213,19 +216,53 @@ fn the_runners_containers_a_service_and_an_allowed_image_are_quiet() {
     assert_eq!(sim2.rules(), vec!["unexpected-egress"]);
 }
 
+/// The runtime's word can come after the container's first process (the daemon answers the
+/// agent's inspect late): the clients that asked still say the runner made it.
 #[test]
-fn a_container_jobs_docker_exec_starts_the_step_it_names() {
+fn the_runners_container_stays_the_runners_when_its_process_comes_first() {
+    let mut sim = Sim::new(empty_profile());
+    runner_docker_client(&mut sim, &["docker", "run", "-d", "--name", "job"]);
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.container_news_by(
+        ContainerChange::Created,
+        meta(ID, "job", &[(HOME, "/github/home")]),
+        &[260],
+    );
+    sim.exit(260);
+    sim.run_step(300, "__run");
+    sim.exit(300).exit(900).exit(200).finish();
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+    // Its twin: a step's own client making the same container is judged.
     let mut sim = Sim::new(empty_profile());
     sim.runner();
     sim.hook(250, true).unwrap();
+    sim.run_step(300, "__run");
     sim.spawn(
-        200,
-        260,
+        300,
+        310,
         "/usr/bin/docker",
-        &["docker", "create"],
+        &["docker", "run", "-d", "--name", "job"],
         WORKSPACE,
-        env(&[]),
+        github_env("__run"),
     );
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.container_news_by(
+        ContainerChange::Created,
+        meta(
+            ID,
+            "job",
+            &[("/var/run/docker.sock", "/var/run/docker.sock")],
+        ),
+        &[310],
+    );
+    sim.exit(310).exit(300).exit(900).exit(200).finish();
+    assert_eq!(sim.rules(), vec!["container-escape-risk"]);
+}
+
+#[test]
+fn a_container_jobs_docker_exec_starts_the_step_it_names() {
+    let mut sim = Sim::new(empty_profile());
+    runner_docker_client(&mut sim, &["docker", "create"]);
     sim.container_news(
         ContainerChange::Created,
         meta(ID, "job", &[("/home/runner/work", "/__w")]),
@@ -383,6 +420,24 @@ fn a_host_process_moved_into_a_containers_cgroup_is_still_the_hosts() {
     assert!(p.container.is_none(), "{p:?}");
 }
 
+/// A loaded agent can look after the runner's `docker run -d` has hung up: with none of the
+/// job's steps run yet, only the runner can have asked (its twin, a client not seen between
+/// steps, is judged: below).
+#[test]
+fn a_container_asked_for_before_any_step_by_a_client_not_seen_is_the_runners() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    sim.hook(250, true).unwrap();
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "job", &[(HOME, "/github/home")]),
+    );
+    container_process(&mut sim, ID, 900, &["/bin/sleep", "600"], env(&[]));
+    sim.run_step(300, "__run");
+    sim.exit(300).exit(900).exit(200).finish();
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+}
+
 #[test]
 fn a_container_asked_for_between_steps_by_a_client_not_seen_is_judged() {
     let mut sim = Sim::new(empty_profile());
@@ -464,4 +519,30 @@ fn a_docker_exec_into_a_hosts_container_is_the_steps_that_asked() {
     assert_eq!(f.step.as_ref().unwrap().id, "__run");
     assert_eq!(f.job.as_ref().unwrap().provider, "github");
     assert_eq!(f.container.as_ref().unwrap().name, "hostdb");
+}
+
+#[test]
+fn a_service_on_the_job_containers_network_is_the_jobs_even_unlinked() {
+    let mut sim = Sim::new(empty_profile());
+    // Started before any job (nobody to link it to), on the network the job's container joins.
+    let service = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut db = meta(service, "db", &[]);
+    db.addresses = vec!["172.18.0.3".parse().unwrap()];
+    db.networks = vec!["github_network_1".into()];
+    sim.container_news(ContainerChange::Started, db);
+    // Elsewhere: a container on a network of nobody's job.
+    let mut stranger = meta(OTHER, "stranger", &[]);
+    stranger.addresses = vec!["172.19.0.3".parse().unwrap()];
+    stranger.networks = vec!["someone_elses".into()];
+    sim.container_news(ContainerChange::Started, stranger);
+
+    let mut job = meta(ID, "job", &[]);
+    job.networks = vec!["github_network_1".into()];
+    runner_makes_job_container(&mut sim, job);
+    sim.run_step(300, "__run");
+    sim.connect(300, "172.18.0.3", 5432);
+    sim.connect(300, "172.19.0.3", 5432);
+    sim.exit(300).exit(200).finish();
+    let egress = sim.only("unexpected-egress");
+    assert_eq!(egress.evidence["address"], "172.19.0.3", "{egress:#?}");
 }

@@ -271,6 +271,28 @@ impl Sim {
         self.open_judged(pid, path, f_mode, matched, None)
     }
 
+    /// A read the kernel responded to (`OPEN_KILLED`, `OPEN_WOULD_KILL`, ... in `flags`).
+    pub fn read_responded(&mut self, pid: u32, path: &str, flags: u32) -> &mut Self {
+        let matched = if path.starts_with("/proc/") {
+            monitor_common::MATCH_PROC_OTHER
+        } else {
+            monitor_common::MATCH_INODE
+        };
+        let mut header = self.header(EventKind::FileOpen, pid);
+        header.flags = flags;
+        self.feed(KernelEvent::Open {
+            header,
+            path: path.into(),
+            f_flags: 0,
+            f_mode: 0x1,
+            ino: 1,
+            dev: 1,
+            matched,
+            fd: 3,
+        });
+        self
+    }
+
     fn open_judged(
         &mut self,
         pid: u32,
@@ -595,4 +617,5 @@ mod defences;
 mod egress_routes;
 mod names;
 mod real_builds;
+mod responses;
 mod scenarios;

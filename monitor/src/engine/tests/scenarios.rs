@@ -43,7 +43,7 @@ fn npm_postinstall_stealer_gives_hook_credential_and_egress_findings_in_its_step
     // The chain runs from the reader up to the step's root bash, with argv.
     let pids: Vec<u32> = cred.process_chain.iter().map(|l| l.pid).collect();
     assert_eq!(pids, vec![330, 320, 310, 300]);
-    assert_eq!(cred.process_chain[0].argv, vec!["node", "steal.js"]);
+    assert_eq!(&cred.process_chain[0].argv[..], ["node", "steal.js"]);
     let egress = sim.only("unexpected-egress");
     assert_eq!(
         (egress.evidence["port"].as_u64(), egress.severity),

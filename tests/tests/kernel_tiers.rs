@@ -1,0 +1,232 @@
+//! The hook tier for file opens, on whatever kernel the tests run on: the host's (tracepoints:
+//! BPF-LSM and fentry are refused there) and, through `cargo xtask test`, Debian's 6.1 kernel in
+//! a VM, once with the best tier (BPF-LSM) and once forced to fentry (`MONITOR_TEST_OPEN_HOOK`).
+//! `MONITOR_EXPECT_OPEN_TIER` says which tier the run must find in force.
+//!
+//! Each test asserts what its tier promises: the security-hook tiers see a credential opened
+//! through the 32-bit system call entry (which the syscall tracepoints never see, and the
+//! tracepoint tier says so at start), and BPF-LSM refuses the open a kill response is due for
+//! (no descriptor ever exists; the finding says `blocked`), where the other tiers kill after it
+//! returned and a sibling sharing the descriptor table still reads through it.
+
+use integration_tests::{
+    build_fixture, monitor_cli, open_tier_in_force, Agent, FakeRunner, Value, MARKER_STEP,
+};
+
+/// The tier this run must find (`MONITOR_EXPECT_OPEN_TIER`), if the runner of the tests set one.
+fn expected_tier() -> Option<String> {
+    std::env::var("MONITOR_EXPECT_OPEN_TIER")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+fn tier_of(agent: &Agent) -> String {
+    let tier = open_tier_in_force(agent);
+    if let Some(expected) = expected_tier() {
+        assert_eq!(tier, expected, "{}", agent.log());
+    }
+    tier
+}
+
+/// One agent for every check: under emulation (the kernel VM) each start verifies every
+/// program again, minutes each.
+#[test]
+fn each_open_hook_tier_keeps_its_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("respond.yml"),
+        "version: 1\nresponses:\n  process-environ-read: kill\n",
+    )
+    .unwrap();
+    let config = dir.path().join("monitor.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nprofiles:\n  - {{ repository: \"{RESPONDING}\", profile: respond.yml }}\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let tier = tier_of(&agent);
+    the_start_up_log_and_doctor_name_the_tier_in_force(&agent, &tier);
+    a_credential_opened_through_the_32_bit_entry_is_seen_by_the_security_hooks(&agent, &tier);
+    a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(&agent, &tier);
+}
+
+/// The repository whose profile has the kill response.
+const RESPONDING: &str = "acme/tiers";
+
+fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str) {
+    let log = agent.log();
+    let attached = log
+        .lines()
+        .find_map(|l| l.split("] attached: ").nth(1))
+        .unwrap_or_else(|| panic!("no attach line: {log}"));
+    let tracepoints = attached.contains("tracepoint/syscalls/sys_exit_openat");
+    match tier {
+        "lsm" => assert!(
+            attached.contains("lsm/file_open") && !tracepoints,
+            "{attached}"
+        ),
+        "fentry" => assert!(
+            attached.contains("fentry/security_file_open") && !tracepoints,
+            "{attached}"
+        ),
+        "tracepoint" => {
+            assert!(tracepoints && !attached.contains("file_open"), "{attached}");
+            // Why the better tiers are not used is said.
+            assert!(log.contains("lsm not used: "), "{log}");
+        }
+        other => panic!("unknown tier {other}"),
+    }
+    let doctor = monitor_cli(&["doctor"]);
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("open hook"))
+        .unwrap_or_else(|| panic!("doctor names no open hook: {doctor}"));
+    // Doctor picks the best tier itself: it agrees unless this run forced one. Not in the
+    // kernel VM (an expected tier is set there): its load would take minutes more.
+    if std::env::var("MONITOR_TEST_OPEN_HOOK").is_err() && expected_tier().is_none() {
+        assert!(line.contains(&format!("file opens: {tier} ")), "{line}");
+    }
+}
+
+/// The 32-bit system call entry: the open of `~/.npmrc` really read the token (the step prints
+/// it), and the twin reads a project file the same way.
+fn a_credential_opened_through_the_32_bit_entry_is_seen_by_the_security_hooks(
+    agent: &Agent,
+    tier: &str,
+) {
+    let runner = FakeRunner::outside_tmp();
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        "//registry.example.invalid/:_authToken=CANARY-COMPAT-TOKEN\n",
+    )
+    .unwrap();
+    std::fs::write(runner.workspace.join("project.txt"), "project\n").unwrap();
+    let helper = build_fixture(runner.dir.path(), "files/open32.c", "open32");
+    let h = helper.display();
+    let output = runner.run_job(&[
+        ("twin", &format!("{h} project.txt\n")),
+        ("compat", &format!("{h} \"$HOME/.npmrc\"\n")),
+        MARKER_STEP,
+    ]);
+    assert!(output.contains("CANARY-COMPAT-TOKEN"), "{output}");
+    assert!(output.contains("project"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+    let compat: Vec<&Value> = mine
+        .iter()
+        .filter(|f| f["step"]["id"] == "compat" && f["rule"] == "credential-read")
+        .collect();
+    match tier {
+        "lsm" | "fentry" => {
+            assert_eq!(compat.len(), 1, "{mine:#?}");
+            assert_eq!(compat[0]["evidence"]["via"], tier, "{:#}", compat[0]);
+            assert_eq!(compat[0]["process_chain"][0]["comm"], "open32");
+        }
+        _ => {
+            // The tracepoints' blind spot: not seen, and the agent said so at start.
+            assert!(compat.is_empty(), "{mine:#?}");
+            assert!(
+                agent.log().contains("32-bit syscalls are not seen"),
+                "{}",
+                agent.log()
+            );
+        }
+    }
+}
+
+/// A thief that shares its descriptor table with a sibling process (`clone(CLONE_FILES)`):
+/// the sibling reads whatever descriptor the thief's open installs, even if the thief is killed
+/// as the open returns. Args: the process whose environment to open, the sibling's output file.
+const SHARED_TABLE_THIEF: &str = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+target, out = "/proc/%s/environ" % sys.argv[1], sys.argv[2]
+if libc.syscall(56, 0x400 | 17, 0, 0, 0, 0) == 0:  # clone(CLONE_FILES | SIGCHLD)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink("/proc/self/fd/" + fd) == target:
+                    open(out, "wb").write(os.pread(int(fd), 65536, 0))
+                    os._exit(0)
+            except OSError:
+                pass
+        time.sleep(0.001)
+    open(out, "w").write("no descriptor\n")
+    os._exit(0)
+time.sleep(0.3)
+try:
+    os.open(target, os.O_RDONLY)
+    time.sleep(6)
+except OSError as e:
+    print("refused", e.errno)
+"#;
+
+/// A kill response due at an open (another process's environment). BPF-LSM refuses the open
+/// itself: no descriptor ever exists. The other tiers kill the opener once the open returned,
+/// and a sibling sharing its descriptor table still reads the secret through it: the limit of
+/// killing after the fact, which this test shows on those tiers (docs/kernel-tiers.md says it).
+fn a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(agent: &Agent, tier: &str) {
+    let mut runner = FakeRunner::outside_tmp();
+    runner.repository = RESPONDING.into();
+    runner.worker_env.push((
+        "ACTIONS_RUNTIME_TOKEN".into(),
+        "CANARY-WORKER-SECRET".into(),
+    ));
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let thief = runner.dir.path().join("thief.py");
+    std::fs::write(&thief, SHARED_TABLE_THIEF).unwrap();
+    let (o, t) = (out.display(), thief.display());
+    runner.run_job(&[
+        ("warmup", "sleep 1\n"),
+        (
+            "thief",
+            &format!(
+                "python3 {t} $PPID {o}/sibling.txt > {o}/thief.txt || echo \"thief $?\" >> {o}/status\n\
+                 sleep 6\n"
+            ),
+        ),
+        // The twin: the step's own environment.
+        (
+            "twin",
+            &format!("cat /proc/self/environ > /dev/null; echo \"twin $?\" >> {o}/status\n"),
+        ),
+    ]);
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    let status = read("status");
+    assert!(
+        status.contains("thief 137"),
+        "killed: {status}\n{}",
+        read("thief.txt")
+    );
+    assert!(status.contains("twin 0"), "{status}");
+    let findings = agent.wait_for_findings("the response", |all| {
+        runner
+            .findings_of(all)
+            .iter()
+            .any(|f| f["rule"] == "process-environ-read" && f.get("response").is_some())
+    });
+    let responded: Vec<Value> = runner
+        .findings_of(&findings)
+        .into_iter()
+        .filter(|f| f.get("response").is_some())
+        .collect();
+    assert_eq!(responded.len(), 1, "{responded:#?}");
+    assert_eq!(responded[0]["step"]["id"], "thief");
+    let sibling = read("sibling.txt");
+    if tier == "lsm" {
+        assert_eq!(
+            sibling, "no descriptor\n",
+            "refused: no descriptor ever existed"
+        );
+        assert_eq!(responded[0]["response"], "blocked", "{:#}", responded[0]);
+    } else {
+        // Killed after the open returned: the attack is real, and here it still wins.
+        assert!(sibling.contains("CANARY-WORKER-SECRET"), "{sibling}");
+        assert_eq!(responded[0]["response"], "killed", "{:#}", responded[0]);
+    }
+}

@@ -1,0 +1,560 @@
+//! Kill responses (`responses:` in a profile): the kernel kills a job's process at the open that
+//! would hand it another process's memory or environment, or a credential to install-time code,
+//! before it can read a byte, at process_vm_readv of another process's memory, and at a signal
+//! to the agent or bpf(2); the finding says `killed`. The benign twins (`ps aux`, a step
+//! reading its own child's environment, npm reading its own `.npmrc`, a harmless install
+//! script, the Worker itself) live on. Rehearsed, the same attacks succeed (proving they are
+//! real) and the findings say `would_kill`.
+//!
+//! Each test's agent applies its profile to its own repository only (a configuration file), so
+//! the other tests' jobs, which every agent sees, are judged by the default profile.
+
+use std::path::Path;
+
+use integration_tests::{npm_package, sample, Agent, FakeRunner, Value};
+
+const CANARY_ENV: &str = "WORKER_SECRET_CANARYcanary4242";
+const CANARY_NPM: &str = "npm_CANARYtokenCANARYtoken00000000000000";
+
+fn agent_for(repository: &str, responses: &str) -> (Agent, tempfile::TempDir) {
+    agent_with(repository, responses, &[])
+}
+
+/// An agent whose profile for `repository` has `responses`, started with `extra` arguments.
+fn agent_with(repository: &str, responses: &str, extra: &[&str]) -> (Agent, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("respond.yml"),
+        format!("version: 1\nresponses:\n{responses}"),
+    )
+    .unwrap();
+    let config = dir.path().join("monitor.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nprofiles:\n  - {{ repository: \"{repository}\", profile: respond.yml }}\n"
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let agent = Agent::start_with(&args);
+    (agent, dir)
+}
+
+fn runner(repository: &str) -> FakeRunner {
+    let mut runner = FakeRunner::outside_tmp();
+    runner.repository = repository.into();
+    runner
+        .worker_env
+        .push(("ACTIONS_RUNTIME_TOKEN".into(), CANARY_ENV.into()));
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//registry.example.invalid/:_authToken={CANARY_NPM}\n"),
+    )
+    .unwrap();
+    runner
+}
+
+/// The evil package (its postinstall copies `~/.npmrc` to `stolen`) and a harmless one.
+fn packages(runner: &FakeRunner, stolen: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let steal = format!(
+        "const fs=require('fs'),os=require('os');\
+         fs.writeFileSync({:?},fs.readFileSync(os.homedir()+'/.npmrc','utf8'));",
+        stolen.display()
+    );
+    let evil = runner.evil_npm_package(&steal);
+    let harmless = npm_package(
+        runner.dir.path(),
+        "harmless-pkg",
+        r#""postinstall":"node -e \"console.log('built')\"""#,
+        &[],
+    );
+    (evil, harmless)
+}
+
+fn statuses(out: &Path) -> String {
+    std::fs::read_to_string(out.join("status")).unwrap_or_default()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The job's findings with a kernel response.
+fn responded(runner: &FakeRunner, all: &[Value]) -> Vec<Value> {
+    runner
+        .findings_of(all)
+        .into_iter()
+        .filter(|f| f.get("response").is_some())
+        .collect()
+}
+
+#[test]
+fn kill_responses_end_the_theft_before_a_byte_is_read_and_spare_the_twins() {
+    let repository = "acme/kill";
+    let (agent, _config) = agent_for(
+        repository,
+        "  process-memory-read: kill\n  process-environ-read: kill\n  credential-read: kill\n  agent-tampering: kill\n",
+    );
+    let agent_pid = agent.pid();
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let stolen = runner.dir.path().join("stolen");
+    let (evil, harmless) = packages(&runner, &stolen);
+    let o = out.display();
+    let npm = "npm install --offline --no-audit --no-fund";
+    runner.run_job(&[
+        // The agent learns the job (and the kernel its Worker) from its first events.
+        ("warmup", "sleep 1\n"),
+        // The Worker's environment, memory map and memory (the Worker is the step's parent).
+        (
+            "environ",
+            &format!("cat /proc/$PPID/environ > {o}/environ.txt || echo \"environ $?\" >> {o}/status\n"),
+        ),
+        (
+            "maps",
+            &format!("cat /proc/$PPID/maps > {o}/maps.txt || echo \"maps $?\" >> {o}/status\n"),
+        ),
+        (
+            "mem",
+            &format!(
+                "python3 -c \"import sys; open('/proc/%s/mem' % sys.argv[1], 'rb'); print('opened')\" $PPID > {o}/mem.txt || echo \"mem $?\" >> {o}/status\n"
+            ),
+        ),
+        // The same memory by another route than /proc: process_vm_readv (x86_64 syscall 310).
+        (
+            "vm-readv",
+            &format!(
+                "python3 -c \"import ctypes, sys\n\
+buf = ctypes.create_string_buffer(64)\n\
+local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 64)\n\
+remote = (ctypes.c_void_p * 2)(0x400000, 64)\n\
+ctypes.CDLL(None).syscall(310, int(sys.argv[1]), local, 1, remote, 1, 0)\n\
+print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
+            ),
+        ),
+        // Tampering: a signal to the agent (SIGCONT: harmless to it), and bpf(2) (syscall 321).
+        (
+            "signal",
+            &format!("/bin/kill -CONT {agent_pid} || echo \"signal $?\" >> {o}/status\n"),
+        ),
+        (
+            "bpf",
+            &format!(
+                "python3 -c \"import ctypes; ctypes.CDLL(None).syscall(321, 0, None, 0); print('returned')\" > {o}/bpf.txt || echo \"bpf $?\" >> {o}/status\n"
+            ),
+        ),
+        // A process lister asked to print environments is not spared.
+        (
+            "ps-environments",
+            &format!("ps eww -p $PPID > {o}/pse.txt || echo \"pse $?\" >> {o}/status\n"),
+        ),
+        // Nor one made to load someone's code.
+        (
+            "ps-preloaded",
+            &format!(
+                "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 ps aux > {o}/pspre.txt || echo \"pspre $?\" >> {o}/status\n"
+            ),
+        ),
+        // Twins: a listing, the job's own child's environment, its own.
+        (
+            "twins",
+            &format!(
+                "ps aux > {o}/ps.txt; echo \"ps $?\" >> {o}/status\n\
+                 sleep 5 & child=$!\n\
+                 cat /proc/$child/environ > /dev/null; echo \"child $?\" >> {o}/status\n\
+                 kill $child\n\
+                 cat /proc/self/environ > /dev/null; echo \"self $?\" >> {o}/status\n"
+            ),
+        ),
+        // npm reads its own .npmrc; a harmless install script runs; then the thief.
+        (
+            "npm-harmless",
+            &format!("{npm} --foreground-scripts {} > {o}/npm-harmless.txt 2>&1; echo \"npm-harmless $?\" >> {o}/status\n", harmless.display()),
+        ),
+        (
+            "npm-evil",
+            &format!("{npm} {} > {o}/npm-evil.txt 2>&1 || echo \"npm-evil $?\" >> {o}/status\n", evil.display()),
+        ),
+        // The Worker itself opens another process's environment: never killed.
+        ("@worker", "read -r -d '' _ < /proc/1/environ || true\n"),
+        ("after", &format!("echo alive >> {o}/status\n")),
+    ]);
+
+    let status = statuses(&out);
+    // Killed (128 + SIGKILL) at the open, before reading: nothing reached their output.
+    for killed in [
+        "environ 137",
+        "maps 137",
+        "mem 137",
+        "vm 137",
+        "signal 137",
+        "bpf 137",
+        "pse 137",
+        "pspre 137",
+    ] {
+        assert!(
+            status.contains(killed),
+            "{killed}: {status}\n{}",
+            read(&out.join("pse.txt"))
+        );
+    }
+    assert!(!read(&out.join("environ.txt")).contains(CANARY_ENV));
+    assert!(read(&out.join("maps.txt")).is_empty(), "maps printed");
+    assert!(!read(&out.join("mem.txt")).contains("opened"));
+    assert!(!read(&out.join("vm.txt")).contains("returned"));
+    assert!(!read(&out.join("bpf.txt")).contains("returned"));
+    assert!(!read(&out.join("pse.txt")).contains(CANARY_ENV));
+    // The thief died in npm's postinstall; npm itself lived to report it (and exits with its
+    // script's status), and the kill was the hook's (below).
+    assert!(!stolen.exists(), "the hook copied the token");
+    let npm_evil = read(&out.join("npm-evil.txt"));
+    assert!(
+        status.contains("npm-evil ") && npm_evil.contains("npm error"),
+        "npm reports its script failed: {status}\n{npm_evil}"
+    );
+    // The twins lived.
+    for alive in ["ps 0", "child 0", "self 0", "npm-harmless 0", "alive"] {
+        assert!(status.contains(alive), "{alive}: {status}");
+    }
+    assert!(read(&out.join("npm-harmless.txt")).contains("built"));
+
+    let findings = agent.wait_for_findings("the kills", |all| responded(&runner, all).len() >= 9);
+    let kills = responded(&runner, &findings);
+    for f in &kills {
+        assert_eq!(f["response"], "killed", "{f:#}");
+    }
+    let by = |rule: &str, tool: &str| {
+        kills
+            .iter()
+            .filter(|f| f["rule"] == rule && f["process_chain"][0]["comm"] == tool)
+            .count()
+    };
+    assert_eq!(by("process-environ-read", "cat"), 1, "{kills:#?}");
+    assert_eq!(
+        by("process-environ-read", "ps"),
+        2,
+        "`ps e` and a preloaded ps: {kills:#?}"
+    );
+    assert_eq!(by("process-memory-read", "cat"), 1, "{kills:#?}");
+    assert_eq!(
+        by("process-memory-read", "python3"),
+        2,
+        "/proc and process_vm_readv: {kills:#?}"
+    );
+    assert_eq!(by("agent-tampering", "kill"), 1, "{kills:#?}");
+    assert_eq!(by("agent-tampering", "python3"), 1, "{kills:#?}");
+    let credential: Vec<_> = kills
+        .iter()
+        .filter(|f| f["rule"] == "credential-read")
+        .collect();
+    assert_eq!(credential.len(), 1, "{kills:#?}");
+    assert_eq!(credential[0]["hook"]["package"], "evil-pkg");
+    assert_eq!(kills.len(), 9, "nothing else was killed: {kills:#?}");
+    // The Worker's own read is not a kill.
+    assert!(kills
+        .iter()
+        .all(|f| f["process_chain"][0]["comm"] != "Runner.Worker"));
+
+    let metrics = agent.scrape();
+    assert!(
+        sample(
+            &metrics,
+            "monitor_responses_total{response=\"killed\",rule=\"process-memory-read\"}"
+        )
+        .is_some_and(|v| v >= 3.0),
+        "{metrics}"
+    );
+    assert!(
+        agent.log().contains("kill responses"),
+        "the start-up log names the mechanism: {}",
+        agent.log()
+    );
+    // The job's report says what was killed, first in the row.
+    agent.wait_for_report(&runner);
+    let report = read(&agent.report_path(&runner).unwrap().with_extension("md"));
+    assert!(report.contains("| **killed** "), "{report}");
+}
+
+#[test]
+fn rehearsed_responses_kill_nothing_and_say_what_they_would_have_killed() {
+    let repository = "acme/rehearse";
+    let (agent, config) = agent_for(
+        repository,
+        "  rehearse: true\n  process-environ-read: kill\n  credential-read: kill\n",
+    );
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let stolen = runner.dir.path().join("stolen");
+    let (evil, _) = packages(&runner, &stolen);
+    let o = out.display();
+    runner.run_job(&[
+        ("warmup", "sleep 1\n"),
+        (
+            "environ",
+            &format!("cat /proc/$PPID/environ > {o}/environ.txt; echo \"environ $?\" >> {o}/status\n"),
+        ),
+        (
+            "npm-evil",
+            &format!(
+                "npm install --offline --no-audit --no-fund {} > {o}/npm-evil.txt 2>&1; echo \"npm-evil $?\" >> {o}/status\n",
+                evil.display()
+            ),
+        ),
+    ]);
+    // The attacks really happened: the Worker's secret and the token were read.
+    let status = statuses(&out);
+    assert!(
+        status.contains("environ 0") && status.contains("npm-evil 0"),
+        "{status}"
+    );
+    assert!(read(&out.join("environ.txt")).contains(CANARY_ENV));
+    assert!(
+        read(&stolen).contains(CANARY_NPM),
+        "the hook copied the token"
+    );
+
+    let findings = agent.wait_for_findings("the rehearsed kills", |all| {
+        responded(&runner, all).len() >= 2
+    });
+    let rehearsed = responded(&runner, &findings);
+    assert_eq!(rehearsed.len(), 2, "{rehearsed:#?}");
+    for f in &rehearsed {
+        assert_eq!(f["response"], "would_kill", "{f:#}");
+    }
+    assert!(rehearsed
+        .iter()
+        .any(|f| f["rule"] == "process-environ-read" && f["process_chain"][0]["comm"] == "cat"));
+    assert!(rehearsed
+        .iter()
+        .any(|f| f["rule"] == "credential-read" && f["hook"]["package"] == "evil-pkg"));
+
+    // `profile diff` over the recorded run, with a profile that kills memory reads too: the
+    // rehearsed kills and the ones the profile would add are marked.
+    let kills = config.path().join("kills.yml");
+    std::fs::write(
+        &kills,
+        "version: 1\nresponses:\n  process-memory-read: kill\n  process-environ-read: kill\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        "profile".to_string(),
+        "diff".into(),
+        "--profile".into(),
+        kills.display().to_string(),
+    ];
+    args.extend(agent.event_logs().iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let diff = integration_tests::monitor_cli(&args);
+    let environ_line = diff.lines().find(|l| {
+        l.contains("process-environ-read") && l.contains("/proc/") && l.contains("[would kill]")
+    });
+    assert!(environ_line.is_some(), "{diff}");
+}
+
+/// A directory of its own in bpffs for an agent's pins, removed (pins and all) at the end.
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new(name: &str) -> Self {
+        PinDir(format!("/sys/fs/bpf/monitor-test-{name}-{}", std::process::id()).into())
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The enforcement directories agents left in it.
+    fn enforcement_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("enforcement-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+/// Waits (up to 30 s) for `path` to exist.
+fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn enforcement_outlives_a_killed_agent_is_taken_over_and_released_on_request() {
+    let repository = "acme/outlive";
+    let pins = PinDir::new("outlive");
+    let responses = "  process-environ-read: kill\n";
+    let (mut first, config) = agent_with(repository, responses, &["--pin-dir", pins.arg()]);
+    let config_path = config.path().join("monitor.yml");
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display().to_string();
+    // Each attempt waits for the test's word (a file), then reads the Worker's environment.
+    let attempt = |name: &str, gate: &str| {
+        format!(
+            "touch {o}/waiting-{name}\n\
+             while [ ! -e {o}/{gate} ]; do sleep 0.05; done\n\
+             if cat /proc/$PPID/environ > {o}/{name}.txt; then echo \"{name} 0\" >> {o}/status; \
+             else echo \"{name} $?\" >> {o}/status; fi\n\
+             touch {o}/done-{name}\n"
+        )
+    };
+    let steps: Vec<(String, String)> = vec![
+        ("warmup".into(), "sleep 1\n".into()),
+        ("while-dead".into(), attempt("dead", "go-dead")),
+        ("taken-over".into(), attempt("taken", "go-taken")),
+        ("released".into(), attempt("released", "go-released")),
+    ];
+    let job = std::thread::spawn(move || {
+        let steps: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        runner.run_job(&steps);
+        runner
+    });
+
+    // The agent is killed while the job runs: nothing is left to read the ring, yet the
+    // kernel still kills the theft.
+    wait_for_file(&out.join("waiting-dead"));
+    let first_pid = first.pid();
+    // First, as root in a step would to end enforcement with the agent, its pins are removed:
+    // the agent pins them again within a tick (else the kill below would end enforcement,
+    // and the theft would succeed).
+    let mine = pins.0.join(format!("enforcement-{first_pid}"));
+    let pinned = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = ["maps", "links"]
+            .iter()
+            .flat_map(|sub| {
+                std::fs::read_dir(dir.join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |e| format!("{sub}/{}", e.file_name().to_string_lossy()))
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = pinned(&mine);
+    assert!(
+        before.iter().any(|n| n.starts_with("links/"))
+            && before.iter().any(|n| n.starts_with("maps/")),
+        "{before:?}"
+    );
+    remove_tree(&mine);
+    assert!(!mine.exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pinned(&mine) != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pins not restored: {:?} of {before:?}",
+            pinned(&mine)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        integration_tests::sample(&first.scrape(), "monitor_enforcement_unpinned_total")
+            .unwrap_or(0.0)
+            >= before.len() as f64
+    );
+    unsafe { libc::kill(first_pid as i32, libc::SIGKILL) };
+    first.wait_for_exit();
+    assert_eq!(
+        pins.enforcement_dirs(),
+        vec![format!("enforcement-{first_pid}")]
+    );
+    std::fs::write(out.join("go-dead"), "").unwrap();
+    wait_for_file(&out.join("done-dead"));
+    let status = statuses(&out);
+    assert!(
+        status.contains("dead 137"),
+        "killed with no agent running: {status}"
+    );
+    assert!(!read(&out.join("dead.txt")).contains(CANARY_ENV));
+
+    // The next agent takes the enforcement over (the dead one's maps, its own programs).
+    let mut second = Agent::start_with(&[
+        "--config",
+        config_path.to_str().unwrap(),
+        "--pin-dir",
+        pins.arg(),
+    ]);
+    assert!(
+        second.log().contains(&format!(
+            "taken over from the agent that was pid {first_pid}"
+        )),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        pins.enforcement_dirs(),
+        vec![format!("enforcement-{}", second.pid())]
+    );
+    wait_for_file(&out.join("waiting-taken"));
+    std::fs::write(out.join("go-taken"), "").unwrap();
+    wait_for_file(&out.join("done-taken"));
+    assert!(statuses(&out).contains("taken 137"), "{}", statuses(&out));
+    second.stop();
+
+    // An agent started with --release-enforcement removes what the stopped one left, and
+    // pins nothing of its own; once it stops too, the theft is no longer killed.
+    let mut third = Agent::start_with(&[
+        "--config",
+        config_path.to_str().unwrap(),
+        "--pin-dir",
+        pins.arg(),
+        "--release-enforcement",
+    ]);
+    assert!(
+        pins.enforcement_dirs().is_empty(),
+        "{:?}",
+        pins.enforcement_dirs()
+    );
+    third.stop();
+    wait_for_file(&out.join("waiting-released"));
+    std::fs::write(out.join("go-released"), "").unwrap();
+    let runner = job.join().expect("the job");
+    let status = statuses(&out);
+    assert!(status.contains("released 0"), "{status}");
+    assert!(
+        read(&out.join("released.txt")).contains(CANARY_ENV),
+        "the attack works once enforcement is released (so the kills above were the pins')"
+    );
+    let _ = runner;
+}

@@ -1,0 +1,75 @@
+//! The second kernel (`cargo xtask kernel-matrix`): the hook-tier tests
+//! (`tests/tests/kernel_tiers.rs`) in Debian's stock 6.1 kernel (`vm.rs`), once with the best
+//! tier it allows (BPF-LSM) and once forced to fentry: the tiers this host's kernel refuses.
+//! One boot for all. Meant for `cargo xtask test`, once the agent loads on 6.1.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _};
+
+/// The test binaries run in the VM, by `--test` name.
+const VM_TESTS: &[&str] = &["kernel_tiers"];
+
+/// The tiers each is run with: (what `--open-hook` is forced to, the tier the tests must find).
+const TIERS: &[(Option<&str>, &str)] = &[(None, "lsm"), (Some("fentry"), "fentry")];
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    // The release agent: the debug build's BTF parsing alone takes minutes under emulation.
+    crate::cargo(&["build", "--release", "--package", "monitor"])?;
+    let agent = root.join("target/release/monitor");
+    let mut script = String::from("set -e\n");
+    for test in VM_TESTS {
+        let binary = test_binary(root, test)?;
+        for (forced, expected) in TIERS {
+            script.push_str(&format!(
+                "echo '== {test}: open hook {expected} =='\n\
+                 MONITOR_TEST_OPEN_HOOK={} MONITOR_EXPECT_OPEN_TIER={expected} {} --test-threads=1\n",
+                forced.unwrap_or(""),
+                binary.display()
+            ));
+        }
+    }
+    let mut env = crate::vm::forwarded_env();
+    env.retain(|(name, _)| {
+        !name.starts_with("MONITOR_TEST_")
+            && !name.starts_with("MONITOR_EXPECT_")
+            && name != "MONITOR_BIN"
+    });
+    env.push(("RUST_BACKTRACE".into(), "1".into()));
+    env.push(("MONITOR_BIN".into(), agent.display().to_string()));
+    let status = crate::vm::run_in_vm(root, &script, &env)?;
+    if status != 0 {
+        bail!("the hook-tier tests failed in the kernel VM (exit status {status}; output above)");
+    }
+    Ok(())
+}
+
+/// The executable cargo built for `tests/tests/<name>.rs`.
+fn test_binary(root: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "test",
+            "-p",
+            "integration-tests",
+            "--test",
+            name,
+            "--no-run",
+        ])
+        .args(["--message-format", "json"])
+        .current_dir(root)
+        .output()
+        .context("running cargo test --no-run")?;
+    if !output.status.success() {
+        bail!(
+            "building the {name} tests failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .with_context(|| format!("cargo named no executable for the {name} tests"))
+}
