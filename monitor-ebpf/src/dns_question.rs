@@ -230,11 +230,13 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         copy = DNS_QUESTION_MAX;
         (*event).header.flags |= DNS_TRUNCATED;
     }
-    // Masked so the verifier sees the bound; at least one byte.
-    let copy = copy & DNS_QUESTION_MAX;
     if copy == 0 {
         return Ok(());
     }
+    // Bounded to [1, DNS_QUESTION_MAX + 1] where the verifier can see it (the value is
+    // unchanged): verifiers before ~6.8 (6.1's) do not learn `copy >= 1` from `copy != 0`, and
+    // the helper refuses a length that may be 0.
+    let copy = ((crate::kernel::opaque(copy) - 1) & DNS_QUESTION_MAX) + 1;
     let header_len = core::mem::size_of::<DnsEvent>();
     if bpf_skb_load_bytes(
         ctx.skb.skb.cast(),

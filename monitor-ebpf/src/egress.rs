@@ -29,7 +29,7 @@ use monitor_common::{
 
 use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
-    kernel::{current_task, fill_header, is_agent, offsets_present, submit_fixed},
+    kernel::{current_task, event_scratch, fill_header, is_agent, offsets_present, submit},
     DNS_SOCKET_OWNERS, EGRESS_SEEN, PENDING_CONNECTS,
 };
 
@@ -158,11 +158,18 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
     }
     let refused = verdict == DENY;
     let socket_cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // Records are built in the per-CPU scratch, not on the stack: 6.1's verifier refuses this
+    // program's stack with them there (over 512 bytes with the block-mode lookups' own).
+    let Some(scratch) = event_scratch() else {
+        return verdict;
+    };
     if dest.port == 53 {
         // Its questions are captured as packets (dns.rs), where the sender is not known.
-        let mut owner: EventHeader = unsafe { core::mem::zeroed() };
-        unsafe { fill_header(&raw mut owner, EventKind::NetDns, current_task()) };
-        let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &owner, 0);
+        let owner = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<EventHeader>();
+        unsafe {
+            fill_header(owner, EventKind::NetDns, current_task());
+            let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
+        }
     }
     if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &dest, refused) {
         return verdict;
@@ -178,18 +185,28 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         return verdict;
     }
     let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
-    let mut event = ConnectEvent::default();
-    unsafe { fill_header(&raw mut event.header, EventKind::NetConnect, current_task()) };
-    event.fd = -1;
-    // EPERM, as the process sees it; otherwise not known here.
-    event.result = if refused { -1 } else { 0 };
-    event.family = dest.family;
-    event.sock_type = unsafe { (*ctx.sock_addr).type_ } as u16;
-    event.port = dest.port;
-    event.via = via;
-    event.blocked = refused as u8;
-    event.addr = dest.addr;
-    unsafe { submit_fixed(&event, EventKind::NetConnect) };
+    unsafe {
+        let event = (*scratch).bytes.as_mut_ptr().cast::<ConnectEvent>();
+        fill_header(
+            &raw mut (*event).header,
+            EventKind::NetConnect,
+            current_task(),
+        );
+        (*event).fd = -1;
+        // EPERM, as the process sees it; otherwise not known here.
+        (*event).result = if refused { -1 } else { 0 };
+        (*event).family = dest.family;
+        (*event).sock_type = (*ctx.sock_addr).type_ as u16;
+        (*event).port = dest.port;
+        (*event).via = via;
+        (*event).blocked = refused as u8;
+        (*event).addr = dest.addr;
+        submit(
+            scratch,
+            core::mem::size_of::<ConnectEvent>(),
+            EventKind::NetConnect,
+        );
+    }
     verdict
 }
 

@@ -105,6 +105,25 @@ pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *cons
 }
 
 /// The per-CPU record scratch buffer.
+/// `value`, with everything LLVM knows of it forgotten (it passes through memory, volatile).
+/// A mask or bound check written after it stays in the program: from a value it has bounded
+/// already, LLVM drops the mask or folds an offset past it, and verifiers before ~6.8 (6.1's),
+/// which track less, then refuse the access the mask was there to bound.
+#[inline(always)]
+pub fn opaque<T: Copy>(value: T) -> T {
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
+/// Adds `bits` to the word at `at`, in map memory. Volatile, so the compiler keeps the bits out
+/// of registers: flags built up in a register are a different constant on each path that set
+/// them, and the verifier walks everything after once per combination (older verifiers, 6.1's,
+/// past their budget); read back from map memory they are one unknown value, and the walks
+/// merge.
+#[inline(always)]
+pub unsafe fn add_bits(at: *mut u32, bits: u32) {
+    core::ptr::write_volatile(at, core::ptr::read_volatile(at) | bits);
+}
+
 #[inline(always)]
 pub fn event_scratch() -> Option<*mut EventScratch> {
     EVENT_SCRATCH.get_ptr_mut(0)

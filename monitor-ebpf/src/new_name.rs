@@ -38,8 +38,8 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
-        offsets_present, read, read_ptr, submit,
+        add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
+        is_agent, off, offsets_present, opaque, read, read_ptr, submit,
     },
     open::dentry_name,
     path, watch,
@@ -71,6 +71,10 @@ pub struct NameScratch {
     old: [u8; MAX_PATH_LEN],
     /// The scan position of `name_match` (see `component_start`).
     cursor: u32,
+    /// What the names matched (`MATCH_*`; map memory, see `kernel::add_bits`).
+    matched: u32,
+    /// Whether the old name matched.
+    from_matched: u32,
 }
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -241,9 +245,12 @@ unsafe fn read_str(dst: *mut u8, src: u64, from: Strings) -> i64 {
     }
 }
 
+/// Byte `i` of a name in map memory. The index is `opaque`: else LLVM folds the `- 1` of
+/// `byte(s, at - 1)` into the load's offset after the mask, and 6.1's verifier, which does not
+/// learn `at >= 1` from `at != 0`, refuses the access as reaching before the buffer.
 #[inline(always)]
 unsafe fn byte(s: *const u8, i: u32) -> u8 {
-    *s.add(i as usize & POS_MASK)
+    *s.add(opaque(i) as usize & POS_MASK)
 }
 
 /// The dentry of the directory `dfd` names for the current task (its cwd for AT_FDCWD).
@@ -288,9 +295,10 @@ unsafe fn without_trailing_slashes(s: *const u8, len: u32, cursor: *mut u32) -> 
     core::ptr::read_volatile(cursor) & POS_MASK as u32
 }
 
-/// The watch bits of the name `s` (`len` bytes, relative to `dfd`) for `access`: its last
-/// component, and its directory's name. A name the filter cannot take apart (a component over
-/// 255 bytes, a `..` directory) passes: userspace decides on the whole path.
+/// Adds the watch bits of the name `s` (`len` bytes, relative to `dfd`) for `access` to
+/// `*matched` (map memory, see `kernel::add_bits`): its last component, and its
+/// directory's name. A name the filter cannot take apart (a component over 255 bytes, a `..`
+/// directory) passes: userspace decides on the whole path.
 #[inline(always)]
 unsafe fn name_match(
     task: *const u8,
@@ -299,28 +307,34 @@ unsafe fn name_match(
     dfd: i64,
     access: u32,
     cursor: *mut u32,
-) -> Result<u32, i64> {
+    matched: *mut u32,
+) -> Result<(), i64> {
     let end = without_trailing_slashes(s, len, cursor);
     let start = component_start(s, end, cursor);
-    if start > 0 && byte(s, start - 1) != b'/' {
-        return Ok(MATCH_ALL);
-    }
-    if start > end {
-        return Ok(MATCH_ALL);
+    if (start > 0 && byte(s, start - 1) != b'/') || start > end {
+        add_bits(matched, MATCH_ALL);
+        return Ok(());
     }
     let base_len = (end - start) & 255;
-    let (mut matched, _) = watch::match_name(s.add(start as usize), base_len, access)?;
+    let mut no_proc_kind = 0u32;
+    watch::match_name(
+        s.add(start as usize),
+        base_len,
+        access,
+        matched,
+        &raw mut no_proc_kind,
+    )?;
 
     if start == 0 {
         let (plen, pname) = dentry_name(dir_dentry(task, dfd)?)?;
-        matched |= watch::match_parent(pname, plen, access)?;
-        return Ok(matched);
+        return watch::match_parent(pname, plen, access, matched);
     }
     // The component before the last: `start - 1` is its '/'.
     let pend = without_trailing_slashes(s, start - 1, cursor);
     let pstart = component_start(s, pend, cursor);
     if (pstart > 0 && byte(s, pstart - 1) != b'/') || pstart > pend {
-        return Ok(matched | MATCH_PARENT_DIR);
+        add_bits(matched, MATCH_PARENT_DIR);
+        return Ok(());
     }
     let plen = (pend - pstart) & 255;
     let dot = plen == 1 && byte(s, pstart) == b'.';
@@ -328,13 +342,13 @@ unsafe fn name_match(
     if dot && pstart == 0 {
         // `./name`: the directory is dfd's.
         let (dlen, dname) = dentry_name(dir_dentry(task, dfd)?)?;
-        matched |= watch::match_parent(dname, dlen, access)?;
+        watch::match_parent(dname, dlen, access, matched)
     } else if dot || dot_dot {
-        matched |= MATCH_PARENT_DIR;
+        add_bits(matched, MATCH_PARENT_DIR);
+        Ok(())
     } else {
-        matched |= watch::match_parent(s.add(pstart as usize), plen, access)?;
+        watch::match_parent(s.add(pstart as usize), plen, access, matched)
     }
-    Ok(matched)
 }
 
 unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result<(), i64> {
@@ -348,18 +362,31 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     let cursor = &raw mut (*names).cursor;
     let mut flags = via;
 
+    let matched = &raw mut (*names).matched;
+    let from_matched = &raw mut (*names).from_matched;
+    core::ptr::write_volatile(matched, 0);
+    core::ptr::write_volatile(from_matched, 0);
+
     let new_read = read_str(new, pending.new, from);
     let mut new_len = 0u32;
-    let mut matched = if new_read <= 1 {
+    if new_read <= 1 {
         flags |= NAME_TRUNCATED; // unreadable: fail closed
-        MATCH_ALL
+        add_bits(matched, MATCH_ALL);
     } else {
         new_len = (new_read - 1) as u32;
         if new_len as usize >= MAX_PATH_LEN - 1 {
             flags |= NAME_TRUNCATED;
         }
-        name_match(task, new, new_len, pending.new_dfd, WATCH_WRITE, cursor)?
-    };
+        name_match(
+            task,
+            new,
+            new_len,
+            pending.new_dfd,
+            WATCH_WRITE,
+            cursor,
+            matched,
+        )?;
+    }
 
     let old_read = read_str(old, pending.old, from);
     let old_len = if old_read > 1 {
@@ -369,18 +396,20 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     };
     if pending.op != NAME_OP_SYMLINK && old_len > 0 {
         // A credential (or any watched file) given another name: read or write alike.
-        if name_match(
+        name_match(
             task,
             old,
             old_len,
             pending.old_dfd,
             WATCH_READ | WATCH_WRITE,
             cursor,
-        )? != 0
-        {
-            matched |= MATCH_FROM;
+            from_matched,
+        )?;
+        if core::ptr::read_volatile(from_matched) != 0 {
+            add_bits(matched, MATCH_FROM);
         }
     }
+    let matched = core::ptr::read_volatile(matched);
     if matched == 0 {
         return Ok(());
     }

@@ -18,7 +18,8 @@
 
 use aya_ebpf::{
     helpers::generated::bpf_get_current_pid_tgid,
-    macros::{fentry, lsm, raw_tracepoint, tracepoint},
+    macros::{fentry, lsm, map, raw_tracepoint, tracepoint},
+    maps::PerCpuArray,
     programs::{FEntryContext, LsmContext, RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
@@ -30,13 +31,17 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        config, count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
-        offsets_present, read, read_ptr, submit,
+        add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
+        is_agent, off, offsets_present, read, read_ptr, submit,
     },
     path, respond, watch, WATCH_INODES, WATCH_INODE_BITS,
 };
 
 const FMODE_WRITE: u32 = 0x2;
+
+/// The filter's findings about the open being judged (per CPU; see `kernel::add_bits`).
+#[map]
+static OPEN_FACTS: PerCpuArray<respond::OpenFacts> = PerCpuArray::with_max_entries(1, 0);
 const EPERM: i32 = 1;
 const IORING_OP_OPENAT: u8 = 18;
 const IORING_OP_OPENAT2: u8 = 28;
@@ -123,6 +128,10 @@ unsafe fn try_open_fd(fd: i64, extra_flags: u32) -> Result<u32, i64> {
     try_open(file, fd, extra_flags)
 }
 
+/// The `RESPONSE_*` bits of a record's flags.
+const RESPONSE_BITS: u32 =
+    RESPONSE_KILLED | RESPONSE_KILL_FAILED | RESPONSE_REFUSED | monitor_common::RESPONSE_WOULD_KILL;
+
 /// Judges the opened `file` (`fd`: its descriptor, -1 before it has one) and sends its record
 /// when it is watched; returns the response taken (`RESPONSE_*`). In the LSM tier a kill
 /// response also refuses the open: the record says `RESPONSE_REFUSED`.
@@ -150,14 +159,18 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0)
     };
     let mut dev = None;
-    let mut facts = respond::OpenFacts {
-        matched: 0,
-        proc_kind: 0,
-        proc_owner: 0,
-        inode_kind: 0,
-        writes: access == WATCH_WRITE,
-    };
-    let mut matched = watch_match(dentry, access, tgid, pid_tgid as u32, &mut facts)?;
+    let facts = OPEN_FACTS.get_ptr_mut(0).ok_or(-1i64)?;
+    let matched_at = &raw mut (*facts).matched;
+    for field in [
+        matched_at,
+        &raw mut (*facts).proc_kind,
+        &raw mut (*facts).proc_owner,
+        &raw mut (*facts).inode_kind,
+    ] {
+        core::ptr::write_volatile(field, 0);
+    }
+    core::ptr::write_volatile(&raw mut (*facts).writes, (access == WATCH_WRITE) as u32);
+    watch_match(dentry, access, tgid, pid_tgid as u32, facts)?;
     // The same file under another name: a bind mount, a hard link, a detached tree. The
     // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
     if inode_bit_set(ino) {
@@ -167,15 +180,16 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
             _pad0: 0,
         };
         if let Some(kind) = WATCH_INODES.get_ptr(&identity) {
-            facts.inode_kind = *kind;
-            if *kind & access != 0 {
-                matched |= MATCH_INODE;
+            let kind = *kind;
+            core::ptr::write_volatile(&raw mut (*facts).inode_kind, kind);
+            if kind & access != 0 {
+                add_bits(matched_at, MATCH_INODE);
             }
         }
     }
-    facts.matched = matched;
+    let mut matched = core::ptr::read_volatile(matched_at);
     let mut response = if matched != 0 {
-        respond::to_open(tgid, &facts)
+        respond::to_open(tgid, facts)
     } else {
         0
     };
@@ -193,31 +207,36 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<FileOpenEvent>();
     fill_header(&raw mut (*event).header, EventKind::FileOpen, task);
-    let mut flags = extra_flags | response;
-    let header_len = core::mem::size_of::<FileOpenEvent>();
-    let path_len = match path::resolve_path_struct(task, f_path) {
-        Ok(resolved) => {
-            if resolved.truncated {
-                flags |= OPEN_PATH_TRUNCATED;
-            }
-            path::copy_to(&resolved, base.add(header_len))
-        }
-        Err(_) => {
-            flags |= OPEN_PATH_UNRESOLVED;
-            0
-        }
-    };
-    (*event).header.flags = flags;
+    // The filter's outcome goes through map memory before the path walk and is read back
+    // after it: held in registers, each combination of its bits is a constant of its own, and
+    // the verifier walks the whole path resolution once for each (past 6.1's budget).
+    core::ptr::write_volatile(&raw mut (*event).header.flags, extra_flags | response);
+    core::ptr::write_volatile(&raw mut (*event).matched, matched);
     (*event).f_flags = read::<u32>(file, off!(file_f_flags)).unwrap_or(0);
     (*event).f_mode = f_mode;
     (*event).ino = ino;
     (*event).dev = dev;
-    (*event).matched = matched;
     (*event).fd = fd as i32;
-    (*event).path_len = path_len as u16;
     (*event)._pad0 = 0;
+    let header_len = core::mem::size_of::<FileOpenEvent>();
+    let mut path_flags = 0;
+    let path_len = match path::resolve_path_struct(task, f_path) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                path_flags = OPEN_PATH_TRUNCATED;
+            }
+            path::copy_to(&resolved, base.add(header_len))
+        }
+        Err(_) => {
+            path_flags = OPEN_PATH_UNRESOLVED;
+            0
+        }
+    };
+    let flags = core::ptr::read_volatile(&raw const (*event).header.flags) | path_flags;
+    (*event).header.flags = flags;
+    (*event).path_len = path_len as u16;
     submit(scratch, header_len + path_len, EventKind::FileOpen);
-    Ok(response)
+    Ok(flags & RESPONSE_BITS)
 }
 
 /// The watch bits of an opened dentry: its own name and its parent directory's name, and for
@@ -229,18 +248,20 @@ unsafe fn watch_match(
     access: u32,
     tgid: u32,
     tid: u32,
-    facts: &mut respond::OpenFacts,
-) -> Result<u32, i64> {
+    facts: *mut respond::OpenFacts,
+) -> Result<(), i64> {
+    let matched = &raw mut (*facts).matched;
+    let proc_kind_at = &raw mut (*facts).proc_kind;
     let (len, name) = dentry_name(dentry)?;
-    let (mut matched, proc_kind) = watch::match_name(name, len, access)?;
+    watch::match_name(name, len, access, matched, proc_kind_at)?;
 
     // The parent directory's name (~/.ssh/*, .github/workflows/*, ...).
     let parent = read_ptr(dentry, off!(dentry_d_parent))?;
     let (parent_len, parent_name) = dentry_name(parent)?;
-    matched |= watch::match_parent(parent_name, parent_len, access)?;
+    watch::match_parent(parent_name, parent_len, access, matched)?;
 
     // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
-    if proc_kind != 0 {
+    if core::ptr::read_volatile(proc_kind_at) != 0 {
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
@@ -248,13 +269,15 @@ unsafe fn watch_match(
             watch::load_name(parent_name, parent_len, key);
             let owner = parse_pid(&*key);
             if owner != tgid && owner != tid {
-                matched |= MATCH_PROC_OTHER;
-                facts.proc_kind = proc_kind;
-                facts.proc_owner = process_of_thread_dir(parent).unwrap_or(owner);
+                add_bits(matched, MATCH_PROC_OTHER);
+                core::ptr::write_volatile(
+                    &raw mut (*facts).proc_owner,
+                    process_of_thread_dir(parent).unwrap_or(owner),
+                );
             }
         }
     }
-    Ok(matched)
+    Ok(())
 }
 
 /// For `/proc/<pid>/task/<tid>`, the `<pid>` (the process the thread belongs to); None for a

@@ -17,7 +17,7 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        config, count_error, current_task, event_scratch, fill_header, is_agent, off,
+        add_bits, config, count_error, current_task, event_scratch, fill_header, is_agent, off,
         offsets_present, process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
     },
     path,
@@ -54,7 +54,8 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<ExecEvent>();
     fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
-    let mut flags = 0u32;
+    // Flags through the record (map memory): see `add_bits`.
+    let flags = &raw mut (*event).header.flags;
 
     // The name given to execve, from the tracepoint record.
     let data_loc: u32 = ctx.read_at::<u32>(8).map_err(|e| e as i64)?;
@@ -71,7 +72,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         0
     };
     if (data_loc >> 16) as usize > MAX_FILENAME_LEN {
-        flags |= EXEC_FILENAME_TRUNCATED;
+        add_bits(flags, EXEC_FILENAME_TRUNCATED);
     }
     offset += filename_len;
 
@@ -85,7 +86,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             // kernel's own count, not a stat of a path in some other namespace afterwards.
             if let Ok(inode) = read_ptr(exe_file, off!(file_f_inode)) {
                 if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
-                    flags |= EXEC_EXE_UNLINKED;
+                    add_bits(flags, EXEC_EXE_UNLINKED);
                 }
                 exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
                 exe_ctime_nsec = read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0);
@@ -93,14 +94,14 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
                 Ok(resolved) => {
                     if resolved.truncated {
-                        flags |= EXEC_EXE_TRUNCATED;
+                        add_bits(flags, EXEC_EXE_TRUNCATED);
                     }
                     exe_len = path::copy_to(&resolved, base.add(offset & SECTION_MASK));
                 }
-                Err(_) => flags |= EXEC_EXE_UNRESOLVED,
+                Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
             }
         }
-        Err(_) => flags |= EXEC_EXE_UNRESOLVED,
+        Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
     }
     offset = (offset + exe_len) & SECTION_MASK;
 
@@ -111,7 +112,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let mut argv_len = argv_total as usize;
     if argv_len > MAX_ARGV_LEN - 1 {
         argv_len = MAX_ARGV_LEN - 1;
-        flags |= EXEC_ARGV_TRUNCATED;
+        add_bits(flags, EXEC_ARGV_TRUNCATED);
     }
     let argv_len = argv_len & (MAX_ARGV_LEN - 1);
     if bpf_probe_read_user(
@@ -120,7 +121,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         arg_start as *const _,
     ) < 0
     {
-        flags |= EXEC_ARGV_TRUNCATED;
+        add_bits(flags, EXEC_ARGV_TRUNCATED);
     }
 
     offset = (offset + argv_len) & TAIL_MASK;
@@ -131,16 +132,15 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
             Ok(resolved) => {
                 if resolved.truncated {
-                    flags |= EXEC_CWD_TRUNCATED;
+                    add_bits(flags, EXEC_CWD_TRUNCATED);
                 }
                 cwd_len = path::copy_to(&resolved, base.add(offset));
             }
-            Err(_) => flags |= EXEC_CWD_UNRESOLVED,
+            Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
         },
-        Err(_) => flags |= EXEC_CWD_UNRESOLVED,
+        Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
     }
 
-    (*event).header.flags = flags;
     (*event).exe_len = exe_len as u16;
     (*event).argv_len = argv_len as u16;
     (*event).filename_len = filename_len as u16;

@@ -30,7 +30,8 @@
 
 use aya_ebpf::{
     helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
-    macros::tracepoint,
+    macros::{map, tracepoint},
+    maps::PerCpuArray,
     programs::TracePointContext,
 };
 use monitor_common::{
@@ -49,7 +50,9 @@ use crate::{
 
 const SIGKILL: u32 = 9;
 
-/// What the watch filter found about an open, for the response.
+/// What the watch filter found about an open, for the response. Kept in map memory
+/// (`open::OPEN_FACTS`) and read volatile: see `kernel::add_bits`.
+#[repr(C)]
 pub struct OpenFacts {
     /// `MATCH_*` bits.
     pub matched: u32,
@@ -59,14 +62,14 @@ pub struct OpenFacts {
     pub proc_owner: u32,
     /// The `WATCH_INODES` value of the opened file, or 0.
     pub inode_kind: u32,
-    /// Opened for writing.
-    pub writes: bool,
+    /// Opened for writing (1) or not (0).
+    pub writes: u32,
 }
 
 /// The response to an open by `tgid`, taken now: `RESPONSE_KILLED`, `RESPONSE_WOULD_KILL`,
 /// `RESPONSE_KILL_FAILED`, or 0 when its job's policy asks for nothing.
 #[inline(always)]
-pub unsafe fn to_open(tgid: u32, facts: &OpenFacts) -> u32 {
+pub unsafe fn to_open(tgid: u32, facts: *const OpenFacts) -> u32 {
     let Some((slot, flags)) = member(tgid) else {
         return 0;
     };
@@ -74,21 +77,25 @@ pub unsafe fn to_open(tgid: u32, facts: &OpenFacts) -> u32 {
     if policy & POLICY_KILLS == 0 {
         return 0;
     }
+    let get = |field: *const u32| core::ptr::read_volatile(field);
+    let matched = get(&raw const (*facts).matched);
+    let proc_kind = get(&raw const (*facts).proc_kind);
+    let proc_owner = get(&raw const (*facts).proc_owner);
     let mut kill = false;
-    if facts.matched & MATCH_PROC_OTHER != 0 && facts.proc_owner != 0 {
-        let same_job = member(facts.proc_owner).is_some_and(|(s, _)| s == slot);
-        if same_job && facts.writes && facts.proc_kind & WATCH_PROC_MEMORY != 0 {
-            no_longer_quiet(facts.proc_owner);
+    if matched & MATCH_PROC_OTHER != 0 && proc_owner != 0 {
+        let same_job = member(proc_owner).is_some_and(|(s, _)| s == slot);
+        if same_job && get(&raw const (*facts).writes) != 0 && proc_kind & WATCH_PROC_MEMORY != 0 {
+            no_longer_quiet(proc_owner);
         }
         if !same_job {
-            kill = if facts.proc_kind & WATCH_PROC_MEMORY != 0 {
+            kill = if proc_kind & WATCH_PROC_MEMORY != 0 {
                 policy & POLICY_KILL_PROC_MEMORY != 0
             } else {
                 policy & POLICY_KILL_PROC_ENVIRON != 0 && flags & JOB_QUIET_LISTER == 0
             };
         }
     }
-    if facts.inode_kind & WATCH_CREDENTIAL != 0
+    if get(&raw const (*facts).inode_kind) & WATCH_CREDENTIAL != 0
         && flags & JOB_INSTALL_CODE != 0
         && policy & POLICY_KILL_INSTALL_CREDENTIAL != 0
     {
@@ -281,28 +288,43 @@ unsafe fn asks_for_environments(task: *const u8) -> bool {
     let Ok(len) = args() else {
         return true;
     };
-    let mut st = ArgsState {
-        word: 0,
-        at_start: 1,
-        letters_only: 1,
-        has_e: 0,
-        asks: 0,
+    let Some(state) = LOOP_STATE.get_ptr_mut(0) else {
+        return true;
     };
+    let st = &raw mut (*state).args;
+    (*st).word = 0;
+    (*st).at_start = 1;
+    (*st).letters_only = 1;
+    (*st).has_e = 0;
+    (*st).asks = 0;
     bpf_loop(
         (len as u32) & (LISTER_ARGS_LEN as u32 * 2 - 1),
         args_byte as *mut core::ffi::c_void,
-        (&raw mut st).cast(),
+        core::ptr::null_mut(),
         0,
     );
-    st.asks != 0
+    core::ptr::read_volatile(&raw const (*st).asks) != 0
 }
 
+/// The state of a `bpf_loop` scan, kept in map memory and not on the stack (the callback's
+/// context argument): the verifier tracks stack values exactly, so a counter there is a new
+/// state on every round and the callback's walk never meets one it has seen (6.18's verifier,
+/// which walks callbacks until their states repeat, gives up at its budget); map memory holds
+/// unknown values to it, and the walk merges at once.
+#[repr(C)]
+struct LoopState {
+    args: ArgsState,
+    scan: ScanState,
+}
+#[map]
+static LOOP_STATE: PerCpuArray<LoopState> = PerCpuArray::with_max_entries(1, 0);
+
 /// One byte of a lister's arguments (NUL-separated words).
-extern "C" fn args_byte(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let st = ctx.cast::<ArgsState>();
-    let Some(buf) = ENV_SCRATCH.get_ptr(0) else {
+extern "C" fn args_byte(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(buf), Some(state)) = (ENV_SCRATCH.get_ptr(0), LOOP_STATE.get_ptr_mut(0)) else {
         return 1;
     };
+    let st = unsafe { &raw mut (*state).args };
     unsafe {
         let c = (*buf).bytes[index as usize & (LISTER_ARGS_LEN - 1)];
         if c == 0 {
@@ -355,27 +377,29 @@ unsafe fn scan_env(task: *const u8, look_for: u64) -> Result<bool, i64> {
         len = ENV_SCAN_LEN - 1;
     }
     let buf = ENV_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    // `opaque`: the mask must reach the verifier (6.1's loses the clamp above).
+    let len = crate::kernel::opaque(len) & (ENV_SCAN_LEN - 1);
     if bpf_probe_read_user(
         (*buf).bytes.as_mut_ptr().cast(),
-        (len & (ENV_SCAN_LEN - 1)) as u32,
+        len as u32,
         start as *const _,
     ) < 0
     {
         return Err(-1);
     }
-    (*buf).bytes[len & (ENV_SCAN_LEN - 1)] = 0;
-    let mut st = ScanState {
-        len: len as u64,
-        look_for,
-        found: 0,
-    };
+    (*buf).bytes[len] = 0;
+    let state = LOOP_STATE.get_ptr_mut(0).ok_or(-1i64)?;
+    let st = &raw mut (*state).scan;
+    (*st).len = len as u64;
+    (*st).look_for = look_for;
+    (*st).found = 0;
     bpf_loop(
         len as u32,
         env_byte as *mut core::ffi::c_void,
-        (&raw mut st).cast(),
+        core::ptr::null_mut(),
         0,
     );
-    Ok(st.found != 0)
+    Ok(core::ptr::read_volatile(&raw const (*st).found) != 0)
 }
 
 #[repr(C)]
@@ -403,11 +427,11 @@ const MASK: usize = ENV_SCAN_LEN - 1;
 /// One byte of the environment: at the start of a variable, is it what the scan looks for
 /// (`npm_lifecycle_event=` with an install event: there is one, so the scan stops at it; or
 /// `LD_`)?
-extern "C" fn env_byte(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let st = ctx.cast::<ScanState>();
-    let Some(buf) = ENV_SCRATCH.get_ptr(0) else {
+extern "C" fn env_byte(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(buf), Some(state)) = (ENV_SCRATCH.get_ptr(0), LOOP_STATE.get_ptr_mut(0)) else {
         return 1;
     };
+    let st = unsafe { &raw mut (*state).scan };
     unsafe {
         let i = index as usize;
         let len = (*st).len as usize;

@@ -4,6 +4,9 @@
 //! opened dentry's name and its parent's (open.rs); renames, links and symlinks test the
 //! components of the name the process gave (new_name.rs). Names are read with
 //! constant-size string reads from a dentry or from map memory alike.
+//!
+//! A match's bits are added to a word in map memory (`kernel::add_bits`), not returned: see
+//! there why.
 
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_kernel_str,
@@ -17,8 +20,8 @@ use monitor_common::{
 };
 
 use crate::{
-    kernel::read, WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PAIRS,
-    WATCH_PARENT_DIRS,
+    kernel::{add_bits, read},
+    WATCH_NAMES, WATCH_NAME_PREFIXES, WATCH_NAME_SUFFIXES, WATCH_PAIRS, WATCH_PARENT_DIRS,
 };
 
 #[repr(C)]
@@ -98,22 +101,26 @@ unsafe fn last_pair(name: *const u8, len: u32) -> Result<u32, i64> {
     Ok((two >> 8) | ((two & 0xff) << 8))
 }
 
-/// `MATCH_NAME | MATCH_NAME_PREFIX | MATCH_NAME_SUFFIX` bits of the file name at `name` (`len`
-/// bytes) for `access`, and, when the name is listed for other processes' /proc files, its
-/// watch value (`WATCH_PROC_*` bits; 0 otherwise).
+/// Adds the `MATCH_NAME | MATCH_NAME_PREFIX | MATCH_NAME_SUFFIX` bits of the file name at `name`
+/// (`len` bytes) for `access` to `*matched`, and, when the name is listed for other processes'
+/// /proc files, its watch value (`WATCH_PROC_*` bits) to `*proc_kind`. Both in map memory.
 #[inline(always)]
-pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32, u32), i64> {
+pub unsafe fn match_name(
+    name: *const u8,
+    len: u32,
+    access: u32,
+    matched: *mut u32,
+    proc_kind: *mut u32,
+) -> Result<(), i64> {
     if len == 0 {
-        return Ok((0, 0));
+        return Ok(());
     }
     let first = first_pair(name, len)?;
     let check_name = pair_listed(PAIRS_NAMES, first);
     let check_prefix = pair_listed(PAIRS_PREFIXES, first);
     let check_suffix = pair_listed(PAIRS_SUFFIXES, last_pair(name, len)?);
-    let mut matched = 0u32;
-    let mut proc_kind = 0u32;
     if !(check_name || check_prefix || check_suffix) {
-        return Ok((matched, proc_kind));
+        return Ok(());
     }
     let scratch = scratch()?;
     let name_key = &raw mut (*scratch).name;
@@ -122,10 +129,10 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
         if let Some(value) = WATCH_NAMES.get_ptr(&(*name_key).data) {
             let value = *value;
             if value & access != 0 {
-                matched |= MATCH_NAME;
+                add_bits(matched, MATCH_NAME);
             }
             if value & WATCH_PROC_OTHER != 0 {
-                proc_kind = value;
+                add_bits(proc_kind, value);
             }
         }
     }
@@ -133,12 +140,12 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
     if check_prefix {
         if let Some(value) = WATCH_NAME_PREFIXES.get(&*name_key) {
             if *value & access != 0 {
-                matched |= MATCH_NAME_PREFIX;
+                add_bits(matched, MATCH_NAME_PREFIX);
             }
         }
     }
     if !check_suffix {
-        return Ok((matched, proc_kind));
+        return Ok(());
     }
 
     // Suffixes: the last (up to) SUFFIX_KEY_LEN bytes of the name, reversed.
@@ -172,24 +179,31 @@ pub unsafe fn match_name(name: *const u8, len: u32, access: u32) -> Result<(u32,
         (*suffix).prefix_len = tail_len * 8;
         if let Some(value) = WATCH_NAME_SUFFIXES.get(&*suffix) {
             if *value & access != 0 {
-                matched |= MATCH_NAME_SUFFIX;
+                add_bits(matched, MATCH_NAME_SUFFIX);
             }
         }
     }
-    Ok((matched, proc_kind))
+    Ok(())
 }
 
-/// `MATCH_PARENT_DIR` when the directory name at `name` (`len` bytes) is listed for `access`.
+/// Adds `MATCH_PARENT_DIR` to `*matched` (map memory) when the directory name at `name` (`len`
+/// bytes) is listed for `access`.
 #[inline(always)]
-pub unsafe fn match_parent(name: *const u8, len: u32, access: u32) -> Result<u32, i64> {
+pub unsafe fn match_parent(
+    name: *const u8,
+    len: u32,
+    access: u32,
+    matched: *mut u32,
+) -> Result<(), i64> {
     if len == 0 || !pair_listed(PAIRS_PARENTS, first_pair(name, len)?) {
-        return Ok(0);
+        return Ok(());
     }
     let scratch = scratch()?;
     let name_key = &raw mut (*scratch).name;
     load_name(name, len, &raw mut (*name_key).data);
-    Ok(match WATCH_PARENT_DIRS.get_ptr(&(*name_key).data) {
-        Some(value) if *value & access != 0 => MATCH_PARENT_DIR,
-        _ => 0,
-    })
+    match WATCH_PARENT_DIRS.get_ptr(&(*name_key).data) {
+        Some(value) if *value & access != 0 => add_bits(matched, MATCH_PARENT_DIR),
+        _ => {}
+    }
+    Ok(())
 }

@@ -179,7 +179,9 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
                 )
             });
         if let Ok(p) = &mut result {
-            checks.push(responses_check(&mut p.ebpf));
+            checks.push(verifier_budget_check(&p.report.verifier_cost));
+            let tier = p.report.open_tier.tier;
+            checks.push(responses_check(&mut p.ebpf, tier));
             let tier = &p.report.open_tier;
             checks.push(check(
                 "open hook",
@@ -221,29 +223,71 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
     checks
 }
 
+/// How close the heaviest programs came to the verifier's limit here: a kernel whose verifier
+/// prunes less (older ones) walks more of the same program, and refuses it past the limit.
+fn verifier_budget_check(cost: &[(String, u32)]) -> Check {
+    let Some((heaviest, walked)) = cost.first() else {
+        return check(
+            "verifier budget",
+            Status::Ok,
+            "this kernel does not report what its verifier walked (before 5.16)",
+            "",
+        );
+    };
+    let budget = probes::VERIFIER_BUDGET;
+    // Every program past a tenth of the limit (at least the heaviest).
+    let top: Vec<String> = cost
+        .iter()
+        .enumerate()
+        .take_while(|(i, (_, n))| *i == 0 || *n > budget / 10)
+        .map(|(_, program)| program)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    check(
+        "verifier budget",
+        if *walked > budget / 2 {
+            Status::Warn
+        } else {
+            Status::Ok
+        },
+        format!(
+            "heaviest: {} of {budget} instructions ({} walked for {heaviest})",
+            top.join(", "),
+            walked
+        ),
+        "past half the limit here, an older kernel's verifier may refuse the program",
+    )
+}
+
 /// Which responses the kernel can take: kills come from `bpf_send_signal` in the open's exit
 /// (every probe kernel has it); the environment and install-time code kills also need the exec
-/// scanner, which needs `bpf_loop` (5.17+): it is loaded here to prove it. Refusing opens would
-/// need BPF-LSM, which this agent does not use: whether the kernel offers it is told.
-fn responses_check(ebpf: &mut aya::Ebpf) -> Check {
+/// scanner, which needs `bpf_loop` (5.17+): it is loaded here to prove it. Opens are refused
+/// too where the open hook is BPF-LSM's; else why not is told.
+fn responses_check(ebpf: &mut aya::Ebpf, open_tier: crate::hook_tier::OpenTier) -> Check {
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok();
-    let lsm = match lsm.as_deref() {
-        Some(list) if list.trim().split(',').any(|m| m == "bpf") => "BPF-LSM is active",
-        Some(_) => "BPF-LSM is not in the kernel's active LSM list",
-        None => "the LSM list is not readable (securityfs not mounted)",
+    let lsm = if open_tier == crate::hook_tier::OpenTier::Lsm {
+        "opens the job's policy kills for are also refused with EPERM (BPF-LSM file_open)"
+    } else {
+        match lsm.as_deref() {
+            Some(list) if list.trim().split(',').any(|m| m == "bpf") => {
+                "not used: BPF-LSM is active but its file_open program did not attach (see open hook)"
+            }
+            Some(_) => "not used: BPF-LSM is not in the kernel's active LSM list",
+            None => "not used: the LSM list is not readable (securityfs not mounted)",
+        }
     };
     let scanner = crate::enforce::load_tail_call(ebpf, "exec_scan", "EXEC_SCANNERS", "bpf_loop");
     match scanner {
         Ok(()) => check(
             "responses",
             Status::Ok,
-            format!("kill: bpf_send_signal at the open's exit, every kill response available; refuse: not used ({lsm})"),
+            format!("kill: bpf_send_signal at the open's exit, every kill response available; refuse: {lsm}"),
             "",
         ),
         Err(e) => check(
             "responses",
             Status::Warn,
-            format!("kill: process-memory-read only; the exec scanner (process-environ-read, credential-read kills) does not load: {e:#}; refuse: not used ({lsm})"),
+            format!("kill: process-memory-read only; the exec scanner (process-environ-read, credential-read kills) does not load: {e:#}; refuse: {lsm}"),
             "Linux 5.17 or newer (bpf_loop) for every kill response",
         ),
     }

@@ -42,6 +42,8 @@ pub struct KernelLayout {
     pub io_uring_layout: u32,
     /// io_uring's rename, link and symlink requests can be read at submission.
     pub io_uring_names: bool,
+    /// The name of the submission tracepoint on this kernel (`io_uring_submit_tracepoint`).
+    pub io_uring_submit: Option<&'static str>,
 }
 
 pub struct BtfIndex {
@@ -176,6 +178,41 @@ impl BtfIndex {
         None
     }
 
+    /// The name of the struct that argument `index` of raw tracepoint `name` points to.
+    pub fn tracepoint_arg_struct(&self, name: &str, index: usize) -> Option<String> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?;
+        for t in types {
+            let Type::Ptr(p) = self.strip(t) else {
+                continue;
+            };
+            let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&p) else {
+                continue;
+            };
+            // The prototype's first parameter is the tracepoint's own data pointer.
+            let param = proto.parameters.get(index + 1)?;
+            let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(param).ok()?) else {
+                return None;
+            };
+            return match self.strip(self.btf.resolve_chained_type(&arg).ok()?) {
+                Type::Struct(s) => self.btf.resolve_name(&s).ok(),
+                _ => None,
+            };
+        }
+        None
+    }
+
+    /// The raw tracepoint io_uring fires for a request once it is prepared, with the request
+    /// (`struct io_kiocb *`) first: `io_uring_submit_req` (6.5+), `io_uring_submit_sqe` before
+    /// (6.0-6.4 take the request too; 5.x took the ring and the opcode).
+    pub fn io_uring_submit_tracepoint(&self) -> Option<&'static str> {
+        ["io_uring_submit_req", "io_uring_submit_sqe"]
+            .into_iter()
+            .find(|name| self.tracepoint_arg_struct(name, 0).as_deref() == Some("io_kiocb"))
+    }
+
     pub fn layout(&self) -> Result<KernelLayout, LayoutError> {
         const PTR: &[usize] = &[8];
         const U32: &[usize] = &[4];
@@ -256,7 +293,8 @@ impl BtfIndex {
                 offsets.io_uring_cqe_res = self.offset("io_uring_cqe", "res", U32)?;
                 IO_URING_LAYOUT_CQE_ARG2
             }
-            (Ok(opcode), Some(5)) => {
+            // 5.x: (ctx, req, user_data, res, cflags); 5.19-6.2 add extra1, extra2 (big CQEs).
+            (Ok(opcode), Some(5) | Some(7)) => {
                 offsets.io_kiocb_opcode = opcode;
                 IO_URING_LAYOUT_RES_ARG3
             }
@@ -264,13 +302,15 @@ impl BtfIndex {
         };
         // io_uring's rename/link/symlink requests, when their structs are described and share
         // one layout (they do from 5.11 on).
+        let io_uring_submit = self.io_uring_submit_tracepoint();
         let io_uring_names = io_uring_layout != IO_URING_LAYOUT_NONE
-            && self.tracepoint_arg_count("io_uring_submit_req") == Some(1)
+            && io_uring_submit.is_some()
             && self.io_names_layout(&mut offsets).is_ok();
         Ok(KernelLayout {
             offsets,
             io_uring_layout,
             io_uring_names,
+            io_uring_submit,
         })
     }
 }

@@ -419,7 +419,14 @@ pub struct AttachReport {
     pub skipped: Vec<(String, String)>,
     /// The hook tier in force for file opens, and why better ones are not.
     pub open_tier: OpenTierChoice,
+    /// Instructions the kernel's verifier walked for each loaded program, heaviest first
+    /// (kernels since 5.16 report it). The verifier gives up at 1 000 000: a program near that
+    /// here may be refused by an older or stricter kernel's verifier.
+    pub verifier_cost: Vec<(String, u32)>,
 }
+
+/// The verifier's limit on instructions walked per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_BUDGET: u32 = 1_000_000;
 
 pub struct Probes {
     pub ebpf: Ebpf,
@@ -527,7 +534,7 @@ impl Probes {
         }
         push_watch_list(&mut ebpf, watch)?;
         let keep = options.enforcement.is_some();
-        let (report, links) = attach_all(&mut ebpf, keep, options.open_hook)?;
+        let (report, links) = attach_all(&mut ebpf, keep, options.open_hook, layout)?;
         let mut pinned_links = Vec::new();
         if let Some(enforcement) = &options.enforcement {
             let (kept, pinned, errors) = enforcement.pin_links(links);
@@ -661,6 +668,7 @@ fn attach_all(
     ebpf: &mut Ebpf,
     keep: bool,
     open_hook: OpenHookChoice,
+    layout: &KernelLayout,
 ) -> anyhow::Result<(AttachReport, Vec<(String, FdLink)>)> {
     let (open_tier, open_link) = attach_open_hook(ebpf, open_hook, keep)?;
     let mut links = Vec::new();
@@ -668,6 +676,7 @@ fn attach_all(
         attached: Vec::new(),
         skipped: Vec::new(),
         open_tier,
+        verifier_cost: Vec::new(),
     };
     if let Some(label) = report.open_tier.tier.label() {
         report.attached.push(label.to_string());
@@ -716,12 +725,17 @@ fn attach_all(
                         tp.load().map_err(verifier_context(hook.program))?;
                         loaded.push(hook.program);
                     }
-                    let id = tp.attach(hook.name)?;
+                    // The same tracepoint under an older kernel's name (the label keeps ours).
+                    let name = match hook.name {
+                        "io_uring_submit_req" => layout.io_uring_submit.unwrap_or(hook.name),
+                        name => name,
+                    };
+                    let id = tp.attach(name)?;
                     if keep {
                         match tp.take_link(id).map(FdLink::try_from) {
                             Ok(Ok(link)) => links.push((label.clone(), link)),
                             _ => {
-                                tp.attach(hook.name)?;
+                                tp.attach(name)?;
                                 log::warn!("{label} cannot be pinned: it ends with the agent");
                             }
                         }
@@ -737,7 +751,21 @@ fn attach_all(
         }
     }
     attach_egress(ebpf, &mut report, keep.then_some(&mut links));
+    report.verifier_cost = verifier_cost(ebpf);
     Ok((report, links))
+}
+
+/// What the verifier walked for each loaded program, heaviest first (empty before 5.16).
+fn verifier_cost(ebpf: &Ebpf) -> Vec<(String, u32)> {
+    let mut cost: Vec<(String, u32)> = ebpf
+        .programs()
+        .filter_map(|(name, program)| {
+            let walked = program.info().ok()?.verified_instruction_count()?;
+            Some((name.to_string(), walked))
+        })
+        .collect();
+    cost.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    cost
 }
 
 /// Attaches the egress programs at the cgroup v2 root, as links, so programs attached below it

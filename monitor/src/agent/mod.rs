@@ -165,6 +165,12 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     }
     log::info!("attached: {}", probes.report.attached.join(", "));
     log::info!("{}", probes.report.open_tier.describe());
+    if let Some((heaviest, walked)) = probes.report.verifier_cost.first() {
+        log::debug!(
+            "verifier: {heaviest} walked {walked} of {} instructions (the heaviest)",
+            crate::probes::VERIFIER_BUDGET
+        );
+    }
     let rings = probes.take_rings()?;
     let losses = probes.loss_reader()?;
     let probe_errors = probes.probe_error_reader()?;
