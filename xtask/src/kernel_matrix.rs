@@ -1,7 +1,8 @@
 //! The second kernel (`cargo xtask kernel-matrix`): the hook-tier tests
 //! (`tests/tests/kernel_tiers.rs`) in Debian's stock 6.1 kernel (`vm.rs`), once with the best
 //! tier it allows (BPF-LSM) and once forced to fentry: the tiers this host's kernel refuses.
-//! One boot for all. Meant for `cargo xtask test`, once the agent loads on 6.1.
+//! One boot for all. Part of the full `cargo xtask test` (about 3 minutes: the verifier's walk
+//! of every program under emulation is most of an agent's start there).
 
 use std::{path::Path, process::Command};
 

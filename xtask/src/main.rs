@@ -104,8 +104,11 @@ fn main() -> anyhow::Result<()> {
             let mut test_args = vec!["test"];
             test_args.extend(args.iter().map(String::as_str));
             cargo(&test_args)?;
-            // Only on the full run (no filter given): a short fuzz of every target.
+            // Only on the full run (no filter given): the hook tiers this kernel refuses
+            // (BPF-LSM, fentry), proven on a second kernel in a VM, and a short fuzz of every
+            // target.
             if args.is_empty() {
+                kernel_matrix::run(&workspace_root())?;
                 fuzz::run(&workspace_root(), &toolchain_dir(), 20)?;
             }
             Ok(())

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{key_of, link_of, Engine, MAX_FINDINGS_PER_JOB, MAX_SEEN_PER_JOB};
 use crate::{
-    event::{Event, KernelResponse},
+    event::{Detail, Event, KernelResponse},
     finding::{ChainLink, Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::Allowance,
@@ -234,6 +234,13 @@ impl Engine {
         };
         let mut raw = raw;
         raw.response = e.detail.response();
+        // Which route the kernel saw an open by (syscall, io_uring, lsm, fentry), unless the
+        // rule said how the file was reached itself (a rename's, a link's).
+        if let Detail::Open { via, .. } = &e.detail {
+            if !raw.evidence.iter().any(|(k, _)| *k == "via") {
+                raw.evidence.push(("via", json!(via)));
+            }
+        }
         let place = Place {
             job: p.job,
             step: p.step,

@@ -130,3 +130,33 @@ fn audit_profiles_tell_the_kernel_nothing() {
     npm_stealer(&mut sim);
     assert!(sim.engine.take_enforcement().is_empty());
 }
+
+/// The BPF-LSM tier refused the open and killed the reader: the finding says `blocked`, and
+/// which hook saw it; the tracepoint tier's twin says `killed` and `syscall`.
+#[test]
+fn a_read_refused_by_the_lsm_hook_says_blocked_and_by_which_hook() {
+    for (flags, response, via) in [
+        (
+            monitor_common::OPEN_VIA_LSM | monitor_common::RESPONSE_REFUSED | RESPONSE_KILLED,
+            "blocked",
+            "lsm",
+        ),
+        (RESPONSE_KILLED, "killed", "syscall"),
+    ] {
+        let mut sim = Sim::new(profile(KILLS));
+        sim.runner().run_step(300, "__run");
+        sim.spawn(
+            300,
+            310,
+            "/usr/bin/cat",
+            &["cat", "/proc/200/environ"],
+            WORKSPACE,
+            github_env("__run"),
+        );
+        sim.read_responded(310, "/proc/200/environ", flags);
+        sim.exit(310).exit(300).exit(200).finish();
+        let json = serde_json::to_value(sim.only("process-environ-read")).unwrap();
+        assert_eq!(json["response"], response, "{json:#}");
+        assert_eq!(json["evidence"]["via"], via, "{json:#}");
+    }
+}
