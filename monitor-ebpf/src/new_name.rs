@@ -71,7 +71,13 @@ pub struct NameScratch {
     old: [u8; MAX_PATH_LEN],
     /// The scan position of `name_match` (see `component_start`).
     cursor: u32,
-    /// What the names matched (`MATCH_*`; map memory, see `kernel::add_bits`).
+    /// An io_uring request's names (syscalls' come from `PENDING_NAMES`).
+    pending: PendingName,
+    /// The record's flags, the names' lengths and what they matched (`MATCH_*`), kept here
+    /// and not in registers (see `kernel::add_bits`).
+    flags: u32,
+    new_len: u32,
+    old_len: u32,
     matched: u32,
     /// Whether the old name matched.
     from_matched: u32,
@@ -216,15 +222,17 @@ unsafe fn try_io_uring_name(req: *const u8) -> Result<(), i64> {
     let cmd = req.wrapping_add(off!(io_kiocb_cmd));
     let oldpath = read_ptr(cmd, off!(io_names_oldpath))?;
     let newpath = read_ptr(cmd, off!(io_names_newpath))?;
-    let pending = PendingName {
-        op,
-        _pad0: 0,
-        old_dfd: read::<i32>(cmd, off!(io_names_old_dfd))? as i64,
-        new_dfd: read::<i32>(cmd, off!(io_names_new_dfd))? as i64,
-        old: read_ptr(oldpath, off!(filename_name))? as u64,
-        new: read_ptr(newpath, off!(filename_name))? as u64,
-    };
-    try_new_name(&pending, Strings::Kernel, NAME_VIA_IO_URING)
+    // In map memory, the operation written volatile: as a constant on the stack each of the
+    // three would be walked through the whole judgement on its own (see `add_bits`).
+    let names = NAME_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    let pending = &raw mut (*names).pending;
+    core::ptr::write_volatile(&raw mut (*pending).op, op);
+    (*pending)._pad0 = 0;
+    (*pending).old_dfd = read::<i32>(cmd, off!(io_names_old_dfd))? as i64;
+    (*pending).new_dfd = read::<i32>(cmd, off!(io_names_new_dfd))? as i64;
+    (*pending).old = read_ptr(oldpath, off!(filename_name))? as u64;
+    (*pending).new = read_ptr(newpath, off!(filename_name))? as u64;
+    try_new_name(&*pending, Strings::Kernel, NAME_VIA_IO_URING)
 }
 
 /// Where a request's names are: in the process's memory (syscalls), or the kernel's copies
@@ -360,22 +368,27 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     let new = (*names).new.as_mut_ptr();
     let old = (*names).old.as_mut_ptr();
     let cursor = &raw mut (*names).cursor;
-    let mut flags = via;
-
+    // Flags, lengths and match bits through map memory (see `add_bits`): the directory's path
+    // walk below is then walked once, not once per combination of what came before.
+    let flags = &raw mut (*names).flags;
+    let new_len_at = &raw mut (*names).new_len;
+    let old_len_at = &raw mut (*names).old_len;
     let matched = &raw mut (*names).matched;
     let from_matched = &raw mut (*names).from_matched;
-    core::ptr::write_volatile(matched, 0);
-    core::ptr::write_volatile(from_matched, 0);
+    for at in [flags, new_len_at, old_len_at, matched, from_matched] {
+        core::ptr::write_volatile(at, 0);
+    }
+    add_bits(flags, via);
 
     let new_read = read_str(new, pending.new, from);
-    let mut new_len = 0u32;
     if new_read <= 1 {
-        flags |= NAME_TRUNCATED; // unreadable: fail closed
+        add_bits(flags, NAME_TRUNCATED); // unreadable: fail closed
         add_bits(matched, MATCH_ALL);
     } else {
-        new_len = (new_read - 1) as u32;
+        let new_len = (new_read - 1) as u32;
+        core::ptr::write_volatile(new_len_at, new_len);
         if new_len as usize >= MAX_PATH_LEN - 1 {
-            flags |= NAME_TRUNCATED;
+            add_bits(flags, NAME_TRUNCATED);
         }
         name_match(
             task,
@@ -389,11 +402,10 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     }
 
     let old_read = read_str(old, pending.old, from);
-    let old_len = if old_read > 1 {
-        (old_read - 1) as u32
-    } else {
-        0
-    };
+    if old_read > 1 {
+        core::ptr::write_volatile(old_len_at, (old_read - 1) as u32);
+    }
+    let old_len = core::ptr::read_volatile(old_len_at);
     if pending.op != NAME_OP_SYMLINK && old_len > 0 {
         // A credential (or any watched file) given another name: read or write alike.
         name_match(
@@ -409,8 +421,7 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
             add_bits(matched, MATCH_FROM);
         }
     }
-    let matched = core::ptr::read_volatile(matched);
-    if matched == 0 {
+    if core::ptr::read_volatile(matched) == 0 {
         return Ok(());
     }
 
@@ -419,23 +430,24 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     let event = base.cast::<FileNameEvent>();
     fill_header(&raw mut (*event).header, EventKind::FileName, task);
     let header_len = core::mem::size_of::<FileNameEvent>();
+    let dir_len_at = &raw mut (*event).dir_len;
+    core::ptr::write_volatile(dir_len_at, 0);
 
     // The directory of whichever name is relative (the new one first).
-    let new_relative = new_len > 0 && byte(new, 0) != b'/';
-    let old_relative = old_len > 0 && byte(old, 0) != b'/';
+    let new_relative = core::ptr::read_volatile(new_len_at) > 0 && byte(new, 0) != b'/';
+    let old_relative = core::ptr::read_volatile(old_len_at) > 0 && byte(old, 0) != b'/';
     let dir_dfd = if new_relative {
-        flags |= NAME_DIR_FOR_NEW;
+        add_bits(flags, NAME_DIR_FOR_NEW);
         if old_relative && pending.old_dfd == pending.new_dfd && pending.op != NAME_OP_SYMLINK {
-            flags |= NAME_DIR_FOR_FROM;
+            add_bits(flags, NAME_DIR_FOR_FROM);
         }
         Some(pending.new_dfd)
     } else if old_relative && pending.op != NAME_OP_SYMLINK {
-        flags |= NAME_DIR_FOR_FROM;
+        add_bits(flags, NAME_DIR_FOR_FROM);
         Some(pending.old_dfd)
     } else {
         None
     };
-    let mut dir_len = 0usize;
     if let Some(dfd) = dir_dfd {
         let dir = if dfd == AT_FDCWD {
             read_ptr(task, off!(task_fs)).map(|fs| fs.wrapping_add(off!(fs_pwd)))
@@ -445,30 +457,30 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
         match dir.and_then(|dir| path::resolve_path_struct(task, dir)) {
             Ok(resolved) => {
                 if resolved.truncated {
-                    flags |= NAME_DIR_TRUNCATED;
+                    add_bits(flags, NAME_DIR_TRUNCATED);
                 }
-                dir_len = path::copy_to(&resolved, base.add(header_len));
+                let n = path::copy_to(&resolved, base.add(header_len));
+                core::ptr::write_volatile(dir_len_at, n as u16);
             }
-            Err(_) => flags |= NAME_DIR_UNRESOLVED,
+            Err(_) => add_bits(flags, NAME_DIR_UNRESOLVED),
         }
     }
-    let dir_len = dir_len & POS_MASK;
-    let name_len = new_len as usize & POS_MASK;
+    let dir_len = core::ptr::read_volatile(dir_len_at) as usize & POS_MASK;
+    let name_len = core::ptr::read_volatile(new_len_at) as usize & POS_MASK;
     bpf_probe_read_kernel(
         base.add(header_len + dir_len).cast(),
         name_len as u32,
         new.cast(),
     );
-    let from_len = old_len as usize & POS_MASK;
+    let from_len = core::ptr::read_volatile(old_len_at) as usize & POS_MASK;
     bpf_probe_read_kernel(
         base.add(header_len + dir_len + name_len).cast(),
         from_len as u32,
         old.cast(),
     );
-    (*event).header.flags = flags;
+    (*event).header.flags = core::ptr::read_volatile(flags);
     (*event).op = pending.op;
-    (*event).matched = matched;
-    (*event).dir_len = dir_len as u16;
+    (*event).matched = core::ptr::read_volatile(matched);
     (*event).name_len = name_len as u16;
     (*event).from_len = from_len as u16;
     (*event)._pad0 = 0;

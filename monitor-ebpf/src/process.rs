@@ -54,32 +54,38 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<ExecEvent>();
     fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
-    // Flags through the record (map memory): see `add_bits`.
+    // Flags and lengths through the record (map memory), read back where needed: held in
+    // registers, each path's constants (0 for a part not read) are states of their own, and
+    // the verifier walks each later path resolution once per combination (see `add_bits`).
     let flags = &raw mut (*event).header.flags;
+    let filename_len_at = &raw mut (*event).filename_len;
+    let exe_len_at = &raw mut (*event).exe_len;
+    let argv_len_at = &raw mut (*event).argv_len;
+    let cwd_len_at = &raw mut (*event).cwd_len;
+    let len_of = |at: *mut u16| core::ptr::read_volatile(at) as usize;
+    for at in [filename_len_at, exe_len_at, argv_len_at, cwd_len_at] {
+        core::ptr::write_volatile(at, 0);
+    }
+    (*event).exe_ctime_sec = 0;
+    (*event).exe_ctime_nsec = 0;
 
     // The name given to execve, from the tracepoint record.
     let data_loc: u32 = ctx.read_at::<u32>(8).map_err(|e| e as i64)?;
     let filename_src = (ctx.as_ptr() as *const u8).add((data_loc & 0xffff) as usize);
-    let mut offset = HEADER_LEN;
     let copied = bpf_probe_read_kernel_str(
-        base.add(offset).cast(),
+        base.add(HEADER_LEN).cast(),
         MAX_FILENAME_LEN as u32,
         filename_src.cast(),
     );
-    let filename_len = if copied > 0 {
-        (copied as usize - 1) & (MAX_FILENAME_LEN - 1)
-    } else {
-        0
-    };
+    if copied > 0 {
+        let n = (copied as usize - 1) & (MAX_FILENAME_LEN - 1);
+        core::ptr::write_volatile(filename_len_at, n as u16);
+    }
     if (data_loc >> 16) as usize > MAX_FILENAME_LEN {
         add_bits(flags, EXEC_FILENAME_TRUNCATED);
     }
-    offset += filename_len;
 
     // The executable the kernel really mapped (for a script: its interpreter), resolved.
-    let mut exe_len = 0usize;
-    let mut exe_ctime_sec = 0i64;
-    let mut exe_ctime_nsec = 0u32;
     match read_ptr(mm, off!(mm_exe_file)) {
         Ok(exe_file) => {
             // No name anywhere: memfd_create + fexecve, or a file deleted before it ran. The
@@ -88,69 +94,62 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
                     add_bits(flags, EXEC_EXE_UNLINKED);
                 }
-                exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
-                exe_ctime_nsec = read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0);
+                (*event).exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
+                (*event).exe_ctime_nsec =
+                    read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
             }
             match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
                 Ok(resolved) => {
                     if resolved.truncated {
                         add_bits(flags, EXEC_EXE_TRUNCATED);
                     }
-                    exe_len = path::copy_to(&resolved, base.add(offset & SECTION_MASK));
+                    let at = (HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK;
+                    let n = path::copy_to(&resolved, base.add(at));
+                    core::ptr::write_volatile(exe_len_at, n as u16);
                 }
                 Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
             }
         }
         Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
     }
-    offset = (offset + exe_len) & SECTION_MASK;
 
     // argv: the NUL-separated block the kernel just copied onto the new stack.
     let arg_start = read::<u64>(mm, off!(mm_arg_start))?;
     let arg_end = read::<u64>(mm, off!(mm_arg_end))?;
     let argv_total = arg_end.saturating_sub(arg_start);
+    (*event).argv_total_len = argv_total.min(u32::MAX as u64) as u32;
     let mut argv_len = argv_total as usize;
     if argv_len > MAX_ARGV_LEN - 1 {
         argv_len = MAX_ARGV_LEN - 1;
         add_bits(flags, EXEC_ARGV_TRUNCATED);
     }
     let argv_len = argv_len & (MAX_ARGV_LEN - 1);
-    if bpf_probe_read_user(
-        base.add(offset).cast(),
-        argv_len as u32,
-        arg_start as *const _,
-    ) < 0
-    {
+    core::ptr::write_volatile(argv_len_at, argv_len as u16);
+    let at = (HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK;
+    if bpf_probe_read_user(base.add(at).cast(), argv_len as u32, arg_start as *const _) < 0 {
         add_bits(flags, EXEC_ARGV_TRUNCATED);
     }
 
-    offset = (offset + argv_len) & TAIL_MASK;
-
     // The working directory: where a package manager runs a package's install code.
-    let mut cwd_len = 0usize;
+    let cwd_at = ((HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK)
+        + len_of(argv_len_at);
+    let cwd_at = cwd_at & TAIL_MASK;
     match read_ptr(task, off!(task_fs)) {
         Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
             Ok(resolved) => {
                 if resolved.truncated {
                     add_bits(flags, EXEC_CWD_TRUNCATED);
                 }
-                cwd_len = path::copy_to(&resolved, base.add(offset));
+                let n = path::copy_to(&resolved, base.add(cwd_at));
+                core::ptr::write_volatile(cwd_len_at, n as u16);
             }
             Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
         },
         Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
     }
-
-    (*event).exe_len = exe_len as u16;
-    (*event).argv_len = argv_len as u16;
-    (*event).filename_len = filename_len as u16;
-    (*event).cwd_len = cwd_len as u16;
-    (*event).argv_total_len = argv_total.min(u32::MAX as u64) as u32;
     (*event)._pad1 = 0;
-    (*event).exe_ctime_sec = exe_ctime_sec;
-    (*event).exe_ctime_nsec = exe_ctime_nsec % 1_000_000_000;
     (*event)._pad2 = 0;
-    submit(scratch, offset + cwd_len, EventKind::ProcessExec);
+    submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
     // Last: a tail call does not come back.
     crate::respond::scan_exec(ctx, tgid);
     Ok(())
