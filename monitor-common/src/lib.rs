@@ -711,6 +711,10 @@ pub struct KernelOffsets {
     pub vfsmount_mnt_root: u32,
     pub fs_root: u32,
     pub inode_i_ino: u32,
+    /// `inode.i_sb`: the file's own superblock. For a file opened through overlayfs, the
+    /// security hooks also see the real file beneath, whose path is the overlay's; its
+    /// identity (device and inode) is the real file system's, what `stat` reports for it.
+    pub inode_i_sb: u32,
     /// `inode.i_nlink` (in an anonymous union with `__i_nlink`).
     pub inode_i_nlink: u32,
     /// Seconds of `inode`'s change time (`i_ctime_sec`, 6.11+; `__i_ctime.tv_sec` 6.6-6.10;
@@ -778,7 +782,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 56 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 57 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);

@@ -154,8 +154,9 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
 
     let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
     let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+    // The inode's own file system (see `inode_i_sb`), not the path's.
     let device = || {
-        let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+        let sb = read_ptr(inode, off!(inode_i_sb)).unwrap_or(core::ptr::null());
         read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0)
     };
     let mut dev = None;

@@ -260,6 +260,7 @@ impl BtfIndex {
             vfsmount_mnt_root: self.offset("vfsmount", "mnt_root", PTR)?,
             fs_root: self.offset("fs_struct", "root", &[16])?,
             inode_i_ino: self.offset("inode", "i_ino", &[8])?,
+            inode_i_sb: self.offset("inode", "i_sb", PTR)?,
             inode_i_nlink: self.offset("inode", "i_nlink", U32)?,
             inode_i_ctime_sec: self
                 .offset("inode", "i_ctime_sec", &[8])

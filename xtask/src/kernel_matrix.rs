@@ -1,27 +1,40 @@
 //! The second kernel (`cargo xtask kernel-matrix`): the hook-tier tests
-//! (`tests/tests/kernel_tiers.rs`) in Debian's stock 6.1 kernel (`vm.rs`), once with the best
-//! tier it allows (BPF-LSM) and once forced to fentry: the tiers this host's kernel refuses.
-//! One boot for all. Part of the full `cargo xtask test` (about 3 minutes: the verifier's walk
+//! (`tests/tests/kernel_tiers.rs`) and the evasion routes' tests in Debian's stock 6.1 kernel
+//! (`vm.rs`), with the best tier it allows (BPF-LSM) and forced to fentry: the tiers this host's
+//! kernel refuses.
+//! One boot for all. Part of the full `cargo xtask test` (about 7 minutes: the verifier's walk
 //! of every program under emulation is most of an agent's start there).
 
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 
-/// The test binaries run in the VM, by `--test` name.
-const VM_TESTS: &[&str] = &["kernel_tiers"];
+/// The tiers a test binary is run with: (what `--open-hook` is forced to, the tier the tests must
+/// find).
+type Tiers = &'static [(Option<&'static str>, &'static str)];
+/// The best tier 6.1 allows (BPF-LSM), and fentry forced.
+const BOTH: Tiers = &[(None, "lsm"), (Some("fentry"), "fentry")];
+const BEST: Tiers = &[(None, "lsm")];
 
-/// The tiers each is run with: (what `--open-hook` is forced to, the tier the tests must find).
-const TIERS: &[(Option<&str>, &str)] = &[(None, "lsm"), (Some("fentry"), "fentry")];
+/// The test binaries run in the VM, by `--test` name: the tier tests and the file routes (io_uring
+/// and 32-bit opens, renames over start-up files, bind mounts and hard links of credentials)
+/// under both open hooks; the egress and exec routes, which do not go through the open hook,
+/// once.
+const VM_TESTS: &[(&str, Tiers)] = &[
+    ("kernel_tiers", BOTH),
+    ("file_routes", BOTH),
+    ("egress_routes", BEST),
+    ("exec_routes", BEST),
+];
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
     // The release agent: the debug build's BTF parsing alone takes minutes under emulation.
     crate::cargo(&["build", "--release", "--package", "monitor"])?;
     let agent = root.join("target/release/monitor");
     let mut script = String::from("set -e\n");
-    for test in VM_TESTS {
+    for (test, tiers) in VM_TESTS {
         let binary = test_binary(root, test)?;
-        for (forced, expected) in TIERS {
+        for (forced, expected) in tiers.iter() {
             script.push_str(&format!(
                 "echo '== {test}: open hook {expected} =='\n\
                  MONITOR_TEST_OPEN_HOOK={} MONITOR_EXPECT_OPEN_TIER={expected} {} --test-threads=1\n",
