@@ -17,6 +17,11 @@ const KILLS: &str = "version: 1\nresponses:\n  process-environ-read: kill\n  pro
 
 /// A step's `cat` (310) killed at its open of the Worker's environment.
 fn cat_killed_reading_the_workers_environ(sim: &mut Sim) {
+    cat_reading_the_workers_environ(sim, RESPONSE_KILLED);
+}
+
+/// A step's `cat` (310) opens the Worker's environment; the kernel's record has `flags`.
+fn cat_reading_the_workers_environ(sim: &mut Sim, flags: u32) {
     sim.spawn(
         300,
         310,
@@ -25,7 +30,7 @@ fn cat_killed_reading_the_workers_environ(sim: &mut Sim) {
         WORKSPACE,
         github_env("__run"),
     );
-    sim.read_responded(310, "/proc/200/environ", RESPONSE_KILLED);
+    sim.read_responded(310, "/proc/200/environ", flags);
 }
 
 #[test]
@@ -145,15 +150,7 @@ fn a_read_refused_by_the_lsm_hook_says_blocked_and_by_which_hook() {
     ] {
         let mut sim = Sim::new(profile(KILLS));
         sim.runner().run_step(300, "__run");
-        sim.spawn(
-            300,
-            310,
-            "/usr/bin/cat",
-            &["cat", "/proc/200/environ"],
-            WORKSPACE,
-            github_env("__run"),
-        );
-        sim.read_responded(310, "/proc/200/environ", flags);
+        cat_reading_the_workers_environ(&mut sim, flags);
         sim.exit(310).exit(300).exit(200).finish();
         let json = serde_json::to_value(sim.only("process-environ-read")).unwrap();
         assert_eq!(json["response"], response, "{json:#}");
