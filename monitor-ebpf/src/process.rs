@@ -130,7 +130,9 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         add_bits(flags, EXEC_ARGV_TRUNCATED);
     }
 
-    // The working directory: where a package manager runs a package's install code.
+    // The working directory: where a package manager runs a package's install code. Its place
+    // is computed again from the lengths in the record, not from the registers above: carried
+    // across the walk below they make the verifier walk more (measured: 59k -> 86k on 6.18).
     let cwd_at = ((HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK)
         + len_of(argv_len_at);
     let cwd_at = cwd_at & TAIL_MASK;

@@ -163,45 +163,42 @@ impl BtfIndex {
     }
 
     /// Number of arguments of a tracepoint's prototype (`btf_trace_<name>` minus the context).
-    pub fn tracepoint_arg_count(&self, name: &str) -> Option<usize> {
+    /// The prototype of raw tracepoint `name` (`btf_trace_<name>`: its first parameter is the
+    /// tracepoint's own data pointer, the tracepoint's arguments follow).
+    fn tracepoint_proto(&self, name: &str) -> Option<btf_rs::FuncProto> {
         let types = self
             .btf
             .resolve_types_by_name(&format!("btf_trace_{name}"))
             .ok()?;
-        for t in types {
-            if let Type::Ptr(p) = self.strip(t) {
-                if let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&p) {
-                    return Some(proto.parameters.len().saturating_sub(1));
-                }
-            }
-        }
-        None
+        types.into_iter().find_map(|t| match self.strip(t) {
+            Type::Ptr(p) => match self.btf.resolve_chained_type(&p) {
+                Ok(Type::FuncProto(proto)) => Some(proto),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    pub fn tracepoint_arg_count(&self, name: &str) -> Option<usize> {
+        Some(
+            self.tracepoint_proto(name)?
+                .parameters
+                .len()
+                .saturating_sub(1),
+        )
     }
 
     /// The name of the struct that argument `index` of raw tracepoint `name` points to.
     pub fn tracepoint_arg_struct(&self, name: &str, index: usize) -> Option<String> {
-        let types = self
-            .btf
-            .resolve_types_by_name(&format!("btf_trace_{name}"))
-            .ok()?;
-        for t in types {
-            let Type::Ptr(p) = self.strip(t) else {
-                continue;
-            };
-            let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&p) else {
-                continue;
-            };
-            // The prototype's first parameter is the tracepoint's own data pointer.
-            let param = proto.parameters.get(index + 1)?;
-            let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(param).ok()?) else {
-                return None;
-            };
-            return match self.strip(self.btf.resolve_chained_type(&arg).ok()?) {
-                Type::Struct(s) => self.btf.resolve_name(&s).ok(),
-                _ => None,
-            };
+        let proto = self.tracepoint_proto(name)?;
+        let param = proto.parameters.get(index + 1)?;
+        let Type::Ptr(arg) = self.strip(self.btf.resolve_chained_type(param).ok()?) else {
+            return None;
+        };
+        match self.strip(self.btf.resolve_chained_type(&arg).ok()?) {
+            Type::Struct(s) => self.btf.resolve_name(&s).ok(),
+            _ => None,
         }
-        None
     }
 
     /// The raw tracepoint io_uring fires for a request once it is prepared, with the request
