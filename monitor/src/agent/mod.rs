@@ -374,6 +374,12 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     }
     pipeline.flush(&stats);
 
+    // The stop signals are taken before the agent says it is ready: a SIGTERM that comes right
+    // after the ready line must drain and stop it, not kill it by the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangups = signal(SignalKind::hangup())?;
     if let Some(path) = &options.ready_file {
         std::fs::write(path, &ready_text)
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -382,7 +388,6 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
 
     // SIGHUP: read the profile again (open jobs go on, judged by the new one from then on).
     let (reload_tx, reloads) = mpsc::channel(4);
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let hangup_task = tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             if reload_tx.send(()).await.is_err() {
@@ -410,9 +415,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         stats.clone(),
     ));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     let _ = stop_tx.send(true);
