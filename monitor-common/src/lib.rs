@@ -96,6 +96,26 @@ pub const LOSS_SLOTS: u32 = 16;
 pub struct ProcessLosses {
     pub counts: [u64; LOSS_SLOTS as usize],
 }
+/// Fair shares of the rings (`RING_SHARES`, kernel.rs `admit`): a control group that sent more
+/// than a quarter of a ring's size in one `SHARE_WINDOW_NS` (or the one before) is flooding,
+/// and while the ring is three-quarters full its records are refused (`SHED`), so the last
+/// quarter stays for everyone else's. With the default 8 MiB ring that is 2 MiB a second: a busy
+/// build sends about that at most (a `configure` script or a `make -j`: a few hundred programs
+/// a second, each exec record with its environment 4-10 KB), and then only loses records when
+/// the agent is already behind; a storm sends several times more, all the time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShareWindow {
+    pub start_ns: u64,
+    pub bytes: u64,
+    /// The window before's bytes: a group that flooded then is still flooding now (else each
+    /// new window would let a storm's first 2 MiB fill the room kept for the others).
+    pub previous: u64,
+}
+pub const SHARE_WINDOW_NS: u64 = 1_000_000_000;
+/// Control groups tracked at once (LRU beyond).
+pub const RING_SHARE_SLOTS: u32 = 4096;
+
 /// Processes whose losses are kept between two reads of the agent (LRU beyond).
 pub const LOSSES_BY_PROCESS_SLOTS: u32 = 4096;
 
@@ -594,6 +614,12 @@ pub const NAME_DIR_FOR_FROM: u32 = 1 << 4;
 /// Asked of io_uring (IORING_OP_RENAMEAT/LINKAT/SYMLINKAT), seen when submitted: whether it
 /// succeeded is not known.
 pub const NAME_VIA_IO_URING: u32 = 1 << 5;
+/// Seen by the BPF-LSM `path_rename`/`path_link`/`path_symlink` hooks (any route), before the
+/// filesystem acted.
+pub const NAME_VIA_LSM: u32 = 1 << 6;
+/// Seen by fentry on `security_path_rename`/`_link`/`_symlink` (any route), before the
+/// filesystem acted.
+pub const NAME_VIA_FENTRY: u32 = 1 << 7;
 
 /// A successful rename, link or symlink whose new name (or, for rename and link, old name) passed
 /// the watch filter. Followed by `dir_len` bytes (the directory a relative new name is relative

@@ -2,16 +2,21 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
+    generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_ringbuf_query,
+    },
 };
-use monitor_common::{EventHeader, EventKind, ProbeConfig, ProcessLosses};
+use monitor_common::{
+    EventHeader, EventKind, ProbeConfig, ProcessLosses, ShareWindow, SHARE_WINDOW_NS,
+};
 
 pub use crate::EventScratch;
 use aya_ebpf::maps::RingBuf;
 
 use crate::{
     EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, LOSSES_BY_PROCESS, PROBE_CONFIG, PROBE_ERRORS,
-    SECURITY_EVENTS,
+    RING_SHARES, SECURITY_EVENTS, SHED,
 };
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
@@ -139,10 +144,77 @@ fn ring_for(kind: EventKind) -> &'static RingBuf {
     }
 }
 
-/// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure.
+/// `bpf_ringbuf_query` flags.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
+/// Whether the current process's control group may add a record of `kind` (`len` bytes) to its
+/// ring now.
+///
+/// Fairness under pressure: one job's storm (exec, DNS answers, connects) must not cost another
+/// job its records. Each control group's record bytes are counted (all CPUs together) in windows
+/// of `SHARE_WINDOW_NS`; a group that sent more than a quarter of the ring in its window, or in
+/// the one before, is flooding, and while the ring is three-quarters full a flooding group's
+/// records are refused (counted in `SHED` and in the process's losses). So a storm is refused
+/// before it reaches the last quarter, which stays for the groups that are not flooding, even
+/// with the agent held still. Runners run as services (each its own group) and containers have
+/// their own: a job flooding from its group leaves the others their room. Records about the
+/// agent itself (`Tamper`) are never refused. Kernel contract: `bpf_get_current_cgroup_id`
+/// (4.18; the task's cgroup v2 id), `bpf_ringbuf_query` (5.8).
+#[inline(always)]
+fn admit(kind: EventKind, len: usize) -> bool {
+    if matches!(kind, EventKind::Tamper) {
+        return true;
+    }
+    let ring: *const RingBuf = ring_for(kind);
+    let size = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_RING_SIZE) };
+    let share = size / 4;
+    let group = unsafe { bpf_get_current_cgroup_id() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flooding = match RING_SHARES.get_ptr_mut(&group) {
+        Some(window) => unsafe {
+            let since = now.wrapping_sub((*window).start_ns);
+            if since > SHARE_WINDOW_NS {
+                // Two CPUs may both start the new window: the count is a bound, not a ledger.
+                // A window with nothing between counts as quiet.
+                (*window).previous = if since > 2 * SHARE_WINDOW_NS {
+                    0
+                } else {
+                    (*window).bytes
+                };
+                (*window).start_ns = now;
+                (*window).bytes = 0;
+            }
+            // Shared by every CPU, and not atomic (the BPF target has no atomic add in Rust):
+            // two CPUs adding at once lose one of the adds. A storm adds thousands of times a
+            // second, so it still crosses its share at once.
+            (*window).bytes += len as u64;
+            (*window).bytes > share || (*window).previous > share
+        },
+        None => {
+            let first = ShareWindow {
+                start_ns: now,
+                bytes: len as u64,
+                previous: 0,
+            };
+            let _ = RING_SHARES.insert(&group, &first, 0);
+            false
+        }
+    };
+    if !flooding {
+        return true;
+    }
+    let held = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_AVAIL_DATA) };
+    held < size - size / 4
+}
+
+/// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure (or when
+/// the process's group is refused its share, `admit`).
 #[inline(always)]
 pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
-    if !output(scratch, len, kind) {
+    if !admit(kind, len) {
+        count_shed(kind);
+    } else if !output(scratch, len, kind) {
         count_loss(kind);
     }
 }
@@ -171,7 +243,9 @@ unsafe fn output(scratch: *mut EventScratch, len: usize, kind: EventKind) -> boo
 /// Submits a fixed-size record.
 #[inline(always)]
 pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
-    if ring_for(kind).output::<T>(record, 0).is_err() {
+    if !admit(kind, core::mem::size_of::<T>()) {
+        count_shed(kind);
+    } else if ring_for(kind).output::<T>(record, 0).is_err() {
         count_loss(kind);
     }
 }
@@ -181,6 +255,17 @@ pub fn count_loss(kind: EventKind) {
     count_loss_of(kind, current_tgid());
 }
 
+/// Counts a record refused to a flooding group (`admit`): machine-wide as shed, and for the
+/// process as lost (its job's report counts it like any other loss).
+#[inline(always)]
+fn count_shed(kind: EventKind) {
+    if let Some(slot) = SHED.get_ptr_mut(kind.loss_slot()) {
+        // Per-CPU value: no other writer can race this increment.
+        unsafe { *slot += 1 };
+    }
+    count_process_loss(kind, current_tgid());
+}
+
 /// Counts a record of process `tgid` lost: machine-wide and for the process.
 #[inline(always)]
 pub fn count_loss_of(kind: EventKind, tgid: u32) {
@@ -188,7 +273,12 @@ pub fn count_loss_of(kind: EventKind, tgid: u32) {
         // Per-CPU value: no other writer can race this increment.
         unsafe { *slot += 1 };
     }
-    // And for the process (its job's report), per CPU like the total.
+    count_process_loss(kind, tgid);
+}
+
+#[inline(always)]
+fn count_process_loss(kind: EventKind, tgid: u32) {
+    // For the process (its job's report), per CPU like the total.
     let index = kind.loss_slot() as usize & (monitor_common::LOSS_SLOTS as usize - 1);
     match LOSSES_BY_PROCESS.get_ptr_mut(&tgid) {
         Some(losses) => unsafe { (*losses).counts[index] += 1 },

@@ -59,6 +59,18 @@ static SECURITY_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 
+/// Records refused to a flooding control group while its ring was three-quarters full, per
+/// `EventKind::loss_slot` (also counted in `LOSSES` and `LOSSES_BY_PROCESS`: they are lost).
+#[map]
+static SHED: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
+/// How many record bytes each control group sent in the current window, all CPUs together
+/// (kernel.rs, `admit`). LRU: a flood of new control groups evicts the oldest, which start
+/// afresh.
+#[map]
+static RING_SHARES: LruHashMap<u64, monitor_common::ShareWindow> =
+    LruHashMap::with_max_entries(monitor_common::RING_SHARE_SLOTS, 0);
+
 /// The same losses by the process whose record it was (tgid), so a job's report counts what
 /// its own processes lost. LRU: a process flooding past the bound evicts the oldest entries,
 /// whose losses then count only machine-wide.

@@ -20,6 +20,13 @@
 //! kernel's own copies of the names. Not seen: the 32-bit entry (the syscall tracepoints skip
 //! compat calls). The syscalls' names are read after the call: a second thread rewriting the
 //! buffer in between can hide a name (as with every syscall-argument hook).
+//!
+//! Where the kernel allows it, the agent attaches the security hooks instead (the tier chosen
+//! at load, as for opens): BPF-LSM `path_rename`/`path_link`/`path_symlink`, else fentry on
+//! `security_path_*`. They are called for every route (syscalls of either width, io_uring, any
+//! added later) with the names already looked up: the kernel's own dentries, which no second
+//! thread can rewrite and a bind mount does not rename. They run before the filesystem acts: a
+//! change refused later (EXDEV, ENOTEMPTY) is still reported.
 
 use aya_ebpf::{
     helpers::generated::{
@@ -28,12 +35,13 @@ use aya_ebpf::{
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{FEntryContext, LsmContext, RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, FileNameEvent, MATCH_ALL, MATCH_FROM, MATCH_PARENT_DIR, MAX_PATH_LEN,
     NAME_DIR_FOR_FROM, NAME_DIR_FOR_NEW, NAME_DIR_TRUNCATED, NAME_DIR_UNRESOLVED, NAME_OP_LINK,
-    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, NAME_VIA_IO_URING, WATCH_READ, WATCH_WRITE,
+    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, NAME_VIA_FENTRY, NAME_VIA_IO_URING,
+    NAME_VIA_LSM, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -489,5 +497,224 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
         header_len + dir_len + name_len + from_len,
         EventKind::FileName,
     );
+    Ok(())
+}
+
+// The six programs are written out (section and symbol) rather than with aya's `#[lsm]` and
+// `#[fentry]` attributes: those put the body in an inner function, and when LLVM keeps it as a
+// subprogram (it did for these, not for `lsm_file_open`) 6.1's verifier refuses its context
+// argument ("reg type unsupported for arg#0").
+
+/// Kernel contract: BPF-LSM `path_rename(const struct path *old_dir, struct dentry *old_dentry,
+/// const struct path *new_dir, struct dentry *new_dentry, ...)` (CONFIG_SECURITY_PATH, which
+/// AppArmor and TOMOYO need: on in Debian's and Ubuntu's kernels; 5.19 added a `flags` argument
+/// after these), called by `do_renameat2` for every route after both names were looked up and
+/// both are known to be on one mount. Observes only: returns 0 (a refusal by an earlier BPF-LSM
+/// program ends the call before this one runs).
+#[no_mangle]
+#[link_section = "lsm/path_rename"]
+pub fn lsm_path_rename(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    // Argument 0, `old_dir`, is on the same mount as `new_dir`: the old dentry is enough.
+    let (old, new_dir, new) = (ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    security_name(NAME_OP_RENAME, old, new_dir, new, NAME_VIA_LSM);
+    0
+}
+
+/// Kernel contract: BPF-LSM `path_link(struct dentry *old_dentry, const struct path *new_dir,
+/// struct dentry *new_dentry)`, from `do_linkat` (the old file is on `new_dir`'s mount).
+#[no_mangle]
+#[link_section = "lsm/path_link"]
+pub fn lsm_path_link(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let (old, new_dir, new) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    security_name(NAME_OP_LINK, old, new_dir, new, NAME_VIA_LSM);
+    0
+}
+
+/// Kernel contract: BPF-LSM `path_symlink(const struct path *dir, struct dentry *dentry, const
+/// char *old_name)`, from `do_symlinkat`; `old_name` is the kernel's copy of the target.
+#[no_mangle]
+#[link_section = "lsm/path_symlink"]
+pub fn lsm_path_symlink(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let (dir, new, target) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    security_name(NAME_OP_SYMLINK, target, dir, new, NAME_VIA_LSM);
+    0
+}
+
+/// As `lsm_path_rename`, at the entry of `security_path_rename` (kernels with fentry but
+/// without `bpf` among their LSMs).
+#[no_mangle]
+#[link_section = "fentry/security_path_rename"]
+pub fn fentry_path_rename(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let (old, new_dir, new) = (ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    security_name(NAME_OP_RENAME, old, new_dir, new, NAME_VIA_FENTRY);
+    0
+}
+
+/// As `lsm_path_link`, at the entry of `security_path_link`.
+#[no_mangle]
+#[link_section = "fentry/security_path_link"]
+pub fn fentry_path_link(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let (old, new_dir, new) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    security_name(NAME_OP_LINK, old, new_dir, new, NAME_VIA_FENTRY);
+    0
+}
+
+/// As `lsm_path_symlink`, at the entry of `security_path_symlink`.
+#[no_mangle]
+#[link_section = "fentry/security_path_symlink"]
+pub fn fentry_path_symlink(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let (dir, new, target) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    security_name(NAME_OP_SYMLINK, target, dir, new, NAME_VIA_FENTRY);
+    0
+}
+
+#[inline(always)]
+fn security_name(op: u32, old: *const u8, new_dir: *const u8, new: *const u8, via: u32) {
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    if is_agent(tgid) {
+        return;
+    }
+    if unsafe { try_security_name(op, old, new_dir, new, via) }.is_err() {
+        count_error(EventKind::FileName);
+    }
+}
+
+/// Judges a new name seen by a security hook: `new` (a dentry, maybe negative) in the directory
+/// `new_dir` (a `struct path`), and `old`: the file's present dentry for rename and link (in
+/// the same mount), the target string for symlink. The record has the same shape as the
+/// syscalls': the new name's directory resolved, the new name, and the old name relative to the
+/// same directory or, when it is elsewhere, resolved whole.
+#[inline(always)]
+unsafe fn try_security_name(
+    op: u32,
+    old: *const u8,
+    new_dir: *const u8,
+    new: *const u8,
+    via: u32,
+) -> Result<(), i64> {
+    if !offsets_present() {
+        return Ok(());
+    }
+    let task = current_task();
+    let names = NAME_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    let flags = &raw mut (*names).flags;
+    let matched = &raw mut (*names).matched;
+    let from_matched = &raw mut (*names).from_matched;
+    for at in [flags, matched, from_matched] {
+        core::ptr::write_volatile(at, 0);
+    }
+    add_bits(flags, via | NAME_DIR_FOR_NEW);
+    let mut no_proc_kind = 0u32;
+
+    let (new_len, new_name) = dentry_name(new)?;
+    // The length is read back from map memory where the record needs it: the matching below
+    // bounds it differently on each of its paths, and those bounds would be states of their own
+    // through the path walk (measured on 6.1: the symlink hook walked 521k instructions).
+    let new_len_at = &raw mut (*names).new_len;
+    core::ptr::write_volatile(new_len_at, new_len);
+    watch::match_name(
+        new_name,
+        new_len,
+        WATCH_WRITE,
+        matched,
+        &raw mut no_proc_kind,
+    )?;
+    let dir_dentry = read_ptr(new_dir, off!(path_dentry))?;
+    let (dir_len, dir_name) = dentry_name(dir_dentry)?;
+    watch::match_parent(dir_name, dir_len, WATCH_WRITE, matched)?;
+
+    let old_parent = if op != NAME_OP_SYMLINK {
+        // A watched file given another name. Its dentry's own name, whatever path reached it:
+        // a bind-mounted directory or file shares the file system's dentries.
+        let (old_len, old_name) = dentry_name(old)?;
+        watch::match_name(
+            old_name,
+            old_len,
+            WATCH_READ | WATCH_WRITE,
+            from_matched,
+            &raw mut no_proc_kind,
+        )?;
+        let parent = read_ptr(old, off!(dentry_d_parent))?;
+        let (parent_len, parent_name) = dentry_name(parent)?;
+        watch::match_parent(
+            parent_name,
+            parent_len,
+            WATCH_READ | WATCH_WRITE,
+            from_matched,
+        )?;
+        if core::ptr::read_volatile(from_matched) != 0 {
+            add_bits(matched, MATCH_FROM);
+        }
+        parent
+    } else {
+        core::ptr::null()
+    };
+    if core::ptr::read_volatile(matched) == 0 {
+        return Ok(());
+    }
+
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<FileNameEvent>();
+    fill_header(&raw mut (*event).header, EventKind::FileName, task);
+    let header_len = core::mem::size_of::<FileNameEvent>();
+    let dir_len_at = &raw mut (*event).dir_len;
+    let name_len_at = &raw mut (*event).name_len;
+    let from_len_at = &raw mut (*event).from_len;
+    for at in [dir_len_at, name_len_at, from_len_at] {
+        core::ptr::write_volatile(at, 0);
+    }
+    match path::resolve_path_struct(task, new_dir) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                add_bits(flags, NAME_DIR_TRUNCATED);
+            }
+            let n = path::copy_to(&resolved, base.add(header_len));
+            core::ptr::write_volatile(dir_len_at, n as u16);
+        }
+        Err(_) => add_bits(flags, NAME_DIR_UNRESOLVED),
+    }
+    let at = header_len + (core::ptr::read_volatile(dir_len_at) as usize & POS_MASK);
+    let name_len = core::ptr::read_volatile(new_len_at) & 255;
+    bpf_probe_read_kernel(base.add(at).cast(), name_len, new_name.cast());
+    core::ptr::write_volatile(name_len_at, name_len as u16);
+    let at = at + (core::ptr::read_volatile(name_len_at) as usize & 255);
+
+    if op == NAME_OP_SYMLINK {
+        // The target as given (the kernel's copy), read into the scratch first and copied
+        // by its length, as the syscalls' names are.
+        let target = (*names).old.as_mut_ptr();
+        let n = bpf_probe_read_kernel_str(target.cast(), MAX_PATH_LEN as u32, old.cast());
+        if n > 1 {
+            core::ptr::write_volatile(from_len_at, (n - 1) as u16);
+        }
+        let len = core::ptr::read_volatile(from_len_at) as usize & POS_MASK;
+        bpf_probe_read_kernel(base.add(at).cast(), len as u32, target.cast());
+    } else if old_parent == dir_dentry {
+        add_bits(flags, NAME_DIR_FOR_FROM);
+        let (old_len, old_name) = dentry_name(old)?;
+        let old_len = old_len & 255;
+        bpf_probe_read_kernel(base.add(at).cast(), old_len, old_name.cast());
+        core::ptr::write_volatile(from_len_at, old_len as u16);
+    } else {
+        // Elsewhere on the same mount: its whole path.
+        let mnt = read_ptr(new_dir, off!(path_mnt))?;
+        if let Ok(resolved) = path::resolve(task, old, mnt) {
+            let n = path::copy_to(&resolved, base.add(at));
+            core::ptr::write_volatile(from_len_at, n as u16);
+        }
+    }
+    let from_len = core::ptr::read_volatile(from_len_at) as usize & POS_MASK;
+    (*event).header.flags = core::ptr::read_volatile(flags);
+    (*event).op = op;
+    (*event).matched = core::ptr::read_volatile(matched);
+    (*event)._pad0 = 0;
+    submit(scratch, at + from_len, EventKind::FileName);
     Ok(())
 }

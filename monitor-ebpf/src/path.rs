@@ -13,7 +13,7 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use monitor_common::{MAX_PATH_DEPTH, MAX_PATH_LEN};
 
-use crate::kernel::{off, read, read_ptr};
+use crate::kernel::{off, opaque, read, read_ptr};
 
 /// Path characters are written to `bytes[pos..MAX_PATH_LEN]`; the extra 256 bytes let the
 /// verifier prove a masked write of up to 255 bytes stays inside the value.
@@ -97,7 +97,10 @@ pub unsafe fn resolve(
             break; // longer than the buffer
         }
         let pos = pos - name_len;
-        let len = name_len & NAME_MASK;
+        // `opaque`: LLVM knows `name_len <= 255` from the test above and drops the mask, and
+        // where it reloads the length from the stack 6.1's verifier has lost that bound (seen in
+        // the name hooks, which resolve two paths).
+        let len = opaque(name_len) & NAME_MASK;
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(
             bytes.add(pos as usize & POS_MASK).cast(),
             len,

@@ -1,5 +1,6 @@
 //! `monitor doctor`: can this machine run the monitor, and if not, what to do about it.
 
+use crate::hook_tier::{HookFamily, HookTier};
 use std::path::Path;
 
 use crate::{kernel_layout, probes};
@@ -180,17 +181,27 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
             });
         if let Ok(p) = &mut result {
             checks.push(verifier_budget_check(&p.report.verifier_cost));
-            let tier = p.report.open_tier.tier;
-            checks.push(responses_check(&mut p.ebpf, tier));
-            let tier = &p.report.open_tier;
+            let open_tier = p.report.tier(HookFamily::Opens);
+            checks.push(responses_check(&mut p.ebpf, open_tier));
+            for tier in &p.report.tiers {
+                checks.push(check(
+                    match tier.family {
+                        HookFamily::Opens => "open hook",
+                        HookFamily::Names => "name hook",
+                    },
+                    match tier.tier {
+                        HookTier::Tracepoint => Status::Warn,
+                        _ => Status::Ok,
+                    },
+                    tier.describe(),
+                    "a kernel with BPF-LSM (`bpf` in /sys/kernel/security/lsm) or fentry sees every route",
+                ));
+            }
             checks.push(check(
-                "open hook",
-                match tier.tier {
-                    crate::hook_tier::OpenTier::Tracepoint => Status::Warn,
-                    _ => Status::Ok,
-                },
-                tier.describe(),
-                "a kernel with BPF-LSM (`bpf` in /sys/kernel/security/lsm) or fentry sees opens by every route",
+                "other hooks",
+                Status::Ok,
+                crate::hook_tier::FIXED_FAMILIES.join("; "),
+                "",
             ));
         }
         checks.push(match result {
@@ -263,9 +274,9 @@ fn verifier_budget_check(cost: &[(String, u32)]) -> Check {
 /// (every probe kernel has it); the environment and install-time code kills also need the exec
 /// scanner, which needs `bpf_loop` (5.17+): it is loaded here to prove it. Opens are refused
 /// too where the open hook is BPF-LSM's; else why not is told.
-fn responses_check(ebpf: &mut aya::Ebpf, open_tier: crate::hook_tier::OpenTier) -> Check {
+fn responses_check(ebpf: &mut aya::Ebpf, open_tier: HookTier) -> Check {
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok();
-    let lsm = if open_tier == crate::hook_tier::OpenTier::Lsm {
+    let lsm = if open_tier == HookTier::Lsm {
         "opens the job's policy kills for are also refused with EPERM (BPF-LSM file_open)"
     } else {
         match lsm.as_deref() {

@@ -1,17 +1,22 @@
-//! Which kernel hooks see file opens: the best tier this kernel allows, chosen at load.
+//! Which kernel hooks see file opens and new file names: the best tier this kernel allows,
+//! chosen at load for each family.
 //!
-//! - `lsm`: BPF-LSM `file_open`. Every open whatever its route (io_uring, 32-bit syscalls,
-//!   `open_by_handle_at`, any syscall added later), and a `kill` response also refuses the open
-//!   with `EPERM`, so the process never holds the descriptor. Needs Linux 5.7+ with
-//!   `CONFIG_BPF_LSM` and `bpf` in the active LSM list (`/sys/kernel/security/lsm`; Debian 12's
-//!   stock kernel lists it; elsewhere boot with `lsm=...,bpf`).
-//! - `fentry`: fentry on `security_file_open`. Every route, no refusal. Linux 5.5+ with BTF.
-//! - `tracepoint`: the open syscalls' exit tracepoints and `io_uring_complete`. Loads anywhere;
-//!   blind to 32-bit syscalls and to routes nobody listed.
+//! - `lsm`: BPF-LSM (`file_open`; `path_rename`, `path_link`, `path_symlink`). Every route
+//!   (io_uring, 32-bit syscalls, `open_by_handle_at`, any syscall added later), and for opens a
+//!   `kill` response also refuses the open with `EPERM`, so the process never holds the
+//!   descriptor. Needs Linux 5.7+ with `CONFIG_BPF_LSM` and `bpf` in the active LSM list
+//!   (`/sys/kernel/security/lsm`; Debian 12's stock kernel lists it; elsewhere boot with
+//!   `lsm=...,bpf`); the name hooks also need `CONFIG_SECURITY_PATH` (AppArmor and TOMOYO need
+//!   it, so Debian's and Ubuntu's kernels have it).
+//! - `fentry`: fentry on the same `security_*` functions. Every route, no refusal. Linux 5.5+
+//!   with BTF.
+//! - `tracepoint`: the syscalls' tracepoints and io_uring's. Loads anywhere; blind to 32-bit
+//!   syscalls and to routes nobody listed.
 //!
-//! The security-hook tiers replace the tracepoints (which are then not attached, so every
-//! other process's syscalls stay off the probe's path). Whichever is in force, the same
-//! records reach the agent; each says which hook saw it (`via`).
+//! A family's security-hook tier replaces its tracepoints (which are then not attached, so every
+//! other process's syscalls stay off the probe's path). Whichever is in force, the same records
+//! reach the agent; each says which hook saw it (`via`). Program starts, egress and signals have
+//! one tier everywhere (`FIXED_FAMILIES`): their hooks already see every route.
 
 use anyhow::{bail, Context as _};
 use aya::{
@@ -19,37 +24,149 @@ use aya::{
     Btf, Ebpf,
 };
 
-/// A hook tier for file opens.
+/// A family of events whose hooks are chosen by tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenTier {
+pub enum HookFamily {
+    /// File opens (open.rs).
+    Opens,
+    /// New names for files: rename, link, symlink (new_name.rs).
+    Names,
+}
+
+/// A security-hook program: its name in the object and the hook it attaches to.
+struct SecurityProgram {
+    program: &'static str,
+    hook: &'static str,
+}
+
+impl HookFamily {
+    pub const ALL: [HookFamily; 2] = [HookFamily::Opens, HookFamily::Names];
+
+    /// The security-hook programs of `tier` (empty for the tracepoints).
+    fn programs(self, tier: HookTier) -> &'static [SecurityProgram] {
+        match (self, tier) {
+            (HookFamily::Opens, HookTier::Lsm) => &[SecurityProgram {
+                program: "lsm_file_open",
+                hook: "file_open",
+            }],
+            (HookFamily::Opens, HookTier::Fentry) => &[SecurityProgram {
+                program: "fentry_file_open",
+                hook: "security_file_open",
+            }],
+            (HookFamily::Names, HookTier::Lsm) => &[
+                SecurityProgram {
+                    program: "lsm_path_rename",
+                    hook: "path_rename",
+                },
+                SecurityProgram {
+                    program: "lsm_path_link",
+                    hook: "path_link",
+                },
+                SecurityProgram {
+                    program: "lsm_path_symlink",
+                    hook: "path_symlink",
+                },
+            ],
+            (HookFamily::Names, HookTier::Fentry) => &[
+                SecurityProgram {
+                    program: "fentry_path_rename",
+                    hook: "security_path_rename",
+                },
+                SecurityProgram {
+                    program: "fentry_path_link",
+                    hook: "security_path_link",
+                },
+                SecurityProgram {
+                    program: "fentry_path_symlink",
+                    hook: "security_path_symlink",
+                },
+            ],
+            (_, HookTier::Tracepoint) => &[],
+        }
+    }
+
+    /// The programs of the family's tracepoint tier (not attached when a security hook is).
+    pub fn tracepoint_programs(self) -> &'static [&'static str] {
+        match self {
+            HookFamily::Opens => &["sys_exit_open", "io_uring_complete"],
+            HookFamily::Names => &[
+                "sys_enter_rename",
+                "sys_enter_renameat",
+                "sys_enter_link",
+                "sys_enter_linkat",
+                "sys_enter_symlink",
+                "sys_enter_symlinkat",
+                "sys_exit_new_name",
+                "io_uring_submit_req",
+            ],
+        }
+    }
+
+    fn what(self, tier: HookTier) -> &'static str {
+        match (self, tier) {
+            (HookFamily::Opens, HookTier::Lsm) => {
+                "BPF-LSM file_open: every open route, kill responses refuse the open"
+            }
+            (HookFamily::Opens, HookTier::Fentry) => {
+                "fentry on security_file_open: every open route, no refusal"
+            }
+            (HookFamily::Opens, HookTier::Tracepoint) => {
+                "open syscall tracepoints and io_uring: 32-bit syscalls are not seen"
+            }
+            (HookFamily::Names, HookTier::Lsm) => {
+                "BPF-LSM path_rename, path_link, path_symlink: every route"
+            }
+            (HookFamily::Names, HookTier::Fentry) => {
+                "fentry on security_path_rename, _link, _symlink: every route"
+            }
+            (HookFamily::Names, HookTier::Tracepoint) => {
+                "rename, link and symlink syscall tracepoints and io_uring: 32-bit syscalls are not seen"
+            }
+        }
+    }
+
+    /// How the family is named in the start-up log and by `monitor doctor`.
+    pub fn title(self) -> &'static str {
+        match self {
+            HookFamily::Opens => "file opens",
+            HookFamily::Names => "file names",
+        }
+    }
+}
+
+/// The families whose hooks are the same on every kernel, with why that is enough.
+pub const FIXED_FAMILIES: [&str; 3] = [
+    "program starts: tracepoint sched_process_exec (every route: the kernel's own exec, whatever called it)",
+    "egress: cgroup connect4/6, sendmsg4/6, sock_create and skb hooks (every route: io_uring, 32-bit syscalls and raw sockets alike; block mode refuses there)",
+    "signals: raw tracepoint signal_generate (every route: every signal the kernel generates)",
+];
+
+/// A hook tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookTier {
     Lsm,
     Fentry,
     Tracepoint,
 }
 
-impl OpenTier {
+impl HookTier {
     pub fn as_str(self) -> &'static str {
         match self {
-            OpenTier::Lsm => "lsm",
-            OpenTier::Fentry => "fentry",
-            OpenTier::Tracepoint => "tracepoint",
+            HookTier::Lsm => "lsm",
+            HookTier::Fentry => "fentry",
+            HookTier::Tracepoint => "tracepoint",
         }
     }
 
-    /// The attach label of the tier's program (`None`: the tracepoints, labelled each).
-    pub fn label(self) -> Option<&'static str> {
-        match self {
-            OpenTier::Lsm => Some("lsm/file_open"),
-            OpenTier::Fentry => Some("fentry/security_file_open"),
-            OpenTier::Tracepoint => None,
-        }
+    fn label(self, hook: &str) -> String {
+        format!("{}/{hook}", self.as_str())
     }
 }
 
-/// What `--open-hook` asks for: the best the kernel allows, or one tier (refusing to start
-/// without it).
+/// What `--hook-tier` asks for: the best the kernel allows, or one tier for every family
+/// (refusing to start without it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum OpenHookChoice {
+pub enum HookChoice {
     #[default]
     Best,
     Lsm,
@@ -57,27 +174,23 @@ pub enum OpenHookChoice {
     Tracepoint,
 }
 
-/// The programs of the open tracepoint tier (not attached when a security hook is).
-pub const TRACEPOINT_TIER_PROGRAMS: [&str; 2] = ["sys_exit_open", "io_uring_complete"];
-
-/// The tier in force for opens, and why each better one is not.
+/// The tier in force for a family, and why each better one is not.
 #[derive(Debug, Clone)]
-pub struct OpenTierChoice {
-    pub tier: OpenTier,
-    pub refused: Vec<(OpenTier, String)>,
+pub struct TierChoice {
+    pub family: HookFamily,
+    pub tier: HookTier,
+    pub refused: Vec<(HookTier, String)>,
 }
 
-impl OpenTierChoice {
+impl TierChoice {
     /// One line for the start-up log and `monitor doctor`.
     pub fn describe(&self) -> String {
-        let what = match self.tier {
-            OpenTier::Lsm => "BPF-LSM file_open: every open route, kill responses refuse the open",
-            OpenTier::Fentry => "fentry on security_file_open: every open route, no refusal",
-            OpenTier::Tracepoint => {
-                "open syscall tracepoints and io_uring: 32-bit syscalls are not seen"
-            }
-        };
-        let mut line = format!("file opens: {} ({what})", self.tier.as_str());
+        let mut line = format!(
+            "{}: {} ({})",
+            self.family.title(),
+            self.tier.as_str(),
+            self.family.what(self.tier)
+        );
         for (tier, why) in &self.refused {
             line.push_str(&format!("; {} not used: {why}", tier.as_str()));
         }
@@ -85,19 +198,27 @@ impl OpenTierChoice {
     }
 }
 
-/// Attaches the best open hook `choice` allows. With `keep`, a security-hook tier's link is
-/// handed back (to be pinned with the others when enforcement outlives the agent); else the
-/// program keeps it, for the agent's life.
-pub fn attach_open_hook(
+/// A family's security hooks as attached: their labels and, with `keep`, their links.
+pub struct Attached {
+    pub choice: TierChoice,
+    pub labels: Vec<String>,
+    pub links: Vec<(String, FdLink)>,
+}
+
+/// Attaches the best hooks of `family` that `choice` allows. With `keep`, a security-hook
+/// tier's links are handed back (to be pinned with the others when enforcement outlives the
+/// agent); else the programs keep them, for the agent's life.
+pub fn attach_family(
     ebpf: &mut Ebpf,
-    choice: OpenHookChoice,
+    family: HookFamily,
+    choice: HookChoice,
     keep: bool,
-) -> anyhow::Result<(OpenTierChoice, Option<FdLink>)> {
-    let wanted: &[OpenTier] = match choice {
-        OpenHookChoice::Best => &[OpenTier::Lsm, OpenTier::Fentry],
-        OpenHookChoice::Lsm => &[OpenTier::Lsm],
-        OpenHookChoice::Fentry => &[OpenTier::Fentry],
-        OpenHookChoice::Tracepoint => &[],
+) -> anyhow::Result<Attached> {
+    let wanted: &[HookTier] = match choice {
+        HookChoice::Best => &[HookTier::Lsm, HookTier::Fentry],
+        HookChoice::Lsm => &[HookTier::Lsm],
+        HookChoice::Fentry => &[HookTier::Fentry],
+        HookChoice::Tracepoint => &[],
     };
     let mut refused = Vec::new();
     let btf = match wanted.is_empty() {
@@ -114,66 +235,128 @@ pub fn attach_open_hook(
     };
     if let Some(btf) = &btf {
         for &tier in wanted {
-            match attach_security_hook(ebpf, tier, btf, keep) {
-                Ok(link) => return Ok((OpenTierChoice { tier, refused }, link)),
+            match attach_security_hooks(ebpf, family, tier, btf, keep) {
+                Ok((labels, links)) => {
+                    return Ok(Attached {
+                        choice: TierChoice {
+                            family,
+                            tier,
+                            refused,
+                        },
+                        labels,
+                        links,
+                    })
+                }
                 Err(e) => refused.push((tier, format!("{e:#}"))),
             }
         }
     }
-    if choice != OpenHookChoice::Best && choice != OpenHookChoice::Tracepoint {
+    if choice != HookChoice::Best && choice != HookChoice::Tracepoint {
         let (tier, why) = &refused[0];
         bail!(
-            "--open-hook {} was asked for, but this kernel refuses it: {why}",
-            tier.as_str()
+            "--hook-tier {} was asked for, but this kernel refuses it for {}: {why}",
+            tier.as_str(),
+            family.title()
         );
     }
-    Ok((
-        OpenTierChoice {
-            tier: OpenTier::Tracepoint,
+    Ok(Attached {
+        choice: TierChoice {
+            family,
+            tier: HookTier::Tracepoint,
             refused,
         },
-        None,
-    ))
+        labels: Vec::new(),
+        links: Vec::new(),
+    })
 }
 
-fn attach_security_hook(
+/// Loads every program of the tier first, then attaches them: a kernel that refuses one (a
+/// missing hook, the verifier) leaves none of the tier attached, and the family falls back whole.
+fn attach_security_hooks(
     ebpf: &mut Ebpf,
-    tier: OpenTier,
+    family: HookFamily,
+    tier: HookTier,
     btf: &Btf,
     keep: bool,
-) -> anyhow::Result<Option<FdLink>> {
-    match tier {
-        OpenTier::Lsm => {
-            // An LSM program attaches and loads on a kernel whose active list lacks `bpf`, and
-            // then never runs: the list is the only word on it.
-            if !bpf_lsm_active()? {
-                bail!("`bpf` is not in the kernel's active LSM list (/sys/kernel/security/lsm; boot with lsm=...,bpf)");
-            }
-            let program: &mut Lsm = ebpf
-                .program_mut("lsm_file_open")
-                .context("program lsm_file_open missing from the object")?
-                .try_into()?;
-            program.load("file_open", btf).context("loading")?;
-            let id = program.attach().context("attaching")?;
-            Ok(match keep {
-                true => Some(program.take_link(id)?.into()),
-                false => None,
-            })
-        }
-        OpenTier::Fentry => {
-            let program: &mut FEntry = ebpf
-                .program_mut("fentry_file_open")
-                .context("program fentry_file_open missing from the object")?
-                .try_into()?;
-            program.load("security_file_open", btf).context("loading")?;
-            let id = program.attach().context("attaching")?;
-            Ok(match keep {
-                true => Some(program.take_link(id)?.into()),
-                false => None,
-            })
-        }
-        OpenTier::Tracepoint => bail!("not a security hook"),
+) -> anyhow::Result<(Vec<String>, Vec<(String, FdLink)>)> {
+    let programs = family.programs(tier);
+    if programs.is_empty() {
+        bail!("not a security hook");
     }
+    // An LSM program attaches and loads on a kernel whose active list lacks `bpf`, and then
+    // never runs: the list is the only word on it.
+    if tier == HookTier::Lsm && !bpf_lsm_active()? {
+        bail!("`bpf` is not in the kernel's active LSM list (/sys/kernel/security/lsm; boot with lsm=...,bpf)");
+    }
+    for p in programs {
+        let program = ebpf
+            .program_mut(p.program)
+            .with_context(|| format!("program {} missing from the object", p.program))?;
+        let loaded = match tier {
+            HookTier::Lsm => <&mut Lsm>::try_from(program)?.load(p.hook, btf),
+            _ => <&mut FEntry>::try_from(program)?.load(p.hook, btf),
+        };
+        loaded.with_context(|| format!("loading {}", tier.label(p.hook)))?;
+    }
+    let mut labels = Vec::new();
+    let mut links = Vec::new();
+    let attached = attach_loaded(ebpf, programs, tier, keep, &mut labels, &mut links);
+    if let Err(e) = attached {
+        // None of the tier stays: the links taken are closed, the programs unloaded (which
+        // detaches the links they kept).
+        drop(links);
+        for p in programs {
+            if let Some(program) = ebpf.program_mut(p.program) {
+                let _ = match tier {
+                    HookTier::Lsm => <&mut Lsm>::try_from(program).map(|p| p.unload()),
+                    _ => <&mut FEntry>::try_from(program).map(|p| p.unload()),
+                };
+            }
+        }
+        return Err(e);
+    }
+    Ok((labels, links))
+}
+
+fn attach_loaded(
+    ebpf: &mut Ebpf,
+    programs: &[SecurityProgram],
+    tier: HookTier,
+    keep: bool,
+    labels: &mut Vec<String>,
+    links: &mut Vec<(String, FdLink)>,
+) -> anyhow::Result<()> {
+    for p in programs {
+        let label = tier.label(p.hook);
+        let program = ebpf.program_mut(p.program).expect("loaded above");
+        let link: Option<FdLink> = match tier {
+            HookTier::Lsm => {
+                let program = <&mut Lsm>::try_from(program)?;
+                let id = program
+                    .attach()
+                    .with_context(|| format!("attaching {label}"))?;
+                match keep {
+                    true => Some(program.take_link(id)?.into()),
+                    false => None,
+                }
+            }
+            _ => {
+                let program = <&mut FEntry>::try_from(program)?;
+                let id = program
+                    .attach()
+                    .with_context(|| format!("attaching {label}"))?;
+                match keep {
+                    true => Some(program.take_link(id)?.into()),
+                    false => None,
+                }
+            }
+        };
+        if let Some(link) = link {
+            links.push((label.clone(), link));
+        }
+        labels.push(label);
+    }
+    Ok(())
 }
 
 /// Whether `bpf` is in the active LSM list, mounting securityfs when it is not.

@@ -51,10 +51,11 @@ enum Command {
         /// Send every successful open, not only watched files (learning/debugging; costly).
         #[arg(long)]
         all_opens: bool,
-        /// Which kernel hooks see file opens: `best` (BPF-LSM, else fentry, else tracepoints:
-        /// the start-up log says which and why), or one tier, refusing to start without it.
-        #[arg(long, value_enum, default_value = "best")]
-        open_hook: monitor::hook_tier::OpenHookChoice,
+        /// Which kernel hooks see file opens and new file names (rename, link, symlink):
+        /// `best` (BPF-LSM, else fentry, else tracepoints, for each: the start-up log says
+        /// which and why), or one tier for both, refusing to start without it.
+        #[arg(long, alias = "open-hook", value_enum, default_value = "best")]
+        hook_tier: monitor::hook_tier::HookChoice,
         /// Where in bpffs to pin what must outlive the agent (the kernel's log of signals sent
         /// to it, read by the next agent when one killed it).
         #[arg(long, default_value = monitor::agent::tamper_log::PIN_DIR)]
@@ -299,7 +300,7 @@ fn main() -> anyhow::Result<()> {
             ready_file,
             ring_bytes,
             all_opens,
-            open_hook,
+            hook_tier,
             pin_dir,
             release_enforcement,
             max_processes,
@@ -351,7 +352,7 @@ fn main() -> anyhow::Result<()> {
                     ring_bytes,
                     open_all: all_opens,
                     pin_dir: Some(pin_dir),
-                    open_hook,
+                    hook_tier,
                     ..Default::default()
                 },
                 release_enforcement,

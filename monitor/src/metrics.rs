@@ -31,6 +31,8 @@ pub struct Metrics {
     pub kernel_losses: [IntCounter; KINDS],
     /// Records a kernel program could not build (a failed read), by kind.
     pub probe_errors: [IntCounter; KINDS],
+    /// Records refused to a flooding control group (the kernel's fair share of its rings).
+    pub kernel_shed: [IntCounter; KINDS],
     /// Records the agent decoded but could not queue for processing, by kind.
     pub queue_full: [IntCounter; KINDS],
     /// Records the agent could not decode (their kind is unknown).
@@ -247,6 +249,7 @@ impl Metrics {
             events: per_kind(&events, &[]),
             kernel_losses: per_kind(&dropped, &["kernel_ring_full"]),
             probe_errors: per_kind(&dropped, &["probe_error"]),
+            kernel_shed: per_kind(&dropped, &["kernel_fair_share"]),
             queue_full: per_kind(&dropped, &["agent_queue_full"]),
             decode_errors: dropped.with_label_values(&["unknown", "decode_error"]),
             write_errors,
@@ -301,6 +304,15 @@ impl Metrics {
         }
     }
 
+    /// Sets a shed counter to the kernel's running total (it only grows).
+    pub fn set_kernel_shed(&self, kind: EventKind, total: u64) {
+        let c = &self.kernel_shed[Self::slot(kind)];
+        let now = c.get();
+        if total > now {
+            c.inc_by(total - now);
+        }
+    }
+
     /// Sets a probe error counter to the kernel's running total (it only grows).
     pub fn set_probe_errors(&self, kind: EventKind, total: u64) {
         let c = &self.probe_errors[Self::slot(kind)];
@@ -318,6 +330,7 @@ impl Metrics {
             agent_queue_full: sum(&self.queue_full),
             decode_error: self.decode_errors.get(),
             probe_error: sum(&self.probe_errors),
+            kernel_fair_share: sum(&self.kernel_shed),
         }
     }
 
@@ -338,6 +351,7 @@ impl Metrics {
             "events": per_kind(&self.events),
             "kernel_losses": per_kind(&self.kernel_losses),
             "probe_errors": per_kind(&self.probe_errors),
+            "kernel_fair_share": per_kind(&self.kernel_shed),
             "decode_errors": self.decode_errors.get(),
             "channel_full_drops": self.drop_totals().agent_queue_full,
             "write_errors": self.write_errors.get(),

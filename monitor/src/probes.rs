@@ -16,9 +16,7 @@ use monitor_common::{AffixKey, EventKind, NameKey, ProbeConfig, LOSS_SLOTS};
 
 use crate::{
     enforcement_pins::{EnforcementPins, ENFORCEMENT_MAPS},
-    hook_tier::{
-        attach_open_hook, OpenHookChoice, OpenTier, OpenTierChoice, TRACEPOINT_TIER_PROGRAMS,
-    },
+    hook_tier::{attach_family, HookChoice, HookFamily, HookTier, TierChoice},
     kernel_layout::KernelLayout,
     watch::{name_key, suffix_key, WatchList},
 };
@@ -388,14 +386,14 @@ pub struct ProbeOptions {
     /// Where this agent pins its links and enforcement maps so that enforcement outlives it
     /// (`None`: everything ends with the agent).
     pub enforcement: Option<EnforcementPins>,
-    /// Which hooks see file opens (`hook_tier`): the best the kernel allows by default.
-    pub open_hook: OpenHookChoice,
+    /// Which hooks see file opens and names (`hook_tier`): the best the kernel allows by default.
+    pub hook_tier: HookChoice,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
-            open_hook: OpenHookChoice::Best,
+            hook_tier: HookChoice::Best,
             ring_bytes: 8 * 1024 * 1024,
             open_all: false,
             capture_env: true,
@@ -417,12 +415,23 @@ pub fn security_ring_bytes(ring_bytes: u32) -> u32 {
 pub struct AttachReport {
     pub attached: Vec<String>,
     pub skipped: Vec<(String, String)>,
-    /// The hook tier in force for file opens, and why better ones are not.
-    pub open_tier: OpenTierChoice,
+    /// The hook tier in force for each family (`HookFamily::ALL`'s order), and why better ones
+    /// are not.
+    pub tiers: Vec<TierChoice>,
     /// Instructions the kernel's verifier walked for each loaded program, heaviest first
     /// (kernels since 5.16 report it). The verifier gives up at 1 000 000: a program near that
     /// here may be refused by an older or stricter kernel's verifier.
     pub verifier_cost: Vec<(String, u32)>,
+}
+
+impl AttachReport {
+    /// The tier in force for `family`.
+    pub fn tier(&self, family: HookFamily) -> HookTier {
+        self.tiers
+            .iter()
+            .find(|t| t.family == family)
+            .map_or(HookTier::Tracepoint, |t| t.tier)
+    }
 }
 
 /// The verifier's limit on instructions walked per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
@@ -534,7 +543,7 @@ impl Probes {
         }
         push_watch_list(&mut ebpf, watch)?;
         let keep = options.enforcement.is_some();
-        let (report, links) = attach_all(&mut ebpf, keep, options.open_hook, layout)?;
+        let (report, links) = attach_all(&mut ebpf, keep, options.hook_tier, layout)?;
         let mut pinned_links = Vec::new();
         if let Some(enforcement) = &options.enforcement {
             let (kept, pinned, errors) = enforcement.pin_links(links);
@@ -594,6 +603,14 @@ impl Probes {
             .context("LOSSES_BY_PROCESS map missing")?;
         Ok(ProcessLossReader {
             map: aya::maps::PerCpuHashMap::try_from(map)?,
+        })
+    }
+
+    /// The kernel's count of records refused to flooding control groups, per kind (`SHED`).
+    pub fn shed_reader(&mut self) -> anyhow::Result<LossReader> {
+        let map = self.ebpf.take_map("SHED").context("SHED map missing")?;
+        Ok(LossReader {
+            map: PerCpuArray::try_from(map)?,
         })
     }
 
@@ -667,28 +684,30 @@ fn push_watch_list(ebpf: &mut Ebpf, watch: &WatchList) -> anyhow::Result<()> {
 fn attach_all(
     ebpf: &mut Ebpf,
     keep: bool,
-    open_hook: OpenHookChoice,
+    hook_tier: HookChoice,
     layout: &KernelLayout,
 ) -> anyhow::Result<(AttachReport, Vec<(String, FdLink)>)> {
-    let (open_tier, open_link) = attach_open_hook(ebpf, open_hook, keep)?;
     let mut links = Vec::new();
     let mut report = AttachReport {
         attached: Vec::new(),
         skipped: Vec::new(),
-        open_tier,
+        tiers: Vec::new(),
         verifier_cost: Vec::new(),
     };
-    if let Some(label) = report.open_tier.tier.label() {
-        report.attached.push(label.to_string());
-        if let Some(link) = open_link {
-            links.push((label.to_string(), link));
+    // Programs a security-hook tier replaced: not attached.
+    let mut replaced: Vec<&str> = Vec::new();
+    for family in HookFamily::ALL {
+        let attached = attach_family(ebpf, family, hook_tier, keep)?;
+        if attached.choice.tier != HookTier::Tracepoint {
+            replaced.extend(family.tracepoint_programs());
         }
+        report.attached.extend(attached.labels);
+        links.extend(attached.links);
+        report.tiers.push(attached.choice);
     }
     let mut loaded: Vec<&str> = Vec::new();
     for hook in HOOKS {
-        if report.open_tier.tier != OpenTier::Tracepoint
-            && TRACEPOINT_TIER_PROGRAMS.contains(&hook.program)
-        {
+        if replaced.contains(&hook.program) {
             continue;
         }
         let label = match hook.category {

@@ -28,11 +28,11 @@ pub fn require_root() {
 }
 
 /// The agent binary: $MONITOR_BIN, or target/<profile>/monitor beside this test executable.
-/// `--open-hook TIER` when `MONITOR_TEST_OPEN_HOOK` asks every agent of the run for one tier
+/// `--hook-tier TIER` when `MONITOR_TEST_OPEN_HOOK` asks every agent of the run for one tier
 /// (`cargo xtask test` runs tests in its kernel VM once per tier that kernel has).
 fn forced_open_hook() -> Vec<String> {
     match std::env::var("MONITOR_TEST_OPEN_HOOK") {
-        Ok(tier) if !tier.is_empty() => vec!["--open-hook".into(), tier],
+        Ok(tier) if !tier.is_empty() => vec!["--hook-tier".into(), tier],
         _ => Vec::new(),
     }
 }

@@ -153,20 +153,19 @@ fn a_credential_read_survives_a_fork_flood_that_fills_the_ring() {
             .contains(".aws/credentials"),
         "{read:#}"
     );
-    // The storm did fill the main ring: exec-side records were lost and counted.
+    // The storm did fill the main ring: exec-side records were lost and counted (refused to
+    // the storm's group once the ring was three-quarters full, or lost to the full ring).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let metrics = agent.scrape();
         let lost: f64 = ["fork", "exit"]
             .iter()
-            .filter_map(|k| {
-                sample(
-                    &metrics,
-                    &format!(
-                        "monitor_events_dropped_total{{cause=\"kernel_ring_full\",kind=\"{k}\"}}"
-                    ),
-                )
+            .flat_map(|k| {
+                ["kernel_ring_full", "kernel_fair_share"].map(|cause| {
+                    format!("monitor_events_dropped_total{{cause=\"{cause}\",kind=\"{k}\"}}")
+                })
             })
+            .filter_map(|name| sample(&metrics, &name))
             .sum();
         if lost > 0.0 {
             break;
@@ -266,5 +265,126 @@ fn an_exec_storm_with_long_command_lines_keeps_the_agents_memory_bounded() {
     assert!(
         peak < before + 300 * 1024,
         "agent peak RSS {peak} KiB (was {before} KiB at start)"
+    );
+}
+
+/// The cgroup v2 hierarchy's mount point (`/sys/fs/cgroup` or, beside v1, its `unified`).
+fn cgroup2_root() -> std::path::PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (_, at, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == "cgroup2").then(|| at.into())
+        })
+        .expect("no cgroup2 hierarchy mounted")
+}
+
+/// A cgroup of its own, removed at the end (its processes gone).
+struct OwnCgroup(std::path::PathBuf);
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// One control group floods the ring (an exec storm whose records, each with 8 KB of
+/// environment, are more than the agent could read even if it were not held still) while a job
+/// in another group runs a few programs: the kernel refuses the flooding group's records once
+/// the ring is three-quarters full, so the job's records keep the last quarter and every one of
+/// them reaches the agent. Without the fair share the storm fills the ring to the last byte and
+/// the job's records are lost with it.
+#[test]
+fn a_flooding_control_group_leaves_another_jobs_records_their_room() {
+    let _serial = one_at_a_time();
+    let (agent, _profile) = strict_agent_with_ring("2097152");
+    let group =
+        OwnCgroup(cgroup2_root().join(format!("monitor-test-flood-{}", std::process::id())));
+    std::fs::create_dir_all(&group.0).unwrap();
+    let runner = FakeRunner::new();
+    let marker = format!("victim-{}", runner.run_id);
+    let job_script = format!(
+        "for i in $(seq 1 20); do /bin/echo {marker}-$i > /dev/null; done\necho job-done\n"
+    );
+    // The agent reads nothing while the storm and the job run (held still by the test, as an
+    // attacker who can stop it unseen would): the ring alone must keep the job's records.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    let result = std::panic::catch_unwind(|| {
+        let procs = group.0.join("cgroup.procs");
+        let mut storm = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}\nexport PADDING=$(printf '%08000d' 0)\n\
+                 end=$(( $(date +%s) + 4 ))\n\
+                 while [ $(date +%s) -lt $end ]; do /bin/true; done\necho storm-done\n",
+                procs.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let output = runner.run_job(&[("quiet", &job_script)]);
+        let storm = storm.wait_with_output().unwrap();
+        (output, String::from_utf8_lossy(&storm.stdout).into_owned())
+    });
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    let (output, storm) = result.expect("the storm and the job ran");
+    assert!(output.contains("job-done"), "{output}");
+    assert!(storm.contains("storm-done"), "{storm}");
+
+    // Every program of the quiet job reached the agent.
+    let seen = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "exec")
+            .filter_map(|e| e["process"]["argv"][1].as_str())
+            .filter(|a| a.starts_with(&marker))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let events = agent.events();
+        let found = seen(&events);
+        if found.len() == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quiet job's programs lost to another group's storm: {} of 20 seen ({found:?})\n{}",
+            found.len(),
+            agent.scrape()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The storm filled the ring: the kernel refused its records past three quarters, and said
+    // so (the metric is read from the kernel every half second).
+    let shed = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("monitor_events_dropped_total{cause=\"kernel_fair_share\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = agent.scrape();
+        if shed(&metrics) > 0.0 || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        shed(&metrics) > 100.0,
+        "the storm was not refused its records:\n{metrics}"
     );
 }

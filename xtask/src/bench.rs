@@ -633,8 +633,24 @@ struct Results {
     bpftrace_script: String,
 }
 
-fn machine_info() -> BTreeMap<String, String> {
+fn machine_info(monitor: &Path) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
+    // Which hooks the monitor used here (`monitor doctor`): on a kernel with BPF-LSM or fentry
+    // the open and rename syscall tracepoints are not attached, and the costs differ.
+    // (Doctor exits non-zero when a check fails, e.g. no agent is running: its lines still say.)
+    let doctor = Command::new(monitor)
+        .arg("doctor")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let tiers: Vec<String> = ["file opens: ", "file names: "]
+        .iter()
+        .filter_map(|family| {
+            let rest = doctor.lines().find_map(|l| l.split(family).nth(1))?;
+            Some(format!("{family}{}", rest.split_whitespace().next()?))
+        })
+        .collect();
+    m.insert("monitor hook tiers".into(), tiers.join(", "));
     let get = |p: &str, a: &[&str]| {
         output(p, a)
             .map(|s| s.trim().to_string())
@@ -748,7 +764,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let results = Results {
-        machine: machine_info(),
+        machine: machine_info(&bin),
         rounds: args.rounds,
         scale: args.scale,
         tools,
@@ -943,7 +959,11 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          - \"dropped\" is the worst round: the monitor counts ring-buffer and queue losses, auditd its `lost`\n\
          \x20 counter (records the kernel could not queue), bpftrace its `Lost N events` lines.\n\
          - Small workloads (a fraction of a second) have noisy ratios; the build workloads are the ones a CI\n\
-         \x20 job feels.\n",
+         \x20 job feels.\n\
+         - The monitor's hook tier is on the machine line (`monitor hook tiers`, docs/kernel-tiers.md):\n\
+         \x20 `tracepoint` means every open and rename syscall of every process enters a probe. On kernels\n\
+         \x20 with BPF-LSM or fentry those tracepoints are not attached and the security hooks run instead;\n\
+         \x20 that tier cannot be measured on a machine that refuses it (nor in an emulated VM).\n",
     );
     std::fs::write(docs.join("benchmarks.md"), md)?;
     chart(&docs.join("benchmarks.png"), r, &peers)

@@ -9,7 +9,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 
-/// The tiers a test binary is run with: (what `--open-hook` is forced to, the tier the tests must
+/// The tiers a test binary is run with: (what `--hook-tier` is forced to, the tier the tests must
 /// find).
 type Tiers = &'static [(Option<&'static str>, &'static str)];
 /// The best tier 6.1 allows (BPF-LSM), and fentry forced.

@@ -164,7 +164,12 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         log::warn!("optional hook {hook} not attached: {why}");
     }
     log::info!("attached: {}", probes.report.attached.join(", "));
-    log::info!("{}", probes.report.open_tier.describe());
+    for tier in &probes.report.tiers {
+        log::info!("{}", tier.describe());
+    }
+    for line in crate::hook_tier::FIXED_FAMILIES {
+        log::info!("{line}");
+    }
     if let Some((heaviest, walked)) = probes.report.verifier_cost.first() {
         log::debug!(
             "verifier: {heaviest} walked {walked} of {} instructions (the heaviest)",
@@ -173,6 +178,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     }
     let rings = probes.take_rings()?;
     let losses = probes.loss_reader()?;
+    let shed = probes.shed_reader()?;
     let probe_errors = probes.probe_error_reader()?;
     let process_losses = probes.process_loss_reader()?;
     let pin = probes.tamper_log_pin.clone();
@@ -274,6 +280,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
         losses: Some(losses),
+        shed: Some(shed),
         probe_errors: Some(probe_errors),
         process_losses: Some(process_losses),
         losses_waiting: Default::default(),

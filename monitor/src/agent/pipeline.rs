@@ -36,6 +36,8 @@ pub(super) struct Pipeline {
     pub(super) line: Vec<u8>,
     /// The kernel's per-kind loss counters, read on every tick and before a report is made.
     pub(super) losses: Option<LossReader>,
+    /// Records the kernel refused to flooding control groups (its rings' fair shares).
+    pub(super) shed: Option<LossReader>,
     /// The kernel's per-kind count of records its programs could not build.
     pub(super) probe_errors: Option<LossReader>,
     /// The kernel's per-process loss counts, charged to jobs as `lost` events.
@@ -643,6 +645,11 @@ impl Pipeline {
                 stats.set_probe_errors(kind, total);
             }
         }
+        if let Some(shed) = &self.shed {
+            for (kind, total) in shed.read() {
+                stats.set_kernel_shed(kind, total);
+            }
+        }
     }
 
     /// Job gauges (ended jobs are accounted when the event that ends them is judged).
@@ -706,6 +713,7 @@ pub(super) async fn run(
     } = inputs;
     let mut tick = tokio::time::interval(ENGINE_TICK);
     let mut reported_losses = [0u64; KINDS];
+    let mut reported_shed = [0u64; KINDS];
     let mut reported_errors = [0u64; KINDS];
     loop {
         tokio::select! {
@@ -752,6 +760,8 @@ pub(super) async fn run(
             _ = tick.tick() => {
                 let losses = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
                 note_kernel_counts(losses, &mut reported_losses, |k, t| stats.set_kernel_losses(k, t), "dropped", "(ring buffer full)");
+                let shed = pipeline.shed.as_ref().map(LossReader::read).unwrap_or_default();
+                note_kernel_counts(shed, &mut reported_shed, |k, t| stats.set_kernel_shed(k, t), "refused", "(a flooding control group, its ring three-quarters full: the others' share)");
                 let errors = pipeline.probe_errors.as_ref().map(LossReader::read).unwrap_or_default();
                 note_kernel_counts(errors, &mut reported_errors, |k, t| stats.set_probe_errors(k, t), "could not build", "(a read a probe needed failed)");
                 let now = boot_ns();

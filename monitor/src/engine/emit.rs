@@ -241,6 +241,13 @@ impl Engine {
                 raw.evidence.push(("via", json!(via)));
             }
         }
+        // A new name's `via` is the operation (rename, link, symlink); the hook that saw it
+        // (syscall, io_uring, lsm, fentry) is `hook`.
+        if let Detail::Name { via, .. } = &e.detail {
+            if !raw.evidence.iter().any(|(k, _)| *k == "hook") {
+                raw.evidence.push(("hook", json!(via)));
+            }
+        }
         let place = Place {
             job: p.job,
             step: p.step,

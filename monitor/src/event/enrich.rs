@@ -432,7 +432,11 @@ impl Enricher {
                     from: from.map(|f| redact_path(&f).into_owned()),
                     path_uncertain: uncertain,
                     matched: match_reasons(matched),
-                    via: if header.flags & monitor_common::NAME_VIA_IO_URING != 0 {
+                    via: if header.flags & monitor_common::NAME_VIA_LSM != 0 {
+                        OpenVia::Lsm
+                    } else if header.flags & monitor_common::NAME_VIA_FENTRY != 0 {
+                        OpenVia::Fentry
+                    } else if header.flags & monitor_common::NAME_VIA_IO_URING != 0 {
                         OpenVia::IoUring
                     } else {
                         OpenVia::Syscall

@@ -186,9 +186,10 @@ pub enum OpenVia {
     #[default]
     Syscall,
     IoUring,
-    /// The BPF-LSM `file_open` hook: any route (the record has no descriptor yet).
+    /// The BPF-LSM hooks (`file_open`; `path_rename`, `path_link`, `path_symlink`): any route
+    /// (an open's record has no descriptor yet; a name's is seen before the filesystem acts).
     Lsm,
-    /// fentry on `security_file_open`: any route.
+    /// fentry on `security_file_open` (`security_path_*` for names): any route.
     Fentry,
 }
 

@@ -43,6 +43,10 @@ pub struct Drops {
     /// Records a kernel program could not build (a read it needed failed).
     #[serde(default)]
     pub probe_error: u64,
+    /// Records the kernel refused to a flooding control group while the ring was
+    /// three-quarters full (its fair share, so others' records kept their room).
+    #[serde(default)]
+    pub kernel_fair_share: u64,
 }
 
 impl Drops {
@@ -56,11 +60,18 @@ impl Drops {
                 .saturating_sub(earlier.agent_queue_full),
             decode_error: self.decode_error.saturating_sub(earlier.decode_error),
             probe_error: self.probe_error.saturating_sub(earlier.probe_error),
+            kernel_fair_share: self
+                .kernel_fair_share
+                .saturating_sub(earlier.kernel_fair_share),
         }
     }
 
     pub fn total(self) -> u64 {
-        self.kernel_ring_full + self.agent_queue_full + self.decode_error + self.probe_error
+        self.kernel_ring_full
+            + self.agent_queue_full
+            + self.decode_error
+            + self.probe_error
+            + self.kernel_fair_share
     }
 }
 
