@@ -416,6 +416,11 @@ pub const JOB_INSTALL_CODE: u32 = 1 << 2;
 /// Runs one of the system's process listers (`QUIET_LISTERS`) not asked to print environments:
 /// spared the environ kill. Set and cleared at each exec, never inherited.
 pub const JOB_QUIET_LISTER: u32 = 1 << 3;
+/// Install-time code the kernel found itself at exec (an npm-family lifecycle script in a
+/// dependency's directory), and its children: `JOB_INSTALL_CODE` too. Pip builds and cargo
+/// build scripts (marked by the agent) compile and run test programs in temporary directories,
+/// so only these are killed for running a program they dropped (`POLICY_KILL_INSTALL_EXEC`).
+pub const JOB_INSTALL_SCRIPT: u32 = 1 << 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -459,11 +464,17 @@ pub const POLICY_KILL_INSTALL_CREDENTIAL: u32 = 1 << 3;
 pub const POLICY_REHEARSE: u32 = 1 << 4;
 /// Kill a process that signals the agent or uses bpf(2).
 pub const POLICY_KILL_TAMPER: u32 = 1 << 5;
+/// Kill a lifecycle script's process (`JOB_INSTALL_SCRIPT`) that executes a program written
+/// during the job (its file changed after `JOB_STARTED`) in a temporary directory (`/tmp`,
+/// `/var/tmp`, `/dev/shm`) or with no name (memfd, deleted): a dropper's payload, killed before
+/// its first instruction.
+pub const POLICY_KILL_INSTALL_EXEC: u32 = 1 << 6;
 /// The kill bits.
 pub const POLICY_KILLS: u32 = POLICY_KILL_PROC_MEMORY
     | POLICY_KILL_PROC_ENVIRON
     | POLICY_KILL_INSTALL_CREDENTIAL
-    | POLICY_KILL_TAMPER;
+    | POLICY_KILL_TAMPER
+    | POLICY_KILL_INSTALL_EXEC;
 
 /// Ports a destination is allowed on: any, or up to `MAX_ALLOWED_PORTS` listed.
 pub const MAX_ALLOWED_PORTS: usize = 14;

@@ -8,7 +8,9 @@
 //! the answer is being read, before the process can use it). Loopback is always allowed.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use monitor_common::{JobEntry, JOB_ANCHOR, JOB_INSTALL_CODE, JOB_MEMBER, POLICY_EGRESS_BLOCK};
+use monitor_common::{
+    JobEntry, JOB_ANCHOR, JOB_INSTALL_CODE, JOB_INSTALL_SCRIPT, JOB_MEMBER, POLICY_EGRESS_BLOCK,
+};
 
 use crate::{ALLOW_V4, ALLOW_V6, JOB_POLICY, JOB_PROCS};
 
@@ -33,14 +35,14 @@ pub fn enforced_slot() -> Option<u32> {
 }
 
 /// At fork: a child of a member or of an anchor is a member; a child of install-time code is
-/// install-time code.
+/// install-time code (of the same kind).
 #[inline(always)]
 pub fn inherit(parent_tgid: u32, child_tgid: u32) {
     if let Some(entry) = unsafe { JOB_PROCS.get(&parent_tgid) } {
         if entry.flags & (JOB_MEMBER | JOB_ANCHOR) != 0 {
             let child = JobEntry {
                 slot: entry.slot,
-                flags: JOB_MEMBER | (entry.flags & JOB_INSTALL_CODE),
+                flags: JOB_MEMBER | (entry.flags & (JOB_INSTALL_CODE | JOB_INSTALL_SCRIPT)),
             };
             let _ = JOB_PROCS.insert(&child_tgid, &child, 0);
         }

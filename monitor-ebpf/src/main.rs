@@ -185,6 +185,10 @@ pub struct PendingDnsRead {
 static JOB_PROCS: LruHashMap<u32, JobEntry> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static JOB_POLICY: Array<u32> = Array::with_max_entries(JOB_SLOTS, 0);
+/// When each slot's job began, wall-clock ns (as inode change times are): a program whose file
+/// changed after it was written during the job.
+#[map]
+static JOB_STARTED: Array<u64> = Array::with_max_entries(JOB_SLOTS, 0);
 /// Process listers by executable identity (`ps aux` reads every process's environ without
 /// printing it): spared the environ kill. Filled by the agent from the system's binaries.
 #[map]

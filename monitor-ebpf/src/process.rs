@@ -113,6 +113,21 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
     }
 
+    // A lifecycle script running what it dropped dies here, before the program's first
+    // instruction (`respond::to_exec`); the record says so. Only a resolved path of a few bytes
+    // is looked at: the scratch holds an earlier record's bytes past it.
+    if len_of(exe_len_at) >= 6 {
+        let exe = base.add((HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK);
+        let changed_ns = ((*event).exe_ctime_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add((*event).exe_ctime_nsec as u64);
+        let unlinked = core::ptr::read_volatile(flags) & EXEC_EXE_UNLINKED != 0;
+        add_bits(
+            flags,
+            crate::respond::to_exec(tgid, exe, unlinked, changed_ns),
+        );
+    }
+
     // argv: the NUL-separated block the kernel just copied onto the new stack.
     let arg_start = read::<u64>(mm, off!(mm_arg_start))?;
     let arg_end = read::<u64>(mm, off!(mm_arg_end))?;

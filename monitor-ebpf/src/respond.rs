@@ -35,17 +35,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    InodeKey, JobEntry, ENV_SCAN_LEN, JOB_INSTALL_CODE, JOB_QUIET_LISTER, MATCH_PROC_OTHER,
-    POLICY_KILLS, POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON,
-    POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER, POLICY_REHEARSE, RESPONSE_KILLED,
-    RESPONSE_KILL_FAILED, RESPONSE_WOULD_KILL, WATCH_CREDENTIAL, WATCH_PROC_MEMORY,
+    InodeKey, JobEntry, ENV_SCAN_LEN, JOB_INSTALL_CODE, JOB_INSTALL_SCRIPT, JOB_QUIET_LISTER,
+    MATCH_PROC_OTHER, POLICY_KILLS, POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC,
+    POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER, POLICY_REHEARSE,
+    RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_WOULD_KILL, WATCH_CREDENTIAL,
+    WATCH_PROC_MEMORY,
 };
 
 use crate::{
     block::{member, policy},
     kernel::{current_task, current_tgid, is_agent, off, offsets_present, read, read_ptr},
     open::dentry_name,
-    ENV_SCRATCH, EXEC_SCANNERS, JOB_PROCS, QUIET_LISTERS,
+    ENV_SCRATCH, EXEC_SCANNERS, JOB_PROCS, JOB_STARTED, QUIET_LISTERS,
 };
 
 const SIGKILL: u32 = 9;
@@ -105,6 +106,50 @@ pub unsafe fn to_open(tgid: u32, facts: *const OpenFacts) -> u32 {
         return 0;
     }
     kill_now(policy)
+}
+
+/// The response to a job's process executing a program (`sched_process_exec`, before the new
+/// program's first instruction): killed when a lifecycle script's process (`JOB_INSTALL_SCRIPT`)
+/// runs a program written during its job (the file changed at or after `JOB_STARTED`) from a
+/// temporary directory or with no name (`unlinked`: memfd, deleted). `exe` is the resolved
+/// path of the program the kernel mapped (a `#!` script's interpreter: a script is judged
+/// where the interpreter opens it, not here).
+#[inline(always)]
+pub unsafe fn to_exec(tgid: u32, exe: *const u8, unlinked: bool, changed_ns: u64) -> u32 {
+    let Some((slot, flags)) = member(tgid) else {
+        return 0;
+    };
+    if flags & JOB_INSTALL_SCRIPT == 0 {
+        return 0;
+    }
+    let policy = policy(slot);
+    if policy & POLICY_KILL_INSTALL_EXEC == 0 {
+        return 0;
+    }
+    let started = JOB_STARTED.get(slot).copied().unwrap_or(u64::MAX);
+    if changed_ns < started || !(unlinked || in_temp_dir(exe)) {
+        return 0;
+    }
+    kill_now(policy)
+}
+
+/// Whether the path at `exe` (NUL-padded, at least 16 readable bytes) is in `/tmp`, `/var/tmp`
+/// or `/dev/shm`: where droppers put what they fetch, and where no package manager installs
+/// programs.
+#[inline(always)]
+unsafe fn in_temp_dir(exe: *const u8) -> bool {
+    let mut head = [0u8; 16];
+    if bpf_probe_read_kernel(head.as_mut_ptr().cast(), 16, exe.cast()) < 0 {
+        return false;
+    }
+    let word = u64::from_le_bytes([
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ]);
+    let five = word & 0xff_ffff_ffff;
+    five == u64::from_le_bytes(*b"/tmp/\0\0\0")
+        || (head[8] == b'/'
+            && (word == u64::from_le_bytes(*b"/var/tmp")
+                || word == u64::from_le_bytes(*b"/dev/shm")))
 }
 
 /// The response to a job's process reading or writing (`may_write`: ptrace,
@@ -177,8 +222,8 @@ pub unsafe fn scan_exec(ctx: &TracePointContext, tgid: u32) {
         return;
     };
     let policy = policy(slot);
-    let install_scan =
-        flags & JOB_INSTALL_CODE == 0 && policy & POLICY_KILL_INSTALL_CREDENTIAL != 0;
+    let install_scan = flags & JOB_INSTALL_CODE == 0
+        && policy & (POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC) != 0;
     if install_scan || policy & POLICY_KILL_PROC_ENVIRON != 0 {
         let _ = EXEC_SCANNERS.tail_call(ctx, 0);
     }
@@ -207,10 +252,10 @@ pub fn exec_scan(_ctx: TracePointContext) -> u32 {
         new_flags |= JOB_QUIET_LISTER;
     }
     if flags & JOB_INSTALL_CODE == 0
-        && policy & POLICY_KILL_INSTALL_CREDENTIAL != 0
+        && policy & (POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC) != 0
         && unsafe { install_code(task) }.unwrap_or(false)
     {
-        new_flags |= JOB_INSTALL_CODE;
+        new_flags |= JOB_INSTALL_CODE | JOB_INSTALL_SCRIPT;
     }
     if new_flags != flags {
         let entry = JobEntry {

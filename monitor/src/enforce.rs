@@ -67,6 +67,8 @@ fn merge(a: PortSet, b: PortSet) -> PortSet {
 pub struct Enforcer {
     procs: HashMap<MapData, u32, JobEntry>,
     policies: Array<MapData, u32>,
+    /// When each slot's job began (wall clock, ns): `JOB_STARTED`.
+    started: Array<MapData, u64>,
     v4: LpmTrie<MapData, Allow4Data, PortSet>,
     v6: LpmTrie<MapData, Allow6Data, PortSet>,
     names: HashMap<MapData, NameHashKey, PortSet>,
@@ -147,6 +149,7 @@ impl Enforcer {
             .filter(|next| *next < JOB_SLOTS)
             .unwrap_or(1);
         Ok(Self {
+            started: Array::try_from(take(ebpf, "JOB_STARTED")?)?,
             procs: HashMap::try_from(take(ebpf, "JOB_PROCS")?)?,
             policies,
             v4: LpmTrie::try_from(take(ebpf, "ALLOW_V4")?)?,
@@ -205,6 +208,12 @@ impl Enforcer {
         self.next_slot = if slot + 1 >= JOB_SLOTS { 1 } else { slot + 1 };
         self.slots.insert(key.to_string(), slot);
         self.policies.set(slot, policy, 0)?;
+        // A second early: what the runner wrote as the job was set up counts as the job's.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .saturating_sub(1_000_000_000);
+        self.started.set(slot, started, 0)?;
         for resolver in self.resolvers.clone() {
             let prefix = if resolver.to_canonical().is_ipv4() {
                 32

@@ -22,6 +22,7 @@ use aya::programs::links::FdLink;
 pub const ENFORCEMENT_MAPS: &[&str] = &[
     "JOB_PROCS",
     "JOB_POLICY",
+    "JOB_STARTED",
     "QUIET_LISTERS",
     "ALLOW_V4",
     "ALLOW_V6",

@@ -111,7 +111,7 @@ impl Metrics {
         let responses = counter_vec(
             &registry,
             "monitor_responses_total",
-            "Responses the kernel took to findings (killed, would_kill when rehearsed, kill_failed), by rule.",
+            "Responses the kernel took to findings (killed; blocked: refused by BPF-LSM and killed; would_kill when rehearsed; kill_failed), by rule.",
             &["rule", "response"],
         );
         let write_errors = IntCounter::new(

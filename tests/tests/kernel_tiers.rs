@@ -102,6 +102,12 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
         }
         other => panic!("unknown tier {other}"),
     }
+    // The agent has a kill response: it says by which mechanism.
+    let mechanism = match tier {
+        "lsm" => "response mechanism: refuse and kill",
+        _ => "response mechanism: kill (",
+    };
+    assert!(log.contains(mechanism), "{log}");
     let doctor = monitor_cli(&["doctor"]);
     let line = doctor
         .lines()

@@ -558,3 +558,111 @@ fn enforcement_outlives_a_killed_agent_is_taken_over_and_released_on_request() {
     );
     let _ = runner;
 }
+
+/// A dependency's postinstall drops a program in /tmp and runs it (the npm worm's shape): the
+/// kernel kills the process at its exec, before the program's first instruction (the program,
+/// a copy of `touch`, would have made a file). Twins that run: the same script running a
+/// program it unpacked into its own package directory (esbuild's shape) and a system program,
+/// and the job's own step running the dropped program (reported, not killed).
+#[test]
+fn a_lifecycle_script_running_what_it_dropped_is_killed_before_it_runs() {
+    let repository = "acme/dropper";
+    let (agent, _config) = agent_for(repository, "  exec-of-job-written-file: kill\n");
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Where droppers put what they fetch (the runner's own directory is outside /tmp).
+    let drop = tempfile::Builder::new()
+        .prefix("monitor-drop-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (o, d) = (out.display(), drop.path().display());
+    let dropper = format!(
+        "const fs=require('fs'),cp=require('child_process');\n\
+         const run=(name,program)=>{{try{{cp.execFileSync(program,['{o}/'+name+'-ran']);\
+         fs.appendFileSync('{o}/status',name+' 0\\n')}}catch(e){{\
+         fs.appendFileSync('{o}/status',name+' '+(e.signal||e.status)+'\\n')}}}};\n\
+         fs.copyFileSync('/usr/bin/touch','{d}/payload');fs.chmodSync('{d}/payload',0o755);\n\
+         fs.copyFileSync('/usr/bin/touch','unpacked');fs.chmodSync('unpacked',0o755);\n\
+         run('unpacked','./unpacked');\n\
+         run('system','/usr/bin/touch');\n\
+         run('payload','{d}/payload');\n"
+    );
+    let tgz = npm_package(
+        runner.dir.path(),
+        "dropper-pkg",
+        r#""postinstall":"node drop.js""#,
+        &[("drop.js", &dropper)],
+    );
+    std::fs::write(
+        runner.workspace.join("package.json"),
+        r#"{"name":"app","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    let npm = "npm install --offline --no-audit --no-fund";
+    runner.run_job(&[
+        ("warmup", "sleep 1\n"),
+        (
+            "install",
+            &format!(
+                "{npm} {} > {o}/npm.txt 2>&1; echo \"npm $?\" >> {o}/status\n",
+                tgz.display()
+            ),
+        ),
+        // The job's own step runs the same program: reported, not killed.
+        (
+            "step",
+            &format!("{d}/payload {o}/step-ran; echo \"step $?\" >> {o}/status\n"),
+        ),
+    ]);
+    let status = statuses(&out);
+    // The attack was real: the program was written, executable, and its exec was asked for.
+    let payload = drop.path().join("payload");
+    assert!(
+        payload.exists(),
+        "the dropper wrote nothing: {status}\n{}",
+        read(&out.join("npm.txt"))
+    );
+    assert!(
+        status.contains("payload SIGKILL"),
+        "killed at exec: {status}\n{}",
+        read(&out.join("npm.txt"))
+    );
+    assert!(!out.join("payload-ran").exists(), "the dropped program ran");
+    for alive in ["unpacked 0", "system 0", "step 0"] {
+        assert!(status.contains(alive), "{alive}: {status}");
+    }
+    for ran in ["unpacked-ran", "system-ran", "step-ran"] {
+        assert!(out.join(ran).exists(), "{ran}: {status}");
+    }
+
+    let findings = agent.wait_for_findings("the kill", |all| !responded(&runner, all).is_empty());
+    let kills = responded(&runner, &findings);
+    assert!(!kills.is_empty(), "{findings:#?}");
+    for f in &kills {
+        assert_eq!(f["response"], "killed", "{f:#}");
+        assert_eq!(f["step"]["id"], "install", "{f:#}");
+        assert_eq!(f["hook"]["package"], "dropper-pkg", "{f:#}");
+        assert!(
+            f["process_chain"][0]["argv"]
+                .to_string()
+                .contains("payload"),
+            "{f:#}"
+        );
+    }
+    // The step's run of the same program is a finding, without a kill.
+    let mine = runner.findings_of(&findings);
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "step"
+            && (f["rule"] == "exec-from-temp" || f["rule"] == "exec-of-job-written-file")
+            && f.get("response").is_none()),
+        "{mine:#?}"
+    );
+    assert!(
+        !mine.iter().any(|f| f["process_chain"][0]["argv"]
+            .to_string()
+            .contains("unpacked")
+            && f.get("response").is_some()),
+        "{mine:#?}"
+    );
+}

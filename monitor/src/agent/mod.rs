@@ -254,8 +254,11 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
             log::info!("egress block mode: connections and sends of job processes to destinations the profile does not allow are refused (cgroup/connect4, connect6, sendmsg4, sendmsg6)");
         }
         if needs.kills {
-            log::info!("kill responses: a job process that breaks a rule the profile sets to `kill` is killed by the kernel at the syscall that reveals it (bpf_send_signal(SIGKILL) at the open's exit, before it returns to user space); `rehearse: true` profiles only mark it would_kill");
-            log::info!("response mechanism: kill (BPF-LSM, which would refuse the open with EPERM instead, is not used by this agent)");
+            log::info!("kill responses: a job process that breaks a rule the profile sets to `kill` is killed by the kernel at the syscall that reveals it (bpf_send_signal(SIGKILL) at the open's exit or the exec, before it returns to user space); `rehearse: true` profiles only mark it would_kill");
+            match probes.report.tier(crate::hook_tier::HookFamily::Opens) {
+                crate::hook_tier::HookTier::Lsm => log::info!("response mechanism: refuse and kill (BPF-LSM file_open refuses the open with EPERM: no descriptor ever exists)"),
+                tier => log::info!("response mechanism: kill (BPF-LSM, which would refuse the open with EPERM first, is not in force: opens are seen by the {} tier)", tier.as_str()),
+            }
         }
         Some(enforcer)
     } else {

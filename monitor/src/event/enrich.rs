@@ -271,6 +271,7 @@ impl Enricher {
                     .map(|boot| boot as u64);
                 let runtime_clients = self.runtime_clients_for(&header, key);
                 let detail = Detail::Exec {
+                    response: KernelResponse::from_flags(header.flags),
                     runtime_clients,
                     exe_changed_ns,
                     filename: redact_path(&filename).into_owned(),

@@ -73,6 +73,10 @@ pub enum Detail {
         /// runtime's socket then, among them the client that asked. Filled by the live agent.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         runtime_clients: Vec<ProcessRef>,
+        /// What the kernel did to the process at this exec (a profile's `responses`: a
+        /// lifecycle script running a program it dropped is killed before the program runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<KernelResponse>,
     },
     Fork {},
     Exit {
@@ -238,7 +242,9 @@ impl Detail {
     /// What the kernel did, on its own, to the process the record is about.
     pub fn response(&self) -> Option<KernelResponse> {
         match self {
-            Detail::Open { response, .. } | Detail::Tamper { response, .. } => *response,
+            Detail::Open { response, .. }
+            | Detail::Tamper { response, .. }
+            | Detail::Exec { response, .. } => *response,
             _ => None,
         }
     }

@@ -38,7 +38,7 @@ pub struct Profile {
 
 /// What is done when a rule is broken: `audit` reports it (the default); `kill` also has the
 /// kernel end the offending process at the syscall that reveals it, before it can use what it
-/// opened. Only the rules below can kill: the kernel decides them itself (docs/responses.md).
+/// opened. Only the rules below can kill: the kernel decides them itself (docs/profile.md, `responses`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
@@ -92,6 +92,15 @@ pub struct Responses {
         skip_serializing_if = "Response::is_audit"
     )]
     pub agent_tampering: Response,
+    /// A dependency's lifecycle script (npm, yarn, pnpm, bun) executing a program written
+    /// during the job from a temporary directory or with no name: a dropper's payload, killed
+    /// before its first instruction.
+    #[serde(
+        default,
+        rename = "exec-of-job-written-file",
+        skip_serializing_if = "Response::is_audit"
+    )]
+    pub exec_of_job_written_file: Response,
 }
 
 impl Responses {
@@ -102,8 +111,8 @@ impl Responses {
     /// The kernel's `JOB_POLICY` bits for these responses (without egress block mode).
     pub fn kernel_policy(&self) -> u32 {
         use monitor_common::{
-            POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY,
-            POLICY_KILL_TAMPER, POLICY_REHEARSE,
+            POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC, POLICY_KILL_PROC_ENVIRON,
+            POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER, POLICY_REHEARSE,
         };
         let mut bits = 0;
         if self.process_memory_read == Response::Kill {
@@ -117,6 +126,9 @@ impl Responses {
         }
         if self.agent_tampering == Response::Kill {
             bits |= POLICY_KILL_TAMPER;
+        }
+        if self.exec_of_job_written_file == Response::Kill {
+            bits |= POLICY_KILL_INSTALL_EXEC;
         }
         if bits != 0 && self.rehearse {
             bits |= POLICY_REHEARSE;
@@ -132,8 +144,12 @@ impl Responses {
     /// Whether the kernel must look at each new program of the job (`exec_scan`: process
     /// listers for the environment kill, install-time code for the credential kill).
     pub fn needs_exec_scan(&self) -> bool {
-        use monitor_common::{POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_PROC_ENVIRON};
-        self.kernel_policy() & (POLICY_KILL_PROC_ENVIRON | POLICY_KILL_INSTALL_CREDENTIAL) != 0
+        use monitor_common::{
+            POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC, POLICY_KILL_PROC_ENVIRON,
+        };
+        self.kernel_policy()
+            & (POLICY_KILL_PROC_ENVIRON | POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC)
+            != 0
     }
 
     /// Whether a finding of `rule` (raised inside install-time code when `in_hook`) is one these
@@ -147,6 +163,9 @@ impl Responses {
             RuleId::ProcessEnvironRead => self.process_environ_read,
             RuleId::CredentialRead if in_hook => self.credential_read,
             RuleId::AgentTampering => self.agent_tampering,
+            RuleId::ExecOfJobWrittenFile | RuleId::ExecFromTemp if in_hook => {
+                self.exec_of_job_written_file
+            }
             _ => Response::Audit,
         };
         response == Response::Kill

@@ -160,6 +160,19 @@ fn responses_become_the_kernels_policy_and_typos_are_located() {
         rehearsed.responses.kernel_policy(),
         POLICY_KILL_PROC_ENVIRON | POLICY_REHEARSE
     );
+    // A dropped program's exec: the kernel scans each new program for install scripts.
+    let dropper = parse("version: 1\nresponses:\n  exec-of-job-written-file: kill\n").unwrap();
+    assert_eq!(
+        dropper.responses.kernel_policy(),
+        monitor_common::POLICY_KILL_INSTALL_EXEC
+    );
+    assert!(dropper.responses.needs_exec_scan());
+    assert!(dropper
+        .responses
+        .kills_for(crate::finding::RuleId::ExecFromTemp, true));
+    assert!(!dropper
+        .responses
+        .kills_for(crate::finding::RuleId::ExecFromTemp, false));
     // Rehearsing nothing is nothing.
     let nothing = parse("version: 1\nresponses:\n  rehearse: true\n").unwrap();
     assert_eq!(nothing.responses.kernel_policy(), 0);
