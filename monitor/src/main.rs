@@ -289,7 +289,22 @@ fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Log lines carry what jobs named (job keys, paths, program names): control characters and
+    // bidirectional marks are escaped so none reaches an administrator's terminal or journal raw.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                monitor::output::terminal_line(&record.args().to_string())
+            )
+        })
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {

@@ -74,6 +74,7 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
          echo \"== worker\"; \"$M\" job start --id decoy-$$ --pid $PPID --socket \"$S\" 2>&1 || true\n\
          echo \"== init\"; \"$M\" job start --id decoy1-$$ --pid 1 --socket \"$S\" 2>&1 || true\n\
          echo \"== self\"; \"$M\" job start --id decoy2-$$ --pid $$ --socket \"$S\" 2>&1 || true\n\
+         echo \"== escape\"; \"$M\" job start --id \"$(printf 'e\\033]0;owned\\007')\" --pid $$ --socket \"$S\" 2>&1 || true\n\
          printf '%s\\n' '## Runtime security: `build` — no findings' '<details><summary>more</summary>' '<!-- the rest is hidden' '```' >> \"$GITHUB_STEP_SUMMARY\"\n\
          echo ATTACK-DONE\n"
     );
@@ -84,7 +85,14 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
     // The attack really ran: each request reached the agent and was answered.
     assert!(output.contains("ATTACK-DONE"), "{output}");
     assert!(output.contains(CANARY), "the canary was read: {output}");
-    for what in ["== hook", "== stop", "== worker", "== init", "== self"] {
+    for what in [
+        "== hook",
+        "== stop",
+        "== worker",
+        "== init",
+        "== self",
+        "== escape",
+    ] {
         let answer = output
             .split(what)
             .nth(1)
@@ -95,6 +103,15 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
             "{what}: the agent must refuse it, said: {answer:?}\n{output}"
         );
     }
+
+    // The refusals are logged with what the job named, escaped: no escape sequence of the
+    // job's reaches the agent's log (an administrator's terminal, the journal) raw.
+    let log = agent.log();
+    assert!(log.contains("\\u{1b}]0;owned"), "{log}");
+    assert!(
+        !log.bytes().any(|b| b == 0x1b || b == 0x07),
+        "the agent logged a raw escape sequence"
+    );
 
     let findings = agent.wait_for_findings("the credential read and the tampering", |all| {
         let mine = runner.findings_of(all);
