@@ -712,6 +712,10 @@ pub(super) async fn run(
         mut container_news,
     } = inputs;
     let mut tick = tokio::time::interval(ENGINE_TICK);
+    // After a stall (the agent held still, a slow disk) the ticks resume at their pace, not in
+    // a burst: a burst would spend the `LOSS_WAIT_TICKS` of processes whose exec is still in the
+    // backlog before the backlog is read, and their losses would miss their job's report.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported_losses = [0u64; KINDS];
     let mut reported_shed = [0u64; KINDS];
     let mut reported_errors = [0u64; KINDS];
