@@ -636,7 +636,17 @@ fn a_lifecycle_script_running_what_it_dropped_is_killed_before_it_runs() {
         assert!(out.join(ran).exists(), "{ran}: {status}");
     }
 
-    let findings = agent.wait_for_findings("the kill", |all| !responded(&runner, all).is_empty());
+    // The step's run is judged after the kill: wait for both before looking (the engine may
+    // write them in separate batches).
+    let steps_run = |all: &[Value]| {
+        runner.findings_of(all).iter().any(|f| {
+            f["step"]["id"] == "step"
+                && (f["rule"] == "exec-from-temp" || f["rule"] == "exec-of-job-written-file")
+        })
+    };
+    let findings = agent.wait_for_findings("the kill and the step's run", |all| {
+        !responded(&runner, all).is_empty() && steps_run(all)
+    });
     let kills = responded(&runner, &findings);
     assert!(!kills.is_empty(), "{findings:#?}");
     for f in &kills {
