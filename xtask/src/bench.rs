@@ -484,14 +484,16 @@ fn cpu_and_rss(pid: u32) -> (f64, u64) {
     (ticks as f64 / 100.0, hwm)
 }
 
-/// What a tool has done so far: (cpu seconds, peak RSS KiB, events, dropped events).
-fn counters(r: &Running) -> (f64, u64, u64, u64) {
+/// What a tool has done so far: (cpu seconds, peak RSS KiB, events, dropped events, the
+/// monitor's drops by cause).
+fn counters(r: &Running) -> (f64, u64, u64, u64, BTreeMap<String, u64>) {
     let (mut cpu, mut rss) = (0.0, 0);
     for pid in &r.pids {
         let (c, m) = cpu_and_rss(*pid);
         cpu += c;
         rss = rss.max(m);
     }
+    let mut by_cause = BTreeMap::new();
     let (events, drops) = match r.tool {
         Tool::Nothing => (0, 0),
         Tool::Monitor => {
@@ -500,6 +502,7 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
                 .as_deref()
                 .and_then(|a| http_get(&format!("http://{a}/metrics")).ok())
                 .unwrap_or_default();
+            by_cause = samples_by_label(&text, "monitor_events_dropped_total", "cause");
             (
                 sum_samples(&text, "monitor_events_total"),
                 sum_samples(&text, "monitor_events_dropped_total"),
@@ -558,7 +561,27 @@ fn counters(r: &Running) -> (f64, u64, u64, u64) {
             (events, lost)
         }
     };
-    (cpu, rss, events, drops)
+    (cpu, rss, events, drops, by_cause)
+}
+
+/// The samples of `name` summed by the value of their `label` (drops by cause: a ring that was
+/// full and a group refused its fair share are different stories).
+fn samples_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+    {
+        let rest = &l[name.len()..];
+        let Some(value) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let Some(at) = rest.find(&key) else { continue };
+        let cause = rest[at + key.len()..].split('"').next().unwrap_or("");
+        *out.entry(cause.to_string()).or_default() += value as u64;
+    }
+    out
 }
 
 fn sum_samples(text: &str, name: &str) -> u64 {
@@ -616,6 +639,9 @@ struct Sample {
     tool_cpu_seconds: f64,
     events: u64,
     dropped: u64,
+    /// The monitor's drops by cause (`monitor_events_dropped_total`'s `cause`).
+    #[serde(default)]
+    dropped_by_cause: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -739,13 +765,13 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             );
             let running = start(tool, &bin, dir)?;
             for w in &loads {
-                let (cpu0, _, ev0, drop0) = counters(&running);
+                let (cpu0, _, ev0, drop0, causes0) = counters(&running);
                 let seconds = time(w, dir)?;
                 // Let the tool finish what is queued before its CPU and counters are read.
                 if tool != Tool::Nothing {
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                let (cpu1, rss, ev1, drop1) = counters(&running);
+                let (cpu1, rss, ev1, drop1, causes1) = counters(&running);
                 let peak = peak_rss
                     .entry(format!("{tool:?}").to_lowercase())
                     .or_default();
@@ -758,6 +784,14 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     tool_cpu_seconds: cpu1 - cpu0,
                     events: ev1.saturating_sub(ev0),
                     dropped: drop1.saturating_sub(drop0),
+                    dropped_by_cause: causes1
+                        .into_iter()
+                        .map(|(c, n)| {
+                            let n = n.saturating_sub(*causes0.get(&c).unwrap_or(&0));
+                            (c, n)
+                        })
+                        .filter(|(_, n)| *n > 0)
+                        .collect(),
                 });
             }
             stop(running)?;
@@ -868,6 +902,18 @@ fn table(r: &Results) -> String {
             events / wall.max(1e-9),
             drops
         ));
+        // Where the drops came from, per workload and cause (the monitor names its causes).
+        let mut where_from: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for s in r.samples.iter().filter(|s| s.tool == *t) {
+            for (cause, n) in &s.dropped_by_cause {
+                *where_from
+                    .entry((s.workload.clone(), cause.clone()))
+                    .or_default() += n;
+            }
+        }
+        for ((workload, cause), n) in where_from {
+            out.push_str(&format!("  dropped in {workload}: {n} ({cause})\n"));
+        }
     }
     out
 }
@@ -1071,6 +1117,7 @@ mod tests {
             tool_cpu_seconds: 0.1,
             events: 10,
             dropped: 0,
+            dropped_by_cause: BTreeMap::new(),
         }
     }
 
