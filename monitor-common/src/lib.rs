@@ -669,6 +669,15 @@ pub const WATCH_INODE_SLOTS: u32 = 4096;
 /// The old name of a rename or link passed the watch filter (a credential moved or linked away).
 pub const MATCH_FROM: u32 = 1 << 6;
 
+/// The written file (or new name) lies under a watched directory (`WATCH_SUBTREES`), found by
+/// the directory's identity among its first `SUBTREE_DEPTH` ancestors: the runner's downloaded
+/// actions and tool cache, whatever name or mount reached them.
+pub const MATCH_SUBTREE: u32 = 1 << 8;
+/// How many ancestors of a written file are compared with the watched directories.
+pub const SUBTREE_DEPTH: u32 = 12;
+/// Watched directories the kernel holds.
+pub const WATCH_SUBTREE_SLOTS: u32 = 64;
+
 /// `WATCH_PAIRS`: one bit per pair of bytes (65536 bits, 2048 words) in each of four sections,
 /// set when some watched entry of that list could match a name with that pair: the first two
 /// bytes of names, of prefixes and of parent directory names, and the last two bytes (last

@@ -36,7 +36,7 @@ use monitor_common::{
     EventHeader, InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
     ProcessLosses, TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
     JOB_SLOTS, LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
-    WATCH_PAIRS_WORDS,
+    WATCH_PAIRS_WORDS, WATCH_SUBTREE_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -122,6 +122,14 @@ static WATCH_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_IN
 /// open filter looks `WATCH_INODES` up only then (with 4096 identities, about 6 % of opens).
 #[map]
 static WATCH_INODE_BITS: Array<u32> = Array::with_max_entries(2048, 0);
+/// Watched directories by identity (dev, ino) -> WATCH_WRITE, pushed by the agent: writes
+/// anywhere under them are sent (`MATCH_SUBTREE`). Their inode numbers' bits are in
+/// `WATCH_INODE_BITS` too.
+#[map]
+static WATCH_SUBTREES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_SUBTREE_SLOTS, 0);
+/// Entry 0: non-zero once the agent watches a directory (until then no write pays the walk).
+#[map]
+static WATCH_SUBTREES_ON: Array<u32> = Array::with_max_entries(1, 0);
 /// The pair filter in front of the watch maps (`monitor_common::PAIR_SECTION_WORDS`).
 #[map]
 static WATCH_PAIRS: Array<u32> = Array::with_max_entries(WATCH_PAIRS_WORDS, 0);

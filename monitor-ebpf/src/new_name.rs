@@ -628,6 +628,8 @@ unsafe fn try_security_name(
     let dir_dentry = read_ptr(new_dir, off!(path_dentry))?;
     let (dir_len, dir_name) = dentry_name(dir_dentry)?;
     watch::match_parent(dir_name, dir_len, WATCH_WRITE, matched)?;
+    // A new name anywhere under a watched directory (the runner's actions and tools).
+    crate::open::match_subtree(dir_dentry, matched);
 
     let old_parent = if op != NAME_OP_SYMLINK {
         // A watched file given another name. Its dentry's own name, whatever path reached it:

@@ -24,9 +24,10 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, FileOpenEvent, InodeKey, NameKey, IO_URING_LAYOUT_CQE_ARG2,
-    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, OPEN_PATH_TRUNCATED,
-    OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING, OPEN_VIA_LSM, PROC_SUPER_MAGIC,
-    RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED, WATCH_READ, WATCH_WRITE,
+    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, MATCH_SUBTREE,
+    OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING, OPEN_VIA_LSM,
+    PROC_SUPER_MAGIC, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED, SUBTREE_DEPTH,
+    WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -34,7 +35,7 @@ use crate::{
         add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
         is_agent, off, offsets_present, read, read_ptr, submit,
     },
-    path, respond, watch, WATCH_INODES, WATCH_INODE_BITS,
+    path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SUBTREES, WATCH_SUBTREES_ON,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -172,6 +173,11 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     }
     core::ptr::write_volatile(&raw mut (*facts).writes, (access == WATCH_WRITE) as u32);
     watch_match(dentry, access, tgid, pid_tgid as u32, facts)?;
+    if access == WATCH_WRITE {
+        if let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) {
+            match_subtree(parent, matched_at);
+        }
+    }
     // The same file under another name: a bind mount, a hard link, a detached tree. The
     // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
     if inode_bit_set(ino) {
@@ -297,6 +303,48 @@ unsafe fn process_of_thread_dir(dir: *const u8) -> Option<u32> {
     match parse_pid(&*key) {
         0 => None,
         pid => Some(pid),
+    }
+}
+
+/// Adds `MATCH_SUBTREE` to `*matched` (map memory) when `dir` or one of its ancestors, up to
+/// `SUBTREE_DEPTH` of them, is a watched directory (`WATCH_SUBTREES`, by identity). The walk
+/// follows `d_parent`, which stays in the directory's file system and is the same through any
+/// mount of it (a bind mount of the runner's directory reaches the same dentries). Kernel
+/// contract: `dentry->d_parent`, `d_inode`, `inode->i_ino`, `i_sb->s_dev` (BTF offsets); a
+/// file system's root is its own parent.
+#[inline(always)]
+pub unsafe fn match_subtree(dir: *const u8, matched: *mut u32) {
+    match WATCH_SUBTREES_ON.get(0) {
+        Some(on) if *on != 0 => {}
+        _ => return,
+    }
+    let mut dentry = dir;
+    let mut depth = 0;
+    while depth < SUBTREE_DEPTH {
+        let Ok(inode) = read_ptr(dentry, off!(dentry_d_inode)) else {
+            return;
+        };
+        let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
+        if ino != 0 && inode_bit_set(ino) {
+            let sb = read_ptr(inode, off!(inode_i_sb)).unwrap_or(core::ptr::null());
+            let identity = InodeKey {
+                ino,
+                dev: read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0),
+                _pad0: 0,
+            };
+            if WATCH_SUBTREES.get_ptr(&identity).is_some() {
+                add_bits(matched, MATCH_SUBTREE);
+                return;
+            }
+        }
+        let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
+            return;
+        };
+        if parent == dentry {
+            return;
+        }
+        dentry = parent;
+        depth += 1;
     }
 }
 

@@ -11,7 +11,10 @@ use std::{
 use serde::Deserialize;
 
 pub use crate::profile::set::{ProfileChoice, ProfileSet};
-use crate::profile::{parse_yaml, Profile, ProfileError};
+use crate::{
+    profile::{parse_yaml, Profile, ProfileError},
+    rules::exfil_services::ExfilServices,
+};
 
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -50,6 +53,10 @@ pub struct Config {
     /// told by their cgroup only.
     #[serde(default)]
     pub docker_socket: Option<PathBuf>,
+    /// A list of services that take data from anyone, replacing the built-in one
+    /// (`profiles/exfil-services.yml`'s format; relative to this file's directory).
+    #[serde(default)]
+    pub exfil_services: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +91,16 @@ impl Config {
     /// Loads every profile this configuration, read from `path`, names.
     pub fn profiles_beside(&self, path: &Path) -> Result<ProfileSet, ProfileError> {
         self.profiles(path.parent().unwrap_or(Path::new("/")))
+    }
+
+    /// The exfiltration list this configuration, read from `path`, names (the built-in one
+    /// when it names none).
+    pub fn exfil_services_beside(&self, path: &Path) -> Result<ExfilServices, ProfileError> {
+        match &self.exfil_services {
+            Some(list) if list.is_absolute() => ExfilServices::load(list),
+            Some(list) => ExfilServices::load(&path.parent().unwrap_or(Path::new("/")).join(list)),
+            None => Ok(ExfilServices::built_in()),
+        }
     }
 
     /// Loads every profile the configuration names (relative to `base`).
@@ -191,5 +208,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.yml"), "{e}");
+    }
+
+    #[test]
+    fn an_exfiltration_list_replaces_the_built_in_one_and_its_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("monitor.yml");
+        std::fs::write(&config_path, "version: 1\n").unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(
+            config.exfil_services_beside(&config_path).unwrap(),
+            ExfilServices::built_in()
+        );
+        std::fs::write(&config_path, "version: 1\nexfil_services: drops.yml\n").unwrap();
+        std::fs::write(
+            dir.path().join("drops.yml"),
+            "version: 1\nservices:\n  - {name: a, kind: paste, domains: [paste.example]}\n",
+        )
+        .unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let list = config.exfil_services_beside(&config_path).unwrap();
+        assert!(list.find("x.paste.example").is_some());
+        assert!(list.find("webhook.site").is_none());
+        std::fs::write(
+            dir.path().join("drops.yml"),
+            "version: 1\nservices:\n  - {name: a, kind: paste, domains: [Paste.Example]}\n",
+        )
+        .unwrap();
+        let e = config
+            .exfil_services_beside(&config_path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("drops.yml:3:") && e.contains("Paste.Example"),
+            "{e}"
+        );
     }
 }

@@ -62,10 +62,13 @@ pub enum RuleId {
     DownloadAndExecute,
     FilelessExec,
     ContainerEscapeRisk,
+    KnownExfilService,
+    RuntimeServiceCall,
+    ActionTampered,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 26] = [
+    pub const ALL: [RuleId; 29] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -92,6 +95,9 @@ impl RuleId {
         RuleId::DownloadAndExecute,
         RuleId::FilelessExec,
         RuleId::ContainerEscapeRisk,
+        RuleId::KnownExfilService,
+        RuleId::RuntimeServiceCall,
+        RuleId::ActionTampered,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -123,6 +129,9 @@ impl RuleId {
             RuleId::DownloadAndExecute => "download-and-execute",
             RuleId::FilelessExec => "fileless-exec",
             RuleId::ContainerEscapeRisk => "container-escape-risk",
+            RuleId::KnownExfilService => "known-exfil-service",
+            RuleId::RuntimeServiceCall => "runtime-service-call",
+            RuleId::ActionTampered => "action-tampered",
         }
     }
 
@@ -136,9 +145,10 @@ impl RuleId {
             | RuleId::UnexpectedExecutable
             | RuleId::OutlivedStep => Severity::Medium,
             RuleId::EgressBlockedAllowed | RuleId::LifecycleHook => Severity::Low,
-            RuleId::ProcessMemoryRead | RuleId::AgentTampering | RuleId::CloudMetadata => {
-                Severity::Critical
-            }
+            RuleId::ProcessMemoryRead
+            | RuleId::AgentTampering
+            | RuleId::CloudMetadata
+            | RuleId::KnownExfilService => Severity::Critical,
             RuleId::CredentialRead
             | RuleId::ProcessEnvironRead
             | RuleId::UnexpectedEgress
@@ -155,7 +165,9 @@ impl RuleId {
             | RuleId::CredentialRelinked
             | RuleId::DownloadAndExecute
             | RuleId::FilelessExec
-            | RuleId::ContainerEscapeRisk => Severity::High,
+            | RuleId::ContainerEscapeRisk
+            | RuleId::RuntimeServiceCall
+            | RuleId::ActionTampered => Severity::High,
         }
     }
 
@@ -199,6 +211,9 @@ impl RuleId {
             RuleId::FilelessExec => {
                 "executables: a program with no file cannot be checked against any list"
             }
+            RuleId::ActionTampered => "persistence.allow: only the runner writes its downloaded actions, and only setup actions its tool cache",
+            RuleId::RuntimeServiceCall => "runtime_services: only the cache, artifact and setup actions (and steps given `runtime_services: {allow: true}`) call the CI's cache and artifact services",
+            RuleId::KnownExfilService => "egress.allow: a service that takes data from anyone is allowed only by its own name (a network or a wider domain does not allow it)",
             RuleId::ContainerEscapeRisk => "containers.allow: a container with the host's namespaces, root, daemon socket or privileges is root on the host; only listed images may have them",
             RuleId::DownloadAndExecute => {
                 "egress: code fetched over the network and run unseen by any file rule"

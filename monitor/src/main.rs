@@ -12,6 +12,7 @@ use monitor::{
     probes::ProbeOptions,
     profile::{Profile, ProfileSource},
     replay::{self, machine_engine_config, ReadStats},
+    rules::exfil_services::ExfilServices,
 };
 
 #[derive(Parser)]
@@ -104,6 +105,11 @@ enum Command {
         /// /var/run/docker.sock] [config: docker_socket].
         #[arg(long, value_name = "PATH")]
         docker_socket: Option<PathBuf>,
+        /// A list of services that take data from anyone (request bins, tunnels, webhooks),
+        /// replacing the built-in one; same format as profiles/exfil-services.yml [config:
+        /// exfil_services].
+        #[arg(long, value_name = "PATH")]
+        exfil_services: Option<PathBuf>,
     },
     /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
     Report {
@@ -329,6 +335,7 @@ fn main() -> anyhow::Result<()> {
             log_max_bytes,
             watch_homes,
             docker_socket,
+            exfil_services,
         } => {
             // Everything the agent creates (logs, reports, sockets before their chmod) is
             // owner-only unless it says otherwise.
@@ -356,8 +363,14 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => file.profiles_beside(path)?,
                 None => profile_source.load()?,
             };
+            let exfil_services = match (&exfil_services, &config) {
+                (Some(list), _) => ExfilServices::load(list)?,
+                (None, Some(path)) => file.exfil_services_beside(path)?,
+                (None, None) => ExfilServices::built_in(),
+            };
             let defaults = agent::RunOptions::default();
             let options = agent::RunOptions {
+                exfil_services: std::sync::Arc::new(exfil_services),
                 events: events.or(file.events),
                 findings: findings.or(file.findings),
                 profiles,
@@ -507,11 +520,17 @@ fn main() -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
-            let checked =
-                monitor::config::Config::load_profiles(&config).map(|set| set.chosen.len() + 1);
+            let checked = monitor::config::Config::load(&config).and_then(|file| {
+                let profiles = file.profiles_beside(&config)?;
+                let list = file.exfil_services_beside(&config)?;
+                Ok((profiles.chosen.len() + 1, list.len()))
+            });
             match checked {
-                Ok(n) => {
-                    println!("{}: valid ({n} profiles)", config.display());
+                Ok((n, services)) => {
+                    println!(
+                        "{}: valid ({n} profiles, {services} known exfiltration services)",
+                        config.display()
+                    );
                     Ok(())
                 }
                 Err(e) => {

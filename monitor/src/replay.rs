@@ -173,5 +173,6 @@ pub fn machine_engine_config() -> EngineConfig {
             .ok()
             .map(|p| p.to_string_lossy().into_owned()),
         still_running: None,
+        exfil_services: Default::default(),
     }
 }

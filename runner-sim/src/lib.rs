@@ -19,7 +19,8 @@ use std::{
 };
 
 /// A runner's directory tree: `bin/Runner.Worker`, `home`, `work/app/app` (the workspace),
-/// `work/_temp` (RUNNER_TEMP).
+/// `work/_temp` (RUNNER_TEMP), `work/_actions` (downloaded actions), `work/_tool` (the tool
+/// cache).
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -31,7 +32,14 @@ impl Layout {
     pub fn create(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let root = std::fs::canonicalize(root)?;
-        for sub in ["bin", "home", "work/app/app", "work/_temp"] {
+        for sub in [
+            "bin",
+            "home",
+            "work/app/app",
+            "work/_temp",
+            "work/_actions",
+            "work/_tool",
+        ] {
             std::fs::create_dir_all(root.join(sub))?;
         }
         std::fs::copy("/bin/bash", root.join("bin/Runner.Worker"))?;
@@ -53,6 +61,16 @@ impl Layout {
     /// RUNNER_TEMP.
     pub fn temp(&self) -> PathBuf {
         self.root.join("work/_temp")
+    }
+
+    /// Where the Worker keeps downloaded actions (`_work/_actions/<owner>/<repo>/<ref>`).
+    pub fn actions(&self) -> PathBuf {
+        self.root.join("work/_actions")
+    }
+
+    /// RUNNER_TOOL_CACHE.
+    pub fn tool_cache(&self) -> PathBuf {
+        self.root.join("work/_tool")
     }
 
     pub fn worker_binary(&self) -> PathBuf {
@@ -102,6 +120,23 @@ impl Layout {
                     worker.push_str(&format!(
                         "( export {exports} GITHUB_ACTION={}; exec /bin/bash -e {quoted_file} )\n",
                         shell_quote(id)
+                    ));
+                }
+                Step::Action { id, action, script } => {
+                    std::fs::write(&file, script)?;
+                    // An action's step: the runner adds the action's name and ref, and the
+                    // variables it gives actions only (the runtime services' origins).
+                    let (repository, reference) = action.split_once('@').unwrap_or((action, ""));
+                    let action_exports = job
+                        .action_env
+                        .iter()
+                        .map(|(k, v)| format!(" {k}={}", shell_quote(v)))
+                        .collect::<String>();
+                    worker.push_str(&format!(
+                        "( export {exports}{action_exports} GITHUB_ACTION={} GITHUB_ACTION_REPOSITORY={} GITHUB_ACTION_REF={}; exec /bin/bash -e {quoted_file} )\n",
+                        shell_quote(id),
+                        shell_quote(repository),
+                        shell_quote(reference)
                     ));
                 }
                 Step::OutsideSteps(script) => {
@@ -172,6 +207,8 @@ pub struct Job {
     pub runner_name: String,
     /// More job-wide variables (`ACTIONS_ID_TOKEN_REQUEST_URL`, ...), after the standard ones.
     pub extra: Vec<(String, String)>,
+    /// Variables the runner gives action steps only (`ACTIONS_CACHE_URL`, ...).
+    pub action_env: Vec<(String, String)>,
 }
 
 impl Job {
@@ -183,6 +220,7 @@ impl Job {
             workflow: "CI".into(),
             runner_name: "fake-runner".into(),
             extra: Vec::new(),
+            action_env: Vec::new(),
         }
     }
 
@@ -196,7 +234,15 @@ impl Job {
             ("GITHUB_REPOSITORY", self.repository.clone()),
             ("GITHUB_WORKFLOW", self.workflow.clone()),
             ("GITHUB_WORKSPACE", layout.workspace().display().to_string()),
+            (
+                "RUNNER_WORKSPACE",
+                layout.root.join("work/app").display().to_string(),
+            ),
             ("RUNNER_TEMP", layout.temp().display().to_string()),
+            (
+                "RUNNER_TOOL_CACHE",
+                layout.tool_cache().display().to_string(),
+            ),
             ("RUNNER_NAME", self.runner_name.clone()),
             (
                 "GITHUB_STEP_SUMMARY",
@@ -216,6 +262,12 @@ impl Job {
 pub enum Step<'a> {
     /// A `run:` step with this `GITHUB_ACTION` id.
     Run { id: &'a str, script: &'a str },
+    /// A `uses:` step: `action` is `owner/repo@ref`; its work is `script`.
+    Action {
+        id: &'a str,
+        action: &'a str,
+        script: &'a str,
+    },
     /// The Worker's own work outside any step (setting up the job, fetching actions): a child
     /// of the Worker without the job's variables.
     OutsideSteps(&'a str),
@@ -225,12 +277,15 @@ pub enum Step<'a> {
 
 impl<'a> Step<'a> {
     /// `(id, script)` as the tests write steps: an empty id is work outside steps, `@worker`
-    /// the Worker's own.
+    /// the Worker's own, `<id> uses <owner/repo@ref>` an action's step.
     pub fn from_pair((id, script): (&'a str, &'a str)) -> Self {
         match id {
             "" => Step::OutsideSteps(script),
             "@worker" => Step::ByWorker(script),
-            id => Step::Run { id, script },
+            id => match id.split_once(" uses ") {
+                Some((id, action)) => Step::Action { id, action, script },
+                None => Step::Run { id, script },
+            },
         }
     }
 }

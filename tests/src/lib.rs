@@ -378,6 +378,8 @@ pub struct FakeRunner {
     /// More variables in the Worker's own environment (as the real Worker holds the job's
     /// secrets): `/proc/<worker>/environ` shows them.
     pub worker_env: Vec<(String, String)>,
+    /// Variables the runner gives action steps only (`ACTIONS_CACHE_URL`, ...).
+    pub action_env: Vec<(String, String)>,
 }
 
 impl FakeRunner {
@@ -427,6 +429,7 @@ impl FakeRunner {
             run_id,
             user: None,
             worker_env: Vec::new(),
+            action_env: Vec::new(),
         }
     }
 
@@ -470,6 +473,7 @@ impl FakeRunner {
     ) -> (bool, String) {
         let mut job = runner_sim::Job::new(self.run_id.clone());
         job.repository = self.repository.clone();
+        job.action_env = self.action_env.clone();
         let steps: Vec<runner_sim::Step> = steps
             .iter()
             .map(|s| runner_sim::Step::from_pair(*s))

@@ -378,3 +378,59 @@ fn packed_source_maps_are_leaks_only_when_they_give_the_sources_away() {
         vec!["source map shipped with its sources"]
     );
 }
+
+/// The CI's cache service (the origin of `ACTIONS_CACHE_URL`, a loopback server here) called
+/// from a `run:` step, and from an action that is not a cache action (a poisoned action's post
+/// step): both reported; the cache action's own call, and the default profile's allowance of
+/// loopback, stay quiet. The connections really happen (each step records its success).
+#[test]
+fn a_step_that_is_not_the_cache_action_calling_the_cache_service_is_reported() {
+    let agent = Agent::start();
+    let port = sink();
+    let mut runner = FakeRunner::new();
+    runner.action_env = vec![
+        (
+            "ACTIONS_CACHE_URL".into(),
+            format!("http://127.0.0.1:{port}/CaNaRyToKeN/"),
+        ),
+        ("GITHUB_SERVER_URL".into(), "https://github.com".into()),
+    ];
+    let out = runner.dir.path().join("called");
+    let call = |tag: &str| {
+        format!(
+            "python3 -c \"import socket;s=socket.create_connection(('127.0.0.1',{port}));s.sendall(b'cache-entry');s.close()\" && echo {tag} >> {}\n",
+            out.display()
+        )
+    };
+    runner.run_job(&[
+        ("__actions_cache uses actions/cache@v4", &call("cache")),
+        ("upload", &call("run")),
+        (
+            "__actions_checkout uses actions/checkout@v4",
+            &call("checkout"),
+        ),
+        MARKER_STEP,
+    ]);
+    let called = std::fs::read_to_string(&out).unwrap_or_default();
+    for tag in ["cache", "run", "checkout"] {
+        assert!(
+            called.lines().any(|l| l == tag),
+            "{tag} did not call: {called:?}"
+        );
+    }
+    let mine = agent.findings_through_marker(&runner);
+    let calls = by_rule(&mine, "runtime-service-call");
+    let in_step = |step: &str| calls.iter().find(|f| f["step"]["id"] == step).copied();
+    let run = in_step("upload").unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(run["evidence"]["service_variable"], "ACTIONS_CACHE_URL");
+    assert_eq!(run["evidence"]["endpoint"], format!("127.0.0.1:{port}"));
+    let checkout = in_step("__actions_checkout").unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(checkout["step"]["action"], "actions/checkout@v4");
+    assert!(in_step("__actions_cache").is_none(), "{calls:#?}");
+    assert!(
+        !serde_json::to_string(&mine)
+            .unwrap()
+            .contains("CaNaRyToKeN"),
+        "the token in the URL is never written"
+    );
+}

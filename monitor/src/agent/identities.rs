@@ -29,7 +29,9 @@ use aya::{
     maps::{Array, HashMap, MapData},
     Ebpf,
 };
-use monitor_common::{InodeKey, WATCH_CREDENTIAL, WATCH_INODE_SLOTS, WATCH_READ, WATCH_WRITE};
+use monitor_common::{
+    InodeKey, WATCH_CREDENTIAL, WATCH_INODE_SLOTS, WATCH_READ, WATCH_SUBTREE_SLOTS, WATCH_WRITE,
+};
 
 use crate::rules::{credentials, persistence};
 
@@ -85,6 +87,13 @@ pub struct Identities {
     pushed: BTreeMap<InodeKey, (String, u32)>,
     homes: BTreeSet<String>,
     last: Option<Instant>,
+    /// `WATCH_SUBTREES`: directories watched for writes at any depth (the runners' actions and
+    /// tool caches), by path as the jobs named them and the identity last pushed; and
+    /// `WATCH_SUBTREES_ON`.
+    subtree_map: HashMap<MapData, InodeKey, u32>,
+    subtrees_on: Array<MapData, u32>,
+    subtrees: BTreeMap<String, Option<InodeKey>>,
+    subtrees_read: Option<Instant>,
 }
 
 impl Identities {
@@ -95,6 +104,12 @@ impl Identities {
         let bits = ebpf
             .take_map("WATCH_INODE_BITS")
             .ok_or_else(|| anyhow::anyhow!("WATCH_INODE_BITS map missing"))?;
+        let subtree_map = ebpf
+            .take_map("WATCH_SUBTREES")
+            .ok_or_else(|| anyhow::anyhow!("WATCH_SUBTREES map missing"))?;
+        let subtrees_on = ebpf
+            .take_map("WATCH_SUBTREES_ON")
+            .ok_or_else(|| anyhow::anyhow!("WATCH_SUBTREES_ON map missing"))?;
         Ok(Self {
             map: HashMap::try_from(map)?,
             bits: Array::try_from(bits)?,
@@ -107,6 +122,10 @@ impl Identities {
             pushed: BTreeMap::new(),
             homes: BTreeSet::new(),
             last: None,
+            subtree_map: HashMap::try_from(subtree_map)?,
+            subtrees_on: Array::try_from(subtrees_on)?,
+            subtrees: BTreeMap::new(),
+            subtrees_read: None,
         })
     }
 
@@ -162,6 +181,7 @@ impl Identities {
             .keys()
             .chain(now.keys())
             .map(|k| k.ino)
+            .chain(self.subtree_inos())
             .collect();
         self.write_bits(both.into_iter());
         for gone in self
@@ -191,7 +211,12 @@ impl Identities {
                 Err(e) => log::warn!("watching {path} by identity: {e}"),
             }
         }
-        let kept: Vec<u64> = self.pushed.keys().map(|k| k.ino).collect();
+        let kept: Vec<u64> = self
+            .pushed
+            .keys()
+            .map(|k| k.ino)
+            .chain(self.subtree_inos())
+            .collect();
         self.write_bits(kept.into_iter());
         Some(
             self.pushed
@@ -199,6 +224,61 @@ impl Identities {
                 .map(|(k, (path, _))| ((k.dev, k.ino), path.clone()))
                 .collect(),
         )
+    }
+}
+
+impl Identities {
+    /// Watches `dirs` (the runners' actions and tool caches the jobs named) for writes at any
+    /// depth: their identities go to `WATCH_SUBTREES`, their inode numbers' bits to the
+    /// prefilter first. A directory not seen before is read at once; all are read again every
+    /// `REFRESH` (one that did not exist yet, or was made anew, gets its present identity).
+    pub fn watch_dirs<'a>(&mut self, dirs: impl Iterator<Item = &'a str>) {
+        let mut new = false;
+        for dir in dirs {
+            if !self.subtrees.contains_key(dir)
+                && self.subtrees.len() < WATCH_SUBTREE_SLOTS as usize
+            {
+                self.subtrees.insert(dir.to_string(), None);
+                new = true;
+            }
+        }
+        if !new && self.subtrees_read.is_some_and(|t| t.elapsed() < REFRESH) {
+            return;
+        }
+        self.subtrees_read = Some(Instant::now());
+        let paths: Vec<String> = self.subtrees.keys().cloned().collect();
+        for path in paths {
+            let now = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_dir())
+                .map(|m| inode_key(&m));
+            let before = self.subtrees.get(&path).copied().flatten();
+            if now == before {
+                continue;
+            }
+            if let Some(old) = before {
+                let _ = self.subtree_map.remove(&old);
+            }
+            if let Some(key) = now {
+                let (word, bit) = inode_bit(key.ino);
+                let want = self.bits_written[word] | bit;
+                if want != self.bits_written[word] && self.bits.set(word as u32, want, 0).is_ok() {
+                    self.bits_written[word] = want;
+                }
+                if let Err(e) = self.subtree_map.insert(key, WATCH_WRITE, 0) {
+                    log::warn!("watching {path} for writes: {e}");
+                    continue;
+                }
+                if self.subtrees_on.set(0, 1, 0).is_ok() {
+                    log::info!("watching writes under {path} (any depth, by its identity)");
+                }
+            }
+            self.subtrees.insert(path, now);
+        }
+    }
+
+    fn subtree_inos(&self) -> Vec<u64> {
+        self.subtrees.values().flatten().map(|k| k.ino).collect()
     }
 }
 

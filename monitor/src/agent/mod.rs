@@ -71,6 +71,8 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// Enforcement ends with the agent, and a dead agent's is removed (`--release-enforcement`).
     pub release_enforcement: bool,
+    /// Services that take data from anyone (`known-exfil-service`).
+    pub exfil_services: std::sync::Arc<crate::rules::exfil_services::ExfilServices>,
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -99,6 +101,7 @@ impl Default for RunOptions {
             watch_homes: Vec::new(),
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
             release_enforcement: false,
+            exfil_services: Default::default(),
         }
     }
 }
@@ -239,6 +242,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     };
     let engine_config = crate::engine::EngineConfig {
         still_running: Some(host::still_running),
+        exfil_services: options.exfil_services.clone(),
         ..machine_engine_config()
     };
     let profiles = options.profiles.clone();

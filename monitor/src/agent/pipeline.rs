@@ -94,6 +94,7 @@ impl Pipeline {
         if let Some(table) = identities.refresh_if_due(self.judge.engine.job_homes()) {
             enricher.identities = table;
         }
+        identities.watch_dirs(self.judge.engine.runner_dirs());
     }
 
     /// `handle` for a record taken from the ring reader's queue (see `ring::MAX_QUEUED_BYTES`).
@@ -167,6 +168,7 @@ impl Pipeline {
     /// reports of the jobs this event ends are written.
     fn log_and_judge_charging(&mut self, enricher: &mut Enricher, event: &Event, stats: &Stats) {
         let homes = self.judge.engine.homes_learnt();
+        let runner_dirs = self.judge.engine.runner_dirs_learnt();
         let ended = self.judge_event(event, stats);
         // A watched name written: the file is watched by identity from now.
         let written = match &event.detail {
@@ -179,8 +181,11 @@ impl Pipeline {
                 enricher.identities.insert(identity, file);
             }
         }
-        if self.judge.engine.homes_learnt() != homes {
-            // A job's first step: its home's credentials are watched by identity from now.
+        if self.judge.engine.homes_learnt() != homes
+            || self.judge.engine.runner_dirs_learnt() != runner_dirs
+        {
+            // A job's first step: its home's credentials are watched by identity from now, and
+            // its runner's actions and tool cache for writes.
             self.refresh_identities(enricher);
         }
         if !ended.is_empty() {

@@ -32,6 +32,8 @@ const KEEP: &[&str] = &[
     "GITHUB_STEP_SUMMARY",
     "RUNNER_NAME",
     "RUNNER_TEMP",
+    // `_work/<repo>`: the runner's `_work`, where its downloaded actions are, is beside it.
+    "RUNNER_WORKSPACE",
     // Where `~/` is for the job's processes (a self-hosted runner's user may live anywhere).
     "HOME",
     // GitLab CI.
@@ -74,8 +76,16 @@ pub const TOOLING_DIRS: &[&str] = &[
 const PRESENCE_ONLY: &[&str] = &["ACTIONS_ID_TOKEN_REQUEST_TOKEN"];
 
 /// Kept as their origin only (`https://host:port`): where the endpoint is tells the engine which
-/// connections ask for an OIDC token; the path names the run and is dropped with any user info.
-const ORIGIN_ONLY: &[&str] = &["ACTIONS_ID_TOKEN_REQUEST_URL"];
+/// connections ask for an OIDC token or call the cache and artifact services; the path names
+/// the run (and may carry a token) and is dropped with any user info.
+const ORIGIN_ONLY: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_CACHE_URL",
+    "ACTIONS_RESULTS_URL",
+    "ACTIONS_RUNTIME_URL",
+    "GITHUB_SERVER_URL",
+    "GITHUB_API_URL",
+];
 
 pub const PRESENT: &str = "[present]";
 

@@ -49,6 +49,17 @@ impl Engine {
         self.jobs[job].anchor_exe = e.process.exe.clone();
         self.anchors.insert(key, job);
         self.enforce_process(job, e.process.pid, !explicit);
+        // The runner's directories are watched from the declaration, before any step runs.
+        if self.jobs[job].runner_dirs.is_empty() && !explicit {
+            if let Some(workspace) = &identity.workspace {
+                let env = [("GITHUB_WORKSPACE".to_string(), workspace.clone())].into();
+                let dirs = crate::rules::runner_dirs::from_env(&env);
+                if !dirs.is_empty() {
+                    self.jobs[job].runner_dirs = dirs;
+                    self.runner_dirs_learnt += 1;
+                }
+            }
+        }
         // An explicitly started job's anchor is the CI's own shell: it is the job's
         // first step. A GitHub runner's Worker is the runner, not the job's code.
         if explicit && !self.procs.contains_key(&key) {
@@ -556,6 +567,9 @@ impl Engine {
             names: dns::JobNames::default(),
             retired: false,
             oidc_endpoint: None,
+            runtime_services: Vec::new(),
+            runner_dirs: Vec::new(),
+            runner_dirs_from_env: false,
             home: None,
             env_uid: None,
             overflow: false,

@@ -16,7 +16,7 @@ use crate::{
 pub(super) struct Raw {
     rule: RuleId,
     severity: Severity,
-    summary: String,
+    pub(super) summary: String,
     evidence: Vec<(&'static str, Value)>,
     profile_clause: String,
     allowance: Option<Allowance>,
@@ -60,6 +60,12 @@ impl Raw {
 
     pub(super) fn evidence(mut self, evidence: Vec<(&'static str, Value)>) -> Self {
         self.evidence = evidence;
+        self
+    }
+
+    /// Adds to the evidence.
+    pub(super) fn evidence_more(mut self, more: Vec<(&'static str, Value)>) -> Self {
+        self.evidence.extend(more);
         self
     }
 

@@ -13,7 +13,10 @@ use crate::{
     finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{AccessRule, Allowance, PathPattern, Rules},
-    rules::{credentials, defences, lifecycle, packaging, path_within, persistence, tool_matches},
+    rules::{
+        credentials, defences, lifecycle, packaging, path_within, persistence,
+        runner_dirs::RunnerDir, tool_matches,
+    },
 };
 
 impl Engine {
@@ -447,6 +450,7 @@ impl Engine {
                 self.emit_for(out, raw, e, key);
             }
         }
+        self.check_runner_dir_write(e, key, path, &written, out);
         let defence = defences::classify(path).or_else(|| match via {
             Some(NameOp::Rename) => defences::classify(&inside),
             _ => None,
@@ -461,6 +465,81 @@ impl Engine {
                 self.emit_for(out, raw, e, key);
             }
         }
+    }
+
+    /// A write in the runner's downloaded actions or tool cache (`action-tampered`): later
+    /// jobs on this runner run what is there. Only the runner's own processes write its actions,
+    /// and setup actions (and what they start) its tool cache; nothing inside install-time code
+    /// does. The kernel finds these writes by the directories' identity (`MATCH_SUBTREE`): one
+    /// reached by another path (a bind mount) is judged as a write there (fail closed).
+    fn check_runner_dir_write(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        written: &dyn Fn(RuleId, &str, (&'static str, serde_json::Value)) -> Raw,
+        out: &mut Vec<Finding>,
+    ) {
+        let (job, step, hook, runner_own) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook, p.runner_own)
+        };
+        let under_watch = match &e.detail {
+            Detail::Open { matched, .. } | Detail::Name { matched, .. } => {
+                matched.contains(&MatchReason::Subtree)
+            }
+            _ => false,
+        };
+        let place = self.jobs[job]
+            .runner_dirs
+            .iter()
+            .find(|(_, dir)| path_within(path, dir).is_some())
+            .map(|(kind, dir)| (Some(*kind), dir.clone()));
+        let Some((kind, dir)) = place.or_else(|| under_watch.then(|| (None, String::new()))) else {
+            return;
+        };
+        let action = self.jobs[job]
+            .steps
+            .get(step)
+            .and_then(|s| s.identity.action.as_deref())
+            .map(|a| a.split_once('@').map_or(a, |(name, _)| name).to_string());
+        let owner = hook.is_none()
+            && (runner_own
+                || (kind == Some(RunnerDir::ToolCache)
+                    && action
+                        .as_deref()
+                        .is_some_and(crate::rules::runner_dirs::keeps_tools)));
+        let tool = self.procs[&key].tool.clone();
+        if owner
+            || self
+                .rules_of(job, step)
+                .any(|r| access_allowed(r, |r| &r.persistence.allow, e, &tool, path, path))
+        {
+            return;
+        }
+        let place_name = match kind {
+            Some(RunnerDir::Actions) => "runner actions",
+            Some(RunnerDir::ToolCache) => "runner tool cache",
+            None => "runner directory",
+        };
+        let mut raw = written(
+            RuleId::ActionTampered,
+            place_name,
+            ("runner_dir", json!(dir)),
+        );
+        raw.summary = format!(
+            "{}: {}",
+            raw.summary,
+            kind.map_or("a watched runner directory reached by another path", |k| k
+                .described())
+        );
+        let raw = raw
+            .evidence_more(vec![("action", json!(action))])
+            .allowance(Allowance::Persistence {
+                path: path.to_string(),
+                by: tool,
+            });
+        self.emit_for(out, raw, e, key);
     }
 
     /// `path` with the job's home directory spelt `/root`, when it lies in a home that `~/`

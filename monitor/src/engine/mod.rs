@@ -78,6 +78,9 @@ pub struct EngineConfig {
     /// The monitor's own executable (what `monitor job stop` runs): in a job declared by hand,
     /// only it may end the job from the anchor's shell. None: any program named `monitor`.
     pub agent_program: Option<String>,
+    /// Services that take data from anyone (`known-exfil-service`): the built-in list unless
+    /// the configuration names another.
+    pub exfil_services: std::sync::Arc<crate::rules::exfil_services::ExfilServices>,
 }
 
 impl EngineConfig {
@@ -156,6 +159,13 @@ struct Job {
     retired: bool,
     /// Where the job's steps ask for OIDC identity tokens (host, port), when the job may.
     oidc_endpoint: Option<(String, u16)>,
+    /// The CI's cache and artifact services (variable, host, port), from the job's
+    /// environment: only their origins are kept, never the token beside them.
+    runtime_services: Vec<(&'static str, String, u16)>,
+    /// The runner's directories later jobs run code from (its actions, its tool cache).
+    runner_dirs: Vec<(crate::rules::runner_dirs::RunnerDir, String)>,
+    /// Whether a process's variables have named them yet.
+    runner_dirs_from_env: bool,
     /// The steps' home directory (`HOME` of the first step): a self-hosted runner's service
     /// user often lives outside `/home` (`/var/lib/runner`), and `~/` must still mean it.
     home: Option<String>,
@@ -230,6 +240,8 @@ pub struct Engine {
     container_addresses: HashMap<IpAddr, String>,
     /// How many jobs' homes have been learnt (the agent watches each new home's files).
     homes_learnt: u64,
+    /// Grows each time a job's runner directories are learnt.
+    runner_dirs_learnt: u64,
     /// Block mode's pending kernel updates.
     enforcement: Vec<Enforcement>,
     last_retire_ns: u64,
@@ -287,6 +299,7 @@ impl Engine {
             containers: HashMap::new(),
             container_addresses: HashMap::new(),
             homes_learnt: 0,
+            runner_dirs_learnt: 0,
             enforcement: Vec::new(),
             last_retire_ns: 0,
             last_anchor_check_ns: 0,
@@ -330,6 +343,18 @@ impl Engine {
             .iter()
             .filter(|j| j.ended_ns.is_none())
             .filter_map(|j| j.home.as_deref())
+    }
+
+    /// The runner directories of the jobs seen (ended ones too: the directories outlive them).
+    pub fn runner_dirs(&self) -> impl Iterator<Item = &str> {
+        self.jobs
+            .iter()
+            .flat_map(|j| j.runner_dirs.iter().map(|(_, d)| d.as_str()))
+    }
+
+    /// Grows each time a job's runner directories are learnt.
+    pub fn runner_dirs_learnt(&self) -> u64 {
+        self.runner_dirs_learnt
     }
 
     /// Grows each time a job's home is learnt.

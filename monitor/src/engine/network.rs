@@ -89,6 +89,12 @@ impl Engine {
             .cloned()
             .collect();
         self.check_oidc_request(e, key, (job, step), (address, port), &resolved, out);
+        if self.check_known_exfil(e, key, (job, step), (address, port), &resolved, out) {
+            return;
+        }
+        if self.check_runtime_service_call(e, key, (job, step), (address, port), &resolved, out) {
+            return;
+        }
         // Allowed when the address itself is, or any name it was resolved from (the asked name
         // or a CNAME on the way) is.
         let allowed = self.rules_of(job, step).any(|r| {
@@ -212,6 +218,217 @@ impl Engine {
         self.emit_for(out, raw, e, key);
     }
 
+    /// A connection to a service on the exfiltration list, by a name the job resolved the
+    /// address from: reported whatever the allowlist says, unless an entry names the service
+    /// itself. True when reported (the connection is judged no further: one finding, not an
+    /// `unexpected-egress` beside it).
+    fn check_known_exfil(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        (job, step): (usize, usize),
+        (address, port): (IpAddr, u16),
+        resolved: &[dns::ResolvedName],
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let list = self.config.exfil_services.clone();
+        let Some((name, hit)) = resolved
+            .iter()
+            .flat_map(|n| n.names())
+            .find_map(|name| list.find(name).map(|hit| (name.to_string(), hit)))
+        else {
+            return false;
+        };
+        if self.service_allowed(job, step, hit.domain, &name, port) {
+            return false;
+        }
+        let Detail::Connect {
+            protocol,
+            result,
+            via,
+            blocked,
+            ..
+        } = &e.detail
+        else {
+            return false;
+        };
+        let blocked =
+            *blocked || (self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1);
+        let asked = resolved.first().map_or(name.clone(), |n| n.asked.clone());
+        let dest = dest_of(address, port);
+        let verb = if blocked {
+            format!("blocked {}", via.noun())
+        } else {
+            via.noun().to_string()
+        };
+        let tool = self.procs[&key].tool.clone();
+        let raw = Raw::new(
+            RuleId::KnownExfilService,
+            format!(
+                "{tool}: {verb} to {asked} ({dest}): {}, {}, which takes data from anyone",
+                hit.service.name,
+                hit.service.kind.described()
+            ),
+            format!("exfil:{}:{dest}", hit.domain),
+        )
+        .evidence(vec![
+            ("service", json!(hit.service.name)),
+            ("service_kind", json!(hit.service.kind.as_str())),
+            ("listed_domain", json!(hit.domain)),
+            ("domain", json!(asked)),
+            ("matched_name", json!(name)),
+            ("address", json!(address)),
+            ("port", json!(port)),
+            ("protocol", json!(protocol)),
+            ("result", json!(result)),
+            ("blocked", json!(blocked)),
+            ("via", json!(via)),
+            ("list_updated", json!(list.updated)),
+        ]);
+        self.emit_for(out, raw, e, key);
+        true
+    }
+
+    /// A connection to the CI's cache or artifact service (by address or by the name it was
+    /// resolved from) from a step whose action is not one that uses them, or from install-time
+    /// code: those services take the runtime token, whatever the workflow's `permissions:`, and
+    /// egress allowlists let their hosts through. True when reported.
+    fn check_runtime_service_call(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        (job, step): (usize, usize),
+        (address, port): (IpAddr, u16),
+        resolved: &[dns::ResolvedName],
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let Some((variable, host)) = self.jobs[job]
+            .runtime_services
+            .iter()
+            .find(|(_, host, service_port)| {
+                *service_port == port
+                    && (host
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .parse::<IpAddr>()
+                        .is_ok_and(|a| a.to_canonical() == address.to_canonical())
+                        || resolved
+                            .iter()
+                            .any(|n| n.names().any(|name| name.eq_ignore_ascii_case(host))))
+            })
+            .map(|(v, h, _)| (*v, h.clone()))
+        else {
+            return false;
+        };
+        let in_hook = self.procs[&key].hook.is_some();
+        let identity = self.jobs[job].steps.get(step).map(|s| s.identity.clone());
+        let action = identity
+            .as_ref()
+            .and_then(|s| s.action.as_deref())
+            .map(|a| a.split_once('@').map_or(a, |(name, _)| name).to_string());
+        let action_may = action.as_deref().is_some_and(|a| {
+            crate::profile::RuntimeServices::built_in_action(a)
+                || self
+                    .rules_of(job, step)
+                    .any(|r| r.runtime_services.lists_action(a))
+        });
+        let step_may = self.rules_of(job, step).any(|r| r.runtime_services.allow);
+        if !in_hook && (action_may || step_may) {
+            return false;
+        }
+        let step_id = identity.map(|s| s.id).unwrap_or_default();
+        let tool = self.procs[&key].tool.clone();
+        let who = match (&action, in_hook) {
+            (_, true) => "install-time code".to_string(),
+            (Some(a), false) => {
+                format!("step {step_id} (action {a}, not a cache or artifact action)")
+            }
+            (None, false) => format!("step {step_id} (a `run:` step)"),
+        };
+        let mut raw = Raw::new(
+            RuleId::RuntimeServiceCall,
+            format!(
+                "{tool} connected to the CI's {} ({host}:{port}, from {variable}) in {who}: that service takes the job's runtime token whatever the workflow's permissions",
+                service_noun(variable)
+            ),
+            format!("runtime:{host}:{port}"),
+        )
+        .evidence(vec![
+            ("service_variable", json!(variable)),
+            ("endpoint", json!(format!("{host}:{port}"))),
+            ("address", json!(address)),
+            ("port", json!(port)),
+            ("action", json!(action)),
+        ]);
+        if !in_hook {
+            raw = raw.allowance(Allowance::RuntimeServices { step: step_id });
+        }
+        self.emit_for(out, raw, e, key);
+        true
+    }
+
+    /// Whether an `egress.allow` entry of the job or step names the listed service itself.
+    fn service_allowed(
+        &self,
+        job: usize,
+        step: usize,
+        service_domain: &str,
+        name: &str,
+        port: u16,
+    ) -> bool {
+        self.rules_of(job, step).any(|r| {
+            r.egress
+                .allow
+                .iter()
+                .any(|rule| rule.names_service(service_domain, name, port))
+        })
+    }
+
+    /// A DNS question under an out-of-band collector (`dns: true` in the list): the question
+    /// itself reaches it, with whatever its labels carry.
+    fn check_known_exfil_question(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        (job, step): (usize, usize),
+        question: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let list = self.config.exfil_services.clone();
+        let Some(hit) = list.find(question).filter(|hit| hit.service.dns) else {
+            return;
+        };
+        // Any port: a question names no port, and the allowance is of the service.
+        if self.rules_of(job, step).any(|r| {
+            r.egress.allow.iter().any(|rule| {
+                matches!(&rule.target, crate::profile::EgressTarget::Domain(_))
+                    && rule.names_service(hit.domain, question, 53)
+            })
+        }) {
+            return;
+        }
+        let tool = self.procs[&key].tool.clone();
+        let raw = Raw::new(
+            RuleId::KnownExfilService,
+            format!(
+                "{tool} asked DNS for a name under {} ({}, {}): the question alone reaches its owner ({})",
+                hit.domain,
+                hit.service.name,
+                hit.service.kind.described(),
+                dns::redact_name(question)
+            ),
+            format!("exfil-dns:{}", hit.domain),
+        )
+        .evidence(vec![
+            ("service", json!(hit.service.name)),
+            ("service_kind", json!(hit.service.kind.as_str())),
+            ("listed_domain", json!(hit.domain)),
+            ("query", json!(dns::redact_name(question))),
+            ("via", json!("dns-question")),
+            ("list_updated", json!(list.updated)),
+        ]);
+        self.emit_for(out, raw, e, key);
+    }
+
     /// A step connecting to the job's OIDC token endpoint: minting an identity token that can
     /// publish packages or reach clouds as the repository (the npm worm published this way).
     /// HTTPS hides the request path, so the endpoint's host and port are the sign; on GitHub that
@@ -309,8 +526,9 @@ impl Engine {
         let Some(question) = question else {
             return;
         };
-        // Names the profile allows by domain are trusted destinations, whatever their labels.
         let step = self.procs[&key].step;
+        self.check_known_exfil_question(e, key, (job, step), question, out);
+        // Names the profile allows by domain are trusted destinations, whatever their labels.
         if self.rules_of(job, step).any(|r| {
             r.egress
                 .allow
@@ -385,6 +603,15 @@ fn stays_on_link(address: IpAddr) -> bool {
             a.is_broadcast() || (o[0] == 224 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(a) => a.segments()[0] == 0xff02,
+    }
+}
+
+/// What the runner's variable points at.
+fn service_noun(variable: &str) -> &'static str {
+    match variable {
+        "ACTIONS_CACHE_URL" => "cache service",
+        "ACTIONS_RESULTS_URL" => "results (artifact and cache) service",
+        _ => "runtime (artifact) service",
     }
 }
 

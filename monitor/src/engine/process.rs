@@ -16,6 +16,13 @@ use crate::{
     rules::{background, defences, executables, lifecycle, packaging},
 };
 
+/// Where the runner tells actions the CI's cache and artifact services are.
+const RUNTIME_SERVICE_VARIABLES: [&str; 3] = [
+    "ACTIONS_CACHE_URL",
+    "ACTIONS_RESULTS_URL",
+    "ACTIONS_RUNTIME_URL",
+];
+
 impl Engine {
     pub(super) fn on_exec(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let Detail::Exec {
@@ -73,6 +80,52 @@ impl Engine {
                 .get("ACTIONS_ID_TOKEN_REQUEST_URL")
                 .and_then(|origin| url::Url::parse(origin).ok())
                 .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)));
+        }
+        // From the first step's variables (they name the tool cache, which the declaration's
+        // workspace alone does not); the directories learnt are only ever added to.
+        if !self.jobs[job].runner_dirs_from_env {
+            let dirs = crate::rules::runner_dirs::from_env(env);
+            self.jobs[job].runner_dirs_from_env = !dirs.is_empty();
+            for dir in dirs {
+                if !self.jobs[job].runner_dirs.contains(&dir)
+                    && self.jobs[job].runner_dirs.len() < 4
+                {
+                    self.jobs[job].runner_dirs.push(dir);
+                    self.runner_dirs_learnt += 1;
+                }
+            }
+        }
+        let origin_of = |variable: &str| {
+            env.get(variable)
+                .and_then(|origin| url::Url::parse(origin).ok())
+                .and_then(|u| {
+                    Some((
+                        u.host_str()?.to_ascii_lowercase(),
+                        u.port_or_known_default()?,
+                    ))
+                })
+        };
+        // On GitHub Enterprise Server the services live under the server's own origin
+        // (`/_services/...`), which steps reach for git and the API: the host cannot tell them
+        // apart there, so a service at the server's origin is not watched.
+        let server = [origin_of("GITHUB_SERVER_URL"), origin_of("GITHUB_API_URL")];
+        for variable in RUNTIME_SERVICE_VARIABLES {
+            let Some((host, port)) = origin_of(variable) else {
+                continue;
+            };
+            if server
+                .iter()
+                .flatten()
+                .any(|(h, p)| *h == host && *p == port)
+            {
+                continue;
+            }
+            let known = &mut self.jobs[job].runtime_services;
+            if known.len() < RUNTIME_SERVICE_VARIABLES.len() * 2
+                && !known.iter().any(|(_, h, p)| *h == host && *p == port)
+            {
+                known.push((variable, host, port));
+            }
         }
         // Build tools above this process: their own builds and temporary places are theirs.
         let frontends: Vec<lifecycle::Frontend> = e

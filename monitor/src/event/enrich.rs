@@ -669,6 +669,7 @@ fn match_reasons(bits: u32) -> Vec<MatchReason> {
         (MATCH_ALL, MatchReason::All),
         (monitor_common::MATCH_FROM, MatchReason::From),
         (monitor_common::MATCH_INODE, MatchReason::Identity),
+        (monitor_common::MATCH_SUBTREE, MatchReason::Subtree),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

@@ -146,6 +146,9 @@ pub enum MatchReason {
     From,
     /// The file is a watched file by identity (device and inode), whatever its name.
     Identity,
+    /// The file lies under a watched directory (the runner's actions and tool cache), found by
+    /// the directory's identity.
+    Subtree,
 }
 
 /// How a name was given to a file without opening it.

@@ -65,6 +65,7 @@ impl Profile {
             Allowance::Egress { .. }
             | Allowance::Lifecycle { .. }
             | Allowance::Oidc { .. }
+            | Allowance::RuntimeServices { .. }
             | Allowance::Containers { .. } => self.allow(allowance).then(|| describe(allowance)),
         }
     }
@@ -87,6 +88,9 @@ fn describe(allowance: &Allowance) -> String {
             packages.join(", ")
         ),
         Allowance::Oidc { step } => format!("steps.{step}.oidc.allow: true"),
+        Allowance::RuntimeServices { step } => {
+            format!("steps.{step}.runtime_services.allow: true")
+        }
         Allowance::Containers { image } => format!("containers.allow: {image}"),
         other => format!("{other:?}"),
     }

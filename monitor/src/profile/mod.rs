@@ -211,6 +211,8 @@ struct RawProfile {
     processes: Processes,
     #[serde(default, skip_serializing_if = "Oidc::is_empty")]
     oidc: Oidc,
+    #[serde(default, skip_serializing_if = "RuntimeServices::is_empty")]
+    runtime_services: RuntimeServices,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     packaging: Packaging,
     #[serde(default, skip_serializing_if = "Containers::is_empty")]
@@ -235,6 +237,7 @@ impl From<RawProfile> for Profile {
                 persistence: raw.persistence,
                 processes: raw.processes,
                 oidc: raw.oidc,
+                runtime_services: raw.runtime_services,
                 packaging: raw.packaging,
                 containers: raw.containers,
             },
@@ -256,6 +259,7 @@ impl From<Profile> for RawProfile {
             persistence: p.rules.persistence,
             processes: p.rules.processes,
             oidc: p.rules.oidc,
+            runtime_services: p.rules.runtime_services,
             packaging: p.rules.packaging,
             containers: p.rules.containers,
             steps: p.steps,
@@ -283,6 +287,8 @@ pub struct Rules {
     pub processes: Processes,
     #[serde(default, skip_serializing_if = "Oidc::is_empty")]
     pub oidc: Oidc,
+    #[serde(default, skip_serializing_if = "RuntimeServices::is_empty")]
+    pub runtime_services: RuntimeServices,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     pub packaging: Packaging,
     #[serde(default, skip_serializing_if = "Containers::is_empty")]
@@ -413,6 +419,66 @@ pub struct Processes {
 pub struct Oidc {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow: bool,
+}
+
+/// `runtime_services:`: who may call the CI's cache and artifact services (their hosts are the
+/// job's `ACTIONS_CACHE_URL`, `ACTIONS_RESULTS_URL`, `ACTIONS_RUNTIME_URL`). They take the job's
+/// runtime token, not the workflow's `permissions:`, so they are a channel out (and a way to
+/// poison the next job's cache) that egress allowlists let through. The cache, artifact and
+/// setup actions that use them (`BUILT_IN_RUNTIME_ACTIONS`) may; `actions` adds more (globs on
+/// `owner/repo`), and `allow: true` under `steps:` lets one step (`docker buildx` with
+/// `type=gha` caches in a `run:` step).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeServices {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+}
+
+/// Actions that call the cache and artifact services as their work (globs on `owner/repo`).
+pub const BUILT_IN_RUNTIME_ACTIONS: &[&str] = &[
+    "actions/cache",
+    "actions/upload-artifact",
+    "actions/download-artifact",
+    "actions/upload-pages-artifact",
+    "actions/deploy-pages",
+    "actions/setup-*",
+    "actions/attest*",
+    "docker/build-push-action",
+    "docker/bake-action",
+    "docker/setup-buildx-action",
+    "Swatinem/rust-cache",
+    "gradle/actions",
+    "gradle/gradle-build-action",
+    "ruby/setup-ruby",
+    "astral-sh/setup-uv",
+    "pnpm/action-setup",
+    "oven-sh/setup-bun",
+    "dtolnay/rust-toolchain",
+];
+
+impl RuntimeServices {
+    fn is_empty(&self) -> bool {
+        !self.allow && self.actions.is_empty()
+    }
+
+    /// Whether `action` (`owner/repo`, any ref) is one this section lists.
+    pub fn lists_action(&self, action: &str) -> bool {
+        let action = action.to_ascii_lowercase();
+        self.actions
+            .iter()
+            .any(|p| wildcard_match(&p.to_ascii_lowercase(), &action))
+    }
+
+    /// Whether `action` is one of `BUILT_IN_RUNTIME_ACTIONS`.
+    pub fn built_in_action(action: &str) -> bool {
+        let action = action.to_ascii_lowercase();
+        BUILT_IN_RUNTIME_ACTIONS
+            .iter()
+            .any(|p| wildcard_match(&p.to_ascii_lowercase(), &action))
+    }
 }
 
 /// `packaging:`: files a packing command (`npm pack`/`publish`, `cargo package`, ...) may read
@@ -643,6 +709,10 @@ pub enum Allowance {
     Oidc {
         step: String,
     },
+    /// A step that may call the cache and artifact services (under `steps:`).
+    RuntimeServices {
+        step: String,
+    },
     Packaging {
         path: String,
     },
@@ -703,6 +773,15 @@ impl Profile {
             Allowance::Oidc { step } => {
                 let oidc = &mut self.steps.entry(step.clone()).or_default().oidc.allow;
                 !std::mem::replace(oidc, true)
+            }
+            Allowance::RuntimeServices { step } => {
+                let allow = &mut self
+                    .steps
+                    .entry(step.clone())
+                    .or_default()
+                    .runtime_services
+                    .allow;
+                !std::mem::replace(allow, true)
             }
             Allowance::Containers { image } => push_new(&mut rules.containers.allow, image.clone()),
         }

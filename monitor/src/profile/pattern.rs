@@ -132,6 +132,24 @@ impl EgressRule {
         matches!(&self.target, EgressTarget::Domain(pattern) if domain_matches(pattern, name))
     }
 
+    /// True when this rule allows `name` (at `port`) by naming a domain at or under
+    /// `service_domain`: the explicit allowance a known exfiltration service needs
+    /// (`hooks.slack.com`, `*.ngrok-free.app`). Networks and wider domains (`*.app`) do not
+    /// count: an allowlist written for a CDN must not open a request bin by accident.
+    pub fn names_service(&self, service_domain: &str, name: &str, port: u16) -> bool {
+        if !self.ports.is_empty() && !self.ports.contains(&port) {
+            return false;
+        }
+        match &self.target {
+            EgressTarget::Domain(pattern) => {
+                let body = pattern.strip_prefix("*.").unwrap_or(pattern);
+                domain_matches(pattern, name)
+                    && crate::rules::exfil_services::covers(service_domain, body)
+            }
+            EgressTarget::Network(_) => false,
+        }
+    }
+
     /// True when this rule names exactly one address (the only way to allow a metadata endpoint:
     /// `0.0.0.0/0` must not open it by accident).
     pub fn names_exactly(&self, address: IpAddr) -> bool {

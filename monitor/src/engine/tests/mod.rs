@@ -67,6 +67,7 @@ impl Sim {
                 dns_resolvers: vec!["127.0.0.53".parse().unwrap()],
                 agent_program: Some(MONITOR.into()),
                 still_running: None,
+                exfil_services: Default::default(),
             },
         )
     }
@@ -235,6 +236,56 @@ impl Sim {
             family: monitor_common::AF_INET,
             blocked: false,
         });
+        self
+    }
+
+    /// A DNS message over UDP: an answer naming `name` at `address` read by `pid` (from the
+    /// resolver), or with `sent` the question leaving.
+    fn dns_message(&mut self, pid: u32, name: &str, address: Option<&str>, sent: bool) {
+        use hickory_proto::{
+            op::{Message, MessageType, Query},
+            rr::{rdata, Name, RData, Record, RecordType},
+        };
+        let mut m = Message::new();
+        m.set_id(7);
+        m.set_message_type(if sent {
+            MessageType::Query
+        } else {
+            MessageType::Response
+        });
+        let owner = Name::from_ascii(name).unwrap();
+        m.add_query(Query::query(owner.clone(), RecordType::A));
+        if let Some(address) = address {
+            m.add_answer(Record::from_rdata(
+                owner,
+                300,
+                RData::A(rdata::A(address.parse().unwrap())),
+            ));
+        }
+        let payload = m.to_vec().unwrap();
+        let h = self.header(EventKind::NetDns, pid);
+        self.feed(KernelEvent::Dns {
+            header: h,
+            fd: 4,
+            sock_type: monitor_common::SOCK_DGRAM,
+            received_len: payload.len() as u32,
+            payload,
+            truncated: false,
+            question: sent,
+            from_asked: true,
+        });
+    }
+
+    /// `pid` resolves `name` to `address` (the question, then the resolver's answer).
+    pub fn resolve(&mut self, pid: u32, name: &str, address: &str) -> &mut Self {
+        self.dns_message(pid, name, None, true);
+        self.dns_message(pid, name, Some(address), false);
+        self
+    }
+
+    /// A question that leaves and whose answer is never read.
+    pub fn ask(&mut self, pid: u32, name: &str) -> &mut Self {
+        self.dns_message(pid, name, None, true);
         self
     }
 
@@ -615,7 +666,10 @@ mod bounds;
 mod containers;
 mod defences;
 mod egress_routes;
+mod exfil_services;
 mod names;
 mod real_builds;
 mod responses;
+mod runner_dirs;
+mod runtime_services;
 mod scenarios;

@@ -805,6 +805,7 @@ fn a_lost_exit_record_is_not_a_process_that_outlived_its_step() {
             EngineConfig {
                 dns_resolvers: vec![],
                 agent_program: Some(MONITOR.into()),
+                exfil_services: Default::default(),
                 still_running: Some(if still_running {
                     |_, _| true
                 } else {
