@@ -22,6 +22,8 @@ pub enum EventKind {
     NetConnect = 16,
     /// A DNS message a process received on a socket it used to talk to port 53.
     NetDns = 17,
+    /// The first TLS ClientHello a TCP socket sent: the server name the client asked for.
+    NetTls = 18,
     /// A syscall that acts on other processes or on the kernel's BPF: signalling the agent,
     /// ptrace, reading or writing another process's memory, bpf(2).
     Tamper = 48,
@@ -31,13 +33,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
         EventKind::ProcessEnv,
         EventKind::NetConnect,
         EventKind::NetDns,
+        EventKind::NetTls,
         EventKind::FileOpen,
         EventKind::Tamper,
         EventKind::FileName,
@@ -52,7 +55,11 @@ impl EventKind {
     pub const fn is_security(self) -> bool {
         matches!(
             self,
-            EventKind::NetConnect | EventKind::FileOpen | EventKind::Tamper | EventKind::FileName
+            EventKind::NetConnect
+                | EventKind::NetTls
+                | EventKind::FileOpen
+                | EventKind::Tamper
+                | EventKind::FileName
         )
     }
 
@@ -68,6 +75,7 @@ impl EventKind {
             EventKind::NetDns => 6,
             EventKind::Tamper => 7,
             EventKind::FileName => 8,
+            EventKind::NetTls => 9,
         }
     }
 
@@ -82,6 +90,7 @@ impl EventKind {
             EventKind::NetDns => "dns",
             EventKind::Tamper => "tamper",
             EventKind::FileName => "name",
+            EventKind::NetTls => "tls",
         }
     }
 }
@@ -338,6 +347,24 @@ pub struct DnsEvent {
     /// Bytes the syscall returned (more than `payload_len` when cut).
     pub received_len: u32,
 }
+
+/// The first TLS ClientHello a TCP socket sent (seen as a packet leaving, `cgroup_skb`), with
+/// the destination it went to. Followed by `payload_len` bytes of the TLS record (at most
+/// `TLS_HELLO_MAX`): the agent reads the server name (SNI) from it. The header is the process
+/// that connected the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsHelloEvent {
+    pub header: EventHeader,
+    /// Destination: IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub family: u16,
+    pub port: u16,
+    pub payload_len: u32,
+}
+
+/// How much of a ClientHello is copied: the server name is among its first extensions.
+pub const TLS_HELLO_MAX: usize = 1023;
 
 /// Key of the kernel's set of DNS sockets: a descriptor of a process.
 #[repr(C)]
@@ -678,6 +705,12 @@ pub const SUBTREE_DEPTH: u32 = 12;
 /// Watched directories the kernel holds.
 pub const WATCH_SUBTREE_SLOTS: u32 = 64;
 
+/// The written file (or the file a rename replaces) is one of the job's tracked sources
+/// (`WATCH_SOURCES`, by identity): what git checked out, written after the checkout.
+pub const MATCH_SOURCE: u32 = 1 << 9;
+/// Tracked source files the kernel holds (every job's together).
+pub const WATCH_SOURCE_SLOTS: u32 = 65536;
+
 /// `WATCH_PAIRS`: one bit per pair of bytes (65536 bits, 2048 words) in each of four sections,
 /// set when some watched entry of that list could match a name with that pair: the first two
 /// bytes of names, of prefixes and of parent directory names, and the last two bytes (last
@@ -820,6 +853,7 @@ const _: () = {
     assert!(core::mem::size_of::<EnvEvent>() == 88);
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
     assert!(core::mem::size_of::<DnsEvent>() == 96);
+    assert!(core::mem::size_of::<TlsHelloEvent>() == 104);
     assert!(core::mem::size_of::<PortSet>() == 32);
     assert!(core::mem::size_of::<TamperEvent>() == 96);
     assert!(core::mem::size_of::<NameHashKey>() == 16);
@@ -840,6 +874,7 @@ const _: () = {
             <= EVENT_SCRATCH_LEN
     );
     assert!(core::mem::size_of::<EnvEvent>() + MAX_ENV_LEN <= EVENT_SCRATCH_LEN);
+    assert!(core::mem::size_of::<TlsHelloEvent>() + TLS_HELLO_MAX + 1 <= EVENT_SCRATCH_LEN);
 };
 
 /// Size of the per-CPU buffer a record is assembled in (a power of two, so offsets can be masked).

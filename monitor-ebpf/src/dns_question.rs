@@ -21,13 +21,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use monitor_common::{
-    fnv_step, DnsAskedKey, DnsAskedTo, DnsEvent, EventKind, AF_INET, AF_INET6, DNS_CHECK_BYTES,
-    DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM, SOCK_STREAM,
+    fnv_step, DnsAskedKey, DnsAskedTo, DnsEvent, EventKind, TlsHelloEvent, AF_INET, AF_INET6,
+    DNS_CHECK_BYTES, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM,
+    SOCK_STREAM, TLS_HELLO_MAX,
 };
 
 use crate::{
     kernel::{event_scratch, offsets_present, submit_for},
-    DNS_ASKED, DNS_SOCKET_OWNERS,
+    DNS_ASKED, DNS_SOCKET_OWNERS, TLS_SOCKET_OWNERS,
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -170,10 +171,95 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     Some(())
 }
 
+/// Packets leaving: DNS questions, and the first TLS ClientHello of each TCP socket.
 #[cgroup_skb(egress)]
 pub fn dns_questions(ctx: SkBuffContext) -> i32 {
-    let _ = unsafe { try_question(&ctx) };
+    if unsafe { try_tls_hello(&ctx) }.is_none() {
+        let _ = unsafe { try_question(&ctx) };
+    }
     1
+}
+
+/// A TCP socket's first data segment, when it is a TLS ClientHello (record type 22, version
+/// 3.x, handshake type 1) and egress.rs saw the socket's connect (`TLS_SOCKET_OWNERS`): its first
+/// `TLS_HELLO_MAX` bytes go out as the socket's TLS hello record, once (the owner entry is
+/// taken), with the destination. The agent reads the server name from it; nothing is decrypted
+/// and the packet always passes. `Some` when the packet was a hello sent.
+#[inline(always)]
+unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
+    if !offsets_present() {
+        return None;
+    }
+    let first: u8 = ctx.load(0).ok()?;
+    let (transport_at, protocol, family) = match first >> 4 {
+        4 => (
+            ((first & 0x0f) as usize) * 4,
+            ctx.load::<u8>(9).ok()?,
+            AF_INET,
+        ),
+        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
+        _ => return None,
+    };
+    if protocol != IPPROTO_TCP || transport_at < 20 {
+        return None;
+    }
+    let offset: u8 = ctx.load(transport_at + 12).ok()?;
+    let payload_at = transport_at + ((offset >> 4) as usize) * 4;
+    let len = ctx.len() as usize;
+    if len < payload_at + 6 {
+        return None;
+    }
+    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
+    let owner = TLS_SOCKET_OWNERS.get_ptr(&cookie)?;
+    // Only the socket's first data: a proxy's `CONNECT` goes first and the hello inside the
+    // tunnel names the site, not the proxy the address was resolved from.
+    let head: [u8; 6] = ctx.load(payload_at).ok()?;
+    if head[0] != 0x16 || head[1] != 0x03 || head[5] != 0x01 {
+        let _ = TLS_SOCKET_OWNERS.remove(&cookie);
+        return None;
+    }
+    let scratch = event_scratch()?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base as *mut TlsHelloEvent;
+    (*event).header = *owner;
+    let _ = TLS_SOCKET_OWNERS.remove(&cookie);
+    (*event).header.kind = EventKind::NetTls as u32;
+    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
+    (*event).header.flags = 0;
+    (*event).family = family;
+    (*event).port = u16::from_be(ctx.load::<u16>(transport_at + 2).ok()?);
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        let v4: [u8; 4] = ctx.load(16).ok()?;
+        addr[..4].copy_from_slice(&v4);
+    } else {
+        addr = ctx.load(24).ok()?;
+    }
+    (*event).addr = addr;
+    let mut copy = len - payload_at;
+    if copy > TLS_HELLO_MAX {
+        copy = TLS_HELLO_MAX;
+    }
+    // Bounded to [1, TLS_HELLO_MAX + 1] where the verifier sees it (see `try_question`).
+    let copy = ((crate::kernel::opaque(copy) - 1) & TLS_HELLO_MAX) + 1;
+    let header_len = core::mem::size_of::<TlsHelloEvent>();
+    if bpf_skb_load_bytes(
+        ctx.skb.skb.cast(),
+        payload_at as u32,
+        base.add(header_len).cast(),
+        copy as u32,
+    ) < 0
+    {
+        return Some(());
+    }
+    (*event).payload_len = copy as u32;
+    submit_for(
+        scratch,
+        header_len + copy,
+        EventKind::NetTls,
+        (*event).header.tgid,
+    );
+    Some(())
 }
 
 unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {

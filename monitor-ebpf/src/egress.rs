@@ -24,13 +24,13 @@ use aya_ebpf::{
 };
 use monitor_common::{
     ConnectEvent, EgressSeenKey, EventHeader, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER,
-    CONNECT_VIA_SEND,
+    CONNECT_VIA_SEND, SOCK_STREAM,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
     kernel::{current_task, event_scratch, fill_header, is_agent, offsets_present, submit},
-    DNS_SOCKET_OWNERS, EGRESS_SEEN, PENDING_CONNECTS,
+    DNS_SOCKET_OWNERS, EGRESS_SEEN, PENDING_CONNECTS, TLS_SOCKET_OWNERS,
 };
 
 const ALLOW: i32 = 1;
@@ -169,6 +169,14 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         unsafe {
             fill_header(owner, EventKind::NetDns, current_task());
             let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
+        }
+    } else if via != CONNECT_VIA_SEND && unsafe { (*ctx.sock_addr).type_ } == SOCK_STREAM as u32 {
+        // Its first TLS hello is read as a packet (dns_question.rs), where the sender is not
+        // known either.
+        let owner = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<EventHeader>();
+        unsafe {
+            fill_header(owner, EventKind::NetTls, current_task());
+            let _ = TLS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
         }
     }
     if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &dest, refused) {

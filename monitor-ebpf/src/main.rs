@@ -36,7 +36,7 @@ use monitor_common::{
     EventHeader, InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
     ProcessLosses, TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
     JOB_SLOTS, LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
-    WATCH_PAIRS_WORDS, WATCH_SUBTREE_SLOTS,
+    WATCH_PAIRS_WORDS, WATCH_SOURCE_SLOTS, WATCH_SUBTREE_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -130,6 +130,15 @@ static WATCH_SUBTREES: HashMap<InodeKey, u32> = HashMap::with_max_entries(WATCH_
 /// Entry 0: non-zero once the agent watches a directory (until then no write pays the walk).
 #[map]
 static WATCH_SUBTREES_ON: Array<u32> = Array::with_max_entries(1, 0);
+/// The jobs' tracked source files by identity (dev, ino) -> WATCH_WRITE, pushed by the agent
+/// when a checkout step ends: writes to them are sent (`MATCH_SOURCE`). Allocated as used.
+#[map]
+static WATCH_SOURCES: HashMap<InodeKey, u32> =
+    HashMap::with_max_entries(WATCH_SOURCE_SLOTS, BPF_F_NO_PREALLOC);
+/// Entry 0: non-zero while some job's sources are watched.
+#[map]
+static WATCH_SOURCES_ON: Array<u32> = Array::with_max_entries(1, 0);
+const BPF_F_NO_PREALLOC: u32 = 1;
 /// The pair filter in front of the watch maps (`monitor_common::PAIR_SECTION_WORDS`).
 #[map]
 static WATCH_PAIRS: Array<u32> = Array::with_max_entries(WATCH_PAIRS_WORDS, 0);
@@ -163,6 +172,12 @@ static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries
 /// not always the sender). LRU: closed sockets are never removed explicitly.
 #[map]
 static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
+
+/// Who connected each TCP socket (socket cookie -> the header its TLS hello record carries),
+/// kept by egress.rs at connect and taken by dns_question.rs with the socket's first
+/// ClientHello. LRU: sockets that never send one are forgotten first.
+#[map]
+static TLS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
 /// Questions sent (socket cookie, message id) and where to; marked when an answer arrives from
 /// there (dns_question.rs). LRU: bounded, the oldest questions forgotten first.

@@ -630,6 +630,11 @@ unsafe fn try_security_name(
     watch::match_parent(dir_name, dir_len, WATCH_WRITE, matched)?;
     // A new name anywhere under a watched directory (the runner's actions and tools).
     crate::open::match_subtree(dir_dentry, matched);
+    // A rename over a tracked source file (an editor's or `sed -i`'s save): the file replaced.
+    if op == NAME_OP_RENAME {
+        let replaced = read_ptr(new, off!(dentry_d_inode)).unwrap_or(core::ptr::null());
+        crate::open::match_source(replaced, matched);
+    }
 
     let old_parent = if op != NAME_OP_SYMLINK {
         // A watched file given another name. Its dentry's own name, whatever path reached it:

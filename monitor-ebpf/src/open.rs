@@ -24,10 +24,10 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, FileOpenEvent, InodeKey, NameKey, IO_URING_LAYOUT_CQE_ARG2,
-    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, MATCH_SUBTREE,
-    OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING, OPEN_VIA_LSM,
-    PROC_SUPER_MAGIC, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED, SUBTREE_DEPTH,
-    WATCH_READ, WATCH_WRITE,
+    IO_URING_LAYOUT_RES_ARG3, MATCH_ALL, MATCH_INODE, MATCH_PROC_OTHER, MATCH_SOURCE,
+    MATCH_SUBTREE, OPEN_PATH_TRUNCATED, OPEN_PATH_UNRESOLVED, OPEN_VIA_FENTRY, OPEN_VIA_IO_URING,
+    OPEN_VIA_LSM, PROC_SUPER_MAGIC, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED,
+    SUBTREE_DEPTH, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -35,7 +35,8 @@ use crate::{
         add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
         is_agent, off, offsets_present, read, read_ptr, submit,
     },
-    path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SUBTREES, WATCH_SUBTREES_ON,
+    path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SOURCES, WATCH_SOURCES_ON,
+    WATCH_SUBTREES, WATCH_SUBTREES_ON,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -177,6 +178,7 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         if let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) {
             match_subtree(parent, matched_at);
         }
+        match_source(inode, matched_at);
     }
     // The same file under another name: a bind mount, a hard link, a detached tree. The
     // inode number's bit in `WATCH_INODE_BITS` first: most opens stop there.
@@ -345,6 +347,32 @@ pub unsafe fn match_subtree(dir: *const u8, matched: *mut u32) {
         }
         dentry = parent;
         depth += 1;
+    }
+}
+
+/// Adds `MATCH_SOURCE` to `*matched` (map memory) when `inode` is one of the jobs' tracked
+/// source files (`WATCH_SOURCES`). Only writes ask, and only while some job's sources are
+/// watched. Kernel contract: `inode->i_ino`, `i_sb->s_dev` (BTF offsets).
+#[inline(always)]
+pub unsafe fn match_source(inode: *const u8, matched: *mut u32) {
+    match WATCH_SOURCES_ON.get(0) {
+        Some(on) if *on != 0 => {}
+        _ => return,
+    }
+    if inode.is_null() {
+        return;
+    }
+    let Ok(ino) = read::<u64>(inode, off!(inode_i_ino)) else {
+        return;
+    };
+    let sb = read_ptr(inode, off!(inode_i_sb)).unwrap_or(core::ptr::null());
+    let identity = InodeKey {
+        ino,
+        dev: read::<u32>(sb, off!(sb_s_dev)).unwrap_or(0),
+        _pad0: 0,
+    };
+    if WATCH_SOURCES.get_ptr(&identity).is_some() {
+        add_bits(matched, MATCH_SOURCE);
     }
 }
 

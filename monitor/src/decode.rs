@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use monitor_common::{
     ConnectEvent, DnsEvent, EnvEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileNameEvent,
-    FileOpenEvent, ForkEvent, TamperEvent, AF_INET, AF_INET6, COMM_LEN, DNS_TRUNCATED,
+    FileOpenEvent, ForkEvent, TamperEvent, TlsHelloEvent, AF_INET, AF_INET6, COMM_LEN,
+    DNS_TRUNCATED,
 };
 
 use crate::ci::env::select_env;
@@ -114,6 +115,13 @@ pub enum KernelEvent {
         /// An answer seen arriving from where its question went (`DNS_FROM_ASKED`).
         from_asked: bool,
     },
+    /// The first TLS ClientHello of a TCP socket (`payload`: its first bytes).
+    TlsHello {
+        header: Header,
+        address: IpAddr,
+        port: u16,
+        payload: Vec<u8>,
+    },
     Open {
         header: Header,
         path: String,
@@ -145,6 +153,7 @@ impl KernelEvent {
             | KernelEvent::Exit { header, .. }
             | KernelEvent::Connect { header, .. }
             | KernelEvent::Dns { header, .. }
+            | KernelEvent::TlsHello { header, .. }
             | KernelEvent::Tamper { header, .. }
             | KernelEvent::Open { header, .. }
             | KernelEvent::Name { header, .. } => header,
@@ -166,7 +175,9 @@ impl KernelEvent {
                     ..
                 } => text(exe) + text(filename) + text(cwd) + argv_memory(argv),
                 KernelEvent::Env { vars, .. } => vars.iter().map(|(k, v)| text(k) + text(v)).sum(),
-                KernelEvent::Dns { payload, .. } => payload.len(),
+                KernelEvent::Dns { payload, .. } | KernelEvent::TlsHello { payload, .. } => {
+                    payload.len()
+                }
                 KernelEvent::Open { path, .. } => text(path),
                 KernelEvent::Name {
                     dir, name, from, ..
@@ -393,6 +404,29 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 payload: payload.to_vec(),
                 received_len: raw.received_len,
+            }
+        }
+        EventKind::NetTls => {
+            let raw: TlsHelloEvent = read_struct(bytes, "tls record")?;
+            let [payload] = sections(
+                bytes,
+                std::mem::size_of::<TlsHelloEvent>(),
+                [raw.payload_len as usize],
+            )?;
+            KernelEvent::TlsHello {
+                header,
+                address: match raw.family {
+                    AF_INET => IpAddr::V4(Ipv4Addr::new(
+                        raw.addr[0],
+                        raw.addr[1],
+                        raw.addr[2],
+                        raw.addr[3],
+                    )),
+                    AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
+                    other => return Err(DecodeError::UnknownFamily(other)),
+                },
+                port: raw.port,
+                payload: payload.to_vec(),
             }
         }
         EventKind::FileName => {

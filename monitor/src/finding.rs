@@ -65,10 +65,12 @@ pub enum RuleId {
     KnownExfilService,
     RuntimeServiceCall,
     ActionTampered,
+    SourceModified,
+    SniMismatch,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 29] = [
+    pub const ALL: [RuleId; 31] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -98,6 +100,8 @@ impl RuleId {
         RuleId::KnownExfilService,
         RuleId::RuntimeServiceCall,
         RuleId::ActionTampered,
+        RuleId::SourceModified,
+        RuleId::SniMismatch,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -132,6 +136,8 @@ impl RuleId {
             RuleId::KnownExfilService => "known-exfil-service",
             RuleId::RuntimeServiceCall => "runtime-service-call",
             RuleId::ActionTampered => "action-tampered",
+            RuleId::SourceModified => "source-modified",
+            RuleId::SniMismatch => "sni-mismatch",
         }
     }
 
@@ -143,7 +149,8 @@ impl RuleId {
             RuleId::UnresolvedSensitiveOpen
             | RuleId::ExecOfJobWrittenFile
             | RuleId::UnexpectedExecutable
-            | RuleId::OutlivedStep => Severity::Medium,
+            | RuleId::OutlivedStep
+            | RuleId::SourceModified => Severity::Medium,
             RuleId::EgressBlockedAllowed | RuleId::LifecycleHook => Severity::Low,
             RuleId::ProcessMemoryRead
             | RuleId::AgentTampering
@@ -167,7 +174,8 @@ impl RuleId {
             | RuleId::FilelessExec
             | RuleId::ContainerEscapeRisk
             | RuleId::RuntimeServiceCall
-            | RuleId::ActionTampered => Severity::High,
+            | RuleId::ActionTampered
+            | RuleId::SniMismatch => Severity::High,
         }
     }
 
@@ -211,6 +219,8 @@ impl RuleId {
             RuleId::FilelessExec => {
                 "executables: a program with no file cannot be checked against any list"
             }
+            RuleId::SniMismatch => "egress.sni_aliases: a connection asks for the name its address was resolved from, unless the profile lists the pair",
+            RuleId::SourceModified => "sources.allow: after the checkout, only git, package managers (their manifests and locks) and the generators and formatters listed write the repository's tracked files",
             RuleId::ActionTampered => "persistence.allow: only the runner writes its downloaded actions, and only setup actions its tool cache",
             RuleId::RuntimeServiceCall => "runtime_services: only the cache, artifact and setup actions (and steps given `runtime_services: {allow: true}`) call the CI's cache and artifact services",
             RuleId::KnownExfilService => "egress.allow: a service that takes data from anyone is allowed only by its own name (a network or a wider domain does not allow it)",

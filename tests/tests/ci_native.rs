@@ -95,3 +95,102 @@ fn rewriting_the_runners_actions_or_tool_cache_is_reported_and_the_runners_own_w
         "{deep_open:#}"
     );
 }
+
+/// Source rewritten between checkout and build (xz, SolarWinds): a checkout step clones the
+/// repository into the workspace; a dependency's postinstall then edits `src/index.js`
+/// (critical), a step appends to the build script `package.json` (high); the build writing the
+/// committed `dist/index.js`, npm saving its lock file and `git checkout` of another branch
+/// stay quiet. The edits really happened (the files changed).
+#[test]
+fn sources_rewritten_after_the_checkout_are_reported_and_builds_are_not() {
+    let agent = Agent::start();
+    let runner = FakeRunner::new();
+    // The repository the checkout fetches: sources, a build script, committed build output.
+    let origin = runner.dir.path().join("origin");
+    std::fs::create_dir_all(origin.join("src")).unwrap();
+    std::fs::create_dir_all(origin.join("dist")).unwrap();
+    std::fs::write(origin.join("src/index.js"), "module.exports = 1;\n").unwrap();
+    std::fs::write(origin.join("dist/index.js"), "built();\n").unwrap();
+    std::fs::write(
+        origin.join("package.json"),
+        r#"{"name":"app","version":"1.0.0","scripts":{"build":"node -e \"require('fs').writeFileSync('dist/index.js','rebuilt();')\""}}"#,
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(&origin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "init"]);
+    git(&["branch", "feature"]);
+    let inject = "const fs=require('fs');fs.appendFileSync('../../src/index.js','require(\"child_process\");\\n');";
+    let tgz = integration_tests::npm_package(
+        runner.dir.path(),
+        "injector",
+        r#""postinstall":"node inject.js""#,
+        &[("inject.js", inject)],
+    );
+    let o = origin.display();
+    runner.run_job_with_hooks(
+        &[
+            (
+                "__actions_checkout uses actions/checkout@v4",
+                &format!("git clone -q {o} .\n"),
+            ),
+            // The agent asks git once the checkout step has ended.
+            ("wait", "sleep 1\n"),
+            (
+                "install",
+                &format!(
+                    "npm install --offline --no-audit --no-fund {} > /dev/null 2>&1\n",
+                    tgz.display()
+                ),
+            ),
+            ("script", "echo ' ' >> package.json\n"),
+            ("build", "npm run build > /dev/null 2>&1\n"),
+            ("branch", "git checkout -q feature\n"),
+            MARKER_STEP,
+        ],
+        Some(&agent.control_socket),
+    );
+    let workspace = &runner.workspace;
+    let index = std::fs::read_to_string(workspace.join("src/index.js")).unwrap_or_default();
+    assert!(
+        index.contains("child_process"),
+        "the injection did not happen: {index}"
+    );
+    let built = std::fs::read_to_string(workspace.join("dist/index.js")).unwrap();
+    assert!(built.contains("rebuilt"), "{built}");
+
+    let mine = agent.findings_through_marker(&runner);
+    let modified = by_rule(&mine, "source-modified");
+    let in_step = |step: &str| {
+        modified
+            .iter()
+            .find(|f| f["step"]["id"] == step)
+            .copied()
+            .unwrap_or_else(|| panic!("no source-modified in {step}: {mine:#?}"))
+    };
+    let injected = in_step("install");
+    assert_eq!(injected["evidence"]["file"], "src/index.js");
+    assert_eq!(injected["severity"], "critical");
+    assert_eq!(injected["hook"]["package"], "injector");
+    let script = in_step("script");
+    assert_eq!(script["evidence"]["file"], "package.json");
+    assert_eq!(script["severity"], "high");
+    for quiet in ["build", "branch", "__actions_checkout", "wait"] {
+        assert!(
+            !modified.iter().any(|f| f["step"]["id"] == quiet),
+            "{quiet} raised: {modified:#?}"
+        );
+    }
+    // Only the injected file and the build script: npm's own lock and manifest writes, the
+    // build's output and git's checkout are not findings.
+    assert_eq!(modified.len(), 2, "{modified:#?}");
+}

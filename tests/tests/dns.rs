@@ -24,6 +24,10 @@ struct DnsLab {
     ns: String,
     dnsmasq: Child,
     sink: Child,
+    /// Port 8443: logs (hex, a line per connection) the first bytes each connection sends: a
+    /// TLS hello arrived, and which name it asked for.
+    hello_sink: Child,
+    hello_log: PathBuf,
     /// dnsmasq's query log: proof a question reached the resolver.
     query_log: PathBuf,
     _dir: tempfile::TempDir,
@@ -105,7 +109,24 @@ impl DnsLab {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let hello_log = dir.path().join("hellos.log");
+        let hello_sink = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c"])
+            .arg(format!(
+                "import socket\n\
+                 s=socket.create_server(('::',8443),family=socket.AF_INET6,dualstack_ipv6=True)\n\
+                 while True:\n    c,_=s.accept(); c.settimeout(2)\n    \
+                 try:\n        d=c.recv(4096)\n    except Exception:\n        d=b''\n    \
+                 open('{}','a').write(d.hex()+'\\n'); c.close()\n",
+                hello_log.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let mut lab = DnsLab {
+            hello_sink,
+            hello_log,
             ns,
             dnsmasq,
             sink,
@@ -146,6 +167,8 @@ impl Drop for DnsLab {
     fn drop(&mut self) {
         let _ = self.dnsmasq.kill();
         let _ = self.sink.kill();
+        let _ = self.hello_sink.kill();
+        let _ = self.hello_sink.wait();
         let _ = self.dnsmasq.wait();
         let _ = self.sink.wait();
         delete_netns(&self.ns);
@@ -606,5 +629,82 @@ fn known_exfiltration_services_are_reported_whatever_the_allowlist_says() {
         "the twin raised: {mine:#?}"
     );
     assert!(by_rule(&mine, "unexpected-egress").is_empty(), "{mine:#?}");
+    drop(lab);
+}
+
+/// Domain fronting and hard-coded tunnels, by the name the TLS hello asks for: curl connects to
+/// the allowed name's address but asks for another site (`--connect-to`), and to the same
+/// address asking for a tunnel service. The lab's server logs each hello (proof the name went
+/// out). The honest twin asks for the name it resolved and stays quiet.
+#[test]
+fn tls_hellos_asking_for_another_name_than_the_address_came_from_are_reported() {
+    let _serial = one_at_a_time();
+    let agent =
+        Agent::start_with_profile("version: 1\negress:\n  allow: [\"allowed.test:8443\"]\n");
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let curl = |name: &str| {
+        lab.sh(&format!(
+            "curl -sk --max-time 5 --connect-to {name}:8443:allowed.test:8443 https://{name}:8443/ >/dev/null; true"
+        ))
+    };
+    // A hard-coded address (no DNS): judged by the name its hello asks for.
+    let pinned = |name: &str| {
+        lab.sh(&format!(
+            "curl -sk --max-time 5 --connect-to {name}:8443:10.77.0.6:8443 https://{name}:8443/ >/dev/null; true"
+        ))
+    };
+    runner.run_job(&[
+        ("front", &curl("evil.example")),
+        ("tunnel", &curl("x7.trycloudflare.com")),
+        ("honest", &curl("allowed.test")),
+        ("pinned", &pinned("allowed.test")),
+        ("pinned-other", &pinned("unlisted.example")),
+        MARKER_STEP,
+    ]);
+    // The hellos went out, naming what they asked for.
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let log = std::fs::read_to_string(&lab.hello_log).unwrap_or_default();
+    for name in [
+        "evil.example",
+        "x7.trycloudflare.com",
+        "allowed.test",
+        "unlisted.example",
+    ] {
+        assert!(
+            log.contains(&hex(name)),
+            "no hello for {name} reached the server:\n{log}"
+        );
+    }
+    let mine = agent.findings_through_marker(&runner);
+    let fronted = by_rule(&mine, "sni-mismatch");
+    let front = fronted
+        .iter()
+        .find(|f| f["step"]["id"] == "front")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(front["evidence"]["server_name"], "evil.example");
+    assert_eq!(front["evidence"]["resolved_as"][0], "allowed.test");
+    let tunnel = by_rule(&mine, "known-exfil-service")
+        .into_iter()
+        .find(|f| f["step"]["id"] == "tunnel")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(tunnel["evidence"]["via"], "tls-sni");
+    for quiet in ["honest", "pinned"] {
+        assert!(
+            !mine.iter().any(|f| f["step"]["id"] == quiet),
+            "{quiet} raised: {mine:#?}"
+        );
+    }
+    let other = by_rule(&mine, "unexpected-egress")
+        .into_iter()
+        .find(|f| f["step"]["id"] == "pinned-other")
+        .unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(other["evidence"]["server_name"], "unlisted.example");
+    assert_eq!(other["evidence"]["resolved"], false);
+    // The server names are events of their own.
+    assert!(agent
+        .events()
+        .iter()
+        .any(|e| e["kind"] == "tls" && e["server_name"] == "allowed.test"));
     drop(lab);
 }

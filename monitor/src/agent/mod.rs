@@ -8,6 +8,7 @@ mod container_hold;
 mod guarded;
 mod host;
 mod identities;
+mod sources;
 pub(crate) use identities::inode_key;
 mod pipeline;
 mod ring;
@@ -203,6 +204,13 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
+    let sources = match sources::SourceWatch::open(&mut probes.ebpf) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("tracked sources unavailable ({e:#}): source-modified is not judged");
+            None
+        }
+    };
     let identities = match identities::Identities::open(&mut probes.ebpf, &options.watch_homes) {
         Ok(i) => Some(i),
         Err(e) => {
@@ -296,6 +304,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         pin_guard: probes.pin_guard.take(),
         guarded,
         identities,
+        sources,
         hold: Default::default(),
     };
 

@@ -54,6 +54,8 @@ pub(super) struct Pipeline {
     pub(super) guarded: Option<super::guarded::Guarded>,
     /// The kernel's watched files by identity (see `identities`).
     pub(super) identities: Option<super::identities::Identities>,
+    /// The jobs' tracked sources in the kernel (`source-modified`).
+    pub(super) sources: Option<super::sources::SourceWatch>,
     /// Events of containers' processes waiting for the runtime's word (see `container_hold`).
     pub(super) hold: super::container_hold::ContainerHold,
 }
@@ -248,6 +250,11 @@ impl Pipeline {
         }
         self.judge.recorder.current_drops = Some(stats.drop_totals());
         let (findings, ended) = self.judge.on_event(event);
+        for request in self.judge.engine.take_source_requests() {
+            if let Some(sources) = &mut self.sources {
+                sources.apply(&request);
+            }
+        }
         for action in self.judge.engine.take_enforcement() {
             if let Some(enforcer) = &mut self.enforcer {
                 if let Err(e) = enforcer.apply(&action) {

@@ -101,6 +101,10 @@ impl Engine {
             self.jobs[job].ended_ns = Some(ts_ns);
             self.ended.push(job);
             let key = self.jobs[job].identity.key.clone();
+            if self.jobs[job].sources_watched {
+                self.source_requests
+                    .push(super::SourceRequest::Forget { job: key.clone() });
+            }
             self.enforce(job, Enforcement::JobEnded { key });
         }
         self.anchors.retain(|_, j| *j != job);
@@ -570,6 +574,7 @@ impl Engine {
             runtime_services: Vec::new(),
             runner_dirs: Vec::new(),
             runner_dirs_from_env: false,
+            sources_watched: false,
             home: None,
             env_uid: None,
             overflow: false,

@@ -15,7 +15,7 @@ use crate::{
     profile::{AccessRule, Allowance, PathPattern, Rules},
     rules::{
         credentials, defences, lifecycle, packaging, path_within, persistence,
-        runner_dirs::RunnerDir, tool_matches,
+        runner_dirs::RunnerDir, sources, tool_matches,
     },
 };
 
@@ -451,6 +451,7 @@ impl Engine {
             }
         }
         self.check_runner_dir_write(e, key, path, &written, out);
+        self.check_source_write(e, key, path, &written, out);
         let defence = defences::classify(path).or_else(|| match via {
             Some(NameOp::Rename) => defences::classify(&inside),
             _ => None,
@@ -539,6 +540,70 @@ impl Engine {
                 path: path.to_string(),
                 by: tool,
             });
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// A write to one of the repository's tracked files after its checkout (`source-modified`;
+    /// the kernel says which files by identity: what git tracked when the checkout step ended).
+    /// High for build scripts and CI configuration, medium for other files; inside install-time
+    /// code critical. git checking a tree out, package managers on their manifests and locks,
+    /// and `sources.allow` may.
+    fn check_source_write(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        path: &str,
+        written: &dyn Fn(RuleId, &str, (&'static str, serde_json::Value)) -> Raw,
+        out: &mut Vec<Finding>,
+    ) {
+        let tracked = match &e.detail {
+            Detail::Open { matched, .. } | Detail::Name { matched, .. } => {
+                matched.contains(&MatchReason::Source)
+            }
+            _ => false,
+        };
+        if !tracked {
+            return;
+        }
+        let (job, step, hook) = {
+            let p = &self.procs[&key];
+            (p.job, p.step, p.hook)
+        };
+        let relative = self.jobs[job]
+            .identity
+            .workspace
+            .as_deref()
+            .and_then(|w| path_within(path, w.trim_end_matches('/')))
+            .map(|r| r.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| path.to_string());
+        if sources::is_build_output(&relative) {
+            return;
+        }
+        let tool = self.procs[&key].tool.clone();
+        if (hook.is_none() && sources::owned_by(&relative, &tool, &e.process.argv))
+            || self.rules_of(job, step).any(|r| {
+                r.sources.allow.iter().any(|rule| {
+                    rule.path.matches(&relative, path) && writer_listed(&rule.by, e, &tool)
+                })
+            })
+        {
+            return;
+        }
+        let kind = sources::classify(&relative);
+        let severity = match kind {
+            sources::SourceKind::BuildScript | sources::SourceKind::CiConfig => Severity::High,
+            sources::SourceKind::Source => Severity::Medium,
+        };
+        let raw = written(
+            RuleId::SourceModified,
+            kind.name(),
+            ("file", json!(relative)),
+        )
+        .severity(severity)
+        .allowance(Allowance::Sources {
+            path: relative,
+            by: tool,
+        });
         self.emit_for(out, raw, e, key);
     }
 
@@ -672,6 +737,18 @@ enum WriteHow {
 
 /// Whether an access rule of `list` lets this process touch `path` (as the rule's `by` names it:
 /// a tool name, or an executable path pattern).
+/// Whether a profile's `by` list names the writer: a tool name (`git*`), or an absolute glob of
+/// its executable.
+fn writer_listed(by: &[String], e: &Event, tool: &str) -> bool {
+    by.iter().any(|b| {
+        if b.starts_with('/') {
+            PathPattern::new(b).is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
+        } else {
+            tool_matches(b, tool)
+        }
+    })
+}
+
 fn access_allowed(
     rules: &Rules,
     list: fn(&Rules) -> &Vec<AccessRule>,
@@ -681,14 +758,6 @@ fn access_allowed(
     home_path: &str,
 ) -> bool {
     list(rules).iter().any(|a| {
-        (a.path.matches(path) || a.path.matches(home_path))
-            && a.by.iter().any(|b| {
-                if b.starts_with('/') {
-                    PathPattern::new(b)
-                        .is_ok_and(|p| p.matches(e.process.exe.as_deref().unwrap_or("")))
-                } else {
-                    tool_matches(b, tool)
-                }
-            })
+        (a.path.matches(path) || a.path.matches(home_path)) && writer_listed(&a.by, e, tool)
     })
 }

@@ -67,6 +67,16 @@ pub const MAX_FINDINGS_PER_JOB: usize = 1_000;
 /// identity and steps stay, so a runner doing thousands of jobs keeps its memory flat.
 pub const JOB_RETENTION_NS: u64 = 600 * 1_000_000_000;
 
+/// The engine's word to the agent about a job's tracked sources (`source-modified`): the
+/// engine knows when a checkout ends; the agent asks git what it tracks and tells the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRequest {
+    /// Watch what git tracks in `workspace` for the job `job` (its key).
+    Watch { job: String, workspace: String },
+    /// The job ended: its files are no longer watched.
+    Forget { job: String },
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     /// Whether a process (pid, start ticks) still exists, asked before a process is reported
@@ -166,6 +176,8 @@ struct Job {
     runner_dirs: Vec<(crate::rules::runner_dirs::RunnerDir, String)>,
     /// Whether a process's variables have named them yet.
     runner_dirs_from_env: bool,
+    /// The agent was asked to watch the job's tracked sources.
+    sources_watched: bool,
     /// The steps' home directory (`HOME` of the first step): a self-hosted runner's service
     /// user often lives outside `/home` (`/var/lib/runner`), and `~/` must still mean it.
     home: Option<String>,
@@ -232,6 +244,9 @@ pub struct Engine {
     /// Interpreters reading their program from stdin, by their parent's pid: a sibling that
     /// connects out is feeding them what it downloads (`curl ... | sh`).
     stdin_shells: HashMap<u32, Vec<StdinShell>>,
+    /// Direct-IP HTTPS connections waiting for their TLS hello (`network::Hello`), with when
+    /// they are judged without it.
+    awaiting_hello: HashMap<(ProcessKey, IpAddr, u16), (Event, u64)>,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
     /// Containers the runtime told of, or whose processes were seen, by id.
@@ -244,6 +259,8 @@ pub struct Engine {
     runner_dirs_learnt: u64,
     /// Block mode's pending kernel updates.
     enforcement: Vec<Enforcement>,
+    /// What the agent must ask git and the kernel about the jobs' tracked sources.
+    source_requests: Vec<SourceRequest>,
     last_retire_ns: u64,
     last_anchor_check_ns: u64,
     /// The latest time of an event the kernel reported (not the clock's ticks, not the
@@ -295,12 +312,14 @@ impl Engine {
             batches: Vec::new(),
             written_pth: HashMap::new(),
             stdin_shells: HashMap::new(),
+            awaiting_hello: HashMap::new(),
             ended: Vec::new(),
             containers: HashMap::new(),
             container_addresses: HashMap::new(),
             homes_learnt: 0,
             runner_dirs_learnt: 0,
             enforcement: Vec::new(),
+            source_requests: Vec::new(),
             last_retire_ns: 0,
             last_anchor_check_ns: 0,
             last_kernel_event_ns: 0,
@@ -389,6 +408,11 @@ impl Engine {
     /// What block mode must write to the kernel since the last call.
     pub fn take_enforcement(&mut self) -> Vec<Enforcement> {
         std::mem::take(&mut self.enforcement)
+    }
+
+    /// The source watches to start (a checkout step ended) and end (its job ended).
+    pub fn take_source_requests(&mut self) -> Vec<SourceRequest> {
+        std::mem::take(&mut self.source_requests)
     }
 
     /// Whether the job was declared over the control socket (its identity is the runner's
@@ -501,6 +525,7 @@ impl Engine {
             Detail::Exit { .. } => self.on_exit(e, key),
             Detail::Connect { .. } => self.on_connect(e, key, &mut out),
             Detail::Dns { .. } => self.on_dns(e, key, &mut out),
+            Detail::Tls { .. } => self.on_tls(e, key, &mut out),
             Detail::Tamper { .. } => self.on_tamper(e, key, &mut out),
             Detail::Open { .. } => {
                 let before = out.len();
@@ -539,6 +564,7 @@ impl Engine {
     fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(now_ns);
         self.check_outlived_steps(out);
+        self.judge_connections_without_hello(out);
         self.flush_install_code(out, None);
         if self.now_ns != u64::MAX
             && self.now_ns

@@ -8,15 +8,60 @@ use serde_json::json;
 
 use super::{emit::Raw, Engine, StdinShell};
 use crate::{
-    event::{ConnectVia, Detail, Event},
+    event::{ConnectVia, Detail, Event, Protocol},
     finding::{Finding, RuleId, Severity},
     process_tree::ProcessKey,
     profile::{Allowance, EgressMode},
     rules::{dns, egress::is_metadata_endpoint},
 };
 
+/// What a connection's TLS hello said, when its judgement waits for it.
+pub(super) enum Hello {
+    /// Not seen yet: a direct-IP HTTPS connection may wait for it (`HELLO_WAIT_NS`).
+    Unknown,
+    /// None came in time, or it named no server.
+    Waited,
+    /// The server name it asked for.
+    Named(String),
+}
+
+/// Ports whose direct-IP connections wait for their TLS hello before they are judged: the
+/// server name may be one the profile allows (a client with its own resolver or a hard-coded
+/// address for an allowed host).
+const HELLO_PORTS: [u16; 2] = [443, 8443];
+/// How long (event time) such a connection waits for its hello.
+pub(super) const HELLO_WAIT_NS: u64 = 1_000_000_000;
+/// Connections waiting at once; past it they are judged without waiting.
+const MAX_AWAITING_HELLO: usize = 1024;
+
 impl Engine {
     pub(super) fn on_connect(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        self.judge_connect(e, key, Hello::Unknown, out);
+    }
+
+    /// Judges the connections whose hello did not come in time.
+    pub(super) fn judge_connections_without_hello(&mut self, out: &mut Vec<Finding>) {
+        if self.awaiting_hello.is_empty() {
+            return;
+        }
+        let now = self.now_ns;
+        let mut due: Vec<(ProcessKey, IpAddr, u16)> = self
+            .awaiting_hello
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        due.sort();
+        for k in due {
+            if let Some((event, _)) = self.awaiting_hello.remove(&k) {
+                if self.procs.contains_key(&k.0) {
+                    self.judge_connect(&event, k.0, Hello::Waited, out);
+                }
+            }
+        }
+    }
+
+    fn judge_connect(&mut self, e: &Event, key: ProcessKey, hello: Hello, out: &mut Vec<Finding>) {
         let Detail::Connect {
             address,
             port,
@@ -187,9 +232,42 @@ impl Engine {
             } else {
                 noun.to_string()
             };
-            let summary = match &domain {
-                Some(d) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
-                None => format!(
+            let may_wait = matches!(hello, Hello::Unknown);
+            let server_name = match hello {
+                Hello::Named(name) => Some(name),
+                _ => None,
+            };
+            if domain.is_none()
+                && may_wait
+                && !blocked
+                && *protocol == Protocol::Tcp
+                && *via != ConnectVia::Send
+                && HELLO_PORTS.contains(&port)
+                && self.awaiting_hello.len() < MAX_AWAITING_HELLO
+            {
+                // Judged when its TLS hello says which server it asks for, or after a moment.
+                let deadline = e.ts_ns.saturating_add(HELLO_WAIT_NS);
+                self.awaiting_hello
+                    .insert((key, address, port), (e.clone(), deadline));
+                return;
+            }
+            if let Some(name) = &server_name {
+                // Allowed by the name the client asked for, though no DNS answer named it.
+                if self.rules_of(job, step).any(|r| {
+                    r.egress
+                        .allow
+                        .iter()
+                        .any(|rule| rule.allows(address, port, Some(name)))
+                }) {
+                    return;
+                }
+            }
+            let summary = match (&domain, &server_name) {
+                (Some(d), _) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
+                (None, Some(name)) => format!(
+                    "{verb} to {dest}, an address never resolved during the job, asking TLS for {name}, which the profile does not allow"
+                ),
+                (None, None) => format!(
                     "{verb} to {dest}, an address never resolved during the job (a direct-IP connection), which the profile does not allow"
                 ),
             };
@@ -204,11 +282,12 @@ impl Engine {
                     ("resolved", json!(domain.is_some())),
                     ("blocked", json!(blocked)),
                     ("via", json!(via)),
+                    ("server_name", json!(server_name)),
                 ])
                 .allowance(Allowance::Egress {
                     address,
                     port,
-                    domain: domain.clone(),
+                    domain: domain.clone().or(server_name.clone()),
                 });
             match &domain {
                 Some(_) => raw,
@@ -364,6 +443,125 @@ impl Engine {
         }
         self.emit_for(out, raw, e, key);
         true
+    }
+
+    /// The server name a TLS client asked for (SNI), against where the connection's address
+    /// came from: a name on the exfiltration list is `known-exfil-service` (whatever the address
+    /// was resolved from); a name other than every name the job resolved the address from is
+    /// domain fronting (`sni-mismatch`: an allowed CDN's address carrying another site's
+    /// traffic), unless the profile lists the pair. A direct-IP connection was judged at its
+    /// connect; its server name is in the report.
+    pub(super) fn on_tls(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
+        let Detail::Tls {
+            address,
+            port,
+            server_name,
+        } = &e.detail
+        else {
+            return;
+        };
+        let (address, port) = (*address, *port);
+        // A direct-IP connection waiting for this hello.
+        let waiting = self.awaiting_hello.remove(&(key, address, port));
+        let Some(sni) = server_name else {
+            if let Some((connect, _)) = waiting {
+                self.judge_connect(&connect, key, Hello::Waited, out);
+            }
+            return;
+        };
+        let (job, step) = {
+            let p = &self.procs[&key];
+            (p.job, p.step)
+        };
+        if self.is_job_container_address(job, address) {
+            return;
+        }
+        let dest = dest_of(address, port);
+        let tool = self.procs[&key].tool.clone();
+        let list = self.config.exfil_services.clone();
+        if let Some(hit) = list.find(sni) {
+            if !self.service_allowed(job, step, hit.domain, sni, port) {
+                let raw = Raw::new(
+                    RuleId::KnownExfilService,
+                    format!(
+                        "{tool}: TLS to {sni} ({dest}): {}, {}, which takes data from anyone",
+                        hit.service.name,
+                        hit.service.kind.described()
+                    ),
+                    format!("exfil:{}:{dest}", hit.domain),
+                )
+                .evidence(vec![
+                    ("service", json!(hit.service.name)),
+                    ("service_kind", json!(hit.service.kind.as_str())),
+                    ("listed_domain", json!(hit.domain)),
+                    ("server_name", json!(sni)),
+                    ("matched_name", json!(sni)),
+                    ("address", json!(address)),
+                    ("port", json!(port)),
+                    ("via", json!("tls-sni")),
+                    ("list_updated", json!(list.updated)),
+                ]);
+                self.emit_for(out, raw, e, key);
+                return;
+            }
+        }
+        if let Some((connect, _)) = waiting {
+            self.judge_connect(&connect, key, Hello::Named(sni.clone()), out);
+            return;
+        }
+        let resolved: Vec<dns::ResolvedName> = self.jobs[job]
+            .names
+            .names_of(address, e.ts_ns)
+            .into_iter()
+            .cloned()
+            .collect();
+        if resolved.is_empty()
+            || resolved
+                .iter()
+                .flat_map(|n| n.names())
+                .any(|n| n.eq_ignore_ascii_case(sni))
+        {
+            return;
+        }
+        let aliased = self.rules_of(job, step).any(|r| {
+            r.egress.sni_aliases.iter().any(|a| {
+                crate::profile::pattern::domain_matches(&a.sni, sni)
+                    && resolved
+                        .iter()
+                        .flat_map(|n| n.names())
+                        .any(|n| crate::profile::pattern::domain_matches(&a.resolved, n))
+            })
+        });
+        if aliased {
+            return;
+        }
+        let asked = resolved[0].asked.clone();
+        let names: Vec<&str> = resolved.iter().flat_map(|n| n.names()).collect();
+        let sni_allowed = self.rules_of(job, step).any(|r| {
+            r.egress
+                .allow
+                .iter()
+                .any(|rule| rule.allows(address, port, Some(sni)))
+        });
+        let raw = Raw::new(
+            RuleId::SniMismatch,
+            format!(
+                "{tool} connected to {dest}, resolved as {asked}, but its TLS hello asked for {sni}: another site's traffic through this address (domain fronting)"
+            ),
+            format!("sni:{sni}:{dest}"),
+        )
+        .evidence(vec![
+            ("address", json!(address)),
+            ("port", json!(port)),
+            ("server_name", json!(sni)),
+            ("resolved_as", json!(names)),
+            ("server_name_allowed", json!(sni_allowed)),
+        ])
+        .allowance(Allowance::SniAlias {
+            resolved: asked,
+            sni: sni.clone(),
+        });
+        self.emit_for(out, raw, e, key);
     }
 
     /// Whether an `egress.allow` entry of the job or step names the listed service itself.

@@ -297,6 +297,21 @@ impl Engine {
             if let Some(s) = self.jobs[job].steps.get_mut(step) {
                 if s.root == key && s.ended.is_none() {
                     s.ended = Some((e.ts_ns, e.time.clone()));
+                    // The checkout is done: what git tracks now is the repository as checked
+                    // out, and later writes to it are judged (`source-modified`).
+                    let checkout = s.identity.action.as_deref().is_some_and(|a| {
+                        a.split_once('@')
+                            .map_or(a, |(name, _)| name)
+                            .eq_ignore_ascii_case("actions/checkout")
+                    });
+                    let job_state = &mut self.jobs[job];
+                    if let (true, Some(workspace)) = (checkout, &job_state.identity.workspace) {
+                        job_state.sources_watched = true;
+                        self.source_requests.push(super::SourceRequest::Watch {
+                            job: job_state.identity.key.clone(),
+                            workspace: workspace.clone(),
+                        });
+                    }
                 }
             }
         }

@@ -362,6 +362,22 @@ impl Enricher {
                 };
                 (key, detail)
             }
+            KernelEvent::TlsHello {
+                header,
+                address,
+                port,
+                payload,
+            } => {
+                let key = self.table.observe(&header);
+                (
+                    key,
+                    Detail::Tls {
+                        address: address.to_canonical(),
+                        port,
+                        server_name: super::tls::server_name(&payload),
+                    },
+                )
+            }
             KernelEvent::Connect {
                 header,
                 fd,
@@ -670,6 +686,7 @@ fn match_reasons(bits: u32) -> Vec<MatchReason> {
         (monitor_common::MATCH_FROM, MatchReason::From),
         (monitor_common::MATCH_INODE, MatchReason::Identity),
         (monitor_common::MATCH_SUBTREE, MatchReason::Subtree),
+        (monitor_common::MATCH_SOURCE, MatchReason::Source),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)

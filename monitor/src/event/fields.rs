@@ -149,6 +149,8 @@ pub enum MatchReason {
     /// The file lies under a watched directory (the runner's actions and tool cache), found by
     /// the directory's identity.
     Subtree,
+    /// The file is one of the job's tracked sources (by identity), written after the checkout.
+    Source,
 }
 
 /// How a name was given to a file without opening it.

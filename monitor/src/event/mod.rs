@@ -8,6 +8,7 @@ pub mod dns;
 pub mod enrich;
 pub mod fields;
 mod program;
+pub mod tls;
 
 pub use enrich::Enricher;
 pub use fields::{
@@ -20,7 +21,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 8;
+pub const JSON_SCHEMA_VERSION: u32 = 9;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -191,6 +192,15 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         forged: bool,
     },
+    /// The first TLS ClientHello of a TCP connection, read as it left: the server name the
+    /// client asked for (SNI), in the clear before encryption starts. Nothing is decrypted.
+    Tls {
+        address: IpAddr,
+        port: u16,
+        /// The `server_name` extension's host name, lowercase; None: the hello named none (or
+        /// it lay past the bytes the kernel copies).
+        server_name: Option<String>,
+    },
     /// Records the kernel could not deliver for this process (its ring was full), by kind:
     /// made by the agent from the kernel's per-process counts, so the job's report counts what
     /// its own processes lost.
@@ -258,6 +268,7 @@ impl Detail {
             Detail::Open { .. } => "open",
             Detail::Name { .. } => "name",
             Detail::Dns { .. } => "dns",
+            Detail::Tls { .. } => "tls",
             Detail::Tamper { .. } => "tamper",
             Detail::Resume { .. } => "resume",
             Detail::Lost { .. } => "lost",

@@ -66,6 +66,8 @@ impl Profile {
             | Allowance::Lifecycle { .. }
             | Allowance::Oidc { .. }
             | Allowance::RuntimeServices { .. }
+            | Allowance::Sources { .. }
+            | Allowance::SniAlias { .. }
             | Allowance::Containers { .. } => self.allow(allowance).then(|| describe(allowance)),
         }
     }
@@ -92,6 +94,10 @@ fn describe(allowance: &Allowance) -> String {
             format!("steps.{step}.runtime_services.allow: true")
         }
         Allowance::Containers { image } => format!("containers.allow: {image}"),
+        Allowance::Sources { path, by } => format!("sources.allow: {path} by {by}"),
+        Allowance::SniAlias { resolved, sni } => {
+            format!("egress.sni_aliases: {sni} at addresses of {resolved}")
+        }
         other => format!("{other:?}"),
     }
 }

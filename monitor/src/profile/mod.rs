@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::ci::StepIdentity;
-pub use pattern::{EgressRule, EgressTarget, PathPattern};
+pub use pattern::{EgressRule, EgressTarget, PathPattern, RepoPattern};
 pub use set::{ProfileChoice, ProfileSet, ProfileSource};
 
 pub const PROFILE_VERSION: u32 = 1;
@@ -213,6 +213,8 @@ struct RawProfile {
     oidc: Oidc,
     #[serde(default, skip_serializing_if = "RuntimeServices::is_empty")]
     runtime_services: RuntimeServices,
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    sources: Sources,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     packaging: Packaging,
     #[serde(default, skip_serializing_if = "Containers::is_empty")]
@@ -238,6 +240,7 @@ impl From<RawProfile> for Profile {
                 processes: raw.processes,
                 oidc: raw.oidc,
                 runtime_services: raw.runtime_services,
+                sources: raw.sources,
                 packaging: raw.packaging,
                 containers: raw.containers,
             },
@@ -260,6 +263,7 @@ impl From<Profile> for RawProfile {
             processes: p.rules.processes,
             oidc: p.rules.oidc,
             runtime_services: p.rules.runtime_services,
+            sources: p.rules.sources,
             packaging: p.rules.packaging,
             containers: p.rules.containers,
             steps: p.steps,
@@ -289,6 +293,8 @@ pub struct Rules {
     pub oidc: Oidc,
     #[serde(default, skip_serializing_if = "RuntimeServices::is_empty")]
     pub runtime_services: RuntimeServices,
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub sources: Sources,
     #[serde(default, skip_serializing_if = "Packaging::is_empty")]
     pub packaging: Packaging,
     #[serde(default, skip_serializing_if = "Containers::is_empty")]
@@ -317,6 +323,20 @@ pub struct Egress {
     /// DNS to the machine's resolvers is allowed unless this is `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_dns: Option<bool>,
+    /// Server names a connection may ask for (TLS SNI) at an address resolved from another
+    /// name: aliases one CDN serves together (`sni-mismatch` otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_aliases: Vec<SniAlias>,
+}
+
+/// `{resolved: "*.cdn.example", sni: "*.example.com"}`: at an address resolved from a name
+/// matching `resolved`, a TLS hello may ask for a name matching `sni` (domain patterns as in
+/// `egress.allow`: a leading `*.` for subdomains).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniAlias {
+    pub resolved: String,
+    pub sni: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -435,6 +455,30 @@ pub struct RuntimeServices {
     pub allow: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
+}
+
+/// `sources:`: who may write the repository's tracked files after the checkout (generators and
+/// formatters): `path` (relative to the workspace, or absolute) and `by` (tools).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<SourceRule>,
+}
+
+/// One `sources.allow` entry: tracked files (a glob relative to the workspace, or absolute)
+/// and the tools that may write them (names, or absolute executable globs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRule {
+    pub path: RepoPattern,
+    pub by: Vec<String>,
+}
+
+impl Sources {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
 }
 
 /// Actions that call the cache and artifact services as their work (globs on `owner/repo`).
@@ -635,6 +679,20 @@ impl Profile {
                 ),
             ));
         }
+        let aliases = std::iter::once(&profile.rules)
+            .chain(profile.steps.values())
+            .flat_map(|r| &r.egress.sni_aliases);
+        for alias in aliases {
+            for pattern in [&alias.resolved, &alias.sni] {
+                if let Err(message) = pattern::check_domain_pattern(pattern) {
+                    let line = text
+                        .lines()
+                        .position(|l| l.contains(pattern.as_str()))
+                        .map_or(0, |i| i + 1);
+                    return Err(error(line, 1, format!("egress.sni_aliases: {message}")));
+                }
+            }
+        }
         Ok(profile)
     }
 
@@ -713,6 +771,16 @@ pub enum Allowance {
     RuntimeServices {
         step: String,
     },
+    /// A server name asked for at an address resolved from another name.
+    SniAlias {
+        resolved: String,
+        sni: String,
+    },
+    /// A tool that may write a tracked file (`path` relative to the workspace).
+    Sources {
+        path: String,
+        by: String,
+    },
     Packaging {
         path: String,
     },
@@ -755,6 +823,30 @@ impl Profile {
             }
             Allowance::Persistence { path, by } => {
                 add_access(&mut rules.persistence.allow, path, by)
+            }
+            Allowance::SniAlias { resolved, sni } => {
+                let alias = SniAlias {
+                    resolved: resolved.to_ascii_lowercase(),
+                    sni: sni.to_ascii_lowercase(),
+                };
+                push_new(&mut rules.egress.sni_aliases, alias)
+            }
+            Allowance::Sources { path, by } => {
+                let pattern = RepoPattern::literal(path);
+                match rules.sources.allow.iter_mut().find(|r| r.path == pattern) {
+                    Some(rule) if rule.by.contains(by) => false,
+                    Some(rule) => {
+                        rule.by.push(by.clone());
+                        true
+                    }
+                    None => {
+                        rules.sources.allow.push(SourceRule {
+                            path: pattern,
+                            by: vec![by.clone()],
+                        });
+                        true
+                    }
+                }
             }
             Allowance::Executables { path } => push_new(
                 rules.executables.allow.get_or_insert_with(Vec::new),

@@ -85,6 +85,73 @@ impl<'de> Deserialize<'de> for PathPattern {
     }
 }
 
+/// A path glob inside the job's repository (`src/generated/**`, relative to the workspace), or
+/// an absolute one: the globs of `sources.allow`.
+#[derive(Clone)]
+pub struct RepoPattern {
+    source: String,
+    matcher: globset::GlobMatcher,
+    relative: bool,
+}
+
+impl RepoPattern {
+    pub fn new(source: &str) -> Result<Self, String> {
+        let relative = !source.starts_with('/');
+        if source.is_empty() || source.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "repository path pattern {source:?} is empty or climbs out with `..`"
+            ));
+        }
+        let glob = globset::GlobBuilder::new(source)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("bad path pattern {source:?}: {e}"))?;
+        Ok(Self {
+            source: source.to_string(),
+            matcher: glob.compile_matcher(),
+            relative,
+        })
+    }
+
+    /// A pattern matching exactly this path.
+    pub fn literal(path: &str) -> Self {
+        let escaped = globset::escape(path);
+        Self::new(&escaped).unwrap_or_else(|_| Self::new("nonexistent-literal").expect("valid"))
+    }
+
+    /// Whether the file (`relative` to the workspace, `absolute`) matches.
+    pub fn matches(&self, relative: &str, absolute: &str) -> bool {
+        self.matcher
+            .is_match(if self.relative { relative } else { absolute })
+    }
+}
+
+impl PartialEq for RepoPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Debug for RepoPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.source)
+    }
+}
+
+impl Serialize for RepoPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+impl<'de> Deserialize<'de> for RepoPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        RepoPattern::new(&text).map_err(de::Error::custom)
+    }
+}
+
 /// Where a connection may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EgressTarget {
@@ -155,6 +222,14 @@ impl EgressRule {
     pub fn names_exactly(&self, address: IpAddr) -> bool {
         matches!(&self.target, EgressTarget::Network(net)
             if net.prefix_len() == net.max_prefix_len() && net.addr() == address.to_canonical())
+    }
+}
+
+/// Checks a domain pattern (`example.com`, `*.example.com`) as `egress.allow` takes it.
+pub fn check_domain_pattern(pattern: &str) -> Result<(), String> {
+    match parse_host(pattern)? {
+        EgressTarget::Domain(_) => Ok(()),
+        EgressTarget::Network(_) => Err(format!("{pattern:?} is an address, not a domain")),
     }
 }
 

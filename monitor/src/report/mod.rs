@@ -123,6 +123,9 @@ pub struct ConnectionRecord {
     pub port: u16,
     /// The name the address was resolved from, when known.
     pub domain: Option<String>,
+    /// The server name its TLS hello asked for (SNI), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// 0, or the negative errno.
     pub result: i32,
     /// False when a finding was raised for it.
@@ -542,6 +545,7 @@ impl Recorder {
                     address: *address,
                     port: *port,
                     domain: a.domain.map(str::to_string),
+                    server_name: None,
                     result: *result,
                     allowed: true,
                     findings: Vec::new(),
@@ -572,6 +576,19 @@ impl Recorder {
             }
             Detail::JobEnd { .. } => {
                 job.ended.get_or_insert((e.time.clone(), e.ts_ns));
+            }
+            Detail::Tls {
+                address,
+                port,
+                server_name,
+            } => {
+                if let Some(c) =
+                    step.connections.iter_mut().rev().find(|c| {
+                        c.pid == e.process.pid && c.address == *address && c.port == *port
+                    })
+                {
+                    c.server_name.clone_from(server_name);
+                }
             }
             Detail::Dns { .. } | Detail::Tamper { .. } => {}
             Detail::Lost { records } => {

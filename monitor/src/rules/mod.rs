@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod packaging;
 pub mod persistence;
 pub mod runner_dirs;
+pub mod sources;
 
 /// The tool a process is, for ownership checks: the executable's name, or for an interpreter the
 /// program it runs (`node .../npm-cli.js` is `npm`, `python3 -m pip` is `pip`).

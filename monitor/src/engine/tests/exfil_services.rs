@@ -111,3 +111,101 @@ fn a_replacement_list_is_the_one_used() {
         "Team drop"
     );
 }
+
+#[test]
+fn a_tls_hello_asking_for_another_site_than_the_address_was_resolved_from_is_fronting() {
+    let mut sim = Sim::new(profile(
+        "version: 1\negress:\n  allow: [\"cdn.allowed.example:443\"]\n  sni_aliases:\n    - { resolved: cdn.allowed.example, sni: \"*.allowed.example\" }\n",
+    ));
+    sim.runner().run_step(300, "__run");
+    sim.resolve(300, "cdn.allowed.example", "10.0.0.5")
+        .connect(300, "10.0.0.5", 443)
+        .tls(300, "10.0.0.5", 443, "cdn.allowed.example")
+        // An alias the profile lists.
+        .tls(300, "10.0.0.5", 443, "static.allowed.example");
+    assert!(sim.findings.is_empty(), "{:?}", sim.rules());
+    sim.tls(300, "10.0.0.5", 443, "evil.example");
+    let f = sim.only("sni-mismatch");
+    assert_eq!(f.evidence["server_name"], "evil.example");
+    assert_eq!(f.evidence["resolved_as"][0], "cdn.allowed.example");
+    assert_eq!(f.evidence["server_name_allowed"], false);
+    assert_eq!(
+        f.allowance,
+        Some(Allowance::SniAlias {
+            resolved: "cdn.allowed.example".into(),
+            sni: "evil.example".into()
+        })
+    );
+}
+
+#[test]
+fn a_tls_hello_naming_an_exfiltration_service_is_reported_at_any_address() {
+    let mut sim = Sim::new(profile(ALLOW_ALL));
+    sim.runner().run_step(300, "__run");
+    // A hard-coded address (no DNS), fronted or not: the name in the hello gives it away.
+    sim.connect(300, "10.0.0.9", 443)
+        .tls(300, "10.0.0.9", 443, "abc.trycloudflare.com");
+    let f = sim.only("known-exfil-service");
+    assert_eq!(f.evidence["via"], "tls-sni");
+    assert_eq!(f.evidence["service_kind"], "tunnel");
+}
+
+#[test]
+fn bad_sni_aliases_are_refused_with_their_line() {
+    let e = Profile::parse(
+        "version: 1\negress:\n  sni_aliases:\n    - { resolved: \"10.0.0.0/8\", sni: a.example }\n",
+        "p.yml",
+    )
+    .unwrap_err();
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("sni_aliases"), "{e}");
+}
+
+#[test]
+fn a_direct_ip_https_connection_is_judged_by_the_server_name_it_asks_for() {
+    let mut sim = Sim::new(profile(
+        "version: 1\negress:\n  allow: [\"github.com:443\"]\n",
+    ));
+    sim.runner().run_step(300, "__run");
+    // A hard-coded address of an allowed host: its hello names it.
+    sim.connect(300, "10.0.0.5", 443)
+        .tls(300, "10.0.0.5", 443, "github.com");
+    assert!(sim.findings.is_empty(), "{:?}", sim.rules());
+    // The same way to a host the profile does not allow: reported with the name.
+    sim.connect(300, "10.0.0.6", 443)
+        .tls(300, "10.0.0.6", 443, "uploads.example.net");
+    let f = sim.only("unexpected-egress");
+    assert_eq!(f.evidence["server_name"], "uploads.example.net");
+    assert!(f.summary.contains("uploads.example.net"), "{}", f.summary);
+    assert_eq!(
+        f.allowance,
+        Some(Allowance::Egress {
+            address: "10.0.0.6".parse().unwrap(),
+            port: 443,
+            domain: Some("uploads.example.net".into())
+        })
+    );
+}
+
+#[test]
+fn a_direct_ip_connection_without_a_hello_is_judged_after_its_wait_and_other_ports_at_once() {
+    let mut sim = Sim::new(profile("version: 1\negress:\n  allow: []\n"));
+    sim.runner().run_step(300, "__run");
+    sim.connect(300, "10.0.0.7", 8080);
+    assert_eq!(
+        sim.rules(),
+        vec!["unexpected-egress"],
+        "not an HTTPS port: at once"
+    );
+    sim.connect(300, "10.0.0.8", 443);
+    assert_eq!(sim.rules().len(), 1, "waiting for its hello");
+    let later = sim.events.last().unwrap().ts_ns + crate::engine::network::HELLO_WAIT_NS + 1;
+    let f = sim.engine.tick(later);
+    sim.findings.extend(f);
+    assert_eq!(sim.rules(), vec!["unexpected-egress", "unexpected-egress"]);
+    assert!(
+        sim.findings[1].summary.contains("direct-IP"),
+        "{}",
+        sim.findings[1].summary
+    );
+}

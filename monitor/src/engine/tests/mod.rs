@@ -289,6 +289,18 @@ impl Sim {
         self
     }
 
+    /// The TLS hello of `pid`'s connection to `address:port`, asking for `sni`.
+    pub fn tls(&mut self, pid: u32, address: &str, port: u16, sni: &str) -> &mut Self {
+        let h = self.header(EventKind::NetTls, pid);
+        self.feed(KernelEvent::TlsHello {
+            header: h,
+            address: address.parse().unwrap(),
+            port,
+            payload: crate::event::tls::client_hello(sni),
+        });
+        self
+    }
+
     /// A destination seen at the kernel's egress hook: `via` is `CONNECT_VIA_OTHER` or
     /// `CONNECT_VIA_SEND`, `blocked` when block mode refused it.
     pub fn egress_hook(
@@ -673,3 +685,4 @@ mod responses;
 mod runner_dirs;
 mod runtime_services;
 mod scenarios;
+mod sources;
