@@ -496,6 +496,9 @@ pub const POLICY_KILL_TAMPER: u32 = 1 << 5;
 /// `/var/tmp`, `/dev/shm`) or with no name (memfd, deleted): a dropper's payload, killed before
 /// its first instruction.
 pub const POLICY_KILL_INSTALL_EXEC: u32 = 1 << 6;
+/// The policies that need install-time code found at exec (`exec_scan`).
+pub const POLICY_NEEDS_INSTALL_SCAN: u32 =
+    POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC;
 /// The kill bits.
 pub const POLICY_KILLS: u32 = POLICY_KILL_PROC_MEMORY
     | POLICY_KILL_PROC_ENVIRON

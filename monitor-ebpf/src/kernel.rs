@@ -163,13 +163,19 @@ const BPF_RB_RING_SIZE: u64 = 1;
 /// (4.18; the task's cgroup v2 id), `bpf_ringbuf_query` (5.8).
 #[inline(always)]
 fn admit(kind: EventKind, len: usize) -> bool {
+    admit_for(kind, len, unsafe { bpf_get_current_cgroup_id() })
+}
+
+/// As `admit`, for a record of control group `group` (packet programs: the group of the
+/// process that connected the socket, from the record's header).
+#[inline(always)]
+fn admit_for(kind: EventKind, len: usize, group: u64) -> bool {
     if matches!(kind, EventKind::Tamper) {
         return true;
     }
     let ring: *const RingBuf = ring_for(kind);
     let size = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_RING_SIZE) };
     let share = size / 4;
-    let group = unsafe { bpf_get_current_cgroup_id() };
     let now = unsafe { bpf_ktime_get_ns() };
     let flooding = match RING_SHARES.get_ptr_mut(&group) {
         Some(window) => unsafe {
@@ -220,10 +226,18 @@ pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
 }
 
 /// As `submit`, for programs where the current task is not the record's process (`cgroup_skb`,
-/// which before Linux 6.10 may not even ask for it): a loss is counted for `tgid`.
+/// which before Linux 6.10 may not even ask for it): the record's header (at the start of the
+/// scratch) names the process's control group for its fair share, and a loss is counted for
+/// `tgid`.
 #[inline(always)]
 pub unsafe fn submit_for(scratch: *mut EventScratch, len: usize, kind: EventKind, tgid: u32) {
-    if !output(scratch, len, kind) {
+    let group = (*(*scratch).bytes.as_ptr().cast::<EventHeader>()).cgroup_id;
+    if !admit_for(kind, len, group) {
+        if let Some(slot) = SHED.get_ptr_mut(kind.loss_slot()) {
+            *slot += 1;
+        }
+        count_process_loss(kind, tgid);
+    } else if !output(scratch, len, kind) {
         count_loss_of(kind, tgid);
     }
 }

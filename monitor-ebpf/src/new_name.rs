@@ -658,6 +658,9 @@ unsafe fn try_security_name(
         if core::ptr::read_volatile(from_matched) != 0 {
             add_bits(matched, MATCH_FROM);
         }
+        // A file of a watched directory linked or moved out (to be written under another
+        // name): the new name is judged as a write there.
+        crate::open::match_subtree(parent, matched);
         parent
     } else {
         core::ptr::null()

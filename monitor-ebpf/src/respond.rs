@@ -37,9 +37,9 @@ use aya_ebpf::{
 use monitor_common::{
     InodeKey, JobEntry, ENV_SCAN_LEN, JOB_INSTALL_CODE, JOB_INSTALL_SCRIPT, JOB_QUIET_LISTER,
     MATCH_PROC_OTHER, POLICY_KILLS, POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC,
-    POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER, POLICY_REHEARSE,
-    RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_WOULD_KILL, WATCH_CREDENTIAL,
-    WATCH_PROC_MEMORY,
+    POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER,
+    POLICY_NEEDS_INSTALL_SCAN, POLICY_REHEARSE, RESPONSE_KILLED, RESPONSE_KILL_FAILED,
+    RESPONSE_WOULD_KILL, WATCH_CREDENTIAL, WATCH_PROC_MEMORY,
 };
 
 use crate::{
@@ -222,8 +222,9 @@ pub unsafe fn scan_exec(ctx: &TracePointContext, tgid: u32) {
         return;
     };
     let policy = policy(slot);
-    let install_scan = flags & JOB_INSTALL_CODE == 0
-        && policy & (POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC) != 0;
+    // Until the kernel itself has marked it a lifecycle script: a process the agent marked
+    // install code (a pip or cargo hook) may still start an npm script under it.
+    let install_scan = flags & JOB_INSTALL_SCRIPT == 0 && policy & POLICY_NEEDS_INSTALL_SCAN != 0;
     if install_scan || policy & POLICY_KILL_PROC_ENVIRON != 0 {
         let _ = EXEC_SCANNERS.tail_call(ctx, 0);
     }
@@ -251,8 +252,8 @@ pub fn exec_scan(_ctx: TracePointContext) -> u32 {
     if quiet {
         new_flags |= JOB_QUIET_LISTER;
     }
-    if flags & JOB_INSTALL_CODE == 0
-        && policy & (POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC) != 0
+    if flags & JOB_INSTALL_SCRIPT == 0
+        && policy & POLICY_NEEDS_INSTALL_SCAN != 0
         && unsafe { install_code(task) }.unwrap_or(false)
     {
         new_flags |= JOB_INSTALL_CODE | JOB_INSTALL_SCRIPT;

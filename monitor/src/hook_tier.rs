@@ -208,10 +208,20 @@ pub struct Attached {
 /// Attaches the best hooks of `family` that `choice` allows. With `keep`, a security-hook
 /// tier's links are handed back (to be pinned with the others when enforcement outlives the
 /// agent); else the programs keep them, for the agent's life.
+/// The kernel's BTF, read once for every family's security hooks (`attach_family`); None when
+/// `choice` wants none, an error saying why when it cannot be read.
+pub fn kernel_btf(choice: HookChoice) -> Option<Result<Btf, String>> {
+    match choice {
+        HookChoice::Tracepoint => None,
+        _ => Some(Btf::from_sys_fs().map_err(|e| e.to_string())),
+    }
+}
+
 pub fn attach_family(
     ebpf: &mut Ebpf,
     family: HookFamily,
     choice: HookChoice,
+    btf: Option<&Result<Btf, String>>,
     keep: bool,
 ) -> anyhow::Result<Attached> {
     let wanted: &[HookTier] = match choice {
@@ -221,19 +231,17 @@ pub fn attach_family(
         HookChoice::Tracepoint => &[],
     };
     let mut refused = Vec::new();
-    let btf = match wanted.is_empty() {
-        true => None,
-        false => match Btf::from_sys_fs() {
-            Ok(btf) => Some(btf),
-            Err(e) => {
-                for tier in wanted {
-                    refused.push((*tier, format!("no kernel BTF ({e})")));
-                }
-                None
+    let btf = match (wanted.is_empty(), btf) {
+        (true, _) | (false, None) => None,
+        (false, Some(Ok(btf))) => Some(btf),
+        (false, Some(Err(e))) => {
+            for tier in wanted {
+                refused.push((*tier, format!("no kernel BTF ({e})")));
             }
-        },
+            None
+        }
     };
-    if let Some(btf) = &btf {
+    if let Some(btf) = btf {
         for &tier in wanted {
             match attach_security_hooks(ebpf, family, tier, btf, keep) {
                 Ok((labels, links)) => {

@@ -696,8 +696,10 @@ fn attach_all(
     };
     // Programs a security-hook tier replaced: not attached.
     let mut replaced: Vec<&str> = Vec::new();
+    // Parsed once for every family (tens of milliseconds natively, more under emulation).
+    let btf = crate::hook_tier::kernel_btf(hook_tier);
     for family in HookFamily::ALL {
-        let attached = attach_family(ebpf, family, hook_tier, keep)?;
+        let attached = attach_family(ebpf, family, hook_tier, btf.as_ref(), keep)?;
         if attached.choice.tier != HookTier::Tracepoint {
             replaced.extend(family.tracepoint_programs());
         }

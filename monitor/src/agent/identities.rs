@@ -233,14 +233,32 @@ impl Identities {
     /// prefilter first. A directory not seen before is read at once; all are read again every
     /// `REFRESH` (one that did not exist yet, or was made anew, gets its present identity).
     pub fn watch_dirs<'a>(&mut self, dirs: impl Iterator<Item = &'a str>) {
-        let mut new = false;
-        for dir in dirs {
-            if !self.subtrees.contains_key(dir)
-                && self.subtrees.len() < WATCH_SUBTREE_SLOTS as usize
-            {
-                self.subtrees.insert(dir.to_string(), None);
-                new = true;
+        let named: BTreeSet<&str> = dirs.collect();
+        // Directories no job names any more are not watched.
+        let gone: Vec<String> = self
+            .subtrees
+            .keys()
+            .filter(|d| !named.contains(d.as_str()))
+            .cloned()
+            .collect();
+        for dir in gone {
+            if let Some(Some(key)) = self.subtrees.remove(&dir) {
+                let _ = self.subtree_map.remove(&key);
             }
+        }
+        let mut new = false;
+        for dir in named {
+            if self.subtrees.contains_key(dir) {
+                continue;
+            }
+            if self.subtrees.len() >= WATCH_SUBTREE_SLOTS as usize {
+                log::warn!(
+                    "more than {WATCH_SUBTREE_SLOTS} runner directories: writes under {dir} are not watched"
+                );
+                break;
+            }
+            self.subtrees.insert(dir.to_string(), None);
+            new = true;
         }
         if !new && self.subtrees_read.is_some_and(|t| t.elapsed() < REFRESH) {
             return;
@@ -248,9 +266,11 @@ impl Identities {
         self.subtrees_read = Some(Instant::now());
         let paths: Vec<String> = self.subtrees.keys().cloned().collect();
         for path in paths {
-            let now = std::fs::metadata(&path)
+            // The directory itself, never what a link there points at: a job owns `_work` and
+            // could put `ln -s / _tool` in its place. Only a directory two levels down or more.
+            let now = std::fs::symlink_metadata(&path)
                 .ok()
-                .filter(|m| m.is_dir())
+                .filter(|m| m.is_dir() && path.matches('/').count() >= 2)
                 .map(|m| inode_key(&m));
             let before = self.subtrees.get(&path).copied().flatten();
             if now == before {

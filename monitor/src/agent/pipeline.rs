@@ -90,6 +90,9 @@ impl Pipeline {
     /// Reads the watched files' identities again when due (or a job brought a new home), and
     /// gives the enricher the new table.
     pub(super) fn refresh_identities(&mut self, enricher: &mut Enricher) {
+        if let Some(sources) = &mut self.sources {
+            sources.poll();
+        }
         let Some(identities) = self.identities.as_mut() else {
             return;
         };
@@ -254,6 +257,9 @@ impl Pipeline {
             if let Some(sources) = &mut self.sources {
                 sources.apply(&request);
             }
+        }
+        if let Some(sources) = &mut self.sources {
+            sources.poll();
         }
         for action in self.judge.engine.take_enforcement() {
             if let Some(enforcer) = &mut self.enforcer {

@@ -3,16 +3,19 @@
 //! later write to one, by any route and under any name, is sent (`MATCH_SOURCE`) and judged
 //! (`source-modified`). When the job ends its files are forgotten.
 //!
-//! git runs hardened: as the workspace's owner (never as root: a repository's configuration is
-//! the job's), with no system or global configuration, no fsmonitor hook, a bounded output and a
-//! deadline. Build output the repository commits (`dist/`, `target/`, ...) is not watched.
+//! git runs hardened, off the pipeline (a thread of its own: a job's huge index or a FIFO in
+//! `.git` costs the agent nothing): as the workspace's owner, with no system or global
+//! configuration, no fsmonitor hook, a bounded output and a deadline; a workspace that is a
+//! symbolic link is refused. Only files inside the workspace, at most `MAX_PER_JOB` per job, are
+//! watched; build output the repository commits (`dist/`, `target/`, ...) is not.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     io::Read as _,
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::Path,
     process::{Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -29,6 +32,11 @@ use crate::{engine::SourceRequest, rules::sources};
 /// How long git may take, and how much it may print (NUL-separated paths).
 const GIT_DEADLINE: Duration = Duration::from_secs(10);
 const GIT_OUTPUT_MAX: usize = 32 << 20;
+/// Tracked files watched for one job: one repository cannot take every job's room.
+const MAX_PER_JOB: usize = 16_384;
+
+/// A job's tracked files as its thread found them (identities, and how many were left out).
+type Found = (String, anyhow::Result<(Vec<InodeKey>, usize)>);
 
 pub struct SourceWatch {
     map: HashMap<MapData, InodeKey, u32>,
@@ -36,6 +44,10 @@ pub struct SourceWatch {
     /// Each job's watched files, and how many jobs watch each identity.
     jobs: StdHashMap<String, Vec<InodeKey>>,
     users: StdHashMap<InodeKey, u32>,
+    /// Jobs whose files a thread is reading; results for others (ended meanwhile) are dropped.
+    reading: HashSet<String>,
+    found_tx: mpsc::Sender<Found>,
+    found: mpsc::Receiver<Found>,
 }
 
 impl SourceWatch {
@@ -46,62 +58,84 @@ impl SourceWatch {
         let on = ebpf
             .take_map("WATCH_SOURCES_ON")
             .context("WATCH_SOURCES_ON map missing")?;
+        let (found_tx, found) = mpsc::channel();
         Ok(Self {
             map: HashMap::try_from(map)?,
             on: Array::try_from(on)?,
             jobs: StdHashMap::new(),
             users: StdHashMap::new(),
+            reading: HashSet::new(),
+            found_tx,
+            found,
         })
     }
 
     pub fn apply(&mut self, request: &SourceRequest) {
         match request {
             SourceRequest::Watch { job, workspace } => {
-                match self.watch(job, Path::new(workspace)) {
-                    Ok(n) => log::info!(
-                        "job {job}: watching {n} tracked files of {workspace} for writes"
-                    ),
-                    Err(e) => log::warn!(
-                        "job {job}: the tracked files of {workspace} are not watched: {e:#}"
-                    ),
+                self.reading.insert(job.clone());
+                let (tx, job, workspace) = (self.found_tx.clone(), job.clone(), workspace.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("tracked-sources".into())
+                    .spawn(move || {
+                        let found = tracked_identities(Path::new(&workspace));
+                        let _ = tx.send((job, found));
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("tracked sources: no thread to read them: {e}");
                 }
             }
-            SourceRequest::Forget { job } => self.forget(job),
+            SourceRequest::Forget { job } => {
+                self.reading.remove(job);
+                self.forget(job);
+            }
         }
     }
 
-    fn watch(&mut self, job: &str, workspace: &Path) -> anyhow::Result<usize> {
+    /// Puts the files the threads found in the kernel's map.
+    pub fn poll(&mut self) {
+        while let Ok((job, found)) = self.found.try_recv() {
+            if !self.reading.remove(&job) {
+                continue;
+            }
+            match found {
+                Ok((keys, skipped)) => {
+                    let n = self.watch(&job, keys);
+                    let left = if skipped > 0 {
+                        format!(" ({skipped} not: outside the workspace or past the bound)")
+                    } else {
+                        String::new()
+                    };
+                    log::info!("job {job}: watching {n} tracked files for writes{left}");
+                }
+                Err(e) => log::warn!("job {job}: its tracked files are not watched: {e:#}"),
+            }
+        }
+    }
+
+    fn watch(&mut self, job: &str, keys: Vec<InodeKey>) -> usize {
         self.forget(job);
-        let files = tracked_files(workspace)?;
-        let mut keys = Vec::new();
-        for relative in files {
-            if sources::is_build_output(&relative) {
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(workspace.join(&relative)) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let key = inode_key(&meta);
+        let mut kept = Vec::new();
+        for key in keys {
             if !self.users.contains_key(&key) {
                 if self.users.len() >= WATCH_SOURCE_SLOTS as usize {
                     log::warn!(
-                        "job {job}: more than {WATCH_SOURCE_SLOTS} tracked files watched: the rest of {} are not",
-                        workspace.display()
+                        "job {job}: {WATCH_SOURCE_SLOTS} tracked files are watched already: the rest are not"
                     );
                     break;
                 }
-                self.map.insert(key, WATCH_WRITE, 0)?;
+                if let Err(e) = self.map.insert(key, WATCH_WRITE, 0) {
+                    log::warn!("job {job}: watching a tracked file: {e}");
+                    break;
+                }
             }
             *self.users.entry(key).or_default() += 1;
-            keys.push(key);
+            kept.push(key);
         }
-        let n = keys.len();
-        self.jobs.insert(job.to_string(), keys);
-        self.on.set(0, u32::from(!self.users.is_empty()), 0)?;
-        Ok(n)
+        let n = kept.len();
+        self.jobs.insert(job.to_string(), kept);
+        let _ = self.on.set(0, u32::from(!self.users.is_empty()), 0);
+        n
     }
 
     fn forget(&mut self, job: &str) {
@@ -121,12 +155,48 @@ impl SourceWatch {
     }
 }
 
+/// The identities of the files git tracks in `workspace` (inside it, not build output, at most
+/// `MAX_PER_JOB`), and how many were left out.
+fn tracked_identities(workspace: &Path) -> anyhow::Result<(Vec<InodeKey>, usize)> {
+    let files = tracked_files(workspace)?;
+    let root = std::fs::canonicalize(workspace)?;
+    let (mut keys, mut skipped) = (Vec::new(), 0);
+    let mut parents: StdHashMap<std::path::PathBuf, bool> = StdHashMap::new();
+    for relative in files {
+        if sources::is_build_output(&relative) {
+            continue;
+        }
+        let path = workspace.join(&relative);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        // Inside the workspace: a crafted index naming `lib/x` where `lib` links elsewhere
+        // does not put other files under watch.
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let inside = *parents
+            .entry(parent.clone())
+            .or_insert_with(|| std::fs::canonicalize(&parent).is_ok_and(|p| p.starts_with(&root)));
+        if !inside || keys.len() >= MAX_PER_JOB {
+            skipped += 1;
+            continue;
+        }
+        keys.push(inode_key(&meta));
+    }
+    Ok((keys, skipped))
+}
+
 /// What git tracks in `workspace` (paths relative to it), asked as the workspace's owner.
 fn tracked_files(workspace: &Path) -> anyhow::Result<Vec<String>> {
-    let meta =
-        std::fs::metadata(workspace).with_context(|| format!("reading {}", workspace.display()))?;
-    if meta.uid() == 0 && !workspace.join(".git").exists() {
-        bail!("not a git work tree");
+    let meta = std::fs::symlink_metadata(workspace)
+        .with_context(|| format!("reading {}", workspace.display()))?;
+    if !meta.is_dir() {
+        bail!("not a directory (a symbolic link is not followed)");
+    }
+    if std::fs::symlink_metadata(workspace.join(".git")).is_err() {
+        bail!("not a git work tree (no .git)");
     }
     let mut child = Command::new("git")
         .args(["-c", "core.fsmonitor=false", "-c", "safe.directory=*", "-C"])

@@ -504,13 +504,25 @@ impl Engine {
             .get(step)
             .and_then(|s| s.identity.action.as_deref())
             .map(|a| a.split_once('@').map_or(a, |(name, _)| name).to_string());
+        let tool = self.procs[&key].tool.clone();
+        let installed = self.procs[&key].installed;
         let owner = hook.is_none()
             && (runner_own
                 || (kind == Some(RunnerDir::ToolCache)
                     && action
                         .as_deref()
-                        .is_some_and(crate::rules::runner_dirs::keeps_tools)));
-        let tool = self.procs[&key].tool.clone();
+                        .is_some_and(crate::rules::runner_dirs::keeps_tools))
+                || (installed
+                    && kind == Some(RunnerDir::ToolCache)
+                    && crate::rules::runner_dirs::tool_cache_work(&tool, path))
+                // The interpreter itself (an installed python, whatever script it runs)
+                // caching bytecode; a crafted `.pyc` written by anything else is tampering.
+                || (crate::rules::runner_dirs::python_bytecode(&tool, path)
+                    && e.process
+                        .exe
+                        .as_deref()
+                        .and_then(crate::rules::executables::installed_place)
+                        .is_some()));
         if owner
             || self
                 .rules_of(job, step)
@@ -580,7 +592,8 @@ impl Engine {
             return;
         }
         let tool = self.procs[&key].tool.clone();
-        if (hook.is_none() && sources::owned_by(&relative, &tool, &e.process.argv))
+        let installed = self.procs[&key].installed;
+        if (hook.is_none() && installed && sources::owned_by(&relative, &tool, &e.process.argv))
             || self.rules_of(job, step).any(|r| {
                 r.sources.allow.iter().any(|rule| {
                     rule.path.matches(&relative, path) && writer_listed(&rule.by, e, &tool)

@@ -247,6 +247,8 @@ pub struct Engine {
     /// Direct-IP HTTPS connections waiting for their TLS hello (`network::Hello`), with when
     /// they are judged without it.
     awaiting_hello: HashMap<(ProcessKey, IpAddr, u16), (Event, u64)>,
+    /// The earliest of their deadlines (`u64::MAX`: none).
+    next_hello_deadline: u64,
     /// Jobs that ended since the last `take_ended_jobs`.
     ended: Vec<usize>,
     /// Containers the runtime told of, or whose processes were seen, by id.
@@ -313,6 +315,7 @@ impl Engine {
             written_pth: HashMap::new(),
             stdin_shells: HashMap::new(),
             awaiting_hello: HashMap::new(),
+            next_hello_deadline: u64::MAX,
             ended: Vec::new(),
             containers: HashMap::new(),
             container_addresses: HashMap::new(),
@@ -472,6 +475,7 @@ impl Engine {
             Detail::Exit { .. } => {
                 if let Some(job) = self.anchors.get(&key).copied() {
                     self.end_job(job, e.ts_ns);
+                    self.judge_connections_without_hello(&mut out, Some(job));
                     self.flush_install_code(&mut out, Some(job));
                 }
             }
@@ -487,6 +491,7 @@ impl Engine {
                     Ok(()) => {
                         if let Some(job) = self.job_by_key.get(job).copied() {
                             self.end_job(job, e.ts_ns);
+                            self.judge_connections_without_hello(&mut out, Some(job));
                             self.flush_install_code(&mut out, Some(job));
                         }
                     }
@@ -564,7 +569,7 @@ impl Engine {
     fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(now_ns);
         self.check_outlived_steps(out);
-        self.judge_connections_without_hello(out);
+        self.judge_connections_without_hello(out, None);
         self.flush_install_code(out, None);
         if self.now_ns != u64::MAX
             && self.now_ns
@@ -614,6 +619,7 @@ impl Engine {
             if self.last_kernel_event_ns >= since {
                 self.anchors_gone_since.remove(&job);
                 self.end_job(job, now);
+                self.judge_connections_without_hello(out, Some(job));
                 self.flush_install_code(out, Some(job));
             }
         }

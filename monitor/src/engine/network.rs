@@ -39,16 +39,27 @@ impl Engine {
         self.judge_connect(e, key, Hello::Unknown, out);
     }
 
-    /// Judges the connections whose hello did not come in time.
-    pub(super) fn judge_connections_without_hello(&mut self, out: &mut Vec<Finding>) {
-        if self.awaiting_hello.is_empty() {
+    /// Judges the connections whose hello did not come in time, or (`ended_job`) all of a job
+    /// that ended: its report must hold them.
+    pub(super) fn judge_connections_without_hello(
+        &mut self,
+        out: &mut Vec<Finding>,
+        ended_job: Option<usize>,
+    ) {
+        if self.awaiting_hello.is_empty()
+            || (ended_job.is_none() && self.now_ns < self.next_hello_deadline)
+        {
             return;
         }
         let now = self.now_ns;
+        let procs = &self.procs;
         let mut due: Vec<(ProcessKey, IpAddr, u16)> = self
             .awaiting_hello
             .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
+            .filter(|(k, (_, deadline))| match ended_job {
+                Some(job) => procs.get(&k.0).is_some_and(|p| p.job == job),
+                None => *deadline <= now,
+            })
             .map(|(k, _)| *k)
             .collect();
         due.sort();
@@ -59,6 +70,12 @@ impl Engine {
                 }
             }
         }
+        self.next_hello_deadline = self
+            .awaiting_hello
+            .values()
+            .map(|(_, deadline)| *deadline)
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     fn judge_connect(&mut self, e: &Event, key: ProcessKey, hello: Hello, out: &mut Vec<Finding>) {
@@ -249,21 +266,25 @@ impl Engine {
                 let deadline = e.ts_ns.saturating_add(HELLO_WAIT_NS);
                 self.awaiting_hello
                     .insert((key, address, port), (e.clone(), deadline));
+                self.next_hello_deadline = self.next_hello_deadline.min(deadline);
                 return;
             }
-            if let Some(name) = &server_name {
-                // Allowed by the name the client asked for, though no DNS answer named it.
-                if self.rules_of(job, step).any(|r| {
+            // The name the client asked for says what it meant, not where it went: any server
+            // answers to any name. An allowed one lowers the finding (a client with its own
+            // resolver), it does not allow the address.
+            let name_allowed = server_name.as_deref().is_some_and(|name| {
+                self.rules_of(job, step).any(|r| {
                     r.egress
                         .allow
                         .iter()
                         .any(|rule| rule.allows(address, port, Some(name)))
-                }) {
-                    return;
-                }
-            }
+                })
+            });
             let summary = match (&domain, &server_name) {
                 (Some(d), _) => format!("{verb} to {d} ({dest}), which the profile does not allow"),
+                (None, Some(name)) if name_allowed => format!(
+                    "{verb} to {dest}, an address never resolved during the job, asking TLS for {name}: the profile allows that name, but nothing showed the address is its (a client with its own resolver, or an impostor)"
+                ),
                 (None, Some(name)) => format!(
                     "{verb} to {dest}, an address never resolved during the job, asking TLS for {name}, which the profile does not allow"
                 ),
@@ -283,12 +304,18 @@ impl Engine {
                     ("blocked", json!(blocked)),
                     ("via", json!(via)),
                     ("server_name", json!(server_name)),
+                    ("server_name_allowed", json!(name_allowed)),
                 ])
                 .allowance(Allowance::Egress {
                     address,
                     port,
-                    domain: domain.clone().or(server_name.clone()),
+                    domain: domain.clone(),
                 });
+            let raw = if name_allowed {
+                raw.severity(Severity::Medium)
+            } else {
+                raw
+            };
             match &domain {
                 Some(_) => raw,
                 None => raw.clause("egress.allow: no entry matches this address, and no DNS answer in the job named it"),
@@ -597,10 +624,10 @@ impl Engine {
         };
         // Any port: a question names no port, and the allowance is of the service.
         if self.rules_of(job, step).any(|r| {
-            r.egress.allow.iter().any(|rule| {
-                matches!(&rule.target, crate::profile::EgressTarget::Domain(_))
-                    && rule.names_service(hit.domain, question, 53)
-            })
+            r.egress
+                .allow
+                .iter()
+                .any(|rule| rule.names_service_at_any_port(hit.domain, question))
         }) {
             return;
         }

@@ -144,12 +144,8 @@ impl Responses {
     /// Whether the kernel must look at each new program of the job (`exec_scan`: process
     /// listers for the environment kill, install-time code for the credential kill).
     pub fn needs_exec_scan(&self) -> bool {
-        use monitor_common::{
-            POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC, POLICY_KILL_PROC_ENVIRON,
-        };
-        self.kernel_policy()
-            & (POLICY_KILL_PROC_ENVIRON | POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC)
-            != 0
+        use monitor_common::{POLICY_KILL_PROC_ENVIRON, POLICY_NEEDS_INSTALL_SCAN};
+        self.kernel_policy() & (POLICY_KILL_PROC_ENVIRON | POLICY_NEEDS_INSTALL_SCAN) != 0
     }
 
     /// Whether a finding of `rule` (raised inside install-time code when `in_hook`) is one these
@@ -472,7 +468,23 @@ pub struct Sources {
 #[serde(deny_unknown_fields)]
 pub struct SourceRule {
     pub path: RepoPattern,
+    /// One tool or a list (`by: "protoc*"`, `by: [protoc, buf]`).
+    #[serde(deserialize_with = "one_or_many")]
     pub by: Vec<String>,
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Sources {
@@ -488,18 +500,20 @@ pub const BUILT_IN_RUNTIME_ACTIONS: &[&str] = &[
     "actions/download-artifact",
     "actions/upload-pages-artifact",
     "actions/deploy-pages",
-    "actions/setup-*",
     "actions/attest*",
+    // Setup actions cache what they download (as `action-tampered` lets them fill the tool
+    // cache).
+    "*/setup-*",
+    "golangci/golangci-lint-action",
+    "mozilla-actions/sccache-action",
+    "DeterminateSystems/magic-nix-cache-action",
+    "jdx/mise-action",
     "docker/build-push-action",
     "docker/bake-action",
-    "docker/setup-buildx-action",
     "Swatinem/rust-cache",
     "gradle/actions",
     "gradle/gradle-build-action",
-    "ruby/setup-ruby",
-    "astral-sh/setup-uv",
     "pnpm/action-setup",
-    "oven-sh/setup-bun",
     "dtolnay/rust-toolchain",
 ];
 

@@ -204,9 +204,12 @@ impl EgressRule {
     /// (`hooks.slack.com`, `*.ngrok-free.app`). Networks and wider domains (`*.app`) do not
     /// count: an allowlist written for a CDN must not open a request bin by accident.
     pub fn names_service(&self, service_domain: &str, name: &str, port: u16) -> bool {
-        if !self.ports.is_empty() && !self.ports.contains(&port) {
-            return false;
-        }
+        (self.ports.is_empty() || self.ports.contains(&port))
+            && self.names_service_at_any_port(service_domain, name)
+    }
+
+    /// As `names_service`, whatever ports the rule lists (a DNS question names no port).
+    pub fn names_service_at_any_port(&self, service_domain: &str, name: &str) -> bool {
         match &self.target {
             EgressTarget::Domain(pattern) => {
                 let body = pattern.strip_prefix("*.").unwrap_or(pattern);

@@ -73,6 +73,26 @@ pub fn keeps_tools(action: &str) -> bool {
         .is_some_and(|(_, repo)| repo.to_ascii_lowercase().starts_with("setup-"))
 }
 
+/// Package managers a step runs against the tool a setup action put in the cache: `pip
+/// install` into setup-python's site-packages, `npm i -g` and `corepack enable` into
+/// setup-node's, `gem install` into setup-ruby's. Their work, not tampering (the caller checks
+/// they are the installed programs and not inside install-time code).
+const TOOL_PACKAGE_MANAGERS: &[&str] = &[
+    "pip", "pip3", "npm", "yarn", "pnpm", "corepack", "gem", "bundle", "bundler", "uv", "pipx",
+    "poetry", "cargo", "rustup", "go",
+];
+
+/// Whether `tool` writing `path` in the tool cache is its ordinary work.
+pub fn tool_cache_work(tool: &str, path: &str) -> bool {
+    TOOL_PACKAGE_MANAGERS.contains(&tool) || python_bytecode(tool, path)
+}
+
+/// An interpreter caching the bytecode of what it runs (`__pycache__/*.pyc`): Python actions
+/// and tools do it beside their own files.
+pub fn python_bytecode(tool: &str, path: &str) -> bool {
+    tool.starts_with("python") && path.contains("/__pycache__/") && path.ends_with(".pyc")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

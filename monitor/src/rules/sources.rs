@@ -30,8 +30,28 @@ const GIT_WRITES_TREE: &[&str] = &[
     "sparse-checkout",
     "submodule",
     "worktree",
-    "am",
-    "apply",
+];
+
+/// Package-manager subcommands that save the manifest and lock as their work (`npm pkg set`
+/// and the like write what the job hands them, and are not among them). A bare `yarn` installs.
+const SAVES_MANIFEST: &[&str] = &[
+    "install",
+    "i",
+    "ci",
+    "add",
+    "remove",
+    "rm",
+    "uninstall",
+    "un",
+    "update",
+    "up",
+    "upgrade",
+    "version",
+    "dedupe",
+    "prune",
+    "audit",
+    "link",
+    "generate-lockfile",
 ];
 
 /// Files package managers rewrite as their work (`npm install` saves `package.json` and its
@@ -122,16 +142,34 @@ pub fn is_build_output(relative: &str) -> bool {
         .any(|dir| BUILD_OUTPUT.contains(&dir))
 }
 
-/// Whether `tool` (run as `argv`) writes `relative` as its work: git checking a tree out, a
-/// package manager its manifest or lock.
+/// Whether `tool` (run as `argv`; the caller checks it is the installed program, not a copy
+/// named so) writes `relative` as its work: git (and git-lfs) checking a tree out, a package
+/// manager saving its manifest or lock.
 pub fn owned_by(relative: &str, tool: &str, argv: &[String]) -> bool {
     if tool == "git" {
         return git_subcommand(argv).is_some_and(|sub| GIT_WRITES_TREE.contains(&sub));
     }
+    if tool == "git-lfs" {
+        return argv.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "pull" | "checkout" | "smudge" | "filter-process"
+            )
+        });
+    }
     let name = relative.rsplit('/').next().unwrap_or(relative);
-    MANIFESTS
+    let manager = MANIFESTS
         .iter()
-        .any(|(file, owners)| *file == name && owners.iter().any(|o| tool_matches(o, tool)))
+        .any(|(file, owners)| *file == name && owners.iter().any(|o| tool_matches(o, tool)));
+    // The words after the program (a script path for `node npm-cli.js`): a saving subcommand,
+    // or none at all (`yarn`).
+    let words: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-') && !a.contains('/'))
+        .collect();
+    manager && (words.is_empty() || words.iter().any(|w| SAVES_MANIFEST.contains(w)))
 }
 
 #[cfg(test)]
@@ -161,6 +199,17 @@ mod tests {
 
     #[test]
     fn owners() {
+        assert!(!owned_by(
+            "src/a.rs",
+            "git",
+            &argv(&["git", "apply", "x.patch"])
+        ));
+        assert!(!owned_by(
+            "package.json",
+            "npm",
+            &argv(&["npm", "pkg", "set", "x=y"])
+        ));
+        assert!(owned_by("yarn.lock", "yarn", &argv(&["yarn"])));
         assert!(owned_by(
             "src/a.rs",
             "git",

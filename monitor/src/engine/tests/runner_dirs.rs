@@ -128,3 +128,51 @@ fn a_write_the_profile_allows_and_one_reached_by_another_path() {
     let f = sim.only("action-tampered");
     assert_eq!(f.evidence["place"], "runner directory");
 }
+
+#[test]
+fn package_managers_and_bytecode_caches_in_the_runners_directories_are_ordinary() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    // `pip install` into setup-python's interpreter; `npm i -g` into setup-node's.
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3",
+        &["python3", "-m", "pip", "install", "requests"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.write(
+        310,
+        &format!("{TOOLS}/Python/3.12.1/x64/lib/python3.12/site-packages/requests/api.py"),
+    );
+    sim.spawn(
+        300,
+        320,
+        NPM,
+        &["node", NPM_CLI, "install", "-g", "yarn"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.write(
+        320,
+        &format!("{TOOLS}/node/20.11.0/x64/lib/node_modules/yarn/package.json"),
+    );
+    // A Python action caching its bytecode beside its own files.
+    sim.spawn(
+        300,
+        330,
+        "/usr/bin/python3",
+        &["python3", "main.py"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.write(
+        330,
+        &format!("{ACTIONS}/acme/py-action/v1/__pycache__/main.cpython-312.pyc"),
+    );
+    assert!(sim.findings.is_empty(), "{:?}", sim.rules());
+    // The same interpreter writing the action's code is tampering.
+    sim.write(330, &format!("{ACTIONS}/acme/py-action/v1/main.py"));
+    assert_eq!(sim.rules(), vec!["action-tampered"]);
+}

@@ -96,7 +96,7 @@ fn install_time_code_editing_a_source_is_critical() {
 #[test]
 fn git_package_managers_build_output_and_listed_generators_may() {
     let mut sim = Sim::new(profile(
-        "version: 1\nsources:\n  allow:\n    - { path: \"src/generated/**\", by: [\"protoc*\"] }\n",
+        "version: 1\nsources:\n  allow:\n    - { path: \"src/generated/**\", by: \"protoc*\" }\n",
     ));
     checked_out(&mut sim);
     sim.run_step(300, "__run");
