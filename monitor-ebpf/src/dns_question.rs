@@ -43,6 +43,23 @@ struct DnsPacket {
     peer: [u8; 16],
 }
 
+/// The IP header of the packet at `skb->data`: where the transport header starts, the
+/// protocol, the family (IPv6 extension headers are not followed).
+#[inline(always)]
+fn ip_header(ctx: &SkBuffContext) -> Option<(usize, u8, u16)> {
+    let first: u8 = ctx.load(0).ok()?;
+    let (transport_at, protocol, family) = match first >> 4 {
+        4 => (
+            ((first & 0x0f) as usize) * 4,
+            ctx.load::<u8>(9).ok()?,
+            AF_INET,
+        ),
+        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
+        _ => return None,
+    };
+    (transport_at >= 20).then_some((transport_at, protocol, family))
+}
+
 /// Parses the IP and transport headers; `Some` when the packet goes to (`outgoing`) or comes
 /// from port 53 and carries data. `redirected`: the socket was given port 53 as its destination
 /// (egress.rs saw it), so a packet leaving it to another port was sent to port 53 and rewritten
@@ -56,19 +73,7 @@ fn dns_packet(
     outgoing: bool,
     redirected: impl Fn() -> bool,
 ) -> Option<DnsPacket> {
-    let first: u8 = ctx.load(0).ok()?;
-    let (transport_at, protocol, family) = match first >> 4 {
-        4 => (
-            ((first & 0x0f) as usize) * 4,
-            ctx.load::<u8>(9).ok()?,
-            AF_INET,
-        ),
-        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
-        _ => return None,
-    };
-    if transport_at < 20 {
-        return None;
-    }
+    let (transport_at, protocol, family) = ip_header(ctx)?;
     // Destination port going out, source port coming in.
     let port_at = if outgoing {
         transport_at + 2
@@ -190,17 +195,8 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
     if !offsets_present() {
         return None;
     }
-    let first: u8 = ctx.load(0).ok()?;
-    let (transport_at, protocol, family) = match first >> 4 {
-        4 => (
-            ((first & 0x0f) as usize) * 4,
-            ctx.load::<u8>(9).ok()?,
-            AF_INET,
-        ),
-        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
-        _ => return None,
-    };
-    if protocol != IPPROTO_TCP || transport_at < 20 {
+    let (transport_at, protocol, family) = ip_header(ctx)?;
+    if protocol != IPPROTO_TCP {
         return None;
     }
     let offset: u8 = ctx.load(transport_at + 12).ok()?;

@@ -299,6 +299,17 @@ pub fn decode_tamper(raw: &TamperEvent) -> Result<KernelEvent, DecodeError> {
     })
 }
 
+/// An address as the kernel's records carry it: IPv4 in the first 4 of 16 bytes.
+fn ip_of(family: u16, addr: &[u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family {
+        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
+        AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*addr))),
+        other => Err(DecodeError::UnknownFamily(other)),
+    }
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let raw_header: EventHeader = read_struct(bytes, "header")?;
@@ -358,14 +369,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 monitor_common::AF_PACKET if raw.via == monitor_common::CONNECT_VIA_RAW_SOCKET => {
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
                 }
-                AF_INET => IpAddr::V4(Ipv4Addr::new(
-                    raw.addr[0],
-                    raw.addr[1],
-                    raw.addr[2],
-                    raw.addr[3],
-                )),
-                AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
-                other => return Err(DecodeError::UnknownFamily(other)),
+                family => ip_of(family, &raw.addr)?,
             };
             KernelEvent::Connect {
                 header,
@@ -415,16 +419,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             )?;
             KernelEvent::TlsHello {
                 header,
-                address: match raw.family {
-                    AF_INET => IpAddr::V4(Ipv4Addr::new(
-                        raw.addr[0],
-                        raw.addr[1],
-                        raw.addr[2],
-                        raw.addr[3],
-                    )),
-                    AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
-                    other => return Err(DecodeError::UnknownFamily(other)),
-                },
+                address: ip_of(raw.family, &raw.addr)?,
                 port: raw.port,
                 payload: payload.to_vec(),
             }

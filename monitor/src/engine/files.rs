@@ -485,12 +485,7 @@ impl Engine {
             let p = &self.procs[&key];
             (p.job, p.step, p.hook, p.runner_own)
         };
-        let under_watch = match &e.detail {
-            Detail::Open { matched, .. } | Detail::Name { matched, .. } => {
-                matched.contains(&MatchReason::Subtree)
-            }
-            _ => false,
-        };
+        let under_watch = matched_for(e, MatchReason::Subtree);
         let place = self.jobs[job]
             .runner_dirs
             .iter()
@@ -568,13 +563,7 @@ impl Engine {
         written: &dyn Fn(RuleId, &str, (&'static str, serde_json::Value)) -> Raw,
         out: &mut Vec<Finding>,
     ) {
-        let tracked = match &e.detail {
-            Detail::Open { matched, .. } | Detail::Name { matched, .. } => {
-                matched.contains(&MatchReason::Source)
-            }
-            _ => false,
-        };
-        if !tracked {
+        if !matched_for(e, MatchReason::Source) {
             return;
         }
         let (job, step, hook) = {
@@ -750,6 +739,14 @@ enum WriteHow {
 
 /// Whether an access rule of `list` lets this process touch `path` (as the rule's `by` names it:
 /// a tool name, or an executable path pattern).
+/// Whether the kernel sent this open or name for `reason`.
+fn matched_for(e: &Event, reason: MatchReason) -> bool {
+    match &e.detail {
+        Detail::Open { matched, .. } | Detail::Name { matched, .. } => matched.contains(&reason),
+        _ => false,
+    }
+}
+
 /// Whether a profile's `by` list names the writer: a tool name (`git*`), or an absolute glob of
 /// its executable.
 fn writer_listed(by: &[String], e: &Event, tool: &str) -> bool {

@@ -361,35 +361,25 @@ impl Engine {
         let blocked =
             *blocked || (self.profile_of(job).egress_mode() == EgressMode::Block && *result == -1);
         let asked = resolved.first().map_or(name.clone(), |n| n.asked.clone());
-        let dest = dest_of(address, port);
         let verb = if blocked {
             format!("blocked {}", via.noun())
         } else {
             via.noun().to_string()
         };
         let tool = self.procs[&key].tool.clone();
-        let raw = Raw::new(
-            RuleId::KnownExfilService,
-            format!(
-                "{tool}: {verb} to {asked} ({dest}): {}, {}, which takes data from anyone",
-                hit.service.name,
-                hit.service.kind.described()
-            ),
-            format!("exfil:{}:{dest}", hit.domain),
+        let raw = exfil_raw(
+            &hit,
+            list.updated.as_deref(),
+            format!("{tool}: {verb} to {asked}"),
+            (address, port),
+            &name,
         )
-        .evidence(vec![
-            ("service", json!(hit.service.name)),
-            ("service_kind", json!(hit.service.kind.as_str())),
-            ("listed_domain", json!(hit.domain)),
+        .evidence_more(vec![
             ("domain", json!(asked)),
-            ("matched_name", json!(name)),
-            ("address", json!(address)),
-            ("port", json!(port)),
             ("protocol", json!(protocol)),
             ("result", json!(result)),
             ("blocked", json!(blocked)),
             ("via", json!(via)),
-            ("list_updated", json!(list.updated)),
         ]);
         self.emit_for(out, raw, e, key);
         true
@@ -508,26 +498,14 @@ impl Engine {
         let list = self.config.exfil_services.clone();
         if let Some(hit) = list.find(sni) {
             if !self.service_allowed(job, step, hit.domain, sni, port) {
-                let raw = Raw::new(
-                    RuleId::KnownExfilService,
-                    format!(
-                        "{tool}: TLS to {sni} ({dest}): {}, {}, which takes data from anyone",
-                        hit.service.name,
-                        hit.service.kind.described()
-                    ),
-                    format!("exfil:{}:{dest}", hit.domain),
+                let raw = exfil_raw(
+                    &hit,
+                    list.updated.as_deref(),
+                    format!("{tool}: TLS to {sni}"),
+                    (address, port),
+                    sni,
                 )
-                .evidence(vec![
-                    ("service", json!(hit.service.name)),
-                    ("service_kind", json!(hit.service.kind.as_str())),
-                    ("listed_domain", json!(hit.domain)),
-                    ("server_name", json!(sni)),
-                    ("matched_name", json!(sni)),
-                    ("address", json!(address)),
-                    ("port", json!(port)),
-                    ("via", json!("tls-sni")),
-                    ("list_updated", json!(list.updated)),
-                ]);
+                .evidence_more(vec![("server_name", json!(sni)), ("via", json!("tls-sni"))]);
                 self.emit_for(out, raw, e, key);
                 return;
             }
@@ -829,6 +807,36 @@ fn stays_on_link(address: IpAddr) -> bool {
         }
         IpAddr::V6(a) => a.segments()[0] == 0xff02,
     }
+}
+
+/// A `known-exfil-service` finding: `what` (the tool and what it did) reached the listed
+/// service at `address:port` by `name`. The caller adds how.
+fn exfil_raw(
+    hit: &crate::rules::exfil_services::Match<'_>,
+    list_updated: Option<&str>,
+    what: String,
+    (address, port): (IpAddr, u16),
+    name: &str,
+) -> Raw {
+    let dest = dest_of(address, port);
+    Raw::new(
+        RuleId::KnownExfilService,
+        format!(
+            "{what} ({dest}): {}, {}, which takes data from anyone",
+            hit.service.name,
+            hit.service.kind.described()
+        ),
+        format!("exfil:{}:{dest}", hit.domain),
+    )
+    .evidence(vec![
+        ("service", json!(hit.service.name)),
+        ("service_kind", json!(hit.service.kind.as_str())),
+        ("listed_domain", json!(hit.domain)),
+        ("matched_name", json!(name)),
+        ("address", json!(address)),
+        ("port", json!(port)),
+        ("list_updated", json!(list_updated)),
+    ])
 }
 
 /// What the runner's variable points at.

@@ -52,7 +52,7 @@ fn place(
 
 /// git subcommands that write a work tree from commits (what actions/checkout and a job's own
 /// checkout do). `git apply`, `am`, `config` and the rest write what the job hands them.
-const GIT_CHECKOUT_SUBCOMMANDS: &[&str] = &[
+pub const GIT_CHECKOUT_SUBCOMMANDS: &[&str] = &[
     "clone",
     "checkout",
     "switch",

@@ -7,30 +7,13 @@
 //! managers their own manifests and lock files, and what the profile's `sources.allow` lists
 //! (generators, formatters).
 
-use super::{persistence::git_subcommand, tool_matches};
+use super::{
+    persistence::{git_subcommand, GIT_CHECKOUT_SUBCOMMANDS},
+    tool_matches,
+};
 
 /// Directories whose tracked files builds rewrite (committed build output, vendored modules).
 const BUILD_OUTPUT: &[&str] = &["target", "dist", "build", "node_modules", ".git"];
-
-/// git subcommands that write a work tree from commits (as `persistence`'s workflow files).
-const GIT_WRITES_TREE: &[&str] = &[
-    "clone",
-    "checkout",
-    "switch",
-    "pull",
-    "merge",
-    "rebase",
-    "reset",
-    "restore",
-    "stash",
-    "cherry-pick",
-    "revert",
-    "read-tree",
-    "checkout-index",
-    "sparse-checkout",
-    "submodule",
-    "worktree",
-];
 
 /// Package-manager subcommands that save the manifest and lock as their work (`npm pkg set`
 /// and the like write what the job hands them, and are not among them). A bare `yarn` installs.
@@ -147,7 +130,7 @@ pub fn is_build_output(relative: &str) -> bool {
 /// manager saving its manifest or lock.
 pub fn owned_by(relative: &str, tool: &str, argv: &[String]) -> bool {
     if tool == "git" {
-        return git_subcommand(argv).is_some_and(|sub| GIT_WRITES_TREE.contains(&sub));
+        return git_subcommand(argv).is_some_and(|sub| GIT_CHECKOUT_SUBCOMMANDS.contains(&sub));
     }
     if tool == "git-lfs" {
         return argv.iter().any(|a| {
