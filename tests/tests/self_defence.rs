@@ -671,3 +671,36 @@ fn a_profile_can_fail_the_job_on_critical_findings() {
         "the summary is written before the job fails: {summary}"
     );
 }
+
+/// A step asking the agent to end its own job again and again: every request is refused (and
+/// each answered), but the agent's log gets at most a minute's budget of warnings, not one per
+/// request (a job must not be able to fill the journal through the control socket).
+#[test]
+fn refused_control_requests_do_not_flood_the_agents_log() {
+    let user = unprivileged_runner_user();
+    let (agent, socket_dir) = agent_for_group(user.group);
+    let socket = agent.control_socket.display().to_string();
+    let runner = FakeRunner::as_user(&user);
+    let key = format!("github/acme/app/{}/1/build", runner.run_id);
+    let bin = monitor_bin().display().to_string();
+    let requests = 45;
+    let attack = format!(
+        "for i in $(seq {requests}); do '{bin}' job stop --key '{key}' --socket '{socket}' 2>&1 || true; done\n"
+    );
+    let output = runner.run_job_with_hooks(&[("spam", &attack)], Some(&agent.control_socket));
+    // The requests really reached the agent: each was answered with a refusal.
+    assert_eq!(
+        output.matches("Error: the agent refused").count(),
+        requests,
+        "{output}"
+    );
+    let logged = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("control request refused"))
+        .count();
+    // `engine::log_budget::LINES_PER_WINDOW` lines a minute.
+    assert_eq!(logged, 20, "{logged} refusal lines for {requests} requests");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket_dir);
+}

@@ -149,7 +149,18 @@ impl Engine {
             ),
             _ => return,
         };
-        log::warn!("control request refused: {what}: {why}");
+        match self.refusals_logged.take(self.now_ns) {
+            super::log_budget::Verdict::Write { suppressed_before } => {
+                if suppressed_before > 0 {
+                    log::warn!(
+                        "{suppressed_before} more control requests were refused and not logged (at most {} lines a minute)",
+                        super::log_budget::LINES_PER_WINDOW
+                    );
+                }
+                log::warn!("control request refused: {what}: {why}");
+            }
+            super::log_budget::Verdict::Count => {}
+        }
         let Some(p) = self.procs.get(&requester) else {
             return;
         };

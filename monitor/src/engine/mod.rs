@@ -20,6 +20,7 @@ mod emit;
 mod files;
 mod install_code;
 mod job_control;
+mod log_budget;
 mod network;
 mod process;
 
@@ -257,6 +258,8 @@ pub struct Engine {
     container_addresses: HashMap<IpAddr, String>,
     /// How many jobs' homes have been learnt (the agent watches each new home's files).
     homes_learnt: u64,
+    /// The "control request refused" warnings' rate (a job can ask a request a second).
+    refusals_logged: log_budget::LogBudget,
     /// Grows each time a job's runner directories are learnt.
     runner_dirs_learnt: u64,
     /// Block mode's pending kernel updates.
@@ -320,6 +323,7 @@ impl Engine {
             containers: HashMap::new(),
             container_addresses: HashMap::new(),
             homes_learnt: 0,
+            refusals_logged: Default::default(),
             runner_dirs_learnt: 0,
             enforcement: Vec::new(),
             source_requests: Vec::new(),
