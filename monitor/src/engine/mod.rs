@@ -245,6 +245,8 @@ pub struct Engine {
     /// Interpreters reading their program from stdin, by their parent's pid: a sibling that
     /// connects out is feeding them what it downloads (`curl ... | sh`).
     stdin_shells: HashMap<u32, Vec<StdinShell>>,
+    /// Connections out kept per parent for an interpreter of their pipeline seen after them.
+    recent_downloads: HashMap<u32, Vec<network::RecentDownload>>,
     /// Direct-IP HTTPS connections waiting for their TLS hello (`network::Hello`), with when
     /// they are judged without it.
     awaiting_hello: HashMap<(ProcessKey, IpAddr, u16), (Event, u64)>,
@@ -317,6 +319,7 @@ impl Engine {
             batches: Vec::new(),
             written_pth: HashMap::new(),
             stdin_shells: HashMap::new(),
+            recent_downloads: HashMap::new(),
             awaiting_hello: HashMap::new(),
             next_hello_deadline: u64::MAX,
             ended: Vec::new(),

