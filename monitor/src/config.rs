@@ -62,12 +62,7 @@ pub struct Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = crate::profile::read_located(path)?;
         let config: Config = parse_yaml(&text, &file)?;
         if config.version != CONFIG_VERSION {
             return Err(ProfileError {

@@ -145,11 +145,7 @@ impl Identities {
             return None;
         }
         // Its prefilter bit first, so the kernel looks it up as soon as it is in the map.
-        let (word, bit) = inode_bit(key.ino);
-        let want = self.bits_written[word] | bit;
-        if want != self.bits_written[word] && self.bits.set(word as u32, want, 0).is_ok() {
-            self.bits_written[word] = want;
-        }
+        self.add_bit(key.ino);
         self.map.insert(key, access, 0).ok()?;
         self.pushed.insert(key, (path.to_string(), access));
         Some(((key.dev, key.ino), path.to_string()))
@@ -280,11 +276,7 @@ impl Identities {
                 let _ = self.subtree_map.remove(&old);
             }
             if let Some(key) = now {
-                let (word, bit) = inode_bit(key.ino);
-                let want = self.bits_written[word] | bit;
-                if want != self.bits_written[word] && self.bits.set(word as u32, want, 0).is_ok() {
-                    self.bits_written[word] = want;
-                }
+                self.add_bit(key.ino);
                 if let Err(e) = self.subtree_map.insert(key, WATCH_WRITE, 0) {
                     log::warn!("watching {path} for writes: {e}");
                     continue;
@@ -321,6 +313,15 @@ fn inode_bits(inos: impl Iterator<Item = u64>) -> Vec<u32> {
 }
 
 impl Identities {
+    /// Sets one inode number's prefilter bit (before its identity goes in a map).
+    fn add_bit(&mut self, ino: u64) {
+        let (word, bit) = inode_bit(ino);
+        let want = self.bits_written[word] | bit;
+        if want != self.bits_written[word] && self.bits.set(word as u32, want, 0).is_ok() {
+            self.bits_written[word] = want;
+        }
+    }
+
     /// Writes the words of `WATCH_INODE_BITS` that change.
     fn write_bits(&mut self, inos: impl Iterator<Item = u64>) {
         let words = inode_bits(inos);

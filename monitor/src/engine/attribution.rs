@@ -572,6 +572,7 @@ impl Engine {
             retired: false,
             oidc_endpoint: None,
             runtime_services: Vec::new(),
+            runtime_values_seen: Vec::new(),
             runner_dirs: Vec::new(),
             runner_dirs_from_env: false,
             sources_watched: false,

@@ -173,6 +173,8 @@ struct Job {
     /// The CI's cache and artifact services (variable, host, port), from the job's
     /// environment: only their origins are kept, never the token beside them.
     runtime_services: Vec<(&'static str, String, u16)>,
+    /// The variables' values already read (each action's process carries the same ones).
+    runtime_values_seen: Vec<String>,
     /// The runner's directories later jobs run code from (its actions, its tool cache).
     runner_dirs: Vec<(crate::rules::runner_dirs::RunnerDir, String)>,
     /// Whether a process's variables have named them yet.

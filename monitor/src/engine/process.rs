@@ -16,6 +16,21 @@ use crate::{
     rules::{background, defences, executables, lifecycle, packaging},
 };
 
+/// Distinct values of those variables read per job (a job's own variables are bounded too).
+const MAX_RUNTIME_VALUES: usize = 16;
+
+/// The origin (host, port) of the URL in environment variable `variable`.
+fn origin_of(
+    env: &std::collections::BTreeMap<String, String>,
+    variable: &str,
+) -> Option<(String, u16)> {
+    let url = url::Url::parse(env.get(variable)?).ok()?;
+    Some((
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?,
+    ))
+}
+
 /// Where the runner tells actions the CI's cache and artifact services are.
 const RUNTIME_SERVICE_VARIABLES: [&str; 3] = [
     "ACTIONS_CACHE_URL",
@@ -76,10 +91,7 @@ impl Engine {
             }
         }
         if self.jobs[job].oidc_endpoint.is_none() {
-            self.jobs[job].oidc_endpoint = env
-                .get("ACTIONS_ID_TOKEN_REQUEST_URL")
-                .and_then(|origin| url::Url::parse(origin).ok())
-                .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)));
+            self.jobs[job].oidc_endpoint = origin_of(env, "ACTIONS_ID_TOKEN_REQUEST_URL");
         }
         // From the first step's variables (they name the tool cache, which the declaration's
         // workspace alone does not); the directories learnt are only ever added to.
@@ -95,24 +107,29 @@ impl Engine {
                 }
             }
         }
-        let origin_of = |variable: &str| {
-            env.get(variable)
-                .and_then(|origin| url::Url::parse(origin).ok())
-                .and_then(|u| {
-                    Some((
-                        u.host_str()?.to_ascii_lowercase(),
-                        u.port_or_known_default()?,
-                    ))
-                })
-        };
         // On GitHub Enterprise Server the services live under the server's own origin
         // (`/_services/...`), which steps reach for git and the API: the host cannot tell them
-        // apart there, so a service at the server's origin is not watched.
-        let server = [origin_of("GITHUB_SERVER_URL"), origin_of("GITHUB_API_URL")];
+        // apart there, so a service at the server's origin is not watched. Asked only for a
+        // value not seen yet: every action's process carries the same ones.
+        let mut server = None;
         for variable in RUNTIME_SERVICE_VARIABLES {
-            let Some((host, port)) = origin_of(variable) else {
+            let Some(value) = env.get(variable) else {
                 continue;
             };
+            let seen = &mut self.jobs[job].runtime_values_seen;
+            if seen.contains(value) || seen.len() >= MAX_RUNTIME_VALUES {
+                continue;
+            }
+            seen.push(value.clone());
+            let Some((host, port)) = origin_of(env, variable) else {
+                continue;
+            };
+            let server: &[Option<(String, u16)>; 2] = server.get_or_insert_with(|| {
+                [
+                    origin_of(env, "GITHUB_SERVER_URL"),
+                    origin_of(env, "GITHUB_API_URL"),
+                ]
+            });
             if server
                 .iter()
                 .flatten()

@@ -660,15 +660,27 @@ pub struct ProfileError {
     pub message: String,
 }
 
+/// The text of a profile, configuration or list file; a read error is located at the file.
+pub fn read_located(path: &Path) -> Result<String, ProfileError> {
+    std::fs::read_to_string(path).map_err(|e| ProfileError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// The line (from 1) of `text` where `needle` first stands; 0 when nowhere: where to point a
+/// problem the YAML parser did not see (a value checked after parsing).
+pub fn line_containing(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
+}
+
 impl Profile {
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&read_located(path)?, &path.display().to_string())
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ProfileError> {
@@ -699,10 +711,7 @@ impl Profile {
         for alias in aliases {
             for pattern in [&alias.resolved, &alias.sni] {
                 if let Err(message) = pattern::check_domain_pattern(pattern) {
-                    let line = text
-                        .lines()
-                        .position(|l| l.contains(pattern.as_str()))
-                        .map_or(0, |i| i + 1);
+                    let line = line_containing(text, pattern);
                     return Err(error(line, 1, format!("egress.sni_aliases: {message}")));
                 }
             }

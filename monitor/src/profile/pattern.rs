@@ -28,14 +28,9 @@ impl PathPattern {
                 ))
             }
         };
-        let glob = globset::GlobBuilder::new(&expanded)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("bad path pattern {source:?}: {e}"))?;
         Ok(Self {
             source: source.to_string(),
-            matcher: glob.compile_matcher(),
+            matcher: path_glob(source, &expanded)?,
         })
     }
 
@@ -60,30 +55,50 @@ impl PathPattern {
     }
 }
 
-impl PartialEq for PathPattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
+/// A path glob's matcher, built from `expanded` (what `source` means); `/` is a separator `*`
+/// does not cross.
+fn path_glob(source: &str, expanded: &str) -> Result<globset::GlobMatcher, String> {
+    globset::GlobBuilder::new(expanded)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|glob| glob.compile_matcher())
+        .map_err(|e| format!("bad path pattern {source:?}: {e}"))
 }
 
-impl fmt::Debug for PathPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.source)
-    }
+/// A glob type is its source text: compared, shown and written as it, read through `new` (so a
+/// bad one is refused where the profile says it).
+macro_rules! pattern_as_text {
+    ($pattern:ident) => {
+        impl PartialEq for $pattern {
+            fn eq(&self, other: &Self) -> bool {
+                self.source == other.source
+            }
+        }
+
+        impl fmt::Debug for $pattern {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.source)
+            }
+        }
+
+        impl Serialize for $pattern {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.source)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $pattern {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                $pattern::new(&text).map_err(de::Error::custom)
+            }
+        }
+    };
 }
 
-impl Serialize for PathPattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> Deserialize<'de> for PathPattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        PathPattern::new(&text).map_err(de::Error::custom)
-    }
-}
+pattern_as_text!(PathPattern);
+pattern_as_text!(RepoPattern);
 
 /// A path glob inside the job's repository (`src/generated/**`, relative to the workspace), or
 /// an absolute one: the globs of `sources.allow`.
@@ -102,14 +117,9 @@ impl RepoPattern {
                 "repository path pattern {source:?} is empty or climbs out with `..`"
             ));
         }
-        let glob = globset::GlobBuilder::new(source)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("bad path pattern {source:?}: {e}"))?;
         Ok(Self {
             source: source.to_string(),
-            matcher: glob.compile_matcher(),
+            matcher: path_glob(source, source)?,
             relative,
         })
     }
@@ -124,31 +134,6 @@ impl RepoPattern {
     pub fn matches(&self, relative: &str, absolute: &str) -> bool {
         self.matcher
             .is_match(if self.relative { relative } else { absolute })
-    }
-}
-
-impl PartialEq for RepoPattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-impl fmt::Debug for RepoPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.source)
-    }
-}
-
-impl Serialize for RepoPattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> Deserialize<'de> for RepoPattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        RepoPattern::new(&text).map_err(de::Error::custom)
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::profile::{parse_yaml, ProfileError};
+use crate::profile::{line_containing, parse_yaml, read_located, ProfileError};
 
 /// The list shipped with the monitor.
 pub const BUILT_IN: &str = include_str!("../../../profiles/exfil-services.yml");
@@ -94,29 +94,17 @@ impl ExfilServices {
     }
 
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&read_located(path)?, &path.display().to_string())
     }
 
     /// Parses and checks a list: its version, and every domain a plain lowercase name.
     pub fn parse(text: &str, file: &str) -> Result<Self, ProfileError> {
         let list: ExfilServices = parse_yaml(text, file)?;
-        let located = |needle: &str, message: String| {
-            let line = text
-                .lines()
-                .position(|l| l.contains(needle))
-                .map_or(0, |i| i + 1);
-            ProfileError {
-                file: file.to_string(),
-                line,
-                column: 1,
-                message,
-            }
+        let located = |needle: &str, message: String| ProfileError {
+            file: file.to_string(),
+            line: line_containing(text, needle),
+            column: 1,
+            message,
         };
         if list.version != LIST_VERSION {
             return Err(located(

@@ -640,6 +640,15 @@ fn profile(text: &str) -> Profile {
 const NPM: &str = "/usr/bin/node";
 const NPM_CLI: &str = "/usr/lib/node_modules/npm/bin/npm-cli.js";
 
+/// The variables npm gives a dependency's postinstall script (`package` 1.0.0).
+pub(crate) fn postinstall_of(package: &str) -> BTreeMap<String, String> {
+    env(&[
+        ("npm_lifecycle_event", "postinstall"),
+        ("npm_package_name", package),
+        ("npm_package_version", "1.0.0"),
+    ])
+}
+
 /// npm install in a `run:` step; the dependency `evil-pkg`'s postinstall reads ~/.npmrc and
 /// connects out (Shai-Hulud's shape).
 pub(crate) fn npm_stealer(sim: &mut Sim) {
@@ -654,9 +663,7 @@ pub(crate) fn npm_stealer(sim: &mut Sim) {
         npm_env.clone(),
     );
     sim.read(310, &format!("{HOME}/.npmrc")); // npm's own read: fine
-    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
-    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
-    npm_env.insert("npm_package_version".into(), "1.0.0".into());
+    npm_env.extend(postinstall_of("evil-pkg"));
     let hook_dir = format!("{WORKSPACE}/node_modules/evil-pkg");
     sim.spawn(
         310,

@@ -47,9 +47,7 @@ fn install_time_code_poisoning_an_action_is_critical() {
     sim.findings.clear();
     // The stealer (pid 330 exited in npm_stealer): a new hook process of the same install.
     let mut npm_env = github_env("__run");
-    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
-    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
-    npm_env.insert("npm_package_version".into(), "1.0.0".into());
+    npm_env.extend(postinstall_of("evil-pkg"));
     sim.run_step(400, "__run_2");
     sim.spawn(
         400,

@@ -76,9 +76,7 @@ fn install_time_code_editing_a_source_is_critical() {
     npm_stealer(&mut sim);
     sim.findings.clear();
     let mut npm_env = github_env("__run");
-    npm_env.insert("npm_lifecycle_event".into(), "postinstall".into());
-    npm_env.insert("npm_package_name".into(), "evil-pkg".into());
-    npm_env.insert("npm_package_version".into(), "1.0.0".into());
+    npm_env.extend(postinstall_of("evil-pkg"));
     sim.run_step(400, "__run_2");
     sim.spawn(
         400,
