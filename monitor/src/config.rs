@@ -57,6 +57,9 @@ pub struct Config {
     /// (`profiles/exfil-services.yml`'s format; relative to this file's directory).
     #[serde(default)]
     pub exfil_services: Option<PathBuf>,
+    /// Baselines across runs: the store (SQLite file or `postgres://` URL) and thresholds.
+    #[serde(default)]
+    pub baseline: Option<crate::baseline::BaselineConfig>,
 }
 
 impl Config {
@@ -74,6 +77,24 @@ impl Config {
                     config.version
                 ),
             });
+        }
+        if let Some(baseline) = &config.baseline {
+            let problem = baseline.thresholds().check().err().or_else(|| {
+                baseline
+                    .store
+                    .as_deref()
+                    .filter(|s| s.starts_with("postgres"))
+                    .and_then(|s| s.parse::<postgres::Config>().err())
+                    .map(|e| format!("store: not a PostgreSQL URL: {e}"))
+            });
+            if let Some(message) = problem {
+                return Err(ProfileError {
+                    line: crate::profile::line_containing(&text, "baseline:"),
+                    column: 1,
+                    file,
+                    message: format!("baseline: {message}"),
+                });
+            }
         }
         Ok(config)
     }

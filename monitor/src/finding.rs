@@ -67,10 +67,11 @@ pub enum RuleId {
     ActionTampered,
     SourceModified,
     SniMismatch,
+    NewBehaviour,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 31] = [
+    pub const ALL: [RuleId; 32] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -102,6 +103,7 @@ impl RuleId {
         RuleId::ActionTampered,
         RuleId::SourceModified,
         RuleId::SniMismatch,
+        RuleId::NewBehaviour,
     ];
 
     /// The id as findings, metrics and docs/findings.md spell it.
@@ -138,6 +140,7 @@ impl RuleId {
             RuleId::ActionTampered => "action-tampered",
             RuleId::SourceModified => "source-modified",
             RuleId::SniMismatch => "sni-mismatch",
+            RuleId::NewBehaviour => "new-behaviour",
         }
     }
 
@@ -150,7 +153,8 @@ impl RuleId {
             | RuleId::ExecOfJobWrittenFile
             | RuleId::UnexpectedExecutable
             | RuleId::OutlivedStep
-            | RuleId::SourceModified => Severity::Medium,
+            | RuleId::SourceModified
+            | RuleId::NewBehaviour => Severity::Medium,
             RuleId::EgressBlockedAllowed | RuleId::LifecycleHook => Severity::Low,
             RuleId::ProcessMemoryRead
             | RuleId::AgentTampering
@@ -233,6 +237,7 @@ impl RuleId {
             }
             RuleId::DnsForgedAnswer => "a DNS answer is evidence of where a name points only when it comes from where the question went",
             RuleId::DefenceTampering => "a job does not switch off the host's logging, auditing, hardening or module policy",
+            RuleId::NewBehaviour => "baseline: none of this job's recorded runs did this in this step (`monitor baseline forget` removes what should not be kept; the profile may allow it and still the change is news)",
             RuleId::FindingFlood => "a job raising thousands of findings buries the ones that matter and can push earlier findings out of rotated logs: past the bound they are counted, not written",
         }
     }

@@ -5,6 +5,7 @@
 //! [`finding::Finding`] -> outputs ([`output`], [`metrics`], reports); [`agent`] wires it live.
 
 pub mod agent;
+pub mod baseline;
 pub mod ci;
 pub mod config;
 pub mod containers;

@@ -110,6 +110,17 @@ enum Command {
         /// exfil_services].
         #[arg(long, value_name = "PATH")]
         exfil_services: Option<PathBuf>,
+        /// Where baselines across runs are kept: a SQLite file or a postgres:// URL [default:
+        /// /var/lib/monitor/baseline.db] [config: baseline.store].
+        #[arg(long, value_name = "STORE")]
+        baseline: Option<String>,
+        /// Keep no baselines (no `new-behaviour` findings).
+        #[arg(long, conflicts_with = "baseline")]
+        no_baseline: bool,
+        /// Where runs wait while the baseline store cannot take them [default: beside a SQLite
+        /// store, else /var/lib/monitor/baseline-pending] [config: baseline.pending_dir].
+        #[arg(long, value_name = "DIR")]
+        baseline_pending: Option<PathBuf>,
     },
     /// Rebuild a job's report from recorded events (without JOB: list the jobs in the logs).
     Report {
@@ -192,6 +203,8 @@ enum Command {
     /// this machine and print a scorecard; exits 1 on a miss or a false positive, 2 when a
     /// scenario could not run (a program it needs is missing).
     Selftest(monitor::selftest::SelftestArgs),
+    /// Baselines across runs: status, what a run brought, forget, export as a profile.
+    Baseline(monitor::baseline::cli::BaselineArgs),
     /// Check that this machine can run the monitor and say what to fix.
     Doctor {
         /// Only inspect; do not load the programs.
@@ -287,6 +300,39 @@ fn comment_safe(text: &str) -> String {
 /// Where reports go unless told otherwise.
 const DEFAULT_REPORTS: &str = "/var/lib/monitor/reports";
 
+/// Where and how baselines are kept: flags over the configuration's `baseline:` section over the
+/// defaults (on, SQLite under /var/lib/monitor).
+fn baseline_options(
+    store: Option<String>,
+    off: bool,
+    pending: Option<PathBuf>,
+    section: Option<&monitor::baseline::BaselineConfig>,
+) -> Option<monitor::baseline::BaselineOptions> {
+    use monitor::baseline::{DEFAULT_PENDING_DIR, DEFAULT_STORE};
+    if off || section.is_some_and(|s| !s.enabled) {
+        return None;
+    }
+    let store = store
+        .or_else(|| section.and_then(|s| s.store.clone()))
+        .unwrap_or_else(|| DEFAULT_STORE.into());
+    let pending_dir = pending
+        .or_else(|| section.and_then(|s| s.pending_dir.clone()))
+        .unwrap_or_else(|| {
+            let file = store.strip_prefix("sqlite://").unwrap_or(&store);
+            match Path::new(file).parent() {
+                Some(dir) if !store.starts_with("postgres") && !dir.as_os_str().is_empty() => {
+                    dir.join("baseline-pending")
+                }
+                _ => DEFAULT_PENDING_DIR.into(),
+            }
+        });
+    Some(monitor::baseline::BaselineOptions {
+        store,
+        thresholds: section.map(|s| s.thresholds()).unwrap_or_default(),
+        pending_dir,
+    })
+}
+
 fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
     match path {
         Some(p) => Ok(Profile::load(p)?),
@@ -336,6 +382,9 @@ fn main() -> anyhow::Result<()> {
             watch_homes,
             docker_socket,
             exfil_services,
+            baseline,
+            no_baseline,
+            baseline_pending,
         } => {
             // Everything the agent creates (logs, reports, sockets before their chmod) is
             // owner-only unless it says otherwise.
@@ -368,8 +417,15 @@ fn main() -> anyhow::Result<()> {
                 (None, Some(path)) => file.exfil_services_beside(path)?,
                 (None, None) => ExfilServices::built_in(),
             };
+            let baseline = baseline_options(
+                baseline,
+                no_baseline,
+                baseline_pending,
+                file.baseline.as_ref(),
+            );
             let defaults = agent::RunOptions::default();
             let options = agent::RunOptions {
+                baseline,
                 exfil_services: std::sync::Arc::new(exfil_services),
                 events: events.or(file.events),
                 findings: findings.or(file.findings),
@@ -597,6 +653,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Baseline(args) => monitor::baseline::cli::run(args),
         Command::Selftest(args) => {
             let card = match monitor::selftest::run(&args) {
                 Ok(card) => card,

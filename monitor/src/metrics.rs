@@ -63,7 +63,94 @@ pub struct Metrics {
     pub containers_seen: IntCounter,
     /// Memory held by decoded records waiting for the pipeline (`KernelEvent::memory_bytes`).
     pub queued_bytes: IntGauge,
+    /// Baselines across runs (see `baseline`).
+    pub baseline: crate::baseline::BaselineMetrics,
     repositories: Mutex<HashSet<String>>,
+}
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn baseline_metrics(registry: &Registry) -> crate::baseline::BaselineMetrics {
+    use crate::baseline::behaviour::BehaviourKind;
+    let new_behaviours = counter_vec(
+        registry,
+        "monitor_baseline_new_behaviours_total",
+        "Behaviours a job's run did that its baseline had not seen, by kind (counted while learning too).",
+        &["kind"],
+    );
+    for kind in BehaviourKind::ALL {
+        new_behaviours.with_label_values(&[kind.as_str()]);
+    }
+    crate::baseline::BaselineMetrics {
+        state: registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "monitor_baseline_state",
+                    "1 for the state of each job's baseline (learning, stable, unstable) as of its last run, 0 for the others (at most 256 jobs).",
+                ),
+                &["job", "state"],
+            )
+            .expect("valid metric"),
+        ),
+        new_behaviours,
+        runs_recorded: registered(
+            registry,
+            IntCounter::new(
+                "monitor_baseline_runs_recorded_total",
+                "Runs recorded in the baseline store (at the job's end, or later from the pending directory).",
+            )
+            .expect("valid metric"),
+        ),
+        pending: registered(
+            registry,
+            IntGauge::new(
+                "monitor_baseline_pending_runs",
+                "Runs waiting on disk for the baseline store to take them.",
+            )
+            .expect("valid metric"),
+        ),
+        runs_lost: registered(
+            registry,
+            IntCounter::new(
+                "monitor_baseline_runs_lost_total",
+                "Runs the baseline never got: pending ones dropped past the bound, or ones that could not be kept on disk.",
+            )
+            .expect("valid metric"),
+        ),
+        store_errors: registered(
+            registry,
+            IntCounter::new(
+                "monitor_baseline_store_errors_total",
+                "Failed attempts to reach, read or write the baseline store.",
+            )
+            .expect("valid metric"),
+        ),
+        store_up: registered(
+            registry,
+            IntGauge::new(
+                "monitor_baseline_store_up",
+                "Whether the baseline store answered the last attempt: 1 yes, 0 no.",
+            )
+            .expect("valid metric"),
+        ),
+        record_seconds: registered(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "monitor_baseline_record_seconds",
+                    "Time at a job's end to compare its run with the baseline and record it.",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 4.0]),
+            )
+            .expect("valid metric"),
+        ),
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -242,6 +329,7 @@ impl Metrics {
             profile_reloads.with_label_values(&[result]);
         }
         Metrics {
+            baseline: baseline_metrics(&registry),
             profile_reloads,
             container_runtime_up,
             containers_seen,

@@ -112,6 +112,13 @@ impl Agent {
             .arg("--reports")
             .arg(dir.path().join("reports"))
             .args(forced_open_hook())
+            // Baselines only where a test asks for one: every test's jobs are `acme/app`'s
+            // `build`, and a baseline shared by unrelated tests would report their differences.
+            .args(if extra.iter().any(|a| a.starts_with("--baseline")) {
+                &[][..]
+            } else {
+                &["--no-baseline"][..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)

@@ -321,6 +321,12 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     // a static busybox to make images from (nothing is pulled from a registry).
     ("dockerd", &["--version"], "docker.io"),
     ("docker", &["--version"], "docker.io"),
+    // The shared baseline's tests: a PostgreSQL cluster of their own (initdb, pg_ctl).
+    (
+        "sh",
+        &["-c", "ls /usr/lib/postgresql/*/bin/initdb"],
+        "postgresql",
+    ),
     (
         "sh",
         &[

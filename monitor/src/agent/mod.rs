@@ -74,6 +74,8 @@ pub struct RunOptions {
     pub release_enforcement: bool,
     /// Services that take data from anyone (`known-exfil-service`).
     pub exfil_services: std::sync::Arc<crate::rules::exfil_services::ExfilServices>,
+    /// Baselines across runs; None: off.
+    pub baseline: Option<crate::baseline::BaselineOptions>,
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -103,6 +105,7 @@ impl Default for RunOptions {
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
             release_enforcement: false,
             exfil_services: Default::default(),
+            baseline: None,
         }
     }
 }
@@ -287,7 +290,27 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating the reports directory {}", dir.display()))?;
     }
+    let stats = Arc::new(Metrics::new());
+    let baseline = match &options.baseline {
+        Some(b) => {
+            let baseline = crate::baseline::Baseline::start(b.clone(), stats.baseline.clone())
+                .context("starting the baseline store (--no-baseline runs without)")?;
+            log::info!(
+                "baselines across runs: {} store {} (learning {} runs, stable after {} runs without anything new)",
+                if b.store.starts_with("postgres") { "PostgreSQL" } else { "SQLite" },
+                crate::baseline::store::shown_location(&b.store),
+                b.thresholds.learning_runs,
+                b.thresholds.stable_after
+            );
+            Some(baseline)
+        }
+        None => {
+            log::info!("baselines across runs: off");
+            None
+        }
+    };
     let pipeline = Pipeline {
+        baseline,
         events: std::io::BufWriter::with_capacity(256 * 1024, output),
         findings,
         judge: Judge::new(engine),
@@ -318,7 +341,6 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
 
-    let stats = Arc::new(Metrics::new());
     let optional = |hook: &str| {
         if crate::probes::is_optional(hook) {
             "true"

@@ -58,6 +58,8 @@ pub(super) struct Pipeline {
     pub(super) sources: Option<super::sources::SourceWatch>,
     /// Events of containers' processes waiting for the runtime's word (see `container_hold`).
     pub(super) hold: super::container_hold::ContainerHold,
+    /// Baselines across runs: each ended job's run compared and recorded (see `baseline`).
+    pub(super) baseline: Option<crate::baseline::Baseline>,
 }
 
 /// Ticks the loss counts of a process not known yet wait for it (its exec may be queued).
@@ -273,6 +275,37 @@ impl Pipeline {
         ended
     }
 
+    /// The job's run against its baseline: the report's section, and `new-behaviour` findings
+    /// written with the others. Only a job the runner declared (or the configuration names)
+    /// is recorded: any process can claim a repository in its environment, and a baseline a job
+    /// could teach in another's name would hide that job's next change.
+    fn judge_baseline(
+        &mut self,
+        report: &mut crate::report::Report,
+        job: &crate::engine::EndedJob,
+        stats: &Stats,
+    ) {
+        let Some(baseline) = self.baseline.as_mut() else {
+            return;
+        };
+        let run = crate::baseline::behaviour::run_record(report);
+        let trusted = job.declared || self.judge.engine.profiles().names_repository(&report.job);
+        let (section, comparison) = baseline.judge(run, trusted);
+        let mut findings = match &comparison {
+            Some(c) => {
+                let steps: Vec<_> = report.steps.iter().map(|s| s.step.clone()).collect();
+                let time = report.ended.clone().unwrap_or_else(now_rfc3339);
+                crate::baseline::compare::findings(c, &report.job, &steps, &time, job.ended_ns)
+            }
+            None => Vec::new(),
+        };
+        for f in &mut findings {
+            f.id = self.judge.engine.take_finding_id();
+        }
+        report.add_baseline(section, &findings);
+        self.write_findings(findings, stats);
+    }
+
     /// Writes the reports of the jobs that ended (kept in `recent_reports` for the hook).
     fn write_reports(&mut self, ended: Vec<crate::engine::EndedJob>, stats: &Stats) {
         if !ended.is_empty() {
@@ -285,10 +318,11 @@ impl Pipeline {
             stats
                 .job_duration
                 .observe(job.ended_ns.saturating_sub(job.started_ns) as f64 / 1e9);
-            let key = job.identity.key;
+            let key = job.identity.key.clone();
             let Some(mut report) = self.judge.recorder.report(&key, now_rfc3339()) else {
                 continue;
             };
+            self.judge_baseline(&mut report, &job, stats);
             report.summary_nonce = new_summary_nonce();
             let paths = match &self.reports_dir {
                 Some(dir) => match write_all(dir, &report) {

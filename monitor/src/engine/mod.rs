@@ -219,6 +219,9 @@ pub struct EndedJob {
     pub findings_suppressed: u64,
     pub started_ns: u64,
     pub ended_ns: u64,
+    /// The runner's job hook declared it (its identity is the runner's word, not the job's
+    /// environment): only such jobs, or those the configuration names, teach baselines.
+    pub declared: bool,
 }
 
 /// A `.pth` file written by a job, waiting to be read at some interpreter's start.
@@ -412,6 +415,7 @@ impl Engine {
                     identity: job.identity.clone(),
                     started_ns: job.started_ns,
                     ended_ns: job.ended_ns.unwrap_or(job.started_ns),
+                    declared: job.declared,
                 }
             })
             .collect()
@@ -429,6 +433,12 @@ impl Engine {
 
     /// Whether the job was declared over the control socket (its identity is the runner's
     /// word, not only an environment any local process can set).
+    /// A number for a finding made outside the engine's rules (the baseline's, at a job's end).
+    pub fn take_finding_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
     pub fn job_declared(&self, key: &str) -> bool {
         self.job_by_key
             .get(key)

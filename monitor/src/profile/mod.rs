@@ -5,7 +5,7 @@
 //! the ref). Unknown keys are errors, and every error names the file, line and column, because a
 //! misspelt allowance silently ignored is a hole nobody sees.
 
-mod learn;
+pub mod learn;
 pub mod pattern;
 pub mod set;
 
@@ -924,7 +924,11 @@ fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) -> bool {
 }
 
 /// Adds `by` to the rule for `pattern` (made if missing); false when it was already there.
-fn add_access_pattern(list: &mut Vec<AccessRule>, pattern: PathPattern, by: &str) -> bool {
+pub(crate) fn add_access_pattern(
+    list: &mut Vec<AccessRule>,
+    pattern: PathPattern,
+    by: &str,
+) -> bool {
     if let Some(rule) = list.iter_mut().find(|r| r.path == pattern) {
         if rule.by.iter().any(|b| b == by) {
             return false;

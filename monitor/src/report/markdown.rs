@@ -127,6 +127,51 @@ pub fn closers_for(existing: &str) -> String {
     out
 }
 
+/// The baseline's section: its state, and per step what was new.
+fn baseline(md: &mut String, b: &crate::baseline::BaselineReport) {
+    let state = b
+        .state
+        .map_or("not compared".to_string(), |s| s.as_str().to_string());
+    let recorded = match b.recorded {
+        crate::baseline::Recording::Recorded => "this run is recorded",
+        crate::baseline::Recording::Pending => {
+            "**this run's record is pending** (the store did not take it yet)"
+        }
+        crate::baseline::Recording::NotRecorded => "this run is not recorded",
+    };
+    let _ = writeln!(
+        md,
+        "**Baseline** {} ({} store): {state} after {} run(s); {recorded}.",
+        code(&b.job),
+        b.store,
+        b.runs
+    );
+    if let Some(note) = &b.note {
+        let _ = writeln!(md, "\n> {}", cell(note));
+    }
+    let new: Vec<_> = b.steps.iter().filter(|s| !s.new.is_empty()).collect();
+    if !new.is_empty() {
+        md.push_str("\n| step | baseline | new behaviour |\n|---|---|---|\n");
+        let mut rows = 0;
+        for s in new {
+            for behaviour in &s.new {
+                if rows == MAX_ROWS {
+                    break;
+                }
+                rows += 1;
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    code(&s.step),
+                    s.state,
+                    code(&behaviour.to_string())
+                );
+            }
+        }
+    }
+    md.push('\n');
+}
+
 pub fn render(r: &Report) -> String {
     let mut md = String::new();
     if let Some(nonce) = &r.summary_nonce {
@@ -206,6 +251,9 @@ pub fn render(r: &Report) -> String {
             );
         }
         md.push('\n');
+    }
+    if let Some(b) = &r.baseline {
+        baseline(&mut md, b);
     }
     if !r.containers.is_empty() {
         md.push_str("| container | image | step | processes |\n|---|---|---|---|\n");

@@ -232,6 +232,27 @@ pub struct Report {
     /// outlived its end; the report was written again with them (see `late.rs`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub late_findings: u64,
+    /// The job's baseline across runs and what this run did that it had not seen (absent when
+    /// the agent keeps no baseline, or for reports rebuilt from logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::BaselineReport>,
+}
+
+impl Report {
+    /// Adds the baseline's section and its `new-behaviour` findings (numbered already), and
+    /// brings the summary up to date.
+    pub fn add_baseline(&mut self, section: crate::baseline::BaselineReport, findings: &[Finding]) {
+        for f in findings {
+            if self.findings.len() >= MAX_FINDINGS {
+                self.omitted.findings += 1;
+            } else {
+                self.findings.push(f.clone());
+            }
+        }
+        self.summary.findings = self.findings.len();
+        self.summary.findings_by_severity = severity_counts(&self.findings);
+        self.baseline = Some(section);
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -825,6 +846,7 @@ impl Recorder {
             profile_additions: profile_additions(&job.findings),
             summary_nonce: None,
             late_findings: 0,
+            baseline: None,
         })
     }
 }

@@ -168,7 +168,7 @@ impl AgentUnderTest {
             .arg("--pin-dir")
             .arg(pins)
             // Never take over an installed agent's socket or metrics port.
-            .args(["--no-control-socket", "--no-metrics"])
+            .args(["--no-control-socket", "--no-metrics", "--no-baseline"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
