@@ -260,4 +260,38 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_baseline_section_is_read_and_its_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.yml");
+        std::fs::write(
+            &path,
+            "version: 1\nbaseline:\n  store: postgres://monitor@db.internal/baselines\n  learning_runs: 3\n",
+        )
+        .unwrap();
+        let b = Config::load(&path).unwrap().baseline.unwrap();
+        assert!(b.enabled);
+        assert_eq!(b.thresholds().learning_runs, 3);
+        assert_eq!(b.thresholds().stable_after, 5);
+        for (text, needle) in [
+            (
+                "version: 1\n\nbaseline:\n  stable_after: 2\n  unstable_window: 4\n",
+                ":3:1: baseline: unstable_window (4)",
+            ),
+            (
+                "version: 1\nbaseline:\n  learning_runs: 0\n",
+                ":2:1: baseline: learning_runs",
+            ),
+            (
+                "version: 1\nbaseline:\n  store: postgres://a:b:c@/x?bad=1\n",
+                ":2:1: baseline: store: not a PostgreSQL URL",
+            ),
+            ("version: 1\nbaseline:\n  stor: x\n", "stor"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
 }

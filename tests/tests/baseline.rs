@@ -180,6 +180,9 @@ fn a_new_destination_on_a_stable_baseline_is_reported_in_its_step_only_and_expor
     let md =
         std::fs::read_to_string(agent.report_path(&runner).unwrap().with_extension("md")).unwrap();
     assert!(md.contains("Baseline") && md.contains("127.0.0.2"), "{md}");
+    let html = std::fs::read_to_string(agent.report_path(&runner).unwrap().with_extension("html"))
+        .unwrap();
+    assert!(html.contains("id=\"baseline\"") && html.contains("tcp 127.0.0.2:*"));
     let metrics = agent.scrape();
     assert_eq!(
         sample(

@@ -194,3 +194,43 @@ fn sources_rewritten_after_the_checkout_are_reported_and_builds_are_not() {
     // build's output and git's checkout are not findings.
     assert_eq!(modified.len(), 2, "{modified:#?}");
 }
+
+/// A runner directory removed while watched leaves its identity in the kernel until the next
+/// refresh, and ext4 gives its inode number to the next directory made (at once, here): a write
+/// in that new directory, elsewhere in the workspace, is not a write in the runner's actions.
+/// The step proves the number was reused before it writes.
+#[test]
+fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
+    let agent = Agent::start();
+    let runner = FakeRunner::outside_tmp();
+    let actions = runner.layout.actions();
+    std::fs::create_dir_all(actions.join("actions/checkout/v4")).unwrap();
+    let a = actions.display();
+    let output = runner.run_job_with_hooks(
+        &[
+            (
+                "reuse",
+                &format!(
+                    "sleep 1\n\
+                     old=$(stat -c %i '{a}')\n\
+                     rm -rf '{a}'\n\
+                     for i in $(seq 100); do\n\
+                       mkdir \"fresh$i\"\n\
+                       if [ \"$(stat -c %i fresh$i)\" = \"$old\" ]; then\n\
+                         echo 'build();' > \"fresh$i/index.js\"; echo REUSED; break\n\
+                       fi\n\
+                     done\n"
+                ),
+            ),
+            MARKER_STEP,
+        ],
+        Some(&agent.control_socket),
+    );
+    assert!(
+        output.contains("REUSED"),
+        "the file system did not reuse the inode number, the case was not made:\n{output}"
+    );
+    let mine = agent.findings_through_marker(&runner);
+    let tampered = by_rule(&mine, "action-tampered");
+    assert!(tampered.is_empty(), "{tampered:#?}");
+}

@@ -4,6 +4,8 @@
 //! one `lifecycle-hook` finding per step and ecosystem. Then the monitor's own advice is followed:
 //! a profile learnt from that run (`monitor profile learn --job`) must judge a second run of the
 //! same job clean, except for an attack step injected at its end, which it must still find.
+//! The same second run, on the same runner, is compared with the first by the job's baseline:
+//! its honest steps must bring nothing new, the injected step must be `new-behaviour`.
 //!
 //! Each test prints its job's findings (a table in the test output) so precision can be read
 //! off a run: `cargo test -p integration-tests --test corpus -- --nocapture`.
@@ -69,10 +71,28 @@ fn run_corpus_job(name: &str) {
     integration_tests::require_root();
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let job = corpus::job(name);
-    let mut agent = Agent::start();
+    // A baseline that judges from the second run on (learning one run, unstable after it).
+    let baseline_dir = tempfile::tempdir().unwrap();
+    let config = baseline_dir.path().join("monitor.yml");
+    std::fs::write(
+        &config,
+        "version: 1\nbaseline:\n  learning_runs: 1\n  stable_after: 1\n  unstable_window: 1\n",
+    )
+    .unwrap();
+    let db = baseline_dir.path().join("baseline.db");
+    let mut agent = Agent::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--baseline",
+        db.to_str().unwrap(),
+    ]);
 
     // 1. The job as it is, under the built-in profile.
     let first = FakeRunner::outside_tmp();
+    let home_before: Vec<std::ffi::OsString> = std::fs::read_dir(&first.home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     let steps = job.prepare(&first.workspace);
     let output = first.run_job_with_hooks(&step_refs(&steps), Some(&agent.control_socket));
     let report = report_of(&agent, &first, &output);
@@ -115,8 +135,29 @@ fn run_corpus_job(name: &str) {
         report["incomplete_because"]
     );
 
-    // 2. The same job again, with an attack step at its end.
-    let second = FakeRunner::outside_tmp();
+    // 2. The same job again on the same runner (a fresh checkout in the same workspace, as
+    // actions/checkout cleans it), with an attack step at its end.
+    let first_run = first.run_id.clone();
+    let mut second = first;
+    second.run_id = format!("{first_run}2");
+    // The workspace cleaned, and what the first run left in the home (keys it generated:
+    // the corpus jobs are written for fresh runners) removed.
+    let left_in_home = std::fs::read_dir(&second.home)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !home_before.contains(&e.file_name()))
+        .map(|e| e.path());
+    for path in std::fs::read_dir(&second.workspace)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain(left_in_home)
+    {
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
     std::fs::create_dir_all(second.home.join(".aws")).unwrap();
     std::fs::write(second.home.join(".aws/credentials"), CANARY).unwrap();
     let mut steps = job.prepare(&second.workspace);
@@ -134,7 +175,35 @@ fn run_corpus_job(name: &str) {
         "the attack step read the canary:\n{output}"
     );
     assert!(second.workspace.join(".dropped").exists(), "{output}");
-    report_of(&agent, &second, &output);
+    let second_report = report_of(&agent, &second, &output);
+    // The baseline: the honest steps did nothing the first run did not; the injected step is
+    // new behaviour (the canary's read, the dropped program).
+    let new_outside: Vec<&Value> = second_report["baseline"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no baseline section: {second_report:#}"))
+        .iter()
+        .filter(|s| s["step"] != "injected" && s["new"] != serde_json::json!([]))
+        .collect();
+    assert!(
+        new_outside.is_empty(),
+        "{name}: an honest step's second run did something new: {new_outside:#?}"
+    );
+    let found = findings(&second_report);
+    let new: Vec<&Value> = found
+        .iter()
+        .filter(|f| rule(f) == "new-behaviour")
+        .collect();
+    assert!(
+        !new.is_empty() && new.iter().all(|f| f["step"]["id"] == "injected"),
+        "{name}: new-behaviour must be the injected step's only:\n{}",
+        table(name, &found)
+    );
+    assert!(
+        new.iter()
+            .any(|f| f["evidence"]["kind"] == "credential-access"),
+        "{name}: the canary's read is new:\n{}",
+        table(name, &found)
+    );
     agent.stop();
     // Rotated logs included: a busy machine fills the log quickly.
     let events = agent.event_logs();
@@ -146,7 +215,7 @@ fn run_corpus_job(name: &str) {
         "profile",
         "learn",
         "--job",
-        &first.run_id,
+        &first_run,
         "-o",
         learnt.to_str().unwrap(),
     ];

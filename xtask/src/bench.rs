@@ -657,6 +657,88 @@ struct Results {
     peak_rss_kib: BTreeMap<String, u64>,
     audit_rules: Vec<String>,
     bpftrace_script: String,
+    /// What recording a job's run in the baseline costs (absent in older results).
+    #[serde(default)]
+    baseline: Option<BaselineCost>,
+}
+
+/// The baseline's cost at a job's end, measured on the SQLite store (docs/baseline.md).
+#[derive(Debug, Serialize, Deserialize, Clone)]
+struct BaselineCost {
+    runs: usize,
+    behaviours_per_run: usize,
+    /// Compare and record one run (snapshot read, comparison, one transaction), milliseconds.
+    ms_per_run: f64,
+    /// The database (with its write-ahead log) after `runs` runs, bytes.
+    bytes: u64,
+}
+
+/// Records `RUNS` runs of one job (6 steps of 50 behaviours, one behaviour different in each
+/// run, as a temporary path the generaliser does not catch would be) with the real CLI into a
+/// fresh SQLite store: the time per run and the database's size.
+fn baseline_cost(bin: &Path, dir: &Path) -> anyhow::Result<BaselineCost> {
+    const RUNS: usize = 1_000;
+    const STEPS: usize = 6;
+    const PER_STEP: usize = 50;
+    let runs_dir = dir.join("baseline-runs");
+    std::fs::create_dir_all(&runs_dir)?;
+    let mut files = Vec::new();
+    for n in 0..RUNS {
+        let mut steps = serde_json::Map::new();
+        for s in 0..STEPS {
+            let mut behaviours: Vec<serde_json::Value> = (0..PER_STEP - 1)
+                .map(|i| {
+                    let (kind, item) = match i % 3 {
+                        0 => ("destination", format!("tcp host{i}.example.com:443")),
+                        1 => ("executable", format!("/usr/lib/tool{i}/bin/run")),
+                        _ => (
+                            "credential-access",
+                            format!("~/.config/tool{i}/token by tool{i}"),
+                        ),
+                    };
+                    serde_json::json!({"kind": kind, "item": item})
+                })
+                .collect();
+            behaviours.push(
+                serde_json::json!({"kind": "executable", "item": format!("/opt/run-{n}/step{s}")}),
+            );
+            steps.insert(format!("step{s}"), serde_json::Value::Array(behaviours));
+        }
+        let record = serde_json::json!({
+            "job": "github:bench/app/CI/build",
+            "run": format!("github/bench/app/{n}/1/build"),
+            "run_id": n.to_string(),
+            "ended": "2026-12-01T00:00:00Z",
+            "steps": steps,
+        });
+        let file = runs_dir.join(format!("{n:05}.json"));
+        std::fs::write(&file, record.to_string())?;
+        files.push(file);
+    }
+    let db = dir.join("baseline-bench.db");
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(["baseline", "--store"])
+        .arg(&db)
+        .arg("import")
+        .args(&files)
+        .output()
+        .context("monitor baseline import")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "monitor baseline import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let bytes = size(db.clone()) + size(db.with_extension("db-wal"));
+    Ok(BaselineCost {
+        runs: RUNS,
+        behaviours_per_run: STEPS * PER_STEP,
+        ms_per_run: seconds * 1000.0 / RUNS as f64,
+        bytes,
+    })
 }
 
 fn machine_info(monitor: &Path) -> BTreeMap<String, String> {
@@ -797,7 +879,10 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             stop(running)?;
         }
     }
+    eprintln!("bench: baseline recording (1,000 runs into SQLite)");
+    let baseline = Some(baseline_cost(&bin, dir)?);
     let results = Results {
+        baseline,
         machine: machine_info(&bin),
         rounds: args.rounds,
         scale: args.scale,
@@ -809,6 +894,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         bpftrace_script: BPFTRACE_SCRIPT.to_string(),
     };
     print!("{}", table(&results));
+    if let Some(b) = &results.baseline {
+        print!("{}", baseline_table(b));
+    }
     std::io::stdout().flush()?;
     if !args.monitor_only {
         std::fs::create_dir_all(docs.join("benchmarks"))?;
@@ -918,6 +1006,19 @@ fn table(r: &Results) -> String {
     out
 }
 
+fn baseline_table(b: &BaselineCost) -> String {
+    format!(
+        "\n## Baselines across runs\n\nRecording a job's run at its end (read the job's baseline, compare, one transaction), \
+         measured with `monitor baseline import` into a fresh SQLite store: {} runs of {} behaviours each, one new per step and run.\n\n\
+         | per run | database after {} runs |\n|---:|---:|\n| {:.2} ms | {:.1} MiB |\n",
+        b.runs,
+        b.behaviours_per_run,
+        b.runs,
+        b.ms_per_run,
+        b.bytes as f64 / (1024.0 * 1024.0)
+    )
+}
+
 fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
     let peers = peers(r);
     let mut md = String::from(
@@ -1011,6 +1112,9 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          \x20 with BPF-LSM or fentry those tracepoints are not attached and the security hooks run instead;\n\
          \x20 that tier cannot be measured on a machine that refuses it (nor in an emulated VM).\n",
     );
+    if let Some(b) = &r.baseline {
+        md.push_str(&baseline_table(b));
+    }
     std::fs::write(docs.join("benchmarks.md"), md)?;
     chart(&docs.join("benchmarks.png"), r, &peers)
 }
@@ -1144,6 +1248,7 @@ mod tests {
             peak_rss_kib: BTreeMap::from([("monitor".to_string(), 2048)]),
             audit_rules: Vec::new(),
             bpftrace_script: String::new(),
+            baseline: None,
         };
         let dir = tempfile::tempdir().unwrap();
         write_docs(dir.path(), &results).unwrap();

@@ -33,9 +33,14 @@ use monitor_common::{
     InodeKey, WATCH_CREDENTIAL, WATCH_INODE_SLOTS, WATCH_READ, WATCH_SUBTREE_SLOTS, WATCH_WRITE,
 };
 
+pub use crate::event::enrich::Watched;
 use crate::rules::{credentials, persistence};
 
 const REFRESH: Duration = Duration::from_secs(10);
+/// How long a watched file whose name is gone stays watched by identity.
+const GONE_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Gone files kept at once (the oldest go first).
+const MAX_GONE: usize = 1_024;
 const MAX_PER_DIR: usize = 256;
 const MAX_HOMES: usize = 64;
 
@@ -85,6 +90,12 @@ pub struct Identities {
     /// Homes the configuration names (`watch_homes`).
     configured: BTreeSet<String>,
     pushed: BTreeMap<InodeKey, (String, u32)>,
+    /// When each pushed identity was last read as its file's (the latest refresh, or when it
+    /// was written).
+    seen: BTreeMap<InodeKey, std::time::SystemTime>,
+    /// Watched files whose name is gone, kept by identity for [`GONE_KEEP`] (at most
+    /// [`MAX_GONE`]): a hard link elsewhere keeps the inode, and the key, alive.
+    gone: BTreeMap<InodeKey, (String, u32, std::time::SystemTime)>,
     homes: BTreeSet<String>,
     last: Option<Instant>,
     /// `WATCH_SUBTREES`: directories watched for writes at any depth (the runners' actions and
@@ -120,6 +131,8 @@ impl Identities {
                 .filter(|h| h.starts_with('/') && h.len() > 1)
                 .collect(),
             pushed: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            gone: BTreeMap::new(),
             homes: BTreeSet::new(),
             last: None,
             subtree_map: HashMap::try_from(subtree_map)?,
@@ -132,7 +145,7 @@ impl Identities {
     /// A watched name was written (created, replaced, linked) at `path`: when the rules watch
     /// that file, its identity is watched from now (a credential made during a job, as
     /// setup-node's `.npmrc`, is known under other names at once). Returns the identity added.
-    pub fn written(&mut self, path: &str) -> Option<((u32, u64), String)> {
+    pub fn written(&mut self, path: &str) -> Option<((u32, u64), Watched)> {
         let home = self
             .homes
             .iter()
@@ -148,7 +161,15 @@ impl Identities {
         self.add_bit(key.ino);
         self.map.insert(key, access, 0).ok()?;
         self.pushed.insert(key, (path.to_string(), access));
-        Some(((key.dev, key.ino), path.to_string()))
+        self.seen.insert(key, std::time::SystemTime::now());
+        self.gone.remove(&key);
+        Some((
+            (key.dev, key.ino),
+            Watched {
+                path: path.to_string(),
+                seen_at: std::time::SystemTime::now(),
+            },
+        ))
     }
 
     /// Reads the files again when the last read is older than `REFRESH` or `job_homes` names
@@ -157,7 +178,7 @@ impl Identities {
     pub fn refresh_if_due<'a>(
         &mut self,
         job_homes: impl Iterator<Item = &'a str>,
-    ) -> Option<StdHashMap<(u32, u64), String>> {
+    ) -> Option<StdHashMap<(u32, u64), Watched>> {
         // Called on every tick: only a job's new home reads the disk before `REFRESH` is due.
         let job_homes: Vec<&str> = job_homes.collect();
         let new_home = job_homes.iter().any(|h| !self.homes.contains(*h));
@@ -169,6 +190,7 @@ impl Identities {
         homes.extend(job_homes.into_iter().map(str::to_string));
         self.last = Some(Instant::now());
         self.homes = homes;
+        let reading = std::time::SystemTime::now();
         let now = watched_files(&self.homes);
         // The prefilter lets the new identities through before they are in the map, and stops
         // the gone ones only once they are out of it.
@@ -180,17 +202,52 @@ impl Identities {
             .chain(self.subtree_inos())
             .collect();
         self.write_bits(both.into_iter());
-        for gone in self
+        // A watched file whose name is gone stays watched by identity a while: its inode may
+        // live on under another name (`ln ~/.ssh/id_rsa x; rm ~/.ssh/id_rsa`, read later). The
+        // enricher tells a file that still is it from a new one given its number by when each
+        // was made (`still_that_file`).
+        for key in self
             .pushed
             .keys()
             .filter(|k| !now.contains_key(k))
             .copied()
             .collect::<Vec<_>>()
         {
-            let _ = self.map.remove(&gone);
-            self.pushed.remove(&gone);
+            if let Some((path, access)) = self.pushed.remove(&key) {
+                let seen = self.seen.remove(&key).unwrap_or(reading);
+                self.gone.insert(key, (path, access, seen));
+            }
+        }
+        let expired: Vec<InodeKey> = self
+            .gone
+            .iter()
+            .filter(|(k, (_, _, seen))| {
+                now.contains_key(k)
+                    || reading
+                        .duration_since(*seen)
+                        .is_ok_and(|age| age > GONE_KEEP)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            self.gone.remove(&key);
+            if !now.contains_key(&key) {
+                let _ = self.map.remove(&key);
+            }
+        }
+        while self.gone.len() > MAX_GONE {
+            let oldest = self
+                .gone
+                .iter()
+                .min_by_key(|(_, (_, _, seen))| *seen)
+                .map(|(k, _)| *k);
+            if let Some(key) = oldest {
+                self.gone.remove(&key);
+                let _ = self.map.remove(&key);
+            }
         }
         for (key, (path, access)) in now {
+            self.seen.insert(key, reading);
             if self.pushed.get(&key).is_some_and(|(_, a)| *a == access) {
                 continue;
             }
@@ -207,17 +264,36 @@ impl Identities {
                 Err(e) => log::warn!("watching {path} by identity: {e}"),
             }
         }
+        self.seen.retain(|k, _| self.pushed.contains_key(k));
         let kept: Vec<u64> = self
             .pushed
             .keys()
+            .chain(self.gone.keys())
             .map(|k| k.ino)
             .chain(self.subtree_inos())
             .collect();
         self.write_bits(kept.into_iter());
         Some(
-            self.pushed
+            self.gone
                 .iter()
-                .map(|(k, (path, _))| ((k.dev, k.ino), path.clone()))
+                .map(|(k, (path, _, seen))| {
+                    (
+                        (k.dev, k.ino),
+                        Watched {
+                            path: path.clone(),
+                            seen_at: *seen,
+                        },
+                    )
+                })
+                .chain(self.pushed.iter().map(|(k, (path, _))| {
+                    (
+                        (k.dev, k.ino),
+                        Watched {
+                            path: path.clone(),
+                            seen_at: reading,
+                        },
+                    )
+                }))
                 .collect(),
         )
     }
@@ -259,7 +335,14 @@ impl Identities {
         if !new && self.subtrees_read.is_some_and(|t| t.elapsed() < REFRESH) {
             return;
         }
+        self.reread_subtrees();
+    }
+
+    /// Reads every watched directory's identity again and brings the kernel's map up to date;
+    /// whether any had changed (removed, or made anew).
+    fn reread_subtrees(&mut self) -> bool {
         self.subtrees_read = Some(Instant::now());
+        let mut changed = false;
         let paths: Vec<String> = self.subtrees.keys().cloned().collect();
         for path in paths {
             // The directory itself, never what a link there points at: a job owns `_work` and
@@ -272,6 +355,7 @@ impl Identities {
             if now == before {
                 continue;
             }
+            changed = true;
             if let Some(old) = before {
                 let _ = self.subtree_map.remove(&old);
             }
@@ -287,10 +371,63 @@ impl Identities {
             }
             self.subtrees.insert(path, now);
         }
+        changed
+    }
+
+    /// Whether a write the kernel matched by a watched directory's identity is really under
+    /// one. A directory removed since its identity was read (a finished job's runner, a test's
+    /// lab) leaves that identity in the kernel's map until the next refresh, and the file
+    /// system may give its inode number to a new directory anywhere: writes there would match.
+    /// Every watched directory is read again now (a few `lstat`s; writes under them are rare):
+    /// when none changed, the kernel's match stands (a bind mount, a hard link out, a detached
+    /// tree: routes a path cannot show); when one did, the map is corrected and the match
+    /// stands only if a directory above one of `paths` has a present identity.
+    pub fn confirm_subtree_match(&mut self, paths: &[&str]) -> bool {
+        if !self.reread_subtrees() {
+            return true;
+        }
+        let present: std::collections::HashSet<InodeKey> =
+            self.subtrees.values().flatten().copied().collect();
+        paths.iter().any(|path| {
+            std::path::Path::new(path)
+                .ancestors()
+                .skip(1)
+                .take(monitor_common::SUBTREE_DEPTH as usize)
+                .filter_map(|dir| std::fs::symlink_metadata(dir).ok())
+                .any(|m| present.contains(&inode_key(&m)))
+        })
     }
 
     fn subtree_inos(&self) -> Vec<u64> {
         self.subtrees.values().flatten().map(|k| k.ino).collect()
+    }
+}
+
+/// Whether `opened`, whose identity `key` was the watched file `watched`'s when last read
+/// (`seen_at`), is that file. Yes while `watched` still has that identity (a bind mount, a second
+/// name); yes too when `watched` is gone but `opened` was made before that read (two
+/// files cannot share an identity at once: it is the watched file's inode, kept alive by a hard
+/// link, as a thief who links a key elsewhere and removes the original would have it); no when
+/// `opened` was made after (the number of a removed file, given to a new one). When the file
+/// system keeps no creation time, yes (a finding rather than a miss).
+pub fn still_that_file(
+    watched: &str,
+    opened: &str,
+    key: (u32, u64),
+    seen_at: std::time::SystemTime,
+) -> bool {
+    let identity = |path: &str| {
+        std::fs::symlink_metadata(path).ok().map(|m| {
+            let k = inode_key(&m);
+            (k.dev, k.ino)
+        })
+    };
+    if identity(watched) == Some(key) {
+        return true;
+    }
+    match std::fs::symlink_metadata(opened).and_then(|m| m.created()) {
+        Ok(born) => born <= seen_at,
+        Err(_) => true,
     }
 }
 

@@ -230,6 +230,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
         .with_map_reader(map_facts)
+        .with_identity_check(identities::still_that_file)
         .with_exe_changed(exe_changed_unix_ns)
         .with_container_reader(crate::containers::container_of_process)
         .with_runtime_clients({

@@ -104,6 +104,39 @@ impl Pipeline {
         identities.watch_dirs(self.judge.engine.runner_dirs());
     }
 
+    /// A write the kernel matched by a watched runner directory's identity is checked against
+    /// the directories as they are now (see `Identities::confirm_subtree_match`); a stale match
+    /// loses its reason.
+    fn confirm_subtree_match(&mut self, event: &mut Event) {
+        let Some(identities) = self.identities.as_mut() else {
+            return;
+        };
+        let (matched, paths) = match &mut event.detail {
+            Detail::Open { matched, path, .. } => (matched, vec![path.as_str()]),
+            Detail::Name {
+                matched,
+                path,
+                from,
+                ..
+            } => {
+                let mut paths = vec![path.as_str()];
+                paths.extend(from.as_deref());
+                (matched, paths)
+            }
+            _ => return,
+        };
+        if !matched.contains(&crate::event::MatchReason::Subtree) {
+            return;
+        }
+        if !identities.confirm_subtree_match(&paths) {
+            log::info!(
+                "a write under {} matched a runner directory that is gone (its identity was reused): not a write there",
+                paths[0]
+            );
+            matched.retain(|r| *r != crate::event::MatchReason::Subtree);
+        }
+    }
+
     /// `handle` for a record taken from the ring reader's queue (see `ring::MAX_QUEUED_BYTES`).
     fn handle_queued(&mut self, enricher: &mut Enricher, event: KernelEvent, stats: &Stats) {
         stats.queued_bytes.sub(event.memory_bytes() as i64);
@@ -130,9 +163,10 @@ impl Pipeline {
         {
             log.judged(header.ts_ns, header.tgid);
         }
-        let Some(event) = enricher.enrich(event) else {
+        let Some(mut event) = enricher.enrich(event) else {
             return;
         };
+        self.confirm_subtree_match(&mut event);
         // The agent's own children are its heartbeats: proof the probes and the pipeline work,
         // not activity to log or judge.
         if event.process.ppid == std::process::id() {
@@ -288,7 +322,12 @@ impl Pipeline {
         let Some(baseline) = self.baseline.as_mut() else {
             return;
         };
-        let run = crate::baseline::behaviour::run_record(report);
+        let home = self
+            .judge
+            .engine
+            .job_home(&report.job.key)
+            .map(str::to_string);
+        let run = crate::baseline::behaviour::run_record(report, home.as_deref());
         let trusted = job.declared || self.judge.engine.profiles().names_repository(&report.job);
         let (section, comparison) = baseline.judge(run, trusted);
         let mut findings = match &comparison {

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ci::JobIdentity, event::Access, profile::learn::generalise_path, report::Report};
 
+/// How an executable item names the install-time code that ran it:
+/// `/usr/bin/curl (in npm evil-pkg postinstall)`.
+pub const INSTALL_CODE_MARK: &str = " (in ";
+
 /// Behaviours kept per step and run: past it a run's step is recorded truncated (and says so).
 pub const MAX_BEHAVIOURS_PER_STEP: usize = 2_000;
 /// Longest item kept (a longer one is cut, marked with `…`).
@@ -23,9 +27,11 @@ pub enum BehaviourKind {
     /// `tcp name:port` (the name the address was resolved from, else its TLS server name, else
     /// the address).
     Destination,
-    /// A DNS zone the step's connections were resolved in (the registrable domain).
+    /// A DNS zone the step asked names in, or its connections were resolved in (the
+    /// registrable domain).
     DnsZone,
-    /// A program that ran (its resolved path, generalised).
+    /// A program that ran (its resolved path, generalised), and the dependency's install-time
+    /// code that ran it, if any.
     Executable,
     /// Install-time code of a dependency that ran: `npm esbuild postinstall`.
     InstallHook,
@@ -65,11 +71,12 @@ impl BehaviourKind {
     }
 
     /// Kinds whose first appearance on a stable baseline is the strongest sign (`high`): where
-    /// data can go, and which secrets were touched.
+    /// data can go (a DNS question to a zone is a way out too), and which secrets were touched.
     pub fn weighs_most(self) -> bool {
         matches!(
             self,
             BehaviourKind::Destination
+                | BehaviourKind::DnsZone
                 | BehaviourKind::CredentialAccess
                 | BehaviourKind::PersistenceAccess
         )
@@ -142,8 +149,10 @@ impl RunRecord {
 }
 
 /// The behaviours a job's report shows: taken from what the report recorded (bounded there too).
-pub fn run_record(report: &Report) -> RunRecord {
-    let home = home_of(report);
+/// `home` is the job's `HOME` when the agent knows it (a runner user living outside `/home`):
+/// credential and persistence places are recognised under it as under `~`.
+pub fn run_record(report: &Report, home: Option<&str>) -> RunRecord {
+    let home = home.map(str::to_string).or_else(|| home_of(report));
     let mut steps: BTreeMap<String, BTreeSet<Behaviour>> = BTreeMap::new();
     let mut truncated = BTreeSet::new();
     for step in &report.steps {
@@ -181,10 +190,30 @@ pub fn run_record(report: &Report) -> RunRecord {
                 add(BehaviourKind::DnsZone, zone);
             }
         }
+        for zone in &step.dns_zones {
+            add(BehaviourKind::DnsZone, zone.clone());
+        }
         for p in &step.processes {
-            if let Some(exe) = &p.exe {
-                add(BehaviourKind::Executable, shown_path(exe, &home));
-            }
+            let Some(exe) = &p.exe else {
+                continue;
+            };
+            // A program run by a dependency's install-time code is its own behaviour: `curl` in
+            // the build is not `curl` in a postinstall.
+            let hook = p
+                .hook
+                .and_then(|i| step.hooks.get(i))
+                .filter(|h| h.hook.dependency);
+            let item = match hook {
+                Some(h) => format!(
+                    "{}{INSTALL_CODE_MARK}{} {} {})",
+                    shown_path(exe, &home),
+                    h.hook.ecosystem.name(),
+                    h.hook.package,
+                    h.hook.script
+                ),
+                None => shown_path(exe, &home),
+            };
+            add(BehaviourKind::Executable, item);
         }
         for h in &step.hooks {
             if h.hook.dependency {
@@ -206,10 +235,15 @@ pub fn run_record(report: &Report) -> RunRecord {
                 .map(|e| e.rsplit('/').next().unwrap_or(e).to_string())
                 .unwrap_or_else(|| "?".into());
             let path = shown_path(&f.path, &home);
-            if crate::rules::credentials::classify(&f.path).is_some() {
+            // The rules' lists name home files under `/root` and `/home/*`.
+            let as_listed = match home.as_deref().and_then(|h| f.path.strip_prefix(h)) {
+                Some(rest) if rest.starts_with('/') => format!("/root{rest}"),
+                _ => f.path.clone(),
+            };
+            if crate::rules::credentials::classify(&as_listed).is_some() {
                 add(BehaviourKind::CredentialAccess, format!("{path} by {tool}"));
             } else if f.access == Access::Write
-                && crate::rules::persistence::classify(&f.path).is_some()
+                && crate::rules::persistence::classify(&as_listed).is_some()
             {
                 add(
                     BehaviourKind::PersistenceAccess,
@@ -277,9 +311,10 @@ fn shown_path(path: &str, home: &Option<String>) -> String {
 
 /// The registrable domain of a name (`registry.npmjs.org` → `npmjs.org`),
 /// or the name itself when the public suffix list does not know its suffix.
-fn zone_of(name: &str) -> Option<String> {
+pub fn zone_of(name: &str) -> Option<String> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+    // Reverse lookups name the addresses a run met, which differ from run to run.
+    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() || name.ends_with(".arpa") {
         return None;
     }
     Some(psl::domain_str(&name).map(str::to_string).unwrap_or(name))
@@ -320,6 +355,7 @@ mod tests {
     fn items_are_generalised_and_bounded() {
         assert_eq!(zone_of("registry.npmjs.org").as_deref(), Some("npmjs.org"));
         assert_eq!(zone_of("10.0.0.1"), None);
+        assert_eq!(zone_of("1.0.0.127.in-addr.arpa"), None);
         let home = Some("/home/runner".to_string());
         assert_eq!(shown_path("/home/runner/.npmrc", &home), "~/.npmrc");
         assert_eq!(

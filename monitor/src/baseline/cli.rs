@@ -363,6 +363,10 @@ fn allow(profile: &mut Profile, b: &Behaviour) -> bool {
             })
         }
         BehaviourKind::Executable | BehaviourKind::OutlivedStep => {
+            let item = match item.split_once(super::behaviour::INSTALL_CODE_MARK) {
+                Some((path, _)) => path,
+                None => item,
+            };
             if b.kind == BehaviourKind::Executable
                 && SYSTEM_DIRS.iter().any(|d| item.starts_with(d))
             {

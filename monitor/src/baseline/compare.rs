@@ -181,7 +181,7 @@ pub fn compare(snapshot: &Snapshot, run: &RunRecord, t: &Thresholds) -> Comparis
 }
 
 /// The `new-behaviour` findings of a comparison: none while a step's baseline learns; on a
-/// stable one a new destination, credential or persistence access is `high`, anything else
+/// stable one a new destination, DNS zone, credential or persistence access is `high`, anything else
 /// `medium`; on an unstable one everything is `medium`. At most [`MAX_FINDINGS_PER_STEP`] per
 /// step, the weightiest first. Ids are left 0 for the engine to number.
 pub fn findings(

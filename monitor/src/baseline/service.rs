@@ -31,7 +31,7 @@ const MAX_COPIES: usize = 256;
 /// Jobs with a `monitor_baseline_state` series.
 pub const MAX_STATE_LABELS: usize = 256;
 const RETRY_FIRST: Duration = Duration::from_secs(2);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The metrics the baseline keeps (registered by `metrics`).
 #[derive(Clone)]

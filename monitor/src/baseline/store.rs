@@ -146,13 +146,24 @@ pub struct Forget {
 
 pub struct Store {
     db: Box<dyn Database>,
+    /// Runs kept per job ([`MAX_RUNS_KEPT`]).
+    keep_runs: i64,
 }
 
 impl Store {
     /// Opens the store and brings its schema up to date.
     pub fn new(mut db: Box<dyn Database>) -> anyhow::Result<Self> {
         migrate(db.as_mut()).context("bringing the baseline schema up to date")?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            keep_runs: MAX_RUNS_KEPT,
+        })
+    }
+
+    /// Keeps this many runs per job instead of [`MAX_RUNS_KEPT`].
+    pub fn keeping_runs(mut self, runs: i64) -> Self {
+        self.keep_runs = runs.max(1);
+        self
     }
 
     pub fn kind(&self) -> &'static str {
@@ -247,7 +258,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let db = self.db.as_mut();
         db.begin()?;
-        let result = record_in(db, run, new);
+        let result = record_in(db, run, new, self.keep_runs);
         match result {
             Ok(true) => {
                 db.commit()?;
@@ -282,11 +293,7 @@ impl Store {
 
     /// What was new in a run (found by its key or its CI run id), by step; None when the store
     /// has no such run.
-    pub fn run_new(
-        &mut self,
-        job: &str,
-        run: &str,
-    ) -> anyhow::Result<Option<RunDiff>> {
+    pub fn run_new(&mut self, job: &str, run: &str) -> anyhow::Result<Option<RunDiff>> {
         let db = self.db.as_mut();
         let Some(key) = db
             .query(
@@ -399,6 +406,7 @@ fn record_in(
     db: &mut dyn Database,
     run: &RunRecord,
     new: &BTreeMap<String, Vec<Behaviour>>,
+    keep_runs: i64,
 ) -> anyhow::Result<bool> {
     let inserted = db.execute(
         "INSERT INTO baseline_runs (job, run, run_id, ended, recorded_ns)
@@ -454,7 +462,49 @@ fn record_in(
             )?;
         }
     }
+    forget_old_runs(db, &run.job, keep_runs)?;
     Ok(true)
+}
+
+/// Runs kept per job: older ones, and behaviours none of the kept runs did, are forgotten
+/// (a job whose runs each bring something the generaliser cannot tell apart would otherwise
+/// grow its baseline, and the agent's copy of it, without end).
+pub const MAX_RUNS_KEPT: i64 = 1_000;
+
+fn forget_old_runs(db: &mut dyn Database, job: &str, keep_runs: i64) -> anyhow::Result<()> {
+    let Some(oldest_kept) = db
+        .query(
+            &format!(
+                "SELECT recorded_ns, ended FROM baseline_runs WHERE job = $1
+                 ORDER BY recorded_ns DESC, run DESC LIMIT 1 OFFSET {}",
+                keep_runs - 1
+            ),
+            &[job.into()],
+        )?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    let (cutoff_ns, cutoff_ended) = (oldest_kept[0].int(), oldest_kept[1].text());
+    for table in ["baseline_run_steps", "baseline_run_new"] {
+        db.execute(
+            &format!(
+                "DELETE FROM {table} WHERE job = $1 AND run IN
+                 (SELECT run FROM baseline_runs WHERE job = $1 AND recorded_ns < $2)"
+            ),
+            &[job.into(), cutoff_ns.into()],
+        )?;
+    }
+    db.execute(
+        "DELETE FROM baseline_runs WHERE job = $1 AND recorded_ns < $2",
+        &[job.into(), cutoff_ns.into()],
+    )?;
+    db.execute(
+        "DELETE FROM baseline_behaviours WHERE job = $1 AND last_seen < $2",
+        &[job.into(), (&cutoff_ended).into()],
+    )?;
+    Ok(())
 }
 
 fn schema_version(db: &mut dyn Database) -> anyhow::Result<usize> {
@@ -625,5 +675,47 @@ mod tests {
         assert_eq!(c.steps[0].new.len(), 1, "forgotten, so new again");
         assert!(store.forget(&copy.job, &Forget::default()).unwrap() > 0);
         assert!(store.jobs().unwrap().is_empty());
+    }
+
+    /// Past the runs kept, the oldest runs go, and with them behaviours no kept run did; what
+    /// the kept runs did stays.
+    #[test]
+    fn old_runs_and_what_only_they_did_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path().join("b.db").to_str().unwrap())
+            .unwrap()
+            .keeping_runs(3);
+        for n in 1..=6 {
+            let unique = format!("tcp run{n}.example:443");
+            let r = run(n, &[unique.as_str()]);
+            assert!(store.record(&r, &BTreeMap::new()).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let snap = store.snapshot("github:acme/app/CI/build").unwrap();
+        assert_eq!(snap.runs, 3);
+        let runs: Vec<&str> = snap
+            .recent
+            .iter()
+            .map(|r| r.run_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(runs, ["4", "5", "6"]);
+        let items: Vec<&str> = snap.known["install"]
+            .keys()
+            .map(|b| b.item.as_str())
+            .collect();
+        assert_eq!(
+            items,
+            [
+                "tcp run4.example:443",
+                "tcp run5.example:443",
+                "tcp run6.example:443",
+                "/usr/bin/node"
+            ],
+            "{items:?}"
+        );
+        assert_eq!(
+            snap.known["install"].values().map(|s| s.runs).max(),
+            Some(6)
+        );
     }
 }

@@ -379,6 +379,13 @@ impl Engine {
             .filter_map(|j| j.home.as_deref())
     }
 
+    /// The home of a job (its first process's `HOME`), ended or not, while the engine keeps it.
+    pub fn job_home(&self, key: &str) -> Option<&str> {
+        self.job_by_key
+            .get(key)
+            .and_then(|&j| self.jobs[j].home.as_deref())
+    }
+
     /// The runner directories of the jobs seen (ended ones too: the directories outlive them).
     pub fn runner_dirs(&self) -> impl Iterator<Item = &str> {
         self.jobs

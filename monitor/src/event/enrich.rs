@@ -26,6 +26,17 @@ use crate::{
 const MAX_PENDING_ENV: usize = 4096;
 
 /// Turns decoded kernel events into enriched events, keeping the process table up to date.
+/// See `Enricher::identity_check`: (watched path, opened path, identity, when the identity was
+/// last read as the watched file's).
+pub type IdentityCheck = fn(&str, &str, (u32, u64), std::time::SystemTime) -> bool;
+
+/// A watched file known by identity: its path, and when that identity was last read as its.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub path: String,
+    pub seen_at: std::time::SystemTime,
+}
+
 pub struct Enricher {
     pub table: ProcessTable,
     clock: WallClock,
@@ -38,6 +49,11 @@ pub struct Enricher {
     map_reader: Option<fn(&str) -> Option<crate::rules::packaging::MapFacts>>,
     /// An executable's change time, Unix ns (live: stat; replay: nothing).
     exe_changed: Option<fn(&str) -> Option<i128>>,
+    /// Whether a file opened under another name than a watched file's, with the watched file's
+    /// identity in `identities`, is still that file (live: see `Identities::still_that_file`;
+    /// replay: trusted): a watched file removed since the table was read leaves its identity
+    /// there, and the file system gives the number to the next file made anywhere.
+    identity_check: Option<IdentityCheck>,
     /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
     pub dns_unparsed: u64,
     /// The kernel marks answers that came from where their question went (its packet programs
@@ -45,7 +61,7 @@ pub struct Enricher {
     dns_answers_checked: bool,
     /// The watched files the kernel knows by identity ((dev, ino) -> path), as the agent last
     /// pushed them (agent/identities.rs).
-    pub identities: HashMap<(u32, u64), String>,
+    pub identities: HashMap<(u32, u64), Watched>,
     /// Which container each cgroup id is (None: none), learnt once per id (live: from
     /// `/proc/<pid>/cgroup`; replay: the events say it).
     container_of_cgroup: HashMap<u64, Option<String>>,
@@ -70,6 +86,7 @@ impl Enricher {
             pending_env: HashMap::new(),
             pth_reader: None,
             map_reader: None,
+            identity_check: None,
             exe_changed: None,
             dns_unparsed: 0,
             dns_answers_checked: false,
@@ -208,6 +225,13 @@ impl Enricher {
     /// Lets the enricher stamp execs with their executable's change time.
     pub fn with_exe_changed(mut self, stat: fn(&str) -> Option<i128>) -> Self {
         self.exe_changed = Some(stat);
+        self
+    }
+
+    /// Lets the enricher check a watched file's identity against the file system before it
+    /// says a file is that one under another name (the live agent does).
+    pub fn with_identity_check(mut self, check: IdentityCheck) -> Self {
+        self.identity_check = Some(check);
         self
     }
 
@@ -488,11 +512,18 @@ impl Enricher {
                 // open the kernel sent, not only those it matched by identity: a home learnt from
                 // a job's first event is in this table before the job's next events are enriched,
                 // even when the kernel's map was filled too late for them.
+                let check = self.identity_check;
                 let same_file_as = self
                     .identities
                     .get(&(dev, ino))
-                    .filter(|watched| **watched != path)
-                    .map(|watched| redact_path(watched).into_owned());
+                    .filter(|watched| watched.path != path)
+                    // Still that file: not a removed one whose number went to this file.
+                    .filter(|watched| {
+                        check.is_none_or(|still| {
+                            still(&watched.path, &path, (dev, ino), watched.seen_at)
+                        })
+                    })
+                    .map(|watched| redact_path(&watched.path).into_owned());
                 let detail = Detail::Open {
                     same_file_as,
                     pth_executable,

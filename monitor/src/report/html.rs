@@ -164,6 +164,29 @@ pub fn render(r: &Report) -> String {
                     (r.summary.connections_not_allowed) " not allowed) · "
                     (r.summary.file_accesses) " sensitive file accesses · " (r.summary.hooks) " install hooks"
                 }
+                @if let Some(b) = &r.baseline {
+                    h2 id="baseline" { "Baseline" }
+                    p {
+                        code { (b.job) } " (" (b.store) " store): "
+                        (b.state.map_or("not compared", |s| s.as_str())) " after " (b.runs) " run(s); "
+                        (match b.recorded {
+                            crate::baseline::Recording::Recorded => "this run is recorded",
+                            crate::baseline::Recording::Pending => "this run's record is pending (the store did not take it yet)",
+                            crate::baseline::Recording::NotRecorded => "this run is not recorded",
+                        }) "."
+                    }
+                    @if let Some(note) = &b.note { div class="warning" { (note) } }
+                    table {
+                        tr { th { "step" } th { "baseline" } th { "runs" } th { "new behaviour" } }
+                        @for s in &b.steps {
+                            tr {
+                                td { code { (s.step) } } td { (s.state.as_str()) } td { (s.runs) }
+                                td { @if s.new.is_empty() { "nothing new" }
+                                     @for n in &s.new { code { (n.to_string()) } br; } }
+                            }
+                        }
+                    }
+                }
                 h2 { "Timeline of steps" }
                 (timeline(r))
                 h2 id="findings" { "Findings" }

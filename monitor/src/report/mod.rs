@@ -168,7 +168,14 @@ pub struct StepReport {
     pub connections: Vec<ConnectionRecord>,
     pub file_accesses: Vec<FileAccessRecord>,
     pub hooks: Vec<HookRecord>,
+    /// The zones (registrable domains) of the DNS names the step asked, whether or not it then
+    /// connected (a question alone can carry data out); at most [`MAX_DNS_ZONES`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub dns_zones: std::collections::BTreeSet<String>,
 }
+
+/// DNS zones listed per step.
+pub const MAX_DNS_ZONES: usize = 1_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Omitted {
@@ -489,6 +496,7 @@ impl Recorder {
             connections: Vec::new(),
             file_accesses: Vec::new(),
             hooks: Vec::new(),
+            dns_zones: Default::default(),
         });
         if let Some(s) = a.step {
             step.step = s.clone();
@@ -609,6 +617,16 @@ impl Recorder {
                     })
                 {
                     c.server_name.clone_from(server_name);
+                }
+            }
+            Detail::Dns {
+                question: Some(name),
+                ..
+            } => {
+                if step.dns_zones.len() < MAX_DNS_ZONES {
+                    if let Some(zone) = crate::baseline::behaviour::zone_of(name) {
+                        step.dns_zones.insert(zone);
+                    }
                 }
             }
             Detail::Dns { .. } | Detail::Tamper { .. } => {}
@@ -977,6 +995,66 @@ pub(super) mod tests {
             "{:?}",
             kept[9][1]
         );
+    }
+
+    /// The baseline's view of the stealer's job: its install hook, the token it read and by
+    /// what, where it sent it and the zone it asked, all in the step they happened in.
+    #[test]
+    fn a_reports_run_record_has_the_steps_behaviours_generalised() {
+        use crate::baseline::behaviour::{run_record, BehaviourKind};
+        // The hook's process also asks a name in a zone it never connects to.
+        let r = stealer_report(|events| {
+            let at = events
+                .iter()
+                .position(|e| matches!(e.detail, Detail::Connect { .. }))
+                .expect("the stealer connects");
+            let mut question = events[at].clone();
+            question.detail = Detail::Dns {
+                transport: crate::event::Transport::Udp,
+                fd: 3,
+                question: Some("bm9wZQ.collector.example.net".into()),
+                question_type: Some("TXT".into()),
+                rcode: "No Error".into(),
+                answers: Vec::new(),
+                truncated: false,
+                sent: true,
+                forged: false,
+            };
+            events.insert(at, question);
+        });
+        let record = run_record(&r, None);
+        assert_eq!(record.job, crate::baseline::behaviour::baseline_key(&r.job));
+        let step = &record.steps["__run"];
+        let items = |kind: BehaviourKind| -> Vec<&str> {
+            step.iter()
+                .filter(|b| b.kind == kind)
+                .map(|b| b.item.as_str())
+                .collect()
+        };
+        assert_eq!(items(BehaviourKind::DnsZone), ["example.net"]);
+        assert_eq!(
+            items(BehaviourKind::InstallHook),
+            ["npm evil-pkg postinstall"]
+        );
+        assert!(
+            items(BehaviourKind::CredentialAccess)
+                .iter()
+                .any(|i| i.starts_with("~/.npmrc by ")),
+            "{step:#?}"
+        );
+        assert!(!items(BehaviourKind::Destination).is_empty(), "{step:#?}");
+        // The hook's programs say so; the step's own do not.
+        let programs = items(BehaviourKind::Executable);
+        assert!(
+            programs.contains(&"/usr/bin/node (in npm evil-pkg postinstall)"),
+            "{programs:?}"
+        );
+        assert!(
+            programs.iter().any(|p| !p.contains(" (in ")),
+            "{programs:?}"
+        );
+        // Nothing of the arguments (the token was on no command line, but the URL path was).
+        assert!(step.iter().all(|b| !b.item.contains("npm_")), "{step:#?}");
     }
 
     #[test]
