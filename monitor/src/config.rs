@@ -60,6 +60,9 @@ pub struct Config {
     /// Baselines across runs: the store (SQLite file or `postgres://` URL) and thresholds.
     #[serde(default)]
     pub baseline: Option<crate::baseline::BaselineConfig>,
+    /// Where findings and job summaries are sent besides the logs (syslog, OTLP).
+    #[serde(default)]
+    pub outputs: Vec<crate::forward::OutputConfig>,
 }
 
 impl Config {
@@ -77,6 +80,21 @@ impl Config {
                     config.version
                 ),
             });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for output in &config.outputs {
+            let problem = output.problem().or_else(|| {
+                (!names.insert(output.name.clone()))
+                    .then(|| format!("two outputs are named {:?}", output.name))
+            });
+            if let Some(message) = problem {
+                return Err(ProfileError {
+                    line: crate::profile::line_containing(&text, &output.name),
+                    column: 1,
+                    file,
+                    message: format!("outputs: {message}"),
+                });
+            }
         }
         if let Some(baseline) = &config.baseline {
             let problem = baseline.thresholds().check().err().or_else(|| {

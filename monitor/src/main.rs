@@ -114,6 +114,11 @@ enum Command {
         /// /var/lib/monitor/baseline.db] [config: baseline.store].
         #[arg(long, value_name = "STORE")]
         baseline: Option<String>,
+        /// What standard output shows: `console` (findings as one line each, a status line;
+        /// events to the event log, /var/log/monitor/events.jsonl unless --events), `json`
+        /// (every event as a JSON line, unless --events), or `auto`: console on a terminal.
+        #[arg(long, value_enum, default_value = "auto")]
+        output: monitor::console::OutputMode,
         /// Keep no baselines (no `new-behaviour` findings).
         #[arg(long, conflicts_with = "baseline")]
         no_baseline: bool,
@@ -333,6 +338,9 @@ fn baseline_options(
     })
 }
 
+/// Where `monitor run --output console` keeps the event and findings logs when none is named.
+const DEFAULT_LOG_DIR: &str = "/var/log/monitor";
+
 fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
     match path {
         Some(p) => Ok(Profile::load(p)?),
@@ -385,6 +393,7 @@ fn main() -> anyhow::Result<()> {
             baseline,
             no_baseline,
             baseline_pending,
+            output,
         } => {
             // Everything the agent creates (logs, reports, sockets before their chmod) is
             // owner-only unless it says otherwise.
@@ -423,12 +432,36 @@ fn main() -> anyhow::Result<()> {
                 baseline_pending,
                 file.baseline.as_ref(),
             );
+            let console = output.resolved() == monitor::console::OutputMode::Console;
+            // A person at a terminal reads findings; the events go to the log, whose directory
+            // is made owner-only when missing.
+            let events = events.or(file.events);
+            let findings = findings.or(file.findings);
+            let (events, findings) = if console {
+                let dir = Path::new(DEFAULT_LOG_DIR);
+                if events.is_none() || findings.is_none() {
+                    use std::os::unix::fs::DirBuilderExt as _;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                (
+                    Some(events.unwrap_or_else(|| dir.join("events.jsonl"))),
+                    Some(findings.unwrap_or_else(|| dir.join("findings.jsonl"))),
+                )
+            } else {
+                (events, findings)
+            };
             let defaults = agent::RunOptions::default();
             let options = agent::RunOptions {
+                outputs: file.outputs.clone(),
+                console,
                 baseline,
                 exfil_services: std::sync::Arc::new(exfil_services),
-                events: events.or(file.events),
-                findings: findings.or(file.findings),
+                events,
+                findings,
                 profiles,
                 profile_source,
                 ready_file,

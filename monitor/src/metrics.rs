@@ -65,6 +65,8 @@ pub struct Metrics {
     pub queued_bytes: IntGauge,
     /// Baselines across runs (see `baseline`).
     pub baseline: crate::baseline::BaselineMetrics,
+    /// Outputs to SIEMs and log platforms (see `forward`).
+    pub outputs: crate::forward::OutputMetrics,
     repositories: Mutex<HashSet<String>>,
 }
 
@@ -329,6 +331,42 @@ impl Metrics {
             profile_reloads.with_label_values(&[result]);
         }
         Metrics {
+            outputs: crate::forward::OutputMetrics {
+                records: counter_vec(
+                    &registry,
+                    "monitor_output_records_total",
+                    "Records (findings, job summaries) by output and result: queued (kept on disk for it), sent (it took them), dropped (lost: its queue or channel was full, or a record was unreadable).",
+                    &["output", "result"],
+                ),
+                queued: registered(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "monitor_output_queued_records",
+                            "Records waiting on disk for an output's destination.",
+                        ),
+                        &["output"],
+                    )
+                    .expect("valid metric"),
+                ),
+                up: registered(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "monitor_output_up",
+                            "Whether an output's destination took the last batch: 1 yes, 0 no (absent until the first).",
+                        ),
+                        &["output"],
+                    )
+                    .expect("valid metric"),
+                ),
+                errors: counter_vec(
+                    &registry,
+                    "monitor_output_errors_total",
+                    "Failed attempts to deliver to an output's destination (connection, TLS, refused answer).",
+                    &["output"],
+                ),
+            },
             baseline: baseline_metrics(&registry),
             profile_reloads,
             container_runtime_up,

@@ -321,6 +321,13 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     // a static busybox to make images from (nothing is pulled from a registry).
     ("dockerd", &["--version"], "docker.io"),
     ("docker", &["--version"], "docker.io"),
+    // The outputs' tests: a syslog receiver of their own, with TLS.
+    ("rsyslogd", &["-v"], "rsyslog"),
+    (
+        "sh",
+        &["-c", "ls /usr/lib/*/rsyslog/lmnsd_gtls.so"],
+        "rsyslog-gnutls",
+    ),
     // The shared baseline's tests: a PostgreSQL cluster of their own (initdb, pg_ctl).
     (
         "sh",
@@ -370,7 +377,7 @@ fn apt_install(what: &str, packages: &[&str]) -> anyhow::Result<()> {
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    for service in ["prometheus", "auditd"] {
+    for service in ["prometheus", "auditd", "rsyslog", "postgresql"] {
         if packages.contains(&service) {
             let _ = Command::new("systemctl")
                 .args(["disable", "--now", service])

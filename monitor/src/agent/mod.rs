@@ -76,6 +76,10 @@ pub struct RunOptions {
     pub exfil_services: std::sync::Arc<crate::rules::exfil_services::ExfilServices>,
     /// Baselines across runs; None: off.
     pub baseline: Option<crate::baseline::BaselineOptions>,
+    /// Findings for a person on standard output (`--output console`), not events.
+    pub console: bool,
+    /// Where findings and job summaries are sent (syslog, OTLP).
+    pub outputs: Vec<crate::forward::OutputConfig>,
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -106,6 +110,8 @@ impl Default for RunOptions {
             release_enforcement: false,
             exfil_services: Default::default(),
             baseline: None,
+            console: false,
+            outputs: Vec::new(),
         }
     }
 }
@@ -310,7 +316,41 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
             None
         }
     };
+    let console = options.console.then(|| {
+        let mut console = crate::console::Console::stdout();
+        let place = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("standard error".to_string(), |p| p.display().to_string())
+        };
+        console.line(&format!(
+            "monitor: watching; findings below as they happen (full JSON in {}), events in {}",
+            place(&options.findings),
+            place(&options.events)
+        ));
+        (console, std::time::Instant::now())
+    });
+    let forwarder = crate::forward::Forwarder::start(&options.outputs, stats.outputs.clone())
+        .context("starting the outputs")?;
+    for o in &options.outputs {
+        log::info!(
+            "output {}: {} to {}",
+            o.name,
+            match o.kind {
+                crate::forward::OutputKind::Syslog => "syslog",
+                crate::forward::OutputKind::Otlp => "OTLP logs",
+            },
+            o.address
+                .as_deref()
+                .or(o
+                    .endpoint
+                    .as_deref()
+                    .map(|e| e.split('?').next().unwrap_or(e)))
+                .unwrap_or("?")
+        );
+    }
     let pipeline = Pipeline {
+        forwarder,
+        console,
         baseline,
         events: std::io::BufWriter::with_capacity(256 * 1024, output),
         findings,

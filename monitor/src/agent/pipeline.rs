@@ -60,7 +60,15 @@ pub(super) struct Pipeline {
     pub(super) hold: super::container_hold::ContainerHold,
     /// Baselines across runs: each ended job's run compared and recorded (see `baseline`).
     pub(super) baseline: Option<crate::baseline::Baseline>,
+    /// Findings and a status line for a person at a terminal (`--output console`), and when
+    /// the status line was last printed.
+    pub(super) console: Option<(crate::console::Console, std::time::Instant)>,
+    /// Outputs to SIEMs and log platforms (see `forward`).
+    pub(super) forwarder: crate::forward::Forwarder,
 }
+
+/// How often the console's status line is printed.
+const CONSOLE_STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ticks the loss counts of a process not known yet wait for it (its exec may be queued).
 const LOSS_WAIT_TICKS: u32 = 20;
@@ -102,6 +110,24 @@ impl Pipeline {
             enricher.identities = table;
         }
         identities.watch_dirs(self.judge.engine.runner_dirs());
+    }
+
+    /// The console's status line, when one is due.
+    fn console_status(&mut self, stats: &Stats) {
+        let Some((console, last)) = &mut self.console else {
+            return;
+        };
+        if last.elapsed() < CONSOLE_STATUS_EVERY {
+            return;
+        }
+        *last = std::time::Instant::now();
+        console.status(&crate::console::Status {
+            active_jobs: stats.active_jobs.get().max(0) as u64,
+            jobs_ended: stats.jobs_ended.get(),
+            events: stats.events.iter().map(|c| c.get()).sum(),
+            findings: stats.findings_total.get(),
+            dropped: stats.drop_totals().total(),
+        });
     }
 
     /// A write the kernel matched by a watched runner directory's identity is checked against
@@ -363,6 +389,11 @@ impl Pipeline {
             };
             self.judge_baseline(&mut report, &job, stats);
             report.summary_nonce = new_summary_nonce();
+            if !self.forwarder.is_empty() {
+                self.forwarder.send(&crate::forward::Record::Job(Box::new(
+                    crate::forward::JobSummary::of(&report),
+                )));
+            }
             let paths = match &self.reports_dir {
                 Some(dir) => match write_all(dir, &report) {
                     Ok(paths) => paths,
@@ -682,6 +713,13 @@ impl Pipeline {
                 }
             });
             stats.count_finding(finding.rule.as_str(), finding.severity.name(), repository);
+            if let Some((console, _)) = &mut self.console {
+                console.finding(&finding);
+            }
+            if !self.forwarder.is_empty() {
+                self.forwarder
+                    .send(&crate::forward::Record::Finding(Box::new(finding.clone())));
+            }
             if let Some(response) = finding.response {
                 stats
                     .responses
@@ -873,6 +911,7 @@ pub(super) async fn run(
                 pipeline.write_reports(ended, &stats);
                 pipeline.write_late_findings(&stats);
                 pipeline.account_jobs(&stats);
+                pipeline.console_status(&stats);
                 if let Some(guarded) = pipeline.guarded.as_mut() {
                     guarded.refresh_if_due();
                 }
