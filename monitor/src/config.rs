@@ -312,4 +312,35 @@ mod tests {
             assert!(e.contains(needle), "{text:?}: {e}");
         }
     }
+
+    #[test]
+    fn outputs_are_read_and_their_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.yml");
+        std::fs::write(
+            &path,
+            "version: 1\noutputs:\n  - name: siem\n    type: syslog\n    address: \"siem:514\"\n    min_severity: high\n  - {name: logs, type: otlp, endpoint: \"http://c:4318/v1/logs\", records: [findings]}\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.outputs.len(), 2);
+        assert_eq!(
+            config.outputs[0].min_severity,
+            Some(crate::finding::Severity::High)
+        );
+        assert_eq!(config.outputs[1].kind, crate::forward::OutputKind::Otlp);
+        for (text, needle) in [
+            ("version: 1\noutputs:\n  - {name: a, type: syslog}\n", ":3:1: outputs: output a: syslog needs `address: host:port`"),
+            ("version: 1\noutputs:\n\n  - {name: b, type: syslog, address: \"h:1\", transport: tls}\n", ":4:1: outputs: output b: `transport: tls` and a `tls:` section"),
+            ("version: 1\noutputs:\n  - {name: c, type: otlp, endpoint: \"ftp://x\"}\n", ":3:1: outputs: output c: endpoint \"ftp://x\" is not an http(s) URL"),
+            ("version: 1\noutputs:\n  - {name: d, type: syslog, address: \"h:1\", facility: local9}\n", "unknown facility"),
+            ("version: 1\noutputs:\n  - {name: e, type: syslog, address: \"h:1\"}\n  - {name: e, type: syslog, address: \"h:2\"}\n", "two outputs are named \"e\""),
+            ("version: 1\noutputs:\n  - {name: Bad Name, type: syslog, address: \"h:1\"}\n", "must be 1 to 64 of"),
+            ("version: 1\noutputs:\n  - {name: f, type: kafka}\n", "kafka"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
 }

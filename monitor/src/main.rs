@@ -612,13 +612,26 @@ fn main() -> anyhow::Result<()> {
             let checked = monitor::config::Config::load(&config).and_then(|file| {
                 let profiles = file.profiles_beside(&config)?;
                 let list = file.exfil_services_beside(&config)?;
-                Ok((profiles.chosen.len() + 1, list.len()))
+                Ok((profiles.chosen.len() + 1, list.len(), file))
             });
             match checked {
-                Ok((n, services)) => {
+                Ok((n, services, file)) => {
+                    let baseline = match &file.baseline {
+                        Some(b) if !b.enabled => "baselines off".to_string(),
+                        Some(b) => format!(
+                            "baselines in {}",
+                            monitor::baseline::store::shown_location(
+                                b.store
+                                    .as_deref()
+                                    .unwrap_or(monitor::baseline::DEFAULT_STORE)
+                            )
+                        ),
+                        None => format!("baselines in {}", monitor::baseline::DEFAULT_STORE),
+                    };
                     println!(
-                        "{}: valid ({n} profiles, {services} known exfiltration services)",
-                        config.display()
+                        "{}: valid ({n} profiles, {services} known exfiltration services, {} output(s), {baseline})",
+                        config.display(),
+                        file.outputs.len()
                     );
                     Ok(())
                 }

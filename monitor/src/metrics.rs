@@ -321,6 +321,20 @@ impl Metrics {
             "monitor",
         );
         registry.register(Box::new(process)).expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "monitor_build_info",
+                "Always 1; the agent's version as a label (which agents a fleet runs).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let profile_reloads = counter_vec(
             &registry,
             "monitor_profile_reloads_total",

@@ -2,7 +2,7 @@
 //! real Prometheus server scraping the agent and firing an alert for a real finding.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -36,6 +36,40 @@ fn alert_rules_are_valid_and_pass_their_unit_tests() {
     assert!(checked.contains("10 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "monitor-alerts.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
+    let checked = promtool(&["check", "rules", "monitor-fleet-rules.yml"]);
+    assert!(checked.contains("11 rules found"), "{checked}");
+    let tested = promtool(&["test", "rules", "monitor-fleet-rules.test.yml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    // Debian's Prometheus is built without Kubernetes discovery: that file is read as YAML
+    // below, the file-based one checked by promtool.
+    let kubernetes: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(rules_dir().join("fleet/scrape-kubernetes.yml")).unwrap(),
+    )
+    .unwrap();
+    let job = &kubernetes["scrape_configs"][0];
+    assert_eq!(job["job_name"].as_str(), Some("ci-runtime-monitor"));
+    assert_eq!(
+        job["kubernetes_sd_configs"][0]["role"].as_str(),
+        Some("pod")
+    );
+    assert!(job["relabel_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|r| r["target_label"].as_str() == Some("pool")));
+    for config in ["fleet/scrape-file-sd.yml"] {
+        let out = Command::new("promtool")
+            .args(["check", "config", "--syntax-only"])
+            .arg(rules_dir().join(config))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{config}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -181,17 +215,34 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Self {
+        Self::start_with(target, None, &["monitor-alerts.yml"])
+    }
+
+    /// Scraping `target` (labelled with `pool` when given, as fleet service discovery does),
+    /// with these rule files of deploy/prometheus.
+    fn start_with(target: &str, pool: Option<&str>, rule_files: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let rules: String = rule_files
+            .iter()
+            .map(|f| {
+                format!(
+                    "  - {}\n",
+                    rules_dir().join(f).canonicalize().unwrap().display()
+                )
+            })
+            .collect();
+        let labels = pool.map_or(String::new(), |p| {
+            format!("        labels: {{pool: {p}}}\n")
+        });
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: ci-runtime-monitor\n    static_configs:\n      - targets: ['{target}']\n",
-            rules = rules_dir().join("monitor-alerts.yml").canonicalize().unwrap().display()
+             rule_files:\n{rules}\
+             scrape_configs:\n  - job_name: ci-runtime-monitor\n    static_configs:\n      - targets: ['{target}']\n{labels}"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let child = Command::new("prometheus")
@@ -302,4 +353,132 @@ fn real_prometheus_fires_the_high_severity_alert_for_a_real_finding() {
         .filter(|a| a["labels"]["alertname"] != "CIMonitorHighSeverityFinding")
         .collect();
     assert!(health.is_empty(), "unexpected alerts: {health:#?}");
+}
+
+/// The fleet's Grafana dashboard and rules against a real Prometheus scraping a real agent (its
+/// target labelled with a pool, as service discovery does) that ran a job with a finding, a
+/// baseline and an output: every dashboard query and every recording rule returns data, and the
+/// fleet alerts, whose conditions need a failing agent or several runners (promtool's unit tests
+/// cover those), evaluate and stay quiet on this healthy one-runner fleet.
+#[test]
+fn every_fleet_dashboard_query_and_rule_returns_data_from_a_real_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("monitor.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\noutputs:\n  - {{name: siem, type: syslog, address: \"127.0.0.1:9\", transport: udp, queue_dir: {}/q}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("baseline.db");
+    let agent = Agent::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--baseline",
+        db.to_str().unwrap(),
+    ]);
+    let prometheus = Prometheus::start_with(
+        &agent.metrics_address(),
+        Some("ci-test"),
+        &["monitor-alerts.yml", "monitor-fleet-rules.yml"],
+    );
+    let runner = FakeRunner::new();
+    runner.run_job_with_hooks(
+        &[("__run", "cat /proc/$PPID/environ >/dev/null\n")],
+        Some(&agent.control_socket),
+    );
+    agent.wait_for_report(&runner);
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/grafana/ci-runtime-monitor-fleet.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Grafana's variables as a dashboard showing every pool over the last hour would set them.
+    let grafana = |expr: &str| {
+        expr.replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$pool", ".*")
+    };
+    let mut expressions: Vec<(String, String)> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push((
+                format!("panel {:?}", panel["title"].as_str().unwrap()),
+                grafana(target["expr"].as_str().unwrap()),
+            ));
+        }
+    }
+    assert!(expressions.len() >= 15, "{expressions:?}");
+    let rules: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(rules_dir().join("monitor-fleet-rules.yml")).unwrap(),
+    )
+    .unwrap();
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let expr = rule["expr"].as_str().unwrap().to_string();
+            match (rule["record"].as_str(), rule["alert"].as_str()) {
+                (Some(record), _) => {
+                    expressions.push((format!("rule {record}"), expr));
+                    // Recorded; per pool, with the pool label.
+                    let recorded = if record.starts_with("pool") {
+                        format!("{record}{{pool=\"ci-test\"}}")
+                    } else {
+                        record.to_string()
+                    };
+                    expressions.push((format!("recorded {record}"), recorded));
+                }
+                (_, Some(alert)) => alerts.push((alert.to_string(), expr)),
+                _ => panic!("a rule that is neither a record nor an alert: {rule:?}"),
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (what, expr) in &expressions {
+        loop {
+            let answer = prometheus.query(expr);
+            assert_eq!(answer["status"], "success", "{what}: {expr}: {answer}");
+            if !answer["data"]["result"].as_array().unwrap().is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} returns no data: {expr}\n{}",
+                prometheus.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // Alerts need a failing agent or several runners; on this fleet they evaluate and are quiet.
+    assert_eq!(
+        alerts.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        [
+            "CIMonitorPoolCoverageLow",
+            "CIMonitorRepositoryFindingsOnSeveralRunners"
+        ],
+        "a new fleet alert: say here whether this scenario makes it fire"
+    );
+    for (alert, expr) in &alerts {
+        let answer = prometheus.query(expr);
+        assert_eq!(answer["status"], "success", "{alert}: {answer}");
+        assert_eq!(
+            answer["data"]["result"],
+            serde_json::json!([]),
+            "{alert} fires on a healthy fleet"
+        );
+    }
+    // The pool label went through: the coverage ratio is 1 for it.
+    let coverage =
+        prometheus.query("pool:monitor_agents_reporting:count / pool:monitor_agents:count");
+    assert_eq!(
+        coverage["data"]["result"][0]["metric"]["pool"], "ci-test",
+        "{coverage}"
+    );
+    assert_eq!(coverage["data"]["result"][0]["value"][1], "1", "{coverage}");
 }

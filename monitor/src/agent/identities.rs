@@ -105,7 +105,17 @@ pub struct Identities {
     subtrees_on: Array<MapData, u32>,
     subtrees: BTreeMap<String, Option<InodeKey>>,
     subtrees_read: Option<Instant>,
+    /// When each watched directory's identity was last read as its.
+    subtree_seen: StdHashMap<InodeKey, std::time::SystemTime>,
+    /// Identities taken out of `WATCH_SUBTREES` (the directory removed or made anew, or no job
+    /// names it), with when each was last its directory's: a kernel match on one of them, read
+    /// after the fact, may be a new directory given the old number.
+    subtrees_removed: Vec<(InodeKey, std::time::SystemTime)>,
 }
+
+/// Removed subtree identities remembered (the newest), and for how long.
+const MAX_SUBTREES_REMOVED: usize = 256;
+const SUBTREES_REMOVED_KEEP: Duration = Duration::from_secs(3600);
 
 impl Identities {
     pub fn open(ebpf: &mut Ebpf, configured: &[std::path::PathBuf]) -> anyhow::Result<Self> {
@@ -139,6 +149,8 @@ impl Identities {
             subtrees_on: Array::try_from(subtrees_on)?,
             subtrees: BTreeMap::new(),
             subtrees_read: None,
+            subtree_seen: StdHashMap::new(),
+            subtrees_removed: Vec::new(),
         })
     }
 
@@ -316,6 +328,7 @@ impl Identities {
         for dir in gone {
             if let Some(Some(key)) = self.subtrees.remove(&dir) {
                 let _ = self.subtree_map.remove(&key);
+                self.subtree_removed(key);
             }
         }
         let mut new = false;
@@ -342,6 +355,7 @@ impl Identities {
     /// whether any had changed (removed, or made anew).
     fn reread_subtrees(&mut self) -> bool {
         self.subtrees_read = Some(Instant::now());
+        let reading = std::time::SystemTime::now();
         let mut changed = false;
         let paths: Vec<String> = self.subtrees.keys().cloned().collect();
         for path in paths {
@@ -353,11 +367,18 @@ impl Identities {
                 .map(|m| inode_key(&m));
             let before = self.subtrees.get(&path).copied().flatten();
             if now == before {
+                if let Some(key) = now {
+                    self.subtree_seen.insert(key, reading);
+                }
                 continue;
             }
             changed = true;
             if let Some(old) = before {
                 let _ = self.subtree_map.remove(&old);
+                self.subtree_removed(old);
+            }
+            if let Some(key) = now {
+                self.subtree_seen.insert(key, reading);
             }
             if let Some(key) = now {
                 self.add_bit(key.ino);
@@ -374,28 +395,60 @@ impl Identities {
         changed
     }
 
-    /// Whether a write the kernel matched by a watched directory's identity is really under
-    /// one. A directory removed since its identity was read (a finished job's runner, a test's
-    /// lab) leaves that identity in the kernel's map until the next refresh, and the file
-    /// system may give its inode number to a new directory anywhere: writes there would match.
-    /// Every watched directory is read again now (a few `lstat`s; writes under them are rare):
-    /// when none changed, the kernel's match stands (a bind mount, a hard link out, a detached
-    /// tree: routes a path cannot show); when one did, the map is corrected and the match
-    /// stands only if a directory above one of `paths` has a present identity.
-    pub fn confirm_subtree_match(&mut self, paths: &[&str]) -> bool {
-        if !self.reread_subtrees() {
-            return true;
+    fn subtree_removed(&mut self, key: InodeKey) {
+        let seen = self
+            .subtree_seen
+            .remove(&key)
+            .unwrap_or_else(std::time::SystemTime::now);
+        let now = std::time::SystemTime::now();
+        self.subtrees_removed.retain(|(k, at)| {
+            *k != key
+                && now
+                    .duration_since(*at)
+                    .map_or(true, |age| age < SUBTREES_REMOVED_KEEP)
+        });
+        if self.subtrees_removed.len() >= MAX_SUBTREES_REMOVED {
+            self.subtrees_removed.remove(0);
         }
+        self.subtrees_removed.push((key, seen));
+    }
+
+    /// Whether a write the kernel matched by a watched directory's identity is really under
+    /// one. A directory removed (a finished job's runner, a test's lab) leaves its identity in
+    /// the kernel's map until the agent reads the directories again, and the file system gives
+    /// its inode number to the next directory made anywhere (ext4, at once): writes there
+    /// match. The record may also be read after the agent took the identity out. So the
+    /// directories are read again now, and the directories above `paths` are looked at: one
+    /// with a watched identity confirms the match; one with a removed identity made after that
+    /// identity was last its watched directory's is the number reused, and refutes it. With
+    /// neither (a detached mount tree, a chroot: paths this namespace cannot follow), the
+    /// kernel's word stands.
+    pub fn confirm_subtree_match(&mut self, paths: &[&str]) -> bool {
+        self.reread_subtrees();
         let present: std::collections::HashSet<InodeKey> =
             self.subtrees.values().flatten().copied().collect();
-        paths.iter().any(|path| {
-            std::path::Path::new(path)
+        let mut reused = false;
+        for path in paths {
+            for meta in std::path::Path::new(path)
                 .ancestors()
                 .skip(1)
                 .take(monitor_common::SUBTREE_DEPTH as usize)
                 .filter_map(|dir| std::fs::symlink_metadata(dir).ok())
-                .any(|m| present.contains(&inode_key(&m)))
-        })
+            {
+                let key = inode_key(&meta);
+                if present.contains(&key) {
+                    return true;
+                }
+                if let Some((_, seen)) = self.subtrees_removed.iter().find(|(k, _)| *k == key) {
+                    match meta.created() {
+                        Ok(born) if born > *seen => reused = true,
+                        // Made before: the watched directory itself, moved or mounted elsewhere.
+                        _ => return true,
+                    }
+                }
+            }
+        }
+        !reused
     }
 
     fn subtree_inos(&self) -> Vec<u64> {
