@@ -63,6 +63,9 @@ pub struct Config {
     /// Where findings and job summaries are sent besides the logs (syslog, OTLP).
     #[serde(default)]
     pub outputs: Vec<crate::forward::OutputConfig>,
+    /// The runner's pool and labels, as outputs name it.
+    #[serde(default)]
+    pub runner: Option<crate::forward::RunnerInfo>,
 }
 
 impl Config {

@@ -150,35 +150,9 @@ pub fn status_line(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        ci::{JobIdentity, StepIdentity},
-        finding::RuleId,
-    };
 
     fn finding(summary: &str) -> Finding {
-        let mut job = JobIdentity::bare("github", "k".into(), "build".into());
-        job.repository = Some("acme/app".into());
-        Finding {
-            id: 1,
-            rule: RuleId::CredentialRead,
-            severity: Severity::High,
-            summary: summary.into(),
-            time: "2026-12-01T12:03:04.123456789Z".into(),
-            ts_ns: 0,
-            job: Some(job),
-            step: Some(StepIdentity {
-                id: "__run_2".into(),
-                action: None,
-            }),
-            process_chain: Vec::new(),
-            events: Vec::new(),
-            evidence: Default::default(),
-            hook: None,
-            profile_clause: String::new(),
-            allowance: None,
-            container: None,
-            response: None,
-        }
+        crate::finding::sample_finding("__run_2", summary, "2026-12-01T12:03:04.123456789Z")
     }
 
     #[test]

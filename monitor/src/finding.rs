@@ -339,6 +339,34 @@ pub struct FindingContainer {
     pub image: String,
 }
 
+/// A finding of `acme/app`'s job `build`, step `step`, as output tests need one.
+#[cfg(test)]
+pub(crate) fn sample_finding(step: &str, summary: &str, time: &str) -> Finding {
+    let mut job = JobIdentity::bare("github", "github/acme/app/1/1/build".into(), "build".into());
+    job.repository = Some("acme/app".into());
+    Finding {
+        id: 7,
+        rule: RuleId::CredentialRead,
+        severity: Severity::High,
+        summary: summary.into(),
+        time: time.into(),
+        ts_ns: 0,
+        job: Some(job),
+        step: Some(StepIdentity {
+            id: step.into(),
+            action: None,
+        }),
+        process_chain: Vec::new(),
+        events: Vec::new(),
+        evidence: Default::default(),
+        hook: None,
+        profile_clause: String::new(),
+        allowance: None,
+        container: None,
+        response: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

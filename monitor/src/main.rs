@@ -457,6 +457,7 @@ fn main() -> anyhow::Result<()> {
             let defaults = agent::RunOptions::default();
             let options = agent::RunOptions {
                 outputs: file.outputs.clone(),
+                runner: file.runner.clone().unwrap_or_default(),
                 console,
                 baseline,
                 exfil_services: std::sync::Arc::new(exfil_services),

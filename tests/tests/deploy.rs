@@ -26,11 +26,14 @@ fn kubernetes_daemonset_is_valid_and_has_what_the_agent_needs() {
         pod["hostPID"], true,
         "the agent follows runner processes on the host"
     );
-    let selector = &ds["spec"]["selector"]["matchLabels"];
-    assert_eq!(
-        selector, &ds["spec"]["template"]["metadata"]["labels"],
-        "selector matches the pod"
-    );
+    // The selector matches the pod (each of its labels is the pod's), and the pod says its
+    // runner pool (the fleet scrape configuration's `pool`).
+    let selector = ds["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in selector {
+        assert_eq!(&labels[k.as_str().unwrap()], v, "selector matches the pod");
+    }
+    assert!(labels["runner-pool"].as_str().is_some(), "{labels:?}");
     let container = &pod["containers"][0];
     assert_eq!(container["securityContext"]["privileged"], true);
     assert_eq!(container["args"][0], "run");

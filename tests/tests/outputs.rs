@@ -159,6 +159,22 @@ fn run(agent: &Agent, runner: &mut FakeRunner, n: u32, steps: &[(String, String)
     runner.run_job_with_hooks(&pairs, Some(&agent.control_socket));
 }
 
+/// With `output`'s receiver down, a job reads three credentials (one step each): its three
+/// findings and its summary wait in the output's queue.
+fn three_findings_wait(agent: &Agent, runner: &mut FakeRunner, output: &str) {
+    run(
+        agent,
+        runner,
+        2,
+        &steps_reading(&[".npmrc", ".pypirc", ".git-credentials"]),
+    );
+    wait_metric(
+        agent,
+        &format!("monitor_output_queued_records{{output=\"{output}\"}}"),
+        |n| n >= 4.0,
+    );
+}
+
 fn runner_with_secrets() -> FakeRunner {
     let runner = FakeRunner::outside_tmp();
     std::fs::write(runner.home.join(".npmrc"), "//r/:_authToken=CANARY\n").unwrap();
@@ -202,7 +218,7 @@ fn findings_reach_rsyslog_over_tcp_and_udp_and_wait_for_it_when_it_is_down() {
     std::fs::write(
         &config,
         format!(
-            "version: 1\noutputs:\n\
+            "version: 1\nrunner: {{pool: ci-test}}\noutputs:\n\
              \x20 - {{name: siem, type: syslog, address: \"127.0.0.1:{tcp}\", queue_dir: {q}/siem}}\n\
              \x20 - {{name: siem-udp, type: syslog, address: \"127.0.0.1:{udp}\", transport: udp, format: cef, facility: local1, min_severity: high, records: [findings], queue_dir: {q}/udp}}\n",
             q = dir.path().display()
@@ -228,6 +244,10 @@ fn findings_reach_rsyslog_over_tcp_and_udp_and_wait_for_it_when_it_is_down() {
         .cloned()
         .expect("the finding");
     assert_eq!(pri, 16 * 8 + 3, "local0, err (high)");
+    assert!(
+        lines.iter().any(|l| l.contains(" pool=\"ci-test\"]")),
+        "the runner's pool in the structured data: {lines:#?}"
+    );
     assert_eq!(msgid, "finding");
     assert_eq!(body["rule"], "credential-read");
     assert_eq!(body["step"]["id"], "read0");
@@ -248,17 +268,7 @@ fn findings_reach_rsyslog_over_tcp_and_udp_and_wait_for_it_when_it_is_down() {
 
     // The receiver goes away; a job finds three things meanwhile.
     rsyslog.down();
-    run(
-        &agent,
-        &mut runner,
-        2,
-        &steps_reading(&[".npmrc", ".pypirc", ".git-credentials"]),
-    );
-    wait_metric(
-        &agent,
-        "monitor_output_queued_records{output=\"siem\"}",
-        |n| n >= 4.0,
-    );
+    three_findings_wait(&agent, &mut runner, "siem");
     assert_eq!(metric(&agent, "monitor_output_up{output=\"siem\"}"), 0.0);
     assert!(!rsyslog.received().contains(&runner.run_id));
     rsyslog.up();
@@ -525,7 +535,7 @@ fn findings_reach_an_otlp_collector_with_their_attributes_and_wait_for_it() {
     std::fs::write(
         &config,
         format!(
-            "version: 1\noutputs:\n  - {{name: logs, type: otlp, endpoint: \"http://127.0.0.1:{port}/v1/logs\", queue_dir: {}/q}}\n",
+            "version: 1\nrunner: {{pool: ci-test, labels: {{team: security}}}}\noutputs:\n  - {{name: logs, type: otlp, endpoint: \"http://127.0.0.1:{port}/v1/logs\", queue_dir: {}/q}}\n",
             dir.path().display()
         ),
     )
@@ -590,6 +600,18 @@ fn findings_reach_an_otlp_collector_with_their_attributes_and_wait_for_it() {
             "ci-runtime-monitor"
         );
         assert!(!text_of(attribute(&resource.attributes, "host.name")).is_empty());
+        assert_eq!(
+            text_of(attribute(&resource.attributes, "monitor.runner.pool")),
+            "ci-test"
+        );
+        assert_eq!(
+            text_of(attribute(&resource.attributes, "monitor.runner.label.team")),
+            "security"
+        );
+        assert_eq!(
+            text_of(attribute(&resource.attributes, "service.version")),
+            env!("CARGO_PKG_VERSION")
+        );
         let record = all
             .iter()
             .flat_map(|r| &r.resource_logs)
@@ -620,17 +642,7 @@ fn findings_reach_an_otlp_collector_with_their_attributes_and_wait_for_it() {
     }
 
     collector.stop();
-    run(
-        &agent,
-        &mut runner,
-        2,
-        &steps_reading(&[".npmrc", ".pypirc", ".git-credentials"]),
-    );
-    wait_metric(
-        &agent,
-        "monitor_output_queued_records{output=\"logs\"}",
-        |n| n >= 4.0,
-    );
+    three_findings_wait(&agent, &mut runner, "logs");
     let _collector = Collector::start(port, received.clone());
     let got = wait(&runner.run_id, 4);
     let steps: Vec<&str> = got

@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub console: bool,
     /// Where findings and job summaries are sent (syslog, OTLP).
     pub outputs: Vec<crate::forward::OutputConfig>,
+    /// The runner's pool and labels, as outputs name it.
+    pub runner: crate::forward::RunnerInfo,
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -112,6 +114,7 @@ impl Default for RunOptions {
             baseline: None,
             console: false,
             outputs: Vec::new(),
+            runner: Default::default(),
         }
     }
 }
@@ -329,8 +332,9 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         ));
         (console, std::time::Instant::now())
     });
-    let forwarder = crate::forward::Forwarder::start(&options.outputs, stats.outputs.clone())
-        .context("starting the outputs")?;
+    let forwarder =
+        crate::forward::Forwarder::start(&options.outputs, &options.runner, stats.outputs.clone())
+            .context("starting the outputs")?;
     for o in &options.outputs {
         log::info!(
             "output {}: {} to {}",

@@ -68,6 +68,17 @@ pub struct OutputConfig {
     pub max_queued: Option<usize>,
 }
 
+/// What the records say of the runner besides its host name (the configuration's `runner:`):
+/// its pool and labels, as the fleet groups runners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerInfo {
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {

@@ -149,18 +149,29 @@ pub fn log_record(record: &Record, observed_ns: u64) -> LogRecord {
 }
 
 /// The request carrying `records`, with the runner as its resource.
-pub fn request(records: &[Record], hostname: &str) -> ExportLogsServiceRequest {
+pub fn request(
+    records: &[Record],
+    hostname: &str,
+    runner: &super::RunnerInfo,
+) -> ExportLogsServiceRequest {
     let observed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    let mut attributes = vec![
+        text("service.name", "ci-runtime-monitor"),
+        text("service.version", env!("CARGO_PKG_VERSION")),
+        text("host.name", hostname),
+    ];
+    if let Some(pool) = &runner.pool {
+        attributes.push(text("monitor.runner.pool", pool.clone()));
+    }
+    for (k, v) in &runner.labels {
+        attributes.push(text(&format!("monitor.runner.label.{k}"), v.clone()));
+    }
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: vec![
-                    text("service.name", "ci-runtime-monitor"),
-                    text("service.version", env!("CARGO_PKG_VERSION")),
-                    text("host.name", hostname),
-                ],
+                attributes,
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
@@ -183,10 +194,11 @@ pub struct Otlp {
     headers: Vec<(String, String)>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     hostname: String,
+    runner: super::RunnerInfo,
 }
 
 impl Otlp {
-    pub fn new(config: &OutputConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &OutputConfig, runner: &super::RunnerInfo) -> anyhow::Result<Self> {
         let url: url::Url = config
             .endpoint
             .as_deref()
@@ -206,11 +218,12 @@ impl Otlp {
                 .collect(),
             tls,
             hostname: super::syslog::hostname(),
+            runner: runner.clone(),
         })
     }
 
     pub fn deliver(&mut self, records: &[Record]) -> anyhow::Result<()> {
-        let body = request(records, &self.hostname).encode_to_vec();
+        let body = request(records, &self.hostname, &self.runner).encode_to_vec();
         let host = self
             .url
             .host_str()

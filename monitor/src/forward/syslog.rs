@@ -185,8 +185,14 @@ fn rfc5424_time(time: &str) -> String {
     }
 }
 
-/// One RFC 5424 message for `record`.
-pub fn message(record: &Record, facility: u8, format: Format, hostname: &str) -> Vec<u8> {
+/// One RFC 5424 message for `record`; `pool` the runner's, when configured.
+pub fn message(
+    record: &Record,
+    facility: u8,
+    format: Format,
+    hostname: &str,
+    pool: Option<&str>,
+) -> Vec<u8> {
     let pri = u16::from(facility) * 8 + u16::from(severity_code(record));
     let (msgid, mut params) = match record {
         Record::Finding(f) => {
@@ -217,6 +223,9 @@ pub fn message(record: &Record, facility: u8, format: Format, hostname: &str) ->
         if let Some(r) = &j.job.repository {
             params.push(("repository", r.clone()));
         }
+    }
+    if let Some(pool) = pool {
+        params.push(("pool", pool.to_string()));
     }
     let sd: String = params
         .iter()
@@ -269,11 +278,12 @@ pub struct Syslog {
     facility: u8,
     format: Format,
     hostname: String,
+    pool: Option<String>,
     connection: Option<Connection>,
 }
 
 impl Syslog {
-    pub fn new(config: &OutputConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &OutputConfig, runner: &super::RunnerInfo) -> anyhow::Result<Self> {
         let address = config
             .address
             .clone()
@@ -304,6 +314,7 @@ impl Syslog {
                 .unwrap_or(16),
             format: config.format.unwrap_or(Format::Json),
             hostname: hostname(),
+            pool: runner.pool.clone(),
             connection: None,
         })
     }
@@ -385,7 +396,13 @@ impl Syslog {
         let result = (|| -> anyhow::Result<()> {
             let connection = self.connection.as_mut().expect("connected above");
             for record in records {
-                let message = message(record, self.facility, self.format, &self.hostname);
+                let message = message(
+                    record,
+                    self.facility,
+                    self.format,
+                    &self.hostname,
+                    self.pool.as_deref(),
+                );
                 match connection {
                     Connection::Udp(s) => {
                         s.send(&message)?;
@@ -417,42 +434,20 @@ impl Syslog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        ci::JobIdentity,
-        finding::{Finding, RuleId},
-    };
+    use crate::finding::Finding;
 
     fn finding() -> Finding {
-        let mut job =
-            JobIdentity::bare("github", "github/acme/app/1/1/build".into(), "build".into());
-        job.repository = Some("acme/app".into());
-        Finding {
-            id: 7,
-            rule: RuleId::CredentialRead,
-            severity: Severity::High,
-            summary: "cat read ~/.npmrc | a \\ b".into(),
-            time: "2026-12-01T12:03:04.5Z".into(),
-            ts_ns: 0,
-            job: Some(job),
-            step: Some(crate::ci::StepIdentity {
-                id: "le\"ak]".into(),
-                action: None,
-            }),
-            process_chain: Vec::new(),
-            events: Vec::new(),
-            evidence: Default::default(),
-            hook: None,
-            profile_clause: String::new(),
-            allowance: None,
-            container: None,
-            response: None,
-        }
+        crate::finding::sample_finding(
+            "le\"ak]",
+            "cat read ~/.npmrc | a \\ b",
+            "2026-12-01T12:03:04.5Z",
+        )
     }
 
     #[test]
     fn a_finding_is_an_rfc5424_message_with_its_json_and_escaped_structured_data() {
         let record = Record::Finding(Box::new(finding()));
-        let text = String::from_utf8(message(&record, 16, Format::Json, "runner-1")).unwrap();
+        let text = String::from_utf8(message(&record, 16, Format::Json, "runner-1", None)).unwrap();
         let pid = std::process::id();
         let prefix = format!(
             "<131>1 2026-12-01T12:03:04.5Z runner-1 ci-runtime-monitor {pid} finding [monitor@32473 rule=\"credential-read\" severity=\"high\" job=\"github/acme/app/1/1/build\" repository=\"acme/app\" step=\"le\\\"ak\\]\"] "
@@ -480,8 +475,10 @@ mod tests {
     #[test]
     fn cef_escapes_its_separators() {
         let record = Record::Finding(Box::new(finding()));
-        let text = String::from_utf8(message(&record, 4, Format::Cef, "h")).unwrap();
+        let text =
+            String::from_utf8(message(&record, 4, Format::Cef, "h", Some("linux-x64"))).unwrap();
         assert!(text.starts_with("<35>1 "), "{text}");
+        assert!(text.contains(" pool=\"linux-x64\"]"), "{text}");
         let cef = &text[text.find("CEF:0|").unwrap()..];
         assert!(
             cef.starts_with(&format!("CEF:0|Monitor|ci-runtime-monitor|{}|credential-read|cat read ~/.npmrc \\| a \\\\ b|8|rt=2026-12-01T12:03:04.5Z", env!("CARGO_PKG_VERSION"))),
@@ -501,7 +498,7 @@ mod tests {
             argv: vec!["a".repeat(100_000)].into(),
         }];
         let record = Record::Finding(Box::new(f));
-        let text = message(&record, 16, Format::Json, "h");
+        let text = message(&record, 16, Format::Json, "h", None);
         assert!(text.len() < MAX_MESSAGE_BYTES + 1024);
     }
 }

@@ -55,13 +55,19 @@ impl Destination {
 impl Forwarder {
     /// Starts a thread per output; a broken output (its CA unreadable, its queue directory not
     /// writable) fails the start with its name.
-    pub fn start(configs: &[OutputConfig], metrics: OutputMetrics) -> anyhow::Result<Self> {
+    pub fn start(
+        configs: &[OutputConfig],
+        runner: &super::RunnerInfo,
+        metrics: OutputMetrics,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut outputs = Vec::new();
         for config in configs {
             let destination = match config.kind {
-                OutputKind::Syslog => Destination::Syslog(super::syslog::Syslog::new(config)?),
-                OutputKind::Otlp => Destination::Otlp(super::otlp::Otlp::new(config)?),
+                OutputKind::Syslog => {
+                    Destination::Syslog(super::syslog::Syslog::new(config, runner)?)
+                }
+                OutputKind::Otlp => Destination::Otlp(super::otlp::Otlp::new(config, runner)?),
             };
             let queue = DiskQueue::open(
                 &config.queue_dir(),
