@@ -343,13 +343,13 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                 crate::forward::OutputKind::Syslog => "syslog",
                 crate::forward::OutputKind::Otlp => "OTLP logs",
             },
+            // An endpoint's credentials (user:password@) and query never reach the log.
             o.address
-                .as_deref()
-                .or(o
-                    .endpoint
-                    .as_deref()
-                    .map(|e| e.split('?').next().unwrap_or(e)))
-                .unwrap_or("?")
+                .clone()
+                .or_else(|| o.endpoint.as_deref().map(|e| {
+                    crate::baseline::store::shown_location(e.split('?').next().unwrap_or(e))
+                }))
+                .unwrap_or_else(|| "?".into())
         );
     }
     let pipeline = Pipeline {

@@ -26,6 +26,52 @@ use crate::{
 const MAX_PENDING_ENV: usize = 4096;
 
 /// Turns decoded kernel events into enriched events, keeping the process table up to date.
+/// What a file reader said of a file lately, by its identity and version (modification time
+/// and size): reading it again is what the next agent on the machine sees as an open of it,
+/// and reads it in turn; two agents would read a `.pth` back and forth for ever. A file
+/// rewritten has another version and is read again. Bounded, each answer kept 10 s.
+pub struct ReadCache<T> {
+    entries: HashMap<(u32, u64), ((i64, i64, u64), std::time::Instant, T)>,
+}
+
+impl<T> Default for ReadCache<T> {
+    fn default() -> Self {
+        ReadCache {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+const READ_CACHE_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
+const READ_CACHE_MAX: usize = 4_096;
+
+impl<T: Clone> ReadCache<T> {
+    pub fn get_or_read(&mut self, key: (u32, u64), path: &str, read: fn(&str) -> T) -> T {
+        use std::os::unix::fs::MetadataExt as _;
+        let version = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.len()));
+        if let (Some(version), Some((seen, at, answer))) = (version, self.entries.get(&key)) {
+            if *seen == version && at.elapsed() < READ_CACHE_KEEP {
+                return answer.clone();
+            }
+        }
+        let answer = read(path);
+        if let Some(version) = version {
+            if self.entries.len() >= READ_CACHE_MAX {
+                self.entries
+                    .retain(|_, (_, at, _)| at.elapsed() < READ_CACHE_KEEP);
+                if self.entries.len() >= READ_CACHE_MAX {
+                    self.entries.clear();
+                }
+            }
+            self.entries
+                .insert(key, (version, std::time::Instant::now(), answer.clone()));
+        }
+        answer
+    }
+}
+
 /// See `Enricher::identity_check`: (watched path, opened path, identity, when the identity was
 /// last read as the watched file's).
 pub type IdentityCheck = fn(&str, &str, (u32, u64), std::time::SystemTime) -> bool;
@@ -49,6 +95,9 @@ pub struct Enricher {
     map_reader: Option<fn(&str) -> Option<crate::rules::packaging::MapFacts>>,
     /// An executable's change time, Unix ns (live: stat; replay: nothing).
     exe_changed: Option<fn(&str) -> Option<i128>>,
+    /// What the readers said of files lately, by identity and version (see `ReadCache`).
+    pth_reads: ReadCache<Option<bool>>,
+    map_reads: ReadCache<Option<crate::rules::packaging::MapFacts>>,
     /// Whether a file opened under another name than a watched file's, with the watched file's
     /// identity in `identities`, is still that file (live: see `Identities::still_that_file`;
     /// replay: trusted): a watched file removed since the table was read leaves its identity
@@ -87,6 +136,8 @@ impl Enricher {
             pth_reader: None,
             map_reader: None,
             identity_check: None,
+            pth_reads: ReadCache::default(),
+            map_reads: ReadCache::default(),
             exe_changed: None,
             dns_unparsed: 0,
             dns_answers_checked: false,
@@ -498,13 +549,13 @@ impl Enricher {
                 let key = self.table.observe(&header);
                 let pth_executable = match self.pth_reader {
                     Some(read) if path.ends_with(".pth") && f_mode & FMODE_WRITE == 0 => {
-                        read(&path)
+                        self.pth_reads.get_or_read((dev, ino), &path, read)
                     }
                     _ => None,
                 };
                 let map = match self.map_reader {
                     Some(read) if path.ends_with(".map") && f_mode & FMODE_WRITE == 0 => {
-                        read(&path)
+                        self.map_reads.get_or_read((dev, ino), &path, read)
                     }
                     _ => None,
                 };
@@ -937,5 +988,39 @@ mod name_tests {
         // The directory is another name's: the relative name stays as given.
         assert_eq!(absolute_name("/w/a", "x", false), "x");
         assert_eq!(absolute_name("/", "..", true), "/");
+    }
+}
+
+#[cfg(test)]
+mod read_cache_tests {
+    use super::ReadCache;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static READS: AtomicUsize = AtomicUsize::new(0);
+
+    fn reader(path: &str) -> Option<bool> {
+        READS.fetch_add(1, Ordering::SeqCst);
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.contains("import"))
+    }
+
+    /// A file read again and again (as two agents would, each seeing the other's read) is read
+    /// once; rewritten, it is read again at once.
+    #[test]
+    fn a_file_is_read_once_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pth");
+        std::fs::write(&path, "/some/dir\n").unwrap();
+        let path = path.to_str().unwrap();
+        let mut cache = ReadCache::default();
+        for _ in 0..5 {
+            assert_eq!(cache.get_or_read((1, 2), path, reader), Some(false));
+        }
+        assert_eq!(READS.load(Ordering::SeqCst), 1);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(path, "import os; os.system('x')\n").unwrap();
+        assert_eq!(cache.get_or_read((1, 2), path, reader), Some(true));
+        assert_eq!(READS.load(Ordering::SeqCst), 2);
     }
 }
