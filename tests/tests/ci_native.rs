@@ -234,3 +234,35 @@ fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
     let tampered = by_rule(&mine, "action-tampered");
     assert!(tampered.is_empty(), "{tampered:#?}");
 }
+
+/// A credential removed and its inode number given at once to a new file (ext4 does) is not
+/// the credential: reading the new file is quiet. The step proves the number was reused.
+/// (The hard link that outlives a removed key is still the key: `file_routes.rs`.)
+#[test]
+fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
+    let runner = FakeRunner::outside_tmp();
+    let (home, w) = (runner.home.clone(), runner.workspace.clone());
+    std::fs::write(home.join(".pypirc"), "[pypi]\npassword = CANARY-PYPI\n").unwrap();
+    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
+    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    let reused = format!(
+        "old=$(stat -c %i '{home_s}/.pypirc')\n\
+         rm '{home_s}/.pypirc'\n\
+         for i in $(seq 100); do\n\
+           echo notes > '{w_s}/new'$i.txt\n\
+           if [ \"$(stat -c %i '{w_s}/new'$i.txt)\" = \"$old\" ]; then\n\
+             cat '{w_s}/new'$i.txt > /dev/null; echo REUSED; break\n\
+           fi\n\
+         done\n"
+    );
+    let output = runner.run_job(&[("reused", &reused), MARKER_STEP]);
+    assert!(
+        output.contains("REUSED"),
+        "the file system did not reuse the inode number, the case was not made:\n{output}"
+    );
+    let mine = agent.findings_through_marker(&runner);
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "reused"),
+        "a new file with a removed key's number is not the key: {mine:#?}"
+    );
+}
