@@ -781,13 +781,20 @@ fn hook_command(command: HookCommand, socket: &Path) -> anyhow::Result<()> {
             })?;
         // Steps write to this file too: close whatever they left open (a comment, a code
         // fence, <details>) so it cannot hide the agent's block. GitHub reads at most 1 MiB.
+        // One that would hide the block anyway, or push the page past what GitHub shows,
+        // gets the block first.
+        use monitor::report::markdown::{with_block, SummaryWrite, STEP_SUMMARY_LIMIT};
         let mut existing = Vec::new();
         (&mut file)
-            .take(2 * 1024 * 1024)
+            .take(STEP_SUMMARY_LIMIT as u64 + 1)
             .read_to_end(&mut existing)?;
-        let closers = monitor::report::markdown::closers_for(&String::from_utf8_lossy(&existing));
-        file.write_all(closers.as_bytes())?;
-        file.write_all(markdown.as_bytes())?;
+        match with_block(&String::from_utf8_lossy(&existing), markdown) {
+            SummaryWrite::Append(text) => file.write_all(text.as_bytes())?,
+            SummaryWrite::Rewrite(whole) => {
+                file.set_len(0)?;
+                file.write_all(whole.as_bytes())?;
+            }
+        }
     }
     // The job's profile fails jobs with such findings (`hooks.fail_on`): after the summary is
     // written, and whatever `--fail-closed` says (the agent answered).

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub tamper_log_unpinned: IntCounter,
     /// Enforcement pins found removed from bpffs (and pinned again).
     pub enforcement_unpinned: IntCounter,
+    /// Control requests answered before the kernel's records up to them were all read.
+    pub barrier_timeouts: IntCounter,
     /// SIGHUP profile reloads, by result (`ok`, `refused`).
     pub profile_reloads: IntCounterVec,
     /// Whether the container runtime's API answers (1), or not (0); absent until first asked.
@@ -262,6 +264,11 @@ impl Metrics {
             "Enforcement pins (the kernel's maps and program links that keep block mode and kill responses on when the agent is gone) the agent found removed from bpffs (and pinned again, unless the log says it could not).",
         )
         .expect("valid metric");
+        let barrier_timeouts = IntCounter::new(
+            "monitor_control_barrier_timeouts_total",
+            "Control requests (a job's start or end) answered before every kernel record written up to them had been read, the ring reader being stuck or flooded: the job's report then says it may miss its last events.",
+        )
+        .expect("valid metric");
         let container_runtime_up = IntGauge::new(
             "monitor_container_runtime_up",
             "Whether the container runtime's API (Docker) answers: 1 yes, 0 no (containers are then told by their cgroup only, without image, privileges or mounts).",
@@ -290,6 +297,7 @@ impl Metrics {
             &dns_unparsed,
             &tamper_log_unpinned,
             &enforcement_unpinned,
+            &barrier_timeouts,
             &containers_seen,
         ] {
             registry
@@ -406,6 +414,7 @@ impl Metrics {
             dns_unparsed,
             tamper_log_unpinned,
             enforcement_unpinned,
+            barrier_timeouts,
             repositories: Mutex::new(HashSet::new()),
             registry,
         }

@@ -307,6 +307,21 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
         }
         out.push(redact(arg).into_owned());
     }
+    // A token split over two arguments (`printf %s%s ghp_abc... def...`, a value cut by a
+    // wrapper): each half too short for its shape, the two together a token. Both go.
+    for i in 1..out.len() {
+        let (a, b) = (&argv[i - 1], &argv[i]);
+        if out[i - 1] == *a && out[i] == *b {
+            let joined = format!("{a}{b}");
+            if TOKEN_SHAPES
+                .find_iter(&joined)
+                .any(|m| m.start() < a.len() && m.end() > a.len())
+            {
+                out[i - 1] = REDACTED.to_string();
+                out[i] = REDACTED.to_string();
+            }
+        }
+    }
     out
 }
 
@@ -459,6 +474,18 @@ mod tests {
         assert_eq!(redact_argv(&copy), copy);
         let file: Vec<String> = ["cat", "token.txt", "notes.md"].map(String::from).to_vec();
         assert_eq!(redact_argv(&file), file);
+    }
+
+    #[test]
+    fn a_token_split_over_two_arguments_is_redacted() {
+        let token = "ghp_SPLITCANARY0000000000000000000000000";
+        let (a, b) = token.split_at(12);
+        let argv: Vec<String> = ["printf", "%s%s", a, b].map(String::from).to_vec();
+        let out = redact_argv(&argv);
+        assert_eq!(out, ["printf", "%s%s", REDACTED, REDACTED]);
+        // Two ordinary neighbours are not a token.
+        let argv: Vec<String> = ["git", "commit", "-m", "fix"].map(String::from).to_vec();
+        assert_eq!(redact_argv(&argv), argv);
     }
 
     #[test]

@@ -207,6 +207,63 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
     let _ = std::fs::remove_dir_all(socket_dir);
 }
 
+/// A step leaves more open blocks than anyone would close (1,000 `<details>`): the hook puts
+/// the agent's block first, where nothing the step wrote can hide it; what the step wrote is
+/// kept after it. The HTML report carries the same nonce as the block.
+#[test]
+fn a_summary_left_too_open_to_close_gets_the_agents_block_first() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::new();
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//registry.npmjs.org/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    let output = runner.run_job_with_hooks(
+        &[
+            (
+                "hide",
+                "for i in $(seq 1000); do echo '<details>'; done >> \"$GITHUB_STEP_SUMMARY\"\n\
+                 echo '## Runtime security: no findings' >> \"$GITHUB_STEP_SUMMARY\"\n",
+            ),
+            ("steal", "cat \"$HOME/.npmrc\"\n"),
+        ],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains(CANARY), "the canary was read: {output}");
+    let report = agent.wait_for_report(&runner);
+    let nonce = report["summary_nonce"]
+        .as_str()
+        .expect("a live report has a nonce");
+    let summary = std::fs::read_to_string(runner.step_summary()).unwrap();
+    let forged = summary
+        .find("## Runtime security: no findings")
+        .expect("the step's text is kept");
+    assert!(
+        summary.matches("<details>").count() >= 1000,
+        "the step's text is kept"
+    );
+    assert!(
+        summary.find(nonce).is_some_and(|at| at < forged),
+        "the agent's block comes first"
+    );
+    let html = render_markdown(&summary);
+    let at = html
+        .find("credential-read")
+        .unwrap_or_else(|| panic!("not rendered: {html}"));
+    let before = &html[..at];
+    assert_eq!(
+        before.matches("<details").count(),
+        before.matches("</details>").count(),
+        "the finding is inside a <details>: {}",
+        &before[..before.len().min(2000)]
+    );
+    let html_report = agent.report_path(&runner).unwrap().with_extension("html");
+    assert!(std::fs::read_to_string(html_report)
+        .unwrap()
+        .contains(nonce));
+}
+
 /// The agent makes the control socket's directory itself, reachable by the socket's group:
 /// without systemd's RuntimeDirectoryMode the group could otherwise never connect.
 #[test]

@@ -354,11 +354,18 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     }
     let pipeline = Pipeline {
         forwarder,
+        unsettled_request: false,
+        barrier_warned: None,
         console,
         baseline,
         events: std::io::BufWriter::with_capacity(256 * 1024, output),
         findings,
-        judge: Judge::new(engine),
+        judge: {
+            let mut judge = Judge::new(engine);
+            // Each job's summary nonce is made when its record begins.
+            judge.recorder.nonces = true;
+            judge
+        },
         enforcer,
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),

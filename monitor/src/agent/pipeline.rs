@@ -65,6 +65,11 @@ pub(super) struct Pipeline {
     pub(super) console: Option<(crate::console::Console, std::time::Instant)>,
     /// Outputs to SIEMs and log platforms (see `forward`).
     pub(super) forwarder: crate::forward::Forwarder,
+    /// Set while a control request is served that did not see the kernel's records up to it
+    /// (the barrier timed out): the reports it writes say so.
+    pub(super) unsettled_request: bool,
+    /// When the last barrier timeout was logged (one line a minute; all are counted).
+    pub(super) barrier_warned: Option<std::time::Instant>,
 }
 
 /// How often the console's status line is printed.
@@ -77,6 +82,9 @@ const MAX_LOSSES_WAITING: usize = 4096;
 
 /// How long a control request waits for the ring reader's barrier.
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a job's report says when its end was served before its last records were read.
+const UNSETTLED_END: &str = "the job's end was judged before every kernel record written up to it had been read (the agent's ring reader was stuck or flooded): its last events may be missing";
 
 /// Jobs listed by `status`: running ones, then the latest ended ones.
 const STATUS_RUNNING: usize = 256;
@@ -371,6 +379,23 @@ impl Pipeline {
         self.write_findings(findings, stats);
     }
 
+    /// A control request is served without the kernel's records up to it: counted, logged
+    /// (a line a minute), and said in the reports it writes.
+    fn note_unsettled_request(&mut self, stats: &Stats) {
+        stats.barrier_timeouts.inc();
+        self.unsettled_request = true;
+        if self
+            .barrier_warned
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60))
+        {
+            self.barrier_warned = Some(std::time::Instant::now());
+            log::warn!(
+                "a control request was served before the kernel's records up to it were all read (the ring reader did not reach it within {BARRIER_WAIT:?}); a job it ends is reported as possibly missing its last events ({} so far)",
+                stats.barrier_timeouts.get()
+            );
+        }
+    }
+
     /// Writes the reports of the jobs that ended (kept in `recent_reports` for the hook).
     fn write_reports(&mut self, ended: Vec<crate::engine::EndedJob>, stats: &Stats) {
         if !ended.is_empty() {
@@ -388,7 +413,12 @@ impl Pipeline {
                 continue;
             };
             self.judge_baseline(&mut report, &job, stats);
-            report.summary_nonce = new_summary_nonce();
+            if report.summary_nonce.is_none() {
+                report.summary_nonce = new_summary_nonce();
+            }
+            if self.unsettled_request {
+                report.incomplete_because.push(UNSETTLED_END.to_string());
+            }
             if !self.forwarder.is_empty() {
                 self.forwarder.send(&crate::forward::Record::Job(Box::new(
                     crate::forward::JobSummary::of(&report),
@@ -826,6 +856,26 @@ pub(super) struct Inputs {
     pub(super) container_news: mpsc::Receiver<crate::containers::docker::ContainerNews>,
 }
 
+/// Waits for the ring reader's barrier, judging what it queues meanwhile (the reader may be
+/// waiting for room in the queue to hand on the records before the barrier). False when it did
+/// not come within `BARRIER_WAIT`.
+async fn wait_for_barrier<T>(
+    drained: tokio::sync::oneshot::Receiver<()>,
+    rx: &mut mpsc::Receiver<T>,
+    mut handle: impl FnMut(T),
+) -> bool {
+    let deadline = tokio::time::sleep(BARRIER_WAIT);
+    tokio::pin!(deadline, drained);
+    loop {
+        tokio::select! {
+            biased;
+            came = &mut drained => return came.is_ok(),
+            Some(event) = rx.recv() => handle(event),
+            _ = &mut deadline => return false,
+        }
+    }
+}
+
 pub(super) async fn run(
     inputs: Inputs,
     reload_from: ProfileSource,
@@ -865,13 +915,19 @@ pub(super) async fn run(
                 // Whatever the kernel wrote before the request belongs before it: the ring is
                 // drained up to now (a barrier through the reader), then the queue.
                 let (done, drained) = tokio::sync::oneshot::channel();
-                if barrier.send(done).await.is_ok() {
-                    let _ = tokio::time::timeout(BARRIER_WAIT, drained).await;
-                }
+                let settled = barrier.send(done).await.is_ok()
+                    && wait_for_barrier(drained, &mut rx, |event| {
+                        pipeline.handle_queued(&mut enricher, event, &stats)
+                    })
+                    .await;
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
+                if !settled {
+                    pipeline.note_unsettled_request(&stats);
+                }
                 let response = pipeline.command(&mut enricher, command.request, command.peer, &stats);
+                pipeline.unsettled_request = false;
                 let _ = command.reply.send(response);
                 pipeline.account_jobs(&stats);
             }
@@ -939,4 +995,38 @@ pub(super) async fn run(
         log.clear_judged();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_barrier_wait_judges_what_is_queued_meanwhile_and_says_when_it_timed_out() {
+        // The reader hands on three records, then answers the barrier: all three are judged
+        // while waiting (the reader could not have answered had nobody emptied the queue).
+        let (tx, mut rx) = mpsc::channel(1);
+        let (done, drained) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            for n in 0..3 {
+                tx.send(n).await.unwrap();
+            }
+            done.send(()).unwrap();
+            std::future::pending::<()>().await;
+        });
+        let mut judged = Vec::new();
+        assert!(wait_for_barrier(drained, &mut rx, |n| judged.push(n)).await);
+        // The last may still be queued when the answer comes: the caller empties the queue.
+        while let Ok(n) = rx.try_recv() {
+            judged.push(n);
+        }
+        assert_eq!(judged, [0, 1, 2]);
+
+        // A reader that never gets there: the wait ends at its deadline and says so.
+        let (_tx, mut rx) = mpsc::channel::<u32>(1);
+        let (_done, drained) = tokio::sync::oneshot::channel();
+        let started = tokio::time::Instant::now();
+        assert!(!wait_for_barrier(drained, &mut rx, |_| {}).await);
+        assert!(started.elapsed() >= BARRIER_WAIT);
+    }
 }

@@ -242,6 +242,12 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
         .collect();
     addresses.sort();
     addresses.dedup();
+    // What the job named (paths, names, images) reaches findings and reports: no secret in it
+    // does (`-v /tmp/ghp_...:/x`, an image tagged with a token).
+    for b in &mut binds {
+        b.source = crate::redact::redact_path(&b.source).into_owned();
+        b.destination = crate::redact::redact_path(&b.destination).into_owned();
+    }
     ContainerMeta {
         id: c.id.unwrap_or_default(),
         name: c
@@ -249,7 +255,7 @@ pub fn meta_of(c: ContainerInspectResponse) -> ContainerMeta {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string(),
-        image: config.image.or(c.image).unwrap_or_default(),
+        image: crate::redact::redact(&config.image.or(c.image).unwrap_or_default()).into_owned(),
         runtime: "docker".into(),
         privileged: host.privileged.unwrap_or(false),
         host_namespaces,
@@ -300,5 +306,24 @@ mod tests {
         );
         assert_eq!(parse_bind("cache:/cache"), None);
         assert!(!parse_bind("/:/host").unwrap().read_only);
+    }
+
+    #[test]
+    fn secrets_in_bind_paths_and_images_are_redacted() {
+        let token = "ghp_BINDCANARY000000000000000000000000000";
+        let c = ContainerInspectResponse {
+            id: Some("c0ffee".into()),
+            image: Some(format!("registry.test/app:{token}")),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("/tmp/{token}:/secret/{token}:ro")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let meta = meta_of(c);
+        let shown = format!("{meta:?}");
+        assert!(!shown.contains(token), "{shown}");
+        assert_eq!(meta.binds.len(), 1, "the bind is still there: {shown}");
+        assert!(meta.binds[0].source.starts_with("/tmp/"));
     }
 }

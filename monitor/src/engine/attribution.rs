@@ -326,6 +326,12 @@ impl Engine {
                         self.overflow_job(uid, &job_id)
                     }
                     None => {
+                        let mut job_id = job_id;
+                        if self.forgotten_keys.contains(&job_id.key) {
+                            // A key whose job ended and was forgotten: a new job under a key of
+                            // its own, so the ended job's report is never written over.
+                            job_id.key = format!("{}/again-{}", job_id.key, self.now_ns);
+                        }
                         let job = self.job_index(job_id);
                         self.jobs[job].env_uid = Some(uid);
                         job
@@ -453,9 +459,20 @@ impl Engine {
 
     /// The job that `uid`'s environment-only jobs past the bound share.
     fn overflow_job(&mut self, uid: u32, wanted: &JobIdentity) -> usize {
+        if let Some(open) = self
+            .jobs
+            .iter()
+            .position(|j| j.overflow && j.env_uid == Some(uid) && j.ended_ns.is_none())
+        {
+            return open;
+        }
+        // A new one each time the last has ended (its report is written; never re-opened).
         let identity = JobIdentity {
             provider: wanted.provider.clone(),
-            key: format!("{}/undeclared-over-bound/uid-{uid}", wanted.provider),
+            key: format!(
+                "{}/undeclared-over-bound/uid-{uid}/{}",
+                wanted.provider, self.now_ns
+            ),
             name: format!(
                 "jobs of uid {uid} past {MAX_UNDECLARED_JOBS_PER_UID} undeclared at once"
             ),
@@ -509,6 +526,12 @@ impl Engine {
         if next == self.jobs.len() {
             return;
         }
+        for (job, _) in self.jobs.iter().zip(&keep).filter(|(_, k)| !**k) {
+            self.forgotten_keys.insert(&job.identity.key);
+        }
+        // Keyed by index: started again (a check a period later at most).
+        self.anchors_gone_since.clear();
+        self.quiet_since.clear();
         let jobs = std::mem::take(&mut self.jobs);
         self.jobs = jobs
             .into_iter()
@@ -627,5 +650,38 @@ impl Engine {
         if self.profile_of(job).responses.credential_read == crate::profile::Response::Kill {
             self.enforcement.push(Enforcement::InstallCode { pid });
         }
+    }
+}
+
+/// Keys of jobs the engine forgot, remembered by a 64-bit hash (bounded, oldest out first).
+#[derive(Default)]
+pub(super) struct ForgottenKeys {
+    set: HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl ForgottenKeys {
+    fn hash(key: &str) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        // Fixed keys: a replay of the same log decides the same.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    pub(super) fn insert(&mut self, key: &str) {
+        let h = Self::hash(key);
+        if self.set.insert(h) {
+            self.order.push_back(h);
+            if self.order.len() > super::MAX_FORGOTTEN_KEYS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.set.contains(&Self::hash(key))
     }
 }

@@ -69,6 +69,12 @@ impl Engine {
                     start_ticks: e.process.start_ticks,
                 };
                 let existing = self.job_by_key.get(&job.key).copied();
+                if existing.is_none() && self.forgotten_keys.contains(&job.key) {
+                    return Err(format!(
+                        "job {} has ended; an ended job is never re-opened",
+                        job.key
+                    ));
+                }
                 if let Some(j) = existing {
                     if self.jobs[j].ended_ns.is_some() {
                         return Err(format!(

@@ -51,6 +51,12 @@ const ANCHOR_CHECK_EVERY_NS: u64 = 2 * 1_000_000_000;
 pub const STEP_GRACE_NS: u64 = 2_000_000_000;
 /// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
 pub const MAX_TRACKED_PROCESSES: usize = 262_144;
+/// How long an environment-only job without an anchor (its processes adopted by init: nothing
+/// marks its end) stays open once none of its processes runs.
+pub const QUIET_JOB_END_NS: u64 = 30 * 1_000_000_000;
+/// Keys of forgotten jobs remembered (so an ended job is never re-opened): a runner doing a
+/// job a minute reaches it after 45 days.
+pub const MAX_FORGOTTEN_KEYS: usize = 65_536;
 /// Jobs the engine keeps (live, ended, retired); past it, retired jobs whose processes are all
 /// gone are forgotten (`compact_jobs`).
 pub const MAX_JOBS_KEPT: usize = 4_096;
@@ -275,11 +281,17 @@ pub struct Engine {
     source_requests: Vec<SourceRequest>,
     last_retire_ns: u64,
     last_anchor_check_ns: u64,
+    last_quiet_check_ns: u64,
     /// The latest time of an event the kernel reported (not the clock's ticks, not the
     /// agent's own events): what has been processed up to.
     last_kernel_event_ns: u64,
     /// Jobs whose anchor was found gone, and when.
     anchors_gone_since: HashMap<usize, u64>,
+    /// Anchorless environment-only jobs found with no live process, and since when.
+    quiet_since: HashMap<usize, u64>,
+    /// Keys of jobs forgotten by `compact_jobs`: an ended job is never re-opened, even after
+    /// its record is gone.
+    forgotten_keys: attribution::ForgottenKeys,
     next_id: u64,
     now_ns: u64,
     /// Exited processes forgotten because of the bound.
@@ -337,8 +349,11 @@ impl Engine {
             source_requests: Vec::new(),
             last_retire_ns: 0,
             last_anchor_check_ns: 0,
+            last_quiet_check_ns: 0,
             last_kernel_event_ns: 0,
             anchors_gone_since: HashMap::new(),
+            quiet_since: HashMap::new(),
+            forgotten_keys: Default::default(),
             next_id: 0,
             now_ns: 0,
             evicted: 0,
@@ -606,6 +621,15 @@ impl Engine {
             self.last_anchor_check_ns = self.now_ns;
             self.end_jobs_of_vanished_anchors(out);
         }
+        if self.now_ns != u64::MAX
+            && self.now_ns
+                >= self
+                    .last_quiet_check_ns
+                    .saturating_add(ANCHOR_CHECK_EVERY_NS)
+        {
+            self.last_quiet_check_ns = self.now_ns;
+            self.end_quiet_anchorless_jobs(out);
+        }
         if self.now_ns >= self.last_retire_ns.saturating_add(RETIRE_EVERY_NS) {
             self.last_retire_ns = self.now_ns;
             self.retire_old_jobs();
@@ -644,6 +668,49 @@ impl Engine {
             let since = *self.anchors_gone_since.entry(job).or_insert(now);
             if self.last_kernel_event_ns >= since {
                 self.anchors_gone_since.remove(&job);
+                self.end_job(job, now);
+                self.judge_connections_without_hello(out, Some(job));
+                self.flush_install_code(out, Some(job));
+            }
+        }
+    }
+
+    /// Ends the environment-only jobs that have no anchor (nothing will mark their end: their
+    /// first process was adopted by init) once none of their processes has run for
+    /// `QUIET_JOB_END_NS`: without it a user's `MAX_UNDECLARED_JOBS_PER_UID` would stay taken
+    /// for good. Decided on the events' clock, so a replay agrees.
+    fn end_quiet_anchorless_jobs(&mut self, out: &mut Vec<Finding>) {
+        let now = self.now_ns;
+        let candidates: Vec<usize> = (0..self.jobs.len())
+            .filter(|&j| {
+                let job = &self.jobs[j];
+                job.ended_ns.is_none()
+                    && !job.declared
+                    && job.env_uid.is_some()
+                    && job.anchor.is_none()
+            })
+            .collect();
+        if candidates.is_empty() {
+            self.quiet_since.clear();
+            return;
+        }
+        let busy: HashSet<usize> = self
+            .procs
+            .values()
+            .filter(|p| p.alive)
+            .map(|p| p.job)
+            .collect();
+        self.quiet_since
+            .retain(|j, _| candidates.contains(j) && !busy.contains(j));
+        for job in candidates.into_iter().filter(|j| !busy.contains(j)) {
+            let since = *self.quiet_since.entry(job).or_insert(now);
+            if now >= since.saturating_add(QUIET_JOB_END_NS) {
+                self.quiet_since.remove(&job);
+                log::info!(
+                    "job {} (known from exec environments only, no anchor) ended: none of its processes ran for {} s",
+                    self.jobs[job].identity.key,
+                    QUIET_JOB_END_NS / 1_000_000_000
+                );
                 self.end_job(job, now);
                 self.judge_connections_without_hello(out, Some(job));
                 self.flush_install_code(out, Some(job));

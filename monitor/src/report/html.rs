@@ -247,7 +247,11 @@ pub fn render(r: &Report) -> String {
                     p { "What a profile would need to allow for none of these findings to be raised again. Review before adding: some findings should stay findings." }
                     pre { (additions) }
                 }
-                p { small { "Report schema " (r.schema) ", generated " (r.generated_at) "." } }
+                p { small { "Report schema " (r.schema) ", generated " (r.generated_at) "."
+                    @if let Some(nonce) = &r.summary_nonce {
+                        " Summary nonce " code { (nonce) } ": a step summary block without it was not written by the agent."
+                    }
+                } }
             }
         }
     };

@@ -48,7 +48,8 @@ fn code(text: &str) -> String {
 /// What must come before a summary block appended to a file a job could write to (the step
 /// summary), so that nothing the job left open there (an HTML comment, a code fence,
 /// `<details>` and other block elements) swallows or hides the block.
-pub fn closers_for(existing: &str) -> String {
+/// None when more blocks are open than it is reasonable to close (`MAX_CLOSERS`).
+pub fn closers_for(existing: &str) -> Option<String> {
     const BLOCKS: &[&str] = &["details", "div", "table", "blockquote", "pre", "p", "span"];
     let mut fence: Option<(char, usize)> = None;
     let mut in_comment = false;
@@ -105,7 +106,7 @@ pub fn closers_for(existing: &str) -> String {
     // No blank line before the closers: a comment opened inside an HTML block (after a
     // `<details>` line) is raw HTML only until the block's first blank line.
     if existing.trim().is_empty() {
-        return String::new();
+        return Some(String::new());
     }
     let mut out = String::new();
     if !existing.ends_with('\n') {
@@ -118,13 +119,53 @@ pub fn closers_for(existing: &str) -> String {
     if in_comment {
         out.push_str("-->\n");
     }
+    if open.iter().sum::<usize>() > MAX_CLOSERS {
+        return None;
+    }
     for (i, tag) in BLOCKS.iter().enumerate().rev() {
-        for _ in 0..open[i].min(64) {
+        for _ in 0..open[i] {
             out.push_str(&format!("</{tag}>\n"));
         }
     }
     out.push('\n');
-    out
+    Some(out)
+}
+
+/// Open blocks a step may leave that the hook closes; past it the step summary is taken as
+/// hostile and the agent's block goes first (`with_block`).
+const MAX_CLOSERS: usize = 256;
+
+/// What GitHub renders of one step's summary (a bigger one is not shown at all).
+pub const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
+
+/// How the hook writes the agent's block into a step summary a job could write to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SummaryWrite {
+    /// Append this (closers for what the steps left open, then the block).
+    Append(String),
+    /// Replace the file with this: the block first, then what was there, cut to fit. For a
+    /// summary that would hide the block however it is closed (thousands of open blocks) or
+    /// push the whole page past what GitHub shows.
+    Rewrite(String),
+}
+
+/// The agent's `block` added to a step summary that holds `existing`.
+pub fn with_block(existing: &str, block: &str) -> SummaryWrite {
+    if let Some(closers) = closers_for(existing) {
+        if existing.len() + closers.len() + block.len() <= STEP_SUMMARY_LIMIT {
+            return SummaryWrite::Append(closers + block);
+        }
+    }
+    let mut whole = String::with_capacity(STEP_SUMMARY_LIMIT);
+    whole.push_str(block);
+    whole.push_str("\n---\n\n");
+    let room = STEP_SUMMARY_LIMIT.saturating_sub(whole.len());
+    let mut cut = existing.len().min(room);
+    while !existing.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    whole.push_str(&existing[..cut]);
+    SummaryWrite::Rewrite(whole)
 }
 
 /// The baseline's section: its state, and per step what was new.
@@ -330,23 +371,58 @@ mod tests {
 
     #[test]
     fn whatever_a_step_left_open_is_closed_before_the_block() {
-        assert_eq!(closers_for(""), "", "an empty summary gets the block alone");
-        assert_eq!(closers_for("# fine\n\n| a |\n"), "\n");
-        assert_eq!(closers_for("text\n<!-- hide the rest\nmore"), "\n-->\n\n");
-        assert_eq!(closers_for("<!-- closed --> text"), "\n\n");
-        assert_eq!(closers_for("````js\ncode\n"), "````\n\n");
-        assert_eq!(closers_for("```\ncode\n```\n"), "\n");
-        assert_eq!(closers_for("~~~\n```\n"), "~~~\n\n");
         assert_eq!(
-            closers_for("<details><summary>x</summary>\n<div>\n"),
+            closers_for("").unwrap(),
+            "",
+            "an empty summary gets the block alone"
+        );
+        assert_eq!(closers_for("# fine\n\n| a |\n").unwrap(), "\n");
+        assert_eq!(
+            closers_for("text\n<!-- hide the rest\nmore").unwrap(),
+            "\n-->\n\n"
+        );
+        assert_eq!(closers_for("<!-- closed --> text").unwrap(), "\n\n");
+        assert_eq!(closers_for("````js\ncode\n").unwrap(), "````\n\n");
+        assert_eq!(closers_for("```\ncode\n```\n").unwrap(), "\n");
+        assert_eq!(closers_for("~~~\n```\n").unwrap(), "~~~\n\n");
+        assert_eq!(
+            closers_for("<details><summary>x</summary>\n<div>\n").unwrap(),
             "</div>\n</details>\n\n"
         );
         assert_eq!(
-            closers_for("<details>\n<!-- hide\n```\n"),
+            closers_for("<details>\n<!-- hide\n```\n").unwrap(),
             "-->\n</details>\n\n"
         );
         // Inside a fence or a comment, tags are text.
-        assert_eq!(closers_for("```\n<details>\n```\n"), "\n");
-        assert_eq!(closers_for("<!-- <details> -->"), "\n\n");
+        assert_eq!(closers_for("```\n<details>\n```\n").unwrap(), "\n");
+        assert_eq!(closers_for("<!-- <details> -->").unwrap(), "\n\n");
+    }
+
+    #[test]
+    fn a_summary_too_open_or_too_big_to_close_gets_the_block_first() {
+        let block = "## Runtime monitor\nno findings\n";
+        // Ordinary: appended after the closers.
+        assert_eq!(
+            with_block("<details>\n", block),
+            SummaryWrite::Append(format!("</details>\n\n{block}"))
+        );
+        // Past what is reasonable to close, every one of them closed would still be needed.
+        let many = "<details>\n".repeat(MAX_CLOSERS + 1);
+        assert_eq!(closers_for(&many), None);
+        let SummaryWrite::Rewrite(whole) = with_block(&many, block) else {
+            panic!("a hostile summary is rewritten")
+        };
+        assert!(whole.starts_with(block));
+        assert!(
+            whole.ends_with(&many),
+            "what was there is kept after the block"
+        );
+        // A summary grown to GitHub's limit: the block first, the rest cut to fit.
+        let huge = "x".repeat(STEP_SUMMARY_LIMIT);
+        let SummaryWrite::Rewrite(whole) = with_block(&huge, block) else {
+            panic!("an oversized summary is rewritten")
+        };
+        assert!(whole.starts_with(block));
+        assert_eq!(whole.len(), STEP_SUMMARY_LIMIT);
     }
 }

@@ -295,6 +295,8 @@ struct JobRecord {
     containers: Vec<ContainerRecord>,
     /// Memory its processes' arguments hold in the record (see `MAX_ARGV_BYTES`).
     argv_bytes: usize,
+    /// Made when the job's record begins (its start), for its summary block.
+    summary_nonce: Option<String>,
 }
 
 /// Memory a job's recorded arguments may hold: a storm of processes with long command lines
@@ -415,6 +417,9 @@ pub struct Recorder {
     reported: std::collections::VecDeque<String>,
     reported_set: std::collections::HashSet<String>,
     late: BTreeMap<String, Vec<Finding>>,
+    /// Whether each job gets a summary nonce at its start (the live agent; a rebuild from a
+    /// log has no secret to give).
+    pub nonces: bool,
 }
 
 /// Reported jobs remembered as such.
@@ -479,6 +484,11 @@ impl Recorder {
                     argv_bytes: 0,
                     resumed: None,
                     containers: Vec::new(),
+                    summary_nonce: if self.nonces {
+                        new_summary_nonce()
+                    } else {
+                        None
+                    },
                 },
             );
         }
@@ -862,7 +872,7 @@ impl Recorder {
             containers: job.containers.clone(),
             findings: job.findings.clone(),
             profile_additions: profile_additions(&job.findings),
-            summary_nonce: None,
+            summary_nonce: job.summary_nonce.clone(),
             late_findings: 0,
             baseline: None,
         })

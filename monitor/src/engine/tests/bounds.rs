@@ -35,12 +35,133 @@ fn jobs_made_up_in_environments_are_bounded_per_user_and_still_judged() {
     sim.read(last, "/home/runner/.aws/credentials");
     let f = sim.only("credential-read");
     let job = f.job.as_ref().unwrap();
-    assert_eq!(job.key, "github/undeclared-over-bound/uid-1001");
+    assert!(
+        job.key
+            .starts_with("github/undeclared-over-bound/uid-1001/"),
+        "{}",
+        job.key
+    );
     assert!(
         job.name.contains("past 64"),
         "the job says why it exists: {}",
         job.name
     );
+}
+
+#[test]
+fn anchorless_environment_jobs_end_when_quiet_and_free_their_users_room() {
+    let mut sim = Sim::new(empty_profile());
+    for run in 0..MAX_UNDECLARED_JOBS_PER_UID {
+        let pid = 1_000 + run as u32;
+        // Under init: no anchor, nothing marks their end.
+        sim.spawn(
+            1,
+            pid,
+            "/usr/bin/bash",
+            &["bash"],
+            "/",
+            run_env(run, "__run"),
+        );
+    }
+    // One of them still runs a process; the others' processes exit.
+    for run in 1..MAX_UNDECLARED_JOBS_PER_UID {
+        sim.exit(1_000 + run as u32);
+    }
+    // Quiet for less than the bound: still open.
+    sim.ts += QUIET_JOB_END_NS / 2;
+    sim.engine.tick(sim.ts);
+    assert!(sim.engine.take_ended_jobs().is_empty());
+    sim.ts += QUIET_JOB_END_NS;
+    sim.engine.tick(sim.ts);
+    sim.ts += 3_000_000_000;
+    sim.engine.tick(sim.ts);
+    let ended = sim.engine.take_ended_jobs();
+    assert_eq!(
+        ended.len(),
+        MAX_UNDECLARED_JOBS_PER_UID - 1,
+        "the busy one stays open"
+    );
+    assert!(ended
+        .iter()
+        .all(|j| j.identity.run_id.as_deref() != Some("50000")));
+    // The user's room is free again: a new made-up job is a job of its own, not the overflow.
+    sim.spawn(
+        1,
+        5_000,
+        "/usr/bin/bash",
+        &["bash"],
+        "/",
+        run_env(900, "__run"),
+    );
+    sim.read(5_000, "/home/runner/.aws/credentials");
+    let f = sim.only("credential-read");
+    assert_eq!(f.job.as_ref().unwrap().run_id.as_deref(), Some("50900"));
+}
+
+#[test]
+fn a_forgotten_jobs_key_is_never_reopened() {
+    let mut sim = Sim::new(empty_profile());
+    let mut pid = 10_000;
+    for run in 0..MAX_JOBS_KEPT + 50 {
+        sim.spawn(
+            1,
+            pid,
+            "/usr/bin/Runner.Worker",
+            &["Runner.Worker"],
+            "/",
+            BTreeMap::new(),
+        );
+        sim.spawn(
+            pid,
+            pid + 1,
+            "/usr/bin/bash",
+            &["bash"],
+            "/",
+            run_env(run, "__run"),
+        );
+        sim.exit(pid + 1).exit(pid);
+        pid += 2;
+    }
+    sim.engine.take_ended_jobs();
+    let first_key = crate::ci::identity_from_env(&run_env(0, "__run"))
+        .unwrap()
+        .0
+        .key;
+    let later = sim.ts + JOB_RETENTION_NS + 60 * 1_000_000_000;
+    sim.engine.tick(later);
+    sim.ts = later;
+    assert!(
+        sim.engine.jobs().all(|(j, _)| j.key != first_key),
+        "the first job was forgotten"
+    );
+    // A declaration under its key is refused, as for an ended job still remembered.
+    sim.spawn(1, 60_000, "/usr/bin/bash", &["bash"], "/", BTreeMap::new());
+    let refused = sim.control(
+        Detail::JobStart {
+            job: crate::ci::identity_from_env(&run_env(0, "__run"))
+                .unwrap()
+                .0,
+            via: "job start".into(),
+            requested_by_pid: 60_000,
+            requested_by_uid: 0,
+            requested_by_start_ticks: 0,
+        },
+        60_000,
+    );
+    assert!(refused.unwrap_err().contains("never re-opened"));
+    // A process whose environment names it makes a job under a key of its own.
+    sim.spawn(
+        1,
+        60_001,
+        "/usr/bin/bash",
+        &["bash"],
+        "/",
+        run_env(0, "__run"),
+    );
+    sim.read(60_001, "/home/runner/.aws/credentials");
+    let f = sim.only("credential-read");
+    let key = &f.job.as_ref().unwrap().key;
+    assert!(key.starts_with(&format!("{first_key}/again-")), "{key}");
 }
 
 #[test]
