@@ -396,6 +396,9 @@ pub const TAMPER_SIGNAL_LOGGED: u32 = 9;
 /// A signal that stops or ends a guarded host service (a logging, audit or security daemon the
 /// agent lists in `GUARDED`), by whatever route: `target` is its tgid, `arg` the signal.
 pub const TAMPER_SIGNAL_GUARDED: u32 = 10;
+/// A kernel module load asked for (`init_module`, `finit_module`), whatever program asks and
+/// whether the kernel then loads it or not: `arg` says which call (0 init, 1 finit).
+pub const TAMPER_MODULE_LOAD: u32 = 11;
 /// Most processes the agent can list in `GUARDED`.
 pub const GUARDED_SLOTS: u32 = 64;
 /// One kind of tamper record of one process (`TAMPER_SEEN`): repeats within a second are not
@@ -641,6 +644,8 @@ pub struct FileOpenEvent {
 pub const NAME_OP_RENAME: u32 = 1;
 pub const NAME_OP_LINK: u32 = 2;
 pub const NAME_OP_SYMLINK: u32 = 3;
+/// A name removed (unlink): the record's old name is the removed one, its new name empty.
+pub const NAME_OP_UNLINK: u32 = 4;
 
 /// `FileNameEvent` flags: the directory a relative name is relative to could not be resolved,
 /// or was resolved only in part (too deep).
@@ -820,6 +825,9 @@ pub struct KernelOffsets {
     pub io_names_new_dfd: u32,
     pub io_names_oldpath: u32,
     pub io_names_newpath: u32,
+    /// io_uring's unlink requests (`io_kiocb.cmd` as `struct io_unlink`).
+    pub io_unlink_dfd: u32,
+    pub io_unlink_filename: u32,
     pub filename_name: u32,
 }
 
@@ -865,7 +873,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 57 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);

@@ -1,4 +1,5 @@
-//! Names made for files without opening them: rename, link and symlink.
+//! Names made for files without opening them: rename, link and symlink; and names removed
+//! (unlink: a system log deleted).
 //!
 //! A write that lands by `mv tmp ~/.bashrc`, `ln`, `sed -i` (a temporary file renamed over the
 //! original), git's lock files or an editor's save never opens the final name for writing, so the
@@ -7,7 +8,8 @@
 //!
 //! Hooks (kernel contract: the `syscalls` tracepoints, stable formats since 4.x; the argument
 //! offsets below are those of `sys_enter_*/format`, checked by the agent before attaching):
-//! - `sys_enter_{rename,renameat,renameat2,link,linkat,symlink,symlinkat}` keep the arguments
+//! - `sys_enter_{rename,renameat,renameat2,link,linkat,symlink,symlinkat,unlink,unlinkat}` keep
+//!   the arguments
 //!   per thread (`PENDING_NAMES`, LRU);
 //! - `sys_exit_*` of the same syscalls: on success, read the names from the process's memory (by
 //!   then the kernel has copied them, so their pages are present), test the new name's last
@@ -40,8 +42,8 @@ use aya_ebpf::{
 use monitor_common::{
     EventKind, FileNameEvent, MATCH_ALL, MATCH_FROM, MATCH_PARENT_DIR, MAX_PATH_LEN,
     NAME_DIR_FOR_FROM, NAME_DIR_FOR_NEW, NAME_DIR_TRUNCATED, NAME_DIR_UNRESOLVED, NAME_OP_LINK,
-    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_TRUNCATED, NAME_VIA_FENTRY, NAME_VIA_IO_URING,
-    NAME_VIA_LSM, WATCH_READ, WATCH_WRITE,
+    NAME_OP_RENAME, NAME_OP_SYMLINK, NAME_OP_UNLINK, NAME_TRUNCATED, NAME_VIA_FENTRY,
+    NAME_VIA_IO_URING, NAME_VIA_LSM, WATCH_READ, WATCH_WRITE,
 };
 
 use crate::{
@@ -116,6 +118,20 @@ const AT: Args = Args {
     new_dfd: Some(32),
     new: 40,
 };
+/// unlink: one name, kept as the old one (the new one is not read).
+const UNLINK: Args = Args {
+    old_dfd: None,
+    old: 16,
+    new_dfd: None,
+    new: 16,
+};
+/// unlinkat (its flags, at 32, say whether a directory is removed: either way a name goes).
+const UNLINKAT: Args = Args {
+    old_dfd: Some(16),
+    old: 24,
+    new_dfd: Some(16),
+    new: 24,
+};
 /// symlinkat (the target is not a path of the caller's).
 const SYMLINKAT: Args = Args {
     old_dfd: None,
@@ -181,6 +197,18 @@ pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
     keep(&ctx, NAME_OP_SYMLINK, SYMLINKAT)
 }
 
+/// A name removed: a system log deleted is gone as surely as one truncated (which the open
+/// filter sees); the removed name is tested as a moved one is (read or write watch).
+#[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
+pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    keep(&ctx, NAME_OP_UNLINK, UNLINK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
+pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+    keep(&ctx, NAME_OP_UNLINK, UNLINKAT)
+}
+
 /// Attached to the `sys_exit_*` of every syscall above.
 #[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
 pub fn sys_exit_new_name(ctx: TracePointContext) -> u32 {
@@ -197,10 +225,11 @@ pub fn sys_exit_new_name(ctx: TracePointContext) -> u32 {
 }
 
 const IORING_OP_RENAMEAT: u8 = 35;
+const IORING_OP_UNLINKAT: u8 = 36;
 const IORING_OP_SYMLINKAT: u8 = 38;
 const IORING_OP_LINKAT: u8 = 39;
 
-/// io_uring's rename, link and symlink, when submitted. Kernel contract: 5.19+
+/// io_uring's rename, link, symlink and unlink, when submitted. Kernel contract: 5.19+
 /// `io_uring_submit_req(struct io_kiocb *req)`, fired after the request was prepared: its
 /// `cmd` holds a `struct io_rename` / `struct io_link` whose `oldpath`/`newpath` are the kernel's
 /// own copies of the names (`struct filename`), so no second thread can rewrite them. Whether
@@ -225,21 +254,33 @@ unsafe fn try_io_uring_name(req: *const u8) -> Result<(), i64> {
         IORING_OP_RENAMEAT => NAME_OP_RENAME,
         IORING_OP_LINKAT => NAME_OP_LINK,
         IORING_OP_SYMLINKAT => NAME_OP_SYMLINK,
+        IORING_OP_UNLINKAT => NAME_OP_UNLINK,
         _ => return Ok(()),
     };
     let cmd = req.wrapping_add(off!(io_kiocb_cmd));
-    let oldpath = read_ptr(cmd, off!(io_names_oldpath))?;
-    let newpath = read_ptr(cmd, off!(io_names_newpath))?;
     // In map memory, the operation written volatile: as a constant on the stack each of the
-    // three would be walked through the whole judgement on its own (see `add_bits`).
+    // four would be walked through the whole judgement on its own (see `add_bits`).
     let names = NAME_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     let pending = &raw mut (*names).pending;
     core::ptr::write_volatile(&raw mut (*pending).op, op);
     (*pending)._pad0 = 0;
-    (*pending).old_dfd = read::<i32>(cmd, off!(io_names_old_dfd))? as i64;
-    (*pending).new_dfd = read::<i32>(cmd, off!(io_names_new_dfd))? as i64;
-    (*pending).old = read_ptr(oldpath, off!(filename_name))? as u64;
-    (*pending).new = read_ptr(newpath, off!(filename_name))? as u64;
+    if op == NAME_OP_UNLINK {
+        // `struct io_unlink`: one name, kept as the old one (as the syscalls' is).
+        let dfd = read::<i32>(cmd, off!(io_unlink_dfd))? as i64;
+        let filename = read_ptr(cmd, off!(io_unlink_filename))?;
+        let name = read_ptr(filename, off!(filename_name))? as u64;
+        (*pending).old_dfd = dfd;
+        (*pending).new_dfd = dfd;
+        (*pending).old = name;
+        (*pending).new = name;
+    } else {
+        let oldpath = read_ptr(cmd, off!(io_names_oldpath))?;
+        let newpath = read_ptr(cmd, off!(io_names_newpath))?;
+        (*pending).old_dfd = read::<i32>(cmd, off!(io_names_old_dfd))? as i64;
+        (*pending).new_dfd = read::<i32>(cmd, off!(io_names_new_dfd))? as i64;
+        (*pending).old = read_ptr(oldpath, off!(filename_name))? as u64;
+        (*pending).new = read_ptr(newpath, off!(filename_name))? as u64;
+    }
     try_new_name(&*pending, Strings::Kernel, NAME_VIA_IO_URING)
 }
 
@@ -388,25 +429,28 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     }
     add_bits(flags, via);
 
-    let new_read = read_str(new, pending.new, from);
-    if new_read <= 1 {
-        add_bits(flags, NAME_TRUNCATED); // unreadable: fail closed
-        add_bits(matched, MATCH_ALL);
-    } else {
-        let new_len = (new_read - 1) as u32;
-        core::ptr::write_volatile(new_len_at, new_len);
-        if new_len as usize >= MAX_PATH_LEN - 1 {
-            add_bits(flags, NAME_TRUNCATED);
+    // An unlink has no new name: only the removed one is judged.
+    if pending.op != NAME_OP_UNLINK {
+        let new_read = read_str(new, pending.new, from);
+        if new_read <= 1 {
+            add_bits(flags, NAME_TRUNCATED); // unreadable: fail closed
+            add_bits(matched, MATCH_ALL);
+        } else {
+            let new_len = (new_read - 1) as u32;
+            core::ptr::write_volatile(new_len_at, new_len);
+            if new_len as usize >= MAX_PATH_LEN - 1 {
+                add_bits(flags, NAME_TRUNCATED);
+            }
+            name_match(
+                task,
+                new,
+                new_len,
+                pending.new_dfd,
+                WATCH_WRITE,
+                cursor,
+                matched,
+            )?;
         }
-        name_match(
-            task,
-            new,
-            new_len,
-            pending.new_dfd,
-            WATCH_WRITE,
-            cursor,
-            matched,
-        )?;
     }
 
     let old_read = read_str(old, pending.old, from);
@@ -500,7 +544,7 @@ unsafe fn try_new_name(pending: &PendingName, from: Strings, via: u32) -> Result
     Ok(())
 }
 
-// The six programs are written out (section and symbol) rather than with aya's `#[lsm]` and
+// The eight programs are written out (section and symbol) rather than with aya's `#[lsm]` and
 // `#[fentry]` attributes: those put the body in an inner function, and when LLVM keeps it as a
 // subprogram (it did for these, not for `lsm_file_open`) 6.1's verifier refuses its context
 // argument ("reg type unsupported for arg#0").
@@ -541,6 +585,106 @@ pub fn lsm_path_symlink(ctx: *mut core::ffi::c_void) -> i32 {
     let (dir, new, target) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     security_name(NAME_OP_SYMLINK, target, dir, new, NAME_VIA_LSM);
     0
+}
+
+/// Kernel contract: BPF-LSM `path_unlink(const struct path *dir, struct dentry *dentry)`
+/// (CONFIG_SECURITY_PATH), from `do_unlinkat` for every route once the name was looked up.
+#[no_mangle]
+#[link_section = "lsm/path_unlink"]
+pub fn lsm_path_unlink(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let (dir, dentry) = (ctx.arg(0), ctx.arg(1));
+    security_unlink(dir, dentry, NAME_VIA_LSM);
+    0
+}
+
+/// As `lsm_path_unlink`, at the entry of `security_path_unlink`.
+#[no_mangle]
+#[link_section = "fentry/security_path_unlink"]
+pub fn fentry_path_unlink(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = FEntryContext::new(ctx);
+    let (dir, dentry) = (ctx.arg(0), ctx.arg(1));
+    security_unlink(dir, dentry, NAME_VIA_FENTRY);
+    0
+}
+
+#[inline(always)]
+fn security_unlink(dir: *const u8, dentry: *const u8, via: u32) {
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    if is_agent(tgid) {
+        return;
+    }
+    if unsafe { try_security_unlink(dir, dentry, via) }.is_err() {
+        count_error(EventKind::FileName);
+    }
+}
+
+/// Judges a name removed, seen by a security hook: `dentry` in the directory `dir` (a `struct
+/// path`). The record is an unlink's: the directory resolved, no new name, the removed name.
+#[inline(always)]
+unsafe fn try_security_unlink(dir: *const u8, dentry: *const u8, via: u32) -> Result<(), i64> {
+    if !offsets_present() {
+        return Ok(());
+    }
+    let task = current_task();
+    let names = NAME_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    let flags = &raw mut (*names).flags;
+    let matched = &raw mut (*names).matched;
+    let old_len_at = &raw mut (*names).old_len;
+    for at in [flags, matched, old_len_at] {
+        core::ptr::write_volatile(at, 0);
+    }
+    add_bits(flags, via | NAME_DIR_FOR_FROM);
+    let mut no_proc_kind = 0u32;
+    let (old_len, old_name) = dentry_name(dentry)?;
+    core::ptr::write_volatile(old_len_at, old_len);
+    watch::match_name(
+        old_name,
+        old_len,
+        WATCH_READ | WATCH_WRITE,
+        matched,
+        &raw mut no_proc_kind,
+    )?;
+    let dir_dentry = read_ptr(dir, off!(path_dentry))?;
+    let (dir_len, dir_name) = dentry_name(dir_dentry)?;
+    watch::match_parent(dir_name, dir_len, WATCH_READ | WATCH_WRITE, matched)?;
+    if core::ptr::read_volatile(matched) == 0 {
+        return Ok(());
+    }
+    add_bits(matched, MATCH_FROM);
+
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<FileNameEvent>();
+    fill_header(&raw mut (*event).header, EventKind::FileName, task);
+    let header_len = core::mem::size_of::<FileNameEvent>();
+    let dir_len_at = &raw mut (*event).dir_len;
+    let from_len_at = &raw mut (*event).from_len;
+    for at in [dir_len_at, from_len_at] {
+        core::ptr::write_volatile(at, 0);
+    }
+    match path::resolve_path_struct(task, dir) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                add_bits(flags, NAME_DIR_TRUNCATED);
+            }
+            let n = path::copy_to(&resolved, base.add(header_len));
+            core::ptr::write_volatile(dir_len_at, n as u16);
+        }
+        Err(_) => add_bits(flags, NAME_DIR_UNRESOLVED),
+    }
+    let at = header_len + (core::ptr::read_volatile(dir_len_at) as usize & POS_MASK);
+    let len = core::ptr::read_volatile(old_len_at) & 255;
+    bpf_probe_read_kernel(base.add(at).cast(), len, old_name.cast());
+    core::ptr::write_volatile(from_len_at, len as u16);
+    let from_len = core::ptr::read_volatile(from_len_at) as usize & 255;
+    (*event).header.flags = core::ptr::read_volatile(flags);
+    (*event).op = NAME_OP_UNLINK;
+    (*event).matched = core::ptr::read_volatile(matched);
+    (*event).name_len = 0;
+    (*event)._pad0 = 0;
+    submit(scratch, at + from_len, EventKind::FileName);
+    Ok(())
 }
 
 /// As `lsm_path_rename`, at the entry of `security_path_rename` (kernels with fentry but

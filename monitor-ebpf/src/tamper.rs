@@ -5,7 +5,8 @@
 //!
 //! Kernel contract (syscall tracepoints, 8-byte fields from offset 16): kill(pid, sig);
 //! tkill(pid, sig); tgkill(tgid, pid, sig); ptrace(request, pid, addr, data);
-//! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...).
+//! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...); init_module(umod, len, uargs) and
+//! finit_module(fd, uargs, flags).
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_boot_ns,
@@ -14,8 +15,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, TamperEvent, TamperSeenKey, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS,
-    TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL, TAMPER_TKILL,
-    TAMPER_VM_READV, TAMPER_VM_WRITEV,
+    TAMPER_MODULE_LOAD, TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL,
+    TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
 };
 
 use crate::{
@@ -158,6 +159,28 @@ pub fn sys_enter_bpf(ctx: TracePointContext) -> u32 {
         let response = respond::to_tamper(current_tgid());
         send(TAMPER_BPF, 0, cmd, response);
     }
+    0
+}
+
+/// A kernel module load asked for: code in the kernel, below the monitor. Kernel contract:
+/// `init_module(umod, len, uargs)` and `finit_module(fd, uargs, flags)` (present where the
+/// kernel has module support; absent, nothing can be loaded).
+#[tracepoint(category = "syscalls", name = "sys_enter_init_module")]
+pub fn sys_enter_init_module(_ctx: TracePointContext) -> u32 {
+    module_load(0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_finit_module")]
+pub fn sys_enter_finit_module(_ctx: TracePointContext) -> u32 {
+    module_load(1)
+}
+
+#[inline(always)]
+fn module_load(call: u64) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    unsafe { send(TAMPER_MODULE_LOAD, 0, call, 0) };
     0
 }
 

@@ -42,6 +42,10 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// agent's descriptors, and other users (root's `monitor job`) keep their share.
 pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// Slots kept for the runner's own processes (a running job's hook), in all and per user: a
+/// job flooding the socket as the runner's user takes the shared ones, never these.
+pub const RESERVED_CONNECTIONS: usize = 16;
+pub const RESERVED_CONNECTIONS_PER_UID: usize = 2;
 /// A client refused for lack of a slot tries again for this long (the hooks' case: a job
 /// flooding the socket as the runner's user must not make the runner's own hook fail).
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(15);
@@ -191,7 +195,57 @@ pub fn group_may_enter(meta: &std::fs::Metadata, gid: u32) -> bool {
 /// Connections are capped in all and per user (a refused client is told so at once), an idle
 /// one is dropped after `REQUEST_DEADLINE`, and accept errors (the descriptor limit) back off
 /// instead of spinning, with warnings rate-limited.
-pub async fn serve(listener: tokio::net::UnixListener, commands: mpsc::Sender<Command>) {
+/// The running jobs' anchors and step roots, as the pipeline last published them: a process
+/// whose ancestry reaches an anchor without passing a step root is the runner's own (its hook,
+/// the anchor shell of a job declared by hand). A step's processes, and daemons they left
+/// (adopted by init), never are.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunnerProcesses {
+    pub anchors: std::collections::HashSet<u32>,
+    pub step_roots: std::collections::HashSet<u32>,
+}
+
+/// How far up a process's ancestry the check looks (a hook is a few levels below its Worker).
+const RUNNER_DEPTH: usize = 16;
+
+impl RunnerProcesses {
+    /// Whether `pid` is a running job's runner's own process (see the type).
+    pub fn owns(&self, proc_root: &Path, pid: u32) -> bool {
+        let mut current = pid;
+        for _ in 0..RUNNER_DEPTH {
+            if self.step_roots.contains(&current) {
+                return false;
+            }
+            if self.anchors.contains(&current) {
+                return true;
+            }
+            match parent_of(proc_root, current) {
+                Some(parent) if parent > 1 => current = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+/// A process's parent, from `/proc/PID/stat` (the field after the parenthesised name).
+fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub type SharedRunnerProcesses = std::sync::Arc<std::sync::RwLock<RunnerProcesses>>;
+
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    commands: mpsc::Sender<Command>,
+    runner: SharedRunnerProcesses,
+) {
     let open = std::sync::Arc::new(std::sync::Mutex::new(Slots::default()));
     let mut backoff = Duration::from_millis(10);
     let mut warnings = RateLimitedLog::new("control socket");
@@ -208,59 +262,96 @@ pub async fn serve(listener: tokio::net::UnixListener, commands: mpsc::Sender<Co
                 continue;
             }
         };
-        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
-        if !open.lock().unwrap_or_else(|e| e.into_inner()).take(uid) {
+        let (uid, pid) = stream
+            .peer_cred()
+            .map(|c| (c.uid(), c.pid().unwrap_or(0).max(0) as u32))
+            .unwrap_or((u32::MAX, 0));
+        // The shared slots first; when they are taken, the runner's own hook still gets one
+        // of those kept for it, which a job flooding the socket as the same user cannot take.
+        let pool = if lock(&open).take(uid, Pool::Shared) {
+            Pool::Shared
+        } else if runner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .owns(Path::new("/proc"), pid)
+            && lock(&open).take(uid, Pool::Reserved)
+        {
+            Pool::Reserved
+        } else {
             warnings.warn(format!(
-                "connection of uid {uid} refused: too many open (at most {MAX_CONNECTIONS}, {MAX_CONNECTIONS_PER_UID} per user)"
+                "connection of uid {uid} refused: too many open (at most {MAX_CONNECTIONS}, {MAX_CONNECTIONS_PER_UID} per user; {RESERVED_CONNECTIONS_PER_UID} more for the runner's own hooks)"
             ));
             // Best effort and without waiting: the client is told to come back.
             let _ = stream.try_write(BUSY_ANSWER.as_bytes());
             continue;
-        }
-        let commands = commands.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(ANSWER_DEADLINE, answer(stream, commands))
-                .await
-                .is_err()
-            {
-                log::warn!(
-                    "control request from uid {uid} not answered within {ANSWER_DEADLINE:?}"
-                );
-            }
-            open.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .give_back(uid);
-        });
+        };
+        tokio::spawn(serve_one(stream, commands.clone(), open.clone(), uid, pool));
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serves one connection in its slot, and gives the slot back.
+async fn serve_one(
+    stream: tokio::net::UnixStream,
+    commands: mpsc::Sender<Command>,
+    open: std::sync::Arc<std::sync::Mutex<Slots>>,
+    uid: u32,
+    pool: Pool,
+) {
+    if tokio::time::timeout(ANSWER_DEADLINE, answer(stream, commands))
+        .await
+        .is_err()
+    {
+        log::warn!("control request from uid {uid} not answered within {ANSWER_DEADLINE:?}");
+    }
+    lock(&open).give_back(uid, pool);
 }
 
 const BUSY_ANSWER: &str = "{\"ok\":false,\"error\":\"busy: too many connections, try again\"}\n";
 
-/// Connections being served, in all and by user.
+/// Which slots a connection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Pool {
+    /// Anyone's, first come.
+    Shared,
+    /// Kept for the runner's own processes.
+    Reserved,
+}
+
+/// Connections being served, in all and by user, per pool.
 #[derive(Default)]
 struct Slots {
-    total: usize,
-    by_uid: std::collections::HashMap<u32, usize>,
+    total: std::collections::HashMap<Pool, usize>,
+    by_uid: std::collections::HashMap<(Pool, u32), usize>,
 }
 
 impl Slots {
-    fn take(&mut self, uid: u32) -> bool {
-        let mine = self.by_uid.get(&uid).copied().unwrap_or(0);
-        if self.total >= MAX_CONNECTIONS || mine >= MAX_CONNECTIONS_PER_UID {
+    fn take(&mut self, uid: u32, pool: Pool) -> bool {
+        let (all, per_uid) = match pool {
+            Pool::Shared => (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID),
+            Pool::Reserved => (RESERVED_CONNECTIONS, RESERVED_CONNECTIONS_PER_UID),
+        };
+        let total = self.total.entry(pool).or_default();
+        let mine = self.by_uid.entry((pool, uid)).or_default();
+        if *total >= all || *mine >= per_uid {
             return false;
         }
-        self.total += 1;
-        self.by_uid.insert(uid, mine + 1);
+        *total += 1;
+        *mine += 1;
         true
     }
 
-    fn give_back(&mut self, uid: u32) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.by_uid.get_mut(&uid) {
-            *n -= 1;
+    fn give_back(&mut self, uid: u32, pool: Pool) {
+        if let Some(n) = self.total.get_mut(&pool) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.by_uid.get_mut(&(pool, uid)) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                self.by_uid.remove(&uid);
+                self.by_uid.remove(&(pool, uid));
             }
         }
     }
@@ -570,5 +661,35 @@ mod tests {
         assert!(is_self_or_ancestor(Path::new("/proc"), me, parent));
         assert!(is_self_or_ancestor(Path::new("/proc"), me, 1));
         assert!(!is_self_or_ancestor(Path::new("/proc"), parent, me));
+    }
+
+    #[test]
+    fn the_runners_own_processes_reach_an_anchor_without_a_step_between() {
+        // A fake /proc: Worker 10 (anchor) -> hook shell 20 -> hook 21; Worker -> step 30
+        // -> its child 31; a daemon 40 a step left, adopted by init.
+        let root = tempfile::tempdir().unwrap();
+        for (pid, parent) in [(10, 1), (20, 10), (21, 20), (30, 10), (31, 30), (40, 1)] {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} (a (tricky) name) S {parent} 1 1 0"),
+            )
+            .unwrap();
+        }
+        let runner = RunnerProcesses {
+            anchors: [10].into(),
+            step_roots: [30].into(),
+        };
+        assert!(runner.owns(root.path(), 21), "the hook");
+        assert!(runner.owns(root.path(), 10), "the anchor itself");
+        assert!(!runner.owns(root.path(), 31), "a step's process");
+        assert!(!runner.owns(root.path(), 30), "a step's root");
+        assert!(!runner.owns(root.path(), 40), "a daemon adopted by init");
+        assert!(!runner.owns(root.path(), 99), "a process that is gone");
+        assert!(
+            !RunnerProcesses::default().owns(root.path(), 21),
+            "no job runs"
+        );
     }
 }

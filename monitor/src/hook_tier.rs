@@ -1,7 +1,7 @@
 //! Which kernel hooks see file opens and new file names: the best tier this kernel allows,
 //! chosen at load for each family.
 //!
-//! - `lsm`: BPF-LSM (`file_open`; `path_rename`, `path_link`, `path_symlink`). Every route
+//! - `lsm`: BPF-LSM (`file_open`; `path_rename`, `path_link`, `path_symlink`, `path_unlink`). Every route
 //!   (io_uring, 32-bit syscalls, `open_by_handle_at`, any syscall added later), and for opens a
 //!   `kill` response also refuses the open with `EPERM`, so the process never holds the
 //!   descriptor. Needs Linux 5.7+ with `CONFIG_BPF_LSM` and `bpf` in the active LSM list
@@ -29,7 +29,7 @@ use aya::{
 pub enum HookFamily {
     /// File opens (open.rs).
     Opens,
-    /// New names for files: rename, link, symlink (new_name.rs).
+    /// New names for files: rename, link, symlink; and names removed: unlink (new_name.rs).
     Names,
 }
 
@@ -66,6 +66,10 @@ impl HookFamily {
                     program: "lsm_path_symlink",
                     hook: "path_symlink",
                 },
+                SecurityProgram {
+                    program: "lsm_path_unlink",
+                    hook: "path_unlink",
+                },
             ],
             (HookFamily::Names, HookTier::Fentry) => &[
                 SecurityProgram {
@@ -79,6 +83,10 @@ impl HookFamily {
                 SecurityProgram {
                     program: "fentry_path_symlink",
                     hook: "security_path_symlink",
+                },
+                SecurityProgram {
+                    program: "fentry_path_unlink",
+                    hook: "security_path_unlink",
                 },
             ],
             (_, HookTier::Tracepoint) => &[],
@@ -96,6 +104,8 @@ impl HookFamily {
                 "sys_enter_linkat",
                 "sys_enter_symlink",
                 "sys_enter_symlinkat",
+                "sys_enter_unlink",
+                "sys_enter_unlinkat",
                 "sys_exit_new_name",
                 "io_uring_submit_req",
             ],
@@ -114,13 +124,13 @@ impl HookFamily {
                 "open syscall tracepoints and io_uring: 32-bit syscalls are not seen"
             }
             (HookFamily::Names, HookTier::Lsm) => {
-                "BPF-LSM path_rename, path_link, path_symlink: every route"
+                "BPF-LSM path_rename, path_link, path_symlink, path_unlink: every route"
             }
             (HookFamily::Names, HookTier::Fentry) => {
-                "fentry on security_path_rename, _link, _symlink: every route"
+                "fentry on security_path_rename, _link, _symlink, _unlink: every route"
             }
             (HookFamily::Names, HookTier::Tracepoint) => {
-                "rename, link and symlink syscall tracepoints and io_uring: 32-bit syscalls are not seen"
+                "rename, link, symlink and unlink syscall tracepoints and io_uring: 32-bit syscalls are not seen"
             }
         }
     }

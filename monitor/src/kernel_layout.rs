@@ -279,6 +279,8 @@ impl BtfIndex {
             io_names_new_dfd: 0,
             io_names_oldpath: 0,
             io_names_newpath: 0,
+            io_unlink_dfd: 0,
+            io_unlink_filename: 0,
             filename_name: 0,
         };
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
@@ -314,8 +316,8 @@ impl BtfIndex {
 }
 
 impl BtfIndex {
-    /// The offsets of `struct io_rename` (= `struct io_link`) in `io_kiocb.cmd`, and of
-    /// `filename.name`.
+    /// The offsets of `struct io_rename` (= `struct io_link`) and `struct io_unlink` in
+    /// `io_kiocb.cmd`, and of `filename.name`.
     fn io_names_layout(&self, offsets: &mut KernelOffsets) -> Result<(), LayoutError> {
         const PTR: &[usize] = &[8];
         const U32: &[usize] = &[4];
@@ -341,6 +343,8 @@ impl BtfIndex {
             offsets.io_names_oldpath,
             offsets.io_names_newpath,
         ] = rename;
+        offsets.io_unlink_dfd = self.offset("io_unlink", "dfd", U32)?;
+        offsets.io_unlink_filename = self.offset("io_unlink", "filename", PTR)?;
         offsets.filename_name = self.offset("filename", "name", PTR)?;
         Ok(())
     }

@@ -15,7 +15,13 @@ pub struct RotatingLog {
     written: u64,
     max_bytes: u64,
     keep: u32,
+    carry: Option<Carry>,
 }
+
+/// Which lines of the oldest file outlive its deletion: they are written again at the start
+/// of the new file (the findings log carries a running job's findings, so another job's flood
+/// cannot rotate them away while it runs).
+pub type Carry = Box<dyn Fn(&[u8]) -> bool + Send>;
 
 impl RotatingLog {
     pub fn open(path: &std::path::Path, max_bytes: u64, keep: u32) -> anyhow::Result<Self> {
@@ -27,7 +33,33 @@ impl RotatingLog {
             written,
             max_bytes: max_bytes.max(4096),
             keep: keep.max(1),
+            carry: None,
         })
+    }
+
+    /// Lines for which `carry` says so are carried over when their file would be deleted (at
+    /// most half a file's worth; the rest go as before).
+    pub fn carrying(mut self, carry: Carry) -> Self {
+        self.carry = Some(carry);
+        self
+    }
+
+    /// The lines of `path` that `carry` keeps, up to `limit` bytes.
+    fn carried_lines(path: &std::path::Path, carry: &Carry, limit: u64) -> Vec<u8> {
+        use std::io::BufRead as _;
+        let mut out = Vec::new();
+        let Ok(file) = std::fs::File::open(path) else {
+            return out;
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if line.ends_with(b"\n") && carry(&line) && (out.len() + line.len()) as u64 <= limit {
+                out.extend_from_slice(&line);
+            }
+            line.clear();
+        }
+        out
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
@@ -37,13 +69,18 @@ impl RotatingLog {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
+        let carried = match &self.carry {
+            Some(carry) => Self::carried_lines(&self.rotated(self.keep), carry, self.max_bytes / 2),
+            None => Vec::new(),
+        };
         let _ = std::fs::remove_file(self.rotated(self.keep));
         for n in (1..self.keep).rev() {
             let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
         }
         std::fs::rename(&self.path, self.rotated(1))?;
         self.file = open_private(&self.path).map_err(std::io::Error::other)?;
-        self.written = 0;
+        self.file.write_all(&carried)?;
+        self.written = carried.len() as u64;
         Ok(())
     }
 }
@@ -94,6 +131,34 @@ mod tests {
             terminal_line("plain/key-1"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn lines_a_log_carries_outlive_the_deletion_of_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.jsonl");
+        let mut log = RotatingLog::open(&path, 4096, 2)
+            .unwrap()
+            .carrying(Box::new(|line: &[u8]| line.starts_with(b"running")));
+        writeln!(log, "running job's first finding").unwrap();
+        // A flood of others' lines: many times what the files hold.
+        for n in 0..2_000 {
+            writeln!(log, "flood {n:06} {}", "x".repeat(30)).unwrap();
+        }
+        let all: String = [path.clone(), log.rotated(1), log.rotated(2)]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        assert!(
+            !all.contains("flood 000000"),
+            "the flood's first lines are gone"
+        );
+        assert!(all.contains("flood 001999"));
+        assert_eq!(
+            all.matches("running job's first finding").count(),
+            1,
+            "kept, once"
+        );
     }
 
     #[test]

@@ -206,6 +206,30 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
     },
     Hook {
+        program: "sys_enter_unlink",
+        category: Some("syscalls"),
+        name: "sys_enter_unlink",
+        optional: true,
+    },
+    Hook {
+        program: "sys_enter_unlinkat",
+        category: Some("syscalls"),
+        name: "sys_enter_unlinkat",
+        optional: false,
+    },
+    Hook {
+        program: "sys_exit_new_name",
+        category: Some("syscalls"),
+        name: "sys_exit_unlink",
+        optional: true,
+    },
+    Hook {
+        program: "sys_exit_new_name",
+        category: Some("syscalls"),
+        name: "sys_exit_unlinkat",
+        optional: false,
+    },
+    Hook {
         program: "sys_exit_new_name",
         category: Some("syscalls"),
         name: "sys_exit_rename",
@@ -354,6 +378,19 @@ pub const HOOKS: &[Hook] = &[
         category: Some("syscalls"),
         name: "sys_enter_bpf",
         optional: false,
+    },
+    // Absent on kernels without module support (nothing can be loaded there).
+    Hook {
+        program: "sys_enter_init_module",
+        category: Some("syscalls"),
+        name: "sys_enter_init_module",
+        optional: true,
+    },
+    Hook {
+        program: "sys_enter_finit_module",
+        category: Some("syscalls"),
+        name: "sys_enter_finit_module",
+        optional: true,
     },
     Hook {
         program: "sys_enter_process_vm_readv",

@@ -52,6 +52,63 @@ fn switching_off_host_defences_is_reported_by_any_route() {
     assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
 }
 
+/// A system log deleted or moved away, by several routes: `rm` (unlinkat), `unlink` (unlink),
+/// a relative name from inside /var/log (the kernel resolves the directory) and `mv` out of it
+/// (rename). Each log is one the test made; each is proved gone. The twin deletes and moves its
+/// own files elsewhere.
+#[test]
+fn deleting_or_moving_a_system_log_away_is_reported() {
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
+    let logs: Vec<String> = (0..4)
+        .map(|n| format!("/var/log/monitor-test-{}-{n}.log", std::process::id()))
+        .collect();
+    for log in &logs {
+        std::fs::write(log, "a line a job wants gone\n").unwrap();
+    }
+    let moved = format!("/var/tmp/monitor-test-{}-moved.log", std::process::id());
+    let relative = logs[2].rsplit('/').next().unwrap();
+    let attack = format!(
+        "rm -f '{}' && echo rm-done\n\
+         unlink '{}' && echo unlink-done\n\
+         (cd /var/log && python3 -c 'import os,sys; os.unlink(sys.argv[1])' '{relative}') && echo relative-done\n\
+         mv '{}' '{moved}' && echo mv-done\n",
+        logs[0], logs[1], logs[3]
+    );
+    let twin = "t=$(mktemp -d /var/tmp/twin.XXXXXX)\n\
+                echo x > \"$t/a.log\"; mv \"$t/a.log\" \"$t/b.log\"; rm -f \"$t/b.log\"; rmdir \"$t\"\n\
+                echo x > build.log; rm build.log; echo twin-done\n";
+    let output = runner.run_job(&[("twin", twin), ("attack", &attack), MARKER_STEP]);
+    let _ = std::fs::remove_file(&moved);
+    for said in [
+        "twin-done",
+        "rm-done",
+        "unlink-done",
+        "relative-done",
+        "mv-done",
+    ] {
+        assert!(output.contains(said), "{said}: {output}");
+    }
+    for log in &logs {
+        assert!(!std::path::Path::new(log).exists(), "{log} is gone");
+    }
+    let mine = agent.findings_through_marker(&runner);
+    let tampering = by_rule(&mine, "defence-tampering");
+    assert!(
+        tampering.iter().all(|f| f["step"]["id"] == "attack"),
+        "{tampering:#?}"
+    );
+    for log in &logs {
+        assert!(
+            tampering
+                .iter()
+                .any(|f| f["evidence"]["path"].as_str() == Some(log.as_str())),
+            "{log}: {tampering:#?}"
+        );
+    }
+    assert!(!mine.iter().any(|f| f["step"]["id"] == "twin"), "{mine:#?}");
+}
+
 /// The signal route: a job stopping an audit daemon directly (kill, a pidfd, its process group:
 /// every route passes where the kernel generates the signal). The daemon here is the test's own
 /// stand-in, a program named `auditd` started outside any job; the step proves it stopped it.

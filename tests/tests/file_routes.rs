@@ -10,7 +10,9 @@
 
 use std::path::PathBuf;
 
-use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP};
+use std::ffi::CString;
+
+use integration_tests::{by_rule, kind, pid, Agent, FakeRunner, MARKER_STEP};
 
 /// A runner whose home holds a canary ssh key and whose workspace a project file; with the
 /// home and the workspace.
@@ -411,4 +413,67 @@ fn a_removed_credentials_identity_follows_its_inode() {
             "{step}: {mine:#?}"
         );
     }
+}
+
+/// A watched name removed, by each route: io_uring's UNLINKAT (the kernel's own copy of the
+/// name) and `unlinkat` relative to a directory descriptor (the kernel resolves the directory).
+/// An unwatched name removed the same way makes no record. On kernels with the security hooks
+/// both are seen there (`via` says which hook).
+#[test]
+fn unlinks_of_watched_names_are_seen_by_every_route() {
+    use io_uring::{opcode, types, IoUring};
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(
+        root.join(".npmrc"),
+        "//registry.example/:_authToken=canary\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("plain-unwatched.txt"), "x").unwrap();
+    std::fs::write(root.join(".bashrc"), "x\n").unwrap();
+    let c = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    let npmrc_c = c(&root.join(".npmrc"));
+    let mut ring = IoUring::new(4).expect("io_uring (kernel.io_uring_disabled must be 0)");
+    let unlink = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), npmrc_c.as_ptr()).build();
+    // SAFETY: the name outlives the submission, which completes before we go on.
+    unsafe { ring.submission().push(&unlink).unwrap() };
+    ring.submit_and_wait(1).unwrap();
+    let cqe = ring.completion().next().expect("completion");
+    assert_eq!(cqe.result(), 0, "io_uring unlink failed");
+    let dir_fd = std::fs::File::open(&root).unwrap();
+    let name = CString::new(".bashrc").unwrap();
+    let plain = CString::new("plain-unwatched.txt").unwrap();
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: valid directory descriptor and NUL-terminated names.
+    for n in [&name, &plain] {
+        assert_eq!(
+            unsafe { libc::unlinkat(dir_fd.as_raw_fd(), n.as_ptr(), 0) },
+            0
+        );
+    }
+    // All three happened.
+    for gone in [".npmrc", ".bashrc", "plain-unwatched.txt"] {
+        assert!(!root.join(gone).exists(), "{gone}");
+    }
+    let me = std::process::id() as u64;
+    let by_ring = agent.wait_for("io_uring unlink of .npmrc", |e| {
+        kind(e) == "name"
+            && pid(e) == me
+            && e["op"] == "unlink"
+            && e["path"].as_str().is_some_and(|p| p.ends_with(".npmrc"))
+    });
+    assert_eq!(by_ring["path"], root.join(".npmrc").to_str().unwrap());
+    let by_call = agent.wait_for("unlinkat of .bashrc", |e| {
+        kind(e) == "name"
+            && pid(e) == me
+            && e["op"] == "unlink"
+            && e["path"].as_str().is_some_and(|p| p.ends_with(".bashrc"))
+    });
+    assert_eq!(by_call["path"], root.join(".bashrc").to_str().unwrap());
+    assert!(by_call.get("from").is_none(), "{by_call}");
+    assert!(!agent.events().iter().any(|e| kind(e) == "name"
+        && e["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("plain-unwatched.txt"))));
 }

@@ -54,6 +54,63 @@ fn each_open_hook_tier_keeps_its_promises() {
     a_credential_opened_through_the_32_bit_entry_is_seen_by_the_security_hooks(&agent, &tier);
     a_start_up_file_replaced_through_the_32_bit_entry_is_seen_by_the_security_hooks(&agent, &tier);
     a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(&agent, &tier);
+    a_kernel_module_load_is_reported_where_the_kernel_can_load_modules(&agent);
+}
+
+/// A step asks the kernel to load a module (`finit_module` of a file that is none: the kernel
+/// refuses it, the request is the route). Where the kernel has module support (the VM's 6.1)
+/// the request is a `defence-tampering` finding whatever program made it (here Python, no
+/// `insmod`); where it has none (this host) the call fails with ENOSYS, there is nothing to
+/// load and nothing to watch, and the agent says its module hooks are absent.
+fn a_kernel_module_load_is_reported_where_the_kernel_can_load_modules(agent: &Agent) {
+    let runner = FakeRunner::outside_tmp();
+    let step = "python3 - <<'EOF'\n\
+import ctypes, os, tempfile\n\
+libc = ctypes.CDLL(None, use_errno=True)\n\
+f = tempfile.NamedTemporaryFile(suffix='.ko')\n\
+f.write(b'not a module'); f.flush()\n\
+fd = os.open(f.name, os.O_RDONLY)\n\
+r = libc.syscall(313, fd, b'', 0)\n\
+print('finit_module', r, 'errno', ctypes.get_errno())\n\
+EOF\n";
+    let output = runner.run_job(&[("module", step), MARKER_STEP]);
+    let errno: i32 = output
+        .split("errno ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the step made the call: {output}"));
+    let mine = agent.findings_through_marker(&runner);
+    let loads: Vec<&Value> = mine
+        .iter()
+        .filter(|f| f["rule"] == "defence-tampering" && f["evidence"]["syscall"] == "module_load")
+        .collect();
+    if std::path::Path::new("/proc/modules").exists() {
+        assert_ne!(
+            errno,
+            libc::ENOSYS,
+            "the call reached the module loader: {output}"
+        );
+        assert_eq!(loads.len(), 1, "{mine:#?}");
+        assert_eq!(loads[0]["step"]["id"], "module", "{:#}", loads[0]);
+        assert!(loads[0]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("finit_module"));
+    } else {
+        assert_eq!(
+            errno,
+            libc::ENOSYS,
+            "no module support, no loading: {output}"
+        );
+        assert!(loads.is_empty(), "{mine:#?}");
+        assert!(
+            agent
+                .log()
+                .contains("optional hook tracepoint/syscalls/sys_enter_finit_module not attached"),
+            "{}",
+            agent.log()
+        );
+    }
 }
 
 /// The repository whose profile has the kill response.
@@ -67,7 +124,7 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
         .unwrap_or_else(|| panic!("no attach line: {log}"));
     let tracepoints = attached.contains("tracepoint/syscalls/sys_exit_openat");
     let name_tracepoints = attached.contains("tracepoint/syscalls/sys_exit_renameat2");
-    // New names (rename, link, symlink) get the same tier as opens on every kernel here.
+    // New and removed names (rename, link, symlink, unlink) get the same tier as opens on every kernel here.
     let name_tier = log
         .lines()
         .find_map(|l| l.split("file names: ").nth(1))
@@ -80,6 +137,7 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
                 && attached.contains("lsm/path_rename")
                 && attached.contains("lsm/path_link")
                 && attached.contains("lsm/path_symlink")
+                && attached.contains("lsm/path_unlink")
                 && !tracepoints
                 && !name_tracepoints,
             "{attached}"
@@ -87,6 +145,7 @@ fn the_start_up_log_and_doctor_name_the_tier_in_force(agent: &Agent, tier: &str)
         "fentry" => assert!(
             attached.contains("fentry/security_file_open")
                 && attached.contains("fentry/security_path_rename")
+                && attached.contains("fentry/security_path_unlink")
                 && !tracepoints
                 && !name_tracepoints,
             "{attached}"
@@ -184,7 +243,7 @@ fn a_start_up_file_replaced_through_the_32_bit_entry_is_seen_by_the_security_hoo
             assert!(
                 agent
                     .log()
-                    .contains("file names: tracepoint (rename, link and symlink syscall tracepoints and io_uring: 32-bit syscalls are not seen)"),
+                    .contains("file names: tracepoint (rename, link, symlink and unlink syscall tracepoints and io_uring: 32-bit syscalls are not seen)"),
                 "{}",
                 agent.log()
             );

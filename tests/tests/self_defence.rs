@@ -490,6 +490,93 @@ print("sent", sent, "answered", answered, flush=True)
     let _ = std::fs::remove_dir_all(socket_dir);
 }
 
+/// A step leaves a flooder behind that keeps every shared slot of the control socket taken (40
+/// threads of the runner's user, each reconnecting the moment a slot frees): the runner's own
+/// job-completed hook still gets a slot kept for it, and the job's summary names its read.
+#[test]
+fn a_steps_flood_of_the_control_socket_cannot_take_the_hooks_slot() {
+    let user = unprivileged_runner_user();
+    let (agent, socket_dir) = agent_for_group(user.group);
+    let runner = FakeRunner::as_user(&user);
+    std::fs::write(
+        runner.home.join(".npmrc"),
+        format!("//r/:_authToken={CANARY}\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(runner.home.join(".npmrc"), Some(user.uid), Some(user.gid)).unwrap();
+    let counts = runner.home.join("flood-counts");
+    let flood = r#"
+import socket, sys, threading, time
+path, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+held = busy = 0
+lock = threading.Lock()
+end = time.time() + seconds
+def hold():
+    global held, busy
+    while time.time() < end:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(path)
+            answer = s.recv(4096)
+            with lock:
+                if b"busy" in answer:
+                    busy += 1
+                else:
+                    held += 1
+        except OSError:
+            pass
+        s.close()
+threads = [threading.Thread(target=hold) for _ in range(40)]
+for t in threads: t.start()
+time.sleep(1)
+open(out + ".started", "w").close()
+for t in threads: t.join()
+with open(out, "w") as f:
+    f.write("held %d busy %d\n" % (held, busy))
+"#;
+    let script = runner.home.join("flood.py");
+    std::fs::write(&script, flood).unwrap();
+    let step = format!(
+        "nohup python3 {} {} 25 {} > /dev/null 2>&1 &\n\
+         for i in $(seq 100); do [ -e {}.started ] && break; sleep 0.1; done\n\
+         cat \"$HOME/.npmrc\"\n",
+        script.display(),
+        agent.control_socket.display(),
+        counts.display(),
+        counts.display()
+    );
+    let started = Instant::now();
+    let output = runner.run_job_with_hooks(&[("flood", &step)], Some(&agent.control_socket));
+    assert!(output.contains(CANARY), "{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the hooks finished while the flood ran"
+    );
+    assert!(
+        !output.contains("unmonitored") && !output.contains("busy"),
+        "the hooks were served during the flood: {output}"
+    );
+    let summary = std::fs::read_to_string(runner.step_summary()).unwrap_or_default();
+    assert!(summary.contains("credential-read"), "{summary}");
+    // The flood really held the shared slots: its own connections were turned away, busy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !counts.exists() {
+        assert!(Instant::now() < deadline, "the flooder did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let said = std::fs::read_to_string(&counts).unwrap();
+    let busy: u64 = said
+        .split_whitespace()
+        .skip_while(|w| *w != "busy")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(busy > 1000, "the flood filled the shared slots: {said}");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket_dir);
+}
+
 /// A job's last step reads a credential and the job-completed hook runs at once: the report the
 /// hook gets must already hold the read (the agent drains the kernel's ring up to the request
 /// before ending the job, not only what its reader had queued).

@@ -105,6 +105,19 @@ fn workloads(scale: f64) -> Vec<Workload> {
             }),
         },
         Workload {
+            // Build tools make and delete temporary files by the thousand: the unlink hooks'
+            // cost on names nobody watches (with the open of each file).
+            name: "unlink storm (unwatched)",
+            run: Box::new(move |dir| {
+                let gone = dir.join("gone.tmp");
+                for _ in 0..renames {
+                    std::fs::write(&gone, "x")?;
+                    std::fs::remove_file(&gone)?;
+                }
+                Ok(())
+            }),
+        },
+        Workload {
             name: "connect storm (loopback)",
             run: Box::new(move |_| {
                 // Connect and accept in lockstep: an acceptor thread that falls behind lets the

@@ -257,8 +257,14 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
         None => Box::new(std::io::stdout()),
     };
+    // The running jobs' keys (the pipeline keeps them current): their findings are carried
+    // over when the findings log's oldest file goes, so no flood rotates them away.
+    let running_jobs = RunningJobs::default();
     let findings: Box<dyn Write + Send> = match &options.findings {
-        Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),
+        Some(path) => Box::new(
+            RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?
+                .carrying(running_jobs.carry()),
+        ),
         None => Box::new(std::io::stderr()),
     };
     let engine_config = crate::engine::EngineConfig {
@@ -355,6 +361,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let pipeline = Pipeline {
         forwarder,
         unsettled_request: false,
+        running_jobs,
         barrier_warned: None,
         console,
         baseline,
@@ -384,11 +391,16 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     };
 
     let (command_tx, commands) = mpsc::channel(64);
+    let runner_processes = control::SharedRunnerProcesses::default();
     let control = match &options.control_socket {
         Some(path) => {
             let listener = control::bind(path, options.control_group.as_deref())?;
             log::info!("control socket at {}", path.display());
-            Some(tokio::spawn(control::serve(listener, command_tx)))
+            Some(tokio::spawn(control::serve(
+                listener,
+                command_tx,
+                runner_processes.clone(),
+            )))
         }
         None => None,
     };
@@ -502,6 +514,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         pipeline::Inputs {
             rx,
             commands,
+            runner_processes,
             reloads,
             container_news,
         },
@@ -535,4 +548,79 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     drop(probes);
     eprintln!("{}", serde_json::json!({ "stats": stats.summary() }));
     Ok(())
+}
+
+/// The keys of the running jobs, shared between the pipeline (which keeps them current) and
+/// the findings log (which carries their findings over at rotation).
+#[derive(Clone, Default)]
+pub(super) struct RunningJobs {
+    keys: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// (jobs known, jobs running) when last published: they change whenever the set can.
+    version: Option<(usize, usize)>,
+}
+
+impl RunningJobs {
+    pub(super) fn publish(&mut self, engine: &crate::engine::Engine) {
+        let version = (engine.jobs_known(), engine.active_jobs());
+        if self.version == Some(version) {
+            return;
+        }
+        self.version = Some(version);
+        let keys = engine
+            .jobs()
+            .filter(|(_, ended)| !ended)
+            .map(|(j, _)| j.key.clone())
+            .collect();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// Whether a findings log line is a running job's.
+    fn carry(&self) -> crate::output::Carry {
+        let keys = self.keys.clone();
+        Box::new(move |line: &[u8]| {
+            #[derive(serde::Deserialize)]
+            struct Line {
+                job: Option<Job>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Job {
+                key: String,
+            }
+            serde_json::from_slice::<Line>(line).is_ok_and(|l| {
+                l.job.is_some_and(|j| {
+                    keys.read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&j.key)
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tests::{empty_profile, Sim};
+
+    #[test]
+    fn the_findings_log_carries_the_running_jobs_findings_only() {
+        let mut sim = Sim::new(empty_profile());
+        sim.runner().run_step(300, "steal");
+        sim.read(300, "/home/runner/.npmrc");
+        let finding = sim.findings.last().expect("a finding").clone();
+        let mut running = RunningJobs::default();
+        running.publish(&sim.engine);
+        let carry = running.carry();
+        let line = serde_json::to_vec(&finding).unwrap();
+        assert!(carry(&line), "the running job's finding is carried");
+        let mut other = finding.clone();
+        other.job.as_mut().unwrap().key = "github/someone/else".into();
+        assert!(!carry(&serde_json::to_vec(&other).unwrap()));
+        assert!(!carry(b"not json\n"));
+        // Once the job has ended, its findings go with their file.
+        sim.exit(300).exit(200);
+        running.publish(&sim.engine);
+        assert_eq!(sim.engine.active_jobs(), 0);
+        assert!(!carry(&line));
+    }
 }

@@ -70,6 +70,8 @@ pub(super) struct Pipeline {
     pub(super) unsettled_request: bool,
     /// When the last barrier timeout was logged (one line a minute; all are counted).
     pub(super) barrier_warned: Option<std::time::Instant>,
+    /// The running jobs' keys, for the findings log's rotation.
+    pub(super) running_jobs: super::RunningJobs,
 }
 
 /// How often the console's status line is printed.
@@ -812,10 +814,18 @@ impl Pipeline {
     }
 
     /// Job gauges (ended jobs are accounted when the event that ends them is judged).
-    fn account_jobs(&mut self, stats: &Stats) {
+    /// Counts the running jobs, and publishes their anchors and step roots for the control
+    /// socket (when they changed).
+    fn account_jobs(&mut self, stats: &Stats, runner: &control::SharedRunnerProcesses) {
         stats
             .active_jobs
             .set(self.judge.engine.active_jobs() as i64);
+        self.running_jobs.publish(&self.judge.engine);
+        let now = self.judge.engine.runner_processes();
+        let stale = *runner.read().unwrap_or_else(|e| e.into_inner()) != now;
+        if stale {
+            *runner.write().unwrap_or_else(|e| e.into_inner()) = now;
+        }
     }
 
     pub(super) fn flush(&mut self, stats: &Stats) {
@@ -852,6 +862,8 @@ fn note_kernel_counts(
 pub(super) struct Inputs {
     pub(super) rx: mpsc::Receiver<KernelEvent>,
     pub(super) commands: mpsc::Receiver<control::Command>,
+    /// Published for the control socket's slots kept for the runner (see `RunnerProcesses`).
+    pub(super) runner_processes: control::SharedRunnerProcesses,
     pub(super) reloads: mpsc::Receiver<()>,
     pub(super) container_news: mpsc::Receiver<crate::containers::docker::ContainerNews>,
 }
@@ -887,6 +899,7 @@ pub(super) async fn run(
     let Inputs {
         mut rx,
         mut commands,
+        runner_processes,
         mut reloads,
         mut container_news,
     } = inputs;
@@ -909,7 +922,7 @@ pub(super) async fn run(
                 }
                 pipeline.flush(&stats);
                 stats.last_event.set(unix_now());
-                pipeline.account_jobs(&stats);
+                pipeline.account_jobs(&stats, &runner_processes);
             }
             Some(command) = commands.recv() => {
                 // Whatever the kernel wrote before the request belongs before it: the ring is
@@ -929,7 +942,7 @@ pub(super) async fn run(
                 let response = pipeline.command(&mut enricher, command.request, command.peer, &stats);
                 pipeline.unsettled_request = false;
                 let _ = command.reply.send(response);
-                pipeline.account_jobs(&stats);
+                pipeline.account_jobs(&stats, &runner_processes);
             }
             Some(news) = container_news.recv() => {
                 // The kernel's records queued before the runtime's word come first: a
@@ -966,7 +979,7 @@ pub(super) async fn run(
                 let ended = pipeline.judge.take_ended(&now_rfc3339());
                 pipeline.write_reports(ended, &stats);
                 pipeline.write_late_findings(&stats);
-                pipeline.account_jobs(&stats);
+                pipeline.account_jobs(&stats, &runner_processes);
                 pipeline.console_status(&stats);
                 if let Some(guarded) = pipeline.guarded.as_mut() {
                     guarded.refresh_if_due();

@@ -268,6 +268,10 @@ impl Engine {
             self.emit_for(out, raw, e, key);
             return;
         }
+        if *op == NameOp::Unlink {
+            self.on_removed_name(e, key, path, out);
+            return;
+        }
         let home_path = self.home_relative(self.procs[&key].job, path);
         let home_path = home_path.as_deref().unwrap_or(path);
         self.judge_write(e, key, path, home_path, WriteHow::Name(*op), out);
@@ -279,6 +283,27 @@ impl Engine {
             let p = &self.procs[&key];
             (p.job, p.step, p.hook, p.tool.clone())
         };
+        // A system log or other defence moved away (`mv /var/log/auth.log /tmp/x`): the log
+        // is gone from where it is read as surely as if it were deleted. Renames only: a hard
+        // link leaves it in place.
+        if *op == NameOp::Rename {
+            if let Some(place) = defences::classify(from) {
+                if !place.owned_by(&tool) || hook.is_some() {
+                    let raw = Raw::new(
+                        RuleId::DefenceTampering,
+                        format!("{tool} moved {from} ({}) to {path}", place.name),
+                        format!("{from}:{tool}:moved"),
+                    )
+                    .evidence(vec![
+                        ("path", json!(from)),
+                        ("new_name", json!(path)),
+                        ("place", json!(place.name)),
+                        ("route", json!("rename")),
+                    ]);
+                    self.emit_for(out, raw, e, key);
+                }
+            }
+        }
         let home_from = self.home_relative(job, from);
         let home_from = home_from.as_deref().unwrap_or(from);
         let Some(kind) = credentials::classify(home_from) else {
@@ -308,6 +333,32 @@ impl Engine {
             path: from.clone(),
             by: tool.clone(),
         });
+        self.emit_for(out, raw, e, key);
+    }
+
+    /// A name removed (unlink): a system log or another defence deleted by other than its
+    /// owner (`rm /var/log/auth.log`), whatever route the kernel saw.
+    fn on_removed_name(&mut self, e: &Event, key: ProcessKey, path: &str, out: &mut Vec<Finding>) {
+        let Some(place) = defences::classify(path) else {
+            return;
+        };
+        let (tool, hook) = {
+            let p = &self.procs[&key];
+            (p.tool.clone(), p.hook)
+        };
+        if place.owned_by(&tool) && hook.is_none() {
+            return;
+        }
+        let raw = Raw::new(
+            RuleId::DefenceTampering,
+            format!("{tool} deleted {path} ({})", place.name),
+            format!("{path}:{tool}:deleted"),
+        )
+        .evidence(vec![
+            ("path", json!(path)),
+            ("place", json!(place.name)),
+            ("route", json!("unlink")),
+        ]);
         self.emit_for(out, raw, e, key);
     }
 

@@ -198,6 +198,27 @@ impl Engine {
         self.emit(out, raw, place, chain, trigger);
     }
 
+    /// The running jobs' anchors and the roots of their steps (tgids), for the control
+    /// socket's slots kept for the runner (`control::RunnerProcesses`).
+    pub fn runner_processes(&self) -> crate::control::RunnerProcesses {
+        let mut out = crate::control::RunnerProcesses::default();
+        for (anchor, &job) in &self.anchors {
+            if self.is_live(job) {
+                out.anchors.insert(anchor.tgid);
+                // The runner's own work outside steps (its hooks) is kept as a step too: not
+                // one of the job's.
+                out.step_roots.extend(
+                    self.jobs[job]
+                        .steps
+                        .iter()
+                        .filter(|s| s.identity.id != crate::ci::RUNNER_STEP_ID)
+                        .map(|s| s.root.tgid),
+                );
+            }
+        }
+        out
+    }
+
     fn is_live(&self, job: usize) -> bool {
         self.jobs[job].ended_ns.is_none()
     }

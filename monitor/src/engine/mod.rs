@@ -468,6 +468,11 @@ impl Engine {
     }
 
     /// Jobs seen and not ended.
+    /// Jobs the engine holds (running, ended, retired).
+    pub fn jobs_known(&self) -> usize {
+        self.jobs.len()
+    }
+
     pub fn active_jobs(&self) -> usize {
         self.jobs.iter().filter(|j| j.ended_ns.is_none()).count()
     }

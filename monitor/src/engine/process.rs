@@ -460,6 +460,15 @@ impl Engine {
                     RuleId::DefenceTampering.clause(),
                 )
             }
+            TamperSyscall::ModuleLoad => (
+                RuleId::DefenceTampering,
+                Severity::High,
+                format!(
+                    "{tool} asked the kernel to load a module ({}): code below every defence on the host, the monitor included",
+                    if *arg == 0 { "init_module" } else { "finit_module" }
+                ),
+                RuleId::DefenceTampering.clause(),
+            ),
             TamperSyscall::Bpf => (
                 RuleId::AgentTampering,
                 Severity::High,

@@ -507,7 +507,12 @@ impl Enricher {
                     != 0;
                 let for_new = header.flags & monitor_common::NAME_DIR_FOR_NEW != 0;
                 let for_from = header.flags & monitor_common::NAME_DIR_FOR_FROM != 0;
-                let path = absolute_name(&dir, &name, for_new);
+                let (path, from) = if op == NameOp::Unlink {
+                    // The removed name is the record's old one: it is the event's path.
+                    (absolute_name(&dir, &from, for_from), String::new())
+                } else {
+                    (absolute_name(&dir, &name, for_new), from)
+                };
                 let from = (!from.is_empty()).then(|| match op {
                     // A symlink's target is relative to the link's own directory.
                     NameOp::Symlink => match path.rsplit_once('/') {

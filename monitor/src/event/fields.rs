@@ -87,6 +87,8 @@ pub enum TamperSyscall {
     SignalLogged,
     /// A signal that stops or ends a guarded host service (logging, audit, security daemon).
     SignalGuarded,
+    /// A kernel module load asked for (init_module, finit_module).
+    ModuleLoad,
     /// A number this agent does not know (a newer kernel program).
     Unknown,
 }
@@ -104,6 +106,7 @@ impl TamperSyscall {
             monitor_common::TAMPER_SIGNAL => TamperSyscall::Signal,
             monitor_common::TAMPER_SIGNAL_LOGGED => TamperSyscall::SignalLogged,
             monitor_common::TAMPER_SIGNAL_GUARDED => TamperSyscall::SignalGuarded,
+            monitor_common::TAMPER_MODULE_LOAD => TamperSyscall::ModuleLoad,
             _ => TamperSyscall::Unknown,
         }
     }
@@ -120,6 +123,7 @@ impl TamperSyscall {
             TamperSyscall::Signal => "signal",
             TamperSyscall::SignalLogged => "signal_logged",
             TamperSyscall::SignalGuarded => "signal_guarded",
+            TamperSyscall::ModuleLoad => "module_load",
             TamperSyscall::Unknown => "unknown",
         }
     }
@@ -160,6 +164,8 @@ pub enum NameOp {
     Rename,
     Link,
     Symlink,
+    /// A name removed (the event's `path`; no `from`).
+    Unlink,
 }
 
 impl NameOp {
@@ -168,6 +174,7 @@ impl NameOp {
             monitor_common::NAME_OP_RENAME => Some(NameOp::Rename),
             monitor_common::NAME_OP_LINK => Some(NameOp::Link),
             monitor_common::NAME_OP_SYMLINK => Some(NameOp::Symlink),
+            monitor_common::NAME_OP_UNLINK => Some(NameOp::Unlink),
             _ => None,
         }
     }
@@ -178,6 +185,7 @@ impl NameOp {
             NameOp::Rename => "renamed a file onto",
             NameOp::Link => "hard-linked a file as",
             NameOp::Symlink => "made a symlink at",
+            NameOp::Unlink => "deleted",
         }
     }
 }

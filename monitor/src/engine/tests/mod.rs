@@ -425,6 +425,18 @@ impl Sim {
         self
     }
 
+    /// A tamper record the kernel sent for `pid` (`TAMPER_*`).
+    pub fn tamper(&mut self, pid: u32, syscall: u32, target: i32, arg: u64) -> &mut Self {
+        let header = self.header(EventKind::Tamper, pid);
+        self.feed(KernelEvent::Tamper {
+            header,
+            syscall,
+            target,
+            arg,
+        });
+        self
+    }
+
     pub fn write(&mut self, pid: u32, path: &str) -> &mut Self {
         self.open_with(pid, path, 0x2 | 0x10_0000, monitor_common::MATCH_NAME)
     }
