@@ -641,6 +641,9 @@ pub struct FileOpenEvent {
 }
 
 /// A new name given to a file (`FileNameEvent::op`).
+/// A fork record's flag: the child was made a sibling of its maker (`CLONE_PARENT`): its parent
+/// in the record is its maker, not the parent the kernel gave it.
+pub const FORK_AS_SIBLING: u32 = 1;
 pub const NAME_OP_RENAME: u32 = 1;
 pub const NAME_OP_LINK: u32 = 2;
 pub const NAME_OP_SYMLINK: u32 = 3;

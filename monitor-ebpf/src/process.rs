@@ -11,8 +11,8 @@ use aya_ebpf::{
 use monitor_common::{
     EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, MAX_ARGV_LEN, MAX_ENV_LEN,
-    MAX_FILENAME_LEN,
+    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING, MAX_ARGV_LEN,
+    MAX_ENV_LEN, MAX_FILENAME_LEN,
 };
 
 use crate::{
@@ -229,12 +229,18 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let mut event = ForkEvent::default();
     fill_header(&raw mut event.header, EventKind::ProcessFork, child);
     // fill_header used the current (parent) thread for the ids: the record is about the child.
-    let real_parent = read_ptr(child, off!(task_real_parent)).unwrap_or(parent);
     event.header.tgid = child_tgid;
     event.header.pid = child_pid;
-    event.header.ppid = read::<u32>(real_parent, off!(task_tgid)).unwrap_or(parent_tgid);
+    // The child's parent here is its maker, the current process (`parent`), even when
+    // `CLONE_PARENT` gave it its maker's parent: a step's process making a sibling under the
+    // runner's Worker made it, and its job and step are the maker's.
+    event.header.ppid = parent_tgid;
     event.header.start_ns = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
-    event.header.parent_start_ns = process_start_ns(real_parent);
+    event.header.parent_start_ns = process_start_ns(parent);
+    let real_parent = read_ptr(child, off!(task_real_parent)).unwrap_or(parent);
+    if read::<u32>(real_parent, off!(task_tgid)).unwrap_or(parent_tgid) != parent_tgid {
+        event.header.flags = FORK_AS_SIBLING;
+    }
     submit_fixed(&event, EventKind::ProcessFork);
     Ok(())
 }

@@ -18,10 +18,14 @@ pub struct RotatingLog {
     carry: Option<Carry>,
 }
 
-/// Which lines of the oldest file outlive its deletion: they are written again at the start
-/// of the new file (the findings log carries a running job's findings, so another job's flood
-/// cannot rotate them away while it runs).
-pub type Carry = Box<dyn Fn(&[u8]) -> bool + Send>;
+/// Which lines of the oldest file outlive its deletion, and under which group (a job): they are
+/// written again at the start of the new file (the findings log carries a running job's
+/// findings, so another job's flood cannot rotate them away while it runs). Each group keeps
+/// its first `CARRIED_PER_GROUP` lines, so one group cannot take the others' room.
+pub type Carry = Box<dyn Fn(&[u8]) -> Option<String> + Send>;
+
+/// Lines carried over per group at each rotation.
+pub const CARRIED_PER_GROUP: usize = 100;
 
 impl RotatingLog {
     pub fn open(path: &std::path::Path, max_bytes: u64, keep: u32) -> anyhow::Result<Self> {
@@ -53,9 +57,16 @@ impl RotatingLog {
         };
         let mut reader = std::io::BufReader::new(file);
         let mut line = Vec::new();
+        let mut per_group: std::collections::HashMap<String, usize> = Default::default();
         while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            if line.ends_with(b"\n") && carry(&line) && (out.len() + line.len()) as u64 <= limit {
-                out.extend_from_slice(&line);
+            if line.ends_with(b"\n") && (out.len() + line.len()) as u64 <= limit {
+                if let Some(group) = carry(&line) {
+                    let n = per_group.entry(group).or_default();
+                    if *n < CARRIED_PER_GROUP {
+                        *n += 1;
+                        out.extend_from_slice(&line);
+                    }
+                }
             }
             line.clear();
         }
@@ -139,7 +150,9 @@ mod tests {
         let path = dir.path().join("findings.jsonl");
         let mut log = RotatingLog::open(&path, 4096, 2)
             .unwrap()
-            .carrying(Box::new(|line: &[u8]| line.starts_with(b"running")));
+            .carrying(Box::new(|line: &[u8]| {
+                line.starts_with(b"running").then(|| "running".to_string())
+            }));
         writeln!(log, "running job's first finding").unwrap();
         // A flood of others' lines: many times what the files hold.
         for n in 0..2_000 {
@@ -159,6 +172,39 @@ mod tests {
             1,
             "kept, once"
         );
+    }
+
+    #[test]
+    fn one_running_job_cannot_take_the_others_carried_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.jsonl");
+        let mut log = RotatingLog::open(&path, 64 * 1024, 1)
+            .unwrap()
+            .carrying(Box::new(|line: &[u8]| {
+                let text = String::from_utf8_lossy(line);
+                text.split(' ')
+                    .next()
+                    .filter(|g| g.starts_with("job"))
+                    .map(String::from)
+            }));
+        // The attacker's running job writes first and most; the victim's one finding after.
+        for n in 0..400 {
+            writeln!(log, "jobA finding {n:04}").unwrap();
+        }
+        writeln!(log, "jobB the victim's finding").unwrap();
+        // Others' lines rotate the file away twice.
+        for n in 0..20_000 {
+            writeln!(log, "other {n:06} {}", "x".repeat(20)).unwrap();
+        }
+        let all: String = [path.clone(), log.rotated(1)]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        assert!(
+            all.contains("jobB the victim's finding"),
+            "the victim's finding stays"
+        );
+        assert_eq!(all.matches("jobA finding").count(), CARRIED_PER_GROUP);
     }
 
     #[test]

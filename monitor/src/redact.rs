@@ -69,6 +69,16 @@ static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// `SECRET_ASSIGNMENT` inside a path: the value ends at the next `/`, so the rest of the path
+/// stays (`/token=x/.bashrc` keeps `.bashrc`: a bind mount's destination and a write through it
+/// redact alike, and the write is still judged as the file it is).
+static SECRET_ASSIGNMENT_IN_PATH: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)((?:^|[\s;&/:-])[A-Za-z0-9_.\-]*(?:token|secret|password|passwd|apikey|api_key|auth|credential|private_key)[A-Za-z0-9_.\-]*\s*=\s*)[^\s/]+",
+    )
+    .expect("valid regex")
+});
+
 /// Flags whose next argument is a secret, for any program. (`-H`/`--header` take a header,
 /// judged by its name: `redact_argv`.)
 const SECRET_FLAGS: &[&str] = &[
@@ -196,7 +206,7 @@ pub fn redact_path(path: &str) -> Cow<'_, str> {
         &[
             (&URL_CREDENTIALS, true),
             (&URL_TOKEN_USER, true),
-            (&SECRET_ASSIGNMENT, true),
+            (&SECRET_ASSIGNMENT_IN_PATH, true),
             (&TOKEN_SHAPES, false),
         ],
     )
@@ -474,6 +484,18 @@ mod tests {
         assert_eq!(redact_argv(&copy), copy);
         let file: Vec<String> = ["cat", "token.txt", "notes.md"].map(String::from).to_vec();
         assert_eq!(redact_argv(&file), file);
+    }
+
+    #[test]
+    fn a_secret_in_a_path_segment_leaves_the_rest_of_the_path() {
+        assert_eq!(
+            redact_path("/token=s3cr3t/.bashrc"),
+            format!("/token={REDACTED}/.bashrc")
+        );
+        assert_eq!(
+            redact_path("/w/app/api_key=abc"),
+            format!("/w/app/api_key={REDACTED}")
+        );
     }
 
     #[test]

@@ -78,9 +78,41 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
          printf '%s\\n' '## Runtime security: `build` — no findings' '<details><summary>more</summary>' '<!-- the rest is hidden' '```' >> \"$GITHUB_STEP_SUMMARY\"\n\
          echo ATTACK-DONE\n"
     );
+    // The step's root becomes Python and makes a sibling of itself (`CLONE_PARENT`): a child of
+    // the Worker, outside every step by its parent and without the step's `GITHUB_ACTION`, that
+    // asks to end the job as the runner's hook would.
+    let sibling = format!(
+        "exec python3 -c '\n\
+import ctypes, os, sys, time\n\
+libc = ctypes.CDLL(None, use_errno=True)\n\
+pid = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\n\
+if pid == 0: print(\"sibling of\", os.getppid(), flush=True); print(\"== sibling\", flush=True); os.dup2(1, 2); env = dict(os.environ); env.pop(\"GITHUB_ACTION\", None); os.execve(sys.argv[1], [sys.argv[1], \"hook\", \"job-completed\", \"--socket\", sys.argv[2]], env)\n\
+time.sleep(3)\n\
+print(\"maker\", os.getpid(), \"parent\", os.getppid(), flush=True)\n\
+' '{bin}' '{socket}'\n"
+    );
     let output = runner.run_job_with_hooks(
-        &[("attack", &attack), ("steal", "cat \"$HOME/.npmrc\"\n")],
+        &[
+            ("attack", &attack),
+            ("sibling", &sibling),
+            ("steal", "cat \"$HOME/.npmrc\"\n"),
+        ],
         Some(&agent.control_socket),
+    );
+    // The sibling really was one: its parent is its maker's parent (the Worker).
+    let number = |after: &str| -> Option<u32> {
+        output
+            .split(after)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    assert_eq!(
+        number("sibling of "),
+        number(" parent "),
+        "CLONE_PARENT made a sibling: {output}"
     );
     // The attack really ran: each request reached the agent and was answered.
     assert!(output.contains("ATTACK-DONE"), "{output}");
@@ -92,6 +124,7 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
         "== init",
         "== self",
         "== escape",
+        "== sibling",
     ] {
         let answer = output
             .split(what)
@@ -124,8 +157,14 @@ fn a_step_cannot_end_or_reanchor_its_own_job() {
         .filter(|f| rule(f) == "agent-tampering")
         .collect();
     assert!(
-        tampering.iter().all(|f| f["step"]["id"] == "attack"),
+        tampering
+            .iter()
+            .all(|f| f["step"]["id"] == "attack" || f["step"]["id"] == "sibling"),
         "{tampering:?}"
+    );
+    assert!(
+        tampering.iter().any(|f| f["step"]["id"] == "sibling"),
+        "the sibling's request is the step's: {tampering:?}"
     );
 
     let starts: Vec<Value> = agent

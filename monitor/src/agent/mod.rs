@@ -586,13 +586,11 @@ impl RunningJobs {
             struct Job {
                 key: String,
             }
-            serde_json::from_slice::<Line>(line).is_ok_and(|l| {
-                l.job.is_some_and(|j| {
-                    keys.read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains(&j.key)
-                })
-            })
+            let key = serde_json::from_slice::<Line>(line).ok()?.job?.key;
+            keys.read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key)
+                .then_some(key)
         })
     }
 }
@@ -612,15 +610,20 @@ mod tests {
         running.publish(&sim.engine);
         let carry = running.carry();
         let line = serde_json::to_vec(&finding).unwrap();
-        assert!(carry(&line), "the running job's finding is carried");
+        let key = finding.job.as_ref().unwrap().key.clone();
+        assert_eq!(
+            carry(&line),
+            Some(key),
+            "the running job's finding is carried"
+        );
         let mut other = finding.clone();
         other.job.as_mut().unwrap().key = "github/someone/else".into();
-        assert!(!carry(&serde_json::to_vec(&other).unwrap()));
-        assert!(!carry(b"not json\n"));
+        assert_eq!(carry(&serde_json::to_vec(&other).unwrap()), None);
+        assert_eq!(carry(b"not json\n"), None);
         // Once the job has ended, its findings go with their file.
         sim.exit(300).exit(200);
         running.publish(&sim.engine);
         assert_eq!(sim.engine.active_jobs(), 0);
-        assert!(!carry(&line));
+        assert_eq!(carry(&line), None);
     }
 }

@@ -928,12 +928,16 @@ pub(super) async fn run(
                 // Whatever the kernel wrote before the request belongs before it: the ring is
                 // drained up to now (a barrier through the reader), then the queue.
                 let (done, drained) = tokio::sync::oneshot::channel();
-                let settled = barrier.send(done).await.is_ok()
+                // Never waits for room: a reader stuck with earlier barriers unanswered makes
+                // this one unsettled at once, not the pipeline stuck behind it.
+                let settled = barrier.try_send(done).is_ok()
                     && wait_for_barrier(drained, &mut rx, |event| {
                         pipeline.handle_queued(&mut enricher, event, &stats)
                     })
                     .await;
-                while let Ok(event) = rx.try_recv() {
+                // What was queued by then (not what a flood keeps adding behind it).
+                for _ in 0..rx.len() {
+                    let Ok(event) = rx.try_recv() else { break };
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
                 if !settled {

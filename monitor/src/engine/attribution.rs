@@ -45,6 +45,12 @@ impl Engine {
         // Declared again (a restarted hook): the latest anchor wins.
         self.jobs[job].ended_ns = None;
         self.jobs[job].declared = true;
+        if let Detail::JobStart {
+            requested_by_uid, ..
+        } = &e.detail
+        {
+            self.jobs[job].declared_by = Some(*requested_by_uid);
+        }
         self.jobs[job].anchor = Some(key);
         self.jobs[job].anchor_exe = e.process.exe.clone();
         self.anchors.insert(key, job);
@@ -327,13 +333,22 @@ impl Engine {
                     }
                     None => {
                         let mut job_id = job_id;
-                        if self.forgotten_keys.contains(&job_id.key) {
+                        let forgotten = self
+                            .forgotten_keys
+                            .contains(&job_id.key)
+                            .then(|| job_id.key.clone());
+                        if let Some(key) = &forgotten {
                             // A key whose job ended and was forgotten: a new job under a key of
                             // its own, so the ended job's report is never written over.
-                            job_id.key = format!("{}/again-{}", job_id.key, self.now_ns);
+                            job_id.key = format!("{key}/again-{}", self.now_ns);
                         }
                         let job = self.job_index(job_id);
                         self.jobs[job].env_uid = Some(uid);
+                        if let Some(key) = forgotten {
+                            // Later processes naming the same key join it (one job, not one
+                            // each).
+                            self.job_by_key.insert(key, job);
+                        }
                         job
                     }
                 };
@@ -529,9 +544,16 @@ impl Engine {
         for (job, _) in self.jobs.iter().zip(&keep).filter(|(_, k)| !**k) {
             self.forgotten_keys.insert(&job.identity.key);
         }
-        // Keyed by index: started again (a check a period later at most).
-        self.anchors_gone_since.clear();
-        self.quiet_since.clear();
+        // Keyed by index: renumbered as the jobs are.
+        let renumber = |m: &mut std::collections::HashMap<usize, u64>| {
+            *m = m
+                .drain()
+                .filter(|(j, _)| keep[*j])
+                .map(|(j, since)| (new_index[j], since))
+                .collect();
+        };
+        renumber(&mut self.anchors_gone_since);
+        renumber(&mut self.quiet_since);
         let jobs = std::mem::take(&mut self.jobs);
         self.jobs = jobs
             .into_iter()
@@ -601,6 +623,7 @@ impl Engine {
             sources_watched: false,
             home: None,
             env_uid: None,
+            declared_by: None,
             overflow: false,
         });
         let job = self.jobs.len() - 1;

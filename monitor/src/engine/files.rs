@@ -288,7 +288,7 @@ impl Engine {
         // link leaves it in place.
         if *op == NameOp::Rename {
             if let Some(place) = defences::classify(from) {
-                if !place.owned_by(&tool) || hook.is_some() {
+                if !place.owned_by(&tool) || hook.is_some() || !self.procs[&key].installed {
                     let raw = Raw::new(
                         RuleId::DefenceTampering,
                         format!("{tool} moved {from} ({}) to {path}", place.name),
@@ -342,11 +342,13 @@ impl Engine {
         let Some(place) = defences::classify(path) else {
             return;
         };
-        let (tool, hook) = {
+        let (tool, hook, installed) = {
             let p = &self.procs[&key];
-            (p.tool.clone(), p.hook)
+            (p.tool.clone(), p.hook, p.installed)
         };
-        if place.owned_by(&tool) && hook.is_none() {
+        // An owner by what it is, not what it is called: an installed program (a copy of `rm`
+        // named `apt-x` in /tmp owns nothing).
+        if place.owned_by(&tool) && installed && hook.is_none() {
             return;
         }
         let raw = Raw::new(

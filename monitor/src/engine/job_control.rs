@@ -109,6 +109,28 @@ impl Engine {
                             "the caller belongs to the running job {}",
                             self.jobs[p.job].identity.key
                         )),
+                        // A process an ended job left behind: declaring jobs from it would let
+                        // a job fill its user's bound below and refuse the next real job.
+                        Some(p) if !p.runner_own => Err(format!(
+                            "the caller is a process the ended job {} left behind",
+                            self.jobs[p.job].identity.key
+                        )),
+                        _ if *requested_by_uid != 0
+                            && self
+                                .jobs
+                                .iter()
+                                .filter(|j| {
+                                    j.declared_by == Some(*requested_by_uid)
+                                        && j.ended_ns.is_none()
+                                })
+                                .count()
+                                >= super::MAX_DECLARED_JOBS_PER_UID =>
+                        {
+                            Err(format!(
+                                "uid {requested_by_uid} already has {} running jobs declared; end one first",
+                                super::MAX_DECLARED_JOBS_PER_UID
+                            ))
+                        }
                         _ => Ok(()),
                     },
                 }
@@ -216,7 +238,13 @@ impl Engine {
                 );
             }
         }
+        // A sibling a step made under the Worker stops the walk as a step's root would.
+        out.step_roots.extend(self.siblings.iter().map(|k| k.tgid));
         out
+    }
+
+    pub(super) fn is_live_job(&self, job: usize) -> bool {
+        self.is_live(job)
     }
 
     fn is_live(&self, job: usize) -> bool {

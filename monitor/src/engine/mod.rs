@@ -49,6 +49,8 @@ const DEAD_PROCESS_KEPT_NS: u64 = 20 * 1_000_000_000;
 const ANCHOR_CHECK_EVERY_NS: u64 = 2 * 1_000_000_000;
 /// How long after a step's root exits its remaining processes count as having outlived it.
 pub const STEP_GRACE_NS: u64 = 2_000_000_000;
+/// Siblings made by steps (`CLONE_PARENT`) tracked at once (each is removed at its exit).
+const MAX_SIBLINGS: usize = 4096;
 /// Bound on the processes the engine tracks; past it, exited ones are forgotten first.
 pub const MAX_TRACKED_PROCESSES: usize = 262_144;
 /// How long an environment-only job without an anchor (its processes adopted by init: nothing
@@ -63,6 +65,10 @@ pub const MAX_JOBS_KEPT: usize = 4_096;
 /// Live jobs one user may have that were seen only in exec environments (no runner hook
 /// declared them): past it, that user's new ones share one job.
 pub const MAX_UNDECLARED_JOBS_PER_UID: usize = 64;
+/// Running jobs one user other than root may have declared over the control socket (a runner
+/// runs one job at a time): a flood of `job start`s, each from a process of its own, is refused
+/// past it.
+pub const MAX_DECLARED_JOBS_PER_UID: usize = 64;
 /// Bound on distinct findings kept for de-duplication per job.
 const MAX_SEEN_PER_JOB: usize = 65_536;
 /// Findings written per job; past it they are counted (one `finding-flood` finding says so, the
@@ -192,6 +198,8 @@ struct Job {
     home: Option<String>,
     /// The user whose exec environment made the job, when no hook declared it.
     env_uid: Option<u32>,
+    /// The user who declared it over the control socket.
+    declared_by: Option<u32>,
     /// The job a user's environment-only jobs past `MAX_UNDECLARED_JOBS_PER_UID` share.
     overflow: bool,
 }
@@ -287,6 +295,8 @@ pub struct Engine {
     last_kernel_event_ns: u64,
     /// Jobs whose anchor was found gone, and when.
     anchors_gone_since: HashMap<usize, u64>,
+    /// Processes a job's step made siblings of themselves (`CLONE_PARENT`), while they live.
+    siblings: HashSet<ProcessKey>,
     /// Anchorless environment-only jobs found with no live process, and since when.
     quiet_since: HashMap<usize, u64>,
     /// Keys of jobs forgotten by `compact_jobs`: an ended job is never re-opened, even after
@@ -353,6 +363,7 @@ impl Engine {
             last_kernel_event_ns: 0,
             anchors_gone_since: HashMap::new(),
             quiet_since: HashMap::new(),
+            siblings: HashSet::new(),
             forgotten_keys: Default::default(),
             next_id: 0,
             now_ns: 0,
@@ -519,6 +530,7 @@ impl Engine {
         let key = key_of(e.process.pid, e.process.start_ticks);
         match &e.detail {
             Detail::Exit { .. } => {
+                self.siblings.remove(&key);
                 if let Some(job) = self.anchors.get(&key).copied() {
                     self.end_job(job, e.ts_ns);
                     self.judge_connections_without_hello(&mut out, Some(job));
@@ -590,7 +602,20 @@ impl Engine {
                 }
             }
             Detail::Name { .. } => self.on_name(e, key, &mut out),
-            Detail::Fork {}
+            Detail::Fork { sibling: true } => {
+                // A step's process made a sibling of itself (`CLONE_PARENT`), under the runner's
+                // Worker if it was the step's root: it is the step's, and the control socket
+                // must not take it for the runner's own (see `runner_processes`).
+                if self.siblings.len() < MAX_SIBLINGS
+                    && self
+                        .procs
+                        .get(&key)
+                        .is_some_and(|p| !p.runner_own && self.is_live_job(p.job))
+                {
+                    self.siblings.insert(key);
+                }
+            }
+            Detail::Fork { sibling: false }
             | Detail::JobStart { .. }
             | Detail::JobEnd { .. }
             | Detail::Resume { .. }

@@ -365,7 +365,12 @@ impl Enricher {
                 };
                 (key, detail)
             }
-            KernelEvent::Fork { header } => (self.table.on_fork(&header), Detail::Fork {}),
+            KernelEvent::Fork { header } => (
+                self.table.on_fork(&header),
+                Detail::Fork {
+                    sibling: header.flags & monitor_common::FORK_AS_SIBLING != 0,
+                },
+            ),
             KernelEvent::Tamper {
                 header,
                 syscall,

@@ -79,7 +79,11 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         response: Option<KernelResponse>,
     },
-    Fork {},
+    Fork {
+        /// Made a sibling of its maker (`CLONE_PARENT`): the event's parent is its maker.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sibling: bool,
+    },
     Exit {
         /// Wait status: `code << 8 | signal`.
         status: u32,
@@ -204,9 +208,7 @@ pub enum Detail {
     /// Records the kernel could not deliver for this process (its ring was full), by kind:
     /// made by the agent from the kernel's per-process counts, so the job's report counts what
     /// its own processes lost.
-    Lost {
-        records: BTreeMap<String, u64>,
-    },
+    Lost { records: BTreeMap<String, u64> },
     /// A process already running when the agent started, carrying a CI job identity in its
     /// environment (read from /proc): how a restarted agent picks running jobs up again.
     Resume {
@@ -262,7 +264,7 @@ impl Detail {
     pub fn kind(&self) -> &'static str {
         match self {
             Detail::Exec { .. } => "exec",
-            Detail::Fork {} => "fork",
+            Detail::Fork { .. } => "fork",
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
             Detail::Open { .. } => "open",

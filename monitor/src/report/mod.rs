@@ -523,7 +523,7 @@ impl Recorder {
             })
         });
         let key = (e.process.pid, e.process.start_ticks);
-        if let (Some(id), Detail::Exec { .. } | Detail::Fork {}) =
+        if let (Some(id), Detail::Exec { .. } | Detail::Fork { .. }) =
             (e.process.container.as_deref(), &e.detail)
         {
             let new_process = !job.process_index.contains_key(&key);
@@ -550,7 +550,7 @@ impl Recorder {
         }
         match &e.detail {
             // A job start's process is the job's anchor: for an explicit job, its first process.
-            Detail::Exec { .. } | Detail::Fork {} | Detail::JobStart { .. } => {
+            Detail::Exec { .. } | Detail::Fork { .. } | Detail::JobStart { .. } => {
                 record_process(job, a.step_index, e, e.ts_ns, hook);
             }
             Detail::Container { .. } => {}

@@ -289,3 +289,34 @@ fn a_job_whose_anchor_exit_was_lost_ends_when_the_anchor_is_gone() {
         );
     }
 }
+
+#[test]
+fn a_user_declares_a_bounded_number_of_running_jobs() {
+    let mut sim = Sim::new(empty_profile());
+    let declare = |sim: &mut Sim, pid: u32, n: usize| {
+        sim.spawn(1, pid, "/usr/bin/bash", &["bash"], "/", BTreeMap::new());
+        let job = crate::ci::identity_from_env(
+            &[("MONITOR_JOB_ID".to_string(), format!("flood-{n}"))].into(),
+        )
+        .unwrap()
+        .0;
+        sim.control(
+            Detail::JobStart {
+                job,
+                via: "job start".into(),
+                requested_by_pid: pid,
+                requested_by_uid: 1001,
+                requested_by_start_ticks: 0,
+            },
+            pid,
+        )
+    };
+    for n in 0..MAX_DECLARED_JOBS_PER_UID {
+        assert_eq!(declare(&mut sim, 20_000 + n as u32, n), Ok(()));
+    }
+    let refused = declare(&mut sim, 30_000, 999).unwrap_err();
+    assert!(refused.contains("running jobs declared"), "{refused}");
+    // One ends (its anchor exits): room for one more.
+    sim.exit(20_000);
+    assert_eq!(declare(&mut sim, 30_001, 1000), Ok(()));
+}

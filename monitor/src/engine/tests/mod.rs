@@ -136,6 +136,16 @@ impl Sim {
         self
     }
 
+    /// A child its maker made a sibling of itself (`CLONE_PARENT`): the record names the maker.
+    pub fn fork_sibling(&mut self, maker: u32, child: u32) -> &mut Self {
+        self.starts.insert(child, self.ts + 500);
+        self.parents.insert(child, maker);
+        let mut h = self.header(EventKind::ProcessFork, child);
+        h.flags = monitor_common::FORK_AS_SIBLING;
+        self.feed(KernelEvent::Fork { header: h });
+        self
+    }
+
     pub fn exec(
         &mut self,
         pid: u32,

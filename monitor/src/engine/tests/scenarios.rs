@@ -838,3 +838,70 @@ fn a_lost_exit_record_is_not_a_process_that_outlived_its_step() {
         );
     }
 }
+
+/// A step's root making a sibling of itself under the Worker (`CLONE_PARENT`): the sibling is
+/// the step's (the record names its maker), it may not end the job, and the control socket does
+/// not take it for the runner's own.
+#[test]
+fn a_sibling_a_step_makes_under_the_worker_stays_the_steps() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    assert_eq!(sim.hook(250, true), Ok(()), "the job-started hook");
+    sim.exit(250);
+    sim.run_step(300, "attack");
+    sim.fork_sibling(300, 320);
+    sim.exec(
+        320,
+        MONITOR,
+        &["monitor", "hook", "job-completed"],
+        WORKSPACE,
+        github_env(""),
+    );
+    let refused = sim.control(
+        Detail::JobEnd {
+            job: "github/acme/app/9001/1/build".into(),
+            via: "hook".into(),
+        },
+        320,
+    );
+    assert!(refused.is_err(), "a step's sibling may not end the job");
+    let runner = sim.engine.runner_processes();
+    assert!(runner.step_roots.contains(&320), "{runner:?}");
+    assert_eq!(sim.engine.active_jobs(), 1);
+}
+
+/// A process an ended job left behind (a daemon of one of its steps) may not declare jobs: it
+/// could fill its user's bound and have the next real job refused.
+#[test]
+fn a_process_an_ended_job_left_behind_declares_no_job() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner();
+    assert_eq!(sim.hook(250, true), Ok(()), "the job-started hook");
+    sim.exit(250);
+    sim.run_step(300, "leave");
+    sim.spawn(
+        300,
+        330,
+        "/usr/bin/sleep",
+        &["sleep", "1000"],
+        WORKSPACE,
+        github_env("leave"),
+    );
+    sim.exit(300);
+    assert_eq!(sim.hook(260, false), Ok(()), "the job-completed hook");
+    assert_eq!(sim.engine.active_jobs(), 0);
+    let start_ticks = sim.enricher.table.by_tgid(330).unwrap().key.start_ticks;
+    let refused = sim.control(
+        Detail::JobStart {
+            job: crate::ci::identity_from_env(&env(&[("MONITOR_JOB_ID", "squatter")]))
+                .unwrap()
+                .0,
+            via: "job start".into(),
+            requested_by_pid: 330,
+            requested_by_uid: 1001,
+            requested_by_start_ticks: start_ticks,
+        },
+        330,
+    );
+    assert!(refused.unwrap_err().contains("left behind"));
+}
