@@ -651,6 +651,8 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
     let secret = "Plain5ecretCanary77";
     let token = format!("ghp_{}", "CaNaRy12".repeat(5));
     let b64 = "dXNlcjpnaHBfQ2FOYVJ5MTJDYU5hUnkxMkNhTmFSeTEyQ2FOYVJ5MTJDYU5hUnkxMg==";
+    // A token given in two halves, each too short for its shape.
+    let (split_a, split_b) = ("ghp_SpLiTCaNaRy", "SpLiTCaNaRy0123456789abcdef");
     let script = format!(
         "B=\"$GITHUB_WORKSPACE/fakebin\"; mkdir -p \"$B\"\n\
          for p in aws npm docker twine curl glab git; do ln -sf /bin/true \"$B/$p\"; done\n\
@@ -665,6 +667,7 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
          curl -H Authorization: Bearer {secret}\n\
          curl -H 'Authorization: Basic {b64}'\n\
          /bin/echo {b64} > /dev/null\n\
+         /usr/bin/printf %s%s {split_a} {split_b} > /dev/null\n\
          D=\"$GITHUB_WORKSPACE/{token}\"; mkdir -p \"$D/.ssh\"; echo key > \"$D/.ssh/id_rsa\"\n\
          cd \"$D\" && cat \"$D/.ssh/id_rsa\" && echo REDACTION-DONE\n"
     );
@@ -688,6 +691,11 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
             .is_some_and(|a| a.contains("[REDACTED]/.ssh/id_rsa")),
         "{cat}"
     );
+    let printf = agent.wait_for("the split token's printf", |e| {
+        e["kind"] == "exec" && e["process"]["argv"][0] == "/usr/bin/printf"
+    });
+    assert_eq!(printf["process"]["argv"][2], "[REDACTED]", "{printf}");
+    assert_eq!(printf["process"]["argv"][3], "[REDACTED]", "{printf}");
     std::thread::sleep(Duration::from_millis(500));
     let mut files = vec![];
     let mut dirs = vec![agent.dir.path().to_path_buf()];
@@ -712,7 +720,7 @@ fn secrets_by_meaning_reach_no_file_the_agent_writes() {
     files.push(runner.step_summary());
     for file in &files {
         let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
-        for canary in [secret, token.as_str(), b64] {
+        for canary in [secret, token.as_str(), b64, split_b] {
             assert!(!text.contains(canary), "{} holds {canary}", file.display());
         }
     }
