@@ -191,10 +191,6 @@ pub fn group_may_enter(meta: &std::fs::Metadata, gid: u32) -> bool {
     meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0)
 }
 
-/// Accepts connections until the agent stops, forwarding each request to the processing task.
-/// Connections are capped in all and per user (a refused client is told so at once), an idle
-/// one is dropped after `REQUEST_DEADLINE`, and accept errors (the descriptor limit) back off
-/// instead of spinning, with warnings rate-limited.
 /// The running jobs' anchors and step roots, as the pipeline last published them: a process
 /// whose ancestry reaches an anchor without passing a step root is the runner's own (its hook,
 /// the anchor shell of a job declared by hand). A step's processes, and daemons they left
@@ -228,19 +224,19 @@ impl RunnerProcesses {
     }
 }
 
-/// A process's parent, from `/proc/PID/stat` (the field after the parenthesised name).
+/// A process's parent, from `/proc/PID/stat`.
 fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
+    crate::process_tree::parse_stat(&stat).map(|(_, ppid, _)| ppid)
 }
 
 pub type SharedRunnerProcesses = std::sync::Arc<std::sync::RwLock<RunnerProcesses>>;
 
+/// Accepts connections until the agent stops, forwarding each request to the processing task.
+/// Connections are capped in all and per user (a refused client is told so at once), an idle
+/// one is dropped after `REQUEST_DEADLINE`, and accept errors (the descriptor limit) back off
+/// instead of spinning, with warnings rate-limited.
+/// Past the shared slots, the runner's own processes (`RunnerProcesses`) get the reserved ones.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     commands: mpsc::Sender<Command>,
@@ -507,11 +503,8 @@ pub fn is_self_or_ancestor(proc_root: &Path, pid: u32, anchor: u32) -> bool {
         if current == anchor {
             return true;
         }
-        let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{current}/stat"))) else {
-            return false;
-        };
-        match crate::process_tree::parse_stat(&stat) {
-            Some((_, ppid, _)) if ppid != 0 => current = ppid,
+        match parent_of(proc_root, current) {
+            Some(ppid) if ppid != 0 => current = ppid,
             _ => return false,
         }
     }
@@ -673,7 +666,9 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(
                 dir.join("stat"),
-                format!("{pid} (a (tricky) name) S {parent} 1 1 0"),
+                format!(
+                    "{pid} (a (tricky) name) S {parent} 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0"
+                ),
             )
             .unwrap();
         }

@@ -243,11 +243,7 @@ impl Engine {
         out
     }
 
-    pub(super) fn is_live_job(&self, job: usize) -> bool {
-        self.is_live(job)
-    }
-
-    fn is_live(&self, job: usize) -> bool {
+    pub(super) fn is_live(&self, job: usize) -> bool {
         self.jobs[job].ended_ns.is_none()
     }
 

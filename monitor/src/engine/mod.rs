@@ -610,7 +610,7 @@ impl Engine {
                     && self
                         .procs
                         .get(&key)
-                        .is_some_and(|p| !p.runner_own && self.is_live_job(p.job))
+                        .is_some_and(|p| !p.runner_own && self.is_live(p.job))
                 {
                     self.siblings.insert(key);
                 }
