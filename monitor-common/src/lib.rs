@@ -277,6 +277,12 @@ pub const CONNECT_VIA_SEND: u8 = 2;
 /// `sock_create` hook, any route) or `AF_PACKET` (at `socket(2)`). `port` holds the protocol
 /// number, `addr` is empty.
 pub const CONNECT_VIA_RAW_SOCKET: u8 = 3;
+/// An ICMP echo request sent on a ping socket (`SOCK_DGRAM` with `IPPROTO_ICMP` or
+/// `IPPROTO_ICMPV6`, which unprivileged users may open where `net.ipv4.ping_group_range`
+/// allows): seen as the packet leaves (the cgroup skb egress hook), since no socket-address
+/// hook runs for a ping socket's `sendto`; once per socket and destination. `port` is 0: an
+/// echo has none, its payload is whatever the sender chose.
+pub const CONNECT_VIA_PING: u8 = 4;
 pub const AF_PACKET: u16 = 17;
 pub const SOCK_RAW: u16 = 3;
 
@@ -832,6 +838,10 @@ pub struct KernelOffsets {
     pub io_unlink_dfd: u32,
     pub io_unlink_filename: u32,
     pub filename_name: u32,
+    /// `linux_binprm.file` (the file an exec is about to run) and `.filename` (the name given
+    /// to execve), for the BPF-LSM `bprm_check_security` program.
+    pub binprm_file: u32,
+    pub binprm_filename: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -876,7 +886,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 61 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<DnsAskedTo>() == 32);

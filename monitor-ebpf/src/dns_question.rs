@@ -21,14 +21,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use monitor_common::{
-    fnv_step, DnsAskedKey, DnsAskedTo, DnsEvent, EventKind, TlsHelloEvent, AF_INET, AF_INET6,
-    DNS_CHECK_BYTES, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM,
-    SOCK_STREAM, TLS_HELLO_MAX,
+    fnv_step, ConnectEvent, DnsAskedKey, DnsAskedTo, DnsEvent, EgressSeenKey, EventKind,
+    TlsHelloEvent, AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_CHECK_BYTES, DNS_QUESTION,
+    DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
 };
 
 use crate::{
     kernel::{event_scratch, offsets_present, submit_for},
-    DNS_ASKED, DNS_SOCKET_OWNERS, TLS_SOCKET_OWNERS,
+    DNS_ASKED, DNS_SOCKET_OWNERS, EGRESS_SEEN, PING_SOCKET_OWNERS, TLS_SOCKET_OWNERS,
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -176,13 +176,80 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     Some(())
 }
 
-/// Packets leaving: DNS questions, and the first TLS ClientHello of each TCP socket.
+/// Packets leaving: DNS questions, the first TLS ClientHello of each TCP socket, and ping
+/// sockets' echo requests.
 #[cgroup_skb(egress)]
 pub fn dns_questions(ctx: SkBuffContext) -> i32 {
-    if unsafe { try_tls_hello(&ctx) }.is_none() {
+    if unsafe { try_tls_hello(&ctx) }.is_none() && unsafe { try_ping(&ctx) }.is_none() {
         let _ = unsafe { try_question(&ctx) };
     }
     1
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMP_ECHO: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+/// An echo request leaving a ping socket whose maker sockets.rs kept (`PING_SOCKET_OWNERS`):
+/// a connect record naming the destination (`CONNECT_VIA_PING`, port 0), once per socket and
+/// destination (`EGRESS_SEEN`). Ping sockets have no socket-address hook for `sendto`, and
+/// an echo's payload is the sender's to choose: the destination is what can be judged.
+/// Raw sockets' echoes are not looked at here (the socket itself is reported, sockets.rs).
+/// `Some` when the packet was an echo request of a ping socket.
+#[inline(always)]
+unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
+    let (transport_at, protocol, family) = ip_header(ctx)?;
+    let echo = match protocol {
+        IPPROTO_ICMP => ICMP_ECHO,
+        IPPROTO_ICMPV6 => ICMPV6_ECHO_REQUEST,
+        _ => return None,
+    };
+    if ctx.load::<u8>(transport_at).ok()? != echo || !offsets_present() {
+        return None;
+    }
+    let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
+    let owner = PING_SOCKET_OWNERS.get_ptr(&cookie)?;
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        let v4: [u8; 4] = ctx.load(16).ok()?;
+        addr[..4].copy_from_slice(&v4);
+    } else {
+        addr = ctx.load(24).ok()?;
+    }
+    let key = EgressSeenKey {
+        socket_cookie: cookie,
+        addr,
+        port: 0,
+        family,
+        _pad0: 0,
+    };
+    if EGRESS_SEEN.get_ptr(&key).is_some() {
+        return Some(());
+    }
+    let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
+    let scratch = event_scratch()?;
+    let event = (*scratch).bytes.as_mut_ptr().cast::<ConnectEvent>();
+    (*event).header = *owner;
+    (*event).header.kind = EventKind::NetConnect as u32;
+    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
+    (*event).header.flags = 0;
+    (*event).fd = -1;
+    (*event).result = 0;
+    (*event).family = family;
+    (*event).sock_type = SOCK_DGRAM;
+    (*event).port = 0;
+    (*event).via = CONNECT_VIA_PING;
+    (*event).blocked = 0;
+    (*event).addr = addr;
+    let tgid = (*event).header.tgid;
+    submit_for(
+        scratch,
+        core::mem::size_of::<ConnectEvent>(),
+        EventKind::NetConnect,
+        tgid,
+    );
+    Some(())
 }
 
 /// A TCP socket's first data segment, when it is a TLS ClientHello (record type 22, version

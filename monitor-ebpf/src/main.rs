@@ -173,6 +173,12 @@ static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries
 #[map]
 static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
+/// Who made each ping socket (socket cookie -> the header its echo record carries), kept by
+/// sockets.rs at the socket's creation and read by dns_question.rs as its echoes leave. LRU:
+/// closed sockets are never removed explicitly.
+#[map]
+static PING_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(4096, 0);
+
 /// Who connected each TCP socket (socket cookie -> the header its TLS hello record carries),
 /// kept by egress.rs at connect and taken by dns_question.rs with the socket's first
 /// ClientHello. LRU: sockets that never send one are forgotten first.

@@ -4,15 +4,15 @@ use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel_str, bpf_probe_read_user,
     },
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{lsm, raw_tracepoint, tracepoint},
+    programs::{LsmContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use monitor_common::{
     EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
     EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING, MAX_ARGV_LEN,
-    MAX_ENV_LEN, MAX_FILENAME_LEN,
+    MAX_ENV_LEN, MAX_FILENAME_LEN, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED,
 };
 
 use crate::{
@@ -170,6 +170,142 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // Last: a tail call does not come back.
     crate::respond::scan_exec(ctx, tgid);
     Ok(())
+}
+
+const EPERM: i32 = 1;
+
+/// Kernel contract: `int security_bprm_check(struct linux_binprm *bprm)` (LSM hook
+/// `bprm_check_security`, Linux 5.7+ with `bpf` in the active LSM list), called by
+/// `search_binary_handler` for each file an exec is about to run: the file given to execve,
+/// then a `#!` script's interpreter (and binfmt_misc's), in the caller's context, with its old
+/// program still mapped and before the point of no return, so a refusal makes execve fail.
+/// `bprm->file` is that file, `bprm->filename` the name given to execve. The program's last
+/// argument is the previous LSM's verdict: a refusal already made stands.
+///
+/// Where a job's policy kills a lifecycle script running a program it dropped
+/// (`respond::to_exec`), this refuses the exec (`-EPERM`) and kills the caller: the program
+/// never runs, and a dropped `#!` script is judged by its own file (the exec tracepoint sees
+/// only its interpreter). Nothing is sent otherwise: `sched_process_exec` records every exec
+/// that happens.
+#[lsm(hook = "bprm_check_security")]
+pub fn lsm_bprm_check(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return earlier;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    match unsafe { try_bprm_check(bprm) } {
+        Ok(true) => -EPERM,
+        Ok(false) => 0,
+        Err(_) => {
+            count_error(EventKind::ProcessExec);
+            0
+        }
+    }
+}
+
+/// Whether the exec `bprm` describes is refused; when it is, its record (an exec record whose
+/// flags say `RESPONSE_REFUSED`) is sent. The record's arguments are the name given to execve
+/// alone: the new arguments are in the new program's memory, which the caller cannot read.
+unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_agent(tgid) || !offsets_present() || !crate::respond::may_refuse_exec(tgid) {
+        return Ok(false);
+    }
+    let file = read_ptr(bprm, off!(binprm_file))?;
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    let scratch = event_scratch().ok_or(-1i64)?;
+    let task = current_task();
+    let base = (*scratch).bytes.as_mut_ptr();
+    let event = base.cast::<ExecEvent>();
+    fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
+    let flags = &raw mut (*event).header.flags;
+    let filename_len_at = &raw mut (*event).filename_len;
+    let exe_len_at = &raw mut (*event).exe_len;
+    let argv_len_at = &raw mut (*event).argv_len;
+    let cwd_len_at = &raw mut (*event).cwd_len;
+    let len_of = |at: *mut u16| core::ptr::read_volatile(at) as usize;
+    for at in [filename_len_at, exe_len_at, argv_len_at, cwd_len_at] {
+        core::ptr::write_volatile(at, 0);
+    }
+    if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
+        add_bits(flags, EXEC_EXE_UNLINKED);
+    }
+    (*event).exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
+    (*event).exe_ctime_nsec =
+        read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
+
+    let filename = read_ptr(bprm, off!(binprm_filename))?;
+    let copied = bpf_probe_read_kernel_str(
+        base.add(HEADER_LEN).cast(),
+        MAX_FILENAME_LEN as u32,
+        filename.cast(),
+    );
+    if copied > 0 {
+        let n = (copied as usize - 1) & (MAX_FILENAME_LEN - 1);
+        core::ptr::write_volatile(filename_len_at, n as u16);
+    }
+    match path::resolve_path_struct(task, file.wrapping_add(off!(file_f_path))) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                add_bits(flags, EXEC_EXE_TRUNCATED);
+            }
+            let at = (HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK;
+            let n = path::copy_to(&resolved, base.add(at));
+            core::ptr::write_volatile(exe_len_at, n as u16);
+        }
+        Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
+    }
+    if len_of(exe_len_at) < 6 {
+        return Ok(false);
+    }
+    let exe = base.add((HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK);
+    let changed_ns = ((*event).exe_ctime_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add((*event).exe_ctime_nsec as u64);
+    let unlinked = core::ptr::read_volatile(flags) & EXEC_EXE_UNLINKED != 0;
+    let response = crate::respond::to_exec(tgid, exe, unlinked, changed_ns);
+    // A rehearsal refuses nothing: the exec goes on and its tracepoint says `would_kill`.
+    if response & (RESPONSE_KILLED | RESPONSE_KILL_FAILED) == 0 {
+        return Ok(false);
+    }
+    add_bits(flags, response | RESPONSE_REFUSED);
+
+    // Arguments: the name given to execve, NUL-terminated.
+    let argv_at = (HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK;
+    let copied = bpf_probe_read_kernel_str(
+        base.add(argv_at).cast(),
+        MAX_FILENAME_LEN as u32,
+        filename.cast(),
+    );
+    if copied > 0 {
+        core::ptr::write_volatile(
+            argv_len_at,
+            (copied as usize & (MAX_FILENAME_LEN - 1)) as u16,
+        );
+    }
+    (*event).argv_total_len = len_of(argv_len_at) as u32;
+
+    let cwd_at = ((HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK)
+        + len_of(argv_len_at);
+    let cwd_at = cwd_at & TAIL_MASK;
+    match read_ptr(task, off!(task_fs)) {
+        Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
+            Ok(resolved) => {
+                if resolved.truncated {
+                    add_bits(flags, EXEC_CWD_TRUNCATED);
+                }
+                let n = path::copy_to(&resolved, base.add(cwd_at));
+                core::ptr::write_volatile(cwd_len_at, n as u16);
+            }
+            Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
+        },
+        Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
+    }
+    (*event)._pad1 = 0;
+    (*event)._pad2 = 0;
+    submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
+    Ok(true)
 }
 
 /// Sends the new program's environment block (`mm->env_start..env_end`, just copied onto its

@@ -112,8 +112,9 @@ pub unsafe fn to_open(tgid: u32, facts: *const OpenFacts) -> u32 {
 /// program's first instruction): killed when a lifecycle script's process (`JOB_INSTALL_SCRIPT`)
 /// runs a program written during its job (the file changed at or after `JOB_STARTED`) from a
 /// temporary directory or with no name (`unlinked`: memfd, deleted). `exe` is the resolved
-/// path of the program the kernel mapped (a `#!` script's interpreter: a script is judged
-/// where the interpreter opens it, not here).
+/// path of the file judged: at `sched_process_exec` the program the kernel mapped (a `#!`
+/// script's interpreter), at BPF-LSM's `bprm_check_security` each file the exec is about to
+/// run (the script itself first; that hook also refuses the exec).
 #[inline(always)]
 pub unsafe fn to_exec(tgid: u32, exe: *const u8, unlinked: bool, changed_ns: u64) -> u32 {
     let Some((slot, flags)) = member(tgid) else {
@@ -131,6 +132,18 @@ pub unsafe fn to_exec(tgid: u32, exe: *const u8, unlinked: bool, changed_ns: u64
         return 0;
     }
     kill_now(policy)
+}
+
+/// Whether `to_exec` may kill at an exec of `tgid`: it is a lifecycle script's process whose
+/// job's policy kills such execs (the cheap test every exec of the machine passes first).
+#[inline(always)]
+pub fn may_refuse_exec(tgid: u32) -> bool {
+    match member(tgid) {
+        Some((slot, flags)) => {
+            flags & JOB_INSTALL_SCRIPT != 0 && policy(slot) & POLICY_KILL_INSTALL_EXEC != 0
+        }
+        None => false,
+    }
 }
 
 /// Whether the path at `exe` (NUL-padded, at least 16 readable bytes) is in `/tmp`, `/var/tmp`

@@ -2,6 +2,9 @@
 //! raw IPv4/IPv6 sockets (`SOCK_RAW`, any protocol) and packet sockets (`AF_PACKET`). Both need
 //! CAP_NET_RAW, which a job running as root has. Reported as a connect record with
 //! `CONNECT_VIA_RAW_SOCKET`; in block mode a judged process's raw socket is refused.
+//! Ping sockets (`SOCK_DGRAM` with ICMP, which unprivileged users may open) have addresses but
+//! no socket-address hook for their sends: their makers are kept here for the packet-level
+//! hook that names each echo's destination (dns_question.rs `try_ping`).
 //!
 //! Kernel contract: `BPF_CGROUP_INET_SOCK_CREATE` runs in `inet_create`/`inet6_create` for every
 //! IPv4/IPv6 socket, whatever made it (socket(2), the 32-bit entry, io_uring), with `family`,
@@ -10,14 +13,18 @@
 //! protocol at 32) sees the 64-bit syscall.
 
 use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie,
     macros::{cgroup_sock, tracepoint},
     programs::{SockContext, TracePointContext},
 };
-use monitor_common::{ConnectEvent, EventKind, AF_PACKET, CONNECT_VIA_RAW_SOCKET, SOCK_RAW};
+use monitor_common::{
+    ConnectEvent, EventHeader, EventKind, AF_PACKET, CONNECT_VIA_RAW_SOCKET, SOCK_DGRAM, SOCK_RAW,
+};
 
 use crate::{
     block::enforced_slot,
     kernel::{current_task, fill_header, is_agent, offsets_present, submit_fixed},
+    PING_SOCKET_OWNERS,
 };
 
 /// `type` carries flags (SOCK_NONBLOCK, SOCK_CLOEXEC) above the type itself.
@@ -45,6 +52,13 @@ fn report(family: u16, protocol: u16, blocked: bool) {
 pub fn raw_sockets(ctx: SockContext) -> i32 {
     let sock = ctx.sock;
     let kind = unsafe { (*sock).type_ } & SOCK_TYPE_MASK;
+    if kind == SOCK_DGRAM as u32 {
+        let protocol = unsafe { (*sock).protocol };
+        if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
+            keep_ping_owner(&ctx);
+        }
+        return 1;
+    }
     if kind != SOCK_RAW as u32 {
         return 1;
     }
@@ -57,6 +71,23 @@ pub fn raw_sockets(ctx: SockContext) -> i32 {
     } else {
         1
     }
+}
+
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
+
+/// A ping socket's maker, kept under the socket's cookie for its echo requests, which are seen
+/// only as packets (dns_question.rs `try_ping`), where the sender is not always current.
+#[inline(always)]
+fn keep_ping_owner(ctx: &SockContext) {
+    let pid_tgid = unsafe { aya_ebpf::helpers::generated::bpf_get_current_pid_tgid() };
+    if is_agent((pid_tgid >> 32) as u32) || !offsets_present() {
+        return;
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+    let mut owner = EventHeader::default();
+    unsafe { fill_header(&raw mut owner, EventKind::NetConnect, current_task()) };
+    let _ = PING_SOCKET_OWNERS.insert(&cookie, &owner, 0);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_socket")]

@@ -188,6 +188,7 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
                     match tier.family {
                         HookFamily::Opens => "open hook",
                         HookFamily::Names => "name hook",
+                        HookFamily::ExecChecks => "exec check hook",
                     },
                     match tier.tier {
                         HookTier::Tracepoint => Status::Warn,

@@ -31,6 +31,12 @@ pub enum HookFamily {
     Opens,
     /// New names for files: rename, link, symlink; and names removed: unlink (new_name.rs).
     Names,
+    /// The check of each file an exec is about to run (process.rs `lsm_bprm_check`): where it
+    /// can refuse, a kill response due at an exec refuses it, and a `#!` script is judged by
+    /// its own file. Every exec is recorded by `sched_process_exec` whatever the tier (a fixed
+    /// family): this one adds the refusal, so it has no fentry tier (fentry cannot refuse and
+    /// sees nothing the tracepoint does not).
+    ExecChecks,
 }
 
 /// A security-hook program: its name in the object and the hook it attaches to.
@@ -40,7 +46,7 @@ struct SecurityProgram {
 }
 
 impl HookFamily {
-    pub const ALL: [HookFamily; 2] = [HookFamily::Opens, HookFamily::Names];
+    pub const ALL: [HookFamily; 3] = [HookFamily::Opens, HookFamily::Names, HookFamily::ExecChecks];
 
     /// The security-hook programs of `tier` (empty for the tracepoints).
     fn programs(self, tier: HookTier) -> &'static [SecurityProgram] {
@@ -89,7 +95,11 @@ impl HookFamily {
                     hook: "security_path_unlink",
                 },
             ],
-            (_, HookTier::Tracepoint) => &[],
+            (HookFamily::ExecChecks, HookTier::Lsm) => &[SecurityProgram {
+                program: "lsm_bprm_check",
+                hook: "bprm_check_security",
+            }],
+            (HookFamily::ExecChecks, HookTier::Fentry) | (_, HookTier::Tracepoint) => &[],
         }
     }
 
@@ -109,6 +119,8 @@ impl HookFamily {
                 "sys_exit_new_name",
                 "io_uring_submit_req",
             ],
+            // `sched_process_exec` records every exec on every tier.
+            HookFamily::ExecChecks => &[],
         }
     }
 
@@ -132,6 +144,12 @@ impl HookFamily {
             (HookFamily::Names, HookTier::Tracepoint) => {
                 "rename, link, symlink and unlink syscall tracepoints and io_uring: 32-bit syscalls are not seen"
             }
+            (HookFamily::ExecChecks, HookTier::Lsm) => {
+                "BPF-LSM bprm_check_security: kill responses refuse the exec, a #! script is judged by its own file"
+            }
+            (HookFamily::ExecChecks, _) => {
+                "sched_process_exec: kill responses land before the new program's first instruction, a #! script is judged by its interpreter"
+            }
         }
     }
 
@@ -140,6 +158,7 @@ impl HookFamily {
         match self {
             HookFamily::Opens => "file opens",
             HookFamily::Names => "file names",
+            HookFamily::ExecChecks => "exec checks",
         }
     }
 }
@@ -234,25 +253,31 @@ pub fn attach_family(
     btf: Option<&Result<Btf, String>>,
     keep: bool,
 ) -> anyhow::Result<Attached> {
-    let wanted: &[HookTier] = match choice {
+    let asked: &[HookTier] = match choice {
         HookChoice::Best => &[HookTier::Lsm, HookTier::Fentry],
         HookChoice::Lsm => &[HookTier::Lsm],
         HookChoice::Fentry => &[HookTier::Fentry],
         HookChoice::Tracepoint => &[],
     };
+    // A tier the family does not have (exec checks at fentry) is not asked of the kernel.
+    let wanted: Vec<HookTier> = asked
+        .iter()
+        .copied()
+        .filter(|tier| !family.programs(*tier).is_empty())
+        .collect();
     let mut refused = Vec::new();
     let btf = match (wanted.is_empty(), btf) {
         (true, _) | (false, None) => None,
         (false, Some(Ok(btf))) => Some(btf),
         (false, Some(Err(e))) => {
-            for tier in wanted {
+            for tier in &wanted {
                 refused.push((*tier, format!("no kernel BTF ({e})")));
             }
             None
         }
     };
     if let Some(btf) = btf {
-        for &tier in wanted {
+        for &tier in &wanted {
             match attach_security_hooks(ebpf, family, tier, btf, keep) {
                 Ok((labels, links)) => {
                     return Ok(Attached {
@@ -269,7 +294,7 @@ pub fn attach_family(
             }
         }
     }
-    if choice != HookChoice::Best && choice != HookChoice::Tracepoint {
+    if choice != HookChoice::Best && !refused.is_empty() {
         let (tier, why) = &refused[0];
         bail!(
             "--hook-tier {} was asked for, but this kernel refuses it for {}: {why}",

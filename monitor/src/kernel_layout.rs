@@ -282,6 +282,8 @@ impl BtfIndex {
             io_unlink_dfd: 0,
             io_unlink_filename: 0,
             filename_name: 0,
+            binprm_file: self.offset("linux_binprm", "file", PTR)?,
+            binprm_filename: self.offset("linux_binprm", "filename", PTR)?,
         };
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
         let io_uring_layout = match (

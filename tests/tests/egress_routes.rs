@@ -375,3 +375,66 @@ fn raw_and_packet_sockets_are_reported_and_refused_in_block_mode() {
     );
     drop(lab);
 }
+
+/// The ping socket route: ICMP echo requests carrying a payload from a ping socket
+/// (`SOCK_DGRAM` with `IPPROTO_ICMP`: no privilege needed where `net.ipv4.ping_group_range`
+/// allows it, as on GitHub's runner images), sent with `sendto` (no socket-address hook runs
+/// for it). The echo replies carrying the payload back prove the requests left; the
+/// destination is named by the packet-level hook: one `unexpected-egress` finding for the
+/// step, `via: ping`, however many echoes. The twin pings an address the profile allows
+/// (any port): quiet.
+#[test]
+fn ping_sockets_name_their_destination() {
+    let _serial = one_at_a_time();
+    let lab = Lab::start();
+    // A new network namespace allows ping sockets to no group ("1 0").
+    let sysctl = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "sysctl", "-q", "-w"])
+        .arg("net.ipv4.ping_group_range=0 2147483647")
+        .status()
+        .unwrap();
+    assert!(sysctl.success(), "ping sockets allowed in the lab");
+    let ping = |to: &str, tag: &str| {
+        format!(
+            "ip netns exec {ns} python3 -c \"\nimport socket, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\ns.settimeout(5)\nfor i in range(3):\n    s.sendto(struct.pack('>BBHHH', 8, 0, 0, 0, i) + b'CANARY', ('{to}', 0))\n    reply, source = s.recvfrom(1024)\n    assert reply[0] == 0 and reply.endswith(b'CANARY'), reply\nprint('ECHOED-{tag}', source[0])\n\"\n",
+            ns = lab.ns
+        )
+    };
+    let profile = format!("{PROFILE}    - \"{ALLOWED}\"\n");
+    let agent = Agent::start_with_profile(&profile);
+    let runner = FakeRunner::outside_tmp();
+    let output = runner.run_job(&[
+        ("ping", &ping(SINK, "sink")),
+        ("twin", &ping(ALLOWED, "twin")),
+        MARKER_STEP,
+    ]);
+    assert!(output.contains(&format!("ECHOED-sink {SINK}")), "{output}");
+    assert!(
+        output.contains(&format!("ECHOED-twin {ALLOWED}")),
+        "{output}"
+    );
+    let mine = agent.findings_through_marker(&runner);
+    let egress = by_rule(&mine, "unexpected-egress");
+    let pings: Vec<&&Value> = egress
+        .iter()
+        .filter(|f| f["evidence"]["via"] == "ping")
+        .collect();
+    assert_eq!(pings.len(), 1, "{mine:#?}");
+    let f = pings[0];
+    assert_eq!(f["step"]["id"], "ping", "{f:#}");
+    assert_eq!(f["evidence"]["address"], SINK, "{f:#}");
+    assert_eq!(f["evidence"]["protocol"], "icmp", "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("ping to {SINK},")),
+        "{f:#}"
+    );
+    assert!(
+        !egress.iter().any(|f| f["evidence"]["address"] == ALLOWED),
+        "the twin: {mine:#?}"
+    );
+    drop(agent);
+    drop(lab);
+}

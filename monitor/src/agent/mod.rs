@@ -290,6 +290,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                 crate::hook_tier::HookTier::Lsm => log::info!("response mechanism: refuse and kill (BPF-LSM file_open refuses the open with EPERM: no descriptor ever exists)"),
                 tier => log::info!("response mechanism: kill (BPF-LSM, which would refuse the open with EPERM first, is not in force: opens are seen by the {} tier)", tier.as_str()),
             }
+            match probes.report.tier(crate::hook_tier::HookFamily::ExecChecks) {
+                crate::hook_tier::HookTier::Lsm => log::info!("response mechanism at exec: refuse and kill (BPF-LSM bprm_check_security makes execve fail with EPERM: the dropped program or script never runs)"),
+                _ => log::info!("response mechanism at exec: kill before the new program's first instruction (sched_process_exec; BPF-LSM, which would refuse the exec, is not in force)"),
+            }
         }
         Some(enforcer)
     } else {

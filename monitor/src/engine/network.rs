@@ -221,9 +221,11 @@ impl Engine {
             .first()
             .map(|n| n.chain.clone())
             .unwrap_or_default();
-        let dest = match address {
-            IpAddr::V6(a) => format!("[{a}]:{port}"),
-            IpAddr::V4(a) => format!("{a}:{port}"),
+        // An echo has no port: the address alone.
+        let dest = match (address, *via == ConnectVia::Ping) {
+            (address, true) => address.to_string(),
+            (IpAddr::V6(a), false) => format!("[{a}]:{port}"),
+            (IpAddr::V4(a), false) => format!("{a}:{port}"),
         };
         let raw = if metadata {
             Raw::new(

@@ -476,6 +476,7 @@ impl Enricher {
                     _ => "ipv6",
                 };
                 let protocol = match sock_type {
+                    _ if via == monitor_common::CONNECT_VIA_PING => Protocol::Icmp,
                     SOCK_STREAM => Protocol::Tcp,
                     SOCK_DGRAM => Protocol::Udp,
                     _ => Protocol::Other,

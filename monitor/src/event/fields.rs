@@ -42,6 +42,8 @@ impl std::fmt::Display for Access {
 pub enum Protocol {
     Tcp,
     Udp,
+    /// ICMP or ICMPv6 echo (a ping socket).
+    Icmp,
     Other,
 }
 
@@ -50,6 +52,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
             Protocol::Other => "other",
         }
     }
@@ -264,6 +267,8 @@ pub enum ConnectVia {
     /// A raw IPv4/IPv6 or packet socket was created: no address or port to judge (`port` is
     /// the protocol number).
     RawSocket,
+    /// An ICMP echo request sent on a ping socket (seen as the packet leaves; `port` is 0).
+    Ping,
 }
 
 impl ConnectVia {
@@ -273,6 +278,7 @@ impl ConnectVia {
             monitor_common::CONNECT_VIA_OTHER => ConnectVia::OtherConnect,
             monitor_common::CONNECT_VIA_SEND => ConnectVia::Send,
             monitor_common::CONNECT_VIA_RAW_SOCKET => ConnectVia::RawSocket,
+            monitor_common::CONNECT_VIA_PING => ConnectVia::Ping,
             _ => ConnectVia::Connect,
         }
     }
@@ -283,6 +289,7 @@ impl ConnectVia {
             ConnectVia::Connect | ConnectVia::OtherConnect => "connection",
             ConnectVia::Send => "datagram",
             ConnectVia::RawSocket => "raw socket",
+            ConnectVia::Ping => "ping",
         }
     }
 }
