@@ -9,7 +9,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use monitor_common::{ConnectEvent, EventKind, AF_INET, AF_INET6, CONNECT_VIA_SYSCALL};
+use monitor_common::{
+    ConnectEvent, EventKind, AF_INET, AF_INET6, CONNECT_VIA_PING, CONNECT_VIA_SYSCALL,
+};
 
 use crate::{
     kernel::{
@@ -40,6 +42,7 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         addr_len,
         sockaddr: [0; 28],
         blocked: 0,
+        via: CONNECT_VIA_SYSCALL as u32,
     };
     // Read the family first: most connects on a build machine are AF_UNIX, skip them cheaply.
     // A read fails on a bad pointer, and also on memory the process has not touched yet (a
@@ -105,12 +108,17 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     fill_header(&raw mut event.header, EventKind::NetConnect, task);
     event.fd = pending.fd;
     event.result = ret as i32;
-    event.via = CONNECT_VIA_SYSCALL;
+    event.via = pending.via as u8;
     event.blocked = pending.blocked as u8;
     event.sock_type = 0;
     let sa = pending.sockaddr;
     event.family = u16::from_ne_bytes([sa[0], sa[1]]);
-    event.port = u16::from_be_bytes([sa[2], sa[3]]);
+    // A ping socket's "port" is its echo identifier, not a destination port.
+    event.port = if pending.via == CONNECT_VIA_PING as u32 {
+        0
+    } else {
+        u16::from_be_bytes([sa[2], sa[3]])
+    };
     event.addr = [0; 16];
     if event.family == AF_INET {
         event.addr[0] = sa[4];

@@ -23,10 +23,12 @@ use aya_ebpf::{
 use monitor_common::{
     fnv_step, ConnectEvent, DnsAskedKey, DnsAskedTo, DnsEvent, EgressSeenKey, EventKind,
     TlsHelloEvent, AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_CHECK_BYTES, DNS_QUESTION,
-    DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
+    DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, POLICY_EGRESS_BLOCK, SOCK_DGRAM, SOCK_STREAM,
+    TLS_HELLO_MAX,
 };
 
 use crate::{
+    block::{allows_v4, allows_v6, member, policy},
     kernel::{event_scratch, offsets_present, submit_for},
     DNS_ASKED, DNS_SOCKET_OWNERS, EGRESS_SEEN, PING_SOCKET_OWNERS, TLS_SOCKET_OWNERS,
 };
@@ -180,9 +182,16 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
 /// sockets' echo requests.
 #[cgroup_skb(egress)]
 pub fn dns_questions(ctx: SkBuffContext) -> i32 {
-    if unsafe { try_tls_hello(&ctx) }.is_none() && unsafe { try_ping(&ctx) }.is_none() {
-        let _ = unsafe { try_question(&ctx) };
+    if unsafe { try_tls_hello(&ctx) }.is_some() {
+        return 1;
     }
+    match unsafe { try_ping(&ctx) } {
+        // Block mode: an echo to a destination the job may not reach is dropped.
+        Some(true) => return 0,
+        Some(false) => return 1,
+        None => {}
+    }
+    let _ = unsafe { try_question(&ctx) };
     1
 }
 
@@ -196,9 +205,11 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 /// destination (`EGRESS_SEEN`). Ping sockets have no socket-address hook for `sendto`, and
 /// an echo's payload is the sender's to choose: the destination is what can be judged.
 /// Raw sockets' echoes are not looked at here (the socket itself is reported, sockets.rs).
-/// `Some` when the packet was an echo request of a ping socket.
+/// In block mode an echo from a job's socket to a destination its job may not reach (at any
+/// port: an echo has none) is refused, every one of them. `Some(refused)` when the packet was
+/// an echo request of a ping socket.
 #[inline(always)]
-unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
+unsafe fn try_ping(ctx: &SkBuffContext) -> Option<bool> {
     let (transport_at, protocol, family) = ip_header(ctx)?;
     let echo = match protocol {
         IPPROTO_ICMP => ICMP_ECHO,
@@ -217,6 +228,16 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
     } else {
         addr = ctx.load(24).ok()?;
     }
+    let refused = match member((*owner).tgid) {
+        Some((slot, _)) if policy(slot) & POLICY_EGRESS_BLOCK != 0 => {
+            !if family == AF_INET {
+                allows_v4(slot, [addr[0], addr[1], addr[2], addr[3]], 0)
+            } else {
+                allows_v6(slot, &addr, 0)
+            }
+        }
+        _ => false,
+    };
     let key = EgressSeenKey {
         socket_cookie: cookie,
         addr,
@@ -225,7 +246,7 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
         _pad0: 0,
     };
     if EGRESS_SEEN.get_ptr(&key).is_some() {
-        return Some(());
+        return Some(refused);
     }
     let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
     let scratch = event_scratch()?;
@@ -235,12 +256,12 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
     (*event).header.ts_ns = bpf_ktime_get_boot_ns();
     (*event).header.flags = 0;
     (*event).fd = -1;
-    (*event).result = 0;
+    (*event).result = if refused { -1 } else { 0 };
     (*event).family = family;
     (*event).sock_type = SOCK_DGRAM;
     (*event).port = 0;
     (*event).via = CONNECT_VIA_PING;
-    (*event).blocked = 0;
+    (*event).blocked = refused as u8;
     (*event).addr = addr;
     let tgid = (*event).header.tgid;
     submit_for(
@@ -249,7 +270,7 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<()> {
         EventKind::NetConnect,
         tgid,
     );
-    Some(())
+    Some(refused)
 }
 
 /// A TCP socket's first data segment, when it is a TLS ClientHello (record type 22, version

@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     ConnectEvent, EgressSeenKey, EventHeader, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER,
-    CONNECT_VIA_SEND, SOCK_STREAM,
+    CONNECT_VIA_PING, CONNECT_VIA_SEND, SOCK_DGRAM, SOCK_STREAM,
 };
 
 use crate::{
@@ -112,9 +112,9 @@ fn verdict(dest: &Destination) -> i32 {
 }
 
 /// Whether the current thread is inside `connect(2)` to this destination (connect.rs reports
-/// it at the syscall's exit); a refusal is marked there.
+/// it at the syscall's exit); a refusal, and a ping socket, are marked there.
 #[inline(always)]
-fn inside_connect_syscall(tid: u32, dest: &Destination, refused: bool) -> bool {
+fn inside_connect_syscall(tid: u32, dest: &Destination, refused: bool, ping: bool) -> bool {
     let Some(pending) = PENDING_CONNECTS.get_ptr_mut(&tid) else {
         return false;
     };
@@ -144,13 +144,38 @@ fn inside_connect_syscall(tid: u32, dest: &Destination, refused: bool) -> bool {
     if refused {
         unsafe { (*pending).blocked = 1 };
     }
+    if ping {
+        unsafe { (*pending).via = CONNECT_VIA_PING as u32 };
+    }
     true
+}
+
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
+
+/// Whether the socket is a ping socket (`SOCK_DGRAM` with ICMP: Linux 6.0+ runs the connect
+/// hooks for them). Its destination has no port (the "port" is its echo identifier), and its
+/// echoes are seen as packets too (dns_question.rs `try_ping`), which this one report covers.
+#[inline(always)]
+fn is_ping_socket(ctx: &SockAddrContext) -> bool {
+    let sa = ctx.sock_addr;
+    unsafe {
+        (*sa).type_ == SOCK_DGRAM as u32
+            && ((*sa).protocol == IPPROTO_ICMP || (*sa).protocol == IPPROTO_ICMPV6)
+    }
 }
 
 /// Reports the destination unless it was reported already (see the module comment), then
 /// returns the verdict.
 #[inline(always)]
 fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
+    let ping = is_ping_socket(ctx);
+    let asked_port = dest.port;
+    let (dest, via) = if ping {
+        (Destination { port: 0, ..dest }, CONNECT_VIA_PING)
+    } else {
+        (dest, via)
+    };
     let verdict = verdict(&dest);
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     if is_agent((pid_tgid >> 32) as u32) || !offsets_present() {
@@ -179,9 +204,6 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
             let _ = TLS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
         }
     }
-    if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &dest, refused) {
-        return verdict;
-    }
     let key = EgressSeenKey {
         socket_cookie,
         addr: dest.addr,
@@ -189,6 +211,16 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         family: dest.family,
         _pad0: 0,
     };
+    let asked = Destination {
+        port: asked_port,
+        ..dest
+    };
+    if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &asked, refused, ping) {
+        if ping {
+            let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
+        }
+        return verdict;
+    }
     if EGRESS_SEEN.get_ptr(&key).is_some() {
         return verdict;
     }

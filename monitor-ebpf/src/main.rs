@@ -158,6 +158,9 @@ pub struct PendingConnect {
     pub sockaddr: [u8; 28],
     /// Set by egress.rs when block mode refused this connect.
     pub blocked: u32,
+    /// `CONNECT_VIA_SYSCALL`, or `CONNECT_VIA_PING` when egress.rs saw the socket is a ping
+    /// socket (its record then has no port, and its echoes are not reported again).
+    pub via: u32,
 }
 #[map]
 static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);

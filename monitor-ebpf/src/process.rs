@@ -245,6 +245,10 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
         let n = (copied as usize - 1) & (MAX_FILENAME_LEN - 1);
         core::ptr::write_volatile(filename_len_at, n as u16);
     }
+    // The buffer filled: the name may be longer.
+    if copied as usize >= MAX_FILENAME_LEN {
+        add_bits(flags, EXEC_FILENAME_TRUNCATED);
+    }
     match path::resolve_path_struct(task, file.wrapping_add(off!(file_f_path))) {
         Ok(resolved) => {
             if resolved.truncated {
@@ -279,10 +283,9 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
         filename.cast(),
     );
     if copied > 0 {
-        core::ptr::write_volatile(
-            argv_len_at,
-            (copied as usize & (MAX_FILENAME_LEN - 1)) as u16,
-        );
+        // Its NUL kept (each argument ends with one): at most MAX_FILENAME_LEN bytes.
+        let n = ((copied as usize - 1) & (MAX_FILENAME_LEN - 1)) + 1;
+        core::ptr::write_volatile(argv_len_at, n as u16);
     }
     (*event).argv_total_len = len_of(argv_len_at) as u32;
 

@@ -248,6 +248,19 @@ impl ProcessTable {
         key
     }
 
+    /// Puts back the program a process ran (exe, arguments, name, user, cgroup) as `before`
+    /// had it: an exec the kernel refused did not replace it.
+    pub fn restore_image(&mut self, before: Process) {
+        if let Some(p) = self.procs.get_mut(&before.key) {
+            p.exe = before.exe;
+            p.argv = before.argv;
+            p.argv_truncated = before.argv_truncated;
+            p.comm = before.comm;
+            p.uid = before.uid;
+            p.exec_cgroup_id = before.exec_cgroup_id;
+        }
+    }
+
     pub fn on_exit(&mut self, h: &Header, exit_status: u32) -> ProcessKey {
         let key = self.observe(h);
         if let Some(p) = self.procs.get_mut(&key) {

@@ -379,12 +379,13 @@ fn raw_and_packet_sockets_are_reported_and_refused_in_block_mode() {
 /// The ping socket route: ICMP echo requests carrying a payload from a ping socket
 /// (`SOCK_DGRAM` with `IPPROTO_ICMP`: no privilege needed where `net.ipv4.ping_group_range`
 /// allows it, as on GitHub's runner images), sent with `sendto` (no socket-address hook runs
-/// for it). The echo replies carrying the payload back prove the requests left; the
-/// destination is named by the packet-level hook: one `unexpected-egress` finding for the
-/// step, `via: ping`, however many echoes. The twin pings an address the profile allows
-/// (any port): quiet.
+/// for it) and, on another socket, after `connect` (which Linux 6.0+ shows the connect hooks).
+/// The echo replies carrying the payload back prove the requests left; each step's destination
+/// is one `unexpected-egress` finding, `via: ping`, however many echoes and whichever way
+/// (never a `udp` connection besides). The twin pings an address the profile allows (any
+/// port): quiet. In block mode every echo to the sink is refused and the finding says so.
 #[test]
-fn ping_sockets_name_their_destination() {
+fn ping_sockets_name_their_destination_and_are_refused_in_block_mode() {
     let _serial = one_at_a_time();
     let lab = Lab::start();
     // A new network namespace allows ping sockets to no group ("1 0").
@@ -394,9 +395,14 @@ fn ping_sockets_name_their_destination() {
         .status()
         .unwrap();
     assert!(sysctl.success(), "ping sockets allowed in the lab");
-    let ping = |to: &str, tag: &str| {
+    let ping = |to: &str, tag: &str, connected: bool| {
+        let send = if connected {
+            format!("s.connect(('{to}', 0))\n    s.send(echo)")
+        } else {
+            format!("s.sendto(echo, ('{to}', 0))")
+        };
         format!(
-            "ip netns exec {ns} python3 -c \"\nimport socket, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\ns.settimeout(5)\nfor i in range(3):\n    s.sendto(struct.pack('>BBHHH', 8, 0, 0, 0, i) + b'CANARY', ('{to}', 0))\n    reply, source = s.recvfrom(1024)\n    assert reply[0] == 0 and reply.endswith(b'CANARY'), reply\nprint('ECHOED-{tag}', source[0])\n\"\n",
+            "ip netns exec {ns} python3 -c \"\nimport socket, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\ns.settimeout(3)\ntry:\n  for i in range(3):\n    echo = struct.pack('>BBHHH', 8, 0, 0, 0, i) + b'CANARY'\n    {send}\n    reply, source = s.recvfrom(1024)\n    assert reply[0] == 0 and reply.endswith(b'CANARY'), reply\n  print('ECHOED-{tag}', source[0])\nexcept OSError as e:\n  print('REFUSED-{tag}', e)\n\"\n",
             ns = lab.ns
         )
     };
@@ -404,37 +410,66 @@ fn ping_sockets_name_their_destination() {
     let agent = Agent::start_with_profile(&profile);
     let runner = FakeRunner::outside_tmp();
     let output = runner.run_job(&[
-        ("ping", &ping(SINK, "sink")),
-        ("twin", &ping(ALLOWED, "twin")),
+        ("ping", &ping(SINK, "sink", false)),
+        ("connected", &ping(SINK, "connected", true)),
+        ("twin", &ping(ALLOWED, "twin", false)),
         MARKER_STEP,
     ]);
-    assert!(output.contains(&format!("ECHOED-sink {SINK}")), "{output}");
+    for tag in ["sink", "connected"] {
+        assert!(output.contains(&format!("ECHOED-{tag} {SINK}")), "{output}");
+    }
     assert!(
         output.contains(&format!("ECHOED-twin {ALLOWED}")),
         "{output}"
     );
     let mine = agent.findings_through_marker(&runner);
     let egress = by_rule(&mine, "unexpected-egress");
-    let pings: Vec<&&Value> = egress
-        .iter()
-        .filter(|f| f["evidence"]["via"] == "ping")
-        .collect();
-    assert_eq!(pings.len(), 1, "{mine:#?}");
-    let f = pings[0];
-    assert_eq!(f["step"]["id"], "ping", "{f:#}");
-    assert_eq!(f["evidence"]["address"], SINK, "{f:#}");
-    assert_eq!(f["evidence"]["protocol"], "icmp", "{f:#}");
-    assert!(
-        f["summary"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with(&format!("ping to {SINK},")),
-        "{f:#}"
-    );
+    for step in ["ping", "connected"] {
+        let of_step: Vec<&&Value> = egress.iter().filter(|f| f["step"]["id"] == step).collect();
+        assert_eq!(of_step.len(), 1, "{step}: {mine:#?}");
+        let f = of_step[0];
+        assert_eq!(f["evidence"]["via"], "ping", "{f:#}");
+        assert_eq!(f["evidence"]["address"], SINK, "{f:#}");
+        assert_eq!(f["evidence"]["protocol"], "icmp", "{f:#}");
+        assert!(
+            f["summary"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("ping to {SINK},")),
+            "{f:#}"
+        );
+    }
     assert!(
         !egress.iter().any(|f| f["evidence"]["address"] == ALLOWED),
         "the twin: {mine:#?}"
     );
+    drop(agent);
+    // Block mode: the echoes to the sink are refused, the twin's still pass.
+    let agent = Agent::start_with_profile(&format!("{profile}  mode: block\n"));
+    let runner = FakeRunner::outside_tmp();
+    let output = runner.run_job_with_hooks(
+        &[
+            ("ping", &ping(SINK, "sink", false)),
+            ("twin", &ping(ALLOWED, "twin", false)),
+        ],
+        Some(&agent.control_socket),
+    );
+    assert!(output.contains("REFUSED-sink"), "{output}");
+    assert!(
+        output.contains(&format!("ECHOED-twin {ALLOWED}")),
+        "{output}"
+    );
+    let all = agent.wait_for_findings("the refused ping", |all| {
+        by_rule(&runner.findings_of(all), "unexpected-egress")
+            .iter()
+            .any(|f| f["evidence"]["via"] == "ping" && f["evidence"]["blocked"] == true)
+    });
+    let refused: Vec<Value> = by_rule(&runner.findings_of(&all), "unexpected-egress")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["step"]["id"], "ping");
     drop(agent);
     drop(lab);
 }

@@ -369,6 +369,8 @@ struct Running {
     metrics: Option<String>,
     /// auditd: how far its log has been counted, and the events counted so far.
     audit_read: std::cell::Cell<(u64, u64)>,
+    /// The monitor: its BPF programs (ids).
+    programs: Vec<u32>,
 }
 
 fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
@@ -395,11 +397,13 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
         dir: dir.clone(),
         metrics: None,
         audit_read: Default::default(),
+        programs: Vec::new(),
     };
     match tool {
         Tool::Nothing => {}
         Tool::Monitor => {
             let ready = dir.join("ready");
+            let loaded_before = crate::probe_time::programs();
             let mut child = Command::new(bin)
                 .args(["run", "--events"])
                 .arg(dir.join("events.jsonl"))
@@ -418,6 +422,11 @@ fn start(tool: Tool, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
                 .spawn()
                 .context("starting the agent")?;
             wait("the agent", &|| ready.exists(), &mut child)?;
+            // The programs loaded since are the agent's (nothing else loads any meanwhile).
+            running.programs = crate::probe_time::programs()
+                .into_keys()
+                .filter(|id| !loaded_before.contains_key(id))
+                .collect();
             let metrics = std::fs::read_to_string(&ready)?
                 .lines()
                 .find_map(|l| l.strip_prefix("metrics="))
@@ -701,6 +710,10 @@ struct Sample {
     /// The monitor's drops by cause (`monitor_events_dropped_total`'s `cause`).
     #[serde(default)]
     dropped_by_cause: BTreeMap<String, u64>,
+    /// The monitor: time its BPF programs ran during the workload (ns) and how often, per
+    /// program (the kernel's own statistics).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    probes: BTreeMap<String, (u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -813,7 +826,7 @@ fn machine_info(monitor: &Path) -> BTreeMap<String, String> {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
-    let tiers: Vec<String> = ["file opens: ", "file names: "]
+    let tiers: Vec<String> = ["file opens: ", "file names: ", "exec checks: "]
         .iter()
         .filter_map(|family| {
             let rest = doctor.lines().find_map(|l| l.split(family).nth(1))?;
@@ -929,6 +942,15 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         vec![Tool::Nothing, Tool::Monitor, Tool::Auditd, Tool::Bpftrace]
     };
+    // The kernel's per-program run times, read around each of the monitor's workloads: the
+    // probes' own cost (`probe_time`). On for every tool alike.
+    let _stats = match crate::probe_time::StatsOn::new() {
+        Ok(on) => Some(on),
+        Err(why) => {
+            eprintln!("bench: no per-program times ({why}): the probes' table is left out");
+            None
+        }
+    };
     let mut samples = Vec::new();
     let mut peak_rss: BTreeMap<String, u64> = BTreeMap::new();
     for round in 0..args.rounds {
@@ -945,7 +967,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             let running = start(tool, &bin, dir)?;
             for w in &loads {
                 let (cpu0, _, ev0, drop0, causes0) = counters(&running);
+                let probes0 = crate::probe_time::programs();
                 let seconds = time(w, dir)?;
+                let probes1 = crate::probe_time::programs();
                 // Let the tool finish what is queued before its CPU and counters are read.
                 if tool != Tool::Nothing {
                     std::thread::sleep(Duration::from_millis(500));
@@ -971,6 +995,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                         })
                         .filter(|(_, n)| *n > 0)
                         .collect(),
+                    probes: crate::probe_time::spent(&running.programs, &probes0, &probes1),
                 });
             }
             stop(running)?;
@@ -995,6 +1020,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         bpftrace_script: BPFTRACE_SCRIPT.to_string(),
     };
     print!("{}", table(&results));
+    if let Some(probes) = probe_table(&results) {
+        print!("{probes}");
+    }
     if let Some(b) = &results.baseline {
         print!("{}", baseline_table(b));
     }
@@ -1024,6 +1052,59 @@ fn med(r: &Results, tool: Tool, workload: &str, field: fn(&Sample) -> f64) -> f6
             .map(field)
             .collect(),
     )
+}
+
+/// The monitor's probes, per workload, from the kernel's per-program statistics: their time
+/// per round (median), that time as a share of the workload's time with nothing watching (the
+/// in-kernel overhead, without the run-to-run noise of wall time), and the program that took
+/// the most with its time per run. None when no sample has them (older results).
+fn probe_table(r: &Results) -> Option<String> {
+    let monitor: Vec<&Sample> = r
+        .samples
+        .iter()
+        .filter(|s| s.tool == Tool::Monitor && !s.probes.is_empty())
+        .collect();
+    if monitor.is_empty() {
+        return None;
+    }
+    let mut md = String::from(
+        "\n## Time in the monitor's probes\n\n\
+         From the kernel's own statistics (`kernel.bpf_stats_enabled`, on during the monitor's \
+         rounds): the time the monitor's BPF programs ran during each workload, median over \
+         rounds, and as a share of the workload's time with nothing watching. It is the \
+         in-kernel part of the overhead, measured directly (wall-time ratios on a shared \
+         machine move by tens of percent from round to round); the agent's own CPU time is in \
+         the table above. The statistics cost each program run a clock read or two; they are \
+         on for every tool alike. Program names are the kernel's first 15 characters.\n\n\
+         | workload | probes (ms per round) | share of nothing's time | most time in | its ns per run |\n\
+         |---|---:|---:|---|---:|\n",
+    );
+    for w in &r.workloads {
+        let of_workload: Vec<&&Sample> = monitor.iter().filter(|s| &s.workload == w).collect();
+        if of_workload.is_empty() {
+            continue;
+        }
+        let total = |s: &Sample| s.probes.values().map(|(ns, _)| *ns).sum::<u64>() as f64;
+        let mut by_total = of_workload.clone();
+        by_total.sort_by(|a, b| total(a).total_cmp(&total(b)));
+        // The median round, and the program that took the most in it (keys are `name#id`:
+        // program ids differ from round to round).
+        let middle = by_total[by_total.len() / 2];
+        let ms = total(middle) / 1e6;
+        let nothing = med(r, Tool::Nothing, w, |s| s.seconds);
+        let (top, (ns, runs)) = middle
+            .probes
+            .iter()
+            .max_by_key(|(_, (ns, _))| *ns)
+            .map(|(key, v)| (key.split('#').next().unwrap_or(key), *v))
+            .unwrap_or(("-", (0, 1)));
+        md.push_str(&format!(
+            "| {w} | {ms:.2} | {:.1}% | `{top}` | {:.0} |\n",
+            100.0 * ms / 1e3 / nothing.max(1e-9),
+            ns as f64 / runs.max(1) as f64
+        ));
+    }
+    Some(md)
 }
 
 fn ratio(r: &Results, tool: Tool, workload: &str) -> f64 {
@@ -1211,6 +1292,9 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
         }
         md.push('\n');
     }
+    if let Some(probes) = probe_table(r) {
+        md.push_str(&probes);
+    }
     md.push_str("\n## Peak memory\n\n| tool | peak RSS (MiB) |\n|---|---:|\n");
     for t in &peers {
         md.push_str(&format!(
@@ -1355,7 +1439,44 @@ mod tests {
             events: 10,
             dropped: 0,
             dropped_by_cause: BTreeMap::new(),
+            probes: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn the_probes_time_is_a_share_of_the_workloads_time_with_nothing_watching() {
+        let mut samples = Vec::new();
+        for round in 0..3 {
+            samples.push(sample(round, Tool::Nothing, "connect storm", 0.1));
+            let mut s = sample(round, Tool::Monitor, "connect storm", 0.13);
+            // 5 ms per round: 4 in one program (4,000 runs of 1,000 ns), 1 in another.
+            s.probes = BTreeMap::from([
+                ("sys_exit_connec#7".to_string(), (4_000_000, 4_000)),
+                ("egress_connect4#8".to_string(), (1_000_000, 4_000)),
+            ]);
+            samples.push(s);
+        }
+        let mut r = Results {
+            machine: BTreeMap::new(),
+            rounds: 3,
+            scale: 1.0,
+            tools: vec![Tool::Nothing, Tool::Monitor],
+            workloads: vec!["connect storm".into()],
+            samples,
+            peak_rss_kib: BTreeMap::new(),
+            audit_rules: Vec::new(),
+            bpftrace_script: String::new(),
+            baseline: None,
+            watch: BTreeMap::new(),
+        };
+        let md = probe_table(&r).expect("a probes section");
+        assert!(
+            md.contains("| connect storm | 5.00 | 5.0% | `sys_exit_connec` | 1000 |"),
+            "{md}"
+        );
+        // Older results (no probe times): no section.
+        r.samples.iter_mut().for_each(|s| s.probes.clear());
+        assert!(probe_table(&r).is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod bench;
 mod fuzz;
 mod kernel_matrix;
 mod package;
+mod probe_time;
 mod vm;
 
 use std::{

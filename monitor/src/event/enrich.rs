@@ -305,6 +305,9 @@ impl Enricher {
     /// Enriches one kernel record; `None` for records that only complete a later one (env).
     pub fn enrich(&mut self, event: KernelEvent) -> Option<Event> {
         let header = event.header().clone();
+        // A refused exec (BPF-LSM `bprm_check_security`) names the program it would have run,
+        // but the process keeps its old one: the table gets it back once the event is made.
+        let mut image_before_refusal: Option<crate::process_tree::Process> = None;
         let (key, detail) = match event {
             KernelEvent::Env { header, vars, .. } => {
                 if self.pending_env.len() >= MAX_PENDING_ENV {
@@ -323,6 +326,10 @@ impl Enricher {
                 exe_ctime_ns,
             } => {
                 let truncated = header.flags & EXEC_ARGV_TRUNCATED != 0;
+                if header.flags & monitor_common::RESPONSE_REFUSED != 0 {
+                    let key = self.table.observe(&header);
+                    image_before_refusal = self.table.get(&key).cloned();
+                }
                 let key = self.table.on_exec(&header, &exe, &argv, truncated);
                 // execve from a non-leader thread takes over the leader's pid: the env record
                 // was sent by the same thread as the exec record, so match on the thread id.
@@ -620,6 +627,9 @@ impl Enricher {
         let process = self.table.get(&key);
         let mut process = process_info(&header, key, process);
         process.container = container;
+        if let Some(before) = image_before_refusal {
+            self.table.restore_image(before);
+        }
         Some(Event {
             schema: JSON_SCHEMA_VERSION,
             seq: self.seq,
@@ -866,6 +876,44 @@ mod tests {
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, event);
         assert_eq!(event.time, "1970-01-01T00:00:00.000001000Z");
+    }
+
+    #[test]
+    fn a_refused_exec_names_the_refused_program_and_leaves_the_process_its_own() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        let exec = |e: &mut Enricher, flags: u32, exe: &str| {
+            let mut h = header(EventKind::ProcessExec, 30, 1);
+            h.flags = flags;
+            e.enrich(KernelEvent::Exec {
+                header: h,
+                exe: exe.into(),
+                argv: vec![exe.into()],
+                filename: exe.into(),
+                argv_total_len: exe.len() as u32 + 1,
+                cwd: "/w".into(),
+                exe_ctime_ns: 0,
+            })
+            .unwrap()
+        };
+        exec(&mut e, 0, "/usr/bin/sh");
+        let refused = exec(
+            &mut e,
+            monitor_common::RESPONSE_REFUSED | monitor_common::RESPONSE_KILLED,
+            "/tmp/drop/payload",
+        );
+        assert_eq!(refused.process.exe.as_deref(), Some("/tmp/drop/payload"));
+        assert_eq!(refused.detail.response(), Some(KernelResponse::Blocked));
+        // The process's next event: still its own program.
+        let later = e
+            .enrich(KernelEvent::Exit {
+                header: header(EventKind::ProcessExit, 30, 1),
+                exit_status: 9,
+            })
+            .unwrap();
+        assert_eq!(later.process.exe.as_deref(), Some("/usr/bin/sh"));
     }
 
     #[test]

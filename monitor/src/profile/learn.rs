@@ -75,6 +75,17 @@ impl Profile {
 
 fn describe(allowance: &Allowance) -> String {
     match allowance {
+        // Port 0: a ping (an echo has no port): the rule allows the address at any port.
+        Allowance::Egress {
+            address,
+            port: 0,
+            domain: Some(d),
+        } => format!("egress.allow: {d} (seen at {address})"),
+        Allowance::Egress {
+            address,
+            port: 0,
+            domain: None,
+        } => format!("egress.allow: {address}"),
         Allowance::Egress {
             address,
             port,
@@ -270,5 +281,22 @@ mod tests {
         assert!(p.rules.egress.allow[0].allows("127.0.0.1".parse().unwrap(), 50000, None));
         let back = Profile::parse(&p.to_yaml(), "learnt.yml").unwrap();
         assert_eq!(back.rules, p.rules);
+    }
+
+    #[test]
+    fn a_learnt_ping_allows_the_address_at_any_port_and_loads_again() {
+        let mut p = Profile {
+            version: super::super::PROFILE_VERSION,
+            ..Default::default()
+        };
+        let ping = Allowance::Egress {
+            address: "10.78.0.9".parse().unwrap(),
+            port: 0,
+            domain: None,
+        };
+        assert_eq!(p.learn(&ping).as_deref(), Some("egress.allow: 10.78.0.9"));
+        let back = Profile::parse(&p.to_yaml(), "learnt.yml").unwrap();
+        assert_eq!(back.rules, p.rules);
+        assert!(back.rules.egress.allow[0].allows("10.78.0.9".parse().unwrap(), 0, None));
     }
 }

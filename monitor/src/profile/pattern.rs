@@ -154,17 +154,28 @@ pub struct EgressRule {
 }
 
 impl EgressRule {
+    /// A rule for `address` at `port`; port 0 (a ping: an echo has no port, and no connection
+    /// or datagram goes to port 0) makes a rule for the address at any port, which is what
+    /// allows an echo.
     pub fn address_port(address: IpAddr, port: u16) -> Self {
         Self {
             target: EgressTarget::Network(IpNet::from(address)),
-            ports: vec![port],
+            ports: Self::only(port),
         }
     }
 
+    /// As `address_port`, for a domain.
     pub fn domain_port(domain: &str, port: u16) -> Self {
         Self {
             target: EgressTarget::Domain(domain.to_ascii_lowercase()),
-            ports: vec![port],
+            ports: Self::only(port),
+        }
+    }
+
+    fn only(port: u16) -> Vec<u16> {
+        match port {
+            0 => Vec::new(),
+            port => vec![port],
         }
     }
 
