@@ -250,31 +250,8 @@ unsafe fn output(scratch: *mut EventScratch, len: usize, kind: EventKind) -> boo
         ring.cast_mut().cast(),
         scratch.cast(),
         len as u64,
-        wake_flags(ring, len),
+        0,
     ) >= 0
-}
-
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-
-/// Whether a record of `len` bytes added to `ring` wakes its reader: only the record that takes
-/// the ring past a 32nd of its size (64 KiB of the security ring's 2 MiB: a few hundred
-/// records), so a flood wakes it about that often, early enough that it drains before the fair
-/// share sheds anything, and sparse records never do. A wakeup is an irq_work, a
-/// self-interrupt raised from the probe (in a VM, an exit to the hypervisor): measured on this
-/// project's CI machine, it was 3 of the 4 µs a connect record cost its process and most of a
-/// fork or exit record's 6 µs. The agent drains both rings every few milliseconds anyway
-/// (agent/ring.rs `DRAIN_EVERY`): no record waits longer than that.
-#[inline(always)]
-fn wake_flags(ring: *const RingBuf, len: usize) -> u64 {
-    let held = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_AVAIL_DATA) };
-    let size = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_RING_SIZE) };
-    let threshold = size / 32;
-    if held <= threshold && held + len as u64 > threshold {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
 }
 
 /// Submits a fixed-size record.
@@ -282,14 +259,8 @@ fn wake_flags(ring: *const RingBuf, len: usize) -> u64 {
 pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
     if !admit(kind, core::mem::size_of::<T>()) {
         count_shed(kind);
-    } else {
-        let ring = ring_for(kind);
-        if ring
-            .output::<T>(record, wake_flags(ring, core::mem::size_of::<T>()))
-            .is_err()
-        {
-            count_loss(kind);
-        }
+    } else if ring_for(kind).output::<T>(record, 0).is_err() {
+        count_loss(kind);
     }
 }
 
@@ -350,10 +321,20 @@ pub unsafe fn file_of_fd(task: *const u8, fd: i64) -> Result<*const u8, i64> {
     }
     let files = read_ptr(task, off!(task_files))?;
     let fdt = read_ptr(files, off!(files_fdt))?;
-    let max_fds = read::<u32>(fdt, off!(fdt_max_fds))?;
+    // `struct fdtable` starts `{ unsigned int max_fds; struct file **fd; ...}` on every kernel
+    // this agent loads on: one read of both (each read is a helper call, and every open of the
+    // tracepoint tier pays for this), else two.
+    let (max_fds, fd_array) = if off!(fdt_max_fds) == 0 && off!(fdt_fd) == 8 {
+        let words = read::<[u64; 2]>(fdt, 0)?;
+        (words[0] as u32, words[1] as *const u8)
+    } else {
+        (
+            read::<u32>(fdt, off!(fdt_max_fds))?,
+            read_ptr(fdt, off!(fdt_fd))?,
+        )
+    };
     if fd as u64 >= max_fds as u64 {
         return Err(-1);
     }
-    let fd_array = read_ptr(fdt, off!(fdt_fd))?;
     read_ptr(fd_array, (fd as usize) * 8)
 }

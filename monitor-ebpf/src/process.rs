@@ -98,17 +98,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 (*event).exe_ctime_nsec =
                     read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
             }
-            match path::resolve_path_struct(task, exe_file.wrapping_add(off!(file_f_path))) {
-                Ok(resolved) => {
-                    if resolved.truncated {
-                        add_bits(flags, EXEC_EXE_TRUNCATED);
-                    }
-                    let at = (HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK;
-                    let n = path::copy_to(&resolved, base.add(at));
-                    core::ptr::write_volatile(exe_len_at, n as u16);
-                }
-                Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
-            }
+            put_exe(task, exe_file, base, filename_len_at, exe_len_at, flags);
         }
         Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
     }
@@ -151,19 +141,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let cwd_at = ((HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK)
         + len_of(argv_len_at);
     let cwd_at = cwd_at & TAIL_MASK;
-    match read_ptr(task, off!(task_fs)) {
-        Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
-            Ok(resolved) => {
-                if resolved.truncated {
-                    add_bits(flags, EXEC_CWD_TRUNCATED);
-                }
-                let n = path::copy_to(&resolved, base.add(cwd_at));
-                core::ptr::write_volatile(cwd_len_at, n as u16);
-            }
-            Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
-        },
-        Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
-    }
+    put_cwd(task, base.add(cwd_at), cwd_len_at, flags);
     (*event)._pad1 = 0;
     (*event)._pad2 = 0;
     submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
@@ -249,17 +227,7 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     if copied as usize >= MAX_FILENAME_LEN {
         add_bits(flags, EXEC_FILENAME_TRUNCATED);
     }
-    match path::resolve_path_struct(task, file.wrapping_add(off!(file_f_path))) {
-        Ok(resolved) => {
-            if resolved.truncated {
-                add_bits(flags, EXEC_EXE_TRUNCATED);
-            }
-            let at = (HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK;
-            let n = path::copy_to(&resolved, base.add(at));
-            core::ptr::write_volatile(exe_len_at, n as u16);
-        }
-        Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
-    }
+    put_exe(task, file, base, filename_len_at, exe_len_at, flags);
     if len_of(exe_len_at) < 6 {
         return Ok(false);
     }
@@ -292,23 +260,58 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     let cwd_at = ((HEADER_LEN + len_of(filename_len_at) + len_of(exe_len_at)) & SECTION_MASK)
         + len_of(argv_len_at);
     let cwd_at = cwd_at & TAIL_MASK;
+    put_cwd(task, base.add(cwd_at), cwd_len_at, flags);
+    (*event)._pad1 = 0;
+    (*event)._pad2 = 0;
+    submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
+    Ok(true)
+}
+
+/// Resolves the executable `file` (its `f_path`) into the record after the name given to
+/// execve (`base` is the record, `filename_len_at` that name's length), its length to
+/// `exe_len_at` and what went wrong to `flags` (all map memory). Where it goes is computed
+/// after the walk, from the record: a place held in a register across it makes the verifier
+/// walk more. Shared by the exec record and a refused exec's record; inlined, so each
+/// program's verifier walk is what it was.
+#[inline(always)]
+unsafe fn put_exe(
+    task: *const u8,
+    file: *const u8,
+    base: *mut u8,
+    filename_len_at: *mut u16,
+    exe_len_at: *mut u16,
+    flags: *mut u32,
+) {
+    match path::resolve_path_struct(task, file.wrapping_add(off!(file_f_path))) {
+        Ok(resolved) => {
+            if resolved.truncated {
+                add_bits(flags, EXEC_EXE_TRUNCATED);
+            }
+            let filename_len = core::ptr::read_volatile(filename_len_at) as usize;
+            let at = (HEADER_LEN + filename_len) & SECTION_MASK;
+            let n = path::copy_to(&resolved, base.add(at));
+            core::ptr::write_volatile(exe_len_at, n as u16);
+        }
+        Err(_) => add_bits(flags, EXEC_EXE_UNRESOLVED),
+    }
+}
+
+/// Resolves the task's working directory into the record at `at`, as `put_exe`.
+#[inline(always)]
+unsafe fn put_cwd(task: *const u8, at: *mut u8, len_at: *mut u16, flags: *mut u32) {
     match read_ptr(task, off!(task_fs)) {
         Ok(fs) => match path::resolve_path_struct(task, fs.wrapping_add(off!(fs_pwd))) {
             Ok(resolved) => {
                 if resolved.truncated {
                     add_bits(flags, EXEC_CWD_TRUNCATED);
                 }
-                let n = path::copy_to(&resolved, base.add(cwd_at));
-                core::ptr::write_volatile(cwd_len_at, n as u16);
+                let n = path::copy_to(&resolved, at);
+                core::ptr::write_volatile(len_at, n as u16);
             }
             Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
         },
         Err(_) => add_bits(flags, EXEC_CWD_UNRESOLVED),
     }
-    (*event)._pad1 = 0;
-    (*event)._pad2 = 0;
-    submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
-    Ok(true)
 }
 
 /// Sends the new program's environment block (`mm->env_start..env_end`, just copied onto its

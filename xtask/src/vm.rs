@@ -176,7 +176,7 @@ pub fn run_in_vm(
         .arg(initrd.path())
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet loglevel=3 panic=-1 -- {work_arg} {}",
+            "console=ttyS0 quiet loglevel=5 panic=-1 -- {work_arg} {}",
             run.path().display()
         ));
     eprintln!("vm: booting Linux {kernel} under QEMU (TCG)");

@@ -15,11 +15,6 @@ use crate::{
     metrics::Metrics,
 };
 
-/// How often the rings are drained without being woken (monitor-ebpf kernel.rs `wake_flags`):
-/// the most a record waits before the agent reads it, while its ring holds less than a 32nd of
-/// its size.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// Most records taken from the rings before they are handed on (bounds the batch's memory; a
 /// ring with more is drained again at once).
 const BATCH: usize = 4096;
@@ -43,14 +38,8 @@ pub(super) async fn read_ring(
     let mut security = unsafe { AsyncFd::register(security) }
         .map_err(|e| anyhow::anyhow!("polling the security ring buffer: {e}"))?;
     let mut batch: Vec<KernelEvent> = Vec::with_capacity(BATCH);
-    let mut every = tokio::time::interval(DRAIN_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            // The kernel wakes this reader only once a ring holds a 32nd of its size (a wakeup is a
-            // self-interrupt in the probe, most of a small record's cost): below that, records
-            // are read here.
-            _ = every.tick() => {}
             guard = main.readable_mut() => {
                 let mut guard = guard?;
                 // Emptied before readiness is cleared: the kernel wakes a reader only when it
