@@ -91,12 +91,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             // No name anywhere: memfd_create + fexecve, or a file deleted before it ran. The
             // kernel's own count, not a stat of a path in some other namespace afterwards.
             if let Ok(inode) = read_ptr(exe_file, off!(file_f_inode)) {
-                if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
-                    add_bits(flags, EXEC_EXE_UNLINKED);
-                }
-                (*event).exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
-                (*event).exe_ctime_nsec =
-                    read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
+                put_exe_inode(inode, event, flags);
             }
             put_exe(task, exe_file, base, filename_len_at, exe_len_at, flags);
         }
@@ -107,15 +102,7 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // instruction (`respond::to_exec`); the record says so. Only a resolved path of a few bytes
     // is looked at: the scratch holds an earlier record's bytes past it.
     if len_of(exe_len_at) >= 6 {
-        let exe = base.add((HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK);
-        let changed_ns = ((*event).exe_ctime_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add((*event).exe_ctime_nsec as u64);
-        let unlinked = core::ptr::read_volatile(flags) & EXEC_EXE_UNLINKED != 0;
-        add_bits(
-            flags,
-            crate::respond::to_exec(tgid, exe, unlinked, changed_ns),
-        );
+        add_bits(flags, exec_response(tgid, event, filename_len_at));
     }
 
     // argv: the NUL-separated block the kernel just copied onto the new stack.
@@ -206,12 +193,7 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     for at in [filename_len_at, exe_len_at, argv_len_at, cwd_len_at] {
         core::ptr::write_volatile(at, 0);
     }
-    if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
-        add_bits(flags, EXEC_EXE_UNLINKED);
-    }
-    (*event).exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
-    (*event).exe_ctime_nsec =
-        read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
+    put_exe_inode(inode, event, flags);
 
     let filename = read_ptr(bprm, off!(binprm_filename))?;
     let copied = bpf_probe_read_kernel_str(
@@ -231,12 +213,7 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     if len_of(exe_len_at) < 6 {
         return Ok(false);
     }
-    let exe = base.add((HEADER_LEN + len_of(filename_len_at)) & SECTION_MASK);
-    let changed_ns = ((*event).exe_ctime_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add((*event).exe_ctime_nsec as u64);
-    let unlinked = core::ptr::read_volatile(flags) & EXEC_EXE_UNLINKED != 0;
-    let response = crate::respond::to_exec(tgid, exe, unlinked, changed_ns);
+    let response = exec_response(tgid, event, filename_len_at);
     // A rehearsal refuses nothing: the exec goes on and its tracepoint says `would_kill`.
     if response & (RESPONSE_KILLED | RESPONSE_KILL_FAILED) == 0 {
         return Ok(false);
@@ -265,6 +242,34 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     (*event)._pad2 = 0;
     submit(scratch, cwd_at + len_of(cwd_len_at), EventKind::ProcessExec);
     Ok(true)
+}
+
+/// What the executable's inode says of it into the record: no name left (`EXEC_EXE_UNLINKED`:
+/// memfd_create + fexecve, or deleted before it ran; the kernel's own count, not a stat of a
+/// path in some other namespace afterwards) and its change time.
+#[inline(always)]
+unsafe fn put_exe_inode(inode: *const u8, event: *mut ExecEvent, flags: *mut u32) {
+    if read::<u32>(inode, off!(inode_i_nlink)) == Ok(0) {
+        add_bits(flags, EXEC_EXE_UNLINKED);
+    }
+    (*event).exe_ctime_sec = read::<i64>(inode, off!(inode_i_ctime_sec)).unwrap_or(0);
+    (*event).exe_ctime_nsec =
+        read::<u32>(inode, off!(inode_i_ctime_nsec)).unwrap_or(0) % 1_000_000_000;
+}
+
+/// The response due to `tgid` running the executable the record names (resolved, after the
+/// name given to execve), from what `put_exe_inode` put there (`respond::to_exec`).
+#[inline(always)]
+unsafe fn exec_response(tgid: u32, event: *mut ExecEvent, filename_len_at: *mut u16) -> u32 {
+    let base = event.cast::<u8>();
+    let filename_len = core::ptr::read_volatile(filename_len_at) as usize;
+    let exe = base.add((HEADER_LEN + filename_len) & SECTION_MASK);
+    let changed_ns = ((*event).exe_ctime_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add((*event).exe_ctime_nsec as u64);
+    let unlinked =
+        core::ptr::read_volatile(&raw const (*event).header.flags) & EXEC_EXE_UNLINKED != 0;
+    crate::respond::to_exec(tgid, exe, unlinked, changed_ns)
 }
 
 /// Resolves the executable `file` (its `f_path`) into the record after the name given to

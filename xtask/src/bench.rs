@@ -967,9 +967,14 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             let running = start(tool, &bin, dir)?;
             for w in &loads {
                 let (cpu0, _, ev0, drop0, causes0) = counters(&running);
-                let probes0 = crate::probe_time::programs();
+                // Only the monitor's programs are counted: no snapshot for the other tools.
+                let snapshot = || match running.programs.is_empty() {
+                    true => Default::default(),
+                    false => crate::probe_time::programs(),
+                };
+                let probes0 = snapshot();
                 let seconds = time(w, dir)?;
-                let probes1 = crate::probe_time::programs();
+                let probes1 = snapshot();
                 // Let the tool finish what is queued before its CPU and counters are read.
                 if tool != Tool::Nothing {
                     std::thread::sleep(Duration::from_millis(500));
