@@ -308,8 +308,8 @@ pub const DNS_QUESTION: u32 = 1 << 1;
 /// Longest DNS question copied (one byte short of a power of two): a question is one name.
 pub const DNS_QUESTION_MAX: usize = 511;
 /// An answer that was seen arriving from the address its question was sent to, port 53, on the
-/// socket that sent it with the same message id (dns_question.rs). Without it (and with the
-/// packet programs attached) the answer was forged by someone else on the machine.
+/// socket that sent it with the same message id (dns_answer.rs). Without it the response was
+/// forged by someone else on the machine.
 pub const DNS_FROM_ASKED: u32 = 1 << 2;
 
 /// One question a socket sent: its cookie and the message id.
@@ -321,36 +321,29 @@ pub struct DnsAskedKey {
     pub _pad0: [u8; 6],
 }
 
-/// Where a question went (IPv4 in the first 4 bytes), and the answer that came back from there.
+/// Where a question went (IPv4 in the first 4 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsAskedTo {
     pub addr: [u8; 16],
     pub family: u16,
-    /// How many bytes of the answer `answer_hash` covers (0: no answer from there yet).
-    pub answered: u16,
-    /// The answer's whole length when known (UDP), else 0.
-    pub answer_len: u32,
-    /// FNV-1a (`fnv_step`) of the first `answered` bytes of that answer's message: the read
-    /// that returns an answer must return this one, not another datagram with the same id.
-    pub answer_hash: u64,
+    pub _pad0: [u8; 6],
 }
 
-/// Bytes of an answer's message compared between its arrival and its read.
-pub const DNS_CHECK_BYTES: usize = 64;
-
-/// A message received on a socket the process connected or sent to port 53 (a DNS answer), as
-/// read by recvfrom/recvmsg/recvmmsg/read. Followed by `payload_len` bytes of the message.
+/// A DNS message seen as a packet (cgroup skb programs): a question leaving (`DNS_QUESTION`) or
+/// a response reaching a socket that asked one. The header is the process that gave the socket
+/// port 53 as its destination. Followed by `payload_len` bytes of the message.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsEvent {
     pub header: EventHeader,
+    /// -1: a packet names no descriptor (the field is kept for the record's layout).
     pub fd: i32,
-    /// `SOCK_STREAM` (DNS over TCP: the 2-byte length may lead), `SOCK_DGRAM`.
+    /// `SOCK_STREAM` (DNS over TCP: the 2-byte length leads), `SOCK_DGRAM`.
     pub sock_type: u16,
     pub _pad0: u16,
     pub payload_len: u32,
-    /// Bytes the syscall returned (more than `payload_len` when cut).
+    /// Bytes the packet carried (more than `payload_len` when cut).
     pub received_len: u32,
 }
 
@@ -371,19 +364,6 @@ pub struct TlsHelloEvent {
 
 /// How much of a ClientHello is copied: the server name is among its first extensions.
 pub const TLS_HELLO_MAX: usize = 1023;
-
-/// Key of the kernel's set of DNS sockets: a descriptor of a process.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DnsSocketKey {
-    pub tgid: u32,
-    pub fd: i32,
-}
-
-/// How a pending DNS read names its buffer.
-pub const DNS_READ_BUF: u32 = 0;
-pub const DNS_READ_MSGHDR: u32 = 1;
-pub const DNS_READ_MMSGHDR: u32 = 2;
 
 /// Which syscall a `TamperEvent` reports.
 pub const TAMPER_KILL: u32 = 1;
@@ -889,7 +869,7 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 61 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 16);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
-    assert!(core::mem::size_of::<DnsAskedTo>() == 32);
+    assert!(core::mem::size_of::<DnsAskedTo>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
     assert!(core::mem::size_of::<ProbeConfig>() == 20);
     // The kernel builds a record in one scratch buffer before copying it out.

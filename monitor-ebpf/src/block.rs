@@ -4,8 +4,8 @@
 //!
 //! Which processes: `JOB_PROCS` members (filled by the agent for a job's anchor or step roots,
 //! and inherited here at fork) whose job's `JOB_POLICY` has `POLICY_EGRESS_BLOCK`. Where to: `ALLOW_V4`/`ALLOW_V6` (the profile's addresses and
-//! networks, and the addresses DNS answered for its allowed domains: dns.rs inserts those while
-//! the answer is being read, before the process can use it). Loopback is always allowed.
+//! networks, and the addresses DNS answered for its allowed domains: dns_answer.rs inserts those
+//! as the answer arrives, before the process can read it). Loopback is always allowed.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use monitor_common::{

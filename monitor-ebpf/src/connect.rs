@@ -69,10 +69,6 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if ret < 0 {
         return Err(ret);
     }
-    // A socket connected to port 53 carries DNS: its answers are captured (dns.rs).
-    if u16::from_be_bytes([pending.sockaddr[2], pending.sockaddr[3]]) == 53 {
-        crate::dns::mark_dns_socket((pid_tgid >> 32) as u32, fd);
-    }
     let tid = pid_tgid as u32;
     PENDING_CONNECTS
         .insert(&tid, &pending, 0)

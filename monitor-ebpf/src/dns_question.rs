@@ -3,11 +3,10 @@
 //! copies the DNS message of those to port 53 (UDP, or TCP with its 2-byte length). A question
 //! whose answer is never read is judged too.
 //!
-//! Answers are checked here too: the question's destination is kept under (socket cookie,
-//! message id) in `DNS_ASKED`, and an answer arriving on that socket from that address, port
-//! 53, with that id marks it answered (`dns_answers_in`). The read that returns an answer
-//! (dns.rs) trusts it only then: a datagram another local socket sent to the asking socket
-//! (a forged answer, no root needed) never comes from the resolver's address and port 53.
+//! Each question's destination is kept under (socket cookie, message id) in `DNS_ASKED`, so
+//! that an answer counts only when it comes back from there (dns_answer.rs); a response that
+//! reached the socket before its question (`EARLY_ANSWERS`, a forger's head start) is sent
+//! with the question, unmarked.
 //!
 //! Kernel contract: `BPF_CGROUP_INET_EGRESS` runs on each packet of a socket of the cgroup on
 //! its way out, with `skb->data` at the network header (IPv4 or IPv6; IPv6 extension headers are
@@ -16,33 +15,37 @@
 //! kept by egress.rs in `DNS_SOCKET_OWNERS` under the socket cookie. Always allows the packet.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_load_bytes},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_skb_load_bytes,
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use monitor_common::{
-    fnv_step, ConnectEvent, DnsAskedKey, DnsAskedTo, DnsEvent, EgressSeenKey, EventKind,
-    TlsHelloEvent, AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_CHECK_BYTES, DNS_QUESTION,
-    DNS_QUESTION_MAX, DNS_TRUNCATED, FNV_OFFSET, POLICY_EGRESS_BLOCK, SOCK_DGRAM, SOCK_STREAM,
-    TLS_HELLO_MAX,
+    ConnectEvent, DnsAskedKey, DnsAskedTo, DnsEvent, EgressSeenKey, EventKind, TlsHelloEvent,
+    AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED,
+    POLICY_EGRESS_BLOCK, SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, member, policy},
     kernel::{event_scratch, offsets_present, submit_for},
-    DNS_ASKED, DNS_SOCKET_OWNERS, EGRESS_SEEN, PING_SOCKET_OWNERS, TLS_SOCKET_OWNERS,
+    DNS_ASKED, DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, EGRESS_SEEN, PING_SOCKET_OWNERS,
+    TLS_SOCKET_OWNERS,
 };
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// A DNS packet's place in the skb: where its message starts (after TCP's 2-byte length),
-/// the transport, and the peer address (IPv4 in the first 4 bytes).
-struct DnsPacket {
-    message_at: usize,
-    sock_type: u16,
-    family: u16,
-    peer: [u8; 16],
+/// the transport, the peer address (IPv4 in the first 4 bytes), and whether the peer's port is
+/// 53.
+pub(crate) struct DnsPacket {
+    pub message_at: usize,
+    pub sock_type: u16,
+    pub family: u16,
+    pub peer: [u8; 16],
+    pub port_53: bool,
 }
 
 /// The IP header of the packet at `skb->data`: where the transport header starts, the
@@ -63,14 +66,16 @@ fn ip_header(ctx: &SkBuffContext) -> Option<(usize, u8, u16)> {
 }
 
 /// Parses the IP and transport headers; `Some` when the packet goes to (`outgoing`) or comes
-/// from port 53 and carries data. `redirected`: the socket was given port 53 as its destination
+/// from port 53 and carries at least a DNS header's worth of data, or (coming in) is a UDP
+/// datagram from any port that does (the caller looks at its flags: a response from elsewhere
+/// may be a forged answer). `redirected`: the socket was given port 53 as its destination
 /// (egress.rs saw it), so a packet leaving it to another port was sent to port 53 and rewritten
 /// on the way (NAT in the local output path: Docker's embedded resolver takes 127.0.0.11:53 to
 /// a port of its own, and its answers come back from 127.0.0.11:53).
 /// Asked last (a socket-cookie map lookup), only for a packet that carries a message to
 /// another port: every other packet of a connect storm is spared it.
 #[inline(always)]
-fn dns_packet(
+pub(crate) fn dns_packet(
     ctx: &SkBuffContext,
     outgoing: bool,
     redirected: impl Fn() -> bool,
@@ -83,7 +88,7 @@ fn dns_packet(
         transport_at
     };
     let to_53 = u16::from_be(ctx.load::<u16>(port_at).ok()?) == 53;
-    if !to_53 && !outgoing {
+    if !to_53 && !outgoing && protocol != IPPROTO_UDP {
         return None;
     }
     let (message_at, sock_type) = match protocol {
@@ -97,7 +102,7 @@ fn dns_packet(
     if (ctx.len() as usize) < message_at + 12 {
         return None; // no DNS header here (a TCP segment without data, a runt)
     }
-    if !to_53 && !redirected() {
+    if outgoing && !to_53 && !redirected() {
         return None;
     }
     // The peer: the destination going out, the source coming in.
@@ -117,65 +122,8 @@ fn dns_packet(
         sock_type,
         family,
         peer,
+        port_53: to_53,
     })
-}
-
-/// An answer arriving: marks its question answered when it comes from where the question went.
-#[cgroup_skb(ingress)]
-pub fn dns_answers_in(ctx: SkBuffContext) -> i32 {
-    let _ = unsafe { try_answer(&ctx) };
-    1
-}
-
-unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
-    let packet = dns_packet(ctx, false, || false)?;
-    let id = u16::from_be(ctx.load::<u16>(packet.message_at).ok()?);
-    let key = DnsAskedKey {
-        socket_cookie: bpf_get_socket_cookie(ctx.skb.skb.cast()),
-        id,
-        _pad0: [0; 6],
-    };
-    let asked = DNS_ASKED.get_ptr_mut(&key)?;
-    if (*asked).family != packet.family {
-        return None;
-    }
-    let mut i = 0;
-    while i < 16 {
-        if (*asked).addr[i] != packet.peer[i] {
-            return None;
-        }
-        i += 1;
-    }
-    // Which answer: the read must return these bytes.
-    let mut head = [0u8; DNS_CHECK_BYTES];
-    // At least the 12-byte header is there (dns_packet); at most DNS_CHECK_BYTES. The mask
-    // keeps the verifier's bound at [1, DNS_CHECK_BYTES] (it cannot follow the clamp).
-    let available = ctx.len() as usize - packet.message_at;
-    let n = if available > DNS_CHECK_BYTES {
-        DNS_CHECK_BYTES
-    } else {
-        available
-    };
-    let n = ((n - 1) & (DNS_CHECK_BYTES - 1)) + 1;
-    if bpf_skb_load_bytes(
-        ctx.skb.skb.cast(),
-        packet.message_at as u32,
-        head.as_mut_ptr().cast(),
-        n as u32,
-    ) < 0
-    {
-        return None;
-    }
-    (*asked).answer_hash = hash_head(head.as_ptr(), n);
-    (*asked).answered = n as u16;
-    // Over UDP the datagram is the whole message: its length must match too. (A TCP segment
-    // may hold part of it: 0, not compared.)
-    (*asked).answer_len = if packet.sock_type == SOCK_DGRAM {
-        available as u32
-    } else {
-        0
-    };
-    Some(())
 }
 
 /// Packets leaving: DNS questions, the first TLS ClientHello of each TCP socket, and ping
@@ -369,16 +317,14 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     let asked = DnsAskedTo {
         addr: packet.peer,
         family: packet.family,
-        answered: 0,
-        answer_len: 0,
-        answer_hash: 0,
+        _pad0: [0; 6],
     };
     let key = DnsAskedKey {
         socket_cookie: cookie,
         id,
         _pad0: [0; 6],
     };
-    // A retransmitted question keeps the entry (and any answer already marked on it).
+    // A retransmitted question keeps the entry.
     const BPF_NOEXIST: u64 = 1;
     let _ = DNS_ASKED.insert(&key, &asked, BPF_NOEXIST);
     let Some(owner) = DNS_SOCKET_OWNERS.get_ptr(&cookie) else {
@@ -424,21 +370,28 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         EventKind::NetDns,
         (*event).header.tgid,
     );
-    Ok(())
-}
-
-/// FNV-1a of the first `n` (at most `DNS_CHECK_BYTES`) bytes at `at`: an answer's identity
-/// between its arrival here and its read (dns.rs).
-#[inline(always)]
-pub unsafe fn hash_head(at: *const u8, n: usize) -> u64 {
-    let mut hash = FNV_OFFSET;
-    let mut i = 0;
-    while i < DNS_CHECK_BYTES {
-        if i >= n {
-            break;
+    // A response that reached this socket before its question left (a forger's head start:
+    // the process will read it as the answer): sent now, unmarked, as the same process's.
+    if let Some(early) = EARLY_ANSWERS.get_ptr(&key) {
+        (*event).header.flags = 0;
+        (*event).sock_type = SOCK_DGRAM;
+        (*event).received_len = (*early).received_len;
+        let copy = (((*early).len as usize).wrapping_sub(1) & EARLY_ANSWER_MAX) + 1;
+        if bpf_probe_read_kernel(
+            base.add(header_len).cast(),
+            copy as u32,
+            (*early).bytes.as_ptr().cast(),
+        ) >= 0
+        {
+            (*event).payload_len = copy as u32;
+            submit_for(
+                scratch,
+                header_len + copy,
+                EventKind::NetDns,
+                (*event).header.tgid,
+            );
         }
-        hash = fnv_step(hash, *at.add(i));
-        i += 1;
+        let _ = EARLY_ANSWERS.remove(&key);
     }
-    hash
+    Ok(())
 }

@@ -189,7 +189,8 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         return verdict;
     };
     if dest.port == 53 {
-        // Its questions are captured as packets (dns.rs), where the sender is not known.
+        // Its questions and answers are captured as packets (dns_question.rs, dns_answer.rs),
+        // where the sender is not known.
         let owner = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<EventHeader>();
         unsafe {
             fill_header(owner, EventKind::NetDns, current_task());

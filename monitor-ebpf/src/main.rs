@@ -12,7 +12,7 @@
 
 mod block;
 mod connect;
-mod dns;
+mod dns_answer;
 mod dns_question;
 mod egress;
 mod kernel;
@@ -32,11 +32,11 @@ use aya_ebpf::{
     },
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, DnsAskedTo, DnsSocketKey, EgressSeenKey,
-    EventHeader, InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig,
-    ProcessLosses, TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS,
-    JOB_SLOTS, LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS,
-    WATCH_PAIRS_WORDS, WATCH_SOURCE_SLOTS, WATCH_SUBTREE_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, DnsAskedTo, EgressSeenKey, EventHeader,
+    InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, ProcessLosses,
+    TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS, JOB_SLOTS,
+    LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS, WATCH_PAIRS_WORDS,
+    WATCH_SOURCE_SLOTS, WATCH_SUBTREE_SLOTS,
 };
 
 /// Filled by the agent before load (read-only data: the verifier sees them as constants).
@@ -171,7 +171,7 @@ static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_
 static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Who owns each socket that was given port 53 as its destination (by socket cookie), for the
-/// packet-level question capture (dns.rs `dns_questions`, which runs where the current task is
+/// packet-level question capture (dns_question.rs `dns_questions`, which runs where the current task is
 /// not always the sender). LRU: closed sockets are never removed explicitly.
 #[map]
 static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
@@ -188,30 +188,35 @@ static PING_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_e
 #[map]
 static TLS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
-/// Questions sent (socket cookie, message id) and where to; marked when an answer arrives from
-/// there (dns_question.rs). LRU: bounded, the oldest questions forgotten first.
+/// Questions sent (socket cookie, message id) and where to (dns_question.rs): an answer is
+/// marked when it arrives from there (dns_answer.rs). LRU: bounded, the oldest questions forgotten first.
 #[map]
 static DNS_ASKED: LruHashMap<DnsAskedKey, DnsAskedTo> = LruHashMap::with_max_entries(8192, 0);
 
-/// Slot 0 non-zero once the agent has attached both packet programs: answers are then checked
-/// against `DNS_ASKED` before block mode allows their addresses.
+/// A DNS response that reached a socket before it asked anything, by (socket cookie, message
+/// id): sent, unmarked, when that socket's question with the same id leaves (dns_answer.rs).
+/// LRU: responses no question ever follows are forgotten.
 #[map]
-static DNS_VERIFY: Array<u32> = Array::with_max_entries(1, 0);
+static EARLY_ANSWERS: LruHashMap<DnsAskedKey, EarlyAnswer> = LruHashMap::with_max_entries(1024, 0);
 
-/// Descriptors used to talk to port 53, with the `struct file` they named then. LRU: sockets
-/// that are closed are never removed explicitly.
-#[map]
-static DNS_SOCKETS: LruHashMap<DnsSocketKey, u64> = LruHashMap::with_max_entries(16384, 0);
+/// Longest early response kept (one byte short of a power of two, so a mask bounds it): a
+/// forged answer is a question and an address or two.
+pub const EARLY_ANSWER_MAX: usize = 511;
 
-/// A read on a DNS socket between its entry and exit, keyed by thread id.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingDnsRead {
-    pub fd: i32,
-    /// `DNS_READ_*`: what `buf` points at.
-    pub how: u32,
-    pub buf: u64,
+pub struct EarlyAnswer {
+    /// Bytes kept in `bytes`.
+    pub len: u32,
+    /// The datagram's whole length.
+    pub received_len: u32,
+    pub bytes: [u8; EARLY_ANSWER_MAX + 1],
 }
+
+/// The packet programs' records (dns_answer.rs): a softirq's program must not write over the
+/// record a tracepoint program it interrupted on the same CPU is building in `EVENT_SCRATCH`.
+#[map]
+static PACKET_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// The processes of jobs the kernel acts for (block.rs, respond.rs), and each job's policy.
 #[map]
 static JOB_PROCS: LruHashMap<u32, JobEntry> = LruHashMap::with_max_entries(65536, 0);
@@ -245,12 +250,9 @@ static ALLOW_V6: LpmTrie<Allow6Data, PortSet> = LpmTrie::with_max_entries(16384,
 /// Slot 0: `dns_block_answers`, set by the agent in block mode.
 #[map]
 static BLOCK_PARSER: ProgramArray = ProgramArray::with_max_entries(1, 0);
-/// Domains a job may reach (dns.rs allows their answers' addresses).
+/// Domains a job may reach (dns_answer.rs allows their answers' addresses).
 #[map]
 static ALLOWED_NAMES: HashMap<NameHashKey, PortSet> = HashMap::with_max_entries(4096, 0);
-
-#[map]
-static PENDING_DNS_READS: LruHashMap<u32, PendingDnsRead> = LruHashMap::with_max_entries(8192, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, ProgramArray},
-    programs::TracePoint,
+    programs::{CgroupSkb, TracePoint},
     Ebpf,
 };
 use monitor_common::{
@@ -285,16 +285,16 @@ impl Enforcer {
     }
 }
 
-/// Block mode's kernel side: the egress programs must be attached, and the DNS-answer parser
-/// the read exit tail-calls (it allows an allowed name's addresses before the process can
-/// connect to them) loaded.
+/// Block mode's kernel side: the egress programs and the DNS packet programs must be attached,
+/// and the DNS-answer parser the answer program tail-calls (it allows an allowed name's
+/// addresses before the process can read them) loaded.
 fn attach_block_mode(ebpf: &mut Ebpf, egress_ready: bool) -> anyhow::Result<()> {
     if !egress_ready {
         anyhow::bail!(
-            "the cgroup egress programs are not attached (see `monitor doctor`): block mode needs a cgroup v2 hierarchy and cgroup socket-address programs"
+            "the cgroup egress and DNS packet programs are not all attached (see `monitor doctor`): block mode needs a cgroup v2 hierarchy, cgroup socket-address programs and cgroup skb programs"
         );
     }
-    load_tail_call(
+    load_tail_call_as::<CgroupSkb>(
         ebpf,
         "dns_block_answers",
         "BLOCK_PARSER",
@@ -309,14 +309,53 @@ pub(crate) fn load_tail_call(
     array: &str,
     why: &str,
 ) -> anyhow::Result<()> {
+    load_tail_call_as::<TracePoint>(ebpf, program, array, why)
+}
+
+/// A program that can be loaded as it is (no attach target to name) for a tail call.
+pub(crate) trait TailCallable {
+    fn load_for_tail_call(&mut self) -> Result<(), aya::programs::ProgramError>;
+    fn program_fd(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError>;
+}
+
+impl TailCallable for TracePoint {
+    fn load_for_tail_call(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn program_fd(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+impl TailCallable for CgroupSkb {
+    fn load_for_tail_call(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn program_fd(&self) -> Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+/// Loads `program` (of type `P`: a program array holds one type) and puts it in slot 0 of the
+/// program array `array`.
+fn load_tail_call_as<P>(
+    ebpf: &mut Ebpf,
+    program: &str,
+    array: &str,
+    why: &str,
+) -> anyhow::Result<()>
+where
+    P: TailCallable,
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     let fd = {
-        let prog: &mut TracePoint = ebpf
+        let prog: &mut P = ebpf
             .program_mut(program)
             .with_context(|| format!("program {program} missing"))?
             .try_into()?;
-        prog.load()
+        prog.load_for_tail_call()
             .with_context(|| format!("loading {program} ({why})"))?;
-        prog.fd()?.try_clone()?
+        prog.program_fd()?.try_clone()?
     };
     let mut programs = ProgramArray::try_from(
         ebpf.map_mut(array)

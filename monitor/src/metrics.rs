@@ -49,7 +49,7 @@ pub struct Metrics {
     pub last_event: Gauge,
     pub heartbeat: Gauge,
     pub egress_heartbeat: Gauge,
-    /// Messages read from DNS sockets that were not DNS responses.
+    /// DNS messages seen (questions leaving, responses arriving) that did not parse.
     pub dns_unparsed: IntCounter,
     /// Times the pinned tamper log was found removed from bpffs (and pinned again).
     pub tamper_log_unpinned: IntCounter,
@@ -251,7 +251,7 @@ impl Metrics {
         .expect("valid metric");
         let dns_unparsed = IntCounter::new(
             "monitor_dns_messages_unparsed_total",
-            "Messages read on DNS sockets that did not parse as DNS responses.",
+            "DNS messages seen as packets (questions leaving, responses arriving) that did not parse.",
         )
         .expect("valid metric");
         let tamper_log_unpinned = IntCounter::new(

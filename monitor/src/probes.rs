@@ -76,8 +76,9 @@ const CGROUP_PROGRAMS: [(&str, &str, CgroupProgram); 7] = [
 const DNS_QUESTIONS_AT: &str = "skb_egress";
 const DNS_ANSWERS_AT: &str = "skb_ingress";
 
-/// Whether answers can be checked against their questions (both packet programs attached):
-/// an answer read without the kernel's `DNS_FROM_ASKED` mark is then forged.
+/// Whether DNS is seen at all, questions and answers alike (both packet programs attached;
+/// dns_question.rs, dns_answer.rs): an answer without the kernel's `DNS_FROM_ASKED` mark is
+/// then forged.
 pub fn dns_answers_checked(report: &AttachReport) -> bool {
     [DNS_QUESTIONS_AT, DNS_ANSWERS_AT]
         .iter()
@@ -282,72 +283,6 @@ pub const HOOKS: &[Hook] = &[
         category: None,
         name: "io_uring_complete",
         optional: true,
-    },
-    Hook {
-        program: "sys_enter_sendto",
-        category: Some("syscalls"),
-        name: "sys_enter_sendto",
-        optional: false,
-    },
-    Hook {
-        program: "sys_enter_sendmsg",
-        category: Some("syscalls"),
-        name: "sys_enter_sendmsg",
-        optional: false,
-    },
-    Hook {
-        program: "sys_enter_sendmmsg",
-        category: Some("syscalls"),
-        name: "sys_enter_sendmmsg",
-        optional: true,
-    },
-    Hook {
-        program: "sys_enter_recvfrom",
-        category: Some("syscalls"),
-        name: "sys_enter_recvfrom",
-        optional: false,
-    },
-    Hook {
-        program: "sys_enter_recvmsg",
-        category: Some("syscalls"),
-        name: "sys_enter_recvmsg",
-        optional: false,
-    },
-    Hook {
-        program: "sys_enter_recvmmsg",
-        category: Some("syscalls"),
-        name: "sys_enter_recvmmsg",
-        optional: true,
-    },
-    Hook {
-        program: "sys_enter_read",
-        category: Some("syscalls"),
-        name: "sys_enter_read",
-        optional: false,
-    },
-    Hook {
-        program: "sys_exit_dns_read",
-        category: Some("syscalls"),
-        name: "sys_exit_recvfrom",
-        optional: false,
-    },
-    Hook {
-        program: "sys_exit_dns_read",
-        category: Some("syscalls"),
-        name: "sys_exit_recvmsg",
-        optional: false,
-    },
-    Hook {
-        program: "sys_exit_dns_read",
-        category: Some("syscalls"),
-        name: "sys_exit_recvmmsg",
-        optional: true,
-    },
-    Hook {
-        program: "sys_exit_dns_read",
-        category: Some("syscalls"),
-        name: "sys_exit_read",
-        optional: false,
     },
     Hook {
         program: "sys_enter_kill",
@@ -887,16 +822,6 @@ fn attach_egress(
         match result {
             Ok(()) => report.attached.push(label),
             Err(e) => report.skipped.push((label, format!("{e:#}"))),
-        }
-    }
-    // Answers are checked (and block mode allows only checked ones) when both are in place.
-    if dns_answers_checked(report) {
-        if let Some(map) = ebpf.map_mut("DNS_VERIFY") {
-            if let Ok(mut on) = aya::maps::Array::<_, u32>::try_from(map) {
-                if let Err(e) = on.set(0, 1, 0) {
-                    log::warn!("DNS answer checks not switched on in the kernel: {e}");
-                }
-            }
         }
     }
 }

@@ -496,10 +496,12 @@ fn questions_are_judged_even_when_no_answer_is_read() {
 }
 
 /// A forged answer: a second local socket of the job sends the asking socket a response saying
-/// `allowed.test` is 10.77.0.9 before the resolver answers (no root needed). The job reads it
-/// and connects there. The answer is reported as forged and not learnt, so the connection is
-/// judged as a direct-IP one; the honest twin asks the same way, gets the resolver's answer and
-/// stays quiet.
+/// `allowed.test` is 10.77.0.9 (no root needed), either before the question leaves (it is then
+/// first in the socket's queue, ahead of the resolver's answer) or after a question sent to an
+/// address where no resolver listens (nothing else ever answers). The job reads it and
+/// connects there. The answer is reported as forged and not learnt, so the connection is judged
+/// as a direct-IP one; the honest twin asks the same way, gets the resolver's answer and stays
+/// quiet.
 #[test]
 fn a_forged_answer_does_not_make_a_destination_allowed() {
     let _serial = one_at_a_time();
@@ -510,17 +512,19 @@ fn a_forged_answer_does_not_make_a_destination_allowed() {
     std::fs::write(
         &script,
         "import socket, struct, sys\n\
-         name, forge = sys.argv[1], sys.argv[2]\n\
+         name, forge, when, resolver = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]\n\
          def qname(n):\n    return b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0'\n\
          qid = 0x4242\n\
          query = struct.pack('>HHHHHH', qid, 0x0100, 1, 0, 0, 0) + qname(name) + struct.pack('>HH', 1, 1)\n\
          a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          a.bind(('127.0.0.1', 0))\n\
-         if forge != '-':\n    \
+         def forge_answer():\n    \
              b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
              answer = struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton(forge)\n    \
              b.sendto(struct.pack('>HHHHHH', qid, 0x8180, 1, 1, 0, 0) + qname(name) + struct.pack('>HH', 1, 1) + b'\\xc0\\x0c' + answer, a.getsockname())\n\
-         a.sendto(query, ('127.0.0.1', 53))\n\
+         if forge != '-' and when == 'before':\n    forge_answer()\n\
+         a.sendto(query, (resolver, 53))\n\
+         if forge != '-' and when == 'after':\n    forge_answer()\n\
          data, source = a.recvfrom(4096)\n\
          ip = socket.inet_ntoa(data[-4:])\n\
          print('RESOLVED', name, ip, source)\n\
@@ -528,39 +532,99 @@ fn a_forged_answer_does_not_make_a_destination_allowed() {
          print('CONNECTED', ip)\n",
     )
     .unwrap();
-    let run = |forge: &str| {
+    let run = |forge: &str, when: &str, resolver: &str| {
         lab.sh(&format!(
-            "python3 {} allowed.test {forge}",
+            "python3 {} allowed.test {forge} {when} {resolver}",
             script.display()
         ))
     };
+    // 10.77.0.5: an address of the lab where no resolver listens.
     let output = runner.run_job(&[
-        ("honest", &run("-")),
-        ("forged", &run("10.77.0.9")),
+        ("honest", &run("-", "-", "127.0.0.1")),
+        ("forged", &run("10.77.0.9", "before", "127.0.0.1")),
+        ("forged-late", &run("10.77.0.9", "after", "10.77.0.5")),
         MARKER_STEP,
     ]);
-    // The attack happened: the forged address was read and connected to.
-    assert!(
-        output.contains("RESOLVED allowed.test 10.77.0.9"),
+    // The attack happened: the forged address was read and connected to, twice.
+    assert_eq!(
+        output.matches("RESOLVED allowed.test 10.77.0.9").count(),
+        2,
         "{output}"
     );
-    assert!(output.contains("CONNECTED 10.77.0.9"), "{output}");
+    assert_eq!(output.matches("CONNECTED 10.77.0.9").count(), 2, "{output}");
     assert!(output.contains("CONNECTED 10.77.0.1"), "{output}");
     let mine = agent.findings_through_marker(&runner);
     let in_step =
         |step: &str| -> Vec<&Value> { mine.iter().filter(|f| f["step"]["id"] == step).collect() };
     assert!(in_step("honest").is_empty(), "{mine:#?}");
-    let forged = in_step("forged");
-    let answer = forged
-        .iter()
-        .find(|f| f["rule"] == "dns-forged-answer")
-        .unwrap_or_else(|| panic!("{mine:#?}"));
-    assert_eq!(answer["evidence"]["addresses"][0], "10.77.0.9");
-    let egress = forged
-        .iter()
-        .find(|f| f["rule"] == "unexpected-egress" && f["evidence"]["address"] == "10.77.0.9")
-        .unwrap_or_else(|| panic!("the connection to the forged address passed: {mine:#?}"));
-    assert_eq!(egress["evidence"]["resolved"], false, "{egress:#}");
+    for step in ["forged", "forged-late"] {
+        let forged = in_step(step);
+        let answer = forged
+            .iter()
+            .find(|f| f["rule"] == "dns-forged-answer")
+            .unwrap_or_else(|| panic!("{step}: {mine:#?}"));
+        assert_eq!(answer["evidence"]["addresses"][0], "10.77.0.9");
+        let egress = forged
+            .iter()
+            .find(|f| f["rule"] == "unexpected-egress" && f["evidence"]["address"] == "10.77.0.9")
+            .unwrap_or_else(|| {
+                panic!("{step}: the connection to the forged address passed: {mine:#?}")
+            });
+        assert_eq!(egress["evidence"]["resolved"], false, "{egress:#}");
+    }
+    drop(lab);
+}
+
+/// Answers are taken from the packet, however the process reads them: a resolver stub that
+/// reads its answer with io_uring (`IORING_OP_RECV`, no read syscall at all) connects to the
+/// allowed name's address, and the connection is judged by that name (quiet); the resolver's
+/// log proves the question was asked. Before answers were taken from the packet, this answer
+/// was never seen and the connection was reported as one to a bare address.
+#[test]
+fn answers_read_through_io_uring_are_learnt() {
+    let _serial = one_at_a_time();
+    let agent = Agent::start_with_profile(PROFILE);
+    let lab = DnsLab::start();
+    let runner = FakeRunner::new();
+    let helper = integration_tests::build_fixture(&runner.workspace, "egress/egress.c", "egress");
+    let output = runner.run_job(&[
+        (
+            "uring-read",
+            &lab.sh(&format!(
+                "{} uring-resolve 127.0.0.1 53 allowed.test",
+                helper.display()
+            )),
+        ),
+        (
+            "uring-denied",
+            &lab.sh(&format!(
+                "{} uring-resolve 127.0.0.1 53 denied.test",
+                helper.display()
+            )),
+        ),
+        MARKER_STEP,
+    ]);
+    assert!(
+        output.contains("RESOLVED allowed.test 10.77.0.1"),
+        "{output}"
+    );
+    assert!(
+        output.contains("RESOLVED denied.test 10.77.0.2"),
+        "{output}"
+    );
+    assert_eq!(output.matches("SENT-uring-resolve").count(), 2, "{output}");
+    let log = std::fs::read_to_string(&lab.query_log).unwrap_or_default();
+    assert!(log.contains("allowed.test"), "{log}");
+    let mine = agent.findings_through_marker(&runner);
+    assert!(egress_to(&mine, "uring-read").is_empty(), "{mine:#?}");
+    // The twin that shows the names were learnt: the other name's connection is reported by
+    // that name, not as a bare address.
+    let denied = egress_to(&mine, "uring-denied");
+    let denied = denied
+        .first()
+        .unwrap_or_else(|| panic!("no finding for denied.test: {mine:#?}"));
+    assert_eq!(denied["evidence"]["domain"], "denied.test", "{denied:#}");
+    assert_eq!(denied["evidence"]["resolved"], true, "{denied:#}");
     drop(lab);
 }
 

@@ -80,6 +80,7 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "persistence-by-rename",
         "credential-by-another-name",
         "fileless-and-piped",
+        "forged-dns-answer",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -277,7 +277,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         let enforcer = Enforcer::attach(
             &mut probes.ebpf,
             needs,
-            crate::probes::egress_hooks_attached(&probes.report),
+            crate::probes::egress_hooks_attached(&probes.report)
+                && crate::probes::dns_answers_checked(&probes.report),
             &engine_config.dns_resolvers,
         )
         .context("a profile asks the kernel to act (egress.mode block, or responses), but its kernel side could not be set up")?;

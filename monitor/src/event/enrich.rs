@@ -103,7 +103,8 @@ pub struct Enricher {
     /// replay: trusted): a watched file removed since the table was read leaves its identity
     /// there, and the file system gives the number to the next file made anywhere.
     identity_check: Option<IdentityCheck>,
-    /// Messages read from DNS sockets that were not DNS responses (counted, not reported).
+    /// DNS messages seen (questions leaving, responses arriving) that did not parse (counted, not
+    /// reported).
     pub dns_unparsed: u64,
     /// The kernel marks answers that came from where their question went (its packet programs
     /// are attached): an unmarked answer is forged.

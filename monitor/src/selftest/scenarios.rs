@@ -370,7 +370,40 @@ echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
                 &[("build", "/bin/true\necho 'true' | sh\ncurl -s \"$REGISTRY/helper\" | cat >/dev/null\n")],
             ),
         },
+        Scenario {
+            name: "forged-dns-answer",
+            threat: "a job feeds its own DNS socket an answer (\"the registry is at this address\") from a second local socket, so its connection there would count as allowed",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: false,
+            expect: &["dns-forged-answer"],
+            attack: job(
+                "a step sends a socket a DNS response naming the untrusted host's address, then asks 127.0.0.1:53 the same question from it and reads the forged answer first",
+                &[("build", &dns_exchange(true))],
+            ),
+            twin: job(
+                "a step sends a socket an ordinary datagram, then asks 127.0.0.1:53 a question from it and reads the datagram",
+                &[("build", &dns_exchange(false))],
+            ),
+        },
     ]
+}
+
+/// A step whose socket first receives a datagram from a second socket of the same process (a
+/// DNS response for `registry.npmjs.org` when `forge`, else plain bytes), then sends a DNS
+/// question with the same id to 127.0.0.1:53, then reads the datagram back (it was queued
+/// first, whatever a resolver there answers). The asking socket is bound to the registry's
+/// port number (UDP: the port is free), an allowed destination, so the datagram between the
+/// two sockets is no finding of its own.
+fn dns_exchange(forge: bool) -> String {
+    let datagram = if forge {
+        "struct.pack('>HHHHHH', 0x4242, 0x8180, 1, 1, 0, 0) + q + struct.pack('>HH', 1, 1) + b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 300, 4) + socket.inet_aton('127.0.0.1')"
+    } else {
+        "b'not a dns message, only bytes between two sockets of one process'"
+    };
+    format!(
+        "python3 -c \"import os, socket, struct, urllib.parse\nq = b''.join(bytes([len(l)]) + l.encode() for l in 'registry.npmjs.org'.split('.')) + b'\\0'\na = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\na.bind(('127.0.0.1', urllib.parse.urlparse(os.environ['REGISTRY']).port))\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto({datagram}, a.getsockname())\na.sendto(struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + q + struct.pack('>HH', 1, 1), ('127.0.0.1', 53))\na.settimeout(5)\nprint('READ', len(a.recv(4096)))\"\n"
+    )
 }
 
 /// A step that sends `payload` (a Python expression) in one datagram to the host and port of
@@ -381,8 +414,6 @@ fn udp_send(url_var: &str, payload: &str) -> String {
     )
 }
 
-/// The profile the lab's jobs are judged by: the registry and the token endpoint are allowed
-/// destinations, `native-prebuilt` may run install code, the `publish` step may mint tokens.
 /// The repository whose jobs the lab's responses profile judges.
 pub const RESPONSES_REPOSITORY: &str = "monitor/selftest-responses";
 
@@ -401,6 +432,10 @@ pub fn config() -> String {
     )
 }
 
+/// The profile the lab's jobs are judged by: the registry, the token endpoint and a loopback
+/// DNS resolver (asked by the forged-answer scenario, whatever this machine's resolv.conf
+/// names) are allowed destinations, `native-prebuilt` may run install code, the `publish` step
+/// may mint tokens.
 pub fn profile(registry_port: u16, oidc_port: u16, cache_port: u16) -> String {
     format!(
         "version: 1
@@ -409,6 +444,7 @@ egress:
     - \"127.0.0.1:{registry_port}\"
     - \"127.0.0.1:{oidc_port}\"
     - \"127.0.0.1:{cache_port}\"
+    - \"127.0.0.1:53\"
 lifecycle:
   allow:
     - {{ ecosystem: npm, package: native-prebuilt }}
