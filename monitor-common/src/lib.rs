@@ -312,22 +312,18 @@ pub const DNS_QUESTION_MAX: usize = 511;
 /// forged by someone else on the machine.
 pub const DNS_FROM_ASKED: u32 = 1 << 2;
 
-/// One question a socket sent: its cookie and the message id.
+/// One question a socket sent: its cookie, the message id, and where it went (IPv4 in the first
+/// 4 bytes of `addr`). With the destination in the key, a stub that sends one id to several
+/// resolvers from one socket (musl) has each answer checked against its own question. Responses
+/// kept before any question (`EARLY_ANSWERS`) are keyed with `family` 0 and `addr` zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsAskedKey {
     pub socket_cookie: u64,
     pub id: u16,
-    pub _pad0: [u8; 6],
-}
-
-/// Where a question went (IPv4 in the first 4 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DnsAskedTo {
-    pub addr: [u8; 16],
     pub family: u16,
-    pub _pad0: [u8; 6],
+    pub _pad0: [u8; 4],
+    pub addr: [u8; 16],
 }
 
 /// A DNS message seen as a packet (cgroup skb programs): a question leaving (`DNS_QUESTION`) or
@@ -867,9 +863,8 @@ const _: () = {
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
     assert!(core::mem::size_of::<KernelOffsets>() == 61 * 4);
-    assert!(core::mem::size_of::<DnsAskedKey>() == 16);
+    assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
-    assert!(core::mem::size_of::<DnsAskedTo>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
     assert!(core::mem::size_of::<ProbeConfig>() == 20);
     // The kernel builds a record in one scratch buffer before copying it out.

@@ -25,9 +25,7 @@
 //! tracepoint program on the same CPU is half-way through a record.
 
 use aya_ebpf::{
-    helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_skb_load_bytes,
-    },
+    helpers::generated::{bpf_get_socket_cookie, bpf_loop},
     macros::cgroup_skb,
     maps::lpm_trie::Key,
     programs::SkBuffContext,
@@ -39,16 +37,16 @@ use monitor_common::{
 
 use crate::{
     block::{member, policy},
-    dns_question::{dns_packet, DnsPacket},
-    kernel::{opaque, submit_for},
+    dns_question::{copy_tail, dns_packet, header_from_owner},
+    kernel::submit_for,
     EarlyAnswer, EventScratch, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, BLOCK_PARSER, DNS_ASKED,
-    DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, PACKET_SCRATCH,
+    DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, PACKET_SCRATCH, PACKET_SCRATCH_INGRESS,
 };
 
-/// The packet programs' own scratch (see the module comment).
+/// This program's own scratch (see the module comment).
 #[inline(always)]
 fn packet_scratch() -> Option<*mut EventScratch> {
-    PACKET_SCRATCH.get_ptr_mut(0)
+    PACKET_SCRATCH.get_ptr_mut(PACKET_SCRATCH_INGRESS)
 }
 
 /// A DNS response arriving: sent to the agent when its socket asked a question (marked when it
@@ -67,33 +65,41 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     if flags & 0x80 == 0 {
         return None; // a question, or not DNS at all
     }
-    if !packet.port_53 {
-        // From elsewhere, only what a resolver library would take for the answer to a standard
-        // query (QR set, opcode 0, one question): other datagrams (QUIC, games, a build's own
-        // protocols) cost these two loads and nothing more.
+    if !packet.port_53 || packet.sock_type == SOCK_DGRAM {
+        // Only what a resolver library would take for the answer to a standard query (QR set,
+        // opcode 0, one question) is looked at further when it may be forged: other datagrams
+        // (QUIC, games, a build's own protocols) cost these two loads and nothing more.
         let questions = u16::from_be(ctx.load::<u16>(at + 4).ok()?);
         if flags & 0x78 != 0 || questions != 1 {
             return None;
         }
     }
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
-    let key = DnsAskedKey {
+    let mut key = DnsAskedKey {
         socket_cookie: cookie,
         id,
-        _pad0: [0; 6],
+        family: packet.family,
+        _pad0: [0; 4],
+        addr: packet.peer,
     };
-    let from_asked = packet.port_53 && asked_there(&key, &packet);
+    let from_asked = packet.port_53 && DNS_ASKED.get_ptr(&key).is_some();
     if packet.sock_type != SOCK_DGRAM {
         // TCP: only from port 53 (dns_packet), and only the segment that starts the answer (a
-        // later segment's bytes may look like any id). No one else can put bytes into the
-        // connection, so nothing here is forged.
+        // later segment's bytes may look like any id; a second answer in the same segment is
+        // not looked at). Only a raw socket can put a segment into the connection
+        // (`tcp_filter` runs before the sequence check): root's, or a packet socket's, which
+        // block mode refuses.
         if !from_asked {
             return None;
         }
         let _ = DNS_ASKED.remove(&key);
     }
     let Some(owner) = DNS_SOCKET_OWNERS.get_ptr(&cookie) else {
-        if !packet.port_53 {
+        // Whatever its source port (port 53 may be bound without root where
+        // `net.ipv4.ip_unprivileged_port_start` allows it, as in containers).
+        if packet.sock_type == SOCK_DGRAM {
+            key.family = 0;
+            key.addr = [0; 16];
             keep_early(ctx, at, &key);
         }
         return None;
@@ -101,10 +107,8 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     let scratch = packet_scratch()?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base as *mut DnsEvent;
-    (*event).header = *owner;
-    (*event).header.kind = EventKind::NetDns as u32;
-    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
-    (*event).header.flags = if from_asked { DNS_FROM_ASKED } else { 0 };
+    let flags = if from_asked { DNS_FROM_ASKED } else { 0 };
+    header_from_owner(&raw mut (*event).header, owner, EventKind::NetDns, flags);
     (*event).fd = -1;
     (*event).sock_type = packet.sock_type;
     (*event)._pad0 = 0;
@@ -114,24 +118,11 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     } else {
         at - 2
     };
-    let mut copy = ctx.len() as usize - payload_at;
-    (*event).received_len = copy as u32;
-    if copy > DNS_PAYLOAD_MAX {
-        copy = DNS_PAYLOAD_MAX;
-        (*event).header.flags |= DNS_TRUNCATED;
-    }
-    // Bounded to [1, DNS_PAYLOAD_MAX + 1] where the verifier can see it (the value is unchanged:
-    // dns_packet saw at least a header).
-    let copy = ((opaque(copy) - 1) & DNS_PAYLOAD_MAX) + 1;
     let header_len = core::mem::size_of::<DnsEvent>();
-    if bpf_skb_load_bytes(
-        ctx.skb.skb.cast(),
-        payload_at as u32,
-        base.add(header_len).cast(),
-        copy as u32,
-    ) < 0
-    {
-        return None;
+    let (copy, whole) = copy_tail(ctx, payload_at, base.add(header_len), DNS_PAYLOAD_MAX)?;
+    (*event).received_len = whole as u32;
+    if whole > copy {
+        (*event).header.flags |= DNS_TRUNCATED;
     }
     (*event).payload_len = copy as u32;
     let tgid = (*event).header.tgid;
@@ -148,27 +139,8 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
     Some(())
 }
 
-/// Whether the question with `key` went to the address the packet comes from.
-#[inline(always)]
-unsafe fn asked_there(key: &DnsAskedKey, packet: &DnsPacket) -> bool {
-    let Some(asked) = DNS_ASKED.get_ptr(key) else {
-        return false;
-    };
-    if (*asked).family != packet.family {
-        return false;
-    }
-    let mut i = 0;
-    while i < 16 {
-        if (*asked).addr[i] != packet.peer[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// Keeps a DNS response that reached a socket which has asked nothing (yet), from a port other
-/// than 53: dns_question.rs sends it, unmarked, if the socket's question with the same id
+/// Keeps a DNS response that reached a socket which has asked nothing (yet): dns_question.rs
+/// sends it, unmarked, if the socket's question with the same id
 /// leaves (the response is then what the asking process reads first).
 #[inline(always)]
 unsafe fn keep_early(ctx: &SkBuffContext, at: usize, key: &DnsAskedKey) {
@@ -176,22 +148,12 @@ unsafe fn keep_early(ctx: &SkBuffContext, at: usize, key: &DnsAskedKey) {
         return;
     };
     let early = (*scratch).bytes.as_mut_ptr().cast::<EarlyAnswer>();
-    let mut copy = ctx.len() as usize - at;
-    if copy > EARLY_ANSWER_MAX {
-        copy = EARLY_ANSWER_MAX;
-    }
-    let copy = ((opaque(copy) - 1) & EARLY_ANSWER_MAX) + 1;
-    if bpf_skb_load_bytes(
-        ctx.skb.skb.cast(),
-        at as u32,
-        (*early).bytes.as_mut_ptr().cast(),
-        copy as u32,
-    ) < 0
-    {
+    let Some((copy, whole)) = copy_tail(ctx, at, (*early).bytes.as_mut_ptr(), EARLY_ANSWER_MAX)
+    else {
         return;
-    }
+    };
     (*early).len = copy as u32;
-    (*early).received_len = (ctx.len() as usize - at) as u32;
+    (*early).received_len = whole as u32;
     let _ = EARLY_ANSWERS.insert(key, &*early, 0);
 }
 
@@ -369,14 +331,20 @@ unsafe fn try_block_answers() -> Result<(), i64> {
     if policy(slot) & POLICY_EGRESS_BLOCK == 0 {
         return Ok(());
     }
-    let len = ((*event).payload_len as usize) & DNS_PAYLOAD_MAX;
+    let mut len = ((*event).payload_len as usize) & DNS_PAYLOAD_MAX;
     let msg = message().ok_or(-1i64)?;
     let mut start = 0usize;
-    if (*event).sock_type != SOCK_DGRAM
-        && len >= 2
-        && (((byte(msg, 0) as usize) << 8) | byte(msg, 1) as usize) + 2 == len
-    {
+    if (*event).sock_type != SOCK_DGRAM {
+        // A TCP segment starts with the message's 2-byte length (dns_answers_in copies from
+        // there) and may hold more than that message: parse only it.
+        if len < 2 {
+            return Ok(());
+        }
         start = 2;
+        let declared = (((byte(msg, 0) as usize) << 8) | byte(msg, 1) as usize) + 2;
+        if declared < len {
+            len = declared;
+        }
     }
     if len < start + 12 || byte(msg, start + 2) & 0x80 == 0 {
         return Ok(()); // not a response

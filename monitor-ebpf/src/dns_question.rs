@@ -22,14 +22,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use monitor_common::{
-    ConnectEvent, DnsAskedKey, DnsAskedTo, DnsEvent, EgressSeenKey, EventKind, TlsHelloEvent,
+    ConnectEvent, DnsAskedKey, DnsEvent, EgressSeenKey, EventHeader, EventKind, TlsHelloEvent,
     AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED,
     POLICY_EGRESS_BLOCK, SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, member, policy},
-    kernel::{event_scratch, offsets_present, submit_for},
+    kernel::{offsets_present, submit_for},
     DNS_ASKED, DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, EGRESS_SEEN, PING_SOCKET_OWNERS,
     TLS_SOCKET_OWNERS,
 };
@@ -126,6 +126,56 @@ pub(crate) fn dns_packet(
     })
 }
 
+/// Copies the packet from offset `from` to its end to `to`, at most `max` bytes (`max` one
+/// short of a power of two: the mask that bounds the length for the verifier): `(copied, whole
+/// length)`, `None` when nothing could be copied. The mask leaves the value unchanged; it only
+/// shows the verifier the bound [1, max + 1] (verifiers before ~6.8, 6.1's, do not learn
+/// `copy >= 1` from `copy != 0`, and the helper refuses a length that may be 0).
+#[inline(always)]
+pub(crate) unsafe fn copy_tail(
+    ctx: &SkBuffContext,
+    from: usize,
+    to: *mut u8,
+    max: usize,
+) -> Option<(usize, usize)> {
+    let whole = (ctx.len() as usize).checked_sub(from)?;
+    let mut copy = whole;
+    if copy > max {
+        copy = max;
+    }
+    if copy == 0 {
+        return None;
+    }
+    let copy = ((crate::kernel::opaque(copy) - 1) & max) + 1;
+    if bpf_skb_load_bytes(ctx.skb.skb.cast(), from as u32, to.cast(), copy as u32) < 0 {
+        return None;
+    }
+    Some((copy, whole))
+}
+
+/// Starts a record at `header` on behalf of the process that owns the socket (a packet
+/// program runs where that process is not current): the owner's header, the time now, `kind`
+/// and `flags`.
+#[inline(always)]
+pub(crate) unsafe fn header_from_owner(
+    header: *mut EventHeader,
+    owner: *const EventHeader,
+    kind: EventKind,
+    flags: u32,
+) {
+    *header = *owner;
+    (*header).kind = kind as u32;
+    (*header).ts_ns = bpf_ktime_get_boot_ns();
+    (*header).flags = flags;
+}
+
+/// This program's own scratch: TCP sends from softirq, where a tracepoint program interrupted
+/// on the same CPU may be half-way through a record in `EVENT_SCRATCH`.
+#[inline(always)]
+fn egress_scratch() -> Option<*mut crate::EventScratch> {
+    crate::PACKET_SCRATCH.get_ptr_mut(crate::PACKET_SCRATCH_EGRESS)
+}
+
 /// Packets leaving: DNS questions, the first TLS ClientHello of each TCP socket, and ping
 /// sockets' echo requests.
 #[cgroup_skb(egress)]
@@ -197,12 +247,9 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<bool> {
         return Some(refused);
     }
     let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
-    let scratch = event_scratch()?;
+    let scratch = egress_scratch()?;
     let event = (*scratch).bytes.as_mut_ptr().cast::<ConnectEvent>();
-    (*event).header = *owner;
-    (*event).header.kind = EventKind::NetConnect as u32;
-    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
-    (*event).header.flags = 0;
+    header_from_owner(&raw mut (*event).header, owner, EventKind::NetConnect, 0);
     (*event).fd = -1;
     (*event).result = if refused { -1 } else { 0 };
     (*event).family = family;
@@ -250,14 +297,11 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
         let _ = TLS_SOCKET_OWNERS.remove(&cookie);
         return None;
     }
-    let scratch = event_scratch()?;
+    let scratch = egress_scratch()?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base as *mut TlsHelloEvent;
-    (*event).header = *owner;
+    header_from_owner(&raw mut (*event).header, owner, EventKind::NetTls, 0);
     let _ = TLS_SOCKET_OWNERS.remove(&cookie);
-    (*event).header.kind = EventKind::NetTls as u32;
-    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
-    (*event).header.flags = 0;
     (*event).family = family;
     (*event).port = u16::from_be(ctx.load::<u16>(transport_at + 2).ok()?);
     let mut addr = [0u8; 16];
@@ -268,22 +312,10 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
         addr = ctx.load(24).ok()?;
     }
     (*event).addr = addr;
-    let mut copy = len - payload_at;
-    if copy > TLS_HELLO_MAX {
-        copy = TLS_HELLO_MAX;
-    }
-    // Bounded to [1, TLS_HELLO_MAX + 1] where the verifier sees it (see `try_question`).
-    let copy = ((crate::kernel::opaque(copy) - 1) & TLS_HELLO_MAX) + 1;
     let header_len = core::mem::size_of::<TlsHelloEvent>();
-    if bpf_skb_load_bytes(
-        ctx.skb.skb.cast(),
-        payload_at as u32,
-        base.add(header_len).cast(),
-        copy as u32,
-    ) < 0
-    {
+    let Some((copy, _)) = copy_tail(ctx, payload_at, base.add(header_len), TLS_HELLO_MAX) else {
         return Some(());
-    }
+    };
     (*event).payload_len = copy as u32;
     submit_for(
         scratch,
@@ -312,56 +344,40 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
         packet.message_at
     };
     let sock_type = packet.sock_type;
-    let len = ctx.len() as usize;
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).map_err(|e| e as i64)?);
-    let asked = DnsAskedTo {
-        addr: packet.peer,
-        family: packet.family,
-        _pad0: [0; 6],
-    };
-    let key = DnsAskedKey {
+    let mut key = DnsAskedKey {
         socket_cookie: cookie,
         id,
-        _pad0: [0; 6],
+        family: packet.family,
+        _pad0: [0; 4],
+        addr: packet.peer,
     };
     // A retransmitted question keeps the entry.
     const BPF_NOEXIST: u64 = 1;
-    let _ = DNS_ASKED.insert(&key, &asked, BPF_NOEXIST);
+    let _ = DNS_ASKED.insert(&key, &1u8, BPF_NOEXIST);
     let Some(owner) = DNS_SOCKET_OWNERS.get_ptr(&cookie) else {
         return Ok(());
     };
-    let scratch = event_scratch().ok_or(-1i64)?;
+    let scratch = egress_scratch().ok_or(-1i64)?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base as *mut DnsEvent;
-    (*event).header = *owner;
-    (*event).header.kind = EventKind::NetDns as u32;
-    (*event).header.ts_ns = bpf_ktime_get_boot_ns();
-    (*event).header.flags = DNS_QUESTION;
+    header_from_owner(
+        &raw mut (*event).header,
+        owner,
+        EventKind::NetDns,
+        DNS_QUESTION,
+    );
     (*event).fd = -1;
     (*event).sock_type = sock_type;
     (*event)._pad0 = 0;
-    let mut copy = len - payload_at;
-    (*event).received_len = copy as u32;
-    if copy > DNS_QUESTION_MAX {
-        copy = DNS_QUESTION_MAX;
-        (*event).header.flags |= DNS_TRUNCATED;
-    }
-    if copy == 0 {
-        return Ok(());
-    }
-    // Bounded to [1, DNS_QUESTION_MAX + 1] where the verifier can see it (the value is
-    // unchanged): verifiers before ~6.8 (6.1's) do not learn `copy >= 1` from `copy != 0`, and
-    // the helper refuses a length that may be 0.
-    let copy = ((crate::kernel::opaque(copy) - 1) & DNS_QUESTION_MAX) + 1;
     let header_len = core::mem::size_of::<DnsEvent>();
-    if bpf_skb_load_bytes(
-        ctx.skb.skb.cast(),
-        payload_at as u32,
-        base.add(header_len).cast(),
-        copy as u32,
-    ) < 0
-    {
+    let Some((copy, whole)) = copy_tail(ctx, payload_at, base.add(header_len), DNS_QUESTION_MAX)
+    else {
         return Ok(());
+    };
+    (*event).received_len = whole as u32;
+    if whole > copy {
+        (*event).header.flags |= DNS_TRUNCATED;
     }
     (*event).payload_len = copy as u32;
     submit_for(
@@ -372,6 +388,8 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     );
     // A response that reached this socket before its question left (a forger's head start:
     // the process will read it as the answer): sent now, unmarked, as the same process's.
+    key.family = 0;
+    key.addr = [0; 16];
     if let Some(early) = EARLY_ANSWERS.get_ptr(&key) {
         (*event).header.flags = 0;
         (*event).sock_type = SOCK_DGRAM;

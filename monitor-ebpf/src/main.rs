@@ -32,9 +32,9 @@ use aya_ebpf::{
     },
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, DnsAskedTo, EgressSeenKey, EventHeader,
-    InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, ProcessLosses,
-    TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS, JOB_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, EgressSeenKey, EventHeader, InodeKey, JobEntry,
+    KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, ProcessLosses, TamperEvent,
+    TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS, JOB_SLOTS,
     LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS, WATCH_PAIRS_WORDS,
     WATCH_SOURCE_SLOTS, WATCH_SUBTREE_SLOTS,
 };
@@ -171,8 +171,9 @@ static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_
 static EGRESS_SEEN: LruHashMap<EgressSeenKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Who owns each socket that was given port 53 as its destination (by socket cookie), for the
-/// packet-level question capture (dns_question.rs `dns_questions`, which runs where the current task is
-/// not always the sender). LRU: closed sockets are never removed explicitly.
+/// packet programs, which run where the current task is not the process concerned: questions
+/// leaving (dns_question.rs) and responses arriving (dns_answer.rs). LRU: closed sockets are
+/// never removed explicitly.
 #[map]
 static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
@@ -188,16 +189,17 @@ static PING_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_e
 #[map]
 static TLS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
 
-/// Questions sent (socket cookie, message id) and where to (dns_question.rs): an answer is
+/// Questions sent: (socket cookie, message id, destination), dns_question.rs. An answer is
 /// marked when it arrives from there (dns_answer.rs). LRU: bounded, the oldest questions forgotten first.
 #[map]
-static DNS_ASKED: LruHashMap<DnsAskedKey, DnsAskedTo> = LruHashMap::with_max_entries(8192, 0);
+static DNS_ASKED: LruHashMap<DnsAskedKey, u8> = LruHashMap::with_max_entries(8192, 0);
 
 /// A DNS response that reached a socket before it asked anything, by (socket cookie, message
 /// id): sent, unmarked, when that socket's question with the same id leaves (dns_answer.rs).
-/// LRU: responses no question ever follows are forgotten.
+/// LRU: responses no question ever follows are forgotten (so a flood of thousands of
+/// answer-shaped datagrams to sockets that never ask can push a forgery out: a known limit).
 #[map]
-static EARLY_ANSWERS: LruHashMap<DnsAskedKey, EarlyAnswer> = LruHashMap::with_max_entries(1024, 0);
+static EARLY_ANSWERS: LruHashMap<DnsAskedKey, EarlyAnswer> = LruHashMap::with_max_entries(4096, 0);
 
 /// Longest early response kept (one byte short of a power of two, so a mask bounds it): a
 /// forged answer is a question and an address or two.
@@ -212,10 +214,13 @@ pub struct EarlyAnswer {
     pub bytes: [u8; EARLY_ANSWER_MAX + 1],
 }
 
-/// The packet programs' records (dns_answer.rs): a softirq's program must not write over the
-/// record a tracepoint program it interrupted on the same CPU is building in `EVENT_SCRATCH`.
+/// The packet programs' records, one slot each (dns_answer.rs, dns_question.rs): a softirq's
+/// program must not write over the record a tracepoint program it interrupted on the same CPU
+/// is building in `EVENT_SCRATCH`, nor over the other packet program's.
 #[map]
-static PACKET_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries(1, 0);
+static PACKET_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries(2, 0);
+pub const PACKET_SCRATCH_INGRESS: u32 = 0;
+pub const PACKET_SCRATCH_EGRESS: u32 = 1;
 
 /// The processes of jobs the kernel acts for (block.rs, respond.rs), and each job's policy.
 #[map]

@@ -102,7 +102,8 @@ pub enum KernelEvent {
         target: i32,
         arg: u64,
     },
-    /// A message received on a DNS socket (not yet parsed).
+    /// A DNS message seen as a packet: a question leaving, or a response reaching a socket that
+    /// asked (not yet parsed).
     Dns {
         header: Header,
         fd: i32,

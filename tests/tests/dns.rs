@@ -45,6 +45,7 @@ impl DnsLab {
                 "10.77.0.5/32",
                 "10.77.0.9/32",
                 "10.77.0.6/32",
+                "10.77.0.7/32",
                 "fd77::1/128",
                 "fd77::2/128",
             ],
@@ -69,7 +70,8 @@ impl DnsLab {
                 "--no-hosts",
             ])
             .args([
-                "--listen-address=127.0.0.1",
+                // A second resolver address: stubs that ask every nameserver at once (musl).
+                "--listen-address=127.0.0.1,10.77.0.7",
                 "--bind-interfaces",
                 "--cache-size=0",
                 "--log-queries",
@@ -175,8 +177,10 @@ impl Drop for DnsLab {
     }
 }
 
+/// The lab's second resolver address is one the job may ask (the machine's own resolvers are
+/// allowed without saying so; the lab's are not the machine's).
 const PROFILE: &str =
-    "version: 1\negress:\n  allow:\n    - allowed.test:8080\n    - \"*.cdn-allowed.test:8080\"\n";
+    "version: 1\negress:\n  allow:\n    - allowed.test:8080\n    - \"*.cdn-allowed.test:8080\"\n    - \"10.77.0.7:53\"\n";
 
 fn egress_to<'a>(findings: &'a [Value], port_step: &str) -> Vec<&'a Value> {
     by_rule(findings, "unexpected-egress")
@@ -369,6 +373,14 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
             ),
             ("allowed", &attempt("allowed.test", "allowed")),
             ("allowed6", &attempt("allowed6.test", "allowed6")),
+            // The answer over TCP (glibc's use-vc): allowed as it arrives, like a UDP one.
+            (
+                "allowed-tcp",
+                &format!(
+                    "RES_OPTIONS=use-vc bash -c '{}'",
+                    attempt("allowed.test", "allowed-tcp").trim_end()
+                ),
+            ),
             ("denied", &attempt("denied.test", "denied")),
             ("direct", &attempt("10.77.0.9", "direct")),
             ("v6", &attempt("blocked6.test", "v6")),
@@ -389,6 +401,7 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
         "CONNECTED-worker",
         "CONNECTED-allowed",
         "CONNECTED-allowed6",
+        "CONNECTED-allowed-tcp",
         "REFUSED-denied",
         "REFUSED-direct",
         "REFUSED-v6",
@@ -417,9 +430,23 @@ fn block_mode_refuses_what_the_profile_does_not_allow() {
         .unwrap()
         .starts_with("blocked connection to denied.test"));
     assert_eq!(egress_to(&mine, "direct")[0]["evidence"]["blocked"], true);
-    for step in ["allowed", "allowed6"] {
+    for step in ["allowed", "allowed6", "allowed-tcp"] {
         assert!(egress_to(&mine, step).is_empty(), "{step}: {mine:#?}");
     }
+    // The allowed-tcp step's answer really came over TCP (and was allowed in the kernel from
+    // it): no other step asks over TCP.
+    let events = agent.events();
+    assert!(
+        events.iter().any(|e| e["kind"] == "dns"
+            && e["question"] == "allowed.test"
+            && e["sent"] != true
+            && e["transport"] == "tcp"),
+        "no TCP answer for allowed.test in the allowed-tcp step: {:#?}",
+        events
+            .iter()
+            .filter(|e| e["kind"] == "dns" && e["question"] == "allowed.test")
+            .collect::<Vec<_>>()
+    );
     // Loopback is never blocked; the profile does not list it, so it is still reported.
     let loopback = egress_to(&mine, "loopback");
     assert_eq!(loopback[0]["evidence"]["blocked"], false, "{loopback:?}");
@@ -539,8 +566,29 @@ fn a_forged_answer_does_not_make_a_destination_allowed() {
         ))
     };
     // 10.77.0.5: an address of the lab where no resolver listens.
+    // The honest twin of asking twice: one socket sends the same question (same id) to both of
+    // the lab's resolver addresses and reads both answers, as musl's stub does with several
+    // nameservers.
+    let both = runner.workspace.join("both.py");
+    std::fs::write(
+        &both,
+        "import socket, struct\n\
+         q = b''.join(bytes([len(l)]) + l.encode() for l in 'allowed.test'.split('.')) + b'\\0'\n\
+         m = struct.pack('>HHHHHH', 0x5151, 0x0100, 1, 0, 0, 0) + q + struct.pack('>HH', 1, 1)\n\
+         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         a.settimeout(5)\n\
+         for server in ('127.0.0.1', '10.77.0.7'):\n    a.sendto(m, (server, 53))\n\
+         for _ in range(2):\n    data, source = a.recvfrom(4096)\n    print('ANSWER', source[0], socket.inet_ntoa(data[-4:]))\n\
+         socket.create_connection((socket.inet_ntoa(data[-4:]), 8080), timeout=5).close()\n\
+         print('CONNECTED-BOTH')\n",
+    )
+    .unwrap();
     let output = runner.run_job(&[
         ("honest", &run("-", "-", "127.0.0.1")),
+        (
+            "two-resolvers",
+            &lab.sh(&format!("python3 {}", both.display())),
+        ),
         ("forged", &run("10.77.0.9", "before", "127.0.0.1")),
         ("forged-late", &run("10.77.0.9", "after", "10.77.0.5")),
         MARKER_STEP,
@@ -553,10 +601,14 @@ fn a_forged_answer_does_not_make_a_destination_allowed() {
     );
     assert_eq!(output.matches("CONNECTED 10.77.0.9").count(), 2, "{output}");
     assert!(output.contains("CONNECTED 10.77.0.1"), "{output}");
+    assert!(output.contains("ANSWER 127.0.0.1 10.77.0.1"), "{output}");
+    assert!(output.contains("ANSWER 10.77.0.7 10.77.0.1"), "{output}");
+    assert!(output.contains("CONNECTED-BOTH"), "{output}");
     let mine = agent.findings_through_marker(&runner);
     let in_step =
         |step: &str| -> Vec<&Value> { mine.iter().filter(|f| f["step"]["id"] == step).collect() };
     assert!(in_step("honest").is_empty(), "{mine:#?}");
+    assert!(in_step("two-resolvers").is_empty(), "{mine:#?}");
     for step in ["forged", "forged-late"] {
         let forged = in_step(step);
         let answer = forged

@@ -81,6 +81,8 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "credential-by-another-name",
         "fileless-and-piped",
         "forged-dns-answer",
+        "dns-question-exfiltration",
+        "raw-socket-egress",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

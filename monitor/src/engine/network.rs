@@ -708,7 +708,7 @@ impl Engine {
             let raw = Raw::new(
                 RuleId::DnsForgedAnswer,
                 format!(
-                    "{} read a forged DNS answer for {} (it did not come from where the question went): {} not trusted",
+                    "{} received a forged DNS answer for {} (it did not come from where the question went): {} not trusted",
                     self.procs[&key].tool,
                     dns::redact_name(name),
                     if addresses.is_empty() { "its records are".to_string() } else { addresses.join(", ") + " is" }

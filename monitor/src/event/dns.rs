@@ -29,14 +29,14 @@ pub struct DnsAnswer {
     pub records: Vec<DnsRecord>,
 }
 
-/// Messages shorter than a DNS header are not messages (DNS over TCP's 2-byte length read alone).
+/// Messages shorter than a DNS header are not messages.
 pub const MIN_MESSAGE: usize = 12;
 
 fn name(n: &hickory_proto::rr::Name) -> String {
     n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Parses a captured message; `stream` when it came over TCP (a 2-byte length may lead).
+/// Parses a captured message; `stream` when it came over TCP (its 2-byte length leads).
 /// `None` when it is not a DNS response.
 pub fn parse(payload: &[u8], stream: bool) -> Option<DnsAnswer> {
     parse_as(payload, stream, hickory_proto::op::MessageType::Response)
@@ -53,12 +53,15 @@ fn parse_as(
     stream: bool,
     kind: hickory_proto::op::MessageType,
 ) -> Option<DnsAnswer> {
-    // Over TCP a read may hold the 2-byte length and the message, or the message alone (glibc
-    // reads the length first): strip the prefix only when it says exactly what follows.
-    let prefixed = stream
-        && payload.len() >= 2
-        && u16::from_be_bytes([payload[0], payload[1]]) as usize + 2 == payload.len();
-    let bytes = if prefixed { &payload[2..] } else { payload };
+    // Over TCP the packet starts with the message's 2-byte length and may hold more than that
+    // message (a second answer after it): take the one message.
+    let bytes = if stream {
+        let (length, rest) = payload.split_at_checked(2)?;
+        let declared = u16::from_be_bytes([length[0], length[1]]) as usize;
+        &rest[..declared.min(rest.len())]
+    } else {
+        payload
+    };
     if bytes.len() < MIN_MESSAGE {
         return None;
     }
@@ -141,11 +144,10 @@ mod tests {
         let mut tcp = (bytes.len() as u16).to_be_bytes().to_vec();
         tcp.extend_from_slice(&bytes);
         assert_eq!(parse(&tcp, true), Some(udp.clone()));
-        assert_eq!(
-            parse(&bytes, true),
-            Some(udp),
-            "TCP reads without the length prefix"
-        );
+        // A segment holding this answer and the start of the next: the first is read.
+        let mut two = tcp.clone();
+        two.extend_from_slice(&tcp[..20]);
+        assert_eq!(parse(&two, true), Some(udp), "two answers in one segment");
     }
 
     #[test]

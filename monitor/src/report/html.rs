@@ -26,6 +26,7 @@ code,pre{font-family:ui-monospace,monospace;font-size:.8rem;word-break:break-all
 .bar.bad{background:#ff8182}
 ul.tree{list-style:none;padding-left:1.2rem;border-left:1px dotted #afb8c1} ul.tree li{margin:.15rem 0}
 .denied{color:#cf222e;font-weight:bold}
+.response{background:#ffebe9;border:1px solid #ff8182;padding:.25rem .5rem}
 "#;
 
 fn severity(f: &Finding) -> Markup {
@@ -37,10 +38,24 @@ fn argv(args: &[String]) -> String {
     args.join(" ")
 }
 
+/// What the kernel did to the process, in words: it explains a step that failed.
+fn response_meaning(r: crate::event::KernelResponse) -> &'static str {
+    use crate::event::KernelResponse::*;
+    match r {
+        Blocked => "the kernel refused the operation and killed the process: it never got what it asked for",
+        Killed => "the kernel killed the process (SIGKILL) before the call returned to it",
+        WouldKill => "the profile rehearses this response: a kill would have happened here, nothing was done",
+        KillFailed => "a kill was due, but the kernel refused to send the signal: the process went on",
+    }
+}
+
 fn finding(f: &Finding) -> Markup {
     html! {
         div class="finding" id={"finding-" (f.id)} {
             p { (severity(f)) " " code { (f.rule) } " — " strong { (f.summary) } }
+            @if let Some(r) = f.response {
+                p class="response" { "Response: " strong { (r.as_str().replace('_', " ")) } " — " (response_meaning(r)) }
+            }
             p { "Step " code { (f.step.as_ref().map(|s| s.id.as_str()).unwrap_or("-")) }
                 " at " (f.time)
                 @if let Some(h) = &f.hook { ", inside install-time code of " (h.ecosystem.name()) " package " code { (h.package) } " (" (h.script) ")" } }

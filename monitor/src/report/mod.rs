@@ -1164,6 +1164,22 @@ pub(super) mod tests {
         );
     }
 
+    /// What the kernel did is on the page next to the finding (a killed step otherwise just
+    /// failed), in the Markdown summary and in the HTML report alike.
+    #[test]
+    fn responses_are_shown_in_markdown_and_html() {
+        let mut r = stealer_report(|_| {});
+        assert!(!r.findings.is_empty());
+        assert!(!html::render(&r).contains("Response: "));
+        r.findings[0].response = Some(crate::event::KernelResponse::Killed);
+        let html = html::render(&r);
+        assert!(html.contains("Response: <strong>killed</strong>"), "{html}");
+        assert!(html.contains("before the call returned"));
+        assert!(markdown::render(&r).contains("**killed**"));
+        r.findings[0].response = Some(crate::event::KernelResponse::WouldKill);
+        assert!(html::render(&r).contains("Response: <strong>would kill</strong>"));
+    }
+
     /// Two jobs whose keys sanitise to the same text keep a report each.
     #[test]
     fn colliding_job_keys_keep_both_reports() {

