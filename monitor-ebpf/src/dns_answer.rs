@@ -37,7 +37,7 @@ use monitor_common::{
 
 use crate::{
     block::{member, policy},
-    dns_question::{copy_tail, dns_packet, header_from_owner},
+    dns_question::{asked_key, copy_tail, dns_packet, header_from_owner},
     kernel::submit_for,
     EarlyAnswer, EventScratch, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, BLOCK_PARSER, DNS_ASKED,
     DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, PACKET_SCRATCH, PACKET_SCRATCH_INGRESS,
@@ -75,13 +75,7 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
         }
     }
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
-    let mut key = DnsAskedKey {
-        socket_cookie: cookie,
-        id,
-        family: packet.family,
-        _pad0: [0; 4],
-        addr: packet.peer,
-    };
+    let mut key = asked_key(cookie, id, &packet);
     let from_asked = packet.port_53 && DNS_ASKED.get_ptr(&key).is_some();
     if packet.sock_type != SOCK_DGRAM {
         // TCP: only from port 53 (dns_packet), and only the segment that starts the answer (a

