@@ -37,8 +37,9 @@ use monitor_common::{
 
 use crate::{
     block::{member, policy},
-    dns_question::{asked_key, copy_tail, dns_packet, header_from_owner},
+    dns_question::{asked_key, dns_packet, early_key},
     kernel::submit_for,
+    packet::{copy_tail, header_from_owner, headers},
     EarlyAnswer, EventScratch, ALLOWED_NAMES, ALLOW_V4, ALLOW_V6, BLOCK_PARSER, DNS_ASKED,
     DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, PACKET_SCRATCH, PACKET_SCRATCH_INGRESS,
 };
@@ -58,7 +59,8 @@ pub fn dns_answers_in(ctx: SkBuffContext) -> i32 {
 }
 
 unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
-    let packet = dns_packet(ctx, false, || false)?;
+    let headers = headers(ctx)?;
+    let packet = dns_packet(ctx, &headers, false, || false)?;
     let at = packet.message_at;
     let id = u16::from_be(ctx.load::<u16>(at).ok()?);
     let flags: u8 = ctx.load(at + 2).ok()?;
@@ -75,7 +77,7 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
         }
     }
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
-    let mut key = asked_key(cookie, id, &packet);
+    let key = asked_key(cookie, id, &packet);
     let from_asked = packet.port_53 && DNS_ASKED.get_ptr(&key).is_some();
     if packet.sock_type != SOCK_DGRAM {
         // TCP: only from port 53 (dns_packet), and only the segment that starts the answer (a
@@ -92,9 +94,7 @@ unsafe fn try_answer(ctx: &SkBuffContext) -> Option<()> {
         // Whatever its source port (port 53 may be bound without root where
         // `net.ipv4.ip_unprivileged_port_start` allows it, as in containers).
         if packet.sock_type == SOCK_DGRAM {
-            key.family = 0;
-            key.addr = [0; 16];
-            keep_early(ctx, at, &key);
+            keep_early(ctx, at, &early_key(cookie, id));
         }
         return None;
     };

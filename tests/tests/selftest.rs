@@ -84,6 +84,8 @@ fn every_reenacted_attack_is_detected_and_every_benign_twin_is_clean() {
         "dns-question-exfiltration",
         "raw-socket-egress",
         "fast-open-exfiltration",
+        "io-uring-exfiltration",
+        "compat-syscall-exfiltration",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

@@ -210,7 +210,7 @@ fn run_in(root: &Path, args: &SelftestArgs, extra: &mut Vec<PathBuf>) -> anyhow:
     let missing_programs: Vec<&str> = chosen
         .iter()
         .flat_map(|s| s.needs.iter().copied())
-        .filter(|p| !on_path(p))
+        .filter(|p| !available(p))
         .collect();
     prepare_fixtures(root, &fixtures, &missing_programs)?;
 
@@ -364,6 +364,37 @@ fn judge(scenario: &Scenario, what: &str, attack: bool, findings: Vec<Value>) ->
         findings: listed,
         missing,
         note: None,
+    }
+}
+
+/// Whether what a scenario needs is here: a program on the PATH, or the 32-bit syscall entry.
+fn available(need: &str) -> bool {
+    if need == scenarios::COMPAT_SYSCALLS {
+        return compat_syscalls();
+    }
+    on_path(need)
+}
+
+/// x86-64 with IA32 emulation: built in (`CONFIG_IA32_EMULATION`, the distributions' kernels)
+/// and not switched off at boot (`ia32_emulation=0`, Linux 6.7+). Where the kernel's build
+/// configuration cannot be read it is taken as there (the step then fails, saying why).
+fn compat_syscalls() -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|word| {
+        matches!(
+            word,
+            "ia32_emulation=0" | "ia32_emulation=false" | "ia32_emulation=n"
+        )
+    }) {
+        return false;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match std::fs::read_to_string(format!("/boot/config-{}", release.trim())) {
+        Ok(config) => config.lines().any(|l| l == "CONFIG_IA32_EMULATION=y"),
+        Err(_) => true,
     }
 }
 

