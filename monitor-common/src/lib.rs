@@ -24,6 +24,8 @@ pub enum EventKind {
     NetDns = 17,
     /// The first TLS ClientHello a TCP socket sent: the server name the client asked for.
     NetTls = 18,
+    /// A process connected to a container runtime's API socket (known by its inode).
+    RuntimeClient = 19,
     /// A syscall that acts on other processes or on the kernel's BPF: signalling the agent,
     /// ptrace, reading or writing another process's memory, bpf(2).
     Tamper = 48,
@@ -33,7 +35,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
@@ -44,6 +46,7 @@ impl EventKind {
         EventKind::FileOpen,
         EventKind::Tamper,
         EventKind::FileName,
+        EventKind::RuntimeClient,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -57,6 +60,7 @@ impl EventKind {
             self,
             EventKind::NetConnect
                 | EventKind::NetTls
+                | EventKind::RuntimeClient
                 | EventKind::FileOpen
                 | EventKind::Tamper
                 | EventKind::FileName
@@ -76,6 +80,7 @@ impl EventKind {
             EventKind::Tamper => 7,
             EventKind::FileName => 8,
             EventKind::NetTls => 9,
+            EventKind::RuntimeClient => 10,
         }
     }
 
@@ -91,6 +96,7 @@ impl EventKind {
             EventKind::Tamper => "tamper",
             EventKind::FileName => "name",
             EventKind::NetTls => "tls",
+            EventKind::RuntimeClient => "runtime-client",
         }
     }
 }
@@ -356,6 +362,18 @@ pub struct TlsHelloEvent {
     pub family: u16,
     pub port: u16,
     pub payload_len: u32,
+}
+
+/// A `connect(2)` of a unix socket to one of the container runtimes' API sockets the agent
+/// watches (`RUNTIME_SOCKETS`, by device and inode: whatever name or mount reached it), seen at
+/// the call's successful exit: who is asking the runtime, at the moment they ask.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuntimeClientEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// The value the agent stored for that socket (which runtime).
+    pub socket: u32,
 }
 
 /// How much of a ClientHello is copied: the server name is among its first extensions.
@@ -818,6 +836,12 @@ pub struct KernelOffsets {
     /// to execve), for the BPF-LSM `bprm_check_security` program.
     pub binprm_file: u32,
     pub binprm_filename: u32,
+    /// `unix_sock.peer` (a connected socket's other end) and `unix_sock.path` (the bound name's
+    /// `struct path`, which an accepted socket shares with its listener). 0 when the kernel's
+    /// BTF has no `unix_sock` (unix sockets built as a module): runtime clients are then asked
+    /// of `/proc` only.
+    pub unix_sock_peer: u32,
+    pub unix_sock_path: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -854,6 +878,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectEvent>() == 112);
     assert!(core::mem::size_of::<DnsEvent>() == 96);
     assert!(core::mem::size_of::<TlsHelloEvent>() == 104);
+    assert!(core::mem::size_of::<RuntimeClientEvent>() == 88);
     assert!(core::mem::size_of::<PortSet>() == 32);
     assert!(core::mem::size_of::<TamperEvent>() == 96);
     assert!(core::mem::size_of::<NameHashKey>() == 16);
@@ -862,7 +887,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 112);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 61 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 63 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

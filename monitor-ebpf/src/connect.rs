@@ -1,4 +1,11 @@
-//! Outbound connect(2) to IPv4/IPv6 addresses, with the syscall's result.
+//! Outbound connect(2) to IPv4/IPv6 addresses, with the syscall's result; and unix connects
+//! that reach a container runtime's API socket the agent watches (`RuntimeClient`: who asks the
+//! runtime, taken when they ask, not when the agent gets to the container's programs).
+//!
+//! Kernel contract (unix): a connected unix stream socket's `unix_sock.peer` is the socket the
+//! listener accepted for it, whose `unix_sock.path` is the listener's bound name
+//! (`unix_stream_connect` copies it), so its dentry's inode is the socket file's, whatever name
+//! or mount the client connected through.
 //!
 //! Kernel contract: `syscalls/sys_enter_connect` record: `fd` at 16, `uservaddr` at 24, `addrlen`
 //! at 32 (each 8 bytes wide); `syscalls/sys_exit_connect`: `ret` at 16. The socket type comes from
@@ -10,7 +17,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    ConnectEvent, EventKind, AF_INET, AF_INET6, CONNECT_VIA_PING, CONNECT_VIA_SYSCALL,
+    ConnectEvent, EventKind, InodeKey, RuntimeClientEvent, AF_INET, AF_INET6, CONNECT_VIA_PING,
+    CONNECT_VIA_SYSCALL,
 };
 
 use crate::{
@@ -18,8 +26,10 @@ use crate::{
         count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
         offsets_present, read, read_ptr, submit,
     },
-    PendingConnect, PENDING_CONNECTS,
+    PendingConnect, PENDING_CONNECTS, RUNTIME_SOCKETS, RUNTIME_SOCKETS_ON,
 };
+
+const AF_UNIX: u16 = 1;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -56,6 +66,15 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     let copy_len = match family {
         AF_INET => 16u32,
         AF_INET6 => 28u32,
+        AF_UNIX if watching_runtime_sockets() => {
+            // Only the family: the socket it reaches is read at the exit, by identity.
+            pending.sockaddr[0..2].copy_from_slice(&family.to_ne_bytes());
+            let tid = pid_tgid as u32;
+            PENDING_CONNECTS
+                .insert(&tid, &pending, 0)
+                .map_err(|e| e as i64)?;
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     if addr_len < copy_len {
@@ -96,6 +115,13 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let ret = ctx.read_at::<i64>(16).map_err(|e| e as i64)?;
     let task = current_task();
+    let sa = pending.sockaddr;
+    if u16::from_ne_bytes([sa[0], sa[1]]) == AF_UNIX {
+        if ret == 0 {
+            runtime_client(task, pending.fd);
+        }
+        return Ok(());
+    }
     // Built in the per-CPU scratch, not on the stack: with `fill_header`'s frame the record
     // took the program past the 512 bytes of stack that kernels before 6.13 allow for a call
     // chain (6.1's verifier refused it; newer ones give such programs a private stack).
@@ -140,4 +166,54 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         EventKind::NetConnect,
     );
     Ok(())
+}
+
+/// Whether the agent watches a runtime socket, and the kernel's layout lets a unix socket be
+/// followed to its peer's name.
+#[inline(always)]
+fn watching_runtime_sockets() -> bool {
+    off!(unix_sock_peer) != 0
+        && off!(unix_sock_path) != 0
+        && RUNTIME_SOCKETS_ON.get(0).is_some_and(|on| *on != 0)
+}
+
+/// Sends a `RuntimeClient` record when the unix socket at `fd`, just connected, reaches a
+/// watched runtime socket: its peer's bound name's inode is one of `RUNTIME_SOCKETS`.
+#[inline(always)]
+unsafe fn runtime_client(task: *const u8, fd: i32) {
+    let Some(key) = peer_identity(task, fd) else {
+        return;
+    };
+    let Some(socket) = RUNTIME_SOCKETS.get(&key) else {
+        return;
+    };
+    let Some(scratch) = event_scratch() else {
+        return;
+    };
+    let event = (*scratch).bytes.as_mut_ptr().cast::<RuntimeClientEvent>();
+    fill_header(&raw mut (*event).header, EventKind::RuntimeClient, task);
+    (*event).fd = fd;
+    (*event).socket = *socket;
+    submit(
+        scratch,
+        core::mem::size_of::<RuntimeClientEvent>(),
+        EventKind::RuntimeClient,
+    );
+}
+
+/// The identity (device, inode) of the name the peer of the unix socket at `fd` is bound to.
+#[inline(always)]
+unsafe fn peer_identity(task: *const u8, fd: i32) -> Option<InodeKey> {
+    let file = file_of_fd(task, fd as i64).ok()?;
+    let socket = read_ptr(file, off!(file_private_data)).ok()?;
+    let sk = read_ptr(socket, off!(socket_sk)).ok()?;
+    let peer = read_ptr(sk, off!(unix_sock_peer)).ok()?;
+    let dentry = read_ptr(peer, off!(unix_sock_path) + off!(path_dentry)).ok()?;
+    let inode = read_ptr(dentry, off!(dentry_d_inode)).ok()?;
+    let sb = read_ptr(inode, off!(inode_i_sb)).ok()?;
+    Some(InodeKey {
+        ino: read::<u64>(inode, off!(inode_i_ino)).ok()?,
+        dev: read::<u32>(sb, off!(sb_s_dev)).ok()?,
+        _pad0: 0,
+    })
 }

@@ -163,6 +163,14 @@ pub struct PendingConnect {
     /// socket (its record then has no port, and its echoes are not reported again).
     pub via: u32,
 }
+/// The container runtimes' API sockets the agent watches, by identity (dev, ino) -> the
+/// agent's number for it: a unix `connect(2)` reaching one is a `RuntimeClient` record
+/// (connect.rs). Entry 0 of `RUNTIME_SOCKETS_ON` is non-zero once there is one (until then unix
+/// connects are not followed to their exit).
+#[map]
+static RUNTIME_SOCKETS: HashMap<InodeKey, u32> = HashMap::with_max_entries(8, 0);
+#[map]
+static RUNTIME_SOCKETS_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);
 

@@ -116,6 +116,13 @@ pub enum KernelEvent {
         /// An answer seen arriving from where its question went (`DNS_FROM_ASKED`).
         from_asked: bool,
     },
+    /// A unix socket connected to a watched container runtime socket (`socket`: the agent's
+    /// number for it).
+    RuntimeClient {
+        header: Header,
+        fd: i32,
+        socket: u32,
+    },
     /// The first TLS ClientHello of a TCP socket (`payload`: its first bytes).
     TlsHello {
         header: Header,
@@ -155,6 +162,7 @@ impl KernelEvent {
             | KernelEvent::Connect { header, .. }
             | KernelEvent::Dns { header, .. }
             | KernelEvent::TlsHello { header, .. }
+            | KernelEvent::RuntimeClient { header, .. }
             | KernelEvent::Tamper { header, .. }
             | KernelEvent::Open { header, .. }
             | KernelEvent::Name { header, .. } => header,
@@ -184,6 +192,7 @@ impl KernelEvent {
                     dir, name, from, ..
                 } => text(dir) + text(name) + text(from),
                 KernelEvent::Fork { .. }
+                | KernelEvent::RuntimeClient { .. }
                 | KernelEvent::Exit { .. }
                 | KernelEvent::Connect { .. }
                 | KernelEvent::Tamper { .. } => 0,
@@ -409,6 +418,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: raw.sock_type,
                 payload: payload.to_vec(),
                 received_len: raw.received_len,
+            }
+        }
+        EventKind::RuntimeClient => {
+            let raw: monitor_common::RuntimeClientEvent =
+                read_struct(bytes, "runtime client record")?;
+            KernelEvent::RuntimeClient {
+                header,
+                fd: raw.fd,
+                socket: raw.socket,
             }
         }
         EventKind::NetTls => {

@@ -284,6 +284,9 @@ impl BtfIndex {
             filename_name: 0,
             binprm_file: self.offset("linux_binprm", "file", PTR)?,
             binprm_filename: self.offset("linux_binprm", "filename", PTR)?,
+            // Optional: unix sockets may be a module (no `unix_sock` in vmlinux's BTF).
+            unix_sock_peer: self.offset("unix_sock", "peer", PTR).unwrap_or(0),
+            unix_sock_path: self.offset("unix_sock", "path", &[16]).unwrap_or(0),
         };
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
         let io_uring_layout = match (

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub profile_reloads: IntCounterVec,
     /// Whether the container runtime's API answers (1), or not (0); absent until first asked.
     pub container_runtime_up: IntGauge,
+    pub container_runtime_socket_present: IntGauge,
     /// Containers the runtime told of (created, or there at start).
     pub containers_seen: IntCounter,
     /// Memory held by decoded records waiting for the pipeline (`KernelEvent::memory_bytes`).
@@ -277,6 +278,14 @@ impl Metrics {
         registry
             .register(Box::new(container_runtime_up.clone()))
             .expect("unique metric");
+        let container_runtime_socket_present = IntGauge::new(
+            "monitor_container_runtime_socket_present",
+            "Whether the container runtime's API socket (--docker-socket) is there: 1 yes (the runtime runs on this machine), 0 no.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(container_runtime_socket_present.clone()))
+            .expect("unique metric");
         let queued_bytes = IntGauge::new(
             "monitor_queue_bytes",
             "Memory held by kernel records decoded and waiting for the agent's pipeline (bounded: past it other than security records are dropped and counted as agent_queue_full).",
@@ -392,6 +401,7 @@ impl Metrics {
             baseline: baseline_metrics(&registry),
             profile_reloads,
             container_runtime_up,
+            container_runtime_socket_present,
             containers_seen,
             queued_bytes,
             events: per_kind(&events, &[]),

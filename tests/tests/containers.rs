@@ -104,12 +104,11 @@ fn a_steps_containers_are_judged_in_that_step() {
     // with `docker exec` is judged for what it does there.
     let hostbox = format!("hostbox-{tag}");
     d.docker_ok(&["run", "-d", "--name", &hostbox, image, "sleep", "600"]);
-    // The client is named by who is connected to the runtime when the agent reads the exec: a
-    // command that ends (and its client with it) before the agent gets there is the
-    // container's (a known race, in the notes); an exec session lasts longer than that.
+    // A command that ends at once: its client is named from the kernel's record of its connect
+    // to the runtime (see the test after, which holds the agent still to make sure).
     let peek = format!(
         "set -e\nexport DOCKER_HOST={host}\n\
-         docker exec {hostbox} sh -c 'cat /proc/1/environ; sleep 1' | tr '\\0' '\\n' | grep '^PATH='\n"
+         docker exec {hostbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n"
     );
     let output = runner.run_job(&[
         ("twin", &twin),
@@ -377,4 +376,84 @@ fn with_two_jobs_at_once_each_container_belongs_to_the_step_that_asked() {
             .all(|f| f["step"]["id"] == MARKER_STEP.0),
         "the other job is quiet: {quiet_findings:#?}"
     );
+}
+
+/// A `docker exec` whose command ends at once, read by an agent held still until the command
+/// and its `docker` client are both gone: nobody is connected to the runtime by the time the
+/// agent reads the exec, yet it is the step's that asked (the kernel saw the client connect to
+/// the runtime's socket, by the socket's identity, when it asked).
+#[test]
+fn a_docker_exec_that_ends_before_the_agent_reads_it_is_the_steps_that_asked() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = agent();
+    let runner = runner();
+    let tag = runner.run_id.clone();
+    let host = d.host();
+    let quickbox = format!("quickbox-{tag}");
+    d.docker_ok(&["run", "-d", "--name", &quickbox, image, "sleep", "600"]);
+    let gates = tempfile::tempdir().unwrap();
+    let g = gates.path().display().to_string();
+    let peek = format!(
+        "set -e\nexport DOCKER_HOST={host}\ntouch {g}/waiting\n\
+         while [ ! -e {g}/go ]; do sleep 0.05; done\n\
+         docker exec {quickbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n\
+         touch {g}/done\n"
+    );
+    let job = std::thread::spawn(move || {
+        let output = runner.run_job(&[("peek", &peek), MARKER_STEP]);
+        (runner, output)
+    });
+    let wait_for = |name: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !gates.path().join(name).exists() {
+            assert!(std::time::Instant::now() < deadline, "no {name}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for("waiting");
+    // The agent is held still from before the exec until its client is gone.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    std::fs::write(gates.path().join("go"), "").unwrap();
+    wait_for("done");
+    let clients_left = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("docker exec {quickbox}")])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while clients_left() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the docker client stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    let (runner, output) = job.join().unwrap();
+    d.docker_ok(&["rm", "-f", &quickbox]);
+    // The container's init's environment was read.
+    assert!(output.contains("PATH="), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "peek"
+            && f["rule"] == "process-environ-read"
+            && names_container(f, &quickbox)),
+        "the exec is the step's that asked: {mine:#?}"
+    );
+    // What said so: the kernel's record of the client connecting to the runtime's socket.
+    let socket = d.socket.display().to_string();
+    assert!(
+        agent
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "runtime_client" && e["socket"] == socket.as_str()),
+        "no runtime_client event for {socket}"
+    );
+    assert!(agent
+        .scrape()
+        .contains("monitor_container_runtime_socket_present 1"));
 }

@@ -12,6 +12,7 @@ mod sources;
 pub(crate) use identities::inode_key;
 mod pipeline;
 mod ring;
+mod runtime_sockets;
 pub mod tamper_log;
 
 use std::{io::Write, os::unix::fs::DirBuilderExt as _, path::PathBuf, sync::Arc, time::Duration};
@@ -233,6 +234,18 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
+    let runtime_sockets = match options.docker_socket.clone() {
+        Some(socket) => match runtime_sockets::RuntimeSockets::open(&mut probes.ebpf, vec![socket])
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("runtime clients asked of /proc only ({e:#})");
+                None
+            }
+        },
+        None => None,
+    };
+
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
@@ -251,6 +264,12 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                     .unwrap_or_default()
             })
         })
+        .with_runtime_sockets(
+            runtime_sockets
+                .as_ref()
+                .map(runtime_sockets::RuntimeSockets::names)
+                .unwrap_or_default(),
+        )
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
 
     let output: Box<dyn Write + Send> = match &options.events {
@@ -312,6 +331,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("creating the reports directory {}", dir.display()))?;
     }
     let stats = Arc::new(Metrics::new());
+    let mut runtime_sockets = runtime_sockets;
+    if let Some(sockets) = &mut runtime_sockets {
+        sockets.report_to(stats.container_runtime_socket_present.clone());
+    }
     let baseline = match &options.baseline {
         Some(b) => {
             let baseline = crate::baseline::Baseline::start(b.clone(), stats.baseline.clone())
@@ -391,6 +414,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         pin_guard: probes.pin_guard.take(),
         guarded,
         identities,
+        runtime_sockets,
         sources,
         hold: Default::default(),
     };

@@ -54,6 +54,8 @@ pub(super) struct Pipeline {
     pub(super) guarded: Option<super::guarded::Guarded>,
     /// The kernel's watched files by identity (see `identities`).
     pub(super) identities: Option<super::identities::Identities>,
+    /// The runtime sockets the kernel recognises (see `runtime_sockets`).
+    pub(super) runtime_sockets: Option<super::runtime_sockets::RuntimeSockets>,
     /// The jobs' tracked sources in the kernel (`source-modified`).
     pub(super) sources: Option<super::sources::SourceWatch>,
     /// Events of containers' processes waiting for the runtime's word (see `container_hold`).
@@ -112,6 +114,9 @@ impl Pipeline {
     pub(super) fn refresh_identities(&mut self, enricher: &mut Enricher) {
         if let Some(sources) = &mut self.sources {
             sources.poll();
+        }
+        if let Some(sockets) = &mut self.runtime_sockets {
+            sockets.refresh_if_due();
         }
         let Some(identities) = self.identities.as_mut() else {
             return;

@@ -620,6 +620,7 @@ impl Engine {
             | Detail::JobEnd { .. }
             | Detail::Resume { .. }
             | Detail::Container { .. }
+            | Detail::RuntimeClient { .. }
             | Detail::Lost { .. } => {}
         }
         out

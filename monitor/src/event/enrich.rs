@@ -83,6 +83,13 @@ pub struct Watched {
     pub seen_at: std::time::SystemTime,
 }
 
+/// How long after connecting to the runtime a process counts as the client of what the runtime
+/// starts (`docker exec` asks within milliseconds of connecting; one still connected later is
+/// found connected).
+const RUNTIME_CLIENT_WINDOW_NS: u64 = 30_000_000_000;
+/// Runtime clients' connections kept at once.
+const MAX_RUNTIME_CONNECTS: usize = 1024;
+
 pub struct Enricher {
     pub table: ProcessTable,
     clock: WallClock,
@@ -118,6 +125,12 @@ pub struct Enricher {
     container_reader: Option<ContainerReader>,
     /// Who is connected to the container runtime's socket now (live: `containers::clients`).
     runtime_clients: Option<Box<dyn Fn() -> Vec<u32> + Send>>,
+    /// The runtime sockets the kernel recognises (`RuntimeClient` records' numbers), by name.
+    runtime_sockets: Vec<String>,
+    /// Processes seen connecting to a runtime socket (kernel records, in event order), with
+    /// when they last did: clients even when they have hung up and exited by the time the agent
+    /// gets to what the runtime started for them.
+    runtime_connects: HashMap<ProcessKey, u64>,
 }
 
 /// Which container a process runs in, by pid: `Some(None)` none, `None` not known (gone).
@@ -146,6 +159,8 @@ impl Enricher {
             container_of_cgroup: HashMap::new(),
             container_reader: None,
             runtime_clients: None,
+            runtime_sockets: Vec::new(),
+            runtime_connects: HashMap::new(),
         }
     }
 
@@ -155,15 +170,27 @@ impl Enricher {
         self
     }
 
-    /// The runtime's clients now, when `key` is a program the runtime just started in a
-    /// container (its parent's program was executed outside it: runc): a container's first
-    /// program, or a `docker exec`'s, whose client is still attached.
+    /// Names the runtime sockets the kernel was given, in the order of their numbers.
+    pub fn with_runtime_sockets(mut self, names: Vec<String>) -> Self {
+        self.runtime_sockets = names;
+        self
+    }
+
+    /// The runtime's clients, when `key` is a program the runtime just started in a container
+    /// (its parent's program was executed outside it: runc): a container's first program, or a
+    /// `docker exec`'s. Those the kernel saw connect to the runtime within
+    /// `RUNTIME_CLIENT_WINDOW_NS` before it and not exited by then (in event order: a client
+    /// that hung up and exited before the agent got here is still named), and those connected
+    /// now (`runtime_clients`: a connection older than the window, or one the kernel could not
+    /// follow).
     fn runtime_clients_for(
         &mut self,
         h: &Header,
         key: ProcessKey,
     ) -> Vec<crate::event::ProcessRef> {
-        if self.runtime_clients.is_none() || self.container_of(h.cgroup_id, h.tgid).is_none() {
+        if (self.runtime_clients.is_none() && self.runtime_connects.is_empty())
+            || self.container_of(h.cgroup_id, h.tgid).is_none()
+        {
             return Vec::new();
         }
         // The parent's program was executed in this container: a container's own process.
@@ -184,12 +211,52 @@ impl Enricher {
         if parent_exec_cgroup == Some(h.cgroup_id) {
             return Vec::new();
         }
+        let mut clients: Vec<crate::event::ProcessRef> = self
+            .runtime_connects
+            .iter()
+            .filter(|(key, at)| {
+                h.ts_ns.saturating_sub(**at) <= RUNTIME_CLIENT_WINDOW_NS
+                    && self
+                        .table
+                        .get(key)
+                        .is_some_and(|p| p.exited_at_ns.is_none())
+            })
+            .map(|(key, _)| crate::event::ProcessRef {
+                pid: key.tgid,
+                start_ticks: key.start_ticks,
+            })
+            .collect();
         let pids = self
             .runtime_clients
             .as_ref()
             .map(|f| f())
             .unwrap_or_default();
-        self.process_refs(pids)
+        for now in self.process_refs(pids) {
+            if !clients.contains(&now) {
+                clients.push(now);
+            }
+        }
+        clients.sort_by_key(|c| (c.start_ticks, c.pid));
+        clients
+    }
+
+    /// Keeps a runtime client's connection (bounded: the oldest forgotten first).
+    fn runtime_connected(&mut self, key: ProcessKey, ts_ns: u64) {
+        if self.runtime_connects.len() >= MAX_RUNTIME_CONNECTS {
+            self.runtime_connects
+                .retain(|_, at| ts_ns.saturating_sub(*at) <= RUNTIME_CLIENT_WINDOW_NS);
+            if self.runtime_connects.len() >= MAX_RUNTIME_CONNECTS {
+                if let Some(oldest) = self
+                    .runtime_connects
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| *k)
+                {
+                    self.runtime_connects.remove(&oldest);
+                }
+            }
+        }
+        self.runtime_connects.insert(key, ts_ns);
     }
 
     /// These pids as processes named across pid reuse (those gone already are left out).
@@ -442,6 +509,7 @@ impl Enricher {
                 exit_status,
             } => {
                 let key = self.table.on_exit(&header, exit_status);
+                self.runtime_connects.remove(&key);
                 let signal = (exit_status & 0x7f) as i32;
                 let detail = Detail::Exit {
                     status: exit_status,
@@ -449,6 +517,16 @@ impl Enricher {
                     signal: (signal != 0).then_some(signal),
                 };
                 (key, detail)
+            }
+            KernelEvent::RuntimeClient { header, fd, socket } => {
+                let key = self.table.observe(&header);
+                self.runtime_connected(key, header.ts_ns);
+                let socket = self
+                    .runtime_sockets
+                    .get(socket as usize)
+                    .cloned()
+                    .unwrap_or_else(|| format!("runtime socket #{socket}"));
+                (key, Detail::RuntimeClient { socket, fd })
             }
             KernelEvent::TlsHello {
                 header,
@@ -877,6 +955,70 @@ mod tests {
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, event);
         assert_eq!(event.time, "1970-01-01T00:00:00.000001000Z");
+    }
+
+    #[test]
+    fn a_runtime_client_seen_connecting_is_named_though_it_hung_up_before_the_exec_was_read() {
+        // Cgroup 7 is a container's; the /proc walk finds nobody connected any more (the
+        // client exited before the agent read the exec: the race a kernel record closes).
+        fn reader(pid: u32) -> Option<Option<String>> {
+            Some((pid >= 50).then(|| "c0ffee".to_string()))
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader)
+        .with_runtime_clients(Box::new(Vec::new))
+        .with_runtime_sockets(vec!["/run/docker.sock".into()]);
+        let exec = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, exe: &str| {
+            let mut h = header(EventKind::ProcessExec, tgid, ppid);
+            h.cgroup_id = cgroup;
+            e.enrich(KernelEvent::Exec {
+                header: h,
+                exe: exe.into(),
+                argv: vec![exe.into()],
+                filename: exe.into(),
+                argv_total_len: exe.len() as u32 + 1,
+                cwd: "/".into(),
+                exe_ctime_ns: 0,
+            })
+            .unwrap()
+        };
+        let clients = |event: &Event| match &event.detail {
+            Detail::Exec {
+                runtime_clients, ..
+            } => runtime_clients.iter().map(|c| c.pid).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        exec(&mut e, 20, 1, 1, "/usr/bin/docker");
+        let connected = e
+            .enrich(KernelEvent::RuntimeClient {
+                header: header(EventKind::RuntimeClient, 20, 1),
+                fd: 3,
+                socket: 0,
+            })
+            .unwrap();
+        assert_eq!(
+            connected.detail,
+            Detail::RuntimeClient {
+                socket: "/run/docker.sock".into(),
+                fd: 3
+            }
+        );
+        exec(&mut e, 40, 1, 1, "/usr/bin/runc");
+        let in_container = exec(&mut e, 50, 40, 7, "/bin/cat");
+        assert_eq!(clients(&in_container), vec![20]);
+        // The client exits: what the runtime starts later is not its doing.
+        e.enrich(KernelEvent::Exit {
+            header: header(EventKind::ProcessExit, 20, 1),
+            exit_status: 0,
+        });
+        let later = exec(&mut e, 51, 40, 7, "/bin/cat");
+        assert!(clients(&later).is_empty(), "{later:?}");
+        // A program the container's own process runs is nobody's request.
+        let own = exec(&mut e, 52, 50, 7, "/bin/ls");
+        assert!(clients(&own).is_empty(), "{own:?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON event format; bump on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 9;
+pub const JSON_SCHEMA_VERSION: u32 = 10;
 /// Ancestors listed in each event (the process table knows more).
 pub const ANCESTRY_IN_EVENT: usize = 8;
 
@@ -196,6 +196,11 @@ pub enum Detail {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         forged: bool,
     },
+    /// The process connected to a container runtime's API socket (`socket`: the name the agent
+    /// knows it by; the kernel recognised it by identity, whatever name the process used): it
+    /// is a client of the runtime from now on, so what the runtime starts while it is alive may
+    /// be its doing (`runtime_clients` of an exec).
+    RuntimeClient { socket: String, fd: i32 },
     /// The first TLS ClientHello of a TCP connection, read as it left: the server name the
     /// client asked for (SNI), in the clear before encryption starts. Nothing is decrypted.
     Tls {
@@ -271,6 +276,7 @@ impl Detail {
             Detail::Name { .. } => "name",
             Detail::Dns { .. } => "dns",
             Detail::Tls { .. } => "tls",
+            Detail::RuntimeClient { .. } => "runtime_client",
             Detail::Tamper { .. } => "tamper",
             Detail::Resume { .. } => "resume",
             Detail::Lost { .. } => "lost",

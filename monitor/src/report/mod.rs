@@ -639,7 +639,7 @@ impl Recorder {
                     }
                 }
             }
-            Detail::Dns { .. } | Detail::Tamper { .. } => {}
+            Detail::Dns { .. } | Detail::Tamper { .. } | Detail::RuntimeClient { .. } => {}
             Detail::Lost { records } => {
                 for (kind, n) in records {
                     *job.lost.entry(kind.clone()).or_default() += n;
