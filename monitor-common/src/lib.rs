@@ -638,6 +638,11 @@ pub struct FileOpenEvent {
     pub fd: i32,
     pub path_len: u16,
     pub _pad0: u16,
+    /// For `/proc/<pid>/{mem,environ,maps}` of another process (`MATCH_PROC_OTHER`): that
+    /// process, as a pid of the initial namespace (the directory's name is a pid of its /proc's
+    /// namespace: a container's). 0 otherwise.
+    pub proc_owner: u32,
+    pub _pad1: u32,
 }
 
 /// A new name given to a file (`FileNameEvent::op`).
@@ -842,6 +847,13 @@ pub struct KernelOffsets {
     /// of `/proc` only.
     pub unix_sock_peer: u32,
     pub unix_sock_path: u32,
+    /// `proc_inode.pid` and `.vfs_inode`, `pid.numbers`, `upid.nr`: whose a /proc directory is,
+    /// by its `struct pid` (the pid in the initial namespace, whatever /proc it was opened
+    /// through). `pid_numbers` 0 when absent: the directory's name is used.
+    pub proc_inode_pid: u32,
+    pub proc_inode_vfs_inode: u32,
+    pub pid_numbers: u32,
+    pub upid_nr: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -885,9 +897,9 @@ const _: () = {
     assert!(core::mem::size_of::<JobEntry>() == 8);
     assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
-    assert!(core::mem::size_of::<FileOpenEvent>() == 112);
+    assert!(core::mem::size_of::<FileOpenEvent>() == 120);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 63 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 67 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

@@ -227,6 +227,8 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     (*event).dev = dev;
     (*event).fd = fd as i32;
     (*event)._pad0 = 0;
+    (*event).proc_owner = core::ptr::read_volatile(&raw const (*facts).proc_owner);
+    (*event)._pad1 = 0;
     let header_len = core::mem::size_of::<FileOpenEvent>();
     let mut path_flags = 0;
     let path_len = match path::resolve_path_struct(task, f_path) {
@@ -269,23 +271,64 @@ unsafe fn watch_match(
     watch::match_parent(parent_name, parent_len, access, matched)?;
 
     // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
+    // Whose it is, by identity where the layout allows: a /proc directory's name is a pid in
+    // the pid namespace of that /proc (a container's: its own process may be /proc/7 there).
     if core::ptr::read_volatile(proc_kind_at) != 0 {
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
-            let key = &raw mut (*watch::scratch()?).name.data;
-            watch::load_name(parent_name, parent_len, key);
-            let owner = parse_pid(&*key);
-            if owner != tgid && owner != tid {
+            let owner = match proc_dir_process(parent).and_then(|dir| proc_dir_host_pid(dir)) {
+                Some(host) => host,
+                None => {
+                    let key = &raw mut (*watch::scratch()?).name.data;
+                    watch::load_name(parent_name, parent_len, key);
+                    let named = parse_pid(&*key);
+                    if named == tgid || named == tid {
+                        0
+                    } else {
+                        process_of_thread_dir(parent).unwrap_or(named)
+                    }
+                }
+            };
+            if owner != 0 && owner != tgid {
                 add_bits(matched, MATCH_PROC_OTHER);
-                core::ptr::write_volatile(
-                    &raw mut (*facts).proc_owner,
-                    process_of_thread_dir(parent).unwrap_or(owner),
-                );
+                core::ptr::write_volatile(&raw mut (*facts).proc_owner, owner);
             }
         }
     }
     Ok(())
+}
+
+/// The process directory a /proc file's directory `dir` stands for: `dir` itself
+/// (`/proc/<pid>`), or for a thread's (`/proc/<pid>/task/<tid>`) its process's.
+#[inline(always)]
+unsafe fn proc_dir_process(dir: *const u8) -> Option<*const u8> {
+    let task_dir = read_ptr(dir, off!(dentry_d_parent)).ok()?;
+    let (len, name) = dentry_name(task_dir).ok()?;
+    if len == 4 && read::<u32>(name, 0).ok()? == u32::from_le_bytes(*b"task") {
+        return read_ptr(task_dir, off!(dentry_d_parent)).ok();
+    }
+    Some(dir)
+}
+
+/// The pid, in the initial pid namespace (the agent's: what records carry), of the process a
+/// `/proc/<pid>` directory is: its inode is a `proc_inode` whose `pid` is the process's
+/// `struct pid`, and `numbers[0].nr` its number at level 0. None without the layout (the
+/// directory's name is used then) or for a directory that is no process's.
+/// Kernel contract: `proc_inode.vfs_inode` embedded (container_of), `proc_inode.pid`,
+/// `pid.numbers[0]`, `upid.nr` (BTF offsets).
+#[inline(always)]
+unsafe fn proc_dir_host_pid(dir: *const u8) -> Option<u32> {
+    if off!(pid_numbers) == 0 {
+        return None;
+    }
+    let inode = read_ptr(dir, off!(dentry_d_inode)).ok()?;
+    let proc_inode = inode.wrapping_sub(off!(proc_inode_vfs_inode));
+    let pid = read_ptr(proc_inode, off!(proc_inode_pid)).ok()?;
+    match read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)).ok()? {
+        0 => None,
+        nr => Some(nr),
+    }
 }
 
 /// For `/proc/<pid>/task/<tid>`, the `<pid>` (the process the thread belongs to); None for a

@@ -139,6 +139,8 @@ pub enum KernelEvent {
         dev: u32,
         matched: u32,
         fd: i32,
+        /// Whose `/proc/<pid>/...` file it is (initial-namespace pid), 0 when none.
+        proc_owner: u32,
     },
     /// A rename, link or symlink whose names passed the watch filter.
     Name {
@@ -479,6 +481,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 dev: raw.dev,
                 matched: raw.matched,
                 fd: raw.fd,
+                proc_owner: raw.proc_owner,
             }
         }
     })

@@ -287,7 +287,26 @@ impl BtfIndex {
             // Optional: unix sockets may be a module (no `unix_sock` in vmlinux's BTF).
             unix_sock_peer: self.offset("unix_sock", "peer", PTR).unwrap_or(0),
             unix_sock_path: self.offset("unix_sock", "path", &[16]).unwrap_or(0),
+            proc_inode_pid: 0,
+            proc_inode_vfs_inode: 0,
+            pid_numbers: 0,
+            upid_nr: 0,
         };
+        // Optional as a whole: whose a /proc directory is, by its `struct pid`. `numbers` is a
+        // flexible array (`numbers[1]` before 5.x): its size is not checked.
+        if let (Ok(pid), Ok(vfs_inode), Ok(numbers), Ok(nr)) = (
+            self.offset("proc_inode", "pid", PTR),
+            self.field("proc_inode", "vfs_inode"),
+            self.field("pid", "numbers"),
+            self.offset("upid", "nr", U32),
+        ) {
+            if numbers.offset != 0 {
+                offsets.proc_inode_pid = pid;
+                offsets.proc_inode_vfs_inode = vfs_inode.offset;
+                offsets.pid_numbers = numbers.offset;
+                offsets.upid_nr = nr;
+            }
+        }
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.
         let io_uring_layout = match (
             self.offset("io_kiocb", "opcode", &[1]),

@@ -197,8 +197,11 @@ fn sources_rewritten_after_the_checkout_are_reported_and_builds_are_not() {
 
 /// A runner directory removed while watched leaves its identity in the kernel until the next
 /// refresh, and ext4 gives its inode number to the next directory made (at once, here): a write
-/// in that new directory, elsewhere in the workspace, is not a write in the runner's actions.
-/// The step proves the number was reused before it writes.
+/// in that new directory, beside the runner's directories, is not a write in the runner's
+/// actions. The new directories are made in the removed one's parent (ext4 puts a directory in
+/// its parent's block group when it can: made elsewhere, after many runs on one disk, the group
+/// may be another and the number never comes back). The step proves the number was reused
+/// before it writes.
 #[test]
 fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
     let agent = Agent::start();
@@ -214,7 +217,8 @@ fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
                     "sleep 1\n\
                      old=$(stat -c %i '{a}')\n\
                      rm -rf '{a}'\n\
-                     for i in $(seq 100); do\n\
+                     cd \"$(dirname '{a}')\"\n\
+                     for i in $(seq 1000); do\n\
                        mkdir \"fresh$i\"\n\
                        if [ \"$(stat -c %i fresh$i)\" = \"$old\" ]; then\n\
                          echo 'build();' > \"fresh$i/index.js\"; echo REUSED; break\n\

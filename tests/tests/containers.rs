@@ -110,12 +110,24 @@ fn a_steps_containers_are_judged_in_that_step() {
         "set -e\nexport DOCKER_HOST={host}\n\
          docker exec {hostbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n"
     );
+    // Its twin: a process in the container reading its own environment (in the container's
+    // namespace `/proc/self` is a small number that is some other process's pid outside).
+    let own = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker exec {hostbox} cat /proc/self/environ | tr '\\0' '\\n' | grep '^HOSTNAME='\n"
+    );
+    let hostbox_init: u64 = d
+        .docker_ok(&["inspect", "-f", "{{.State.Pid}}", &hostbox])
+        .trim()
+        .parse()
+        .unwrap();
     let output = runner.run_job(&[
         ("twin", &twin),
         ("steal", &steal),
         ("escape", &escape),
         ("egress", &egress),
         ("peek", &peek),
+        ("own", &own),
         MARKER_STEP,
     ]);
     d.docker_ok(&["rm", "-f", &hostbox]);
@@ -201,6 +213,19 @@ fn a_steps_containers_are_judged_in_that_step() {
             && f["rule"] == "process-environ-read"
             && names_container(f, &hostbox)),
         "a docker exec into the host's container is the step's that asked: {mine:#?}"
+    );
+    // Named as the agent names processes: the container's init by its pid outside.
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "peek"
+            && f["rule"] == "process-environ-read"
+            && f["evidence"]["target_pid"] == hostbox_init),
+        "the container's init named by its host pid {hostbox_init}: {mine:#?}"
+    );
+    assert!(output.contains("HOSTNAME="), "{output}");
+    let own: Vec<_> = mine.iter().filter(|f| f["step"]["id"] == "own").collect();
+    assert!(
+        own.is_empty(),
+        "a process reading its own environment: {own:#?}"
     );
     // The runtime's API was asked, and says so; so does `monitor doctor`.
     let metrics = agent.scrape();

@@ -69,6 +69,7 @@ impl Engine {
             path_truncated,
             created,
             same_file_as,
+            proc_target,
             ..
         } = &e.detail
         else {
@@ -98,13 +99,18 @@ impl Engine {
             // The kernel saw a proc file of another thread id; a thread of the reader's own
             // process is its own memory. A path that cannot be parsed is still judged (fail
             // closed), as the file its name says.
-            let parsed = credentials::proc_target(path);
+            // Whose it is: the kernel's answer from the directory's identity, a pid as the
+            // agent's are (in a container the path's number is a pid of its namespace), else
+            // the path's number (the same outside containers).
+            let parsed = credentials::proc_target(path)
+                .map(|(named, file)| (proc_target.unwrap_or(named), file));
             if parsed.is_some_and(|(target, _)| target == e.process.pid) {
                 return;
             }
             let unparsed = || {
                 let file = path.rsplit('/').next().unwrap_or("");
-                matches!(file, "mem" | "environ" | "maps").then_some((0, file))
+                matches!(file, "mem" | "environ" | "maps")
+                    .then_some((proc_target.unwrap_or(0), file))
             };
             if let Some((target, file)) = parsed.or_else(unparsed) {
                 if file == "environ"

@@ -642,6 +642,7 @@ impl Enricher {
                 dev,
                 matched,
                 fd,
+                proc_owner,
             } => {
                 let key = self.table.observe(&header);
                 let pth_executable = match self.pth_reader {
@@ -674,6 +675,7 @@ impl Enricher {
                     .map(|watched| redact_path(&watched.path).into_owned());
                 let detail = Detail::Open {
                     same_file_as,
+                    proc_target: (proc_owner != 0).then_some(proc_owner),
                     pth_executable,
                     map_embeds_sources: map.map(|m| m.embeds_sources),
                     map_sources_packed: map.and_then(|m| m.sources_packed),

@@ -125,6 +125,11 @@ pub enum Detail {
         /// another name: a bind mount, a hard link, a detached mount tree, a chroot.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         same_file_as: Option<String>,
+        /// For another process's `/proc/<pid>/{mem,environ,maps}`: that process's pid as the
+        /// agent sees pids, which the kernel found from the directory's identity (in a container
+        /// the path's number is a pid of the container's namespace).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proc_target: Option<u32>,
         /// For `.pth` files read at interpreter start: whether the file has lines Python
         /// executes (`import ...`). Filled by the live agent, which can read the file.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -546,3 +546,33 @@ fn a_service_on_the_job_containers_network_is_the_jobs_even_unlinked() {
     let egress = sim.only("unexpected-egress");
     assert_eq!(egress.evidence["address"], "172.19.0.3", "{egress:#?}");
 }
+
+#[test]
+fn a_containers_proc_file_is_judged_by_whose_it_is_not_by_its_number() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/docker",
+        &["docker", "run", "alpine"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.container_news(ContainerChange::Created, meta(ID, "box", &[]));
+    container_process(&mut sim, ID, 900, &["/bin/sh"], env(&[]));
+    container_process(
+        &mut sim,
+        ID,
+        901,
+        &["/bin/cat", "/proc/1/environ"],
+        env(&[]),
+    );
+    // In the container's namespace its init (host pid 900) is /proc/1: the kernel names it.
+    sim.read_proc_owned_by(901, "/proc/1/environ", 900);
+    sim.exit(901).exit(900).exit(310).exit(300).finish();
+    let f = sim.only("process-environ-read");
+    assert_eq!(f.evidence["target_pid"], 900, "{:?}", f.evidence);
+    assert!(f.summary.contains("of process 900"), "{}", f.summary);
+    assert_eq!(f.container.as_ref().unwrap().name, "box");
+}

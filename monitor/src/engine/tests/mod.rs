@@ -362,6 +362,25 @@ impl Sim {
             dev: 1,
             matched,
             fd: 3,
+            proc_owner: 0,
+        });
+        self
+    }
+
+    /// Another process's `/proc/<n>/...` file opened by `pid`, the kernel naming its owner
+    /// `owner` by the directory's identity (a container's reader: `n` is a pid of its namespace).
+    pub fn read_proc_owned_by(&mut self, pid: u32, path: &str, owner: u32) -> &mut Self {
+        let header = self.header(EventKind::FileOpen, pid);
+        self.feed(KernelEvent::Open {
+            header,
+            path: path.into(),
+            f_flags: 0,
+            f_mode: 0x1,
+            ino: 1,
+            dev: 1,
+            matched: monitor_common::MATCH_PROC_OTHER,
+            fd: 3,
+            proc_owner: owner,
         });
         self
     }
@@ -384,6 +403,7 @@ impl Sim {
             dev: 1,
             matched,
             fd: 3,
+            proc_owner: 0,
         };
         self.feed_with(record, |event| {
             if let Detail::Open { pth_executable, .. } = &mut event.detail {
@@ -469,6 +489,7 @@ impl Sim {
             dev: 1,
             matched: monitor_common::MATCH_NAME_SUFFIX,
             fd: 3,
+            proc_owner: 0,
         };
         self.feed_with(record, |event| {
             if let Detail::Open {
