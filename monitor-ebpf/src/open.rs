@@ -290,7 +290,8 @@ unsafe fn watch_match(
                     }
                 }
             };
-            if owner != 0 && owner != tgid {
+            // A thread's own `/proc/<tid>` is its `struct pid`, the thread's: its own too.
+            if owner != 0 && owner != tgid && owner != tid {
                 add_bits(matched, MATCH_PROC_OTHER);
                 core::ptr::write_volatile(&raw mut (*facts).proc_owner, owner);
             }

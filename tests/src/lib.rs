@@ -774,3 +774,55 @@ pub fn delete_netns(ns: &str) {
     let _ = Command::new("ip").args(["netns", "del", ns]).status();
     let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
 }
+
+/// A directory of its own in bpffs for an agent's pins (`--pin-dir`), removed with everything
+/// in it when the test ends, however it ends (pinned links too: their programs detach, so a
+/// failed test leaves no enforcement behind).
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    /// `/sys/fs/bpf/monitor-test-<name>-<test process>-<n>`.
+    pub fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        PinDir(format!("/sys/fs/bpf/monitor-test-{name}-{}-{n}", std::process::id()).into())
+    }
+
+    /// The directory, as `--pin-dir`'s value.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 pin directory")
+    }
+
+    /// The enforcement directories agents left in it.
+    pub fn enforcement_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("enforcement-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+/// Removes a directory and everything below it, as far as it can (bpffs pins included).
+pub fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}

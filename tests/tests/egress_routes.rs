@@ -10,7 +10,9 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use integration_tests::{by_rule, delete_netns, make_netns, Agent, FakeRunner, Value, MARKER_STEP};
+use integration_tests::{
+    by_rule, delete_netns, make_netns, Agent, FakeRunner, PinDir, Value, MARKER_STEP,
+};
 
 /// One test at a time: every agent judges every job on the machine with its own profile, so a
 /// block-mode agent would refuse the other tests' jobs too.
@@ -474,35 +476,6 @@ fn ping_sockets_name_their_destination_and_are_refused_in_block_mode() {
     drop(lab);
 }
 
-/// A bpffs directory for one agent's pins, removed with everything in it (its pinned links
-/// too: their programs detach) when the test ends, however it ends.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(name: &str) -> Self {
-        Pins(format!("/sys/fs/bpf/monitor-test-{name}-{}", std::process::id()).into())
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_tree(&e.path());
-            } else {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        remove_tree(&self.0);
-    }
-}
-
 /// Block mode outlives the agent: killed mid-job (as a step with root could kill it), the agent
 /// leaves its links and the maps their verdicts come from pinned, so the kernel still refuses
 /// the job's connection to a destination its profile does not allow (from a process forked
@@ -510,14 +483,14 @@ impl Drop for Pins {
 #[test]
 fn egress_block_outlives_a_killed_agent() {
     let _serial = one_at_a_time();
-    let pins = Pins::new("egress-outlive");
+    let pins = PinDir::new("egress-outlive");
     let profile = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(profile.path(), format!("{PROFILE}  mode: block\n")).unwrap();
     let mut agent = Agent::start_with(&[
         "--profile",
         profile.path().to_str().unwrap(),
         "--pin-dir",
-        pins.0.to_str().unwrap(),
+        pins.arg(),
     ]);
     assert!(
         agent.log().contains("enforcement outlives the agent"),

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use integration_tests::{npm_package, sample, Agent, FakeRunner, Value};
+use integration_tests::{npm_package, remove_tree, sample, Agent, FakeRunner, PinDir, Value};
 
 const CANARY_ENV: &str = "WORKER_SECRET_CANARYcanary4242";
 const CANARY_NPM: &str = "npm_CANARYtokenCANARYtoken00000000000000";
@@ -353,51 +353,6 @@ fn rehearsed_responses_kill_nothing_and_say_what_they_would_have_killed() {
         l.contains("process-environ-read") && l.contains("/proc/") && l.contains("[would kill]")
     });
     assert!(environ_line.is_some(), "{diff}");
-}
-
-/// A directory of its own in bpffs for an agent's pins, removed (pins and all) at the end.
-struct PinDir(std::path::PathBuf);
-
-impl PinDir {
-    fn new(name: &str) -> Self {
-        PinDir(format!("/sys/fs/bpf/monitor-test-{name}-{}", std::process::id()).into())
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    /// The enforcement directories agents left in it.
-    fn enforcement_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| n.starts_with("enforcement-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_tree(&e.path());
-            } else {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        remove_tree(&self.0);
-    }
 }
 
 /// Waits (up to 30 s) for `path` to exist.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{by_rule, Agent, FakeRunner, Value, STRICT_PROFILE};
+use integration_tests::{by_rule, Agent, FakeRunner, PinDir, Value, STRICT_PROFILE};
 
 #[test]
 fn a_job_running_when_the_agent_starts_is_picked_up_and_its_report_says_so() {
@@ -66,7 +66,7 @@ fn an_agent_killed_by_a_step_is_reported_by_the_agent_that_starts_next() {
     let socket = flags.path().join("control.sock");
     // This test's own place in bpffs: agents of other tests running now would otherwise report
     // (and take) the record of an agent they never followed.
-    let pins = PinDir::new();
+    let pins = PinDir::new("restart");
     let pin_args = ["--pin-dir", pins.0.to_str().unwrap()];
     let mut first = Agent::start_with_socket(Some(&socket), &pin_args);
     let victim = first.pid();
@@ -135,7 +135,7 @@ fn an_agent_killed_by_a_step_is_reported_by_the_agent_that_starts_next() {
 /// and says so.
 #[test]
 fn an_unpinned_tamper_log_is_pinned_again_and_counted() {
-    let pins = PinDir::new();
+    let pins = PinDir::new("restart");
     let agent = Agent::start_with(&["--pin-dir", pins.0.to_str().unwrap()]);
     let log = pins.0.join("tamper_log");
     assert!(log.exists(), "the agent pinned its tamper log");
@@ -157,30 +157,4 @@ fn an_unpinned_tamper_log_is_pinned_again_and_counted() {
         "{text}"
     );
     assert!(agent.log().contains("was removed"), "{}", agent.log());
-}
-
-/// A directory in bpffs for one test's pins, removed with its pins at the end.
-struct PinDir(std::path::PathBuf);
-
-impl PinDir {
-    fn new() -> Self {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/monitor-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        PinDir(dir)
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }

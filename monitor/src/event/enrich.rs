@@ -87,6 +87,8 @@ pub struct Watched {
 /// starts (`docker exec` asks within milliseconds of connecting; one still connected later is
 /// found connected).
 const RUNTIME_CLIENT_WINDOW_NS: u64 = 30_000_000_000;
+/// Reborn identities kept at once.
+const MAX_REBORN: usize = 4096;
 /// Runtime clients' connections kept at once.
 const MAX_RUNTIME_CONNECTS: usize = 1024;
 
@@ -119,6 +121,10 @@ pub struct Enricher {
     /// The watched files the kernel knows by identity ((dev, ino) -> path), as the agent last
     /// pushed them (agent/identities.rs).
     pub identities: HashMap<(u32, u64), Watched>,
+    /// Watched identities a file created since took (an open that made the file, `O_CREAT`,
+    /// with a watched file's device and inode number under another name): the number of a
+    /// removed file, given to a new one. When, as wall time.
+    reborn: HashMap<(u32, u64), std::time::SystemTime>,
     /// Which container each cgroup id is (None: none), learnt once per id (live: from
     /// `/proc/<pid>/cgroup`; replay: the events say it).
     container_of_cgroup: HashMap<u64, Option<String>>,
@@ -156,6 +162,7 @@ impl Enricher {
             dns_unparsed: 0,
             dns_answers_checked: false,
             identities: HashMap::new(),
+            reborn: HashMap::new(),
             container_of_cgroup: HashMap::new(),
             container_reader: None,
             runtime_clients: None,
@@ -662,10 +669,30 @@ impl Enricher {
                 // a job's first event is in this table before the job's next events are enriched,
                 // even when the kernel's map was filled too late for them.
                 let check = self.identity_check;
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_nanos(
+                        (self.clock.boot_to_unix_ns + header.ts_ns as i128).max(0) as u64,
+                    );
+                if f_mode & FMODE_CREATED != 0
+                    && self
+                        .identities
+                        .get(&(dev, ino))
+                        .is_some_and(|watched| watched.path != path)
+                {
+                    if self.reborn.len() >= MAX_REBORN {
+                        self.reborn.clear();
+                    }
+                    self.reborn.insert((dev, ino), at);
+                }
+                let reborn = self.reborn.get(&(dev, ino)).copied();
                 let same_file_as = self
                     .identities
                     .get(&(dev, ino))
                     .filter(|watched| watched.path != path)
+                    // Not a file made with that number after the watched file had it (read
+                    // through a name given later: the new file's, whether it is there still
+                    // or not when this is read).
+                    .filter(|watched| reborn.is_none_or(|born| born < watched.seen_at))
                     // Still that file: not a removed one whose number went to this file.
                     .filter(|watched| {
                         check.is_none_or(|still| {
@@ -919,6 +946,23 @@ mod tests {
         }
     }
 
+    /// `exe` executed as itself (its name its only argument) in `/`, by `tgid` (child of
+    /// `ppid`) in cgroup `cgroup`, with header `flags`.
+    fn exec_record(tgid: u32, ppid: u32, cgroup: u64, flags: u32, exe: &str) -> KernelEvent {
+        let mut h = header(EventKind::ProcessExec, tgid, ppid);
+        h.cgroup_id = cgroup;
+        h.flags = flags;
+        KernelEvent::Exec {
+            header: h,
+            exe: exe.into(),
+            argv: vec![exe.into()],
+            filename: exe.into(),
+            argv_total_len: exe.len() as u32 + 1,
+            cwd: "/".into(),
+            exe_ctime_ns: 0,
+        }
+    }
+
     #[test]
     fn exec_event_round_trips_through_json_with_redacted_argv() {
         let mut e = Enricher::new(
@@ -974,18 +1018,7 @@ mod tests {
         .with_runtime_clients(Box::new(Vec::new))
         .with_runtime_sockets(vec!["/run/docker.sock".into()]);
         let exec = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, exe: &str| {
-            let mut h = header(EventKind::ProcessExec, tgid, ppid);
-            h.cgroup_id = cgroup;
-            e.enrich(KernelEvent::Exec {
-                header: h,
-                exe: exe.into(),
-                argv: vec![exe.into()],
-                filename: exe.into(),
-                argv_total_len: exe.len() as u32 + 1,
-                cwd: "/".into(),
-                exe_ctime_ns: 0,
-            })
-            .unwrap()
+            e.enrich(exec_record(tgid, ppid, cgroup, 0, exe)).unwrap()
         };
         let clients = |event: &Event| match &event.detail {
             Detail::Exec {
@@ -1024,24 +1057,60 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_files_number_given_to_a_file_made_since_is_that_file_not_the_watched_one() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        // The key's identity was read at wall time 0 (the test's clock: boot time is wall time).
+        e.identities.insert(
+            (8, 42),
+            Watched {
+                path: "/home/u/.ssh/id_deploy".into(),
+                seen_at: std::time::UNIX_EPOCH,
+            },
+        );
+        let open = |e: &mut Enricher, path: &str, f_mode: u32| {
+            let event = e
+                .enrich(KernelEvent::Open {
+                    header: header(EventKind::FileOpen, 10, 1),
+                    path: path.into(),
+                    f_flags: 0,
+                    f_mode,
+                    ino: 42,
+                    dev: 8,
+                    matched: monitor_common::MATCH_INODE,
+                    fd: 3,
+                    proc_owner: 0,
+                })
+                .unwrap();
+            match event.detail {
+                Detail::Open { same_file_as, .. } => same_file_as,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Read by another name, nothing made since: the key (a hard link, a bind mount).
+        assert_eq!(
+            open(&mut e, "/tmp/x", 0x1).as_deref(),
+            Some("/home/u/.ssh/id_deploy")
+        );
+        // gpg makes its lock's temporary file (O_CREAT) and the number is the removed key's:
+        // neither that open nor a later one of the same number by the lock's name is the key.
+        assert_eq!(
+            open(&mut e, "/home/u/.gnupg/.#lk0x1.host.7", 0x2 | FMODE_CREATED),
+            None
+        );
+        assert_eq!(open(&mut e, "/home/u/.gnupg/trustdb.gpg.lock", 0x1), None);
+    }
+
+    #[test]
     fn a_refused_exec_names_the_refused_program_and_leaves_the_process_its_own() {
         let mut e = Enricher::new(
             ProcessTable::new(100, 1000),
             WallClock { boot_to_unix_ns: 0 },
         );
         let exec = |e: &mut Enricher, flags: u32, exe: &str| {
-            let mut h = header(EventKind::ProcessExec, 30, 1);
-            h.flags = flags;
-            e.enrich(KernelEvent::Exec {
-                header: h,
-                exe: exe.into(),
-                argv: vec![exe.into()],
-                filename: exe.into(),
-                argv_total_len: exe.len() as u32 + 1,
-                cwd: "/w".into(),
-                exe_ctime_ns: 0,
-            })
-            .unwrap()
+            e.enrich(exec_record(30, 1, 1, flags, exe)).unwrap()
         };
         exec(&mut e, 0, "/usr/bin/sh");
         let refused = exec(

@@ -351,6 +351,24 @@ impl Sim {
         } else {
             monitor_common::MATCH_INODE
         };
+        self.read_record(pid, path, matched, flags, 0)
+    }
+
+    /// Another process's `/proc/<n>/...` file opened by `pid`, the kernel naming its owner
+    /// `owner` by the directory's identity (a container's reader: `n` is a pid of its namespace).
+    pub fn read_proc_owned_by(&mut self, pid: u32, path: &str, owner: u32) -> &mut Self {
+        self.read_record(pid, path, monitor_common::MATCH_PROC_OTHER, 0, owner)
+    }
+
+    /// A read-only open's record as the kernel sends it.
+    fn read_record(
+        &mut self,
+        pid: u32,
+        path: &str,
+        matched: u32,
+        flags: u32,
+        proc_owner: u32,
+    ) -> &mut Self {
         let mut header = self.header(EventKind::FileOpen, pid);
         header.flags = flags;
         self.feed(KernelEvent::Open {
@@ -362,25 +380,7 @@ impl Sim {
             dev: 1,
             matched,
             fd: 3,
-            proc_owner: 0,
-        });
-        self
-    }
-
-    /// Another process's `/proc/<n>/...` file opened by `pid`, the kernel naming its owner
-    /// `owner` by the directory's identity (a container's reader: `n` is a pid of its namespace).
-    pub fn read_proc_owned_by(&mut self, pid: u32, path: &str, owner: u32) -> &mut Self {
-        let header = self.header(EventKind::FileOpen, pid);
-        self.feed(KernelEvent::Open {
-            header,
-            path: path.into(),
-            f_flags: 0,
-            f_mode: 0x1,
-            ino: 1,
-            dev: 1,
-            matched: monitor_common::MATCH_PROC_OTHER,
-            fd: 3,
-            proc_owner: owner,
+            proc_owner,
         });
         self
     }
