@@ -440,8 +440,9 @@ pub struct TamperEvent {
 /// is, as are their children (inherited in the kernel at fork).
 pub const JOB_MEMBER: u32 = 1 << 0;
 pub const JOB_ANCHOR: u32 = 1 << 1;
-/// Inside a package's install-time code (an npm-family lifecycle script of a dependency, found
-/// by the kernel at exec; or any hook the agent found): inherited at fork and exec.
+/// Inside a package's install-time code (an npm-family lifecycle script, a cargo build script or
+/// a pip build of a dependency, found by the kernel at exec; or any hook the agent found):
+/// inherited at fork and exec.
 pub const JOB_INSTALL_CODE: u32 = 1 << 2;
 /// Runs one of the system's process listers (`QUIET_LISTERS`) not asked to print environments:
 /// spared the environ kill. Set and cleared at each exec, never inherited.
@@ -854,6 +855,11 @@ pub struct KernelOffsets {
     pub proc_inode_vfs_inode: u32,
     pub pid_numbers: u32,
     pub upid_nr: u32,
+    /// `pid.tasks` (`tasks[PIDTYPE_PID].first`: the task the `struct pid` is, through its
+    /// `task_struct.pid_links[PIDTYPE_PID]`): a thread's /proc directory is its process's
+    /// (the task's `tgid`). 0 when absent: the `struct pid`'s own number is used.
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -899,7 +905,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 120);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 67 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 69 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

@@ -277,20 +277,27 @@ unsafe fn watch_match(
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
-            let owner = match proc_dir_process(parent).and_then(|dir| proc_dir_host_pid(dir)) {
+            let process_dir = proc_dir_process(parent);
+            let owner = match process_dir.and_then(|dir| proc_dir_host_pid(dir)) {
                 Some(host) => host,
                 None => {
+                    // The process directory's name: a pid of that /proc's namespace.
+                    let (len, name) = match process_dir {
+                        Some(dir) if dir != parent => dentry_name(dir)?,
+                        _ => (parent_len, parent_name),
+                    };
                     let key = &raw mut (*watch::scratch()?).name.data;
-                    watch::load_name(parent_name, parent_len, key);
+                    watch::load_name(name, len, key);
                     let named = parse_pid(&*key);
                     if named == tgid || named == tid {
                         0
                     } else {
-                        process_of_thread_dir(parent).unwrap_or(named)
+                        named
                     }
                 }
             };
-            // A thread's own `/proc/<tid>` is its `struct pid`, the thread's: its own too.
+            // By `numbers[0].nr` (a task that has just exited), a thread's own `/proc/<tid>` is
+            // the thread's number: its own too.
             if owner != 0 && owner != tgid && owner != tid {
                 add_bits(matched, MATCH_PROC_OTHER);
                 core::ptr::write_volatile(&raw mut (*facts).proc_owner, owner);
@@ -313,11 +320,15 @@ unsafe fn proc_dir_process(dir: *const u8) -> Option<*const u8> {
 }
 
 /// The pid, in the initial pid namespace (the agent's: what records carry), of the process a
-/// `/proc/<pid>` directory is: its inode is a `proc_inode` whose `pid` is the process's
-/// `struct pid`, and `numbers[0].nr` its number at level 0. None without the layout (the
-/// directory's name is used then) or for a directory that is no process's.
+/// `/proc/<pid>` directory is: its inode is a `proc_inode` whose `pid` is the task's
+/// `struct pid`; the task it stands for (`tasks[PIDTYPE_PID].first`, the task's
+/// `pid_links[PIDTYPE_PID]`) gives its process (`tgid`: `/proc/<tid>` of a thread is its
+/// process's), else `numbers[0].nr`, its number at level 0 (a task that has just exited, or no
+/// such layout). None without the layout (the directory's name is used then) or for a
+/// directory that is no process's.
 /// Kernel contract: `proc_inode.vfs_inode` embedded (container_of), `proc_inode.pid`,
-/// `pid.numbers[0]`, `upid.nr` (BTF offsets).
+/// `pid.numbers[0]`, `upid.nr`, `pid.tasks[0].first`, `task_struct.pid_links[0]` and `tgid`
+/// (BTF offsets).
 #[inline(always)]
 unsafe fn proc_dir_host_pid(dir: *const u8) -> Option<u32> {
     if off!(pid_numbers) == 0 {
@@ -326,28 +337,19 @@ unsafe fn proc_dir_host_pid(dir: *const u8) -> Option<u32> {
     let inode = read_ptr(dir, off!(dentry_d_inode)).ok()?;
     let proc_inode = inode.wrapping_sub(off!(proc_inode_vfs_inode));
     let pid = read_ptr(proc_inode, off!(proc_inode_pid)).ok()?;
+    if off!(pid_tasks) != 0 {
+        if let Ok(link) = read_ptr(pid, off!(pid_tasks)) {
+            if !link.is_null() {
+                let task = link.wrapping_sub(off!(task_pid_links));
+                if let Ok(tgid @ 1..) = read::<u32>(task, off!(task_tgid)) {
+                    return Some(tgid);
+                }
+            }
+        }
+    }
     match read::<u32>(pid, off!(pid_numbers) + off!(upid_nr)).ok()? {
         0 => None,
         nr => Some(nr),
-    }
-}
-
-/// For `/proc/<pid>/task/<tid>`, the `<pid>` (the process the thread belongs to); None for a
-/// `/proc/<pid>` directory.
-#[inline(always)]
-unsafe fn process_of_thread_dir(dir: *const u8) -> Option<u32> {
-    let task_dir = read_ptr(dir, off!(dentry_d_parent)).ok()?;
-    let (len, name) = dentry_name(task_dir).ok()?;
-    if len != 4 || read::<u32>(name, 0).ok()? != u32::from_le_bytes(*b"task") {
-        return None;
-    }
-    let process_dir = read_ptr(task_dir, off!(dentry_d_parent)).ok()?;
-    let (len, name) = dentry_name(process_dir).ok()?;
-    let key = &raw mut (*watch::scratch().ok()?).name.data;
-    watch::load_name(name, len, key);
-    match parse_pid(&*key) {
-        0 => None,
-        pid => Some(pid),
     }
 }
 

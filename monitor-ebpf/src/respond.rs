@@ -24,12 +24,18 @@
 //! Install-time code is found here too, at exec (`exec_scan`), so a lifecycle script is
 //! marked before its first instruction runs: an npm-family script (`npm_lifecycle_event` is an
 //! install hook) running in a dependency's directory (`node_modules`, pnpm's store, npm's cache
-//! or git-clone directory), as the agent's rules recognise one. Hooks of other ecosystems are
-//! marked by the agent when it reads their exec (`JOB_INSTALL_CODE` too), which can be late for
-//! a hook that reads at once; children inherit the mark at fork.
+//! or git-clone directory), as the agent's rules recognise one; a dependency's cargo build script
+//! (started in its crate's directory under the registry's sources, a git checkout or
+//! `vendor/`) and what pip runs in the directory it unpacked a requirement into to build it
+//! (`JOB_INSTALL_CODE` only). The agent marks the hooks its rules find too when it reads their
+//! exec (late for a hook that reads at once: the kernel's mark is what the kill relies on);
+//! children inherit the mark at fork.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
+    },
     macros::{map, tracepoint},
     maps::PerCpuArray,
     programs::TracePointContext,
@@ -265,11 +271,12 @@ pub fn exec_scan(_ctx: TracePointContext) -> u32 {
     if quiet {
         new_flags |= JOB_QUIET_LISTER;
     }
-    if flags & JOB_INSTALL_SCRIPT == 0
-        && policy & POLICY_NEEDS_INSTALL_SCAN != 0
-        && unsafe { install_code(task) }.unwrap_or(false)
-    {
-        new_flags |= JOB_INSTALL_CODE | JOB_INSTALL_SCRIPT;
+    if flags & JOB_INSTALL_SCRIPT == 0 && policy & POLICY_NEEDS_INSTALL_SCAN != 0 {
+        match unsafe { install_code(task) }.unwrap_or(InstallCode::None) {
+            InstallCode::LifecycleScript => new_flags |= JOB_INSTALL_CODE | JOB_INSTALL_SCRIPT,
+            InstallCode::Build => new_flags |= JOB_INSTALL_CODE,
+            InstallCode::None => {}
+        }
     }
     if new_flags != flags {
         let entry = JobEntry {
@@ -409,14 +416,36 @@ extern "C" fn args_byte(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     }
 }
 
-/// Whether the new program is a dependency's npm-family install script: run in a dependency's
-/// directory with an install event as `npm_lifecycle_event`.
+/// What kind of install-time code a new program is, if any.
+#[derive(Clone, Copy)]
+enum InstallCode {
+    None,
+    /// A dependency's npm-family lifecycle script (`JOB_INSTALL_SCRIPT`).
+    LifecycleScript,
+    /// A dependency's cargo build script or pip build (`JOB_INSTALL_CODE` only: they compile
+    /// and run test programs in temporary directories).
+    Build,
+}
+
+/// What install-time code the new program is: an npm-family install script (run in a
+/// dependency's directory with an install event as `npm_lifecycle_event`), a cargo build
+/// script (`build-script-*`, which cargo starts in its crate's directory) of a crate unpacked
+/// from a registry or a git source, or vendored, or anything pip starts in the directory it
+/// unpacked a requirement into to build it (`pip-install-*`, `pip-req-build-*`, ...): the
+/// places `rules::lifecycle` calls a dependency's.
 #[inline(always)]
-unsafe fn install_code(task: *const u8) -> Result<bool, i64> {
-    if !in_dependency_dir(task)? {
-        return Ok(false);
+unsafe fn install_code(task: *const u8) -> Result<InstallCode, i64> {
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let build_script = comm.starts_with(b"build-script-");
+    match dependency_dir(task, build_script)? {
+        DIR_NPM => Ok(if scan_env(task, ENV_INSTALL_EVENT)? {
+            InstallCode::LifecycleScript
+        } else {
+            InstallCode::None
+        }),
+        DIR_BUILD => Ok(InstallCode::Build),
+        _ => Ok(InstallCode::None),
     }
-    scan_env(task, ENV_INSTALL_EVENT)
 }
 
 /// What `scan_env` looks for: `npm_lifecycle_event=` with an install event.
@@ -547,21 +576,41 @@ extern "C" fn env_byte(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// How many directories up from the working directory a dependency's directory is looked for.
 const DEPENDENCY_DIR_DEPTH: u32 = 24;
 
+/// `dependency_dir`'s answers: an npm-family dependency's directory, or one where a
+/// dependency is built (cargo, pip).
+const DIR_NPM: u64 = 1;
+const DIR_BUILD: u64 = 2;
+
+/// The name of the directory the walk came up from, when it matters to the next one up.
+const CHILD_OTHER: u64 = 0;
+const CHILD_SRC: u64 = 1;
+const CHILD_CHECKOUTS: u64 = 2;
+
 #[repr(C)]
 struct DirWalk {
     dentry: u64,
+    /// `DIR_*`, or 0 while none is found.
     found: u64,
+    /// Whether the program is a cargo build script (cargo's places count only for one).
+    build_script: u64,
+    /// `CHILD_*`: the directory below the one being looked at.
+    child: u64,
 }
 
-/// Whether the task's working directory is inside a dependency's: a `node_modules`,
-/// `.pnpm-store` or `_cacache` directory, or npm's `git-clone*` directory for a git dependency.
+/// Whose directory the task's working directory is inside: an npm-family dependency's
+/// (`node_modules`, `.pnpm-store`, `_cacache`, npm's `git-clone*` for a git dependency:
+/// `DIR_NPM`); for a cargo build script, a crate from a registry (`registry/src/`), a git
+/// source (`git/checkouts/`) or `vendor/`; pip's build directory of a requirement
+/// (`pip-install-*`, `pip-req-build-*`, `pip-wheel-*`, `pip-download-*`): `DIR_BUILD`; else 0.
 #[inline(always)]
-unsafe fn in_dependency_dir(task: *const u8) -> Result<bool, i64> {
+unsafe fn dependency_dir(task: *const u8, build_script: bool) -> Result<u64, i64> {
     let fs = read_ptr(task, off!(task_fs))?;
     let dentry = read_ptr(fs.wrapping_add(off!(fs_pwd)), off!(path_dentry))?;
     let mut walk = DirWalk {
         dentry: dentry as u64,
         found: 0,
+        build_script: build_script as u64,
+        child: CHILD_OTHER,
     };
     bpf_loop(
         DEPENDENCY_DIR_DEPTH,
@@ -569,7 +618,7 @@ unsafe fn in_dependency_dir(task: *const u8) -> Result<bool, i64> {
         (&raw mut walk).cast(),
         0,
     );
-    Ok(walk.found != 0)
+    Ok(walk.found)
 }
 
 /// One directory of the walk up: is it a dependency's? Stops at the root.
@@ -584,14 +633,39 @@ extern "C" fn dir_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         let copy = if len < 15 { len } else { 15 };
         bpf_probe_read_kernel(name.as_mut_ptr().cast(), copy & 15, bytes.cast());
         let n = &name[..];
-        if (len == 12 && n.starts_with(b"node_modules"))
-            || (len == 11 && n.starts_with(b".pnpm-store"))
-            || (len == 8 && n.starts_with(b"_cacache"))
+        let is = |word: &[u8]| len as usize == word.len() && n.starts_with(word);
+        if is(b"node_modules")
+            || is(b".pnpm-store")
+            || is(b"_cacache")
             || (len >= 9 && n.starts_with(b"git-clone"))
         {
-            (*walk).found = 1;
+            (*walk).found = DIR_NPM;
             return 1;
         }
+        // pip's temporary directories are `pip-<kind>-<random>`.
+        if n.starts_with(b"pip-install-")
+            || n.starts_with(b"pip-req-build-")
+            || n.starts_with(b"pip-wheel-")
+            || n.starts_with(b"pip-download-")
+        {
+            (*walk).found = DIR_BUILD;
+            return 1;
+        }
+        if (*walk).build_script != 0
+            && ((is(b"registry") && (*walk).child == CHILD_SRC)
+                || (is(b"git") && (*walk).child == CHILD_CHECKOUTS)
+                || is(b"vendor"))
+        {
+            (*walk).found = DIR_BUILD;
+            return 1;
+        }
+        (*walk).child = if is(b"src") {
+            CHILD_SRC
+        } else if is(b"checkouts") {
+            CHILD_CHECKOUTS
+        } else {
+            CHILD_OTHER
+        };
         let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) else {
             return 1;
         };

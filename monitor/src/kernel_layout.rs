@@ -291,6 +291,8 @@ impl BtfIndex {
             proc_inode_vfs_inode: 0,
             pid_numbers: 0,
             upid_nr: 0,
+            pid_tasks: 0,
+            task_pid_links: 0,
         };
         // Optional as a whole: whose a /proc directory is, by its `struct pid`. `numbers` is a
         // flexible array (`numbers[1]` before 5.x): its size is not checked.
@@ -305,6 +307,17 @@ impl BtfIndex {
                 offsets.proc_inode_vfs_inode = vfs_inode.offset;
                 offsets.pid_numbers = numbers.offset;
                 offsets.upid_nr = nr;
+                // And, optional too, the task a `struct pid` is (a thread's: its process).
+                if let (Ok(tasks), Ok(links)) = (
+                    self.field("pid", "tasks"),
+                    self.field("task_struct", "pid_links"),
+                ) {
+                    // `hlist_head tasks[PIDTYPE_MAX]`, `hlist_node pid_links[PIDTYPE_MAX]`.
+                    if tasks.offset != 0 && links.offset != 0 && tasks.size >= 8 && links.size >= 16 {
+                        offsets.pid_tasks = tasks.offset;
+                        offsets.task_pid_links = links.offset;
+                    }
+                }
             }
         }
         // io_uring is optional (CONFIG_IO_URING); without it the open path still works.

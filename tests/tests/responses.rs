@@ -3,8 +3,10 @@
 //! before it can read a byte, at process_vm_readv of another process's memory, and at a signal
 //! to the agent or bpf(2); the finding says `killed`. The benign twins (`ps aux`, a step
 //! reading its own child's environment, npm reading its own `.npmrc`, a harmless install
-//! script, the Worker itself) live on. Rehearsed, the same attacks succeed (proving they are
-//! real) and the findings say `would_kill`.
+//! script, the Worker itself, the project's own build script) live on. Install-time code is
+//! marked by the kernel at its exec, so a hook that reads at once is killed too (npm-family
+//! scripts, cargo build scripts and pip builds of dependencies). Rehearsed, the same attacks
+//! succeed (proving they are real) and the findings say `would_kill`.
 //!
 //! Each test's agent applies its profile to its own repository only (a configuration file), so
 //! the other tests' jobs, which every agent sees, are judged by the default profile.
@@ -158,7 +160,7 @@ print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
                 "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 ps aux > {o}/pspre.txt || echo \"pspre $?\" >> {o}/status\n"
             ),
         ),
-        // Twins: a listing, the job's own child's environment, its own.
+        // Twins: a listing, the job's own child's environment, its own, its own thread's.
         (
             "twins",
             &format!(
@@ -166,7 +168,11 @@ print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
                  sleep 5 & child=$!\n\
                  cat /proc/$child/environ > /dev/null; echo \"child $?\" >> {o}/status\n\
                  kill $child\n\
-                 cat /proc/self/environ > /dev/null; echo \"self $?\" >> {o}/status\n"
+                 cat /proc/self/environ > /dev/null; echo \"self $?\" >> {o}/status\n\
+                 python3 -c \"import threading, time\n\
+t = threading.Thread(target=time.sleep, args=(3,)); t.start(); time.sleep(0.3)\n\
+open('/proc/%d/environ' % t.native_id, 'rb').read()\" \
+                 && echo \"sibling 0\" >> {o}/status || echo \"sibling $?\" >> {o}/status\n"
             ),
         ),
         // npm reads its own .npmrc; a harmless install script runs; then the thief.
@@ -216,7 +222,8 @@ print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
         "npm reports its script failed: {status}\n{npm_evil}"
     );
     // The twins lived.
-    for alive in ["ps 0", "child 0", "self 0", "npm-harmless 0", "alive"] {
+    // (A sibling thread's `/proc/<tid>` is its own process's.)
+    for alive in ["ps 0", "child 0", "self 0", "sibling 0", "npm-harmless 0", "alive"] {
         assert!(status.contains(alive), "{alive}: {status}");
     }
     assert!(read(&out.join("npm-harmless.txt")).contains("built"));
@@ -630,4 +637,164 @@ fn a_lifecycle_script_running_what_it_dropped_is_killed_before_it_runs() {
             && f.get("response").is_some()),
         "{mine:#?}"
     );
+}
+
+/// A dependency's cargo build script and a pip build of a dependency that read `~/.npmrc` as
+/// their first act: the kernel marks them install-time code at their exec (cargo starts a build
+/// script in its crate's directory, here under the registry's sources; pip builds in the
+/// directory it unpacked the requirement into), so the kill does not wait for the agent to
+/// read the exec, which such a hook outruns. Twins: the project's own build script reading the
+/// same file is not install-time code (reported, not killed), and a dependency's build script
+/// that reads nothing of the kind builds.
+#[test]
+fn build_hooks_reading_a_credential_at_once_are_killed_before_a_byte_is_read() {
+    let repository = "acme/build-hooks";
+    let (agent, _config) = agent_for(repository, "  credential-read: kill\n");
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let crate_toml = |name: &str, deps: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}")
+    };
+    // The build script copies the token to a file named by its crate, then fails loudly
+    // if it got that far.
+    let steal_rs = |sink: &str| {
+        format!(
+            "fn main() {{\n    let home = std::env::var(\"HOME\").unwrap();\n    \
+             let token = std::fs::read_to_string(format!(\"{{home}}/.npmrc\")).unwrap_or_default();\n    \
+             std::fs::write(\"{o}/{sink}\", token).unwrap();\n}}\n"
+        )
+    };
+    // A crate as cargo unpacks one from a registry, used by path (nothing is fetched).
+    let registry = runner
+        .home
+        .join(".cargo/registry/src/index.example-0123456789abcdef");
+    let evil = registry.join("evil-build-0.1.0");
+    write(&evil.join("Cargo.toml"), &crate_toml("evil-build", ""));
+    write(&evil.join("build.rs"), &steal_rs("cargo-stolen"));
+    write(&evil.join("src/lib.rs"), "pub fn f() {}\n");
+    let plain = registry.join("plain-build-0.1.0");
+    write(&plain.join("Cargo.toml"), &crate_toml("plain-build", ""));
+    write(
+        &plain.join("build.rs"),
+        "fn main() { println!(\"cargo:rustc-env=PLAIN=1\"); }\n",
+    );
+    write(&plain.join("src/lib.rs"), "pub fn g() {}\n");
+    let project = |dir: &Path, dep: &Path, dep_name: &str, name: &str| {
+        let deps = format!(
+            "dep = {{ path = \"{}\", package = \"{dep_name}\" }}\n",
+            dep.display()
+        );
+        write(&dir.join("Cargo.toml"), &crate_toml(name, &deps));
+        write(&dir.join("src/main.rs"), "fn main() {}\n");
+    };
+    let thief = runner.workspace.join("thief");
+    project(&thief, &evil, "evil-build", "thief");
+    // The twin project's own build script reads the token too: its own code, not a dependency's.
+    let honest = runner.workspace.join("honest");
+    project(&honest, &plain, "plain-build", "honest");
+    write(&honest.join("build.rs"), &steal_rs("own-read"));
+
+    // A Python package whose setup.py copies the token, installed by name from a local index.
+    let index = runner.dir.path().join("index");
+    let sdist = runner.dir.path().join("evil-build-py-0.1");
+    write(
+        &sdist.join("setup.py"),
+        &format!(
+            "import os\ntoken = open(os.path.expanduser('~/.npmrc')).read()\nopen('{o}/pip-stolen', 'w').write(token)\n\
+             from setuptools import setup\nsetup(name='evil-build-py', version='0.1')\n"
+        ),
+    );
+    std::fs::create_dir_all(&index).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(index.join("evil-build-py-0.1.tar.gz"))
+        .arg("-C")
+        .arg(runner.dir.path())
+        .arg("evil-build-py-0.1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of the sdist");
+
+    let cargo = "RUSTUP_HOME=/root/.rustup CARGO_HOME=$HOME/.cargo PATH=/root/.cargo/bin:$PATH \
+                 cargo build --offline --quiet";
+    runner.run_job(&[
+        ("warmup", "sleep 1\n"),
+        (
+            "cargo-evil",
+            &format!(
+                "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-evil.txt 2>&1 || echo \"cargo-evil $?\" >> {o}/status\n",
+                thief.display()
+            ),
+        ),
+        (
+            "pip-evil",
+            &format!(
+                "python3 -m pip install --no-index --find-links {} --no-build-isolation --target {o}/site \
+                 evil-build-py > {o}/pip-evil.txt 2>&1 || echo \"pip-evil $?\" >> {o}/status\n",
+                index.display()
+            ),
+        ),
+        (
+            "cargo-honest",
+            &format!(
+                "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-honest.txt 2>&1 && echo \"cargo-honest 0\" >> {o}/status\n",
+                honest.display()
+            ),
+        ),
+    ]);
+
+    let status = statuses(&out);
+    // The attacks were really made: the build scripts ran (cargo and pip report a failed
+    // build), and were killed before they had the token.
+    let cargo_evil = read(&out.join("cargo-evil.txt"));
+    assert!(
+        status.contains("cargo-evil 101") && cargo_evil.contains("evil-build"),
+        "cargo reports the dependency's build script failed: {status}\n{cargo_evil}"
+    );
+    assert!(
+        cargo_evil.contains("SIGKILL") || cargo_evil.contains("signal: 9"),
+        "the build script died of SIGKILL: {cargo_evil}"
+    );
+    assert!(
+        !out.join("cargo-stolen").exists(),
+        "the build script wrote the token"
+    );
+    let pip_evil = read(&out.join("pip-evil.txt"));
+    assert!(
+        status.contains("pip-evil ") && pip_evil.contains("evil-build-py"),
+        "pip's build failed: {status}\n{pip_evil}"
+    );
+    assert!(
+        pip_evil.contains("exit code: -9"),
+        "setup.py died of SIGKILL: {pip_evil}"
+    );
+    assert!(!out.join("pip-stolen").exists(), "setup.py wrote the token");
+    // The twins: the project's own build script read the token and built; the dependency's
+    // harmless build script built.
+    assert!(
+        status.contains("cargo-honest 0"),
+        "{status}\n{}",
+        read(&out.join("cargo-honest.txt"))
+    );
+    assert!(read(&out.join("own-read")).contains(CANARY_NPM));
+
+    let findings = agent.wait_for_findings("the kills", |all| responded(&runner, all).len() >= 2);
+    let kills = responded(&runner, &findings);
+    let killed_hooks: Vec<_> = kills
+        .iter()
+        .filter(|f| f["rule"] == "credential-read" && f["response"] == "killed")
+        .map(|f| f["hook"]["package"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        killed_hooks.iter().any(|p| p == "evil-build")
+            && killed_hooks.iter().any(|p| p == "evil-build-py"),
+        "both hooks' reads are killed credential reads: {kills:#?}"
+    );
+    assert_eq!(kills.len(), 2, "nothing else was killed: {kills:#?}");
 }
