@@ -643,7 +643,10 @@ pub struct FileOpenEvent {
     /// process, as a pid of the initial namespace (the directory's name is a pid of its /proc's
     /// namespace: a container's). 0 otherwise.
     pub proc_owner: u32,
-    pub _pad1: u32,
+    /// `inode->i_generation`: made anew for every inode a file system allocates (ext4, xfs,
+    /// btrfs, tmpfs), so a removed file's number given to a new file is told from the file
+    /// itself. 0 where the file system keeps none, or the layout is unknown.
+    pub generation: u32,
 }
 
 /// A new name given to a file (`FileNameEvent::op`).
@@ -860,6 +863,8 @@ pub struct KernelOffsets {
     /// (the task's `tgid`). 0 when absent: the `struct pid`'s own number is used.
     pub pid_tasks: u32,
     pub task_pid_links: u32,
+    /// `inode.i_generation` (0: not in BTF, the records carry no generation).
+    pub inode_i_generation: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -905,7 +910,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 120);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 69 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 70 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

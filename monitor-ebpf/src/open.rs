@@ -228,7 +228,11 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     (*event).fd = fd as i32;
     (*event)._pad0 = 0;
     (*event).proc_owner = core::ptr::read_volatile(&raw const (*facts).proc_owner);
-    (*event)._pad1 = 0;
+    (*event).generation = if off!(inode_i_generation) != 0 {
+        read::<u32>(inode, off!(inode_i_generation)).unwrap_or(0)
+    } else {
+        0
+    };
     let header_len = core::mem::size_of::<FileOpenEvent>();
     let mut path_flags = 0;
     let path_len = match path::resolve_path_struct(task, f_path) {

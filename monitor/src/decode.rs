@@ -141,6 +141,8 @@ pub enum KernelEvent {
         fd: i32,
         /// Whose `/proc/<pid>/...` file it is (initial-namespace pid), 0 when none.
         proc_owner: u32,
+        /// The inode's generation (0: unknown).
+        generation: u32,
     },
     /// A rename, link or symlink whose names passed the watch filter.
     Name {
@@ -482,6 +484,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 matched: raw.matched,
                 fd: raw.fd,
                 proc_owner: raw.proc_owner,
+                generation: raw.generation,
             }
         }
     })

@@ -293,6 +293,7 @@ impl BtfIndex {
             upid_nr: 0,
             pid_tasks: 0,
             task_pid_links: 0,
+            inode_i_generation: self.offset("inode", "i_generation", U32).unwrap_or(0),
         };
         // Optional as a whole: whose a /proc directory is, by its `struct pid`. `numbers` is a
         // flexible array (`numbers[1]` before 5.x): its size is not checked.
@@ -313,7 +314,8 @@ impl BtfIndex {
                     self.field("task_struct", "pid_links"),
                 ) {
                     // `hlist_head tasks[PIDTYPE_MAX]`, `hlist_node pid_links[PIDTYPE_MAX]`.
-                    if tasks.offset != 0 && links.offset != 0 && tasks.size >= 8 && links.size >= 16 {
+                    if tasks.offset != 0 && links.offset != 0 && tasks.size >= 8 && links.size >= 16
+                    {
                         offsets.pid_tasks = tasks.offset;
                         offsets.task_pid_links = links.offset;
                     }

@@ -270,3 +270,44 @@ fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
         "a new file with a removed key's number is not the key: {mine:#?}"
     );
 }
+
+/// The same, with the new file gone before the agent can look at it (the agent held still while
+/// the step runs: a loaded agent reads its records late), and made without an open (`mknod`):
+/// neither the file's creation time nor a creating open can tell it from the key then; the
+/// inode's generation in the open record does (ext4 gives every inode it allocates a new one).
+/// Without it this is a `credential-read` of the removed key.
+#[test]
+fn a_reused_inode_number_gone_before_the_agent_looks_is_not_the_credential() {
+    let runner = FakeRunner::outside_tmp();
+    let (home, w) = (runner.home.clone(), runner.workspace.clone());
+    std::fs::write(home.join(".pypirc"), "[pypi]\npassword = CANARY-PYPI\n").unwrap();
+    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
+    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    let reused = format!(
+        "old=$(stat -c %i '{home_s}/.pypirc')\n\
+         rm '{home_s}/.pypirc'\n\
+         for i in $(seq 1000); do\n\
+           python3 -c 'import os, sys; os.mknod(sys.argv[1])' '{w_s}/new'$i\n\
+           if [ \"$(stat -c %i '{w_s}/new'$i)\" = \"$old\" ]; then\n\
+             cat '{w_s}/new'$i > /dev/null && echo REUSED\n\
+             rm '{w_s}/new'$i; break\n\
+           fi\n\
+         done\n\
+         rm -f '{w_s}'/new*\n"
+    );
+    // SAFETY: signals to the agent this test started.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    let output = runner.try_run_job_in(None, &[("reused", &reused), MARKER_STEP], None);
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    assert!(output.0, "job failed: {}", output.1);
+    assert!(
+        output.1.contains("REUSED"),
+        "the file system did not reuse the inode number, the case was not made:\n{}",
+        output.1
+    );
+    let mine = agent.findings_through_marker(&runner);
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "reused"),
+        "a new file with a removed key's number is not the key: {mine:#?}"
+    );
+}

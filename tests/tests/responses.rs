@@ -223,7 +223,14 @@ open('/proc/%d/environ' % t.native_id, 'rb').read()\" \
     );
     // The twins lived.
     // (A sibling thread's `/proc/<tid>` is its own process's.)
-    for alive in ["ps 0", "child 0", "self 0", "sibling 0", "npm-harmless 0", "alive"] {
+    for alive in [
+        "ps 0",
+        "child 0",
+        "self 0",
+        "sibling 0",
+        "npm-harmless 0",
+        "alive",
+    ] {
         assert!(status.contains(alive), "{alive}: {status}");
     }
     assert!(read(&out.join("npm-harmless.txt")).contains("built"));

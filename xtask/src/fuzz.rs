@@ -13,14 +13,25 @@ use anyhow::{bail, Context as _};
 pub const TARGETS: [&str; 3] = ["profile_parse", "event_decode", "dns_parse"];
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-fn cargo_fuzz(toolchain_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+/// cargo-fuzz, installed beside the toolchain when missing (with `niceness` added to the
+/// install's priority, its output to `log` when given).
+fn cargo_fuzz(
+    toolchain_dir: &Path,
+    niceness: u32,
+    log: Option<&std::fs::File>,
+) -> anyhow::Result<std::path::PathBuf> {
     let bin = toolchain_dir.join("bin/cargo-fuzz");
     let have = Command::new(&bin).arg("--version").output().ok();
     if have.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
         return Ok(bin);
     }
     eprintln!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let status = Command::new("cargo")
+    let mut install = Command::new("nice");
+    install.arg(format!("-n{niceness}")).arg("cargo");
+    if let Some(log) = log {
+        install.stdout(log.try_clone()?).stderr(log.try_clone()?);
+    }
+    let status = install
         .args([
             "install",
             "cargo-fuzz",
@@ -38,17 +49,49 @@ fn cargo_fuzz(toolchain_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(bin)
 }
 
+/// Builds every target as `run` runs them (installing cargo-fuzz first when missing), with
+/// `niceness` added to the build's priority (`cargo xtask test` builds them in the background
+/// while the tests run).
+pub fn build(
+    root: &Path,
+    toolchain_dir: &Path,
+    niceness: u32,
+    log: &std::fs::File,
+) -> anyhow::Result<()> {
+    let bin = cargo_fuzz(toolchain_dir, niceness, Some(log))?;
+    let status = Command::new("nice")
+        .arg(format!("-n{niceness}"))
+        .arg(&bin)
+        .args(BUILD_ARGS.iter().map(|a| a.replace("{}", "build")))
+        .current_dir(root.join("monitor"))
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .status()
+        .context("running cargo fuzz build")?;
+    if !status.success() {
+        bail!("building the fuzz targets failed ({status})");
+    }
+    Ok(())
+}
+
+/// cargo-fuzz's command (`{}`: build or run) and how the targets are built: no sanitizer (a
+/// stable compiler), without optimizations (the build is most of the fuzz run's time in CI;
+/// 20 s of unoptimized fuzzing still runs each target tens of thousands of times).
+const BUILD_ARGS: [&str; 4] = ["{}", "--sanitizer", "none", "--dev"];
+
 /// Runs every target for `seconds`, starting from the kept corpus (read-only: new inputs go to a
 /// scratch directory, so a test run leaves the repository as it was).
 pub fn run(root: &Path, toolchain_dir: &Path, seconds: u32) -> anyhow::Result<()> {
-    let bin = cargo_fuzz(toolchain_dir)?;
+    let bin = cargo_fuzz(toolchain_dir, 0, None)?;
     let crate_dir = root.join("monitor");
     for target in TARGETS {
         let scratch = tempfile_dir(&format!("monitor-fuzz-{target}"))?;
         let kept = crate_dir.join("fuzz/corpus").join(target);
         eprintln!("fuzz: {target} for {seconds} s");
         let status = Command::new(&bin)
-            .args(["run", "--sanitizer", "none", "--release", target])
+            .args(BUILD_ARGS.iter().map(|a| a.replace("{}", "run")))
+            .arg(target)
             .arg(&scratch)
             .arg(&kept)
             .arg("--")

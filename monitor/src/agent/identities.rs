@@ -14,6 +14,11 @@
 //! written is added at once (`written`). Bounded: `WATCH_INODE_SLOTS`
 //! files, `MAX_PER_DIR` per directory, `MAX_HOMES` homes.
 //!
+//! A removed watched file's number may go to a new file: the open record carries the inode's
+//! generation (new for every inode ext4, xfs, btrfs and tmpfs allocate), and each read here
+//! takes the watched file's (`file_generation`), so the enricher tells the two apart for
+//! certain; where either is missing it falls back to creation times (`still_that_file`).
+//!
 //! Not covered: a file created and aliased between two reads (its own name is still watched),
 //! and file systems that give an open file another identity than `stat` does (overlayfs:
 //! containers, issue 18).
@@ -93,6 +98,12 @@ pub struct Identities {
     /// When each pushed identity was last read as its file's (the latest refresh, or when it
     /// was written).
     seen: BTreeMap<InodeKey, std::time::SystemTime>,
+    /// Each watched identity's inode generation (`file_generation`; None: the file system did
+    /// not say), with the change time it was read at: asked again only when that changed (a
+    /// new inode given the number has another), so the agent does not open every credential
+    /// on the machine every `REFRESH` (other monitors' audit rules would log each). Pushed and
+    /// gone identities alike.
+    generations: BTreeMap<InodeKey, (i64, i64, Option<u32>)>,
     /// Watched files whose name is gone, kept by identity for [`GONE_KEEP`] (at most
     /// [`MAX_GONE`]): a hard link elsewhere keeps the inode, and the key, alive.
     gone: BTreeMap<InodeKey, (String, u32, std::time::SystemTime)>,
@@ -142,6 +153,7 @@ impl Identities {
                 .collect(),
             pushed: BTreeMap::new(),
             seen: BTreeMap::new(),
+            generations: BTreeMap::new(),
             gone: BTreeMap::new(),
             homes: BTreeSet::new(),
             last: None,
@@ -175,11 +187,13 @@ impl Identities {
         self.pushed.insert(key, (path.to_string(), access));
         self.seen.insert(key, std::time::SystemTime::now());
         self.gone.remove(&key);
+        let generation = self.generation_of(path, key);
         Some((
             (key.dev, key.ino),
             Watched {
                 path: path.to_string(),
                 seen_at: std::time::SystemTime::now(),
+                generation,
             },
         ))
     }
@@ -260,6 +274,8 @@ impl Identities {
         }
         for (key, (path, access)) in now {
             self.seen.insert(key, reading);
+            // A number given to a new file under the same name has a new generation.
+            self.generation_of(&path, key);
             if self.pushed.get(&key).is_some_and(|(_, a)| *a == access) {
                 continue;
             }
@@ -277,6 +293,8 @@ impl Identities {
             }
         }
         self.seen.retain(|k, _| self.pushed.contains_key(k));
+        self.generations
+            .retain(|k, _| self.pushed.contains_key(k) || self.gone.contains_key(k));
         let kept: Vec<u64> = self
             .pushed
             .keys()
@@ -294,6 +312,7 @@ impl Identities {
                         Watched {
                             path: path.clone(),
                             seen_at: *seen,
+                            generation: self.generations.get(k).and_then(|g| g.2),
                         },
                     )
                 })
@@ -303,6 +322,7 @@ impl Identities {
                         Watched {
                             path: path.clone(),
                             seen_at: reading,
+                            generation: self.generations.get(k).and_then(|g| g.2),
                         },
                     )
                 }))
@@ -312,6 +332,22 @@ impl Identities {
 }
 
 impl Identities {
+    /// The generation of watched file `path` (identity `key`): as read before while its change
+    /// time is the same, else asked of the file system.
+    fn generation_of(&mut self, path: &str, key: InodeKey) -> Option<u32> {
+        let meta = std::fs::metadata(path).ok()?;
+        let changed = (meta.ctime(), meta.ctime_nsec());
+        if let Some(&(sec, nsec, generation)) = self.generations.get(&key) {
+            if (sec, nsec) == changed {
+                return generation;
+            }
+        }
+        let generation = file_generation(Path::new(path), key);
+        self.generations
+            .insert(key, (changed.0, changed.1, generation));
+        generation
+    }
+
     /// Watches `dirs` (the runners' actions and tool caches the jobs named) for writes at any
     /// depth: their identities go to `WATCH_SUBTREES`, their inode numbers' bits to the
     /// prefilter first. A directory not seen before is read at once; all are read again every
@@ -652,6 +688,33 @@ fn files_in(dir: &Path, depth: u32) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The inode generation of the file at `path` (`FS_IOC_GETVERSION`: ext4, xfs, btrfs answer it),
+/// when the file opened is still `key` and the answer is not 0 (a file system that keeps none).
+/// Opened without following a link, without blocking (a FIFO put there), and without touching
+/// its access time where the agent may.
+pub(crate) fn file_generation(path: &Path, key: InodeKey) -> Option<u32> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    /// `_IOR('v', 1, long)`.
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    let open = |extra: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra)
+            .open(path)
+    };
+    let file = open(libc::O_NOATIME).or_else(|_| open(0)).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || inode_key(&meta) != key {
+        return None;
+    }
+    let mut generation: libc::c_long = 0;
+    // SAFETY: the ioctl writes at most a `long` to the pointer given, which lives until it
+    // returns; the descriptor is open.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETVERSION, &mut generation) };
+    (rc == 0 && generation as u32 != 0).then_some(generation as u32)
 }
 
 /// A file's identity as the kernel's maps key it, from `stat`.

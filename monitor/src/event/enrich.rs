@@ -76,11 +76,13 @@ impl<T: Clone> ReadCache<T> {
 /// last read as the watched file's).
 pub type IdentityCheck = fn(&str, &str, (u32, u64), std::time::SystemTime) -> bool;
 
-/// A watched file known by identity: its path, and when that identity was last read as its.
+/// A watched file known by identity: its path, when that identity was last read as its, and
+/// its inode's generation then (None where the file system did not say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
     pub path: String,
     pub seen_at: std::time::SystemTime,
+    pub generation: Option<u32>,
 }
 
 /// How long after connecting to the runtime a process counts as the client of what the runtime
@@ -650,6 +652,7 @@ impl Enricher {
                 matched,
                 fd,
                 proc_owner,
+                generation,
             } => {
                 let key = self.table.observe(&header);
                 let pth_executable = match self.pth_reader {
@@ -689,15 +692,22 @@ impl Enricher {
                     .identities
                     .get(&(dev, ino))
                     .filter(|watched| watched.path != path)
-                    // Not a file made with that number after the watched file had it (read
-                    // through a name given later: the new file's, whether it is there still
-                    // or not when this is read).
-                    .filter(|watched| reborn.is_none_or(|born| born < watched.seen_at))
-                    // Still that file: not a removed one whose number went to this file.
-                    .filter(|watched| {
-                        check.is_none_or(|still| {
-                            still(&watched.path, &path, (dev, ino), watched.seen_at)
-                        })
+                    .filter(|watched| match (watched.generation, generation) {
+                        // The inode's generation, where both the record and the watched file's
+                        // last read have one, settles it: a new inode given the number has
+                        // another.
+                        (Some(known), opened) if opened != 0 => known == opened,
+                        _ => {
+                            // Not a file made with that number after the watched file had it
+                            // (read through a name given later: the new file's, whether it is
+                            // there still or not when this is read).
+                            reborn.is_none_or(|born| born < watched.seen_at)
+                                // Still that file: not a removed one whose number went to
+                                // this file.
+                                && check.is_none_or(|still| {
+                                    still(&watched.path, &path, (dev, ino), watched.seen_at)
+                                })
+                        }
                     })
                     .map(|watched| redact_path(&watched.path).into_owned());
                 let detail = Detail::Open {
@@ -1068,6 +1078,7 @@ mod tests {
             Watched {
                 path: "/home/u/.ssh/id_deploy".into(),
                 seen_at: std::time::UNIX_EPOCH,
+                generation: None,
             },
         );
         let open = |e: &mut Enricher, path: &str, f_mode: u32| {
@@ -1082,6 +1093,7 @@ mod tests {
                     matched: monitor_common::MATCH_INODE,
                     fd: 3,
                     proc_owner: 0,
+                    generation: 0,
                 })
                 .unwrap();
             match event.detail {
@@ -1101,6 +1113,63 @@ mod tests {
             None
         );
         assert_eq!(open(&mut e, "/home/u/.gnupg/trustdb.gpg.lock", 0x1), None);
+    }
+
+    #[test]
+    fn an_inodes_generation_tells_the_watched_file_from_a_new_one_given_its_number() {
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        );
+        e.identities.insert(
+            (8, 42),
+            Watched {
+                path: "/home/u/.ssh/id_deploy".into(),
+                seen_at: std::time::UNIX_EPOCH,
+                generation: Some(0x5eed),
+            },
+        );
+        // What the agent's look at the files would say: always "that file" (the test's
+        // worst case: a removed key's number, the new file gone before the agent looks).
+        e.identity_check = Some(|_, _, _, _| true);
+        let open = |e: &mut Enricher, path: &str, f_mode: u32, generation: u32| {
+            let event = e
+                .enrich(KernelEvent::Open {
+                    header: header(EventKind::FileOpen, 10, 1),
+                    path: path.into(),
+                    f_flags: 0,
+                    f_mode,
+                    ino: 42,
+                    dev: 8,
+                    matched: monitor_common::MATCH_INODE,
+                    fd: 3,
+                    proc_owner: 0,
+                    generation,
+                })
+                .unwrap();
+            match event.detail {
+                Detail::Open { same_file_as, .. } => same_file_as,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Another inode with the number (another generation): not the key, whatever the look.
+        assert_eq!(
+            open(&mut e, "/home/u/.gnupg/trustdb.gpg.lock", 0x1, 0x77),
+            None
+        );
+        // The key's own inode under another name (a hard link): the key, even after a file
+        // was created with the number under another name (which, made before, it cannot be).
+        assert_eq!(
+            open(&mut e, "/home/u/.gnupg/.#lk0x1", 0x2 | FMODE_CREATED, 0x99),
+            None
+        );
+        assert_eq!(
+            open(&mut e, "/tmp/innocent", 0x1, 0x5eed).as_deref(),
+            Some("/home/u/.ssh/id_deploy")
+        );
+        // A record without a generation (a file system that keeps none) falls back to the
+        // other checks: reborn by the creating open above, so not the key.
+        assert_eq!(open(&mut e, "/tmp/innocent", 0x1, 0), None);
     }
 
     #[test]

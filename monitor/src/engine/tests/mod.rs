@@ -381,6 +381,7 @@ impl Sim {
             matched,
             fd: 3,
             proc_owner,
+            generation: 0,
         });
         self
     }
@@ -404,6 +405,7 @@ impl Sim {
             matched,
             fd: 3,
             proc_owner: 0,
+            generation: 0,
         };
         self.feed_with(record, |event| {
             if let Detail::Open { pth_executable, .. } = &mut event.detail {
@@ -490,6 +492,7 @@ impl Sim {
             matched: monitor_common::MATCH_NAME_SUFFIX,
             fd: 3,
             proc_owner: 0,
+            generation: 0,
         };
         self.feed_with(record, |event| {
             if let Detail::Open {
