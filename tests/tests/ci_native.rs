@@ -239,16 +239,23 @@ fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
     assert!(tampered.is_empty(), "{tampered:#?}");
 }
 
-/// A credential removed and its inode number given at once to a new file (ext4 does) is not
-/// the credential: reading the new file is quiet. The step proves the number was reused.
-/// (The hard link that outlives a removed key is still the key: `file_routes.rs`.)
-#[test]
-fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
+/// A runner whose home holds a canary `.pypirc`, and an agent watching that home; with the
+/// home's and the workspace's paths.
+fn runner_with_a_pypirc() -> (FakeRunner, Agent, String, String) {
     let runner = FakeRunner::outside_tmp();
     let (home, w) = (runner.home.clone(), runner.workspace.clone());
     std::fs::write(home.join(".pypirc"), "[pypi]\npassword = CANARY-PYPI\n").unwrap();
     let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
     let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    (runner, agent, home_s, w_s)
+}
+
+/// A credential removed and its inode number given at once to a new file (ext4 does) is not
+/// the credential: reading the new file is quiet. The step proves the number was reused.
+/// (The hard link that outlives a removed key is still the key: `file_routes.rs`.)
+#[test]
+fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
+    let (runner, agent, home_s, w_s) = runner_with_a_pypirc();
     let reused = format!(
         "old=$(stat -c %i '{home_s}/.pypirc')\n\
          rm '{home_s}/.pypirc'\n\
@@ -278,11 +285,7 @@ fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
 /// Without it this is a `credential-read` of the removed key.
 #[test]
 fn a_reused_inode_number_gone_before_the_agent_looks_is_not_the_credential() {
-    let runner = FakeRunner::outside_tmp();
-    let (home, w) = (runner.home.clone(), runner.workspace.clone());
-    std::fs::write(home.join(".pypirc"), "[pypi]\npassword = CANARY-PYPI\n").unwrap();
-    let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
-    let (home_s, w_s) = (home.display().to_string(), w.display().to_string());
+    let (runner, agent, home_s, w_s) = runner_with_a_pypirc();
     let reused = format!(
         "old=$(stat -c %i '{home_s}/.pypirc')\n\
          rm '{home_s}/.pypirc'\n\

@@ -1066,41 +1066,50 @@ mod tests {
         assert!(clients(&own).is_empty(), "{own:?}");
     }
 
-    #[test]
-    fn a_watched_files_number_given_to_a_file_made_since_is_that_file_not_the_watched_one() {
+    /// An enricher that watches `/home/u/.ssh/id_deploy` as identity (8, 42), read at wall time
+    /// 0 (the tests' clock: boot time is wall time) with inode generation `generation`.
+    fn watching_a_key(generation: Option<u32>) -> Enricher {
         let mut e = Enricher::new(
             ProcessTable::new(100, 1000),
             WallClock { boot_to_unix_ns: 0 },
         );
-        // The key's identity was read at wall time 0 (the test's clock: boot time is wall time).
         e.identities.insert(
             (8, 42),
             Watched {
                 path: "/home/u/.ssh/id_deploy".into(),
                 seen_at: std::time::UNIX_EPOCH,
-                generation: None,
+                generation,
             },
         );
-        let open = |e: &mut Enricher, path: &str, f_mode: u32| {
-            let event = e
-                .enrich(KernelEvent::Open {
-                    header: header(EventKind::FileOpen, 10, 1),
-                    path: path.into(),
-                    f_flags: 0,
-                    f_mode,
-                    ino: 42,
-                    dev: 8,
-                    matched: monitor_common::MATCH_INODE,
-                    fd: 3,
-                    proc_owner: 0,
-                    generation: 0,
-                })
-                .unwrap();
-            match event.detail {
-                Detail::Open { same_file_as, .. } => same_file_as,
-                other => panic!("{other:?}"),
-            }
-        };
+        e
+    }
+
+    /// The watched file an open of identity (8, 42) by `path` is taken for (`same_file_as`).
+    fn opened_as(e: &mut Enricher, path: &str, f_mode: u32, generation: u32) -> Option<String> {
+        let event = e
+            .enrich(KernelEvent::Open {
+                header: header(EventKind::FileOpen, 10, 1),
+                path: path.into(),
+                f_flags: 0,
+                f_mode,
+                ino: 42,
+                dev: 8,
+                matched: monitor_common::MATCH_INODE,
+                fd: 3,
+                proc_owner: 0,
+                generation,
+            })
+            .unwrap();
+        match event.detail {
+            Detail::Open { same_file_as, .. } => same_file_as,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_watched_files_number_given_to_a_file_made_since_is_that_file_not_the_watched_one() {
+        let mut e = watching_a_key(None);
+        let open = |e: &mut Enricher, path: &str, f_mode: u32| opened_as(e, path, f_mode, 0);
         // Read by another name, nothing made since: the key (a hard link, a bind mount).
         assert_eq!(
             open(&mut e, "/tmp/x", 0x1).as_deref(),
@@ -1117,41 +1126,11 @@ mod tests {
 
     #[test]
     fn an_inodes_generation_tells_the_watched_file_from_a_new_one_given_its_number() {
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        );
-        e.identities.insert(
-            (8, 42),
-            Watched {
-                path: "/home/u/.ssh/id_deploy".into(),
-                seen_at: std::time::UNIX_EPOCH,
-                generation: Some(0x5eed),
-            },
-        );
+        let mut e = watching_a_key(Some(0x5eed));
         // What the agent's look at the files would say: always "that file" (the test's
         // worst case: a removed key's number, the new file gone before the agent looks).
         e.identity_check = Some(|_, _, _, _| true);
-        let open = |e: &mut Enricher, path: &str, f_mode: u32, generation: u32| {
-            let event = e
-                .enrich(KernelEvent::Open {
-                    header: header(EventKind::FileOpen, 10, 1),
-                    path: path.into(),
-                    f_flags: 0,
-                    f_mode,
-                    ino: 42,
-                    dev: 8,
-                    matched: monitor_common::MATCH_INODE,
-                    fd: 3,
-                    proc_owner: 0,
-                    generation,
-                })
-                .unwrap();
-            match event.detail {
-                Detail::Open { same_file_as, .. } => same_file_as,
-                other => panic!("{other:?}"),
-            }
-        };
+        let open = opened_as;
         // Another inode with the number (another generation): not the key, whatever the look.
         assert_eq!(
             open(&mut e, "/home/u/.gnupg/trustdb.gpg.lock", 0x1, 0x77),
