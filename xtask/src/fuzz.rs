@@ -26,8 +26,7 @@ fn cargo_fuzz(
         return Ok(bin);
     }
     eprintln!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let mut install = Command::new("nice");
-    install.arg(format!("-n{niceness}")).arg("cargo");
+    let mut install = crate::niced(niceness, "cargo");
     if let Some(log) = log {
         install.stdout(log.try_clone()?).stderr(log.try_clone()?);
     }
@@ -59,10 +58,9 @@ pub fn build(
     log: &std::fs::File,
 ) -> anyhow::Result<()> {
     let bin = cargo_fuzz(toolchain_dir, niceness, Some(log))?;
-    let status = Command::new("nice")
-        .arg(format!("-n{niceness}"))
-        .arg(&bin)
-        .args(BUILD_ARGS.iter().map(|a| a.replace("{}", "build")))
+    let status = crate::niced(niceness, &bin)
+        .arg("build")
+        .args(BUILD_FLAGS)
         .current_dir(root.join("monitor"))
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
@@ -75,10 +73,10 @@ pub fn build(
     Ok(())
 }
 
-/// cargo-fuzz's command (`{}`: build or run) and how the targets are built: no sanitizer (a
-/// stable compiler), without optimizations (the build is most of the fuzz run's time in CI;
-/// 20 s of unoptimized fuzzing still runs each target tens of thousands of times).
-const BUILD_ARGS: [&str; 4] = ["{}", "--sanitizer", "none", "--dev"];
+/// How the targets are built, by `build` and `run` alike: no sanitizer (a stable compiler),
+/// without optimizations (the build is most of the fuzz run's time in CI; 20 s of unoptimized
+/// fuzzing still runs each target thousands of times).
+const BUILD_FLAGS: [&str; 3] = ["--sanitizer", "none", "--dev"];
 
 /// Runs every target for `seconds`, starting from the kept corpus (read-only: new inputs go to a
 /// scratch directory, so a test run leaves the repository as it was).
@@ -90,7 +88,8 @@ pub fn run(root: &Path, toolchain_dir: &Path, seconds: u32) -> anyhow::Result<()
         let kept = crate_dir.join("fuzz/corpus").join(target);
         eprintln!("fuzz: {target} for {seconds} s");
         let status = Command::new(&bin)
-            .args(BUILD_ARGS.iter().map(|a| a.replace("{}", "run")))
+            .arg("run")
+            .args(BUILD_FLAGS)
             .arg(target)
             .arg(&scratch)
             .arg(&kept)

@@ -178,12 +178,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A command running `program` with `niceness` added to its priority (`nice(1)`; 0: as is).
+pub fn niced(niceness: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("nice");
+    command.arg(format!("-n{niceness}")).arg(program);
+    command
+}
+
 /// Runs cargo with `niceness` added to its priority (`nice(1)`), its output to `log`.
 fn cargo_niced(args: &[&str], niceness: u32, log: &std::fs::File) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new("nice")
-        .arg(format!("-n{niceness}"))
-        .arg(&cargo)
+    let status = niced(niceness, &cargo)
         .args(args)
         .current_dir(workspace_root())
         .stdout(log.try_clone()?)
