@@ -108,33 +108,55 @@ fn main() -> anyhow::Result<()> {
             // lowest priority while the tests run, which mostly wait on the programs they start.
             // Its output goes to target/prebuild.log (shown if it fails), not among the tests'.
             let log_path = workspace_root().join("target/prebuild.log");
+            // The release agent is announced on its own as soon as it is built, so the VM can
+            // start while the fuzz targets are still building (the VM waited ~5 minutes).
+            let (release_built, release_ready) = std::sync::mpsc::channel::<Result<(), String>>();
             let prebuild = args.is_empty().then(|| {
                 let log_path = log_path.clone();
                 std::thread::spawn(move || -> anyhow::Result<()> {
                     let log = std::fs::File::create(&log_path)?;
-                    cargo_niced(&["build", "--release", "--package", "monitor"], 19, &log)?;
+                    let release =
+                        cargo_niced(&["build", "--release", "--package", "monitor"], 19, &log);
+                    let _ = release_built
+                        .send(release.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+                    release?;
                     fuzz::build(&workspace_root(), &toolchain_dir(), 19, &log)
                 })
             });
+            let show_log = || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            };
+            const PREBUILD_FAILED: &str = "the background build for the kernel VM and the fuzz run (its output above, all of it in target/prebuild.log)";
             // Default members: every crate but monitor-ebpf, which only builds for the BPF target.
             let mut test_args = vec!["test"];
             test_args.extend(args.iter().map(String::as_str));
             let tested = cargo(&test_args);
-            let built = prebuild.map(|p| {
-                p.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the background build panicked")))
-            });
-            tested?;
-            if let Some(built) = built {
-                if built.is_err() {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                    eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            let Some(prebuild) = prebuild else {
+                return tested;
+            };
+            let release = release_ready
+                .recv()
+                .unwrap_or_else(|_| Err("the background build ended without a word".into()));
+            if tested.is_err() || release.is_err() {
+                // Either way the run has failed: wait for the builder (it holds cargo's lock).
+                let _ = prebuild.join();
+                if release.is_err() {
+                    show_log();
                 }
-                built.context("the background build for the kernel VM and the fuzz run (its output above, all of it in target/prebuild.log)")?;
-                kernel_matrix::run(&workspace_root())?;
-                fuzz::run(&workspace_root(), &toolchain_dir(), 20)?;
+                tested?;
+                return release.map_err(anyhow::Error::msg).context(PREBUILD_FAILED);
             }
+            kernel_matrix::run(&workspace_root())?;
+            let built = prebuild
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the background build panicked")));
+            if built.is_err() {
+                show_log();
+            }
+            built.context(PREBUILD_FAILED)?;
+            fuzz::run(&workspace_root(), &toolchain_dir(), 20)?;
             Ok(())
         }
         Task::Fuzz { seconds } => {
