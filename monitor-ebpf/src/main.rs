@@ -168,7 +168,7 @@ pub struct PendingConnect {
 /// (connect.rs). Entry 0 of `RUNTIME_SOCKETS_ON` is non-zero once there is one (until then unix
 /// connects are not followed to their exit).
 #[map]
-static RUNTIME_SOCKETS: HashMap<InodeKey, u32> = HashMap::with_max_entries(8, 0);
+static RUNTIME_SOCKETS: HashMap<InodeKey, u32> = HashMap::with_max_entries(16, 0);
 #[map]
 static RUNTIME_SOCKETS_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]

@@ -53,6 +53,10 @@ pub struct Config {
     /// told by their cgroup only.
     #[serde(default)]
     pub docker_socket: Option<PathBuf>,
+    /// Other container runtimes' API sockets, replacing the built-in list (`[]` or `[none]`:
+    /// only Docker's).
+    #[serde(default)]
+    pub runtime_sockets: Option<Vec<PathBuf>>,
     /// A list of services that take data from anyone, replacing the built-in one
     /// (`profiles/exfil-services.yml`'s format; relative to this file's directory).
     #[serde(default)]

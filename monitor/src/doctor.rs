@@ -232,7 +232,45 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
         crate::control::DEFAULT_SOCKET,
     )));
     checks.push(container_runtime_check(docker_socket));
+    let others: Vec<std::path::PathBuf> = crate::agent::DEFAULT_RUNTIME_SOCKETS
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    checks.push(runtime_sockets_check(&others));
     checks
+}
+
+/// Which other container runtimes run here (their API sockets, and the daemon listening on
+/// each): what those daemons start in cgroups of their own is judged as a container.
+pub fn runtime_sockets_check(paths: &[std::path::PathBuf]) -> Check {
+    let found: Vec<String> = paths
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| {
+            let daemons = crate::containers::clients::listeners_of(&[p.as_path()]);
+            match daemons.as_slice() {
+                [] => format!("{} (no daemon listening)", p.display()),
+                pids => format!("{} (daemon pid {pids:?})", p.display()),
+            }
+        })
+        .collect();
+    if found.is_empty() {
+        return check(
+            "container runtimes",
+            Status::Ok,
+            "no containerd, Podman, CRI-O or BuildKit socket here",
+            "",
+        );
+    }
+    check(
+        "container runtimes",
+        Status::Ok,
+        format!(
+            "{}: their clients are named as they connect, what their daemons start in cgroups of their own is a container",
+            found.join(", ")
+        ),
+        "a runtime with its socket elsewhere: --runtime-socket (config: runtime_sockets)",
+    )
 }
 
 /// How close the heaviest programs came to the verifier's limit here: a kernel whose verifier

@@ -105,6 +105,12 @@ enum Command {
         /// /var/run/docker.sock] [config: docker_socket].
         #[arg(long, value_name = "PATH")]
         docker_socket: Option<PathBuf>,
+        /// Another container runtime's API socket (repeatable; `none`: only Docker's): what its
+        /// daemon starts in a cgroup of its own is a container, named after its client's step
+        /// [default: containerd's, dockerd's containerd, Podman's, CRI-O's, BuildKit's]
+        /// [config: runtime_sockets].
+        #[arg(long = "runtime-socket", value_name = "PATH")]
+        runtime_sockets: Vec<PathBuf>,
         /// A list of services that take data from anyone (request bins, tunnels, webhooks),
         /// replacing the built-in one; same format as profiles/exfil-services.yml [config:
         /// exfil_services].
@@ -389,6 +395,7 @@ fn main() -> anyhow::Result<()> {
             log_max_bytes,
             watch_homes,
             docker_socket,
+            runtime_sockets,
             exfil_services,
             baseline,
             no_baseline,
@@ -505,6 +512,20 @@ fn main() -> anyhow::Result<()> {
                     Some(p) if p.as_os_str() == "none" => None,
                     Some(p) => Some(p),
                     None => defaults.docker_socket.clone(),
+                },
+                runtime_sockets: {
+                    let given = if runtime_sockets.is_empty() {
+                        file.runtime_sockets.clone()
+                    } else {
+                        Some(runtime_sockets)
+                    };
+                    match given {
+                        Some(list) => list
+                            .into_iter()
+                            .filter(|p| p.as_os_str() != "none")
+                            .collect(),
+                        None => defaults.runtime_sockets.clone(),
+                    }
                 },
                 ..defaults
             };

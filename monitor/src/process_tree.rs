@@ -178,7 +178,19 @@ impl ProcessTable {
     /// Makes sure the process an event is about is known, creating it from the header if needed.
     pub fn observe(&mut self, h: &Header) -> ProcessKey {
         let key = self.key_of(h.tgid, h.start_ns);
-        if !self.procs.contains_key(&key) {
+        if let Some(known) = self.procs.get(&key) {
+            // Met first as some record's parent (its own fork record came later, from another
+            // CPU's ring): its parent, unknown then, is this record's, when that one is known.
+            if known.parent.is_none() && h.ppid != 0 {
+                let parent = self.key_of(h.ppid, h.parent_start_ns);
+                if parent != key && self.procs.contains_key(&parent) {
+                    if let Some(p) = self.procs.get_mut(&key) {
+                        p.parent = Some(parent);
+                        p.ppid = h.ppid;
+                    }
+                }
+            }
+        } else {
             let parent = (h.ppid != 0).then(|| self.key_of(h.ppid, h.parent_start_ns));
             if let Some(parent) = parent {
                 if !self.procs.contains_key(&parent) {
@@ -436,6 +448,26 @@ mod tests {
             "{joined}"
         );
         assert!(!joined.contains("hunter2"), "{joined}");
+    }
+
+    #[test]
+    fn a_parent_met_before_its_own_fork_record_learns_its_parent_from_it() {
+        // Records from two CPUs' rings: the grandchild's fork (30, child of 20) is read before
+        // 20's own fork (child of 10).
+        let mut t = ProcessTable::new(HZ, 1000);
+        t.on_exec(
+            &header(EventKind::ProcessExec, 10, 1, 1, 0, 1),
+            "/usr/bin/runc",
+            &["runc".into()],
+            false,
+        );
+        let grandchild = t.on_fork(&header(EventKind::ProcessFork, 30, 3, 20, 2, 3));
+        let middle = t.get(&grandchild).unwrap().parent.unwrap();
+        assert_eq!(t.get(&middle).unwrap().parent, None);
+        t.on_fork(&header(EventKind::ProcessFork, 20, 2, 10, 1, 2));
+        let grandparent = t.get(&middle).unwrap().parent.expect("learnt");
+        assert_eq!(grandparent.tgid, 10);
+        assert_eq!(t.get(&grandparent).unwrap().argv[0], "runc");
     }
 
     #[test]

@@ -156,29 +156,21 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
+    /// The containerd socket dockerd started for itself (in its exec root): `ctr` reaches the
+    /// same daemon's containers through it, without Docker's API.
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("exec/containerd/containerd.sock")
+    }
+
     /// A busybox image (`IMAGE`) made from the machine's static busybox, once per process.
     pub fn busybox_image(&self) -> &'static str {
         IMAGE_MADE.get_or_init(|| {
-            let root = tempfile::tempdir().expect("image root");
-            let r = root.path();
-            for d in ["bin", "etc", "tmp", "root", "data"] {
-                std::fs::create_dir_all(r.join(d)).unwrap();
-            }
-            std::fs::copy("/bin/busybox", r.join("bin/busybox"))
-                .expect("/bin/busybox (busybox-static)");
-            for applet in [
-                "sh", "cat", "ls", "sleep", "echo", "nc", "wget", "env", "httpd", "grep", "head",
-                "sed", "id", "test", "cp", "mkdir", "printf", "true",
-            ] {
-                std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
-            }
-            std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-            std::fs::write(r.join("data/own.txt"), "the container's own file\n").unwrap();
+            let root = busybox_rootfs();
             let tar = root.path().with_extension("tar");
             run_ok(&[
                 "tar",
                 "-C",
-                &r.display().to_string(),
+                &root.path().display().to_string(),
                 "-cf",
                 &tar.display().to_string(),
                 ".",
@@ -214,6 +206,27 @@ impl Daemon {
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
         remove_tree(&self.dir);
     }
+}
+
+/// A root file system of the machine's static busybox (`sh`, `cat`, ... and a file of its own,
+/// `/data/own.txt`), for an image or for a runtime given a root directly (`ctr run --rootfs`).
+pub fn busybox_rootfs() -> tempfile::TempDir {
+    std::fs::create_dir_all("/var/lib/monitor-tests").expect("/var/lib/monitor-tests");
+    let root = tempfile::tempdir_in("/var/lib/monitor-tests").expect("root file system");
+    let r = root.path();
+    for d in ["bin", "etc", "tmp", "root", "data", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).expect("/bin/busybox (busybox-static)");
+    for applet in [
+        "sh", "cat", "ls", "sleep", "echo", "nc", "wget", "env", "httpd", "grep", "head", "sed",
+        "id", "test", "cp", "mkdir", "printf", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(r.join("data/own.txt"), "the container's own file\n").unwrap();
+    root
 }
 
 /// Removes the daemon's directory, unmounting what it left mounted there first.

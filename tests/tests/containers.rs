@@ -60,6 +60,16 @@ fn names_container(f: &serde_json::Value, name: &str) -> bool {
     f["container"]["name"] == name && f["container"]["id"].as_str().is_some_and(|i| i.len() == 64)
 }
 
+/// A container no API describes is named by its runtime's name for it, its id that name and its
+/// cgroup's id (names repeat across runtimes' namespaces and runs).
+fn names_ctr_container(f: &serde_json::Value, name: &str) -> bool {
+    f["container"]["name"] == name
+        && f["container"]["id"]
+            .as_str()
+            .and_then(|id| id.strip_prefix(name)?.strip_prefix('@'))
+            .is_some_and(|cgroup| cgroup.parse::<u64>().is_ok())
+}
+
 #[test]
 fn a_steps_containers_are_judged_in_that_step() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -481,4 +491,143 @@ fn a_docker_exec_that_ends_before_the_agent_reads_it_is_the_steps_that_asked() {
     assert!(agent
         .scrape()
         .contains("monitor_container_runtime_socket_present 1"));
+}
+
+/// A step that asks containerd for a container itself (`ctr run`, no Docker API: Docker never
+/// hears of it) under a name of its choosing, which no runtime's id layout names: its
+/// processes are still a container (a runtime daemon started them into a cgroup of their
+/// own), judged in the step that asked, told from another job's `ctr` container running at the
+/// same time by the client the kernel saw connect to containerd's socket.
+#[test]
+fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let containerd = d.containerd_socket();
+    // Made before the agent and the jobs: a program written during a job is a finding of its
+    // own, which these are not meant to show.
+    let (quiet_root, thief_root, escape_root) = (
+        integration_tests::docker::busybox_rootfs(),
+        integration_tests::docker::busybox_rootfs(),
+        integration_tests::docker::busybox_rootfs(),
+    );
+    let agent = Agent::start_with(&[
+        "--docker-socket",
+        &d.socket.display().to_string(),
+        "--runtime-socket",
+        &containerd.display().to_string(),
+    ]);
+    let (quiet, thief) = (runner(), runner());
+    let ctr = format!(
+        "ctr -a {} -n monitor-tests-ctr run --rm --env PATH=/bin",
+        containerd.display()
+    );
+    let quiet_name = format!("quiet-{}", quiet.run_id);
+    let thief_name = format!("thief-{}", thief.run_id);
+    let quiet_step = format!(
+        "set -e\n{ctr} --rootfs {} {quiet_name} sh -c 'sleep 4; cat /data/own.txt'\n",
+        quiet_root.path().display()
+    );
+    let thief_step = format!(
+        "set -e\nsleep 1\n\
+         {ctr} --mount \"type=bind,src=$HOME,dst=/h,options=rbind:ro\" --rootfs {} {thief_name} cat /h/.npmrc\n",
+        thief_root.path().display()
+    );
+    // The host's network namespace and `/` (with its /proc), and a capability that is root on
+    // the host: the runner's registration secret read through the host's root, the Worker's
+    // environment through the host's /proc.
+    let escape_name = format!("escape-{}", thief.run_id);
+    let runner_dir = thief.dir.path().display().to_string();
+    std::fs::write(
+        thief.dir.path().join(".credentials"),
+        "{\"scheme\":\"OAuth\",\"data\":{\"clientId\":\"RUNNER-CRED-CANARY\"}}\n",
+    )
+    .unwrap();
+    let escape_step = format!(
+        "set -e\nworker=$PPID\n\
+         {ctr} --cap-add CAP_SYS_ADMIN --net-host \
+         --mount type=bind,src=/,dst=/host,options=rbind:ro --rootfs {} {escape_name} \
+         sh -c \"grep -q PATH= /host/proc/$worker/environ && echo environ-read; cat /host{runner_dir}/.credentials\"\n",
+        escape_root.path().display()
+    );
+    let quiet_steps = [("work", quiet_step.as_str()), MARKER_STEP];
+    let thief_steps = [
+        ("steal", thief_step.as_str()),
+        ("escape", escape_step.as_str()),
+        MARKER_STEP,
+    ];
+    let (quiet_out, thief_out) = std::thread::scope(|s| {
+        let q = s.spawn(|| quiet.run_job(&quiet_steps));
+        let t = s.spawn(|| thief.run_job(&thief_steps));
+        (q.join().unwrap(), t.join().unwrap())
+    });
+    // The attack happened: the token came out of the container.
+    assert!(
+        thief_out.contains(TOKEN),
+        "the token was not read: {thief_out}"
+    );
+    assert!(
+        quiet_out.contains("the container's own file"),
+        "{quiet_out}"
+    );
+    let stolen = agent.findings_through_marker(&thief);
+    assert!(
+        by_rule(&stolen, "credential-read").iter().any(|f| f["step"]["id"] == "steal"
+            && names_ctr_container(f, &thief_name)
+            && f["evidence"]["opened_as"] == "/h/.npmrc"
+            && f["evidence"]["path"] == format!("{}/.npmrc", thief.home.display())),
+        "the read in containerd's container is the step's that asked, with the host path: {stolen:#?}"
+    );
+    assert!(thief_out.contains("environ-read"), "{thief_out}");
+    assert!(thief_out.contains("RUNNER-CRED-CANARY"), "{thief_out}");
+    let in_escape = |f: &&serde_json::Value| {
+        f["step"]["id"] == "escape" && names_ctr_container(f, &escape_name)
+    };
+    let risk = by_rule(&stolen, "container-escape-risk")
+        .into_iter()
+        .find(|f| in_escape(f))
+        .unwrap_or_else(|| {
+            panic!("the escape container's settings, seen by the kernel: {stolen:#?}")
+        });
+    let said = risk["evidence"]["risks"].to_string();
+    for reason in [
+        "capability SYS_ADMIN",
+        "network namespace",
+        "the host's / mounted",
+    ] {
+        assert!(said.contains(reason), "{reason}: {said}");
+    }
+    assert!(
+        by_rule(&stolen, "credential-read")
+            .iter()
+            .any(|f| in_escape(f)
+                && f["evidence"]["host_path"] == format!("{runner_dir}/.credentials")),
+        "the runner's credentials read through the host's root: {stolen:#?}"
+    );
+    assert!(
+        stolen.iter().any(|f| in_escape(&f)
+            && (f["rule"] == "process-environ-read" || f["rule"] == "process-memory-read")),
+        "the Worker's environment read from the container: {stolen:#?}"
+    );
+    assert!(
+        by_rule(&stolen, "container-escape-risk")
+            .iter()
+            .any(|f| f["step"]["id"] == "steal" && names_ctr_container(f, &thief_name)),
+        "a home mounted into a container, seen by the kernel: {stolen:#?}"
+    );
+    let quiet_findings = agent.findings_through_marker(&quiet);
+    assert!(
+        quiet_findings
+            .iter()
+            .all(|f| f["step"]["id"] == MARKER_STEP.0),
+        "the other job's container reading its own file is quiet: {quiet_findings:#?}"
+    );
+    // What linked it: the kernel's record of `ctr` connecting to containerd's socket.
+    let socket = containerd.display().to_string();
+    assert!(
+        agent
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "runtime_client" && e["socket"] == socket.as_str()),
+        "no runtime_client event for {socket}"
+    );
 }

@@ -27,15 +27,14 @@ pub struct ContainerHold {
 }
 
 impl ContainerHold {
-    /// Whether the event must wait: its process is in a container not described yet, and the
-    /// runtime's API answers (when it does not, nothing would come to wait for).
+    /// Whether the event must wait: its process is in a container not described yet, which the
+    /// runtime's API would describe (an id of its shape), and the API answers (when it does
+    /// not, nothing would come to wait for).
     pub fn must_wait(&self, event: &Event, runtime_up: bool) -> bool {
         runtime_up
-            && event
-                .process
-                .container
-                .as_ref()
-                .is_some_and(|id| !self.described.contains(id))
+            && event.process.container.as_ref().is_some_and(|id| {
+                crate::containers::is_docker_shaped(id) && !self.described.contains(id)
+            })
     }
 
     /// Holds it; returns the oldest held event when the bound is reached (it goes on now).
@@ -123,29 +122,35 @@ mod tests {
 
     #[test]
     fn a_containers_events_wait_for_its_description_in_order() {
+        const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
         let mut hold = ContainerHold::default();
         assert!(!hold.must_wait(&event(1, None), true));
-        assert!(hold.must_wait(&event(1, Some("a")), true));
+        assert!(hold.must_wait(&event(1, Some(A)), true));
         assert!(
-            !hold.must_wait(&event(1, Some("a")), false),
+            !hold.must_wait(&event(1, Some(A)), false),
             "API down: nothing to wait for"
         );
-        for (seq, c) in [(1, "a"), (2, "b"), (3, "a")] {
+        assert!(
+            !hold.must_wait(&event(1, Some("x1")), true),
+            "a name the API never describes (ctr's, runc's): nothing to wait for"
+        );
+        for (seq, c) in [(1, A), (2, B), (3, A)] {
             assert!(hold.hold(event(seq, Some(c)), seq).is_none());
         }
-        let a: Vec<u64> = hold.described("a").iter().map(|e| e.seq).collect();
+        let a: Vec<u64> = hold.described(A).iter().map(|e| e.seq).collect();
         assert_eq!(a, vec![1, 3]);
-        assert!(!hold.must_wait(&event(4, Some("a")), true));
+        assert!(!hold.must_wait(&event(4, Some(A)), true));
         assert_eq!(hold.len(), 1);
         // b's waits out its time.
         assert!(hold.expired(2 + HOLD_NS - 1).is_empty());
         assert_eq!(hold.expired(2 + HOLD_NS).len(), 1);
         assert!(hold.is_empty());
         assert!(
-            !hold.must_wait(&event(6, Some("b")), true),
+            !hold.must_wait(&event(6, Some(B)), true),
             "not waited for twice"
         );
-        hold.removed("a");
-        assert!(hold.must_wait(&event(5, Some("a")), true));
+        hold.removed(A);
+        assert!(hold.must_wait(&event(5, Some(A)), true));
     }
 }

@@ -71,6 +71,10 @@ pub struct RunOptions {
     pub watch_homes: Vec<PathBuf>,
     /// The Docker Engine API's socket (containers' images, privileges, mounts); None: not asked.
     pub docker_socket: Option<PathBuf>,
+    /// Other container runtimes' API sockets (containerd, Podman, CRI-O, BuildKit): their
+    /// clients are named as they connect, and what their daemons start in cgroups of their own
+    /// are containers whatever they are named. The Docker socket is one without being listed.
+    pub runtime_sockets: Vec<PathBuf>,
     /// Enforcement ends with the agent, and a dead agent's is removed (`--release-enforcement`).
     pub release_enforcement: bool,
     /// Services that take data from anyone (`known-exfil-service`).
@@ -86,6 +90,19 @@ pub struct RunOptions {
 }
 
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The runtimes' sockets where their packages put them: containerd's own and the one dockerd
+/// starts for itself, Podman's rootful service, CRI-O, BuildKit.
+pub const DEFAULT_RUNTIME_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/var/run/crio/crio.sock",
+    "/run/buildkit/buildkitd.sock",
+];
+
+/// Runtime sockets the kernel can recognise at once (`RUNTIME_SOCKETS`' size).
+pub const MAX_RUNTIME_SOCKETS: usize = 16;
 
 /// The port of the heartbeat's UDP connect (discard: nothing is sent by a UDP connect anyway).
 pub const HEARTBEAT_PORT: u16 = 9;
@@ -110,6 +127,7 @@ impl Default for RunOptions {
             heartbeat: Some(Duration::from_secs(10)),
             watch_homes: Vec::new(),
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
+            runtime_sockets: DEFAULT_RUNTIME_SOCKETS.iter().map(PathBuf::from).collect(),
             release_enforcement: false,
             exfil_services: Default::default(),
             baseline: None,
@@ -234,16 +252,31 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
-    let runtime_sockets = match options.docker_socket.clone() {
-        Some(socket) => match runtime_sockets::RuntimeSockets::open(&mut probes.ebpf, vec![socket])
-        {
+    // The Docker socket first, then the others; the same socket twice is one.
+    let mut socket_paths: Vec<PathBuf> = Vec::new();
+    for path in options.docker_socket.iter().chain(&options.runtime_sockets) {
+        if !socket_paths.contains(path) {
+            socket_paths.push(path.clone());
+        }
+    }
+    if socket_paths.len() > MAX_RUNTIME_SOCKETS {
+        log::warn!(
+            "{} runtime sockets given; the kernel recognises the first {MAX_RUNTIME_SOCKETS}: {:?} are asked of /proc only",
+            socket_paths.len(),
+            &socket_paths[MAX_RUNTIME_SOCKETS..]
+        );
+    }
+    let runtime_sockets = if socket_paths.is_empty() {
+        None
+    } else {
+        let watched = socket_paths[..socket_paths.len().min(MAX_RUNTIME_SOCKETS)].to_vec();
+        match runtime_sockets::RuntimeSockets::open(&mut probes.ebpf, watched) {
             Ok(s) => Some(s),
             Err(e) => {
                 log::warn!("runtime clients asked of /proc only ({e:#})");
                 None
             }
-        },
-        None => None,
+        }
     };
 
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
@@ -254,16 +287,19 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         .with_map_reader(map_facts)
         .with_identity_check(identities::still_that_file)
         .with_exe_changed(exe_changed_unix_ns)
-        .with_container_reader(crate::containers::container_of_process)
-        .with_runtime_clients({
-            let socket = options.docker_socket.clone();
-            Box::new(move || {
-                socket
-                    .as_deref()
-                    .map(crate::containers::clients::clients_of)
-                    .unwrap_or_default()
-            })
-        })
+        .with_container_reader(crate::containers::cgroup_place_of_process)
+        .with_runtime_clients(Box::new(move || {
+            let sockets: Vec<&std::path::Path> = socket_paths
+                .iter()
+                .map(PathBuf::as_path)
+                .filter(|p| p.exists())
+                .collect();
+            if sockets.is_empty() {
+                Vec::new()
+            } else {
+                crate::containers::clients::clients_of_any(&sockets)
+            }
+        }))
         .with_runtime_sockets(
             runtime_sockets
                 .as_ref()
@@ -333,7 +369,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(Metrics::new());
     let mut runtime_sockets = runtime_sockets;
     if let Some(sockets) = &mut runtime_sockets {
-        sockets.report_to(stats.container_runtime_socket_present.clone());
+        // Docker's socket is the first when there is one.
+        if options.docker_socket.is_some() {
+            sockets.report_to(stats.container_runtime_socket_present.clone(), 0);
+        }
     }
     let baseline = match &options.baseline {
         Some(b) => {
@@ -387,6 +426,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         );
     }
     let pipeline = Pipeline {
+        bundle_specs: Default::default(),
         forwarder,
         unsettled_request: false,
         running_jobs,

@@ -25,7 +25,12 @@ use crate::{
 /// judged (findings written at once), recorded for its job's report (written when the job
 /// ends), and turned into block mode's kernel updates; control requests are carried out in
 /// order with the events.
+/// OCI bundle specs kept from when their runtime started (newest last).
+const MAX_BUNDLE_SPECS: usize = 64;
+
 pub(super) struct Pipeline {
+    /// OCI bundles' specs, read as their runtime started with them (see `handle`).
+    pub(super) bundle_specs: std::collections::VecDeque<(String, serde_json::Value)>,
     pub(super) events: std::io::BufWriter<Box<dyn Write + Send>>,
     pub(super) findings: Box<dyn Write + Send>,
     pub(super) judge: Judge,
@@ -117,6 +122,9 @@ impl Pipeline {
         }
         if let Some(sockets) = &mut self.runtime_sockets {
             sockets.refresh_if_due();
+            if let Some(daemons) = sockets.take_new_daemons() {
+                enricher.set_runtime_daemons(&daemons);
+            }
         }
         let Some(identities) = self.identities.as_mut() else {
             return;
@@ -207,6 +215,69 @@ impl Pipeline {
         let Some(mut event) = enricher.enrich(event) else {
             return;
         };
+        // Bundles a runtime was just started with: read now, while they are surely there.
+        for bundle in enricher.take_new_bundles() {
+            if let Some(spec) =
+                crate::containers::kernel_facts::read_bundle_spec(std::path::Path::new(&bundle))
+            {
+                if self.bundle_specs.len() >= MAX_BUNDLE_SPECS {
+                    self.bundle_specs.pop_front();
+                }
+                self.bundle_specs.push_back((bundle, spec));
+            }
+        }
+        // Containers this event showed that no runtime API describes: described from the
+        // kernel's view now, while their process runs, judged right after the event.
+        let undescribed: Vec<_> = enricher
+            .take_new_containers()
+            .into_iter()
+            .map(|new| {
+                let proc = std::path::Path::new("/proc");
+                // What the runtime was asked for, while its bundle is there; else what the
+                // process shows, while it runs.
+                let meta = new
+                    .bundle
+                    .as_deref()
+                    .and_then(|b| {
+                        let path = std::path::Path::new(b);
+                        match self.bundle_specs.iter().rev().find(|(at, _)| at == b) {
+                            Some((_, spec)) => {
+                                Some(crate::containers::kernel_facts::describe_spec(
+                                    proc,
+                                    spec,
+                                    path,
+                                    &new.id,
+                                    &new.runtime,
+                                ))
+                            }
+                            None => crate::containers::kernel_facts::describe_bundle(
+                                proc,
+                                path,
+                                &new.id,
+                                &new.runtime,
+                            ),
+                        }
+                    })
+                    .or_else(|| {
+                        crate::containers::kernel_facts::describe(
+                            proc,
+                            new.pid,
+                            &new.id,
+                            &new.runtime,
+                        )
+                    })
+                    .unwrap_or_else(|| crate::containers::ContainerMeta {
+                        id: new.id.clone(),
+                        runtime: new.runtime.clone(),
+                        ..Default::default()
+                    });
+                let meta = crate::containers::ContainerMeta {
+                    name: new.name,
+                    ..meta
+                };
+                (meta, new.clients)
+            })
+            .collect();
         self.confirm_subtree_match(&mut event);
         // The agent's own children are its heartbeats: proof the probes and the pipeline work,
         // not activity to log or judge.
@@ -234,9 +305,36 @@ impl Pipeline {
             if let Some(overflow) = self.hold.hold(event, boot_ns()) {
                 self.log_and_judge_charging(enricher, &overflow, stats);
             }
+            self.described_by_the_kernel(enricher, undescribed, stats);
             return;
         }
         self.log_and_judge_charging(enricher, &event, stats);
+        self.described_by_the_kernel(enricher, undescribed, stats);
+    }
+
+    /// Containers described from the kernel's view (`kernel_facts`), logged and judged as the
+    /// runtime's word on them would be: created, by the clients connected then.
+    fn described_by_the_kernel(
+        &mut self,
+        enricher: &mut Enricher,
+        containers: Vec<(
+            crate::containers::ContainerMeta,
+            Vec<crate::event::ProcessRef>,
+        )>,
+        stats: &Stats,
+    ) {
+        for (container, requested_by) in containers {
+            stats.containers_seen.inc();
+            let event = enricher.agent_event(
+                Detail::Container {
+                    change: crate::event::ContainerChange::Created,
+                    container,
+                    requested_by,
+                },
+                boot_ns(),
+            );
+            self.handle_control_event(enricher, &event, stats);
+        }
     }
 
     /// Judges held events whose wait is over.

@@ -20,13 +20,20 @@ const UDIAG_SHOW_PEER: u32 = 0x4;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 const TCP_ESTABLISHED: u32 = 1;
+const TCP_LISTEN: u32 = 10;
 /// Bound on the replies read (a machine with more unix sockets than this is cut short).
 const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The pids (other than this process) connected to the unix socket bound at `socket`.
 pub fn clients_of(socket: &Path) -> Vec<u32> {
-    let names = socket_names(socket);
-    let Ok(sockets) = established_unix_sockets() else {
+    clients_of_any(&[socket])
+}
+
+/// The pids (other than this process) connected to any of these unix sockets: one dump of the
+/// machine's sockets and one walk of the descriptors, however many sockets.
+pub fn clients_of_any(sockets: &[&Path]) -> Vec<u32> {
+    let names: HashSet<String> = sockets.iter().flat_map(|s| socket_names(s)).collect();
+    let Ok(sockets) = unix_sockets(1 << TCP_ESTABLISHED) else {
         return Vec::new();
     };
     let peers: HashSet<u32> = sockets
@@ -40,6 +47,28 @@ pub fn clients_of(socket: &Path) -> Vec<u32> {
     owners_of(&peers, Path::new("/proc"))
         .into_iter()
         .filter(|&pid| pid != std::process::id())
+        .collect()
+}
+
+/// The daemons listening on any of these unix sockets: the processes holding the listening
+/// socket, but for init (a socket-activated daemon's socket is held by the service manager
+/// too, and everything descends from it) and this process.
+pub fn listeners_of(sockets: &[&Path]) -> Vec<u32> {
+    let names: HashSet<String> = sockets.iter().flat_map(|s| socket_names(s)).collect();
+    let Ok(sockets) = unix_sockets(1 << TCP_LISTEN) else {
+        return Vec::new();
+    };
+    let listening: HashSet<u32> = sockets
+        .iter()
+        .filter(|s| s.name.as_deref().is_some_and(|n| names.contains(n)))
+        .map(|s| s.inode)
+        .collect();
+    if listening.is_empty() {
+        return Vec::new();
+    }
+    owners_of(&listening, Path::new("/proc"))
+        .into_iter()
+        .filter(|&pid| pid != 1 && pid != std::process::id())
         .collect()
 }
 
@@ -59,12 +88,14 @@ fn socket_names(socket: &Path) -> HashSet<String> {
 }
 
 struct UnixSocket {
+    inode: u32,
     name: Option<String>,
     peer: Option<u32>,
 }
 
-/// Every established unix socket, with its name and peer inode.
-fn established_unix_sockets() -> std::io::Result<Vec<UnixSocket>> {
+/// Every unix socket in one of `states` (a mask of `1 << TCP_*`), with its inode, name and
+/// peer inode.
+fn unix_sockets(states: u32) -> std::io::Result<Vec<UnixSocket>> {
     // SAFETY: plain socket(2); the descriptor is owned below.
     let fd = unsafe {
         libc::socket(
@@ -89,7 +120,7 @@ fn established_unix_sockets() -> std::io::Result<Vec<UnixSocket>> {
     request.push(libc::AF_UNIX as u8); // sdiag_family
     request.push(0); // sdiag_protocol
     request.extend_from_slice(&0u16.to_ne_bytes()); // pad
-    request.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes()); // udiag_states
+    request.extend_from_slice(&states.to_ne_bytes()); // udiag_states
     request.extend_from_slice(&0u32.to_ne_bytes()); // udiag_ino
     request.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
     request.extend_from_slice(&[0xff; 8]); // udiag_cookie: none
@@ -138,7 +169,9 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// `unix_diag_msg` (16 bytes) then attributes.
 fn parse_unix_diag(msg: &[u8]) -> UnixSocket {
+    // unix_diag_msg: family, type, state, pad (a byte each), then udiag_ino.
     let mut socket = UnixSocket {
+        inode: if msg.len() >= 8 { u32_at(msg, 4) } else { 0 },
         name: None,
         peer: None,
     };
@@ -232,5 +265,38 @@ mod tests {
         let _ = child.wait();
         assert_eq!(found, vec![child.id()], "{line}");
         assert!(other.is_empty());
+    }
+
+    #[test]
+    fn the_daemon_listening_on_a_socket_is_found_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runtime.sock");
+        let mut daemon = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen()\nprint('up',flush=True)\ntime.sleep(30)",
+            ])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(daemon.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        // This process listens on another: not a daemon of the first.
+        let own = dir.path().join("own.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&own).unwrap();
+        let found = listeners_of(&[path.as_path()]);
+        let mine = listeners_of(&[own.as_path()]);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        assert_eq!(found, vec![daemon.id()], "{line}");
+        assert!(
+            mine.is_empty(),
+            "this process is never its own daemon: {mine:?}"
+        );
     }
 }

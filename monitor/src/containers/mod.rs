@@ -16,6 +16,7 @@
 
 pub mod clients;
 pub mod docker;
+pub mod kernel_facts;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,11 +115,85 @@ pub fn container_id_in_proc_cgroup(text: &str) -> Option<String> {
     }
 }
 
-/// Reads `/proc/<pid>/cgroup`: `Some(None)` when the process is in no container, `None` when
-/// the file could not be read (the process is gone: nothing learnt).
-pub fn container_of_process(pid: u32) -> Option<Option<String>> {
+/// Where a process's cgroup places it: the container its path names by a runtime's id layout,
+/// and the path itself (for a container named otherwise, see `container_named_by_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupPlace {
+    pub container: Option<String>,
+    /// The unified hierarchy's path when it is not the root, else the first controller's path
+    /// that is not (v1-only hosts), else `/`.
+    pub path: String,
+    /// Its mount namespace's inode (live: `/proc/<pid>/ns/mnt`; None when not read).
+    pub mount_namespace: Option<u64>,
+}
+
+/// The place a `/proc/<pid>/cgroup` text gives.
+pub fn cgroup_place(text: &str) -> CgroupPlace {
+    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_string);
+    let unified = text
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .and_then(path_of)
+        .filter(|p| p != "/");
+    let path = unified
+        .or_else(|| text.lines().filter_map(path_of).find(|p| p != "/"))
+        .unwrap_or_else(|| "/".into());
+    CgroupPlace {
+        container: container_id_in_proc_cgroup(text),
+        path,
+        mount_namespace: None,
+    }
+}
+
+/// Reads `/proc/<pid>/cgroup`; `None` when the file could not be read (the process is gone:
+/// nothing learnt).
+pub fn cgroup_place_of_process(pid: u32) -> Option<CgroupPlace> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    Some(container_id_in_proc_cgroup(&text))
+    let mount_namespace = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .and_then(|l| namespace_inode(&l.to_string_lossy()));
+    Some(CgroupPlace {
+        mount_namespace,
+        ..cgroup_place(&text)
+    })
+}
+
+/// The inode of a namespace link's target (`mnt:[4026531841]`).
+fn namespace_inode(link: &str) -> Option<u64> {
+    link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
+/// Bound on a container name taken from a cgroup path.
+const MAX_NAME_BYTES: usize = 128;
+
+/// The name a runtime gave a container whose cgroup path does not follow an id layout (`ctr run
+/// IMAGE x1` is `/<namespace>/x1`, `runc run x1` is `/x1`, BuildKit's steps `/docker/buildkit/
+/// <id>`): the path's last component, kept to the characters runtimes allow in ids (others
+/// become `_`) and bounded. `None` for the root.
+pub fn container_named_by_path(path: &str) -> Option<String> {
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    let last = last.strip_suffix(".scope").unwrap_or(last);
+    if last.is_empty() {
+        return None;
+    }
+    Some(
+        last.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(MAX_NAME_BYTES)
+            .collect(),
+    )
+}
+
+/// Whether `id` has the shape of the ids Docker's API describes (64 hex digits): a container
+/// named otherwise is never described by it, and nothing waits for that.
+pub fn is_docker_shaped(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -169,6 +244,52 @@ mod tests {
         // v1 only (the unified line is the root): the controllers' paths say it.
         let v1 = format!("4:memory:/docker/{ID}\n0::/\n");
         assert_eq!(container_id_in_proc_cgroup(&v1).as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn a_cgroups_place_is_its_unified_path_else_a_controllers() {
+        let ctr = "9:name=systemd:/exp/x1\n4:memory:/exp/x1\n0::/exp/x1\n";
+        assert_eq!(
+            cgroup_place(ctr),
+            CgroupPlace {
+                container: None,
+                path: "/exp/x1".into(),
+                mount_namespace: None,
+            }
+        );
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/5b31\n0::/\n";
+        assert_eq!(cgroup_place(v1).path, "/process_api/5b31");
+        assert_eq!(cgroup_place("0::/\n").path, "/");
+        assert_eq!(
+            cgroup_place(&format!("0::/docker/{ID}\n"))
+                .container
+                .as_deref(),
+            Some(ID)
+        );
+    }
+
+    #[test]
+    fn a_container_named_by_its_path_keeps_only_id_characters() {
+        assert_eq!(container_named_by_path("/exp/x1").as_deref(), Some("x1"));
+        assert_eq!(
+            container_named_by_path("/docker/buildkit/abc.def_1-2").as_deref(),
+            Some("abc.def_1-2")
+        );
+        assert_eq!(
+            container_named_by_path("/a/b c\u{e9}$(x)").as_deref(),
+            Some("b_c___x_")
+        );
+        assert_eq!(container_named_by_path("/"), None);
+        assert_eq!(
+            container_named_by_path(&format!("/{}", "y".repeat(500)))
+                .unwrap()
+                .len(),
+            MAX_NAME_BYTES
+        );
+        assert!(is_docker_shaped(ID));
+        assert_eq!(namespace_inode("mnt:[4026531841]"), Some(4026531841));
+        assert_eq!(namespace_inode("mnt:4026531841"), None);
+        assert!(!is_docker_shaped("x1"));
     }
 
     #[test]

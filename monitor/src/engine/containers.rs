@@ -178,13 +178,20 @@ impl Engine {
     }
 
     /// Links container `id` to a job's step; the container's own job, if its processes had
-    /// made one, ends.
+    /// made one, ends, and its processes still running are the step's from now (a container
+    /// whose first program ran before the word on who asked for it).
     fn relink(&mut self, id: &str, link: (usize, usize), ts_ns: u64) {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
         if let Some((own, _)) = c.link.replace(link) {
             if own != link.0 && self.jobs[own].identity.provider == "container" {
+                for proc in self.procs.values_mut() {
+                    if proc.job == own && proc.container.as_deref() == Some(id) {
+                        proc.job = link.0;
+                        proc.step = link.1;
+                    }
+                }
                 self.end_job(own, ts_ns);
             }
         }

@@ -1,7 +1,7 @@
 //! The enricher: decoded kernel records plus what the process table knows (executable, argv,
 //! ancestry) become [`Event`]s, numbered in one stream with the agent's own events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use monitor_common::{
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
@@ -131,6 +131,25 @@ pub struct Enricher {
     /// `/proc/<pid>/cgroup`; replay: the events say it).
     container_of_cgroup: HashMap<u64, Option<String>>,
     container_reader: Option<ContainerReader>,
+    /// The container runtimes' daemons (the processes listening on their API sockets), with
+    /// their own cgroup paths: a process one of them started, in a cgroup of its own, is in a
+    /// container whatever the runtime named it (`container_of`).
+    runtime_daemons: HashMap<ProcessKey, Daemon>,
+    /// Cgroups that are a runtime daemon's own: a container left in one (`ctr run --cgroup ""`)
+    /// is told by its mount namespace, process by process (`process_containers`).
+    daemon_cgroups: HashSet<u64>,
+    /// Processes in a daemon's cgroup found in a container by their mount namespace, and their
+    /// descendants.
+    process_containers: HashMap<ProcessKey, String>,
+    /// Containers met that no runtime API describes (`started_by_a_runtime`), for the agent to
+    /// describe from the kernel's view of them (`take_new_containers`).
+    new_containers: Vec<NewContainer>,
+    /// Containers no runtime API describes, met but not yet at their first program: their
+    /// name and the daemon that started them.
+    to_describe: HashMap<String, (String, String)>,
+    /// OCI bundles a runtime daemon's descendant (runc, crun) was just started with, for the
+    /// agent to read at once (`take_new_bundles`).
+    new_bundles: Vec<String>,
     /// Who is connected to the container runtime's socket now (live: `containers::clients`).
     runtime_clients: Option<Box<dyn Fn() -> Vec<u32> + Send>>,
     /// The runtime sockets the kernel recognises (`RuntimeClient` records' numbers), by name.
@@ -141,12 +160,61 @@ pub struct Enricher {
     runtime_connects: HashMap<ProcessKey, u64>,
 }
 
-/// Which container a process runs in, by pid: `Some(None)` none, `None` not known (gone).
-pub type ContainerReader = fn(u32) -> Option<Option<String>>;
+/// The bundle directory in an OCI runtime's arguments (`--bundle X`, `--bundle=X`, `-b X`),
+/// when absolute (a relative one is the runtime's working directory's, not the agent's).
+fn bundle_argument(argv: &[String]) -> Option<String> {
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let dir = if let Some(dir) = arg.strip_prefix("--bundle=") {
+            Some(dir.to_string())
+        } else if arg == "--bundle" || arg == "-b" {
+            args.next().cloned()
+        } else {
+            None
+        };
+        if let Some(dir) = dir {
+            return dir.starts_with('/').then_some(dir);
+        }
+    }
+    None
+}
+
+/// A container runtime's daemon: its cgroup path and mount namespace.
+#[derive(Debug, Clone)]
+struct Daemon {
+    path: String,
+    mount_namespace: Option<u64>,
+}
+
+/// A container a runtime daemon started that no runtime API describes, as first met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewContainer {
+    pub id: String,
+    /// The name its runtime gave it (its cgroup's last component).
+    pub name: String,
+    /// The process it was met through (still running, most likely).
+    pub pid: u32,
+    /// The daemon that started it, by its program's name.
+    pub runtime: String,
+    /// The runtime's clients then: who asked for it.
+    pub clients: Vec<crate::event::ProcessRef>,
+    /// The OCI bundle its runtime (runc, crun) was given (`--bundle`), as an ancestor's
+    /// arguments say: the container's declared settings, there until it is deleted.
+    pub bundle: Option<String>,
+}
+
+/// Where a process's cgroup places it, by pid: `None` not known (gone).
+pub type ContainerReader = fn(u32) -> Option<crate::containers::CgroupPlace>;
 
 /// Cgroups whose container is remembered; past it the memory starts again (cgroups come and go
 /// with containers and services).
 const MAX_CGROUPS_KNOWN: usize = 16_384;
+/// Containers waiting for their first program to be described.
+const MAX_NEW_CONTAINERS: usize = 1024;
+/// Processes remembered in containers found by their mount namespace.
+const MAX_PROCESS_CONTAINERS: usize = 16_384;
+/// Runtime daemons remembered (the current ones and those restarted since).
+const MAX_RUNTIME_DAEMONS: usize = 64;
 
 impl Enricher {
     pub fn new(table: ProcessTable, clock: WallClock) -> Self {
@@ -167,6 +235,12 @@ impl Enricher {
             reborn: HashMap::new(),
             container_of_cgroup: HashMap::new(),
             container_reader: None,
+            runtime_daemons: HashMap::new(),
+            daemon_cgroups: HashSet::new(),
+            process_containers: HashMap::new(),
+            new_containers: Vec::new(),
+            to_describe: HashMap::new(),
+            new_bundles: Vec::new(),
             runtime_clients: None,
             runtime_sockets: Vec::new(),
             runtime_connects: HashMap::new(),
@@ -198,7 +272,7 @@ impl Enricher {
         key: ProcessKey,
     ) -> Vec<crate::event::ProcessRef> {
         if (self.runtime_clients.is_none() && self.runtime_connects.is_empty())
-            || self.container_of(h.cgroup_id, h.tgid).is_none()
+            || self.container_of(h.cgroup_id, key).is_none()
         {
             return Vec::new();
         }
@@ -220,11 +294,17 @@ impl Enricher {
         if parent_exec_cgroup == Some(h.cgroup_id) {
             return Vec::new();
         }
+        self.clients_at(h.ts_ns)
+    }
+
+    /// The runtime's clients at `ts_ns`: those the kernel saw connect within
+    /// `RUNTIME_CLIENT_WINDOW_NS` before it and not exited by then, and those connected now.
+    fn clients_at(&mut self, ts_ns: u64) -> Vec<crate::event::ProcessRef> {
         let mut clients: Vec<crate::event::ProcessRef> = self
             .runtime_connects
             .iter()
             .filter(|(key, at)| {
-                h.ts_ns.saturating_sub(**at) <= RUNTIME_CLIENT_WINDOW_NS
+                ts_ns.saturating_sub(**at) <= RUNTIME_CLIENT_WINDOW_NS
                     && self
                         .table
                         .get(key)
@@ -287,19 +367,228 @@ impl Enricher {
         self
     }
 
-    /// The container of a cgroup, asking `pid`'s cgroup file the first time the id is met.
-    fn container_of(&mut self, cgroup_id: u64, pid: u32) -> Option<String> {
+    /// The container of cgroup `cgroup_id`, learnt from its process `key` the first time the id
+    /// is met: a container the path names by a runtime's id layout, or a cgroup of its own that
+    /// a runtime daemon's descendant was put in (`ctr run IMAGE x1`, `runc run`, BuildKit: ids
+    /// a step chooses, which no layout can name).
+    fn container_of(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
         if let Some(known) = self.container_of_cgroup.get(&cgroup_id) {
+            if known.is_none() && self.daemon_cgroups.contains(&cgroup_id) {
+                return self.container_by_namespace(key);
+            }
             return known.clone();
         }
         let reader = self.container_reader?;
         // The process may be gone already: nothing is learnt then, the next one asks again.
-        let found = reader(pid)?;
+        let place = reader(key.tgid)?;
+        if self.runtime_daemons.values().any(|d| d.path == place.path) && place.path != "/" {
+            self.daemon_cgroups.insert(cgroup_id);
+        }
+        let found = match place.container {
+            Some(id) => Some(id),
+            None => {
+                self.started_by_a_runtime(key, &place.path, cgroup_id)
+                    .map(|(id, name, daemon)| {
+                        let runtime = self
+                            .table
+                            .get(&daemon)
+                            .map(|d| d.comm.clone())
+                            .unwrap_or_default();
+                        // Described at its first program: now it is most likely the runtime's own
+                        // set-up (runc init, before it entered the container's root and dropped
+                        // capabilities), which would show the host's.
+                        if self.to_describe.len() < MAX_NEW_CONTAINERS {
+                            self.to_describe.insert(id.clone(), (name, runtime));
+                        }
+                        id
+                    })
+            }
+        };
         if self.container_of_cgroup.len() >= MAX_CGROUPS_KNOWN {
             self.container_of_cgroup.clear();
         }
         self.container_of_cgroup.insert(cgroup_id, found.clone());
         found
+    }
+
+    /// The container `key` runs in when a runtime daemon started it into a cgroup of its own
+    /// (at `path`): its nearest daemon ancestor's cgroup is another. A daemon's own helpers
+    /// (shims, proxies) stay in its cgroup; the root cgroup is nobody's container.
+    /// Its id is its cgroup's path's last component and the cgroup's id (`x1@5678`: names repeat
+    /// across namespaces and runs, cgroups do not), its name the component.
+    fn started_by_a_runtime(
+        &self,
+        key: ProcessKey,
+        path: &str,
+        cgroup_id: u64,
+    ) -> Option<(String, String, ProcessKey)> {
+        if self.runtime_daemons.is_empty() || path == "/" || self.runtime_daemons.contains_key(&key)
+        {
+            return None;
+        }
+        let mut at = self.table.get(&key)?.parent;
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let ancestor = at?;
+            if let Some(daemon) = self.runtime_daemons.get(&ancestor) {
+                if daemon.path == path {
+                    return None;
+                }
+                let name = crate::containers::container_named_by_path(path)?;
+                return Some((format!("{name}@{cgroup_id}"), name, ancestor));
+            }
+            at = self.table.get(&ancestor)?.parent;
+        }
+        None
+    }
+
+    /// The container of a process in a daemon's own cgroup: the one it or its parent was
+    /// found in (`in_the_daemons_cgroup`).
+    fn container_by_namespace(&mut self, key: ProcessKey) -> Option<String> {
+        if let Some(id) = self.process_containers.get(&key) {
+            return Some(id.clone());
+        }
+        let parent = self.table.get(&key)?.parent?;
+        let id = self.process_containers.get(&parent)?.clone();
+        self.remember_process_container(key, id.clone());
+        Some(id)
+    }
+
+    fn remember_process_container(&mut self, key: ProcessKey, id: String) {
+        if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+            self.process_containers
+                .retain(|k, _| self.table.get(k).is_some_and(|p| p.exited_at_ns.is_none()));
+            if self.process_containers.len() >= MAX_PROCESS_CONTAINERS {
+                self.process_containers.clear();
+            }
+        }
+        self.process_containers.insert(key, id);
+    }
+
+    /// A program executed in a daemon's own cgroup by a daemon's descendant, in another mount
+    /// namespace than the daemon's: a container the runtime made without a cgroup of its own
+    /// (`ctr run --cgroup ""`), named by its mount namespace. Its runtime's helpers (shims,
+    /// runc) run in the daemon's namespace.
+    fn in_the_daemons_cgroup(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
+        if !self.daemon_cgroups.contains(&cgroup_id) || self.runtime_daemons.contains_key(&key) {
+            return None;
+        }
+        let mut at = self.table.get(&key)?.parent;
+        let mut daemon = None;
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let ancestor = at?;
+            if let Some(d) = self.runtime_daemons.get(&ancestor) {
+                daemon = Some((ancestor, d.mount_namespace?));
+                break;
+            }
+            at = self.table.get(&ancestor)?.parent;
+        }
+        let (daemon, daemon_namespace) = daemon?;
+        let namespace = (self.container_reader?)(key.tgid)?.mount_namespace?;
+        if namespace == daemon_namespace {
+            return None;
+        }
+        let name = format!("mnt-{namespace}");
+        let id = format!("{name}@{cgroup_id}");
+        self.remember_process_container(key, id.clone());
+        let runtime = self
+            .table
+            .get(&daemon)
+            .map(|d| d.comm.clone())
+            .unwrap_or_default();
+        if self.to_describe.len() < MAX_NEW_CONTAINERS {
+            self.to_describe.insert(id.clone(), (name, runtime));
+        }
+        Some(id)
+    }
+
+    /// A program started in container `id`: the first one of a container no runtime API
+    /// describes is the moment to read what it is (`take_new_containers`), with the runtime's
+    /// clients then.
+    fn first_program_in(&mut self, id: &str, pid: u32, ts_ns: u64) {
+        let Some((name, runtime)) = self.to_describe.remove(id) else {
+            return;
+        };
+        let clients = self.clients_at(ts_ns);
+        let bundle = self.bundle_of(pid);
+        self.new_containers.push(NewContainer {
+            id: id.to_string(),
+            name,
+            pid,
+            runtime,
+            clients,
+            bundle,
+        });
+    }
+
+    /// The `--bundle` (`-b`) an ancestor of `pid` was run with (the OCI runtime that made it).
+    fn bundle_of(&self, pid: u32) -> Option<String> {
+        let mut at = self.table.by_tgid(pid).map(|p| p.key);
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let process = self.table.get(&at?)?;
+            if let Some(bundle) = bundle_argument(&process.argv) {
+                return Some(bundle);
+            }
+            at = process.parent;
+        }
+        None
+    }
+
+    /// A program a runtime daemon's descendant executed with a bundle (`runc create --bundle
+    /// X`): the bundle, to be read now, while it is surely there.
+    fn runtime_started_with_a_bundle(&mut self, key: ProcessKey) {
+        if self.runtime_daemons.is_empty() || self.new_bundles.len() >= MAX_NEW_CONTAINERS {
+            return;
+        }
+        let Some(bundle) = self.table.get(&key).and_then(|p| bundle_argument(&p.argv)) else {
+            return;
+        };
+        let mut at = self.table.get(&key).and_then(|p| p.parent);
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let Some(ancestor) = at else {
+                return;
+            };
+            if self.runtime_daemons.contains_key(&ancestor) {
+                self.new_bundles.push(bundle);
+                return;
+            }
+            at = self.table.get(&ancestor).and_then(|p| p.parent);
+        }
+    }
+
+    /// Bundles runtimes were started with since this was last asked (`runtime_started_with_a_bundle`).
+    pub fn take_new_bundles(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_bundles)
+    }
+
+    /// Containers met since this was last asked that no runtime API describes.
+    pub fn take_new_containers(&mut self) -> Vec<NewContainer> {
+        std::mem::take(&mut self.new_containers)
+    }
+
+    /// The runtime daemons are now these processes (the agent looks again when a runtime's
+    /// socket changes). Earlier ones are kept (bounded): a restarted containerd leaves its
+    /// running containers' shims descended from the old one. Cgroups taken for no container are
+    /// asked again.
+    pub fn set_runtime_daemons(&mut self, pids: &[u32]) {
+        let Some(reader) = self.container_reader else {
+            return;
+        };
+        if self.runtime_daemons.len() + pids.len() > MAX_RUNTIME_DAEMONS {
+            self.runtime_daemons.clear();
+        }
+        for &pid in pids {
+            if let (Some(key), Some(place)) = (self.process_key(pid), reader(pid)) {
+                self.runtime_daemons.insert(
+                    key,
+                    Daemon {
+                        path: place.path,
+                        mount_namespace: place.mount_namespace,
+                    },
+                );
+            }
+        }
+        self.container_of_cgroup.retain(|_, c| c.is_some());
+        self.daemon_cgroups.clear();
     }
 
     /// An event the agent itself makes (what the container runtime said), stamped `ts_ns`.
@@ -741,7 +1030,16 @@ impl Enricher {
             }
         };
         self.seq += 1;
-        let container = self.container_of(header.cgroup_id, header.tgid);
+        let mut container = self.container_of(header.cgroup_id, key);
+        if container.is_none() && matches!(detail, Detail::Exec { .. }) {
+            container = self.in_the_daemons_cgroup(header.cgroup_id, key);
+            self.runtime_started_with_a_bundle(key);
+        }
+        if let (Some(id), Detail::Exec { .. }) = (&container, &detail) {
+            if !self.to_describe.is_empty() {
+                self.first_program_in(id, header.tgid, header.ts_ns);
+            }
+        }
         let process = self.table.get(&key);
         let mut process = process_info(&header, key, process);
         process.container = container;
@@ -1014,11 +1312,113 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_a_runtime_daemon_started_a_process_into_is_a_container_whatever_its_name() {
+        // The daemon (10, cgroup path /daemon) starts a shim (11, its cgroup), the shim the
+        // container's process (12, /exp/x1). A host process (14) in a cgroup of its own is in
+        // none; so is a cgroup met before the daemon was known, once it is.
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            let path = match pid {
+                10 | 11 => "/daemon",
+                12 => "/exp/x1",
+                13 => "/exp/x1/sub",
+                14 => "/system.slice/cron.service",
+                _ => "/",
+            };
+            Some(crate::containers::CgroupPlace {
+                container: None,
+                path: path.into(),
+                mount_namespace: None,
+            })
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader);
+        let container_of = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64| {
+            e.enrich(exec_record(tgid, ppid, cgroup, 0, "/bin/x"))
+                .unwrap()
+                .process
+                .container
+        };
+        assert_eq!(container_of(&mut e, 10, 1, 2), None);
+        assert_eq!(container_of(&mut e, 11, 10, 2), None);
+        // Before the daemon is known: not a container (and remembered so)...
+        assert_eq!(container_of(&mut e, 12, 11, 3), None);
+        e.set_runtime_daemons(&[10]);
+        // ...asked again once it is.
+        assert_eq!(container_of(&mut e, 12, 11, 3).as_deref(), Some("x1@3"));
+        // Described at its first program, with the daemon that started it.
+        let new = e.take_new_containers();
+        assert_eq!(
+            new.iter()
+                .map(|n| (n.id.as_str(), n.name.as_str(), n.pid))
+                .collect::<Vec<_>>(),
+            vec![("x1@3", "x1", 12)]
+        );
+        assert_eq!(container_of(&mut e, 12, 11, 3).as_deref(), Some("x1@3"));
+        assert!(e.take_new_containers().is_empty(), "described once");
+        assert_eq!(
+            container_of(&mut e, 11, 10, 2),
+            None,
+            "the shim stays the daemon's"
+        );
+        assert_eq!(container_of(&mut e, 10, 1, 2), None, "the daemon itself");
+        assert_eq!(container_of(&mut e, 14, 1, 5), None, "no daemon started it");
+        assert_eq!(
+            container_of(&mut e, 13, 12, 6).as_deref(),
+            Some("sub@6"),
+            "a container's own child cgroup is named by its own last component"
+        );
+    }
+
+    #[test]
+    fn a_container_left_in_its_daemons_cgroup_is_told_by_its_mount_namespace() {
+        // `ctr run --cgroup ""`: the daemon (10), its shim (11) and the container's program
+        // (12, its child 13) share cgroup 2; only the mount namespace tells the program apart.
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            Some(crate::containers::CgroupPlace {
+                container: None,
+                path: "/daemon".into(),
+                mount_namespace: Some(if pid >= 12 { 200 } else { 100 }),
+            })
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader);
+        let exec = |e: &mut Enricher, tgid: u32, ppid: u32| {
+            e.enrich(exec_record(tgid, ppid, 2, 0, "/bin/x"))
+                .unwrap()
+                .process
+                .container
+        };
+        assert_eq!(exec(&mut e, 10, 1), None);
+        e.set_runtime_daemons(&[10]);
+        assert_eq!(exec(&mut e, 11, 10), None, "the shim is the daemon's");
+        assert_eq!(exec(&mut e, 12, 11).as_deref(), Some("mnt-200@2"));
+        let new = e.take_new_containers();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!((new[0].name.as_str(), new[0].pid), ("mnt-200", 12));
+        // Its child, forked, is in it too; a process no daemon started is not.
+        let mut fork = header(EventKind::ProcessFork, 13, 12);
+        fork.cgroup_id = 2;
+        let child = e.enrich(KernelEvent::Fork { header: fork }).unwrap();
+        assert_eq!(child.process.container.as_deref(), Some("mnt-200@2"));
+        assert_eq!(exec(&mut e, 20, 1), None);
+    }
+
+    #[test]
     fn a_runtime_client_seen_connecting_is_named_though_it_hung_up_before_the_exec_was_read() {
         // Cgroup 7 is a container's; the /proc walk finds nobody connected any more (the
         // client exited before the agent read the exec: the race a kernel record closes).
-        fn reader(pid: u32) -> Option<Option<String>> {
-            Some((pid >= 50).then(|| "c0ffee".to_string()))
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            Some(crate::containers::CgroupPlace {
+                container: (pid >= 50).then(|| "c0ffee".to_string()),
+                path: "/".into(),
+                mount_namespace: None,
+            })
         }
         let mut e = Enricher::new(
             ProcessTable::new(100, 1000),

@@ -576,3 +576,46 @@ fn a_containers_proc_file_is_judged_by_whose_it_is_not_by_its_number() {
     assert!(f.summary.contains("of process 900"), "{}", f.summary);
     assert_eq!(f.container.as_ref().unwrap().name, "box");
 }
+
+/// A container no API describes (`ctr run`): its first program runs, with two jobs live and no
+/// client named at its exec, before the agent's word on it (from the kernel's view) names the
+/// client that asked; the program, still running, is that client's step's from then on.
+#[test]
+fn a_containers_running_program_follows_the_word_on_who_asked() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    let other = second_job(&mut sim, "publish");
+    sim.ts += 2_000_000_000;
+    sim.spawn(
+        510,
+        520,
+        "/usr/bin/ctr",
+        &["ctr", "run", "--rootfs", "/srv/r", "x1"],
+        "/opt/r2",
+        other,
+    );
+    let id = "x1@4242";
+    container_process(&mut sim, id, 900, &["/bin/cat"], env(&[]));
+    sim.container_news_by(
+        ContainerChange::Created,
+        ContainerMeta {
+            id: id.into(),
+            name: "x1".into(),
+            runtime: "containerd".into(),
+            ..Default::default()
+        },
+        &[520],
+    );
+    sim.read(900, "/proc/200/environ");
+    sim.exit(900)
+        .exit(520)
+        .exit(510)
+        .exit(500)
+        .exit(300)
+        .exit(200)
+        .finish();
+    let f = sim.only("process-environ-read");
+    assert_eq!(f.job.as_ref().unwrap().run_id.as_deref(), Some("9002"));
+    assert_eq!(f.step.as_ref().unwrap().id, "publish");
+    assert_eq!(f.container.as_ref().unwrap().name, "x1");
+}
