@@ -505,7 +505,8 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
     let containerd = d.containerd_socket();
     // Made before the agent and the jobs: a program written during a job is a finding of its
     // own, which these are not meant to show.
-    let (quiet_root, thief_root, escape_root) = (
+    let (quiet_root, thief_root, escape_root, hex_root) = (
+        integration_tests::docker::busybox_rootfs(),
         integration_tests::docker::busybox_rootfs(),
         integration_tests::docker::busybox_rootfs(),
         integration_tests::docker::busybox_rootfs(),
@@ -549,10 +550,17 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
          sh -c \"grep -q PATH= /host/proc/$worker/environ && echo environ-read; cat /host{runner_dir}/.credentials\"\n",
         escape_root.path().display()
     );
+    // Named as Docker names its containers (64 hex digits), which Docker's API never describes.
+    let hex_name = format!("{:0>64x}", thief.run_id.parse::<u128>().unwrap());
+    let hex_step = format!(
+        "set -e\n{ctr} --mount \"type=bind,src=$HOME,dst=/h,options=rbind\" --rootfs {} {hex_name} cat /h/.npmrc\n",
+        hex_root.path().display()
+    );
     let quiet_steps = [("work", quiet_step.as_str()), MARKER_STEP];
     let thief_steps = [
         ("steal", thief_step.as_str()),
         ("escape", escape_step.as_str()),
+        ("hexname", hex_step.as_str()),
         MARKER_STEP,
     ];
     let (quiet_out, thief_out) = std::thread::scope(|s| {
@@ -613,6 +621,27 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
             .iter()
             .any(|f| f["step"]["id"] == "steal" && names_ctr_container(f, &thief_name)),
         "a home mounted into a container, seen by the kernel: {stolen:#?}"
+    );
+    assert_eq!(
+        thief_out.matches(TOKEN).count(),
+        2,
+        "both containers printed the token: {thief_out}"
+    );
+    let in_hex = |f: &&serde_json::Value| {
+        f["step"]["id"] == "hexname" && f["container"]["id"] == hex_name.as_str()
+    };
+    assert!(
+        by_rule(&stolen, "credential-read").iter().any(in_hex),
+        "the read in a container named like Docker's: {stolen:#?}"
+    );
+    assert!(
+        by_rule(&stolen, "container-escape-risk")
+            .iter()
+            .any(|f| in_hex(f)
+                && f["evidence"]["risks"]
+                    .to_string()
+                    .contains("mounted writable at /h")),
+        "its settings, from the kernel's view once Docker's API did not describe it: {stolen:#?}"
     );
     let quiet_findings = agent.findings_through_marker(&quiet);
     assert!(

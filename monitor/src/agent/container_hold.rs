@@ -37,6 +37,11 @@ impl ContainerHold {
             })
     }
 
+    /// Whether the runtime described `id` (or it was waited for in vain already).
+    pub fn is_described(&self, id: &str) -> bool {
+        self.described.contains(id)
+    }
+
     /// Holds it; returns the oldest held event when the bound is reached (it goes on now).
     pub fn hold(&mut self, event: Event, now_ns: u64) -> Option<Event> {
         self.held.push_back((now_ns, event));

@@ -427,6 +427,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     }
     let pipeline = Pipeline {
         bundle_specs: Default::default(),
+        awaiting_api: Default::default(),
         forwarder,
         unsettled_request: false,
         running_jobs,

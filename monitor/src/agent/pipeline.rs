@@ -31,6 +31,15 @@ const MAX_BUNDLE_SPECS: usize = 64;
 pub(super) struct Pipeline {
     /// OCI bundles' specs, read as their runtime started with them (see `handle`).
     pub(super) bundle_specs: std::collections::VecDeque<(String, serde_json::Value)>,
+    /// Containers named as Docker names them, described from the kernel's view, waiting for
+    /// Docker's own word (`described_by_the_kernel`, `judge_released`).
+    pub(super) awaiting_api: std::collections::HashMap<
+        String,
+        (
+            crate::containers::ContainerMeta,
+            Vec<crate::event::ProcessRef>,
+        ),
+    >,
     pub(super) events: std::io::BufWriter<Box<dyn Write + Send>>,
     pub(super) findings: Box<dyn Write + Send>,
     pub(super) judge: Judge,
@@ -324,6 +333,19 @@ impl Pipeline {
         stats: &Stats,
     ) {
         for (container, requested_by) in containers {
+            // Named as Docker names its containers while Docker's API answers: Docker's word
+            // is awaited (it names the image); this one is judged only if that never comes.
+            if crate::containers::is_docker_shaped(&container.id)
+                && stats.container_runtime_up.get() == 1
+            {
+                if !self.hold.is_described(&container.id)
+                    && self.awaiting_api.len() < MAX_BUNDLE_SPECS * 4
+                {
+                    self.awaiting_api
+                        .insert(container.id.clone(), (container, requested_by));
+                }
+                continue;
+            }
             stats.containers_seen.inc();
             let event = enricher.agent_event(
                 Detail::Container {
@@ -337,9 +359,27 @@ impl Pipeline {
         }
     }
 
-    /// Judges held events whose wait is over.
+    /// Judges held events whose wait is over (a container Docker's API did not describe in
+    /// time is described from the kernel's view first, when it was).
     fn judge_released(&mut self, enricher: &mut Enricher, released: Vec<Event>, stats: &Stats) {
         for event in released {
+            if let Some(waiting) = event
+                .process
+                .container
+                .as_ref()
+                .and_then(|id| self.awaiting_api.remove(id))
+            {
+                stats.containers_seen.inc();
+                let described = enricher.agent_event(
+                    Detail::Container {
+                        change: crate::event::ContainerChange::Created,
+                        container: waiting.0,
+                        requested_by: waiting.1,
+                    },
+                    boot_ns(),
+                );
+                self.handle_control_event(enricher, &described, stats);
+            }
             self.log_and_judge_charging(enricher, &event, stats);
         }
     }
@@ -671,6 +711,8 @@ impl Pipeline {
             stats.containers_seen.inc();
         }
         let id = container.id.clone();
+        // Docker's word came: the kernel's view of it is not needed.
+        self.awaiting_api.remove(&id);
         let event = enricher.agent_event(
             Detail::Container {
                 change,

@@ -385,7 +385,23 @@ impl Enricher {
             self.daemon_cgroups.insert(cgroup_id);
         }
         let found = match place.container {
-            Some(id) => Some(id),
+            Some(id) => {
+                // Named as Docker names its containers, but started by a daemon: if Docker's API
+                // never describes it (`ctr run ... <64 hex digits>`), the agent will.
+                if let Some((_, _, daemon)) = self.started_by_a_runtime(key, &place.path, cgroup_id)
+                {
+                    let runtime = self
+                        .table
+                        .get(&daemon)
+                        .map(|d| d.comm.clone())
+                        .unwrap_or_default();
+                    if self.to_describe.len() < MAX_NEW_CONTAINERS {
+                        self.to_describe
+                            .insert(id.clone(), (String::new(), runtime));
+                    }
+                }
+                Some(id)
+            }
             None => {
                 self.started_by_a_runtime(key, &place.path, cgroup_id)
                     .map(|(id, name, daemon)| {
