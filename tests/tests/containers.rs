@@ -60,6 +60,37 @@ fn names_container(f: &serde_json::Value, name: &str) -> bool {
     f["container"]["name"] == name && f["container"]["id"].as_str().is_some_and(|i| i.len() == 64)
 }
 
+/// The runner's own registration secret, a canary, in its directory (returned).
+fn runner_credentials(runner: &FakeRunner) -> String {
+    std::fs::write(
+        runner.dir.path().join(".credentials"),
+        "{\"scheme\":\"OAuth\",\"data\":{\"clientId\":\"RUNNER-CRED-CANARY\"}}\n",
+    )
+    .unwrap();
+    runner.dir.path().display().to_string()
+}
+
+/// The kernel recorded a client connecting to the runtime's socket at `socket`.
+fn assert_runtime_client_seen(agent: &Agent, socket: &std::path::Path) {
+    let socket = socket.display().to_string();
+    assert!(
+        agent
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "runtime_client" && e["socket"] == socket.as_str()),
+        "no runtime_client event for {socket}"
+    );
+}
+
+/// Only the marker step of `runner`'s job raised anything.
+fn assert_quiet(agent: &Agent, runner: &FakeRunner, what: &str) {
+    let findings = agent.findings_through_marker(runner);
+    assert!(
+        findings.iter().all(|f| f["step"]["id"] == MARKER_STEP.0),
+        "{what} is quiet: {findings:#?}"
+    );
+}
+
 /// A container no API describes is named by its runtime's name for it, its id that name and its
 /// cgroup's id (names repeat across runtimes' namespaces and runs).
 fn names_ctr_container(f: &serde_json::Value, name: &str) -> bool {
@@ -95,12 +126,7 @@ fn a_steps_containers_are_judged_in_that_step() {
     // Every capability (`--privileged` itself cannot start here: this machine's bounding set
     // lacks CAP_SYS_RESOURCE, which runc then fails to apply), the host's PID namespace and `/`.
     // The runner's own registration secret, read through the host's `/`.
-    let runner_dir = runner.dir.path().display().to_string();
-    std::fs::write(
-        runner.dir.path().join(".credentials"),
-        "{\"scheme\":\"OAuth\",\"data\":{\"clientId\":\"RUNNER-CRED-CANARY\"}}\n",
-    )
-    .unwrap();
+    let runner_dir = runner_credentials(&runner);
     let escape = format!(
         "set -e\nexport DOCKER_HOST={host}\nworker=$PPID\n\
          docker run --rm --name escape-{tag} --cap-add ALL --cap-drop SYS_RESOURCE --pid=host -v /:/host {image} \
@@ -404,13 +430,7 @@ fn with_two_jobs_at_once_each_container_belongs_to_the_step_that_asked() {
             .any(|f| f["step"]["id"] == "steal" && names_container(f, &name)),
         "the read is the thief's job's, by the client that asked: {stolen:#?}"
     );
-    let quiet_findings = agent.findings_through_marker(&quiet);
-    assert!(
-        quiet_findings
-            .iter()
-            .all(|f| f["step"]["id"] == MARKER_STEP.0),
-        "the other job is quiet: {quiet_findings:#?}"
-    );
+    assert_quiet(&agent, &quiet, "the other job");
 }
 
 /// A `docker exec` whose command ends at once, read by an agent held still until the command
@@ -480,14 +500,7 @@ fn a_docker_exec_that_ends_before_the_agent_reads_it_is_the_steps_that_asked() {
         "the exec is the step's that asked: {mine:#?}"
     );
     // What said so: the kernel's record of the client connecting to the runtime's socket.
-    let socket = d.socket.display().to_string();
-    assert!(
-        agent
-            .events()
-            .iter()
-            .any(|e| e["kind"] == "runtime_client" && e["socket"] == socket.as_str()),
-        "no runtime_client event for {socket}"
-    );
+    assert_runtime_client_seen(&agent, &d.socket);
     assert!(agent
         .scrape()
         .contains("monitor_container_runtime_socket_present 1"));
@@ -537,12 +550,7 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
     // the host: the runner's registration secret read through the host's root, the Worker's
     // environment through the host's /proc.
     let escape_name = format!("escape-{}", thief.run_id);
-    let runner_dir = thief.dir.path().display().to_string();
-    std::fs::write(
-        thief.dir.path().join(".credentials"),
-        "{\"scheme\":\"OAuth\",\"data\":{\"clientId\":\"RUNNER-CRED-CANARY\"}}\n",
-    )
-    .unwrap();
+    let runner_dir = runner_credentials(&thief);
     let escape_step = format!(
         "set -e\nworker=$PPID\n\
          {ctr} --cap-add CAP_SYS_ADMIN --net-host \
@@ -643,20 +651,11 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
                     .contains("mounted writable at /h")),
         "its settings, from the kernel's view once Docker's API did not describe it: {stolen:#?}"
     );
-    let quiet_findings = agent.findings_through_marker(&quiet);
-    assert!(
-        quiet_findings
-            .iter()
-            .all(|f| f["step"]["id"] == MARKER_STEP.0),
-        "the other job's container reading its own file is quiet: {quiet_findings:#?}"
+    assert_quiet(
+        &agent,
+        &quiet,
+        "the other job's container reading its own file",
     );
     // What linked it: the kernel's record of `ctr` connecting to containerd's socket.
-    let socket = containerd.display().to_string();
-    assert!(
-        agent
-            .events()
-            .iter()
-            .any(|e| e["kind"] == "runtime_client" && e["socket"] == socket.as_str()),
-        "no runtime_client event for {socket}"
-    );
+    assert_runtime_client_seen(&agent, &containerd);
 }

@@ -32,19 +32,8 @@ pub fn clients_of(socket: &Path) -> Vec<u32> {
 /// The pids (other than this process) connected to any of these unix sockets: one dump of the
 /// machine's sockets and one walk of the descriptors, however many sockets.
 pub fn clients_of_any(sockets: &[&Path]) -> Vec<u32> {
-    let names: HashSet<String> = sockets.iter().flat_map(|s| socket_names(s)).collect();
-    let Ok(sockets) = unix_sockets(1 << TCP_ESTABLISHED) else {
-        return Vec::new();
-    };
-    let peers: HashSet<u32> = sockets
-        .iter()
-        .filter(|s| s.name.as_deref().is_some_and(|n| names.contains(n)))
-        .filter_map(|s| s.peer)
-        .collect();
-    if peers.is_empty() {
-        return Vec::new();
-    }
-    owners_of(&peers, Path::new("/proc"))
+    // The daemon's accepted sockets carry its socket's name; their peers are the clients'.
+    holders(sockets, 1 << TCP_ESTABLISHED, |s| s.peer)
         .into_iter()
         .filter(|&pid| pid != std::process::id())
         .collect()
@@ -54,22 +43,28 @@ pub fn clients_of_any(sockets: &[&Path]) -> Vec<u32> {
 /// socket, but for init (a socket-activated daemon's socket is held by the service manager
 /// too, and everything descends from it) and this process.
 pub fn listeners_of(sockets: &[&Path]) -> Vec<u32> {
-    let names: HashSet<String> = sockets.iter().flat_map(|s| socket_names(s)).collect();
-    let Ok(sockets) = unix_sockets(1 << TCP_LISTEN) else {
-        return Vec::new();
-    };
-    let listening: HashSet<u32> = sockets
-        .iter()
-        .filter(|s| s.name.as_deref().is_some_and(|n| names.contains(n)))
-        .map(|s| s.inode)
-        .collect();
-    if listening.is_empty() {
-        return Vec::new();
-    }
-    owners_of(&listening, Path::new("/proc"))
+    holders(sockets, 1 << TCP_LISTEN, |s| Some(s.inode))
         .into_iter()
         .filter(|&pid| pid != 1 && pid != std::process::id())
         .collect()
+}
+
+/// The processes holding the socket `pick` names, of each unix socket in one of `states` bound
+/// to one of these names.
+fn holders(sockets: &[&Path], states: u32, pick: fn(&UnixSocket) -> Option<u32>) -> Vec<u32> {
+    let names: HashSet<String> = sockets.iter().flat_map(|s| socket_names(s)).collect();
+    let Ok(sockets) = unix_sockets(states) else {
+        return Vec::new();
+    };
+    let wanted: HashSet<u32> = sockets
+        .iter()
+        .filter(|s| s.name.as_deref().is_some_and(|n| names.contains(n)))
+        .filter_map(pick)
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    owners_of(&wanted, Path::new("/proc"))
 }
 
 /// The names the daemon may have bound its socket by (`/var/run` is `/run` on modern systems).

@@ -390,32 +390,14 @@ impl Enricher {
                 // never describes it (`ctr run ... <64 hex digits>`), the agent will.
                 if let Some((_, _, daemon)) = self.started_by_a_runtime(key, &place.path, cgroup_id)
                 {
-                    let runtime = self
-                        .table
-                        .get(&daemon)
-                        .map(|d| d.comm.clone())
-                        .unwrap_or_default();
-                    if self.to_describe.len() < MAX_NEW_CONTAINERS {
-                        self.to_describe
-                            .insert(id.clone(), (String::new(), runtime));
-                    }
+                    self.describe_at_first_program(&id, String::new(), daemon);
                 }
                 Some(id)
             }
             None => {
                 self.started_by_a_runtime(key, &place.path, cgroup_id)
                     .map(|(id, name, daemon)| {
-                        let runtime = self
-                            .table
-                            .get(&daemon)
-                            .map(|d| d.comm.clone())
-                            .unwrap_or_default();
-                        // Described at its first program: now it is most likely the runtime's own
-                        // set-up (runc init, before it entered the container's root and dropped
-                        // capabilities), which would show the host's.
-                        if self.to_describe.len() < MAX_NEW_CONTAINERS {
-                            self.to_describe.insert(id.clone(), (name, runtime));
-                        }
+                        self.describe_at_first_program(&id, name, daemon);
                         id
                     })
             }
@@ -506,15 +488,22 @@ impl Enricher {
         let name = format!("mnt-{namespace}");
         let id = format!("{name}@{cgroup_id}");
         self.remember_process_container(key, id.clone());
+        self.describe_at_first_program(&id, name, daemon);
+        Some(id)
+    }
+
+    /// Container `id` (named `name`), which `daemon` started, is to be described at its first
+    /// program: now it is most likely the runtime's own set-up (runc init, before it entered
+    /// the container's root and dropped capabilities), which would show the host's.
+    fn describe_at_first_program(&mut self, id: &str, name: String, daemon: ProcessKey) {
         let runtime = self
             .table
             .get(&daemon)
             .map(|d| d.comm.clone())
             .unwrap_or_default();
         if self.to_describe.len() < MAX_NEW_CONTAINERS {
-            self.to_describe.insert(id.clone(), (name, runtime));
+            self.to_describe.insert(id.to_string(), (name, runtime));
         }
-        Some(id)
     }
 
     /// A program started in container `id`: the first one of a container no runtime API
