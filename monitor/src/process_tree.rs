@@ -181,7 +181,12 @@ impl ProcessTable {
         if let Some(known) = self.procs.get(&key) {
             // Met first as some record's parent (its own fork record came later, from another
             // CPU's ring): its parent, unknown then, is this record's, when that one is known.
-            if known.parent.is_none() && h.ppid != 0 {
+            // Only a fork record names the real parent; later ones the current one (init or a
+            // subreaper, once the parent is gone).
+            if known.parent.is_none()
+                && h.ppid != 0
+                && matches!(h.kind, monitor_common::EventKind::ProcessFork)
+            {
                 let parent = self.key_of(h.ppid, h.parent_start_ns);
                 if parent != key && self.procs.contains_key(&parent) {
                     if let Some(p) = self.procs.get_mut(&key) {

@@ -656,6 +656,18 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
         &quiet,
         "the other job's container reading its own file",
     );
+    // No API says when such a container ends: its last process's exit does.
+    let thief_id = by_rule(&stolen, "credential-read")
+        .iter()
+        .find(|f| f["step"]["id"] == "steal")
+        .map(|f| f["container"]["id"].clone())
+        .unwrap();
+    assert!(
+        agent.events().iter().any(|e| e["kind"] == "container"
+            && e["change"] == "removed"
+            && e["container"]["id"] == thief_id),
+        "no end of {thief_id}"
+    );
     // What linked it: the kernel's record of `ctr` connecting to containerd's socket.
     assert_runtime_client_seen(&agent, &containerd);
 }

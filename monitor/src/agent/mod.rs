@@ -428,6 +428,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let pipeline = Pipeline {
         bundle_specs: Default::default(),
         awaiting_api: Default::default(),
+        kernel_described: Default::default(),
+        docker_described: Default::default(),
         forwarder,
         unsettled_request: false,
         running_jobs,

@@ -33,6 +33,10 @@ pub(super) struct Pipeline {
     pub(super) bundle_specs: std::collections::VecDeque<(String, serde_json::Value)>,
     /// Containers named as Docker names them, described from the kernel's view, waiting for
     /// Docker's own word (`described_by_the_kernel`, `judge_released`).
+    /// Containers Docker's API described (the kernel's view of them is not needed).
+    pub(super) docker_described: std::collections::HashSet<String>,
+    /// Containers this agent described from the kernel's view (their end is its to say).
+    pub(super) kernel_described: std::collections::HashSet<String>,
     pub(super) awaiting_api: std::collections::HashMap<
         String,
         (
@@ -244,42 +248,40 @@ impl Pipeline {
                 let proc = std::path::Path::new("/proc");
                 // What the runtime was asked for, while its bundle is there; else what the
                 // process shows, while it runs.
-                let meta = new
-                    .bundle
-                    .as_deref()
-                    .and_then(|b| {
-                        let path = std::path::Path::new(b);
-                        match self.bundle_specs.iter().rev().find(|(at, _)| at == b) {
-                            Some((_, spec)) => {
-                                Some(crate::containers::kernel_facts::describe_spec(
-                                    proc,
-                                    spec,
-                                    path,
-                                    &new.id,
-                                    &new.runtime,
-                                ))
-                            }
-                            None => crate::containers::kernel_facts::describe_bundle(
-                                proc,
-                                path,
-                                &new.id,
-                                &new.runtime,
-                            ),
-                        }
-                    })
-                    .or_else(|| {
-                        crate::containers::kernel_facts::describe(
+                let declared = new.bundle.as_deref().and_then(|b| {
+                    let path = std::path::Path::new(b);
+                    match self.bundle_specs.iter().rev().find(|(at, _)| at == b) {
+                        Some((_, spec)) => Some(crate::containers::kernel_facts::describe_spec(
                             proc,
-                            new.pid,
+                            spec,
+                            path,
                             &new.id,
                             &new.runtime,
-                        )
-                    })
-                    .unwrap_or_else(|| crate::containers::ContainerMeta {
+                        )),
+                        None => crate::containers::kernel_facts::describe_bundle(
+                            proc,
+                            path,
+                            &new.id,
+                            &new.runtime,
+                        ),
+                    }
+                });
+                let shown = crate::containers::kernel_facts::describe(
+                    proc,
+                    new.pid,
+                    new.start_ticks,
+                    &new.id,
+                    &new.runtime,
+                );
+                let meta = match (declared, shown) {
+                    (Some(a), Some(b)) => crate::containers::kernel_facts::union(a, b),
+                    (Some(one), None) | (None, Some(one)) => one,
+                    (None, None) => crate::containers::ContainerMeta {
                         id: new.id.clone(),
                         runtime: new.runtime.clone(),
                         ..Default::default()
-                    });
+                    },
+                };
                 let meta = crate::containers::ContainerMeta {
                     name: new.name,
                     ..meta
@@ -312,13 +314,32 @@ impl Pipeline {
             .must_wait(&event, stats.container_runtime_up.get() == 1)
         {
             if let Some(overflow) = self.hold.hold(event, boot_ns()) {
-                self.log_and_judge_charging(enricher, &overflow, stats);
+                self.judge_released(enricher, vec![overflow], stats);
             }
             self.described_by_the_kernel(enricher, undescribed, stats);
             return;
         }
         self.log_and_judge_charging(enricher, &event, stats);
         self.described_by_the_kernel(enricher, undescribed, stats);
+        // Containers no runtime API describes end with their last process.
+        for id in enricher.take_ended_containers() {
+            // Only those this agent described (Docker says itself when its containers go).
+            if !self.kernel_described.remove(&id) {
+                continue;
+            }
+            let ended = enricher.agent_event(
+                Detail::Container {
+                    change: crate::event::ContainerChange::Removed,
+                    container: crate::containers::ContainerMeta {
+                        id,
+                        ..Default::default()
+                    },
+                    requested_by: Vec::new(),
+                },
+                boot_ns(),
+            );
+            self.handle_control_event(enricher, &ended, stats);
+        }
     }
 
     /// Containers described from the kernel's view (`kernel_facts`), logged and judged as the
@@ -335,18 +356,21 @@ impl Pipeline {
         for (container, requested_by) in containers {
             // Named as Docker names its containers while Docker's API answers: Docker's word
             // is awaited (it names the image); this one is judged only if that never comes.
+            if self.docker_described.contains(&container.id) {
+                continue;
+            }
+            // Still waited for (not described, not waited out) with room to wait: later.
             if crate::containers::is_docker_shaped(&container.id)
                 && stats.container_runtime_up.get() == 1
+                && !self.hold.is_described(&container.id)
+                && self.awaiting_api.len() < MAX_BUNDLE_SPECS * 4
             {
-                if !self.hold.is_described(&container.id)
-                    && self.awaiting_api.len() < MAX_BUNDLE_SPECS * 4
-                {
-                    self.awaiting_api
-                        .insert(container.id.clone(), (container, requested_by));
-                }
+                self.awaiting_api
+                    .insert(container.id.clone(), (container, requested_by));
                 continue;
             }
             stats.containers_seen.inc();
+            self.remember_kernel_described(&container.id);
             let event = enricher.agent_event(
                 Detail::Container {
                     change: crate::event::ContainerChange::Created,
@@ -357,6 +381,13 @@ impl Pipeline {
             );
             self.handle_control_event(enricher, &event, stats);
         }
+    }
+
+    fn remember_kernel_described(&mut self, id: &str) {
+        if self.kernel_described.len() >= MAX_BUNDLE_SPECS * 16 {
+            self.kernel_described.clear();
+        }
+        self.kernel_described.insert(id.to_string());
     }
 
     /// Judges held events whose wait is over (a container Docker's API did not describe in
@@ -370,6 +401,7 @@ impl Pipeline {
                 .and_then(|id| self.awaiting_api.remove(id))
             {
                 stats.containers_seen.inc();
+                self.remember_kernel_described(&waiting.0.id);
                 let described = enricher.agent_event(
                     Detail::Container {
                         change: crate::event::ContainerChange::Created,
@@ -713,6 +745,14 @@ impl Pipeline {
         let id = container.id.clone();
         // Docker's word came: the kernel's view of it is not needed.
         self.awaiting_api.remove(&id);
+        if change == ContainerChange::Removed {
+            self.docker_described.remove(&id);
+        } else {
+            if self.docker_described.len() >= MAX_BUNDLE_SPECS * 256 {
+                self.docker_described.clear();
+            }
+            self.docker_described.insert(id.clone());
+        }
         let event = enricher.agent_event(
             Detail::Container {
                 change,

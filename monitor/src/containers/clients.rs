@@ -42,10 +42,14 @@ pub fn clients_of_any(sockets: &[&Path]) -> Vec<u32> {
 /// The daemons listening on any of these unix sockets: the processes holding the listening
 /// socket, but for init (a socket-activated daemon's socket is held by the service manager
 /// too, and everything descends from it) and this process.
+/// Only the host's: a runtime inside a container (kind's containerd, docker-in-docker)
+/// binds the same names in its own mount namespace.
 pub fn listeners_of(sockets: &[&Path]) -> Vec<u32> {
+    let own = std::fs::read_link("/proc/self/ns/mnt").ok();
     holders(sockets, 1 << TCP_LISTEN, |s| Some(s.inode))
         .into_iter()
         .filter(|&pid| pid != 1 && pid != std::process::id())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == own)
         .collect()
 }
 

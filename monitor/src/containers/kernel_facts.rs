@@ -120,8 +120,20 @@ const MAX_MOUNTINFO_BYTES: u64 = 1 << 20;
 /// The container `id` as its process `pid` shows it (under `proc`, `/proc` live), next to the
 /// host's init (`proc/1`). `runtime` names the daemon that started it. `None` when the process
 /// is gone.
-pub fn describe(proc: &Path, pid: u32, id: &str, runtime: &str) -> Option<ContainerMeta> {
+pub fn describe(
+    proc: &Path,
+    pid: u32,
+    start_ticks: u64,
+    id: &str,
+    runtime: &str,
+) -> Option<ContainerMeta> {
     let dir = proc.join(pid.to_string());
+    // Still that process, not another given its number since.
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let (_, _, started) = crate::process_tree::parse_stat(&stat)?;
+    if started != start_ticks {
+        return None;
+    }
     let host = proc.join("1");
     let status = std::fs::read_to_string(dir.join("status")).ok()?;
     // Unreadable (gone since): the namespaces and capabilities still say much.
@@ -148,6 +160,38 @@ pub fn describe(proc: &Path, pid: u32, id: &str, runtime: &str) -> Option<Contai
         binds: host_binds(&mountinfo, &host_mountinfo),
         ..Default::default()
     })
+}
+
+/// What two views of one container say together (what it was asked for, what its program
+/// shows): every risk either shows. A view made up by the container's own processes cannot
+/// hide what the other shows.
+pub fn union(a: ContainerMeta, b: ContainerMeta) -> ContainerMeta {
+    let mut host_namespaces = a.host_namespaces;
+    for ns in b.host_namespaces {
+        if !host_namespaces.contains(&ns) {
+            host_namespaces.push(ns);
+        }
+    }
+    let mut added_capabilities = a.added_capabilities;
+    for cap in b.added_capabilities {
+        if !added_capabilities.contains(&cap) {
+            added_capabilities.push(cap);
+        }
+    }
+    if added_capabilities.iter().any(|c| c == "ALL") {
+        added_capabilities = vec!["ALL".into()];
+    }
+    let mut binds = a.binds;
+    binds.extend(b.binds);
+    binds.sort();
+    binds.dedup();
+    ContainerMeta {
+        host_namespaces,
+        added_capabilities,
+        binds,
+        privileged: a.privileged || b.privileged,
+        ..a
+    }
 }
 
 /// A mount table, bounded; bytes that are not UTF-8 (a mount point may be any bytes) are
@@ -261,7 +305,10 @@ pub fn describe_spec(
         .unwrap_or_default();
     // A host directory given as its root (a relative root is the runtime's own snapshot).
     if let Some(root) = spec["root"]["path"].as_str() {
-        if root.starts_with('/') && within(root, &bundle.to_string_lossy()).is_none() {
+        if root.starts_with('/')
+            && within(root, &bundle.to_string_lossy()).is_none()
+            && !runtimes_own(root)
+        {
             binds.push(ContainerBind {
                 source: root.to_string(),
                 destination: "/".into(),
@@ -536,14 +583,48 @@ mod tests {
     }
 
     #[test]
+    fn two_views_together_keep_every_risk_either_shows() {
+        let bind = |s: &str, d: &str| ContainerBind {
+            source: s.into(),
+            destination: d.into(),
+            read_only: false,
+        };
+        let declared = ContainerMeta {
+            id: "x1@3".into(),
+            binds: vec![bind("/srv/r", "/")],
+            added_capabilities: vec!["SYS_ADMIN".into()],
+            ..Default::default()
+        };
+        let shown = ContainerMeta {
+            id: "x1@3".into(),
+            binds: vec![bind("/", "/host"), bind("/srv/r", "/")],
+            host_namespaces: vec!["pid".into()],
+            added_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        };
+        let both = union(declared, shown);
+        assert_eq!(both.id, "x1@3");
+        assert_eq!(both.binds.len(), 2);
+        assert_eq!(both.host_namespaces, vec!["pid"]);
+        assert_eq!(both.added_capabilities, vec!["ALL"]);
+    }
+
+    #[test]
     fn this_process_is_described_and_shares_every_namespace_with_the_host() {
         // The test runs on the host: every namespace compared is the host's (when it may read
         // init's), and a gone process is no description.
-        let me = describe(Path::new("/proc"), std::process::id(), "x", "test").unwrap();
+        let me_pid = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me_pid}/stat")).unwrap();
+        let (_, _, started) = crate::process_tree::parse_stat(&stat).unwrap();
+        let me = describe(Path::new("/proc"), me_pid, started, "x", "test").unwrap();
+        assert!(
+            describe(Path::new("/proc"), me_pid, started + 1, "x", "test").is_none(),
+            "another process given the number"
+        );
         assert_eq!(me.id, "x");
         if std::fs::read_link("/proc/1/ns/pid").is_ok() {
             assert!(me.host_namespaces.contains(&"pid".to_string()), "{me:?}");
         }
-        assert!(describe(Path::new("/proc"), u32::MAX, "x", "test").is_none());
+        assert!(describe(Path::new("/proc"), u32::MAX, 0, "x", "test").is_none());
     }
 }

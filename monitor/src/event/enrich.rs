@@ -150,6 +150,10 @@ pub struct Enricher {
     /// OCI bundles a runtime daemon's descendant (runc, crun) was just started with, for the
     /// agent to read at once (`take_new_bundles`).
     new_bundles: Vec<String>,
+    /// The live processes of each container the kernel's view described (no runtime API says
+    /// when those end): the last one's exit ends it (`take_ended_containers`).
+    kernel_containers: HashMap<String, HashSet<ProcessKey>>,
+    ended_containers: Vec<String>,
     /// Who is connected to the container runtime's socket now (live: `containers::clients`).
     runtime_clients: Option<Box<dyn Fn() -> Vec<u32> + Send>>,
     /// The runtime sockets the kernel recognises (`RuntimeClient` records' numbers), by name.
@@ -192,8 +196,9 @@ pub struct NewContainer {
     pub id: String,
     /// The name its runtime gave it (its cgroup's last component).
     pub name: String,
-    /// The process it was met through (still running, most likely).
+    /// The process it was met through (still running, most likely), and its start.
     pub pid: u32,
+    pub start_ticks: u64,
     /// The daemon that started it, by its program's name.
     pub runtime: String,
     /// The runtime's clients then: who asked for it.
@@ -241,6 +246,8 @@ impl Enricher {
             new_containers: Vec::new(),
             to_describe: HashMap::new(),
             new_bundles: Vec::new(),
+            kernel_containers: HashMap::new(),
+            ended_containers: Vec::new(),
             runtime_clients: None,
             runtime_sockets: Vec::new(),
             runtime_connects: HashMap::new(),
@@ -439,6 +446,34 @@ impl Enricher {
         None
     }
 
+    /// A program a daemon's descendant executed in a cgroup taken for no container: asked
+    /// again (the cgroup's first process may have been one the daemon did not start, put there
+    /// to hide what the runtime puts there later; or its ancestry was not known yet).
+    fn taken_for_no_container(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
+        if self.runtime_daemons.is_empty() || self.daemon_cgroups.contains(&cgroup_id) {
+            return None;
+        }
+        // Cheap first: no daemon above it, no question.
+        let mut at = self.table.get(&key)?.parent;
+        let mut descends = false;
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let Some(ancestor) = at else { break };
+            if self.runtime_daemons.contains_key(&ancestor) {
+                descends = true;
+                break;
+            }
+            at = self.table.get(&ancestor).and_then(|p| p.parent);
+        }
+        if !descends {
+            return None;
+        }
+        let place = (self.container_reader?)(key.tgid)?;
+        let (id, name, daemon) = self.started_by_a_runtime(key, &place.path, cgroup_id)?;
+        self.container_of_cgroup.insert(cgroup_id, Some(id.clone()));
+        self.describe_at_first_program(&id, name, daemon);
+        Some(id)
+    }
+
     /// The container of a process in a daemon's own cgroup: the one it or its parent was
     /// found in (`in_the_daemons_cgroup`).
     fn container_by_namespace(&mut self, key: ProcessKey) -> Option<String> {
@@ -501,24 +536,35 @@ impl Enricher {
             .get(&daemon)
             .map(|d| d.comm.clone())
             .unwrap_or_default();
-        if self.to_describe.len() < MAX_NEW_CONTAINERS {
-            self.to_describe.insert(id.to_string(), (name, runtime));
+        // Full (containers met that never executed a program: running before the agent, or
+        // Docker's, described by its API): one of them makes room.
+        if self.to_describe.len() >= MAX_NEW_CONTAINERS {
+            if let Some(old) = self.to_describe.keys().next().cloned() {
+                self.to_describe.remove(&old);
+            }
         }
+        self.to_describe.insert(id.to_string(), (name, runtime));
     }
 
     /// A program started in container `id`: the first one of a container no runtime API
     /// describes is the moment to read what it is (`take_new_containers`), with the runtime's
     /// clients then.
-    fn first_program_in(&mut self, id: &str, pid: u32, ts_ns: u64) {
+    fn first_program_in(&mut self, id: &str, pid: u32, cgroup_id: u64, ts_ns: u64) {
         let Some((name, runtime)) = self.to_describe.remove(id) else {
             return;
         };
         let clients = self.clients_at(ts_ns);
-        let bundle = self.bundle_of(pid);
+        let bundle = self.bundle_of(pid, cgroup_id);
+        if self.kernel_containers.len() < MAX_NEW_CONTAINERS {
+            self.kernel_containers
+                .insert(id.to_string(), HashSet::new());
+        }
+        let start_ticks = self.table.by_tgid(pid).map_or(0, |p| p.key.start_ticks);
         self.new_containers.push(NewContainer {
             id: id.to_string(),
             name,
             pid,
+            start_ticks,
             runtime,
             clients,
             bundle,
@@ -526,12 +572,21 @@ impl Enricher {
     }
 
     /// The `--bundle` (`-b`) an ancestor of `pid` was run with (the OCI runtime that made it).
-    fn bundle_of(&self, pid: u32) -> Option<String> {
-        let mut at = self.table.by_tgid(pid).map(|p| p.key);
+    /// Only the runtime's own programs are asked: ancestors of the container's first program,
+    /// below the daemon, whose programs were executed outside the container's cgroup (the
+    /// container's processes could name any directory).
+    fn bundle_of(&self, pid: u32, cgroup_id: u64) -> Option<String> {
+        let mut at = self.table.by_tgid(pid).and_then(|p| p.parent);
         for _ in 0..crate::process_tree::MAX_ANCESTRY {
-            let process = self.table.get(&at?)?;
-            if let Some(bundle) = bundle_argument(&process.argv) {
-                return Some(bundle);
+            let key = at?;
+            if self.runtime_daemons.contains_key(&key) {
+                return None;
+            }
+            let process = self.table.get(&key)?;
+            if process.exec_cgroup_id != cgroup_id {
+                if let Some(bundle) = bundle_argument(&process.argv) {
+                    return Some(bundle);
+                }
             }
             at = process.parent;
         }
@@ -558,6 +613,12 @@ impl Enricher {
             }
             at = self.table.get(&ancestor).and_then(|p| p.parent);
         }
+    }
+
+    /// Containers the kernel's view described whose last process has exited since this was
+    /// last asked.
+    pub fn take_ended_containers(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ended_containers)
     }
 
     /// Bundles runtimes were started with since this was last asked (`runtime_started_with_a_bundle`).
@@ -1037,12 +1098,30 @@ impl Enricher {
         self.seq += 1;
         let mut container = self.container_of(header.cgroup_id, key);
         if container.is_none() && matches!(detail, Detail::Exec { .. }) {
-            container = self.in_the_daemons_cgroup(header.cgroup_id, key);
+            container = self
+                .in_the_daemons_cgroup(header.cgroup_id, key)
+                .or_else(|| self.taken_for_no_container(header.cgroup_id, key));
             self.runtime_started_with_a_bundle(key);
         }
         if let (Some(id), Detail::Exec { .. }) = (&container, &detail) {
             if !self.to_describe.is_empty() {
-                self.first_program_in(id, header.tgid, header.ts_ns);
+                self.first_program_in(id, header.tgid, header.cgroup_id, header.ts_ns);
+            }
+        }
+        if let Some(members) = container
+            .as_ref()
+            .and_then(|id| self.kernel_containers.get_mut(id))
+        {
+            if matches!(detail, Detail::Exit { .. }) {
+                members.remove(&key);
+                if members.is_empty() {
+                    let id = container.clone().unwrap_or_default();
+                    self.kernel_containers.remove(&id);
+                    self.to_describe.remove(&id);
+                    self.ended_containers.push(id);
+                }
+            } else if members.len() < MAX_PROCESS_CONTAINERS {
+                members.insert(key);
             }
         }
         let process = self.table.get(&key);
@@ -1363,6 +1442,15 @@ mod tests {
         );
         assert_eq!(container_of(&mut e, 12, 11, 3).as_deref(), Some("x1@3"));
         assert!(e.take_new_containers().is_empty(), "described once");
+        // Its last process's exit ends it.
+        let mut exit = header(EventKind::ProcessExit, 12, 11);
+        exit.cgroup_id = 3;
+        e.enrich(KernelEvent::Exit {
+            header: exit,
+            exit_status: 0,
+        })
+        .unwrap();
+        assert_eq!(e.take_ended_containers(), vec!["x1@3".to_string()]);
         assert_eq!(
             container_of(&mut e, 11, 10, 2),
             None,
@@ -1375,6 +1463,52 @@ mod tests {
             Some("sub@6"),
             "a container's own child cgroup is named by its own last component"
         );
+    }
+
+    #[test]
+    fn a_containers_bundle_is_the_runtimes_not_what_its_own_programs_name() {
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            Some(crate::containers::CgroupPlace {
+                container: None,
+                path: if pid >= 12 { "/ns/x1" } else { "/daemon" }.into(),
+                mount_namespace: None,
+            })
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader);
+        let exec = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, argv: &[&str]| {
+            let mut h = header(EventKind::ProcessExec, tgid, ppid);
+            h.cgroup_id = cgroup;
+            e.enrich(KernelEvent::Exec {
+                header: h,
+                exe: argv[0].into(),
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                filename: argv[0].into(),
+                argv_total_len: 64,
+                cwd: "/".into(),
+                exe_ctime_ns: 0,
+            })
+            .unwrap()
+        };
+        exec(&mut e, 10, 1, 2, &["containerd"]);
+        e.set_runtime_daemons(&[10]);
+        exec(
+            &mut e,
+            11,
+            10,
+            2,
+            &["runc", "create", "--bundle", "/run/b/x1", "x1"],
+        );
+        // The container's first program names a bundle of the job's choosing.
+        let first = exec(&mut e, 12, 11, 3, &["sh", "-b", "/tmp/benign"]);
+        assert_eq!(first.process.container.as_deref(), Some("x1@3"));
+        let new = e.take_new_containers();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0].bundle.as_deref(), Some("/run/b/x1"));
+        assert_eq!(e.take_new_bundles(), vec!["/run/b/x1".to_string()]);
     }
 
     #[test]
