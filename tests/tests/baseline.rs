@@ -41,8 +41,17 @@ fn honest_steps(port: u16) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Run `n` of this test's job: its run id is the test's own (the tests run at once, and every
+/// agent sees every test's jobs: two tests' runs must never share a job's key).
+fn run_id(n: u32) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    thread_local!(static TEST: u32 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TEST.with(|test| format!("{}{test:02}{n}", std::process::id()))
+}
+
 fn run(agent: &Agent, runner: &mut FakeRunner, n: u32, steps: &[(&str, String)]) -> Value {
-    runner.run_id = format!("{}{n}", std::process::id());
+    runner.run_id = run_id(n);
     let pairs: Vec<(&str, &str)> = steps.iter().map(|(a, b)| (*a, b.as_str())).collect();
     runner.run_job_with_hooks(&pairs, Some(&agent.control_socket));
     agent.wait_for_report(runner)
@@ -549,7 +558,7 @@ fn postgres_concurrent_writers_lose_nothing_and_a_run_waits_for_a_stopped_databa
         "{:#}",
         first["baseline"]
     );
-    runner.run_id = format!("{}2", std::process::id());
+    runner.run_id = run_id(2);
     let job = {
         let socket = agent.control_socket.clone();
         let runner_ref = &runner;
