@@ -97,7 +97,7 @@ fn baseline_metrics(registry: &Registry) -> crate::baseline::BaselineMetrics {
             IntGaugeVec::new(
                 Opts::new(
                     "monitor_baseline_state",
-                    "1 for the state of each job's baseline (learning, stable, unstable) as of its last run, 0 for the others (at most 256 jobs).",
+                    "1 for the state of each job's baseline (learning, stable, unstable) as of its last recorded run, 0 for the others (at most 256 jobs).",
                 ),
                 &["job", "state"],
             )

@@ -145,7 +145,12 @@ impl Baseline {
                     .with_label_values(&[kind])
                     .inc_by(n);
             }
-            self.set_state(&job, c.job_state);
+            // The state of the job's baseline is its recorded runs': a run whose identity no
+            // hook declared (any local process can name a job in its environment) is compared,
+            // not recorded, and does not move it.
+            if record {
+                self.set_state(&job, c.job_state);
+            }
         }
         let report = BaselineReport {
             job,
