@@ -21,29 +21,35 @@ use crate::{
     report::{markdown, new_summary_nonce, now_rfc3339, write_all},
 };
 
+/// OCI bundle specs kept from when their runtime started (newest last).
+const MAX_BUNDLE_SPECS: usize = 64;
+/// Kernel descriptions of Docker-shaped containers waiting for Docker's word.
+const MAX_AWAITING_API: usize = 256;
+/// Containers remembered as described from the kernel's view.
+const MAX_KERNEL_DESCRIBED: usize = 1024;
+/// Containers remembered as described by Docker's API.
+const MAX_DOCKER_DESCRIBED: usize = 16_384;
+
+/// A container as the kernel's view describes it, and the runtime's clients then.
+type KernelDescription = (
+    crate::containers::ContainerMeta,
+    Vec<crate::event::ProcessRef>,
+);
+
 /// The pipeline above the process table: each enriched event is written to the event log,
 /// judged (findings written at once), recorded for its job's report (written when the job
 /// ends), and turned into block mode's kernel updates; control requests are carried out in
 /// order with the events.
-/// OCI bundle specs kept from when their runtime started (newest last).
-const MAX_BUNDLE_SPECS: usize = 64;
-
 pub(super) struct Pipeline {
     /// OCI bundles' specs, read as their runtime started with them (see `handle`).
     pub(super) bundle_specs: std::collections::VecDeque<(String, serde_json::Value)>,
-    /// Containers named as Docker names them, described from the kernel's view, waiting for
-    /// Docker's own word (`described_by_the_kernel`, `judge_released`).
     /// Containers Docker's API described (the kernel's view of them is not needed).
     pub(super) docker_described: std::collections::HashSet<String>,
     /// Containers this agent described from the kernel's view (their end is its to say).
     pub(super) kernel_described: std::collections::HashSet<String>,
-    pub(super) awaiting_api: std::collections::HashMap<
-        String,
-        (
-            crate::containers::ContainerMeta,
-            Vec<crate::event::ProcessRef>,
-        ),
-    >,
+    /// Containers named as Docker names them, described from the kernel's view, waiting for
+    /// Docker's own word (`described_by_the_kernel`, `judge_released`).
+    pub(super) awaiting_api: std::collections::HashMap<String, KernelDescription>,
     pub(super) events: std::io::BufWriter<Box<dyn Write + Send>>,
     pub(super) findings: Box<dyn Write + Send>,
     pub(super) judge: Judge,
@@ -241,53 +247,10 @@ impl Pipeline {
         }
         // Containers this event showed that no runtime API describes: described from the
         // kernel's view now, while their process runs, judged right after the event.
-        let undescribed: Vec<_> = enricher
+        let undescribed: Vec<KernelDescription> = enricher
             .take_new_containers()
             .into_iter()
-            .map(|new| {
-                let proc = std::path::Path::new("/proc");
-                // What the runtime was asked for, while its bundle is there; else what the
-                // process shows, while it runs.
-                let declared = new.bundle.as_deref().and_then(|b| {
-                    let path = std::path::Path::new(b);
-                    match self.bundle_specs.iter().rev().find(|(at, _)| at == b) {
-                        Some((_, spec)) => Some(crate::containers::kernel_facts::describe_spec(
-                            proc,
-                            spec,
-                            path,
-                            &new.id,
-                            &new.runtime,
-                        )),
-                        None => crate::containers::kernel_facts::describe_bundle(
-                            proc,
-                            path,
-                            &new.id,
-                            &new.runtime,
-                        ),
-                    }
-                });
-                let shown = crate::containers::kernel_facts::describe(
-                    proc,
-                    new.pid,
-                    new.start_ticks,
-                    &new.id,
-                    &new.runtime,
-                );
-                let meta = match (declared, shown) {
-                    (Some(a), Some(b)) => crate::containers::kernel_facts::union(a, b),
-                    (Some(one), None) | (None, Some(one)) => one,
-                    (None, None) => crate::containers::ContainerMeta {
-                        id: new.id.clone(),
-                        runtime: new.runtime.clone(),
-                        ..Default::default()
-                    },
-                };
-                let meta = crate::containers::ContainerMeta {
-                    name: new.name,
-                    ..meta
-                };
-                (meta, new.clients)
-            })
+            .map(|new| self.describe_from_the_kernel(new))
             .collect();
         self.confirm_subtree_match(&mut event);
         // The agent's own children are its heartbeats: proof the probes and the pipeline work,
@@ -342,15 +305,53 @@ impl Pipeline {
         }
     }
 
+    /// A container no runtime API describes, from the kernel's view: what the runtime was asked
+    /// for (its bundle, read when the runtime started with it, else now) joined with what its
+    /// first program shows, while it runs.
+    fn describe_from_the_kernel(
+        &self,
+        new: crate::event::enrich::NewContainer,
+    ) -> KernelDescription {
+        use crate::containers::kernel_facts;
+        let proc = std::path::Path::new("/proc");
+        let declared = new.bundle.as_deref().and_then(|b| {
+            let path = std::path::Path::new(b);
+            match self.bundle_specs.iter().rev().find(|(at, _)| at == b) {
+                Some((_, spec)) => Some(kernel_facts::describe_spec(
+                    proc,
+                    spec,
+                    path,
+                    &new.id,
+                    &new.runtime,
+                )),
+                None => kernel_facts::describe_bundle(proc, path, &new.id, &new.runtime),
+            }
+        });
+        let shown = kernel_facts::describe(proc, new.pid, new.start_ticks, &new.id, &new.runtime);
+        let meta = match (declared, shown) {
+            (Some(a), Some(b)) => kernel_facts::union(a, b),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => crate::containers::ContainerMeta {
+                id: new.id.clone(),
+                runtime: new.runtime.clone(),
+                ..Default::default()
+            },
+        };
+        (
+            crate::containers::ContainerMeta {
+                name: new.name,
+                ..meta
+            },
+            new.clients,
+        )
+    }
+
     /// Containers described from the kernel's view (`kernel_facts`), logged and judged as the
     /// runtime's word on them would be: created, by the clients connected then.
     fn described_by_the_kernel(
         &mut self,
         enricher: &mut Enricher,
-        containers: Vec<(
-            crate::containers::ContainerMeta,
-            Vec<crate::event::ProcessRef>,
-        )>,
+        containers: Vec<KernelDescription>,
         stats: &Stats,
     ) {
         for (container, requested_by) in containers {
@@ -363,31 +364,37 @@ impl Pipeline {
             if crate::containers::is_docker_shaped(&container.id)
                 && stats.container_runtime_up.get() == 1
                 && !self.hold.is_described(&container.id)
-                && self.awaiting_api.len() < MAX_BUNDLE_SPECS * 4
+                && self.awaiting_api.len() < MAX_AWAITING_API
             {
                 self.awaiting_api
                     .insert(container.id.clone(), (container, requested_by));
                 continue;
             }
-            stats.containers_seen.inc();
-            self.remember_kernel_described(&container.id);
-            let event = enricher.agent_event(
-                Detail::Container {
-                    change: crate::event::ContainerChange::Created,
-                    container,
-                    requested_by,
-                },
-                boot_ns(),
-            );
-            self.handle_control_event(enricher, &event, stats);
+            self.judge_kernel_description(enricher, (container, requested_by), stats);
         }
     }
 
-    fn remember_kernel_described(&mut self, id: &str) {
-        if self.kernel_described.len() >= MAX_BUNDLE_SPECS * 16 {
+    /// Logs and judges a kernel description: the container created, by those clients.
+    fn judge_kernel_description(
+        &mut self,
+        enricher: &mut Enricher,
+        (container, requested_by): KernelDescription,
+        stats: &Stats,
+    ) {
+        stats.containers_seen.inc();
+        if self.kernel_described.len() >= MAX_KERNEL_DESCRIBED {
             self.kernel_described.clear();
         }
-        self.kernel_described.insert(id.to_string());
+        self.kernel_described.insert(container.id.clone());
+        let event = enricher.agent_event(
+            Detail::Container {
+                change: crate::event::ContainerChange::Created,
+                container,
+                requested_by,
+            },
+            boot_ns(),
+        );
+        self.handle_control_event(enricher, &event, stats);
     }
 
     /// Judges held events whose wait is over (a container Docker's API did not describe in
@@ -400,17 +407,7 @@ impl Pipeline {
                 .as_ref()
                 .and_then(|id| self.awaiting_api.remove(id))
             {
-                stats.containers_seen.inc();
-                self.remember_kernel_described(&waiting.0.id);
-                let described = enricher.agent_event(
-                    Detail::Container {
-                        change: crate::event::ContainerChange::Created,
-                        container: waiting.0,
-                        requested_by: waiting.1,
-                    },
-                    boot_ns(),
-                );
-                self.handle_control_event(enricher, &described, stats);
+                self.judge_kernel_description(enricher, waiting, stats);
             }
             self.log_and_judge_charging(enricher, &event, stats);
         }
@@ -748,7 +745,7 @@ impl Pipeline {
         if change == ContainerChange::Removed {
             self.docker_described.remove(&id);
         } else {
-            if self.docker_described.len() >= MAX_BUNDLE_SPECS * 256 {
+            if self.docker_described.len() >= MAX_DOCKER_DESCRIBED {
                 self.docker_described.clear();
             }
             self.docker_described.insert(id.clone());

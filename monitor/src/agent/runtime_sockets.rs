@@ -54,13 +54,12 @@ impl RuntimeSockets {
             map: HashMap::try_from(map)?,
             on: Array::try_from(on)?,
             known: vec![None; paths.len()],
+            daemons: vec![(Vec::new(), None); paths.len()],
             paths,
             last: None,
             present: None,
-            daemons: Vec::new(),
             daemons_news: None,
         };
-        sockets.daemons = vec![(Vec::new(), None); sockets.paths.len()];
         sockets.refresh_if_due();
         Ok(sockets)
     }

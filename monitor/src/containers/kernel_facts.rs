@@ -142,11 +142,7 @@ pub fn describe(
     let host_status = std::fs::read_to_string(host.join("status")).unwrap_or_default();
     let host_namespaces = NAMESPACES
         .iter()
-        .filter(|(ns, _)| {
-            let mine = std::fs::read_link(dir.join("ns").join(ns));
-            let host = std::fs::read_link(host.join("ns").join(ns));
-            matches!((mine, host), (Ok(a), Ok(b)) if a == b)
-        })
+        .filter(|(ns, _)| is_the_hosts(&dir.join("ns").join(ns), &host, ns))
         .map(|(_, name)| name.to_string())
         .collect();
     Some(ContainerMeta {
@@ -196,6 +192,14 @@ pub fn union(a: ContainerMeta, b: ContainerMeta) -> ContainerMeta {
 
 /// A mount table, bounded; bytes that are not UTF-8 (a mount point may be any bytes) are
 /// replaced, not a reason to lose the rest.
+/// Whether the namespace link at `link` is the host's init's (`host` is its /proc directory)
+/// namespace of kind `ns` (`/proc/<pid>/ns/` names: `net`, `mnt`, ...).
+fn is_the_hosts(link: &Path, host: &Path, ns: &str) -> bool {
+    let theirs = std::fs::read_link(link);
+    let hosts = std::fs::read_link(host.join("ns").join(ns));
+    matches!((theirs, hosts), (Ok(a), Ok(b)) if a == b)
+}
+
 /// Bound on an OCI bundle's `config.json`.
 const MAX_BUNDLE_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -246,23 +250,17 @@ pub fn describe_spec(
         .unwrap_or_default();
     let host_namespaces = NAMESPACES
         .iter()
-        .filter(|(ns, _)| {
-            let oci_type = match *ns {
-                "net" => "network",
-                "mnt" => "mount",
-                other => other,
-            };
-            match namespaces.iter().find(|n| n["type"] == oci_type) {
+        // The OCI spec names namespace types as findings do (`network`, `mount`).
+        .filter(
+            |(ns, oci_type)| match namespaces.iter().find(|n| n["type"] == *oci_type) {
                 // Not asked for: the runtime leaves it the host's.
                 None => true,
                 // Joined by path: the host's when it is the host's init's.
-                Some(n) => n["path"].as_str().is_some_and(|path| {
-                    let joined = std::fs::read_link(path);
-                    let host = std::fs::read_link(host.join("ns").join(ns));
-                    matches!((joined, host), (Ok(a), Ok(b)) if a == b)
-                }),
-            }
-        })
+                Some(n) => n["path"]
+                    .as_str()
+                    .is_some_and(|path| is_the_hosts(Path::new(path), &host, ns)),
+            },
+        )
         .map(|(_, name)| name.to_string())
         .collect();
     let bounding: u64 = spec["process"]["capabilities"]["bounding"]

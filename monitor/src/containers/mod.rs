@@ -98,20 +98,29 @@ pub fn container_id_in_cgroup_path(path: &str) -> Option<String> {
     })
 }
 
+/// The path of one `/proc/<pid>/cgroup` line (`hierarchy:controllers:path`).
+fn line_path(line: &str) -> Option<&str> {
+    line.splitn(3, ':').nth(2)
+}
+
+/// The unified (`0::`) line's path, when there is one and it is not the root (the cgroup the
+/// kernel's id names; on hybrid hosts runc joins it too).
+fn unified_path(text: &str) -> Option<&str> {
+    text.lines()
+        .find(|l| l.starts_with("0::"))
+        .and_then(line_path)
+        .filter(|p| *p != "/")
+}
+
 /// The container a `/proc/<pid>/cgroup` text places its process in: the unified (`0::`) line
 /// when there is one (the cgroup the kernel's id names), else any controller's line.
 pub fn container_id_in_proc_cgroup(text: &str) -> Option<String> {
-    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_string);
-    let unified = text
-        .lines()
-        .find(|l| l.starts_with("0::"))
-        .and_then(path_of);
-    match unified {
-        Some(path) if path != "/" => container_id_in_cgroup_path(&path),
-        _ => text
+    match unified_path(text) {
+        Some(path) => container_id_in_cgroup_path(path),
+        None => text
             .lines()
-            .filter_map(path_of)
-            .find_map(|p| container_id_in_cgroup_path(&p)),
+            .filter_map(line_path)
+            .find_map(container_id_in_cgroup_path),
     }
 }
 
@@ -129,15 +138,10 @@ pub struct CgroupPlace {
 
 /// The place a `/proc/<pid>/cgroup` text gives.
 pub fn cgroup_place(text: &str) -> CgroupPlace {
-    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_string);
-    let unified = text
-        .lines()
-        .find(|l| l.starts_with("0::"))
-        .and_then(path_of)
-        .filter(|p| p != "/");
-    let path = unified
-        .or_else(|| text.lines().filter_map(path_of).find(|p| p != "/"))
-        .unwrap_or_else(|| "/".into());
+    let path = unified_path(text)
+        .or_else(|| text.lines().filter_map(line_path).find(|p| *p != "/"))
+        .unwrap_or("/")
+        .to_string();
     CgroupPlace {
         container: container_id_in_proc_cgroup(text),
         path,

@@ -427,48 +427,54 @@ impl Enricher {
         path: &str,
         cgroup_id: u64,
     ) -> Option<(String, String, ProcessKey)> {
-        if self.runtime_daemons.is_empty() || path == "/" || self.runtime_daemons.contains_key(&key)
-        {
+        let daemon = self.nearest_daemon(key)?;
+        let (id, name) = self.in_a_cgroup_of_its_own(daemon, path, cgroup_id)?;
+        Some((id, name, daemon))
+    }
+
+    /// The runtime daemon `key` descends from, the nearest (its process table ancestry, bounded):
+    /// none for a daemon itself, or when no daemon is known.
+    fn nearest_daemon(&self, key: ProcessKey) -> Option<ProcessKey> {
+        if self.runtime_daemons.is_empty() || self.runtime_daemons.contains_key(&key) {
             return None;
         }
         let mut at = self.table.get(&key)?.parent;
         for _ in 0..crate::process_tree::MAX_ANCESTRY {
             let ancestor = at?;
-            if let Some(daemon) = self.runtime_daemons.get(&ancestor) {
-                if daemon.path == path {
-                    return None;
-                }
-                let name = crate::containers::container_named_by_path(path)?;
-                return Some((format!("{name}@{cgroup_id}"), name, ancestor));
+            if self.runtime_daemons.contains_key(&ancestor) {
+                return Some(ancestor);
             }
             at = self.table.get(&ancestor)?.parent;
         }
         None
     }
 
+    /// The container (id, name) of cgroup `cgroup_id` at `path`, which `daemon`'s descendant
+    /// runs in: none when that is the daemon's own cgroup, or the root.
+    fn in_a_cgroup_of_its_own(
+        &self,
+        daemon: ProcessKey,
+        path: &str,
+        cgroup_id: u64,
+    ) -> Option<(String, String)> {
+        if path == "/" || self.runtime_daemons.get(&daemon)?.path == path {
+            return None;
+        }
+        let name = crate::containers::container_named_by_path(path)?;
+        Some((format!("{name}@{cgroup_id}"), name))
+    }
+
     /// A program a daemon's descendant executed in a cgroup taken for no container: asked
     /// again (the cgroup's first process may have been one the daemon did not start, put there
     /// to hide what the runtime puts there later; or its ancestry was not known yet).
     fn taken_for_no_container(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
-        if self.runtime_daemons.is_empty() || self.daemon_cgroups.contains(&cgroup_id) {
+        if self.daemon_cgroups.contains(&cgroup_id) {
             return None;
         }
         // Cheap first: no daemon above it, no question.
-        let mut at = self.table.get(&key)?.parent;
-        let mut descends = false;
-        for _ in 0..crate::process_tree::MAX_ANCESTRY {
-            let Some(ancestor) = at else { break };
-            if self.runtime_daemons.contains_key(&ancestor) {
-                descends = true;
-                break;
-            }
-            at = self.table.get(&ancestor).and_then(|p| p.parent);
-        }
-        if !descends {
-            return None;
-        }
+        let daemon = self.nearest_daemon(key)?;
         let place = (self.container_reader?)(key.tgid)?;
-        let (id, name, daemon) = self.started_by_a_runtime(key, &place.path, cgroup_id)?;
+        let (id, name) = self.in_a_cgroup_of_its_own(daemon, &place.path, cgroup_id)?;
         self.container_of_cgroup.insert(cgroup_id, Some(id.clone()));
         self.describe_at_first_program(&id, name, daemon);
         Some(id)
@@ -502,20 +508,11 @@ impl Enricher {
     /// (`ctr run --cgroup ""`), named by its mount namespace. Its runtime's helpers (shims,
     /// runc) run in the daemon's namespace.
     fn in_the_daemons_cgroup(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
-        if !self.daemon_cgroups.contains(&cgroup_id) || self.runtime_daemons.contains_key(&key) {
+        if !self.daemon_cgroups.contains(&cgroup_id) {
             return None;
         }
-        let mut at = self.table.get(&key)?.parent;
-        let mut daemon = None;
-        for _ in 0..crate::process_tree::MAX_ANCESTRY {
-            let ancestor = at?;
-            if let Some(d) = self.runtime_daemons.get(&ancestor) {
-                daemon = Some((ancestor, d.mount_namespace?));
-                break;
-            }
-            at = self.table.get(&ancestor)?.parent;
-        }
-        let (daemon, daemon_namespace) = daemon?;
+        let daemon = self.nearest_daemon(key)?;
+        let daemon_namespace = self.runtime_daemons.get(&daemon)?.mount_namespace?;
         let namespace = (self.container_reader?)(key.tgid)?.mount_namespace?;
         if namespace == daemon_namespace {
             return None;
@@ -596,22 +593,14 @@ impl Enricher {
     /// A program a runtime daemon's descendant executed with a bundle (`runc create --bundle
     /// X`): the bundle, to be read now, while it is surely there.
     fn runtime_started_with_a_bundle(&mut self, key: ProcessKey) {
-        if self.runtime_daemons.is_empty() || self.new_bundles.len() >= MAX_NEW_CONTAINERS {
+        if self.new_bundles.len() >= MAX_NEW_CONTAINERS {
             return;
         }
         let Some(bundle) = self.table.get(&key).and_then(|p| bundle_argument(&p.argv)) else {
             return;
         };
-        let mut at = self.table.get(&key).and_then(|p| p.parent);
-        for _ in 0..crate::process_tree::MAX_ANCESTRY {
-            let Some(ancestor) = at else {
-                return;
-            };
-            if self.runtime_daemons.contains_key(&ancestor) {
-                self.new_bundles.push(bundle);
-                return;
-            }
-            at = self.table.get(&ancestor).and_then(|p| p.parent);
+        if self.nearest_daemon(key).is_some() {
+            self.new_bundles.push(bundle);
         }
     }
 
