@@ -671,3 +671,103 @@ fn a_container_made_through_containerd_directly_is_the_steps_that_asked() {
     // What linked it: the kernel's record of `ctr` connecting to containerd's socket.
     assert_runtime_client_seen(&agent, &containerd);
 }
+
+/// Podman without its service: `podman run` is the step's own child (conmon and runc below
+/// it), no daemon and no API describes the container. Its processes are the step's by lineage,
+/// and the container is described from the kernel's view (its OCI bundle, its first program) and
+/// judged for its settings; a container reading its own file stays quiet.
+#[test]
+fn a_podman_container_without_a_service_is_judged_in_its_step() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        std::process::Command::new("podman")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "podman is not installed (`cargo xtask setup` installs it)"
+    );
+    let (steal_root, escape_root, own_root) = (
+        integration_tests::docker::busybox_rootfs(),
+        integration_tests::docker::busybox_rootfs(),
+        integration_tests::docker::busybox_rootfs(),
+    );
+    let storage = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    // No Docker socket: nothing to wait for, nobody else's word.
+    let agent = Agent::start_with(&["--docker-socket", "none"]);
+    let runner = runner();
+    let runner_dir = runner_credentials(&runner);
+    let s = storage.path().display();
+    // Podman raises the open-files and process limits by default; this machine's bounding set
+    // lacks CAP_SYS_RESOURCE, so they are given as they are.
+    let podman = format!(
+        "podman --root {s}/root --runroot {s}/run run --rm --network none \
+         --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+    );
+    let steal = format!(
+        "set -e\n{podman} -v \"$HOME:/h:ro\" --rootfs {} /bin/cat /h/.npmrc\n",
+        steal_root.path().display()
+    );
+    let escape = format!(
+        "set -e\nworker=$PPID\n\
+         podman --root {s}/root --runroot {s}/run run --rm --network host \
+         --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --cap-add SYS_ADMIN -v /:/host:ro \
+         --rootfs {} /bin/sh -c \"grep -q PATH= /host/proc/$worker/environ && echo environ-read; cat /host{runner_dir}/.credentials\"\n",
+        escape_root.path().display()
+    );
+    let own = format!(
+        "set -e\n{podman} --rootfs {} /bin/cat /data/own.txt\n",
+        own_root.path().display()
+    );
+    let output = runner.run_job(&[
+        ("own", &own),
+        ("steal", &steal),
+        ("escape", &escape),
+        MARKER_STEP,
+    ]);
+    assert!(output.contains(TOKEN), "the token was not read: {output}");
+    assert!(output.contains("environ-read"), "{output}");
+    assert!(output.contains("RUNNER-CRED-CANARY"), "{output}");
+    assert!(output.contains("the container's own file"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    let podman_container = |f: &serde_json::Value, step: &str| {
+        f["step"]["id"] == step && f["container"]["id"].as_str().is_some_and(is_hex64)
+    };
+    assert!(
+        by_rule(&mine, "credential-read")
+            .iter()
+            .any(|f| podman_container(f, "steal")
+                && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+        "the token read in podman's container, in its step: {mine:#?}"
+    );
+    assert!(
+        by_rule(&mine, "container-escape-risk")
+            .iter()
+            .any(|f| podman_container(f, "steal")),
+        "a home mounted into podman's container: {mine:#?}"
+    );
+    let risk = by_rule(&mine, "container-escape-risk")
+        .into_iter()
+        .find(|f| podman_container(f, "escape"))
+        .unwrap_or_else(|| panic!("the escape container's settings: {mine:#?}"));
+    let said = risk["evidence"]["risks"].to_string();
+    for reason in [
+        "capability SYS_ADMIN",
+        "network namespace",
+        "the host's / mounted",
+    ] {
+        assert!(said.contains(reason), "{reason}: {said}");
+    }
+    assert!(
+        by_rule(&mine, "credential-read")
+            .iter()
+            .any(|f| podman_container(f, "escape")
+                && f["evidence"]["host_path"] == format!("{runner_dir}/.credentials")),
+        "the runner's credentials through the host's root: {mine:#?}"
+    );
+    let own: Vec<_> = mine.iter().filter(|f| f["step"]["id"] == "own").collect();
+    assert!(own.is_empty(), "a container reading its own file: {own:#?}");
+}
+
+fn is_hex64(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}

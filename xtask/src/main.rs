@@ -390,6 +390,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     // a static busybox to make images from (nothing is pulled from a registry).
     ("dockerd", &["--version"], "docker.io"),
     ("docker", &["--version"], "docker.io"),
+    // Podman without its service (conmon, runc and crun come with it).
+    ("podman", &["--version"], "podman"),
     // The outputs' tests: a syslog receiver of their own, with TLS.
     ("rsyslogd", &["-v"], "rsyslog"),
     (

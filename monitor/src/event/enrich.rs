@@ -395,9 +395,14 @@ impl Enricher {
             Some(id) => {
                 // Named as Docker names its containers, but started by a daemon: if Docker's API
                 // never describes it (`ctr run ... <64 hex digits>`), the agent will.
-                if let Some((_, _, daemon)) = self.started_by_a_runtime(key, &place.path, cgroup_id)
-                {
-                    self.describe_at_first_program(&id, String::new(), daemon);
+                match self.started_by_a_runtime(key, &place.path, cgroup_id) {
+                    Some((_, _, daemon)) => {
+                        self.describe_at_first_program(&id, String::new(), daemon)
+                    }
+                    // No daemon made it (Podman without its service: `podman run` is the
+                    // step's own child, conmon and runc below it): described all the same when
+                    // Docker's API does not.
+                    None => self.queue_description(&id, String::new(), String::new()),
                 }
                 Some(id)
             }
@@ -533,6 +538,10 @@ impl Enricher {
             .get(&daemon)
             .map(|d| d.comm.clone())
             .unwrap_or_default();
+        self.queue_description(id, name, runtime);
+    }
+
+    fn queue_description(&mut self, id: &str, name: String, runtime: String) {
         // Full (containers met that never executed a program: running before the agent, or
         // Docker's, described by its API): one of them makes room.
         if self.to_describe.len() >= MAX_NEW_CONTAINERS {
@@ -550,7 +559,12 @@ impl Enricher {
         let Some((name, runtime)) = self.to_describe.remove(id) else {
             return;
         };
-        let clients = self.clients_at(ts_ns);
+        let mut clients = self.clients_at(ts_ns);
+        if clients.is_empty() {
+            // Nobody asked a daemon: whoever started the runtime did (`podman run`), among the
+            // first program's ancestors.
+            clients = self.ancestors_outside(pid, cgroup_id);
+        }
         let bundle = self.bundle_of(pid, cgroup_id);
         if self.kernel_containers.len() < MAX_NEW_CONTAINERS {
             self.kernel_containers
@@ -566,6 +580,30 @@ impl Enricher {
             clients,
             bundle,
         });
+    }
+
+    /// The ancestors of `pid` whose programs were executed outside cgroup `cgroup_id`, up to
+    /// a runtime daemon.
+    fn ancestors_outside(&self, pid: u32, cgroup_id: u64) -> Vec<crate::event::ProcessRef> {
+        let mut found = Vec::new();
+        let mut at = self.table.by_tgid(pid).and_then(|p| p.parent);
+        for _ in 0..crate::process_tree::MAX_ANCESTRY {
+            let Some(key) = at else { break };
+            if self.runtime_daemons.contains_key(&key) {
+                break;
+            }
+            let Some(process) = self.table.get(&key) else {
+                break;
+            };
+            if process.exec_cgroup_id != cgroup_id {
+                found.push(crate::event::ProcessRef {
+                    pid: key.tgid,
+                    start_ticks: key.start_ticks,
+                });
+            }
+            at = process.parent;
+        }
+        found
     }
 
     /// The `--bundle` (`-b`) an ancestor of `pid` was run with (the OCI runtime that made it).
