@@ -735,7 +735,9 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
     assert!(
         by_rule(&mine, "credential-read")
             .iter()
-            .any(|f| podman_container(f, "steal")
+            // Its processes are the step's by lineage; they do not carry the container (see
+            // the note on lineage-placed processes).
+            .any(|f| f["step"]["id"] == "steal"
                 && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
         "the token read in podman's container, in its step: {mine:#?}"
     );
@@ -760,8 +762,10 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
     assert!(
         by_rule(&mine, "credential-read")
             .iter()
-            .any(|f| podman_container(f, "escape")
-                && f["evidence"]["host_path"] == format!("{runner_dir}/.credentials")),
+            .any(|f| f["step"]["id"] == "escape"
+                && f["evidence"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&format!("{runner_dir}/.credentials")))),
         "the runner's credentials through the host's root: {mine:#?}"
     );
     let own: Vec<_> = mine.iter().filter(|f| f["step"]["id"] == "own").collect();
