@@ -563,7 +563,14 @@ impl Enricher {
         if clients.is_empty() {
             // Nobody asked a daemon: whoever started the runtime did (`podman run`), among the
             // first program's ancestors.
-            clients = self.ancestors_outside(pid, cgroup_id);
+            clients = self
+                .ancestors_outside(pid, cgroup_id)
+                .into_iter()
+                .map(|(key, _)| crate::event::ProcessRef {
+                    pid: key.tgid,
+                    start_ticks: key.start_ticks,
+                })
+                .collect();
         }
         let bundle = self.bundle_of(pid, cgroup_id);
         if self.kernel_containers.len() < MAX_NEW_CONTAINERS {
@@ -582,9 +589,10 @@ impl Enricher {
         });
     }
 
-    /// The ancestors of `pid` whose programs were executed outside cgroup `cgroup_id`, up to
-    /// a runtime daemon.
-    fn ancestors_outside(&self, pid: u32, cgroup_id: u64) -> Vec<crate::event::ProcessRef> {
+    /// The ancestors of `pid`, nearest first, below the nearest runtime daemon, whose programs
+    /// were executed outside cgroup `cgroup_id`: the runtime's own programs (runc, conmon) and,
+    /// with no daemon, whoever started them (`podman run`).
+    fn ancestors_outside(&self, pid: u32, cgroup_id: u64) -> Vec<(ProcessKey, &Process)> {
         let mut found = Vec::new();
         let mut at = self.table.by_tgid(pid).and_then(|p| p.parent);
         for _ in 0..crate::process_tree::MAX_ANCESTRY {
@@ -596,10 +604,7 @@ impl Enricher {
                 break;
             };
             if process.exec_cgroup_id != cgroup_id {
-                found.push(crate::event::ProcessRef {
-                    pid: key.tgid,
-                    start_ticks: key.start_ticks,
-                });
+                found.push((key, process));
             }
             at = process.parent;
         }
@@ -611,21 +616,9 @@ impl Enricher {
     /// below the daemon, whose programs were executed outside the container's cgroup (the
     /// container's processes could name any directory).
     fn bundle_of(&self, pid: u32, cgroup_id: u64) -> Option<String> {
-        let mut at = self.table.by_tgid(pid).and_then(|p| p.parent);
-        for _ in 0..crate::process_tree::MAX_ANCESTRY {
-            let key = at?;
-            if self.runtime_daemons.contains_key(&key) {
-                return None;
-            }
-            let process = self.table.get(&key)?;
-            if process.exec_cgroup_id != cgroup_id {
-                if let Some(bundle) = bundle_argument(&process.argv) {
-                    return Some(bundle);
-                }
-            }
-            at = process.parent;
-        }
-        None
+        self.ancestors_outside(pid, cgroup_id)
+            .into_iter()
+            .find_map(|(_, process)| bundle_argument(&process.argv))
     }
 
     /// A program a runtime daemon's descendant executed with a bundle (`runc create --bundle
