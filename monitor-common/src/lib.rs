@@ -156,7 +156,11 @@ pub struct EventHeader {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub _pad0: u32,
+    /// The inode number of the task's mount namespace (`nsproxy->mnt_ns->ns.inum`, what
+    /// `/proc/PID/ns/mnt` names): whether a process in a container's cgroup runs in the
+    /// container's file system view or the host's. 0 when unknown (no BTF for it; an exiting
+    /// task whose namespaces are gone).
+    pub mnt_ns: u32,
     /// `group_leader->start_boottime` in ns: with `tgid` it names a process even across pid reuse.
     pub start_ns: u64,
     /// The same for the parent process.
@@ -865,6 +869,11 @@ pub struct KernelOffsets {
     pub task_pid_links: u32,
     /// `inode.i_generation` (0: not in BTF, the records carry no generation).
     pub inode_i_generation: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns` and `mnt_namespace.ns.inum` (the header's
+    /// `mnt_ns`). All 0 when any is missing from BTF: the header says 0.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -910,7 +919,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 120);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 70 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 73 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

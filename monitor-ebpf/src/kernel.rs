@@ -84,6 +84,22 @@ pub unsafe fn process_start_ns(task: *const u8) -> u64 {
     read::<u64>(leader, off!(task_start_boottime)).unwrap_or(0)
 }
 
+/// `task->nsproxy->mnt_ns->ns.inum`: the inode `/proc/PID/ns/mnt` names. 0 when the layout
+/// is unknown or the task's namespaces are already released (`exit_task_namespaces`).
+#[inline(always)]
+pub unsafe fn mount_namespace(task: *const u8) -> u32 {
+    if off!(task_nsproxy) == 0 {
+        return 0;
+    }
+    let Ok(nsproxy) = read_ptr(task, off!(task_nsproxy)) else {
+        return 0;
+    };
+    let Ok(mnt_ns) = read_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
+        return 0;
+    };
+    read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0)
+}
+
 /// Fills the header for the current task, as seen from `task` (the current task unless a fork).
 #[inline(always)]
 pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *const u8) {
@@ -98,7 +114,7 @@ pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *cons
     (*header).ppid = read::<u32>(parent, off!(task_tgid)).unwrap_or(0);
     (*header).uid = uid_gid as u32;
     (*header).gid = (uid_gid >> 32) as u32;
-    (*header)._pad0 = 0;
+    (*header).mnt_ns = mount_namespace(task);
     (*header).start_ns = process_start_ns(task);
     (*header).parent_start_ns = if parent.is_null() {
         0

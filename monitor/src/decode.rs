@@ -54,6 +54,8 @@ pub struct Header {
     pub start_ns: u64,
     pub parent_start_ns: u64,
     pub cgroup_id: u64,
+    /// The mount namespace's inode (`EventHeader::mnt_ns`; 0 unknown).
+    pub mnt_ns: u32,
     pub comm: String,
 }
 
@@ -299,6 +301,7 @@ fn header(raw: &EventHeader) -> Result<Header, DecodeError> {
         start_ns: raw.start_ns,
         parent_start_ns: raw.parent_start_ns,
         cgroup_id: raw.cgroup_id,
+        mnt_ns: raw.mnt_ns,
         comm: text(&comm),
     })
 }

@@ -294,7 +294,23 @@ impl BtfIndex {
             pid_tasks: 0,
             task_pid_links: 0,
             inode_i_generation: self.offset("inode", "i_generation", U32).unwrap_or(0),
+            task_nsproxy: 0,
+            nsproxy_mnt_ns: 0,
+            mnt_ns_inum: 0,
         };
+        // Optional as a whole: the mount namespace in every record's header.
+        if let (Ok(nsproxy), Ok(mnt_ns), Ok(ns), Ok(inum)) = (
+            self.offset("task_struct", "nsproxy", PTR),
+            self.offset("nsproxy", "mnt_ns", PTR),
+            self.field("mnt_namespace", "ns"),
+            self.offset("ns_common", "inum", U32),
+        ) {
+            if nsproxy != 0 {
+                offsets.task_nsproxy = nsproxy;
+                offsets.nsproxy_mnt_ns = mnt_ns;
+                offsets.mnt_ns_inum = ns.offset + inum;
+            }
+        }
         // Optional as a whole: whose a /proc directory is, by its `struct pid`. `numbers` is a
         // flexible array (`numbers[1]` before 5.x): its size is not checked.
         if let (Ok(pid), Ok(vfs_inode), Ok(numbers), Ok(nr)) = (

@@ -433,6 +433,7 @@ mod tests {
             start_ns: start_tick * TICK + 1234,
             parent_start_ns: parent_tick * TICK + 99,
             cgroup_id: 0,
+            mnt_ns: 0,
             comm: format!("p{tgid}"),
         }
     }

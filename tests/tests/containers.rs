@@ -735,10 +735,11 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
     assert!(
         by_rule(&mine, "credential-read")
             .iter()
-            // Its processes are the step's by lineage; they do not carry the container (see
-            // the note on lineage-placed processes).
-            .any(|f| f["step"]["id"] == "steal"
-                && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+            // Its processes are the step's by lineage, and the container's by the mount
+            // namespace the runtime made for it: the host's path and the container's.
+            .any(|f| podman_container(f, "steal")
+                && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())
+                && f["evidence"]["opened_as"] == "/h/.npmrc"),
         "the token read in podman's container, in its step: {mine:#?}"
     );
     assert!(
@@ -762,10 +763,8 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
     assert!(
         by_rule(&mine, "credential-read")
             .iter()
-            .any(|f| f["step"]["id"] == "escape"
-                && f["evidence"]["path"]
-                    .as_str()
-                    .is_some_and(|p| p.ends_with(&format!("{runner_dir}/.credentials")))),
+            .any(|f| podman_container(f, "escape")
+                && f["evidence"]["host_path"] == format!("{runner_dir}/.credentials")),
         "the runner's credentials through the host's root: {mine:#?}"
     );
     let own: Vec<_> = mine.iter().filter(|f| f["step"]["id"] == "own").collect();

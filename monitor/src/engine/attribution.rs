@@ -161,6 +161,14 @@ impl Engine {
     /// Finds (or makes) the engine's record of the event's process; false when it is in no job.
     pub(super) fn attribute(&mut self, e: &Event, key: ProcessKey) -> bool {
         if let Some(job) = self.procs.get(&key).map(|p| p.job) {
+            // Now in a container's own view of the file system (the runtime's child, forked
+            // on the host, executing the container's program): the container's from here on.
+            if e.process.in_container_view {
+                let proc = self.procs.get_mut(&key).expect("checked");
+                if proc.container != e.process.container {
+                    proc.container = e.process.container.clone();
+                }
+            }
             if let Detail::Exec { env, .. } = &e.detail {
                 let runner_own = self.stays_runner_own(job, e);
                 let proc = self.procs.get_mut(&key).expect("checked");
@@ -242,8 +250,9 @@ impl Engine {
         let mut provisional = false;
         let mut container_entry = false;
         // Which container the process counts as being in: one the runtime started it in (no job
-        // ancestor), or its parent's when it is still there. A host process that moves itself
-        // into a container's cgroup is not a container's process: its paths are the host's.
+        // ancestor), one whose file system view it runs in, or its parent's when it is still
+        // there. A host process that moves itself into a container's cgroup is not a
+        // container's process: its paths are the host's.
         let mut container = None;
         // A forked child of a packing process packs too, until it executes something else.
         let mut packing = None;
@@ -262,7 +271,13 @@ impl Engine {
                 packing = parent_packing;
                 runner_own = parent_runner_own;
                 installed = parent_installed;
-                container = parent_container.filter(|c| e.process.container.as_ref() == Some(c));
+                // Its parent's container, or one it runs in the view of (a program the
+                // runtime started below a step's own client: `podman run`).
+                container = if e.process.in_container_view {
+                    e.process.container.clone()
+                } else {
+                    parent_container.filter(|c| e.process.container.as_ref() == Some(c))
+                };
                 (job, step, hook, false)
             }
             Some(Found::ChildOfAnchor(job)) => {

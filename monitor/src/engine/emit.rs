@@ -186,7 +186,12 @@ impl Engine {
         });
         let container = container_id.as_deref().map(|id| {
             let meta = self.containers.get(id).map(|c| &c.meta);
-            if let (Some(meta), Some(Value::String(path))) = (meta, evidence.get("path")) {
+            // A file known by its identity is already named by its host path (the container's
+            // name for it is `opened_as`): not mapped twice.
+            let named_by_host = evidence.get("opened_as").is_some_and(|v| !v.is_null());
+            if let (Some(meta), Some(Value::String(path)), false) =
+                (meta, evidence.get("path"), named_by_host)
+            {
                 if let Some(host) = meta.host_path_of(path) {
                     evidence.insert("host_path".into(), json!(host));
                 }

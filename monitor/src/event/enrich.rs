@@ -141,6 +141,9 @@ pub struct Enricher {
     /// Processes in a daemon's cgroup found in a container by their mount namespace, and their
     /// descendants.
     process_containers: HashMap<ProcessKey, String>,
+    /// Each container's own file system view: the mount namespace its first program ran in
+    /// (`ProcessInfo::in_container_view`).
+    container_views: HashMap<String, u32>,
     /// Containers met that no runtime API describes (`started_by_a_runtime`), for the agent to
     /// describe from the kernel's view of them (`take_new_containers`).
     new_containers: Vec<NewContainer>,
@@ -218,6 +221,8 @@ const MAX_CGROUPS_KNOWN: usize = 16_384;
 const MAX_NEW_CONTAINERS: usize = 1024;
 /// Processes remembered in containers found by their mount namespace.
 const MAX_PROCESS_CONTAINERS: usize = 16_384;
+/// Containers whose mount namespace is kept (`container_views`).
+const MAX_CONTAINER_VIEWS: usize = 4096;
 /// Runtime daemons remembered (the current ones and those restarted since).
 const MAX_RUNTIME_DAEMONS: usize = 64;
 
@@ -243,6 +248,7 @@ impl Enricher {
             runtime_daemons: HashMap::new(),
             daemon_cgroups: HashSet::new(),
             process_containers: HashMap::new(),
+            container_views: HashMap::new(),
             new_containers: Vec::new(),
             to_describe: HashMap::new(),
             new_bundles: Vec::new(),
@@ -512,13 +518,23 @@ impl Enricher {
     /// namespace than the daemon's: a container the runtime made without a cgroup of its own
     /// (`ctr run --cgroup ""`), named by its mount namespace. Its runtime's helpers (shims,
     /// runc) run in the daemon's namespace.
-    fn in_the_daemons_cgroup(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
+    fn in_the_daemons_cgroup(
+        &mut self,
+        cgroup_id: u64,
+        mnt_ns: u32,
+        key: ProcessKey,
+    ) -> Option<String> {
         if !self.daemon_cgroups.contains(&cgroup_id) {
             return None;
         }
         let daemon = self.nearest_daemon(key)?;
         let daemon_namespace = self.runtime_daemons.get(&daemon)?.mount_namespace?;
-        let namespace = (self.container_reader?)(key.tgid)?.mount_namespace?;
+        // The kernel's word at the exec; /proc (later, and only while the process lives) when
+        // the kernel's layout was not known.
+        let namespace = match mnt_ns {
+            0 => (self.container_reader?)(key.tgid)?.mount_namespace?,
+            known => u64::from(known),
+        };
         if namespace == daemon_namespace {
             return None;
         }
@@ -635,6 +651,21 @@ impl Enricher {
         }
     }
 
+    /// The first program executed in container `id` runs in the container's own view of the
+    /// file system (the runtime made its mount namespace before executing it): remembered, so
+    /// its later processes are told from host processes moved into its cgroup.
+    fn learn_container_view(&mut self, id: &str, mnt_ns: u32) {
+        if mnt_ns == 0 || self.container_views.contains_key(id) {
+            return;
+        }
+        if self.container_views.len() >= MAX_CONTAINER_VIEWS {
+            // Containers long gone (Docker's end is not seen here): start again. The cost is
+            // a container's later host-placed processes not named with it, never a silence.
+            self.container_views.clear();
+        }
+        self.container_views.insert(id.to_string(), mnt_ns);
+    }
+
     /// Containers the kernel's view described whose last process has exited since this was
     /// last asked.
     pub fn take_ended_containers(&mut self) -> Vec<String> {
@@ -694,7 +725,9 @@ impl Enricher {
             argv: Vec::new().into(),
             argv_truncated: false,
             cgroup_id: 0,
+            mnt_ns: 0,
             container: None,
+            in_container_view: false,
         };
         self.stamp(detail, process, ts_ns, Vec::new())
     }
@@ -1119,7 +1152,7 @@ impl Enricher {
         let mut container = self.container_of(header.cgroup_id, key);
         if container.is_none() && matches!(detail, Detail::Exec { .. }) {
             container = self
-                .in_the_daemons_cgroup(header.cgroup_id, key)
+                .in_the_daemons_cgroup(header.cgroup_id, header.mnt_ns, key)
                 .or_else(|| self.taken_for_no_container(header.cgroup_id, key));
             self.runtime_started_with_a_bundle(key);
         }
@@ -1127,6 +1160,7 @@ impl Enricher {
             if !self.to_describe.is_empty() {
                 self.first_program_in(id, header.tgid, header.cgroup_id, header.ts_ns);
             }
+            self.learn_container_view(id, header.mnt_ns);
         }
         if let Some(members) = container
             .as_ref()
@@ -1137,6 +1171,7 @@ impl Enricher {
                 if members.is_empty() {
                     let id = container.clone().unwrap_or_default();
                     self.kernel_containers.remove(&id);
+                    self.container_views.remove(&id);
                     self.to_describe.remove(&id);
                     self.ended_containers.push(id);
                 }
@@ -1146,6 +1181,9 @@ impl Enricher {
         }
         let process = self.table.get(&key);
         let mut process = process_info(&header, key, process);
+        process.in_container_view = container.as_ref().is_some_and(|id| {
+            header.mnt_ns != 0 && self.container_views.get(id) == Some(&header.mnt_ns)
+        });
         process.container = container;
         if let Some(before) = image_before_refusal {
             self.table.restore_image(before);
@@ -1254,7 +1292,9 @@ impl Enricher {
             argv: p.argv.clone(),
             argv_truncated: p.argv_truncated,
             cgroup_id: 0,
+            mnt_ns: 0,
             container: None,
+            in_container_view: false,
         };
         let ancestry = self.ancestry_of(&key);
         Some(self.stamp(detail, process, ts_ns, ancestry))
@@ -1330,7 +1370,9 @@ fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo
         argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
         argv_truncated: p.map(|p| p.argv_truncated).unwrap_or(false),
         cgroup_id: h.cgroup_id,
+        mnt_ns: h.mnt_ns,
         container: None,
+        in_container_view: false,
     }
 }
 
@@ -1354,6 +1396,7 @@ mod tests {
             start_ns: tgid as u64 * 1_000_000_000,
             parent_start_ns: ppid as u64 * 1_000_000_000,
             cgroup_id: 1,
+            mnt_ns: 0,
             comm: "x".into(),
         }
     }
@@ -1483,6 +1526,66 @@ mod tests {
             Some("sub@6"),
             "a container's own child cgroup is named by its own last component"
         );
+    }
+
+    #[test]
+    fn a_process_is_in_its_containers_view_only_in_the_namespace_its_first_program_ran_in() {
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            let path = if pid == 10 || pid == 11 {
+                "/daemon"
+            } else {
+                "/exp/x1"
+            };
+            Some(crate::containers::CgroupPlace {
+                container: None,
+                path: path.into(),
+                mount_namespace: None,
+            })
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader);
+        let seen = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, mnt_ns: u32| {
+            let KernelEvent::Exec {
+                mut header,
+                exe,
+                argv,
+                filename,
+                argv_total_len,
+                cwd,
+                exe_ctime_ns,
+            } = exec_record(tgid, ppid, cgroup, 0, "/bin/x")
+            else {
+                unreachable!()
+            };
+            header.mnt_ns = mnt_ns;
+            let p = e
+                .enrich(KernelEvent::Exec {
+                    header,
+                    exe,
+                    argv,
+                    filename,
+                    argv_total_len,
+                    cwd,
+                    exe_ctime_ns,
+                })
+                .unwrap()
+                .process;
+            (p.container, p.in_container_view)
+        };
+        let x1 = Some("x1@3".to_string());
+        assert_eq!(seen(&mut e, 10, 1, 2, 100), (None, false));
+        e.set_runtime_daemons(&[10]);
+        assert_eq!(seen(&mut e, 11, 10, 2, 100), (None, false));
+        // The container's first program, in the namespace the runtime made for it.
+        assert_eq!(seen(&mut e, 12, 11, 3, 200), (x1.clone(), true));
+        assert_eq!(seen(&mut e, 13, 12, 3, 200), (x1.clone(), true));
+        // A host process put into its cgroup keeps the host's view: in the cgroup, not the view.
+        assert_eq!(seen(&mut e, 14, 11, 3, 100), (x1.clone(), false));
+        // Unknown namespaces (no layout for it) are never the container's view.
+        assert_eq!(seen(&mut e, 15, 12, 3, 0), (x1, false));
     }
 
     #[test]

@@ -331,9 +331,17 @@ pub struct ProcessInfo {
     pub argv: Argv,
     pub argv_truncated: bool,
     pub cgroup_id: u64,
+    /// Its mount namespace (the inode `/proc/PID/ns/mnt` names; 0 unknown).
+    #[serde(default)]
+    pub mnt_ns: u32,
     /// The container it runs in (its runtime's full id), told by its cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// It runs in its container's own file system view: the mount namespace the container's
+    /// first program ran in. A process the runtime started in the container is in it; a host
+    /// process moved into the container's cgroup is not, and its paths stay the host's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_container_view: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

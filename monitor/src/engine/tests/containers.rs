@@ -420,6 +420,53 @@ fn a_host_process_moved_into_a_containers_cgroup_is_still_the_hosts() {
     assert!(p.container.is_none(), "{p:?}");
 }
 
+/// Its twin: a runtime a step runs itself (`podman run`: conmon and runc are the step's
+/// descendants) starts the container's program in the container's own view of the file system:
+/// that process is the container's, its paths the container's (a mount names the host's file).
+#[test]
+fn a_program_a_steps_own_runtime_starts_in_its_containers_view_is_the_containers() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.container_news(
+        ContainerChange::Created,
+        meta(ID, "pod", &[("/home/runner", "/h")]),
+    );
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/podman",
+        &["podman", "run"],
+        "/",
+        env(&[]),
+    );
+    sim.spawn(310, 320, "/usr/bin/conmon", &["conmon"], "/", env(&[]));
+    sim.in_container.insert(330, ID.to_string());
+    sim.in_container_view.insert(330);
+    sim.spawn(320, 330, "/bin/sh", &["sh"], "/", env(&[]));
+    // The image's own start-up file: not the runner's (the home mount itself is a risk).
+    sim.write(330, "/root/.bashrc");
+    assert_eq!(
+        sim.rules(),
+        ["container-escape-risk"],
+        "{:#?}",
+        sim.findings
+    );
+    sim.read(330, "/h/.npmrc");
+    sim.exit(330)
+        .exit(320)
+        .exit(310)
+        .exit(300)
+        .exit(200)
+        .finish();
+    let read = sim.only("credential-read");
+    assert_eq!(
+        read.evidence["host_path"], "/home/runner/.npmrc",
+        "{read:#?}"
+    );
+    assert_eq!(read.container.as_ref().unwrap().name, "pod");
+    assert_eq!(read.step.as_ref().unwrap().id, "__run");
+}
+
 /// A loaded agent can look after the runner's `docker run -d` has hung up: with none of the
 /// job's steps run yet, only the runner can have asked (its twin, a client not seen between
 /// steps, is judged: below).

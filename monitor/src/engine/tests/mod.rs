@@ -29,6 +29,8 @@ pub struct Sim {
     pub findings: Vec<Finding>,
     /// Processes in a container (pid -> container id), as the live enricher tells by cgroup.
     pub in_container: HashMap<u32, String>,
+    /// Processes in their container's own mount namespace (`ProcessInfo::in_container_view`).
+    pub in_container_view: HashSet<u32>,
 }
 
 pub const HOME: &str = "/home/runner";
@@ -85,6 +87,7 @@ impl Sim {
             events: Vec::new(),
             findings: Vec::new(),
             in_container: HashMap::new(),
+            in_container_view: HashSet::new(),
         };
         // pid 1 exists from the start.
         sim.starts.insert(1, 10_000_000);
@@ -106,6 +109,7 @@ impl Sim {
             start_ns: self.starts[&pid],
             parent_start_ns: self.starts.get(&ppid).copied().unwrap_or(0),
             cgroup_id: 1,
+            mnt_ns: 0,
             comm: format!("p{pid}"),
         }
     }
@@ -120,6 +124,7 @@ impl Sim {
             return;
         };
         event.process.container = self.in_container.get(&event.process.pid).cloned();
+        event.process.in_container_view = self.in_container_view.contains(&event.process.pid);
         edit(&mut event);
         // Through JSON, as replay reads it.
         let line = serde_json::to_string(&event).unwrap();
