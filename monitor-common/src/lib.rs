@@ -168,6 +168,10 @@ pub struct EventHeader {
     /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
+    /// The mount namespace's id for the whole boot (`ns_common.ns_id`, 6.18+;
+    /// `mnt_namespace.seq` before): never given to another namespace, as the inode number in
+    /// `mnt_ns` is once the namespace is gone. 0 when unknown.
+    pub mnt_ns_id: u64,
 }
 
 /// Bounds on variable-length data. They are documented in docs/events.md; anything longer is cut
@@ -874,6 +878,9 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_inum: u32,
+    /// `mnt_namespace.ns.ns_id` (6.18+) or `mnt_namespace.seq` (the header's `mnt_ns_id`);
+    /// 0: neither (the header says 0).
+    pub mnt_ns_unique: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -902,24 +909,24 @@ pub struct ProbeConfig {
 pub const PROC_SUPER_MAGIC: u32 = 0x9fa0;
 
 const _: () = {
-    assert!(core::mem::size_of::<EventHeader>() == 80);
-    assert!(core::mem::size_of::<ExecEvent>() == 112);
-    assert!(core::mem::size_of::<ForkEvent>() == 80);
-    assert!(core::mem::size_of::<ExitEvent>() == 88);
-    assert!(core::mem::size_of::<EnvEvent>() == 88);
-    assert!(core::mem::size_of::<ConnectEvent>() == 112);
-    assert!(core::mem::size_of::<DnsEvent>() == 96);
-    assert!(core::mem::size_of::<TlsHelloEvent>() == 104);
-    assert!(core::mem::size_of::<RuntimeClientEvent>() == 88);
+    assert!(core::mem::size_of::<EventHeader>() == 88);
+    assert!(core::mem::size_of::<ExecEvent>() == 120);
+    assert!(core::mem::size_of::<ForkEvent>() == 88);
+    assert!(core::mem::size_of::<ExitEvent>() == 96);
+    assert!(core::mem::size_of::<EnvEvent>() == 96);
+    assert!(core::mem::size_of::<ConnectEvent>() == 120);
+    assert!(core::mem::size_of::<DnsEvent>() == 104);
+    assert!(core::mem::size_of::<TlsHelloEvent>() == 112);
+    assert!(core::mem::size_of::<RuntimeClientEvent>() == 96);
     assert!(core::mem::size_of::<PortSet>() == 32);
-    assert!(core::mem::size_of::<TamperEvent>() == 96);
+    assert!(core::mem::size_of::<TamperEvent>() == 104);
     assert!(core::mem::size_of::<NameHashKey>() == 16);
     assert!(core::mem::size_of::<JobEntry>() == 8);
     assert!(core::mem::size_of::<DnsEvent>() + DNS_PAYLOAD_MAX + 1 <= EVENT_SCRATCH_LEN);
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
-    assert!(core::mem::size_of::<FileOpenEvent>() == 120);
+    assert!(core::mem::size_of::<FileOpenEvent>() == 128);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 73 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 74 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

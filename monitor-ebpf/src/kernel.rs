@@ -84,20 +84,26 @@ pub unsafe fn process_start_ns(task: *const u8) -> u64 {
     read::<u64>(leader, off!(task_start_boottime)).unwrap_or(0)
 }
 
-/// `task->nsproxy->mnt_ns->ns.inum`: the inode `/proc/PID/ns/mnt` names. 0 when the layout
-/// is unknown or the task's namespaces are already released (`exit_task_namespaces`).
+/// `task->nsproxy->mnt_ns`: its inode number (what `/proc/PID/ns/mnt` names) and its id for
+/// the whole boot. Zeros when the layout is unknown or the task's namespaces are already
+/// released (`exit_task_namespaces`).
 #[inline(always)]
-pub unsafe fn mount_namespace(task: *const u8) -> u32 {
+pub unsafe fn mount_namespace(task: *const u8) -> (u32, u64) {
     if off!(task_nsproxy) == 0 {
-        return 0;
+        return (0, 0);
     }
     let Ok(nsproxy) = read_ptr(task, off!(task_nsproxy)) else {
-        return 0;
+        return (0, 0);
     };
     let Ok(mnt_ns) = read_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
-        return 0;
+        return (0, 0);
     };
-    read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0)
+    let inum = read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0);
+    let id = match off!(mnt_ns_unique) {
+        0 => 0,
+        at => read::<u64>(mnt_ns, at).unwrap_or(0),
+    };
+    (inum, id)
 }
 
 /// Fills the header for the current task, as seen from `task` (the current task unless a fork).
@@ -114,7 +120,9 @@ pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *cons
     (*header).ppid = read::<u32>(parent, off!(task_tgid)).unwrap_or(0);
     (*header).uid = uid_gid as u32;
     (*header).gid = (uid_gid >> 32) as u32;
-    (*header).mnt_ns = mount_namespace(task);
+    let (mnt_ns, mnt_ns_id) = mount_namespace(task);
+    (*header).mnt_ns = mnt_ns;
+    (*header).mnt_ns_id = mnt_ns_id;
     (*header).start_ns = process_start_ns(task);
     (*header).parent_start_ns = if parent.is_null() {
         0

@@ -57,6 +57,9 @@ pub struct Config {
     /// only Docker's).
     #[serde(default)]
     pub runtime_sockets: Option<Vec<PathBuf>>,
+    /// How containers are told apart: `auto` (default), `cgroup`, `mount-namespace`.
+    #[serde(default)]
+    pub container_identity: Option<crate::containers::ContainerIdentity>,
     /// A list of services that take data from anyone, replacing the built-in one
     /// (`profiles/exfil-services.yml`'s format; relative to this file's directory).
     #[serde(default)]

@@ -56,6 +56,8 @@ pub struct Header {
     pub cgroup_id: u64,
     /// The mount namespace's inode (`EventHeader::mnt_ns`; 0 unknown).
     pub mnt_ns: u32,
+    /// Its id for the boot, never reused (`EventHeader::mnt_ns_id`; 0 unknown).
+    pub mnt_ns_id: u64,
     pub comm: String,
 }
 
@@ -160,6 +162,22 @@ pub enum KernelEvent {
 
 impl KernelEvent {
     pub fn header(&self) -> &Header {
+        match self {
+            KernelEvent::Exec { header, .. }
+            | KernelEvent::Env { header, .. }
+            | KernelEvent::Fork { header }
+            | KernelEvent::Exit { header, .. }
+            | KernelEvent::Connect { header, .. }
+            | KernelEvent::Dns { header, .. }
+            | KernelEvent::TlsHello { header, .. }
+            | KernelEvent::RuntimeClient { header, .. }
+            | KernelEvent::Tamper { header, .. }
+            | KernelEvent::Open { header, .. }
+            | KernelEvent::Name { header, .. } => header,
+        }
+    }
+
+    pub fn header_mut(&mut self) -> &mut Header {
         match self {
             KernelEvent::Exec { header, .. }
             | KernelEvent::Env { header, .. }
@@ -302,6 +320,7 @@ fn header(raw: &EventHeader) -> Result<Header, DecodeError> {
         parent_start_ns: raw.parent_start_ns,
         cgroup_id: raw.cgroup_id,
         mnt_ns: raw.mnt_ns,
+        mnt_ns_id: raw.mnt_ns_id,
         comm: text(&comm),
     })
 }

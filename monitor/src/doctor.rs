@@ -169,6 +169,23 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
         ),
     });
 
+    // How containers will be told apart (`--container-identity auto`).
+    checks.push(match crate::containers::ContainerIdentity::Auto.resolve() {
+        Ok(None) => check("container identity", Status::Ok, "by cgroup (a cgroup v2 hierarchy is mounted)", ""),
+        Ok(Some(host)) => check(
+            "container identity",
+            Status::Ok,
+            format!("by mount namespace (no cgroup v2 hierarchy: every cgroup id is its root's; the host's namespace is mnt:[{host}])"),
+            "",
+        ),
+        Err(e) => check(
+            "container identity",
+            Status::Warn,
+            format!("neither cgroup v2 nor the host's mount namespace: {e:#}"),
+            "mount -t cgroup2 none /sys/fs/cgroup/unified",
+        ),
+    });
+
     if try_load && checks.iter().all(|c| c.status != Status::Fail) {
         let mut result = kernel_layout::running_kernel_layout()
             .map_err(anyhow::Error::from)

@@ -297,6 +297,7 @@ impl BtfIndex {
             task_nsproxy: 0,
             nsproxy_mnt_ns: 0,
             mnt_ns_inum: 0,
+            mnt_ns_unique: 0,
         };
         // Optional as a whole: the mount namespace in every record's header.
         if let (Ok(nsproxy), Ok(mnt_ns), Ok(ns), Ok(inum)) = (
@@ -309,6 +310,12 @@ impl BtfIndex {
                 offsets.task_nsproxy = nsproxy;
                 offsets.nsproxy_mnt_ns = mnt_ns;
                 offsets.mnt_ns_inum = ns.offset + inum;
+                // Its id for the boot: `ns_common.ns_id` (6.18+), `mnt_namespace.seq` before.
+                offsets.mnt_ns_unique = self
+                    .offset("ns_common", "ns_id", &[8])
+                    .map(|id| ns.offset + id)
+                    .or_else(|_| self.offset("mnt_namespace", "seq", &[8]))
+                    .unwrap_or(0);
             }
         }
         // Optional as a whole: whose a /proc directory is, by its `struct pid`. `numbers` is a

@@ -111,6 +111,12 @@ enum Command {
         /// [config: runtime_sockets].
         #[arg(long = "runtime-socket", value_name = "PATH")]
         runtime_sockets: Vec<PathBuf>,
+        /// How containers are told apart: `cgroup` (the cgroup v2 id every record carries),
+        /// `mount-namespace` (hosts with cgroup v1 only, where every process is in the unified
+        /// root), or `auto`: by cgroup where a cgroup v2 hierarchy is mounted [default: auto]
+        /// [config: container_identity].
+        #[arg(long, value_enum, value_name = "HOW")]
+        container_identity: Option<monitor::containers::ContainerIdentity>,
         /// A list of services that take data from anyone (request bins, tunnels, webhooks),
         /// replacing the built-in one; same format as profiles/exfil-services.yml [config:
         /// exfil_services].
@@ -396,6 +402,7 @@ fn main() -> anyhow::Result<()> {
             watch_homes,
             docker_socket,
             runtime_sockets,
+            container_identity,
             exfil_services,
             baseline,
             no_baseline,
@@ -527,6 +534,9 @@ fn main() -> anyhow::Result<()> {
                         None => defaults.runtime_sockets.clone(),
                     }
                 },
+                container_identity: container_identity
+                    .or(file.container_identity)
+                    .unwrap_or_default(),
                 ..defaults
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

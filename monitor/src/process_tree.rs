@@ -434,6 +434,7 @@ mod tests {
             parent_start_ns: parent_tick * TICK + 99,
             cgroup_id: 0,
             mnt_ns: 0,
+            mnt_ns_id: 0,
             comm: format!("p{tgid}"),
         }
     }

@@ -771,6 +771,170 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
     assert!(own.is_empty(), "a container reading its own file: {own:#?}");
 }
 
+/// `docker compose` (Compose v1, Debian's `docker-compose`, over the same API): a step's
+/// project whose app service mounts the home and reads the npm token is that step's, named by
+/// the container Compose made; its database-like service, serving from its own files, is quiet.
+#[test]
+fn a_steps_compose_project_is_judged_in_that_step() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        std::process::Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "docker-compose is not installed (`cargo xtask setup` installs it)"
+    );
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = agent();
+    let runner = runner();
+    let tag = &runner.run_id;
+    let host = d.host();
+    let project = format!("cmp{tag}");
+    // On the test daemon's own bridge (`network_mode: bridge`): Compose makes no network.
+    let compose = format!(
+        "version: \"2.4\"\n\
+         services:\n\
+         \x20 db:\n\
+         \x20   image: {image}\n\
+         \x20   network_mode: bridge\n\
+         \x20   command: httpd -f -p 8080 -h /data\n\
+         \x20 app:\n\
+         \x20   image: {image}\n\
+         \x20   network_mode: bridge\n\
+         \x20   depends_on: [db]\n\
+         \x20   volumes: [\"${{HOME}}:/h:ro\"]\n\
+         \x20   command: cat /h/.npmrc\n"
+    );
+    std::fs::write(runner.workspace.join("docker-compose.yml"), compose).unwrap();
+    let up = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker-compose -p {project} up -d db\n\
+         docker-compose -p {project} up --no-color app\n\
+         docker-compose -p {project} exec -T db cat /data/own.txt\n\
+         docker-compose -p {project} down -t 1\n"
+    );
+    let output = runner.run_job(&[("compose", &up), MARKER_STEP]);
+    assert!(output.contains(TOKEN), "the token was not read: {output}");
+    assert!(
+        output.contains("the container's own file"),
+        "the service's own file: {output}"
+    );
+    let mine = agent.findings_through_marker(&runner);
+    let app = format!("{project}_app_1");
+    let db = format!("{project}_db_1");
+    assert!(
+        by_rule(&mine, "credential-read")
+            .iter()
+            .any(|f| f["step"]["id"] == "compose"
+                && names_container(f, &app)
+                && f["evidence"]["opened_as"] == "/h/.npmrc"
+                && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+        "the token read in Compose's app container, in its step: {mine:#?}"
+    );
+    assert!(
+        by_rule(&mine, "container-escape-risk")
+            .iter()
+            .any(|f| f["step"]["id"] == "compose" && names_container(f, &app)),
+        "a home mounted into Compose's app: {mine:#?}"
+    );
+    assert!(
+        !mine.iter().any(|f| names_container(f, &db)),
+        "the database-like service is quiet: {mine:#?}"
+    );
+    assert!(
+        mine.iter()
+            .filter(|f| f["step"]["id"] == "compose")
+            .all(|f| names_container(f, &app)),
+        "nothing else in the step: {mine:#?}"
+    );
+}
+
+/// Hosts with cgroup v1 only put every process in the unified hierarchy's root: the cgroup id
+/// in every record is the same, and containers are told apart by the mount namespace each
+/// runtime makes for them (`--container-identity auto` chooses it there). Forced here, where
+/// the cgroup ids would have told them apart too: the events show the namespace keys.
+#[test]
+fn with_containers_told_by_mount_namespace_a_steps_containers_are_still_its() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon();
+    let image = d.busybox_image();
+    let agent = Agent::start_with(&[
+        "--docker-socket",
+        &d.socket.display().to_string(),
+        "--container-identity",
+        "mount-namespace",
+    ]);
+    let runner = runner();
+    let tag = &runner.run_id;
+    let host = d.host();
+    let hostbox = format!("nshost-{tag}");
+    d.docker_ok(&["run", "-d", "--name", &hostbox, image, "sleep", "600"]);
+    let steal = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name nssteal-{tag} -v \"$HOME:/h\" {image} cat /h/.npmrc\n"
+    );
+    let own = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker run --rm --name nsown-{tag} {image} cat /data/own.txt\n"
+    );
+    let peek = format!(
+        "set -e\nexport DOCKER_HOST={host}\n\
+         docker exec {hostbox} cat /proc/1/environ | tr '\\0' '\\n' | grep '^PATH='\n"
+    );
+    // A namespace the step makes for itself is no container: the read is the step's own.
+    let private = "set -e\nunshare -m sh -c 'cat \"$HOME/.npmrc\" | sed s/^/private:/'\n";
+    let output = runner.run_job(&[
+        ("own", &own),
+        ("steal", &steal),
+        ("peek", &peek),
+        ("private", private),
+        MARKER_STEP,
+    ]);
+    d.docker_ok(&["rm", "-f", &hostbox]);
+    assert!(output.contains("the container's own file"), "{output}");
+    assert!(output.contains(TOKEN), "the token was not read: {output}");
+    assert!(output.contains(&format!("private://registry.npmjs.org/:_authToken={TOKEN}")), "{output}");
+    assert!(output.contains("PATH=/usr/local/sbin"), "{output}");
+    let mine = agent.findings_through_marker(&runner);
+    let steal_name = format!("nssteal-{tag}");
+    assert!(
+        by_rule(&mine, "credential-read").iter().any(|f| f["step"]["id"] == "steal"
+            && names_container(f, &steal_name)
+            && f["evidence"]["opened_as"] == "/h/.npmrc"),
+        "the token read in the container, named: {mine:#?}"
+    );
+    assert!(
+        by_rule(&mine, "container-escape-risk")
+            .iter()
+            .any(|f| f["step"]["id"] == "steal" && names_container(f, &steal_name)),
+        "{mine:#?}"
+    );
+    assert!(
+        mine.iter().any(|f| f["step"]["id"] == "peek"
+            && f["rule"] == "process-environ-read"
+            && names_container(f, &hostbox)),
+        "a docker exec into the host's container is the step's that asked: {mine:#?}"
+    );
+    assert!(
+        by_rule(&mine, "credential-read").iter().any(|f| f["step"]["id"] == "private"
+            && f["container"].is_null()
+            && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+        "the step's own namespace is the step's, in no container: {mine:#?}"
+    );
+    assert!(
+        !mine.iter().any(|f| f["step"]["id"] == "own"),
+        "a container reading its own file: {mine:#?}"
+    );
+    // Told by namespace: the container's records are keyed by it, not by their cgroup.
+    let keyed = agent.events().iter().any(|e| {
+        e["process"]["container"].as_str().is_some_and(is_hex64)
+            && e["process"]["cgroup_id"].as_u64().is_some_and(|c| c & (1 << 62) != 0)
+            && e["process"]["mnt_ns"].as_u64().is_some_and(|n| n != 0)
+    });
+    assert!(keyed, "no container record keyed by its mount namespace");
+}
+
 fn is_hex64(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -392,6 +392,8 @@ const TEST_PROGRAMS: &[(&str, &[&str], &str)] = &[
     ("docker", &["--version"], "docker.io"),
     // Podman without its service (conmon, runc and crun come with it).
     ("podman", &["--version"], "podman"),
+    // Compose (v1, Debian's) over the Docker API.
+    ("docker-compose", &["version"], "docker-compose"),
     // The outputs' tests: a syslog receiver of their own, with TLS.
     ("rsyslogd", &["-v"], "rsyslog"),
     (

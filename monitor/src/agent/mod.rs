@@ -75,6 +75,8 @@ pub struct RunOptions {
     /// clients are named as they connect, and what their daemons start in cgroups of their own
     /// are containers whatever they are named. The Docker socket is one without being listed.
     pub runtime_sockets: Vec<PathBuf>,
+    /// How containers are told apart (by cgroup, or by mount namespace on cgroup v1 hosts).
+    pub container_identity: crate::containers::ContainerIdentity,
     /// Enforcement ends with the agent, and a dead agent's is removed (`--release-enforcement`).
     pub release_enforcement: bool,
     /// Services that take data from anyone (`known-exfil-service`).
@@ -128,6 +130,7 @@ impl Default for RunOptions {
             watch_homes: Vec::new(),
             docker_socket: Some(DEFAULT_DOCKER_SOCKET.into()),
             runtime_sockets: DEFAULT_RUNTIME_SOCKETS.iter().map(PathBuf::from).collect(),
+            container_identity: Default::default(),
             release_enforcement: false,
             exfil_services: Default::default(),
             baseline: None,
@@ -282,6 +285,18 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
+    let by_mount_namespace = options.container_identity.resolve()?;
+    match by_mount_namespace {
+        Some(host) => log::info!(
+            "containers are told apart by mount namespace (the host's is mnt:[{host}]): {}",
+            if options.container_identity == crate::containers::ContainerIdentity::Auto {
+                "no cgroup v2 hierarchy is mounted, so every cgroup id is its root's"
+            } else {
+                "as configured"
+            }
+        ),
+        None => log::info!("containers are told apart by cgroup"),
+    }
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
         .with_map_reader(map_facts)
@@ -307,6 +322,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         )
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
+    let enricher = match by_mount_namespace {
+        Some(host) => enricher.with_containers_by_mount_namespace(host),
+        None => enricher,
+    };
 
     let output: Box<dyn Write + Send> = match &options.events {
         Some(path) => Box::new(RotatingLog::open(path, options.log_max_bytes, LOG_KEEP)?),

@@ -162,6 +162,50 @@ pub fn cgroup_place_of_process(pid: u32) -> Option<CgroupPlace> {
     })
 }
 
+/// How the agent tells one container's processes from another's (`--container-identity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerIdentity {
+    /// By cgroup where a cgroup v2 hierarchy is mounted (v2 and hybrid hosts), else by mount
+    /// namespace.
+    #[default]
+    Auto,
+    /// By the cgroup (v2) id every record carries.
+    Cgroup,
+    /// By the mount namespace every record carries: for hosts with cgroup v1 only, where
+    /// every process is in the unified hierarchy's root (the runtime still makes each
+    /// container a mount namespace of its own).
+    MountNamespace,
+}
+
+impl ContainerIdentity {
+    /// What this comes to here: the host's mount namespace when containers are told by
+    /// namespace, None when by cgroup.
+    pub fn resolve(self) -> anyhow::Result<Option<u32>> {
+        let by_namespace = match self {
+            ContainerIdentity::Cgroup => false,
+            ContainerIdentity::MountNamespace => true,
+            ContainerIdentity::Auto => crate::enforce::cgroup2_root().is_err(),
+        };
+        if !by_namespace {
+            return Ok(None);
+        }
+        // The host's: init's (the agent may run in a namespace of its own, as the systemd
+        // unit's ProtectSystem makes it), else the agent's own (an init that is not the
+        // host's, in a sandbox, may not be readable).
+        let link = std::fs::read_link("/proc/1/ns/mnt")
+            .or_else(|init| {
+                log::warn!("reading /proc/1/ns/mnt: {init}; the agent's own mount namespace is taken for the host's");
+                std::fs::read_link("/proc/self/ns/mnt")
+            })
+            .map_err(|e| anyhow::anyhow!("reading the host's mount namespace, to tell containers by theirs: {e}"))?;
+        namespace_inode(&link.to_string_lossy())
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("/proc/1/ns/mnt names no namespace: {}", link.display()))
+    }
+}
+
 /// The inode of a namespace link's target (`mnt:[4026531841]`).
 fn namespace_inode(link: &str) -> Option<u64> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()

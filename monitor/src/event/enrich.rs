@@ -144,6 +144,10 @@ pub struct Enricher {
     /// Each container's own file system view: the mount namespace its first program ran in
     /// (`ProcessInfo::in_container_view`).
     container_views: HashMap<String, u32>,
+    /// Containers told apart by mount namespace instead of cgroup (the host's namespace
+    /// given): hosts with no cgroup v2 hierarchy, where every record's cgroup id is the
+    /// unified root's (`mount_namespace_key`).
+    containers_by_mount_namespace: Option<u32>,
     /// Containers met that no runtime API describes (`started_by_a_runtime`), for the agent to
     /// describe from the kernel's view of them (`take_new_containers`).
     new_containers: Vec<NewContainer>,
@@ -249,6 +253,7 @@ impl Enricher {
             daemon_cgroups: HashSet::new(),
             process_containers: HashMap::new(),
             container_views: HashMap::new(),
+            containers_by_mount_namespace: None,
             new_containers: Vec::new(),
             to_describe: HashMap::new(),
             new_bundles: Vec::new(),
@@ -267,6 +272,13 @@ impl Enricher {
     }
 
     /// Names the runtime sockets the kernel was given, in the order of their numbers.
+    /// Tell containers apart by their mount namespace, the host's being `host_mnt_ns` (see
+    /// `mount_namespace_key`).
+    pub fn with_containers_by_mount_namespace(mut self, host_mnt_ns: u32) -> Self {
+        self.containers_by_mount_namespace = Some(host_mnt_ns);
+        self
+    }
+
     pub fn with_runtime_sockets(mut self, names: Vec<String>) -> Self {
         self.runtime_sockets = names;
         self
@@ -385,6 +397,12 @@ impl Enricher {
     /// a runtime daemon's descendant was put in (`ctr run IMAGE x1`, `runc run`, BuildKit: ids
     /// a step chooses, which no layout can name).
     fn container_of(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
+        if self.is_the_hosts_namespace(cgroup_id) {
+            // No container, whatever cgroup a process of it is in (a runtime's set-up before
+            // it enters the container's namespace, a host process moved there). Never asked,
+            // so it is never taken for one.
+            return None;
+        }
         if let Some(known) = self.container_of_cgroup.get(&cgroup_id) {
             if known.is_none() && self.daemon_cgroups.contains(&cgroup_id) {
                 return self.container_by_namespace(key);
@@ -443,6 +461,11 @@ impl Enricher {
         Some((id, name, daemon))
     }
 
+    /// With containers told by mount namespace, `cgroup_id` is the host's namespace's key.
+    fn is_the_hosts_namespace(&self, cgroup_id: u64) -> bool {
+        self.containers_by_mount_namespace.is_some() && cgroup_id & MOUNT_NAMESPACE_KEY == 0
+    }
+
     /// The runtime daemon `key` descends from, the nearest (its process table ancestry, bounded):
     /// none for a daemon itself, or when no daemon is known.
     fn nearest_daemon(&self, key: ProcessKey) -> Option<ProcessKey> {
@@ -479,13 +502,18 @@ impl Enricher {
     /// again (the cgroup's first process may have been one the daemon did not start, put there
     /// to hide what the runtime puts there later; or its ancestry was not known yet).
     fn taken_for_no_container(&mut self, cgroup_id: u64, key: ProcessKey) -> Option<String> {
-        if self.daemon_cgroups.contains(&cgroup_id) {
+        if self.daemon_cgroups.contains(&cgroup_id) || self.is_the_hosts_namespace(cgroup_id) {
             return None;
         }
         // Cheap first: no daemon above it, no question.
         let daemon = self.nearest_daemon(key)?;
         let place = (self.container_reader?)(key.tgid)?;
-        let (id, name) = self.in_a_cgroup_of_its_own(daemon, &place.path, cgroup_id)?;
+        // Named by a runtime's id layout now (met first before the runtime moved it: a
+        // namespace the runtime made before it placed the process, `mount_namespace_key`).
+        let (id, name) = match place.container {
+            Some(id) => (id, String::new()),
+            None => self.in_a_cgroup_of_its_own(daemon, &place.path, cgroup_id)?,
+        };
         self.container_of_cgroup.insert(cgroup_id, Some(id.clone()));
         self.describe_at_first_program(&id, name, daemon);
         Some(id)
@@ -788,7 +816,11 @@ impl Enricher {
     }
 
     /// Enriches one kernel record; `None` for records that only complete a later one (env).
-    pub fn enrich(&mut self, event: KernelEvent) -> Option<Event> {
+    pub fn enrich(&mut self, mut event: KernelEvent) -> Option<Event> {
+        if let Some(host) = self.containers_by_mount_namespace {
+            let header = event.header_mut();
+            header.cgroup_id = mount_namespace_key(header.mnt_ns, header.mnt_ns_id, host);
+        }
         let header = event.header().clone();
         // A refused exec (BPF-LSM `bprm_check_security`) names the program it would have run,
         // but the process keeps its old one: the table gets it back once the event is made.
@@ -1357,6 +1389,27 @@ fn match_reasons(bits: u32) -> Vec<MatchReason> {
     .collect()
 }
 
+/// The key a record's process is placed by when containers are told by mount namespace: the
+/// unified root's id (1) for the host's namespace (inode `host`; or none known), else the
+/// namespace's id for the boot (its inode number where the kernel has no such id: inode
+/// numbers are given again once a namespace is gone) with the top bit set (no cgroup id has
+/// it). Everything keyed by cgroup (which container, the runtime's own programs outside it)
+/// then works per namespace: a runtime makes one for each container; the namespace a step
+/// makes for itself descends from no runtime daemon and is in no container, as its own cgroup
+/// would be.
+pub fn mount_namespace_key(mnt_ns: u32, mnt_ns_id: u64, host: u32) -> u64 {
+    if mnt_ns == 0 || mnt_ns == host {
+        1
+    } else if mnt_ns_id != 0 {
+        MOUNT_NAMESPACE_KEY | (mnt_ns_id & (MOUNT_NAMESPACE_KEY - 1))
+    } else {
+        MOUNT_NAMESPACE_KEY | u64::from(mnt_ns)
+    }
+}
+
+/// The bit `mount_namespace_key` sets.
+pub const MOUNT_NAMESPACE_KEY: u64 = 1 << 62;
+
 fn process_info(h: &Header, key: ProcessKey, p: Option<&Process>) -> ProcessInfo {
     ProcessInfo {
         pid: h.tgid,
@@ -1397,6 +1450,7 @@ mod tests {
             parent_start_ns: ppid as u64 * 1_000_000_000,
             cgroup_id: 1,
             mnt_ns: 0,
+            mnt_ns_id: 0,
             comm: "x".into(),
         }
     }
@@ -1586,6 +1640,63 @@ mod tests {
         assert_eq!(seen(&mut e, 14, 11, 3, 100), (x1.clone(), false));
         // Unknown namespaces (no layout for it) are never the container's view.
         assert_eq!(seen(&mut e, 15, 12, 3, 0), (x1, false));
+    }
+
+    #[test]
+    fn told_by_mount_namespace_the_hosts_is_no_container_and_a_reused_number_is_a_new_one() {
+        const ID: &str = "68b32f19a2ebfbe4b4ff840b0893ecd6a8ef14b887e8889724463deb2bf58b1a";
+        const OTHER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        // Every process's cgroup id is the root's (1); /proc names the v1 paths.
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            let text = match pid {
+                12 | 13 => format!("4:memory:/docker/{ID}\n0::/\n"),
+                14 => format!("4:memory:/docker/{OTHER}\n0::/\n"),
+                _ => "4:memory:/system.slice/runner.service\n0::/\n".to_string(),
+            };
+            Some(crate::containers::cgroup_place(&text))
+        }
+        let mut e = Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader)
+        .with_containers_by_mount_namespace(100);
+        let seen = |e: &mut Enricher, tgid: u32, mnt_ns: u32, mnt_ns_id: u64| {
+            let KernelEvent::Exec {
+                mut header,
+                exe,
+                argv,
+                filename,
+                argv_total_len,
+                cwd,
+                exe_ctime_ns,
+            } = exec_record(tgid, 1, 1, 0, "/bin/x")
+            else {
+                unreachable!()
+            };
+            header.mnt_ns = mnt_ns;
+            header.mnt_ns_id = mnt_ns_id;
+            e.enrich(KernelEvent::Exec {
+                header,
+                exe,
+                argv,
+                filename,
+                argv_total_len,
+                cwd,
+                exe_ctime_ns,
+            })
+            .unwrap()
+            .process
+            .container
+        };
+        // A host process, whatever cgroup /proc puts it in (a runtime's set-up): none.
+        assert_eq!(seen(&mut e, 13, 100, 1), None);
+        assert_eq!(seen(&mut e, 12, 200, 7).as_deref(), Some(ID));
+        // The same inode number given to another container's namespace: its own id, asked anew.
+        assert_eq!(seen(&mut e, 14, 200, 9).as_deref(), Some(OTHER));
+        // The host's namespace stays nobody's, also after a container was met.
+        assert_eq!(seen(&mut e, 15, 100, 1), None);
+        assert_eq!(mount_namespace_key(0, 0, 100), 1, "unknown is the host's");
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl Sim {
             parent_start_ns: self.starts.get(&ppid).copied().unwrap_or(0),
             cgroup_id: 1,
             mnt_ns: 0,
+            mnt_ns_id: 0,
             comm: format!("p{pid}"),
         }
     }
