@@ -508,6 +508,10 @@ pub const POLICY_KILL_TAMPER: u32 = 1 << 5;
 /// `/var/tmp`, `/dev/shm`) or with no name (memfd, deleted): a dropper's payload, killed before
 /// its first instruction.
 pub const POLICY_KILL_INSTALL_EXEC: u32 = 1 << 6;
+/// Set by the agent, not the profile: opens a kill is due for are refused (BPF-LSM
+/// `file_open`), so no descriptor ever exists and a process sharing the opener's descriptor
+/// table has nothing to read (no kill at `clone(CLONE_FILES)` is needed).
+pub const POLICY_OPENS_REFUSED: u32 = 1 << 7;
 /// The policies that need install-time code found at exec (`exec_scan`).
 pub const POLICY_NEEDS_INSTALL_SCAN: u32 =
     POLICY_KILL_INSTALL_CREDENTIAL | POLICY_KILL_INSTALL_EXEC;
@@ -657,10 +661,13 @@ pub struct FileOpenEvent {
     pub generation: u32,
 }
 
-/// A new name given to a file (`FileNameEvent::op`).
 /// A fork record's flag: the child was made a sibling of its maker (`CLONE_PARENT`): its parent
 /// in the record is its maker, not the parent the kernel gave it.
 pub const FORK_AS_SIBLING: u32 = 1;
+/// A fork record's flag: the child shares its maker's descriptor table (`CLONE_FILES`, a
+/// process, not a thread). With a `RESPONSE_*` flag: what the kernel did to the maker for it.
+pub const FORK_SHARES_FILES: u32 = 2;
+/// A new name given to a file (`FileNameEvent::op`).
 pub const NAME_OP_RENAME: u32 = 1;
 pub const NAME_OP_LINK: u32 = 2;
 pub const NAME_OP_SYMLINK: u32 = 3;

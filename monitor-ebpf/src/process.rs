@@ -11,7 +11,7 @@ use aya_ebpf::{
 use monitor_common::{
     EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING, MAX_ARGV_LEN,
+    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING, FORK_SHARES_FILES, MAX_ARGV_LEN,
     MAX_ENV_LEN, MAX_FILENAME_LEN, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED,
 };
 
@@ -387,6 +387,12 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let real_parent = read_ptr(child, off!(task_real_parent)).unwrap_or(parent);
     if read::<u32>(real_parent, off!(task_tgid)).unwrap_or(parent_tgid) != parent_tgid {
         event.header.flags = FORK_AS_SIBLING;
+    }
+    // A process sharing its maker's descriptor table (`CLONE_FILES`): a kill at an open would
+    // end the opener and leave the descriptor in the other's table.
+    let files = read_ptr(child, off!(task_files)).unwrap_or(core::ptr::null());
+    if !files.is_null() && read_ptr(parent, off!(task_files)).ok() == Some(files) {
+        event.header.flags |= FORK_SHARES_FILES | crate::respond::to_shared_descriptors(parent_tgid);
     }
     submit_fixed(&event, EventKind::ProcessFork);
     Ok(())

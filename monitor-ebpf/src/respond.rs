@@ -17,6 +17,9 @@
 //!   `POLICY_KILL_PROC_ENVIRON`;
 //! - a credential file, known by identity (`WATCH_INODES` with `WATCH_CREDENTIAL`), opened by
 //!   install-time code (`JOB_INSTALL_CODE`): `POLICY_KILL_INSTALL_CREDENTIAL`;
+//! - making a process that shares the maker's descriptor table while any of the open kills
+//!   above is in force for it (`to_shared_descriptors`: the kill at the open would leave the
+//!   descriptor in the other process's table);
 //! - a signal to the agent, or bpf(2) (tamper.rs): `POLICY_KILL_TAMPER`. The signal still
 //!   reaches the agent and the bpf(2) call still runs (a tracepoint cannot refuse them), but the
 //!   process dies before it can act on either: what it meant to do next does not happen.
@@ -44,7 +47,7 @@ use monitor_common::{
     InodeKey, JobEntry, ENV_SCAN_LEN, JOB_INSTALL_CODE, JOB_INSTALL_SCRIPT, JOB_QUIET_LISTER,
     MATCH_PROC_OTHER, POLICY_KILLS, POLICY_KILL_INSTALL_CREDENTIAL, POLICY_KILL_INSTALL_EXEC,
     POLICY_KILL_PROC_ENVIRON, POLICY_KILL_PROC_MEMORY, POLICY_KILL_TAMPER,
-    POLICY_NEEDS_INSTALL_SCAN, POLICY_REHEARSE, RESPONSE_KILLED, RESPONSE_KILL_FAILED,
+    POLICY_NEEDS_INSTALL_SCAN, POLICY_OPENS_REFUSED, POLICY_REHEARSE, RESPONSE_KILLED, RESPONSE_KILL_FAILED,
     RESPONSE_WOULD_KILL, WATCH_CREDENTIAL, WATCH_PROC_MEMORY,
 };
 
@@ -190,6 +193,33 @@ pub unsafe fn to_process_access(tgid: u32, target: u32, may_write: bool) -> u32 
     }
     let policy = policy(slot);
     if policy & POLICY_KILL_PROC_MEMORY == 0 {
+        return 0;
+    }
+    kill_now(policy)
+}
+
+/// The response to a job's process making another process that shares its descriptor table
+/// (`clone(CLONE_FILES)` without `CLONE_THREAD`, seen at `sched_process_fork` in the maker):
+/// a kill at an open ends the opener's thread group only, and the descriptor would live on in
+/// the other process's table, readable there. Where the job's policy kills at opens this
+/// process is in reach of (another process's memory or environment; credentials, for
+/// install-time code), the maker is killed now, before either opens anything: the new process
+/// keeps the table alone, and a kill of it ends the table. Not where BPF-LSM refuses those
+/// opens (`POLICY_OPENS_REFUSED`): no descriptor ever exists there.
+#[inline(always)]
+pub unsafe fn to_shared_descriptors(tgid: u32) -> u32 {
+    let Some((slot, flags)) = member(tgid) else {
+        return 0;
+    };
+    let policy = policy(slot);
+    if policy & POLICY_OPENS_REFUSED != 0 {
+        return 0;
+    }
+    let mut in_reach = POLICY_KILL_PROC_MEMORY | POLICY_KILL_PROC_ENVIRON;
+    if flags & JOB_INSTALL_CODE != 0 {
+        in_reach |= POLICY_KILL_INSTALL_CREDENTIAL;
+    }
+    if policy & in_reach == 0 {
         return 0;
     }
     kill_now(policy)

@@ -17,7 +17,7 @@ use aya::{
 };
 use monitor_common::{
     reversed_name_hash, Allow4Data, Allow6Data, InodeKey, JobEntry, NameHashKey, PortSet,
-    JOB_ANCHOR, JOB_INSTALL_CODE, JOB_MEMBER, JOB_SLOTS, MAX_ALLOWED_PORTS,
+    JOB_ANCHOR, JOB_INSTALL_CODE, JOB_MEMBER, JOB_SLOTS, MAX_ALLOWED_PORTS, POLICY_OPENS_REFUSED,
 };
 
 use crate::{
@@ -75,6 +75,8 @@ pub struct Enforcer {
     resolvers: Vec<IpAddr>,
     slots: StdHashMap<String, u32>,
     next_slot: u32,
+    /// BPF-LSM refuses the opens kills are due for (`POLICY_OPENS_REFUSED` in every policy).
+    opens_refused: bool,
 }
 
 /// What the profiles in force need from the kernel.
@@ -111,6 +113,7 @@ impl Enforcer {
         ebpf: &mut Ebpf,
         needs: Needs,
         egress_ready: bool,
+        opens_refused: bool,
         resolvers: &[IpAddr],
     ) -> anyhow::Result<Self> {
         if needs.egress_block {
@@ -158,6 +161,7 @@ impl Enforcer {
             resolvers: resolvers.to_vec(),
             slots: StdHashMap::new(),
             next_slot,
+            opens_refused,
         })
     }
 
@@ -207,6 +211,11 @@ impl Enforcer {
         let slot = self.next_slot;
         self.next_slot = if slot + 1 >= JOB_SLOTS { 1 } else { slot + 1 };
         self.slots.insert(key.to_string(), slot);
+        let policy = if policy != 0 && self.opens_refused {
+            policy | POLICY_OPENS_REFUSED
+        } else {
+            policy
+        };
         self.policies.set(slot, policy, 0)?;
         // A second early: what the runner wrote as the job was set up counts as the job's.
         let started = std::time::SystemTime::now()

@@ -67,11 +67,12 @@ pub enum RuleId {
     ActionTampered,
     SourceModified,
     SniMismatch,
+    DescriptorSharing,
     NewBehaviour,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 32] = [
+    pub const ALL: [RuleId; 33] = [
         RuleId::LifecycleHook,
         RuleId::CredentialRead,
         RuleId::ProcessMemoryRead,
@@ -103,6 +104,7 @@ impl RuleId {
         RuleId::ActionTampered,
         RuleId::SourceModified,
         RuleId::SniMismatch,
+        RuleId::DescriptorSharing,
         RuleId::NewBehaviour,
     ];
 
@@ -140,6 +142,7 @@ impl RuleId {
             RuleId::ActionTampered => "action-tampered",
             RuleId::SourceModified => "source-modified",
             RuleId::SniMismatch => "sni-mismatch",
+            RuleId::DescriptorSharing => "descriptor-sharing",
             RuleId::NewBehaviour => "new-behaviour",
         }
     }
@@ -179,7 +182,8 @@ impl RuleId {
             | RuleId::ContainerEscapeRisk
             | RuleId::RuntimeServiceCall
             | RuleId::ActionTampered
-            | RuleId::SniMismatch => Severity::High,
+            | RuleId::SniMismatch
+            | RuleId::DescriptorSharing => Severity::High,
         }
     }
 
@@ -223,6 +227,7 @@ impl RuleId {
             RuleId::FilelessExec => {
                 "executables: a program with no file cannot be checked against any list"
             }
+            RuleId::DescriptorSharing => "responses: a kill ends the process that opened a file, not another process holding the same descriptor table; where kills are in force, no job process shares its table with another",
             RuleId::SniMismatch => "egress.sni_aliases: a connection asks for the name its address was resolved from, unless the profile lists the pair",
             RuleId::SourceModified => "sources.allow: after the checkout, only git, package managers (their manifests and locks) and the generators and formatters listed write the repository's tracked files",
             RuleId::ActionTampered => "persistence.allow: only the runner writes its downloaded actions, and only setup actions its tool cache",

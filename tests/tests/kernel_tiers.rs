@@ -8,8 +8,8 @@
 //! and a shell start-up file replaced by a rename, through the 32-bit system call entry (which
 //! the syscall tracepoints never see, and the tracepoint tier says so at start), and BPF-LSM
 //! refuses the open a kill response is due for (no descriptor ever exists; the finding says
-//! `blocked`), where the other tiers kill after it returned and a sibling sharing the
-//! descriptor table still reads through it.
+//! `blocked`), where the other tiers kill after it returned, and so kill a process that makes a
+//! sibling sharing its descriptor table at the clone.
 
 use integration_tests::{
     build_fixture, monitor_cli, open_tier_in_force, Agent, FakeRunner, Value, MARKER_STEP,
@@ -348,10 +348,11 @@ except OSError as e:
     print("refused", e.errno)
 "#;
 
-/// A kill response due at an open (another process's environment). BPF-LSM refuses the open
-/// itself: no descriptor ever exists. The other tiers kill the opener once the open returned,
-/// and a sibling sharing its descriptor table still reads the secret through it: the limit of
-/// killing after the fact, which this test shows on those tiers (docs/kernel-tiers.md says it).
+/// A kill response due at an open (another process's environment), by a thief sharing its
+/// descriptor table with a sibling process. BPF-LSM refuses the open itself: no descriptor ever
+/// exists. The other tiers kill an opener only once the open returned, which the sibling would
+/// outlive holding the descriptor: there the thief is killed at the clone that made the
+/// sibling (`descriptor-sharing`), before it opens anything (docs/kernel-tiers.md).
 fn a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(agent: &Agent, tier: &str) {
     let mut runner = FakeRunner::outside_tmp();
     runner.repository = RESPONDING.into();
@@ -388,10 +389,10 @@ fn a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(agent: &Age
     );
     assert!(status.contains("twin 0"), "{status}");
     let findings = agent.wait_for_findings("the response", |all| {
-        runner
-            .findings_of(all)
-            .iter()
-            .any(|f| f["rule"] == "process-environ-read" && f.get("response").is_some())
+        runner.findings_of(all).iter().any(|f| {
+            (f["rule"] == "process-environ-read" || f["rule"] == "descriptor-sharing")
+                && f.get("response").is_some()
+        })
     });
     let responded: Vec<Value> = runner
         .findings_of(&findings)
@@ -408,8 +409,13 @@ fn a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(agent: &Age
         );
         assert_eq!(responded[0]["response"], "blocked", "{:#}", responded[0]);
     } else {
-        // Killed after the open returned: the attack is real, and here it still wins.
-        assert!(sibling.contains("CANARY-WORKER-SECRET"), "{sibling}");
+        // A kill lands after the open returned, which a sibling sharing the table would
+        // outlive with the descriptor: so the maker dies at the clone, before it opens.
+        assert_eq!(
+            sibling, "no descriptor\n",
+            "killed at the clone: no descriptor ever existed"
+        );
+        assert_eq!(responded[0]["rule"], "descriptor-sharing", "{:#}", responded[0]);
         assert_eq!(responded[0]["response"], "killed", "{:#}", responded[0]);
     }
 }

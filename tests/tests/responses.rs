@@ -805,3 +805,100 @@ fn build_hooks_reading_a_credential_at_once_are_killed_before_a_byte_is_read() {
     );
     assert_eq!(kills.len(), 2, "nothing else was killed: {kills:#?}");
 }
+
+/// A kill at an open ends the opener, and with it its descriptor table, unless another process
+/// shares the table (`clone(CLONE_FILES)` without `CLONE_THREAD`): that process would keep the
+/// descriptor and read it. The same script twice: under the default profile (audit) the sharer
+/// reads the Worker's environment through the descriptor its maker opened (the route is real);
+/// where `process-environ-read: kill` is in force the maker dies at the `clone`, before it opens
+/// anything, and the sharer finds nothing. Its twins (a thread, a fork child) live.
+#[test]
+fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_in_force() {
+    let repository = "acme/kill-shared-table";
+    let (agent, _config) = agent_for(repository, "  process-environ-read: kill\n");
+    // The sharer waits for its maker's descriptor, then reads every descriptor it can; the
+    // maker opens the Worker's environment (its parent's: the step is the Worker's child).
+    // clone (x86_64 syscall 56) with CLONE_FILES | SIGCHLD: a fork sharing the table.
+    let share = tempfile::tempdir().unwrap();
+    let share_py = share.path().join("share.py");
+    std::fs::write(
+        &share_py,
+        "import ctypes, os, sys, time\n\
+         pid = ctypes.CDLL(None).syscall(56, 0x400 | 17, 0, 0, 0, 0)\n\
+         if pid == 0:\n\
+         \x20   time.sleep(1.5)\n\
+         \x20   got = b''\n\
+         \x20   for fd in range(3, 256):\n\
+         \x20       try:\n\
+         \x20           got += os.pread(fd, 65536, 0)\n\
+         \x20       except OSError:\n\
+         \x20           pass\n\
+         \x20   open(sys.argv[2], 'wb').write(got)\n\
+         \x20   os._exit(0)\n\
+         fd = os.open('/proc/%s/environ' % sys.argv[1], os.O_RDONLY)\n\
+         time.sleep(3)\n",
+    )
+    .unwrap();
+    let script = |out: &Path| {
+        format!(
+            "python3 {} $PPID {} || echo \"maker $?\" >> {}/status\nsleep 2\n",
+            share_py.display(),
+            out.join("shared.txt").display(),
+            out.display()
+        )
+    };
+    let twins_py = share.path().join("twins.py");
+    std::fs::write(
+        &twins_py,
+        "import os, threading, time\n\
+         t = threading.Thread(target=time.sleep, args=(1,)); t.start()\n\
+         if os.fork() == 0:\n\
+         \x20   os._exit(0)\n\
+         os.wait(); t.join()\n",
+    )
+    .unwrap();
+    let twins = |out: &Path| {
+        format!(
+            "python3 {} && echo \"twins 0\" >> {o}/status\n",
+            twins_py.display(),
+            o = out.display()
+        )
+    };
+
+    // The route is real: under audit, the sharer reads what its maker opened.
+    let audit = runner("acme/audit-shared-table");
+    let audit_out = audit.dir.path().join("out");
+    std::fs::create_dir_all(&audit_out).unwrap();
+    audit.run_job(&[("warmup", "sleep 1\n"), ("share", &script(&audit_out))]);
+    assert!(
+        read(&audit_out.join("shared.txt")).contains(CANARY_ENV),
+        "the sharer did not read the Worker's environment through the shared table: {:?}",
+        read(&audit_out.join("shared.txt"))
+    );
+
+    let runner = runner(repository);
+    let out = runner.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    runner.run_job(&[
+        ("warmup", "sleep 1\n"),
+        ("share", &script(&out)),
+        ("twins", &twins(&out)),
+        ("after", &format!("echo alive >> {}/status\n", out.display())),
+    ]);
+    let status = statuses(&out);
+    assert!(status.contains("maker 137"), "the maker was killed: {status}");
+    assert!(
+        !read(&out.join("shared.txt")).contains(CANARY_ENV),
+        "the sharer read the Worker's environment"
+    );
+    assert!(out.join("shared.txt").exists(), "the sharer ran: {status}");
+    for alive in ["twins 0", "alive"] {
+        assert!(status.contains(alive), "{alive}: {status}");
+    }
+    let findings = agent.wait_for_findings("the kill", |all| !responded(&runner, all).is_empty());
+    let kills = responded(&runner, &findings);
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    assert_eq!(kills[0]["rule"], "descriptor-sharing", "{kills:#?}");
+    assert_eq!(kills[0]["response"], "killed");
+    assert_eq!(kills[0]["step"]["id"], "share");
+}

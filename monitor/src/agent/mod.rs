@@ -353,6 +353,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
             needs,
             crate::probes::egress_hooks_attached(&probes.report)
                 && crate::probes::dns_answers_checked(&probes.report),
+            probes.report.tier(crate::hook_tier::HookFamily::Opens)
+                == crate::hook_tier::HookTier::Lsm,
             &engine_config.dns_resolvers,
         )
         .context("a profile asks the kernel to act (egress.mode block, or responses), but its kernel side could not be set up")?;

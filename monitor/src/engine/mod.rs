@@ -602,7 +602,12 @@ impl Engine {
                 }
             }
             Detail::Name { .. } => self.on_name(e, key, &mut out),
-            Detail::Fork { sibling: true } => {
+            Detail::Fork {
+                shares_descriptors: true,
+                response: Some(_),
+                ..
+            } => self.on_shared_descriptors(e, key, &mut out),
+            Detail::Fork { sibling: true, .. } => {
                 // A step's process made a sibling of itself (`CLONE_PARENT`), under the runner's
                 // Worker if it was the step's root: it is the step's, and the control socket
                 // must not take it for the runner's own (see `runner_processes`).
@@ -615,7 +620,7 @@ impl Engine {
                     self.siblings.insert(key);
                 }
             }
-            Detail::Fork { sibling: false }
+            Detail::Fork { sibling: false, .. }
             | Detail::JobStart { .. }
             | Detail::JobEnd { .. }
             | Detail::Resume { .. }

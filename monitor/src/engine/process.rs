@@ -400,6 +400,32 @@ impl Engine {
         }
     }
 
+    /// A job's process made another that shares its descriptor table while kills were in
+    /// force at opens: the kernel killed the maker (or says it would have), since a kill at an
+    /// open ends only the opener and the other process would keep what it was handed.
+    pub(super) fn on_shared_descriptors(
+        &mut self,
+        e: &Event,
+        key: ProcessKey,
+        out: &mut Vec<Finding>,
+    ) {
+        let tool = self.procs[&key].tool.clone();
+        let parent = e.process.ppid;
+        let raw = Raw::new(
+            RuleId::DescriptorSharing,
+            format!(
+                "{tool} (pid {parent}) made process {} sharing its descriptor table (clone with CLONE_FILES): a descriptor either opened would outlive a kill of the opener",
+                e.process.pid
+            ),
+            format!("descriptors:{parent}:{}", e.process.pid),
+        )
+        .evidence(vec![
+            ("maker_pid", json!(parent)),
+            ("sharer_pid", json!(e.process.pid)),
+        ]);
+        self.emit_for(out, raw, e, key);
+    }
+
     /// Syscalls against the monitor itself or into other processes' memory.
     pub(super) fn on_tamper(&mut self, e: &Event, key: ProcessKey, out: &mut Vec<Finding>) {
         let Detail::Tamper {

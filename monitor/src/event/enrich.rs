@@ -893,6 +893,8 @@ impl Enricher {
                 self.table.on_fork(&header),
                 Detail::Fork {
                     sibling: header.flags & monitor_common::FORK_AS_SIBLING != 0,
+                    shares_descriptors: header.flags & monitor_common::FORK_SHARES_FILES != 0,
+                    response: KernelResponse::from_flags(header.flags),
                 },
             ),
             KernelEvent::Tamper {

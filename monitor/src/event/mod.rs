@@ -83,6 +83,13 @@ pub enum Detail {
         /// Made a sibling of its maker (`CLONE_PARENT`): the event's parent is its maker.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sibling: bool,
+        /// Shares its maker's descriptor table (`clone(CLONE_FILES)`, not a thread).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shares_descriptors: bool,
+        /// What the kernel did to the maker for it (a kill in force at opens ends only the
+        /// opener: a process sharing its table would keep the descriptor).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<KernelResponse>,
     },
     Exit {
         /// Wait status: `code << 8 | signal`.
@@ -266,6 +273,7 @@ impl Detail {
         match self {
             Detail::Open { response, .. }
             | Detail::Tamper { response, .. }
+            | Detail::Fork { response, .. }
             | Detail::Exec { response, .. } => *response,
             _ => None,
         }

@@ -152,6 +152,17 @@ impl Sim {
         self
     }
 
+    /// A child sharing its maker's descriptor table (`CLONE_FILES`), the record's flags
+    /// `response` besides.
+    pub fn fork_sharing_descriptors(&mut self, maker: u32, child: u32, response: u32) -> &mut Self {
+        self.starts.insert(child, self.ts + 500);
+        self.parents.insert(child, maker);
+        let mut h = self.header(EventKind::ProcessFork, child);
+        h.flags = monitor_common::FORK_SHARES_FILES | response;
+        self.feed(KernelEvent::Fork { header: h });
+        self
+    }
+
     pub fn exec(
         &mut self,
         pid: u32,

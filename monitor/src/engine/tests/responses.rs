@@ -46,6 +46,35 @@ fn a_killed_read_is_a_finding_that_says_killed() {
 }
 
 #[test]
+fn a_maker_killed_for_sharing_its_descriptor_table_is_a_finding_and_sharing_alone_is_not() {
+    let mut sim = Sim::new(profile(KILLS));
+    sim.runner().run_step(300, "__run");
+    // Shared with no response (kills not in reach): nothing to say.
+    sim.fork_sharing_descriptors(300, 305, 0);
+    assert!(sim.findings.is_empty(), "{:#?}", sim.findings);
+    sim.spawn(
+        300,
+        310,
+        "/usr/bin/python3",
+        &["python3", "share.py"],
+        WORKSPACE,
+        github_env("__run"),
+    );
+    sim.fork_sharing_descriptors(310, 311, RESPONSE_KILLED);
+    sim.exit(311)
+        .exit(310)
+        .exit(305)
+        .exit(300)
+        .exit(200)
+        .finish();
+    let f = sim.only("descriptor-sharing");
+    assert_eq!(f.response, Some(KernelResponse::Killed));
+    assert_eq!(f.evidence["maker_pid"], 310);
+    assert_eq!(f.evidence["sharer_pid"], 311);
+    assert_eq!(f.step.as_ref().unwrap().id, "__run");
+}
+
+#[test]
 fn a_kill_the_rules_would_allow_is_still_reported_and_not_folded_into_an_earlier_finding() {
     // The profile allows cat to read environments; the kernel does not know allowances.
     let allowing =
