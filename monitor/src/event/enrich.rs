@@ -1474,6 +1474,38 @@ mod tests {
         }
     }
 
+    /// `exec_record`, its process in mount namespace `mnt_ns` (id `mnt_ns_id`).
+    fn exec_in_namespace(
+        tgid: u32,
+        ppid: u32,
+        cgroup: u64,
+        mnt_ns: u32,
+        mnt_ns_id: u64,
+    ) -> KernelEvent {
+        let mut record = exec_record(tgid, ppid, cgroup, 0, "/bin/x");
+        let header = record.header_mut();
+        header.mnt_ns = mnt_ns;
+        header.mnt_ns_id = mnt_ns_id;
+        record
+    }
+
+    /// An enricher whose container reader says `text` is `/proc/<pid>/cgroup`.
+    fn enricher_with_cgroups(text: fn(u32) -> String) -> Enricher {
+        thread_local! {
+            static TEXT: std::cell::Cell<Option<fn(u32) -> String>> = const { std::cell::Cell::new(None) };
+        }
+        TEXT.with(|t| t.set(Some(text)));
+        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
+            let text = TEXT.with(|t| t.get())?;
+            Some(crate::containers::cgroup_place(&text(pid)))
+        }
+        Enricher::new(
+            ProcessTable::new(100, 1000),
+            WallClock { boot_to_unix_ns: 0 },
+        )
+        .with_container_reader(reader)
+    }
+
     #[test]
     fn exec_event_round_trips_through_json_with_redacted_argv() {
         let mut e = Enricher::new(
@@ -1586,47 +1618,17 @@ mod tests {
 
     #[test]
     fn a_process_is_in_its_containers_view_only_in_the_namespace_its_first_program_ran_in() {
-        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
-            let path = if pid == 10 || pid == 11 {
-                "/daemon"
+        let mut e = enricher_with_cgroups(|pid| {
+            if pid == 10 || pid == 11 {
+                "0::/daemon\n"
             } else {
-                "/exp/x1"
-            };
-            Some(crate::containers::CgroupPlace {
-                container: None,
-                path: path.into(),
-                mount_namespace: None,
-            })
-        }
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        )
-        .with_container_reader(reader);
+                "0::/exp/x1\n"
+            }
+            .to_string()
+        });
         let seen = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, mnt_ns: u32| {
-            let KernelEvent::Exec {
-                mut header,
-                exe,
-                argv,
-                filename,
-                argv_total_len,
-                cwd,
-                exe_ctime_ns,
-            } = exec_record(tgid, ppid, cgroup, 0, "/bin/x")
-            else {
-                unreachable!()
-            };
-            header.mnt_ns = mnt_ns;
             let p = e
-                .enrich(KernelEvent::Exec {
-                    header,
-                    exe,
-                    argv,
-                    filename,
-                    argv_total_len,
-                    cwd,
-                    exe_ctime_ns,
-                })
+                .enrich(exec_in_namespace(tgid, ppid, cgroup, mnt_ns, 0))
                 .unwrap()
                 .process;
             (p.container, p.in_container_view)
@@ -1649,47 +1651,17 @@ mod tests {
         const ID: &str = "68b32f19a2ebfbe4b4ff840b0893ecd6a8ef14b887e8889724463deb2bf58b1a";
         const OTHER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         // Every process's cgroup id is the root's (1); /proc names the v1 paths.
-        fn reader(pid: u32) -> Option<crate::containers::CgroupPlace> {
-            let text = match pid {
-                12 | 13 => format!("4:memory:/docker/{ID}\n0::/\n"),
-                14 => format!("4:memory:/docker/{OTHER}\n0::/\n"),
-                _ => "4:memory:/system.slice/runner.service\n0::/\n".to_string(),
-            };
-            Some(crate::containers::cgroup_place(&text))
-        }
-        let mut e = Enricher::new(
-            ProcessTable::new(100, 1000),
-            WallClock { boot_to_unix_ns: 0 },
-        )
-        .with_container_reader(reader)
+        let mut e = enricher_with_cgroups(|pid| match pid {
+            12 | 13 => format!("4:memory:/docker/{ID}\n0::/\n"),
+            14 => format!("4:memory:/docker/{OTHER}\n0::/\n"),
+            _ => "4:memory:/system.slice/runner.service\n0::/\n".to_string(),
+        })
         .with_containers_by_mount_namespace(100);
         let seen = |e: &mut Enricher, tgid: u32, mnt_ns: u32, mnt_ns_id: u64| {
-            let KernelEvent::Exec {
-                mut header,
-                exe,
-                argv,
-                filename,
-                argv_total_len,
-                cwd,
-                exe_ctime_ns,
-            } = exec_record(tgid, 1, 1, 0, "/bin/x")
-            else {
-                unreachable!()
-            };
-            header.mnt_ns = mnt_ns;
-            header.mnt_ns_id = mnt_ns_id;
-            e.enrich(KernelEvent::Exec {
-                header,
-                exe,
-                argv,
-                filename,
-                argv_total_len,
-                cwd,
-                exe_ctime_ns,
-            })
-            .unwrap()
-            .process
-            .container
+            e.enrich(exec_in_namespace(tgid, 1, 1, mnt_ns, mnt_ns_id))
+                .unwrap()
+                .process
+                .container
         };
         // A host process, whatever cgroup /proc puts it in (a runtime's set-up): none.
         assert_eq!(seen(&mut e, 13, 100, 1), None);
