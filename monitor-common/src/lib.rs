@@ -407,6 +407,10 @@ pub const TAMPER_SIGNAL_GUARDED: u32 = 10;
 /// A kernel module load asked for (`init_module`, `finit_module`), whatever program asks and
 /// whether the kernel then loads it or not: `arg` says which call (0 init, 1 finit).
 pub const TAMPER_MODULE_LOAD: u32 = 11;
+/// Another process's descriptor taken (`pidfd_getfd(pidfd, fd, flags)`): `target` is the pidfd,
+/// `arg` the descriptor asked for. A process killed at an open dies holding its descriptor
+/// for a moment; this takes it from it (or any other) meanwhile.
+pub const TAMPER_PIDFD_GETFD: u32 = 12;
 /// Most processes the agent can list in `GUARDED`.
 pub const GUARDED_SLOTS: u32 = 64;
 /// One kind of tamper record of one process (`TAMPER_SEEN`): repeats within a second are not

@@ -392,7 +392,7 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     // end the opener and leave the descriptor in the other's table.
     let files = read_ptr(child, off!(task_files)).unwrap_or(core::ptr::null());
     if !files.is_null() && read_ptr(parent, off!(task_files)).ok() == Some(files) {
-        event.header.flags |= FORK_SHARES_FILES | crate::respond::to_shared_descriptors(parent_tgid);
+        event.header.flags |= FORK_SHARES_FILES | crate::respond::to_descriptor_sharing(parent_tgid, true);
     }
     submit_fixed(&event, EventKind::ProcessFork);
     Ok(())

@@ -18,8 +18,9 @@
 //! - a credential file, known by identity (`WATCH_INODES` with `WATCH_CREDENTIAL`), opened by
 //!   install-time code (`JOB_INSTALL_CODE`): `POLICY_KILL_INSTALL_CREDENTIAL`;
 //! - making a process that shares the maker's descriptor table while any of the open kills
-//!   above is in force for it (`to_shared_descriptors`: the kill at the open would leave the
-//!   descriptor in the other process's table);
+//!   above is in force for it, or taking another's descriptor with `pidfd_getfd`
+//!   (`to_descriptor_sharing`: the kill at the open would leave the descriptor in the other
+//!   process's table, or to be taken from the dying opener);
 //! - a signal to the agent, or bpf(2) (tamper.rs): `POLICY_KILL_TAMPER`. The signal still
 //!   reaches the agent and the bpf(2) call still runs (a tracepoint cannot refuse them), but the
 //!   process dies before it can act on either: what it meant to do next does not happen.
@@ -199,20 +200,23 @@ pub unsafe fn to_process_access(tgid: u32, target: u32, may_write: bool) -> u32 
 }
 
 /// The response to a job's process making another process that shares its descriptor table
-/// (`clone(CLONE_FILES)` without `CLONE_THREAD`, seen at `sched_process_fork` in the maker):
+/// (`clone(CLONE_FILES)` without `CLONE_THREAD`, seen at `sched_process_fork` in the maker), or
+/// taking another process's descriptor (`pidfd_getfd`, tamper.rs):
 /// a kill at an open ends the opener's thread group only, and the descriptor would live on in
 /// the other process's table, readable there. Where the job's policy kills at opens this
 /// process is in reach of (another process's memory or environment; credentials, for
 /// install-time code), the maker is killed now, before either opens anything: the new process
-/// keeps the table alone, and a kill of it ends the table. Not where BPF-LSM refuses those
-/// opens (`POLICY_OPENS_REFUSED`): no descriptor ever exists there.
+/// keeps the table alone, and a kill of it ends the table. A shared table is let be where
+/// BPF-LSM refuses those opens (`POLICY_OPENS_REFUSED`): no such descriptor ever exists there;
+/// `pidfd_getfd` can take any other descriptor, and is not.
 #[inline(always)]
-pub unsafe fn to_shared_descriptors(tgid: u32) -> u32 {
+pub unsafe fn to_descriptor_sharing(tgid: u32, shares_table: bool) -> u32 {
     let Some((slot, flags)) = member(tgid) else {
         return 0;
     };
     let policy = policy(slot);
-    if policy & POLICY_OPENS_REFUSED != 0 {
+    // A shared table holds only descriptors opens gave, none of them refused ones.
+    if shares_table && policy & POLICY_OPENS_REFUSED != 0 {
         return 0;
     }
     let mut in_reach = POLICY_KILL_PROC_MEMORY | POLICY_KILL_PROC_ENVIRON;

@@ -6,7 +6,7 @@
 //! Kernel contract (syscall tracepoints, 8-byte fields from offset 16): kill(pid, sig);
 //! tkill(pid, sig); tgkill(tgid, pid, sig); ptrace(request, pid, addr, data);
 //! bpf(cmd, uattr, size); process_vm_readv/writev(pid, ...); init_module(umod, len, uargs) and
-//! finit_module(fd, uargs, flags).
+//! finit_module(fd, uargs, flags); pidfd_getfd(pidfd, fd, flags) (5.6+).
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_boot_ns,
@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, TamperEvent, TamperSeenKey, TAMPER_BPF, TAMPER_KILL, TAMPER_LOG_SLOTS,
-    TAMPER_MODULE_LOAD, TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL,
+    TAMPER_MODULE_LOAD, TAMPER_PIDFD_GETFD, TAMPER_PTRACE, TAMPER_SIGNAL, TAMPER_SIGNAL_GUARDED, TAMPER_TGKILL,
     TAMPER_TKILL, TAMPER_VM_READV, TAMPER_VM_WRITEV,
 };
 
@@ -206,6 +206,23 @@ pub fn sys_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
     unsafe {
         let response = respond::to_process_access(current_tgid(), pid as u32, true);
         send(TAMPER_VM_WRITEV, pid, 0, response);
+    }
+    0
+}
+
+/// Another process's descriptor taken. Where an open kill is in force for the caller, it dies
+/// here: a process killed at an open holds the descriptor until it has exited, and this is
+/// how another would take it meanwhile (`respond::to_descriptor_sharing`).
+#[tracepoint(category = "syscalls", name = "sys_enter_pidfd_getfd")]
+pub fn sys_enter_pidfd_getfd(ctx: TracePointContext) -> u32 {
+    if from_agent() {
+        return 0;
+    }
+    let pidfd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    let fd = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
+    unsafe {
+        let response = respond::to_descriptor_sharing(current_tgid(), false);
+        send(TAMPER_PIDFD_GETFD, pidfd, fd, response);
     }
     0
 }

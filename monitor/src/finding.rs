@@ -227,7 +227,7 @@ impl RuleId {
             RuleId::FilelessExec => {
                 "executables: a program with no file cannot be checked against any list"
             }
-            RuleId::DescriptorSharing => "responses: a kill ends the process that opened a file, not another process holding the same descriptor table; where kills are in force, no job process shares its table with another",
+            RuleId::DescriptorSharing => "a descriptor is the process's that opened it: no job process takes another's (pidfd_getfd), and where kills are in force none shares its table with another (a kill ends only the opener)",
             RuleId::SniMismatch => "egress.sni_aliases: a connection asks for the name its address was resolved from, unless the profile lists the pair",
             RuleId::SourceModified => "sources.allow: after the checkout, only git, package managers (their manifests and locks) and the generators and formatters listed write the repository's tracked files",
             RuleId::ActionTampered => "persistence.allow: only the runner writes its downloaded actions, and only setup actions its tool cache",

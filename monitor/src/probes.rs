@@ -339,6 +339,13 @@ pub const HOOKS: &[Hook] = &[
         name: "sys_enter_process_vm_writev",
         optional: true,
     },
+    // 5.6+.
+    Hook {
+        program: "sys_enter_pidfd_getfd",
+        category: Some("syscalls"),
+        name: "sys_enter_pidfd_getfd",
+        optional: true,
+    },
     Hook {
         program: "signal_generate",
         category: None,

@@ -811,7 +811,9 @@ fn build_hooks_reading_a_credential_at_once_are_killed_before_a_byte_is_read() {
 /// descriptor and read it. The same script twice: under the default profile (audit) the sharer
 /// reads the Worker's environment through the descriptor its maker opened (the route is real);
 /// where `process-environ-read: kill` is in force the maker dies at the `clone`, before it opens
-/// anything, and the sharer finds nothing. Its twins (a thread, a fork child) live.
+/// anything, and the sharer finds nothing. The other route to a dying opener's descriptor,
+/// `pidfd_getfd`, is reported under audit (after it took the Worker's standard input) and
+/// killed at its entry under the kill. Twins (a thread, a fork child) live.
 #[test]
 fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_in_force() {
     let repository = "acme/kill-shared-table";
@@ -819,7 +821,7 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     // The sharer waits for its maker's descriptor, then reads every descriptor it can; the
     // maker opens the Worker's environment (its parent's: the step is the Worker's child).
     // clone (x86_64 syscall 56) with CLONE_FILES | SIGCHLD: a fork sharing the table.
-    let share = tempfile::tempdir().unwrap();
+    let share = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
     let share_py = share.path().join("share.py");
     std::fs::write(
         &share_py,
@@ -847,6 +849,25 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
             out.display()
         )
     };
+    // Another route to a dying opener's descriptor: pidfd_getfd (x86_64 438) of the Worker's
+    // standard input, through a pidfd of it (pidfd_open, 434).
+    let take_py = share.path().join("take.py");
+    std::fs::write(
+        &take_py,
+        "import ctypes, sys\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         pidfd = libc.syscall(434, int(sys.argv[1]), 0)\n\
+         fd = libc.syscall(438, pidfd, 0, 0)\n\
+         print('took', fd, ctypes.get_errno())\n",
+    )
+    .unwrap();
+    let take = |out: &Path| {
+        format!(
+            "python3 {} $PPID > {o}/took.txt || echo \"taker $?\" >> {o}/status\n",
+            take_py.display(),
+            o = out.display()
+        )
+    };
     let twins_py = share.path().join("twins.py");
     std::fs::write(
         &twins_py,
@@ -869,7 +890,33 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     let audit = runner("acme/audit-shared-table");
     let audit_out = audit.dir.path().join("out");
     std::fs::create_dir_all(&audit_out).unwrap();
-    audit.run_job(&[("warmup", "sleep 1\n"), ("share", &script(&audit_out))]);
+    audit.run_job(&[
+        ("warmup", "sleep 1\n"),
+        ("share", &script(&audit_out)),
+        ("take", &take(&audit_out)),
+    ]);
+    let took = read(&audit_out.join("took.txt"));
+    assert!(
+        took.starts_with("took ") && !took.starts_with("took -1"),
+        "pidfd_getfd took the Worker's descriptor: {took}"
+    );
+    let audited = agent.wait_for_findings("the audit's descriptor taken", |all| {
+        audit
+            .findings_of(all)
+            .iter()
+            .any(|f| f["rule"] == "descriptor-sharing")
+    });
+    let taken: Vec<_> = audit
+        .findings_of(&audited)
+        .into_iter()
+        .filter(|f| f["rule"] == "descriptor-sharing")
+        .collect();
+    assert!(
+        taken.iter().all(|f| f.get("response").is_none()
+            && f["evidence"]["syscall"] == "pidfd_getfd"
+            && f["step"]["id"] == "take"),
+        "audit: reported, not killed (the clone is news only where kills are): {taken:#?}"
+    );
     assert!(
         read(&audit_out.join("shared.txt")).contains(CANARY_ENV),
         "the sharer did not read the Worker's environment through the shared table: {:?}",
@@ -882,6 +929,7 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     runner.run_job(&[
         ("warmup", "sleep 1\n"),
         ("share", &script(&out)),
+        ("take", &take(&out)),
         ("twins", &twins(&out)),
         ("after", &format!("echo alive >> {}/status\n", out.display())),
     ]);
@@ -895,10 +943,20 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     for alive in ["twins 0", "alive"] {
         assert!(status.contains(alive), "{alive}: {status}");
     }
-    let findings = agent.wait_for_findings("the kill", |all| !responded(&runner, all).is_empty());
+    assert!(status.contains("taker 137"), "the taker was killed: {status}");
+    assert!(read(&out.join("took.txt")).is_empty(), "it took a descriptor");
+    let findings = agent.wait_for_findings("the kills", |all| responded(&runner, all).len() >= 2);
     let kills = responded(&runner, &findings);
-    assert_eq!(kills.len(), 1, "{kills:#?}");
-    assert_eq!(kills[0]["rule"], "descriptor-sharing", "{kills:#?}");
-    assert_eq!(kills[0]["response"], "killed");
-    assert_eq!(kills[0]["step"]["id"], "share");
+    assert_eq!(kills.len(), 2, "{kills:#?}");
+    for (step, syscall) in [("share", None), ("take", Some("pidfd_getfd"))] {
+        let f = kills
+            .iter()
+            .find(|f| f["step"]["id"] == step)
+            .unwrap_or_else(|| panic!("{step}: {kills:#?}"));
+        assert_eq!(f["rule"], "descriptor-sharing", "{f:#}");
+        assert_eq!(f["response"], "killed", "{f:#}");
+        if let Some(syscall) = syscall {
+            assert_eq!(f["evidence"]["syscall"], syscall, "{f:#}");
+        }
+    }
 }

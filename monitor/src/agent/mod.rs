@@ -324,7 +324,13 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
     let enricher = match by_mount_namespace {
         Some(host) => enricher.with_containers_by_mount_namespace(host),
-        None => enricher,
+        None => match crate::containers::host_mount_namespace() {
+            Ok(host) => enricher.with_host_mount_namespace(host),
+            Err(e) => {
+                log::warn!("{e:#}: a container's first program is taken as it comes");
+                enricher
+            }
+        },
     };
 
     let output: Box<dyn Write + Send> = match &options.events {

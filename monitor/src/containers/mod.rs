@@ -190,20 +190,23 @@ impl ContainerIdentity {
         if !by_namespace {
             return Ok(None);
         }
-        // The host's: init's (the agent may run in a namespace of its own, as the systemd
-        // unit's ProtectSystem makes it), else the agent's own (an init that is not the
-        // host's, in a sandbox, may not be readable).
-        let link = std::fs::read_link("/proc/1/ns/mnt")
-            .or_else(|init| {
-                log::warn!("reading /proc/1/ns/mnt: {init}; the agent's own mount namespace is taken for the host's");
-                std::fs::read_link("/proc/self/ns/mnt")
-            })
-            .map_err(|e| anyhow::anyhow!("reading the host's mount namespace, to tell containers by theirs: {e}"))?;
-        namespace_inode(&link.to_string_lossy())
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| anyhow::anyhow!("/proc/1/ns/mnt names no namespace: {}", link.display()))
+        host_mount_namespace().map(Some)
     }
+}
+
+/// The host's mount namespace (its inode): init's (the agent may run in a namespace of its own,
+/// as the systemd unit's ProtectSystem makes it), else the agent's own (an init that is not
+/// the host's, in a sandbox, may not be readable).
+pub fn host_mount_namespace() -> anyhow::Result<u32> {
+    let link = std::fs::read_link("/proc/1/ns/mnt")
+        .or_else(|init| {
+            log::warn!("reading /proc/1/ns/mnt: {init}; the agent's own mount namespace is taken for the host's");
+            std::fs::read_link("/proc/self/ns/mnt")
+        })
+        .map_err(|e| anyhow::anyhow!("reading the host's mount namespace: {e}"))?;
+    namespace_inode(&link.to_string_lossy())
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| anyhow::anyhow!("/proc/1/ns/mnt names no namespace: {}", link.display()))
 }
 
 /// The inode of a namespace link's target (`mnt:[4026531841]`).

@@ -495,6 +495,14 @@ impl Engine {
                 ),
                 RuleId::DefenceTampering.clause(),
             ),
+            TamperSyscall::PidfdGetfd => (
+                RuleId::DescriptorSharing,
+                Severity::High,
+                format!(
+                    "{tool} took descriptor {arg} of another process (pidfd_getfd on pidfd {target}): whatever that process had open, a credential or a connection, is its too"
+                ),
+                RuleId::DescriptorSharing.clause(),
+            ),
             TamperSyscall::Bpf => (
                 RuleId::AgentTampering,
                 Severity::High,

@@ -148,6 +148,10 @@ pub struct Enricher {
     /// given): hosts with no cgroup v2 hierarchy, where every record's cgroup id is the
     /// unified root's (`mount_namespace_key`).
     containers_by_mount_namespace: Option<u32>,
+    /// The host's mount namespace (0: unknown): a program executed in it is not a container's
+    /// own, whatever cgroup it is in (a runtime's `runc init`, put in the container's cgroup
+    /// before it executed, when it is slow).
+    host_mnt_ns: u32,
     /// Containers met that no runtime API describes (`started_by_a_runtime`), for the agent to
     /// describe from the kernel's view of them (`take_new_containers`).
     new_containers: Vec<NewContainer>,
@@ -254,6 +258,7 @@ impl Enricher {
             process_containers: HashMap::new(),
             container_views: HashMap::new(),
             containers_by_mount_namespace: None,
+            host_mnt_ns: 0,
             new_containers: Vec::new(),
             to_describe: HashMap::new(),
             new_bundles: Vec::new(),
@@ -276,6 +281,13 @@ impl Enricher {
     /// `mount_namespace_key`).
     pub fn with_containers_by_mount_namespace(mut self, host_mnt_ns: u32) -> Self {
         self.containers_by_mount_namespace = Some(host_mnt_ns);
+        self.host_mnt_ns = host_mnt_ns;
+        self
+    }
+
+    /// The host's mount namespace (`host_mnt_ns`).
+    pub fn with_host_mount_namespace(mut self, host_mnt_ns: u32) -> Self {
+        self.host_mnt_ns = host_mnt_ns;
         self
     }
 
@@ -1190,7 +1202,11 @@ impl Enricher {
                 .or_else(|| self.taken_for_no_container(header.cgroup_id, key));
             self.runtime_started_with_a_bundle(key);
         }
-        if let (Some(id), Detail::Exec { .. }) = (&container, &detail) {
+        // A container's first program runs in the namespace its runtime made for it; a program
+        // executed in the host's (the runtime's own `runc init`, put in the cgroup before it
+        // executed) shows the host's root, mounts and capabilities.
+        let in_the_hosts_view = header.mnt_ns != 0 && header.mnt_ns == self.host_mnt_ns;
+        if let (Some(id), Detail::Exec { .. }, false) = (&container, &detail, in_the_hosts_view) {
             if !self.to_describe.is_empty() {
                 self.first_program_in(id, header.tgid, header.cgroup_id, header.ts_ns);
             }
@@ -1618,7 +1634,7 @@ mod tests {
 
     #[test]
     fn a_process_is_in_its_containers_view_only_in_the_namespace_its_first_program_ran_in() {
-        let mut e = enricher_with_cgroups(|pid| {
+        let e = enricher_with_cgroups(|pid| {
             if pid == 10 || pid == 11 {
                 "0::/daemon\n"
             } else {
@@ -1626,6 +1642,7 @@ mod tests {
             }
             .to_string()
         });
+        let mut e = e.with_host_mount_namespace(100);
         let seen = |e: &mut Enricher, tgid: u32, ppid: u32, cgroup: u64, mnt_ns: u32| {
             let p = e
                 .enrich(exec_in_namespace(tgid, ppid, cgroup, mnt_ns, 0))
@@ -1637,6 +1654,9 @@ mod tests {
         assert_eq!(seen(&mut e, 10, 1, 2, 100), (None, false));
         e.set_runtime_daemons(&[10]);
         assert_eq!(seen(&mut e, 11, 10, 2, 100), (None, false));
+        // The runtime's `runc init`, executed once put in the cgroup (a slow start), in the
+        // host's namespace: not the container's view.
+        assert_eq!(seen(&mut e, 16, 11, 3, 100), (x1.clone(), false));
         // The container's first program, in the namespace the runtime made for it.
         assert_eq!(seen(&mut e, 12, 11, 3, 200), (x1.clone(), true));
         assert_eq!(seen(&mut e, 13, 12, 3, 200), (x1.clone(), true));

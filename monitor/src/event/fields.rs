@@ -92,6 +92,8 @@ pub enum TamperSyscall {
     SignalGuarded,
     /// A kernel module load asked for (init_module, finit_module).
     ModuleLoad,
+    /// Another process's descriptor taken (`pidfd_getfd`).
+    PidfdGetfd,
     /// A number this agent does not know (a newer kernel program).
     Unknown,
 }
@@ -110,6 +112,7 @@ impl TamperSyscall {
             monitor_common::TAMPER_SIGNAL_LOGGED => TamperSyscall::SignalLogged,
             monitor_common::TAMPER_SIGNAL_GUARDED => TamperSyscall::SignalGuarded,
             monitor_common::TAMPER_MODULE_LOAD => TamperSyscall::ModuleLoad,
+            monitor_common::TAMPER_PIDFD_GETFD => TamperSyscall::PidfdGetfd,
             _ => TamperSyscall::Unknown,
         }
     }
@@ -127,6 +130,7 @@ impl TamperSyscall {
             TamperSyscall::SignalLogged => "signal_logged",
             TamperSyscall::SignalGuarded => "signal_guarded",
             TamperSyscall::ModuleLoad => "module_load",
+            TamperSyscall::PidfdGetfd => "pidfd_getfd",
             TamperSyscall::Unknown => "unknown",
         }
     }

@@ -75,6 +75,17 @@ fn a_maker_killed_for_sharing_its_descriptor_table_is_a_finding_and_sharing_alon
 }
 
 #[test]
+fn taking_another_processs_descriptor_is_a_finding_in_audit_too() {
+    let mut sim = Sim::new(empty_profile());
+    sim.runner().run_step(300, "__run");
+    sim.tamper(300, monitor_common::TAMPER_PIDFD_GETFD, 5, 3);
+    let f = sim.only("descriptor-sharing");
+    assert_eq!(f.evidence["syscall"], "pidfd_getfd");
+    assert_eq!(f.evidence["argument"], 3);
+    assert_eq!(f.response, None);
+}
+
+#[test]
 fn a_kill_the_rules_would_allow_is_still_reported_and_not_folded_into_an_earlier_finding() {
     // The profile allows cat to read environments; the kernel does not know allowances.
     let allowing =
