@@ -11,8 +11,9 @@ use aya_ebpf::{
 use monitor_common::{
     EnvEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, ENV_TRUNCATED, ENV_UNREADABLE,
     EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_CWD_UNRESOLVED, EXEC_EXE_TRUNCATED,
-    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING, FORK_SHARES_FILES, MAX_ARGV_LEN,
-    MAX_ENV_LEN, MAX_FILENAME_LEN, RESPONSE_KILLED, RESPONSE_KILL_FAILED, RESPONSE_REFUSED,
+    EXEC_EXE_UNLINKED, EXEC_EXE_UNRESOLVED, EXEC_FILENAME_TRUNCATED, FORK_AS_SIBLING,
+    FORK_SHARES_FILES, MAX_ARGV_LEN, MAX_ENV_LEN, MAX_FILENAME_LEN, RESPONSE_KILLED,
+    RESPONSE_KILL_FAILED, RESPONSE_REFUSED,
 };
 
 use crate::{
@@ -392,7 +393,8 @@ unsafe fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     // end the opener and leave the descriptor in the other's table.
     let files = read_ptr(child, off!(task_files)).unwrap_or(core::ptr::null());
     if !files.is_null() && read_ptr(parent, off!(task_files)).ok() == Some(files) {
-        event.header.flags |= FORK_SHARES_FILES | crate::respond::to_descriptor_sharing(parent_tgid, true);
+        event.header.flags |=
+            FORK_SHARES_FILES | crate::respond::to_descriptor_sharing(parent_tgid, true);
     }
     submit_fixed(&event, EventKind::ProcessFork);
     Ok(())

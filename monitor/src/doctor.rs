@@ -170,15 +170,18 @@ pub fn run_checks(try_load: bool, docker_socket: Option<&std::path::Path>) -> Ve
     });
 
     // How containers will be told apart (`--container-identity auto`).
-    checks.push(match crate::containers::ContainerIdentity::Auto.resolve() {
-        Ok(None) => check("container identity", Status::Ok, "by cgroup (a cgroup v2 hierarchy is mounted)", ""),
-        Ok(Some(host)) => check(
+    let by_mount_namespace = crate::containers::ContainerIdentity::Auto
+        .by_mount_namespace()
+        .then(crate::containers::host_mount_namespace);
+    checks.push(match by_mount_namespace {
+        None => check("container identity", Status::Ok, "by cgroup (a cgroup v2 hierarchy is mounted)", ""),
+        Some(Ok(host)) => check(
             "container identity",
             Status::Ok,
             format!("by mount namespace (no cgroup v2 hierarchy: every cgroup id is its root's; the host's namespace is mnt:[{host}])"),
             "",
         ),
-        Err(e) => check(
+        Some(Err(e)) => check(
             "container identity",
             Status::Warn,
             format!("neither cgroup v2 nor the host's mount namespace: {e:#}"),

@@ -894,14 +894,19 @@ fn with_containers_told_by_mount_namespace_a_steps_containers_are_still_its() {
     d.docker_ok(&["rm", "-f", &hostbox]);
     assert!(output.contains("the container's own file"), "{output}");
     assert!(output.contains(TOKEN), "the token was not read: {output}");
-    assert!(output.contains(&format!("private://registry.npmjs.org/:_authToken={TOKEN}")), "{output}");
+    assert!(
+        output.contains(&format!("private://registry.npmjs.org/:_authToken={TOKEN}")),
+        "{output}"
+    );
     assert!(output.contains("PATH=/usr/local/sbin"), "{output}");
     let mine = agent.findings_through_marker(&runner);
     let steal_name = format!("nssteal-{tag}");
     assert!(
-        by_rule(&mine, "credential-read").iter().any(|f| f["step"]["id"] == "steal"
-            && names_container(f, &steal_name)
-            && f["evidence"]["opened_as"] == "/h/.npmrc"),
+        by_rule(&mine, "credential-read")
+            .iter()
+            .any(|f| f["step"]["id"] == "steal"
+                && names_container(f, &steal_name)
+                && f["evidence"]["opened_as"] == "/h/.npmrc"),
         "the token read in the container, named: {mine:#?}"
     );
     assert!(
@@ -917,9 +922,11 @@ fn with_containers_told_by_mount_namespace_a_steps_containers_are_still_its() {
         "a docker exec into the host's container is the step's that asked: {mine:#?}"
     );
     assert!(
-        by_rule(&mine, "credential-read").iter().any(|f| f["step"]["id"] == "private"
-            && f["container"].is_null()
-            && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
+        by_rule(&mine, "credential-read")
+            .iter()
+            .any(|f| f["step"]["id"] == "private"
+                && f["container"].is_null()
+                && f["evidence"]["path"] == format!("{}/.npmrc", runner.home.display())),
         "the step's own namespace is the step's, in no container: {mine:#?}"
     );
     assert!(
@@ -929,7 +936,9 @@ fn with_containers_told_by_mount_namespace_a_steps_containers_are_still_its() {
     // Told by namespace: the container's records are keyed by it, not by their cgroup.
     let keyed = agent.events().iter().any(|e| {
         e["process"]["container"].as_str().is_some_and(is_hex64)
-            && e["process"]["cgroup_id"].as_u64().is_some_and(|c| c & (1 << 62) != 0)
+            && e["process"]["cgroup_id"]
+                .as_u64()
+                .is_some_and(|c| c & (1 << 62) != 0)
             && e["process"]["mnt_ns"].as_u64().is_some_and(|n| n != 0)
     });
     assert!(keyed, "no container record keyed by its mount namespace");

@@ -415,7 +415,11 @@ fn a_kill_response_refuses_the_open_itself_where_bpf_lsm_is_in_force(agent: &Age
             sibling, "no descriptor\n",
             "killed at the clone: no descriptor ever existed"
         );
-        assert_eq!(responded[0]["rule"], "descriptor-sharing", "{:#}", responded[0]);
+        assert_eq!(
+            responded[0]["rule"], "descriptor-sharing",
+            "{:#}",
+            responded[0]
+        );
         assert_eq!(responded[0]["response"], "killed", "{:#}", responded[0]);
     }
 }

@@ -821,10 +821,14 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     // The sharer waits for its maker's descriptor, then reads every descriptor it can; the
     // maker opens the Worker's environment (its parent's: the step is the Worker's child).
     // clone (x86_64 syscall 56) with CLONE_FILES | SIGCHLD: a fork sharing the table.
-    let share = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
-    let share_py = share.path().join("share.py");
-    std::fs::write(
-        &share_py,
+    let programs = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let program = |name: &str, source: &str| {
+        let path = programs.path().join(name);
+        std::fs::write(&path, source).unwrap();
+        path
+    };
+    let share_py = program(
+        "share.py",
         "import ctypes, os, sys, time\n\
          pid = ctypes.CDLL(None).syscall(56, 0x400 | 17, 0, 0, 0, 0)\n\
          if pid == 0:\n\
@@ -839,8 +843,7 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
          \x20   os._exit(0)\n\
          fd = os.open('/proc/%s/environ' % sys.argv[1], os.O_RDONLY)\n\
          time.sleep(3)\n",
-    )
-    .unwrap();
+    );
     let script = |out: &Path| {
         format!(
             "python3 {} $PPID {} || echo \"maker $?\" >> {}/status\nsleep 2\n",
@@ -851,16 +854,14 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     };
     // Another route to a dying opener's descriptor: pidfd_getfd (x86_64 438) of the Worker's
     // standard input, through a pidfd of it (pidfd_open, 434).
-    let take_py = share.path().join("take.py");
-    std::fs::write(
-        &take_py,
+    let take_py = program(
+        "take.py",
         "import ctypes, sys\n\
          libc = ctypes.CDLL(None, use_errno=True)\n\
          pidfd = libc.syscall(434, int(sys.argv[1]), 0)\n\
          fd = libc.syscall(438, pidfd, 0, 0)\n\
          print('took', fd, ctypes.get_errno())\n",
-    )
-    .unwrap();
+    );
     let take = |out: &Path| {
         format!(
             "python3 {} $PPID > {o}/took.txt || echo \"taker $?\" >> {o}/status\n",
@@ -868,16 +869,14 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
             o = out.display()
         )
     };
-    let twins_py = share.path().join("twins.py");
-    std::fs::write(
-        &twins_py,
+    let twins_py = program(
+        "twins.py",
         "import os, threading, time\n\
          t = threading.Thread(target=time.sleep, args=(1,)); t.start()\n\
          if os.fork() == 0:\n\
          \x20   os._exit(0)\n\
          os.wait(); t.join()\n",
-    )
-    .unwrap();
+    );
     let twins = |out: &Path| {
         format!(
             "python3 {} && echo \"twins 0\" >> {o}/status\n",
@@ -931,10 +930,16 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
         ("share", &script(&out)),
         ("take", &take(&out)),
         ("twins", &twins(&out)),
-        ("after", &format!("echo alive >> {}/status\n", out.display())),
+        (
+            "after",
+            &format!("echo alive >> {}/status\n", out.display()),
+        ),
     ]);
     let status = statuses(&out);
-    assert!(status.contains("maker 137"), "the maker was killed: {status}");
+    assert!(
+        status.contains("maker 137"),
+        "the maker was killed: {status}"
+    );
     assert!(
         !read(&out.join("shared.txt")).contains(CANARY_ENV),
         "the sharer read the Worker's environment"
@@ -943,8 +948,14 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     for alive in ["twins 0", "alive"] {
         assert!(status.contains(alive), "{alive}: {status}");
     }
-    assert!(status.contains("taker 137"), "the taker was killed: {status}");
-    assert!(read(&out.join("took.txt")).is_empty(), "it took a descriptor");
+    assert!(
+        status.contains("taker 137"),
+        "the taker was killed: {status}"
+    );
+    assert!(
+        read(&out.join("took.txt")).is_empty(),
+        "it took a descriptor"
+    );
     let findings = agent.wait_for_findings("the kills", |all| responded(&runner, all).len() >= 2);
     let kills = responded(&runner, &findings);
     assert_eq!(kills.len(), 2, "{kills:#?}");

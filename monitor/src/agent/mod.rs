@@ -285,9 +285,12 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
     let mut table = ProcessTable::new(clock_ticks_per_second(), options.max_processes);
     table.seed(read_proc(std::path::Path::new("/proc")));
     log::info!("process table seeded with {} processes", table.len());
-    let by_mount_namespace = options.container_identity.resolve()?;
-    match by_mount_namespace {
-        Some(host) => log::info!(
+    // The host's mount namespace: a program executed in it is no container's first program;
+    // by it, containers are told apart on hosts whose cgroup ids cannot.
+    let host_mnt_ns = crate::containers::host_mount_namespace();
+    let by_mount_namespace = options.container_identity.by_mount_namespace();
+    match (&host_mnt_ns, by_mount_namespace) {
+        (Ok(host), true) => log::info!(
             "containers are told apart by mount namespace (the host's is mnt:[{host}]): {}",
             if options.container_identity == crate::containers::ContainerIdentity::Auto {
                 "no cgroup v2 hierarchy is mounted, so every cgroup id is its root's"
@@ -295,7 +298,11 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                 "as configured"
             }
         ),
-        None => log::info!("containers are told apart by cgroup"),
+        (Err(e), true) => anyhow::bail!("{e:#}: containers cannot be told apart by it"),
+        (Ok(_), false) => log::info!("containers are told apart by cgroup"),
+        (Err(e), false) => log::warn!(
+            "containers are told apart by cgroup; {e:#}: a container's first program is taken as it comes"
+        ),
     }
     let enricher = Enricher::new(table, WallClock::now())
         .with_pth_reader(pth_has_executable_lines)
@@ -322,15 +329,14 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         )
         .with_dns_answers_checked(crate::probes::dns_answers_checked(&probes.report));
-    let enricher = match by_mount_namespace {
-        Some(host) => enricher.with_containers_by_mount_namespace(host),
-        None => match crate::containers::host_mount_namespace() {
-            Ok(host) => enricher.with_host_mount_namespace(host),
-            Err(e) => {
-                log::warn!("{e:#}: a container's first program is taken as it comes");
-                enricher
-            }
-        },
+    let enricher = match host_mnt_ns {
+        Ok(host) => enricher.with_host_mount_namespace(host),
+        Err(_) => enricher,
+    };
+    let enricher = if by_mount_namespace {
+        enricher.with_containers_by_mount_namespace()
+    } else {
+        enricher
     };
 
     let output: Box<dyn Write + Send> = match &options.events {

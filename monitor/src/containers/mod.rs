@@ -179,18 +179,13 @@ pub enum ContainerIdentity {
 }
 
 impl ContainerIdentity {
-    /// What this comes to here: the host's mount namespace when containers are told by
-    /// namespace, None when by cgroup.
-    pub fn resolve(self) -> anyhow::Result<Option<u32>> {
-        let by_namespace = match self {
+    /// Whether this comes to telling containers by mount namespace here.
+    pub fn by_mount_namespace(self) -> bool {
+        match self {
             ContainerIdentity::Cgroup => false,
             ContainerIdentity::MountNamespace => true,
             ContainerIdentity::Auto => crate::enforce::cgroup2_root().is_err(),
-        };
-        if !by_namespace {
-            return Ok(None);
         }
-        host_mount_namespace().map(Some)
     }
 }
 

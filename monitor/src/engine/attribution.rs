@@ -164,10 +164,7 @@ impl Engine {
             // Now in a container's own view of the file system (the runtime's child, forked
             // on the host, executing the container's program): the container's from here on.
             if e.process.in_container_view {
-                let proc = self.procs.get_mut(&key).expect("checked");
-                if proc.container != e.process.container {
-                    proc.container = e.process.container.clone();
-                }
+                self.procs.get_mut(&key).expect("checked").container = e.process.container.clone();
             }
             if let Detail::Exec { env, .. } = &e.detail {
                 let runner_own = self.stays_runner_own(job, e);

@@ -144,10 +144,10 @@ pub struct Enricher {
     /// Each container's own file system view: the mount namespace its first program ran in
     /// (`ProcessInfo::in_container_view`).
     container_views: HashMap<String, u32>,
-    /// Containers told apart by mount namespace instead of cgroup (the host's namespace
-    /// given): hosts with no cgroup v2 hierarchy, where every record's cgroup id is the
-    /// unified root's (`mount_namespace_key`).
-    containers_by_mount_namespace: Option<u32>,
+    /// Containers told apart by mount namespace instead of cgroup: hosts with no cgroup v2
+    /// hierarchy, where every record's cgroup id is the unified root's
+    /// (`mount_namespace_key`, against `host_mnt_ns`).
+    containers_by_mount_namespace: bool,
     /// The host's mount namespace (0: unknown): a program executed in it is not a container's
     /// own, whatever cgroup it is in (a runtime's `runc init`, put in the container's cgroup
     /// before it executed, when it is slow).
@@ -257,7 +257,7 @@ impl Enricher {
             daemon_cgroups: HashSet::new(),
             process_containers: HashMap::new(),
             container_views: HashMap::new(),
-            containers_by_mount_namespace: None,
+            containers_by_mount_namespace: false,
             host_mnt_ns: 0,
             new_containers: Vec::new(),
             to_describe: HashMap::new(),
@@ -276,21 +276,20 @@ impl Enricher {
         self
     }
 
-    /// Names the runtime sockets the kernel was given, in the order of their numbers.
-    /// Tell containers apart by their mount namespace, the host's being `host_mnt_ns` (see
-    /// `mount_namespace_key`).
-    pub fn with_containers_by_mount_namespace(mut self, host_mnt_ns: u32) -> Self {
-        self.containers_by_mount_namespace = Some(host_mnt_ns);
-        self.host_mnt_ns = host_mnt_ns;
-        self
-    }
-
     /// The host's mount namespace (`host_mnt_ns`).
     pub fn with_host_mount_namespace(mut self, host_mnt_ns: u32) -> Self {
         self.host_mnt_ns = host_mnt_ns;
         self
     }
 
+    /// Tell containers apart by their mount namespace (see `mount_namespace_key`), the host's
+    /// being the one `with_host_mount_namespace` gave.
+    pub fn with_containers_by_mount_namespace(mut self) -> Self {
+        self.containers_by_mount_namespace = true;
+        self
+    }
+
+    /// Names the runtime sockets the kernel was given, in the order of their numbers.
     pub fn with_runtime_sockets(mut self, names: Vec<String>) -> Self {
         self.runtime_sockets = names;
         self
@@ -475,7 +474,7 @@ impl Enricher {
 
     /// With containers told by mount namespace, `cgroup_id` is the host's namespace's key.
     fn is_the_hosts_namespace(&self, cgroup_id: u64) -> bool {
-        self.containers_by_mount_namespace.is_some() && cgroup_id & MOUNT_NAMESPACE_KEY == 0
+        self.containers_by_mount_namespace && cgroup_id & MOUNT_NAMESPACE_KEY == 0
     }
 
     /// The runtime daemon `key` descends from, the nearest (its process table ancestry, bounded):
@@ -829,9 +828,10 @@ impl Enricher {
 
     /// Enriches one kernel record; `None` for records that only complete a later one (env).
     pub fn enrich(&mut self, mut event: KernelEvent) -> Option<Event> {
-        if let Some(host) = self.containers_by_mount_namespace {
+        if self.containers_by_mount_namespace {
             let header = event.header_mut();
-            header.cgroup_id = mount_namespace_key(header.mnt_ns, header.mnt_ns_id, host);
+            header.cgroup_id =
+                mount_namespace_key(header.mnt_ns, header.mnt_ns_id, self.host_mnt_ns);
         }
         let header = event.header().clone();
         // A refused exec (BPF-LSM `bprm_check_security`) names the program it would have run,
@@ -1676,7 +1676,8 @@ mod tests {
             14 => format!("4:memory:/docker/{OTHER}\n0::/\n"),
             _ => "4:memory:/system.slice/runner.service\n0::/\n".to_string(),
         })
-        .with_containers_by_mount_namespace(100);
+        .with_host_mount_namespace(100)
+        .with_containers_by_mount_namespace();
         let seen = |e: &mut Enricher, tgid: u32, mnt_ns: u32, mnt_ns_id: u64| {
             e.enrich(exec_in_namespace(tgid, 1, 1, mnt_ns, mnt_ns_id))
                 .unwrap()
