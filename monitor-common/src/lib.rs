@@ -763,6 +763,16 @@ pub const PAIRS_SUFFIXES: u32 = 2;
 pub const PAIRS_PARENTS: u32 = 3;
 pub const WATCH_PAIRS_WORDS: u32 = 4 * PAIR_SECTION_WORDS;
 
+/// The bit of `PAIRS_NAMES` for a name: exact names are known whole, so their bit folds the
+/// first pair (`b0 | b1 << 8`, `b1` 0 for a one-byte name) with the last pair (`last |
+/// second_last << 8`, the byte itself for a one-byte name) and the length. A first pair alone
+/// let through every name sharing a watched name's first two bytes (`config.h`, `constants.rs`
+/// and `configure` all passed for `config`; the bench's `unwatched.txt` for
+/// `unprivileged_bpf_disabled`), each then paying a name read and a hash lookup.
+pub const fn name_filter_key(first: u32, last: u32, len: u32) -> u32 {
+    (first.wrapping_mul(0x9e37) ^ last.wrapping_mul(0x2c1b) ^ len.wrapping_mul(0x7f4b)) & 0xffff
+}
+
 /// Size of a watch-map key: a file or directory name, NUL padded. Longer names are cut.
 pub const NAME_KEY_LEN: usize = 64;
 /// Suffix keys hold the last bytes of a name, reversed, so a longest-prefix-match trie finds them.
@@ -892,6 +902,10 @@ pub struct KernelOffsets {
     /// `mnt_namespace.ns.ns_id` (6.18+) or `mnt_namespace.seq` (the header's `mnt_ns_id`);
     /// 0: neither (the header says 0).
     pub mnt_ns_unique: u32,
+    /// Where a dentry keeps a short name in place (`d_shortname`, 6.14+; `d_iname` before):
+    /// the open filter takes a short name's first and last bytes from the same read as the
+    /// dentry's parent and name (monitor-ebpf open.rs). 0: not in BTF (read separately).
+    pub dentry_d_iname: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -937,7 +951,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 128);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 74 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 75 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

@@ -7,9 +7,15 @@
 //! (`unix_stream_connect` copies it), so its dentry's inode is the socket file's, whatever name
 //! or mount the client connected through.
 //!
+//! Where the egress hooks are attached (`EGRESS_HOOKS_ON`, the usual case), an IPv4/IPv6
+//! connect(2) costs its entry a mark on the thread's in-flight slot (`InFlightConnect`): the
+//! hook builds the record there from the destination it is given (egress.rs), and the exit adds
+//! the result and sends it. No user memory is read and no hash map is touched for it. Without
+//! the hooks, the entry copies the `sockaddr` and the exit builds the record from it.
+//!
 //! Kernel contract: `syscalls/sys_enter_connect` record: `fd` at 16, `uservaddr` at 24, `addrlen`
 //! at 32 (each 8 bytes wide); `syscalls/sys_exit_connect`: `ret` at 16. The socket type comes from
-//! `file->private_data` (a `struct socket`, `type` field) of the descriptor.
+//! `file->private_data` (a `struct socket`, `type` field) of the descriptor (without the hooks).
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -24,9 +30,11 @@ use monitor_common::{
 use crate::{
     kernel::{
         count_error, current_task, event_scratch, file_of_fd, fill_header, is_agent, off,
-        offsets_present, read, read_ptr, submit,
+        offsets_present, read, read_ptr, submit, tracepoint_word,
     },
-    PendingConnect, PENDING_CONNECTS, RUNTIME_SOCKETS, RUNTIME_SOCKETS_ON,
+    InFlightConnect, PendingConnect, CONNECTS_IN_FLIGHT, CONNECT_ENTERED, CONNECT_RECORDED,
+    CONNECT_SLOTS, CONNECT_UNIX_PENDING, EGRESS_HOOKS_ON, PENDING_CONNECTS, RUNTIME_SOCKETS,
+    RUNTIME_SOCKETS_ON,
 };
 
 const AF_UNIX: u16 = 1;
@@ -44,9 +52,45 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if is_agent((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let fd = ctx.read_at::<u64>(16).map_err(|e| e as i64)? as i32;
-    let uaddr = ctx.read_at::<u64>(24).map_err(|e| e as i64)?;
-    let addr_len = ctx.read_at::<u64>(32).map_err(|e| e as i64)? as u32;
+    let fd = tracepoint_word(ctx, 16) as i32;
+    let uaddr = tracepoint_word(ctx, 24);
+    let tid = pid_tgid as u32;
+    if egress_hooks_on() {
+        // The hook sees the destination (egress.rs): only mark the thread, and look at the
+        // family only when a unix connect could reach a runtime's socket.
+        let unix = watching_runtime_sockets()
+            && match family_at(uaddr) {
+                Ok(family) => family == AF_UNIX,
+                Err(_) => {
+                    count_error(EventKind::NetConnect);
+                    false
+                }
+            };
+        if let Some(slot) = in_flight_slot(tid) {
+            (*slot).tid = tid;
+            (*slot).fd = fd;
+            (*slot).state = if unix {
+                CONNECT_UNIX_PENDING
+            } else {
+                CONNECT_ENTERED
+            };
+        }
+        if unix {
+            let mut pending = PendingConnect {
+                fd,
+                addr_len: 0,
+                sockaddr: [0; 28],
+                blocked: 0,
+                via: CONNECT_VIA_SYSCALL as u32,
+            };
+            pending.sockaddr[0..2].copy_from_slice(&AF_UNIX.to_ne_bytes());
+            PENDING_CONNECTS
+                .insert(&tid, &pending, 0)
+                .map_err(|e| e as i64)?;
+        }
+        return Ok(());
+    }
+    let addr_len = tracepoint_word(ctx, 32) as u32;
     let mut pending = PendingConnect {
         fd,
         addr_len,
@@ -55,21 +99,13 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         via: CONNECT_VIA_SYSCALL as u32,
     };
     // Read the family first: most connects on a build machine are AF_UNIX, skip them cheaply.
-    // A read fails on a bad pointer, and also on memory the process has not touched yet (a
-    // file mapping whose page is not mapped: the syscall's own copy faults it in, this read
-    // may not). Counted; the egress hook (egress.rs) still reports an IPv4/IPv6 destination.
-    let mut family = 0u16;
-    let ret = bpf_probe_read_user((&raw mut family).cast(), 2, uaddr as *const _);
-    if ret < 0 {
-        return Err(ret);
-    }
+    let family = family_at(uaddr)?;
     let copy_len = match family {
         AF_INET => 16u32,
         AF_INET6 => 28u32,
         AF_UNIX if watching_runtime_sockets() => {
             // Only the family: the socket it reaches is read at the exit, by identity.
             pending.sockaddr[0..2].copy_from_slice(&family.to_ne_bytes());
-            let tid = pid_tgid as u32;
             PENDING_CONNECTS
                 .insert(&tid, &pending, 0)
                 .map_err(|e| e as i64)?;
@@ -88,11 +124,36 @@ unsafe fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if ret < 0 {
         return Err(ret);
     }
-    let tid = pid_tgid as u32;
     PENDING_CONNECTS
         .insert(&tid, &pending, 0)
         .map_err(|e| e as i64)?;
     Ok(())
+}
+
+/// The address family of the `sockaddr` a process gave. A read fails on a bad pointer, and also
+/// on memory the process has not touched yet (a file mapping whose page is not mapped: the
+/// syscall's own copy faults it in, this read may not). Counted; the egress hook (egress.rs)
+/// still reports an IPv4/IPv6 destination.
+#[inline(always)]
+unsafe fn family_at(uaddr: u64) -> Result<u16, i64> {
+    let mut family = 0u16;
+    let ret = bpf_probe_read_user((&raw mut family).cast(), 2, uaddr as *const _);
+    if ret < 0 {
+        return Err(ret);
+    }
+    Ok(family)
+}
+
+/// Whether every egress hook is attached (egress.rs reports connect(2) then).
+#[inline(always)]
+pub fn egress_hooks_on() -> bool {
+    EGRESS_HOOKS_ON.get(0).is_some_and(|on| *on != 0)
+}
+
+/// The in-flight slot of thread `tid` (see `InFlightConnect`).
+#[inline(always)]
+pub fn in_flight_slot(tid: u32) -> Option<*mut InFlightConnect> {
+    CONNECTS_IN_FLIGHT.get_ptr_mut(tid & (CONNECT_SLOTS - 1))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
@@ -105,6 +166,31 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
+    let ret = tracepoint_word(ctx, 16) as i64;
+    if egress_hooks_on() {
+        let Some(slot) = in_flight_slot(tid) else {
+            return Ok(());
+        };
+        if (*slot).tid != tid {
+            return Ok(());
+        }
+        (*slot).tid = 0;
+        match (*slot).state {
+            CONNECT_RECORDED => {
+                (*slot).record.result = ret as i32;
+                submit(
+                    (&raw mut (*slot).record).cast(),
+                    core::mem::size_of::<ConnectEvent>(),
+                    EventKind::NetConnect,
+                );
+                return Ok(());
+            }
+            CONNECT_UNIX_PENDING => {}
+            // Refused before the hook (a bad address, a socket already connected), or not an
+            // IPv4/IPv6 socket: nothing left the machine.
+            _ => return Ok(()),
+        }
+    }
     let Some(pending) = PENDING_CONNECTS.get_ptr(&tid) else {
         return Ok(());
     };
@@ -113,7 +199,6 @@ unsafe fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if !offsets_present() {
         return Ok(());
     }
-    let ret = ctx.read_at::<i64>(16).map_err(|e| e as i64)?;
     let task = current_task();
     let sa = pending.sockaddr;
     if u16::from_ne_bytes([sa[0], sa[1]]) == AF_UNIX {

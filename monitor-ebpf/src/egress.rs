@@ -12,9 +12,10 @@
 //! attach below the root still run.
 //!
 //! What is reported, so a stream is one record and `connect(2)` is not reported twice:
-//! - a connect inside `connect(2)` (its thread has a matching `PENDING_CONNECTS` entry) is left
-//!   to the syscall's exit (connect.rs), which knows the result; a refusal here is marked on the
-//!   entry, so that record says `blocked`;
+//! - a connect inside `connect(2)` (connect.rs marked its thread's in-flight slot at the
+//!   syscall's entry) is built here, in that slot, and sent by the syscall's exit, which adds
+//!   the result; without every hook attached the entry copies the address instead
+//!   (`PENDING_CONNECTS`) and a refusal here is marked on that entry;
 //! - anything else once per socket and destination (`EGRESS_SEEN`, LRU).
 
 use aya_ebpf::{
@@ -23,14 +24,16 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use monitor_common::{
-    ConnectEvent, EgressSeenKey, EventHeader, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER,
-    CONNECT_VIA_PING, CONNECT_VIA_SEND, SOCK_DGRAM, SOCK_STREAM,
+    ConnectEvent, EgressSeenKey, EventKind, AF_INET, AF_INET6, CONNECT_VIA_OTHER, CONNECT_VIA_PING,
+    CONNECT_VIA_SEND, CONNECT_VIA_SYSCALL, SOCK_DGRAM, SOCK_STREAM,
 };
 
 use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
+    connect::{egress_hooks_on, in_flight_slot},
     kernel::{current_task, event_scratch, fill_header, is_agent, offsets_present, submit},
-    DNS_SOCKET_OWNERS, EGRESS_SEEN, PENDING_CONNECTS, TLS_SOCKET_OWNERS,
+    InFlightConnect, CONNECT_ENTERED, CONNECT_RECORDED, DNS_SOCKET_OWNERS, EGRESS_SEEN,
+    PENDING_CONNECTS, TLS_SOCKET_OWNERS,
 };
 
 const ALLOW: i32 = 1;
@@ -188,22 +191,27 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
     let Some(scratch) = event_scratch() else {
         return verdict;
     };
+    let event = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<ConnectEvent>();
+    // The header is built once, on first need: the socket's owner and the record share it.
+    let mut header_built = false;
+    let header = unsafe { &raw mut (*event).header };
+    let sock_type = unsafe { (*ctx.sock_addr).type_ };
     if dest.port == 53 {
         // Its questions and answers are captured as packets (dns_question.rs, dns_answer.rs),
         // where the sender is not known.
-        let owner = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<EventHeader>();
         unsafe {
-            fill_header(owner, EventKind::NetDns, current_task());
-            let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
+            fill_header(header, EventKind::NetDns, current_task());
+            let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &*header, 0);
         }
-    } else if via != CONNECT_VIA_SEND && unsafe { (*ctx.sock_addr).type_ } == SOCK_STREAM as u32 {
+        header_built = true;
+    } else if via != CONNECT_VIA_SEND && sock_type == SOCK_STREAM as u32 {
         // Its first TLS hello is read as a packet (dns_question.rs), where the sender is not
         // known either.
-        let owner = unsafe { (*scratch).bytes.as_mut_ptr() }.cast::<EventHeader>();
         unsafe {
-            fill_header(owner, EventKind::NetTls, current_task());
-            let _ = TLS_SOCKET_OWNERS.insert(&socket_cookie, &*owner, 0);
+            fill_header(header, EventKind::NetTls, current_task());
+            let _ = TLS_SOCKET_OWNERS.insert(&socket_cookie, &*header, 0);
         }
+        header_built = true;
     }
     let key = EgressSeenKey {
         socket_cookie,
@@ -212,32 +220,60 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         family: dest.family,
         _pad0: 0,
     };
-    let asked = Destination {
-        port: asked_port,
-        ..dest
-    };
-    if via != CONNECT_VIA_SEND && inside_connect_syscall(pid_tgid as u32, &asked, refused, ping) {
-        if ping {
-            let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
+    if via != CONNECT_VIA_SEND {
+        // Inside connect(2): the record waits in the thread's slot for the syscall's result.
+        if let Some(slot) = connect_syscall_slot(pid_tgid as u32) {
+            unsafe {
+                if !header_built {
+                    fill_header(header, EventKind::NetConnect, current_task());
+                }
+                let record = &raw mut (*slot).record;
+                (*record).header = *header;
+                (*record).header.kind = EventKind::NetConnect as u32;
+                (*record).fd = (*slot).fd;
+                (*record).result = 0;
+                (*record).family = dest.family;
+                (*record).sock_type = sock_type as u16;
+                (*record).port = dest.port;
+                (*record).via = if ping {
+                    CONNECT_VIA_PING
+                } else {
+                    CONNECT_VIA_SYSCALL
+                };
+                (*record).blocked = refused as u8;
+                (*record).addr = dest.addr;
+                (*slot).state = CONNECT_RECORDED;
+            }
+            if ping {
+                let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
+            }
+            return verdict;
         }
-        return verdict;
+        let asked = Destination {
+            port: asked_port,
+            ..dest
+        };
+        if inside_connect_syscall(pid_tgid as u32, &asked, refused, ping) {
+            if ping {
+                let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
+            }
+            return verdict;
+        }
     }
     if EGRESS_SEEN.get_ptr(&key).is_some() {
         return verdict;
     }
     let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
     unsafe {
-        let event = (*scratch).bytes.as_mut_ptr().cast::<ConnectEvent>();
-        fill_header(
-            &raw mut (*event).header,
-            EventKind::NetConnect,
-            current_task(),
-        );
+        if !header_built {
+            fill_header(header, EventKind::NetConnect, current_task());
+        }
+        (*event).header.kind = EventKind::NetConnect as u32;
         (*event).fd = -1;
         // EPERM, as the process sees it; otherwise not known here.
         (*event).result = if refused { -1 } else { 0 };
         (*event).family = dest.family;
-        (*event).sock_type = (*ctx.sock_addr).type_ as u16;
+        (*event).sock_type = sock_type as u16;
         (*event).port = dest.port;
         (*event).via = via;
         (*event).blocked = refused as u8;
@@ -249,6 +285,17 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         );
     }
     verdict
+}
+
+/// The in-flight slot of thread `tid` when it is inside connect(2) and its destination is not
+/// recorded yet (connect.rs marked it at the syscall's entry).
+#[inline(always)]
+fn connect_syscall_slot(tid: u32) -> Option<*mut InFlightConnect> {
+    if !egress_hooks_on() {
+        return None;
+    }
+    let slot = in_flight_slot(tid)?;
+    unsafe { ((*slot).tid == tid && (*slot).state == CONNECT_ENTERED).then_some(slot) }
 }
 
 #[cgroup_sock_addr(connect4)]

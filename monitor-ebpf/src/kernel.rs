@@ -38,6 +38,16 @@ pub fn config() -> ProbeConfig {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG) }
 }
 
+/// The 8-byte word at `offset` of a tracepoint's record, read in place: the context is the
+/// record, and a direct load (checked by the verifier against the record's size) costs no
+/// helper call, where `TracePointContext::read_at` makes one. Every syscall tracepoint's hot
+/// path reads its arguments or result this way.
+#[inline(always)]
+pub fn tracepoint_word(ctx: &aya_ebpf::programs::TracePointContext, offset: usize) -> u64 {
+    use aya_ebpf::EbpfContext as _;
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<u64>()) }
+}
+
 #[inline(always)]
 pub fn is_agent(tgid: u32) -> bool {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.agent_tgid) == tgid }
@@ -344,14 +354,23 @@ pub unsafe fn file_of_fd(task: *const u8, fd: i64) -> Result<*const u8, i64> {
         return Err(-1);
     }
     let files = read_ptr(task, off!(task_files))?;
-    let fdt = read_ptr(files, off!(files_fdt))?;
     // `struct fdtable` starts `{ unsigned int max_fds; struct file **fd; ...}` on every kernel
     // this agent loads on: one read of both (each read is a helper call, and every open of the
-    // tracepoint tier pays for this), else two.
+    // tracepoint tier pays for this), else two. A process with few descriptors uses the table
+    // embedded in `files_struct` right after the `fdt` pointer (`fdtab`): one read of 24 bytes
+    // gives the pointer and, when it points just past itself, the table too. Only the pointer's
+    // value is trusted for that, not a layout: the table is where it points.
     let (max_fds, fd_array) = if off!(fdt_max_fds) == 0 && off!(fdt_fd) == 8 {
-        let words = read::<[u64; 2]>(fdt, 0)?;
-        (words[0] as u32, words[1] as *const u8)
+        let words = read::<[u64; 3]>(files, off!(files_fdt))?;
+        let fdt = words[0] as *const u8;
+        if fdt as u64 == files as u64 + off!(files_fdt) as u64 + 8 {
+            (words[1] as u32, words[2] as *const u8)
+        } else {
+            let table = read::<[u64; 2]>(fdt, 0)?;
+            (table[0] as u32, table[1] as *const u8)
+        }
     } else {
+        let fdt = read_ptr(files, off!(files_fdt))?;
         (
             read::<u32>(fdt, off!(fdt_max_fds))?,
             read_ptr(fdt, off!(fdt_fd))?,

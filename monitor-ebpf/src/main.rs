@@ -33,9 +33,9 @@ use aya_ebpf::{
     },
 };
 use monitor_common::{
-    AffixKey, Allow4Data, Allow6Data, DnsAskedKey, EgressSeenKey, EventHeader, InodeKey, JobEntry,
-    KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, ProcessLosses, TamperEvent,
-    TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS, JOB_SLOTS,
+    AffixKey, Allow4Data, Allow6Data, ConnectEvent, DnsAskedKey, EgressSeenKey, EventHeader,
+    InodeKey, JobEntry, KernelOffsets, NameHashKey, NameKey, PortSet, ProbeConfig, ProcessLosses,
+    TamperEvent, TamperSeenKey, ENV_SCAN_LEN, EVENT_SCRATCH_LEN, GUARDED_SLOTS, JOB_SLOTS,
     LOSSES_BY_PROCESS_SLOTS, LOSS_SLOTS, TAMPER_LOG_SLOTS, WATCH_INODE_SLOTS, WATCH_PAIRS_WORDS,
     WATCH_SOURCE_SLOTS, WATCH_SUBTREE_SLOTS,
 };
@@ -173,6 +173,37 @@ static RUNTIME_SOCKETS: HashMap<InodeKey, u32> = HashMap::with_max_entries(16, 0
 static RUNTIME_SOCKETS_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static PENDING_CONNECTS: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(8192, 0);
+
+/// A thread inside `connect(2)` while the egress hooks are attached (`EGRESS_HOOKS_ON`), in the
+/// slot of its thread id's low bits: connect.rs marks it at the syscall's entry, egress.rs
+/// builds the record there when the destination is seen, and the syscall's exit adds the
+/// result and sends it. An array, not a hash: every connect pays for this, and an array slot
+/// costs no insert, delete or lock. Two threads in connect(2) at once whose ids share the low
+/// bits take the same slot: the hook then finds another thread's mark and reports the connect
+/// at once as one outside connect(2) (no result): seen either way, never lost.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InFlightConnect {
+    /// The thread, 0 when the slot is free.
+    pub tid: u32,
+    /// `CONNECT_ENTERED`, `CONNECT_RECORDED` (the record below is built) or
+    /// `CONNECT_UNIX_PENDING` (a unix connect in `PENDING_CONNECTS`).
+    pub state: u32,
+    pub fd: i32,
+    pub _pad0: u32,
+    pub record: ConnectEvent,
+}
+pub const CONNECT_ENTERED: u32 = 1;
+pub const CONNECT_RECORDED: u32 = 2;
+pub const CONNECT_UNIX_PENDING: u32 = 3;
+pub const CONNECT_SLOTS: u32 = 8192;
+#[map]
+static CONNECTS_IN_FLIGHT: Array<InFlightConnect> = Array::with_max_entries(CONNECT_SLOTS, 0);
+/// Entry 0 is non-zero once the agent attached every egress hook (egress.rs): connect(2) is
+/// then reported from the hook (the syscall's entry only marks the thread), else from the
+/// syscall's entry and exit alone.
+#[map]
+static EGRESS_HOOKS_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Sockets and destinations egress.rs has reported (a UDP stream is one record). LRU: bounded,
 /// the oldest forgotten first (a forgotten one is reported again, never missed).

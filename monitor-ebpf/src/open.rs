@@ -17,7 +17,7 @@
 //! agent, and only a match pays for the full path walk and a ring-buffer record.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_pid_tgid,
+    helpers::generated::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::{fentry, lsm, map, raw_tracepoint, tracepoint},
     maps::PerCpuArray,
     programs::{FEntryContext, LsmContext, RawTracePointContext, TracePointContext},
@@ -33,7 +33,7 @@ use monitor_common::{
 use crate::{
     kernel::{
         add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
-        is_agent, off, offsets_present, read, read_ptr, submit,
+        is_agent, off, offsets_present, opaque, read, read_ptr, submit, tracepoint_word,
     },
     path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SOURCES, WATCH_SOURCES_ON,
     WATCH_SUBTREES, WATCH_SUBTREES_ON,
@@ -50,7 +50,7 @@ const IORING_OP_OPENAT2: u8 = 28;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    let ret = tracepoint_word(&ctx, 16) as i64;
     if ret >= 0 {
         if unsafe { try_open_fd(ret, 0) }.is_err() {
             count_error(EventKind::FileOpen);
@@ -145,16 +145,14 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         return Ok(0);
     }
     let task = current_task();
-    let f_mode = read::<u32>(file, off!(file_f_mode))?;
+    let windows = OPEN_WINDOWS.get_ptr_mut(0).ok_or(-1i64)?;
+    let (f_mode, dentry, inode) = file_fields(file, windows)?;
     let access = if f_mode & FMODE_WRITE != 0 {
         WATCH_WRITE
     } else {
         WATCH_READ
     };
     let f_path = file.wrapping_add(off!(file_f_path));
-    let dentry = read_ptr(f_path, off!(path_dentry))?;
-
-    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
     let ino = read::<u64>(inode, off!(inode_i_ino)).unwrap_or(0);
     // The inode's own file system (see `inode_i_sb`), not the path's.
     let device = || {
@@ -173,7 +171,7 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         core::ptr::write_volatile(field, 0);
     }
     core::ptr::write_volatile(&raw mut (*facts).writes, (access == WATCH_WRITE) as u32);
-    watch_match(dentry, access, tgid, pid_tgid as u32, facts)?;
+    watch_match(dentry, access, tgid, pid_tgid as u32, facts, windows)?;
     if access == WATCH_WRITE {
         if let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) {
             match_subtree(parent, matched_at);
@@ -264,15 +262,18 @@ unsafe fn watch_match(
     tgid: u32,
     tid: u32,
     facts: *mut respond::OpenFacts,
+    windows: *mut OpenWindows,
 ) -> Result<(), i64> {
     let matched = &raw mut (*facts).matched;
     let proc_kind_at = &raw mut (*facts).proc_kind;
-    let (parent, len, name) = dentry_parent_and_name(dentry)?;
-    watch::match_name(name, len, access, matched, proc_kind_at)?;
+    let own = dentry_window(dentry, (*windows).dentry.as_mut_ptr().cast())?;
+    watch::match_name_with(own.name, own.len, own.pairs, access, matched, proc_kind_at)?;
 
     // The parent directory's name (~/.ssh/*, .github/workflows/*, ...).
-    let (parent_len, parent_name) = dentry_name(parent)?;
-    watch::match_parent(parent_name, parent_len, access, matched)?;
+    let parent = own.parent;
+    let up = dentry_window(parent, (*windows).parent.as_mut_ptr().cast())?;
+    let (parent_len, parent_name) = (up.len, up.name);
+    watch::match_parent_with(parent_name, parent_len, up.pairs, access, matched)?;
 
     // /proc/<pid>/{mem,environ,maps} of another process: always sent, whatever the access.
     // Whose it is, by identity where the layout allows: a /proc directory's name is a pid in
@@ -433,6 +434,126 @@ fn inode_bit_set(ino: u64) -> bool {
         Some(bits) => (*bits >> (low & 31)) & 1 != 0,
         None => true,
     }
+}
+
+/// Per-CPU room for the reads every open makes (`file_fields`, `dentry_window`): one read
+/// each of a stretch of `struct file` and of the opened dentry and its parent, where the fields
+/// sit together, instead of one helper call per field. Every open of every process pays for
+/// these reads, so their number is the filter's cost.
+#[repr(C)]
+pub struct OpenWindows {
+    file: [u64; FILE_WINDOW / 8],
+    dentry: [u64; DENTRY_WINDOW / 8],
+    parent: [u64; DENTRY_WINDOW / 8],
+}
+const FILE_WINDOW: usize = 96;
+const DENTRY_WINDOW: usize = 64;
+#[map]
+static OPEN_WINDOWS: PerCpuArray<OpenWindows> = PerCpuArray::with_max_entries(1, 0);
+
+/// An opened file's `f_mode`, `f_path.dentry` and `f_inode` (null when unreadable): one read
+/// where the three lie within `FILE_WINDOW` bytes (every kernel this agent knows: 5.x keeps
+/// them within 56 bytes, 6.x within 72), else three. The offsets are constants to the
+/// verifier (read-only data), so it checks only the branch this kernel takes, with constant
+/// indexes into the window.
+#[inline(always)]
+unsafe fn file_fields(
+    file: *const u8,
+    windows: *mut OpenWindows,
+) -> Result<(u32, *const u8, *const u8), i64> {
+    let mode_at = off!(file_f_mode);
+    let dentry_at = off!(file_f_path) + off!(path_dentry);
+    let inode_at = off!(file_f_inode);
+    let low = mode_at.min(dentry_at).min(inode_at) & !7;
+    let high = (mode_at + 4).max(dentry_at + 8).max(inode_at + 8);
+    if high - low <= FILE_WINDOW && mode_at % 4 == 0 && dentry_at % 8 == 0 && inode_at % 8 == 0 {
+        let window = (*windows).file.as_mut_ptr().cast::<u8>();
+        let ret = bpf_probe_read_kernel(
+            window.cast(),
+            FILE_WINDOW as u32,
+            file.wrapping_add(low).cast(),
+        );
+        if ret < 0 {
+            return Err(ret);
+        }
+        return Ok((
+            *window.add(mode_at - low).cast::<u32>(),
+            *window.add(dentry_at - low).cast::<*const u8>(),
+            *window.add(inode_at - low).cast::<*const u8>(),
+        ));
+    }
+    let f_mode = read::<u32>(file, mode_at)?;
+    let dentry = read_ptr(file, dentry_at)?;
+    let inode = read_ptr(file, inode_at).unwrap_or(core::ptr::null());
+    Ok((f_mode, dentry, inode))
+}
+
+/// What the open filter needs of a dentry.
+struct DentryFacts {
+    parent: *const u8,
+    len: u32,
+    name: *const u8,
+    /// The name's first and last two bytes (`watch::first_pair`, `watch::last_pair`), when
+    /// they came with the same read (a short name kept in the dentry itself).
+    pairs: Option<(u32, u32)>,
+}
+
+/// A dentry's parent and name, and a short name's first and last bytes, from one read of
+/// `DENTRY_WINDOW` bytes from `d_parent` on: `d_name` follows `d_parent` in every kernel since
+/// 2.6, and the in-place name (`d_iname`/`d_shortname`) comes a little after. Names of up to 16
+/// bytes kept in place (most file and directory names) need no other read before the pair
+/// filter; others, and other layouts, are read as before (`dentry_parent_and_name`).
+#[inline(always)]
+unsafe fn dentry_window(dentry: *const u8, window: *mut u8) -> Result<DentryFacts, i64> {
+    let base = off!(dentry_d_parent);
+    let inline_at = off!(dentry_d_iname);
+    if off!(dentry_d_name) == base + 8
+        && off!(qstr_len) == 4
+        && off!(qstr_name) == 8
+        && inline_at >= base + 24
+        && inline_at + 16 <= base + DENTRY_WINDOW
+    {
+        let ret = bpf_probe_read_kernel(
+            window.cast(),
+            DENTRY_WINDOW as u32,
+            dentry.wrapping_add(base).cast(),
+        );
+        if ret < 0 {
+            return Err(ret);
+        }
+        let words = window.cast::<u64>();
+        let parent = *words as *const u8;
+        let len = (*words.add(1) >> 32) as u32;
+        let name = *words.add(2) as *const u8;
+        let mut pairs = None;
+        if name as u64 == dentry as u64 + inline_at as u64 && len >= 1 && len <= 16 {
+            let bytes = window.add(inline_at - base);
+            let first_two = *bytes as u32 | (*bytes.add(1) as u32) << 8;
+            let first = if len < 2 { first_two & 0xff } else { first_two };
+            // The index's mask must reach the verifier (see `kernel::opaque`).
+            let last_at = (opaque(len).wrapping_sub(1) as usize) & 15;
+            let before_at = (opaque(len).wrapping_sub(2) as usize) & 15;
+            let last = if len < 2 {
+                *bytes as u32
+            } else {
+                *bytes.add(last_at) as u32 | (*bytes.add(before_at) as u32) << 8
+            };
+            pairs = Some((first, last));
+        }
+        return Ok(DentryFacts {
+            parent,
+            len,
+            name,
+            pairs,
+        });
+    }
+    let (parent, len, name) = dentry_parent_and_name(dentry)?;
+    Ok(DentryFacts {
+        parent,
+        len,
+        name,
+        pairs: None,
+    })
 }
 
 /// A dentry's name: its length and where its bytes are.

@@ -14,9 +14,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, PerCpuArray},
 };
 use monitor_common::{
-    AffixKey, NameKey, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX, MATCH_PARENT_DIR,
-    NAME_KEY_LEN, PAIRS_NAMES, PAIRS_PARENTS, PAIRS_PREFIXES, PAIRS_SUFFIXES, PAIR_SECTION_WORDS,
-    SUFFIX_KEY_LEN, WATCH_PROC_OTHER,
+    name_filter_key, AffixKey, NameKey, MATCH_NAME, MATCH_NAME_PREFIX, MATCH_NAME_SUFFIX,
+    MATCH_PARENT_DIR, NAME_KEY_LEN, PAIRS_NAMES, PAIRS_PARENTS, PAIRS_PREFIXES, PAIRS_SUFFIXES,
+    PAIR_SECTION_WORDS, SUFFIX_KEY_LEN, WATCH_PROC_OTHER,
 };
 
 use crate::{
@@ -112,13 +112,30 @@ pub unsafe fn match_name(
     matched: *mut u32,
     proc_kind: *mut u32,
 ) -> Result<(), i64> {
+    match_name_with(name, len, None, access, matched, proc_kind)
+}
+
+/// As `match_name`, given the name's first and last pairs when the caller has them already
+/// (open.rs reads a short name's bytes with its dentry).
+#[inline(always)]
+pub unsafe fn match_name_with(
+    name: *const u8,
+    len: u32,
+    pairs: Option<(u32, u32)>,
+    access: u32,
+    matched: *mut u32,
+    proc_kind: *mut u32,
+) -> Result<(), i64> {
     if len == 0 {
         return Ok(());
     }
-    let first = first_pair(name, len)?;
-    let check_name = pair_listed(PAIRS_NAMES, first);
+    let (first, last) = match pairs {
+        Some(pairs) => pairs,
+        None => (first_pair(name, len)?, last_pair(name, len)?),
+    };
+    let check_name = pair_listed(PAIRS_NAMES, name_filter_key(first, last, len));
     let check_prefix = pair_listed(PAIRS_PREFIXES, first);
-    let check_suffix = pair_listed(PAIRS_SUFFIXES, last_pair(name, len)?);
+    let check_suffix = pair_listed(PAIRS_SUFFIXES, last);
     if !(check_name || check_prefix || check_suffix) {
         return Ok(());
     }
@@ -195,7 +212,26 @@ pub unsafe fn match_parent(
     access: u32,
     matched: *mut u32,
 ) -> Result<(), i64> {
-    if len == 0 || !pair_listed(PAIRS_PARENTS, first_pair(name, len)?) {
+    match_parent_with(name, len, None, access, matched)
+}
+
+/// As `match_parent`, given the name's pairs when the caller has them already.
+#[inline(always)]
+pub unsafe fn match_parent_with(
+    name: *const u8,
+    len: u32,
+    pairs: Option<(u32, u32)>,
+    access: u32,
+    matched: *mut u32,
+) -> Result<(), i64> {
+    if len == 0 {
+        return Ok(());
+    }
+    let first = match pairs {
+        Some((first, _)) => first,
+        None => first_pair(name, len)?,
+    };
+    if !pair_listed(PAIRS_PARENTS, first) {
         return Ok(());
     }
     let scratch = scratch()?;

@@ -298,6 +298,12 @@ impl BtfIndex {
             nsproxy_mnt_ns: 0,
             mnt_ns_inum: 0,
             mnt_ns_unique: 0,
+            dentry_d_iname: self
+                .field("dentry", "d_shortname")
+                .or_else(|_| self.field("dentry", "d_iname"))
+                .ok()
+                .filter(|f| f.size >= 16)
+                .map_or(0, |f| f.offset),
         };
         // Optional as a whole: the mount namespace in every record's header.
         if let (Ok(nsproxy), Ok(mnt_ns), Ok(ns), Ok(inum)) = (

@@ -751,6 +751,14 @@ fn attach_all(
         }
     }
     attach_egress(ebpf, &mut report, keep.then_some(&mut links));
+    if egress_hooks_attached(&report) {
+        // connect(2) is reported from the hooks from now on (monitor-ebpf connect.rs).
+        let mut on: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            ebpf.map_mut("EGRESS_HOOKS_ON")
+                .context("EGRESS_HOOKS_ON map missing")?,
+        )?;
+        on.set(0, 1, 0).context("EGRESS_HOOKS_ON")?;
+    }
     report.verifier_cost = verifier_cost(ebpf);
     Ok((report, links))
 }

@@ -228,16 +228,16 @@ impl WatchList {
             let word = (section * PAIR_SECTION_WORDS + (pair >> 5)) as usize;
             bits[word] |= 1 << (pair & 31);
         };
+        for (name, _) in &self.names {
+            // As the kernel keys it (a name longer than the key is cut there too).
+            let b = &name.as_bytes()[..name.len().min(NAME_KEY_LEN - 1)];
+            set(PAIRS_NAMES, name_bit(b));
+        }
         // `(first, Some(second))`, or every second byte when the entry has one byte only.
         let mut set_pairs = |section: u32, first: u8, second: Option<u8>| match second {
             Some(b) => set(section, first as u32 | (b as u32) << 8),
             None => (0..=255u32).for_each(|b| set(section, first as u32 | b << 8)),
         };
-        for (name, _) in &self.names {
-            let b = name.as_bytes();
-            // A one-byte name is itself: its second byte reads as 0.
-            set_pairs(PAIRS_NAMES, b[0], Some(b.get(1).copied().unwrap_or(0)));
-        }
         for (name, _) in &self.parent_dirs {
             let b = name.as_bytes();
             set_pairs(PAIRS_PARENTS, b[0], Some(b.get(1).copied().unwrap_or(0)));
@@ -256,6 +256,17 @@ impl WatchList {
         }
         bits
     }
+}
+
+/// A name's bit in the kernel's `PAIRS_NAMES` filter (`monitor_common::name_filter_key`, from
+/// its first and last pairs as monitor-ebpf watch.rs reads them, and its length).
+pub fn name_bit(b: &[u8]) -> u32 {
+    let first = b[0] as u32 | (b.get(1).copied().unwrap_or(0) as u32) << 8;
+    let last = match b.len() {
+        1 => b[0] as u32,
+        n => b[n - 1] as u32 | (b[n - 2] as u32) << 8,
+    };
+    monitor_common::name_filter_key(first, last, b.len() as u32)
 }
 
 /// The zero-padded key the kernel builds from a dentry name.
@@ -340,13 +351,25 @@ mod tests {
             let b = s.as_bytes();
             b[b.len() - 1] as u32 | (b[b.len() - 2] as u32) << 8
         };
-        assert!(has(PAIRS_NAMES, first(".npmrc")));
+        assert!(has(PAIRS_NAMES, name_bit(b".npmrc")));
+        assert!(has(PAIRS_NAMES, name_bit(b"mem")));
+        // Names that share a watched name's first bytes but not its length or ending do not
+        // pass: they would pay a name read and a hash lookup on every open.
+        for name in [
+            "config.h",
+            "configure",
+            "constants.rs",
+            "unwatched.txt",
+            "tokens.rs",
+        ] {
+            assert!(!has(PAIRS_NAMES, name_bit(name.as_bytes())), "{name}");
+        }
         assert!(has(PAIRS_PREFIXES, first("id_ed25519")));
         assert!(has(PAIRS_SUFFIXES, last("evil.pth")));
         assert!(has(PAIRS_PARENTS, first(".ssh")));
         // What builds open all day passes none of the lists.
         for name in ["lib.rs", "index.js", "util.h"] {
-            assert!(!has(PAIRS_NAMES, first(name)), "{name}");
+            assert!(!has(PAIRS_NAMES, name_bit(name.as_bytes())), "{name}");
             assert!(!has(PAIRS_PREFIXES, first(name)), "{name}");
             assert!(!has(PAIRS_SUFFIXES, last(name)), "{name}");
         }
