@@ -23,7 +23,7 @@ use monitor_common::{
 
 use crate::{
     block::enforced_slot,
-    kernel::{current_task, fill_header, is_agent, offsets_present, submit_fixed},
+    kernel::{current_task, fill_header, is_agent, offsets_present, submit_fixed, tracepoint_word},
     PING_SOCKET_OWNERS,
 };
 
@@ -92,13 +92,12 @@ fn keep_ping_owner(ctx: &SockContext) {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_socket")]
 pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
-    let Ok(family) = (unsafe { ctx.read_at::<u64>(16) }) else {
-        return 0;
-    };
+    // Every socket(2) of every process passes here: the family is read in place.
+    let family = tracepoint_word(&ctx, 16);
     if family as u16 != AF_PACKET {
         return 0;
     }
-    let protocol = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0) as u16;
+    let protocol = tracepoint_word(&ctx, 32) as u16;
     // ETH_P_* in network byte order: shown as the host's number.
     report(AF_PACKET, u16::from_be(protocol), false);
     0
