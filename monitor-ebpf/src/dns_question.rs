@@ -15,7 +15,7 @@
 //! kept by egress.rs in `DNS_SOCKET_OWNERS` under the socket cookie. Always allows the packet.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_probe_read_kernel},
+    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -32,8 +32,8 @@ use crate::{
         copy_tail, header_from_owner, headers, peer, Headers, IPPROTO_ICMP, IPPROTO_ICMPV6,
         IPPROTO_TCP, IPPROTO_UDP,
     },
-    DNS_ASKED, DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, EGRESS_SEEN, PING_SOCKET_OWNERS,
-    TLS_SOCKET_OWNERS,
+    tls_owner, DNS_ASKED, DNS_SOCKET_OWNERS, EARLY_ANSWERS, EARLY_ANSWER_MAX, EGRESS_SEEN,
+    PING_SOCKET_OWNERS,
 };
 
 /// A DNS packet's place in the skb: where its message starts (after TCP's 2-byte length),
@@ -218,7 +218,7 @@ unsafe fn try_ping(ctx: &SkBuffContext, headers: &Headers) -> Option<bool> {
 }
 
 /// A TCP socket's first data segment, when it is a TLS ClientHello (record type 22, version
-/// 3.x, handshake type 1) and egress.rs saw the socket's connect (`TLS_SOCKET_OWNERS`): its first
+/// 3.x, handshake type 1) and egress.rs saw the socket's connect (`TLS_OWNERS`): its first
 /// `TLS_HELLO_MAX` bytes go out as the socket's TLS hello record, once (the owner entry is
 /// taken), with the destination. The agent reads the server name from it; nothing is decrypted
 /// and the packet always passes. `Some` when the packet was a hello sent.
@@ -229,19 +229,26 @@ unsafe fn try_tls_hello(ctx: &SkBuffContext, headers: &Headers) -> Option<()> {
     }
     let payload_at = headers.payload_at;
     let cookie = bpf_get_socket_cookie(ctx.skb.skb.cast());
-    let owner = TLS_SOCKET_OWNERS.get_ptr(&cookie)?;
+    if !tls_owner::kept(cookie) {
+        return None;
+    }
     // Only the socket's first data: a proxy's `CONNECT` goes first and the hello inside the
     // tunnel names the site, not the proxy the address was resolved from.
     let head: [u8; 6] = ctx.load(payload_at).ok()?;
     if head[0] != 0x16 || head[1] != 0x03 || head[5] != 0x01 {
-        let _ = TLS_SOCKET_OWNERS.remove(&cookie);
+        tls_owner::forget(cookie);
         return None;
     }
     let scratch = egress_scratch()?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base as *mut TlsHelloEvent;
-    header_from_owner(&raw mut (*event).header, owner, EventKind::NetTls, 0);
-    let _ = TLS_SOCKET_OWNERS.remove(&cookie);
+    let header = &raw mut (*event).header;
+    if !tls_owner::take(cookie, header) {
+        return None;
+    }
+    (*header).kind = EventKind::NetTls as u32;
+    (*header).ts_ns = bpf_ktime_get_boot_ns();
+    (*header).flags = 0;
     (*event).family = headers.family;
     (*event).port = headers.dst_port;
     (*event).addr = peer(ctx, headers, true)?;

@@ -33,7 +33,7 @@ use crate::{
     connect::{egress_hooks_on, in_flight_slot},
     kernel::{current_task, event_scratch, fill_header, is_agent, offsets_present, submit},
     InFlightConnect, CONNECT_ENTERED, CONNECT_RECORDED, DNS_SOCKET_OWNERS, EGRESS_SEEN,
-    PENDING_CONNECTS, TLS_SOCKET_OWNERS,
+    PENDING_CONNECTS,
 };
 
 const ALLOW: i32 = 1;
@@ -209,7 +209,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         // known either.
         unsafe {
             fill_header(header, EventKind::NetTls, current_task());
-            let _ = TLS_SOCKET_OWNERS.insert(&socket_cookie, &*header, 0);
+            crate::tls_owner::keep(socket_cookie, header);
         }
         header_built = true;
     }

@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_ringbuf_query,
+        bpf_probe_read_kernel, bpf_ringbuf_query,
     },
 };
 use monitor_common::{
@@ -12,7 +12,10 @@ use monitor_common::{
 };
 
 pub use crate::EventScratch;
-use aya_ebpf::maps::RingBuf;
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
 
 use crate::{
     EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, LOSSES_BY_PROCESS, PROBE_CONFIG, PROBE_ERRORS,
@@ -96,9 +99,11 @@ pub unsafe fn process_start_ns(task: *const u8) -> u64 {
 
 /// `task->nsproxy->mnt_ns`: its inode number (what `/proc/PID/ns/mnt` names) and its id for
 /// the whole boot. Zeros when the layout is unknown or the task's namespaces are already
-/// released (`exit_task_namespaces`).
+/// released (`exit_task_namespaces`). The inode number and the id are read together where they
+/// lie within `MNT_WINDOW` bytes (both are in `ns_common` from 6.18 on; `seq` follows closely
+/// before), with a `window` to read into.
 #[inline(always)]
-pub unsafe fn mount_namespace(task: *const u8) -> (u32, u64) {
+pub unsafe fn mount_namespace(task: *const u8, window: Option<*mut HeaderWindows>) -> (u32, u64) {
     if off!(task_nsproxy) == 0 {
         return (0, 0);
     }
@@ -108,36 +113,122 @@ pub unsafe fn mount_namespace(task: *const u8) -> (u32, u64) {
     let Ok(mnt_ns) = read_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
         return (0, 0);
     };
-    let inum = read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0);
-    let id = match off!(mnt_ns_unique) {
+    let inum_at = off!(mnt_ns_inum);
+    let id_at = off!(mnt_ns_unique);
+    if let Some(windows) = window {
+        let low = inum_at.min(id_at) & !7;
+        let high = (inum_at + 4).max(id_at + 8);
+        if id_at != 0 && high - low <= MNT_WINDOW && inum_at % 4 == 0 && id_at % 8 == 0 {
+            let w = (*windows).mnt.as_mut_ptr().cast::<u8>();
+            if bpf_probe_read_kernel(w.cast(), MNT_WINDOW as u32, mnt_ns.wrapping_add(low).cast())
+                < 0
+            {
+                return (0, 0);
+            }
+            return (
+                *w.add(inum_at - low).cast::<u32>(),
+                *w.add(id_at - low).cast::<u64>(),
+            );
+        }
+    }
+    let inum = read::<u32>(mnt_ns, inum_at).unwrap_or(0);
+    let id = match id_at {
         0 => 0,
         at => read::<u64>(mnt_ns, at).unwrap_or(0),
     };
     (inum, id)
 }
 
+/// Words `fill_header` reads in one go, per CPU: a task's links, its parent's, and its mount
+/// namespace's identity (too big for some programs' stacks next to their own). Every record's
+/// header is filled this way, so each read saved is saved on every exec, fork, exit, connect
+/// and reported open. A program that interrupts another on the same CPU (a tracepoint in an
+/// interrupt) could overwrite a window between its read and its use a few instructions later:
+/// the header of that one record would be wrong, no memory unsafe (the same holds of the record
+/// scratch).
+#[repr(C)]
+pub struct HeaderWindows {
+    task: [u64; TASK_WINDOW / 8],
+    parent: [u64; TASK_WINDOW / 8],
+    mnt: [u64; MNT_WINDOW / 8],
+}
+/// `pid`, `tgid`, (the stack canary,) `real_parent`, `parent`, `children`, `sibling`,
+/// `group_leader`: 64 bytes from `tgid` on in every kernel since 2.6.
+const TASK_WINDOW: usize = 80;
+const MNT_WINDOW: usize = 64;
+#[map]
+static HEADER_WINDOWS: PerCpuArray<HeaderWindows> = PerCpuArray::with_max_entries(1, 0);
+
+/// A task's `tgid`, `real_parent` and `group_leader` (0 and nulls where unreadable): one read
+/// where they lie within `TASK_WINDOW` bytes, else three. The offsets are constants to the
+/// verifier (read-only data): it checks only the branch this kernel takes.
+#[inline(always)]
+unsafe fn task_links(task: *const u8, window: Option<*mut u64>) -> (u32, *const u8, *const u8) {
+    let tgid_at = off!(task_tgid);
+    let parent_at = off!(task_real_parent);
+    let leader_at = off!(task_group_leader);
+    if task.is_null() {
+        return (0, core::ptr::null(), core::ptr::null());
+    }
+    if let Some(w) = window {
+        let w = w.cast::<u8>();
+        let low = tgid_at.min(parent_at).min(leader_at) & !7;
+        let high = (tgid_at + 4).max(parent_at + 8).max(leader_at + 8);
+        if high - low <= TASK_WINDOW && tgid_at % 4 == 0 && parent_at % 8 == 0 && leader_at % 8 == 0
+        {
+            if bpf_probe_read_kernel(w.cast(), TASK_WINDOW as u32, task.wrapping_add(low).cast())
+                < 0
+            {
+                return (0, core::ptr::null(), core::ptr::null());
+            }
+            return (
+                *w.add(tgid_at - low).cast::<u32>(),
+                *w.add(parent_at - low).cast::<*const u8>(),
+                *w.add(leader_at - low).cast::<*const u8>(),
+            );
+        }
+    }
+    (
+        read::<u32>(task, tgid_at).unwrap_or(0),
+        read_ptr(task, parent_at).unwrap_or(core::ptr::null()),
+        read_ptr(task, leader_at).unwrap_or(core::ptr::null()),
+    )
+}
+
+/// `leader->start_boottime` for a task whose group leader is `leader` (the task itself when
+/// unknown).
+#[inline(always)]
+unsafe fn leader_start_ns(task: *const u8, leader: *const u8) -> u64 {
+    let leader = if leader.is_null() { task } else { leader };
+    read::<u64>(leader, off!(task_start_boottime)).unwrap_or(0)
+}
+
 /// Fills the header for the current task, as seen from `task` (the current task unless a fork).
+/// Seven reads of kernel memory where the layout allows (the task's links, its leader's start,
+/// its parent's links and leader's start, the namespace's three), ten otherwise.
 #[inline(always)]
 pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *const u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let parent = read_ptr(task, off!(task_real_parent)).unwrap_or(core::ptr::null());
+    let windows = HEADER_WINDOWS.get_ptr_mut(0);
+    let (_, parent, leader) = task_links(task, windows.map(|w| (*w).task.as_mut_ptr()));
+    let (ppid, _, parent_leader) = task_links(parent, windows.map(|w| (*w).parent.as_mut_ptr()));
     (*header).kind = kind as u32;
     (*header).flags = 0;
     (*header).ts_ns = bpf_ktime_get_boot_ns();
     (*header).tgid = (pid_tgid >> 32) as u32;
     (*header).pid = pid_tgid as u32;
-    (*header).ppid = read::<u32>(parent, off!(task_tgid)).unwrap_or(0);
+    (*header).ppid = ppid;
     (*header).uid = uid_gid as u32;
     (*header).gid = (uid_gid >> 32) as u32;
-    let (mnt_ns, mnt_ns_id) = mount_namespace(task);
+    let (mnt_ns, mnt_ns_id) = mount_namespace(task, windows);
     (*header).mnt_ns = mnt_ns;
     (*header).mnt_ns_id = mnt_ns_id;
-    (*header).start_ns = process_start_ns(task);
+    (*header).start_ns = leader_start_ns(task, leader);
     (*header).parent_start_ns = if parent.is_null() {
         0
     } else {
-        process_start_ns(parent)
+        leader_start_ns(parent, parent_leader)
     };
     (*header).cgroup_id = bpf_get_current_cgroup_id();
     (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -249,10 +340,13 @@ fn admit_for(kind: EventKind, len: usize, group: u64) -> bool {
 }
 
 /// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure (or when
-/// the process's group is refused its share, `admit`).
+/// the process's group is refused its share, `admit`). The record starts with a header
+/// `fill_header` built for the current task: its control group is the one `admit` would ask
+/// the kernel for again.
 #[inline(always)]
 pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
-    if !admit(kind, len) {
+    let group = (*(*scratch).bytes.as_ptr().cast::<EventHeader>()).cgroup_id;
+    if !admit_for(kind, len, group) {
         count_shed(kind);
     } else if !output(scratch, len, kind) {
         count_loss(kind);

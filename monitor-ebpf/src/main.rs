@@ -24,6 +24,7 @@ mod process;
 mod respond;
 mod sockets;
 mod tamper;
+mod tls_owner;
 mod watch;
 
 use aya_ebpf::{
@@ -223,11 +224,19 @@ static DNS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_en
 #[map]
 static PING_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(4096, 0);
 
-/// Who connected each TCP socket (socket cookie -> the header its TLS hello record carries),
-/// kept by egress.rs at connect and taken by dns_question.rs with the socket's first
-/// ClientHello. LRU: sockets that never send one are forgotten first.
+/// Who connected each TCP socket (the header its TLS hello record carries), kept by egress.rs
+/// at connect and taken by dns_question.rs with the socket's first data: slot `cookie &
+/// (TLS_OWNER_SLOTS - 1)`, see tls_owner.rs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsOwner {
+    /// The socket's cookie, 0 when the slot is free.
+    pub cookie: u64,
+    pub header: EventHeader,
+}
+pub const TLS_OWNER_SLOTS: u32 = 8192;
 #[map]
-static TLS_SOCKET_OWNERS: LruHashMap<u64, EventHeader> = LruHashMap::with_max_entries(8192, 0);
+static TLS_OWNERS: Array<TlsOwner> = Array::with_max_entries(TLS_OWNER_SLOTS, 0);
 
 /// Questions sent: (socket cookie, message id, destination), dns_question.rs. An answer is
 /// marked when it arrives from there (dns_answer.rs). LRU: bounded, the oldest questions forgotten first.
