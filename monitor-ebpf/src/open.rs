@@ -32,8 +32,9 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        add_bits, config, count_error, current_task, event_scratch, file_of_fd, fill_header,
-        is_agent, off, offsets_present, opaque, read, read_ptr, submit, tracepoint_word,
+        add_bits, config, count_error, current_task, current_tgid, event_scratch, file_of_fd,
+        fill_header, is_agent, off, offsets_present, opaque, read, read_ptr, submit,
+        tracepoint_word,
     },
     path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SOURCES, WATCH_SOURCES_ON,
     WATCH_SUBTREES, WATCH_SUBTREES_ON,
@@ -139,12 +140,11 @@ const RESPONSE_BITS: u32 =
 /// response also refuses the open: the record says `RESPONSE_REFUSED`.
 #[inline(always)]
 unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if is_agent(tgid) || !offsets_present() {
+    // Whose open it is is asked only once the filter matched (below): most opens match
+    // nothing, and each helper call is a measurable share of an open's cost.
+    if !offsets_present() {
         return Ok(0);
     }
-    let task = current_task();
     let windows = OPEN_WINDOWS.get_ptr_mut(0).ok_or(-1i64)?;
     let (f_mode, dentry, inode) = file_fields(file, windows)?;
     let access = if f_mode & FMODE_WRITE != 0 {
@@ -171,7 +171,7 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         core::ptr::write_volatile(field, 0);
     }
     core::ptr::write_volatile(&raw mut (*facts).writes, (access == WATCH_WRITE) as u32);
-    watch_match(dentry, access, tgid, pid_tgid as u32, facts, windows)?;
+    watch_match(dentry, access, facts, windows)?;
     if access == WATCH_WRITE {
         if let Ok(parent) = read_ptr(dentry, off!(dentry_d_parent)) {
             match_subtree(parent, matched_at);
@@ -195,6 +195,15 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
         }
     }
     let mut matched = core::ptr::read_volatile(matched_at);
+    let open_all = config().open_all != 0;
+    if matched == 0 && !open_all {
+        return Ok(0);
+    }
+    // The agent's own opens (its /proc reads among them) are never judged nor reported.
+    let tgid = current_tgid();
+    if is_agent(tgid) {
+        return Ok(0);
+    }
     let mut response = if matched != 0 {
         respond::to_open(tgid, facts)
     } else {
@@ -203,12 +212,11 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     if extra_flags & OPEN_VIA_LSM != 0 && response & (RESPONSE_KILLED | RESPONSE_KILL_FAILED) != 0 {
         response |= RESPONSE_REFUSED;
     }
-    if config().open_all != 0 {
+    if open_all {
         matched = MATCH_ALL | matched;
-    } else if matched == 0 {
-        return Ok(response);
     }
     let dev = dev.unwrap_or_else(device);
+    let task = current_task();
 
     let scratch = event_scratch().ok_or(-1i64)?;
     let base = (*scratch).bytes.as_mut_ptr();
@@ -259,8 +267,6 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
 unsafe fn watch_match(
     dentry: *const u8,
     access: u32,
-    tgid: u32,
-    tid: u32,
     facts: *mut respond::OpenFacts,
     windows: *mut OpenWindows,
 ) -> Result<(), i64> {
@@ -282,6 +288,8 @@ unsafe fn watch_match(
         let sb = read_ptr(dentry, off!(dentry_d_sb))?;
         let magic = read::<u64>(sb, off!(sb_s_magic))? as u32;
         if magic == PROC_SUPER_MAGIC {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
             let process_dir = proc_dir_process(parent);
             let owner = match process_dir.and_then(|dir| proc_dir_host_pid(dir)) {
                 Some(host) => host,
