@@ -906,6 +906,11 @@ pub struct KernelOffsets {
     /// the open filter takes a short name's first and last bytes from the same read as the
     /// dentry's parent and name (monitor-ebpf open.rs). 0: not in BTF (read separately).
     pub dentry_d_iname: u32,
+    /// Non-zero where tracing programs may ask for the current task as a typed pointer
+    /// (`bpf_get_current_task_btf`, 5.11+ with BTF) and read its fields with plain loads the
+    /// verifier checks against BTF, not one helper call each (monitor-ebpf
+    /// `kernel::current_file_of_fd`). 0: every field is read with `bpf_probe_read_kernel`.
+    pub task_btf_loads: u32,
 }
 
 /// io_uring_complete's arguments differ across kernels; the agent reads the prototype from BTF.
@@ -951,7 +956,7 @@ const _: () = {
     assert!((DNS_PAYLOAD_MAX + 1).is_power_of_two());
     assert!(core::mem::size_of::<FileOpenEvent>() == 128);
     assert!(core::mem::size_of::<NameKey>() == NAME_KEY_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 75 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 76 * 4);
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);

@@ -441,6 +441,45 @@ pub fn count_error(kind: EventKind) {
     }
 }
 
+/// `current->files->fdt->fd[fd]`, as `file_of_fd` for the current task. Where the kernel
+/// allows it (`task_btf_loads`: 5.11+), the task is asked for as a typed pointer and `files`,
+/// `fdt`, `max_fds` and `fd` are plain loads the verifier checks against the kernel's BTF at the
+/// offsets the agent found there (constants to it, read-only data): a load through a bad
+/// pointer gives 0, as a failed helper read does. Two helper calls (the task, the slot) instead
+/// of four, on every open. Before 5.11 the flag is 0, a constant, and the verifier never walks
+/// the branch that names the helper that kernel does not know.
+#[inline(always)]
+pub unsafe fn current_file_of_fd(fd: i64) -> Result<*const u8, i64> {
+    if off!(task_btf_loads) == 0 {
+        return file_of_fd(current_task(), fd);
+    }
+    if fd < 0 {
+        return Err(-1);
+    }
+    let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf() as *const u8;
+    let files = btf_load::<*const u8>(task, off!(task_files));
+    if files.is_null() {
+        return Err(-1);
+    }
+    let fdt = btf_load::<*const u8>(files, off!(files_fdt));
+    if fdt.is_null() {
+        return Err(-1);
+    }
+    let max_fds = btf_load::<u32>(fdt, off!(fdt_max_fds));
+    let fd_array = btf_load::<*const u8>(fdt, off!(fdt_fd));
+    if fd as u64 >= max_fds as u64 {
+        return Err(-1);
+    }
+    read_ptr(fd_array, (fd as usize) * 8)
+}
+
+/// A field of a typed kernel pointer (`bpf_get_current_task_btf` and what it leads to), loaded
+/// in place: the verifier checks the offset and size against BTF.
+#[inline(always)]
+unsafe fn btf_load<T: Copy>(base: *const u8, offset: usize) -> T {
+    core::ptr::read_volatile(base.add(offset).cast::<T>())
+}
+
 /// `current->files->fdt->fd[fd]`, checked against `max_fds`.
 #[inline(always)]
 pub unsafe fn file_of_fd(task: *const u8, fd: i64) -> Result<*const u8, i64> {

@@ -32,8 +32,8 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        add_bits, config, count_error, current_task, current_tgid, event_scratch, file_of_fd,
-        fill_header, is_agent, off, offsets_present, opaque, read, read_ptr, submit,
+        add_bits, config, count_error, current_file_of_fd, current_task, current_tgid,
+        event_scratch, fill_header, is_agent, off, offsets_present, opaque, read, read_ptr, submit,
         tracepoint_word,
     },
     path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SOURCES, WATCH_SOURCES_ON,
@@ -127,7 +127,7 @@ unsafe fn try_io_uring(ctx: &RawTracePointContext) -> Result<(), i64> {
 
 /// An open that returned descriptor `fd` (the tracepoint tier).
 unsafe fn try_open_fd(fd: i64, extra_flags: u32) -> Result<u32, i64> {
-    let file = file_of_fd(current_task(), fd)?;
+    let file = current_file_of_fd(fd)?;
     try_open(file, fd, extra_flags)
 }
 

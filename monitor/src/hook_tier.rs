@@ -265,7 +265,21 @@ pub fn attach_family(
         .copied()
         .filter(|tier| !family.programs(*tier).is_empty())
         .collect();
-    let mut refused = Vec::new();
+    // Better tiers left out by `--hook-tier` are said so, as those the kernel refuses are.
+    let mut refused: Vec<(HookTier, String)> = [HookTier::Lsm, HookTier::Fentry]
+        .into_iter()
+        .filter(|tier| !asked.contains(tier) && !family.programs(*tier).is_empty())
+        .filter(|tier| choice != HookChoice::Lsm || *tier != HookTier::Fentry)
+        .map(|tier| {
+            let forced = match choice {
+                HookChoice::Lsm => "lsm",
+                HookChoice::Fentry => "fentry",
+                _ => "tracepoint",
+            };
+            (tier, format!("--hook-tier {forced} was asked for"))
+        })
+        .collect();
+    let forced_out = refused.len();
     let btf = match (wanted.is_empty(), btf) {
         (true, _) | (false, None) => None,
         (false, Some(Ok(btf))) => Some(btf),
@@ -294,8 +308,8 @@ pub fn attach_family(
             }
         }
     }
-    if choice != HookChoice::Best && !refused.is_empty() {
-        let (tier, why) = &refused[0];
+    if choice != HookChoice::Best && refused.len() > forced_out {
+        let (tier, why) = &refused[forced_out];
         bail!(
             "--hook-tier {} was asked for, but this kernel refuses it for {}: {why}",
             tier.as_str(),

@@ -165,6 +165,23 @@ impl BtfIndex {
     /// Number of arguments of a tracepoint's prototype (`btf_trace_<name>` minus the context).
     /// The prototype of raw tracepoint `name` (`btf_trace_<name>`: its first parameter is the
     /// tracepoint's own data pointer, the tracepoint's arguments follow).
+    /// Whether this kernel has the BPF helper `BPF_FUNC_<name>` (a value of its `enum
+    /// bpf_func_id`).
+    fn has_helper(&self, name: &str) -> bool {
+        let want = format!("BPF_FUNC_{name}");
+        let types = self
+            .btf
+            .resolve_types_by_name("bpf_func_id")
+            .unwrap_or_default();
+        types.into_iter().any(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .any(|m| self.btf.resolve_name(m).is_ok_and(|n| n == want)),
+            _ => false,
+        })
+    }
+
     fn tracepoint_proto(&self, name: &str) -> Option<btf_rs::FuncProto> {
         let types = self
             .btf
@@ -304,6 +321,7 @@ impl BtfIndex {
                 .ok()
                 .filter(|f| f.size >= 16)
                 .map_or(0, |f| f.offset),
+            task_btf_loads: self.has_helper("get_current_task_btf") as u32,
         };
         // Optional as a whole: the mount namespace in every record's header.
         if let (Ok(nsproxy), Ok(mnt_ns), Ok(ns), Ok(inum)) = (
@@ -457,6 +475,8 @@ mod tests {
         );
         // struct fdtable starts { unsigned int max_fds; struct file **fd; }.
         assert_eq!((o.fdt_max_fds, o.fdt_fd), (0, 8));
+        // Every kernel this is tested on is 5.11+ (6.18 here, 6.1 in the VM).
+        assert_eq!(o.task_btf_loads, 1, "bpf_get_current_task_btf is known");
         assert_ne!(
             layout.io_uring_layout, IO_URING_LAYOUT_NONE,
             "this kernel has io_uring"
