@@ -86,6 +86,20 @@ impl Lab {
     fn received(&self) -> String {
         std::fs::read_to_string(&self.received).unwrap()
     }
+
+    /// What the sinks received once every one of `wanted` is there (or after 15 s, for the
+    /// caller's assertion to show): a sink writes a stream down when its sender closes, which
+    /// may come after the job that sent it has ended (CI at ae2a31c read the file first).
+    fn received_with(&self, wanted: &[String]) -> String {
+        for _ in 0..150 {
+            let now = self.received();
+            if wanted.iter().all(|w| now.contains(w.as_str())) {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.received()
+    }
 }
 
 impl Drop for Lab {
@@ -160,7 +174,12 @@ fn connections_and_datagrams_made_without_connect_are_egress() {
     pairs.push(MARKER_STEP);
     let output = runner.run_job(&pairs);
     // Every route really reached its sink.
-    let received = lab.received();
+    let received = lab.received_with(
+        &ROUTES
+            .iter()
+            .map(|(_, mode, _, _)| format!("CANARY-{mode}-{SINK}"))
+            .collect::<Vec<_>>(),
+    );
     for (_, mode, _, _) in ROUTES {
         assert!(output.contains(&format!("SENT-{mode}")), "{output}");
         assert!(
@@ -234,7 +253,7 @@ fn block_mode_refuses_every_route_and_says_so() {
         assert!(output.contains(&format!("REFUSED-{mode}")), "{output}");
     }
     assert!(output.contains("SENT-uring-connect"), "{output}");
-    let received = lab.received();
+    let received = lab.received_with(&[format!("CANARY-uring-connect-{ALLOWED}")]);
     for (_, mode, _, _) in ROUTES {
         assert!(
             !received.contains(&format!("CANARY-{mode}-{SINK}")),
@@ -292,7 +311,7 @@ fn a_connect_whose_address_the_probe_cannot_read_is_seen_with_its_result() {
     ]);
     assert!(output.contains("SENT-connect-unmapped"), "{output}");
     assert!(
-        lab.received()
+        lab.received_with(&[format!("CANARY-connect-unmapped-{SINK}")])
             .contains(&format!("CANARY-connect-unmapped-{SINK}")),
         "{output}"
     );
@@ -536,7 +555,7 @@ fn egress_block_outlives_a_killed_agent() {
             "{tag}: {output}"
         );
     }
-    let received = lab.received();
+    let received = lab.received_with(&[format!("CANARY-dead-{ALLOWED}")]);
     assert!(
         received.contains(&format!("CANARY-dead-{ALLOWED}")),
         "{received:?}"
