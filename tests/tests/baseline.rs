@@ -315,20 +315,41 @@ fn killing_a_writer_mid_write_leaves_a_database_that_opens_cleanly() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
+        // Killed only once it is recording (a loaded machine can take longer than any fixed
+        // wait to start: CI at 1cfe68d killed one before its first run), and then at a point
+        // that differs from round to round.
+        let started = std::time::Instant::now();
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: the writer finished before it was killed"
+            );
+            // Before the writer made the store, `check` may fail: only a success counts.
+            let check = Command::new(monitor_bin())
+                .args(["baseline", "--store", &store, "check"])
+                .output()
+                .unwrap();
+            if check.status.success()
+                && recorded_runs(&String::from_utf8_lossy(&check.stdout)) > recorded_before
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "round {round}: the writer recorded nothing in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(50 + 73 * round as u64));
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the writer finished before it was killed"
+            "round {round}: the writer finished before it was killed"
         );
         child.kill().unwrap();
         child.wait().unwrap();
         let check = cli(&store, &["check"]);
         assert!(check.contains("consistent"), "round {round}: {check}");
-        let runs: u64 = check
-            .split(", ")
-            .find_map(|p| p.strip_suffix(" run(s) recorded"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{check}"));
+        let runs = recorded_runs(&check);
         assert!(
             runs > recorded_before,
             "round {round}: nothing was being written ({check})"
@@ -345,6 +366,15 @@ fn killing_a_writer_mid_write_leaves_a_database_that_opens_cleanly() {
             "{line} vs {runs}"
         );
     }
+}
+
+/// The number of runs `baseline check` says the store holds.
+fn recorded_runs(check: &str) -> u64 {
+    check
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" run(s) recorded"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{check}"))
 }
 
 /// A PostgreSQL cluster of the test's own: `initdb` and `pg_ctl` as an unprivileged user, on a
