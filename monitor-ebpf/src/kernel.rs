@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     EVENTS, EVENT_SCRATCH, KERNEL_OFFSETS, LOSSES, LOSSES_BY_PROCESS, PROBE_CONFIG, PROBE_ERRORS,
-    RING_SHARES, SECURITY_EVENTS, SHED,
+    READER_WAITING, RING_SHARES, SECURITY_EVENTS, SHED,
 };
 
 /// One field offset. Volatile so the compiler cannot fold the zero initialiser; the verifier
@@ -272,6 +272,22 @@ fn ring_for(kind: EventKind) -> &'static RingBuf {
 /// `bpf_ringbuf_query` flags.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
+/// `bpf_ringbuf_output` flag: commit without waking the reader.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// How a record is committed: waking the reader only when it waits to be woken
+/// (`READER_WAITING`). A wakeup is an irq_work raised on this CPU (a self-interrupt: in a VM an
+/// exit to the hypervisor) and the reader's wakeup on another; while records keep coming the
+/// reader looks every few milliseconds by itself (agent/ring.rs), so a storm's records wake
+/// nobody. The kernel already skips the wakeup when the reader has records left to read.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if READER_WAITING.get(0).is_some_and(|waiting| *waiting != 0) {
+        0
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 /// Whether the current process's control group may add a record of `kind` (`len` bytes) to its
 /// ring now.
@@ -378,7 +394,7 @@ unsafe fn output(scratch: *mut EventScratch, len: usize, kind: EventKind) -> boo
         ring.cast_mut().cast(),
         scratch.cast(),
         len as u64,
-        0,
+        wakeup_flag(),
     ) >= 0
 }
 
@@ -387,7 +403,7 @@ unsafe fn output(scratch: *mut EventScratch, len: usize, kind: EventKind) -> boo
 pub unsafe fn submit_fixed<T>(record: &T, kind: EventKind) {
     if !admit(kind, core::mem::size_of::<T>()) {
         count_shed(kind);
-    } else if ring_for(kind).output::<T>(record, 0).is_err() {
+    } else if ring_for(kind).output::<T>(record, wakeup_flag()).is_err() {
         count_loss(kind);
     }
 }

@@ -57,6 +57,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static SECURITY_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
+/// Whether the agent's ring reader is waiting to be woken (1) or will look at the rings on its
+/// own within a few milliseconds (0, while records keep coming): records ask the kernel to wake
+/// the reader only in the first case (kernel.rs, `wakeup_flag`). Written by the agent only.
+#[map]
+static READER_WAITING: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Records that could not be written to `EVENTS`, per `EventKind::loss_slot`.
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);

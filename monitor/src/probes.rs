@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
         CgroupSockAddr, RawTracePoint, TracePoint,
@@ -551,16 +551,18 @@ impl Probes {
         })
     }
 
-    /// The two rings: (everything else, security records).
-    pub fn take_rings(&mut self) -> anyhow::Result<(RingBuf<MapData>, RingBuf<MapData>)> {
-        let mut take = |name: &str| -> anyhow::Result<RingBuf<MapData>> {
-            let map = self
-                .ebpf
+    /// The two rings and the reader's flag that asks the kernel for wakeups.
+    pub fn take_rings(&mut self) -> anyhow::Result<Rings> {
+        let mut take = |name: &str| -> anyhow::Result<aya::maps::Map> {
+            self.ebpf
                 .take_map(name)
-                .with_context(|| format!("{name} map missing"))?;
-            Ok(RingBuf::try_from(map)?)
+                .with_context(|| format!("{name} map missing"))
         };
-        Ok((take("EVENTS")?, take("SECURITY_EVENTS")?))
+        Ok(Rings {
+            main: RingBuf::try_from(take("EVENTS")?)?,
+            security: RingBuf::try_from(take("SECURITY_EVENTS")?)?,
+            waiting: Array::try_from(take("READER_WAITING")?)?,
+        })
     }
 
     /// The kernel programs' count of records they could not build, per kind.
@@ -902,4 +904,12 @@ impl ProcessLossReader {
         }
         drained
     }
+}
+
+/// What the ring reader owns: the ring of everything else, the security records' ring, and
+/// `READER_WAITING` (whether records should wake it; agent/ring.rs).
+pub struct Rings {
+    pub main: RingBuf<MapData>,
+    pub security: RingBuf<MapData>,
+    pub waiting: Array<MapData, u32>,
 }

@@ -13,15 +13,20 @@ use super::Stats;
 use crate::{
     decode::{decode, KernelEvent},
     metrics::Metrics,
+    probes::Rings,
 };
 
-/// How long the reader rests after emptying the rings before it waits for them again. The
-/// kernel wakes a reader (an irq_work: a self-interrupt in the probe that wrote the record, an
-/// exit to the hypervisor in a VM, most of a small record's cost) only for a record written when
-/// the reader had read everything before it: a reader that keeps up with a storm is woken for
-/// nearly every record, one that rests is woken once per rest. The kernel side is unchanged
-/// (every record may wake); records wait at most this long more.
+/// How long the reader rests after reading records before it looks again. While records keep
+/// coming it looks on its own and asks the kernel for no wakeup (`READER_WAITING` is 0): a
+/// wakeup is an irq_work raised in the probe that wrote the record (a self-interrupt: in a VM
+/// an exit to the hypervisor) and the reader's wakeup on another CPU. Records wait at most this
+/// long more.
 const REST: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long a reader that asked to be woken waits at the most before it looks anyway: a record
+/// whose probe read `READER_WAITING` just before the reader set it asked for no wakeup (the
+/// window is a few instructions; the job-end barrier drains the rings in any case).
+const IDLE_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most records taken from the rings before they are handed on (bounds the batch's memory; a
 /// ring with more is drained again at once).
@@ -32,13 +37,28 @@ const BATCH: usize = 4096;
 /// behind a slow pipeline. Past it, records other than security ones are dropped and counted.
 pub(super) const MAX_QUEUED_BYTES: i64 = 64 << 20;
 
+/// What ended the reader's rest or wait.
+enum Woken {
+    /// Time to look at the rings.
+    Look,
+    /// A barrier: everything the kernel wrote before it is queued before the answer, so a
+    /// job's end is judged after the job's last events.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+    Stop,
+}
+
 pub(super) async fn read_ring(
-    (main, security): (RingBuf<MapData>, RingBuf<MapData>),
+    rings: Rings,
     tx: mpsc::Sender<KernelEvent>,
     stats: Arc<Stats>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut barriers: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
+    let Rings {
+        main,
+        security,
+        mut waiting,
+    } = rings;
     // SAFETY: each RingBuf owns its map fd and keeps it open and unchanged for as long as the
     // AsyncFd (which owns the RingBuf) lives.
     let mut main = unsafe { AsyncFd::register(main) }
@@ -46,66 +66,68 @@ pub(super) async fn read_ring(
     let mut security = unsafe { AsyncFd::register(security) }
         .map_err(|e| anyhow::anyhow!("polling the security ring buffer: {e}"))?;
     let mut batch: Vec<KernelEvent> = Vec::with_capacity(BATCH);
-    // Records read since the last rest.
-    let mut read = 0usize;
+    let mut ask_wakeups = |on: bool| {
+        if let Err(e) = waiting.set(0, u32::from(on), 0) {
+            // Without the flag records wake nobody: the reader then looks every IDLE_LOOK.
+            log::warn!("the ring reader's wakeup flag could not be set: {e}");
+        }
+    };
     loop {
-        tokio::select! {
-            guard = main.readable_mut() => {
-                let mut guard = guard?;
-                // Emptied before readiness is cleared: the kernel wakes a reader only when it
-                // had caught up.
-                read += fill(&mut batch, guard.get_inner_mut(), &tx, &stats).await;
-                guard.clear_ready();
+        // What one ring had: the other's records of the same moment go with them, in order.
+        let read = drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
+        let woken = if read >= BATCH / 2 {
+            // A flood: no rest (half a batch in one go is 400,000 records a second at the
+            // least if they came during a rest; the security ring holds about 8,000: a rest
+            // must not let it fill). A barrier or a stop still gets its turn.
+            if let Ok(done) = barriers.try_recv() {
+                Woken::Barrier(done)
+            } else if stop.has_changed().unwrap_or(true) {
+                Woken::Stop
+            } else {
+                Woken::Look
             }
-            guard = security.readable_mut() => {
-                let mut guard = guard?;
-                read += fill(&mut batch, guard.get_inner_mut(), &tx, &stats).await;
-                guard.clear_ready();
+        } else if read > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(REST) => Woken::Look,
+                Some(done) = barriers.recv() => Woken::Barrier(done),
+                _ = stop.changed() => Woken::Stop,
             }
-            // A barrier: everything the kernel wrote before it is queued before the answer,
-            // so a job's end is judged after the job's last events.
-            Some(done) = barriers.recv() => {
+        } else {
+            // Nothing came during the rest: ask to be woken, then look once more (a record
+            // written before the ask asked for no wakeup). Readiness is cleared before the
+            // rings are read, so a wakeup after that read is not lost.
+            ask_wakeups(true);
+            let woken = if drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await > 0 {
+                Woken::Look
+            } else {
+                tokio::select! {
+                    guard = main.readable_mut() => {
+                        guard?.clear_ready();
+                        Woken::Look
+                    }
+                    guard = security.readable_mut() => {
+                        guard?.clear_ready();
+                        Woken::Look
+                    }
+                    _ = tokio::time::sleep(IDLE_LOOK) => Woken::Look,
+                    Some(done) = barriers.recv() => Woken::Barrier(done),
+                    _ = stop.changed() => Woken::Stop,
+                }
+            };
+            ask_wakeups(false);
+            woken
+        };
+        match woken {
+            Woken::Look => {}
+            Woken::Barrier(done) => {
                 drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
                 let _ = done.send(());
-                continue;
             }
-            _ = stop.changed() => {
+            Woken::Stop => {
                 drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
                 return Ok(());
             }
         }
-        // What one ring had: the other's records of the same moment go with them, in order.
-        read += drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
-        // A flood: no rest (half a batch in one go is 400,000 records a second at the least if
-        // they came during a rest; the security ring holds about 8,000: a rest must not let it
-        // fill). Such a reader was not keeping up, so it was not woken per record anyway.
-        if std::mem::take(&mut read) >= BATCH / 2 {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(REST) => {}
-            _ = stop.changed() => {
-                drain_all(&mut batch, &mut main, &mut security, &tx, &stats).await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Empties `ring`, handing on each full batch; how many records it read.
-async fn fill(
-    batch: &mut Vec<KernelEvent>,
-    ring: &mut RingBuf<MapData>,
-    tx: &mpsc::Sender<KernelEvent>,
-    stats: &Stats,
-) -> usize {
-    let mut read = 0;
-    loop {
-        read += drain(batch, ring, stats);
-        if batch.len() < BATCH {
-            return read;
-        }
-        hand_on(batch, tx, stats).await;
     }
 }
 
