@@ -933,6 +933,10 @@ pub struct ProbeConfig {
     pub capture_env: u32,
     /// Non-zero: the io_uring name offsets are known (`KernelOffsets::io_kiocb_cmd`, ...).
     pub io_uring_names: u32,
+    /// The sizes the two rings were created with (`EVENTS`, `SECURITY_EVENTS`), so a record's
+    /// fair-share check need not ask the kernel each time; 0: ask it.
+    pub events_ring_bytes: u32,
+    pub security_ring_bytes: u32,
 }
 
 /// Magic of procfs (`PROC_SUPER_MAGIC`): opens of `/proc/<other pid>/{mem,environ,maps}` always pass.
@@ -960,7 +964,7 @@ const _: () = {
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
-    assert!(core::mem::size_of::<ProbeConfig>() == 20);
+    assert!(core::mem::size_of::<ProbeConfig>() == 28);
     // The kernel builds a record in one scratch buffer before copying it out.
     assert!(
         core::mem::size_of::<ExecEvent>() + 2 * MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN

@@ -31,7 +31,9 @@ use monitor_common::{
 use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
     connect::{egress_hooks_on, in_flight_slot},
-    kernel::{current_task, event_scratch, fill_header, is_agent, offsets_present, submit},
+    kernel::{
+        copy_header, current_task, event_scratch, fill_header, is_agent, offsets_present, submit,
+    },
     InFlightConnect, CONNECT_ENTERED, CONNECT_RECORDED, DNS_SOCKET_OWNERS, EGRESS_SEEN,
     PENDING_CONNECTS,
 };
@@ -228,7 +230,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
                     fill_header(header, EventKind::NetConnect, current_task());
                 }
                 let record = &raw mut (*slot).record;
-                (*record).header = *header;
+                copy_header(&raw mut (*record).header, header);
                 (*record).header.kind = EventKind::NetConnect as u32;
                 (*record).fd = (*slot).fd;
                 (*record).result = 0;

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_ringbuf_query,
     },
 };
@@ -234,6 +234,24 @@ pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *cons
     (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
+/// Copies a record header word by word (volatile, so LLVM does not turn the loop back into a
+/// call). A plain assignment of the 88-byte header compiles to a call to the object's
+/// `memmove`, a loop of one-byte loads and stores: 88 rounds of it on the connect hook's path.
+#[inline(always)]
+pub unsafe fn copy_header(to: *mut EventHeader, from: *const EventHeader) {
+    const WORDS: usize = core::mem::size_of::<EventHeader>() / 8;
+    const _: () = assert!(
+        core::mem::size_of::<EventHeader>() % 8 == 0 && core::mem::align_of::<EventHeader>() == 8
+    );
+    let to = to.cast::<u64>();
+    let from = from.cast::<u64>();
+    let mut i = 0;
+    while i < WORDS {
+        core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i)));
+        i += 1;
+    }
+}
+
 /// The per-CPU record scratch buffer.
 /// `value`, with everything LLVM knows of it forgotten (it passes through memory, volatile).
 /// A mask or bound check written after it stays in the program: from a value it has bounded
@@ -304,23 +322,30 @@ fn wakeup_flag() -> u64 {
 /// (4.18; the task's cgroup v2 id), `bpf_ringbuf_query` (5.8).
 #[inline(always)]
 fn admit(kind: EventKind, len: usize) -> bool {
-    admit_for(kind, len, unsafe { bpf_get_current_cgroup_id() })
+    admit_for(kind, len, unsafe { bpf_get_current_cgroup_id() }, unsafe {
+        bpf_ktime_get_boot_ns()
+    })
 }
 
-/// As `admit`, for a record of control group `group` (packet programs: the group of the
-/// process that connected the socket, from the record's header).
+/// As `admit`, for a record of control group `group` made at `now` (CLOCK_BOOTTIME, as a
+/// header's time: a record built a moment ago is in the same window as one built now). Packet
+/// programs give the group of the process that connected the socket, from the record's header.
 #[inline(always)]
-fn admit_for(kind: EventKind, len: usize, group: u64) -> bool {
+fn admit_for(kind: EventKind, len: usize, group: u64, now: u64) -> bool {
     if matches!(kind, EventKind::Tamper) {
         return true;
     }
     let ring: *const RingBuf = ring_for(kind);
-    let size = unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_RING_SIZE) };
+    let size = match ring_size(kind) {
+        0 => unsafe { bpf_ringbuf_query(ring.cast_mut().cast(), BPF_RB_RING_SIZE) },
+        known => known,
+    };
     let share = size / 4;
-    let now = unsafe { bpf_ktime_get_ns() };
     let flooding = match RING_SHARES.get_ptr_mut(&group) {
         Some(window) => unsafe {
-            let since = now.wrapping_sub((*window).start_ns);
+            // A record made before the window's start (built on another CPU, or by the
+            // connect hook and sent at the syscall's exit) counts in it.
+            let since = now.saturating_sub((*window).start_ns);
             if since > SHARE_WINDOW_NS {
                 // Two CPUs may both start the new window: the count is a bound, not a ledger.
                 // A window with nothing between counts as quiet.
@@ -355,14 +380,27 @@ fn admit_for(kind: EventKind, len: usize, group: u64) -> bool {
     held < size - size / 4
 }
 
+/// The size of `kind`'s ring as the agent created it (0 when not given).
+#[inline(always)]
+fn ring_size(kind: EventKind) -> u64 {
+    let config = &raw const PROBE_CONFIG;
+    unsafe {
+        if kind.is_security() {
+            core::ptr::read_volatile(&raw const (*config).security_ring_bytes) as u64
+        } else {
+            core::ptr::read_volatile(&raw const (*config).events_ring_bytes) as u64
+        }
+    }
+}
+
 /// Copies `len` bytes of `scratch` to `kind`'s ring buffer, counting a loss on failure (or when
 /// the process's group is refused its share, `admit`). The record starts with a header
 /// `fill_header` built for the current task: its control group is the one `admit` would ask
 /// the kernel for again.
 #[inline(always)]
 pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
-    let group = (*(*scratch).bytes.as_ptr().cast::<EventHeader>()).cgroup_id;
-    if !admit_for(kind, len, group) {
+    let header = (*scratch).bytes.as_ptr().cast::<EventHeader>();
+    if !admit_for(kind, len, (*header).cgroup_id, (*header).ts_ns) {
         count_shed(kind);
     } else if !output(scratch, len, kind) {
         count_loss(kind);
@@ -375,8 +413,8 @@ pub unsafe fn submit(scratch: *mut EventScratch, len: usize, kind: EventKind) {
 /// `tgid`.
 #[inline(always)]
 pub unsafe fn submit_for(scratch: *mut EventScratch, len: usize, kind: EventKind, tgid: u32) {
-    let group = (*(*scratch).bytes.as_ptr().cast::<EventHeader>()).cgroup_id;
-    if !admit_for(kind, len, group) {
+    let header = (*scratch).bytes.as_ptr().cast::<EventHeader>();
+    if !admit_for(kind, len, (*header).cgroup_id, (*header).ts_ns) {
         if let Some(slot) = SHED.get_ptr_mut(kind.loss_slot()) {
             *slot += 1;
         }

@@ -196,7 +196,7 @@ pub(crate) unsafe fn header_from_owner(
     kind: EventKind,
     flags: u32,
 ) {
-    *header = *owner;
+    crate::kernel::copy_header(header, owner);
     (*header).kind = kind as u32;
     (*header).ts_ns = bpf_ktime_get_boot_ns();
     (*header).flags = flags;

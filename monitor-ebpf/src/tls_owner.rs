@@ -19,7 +19,7 @@
 
 use monitor_common::EventHeader;
 
-use crate::{TlsOwner, TLS_OWNERS, TLS_OWNER_SLOTS};
+use crate::{kernel::copy_header, TlsOwner, TLS_OWNERS, TLS_OWNER_SLOTS};
 
 #[inline(always)]
 fn slot(cookie: u64) -> Option<*mut TlsOwner> {
@@ -36,7 +36,7 @@ pub unsafe fn keep(cookie: u64, header: *const EventHeader) {
         return;
     };
     core::ptr::write_volatile(&raw mut (*slot).cookie, 0);
-    core::ptr::write_volatile(&raw mut (*slot).header, *header);
+    copy_header(&raw mut (*slot).header, header);
     core::ptr::write_volatile(&raw mut (*slot).cookie, cookie);
 }
 
@@ -50,7 +50,7 @@ pub unsafe fn take(cookie: u64, into: *mut EventHeader) -> bool {
     if cookie == 0 || core::ptr::read_volatile(&raw const (*slot).cookie) != cookie {
         return false;
     }
-    *into = core::ptr::read_volatile(&raw const (*slot).header);
+    copy_header(into, &raw const (*slot).header);
     if core::ptr::read_volatile(&raw const (*slot).cookie) != cookie {
         return false;
     }

@@ -477,6 +477,8 @@ impl Probes {
             io_uring_layout: layout.io_uring_layout,
             io_uring_names: layout.io_uring_names as u32,
             capture_env: options.capture_env as u32,
+            events_ring_bytes: options.ring_bytes,
+            security_ring_bytes: security_ring_bytes(options.ring_bytes),
         };
         let pins = options
             .pin_dir
