@@ -27,9 +27,17 @@ pub fn policy(slot: u32) -> u32 {
     JOB_POLICY.get(slot).copied().unwrap_or(0)
 }
 
-/// The current process's slot, when its connections are judged.
+/// Slot 0 of `JOB_POLICY` is no job's: the agent sets there every bit it gave any job.
+const ANY_JOB: u32 = 0;
+
+/// The current process's slot, when its connections are judged. While no job was ever put in
+/// block mode (the agent's `ANY_JOB` bits), no process is looked up: every connect and send
+/// passes here.
 #[inline(always)]
 pub fn enforced_slot() -> Option<u32> {
+    if policy(ANY_JOB) & POLICY_EGRESS_BLOCK == 0 {
+        return None;
+    }
     let (slot, _) = member(crate::kernel::current_tgid())?;
     (policy(slot) & POLICY_EGRESS_BLOCK != 0).then_some(slot)
 }

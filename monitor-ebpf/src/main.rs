@@ -277,7 +277,8 @@ static PACKET_SCRATCH: PerCpuArray<EventScratch> = PerCpuArray::with_max_entries
 pub const PACKET_SCRATCH_INGRESS: u32 = 0;
 pub const PACKET_SCRATCH_EGRESS: u32 = 1;
 
-/// The processes of jobs the kernel acts for (block.rs, respond.rs), and each job's policy.
+/// The processes of jobs the kernel acts for (block.rs, respond.rs), and each job's policy (slot 0
+/// is no job's: it holds every bit any job was given).
 #[map]
 static JOB_PROCS: LruHashMap<u32, JobEntry> = LruHashMap::with_max_entries(65536, 0);
 #[map]

@@ -217,6 +217,13 @@ impl Enforcer {
             policy
         };
         self.policies.set(slot, policy, 0)?;
+        // Slot 0 is no job's: it gathers every bit any job was given, so the kernel's hooks
+        // skip the per-process lookup while no job ever asked for a bit (block.rs). Never
+        // cleared: a process of an ended job may still be a member.
+        let any = self.policies.get(&0, 0).unwrap_or(0);
+        if any | policy != any {
+            self.policies.set(0, any | policy, 0)?;
+        }
         // A second early: what the runner wrote as the job was set up counts as the job's.
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
