@@ -937,6 +937,9 @@ pub struct ProbeConfig {
     /// fair-share check need not ask the kernel each time; 0: ask it.
     pub events_ring_bytes: u32,
     pub security_ring_bytes: u32,
+    /// Non-zero: socket-address programs may call `bpf_get_current_task_btf` on this kernel
+    /// (the agent loaded one that does).
+    pub sock_addr_task_btf: u32,
 }
 
 /// Magic of procfs (`PROC_SUPER_MAGIC`): opens of `/proc/<other pid>/{mem,environ,maps}` always pass.
@@ -964,7 +967,7 @@ const _: () = {
     assert!(core::mem::size_of::<DnsAskedKey>() == 32);
     assert!(core::mem::size_of::<TamperSeenKey>() == 24);
     assert!(core::mem::size_of::<EgressSeenKey>() == 32);
-    assert!(core::mem::size_of::<ProbeConfig>() == 28);
+    assert!(core::mem::size_of::<ProbeConfig>() == 32);
     // The kernel builds a record in one scratch buffer before copying it out.
     assert!(
         core::mem::size_of::<ExecEvent>() + 2 * MAX_PATH_LEN + MAX_ARGV_LEN + MAX_FILENAME_LEN

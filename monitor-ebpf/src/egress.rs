@@ -32,7 +32,8 @@ use crate::{
     block::{allows_v4, allows_v6, enforced_slot},
     connect::{egress_hooks_on, in_flight_slot},
     kernel::{
-        copy_header, current_task, event_scratch, fill_header, is_agent, offsets_present, submit,
+        copy_header, event_scratch, fill_current_header, is_agent, offsets_present,
+        sock_addr_types_task, submit,
     },
     InFlightConnect, CONNECT_ENTERED, CONNECT_RECORDED, DNS_SOCKET_OWNERS, EGRESS_SEEN,
     PENDING_CONNECTS,
@@ -202,7 +203,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         // Its questions and answers are captured as packets (dns_question.rs, dns_answer.rs),
         // where the sender is not known.
         unsafe {
-            fill_header(header, EventKind::NetDns, current_task());
+            fill_current_header(header, EventKind::NetDns, sock_addr_types_task());
             let _ = DNS_SOCKET_OWNERS.insert(&socket_cookie, &*header, 0);
         }
         header_built = true;
@@ -210,7 +211,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         // Its first TLS hello is read as a packet (dns_question.rs), where the sender is not
         // known either.
         unsafe {
-            fill_header(header, EventKind::NetTls, current_task());
+            fill_current_header(header, EventKind::NetTls, sock_addr_types_task());
             crate::tls_owner::keep(socket_cookie, header);
         }
         header_built = true;
@@ -227,7 +228,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
         if let Some(slot) = connect_syscall_slot(pid_tgid as u32) {
             unsafe {
                 if !header_built {
-                    fill_header(header, EventKind::NetConnect, current_task());
+                    fill_current_header(header, EventKind::NetConnect, sock_addr_types_task());
                 }
                 let record = &raw mut (*slot).record;
                 copy_header(&raw mut (*record).header, header);
@@ -268,7 +269,7 @@ fn observe(ctx: &SockAddrContext, dest: Destination, via: u8) -> i32 {
     let _ = EGRESS_SEEN.insert(&key, &0u8, 0);
     unsafe {
         if !header_built {
-            fill_header(header, EventKind::NetConnect, current_task());
+            fill_current_header(header, EventKind::NetConnect, sock_addr_types_task());
         }
         (*event).header.kind = EventKind::NetConnect as u32;
         (*event).fd = -1;

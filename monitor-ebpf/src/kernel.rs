@@ -234,6 +234,83 @@ pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *cons
     (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
+/// Where a program may type the current task (`bpf_get_current_task_btf`): tracing programs
+/// (tracepoints, raw tracepoints, fentry, LSM) on kernels that have the helper (5.11+).
+#[inline(always)]
+pub fn tracing_types_task() -> bool {
+    off!(task_btf_loads) != 0
+}
+
+/// The same for the socket-address programs (egress.rs): the kernel lets them call the helper
+/// from some version on, which the agent asked it by loading one (`ProbeConfig`).
+#[inline(always)]
+pub fn sock_addr_types_task() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.sock_addr_task_btf) != 0 }
+}
+
+/// Fills the header for the current task. Where the program may type the task (`typed`: one of
+/// the two functions above, so the verifier sees a constant and checks only the branch this
+/// kernel takes), its links, starts and mount namespace are plain loads the verifier checks
+/// against BTF (a faulting load gives 0, as an unreadable field gives here otherwise): seven
+/// helper calls fewer than `fill_header`, which every record's header cost.
+#[inline(always)]
+pub unsafe fn fill_current_header(header: *mut EventHeader, kind: EventKind, typed: bool) {
+    if !typed {
+        return fill_header(header, kind, current_task());
+    }
+    let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf() as *const u8;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let parent = btf_load::<*const u8>(task, off!(task_real_parent));
+    let leader = btf_load::<*const u8>(task, off!(task_group_leader));
+    (*header).kind = kind as u32;
+    (*header).flags = 0;
+    (*header).ts_ns = bpf_ktime_get_boot_ns();
+    (*header).tgid = (pid_tgid >> 32) as u32;
+    (*header).pid = pid_tgid as u32;
+    (*header).ppid = if parent.is_null() {
+        0
+    } else {
+        btf_load::<u32>(parent, off!(task_tgid))
+    };
+    (*header).uid = uid_gid as u32;
+    (*header).gid = (uid_gid >> 32) as u32;
+    let (mut mnt_ns, mut mnt_ns_id) = (0, 0);
+    if off!(task_nsproxy) != 0 {
+        let nsproxy = btf_load::<*const u8>(task, off!(task_nsproxy));
+        if !nsproxy.is_null() {
+            let mnt = btf_load::<*const u8>(nsproxy, off!(nsproxy_mnt_ns));
+            if !mnt.is_null() {
+                mnt_ns = btf_load::<u32>(mnt, off!(mnt_ns_inum));
+                if off!(mnt_ns_unique) != 0 {
+                    mnt_ns_id = btf_load::<u64>(mnt, off!(mnt_ns_unique));
+                }
+            }
+        }
+    }
+    (*header).mnt_ns = mnt_ns;
+    (*header).mnt_ns_id = mnt_ns_id;
+    (*header).start_ns = btf_load::<u64>(
+        if leader.is_null() { task } else { leader },
+        off!(task_start_boottime),
+    );
+    (*header).parent_start_ns = if parent.is_null() {
+        0
+    } else {
+        let parent_leader = btf_load::<*const u8>(parent, off!(task_group_leader));
+        btf_load::<u64>(
+            if parent_leader.is_null() {
+                parent
+            } else {
+                parent_leader
+            },
+            off!(task_start_boottime),
+        )
+    };
+    (*header).cgroup_id = bpf_get_current_cgroup_id();
+    (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
 /// Copies a record header word by word (volatile, so LLVM does not turn the loop back into a
 /// call). A plain assignment of the 88-byte header compiles to a call to the object's
 /// `memmove`, a loop of one-byte loads and stores: 88 rounds of it on the connect hook's path.

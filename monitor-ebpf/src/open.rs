@@ -33,8 +33,8 @@ use monitor_common::{
 use crate::{
     kernel::{
         add_bits, config, count_error, current_file_of_fd, current_task, current_tgid,
-        event_scratch, fill_header, is_agent, off, offsets_present, opaque, read, read_ptr, submit,
-        tracepoint_word,
+        event_scratch, fill_current_header, is_agent, off, offsets_present, opaque, read, read_ptr,
+        submit, tracepoint_word, tracing_types_task,
     },
     path, respond, watch, WATCH_INODES, WATCH_INODE_BITS, WATCH_SOURCES, WATCH_SOURCES_ON,
     WATCH_SUBTREES, WATCH_SUBTREES_ON,
@@ -221,7 +221,11 @@ unsafe fn try_open(file: *const u8, fd: i64, extra_flags: u32) -> Result<u32, i6
     let scratch = event_scratch().ok_or(-1i64)?;
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<FileOpenEvent>();
-    fill_header(&raw mut (*event).header, EventKind::FileOpen, task);
+    fill_current_header(
+        &raw mut (*event).header,
+        EventKind::FileOpen,
+        tracing_types_task(),
+    );
     // The filter's outcome goes through map memory before the path walk and is read back
     // after it: held in registers, each combination of its bits is a constant of its own, and
     // the verifier walks the whole path resolution once for each (past 6.1's budget).

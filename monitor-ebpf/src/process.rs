@@ -18,8 +18,9 @@ use monitor_common::{
 
 use crate::{
     kernel::{
-        add_bits, config, count_error, current_task, event_scratch, fill_header, is_agent, off,
-        offsets_present, process_start_ns, read, read_ptr, submit, submit_fixed, EventScratch,
+        add_bits, config, count_error, current_task, event_scratch, fill_current_header,
+        fill_header, is_agent, off, offsets_present, process_start_ns, read, read_ptr, submit,
+        submit_fixed, tracing_types_task, EventScratch,
     },
     path,
 };
@@ -49,12 +50,16 @@ unsafe fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // The environment goes first, so the agent holds it when the exec record arrives (records of
     // one task on one CPU keep their order in the ring).
     if config().capture_env != 0 {
-        send_env(scratch, task, mm);
+        send_env(scratch, mm);
     }
 
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<ExecEvent>();
-    fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
+    fill_current_header(
+        &raw mut (*event).header,
+        EventKind::ProcessExec,
+        tracing_types_task(),
+    );
     // Flags and lengths through the record (map memory), read back where needed: held in
     // registers, each path's constants (0 for a part not read) are states of their own, and
     // the verifier walks each later path resolution once per combination (see `add_bits`).
@@ -184,7 +189,11 @@ unsafe fn try_bprm_check(bprm: *const u8) -> Result<bool, i64> {
     let task = current_task();
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<ExecEvent>();
-    fill_header(&raw mut (*event).header, EventKind::ProcessExec, task);
+    fill_current_header(
+        &raw mut (*event).header,
+        EventKind::ProcessExec,
+        tracing_types_task(),
+    );
     let flags = &raw mut (*event).header.flags;
     let filename_len_at = &raw mut (*event).filename_len;
     let exe_len_at = &raw mut (*event).exe_len;
@@ -323,10 +332,14 @@ unsafe fn put_cwd(task: *const u8, at: *mut u8, len_at: *mut u16, flags: *mut u3
 /// Sends the new program's environment block (`mm->env_start..env_end`, just copied onto its
 /// stack by execve, so it cannot have been changed by the program yet).
 #[inline(always)]
-unsafe fn send_env(scratch: *mut EventScratch, task: *const u8, mm: *const u8) {
+unsafe fn send_env(scratch: *mut EventScratch, mm: *const u8) {
     let base = (*scratch).bytes.as_mut_ptr();
     let event = base.cast::<EnvEvent>();
-    fill_header(&raw mut (*event).header, EventKind::ProcessEnv, task);
+    fill_current_header(
+        &raw mut (*event).header,
+        EventKind::ProcessEnv,
+        tracing_types_task(),
+    );
     let start = read::<u64>(mm, off!(mm_env_start)).unwrap_or(0);
     let end = read::<u64>(mm, off!(mm_env_end)).unwrap_or(0);
     let total = end.saturating_sub(start);
@@ -424,7 +437,11 @@ unsafe fn try_exit() -> Result<(), i64> {
     // A reused pid must not inherit block mode.
     let _ = crate::JOB_PROCS.remove(&tgid);
     let mut event = ExitEvent::default();
-    fill_header(&raw mut event.header, EventKind::ProcessExit, task);
+    fill_current_header(
+        &raw mut event.header,
+        EventKind::ProcessExit,
+        tracing_types_task(),
+    );
     event.exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
     submit_fixed(&event, EventKind::ProcessExit);
     Ok(())

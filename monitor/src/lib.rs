@@ -19,6 +19,7 @@ pub mod engine;
 pub mod event;
 pub mod finding;
 pub mod forward;
+pub mod helper_probe;
 pub mod hook_tier;
 pub mod judge;
 pub mod kernel_layout;

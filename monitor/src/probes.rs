@@ -479,7 +479,19 @@ impl Probes {
             capture_env: options.capture_env as u32,
             events_ring_bytes: options.ring_bytes,
             security_ring_bytes: security_ring_bytes(options.ring_bytes),
+            sock_addr_task_btf: (layout.offsets.task_btf_loads != 0
+                && crate::helper_probe::sock_addr_may_call(
+                    crate::helper_probe::BPF_FUNC_GET_CURRENT_TASK_BTF,
+                )) as u32,
         };
+        log::debug!(
+            "socket-address programs read the current task {}",
+            if config.sock_addr_task_btf != 0 {
+                "through BTF"
+            } else {
+                "with helper reads (bpf_get_current_task_btf is not theirs on this kernel)"
+            }
+        );
         let pins = options
             .pin_dir
             .as_deref()
