@@ -581,7 +581,7 @@ pub fn count_error(kind: EventKind) {
 /// the branch that names the helper that kernel does not know.
 #[inline(always)]
 pub unsafe fn current_file_of_fd(fd: i64) -> Result<*const u8, i64> {
-    if off!(task_btf_loads) == 0 {
+    if !tracing_types_task() {
         return file_of_fd(current_task(), fd);
     }
     if fd < 0 {

@@ -203,6 +203,18 @@ pub enum HookChoice {
     Tracepoint,
 }
 
+impl HookChoice {
+    /// The tier `--hook-tier` named; None for the best the kernel allows.
+    fn forced(self) -> Option<HookTier> {
+        match self {
+            HookChoice::Best => None,
+            HookChoice::Lsm => Some(HookTier::Lsm),
+            HookChoice::Fentry => Some(HookTier::Fentry),
+            HookChoice::Tracepoint => Some(HookTier::Tracepoint),
+        }
+    }
+}
+
 /// The tier in force for a family, and why each better one is not.
 #[derive(Debug, Clone)]
 pub struct TierChoice {
@@ -270,13 +282,12 @@ pub fn attach_family(
         .into_iter()
         .filter(|tier| !asked.contains(tier) && !family.programs(*tier).is_empty())
         .filter(|tier| choice != HookChoice::Lsm || *tier != HookTier::Fentry)
-        .map(|tier| {
-            let forced = match choice {
-                HookChoice::Lsm => "lsm",
-                HookChoice::Fentry => "fentry",
-                _ => "tracepoint",
-            };
-            (tier, format!("--hook-tier {forced} was asked for"))
+        .filter_map(|tier| {
+            let forced = choice.forced()?;
+            Some((
+                tier,
+                format!("--hook-tier {} was asked for", forced.as_str()),
+            ))
         })
         .collect();
     let forced_out = refused.len();
