@@ -1,7 +1,7 @@
 //! Reading kernel structures at offsets found in BTF by the agent, and filling event headers.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_ringbuf_query,
@@ -82,7 +82,7 @@ pub unsafe fn read_ptr(base: *const u8, offset: usize) -> Result<*const u8, i64>
 /// The current process's id (the thread group's).
 #[inline(always)]
 pub fn current_tgid() -> u32 {
-    (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 #[inline(always)]
@@ -208,30 +208,60 @@ unsafe fn leader_start_ns(task: *const u8, leader: *const u8) -> u64 {
 /// its parent's links and leader's start, the namespace's three), ten otherwise.
 #[inline(always)]
 pub unsafe fn fill_header(header: *mut EventHeader, kind: EventKind, task: *const u8) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     let windows = HEADER_WINDOWS.get_ptr_mut(0);
     let (_, parent, leader) = task_links(task, windows.map(|w| (*w).task.as_mut_ptr()));
     let (ppid, _, parent_leader) = task_links(parent, windows.map(|w| (*w).parent.as_mut_ptr()));
+    let (mnt_ns, mnt_ns_id) = mount_namespace(task, windows);
+    let lineage = Lineage {
+        ppid,
+        mnt_ns,
+        mnt_ns_id,
+        start_ns: leader_start_ns(task, leader),
+        parent_start_ns: if parent.is_null() {
+            0
+        } else {
+            leader_start_ns(parent, parent_leader)
+        },
+    };
+    write_header(header, kind, &lineage);
+}
+
+/// What a header says of the task's place in the process tree, read one way or another
+/// (`fill_header`, `fill_current_header`); the rest of the header is the current task's own.
+struct Lineage {
+    ppid: u32,
+    mnt_ns: u32,
+    mnt_ns_id: u64,
+    start_ns: u64,
+    parent_start_ns: u64,
+}
+
+/// The one writer of a record header: the current task's ids, clock and cgroup from helpers,
+/// its lineage as read by the caller.
+#[inline(always)]
+unsafe fn write_header(header: *mut EventHeader, kind: EventKind, lineage: &Lineage) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
     (*header).kind = kind as u32;
     (*header).flags = 0;
     (*header).ts_ns = bpf_ktime_get_boot_ns();
     (*header).tgid = (pid_tgid >> 32) as u32;
     (*header).pid = pid_tgid as u32;
-    (*header).ppid = ppid;
+    (*header).ppid = lineage.ppid;
     (*header).uid = uid_gid as u32;
     (*header).gid = (uid_gid >> 32) as u32;
-    let (mnt_ns, mnt_ns_id) = mount_namespace(task, windows);
-    (*header).mnt_ns = mnt_ns;
-    (*header).mnt_ns_id = mnt_ns_id;
-    (*header).start_ns = leader_start_ns(task, leader);
-    (*header).parent_start_ns = if parent.is_null() {
-        0
-    } else {
-        leader_start_ns(parent, parent_leader)
-    };
+    (*header).mnt_ns = lineage.mnt_ns;
+    (*header).mnt_ns_id = lineage.mnt_ns_id;
+    (*header).start_ns = lineage.start_ns;
+    (*header).parent_start_ns = lineage.parent_start_ns;
     (*header).cgroup_id = bpf_get_current_cgroup_id();
-    (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Straight into the record: the helper NUL-pads the 16 bytes itself (and zeroes them on
+    // failure). aya's `bpf_get_current_comm()` returns an array, which cost a 16-byte memset
+    // (a one-byte loop) and the copy of it on every header.
+    aya_ebpf::helpers::generated::bpf_get_current_comm(
+        (&raw mut (*header).comm).cast(),
+        core::mem::size_of::<[u8; 16]>() as u32,
+    );
 }
 
 /// Where a program may type the current task (`bpf_get_current_task_btf`): tracing programs
@@ -259,22 +289,8 @@ pub unsafe fn fill_current_header(header: *mut EventHeader, kind: EventKind, typ
         return fill_header(header, kind, current_task());
     }
     let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf() as *const u8;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     let parent = btf_load::<*const u8>(task, off!(task_real_parent));
     let leader = btf_load::<*const u8>(task, off!(task_group_leader));
-    (*header).kind = kind as u32;
-    (*header).flags = 0;
-    (*header).ts_ns = bpf_ktime_get_boot_ns();
-    (*header).tgid = (pid_tgid >> 32) as u32;
-    (*header).pid = pid_tgid as u32;
-    (*header).ppid = if parent.is_null() {
-        0
-    } else {
-        btf_load::<u32>(parent, off!(task_tgid))
-    };
-    (*header).uid = uid_gid as u32;
-    (*header).gid = (uid_gid >> 32) as u32;
     let (mut mnt_ns, mut mnt_ns_id) = (0, 0);
     if off!(task_nsproxy) != 0 {
         let nsproxy = btf_load::<*const u8>(task, off!(task_nsproxy));
@@ -288,27 +304,33 @@ pub unsafe fn fill_current_header(header: *mut EventHeader, kind: EventKind, typ
             }
         }
     }
-    (*header).mnt_ns = mnt_ns;
-    (*header).mnt_ns_id = mnt_ns_id;
-    (*header).start_ns = btf_load::<u64>(
-        if leader.is_null() { task } else { leader },
-        off!(task_start_boottime),
-    );
-    (*header).parent_start_ns = if parent.is_null() {
-        0
-    } else {
-        let parent_leader = btf_load::<*const u8>(parent, off!(task_group_leader));
-        btf_load::<u64>(
-            if parent_leader.is_null() {
-                parent
-            } else {
-                parent_leader
-            },
+    let lineage = Lineage {
+        ppid: if parent.is_null() {
+            0
+        } else {
+            btf_load::<u32>(parent, off!(task_tgid))
+        },
+        mnt_ns,
+        mnt_ns_id,
+        start_ns: btf_load::<u64>(
+            if leader.is_null() { task } else { leader },
             off!(task_start_boottime),
-        )
+        ),
+        parent_start_ns: if parent.is_null() {
+            0
+        } else {
+            let parent_leader = btf_load::<*const u8>(parent, off!(task_group_leader));
+            btf_load::<u64>(
+                if parent_leader.is_null() {
+                    parent
+                } else {
+                    parent_leader
+                },
+                off!(task_start_boottime),
+            )
+        },
     };
-    (*header).cgroup_id = bpf_get_current_cgroup_id();
-    (*header).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    write_header(header, kind, &lineage);
 }
 
 /// Copies a record header word by word (volatile, so LLVM does not turn the loop back into a
