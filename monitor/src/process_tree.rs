@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use monitor_common::MAX_ARGV_LEN;
+
 use crate::{
     decode::Header,
     redact::{redact_argv, redact_path},
@@ -67,6 +69,8 @@ pub struct SeedEntry {
     pub comm: String,
     pub exe: Option<String>,
     pub argv: Vec<String>,
+    /// `argv` is the first `MAX_ARGV_LEN` bytes of a longer command line.
+    pub argv_truncated: bool,
     pub uid: u32,
 }
 
@@ -149,7 +153,7 @@ impl ProcessTable {
                 comm: e.comm,
                 exe: e.exe.as_deref().map(|x| redact_path(x).into_owned()),
                 argv: crate::decode::join_past_bound(redact_argv(&e.argv)).into(),
-                argv_truncated: false,
+                argv_truncated: e.argv_truncated,
                 uid: e.uid,
                 start_ns: e.start_ticks * self.ns_per_tick,
                 exit_status: None,
@@ -218,9 +222,16 @@ impl ProcessTable {
                 }
             }
             // A child starts as a copy of its parent's image until it execs.
-            let (exe, argv, exec_cgroup_id) = parent
+            let (exe, argv, argv_truncated, exec_cgroup_id) = parent
                 .and_then(|p| self.procs.get(&p))
-                .map(|p| (p.exe.clone(), p.argv.clone(), p.exec_cgroup_id))
+                .map(|p| {
+                    (
+                        p.exe.clone(),
+                        p.argv.clone(),
+                        p.argv_truncated,
+                        p.exec_cgroup_id,
+                    )
+                })
                 .unwrap_or_default();
             self.insert(Process {
                 key,
@@ -229,7 +240,7 @@ impl ProcessTable {
                 comm: h.comm.clone(),
                 exe,
                 argv,
-                argv_truncated: false,
+                argv_truncated,
                 uid: h.uid,
                 start_ns: h.start_ns,
                 exit_status: None,
@@ -371,9 +382,7 @@ pub fn read_proc_entry(proc_root: &std::path::Path, tgid: u32) -> Option<SeedEnt
     let exe = std::fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    let argv = std::fs::read(dir.join("cmdline"))
-        .map(|b| crate::decode::split_nul(&b))
-        .unwrap_or_default();
+    let (argv, argv_truncated) = read_cmdline(&dir.join("cmdline"));
     let uid = std::fs::read_to_string(dir.join("status"))
         .ok()
         .and_then(|s| {
@@ -389,8 +398,25 @@ pub fn read_proc_entry(proc_root: &std::path::Path, tgid: u32) -> Option<SeedEnt
         comm,
         exe,
         argv,
+        argv_truncated,
         uid,
     })
+}
+
+/// A command line from /proc, bounded as the kernel's exec records are (`MAX_ARGV_LEN`): a
+/// process whose exec record was lost (a flood) is read here, and its argument list, up to
+/// megabytes, would otherwise ride in every event of every descendant (`ancestry`).
+fn read_cmdline(path: &std::path::Path) -> (Vec<String>, bool) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_ARGV_LEN as u64 + 1).read_to_end(&mut bytes));
+    if read.is_err() {
+        return (Vec::new(), false);
+    }
+    let truncated = bytes.len() > MAX_ARGV_LEN;
+    bytes.truncate(MAX_ARGV_LEN);
+    (crate::decode::split_nul(&bytes), truncated)
 }
 
 /// (comm, ppid, starttime) from /proc/<pid>/stat; comm may contain spaces and parentheses.
@@ -478,6 +504,25 @@ mod tests {
     }
 
     #[test]
+    fn a_command_line_from_proc_is_bounded_as_exec_records_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("long");
+        let arg = "a".repeat(1000);
+        std::fs::write(&long, format!("{arg}\0").repeat(10)).unwrap();
+        let (argv, truncated) = read_cmdline(&long);
+        assert!(truncated);
+        assert!(argv.iter().map(|a| a.len() + 1).sum::<usize>() <= MAX_ARGV_LEN + 1);
+        assert_eq!(argv[0], arg);
+        let short = dir.path().join("short");
+        std::fs::write(&short, "npm\0install\0").unwrap();
+        assert_eq!(
+            read_cmdline(&short),
+            (vec!["npm".to_string(), "install".to_string()], false)
+        );
+        assert_eq!(read_cmdline(&dir.path().join("gone")), (Vec::new(), false));
+    }
+
+    #[test]
     fn three_level_chain_has_ordered_ancestry() {
         let mut t = ProcessTable::new(HZ, 1000);
         t.seed([SeedEntry {
@@ -487,6 +532,7 @@ mod tests {
             comm: "runner".into(),
             exe: Some("/runner".into()),
             argv: vec![],
+            argv_truncated: false,
             uid: 0,
         }]);
         t.on_fork(&header(EventKind::ProcessFork, 20, 100, 10, 5, 1));

@@ -310,17 +310,12 @@ fn write_npm_tree(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Timed runs of `workload` per tool and round. The storms take a second or less, and one run
-/// of each per round moved by a quarter from round to round on a shared 2-core machine (open
-/// storm with nothing watching: 0.98, 0.70, 0.71 s): three each, and every ratio is the median
-/// of all of them. The builds take seconds and run once.
-fn repeats(workload: &Workload) -> usize {
-    if workload.name.contains("storm") {
-        3
-    } else {
-        1
-    }
-}
+/// Timed runs of each workload per tool and round: three, and every ratio is the median
+/// of all of them. One run per round moved by a quarter from round to round on a shared 2-core
+/// machine (open storm with nothing watching: 0.98, 0.70, 0.71 s), the builds as much (cargo
+/// build with nothing watching: 5.57, 4.85, 4.98 s; with one run a round the builds' ratios were
+/// the noise's).
+const REPEATS: usize = 3;
 
 /// The run time of each of `programs` over one run of `workload`, with the kernel's statistics
 /// on for that run only.
@@ -1002,7 +997,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             let running = start(tool, &bin, dir)?;
             for (w, repeat) in loads
                 .iter()
-                .flat_map(|w| (0..repeats(w)).map(move |repeat| (w, repeat)))
+                .flat_map(|w| (0..REPEATS).map(move |repeat| (w, repeat)))
             {
                 let (cpu0, _, ev0, drop0, causes0) = counters(&running);
                 let seconds = time(w, dir)?;
@@ -1276,7 +1271,7 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          nothing watching, under this monitor (its default profile), under auditd with rules for the same\n\
          syscalls ([benchmarks/audit.rules](benchmarks/audit.rules)) and under bpftrace with the equivalent\n\
          tracepoints ([benchmarks/bench.bt](benchmarks/bench.bt)); the order rotates every round. Values are\n\
-         medians over the rounds (each storm runs three times a round, the builds once); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
+         medians over the rounds (each workload runs three times a round); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
     );
     md.push_str("Machine: ");
     md.push_str(
