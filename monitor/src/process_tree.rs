@@ -403,19 +403,21 @@ pub fn read_proc_entry(proc_root: &std::path::Path, tgid: u32) -> Option<SeedEnt
     })
 }
 
-/// A command line from /proc, bounded as the kernel's exec records are (`MAX_ARGV_LEN`): a
-/// process whose exec record was lost (a flood) is read here, and its argument list, up to
-/// megabytes, would otherwise ride in every event of every descendant (`ancestry`).
+/// A command line from /proc, bounded as the kernel's exec records are (`MAX_ARGV_LEN - 1`
+/// bytes kept, `argv_truncated` past that: monitor-ebpf process.rs): a process whose exec
+/// record was lost is read here, and its argument list, up to megabytes, would otherwise ride
+/// in every event of every descendant (`ancestry`).
 fn read_cmdline(path: &std::path::Path) -> (Vec<String>, bool) {
     use std::io::Read;
+    const KEPT: usize = MAX_ARGV_LEN - 1;
     let mut bytes = Vec::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_ARGV_LEN as u64 + 1).read_to_end(&mut bytes));
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(KEPT as u64 + 1).read_to_end(&mut bytes));
     if read.is_err() {
         return (Vec::new(), false);
     }
-    let truncated = bytes.len() > MAX_ARGV_LEN;
-    bytes.truncate(MAX_ARGV_LEN);
+    let truncated = bytes.len() > KEPT;
+    bytes.truncate(KEPT);
     (crate::decode::split_nul(&bytes), truncated)
 }
 
@@ -511,7 +513,7 @@ mod tests {
         std::fs::write(&long, format!("{arg}\0").repeat(10)).unwrap();
         let (argv, truncated) = read_cmdline(&long);
         assert!(truncated);
-        assert!(argv.iter().map(|a| a.len() + 1).sum::<usize>() <= MAX_ARGV_LEN + 1);
+        assert!(argv.iter().map(|a| a.len() + 1).sum::<usize>() <= MAX_ARGV_LEN);
         assert_eq!(argv[0], arg);
         let short = dir.path().join("short");
         std::fs::write(&short, "npm\0install\0").unwrap();

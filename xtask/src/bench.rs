@@ -995,6 +995,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 tool.label()
             );
             let running = start(tool, &bin, dir)?;
+            let mut first_runs = Vec::new();
             for (w, repeat) in loads
                 .iter()
                 .flat_map(|w| (0..REPEATS).map(move |repeat| (w, repeat)))
@@ -1006,12 +1007,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 let (cpu1, rss, ev1, drop1, causes1) = counters(&running);
-                // Only the monitor's programs are counted, in an untimed second run.
-                let probes = if stats_available && !running.programs.is_empty() && repeat == 0 {
-                    probe_run(w, dir, &running.programs)?
-                } else {
-                    Default::default()
-                };
+                if repeat == 0 {
+                    first_runs.push((w, samples.len()));
+                }
                 let peak = peak_rss
                     .entry(format!("{tool:?}").to_lowercase())
                     .or_default();
@@ -1032,8 +1030,16 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
                         })
                         .filter(|(_, n)| *n > 0)
                         .collect(),
-                    probes,
+                    probes: Default::default(),
                 });
+            }
+            // Only the monitor's programs are counted, in an untimed run of each workload after
+            // its timed ones (before them, a build's timed runs would follow an extra build);
+            // kept with the round's first sample.
+            if stats_available && !running.programs.is_empty() {
+                for (w, at) in first_runs.drain(..) {
+                    samples[at].probes = probe_run(w, dir, &running.programs)?;
+                }
             }
             stop(running)?;
         }
@@ -1111,9 +1117,9 @@ fn probe_table(r: &Results) -> Option<String> {
          the workload's time with nothing watching. It is the in-kernel part of the overhead, \
          measured directly (wall-time ratios on a shared machine move by tens of percent from \
          round to round); the agent's own CPU time is in the table above. The statistics cost \
-         each program run two clock reads, so they are off for every timed run: each workload \
-         runs a second time under the monitor, untimed, with them on, and this table is from \
-         that run. Program names are the kernel's first 15 characters.\n\n\
+         each program run two clock reads, so they are off for every timed run: once a round, \
+         after its timed runs, each workload runs again under the monitor, untimed, with them \
+         on, and this table is from those runs. Program names are the kernel's first 15 characters.\n\n\
          | workload | probes (ms per round) | share of nothing's time | most time in | its ns per run |\n\
          |---|---:|---:|---|---:|\n",
     );
@@ -1223,7 +1229,7 @@ fn table(r: &Results) -> String {
             .map(|s| s.dropped)
             .sum();
         out.push_str(&format!(
-            "{}: {:.2} CPU s per round ({:.1}% of one core over {:.1} s), peak RSS {:.1} MiB, {:.0} events per round ({:.0}/s), {} dropped over all rounds\n",
+            "{}: {:.2} CPU s per pass (one run of each workload; {:.1}% of one core over {:.1} s), peak RSS {:.1} MiB, {:.0} events per pass ({:.0}/s), {} dropped over all runs\n",
             t.label(),
             cpu,
             100.0 * cpu / wall.max(1e-9),
@@ -1271,7 +1277,7 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          nothing watching, under this monitor (its default profile), under auditd with rules for the same\n\
          syscalls ([benchmarks/audit.rules](benchmarks/audit.rules)) and under bpftrace with the equivalent\n\
          tracepoints ([benchmarks/bench.bt](benchmarks/bench.bt)); the order rotates every round. Values are\n\
-         medians over the rounds (each workload runs three times a round); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
+         medians over every run (each workload runs three times a round); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
     );
     md.push_str("Machine: ");
     md.push_str(
@@ -1354,7 +1360,7 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          \x20 watched files (credentials, persistence places, `.pth`, source maps) to userspace, where it\n\
          \x20 attributes each event to a CI job and step and judges it. auditd writes a record for every\n\
          \x20 matching syscall and judges nothing; the bpftrace script prints every event and judges nothing.\n\
-         - \"dropped\" is the worst round: the monitor counts ring-buffer and queue losses, auditd its `lost`\n\
+         - \"dropped\" is the worst run: the monitor counts ring-buffer and queue losses, auditd its `lost`\n\
          \x20 counter (records the kernel could not queue), bpftrace its `Lost N events` lines.\n\
          - Small workloads (a fraction of a second) have noisy ratios; the build workloads are the ones a CI\n\
          \x20 job feels.\n\
@@ -1398,7 +1404,7 @@ fn chart(path: &Path, r: &Results, peers: &[Tool]) -> anyhow::Result<()> {
     let n = r.workloads.len();
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Wall-time overhead vs nothing watching (median of rounds)",
+            "Wall-time overhead vs nothing watching (median of runs)",
             ("sans-serif", 26),
         )
         .margin(20)
