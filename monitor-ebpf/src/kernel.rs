@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
     },
 };
 use monitor_common::{
-    EventHeader, EventKind, ProbeConfig, ProcessLosses, ShareWindow, SHARE_WINDOW_NS,
+    EventHeader, EventKind, ProbeConfig, ProcessLosses, ShareWindow, COMM_LEN, SHARE_WINDOW_NS,
 };
 
 pub use crate::EventScratch;
@@ -260,8 +260,16 @@ unsafe fn write_header(header: *mut EventHeader, kind: EventKind, lineage: &Line
     // (a one-byte loop) and the copy of it on every header.
     aya_ebpf::helpers::generated::bpf_get_current_comm(
         (&raw mut (*header).comm).cast(),
-        core::mem::size_of::<[u8; 16]>() as u32,
+        COMM_LEN as u32,
     );
+}
+
+/// `leader_start_ns` for a task typed from BTF (`fill_current_header`): the same fallback to
+/// the task itself, a plain load instead of a helper read.
+#[inline(always)]
+unsafe fn btf_leader_start_ns(task: *const u8, leader: *const u8) -> u64 {
+    let leader = if leader.is_null() { task } else { leader };
+    btf_load::<u64>(leader, off!(task_start_boottime))
 }
 
 /// Where a program may type the current task (`bpf_get_current_task_btf`): tracing programs
@@ -312,21 +320,13 @@ pub unsafe fn fill_current_header(header: *mut EventHeader, kind: EventKind, typ
         },
         mnt_ns,
         mnt_ns_id,
-        start_ns: btf_load::<u64>(
-            if leader.is_null() { task } else { leader },
-            off!(task_start_boottime),
-        ),
+        start_ns: btf_leader_start_ns(task, leader),
         parent_start_ns: if parent.is_null() {
             0
         } else {
-            let parent_leader = btf_load::<*const u8>(parent, off!(task_group_leader));
-            btf_load::<u64>(
-                if parent_leader.is_null() {
-                    parent
-                } else {
-                    parent_leader
-                },
-                off!(task_start_boottime),
+            btf_leader_start_ns(
+                parent,
+                btf_load::<*const u8>(parent, off!(task_group_leader)),
             )
         },
     };
