@@ -480,6 +480,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         enforcer,
         reports_dir: options.reports.clone(),
         line: Vec::with_capacity(4096),
+        event_lines: Default::default(),
         losses: Some(losses),
         shed: Some(shed),
         probe_errors: Some(probe_errors),

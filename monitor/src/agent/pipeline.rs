@@ -58,6 +58,8 @@ pub(super) struct Pipeline {
     pub(super) reports_dir: Option<PathBuf>,
     /// Reused serialisation buffer: each event reaches the writer as one whole line.
     pub(super) line: Vec<u8>,
+    /// Writes events as JSON, keeping each ancestor's JSON between events.
+    pub(super) event_lines: crate::event::line::EventLineWriter,
     /// The kernel's per-kind loss counters, read on every tick and before a report is made.
     pub(super) losses: Option<LossReader>,
     /// Records the kernel refused to flooding control groups (its rings' fair shares).
@@ -488,7 +490,7 @@ impl Pipeline {
     /// Writes the event to the log and judges it; returns the jobs it ended.
     fn judge_event(&mut self, event: &Event, stats: &Stats) -> Vec<crate::engine::EndedJob> {
         self.line.clear();
-        let written = serde_json::to_writer(&mut self.line, event).is_ok() && {
+        let written = self.event_lines.write(&mut self.line, event).is_ok() && {
             self.line.push(b'\n');
             self.events.write_all(&self.line).is_ok()
         };

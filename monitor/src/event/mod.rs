@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod enrich;
 pub mod fields;
+pub mod line;
 mod program;
 pub mod tls;
 
