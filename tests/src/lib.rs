@@ -412,8 +412,12 @@ impl FakeRunner {
     /// A runner laid out outside /tmp (as real runners are: a program run from /tmp is a
     /// finding of its own, `exec-from-temp`).
     pub fn outside_tmp() -> Self {
-        let parent = Path::new("/var/lib/monitor-tests");
-        std::fs::create_dir_all(parent).expect("/var/lib/monitor-tests");
+        Self::in_dir(Path::new("/var/lib/monitor-tests"))
+    }
+
+    /// A runner laid out in a directory of its own under `parent` (created if missing).
+    pub fn in_dir(parent: &Path) -> Self {
+        std::fs::create_dir_all(parent).expect("runner parent");
         Self::with_dir(tempfile::tempdir_in(parent).expect("runner dir"))
     }
 
@@ -810,6 +814,57 @@ impl PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         remove_tree(&self.0);
+    }
+}
+
+/// A fresh ext4 file system of its own (a 64 MB image, loop-mounted under
+/// /var/lib/monitor-tests), for cases that depend on how ext4 hands out inode numbers: on a
+/// file system nothing else writes, a removed directory's number goes to the next directory
+/// made beside it. On the machine's own disk that stops holding once the parent's block group
+/// fills up (other tests, earlier runs), and a case that needs the reuse cannot be made.
+/// Unmounted when dropped; whatever is mounted on it must be dropped first.
+pub struct ScratchExt4 {
+    dir: tempfile::TempDir,
+}
+
+impl ScratchExt4 {
+    pub fn mount() -> Self {
+        let parent = Path::new("/var/lib/monitor-tests");
+        std::fs::create_dir_all(parent).expect("/var/lib/monitor-tests");
+        let dir = tempfile::tempdir_in(parent).expect("scratch dir");
+        let image = dir.path().join("image");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("image file");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mnt));
+        ScratchExt4 { dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for ScratchExt4 {
+    fn drop(&mut self) {
+        // `mount -o loop` set the loop device to detach itself when unmounted.
+        let _ = Command::new("umount").arg(self.path()).status();
     }
 }
 

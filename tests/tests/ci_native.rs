@@ -2,7 +2,7 @@
 //! rewritten so later jobs run the payload (`action-tampered`). A real agent, real writes by
 //! the usual routes, the runner's job hooks as the README installs them.
 
-use integration_tests::{by_rule, Agent, FakeRunner, MARKER_STEP};
+use integration_tests::{by_rule, Agent, FakeRunner, ScratchExt4, MARKER_STEP};
 
 /// Steps rewrite a downloaded action by appending, by `sed -i`, and deep inside its
 /// `node_modules`, and a `run:` step puts a binary in the tool cache: each is reported, and the
@@ -198,14 +198,16 @@ fn sources_rewritten_after_the_checkout_are_reported_and_builds_are_not() {
 /// A runner directory removed while watched leaves its identity in the kernel until the next
 /// refresh, and ext4 gives its inode number to the next directory made (at once, here): a write
 /// in that new directory, beside the runner's directories, is not a write in the runner's
-/// actions. The new directories are made in the removed one's parent (ext4 puts a directory in
-/// its parent's block group when it can: made elsewhere, after many runs on one disk, the group
-/// may be another and the number never comes back). The step proves the number was reused
-/// before it writes.
+/// actions. The runner lives on an ext4 file system of its own: ext4 puts a directory in its
+/// parent's block group when it can, and on the shared disk, after many runs and beside
+/// parallel tests, the group may be another and the number never comes back (CI once saw 1000
+/// new directories without it). The new directories are made in the removed one's parent, and
+/// the step proves the number was reused before it writes.
 #[test]
 fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
     let agent = Agent::start();
-    let runner = FakeRunner::outside_tmp();
+    let fs = ScratchExt4::mount();
+    let runner = FakeRunner::in_dir(&fs.path().join("runners"));
     let actions = runner.layout.actions();
     std::fs::create_dir_all(actions.join("actions/checkout/v4")).unwrap();
     let a = actions.display();
@@ -240,9 +242,11 @@ fn a_removed_runner_directorys_reused_inode_is_not_a_runner_directory() {
 }
 
 /// A runner whose home holds a canary `.pypirc`, and an agent watching that home; with the
-/// home's and the workspace's paths.
-fn runner_with_a_pypirc() -> (FakeRunner, Agent, String, String) {
-    let runner = FakeRunner::outside_tmp();
+/// home's and the workspace's paths. The runner lives on an ext4 file system of its own (as in
+/// the case above: on the shared disk a removed file's number may go elsewhere first), which
+/// must outlive it.
+fn runner_with_a_pypirc(fs: &ScratchExt4) -> (FakeRunner, Agent, String, String) {
+    let runner = FakeRunner::in_dir(&fs.path().join("runners"));
     let (home, w) = (runner.home.clone(), runner.workspace.clone());
     std::fs::write(home.join(".pypirc"), "[pypi]\npassword = CANARY-PYPI\n").unwrap();
     let agent = Agent::start_with(&["--watch-home", &home.display().to_string()]);
@@ -255,7 +259,8 @@ fn runner_with_a_pypirc() -> (FakeRunner, Agent, String, String) {
 /// (The hard link that outlives a removed key is still the key: `file_routes.rs`.)
 #[test]
 fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
-    let (runner, agent, home_s, w_s) = runner_with_a_pypirc();
+    let fs = ScratchExt4::mount();
+    let (runner, agent, home_s, w_s) = runner_with_a_pypirc(&fs);
     let reused = format!(
         "old=$(stat -c %i '{home_s}/.pypirc')\n\
          rm '{home_s}/.pypirc'\n\
@@ -285,7 +290,8 @@ fn a_removed_credentials_reused_inode_number_is_not_the_credential() {
 /// Without it this is a `credential-read` of the removed key.
 #[test]
 fn a_reused_inode_number_gone_before_the_agent_looks_is_not_the_credential() {
-    let (runner, agent, home_s, w_s) = runner_with_a_pypirc();
+    let fs = ScratchExt4::mount();
+    let (runner, agent, home_s, w_s) = runner_with_a_pypirc(&fs);
     let reused = format!(
         "old=$(stat -c %i '{home_s}/.pypirc')\n\
          rm '{home_s}/.pypirc'\n\

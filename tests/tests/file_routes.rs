@@ -382,8 +382,8 @@ fn tools_own_credentials_by_what_they_are_not_what_they_are_called() {
 /// A credential's identity follows its inode: a hard link made before the job whose original
 /// the job then removes is still the key, read at once or after the agent has read the home
 /// again (`credential-read`). (Its twin, a removed key's number given to a new file, is in
-/// `ci_native.rs`: it needs a file system that reuses inode numbers at once, as the host's ext4
-/// does and the kernel-tier VM's does not.)
+/// `ci_native.rs`: it needs a file system that reuses inode numbers at once, as a fresh ext4 of
+/// its own does and the kernel-tier VM's root does not.)
 #[test]
 fn a_removed_credentials_identity_follows_its_inode() {
     let (runner, home, w) = runner_with_canaries();
