@@ -211,8 +211,7 @@ impl Daemon {
 /// A root file system of the machine's static busybox (`sh`, `cat`, ... and a file of its own,
 /// `/data/own.txt`), for an image or for a runtime given a root directly (`ctr run --rootfs`).
 pub fn busybox_rootfs() -> tempfile::TempDir {
-    std::fs::create_dir_all("/var/lib/monitor-tests").expect("/var/lib/monitor-tests");
-    let root = tempfile::tempdir_in("/var/lib/monitor-tests").expect("root file system");
+    let root = crate::tempdir_outside_tmp();
     let r = root.path();
     for d in ["bin", "etc", "tmp", "root", "data", "proc", "sys", "dev"] {
         std::fs::create_dir_all(r.join(d)).unwrap();

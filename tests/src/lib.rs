@@ -412,7 +412,7 @@ impl FakeRunner {
     /// A runner laid out outside /tmp (as real runners are: a program run from /tmp is a
     /// finding of its own, `exec-from-temp`).
     pub fn outside_tmp() -> Self {
-        Self::in_dir(Path::new("/var/lib/monitor-tests"))
+        Self::with_dir(tempdir_outside_tmp())
     }
 
     /// A runner laid out in a directory of its own under `parent` (created if missing).
@@ -817,6 +817,16 @@ impl Drop for PinDir {
     }
 }
 
+/// Where tests keep directories that must not be under /tmp (a program run from /tmp is a
+/// finding of its own, `exec-from-temp`; /tmp may be a tmpfs).
+pub const OUTSIDE_TMP: &str = "/var/lib/monitor-tests";
+
+/// A directory of its own under [`OUTSIDE_TMP`] (created if missing), removed when dropped.
+pub fn tempdir_outside_tmp() -> tempfile::TempDir {
+    std::fs::create_dir_all(OUTSIDE_TMP).expect(OUTSIDE_TMP);
+    tempfile::tempdir_in(OUTSIDE_TMP).expect("a directory under /var/lib/monitor-tests")
+}
+
 /// A fresh ext4 file system of its own (a 64 MB image, loop-mounted under
 /// /var/lib/monitor-tests), for cases that depend on how ext4 hands out inode numbers: on a
 /// file system nothing else writes, a removed directory's number goes to the next directory
@@ -829,9 +839,7 @@ pub struct ScratchExt4 {
 
 impl ScratchExt4 {
     pub fn mount() -> Self {
-        let parent = Path::new("/var/lib/monitor-tests");
-        std::fs::create_dir_all(parent).expect("/var/lib/monitor-tests");
-        let dir = tempfile::tempdir_in(parent).expect("scratch dir");
+        let dir = tempdir_outside_tmp();
         let image = dir.path().join("image");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");

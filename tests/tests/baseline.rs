@@ -396,10 +396,7 @@ impl Cluster {
             .find(|b| b.join("initdb").exists())
             .expect("no /usr/lib/postgresql/*/bin/initdb");
         let user = integration_tests::unprivileged_runner_user();
-        let dir = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap_or_else(|_| {
-            std::fs::create_dir_all("/var/lib/monitor-tests").unwrap();
-            tempfile::tempdir_in("/var/lib/monitor-tests").unwrap()
-        });
+        let dir = integration_tests::tempdir_outside_tmp();
         let status = Command::new("chown")
             .arg(format!("{}:{}", user.uid, user.gid))
             .arg(dir.path())
