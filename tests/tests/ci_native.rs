@@ -143,8 +143,16 @@ fn sources_rewritten_after_the_checkout_are_reported_and_builds_are_not() {
                 "__actions_checkout uses actions/checkout@v4",
                 &format!("git clone -q {o} .\n"),
             ),
-            // The agent asks git once the checkout step has ended.
-            ("wait", "sleep 1\n"),
+            // The agent asks git once the checkout step has ended: the next step waits until
+            // it says it watches the tracked files.
+            (
+                "wait",
+                &format!(
+                    "for i in $(seq 600); do grep -q 'tracked files for writes' {} && exit 0; sleep 0.1; done\n\
+                     echo 'the agent did not watch the tracked files'; exit 1\n",
+                    agent.dir.path().join("agent.log").display()
+                ),
+            ),
             (
                 "install",
                 &format!(

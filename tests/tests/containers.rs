@@ -691,7 +691,7 @@ fn a_podman_container_without_a_service_is_judged_in_its_step() {
         integration_tests::docker::busybox_rootfs(),
         integration_tests::docker::busybox_rootfs(),
     );
-    let storage = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let storage = integration_tests::tempdir_outside_tmp();
     // No Docker socket: nothing to wait for, nobody else's word.
     let agent = Agent::start_with(&["--docker-socket", "none"]);
     let runner = runner();

@@ -115,9 +115,7 @@ fn deleting_or_moving_a_system_log_away_is_reported() {
 /// The twin stops its own child and probes the daemon with signal 0.
 #[test]
 fn stopping_a_guarded_service_by_signal_is_reported() {
-    let agent = Agent::start_with_profile(STRICT_PROFILE);
-    let runner = FakeRunner::outside_tmp();
-    let dir = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let dir = integration_tests::tempdir_outside_tmp();
     let daemon = dir.path().join("auditd");
     std::fs::copy("/bin/sleep", &daemon).unwrap();
     let mut service = std::process::Command::new(&daemon)
@@ -125,8 +123,10 @@ fn stopping_a_guarded_service_by_signal_is_reported() {
         .spawn()
         .unwrap();
     let pid = service.id();
-    // The agent reads /proc for guarded services every 2 s.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Started after the daemon: the agent reads /proc for guarded services as it starts (and
+    // every 2 s after), so the daemon is guarded before the first step.
+    let agent = Agent::start_with_profile(STRICT_PROFILE);
+    let runner = FakeRunner::outside_tmp();
     let attack = format!(
         "kill -STOP {pid}; sleep 0.2; grep -q '^State:.*T' /proc/{pid}/status && echo daemon-stopped; kill -CONT {pid}\n"
     );

@@ -13,7 +13,7 @@ fn loaders_interpreters_memfd_and_pipes_are_judged_by_the_program() {
     let runner = FakeRunner::outside_tmp();
     let w = runner.workspace.display().to_string();
     // A loopback web server standing in for the download host.
-    let served = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let served = integration_tests::tempdir_outside_tmp();
     std::fs::write(served.path().join("install.sh"), "echo piped-ran\n").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

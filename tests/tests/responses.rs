@@ -107,87 +107,90 @@ fn kill_responses_end_the_theft_before_a_byte_is_read_and_spare_the_twins() {
     let (evil, harmless) = packages(&runner, &stolen);
     let o = out.display();
     let npm = "npm install --offline --no-audit --no-fund";
-    runner.run_job(&[
-        // The agent learns the job (and the kernel its Worker) from its first events.
-        ("warmup", "sleep 1\n"),
-        // The Worker's environment, memory map and memory (the Worker is the step's parent).
-        (
-            "environ",
-            &format!("cat /proc/$PPID/environ > {o}/environ.txt || echo \"environ $?\" >> {o}/status\n"),
-        ),
-        (
-            "maps",
-            &format!("cat /proc/$PPID/maps > {o}/maps.txt || echo \"maps $?\" >> {o}/status\n"),
-        ),
-        (
-            "mem",
-            &format!(
-                "python3 -c \"import sys; open('/proc/%s/mem' % sys.argv[1], 'rb'); print('opened')\" $PPID > {o}/mem.txt || echo \"mem $?\" >> {o}/status\n"
+    // The job-started hook has the agent learn the job (and the kernel its Worker) before
+    // the first step.
+    runner.run_job_with_hooks(
+        &[
+            // The Worker's environment, memory map and memory (the Worker is the step's parent).
+            (
+                "environ",
+                &format!("cat /proc/$PPID/environ > {o}/environ.txt || echo \"environ $?\" >> {o}/status\n"),
             ),
-        ),
-        // The same memory by another route than /proc: process_vm_readv (x86_64 syscall 310).
-        (
-            "vm-readv",
-            &format!(
-                "python3 -c \"import ctypes, sys\n\
-buf = ctypes.create_string_buffer(64)\n\
-local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 64)\n\
-remote = (ctypes.c_void_p * 2)(0x400000, 64)\n\
-ctypes.CDLL(None).syscall(310, int(sys.argv[1]), local, 1, remote, 1, 0)\n\
-print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
+            (
+                "maps",
+                &format!("cat /proc/$PPID/maps > {o}/maps.txt || echo \"maps $?\" >> {o}/status\n"),
             ),
-        ),
-        // Tampering: a signal to the agent (SIGCONT: harmless to it), and bpf(2) (syscall 321).
-        (
-            "signal",
-            &format!("/bin/kill -CONT {agent_pid} || echo \"signal $?\" >> {o}/status\n"),
-        ),
-        (
-            "bpf",
-            &format!(
-                "python3 -c \"import ctypes; ctypes.CDLL(None).syscall(321, 0, None, 0); print('returned')\" > {o}/bpf.txt || echo \"bpf $?\" >> {o}/status\n"
+            (
+                "mem",
+                &format!(
+                    "python3 -c \"import sys; open('/proc/%s/mem' % sys.argv[1], 'rb'); print('opened')\" $PPID > {o}/mem.txt || echo \"mem $?\" >> {o}/status\n"
+                ),
             ),
-        ),
-        // A process lister asked to print environments is not spared.
-        (
-            "ps-environments",
-            &format!("ps eww -p $PPID > {o}/pse.txt || echo \"pse $?\" >> {o}/status\n"),
-        ),
-        // Nor one made to load someone's code.
-        (
-            "ps-preloaded",
-            &format!(
-                "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 ps aux > {o}/pspre.txt || echo \"pspre $?\" >> {o}/status\n"
+            // The same memory by another route than /proc: process_vm_readv (x86_64 syscall 310).
+            (
+                "vm-readv",
+                &format!(
+                    "python3 -c \"import ctypes, sys\n\
+    buf = ctypes.create_string_buffer(64)\n\
+    local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 64)\n\
+    remote = (ctypes.c_void_p * 2)(0x400000, 64)\n\
+    ctypes.CDLL(None).syscall(310, int(sys.argv[1]), local, 1, remote, 1, 0)\n\
+    print('returned')\" $PPID > {o}/vm.txt || echo \"vm $?\" >> {o}/status\n"
+                ),
             ),
-        ),
-        // Twins: a listing, the job's own child's environment, its own, its own thread's.
-        (
-            "twins",
-            &format!(
-                "ps aux > {o}/ps.txt; echo \"ps $?\" >> {o}/status\n\
-                 sleep 5 & child=$!\n\
-                 cat /proc/$child/environ > /dev/null; echo \"child $?\" >> {o}/status\n\
-                 kill $child\n\
-                 cat /proc/self/environ > /dev/null; echo \"self $?\" >> {o}/status\n\
-                 python3 -c \"import threading, time\n\
-t = threading.Thread(target=time.sleep, args=(3,)); t.start(); time.sleep(0.3)\n\
-open('/proc/%d/environ' % t.native_id, 'rb').read()\" \
-                 && echo \"sibling 0\" >> {o}/status || echo \"sibling $?\" >> {o}/status\n"
+            // Tampering: a signal to the agent (SIGCONT: harmless to it), and bpf(2) (syscall 321).
+            (
+                "signal",
+                &format!("/bin/kill -CONT {agent_pid} || echo \"signal $?\" >> {o}/status\n"),
             ),
-        ),
-        // npm reads its own .npmrc; a harmless install script runs; then the thief.
-        (
-            "npm-harmless",
-            &format!("{npm} --foreground-scripts {} > {o}/npm-harmless.txt 2>&1; echo \"npm-harmless $?\" >> {o}/status\n", harmless.display()),
-        ),
-        (
-            "npm-evil",
-            &format!("{npm} {} > {o}/npm-evil.txt 2>&1 || echo \"npm-evil $?\" >> {o}/status\n", evil.display()),
-        ),
-        // The Worker itself opens another process's environment: never killed.
-        ("@worker", "read -r -d '' _ < /proc/1/environ || true\n"),
-        ("after", &format!("echo alive >> {o}/status\n")),
-    ]);
+            (
+                "bpf",
+                &format!(
+                    "python3 -c \"import ctypes; ctypes.CDLL(None).syscall(321, 0, None, 0); print('returned')\" > {o}/bpf.txt || echo \"bpf $?\" >> {o}/status\n"
+                ),
+            ),
+            // A process lister asked to print environments is not spared.
+            (
+                "ps-environments",
+                &format!("ps eww -p $PPID > {o}/pse.txt || echo \"pse $?\" >> {o}/status\n"),
+            ),
+            // Nor one made to load someone's code.
+            (
+                "ps-preloaded",
+                &format!(
+                    "LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 ps aux > {o}/pspre.txt || echo \"pspre $?\" >> {o}/status\n"
+                ),
+            ),
+            // Twins: a listing, the job's own child's environment, its own, its own thread's.
+            (
+                "twins",
+                &format!(
+                    "ps aux > {o}/ps.txt; echo \"ps $?\" >> {o}/status\n\
+                     sleep 5 & child=$!\n\
+                     cat /proc/$child/environ > /dev/null; echo \"child $?\" >> {o}/status\n\
+                     kill $child\n\
+                     cat /proc/self/environ > /dev/null; echo \"self $?\" >> {o}/status\n\
+                     python3 -c \"import threading, time\n\
+    t = threading.Thread(target=time.sleep, args=(3,)); t.start(); time.sleep(0.3)\n\
+    open('/proc/%d/environ' % t.native_id, 'rb').read()\" \
+                     && echo \"sibling 0\" >> {o}/status || echo \"sibling $?\" >> {o}/status\n"
+                ),
+            ),
+            // npm reads its own .npmrc; a harmless install script runs; then the thief.
+            (
+                "npm-harmless",
+                &format!("{npm} --foreground-scripts {} > {o}/npm-harmless.txt 2>&1; echo \"npm-harmless $?\" >> {o}/status\n", harmless.display()),
+            ),
+            (
+                "npm-evil",
+                &format!("{npm} {} > {o}/npm-evil.txt 2>&1 || echo \"npm-evil $?\" >> {o}/status\n", evil.display()),
+            ),
+            // The Worker itself opens another process's environment: never killed.
+            ("@worker", "read -r -d '' _ < /proc/1/environ || true\n"),
+            ("after", &format!("echo alive >> {o}/status\n")),
+        ],
+        Some(&agent.control_socket),
+    );
 
     let status = statuses(&out);
     // Killed (128 + SIGKILL) at the open, before reading: nothing reached their output.
@@ -305,20 +308,22 @@ fn rehearsed_responses_kill_nothing_and_say_what_they_would_have_killed() {
     let stolen = runner.dir.path().join("stolen");
     let (evil, _) = packages(&runner, &stolen);
     let o = out.display();
-    runner.run_job(&[
-        ("warmup", "sleep 1\n"),
-        (
-            "environ",
-            &format!("cat /proc/$PPID/environ > {o}/environ.txt; echo \"environ $?\" >> {o}/status\n"),
-        ),
-        (
-            "npm-evil",
-            &format!(
-                "npm install --offline --no-audit --no-fund {} > {o}/npm-evil.txt 2>&1; echo \"npm-evil $?\" >> {o}/status\n",
-                evil.display()
+    runner.run_job_with_hooks(
+        &[
+            (
+                "environ",
+                &format!("cat /proc/$PPID/environ > {o}/environ.txt; echo \"environ $?\" >> {o}/status\n"),
             ),
-        ),
-    ]);
+            (
+                "npm-evil",
+                &format!(
+                    "npm install --offline --no-audit --no-fund {} > {o}/npm-evil.txt 2>&1; echo \"npm-evil $?\" >> {o}/status\n",
+                    evil.display()
+                ),
+            ),
+        ],
+        Some(&agent.control_socket),
+    );
     // The attacks really happened: the Worker's secret and the token were read.
     let status = statuses(&out);
     assert!(
@@ -404,17 +409,19 @@ fn enforcement_outlives_a_killed_agent_is_taken_over_and_released_on_request() {
         )
     };
     let steps: Vec<(String, String)> = vec![
-        ("warmup".into(), "sleep 1\n".into()),
         ("while-dead".into(), attempt("dead", "go-dead")),
         ("taken-over".into(), attempt("taken", "go-taken")),
         ("released".into(), attempt("released", "go-released")),
     ];
+    // The job-started hook has the first agent learn the job before the first step; the
+    // completed hook finds no agent there at the end, and the job goes on (hooks fail open).
+    let socket = first.control_socket.clone();
     let job = std::thread::spawn(move || {
         let steps: Vec<(&str, &str)> = steps
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
-        runner.run_job(&steps);
+        runner.run_job_with_hooks(&steps, Some(&socket));
         runner
     });
 
@@ -569,21 +576,23 @@ fn a_lifecycle_script_running_what_it_dropped_is_killed_before_it_runs() {
     )
     .unwrap();
     let npm = "npm install --offline --no-audit --no-fund";
-    runner.run_job(&[
-        ("warmup", "sleep 1\n"),
-        (
-            "install",
-            &format!(
-                "{npm} {} > {o}/npm.txt 2>&1; echo \"npm $?\" >> {o}/status\n",
-                tgz.display()
+    runner.run_job_with_hooks(
+        &[
+            (
+                "install",
+                &format!(
+                    "{npm} {} > {o}/npm.txt 2>&1; echo \"npm $?\" >> {o}/status\n",
+                    tgz.display()
+                ),
             ),
-        ),
-        // The job's own step runs the same program: reported, not killed.
-        (
-            "step",
-            &format!("{d}/payload {o}/step-ran; echo \"step $?\" >> {o}/status\n"),
-        ),
-    ]);
+            // The job's own step runs the same program: reported, not killed.
+            (
+                "step",
+                &format!("{d}/payload {o}/step-ran; echo \"step $?\" >> {o}/status\n"),
+            ),
+        ],
+        Some(&agent.control_socket),
+    );
     let status = statuses(&out);
     // The attack was real: the program was written, executable, and its exec was asked for.
     let payload = drop.path().join("payload");
@@ -730,31 +739,33 @@ fn build_hooks_reading_a_credential_at_once_are_killed_before_a_byte_is_read() {
 
     let cargo = "RUSTUP_HOME=/root/.rustup CARGO_HOME=$HOME/.cargo PATH=/root/.cargo/bin:$PATH \
                  cargo build --offline --quiet";
-    runner.run_job(&[
-        ("warmup", "sleep 1\n"),
-        (
-            "cargo-evil",
-            &format!(
-                "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-evil.txt 2>&1 || echo \"cargo-evil $?\" >> {o}/status\n",
-                thief.display()
+    runner.run_job_with_hooks(
+        &[
+            (
+                "cargo-evil",
+                &format!(
+                    "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-evil.txt 2>&1 || echo \"cargo-evil $?\" >> {o}/status\n",
+                    thief.display()
+                ),
             ),
-        ),
-        (
-            "pip-evil",
-            &format!(
-                "python3 -m pip install --no-index --find-links {} --no-build-isolation --target {o}/site \
-                 evil-build-py > {o}/pip-evil.txt 2>&1 || echo \"pip-evil $?\" >> {o}/status\n",
-                index.display()
+            (
+                "pip-evil",
+                &format!(
+                    "python3 -m pip install --no-index --find-links {} --no-build-isolation --target {o}/site \
+                     evil-build-py > {o}/pip-evil.txt 2>&1 || echo \"pip-evil $?\" >> {o}/status\n",
+                    index.display()
+                ),
             ),
-        ),
-        (
-            "cargo-honest",
-            &format!(
-                "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-honest.txt 2>&1 && echo \"cargo-honest 0\" >> {o}/status\n",
-                honest.display()
+            (
+                "cargo-honest",
+                &format!(
+                    "{cargo} --manifest-path {}/Cargo.toml > {o}/cargo-honest.txt 2>&1 && echo \"cargo-honest 0\" >> {o}/status\n",
+                    honest.display()
+                ),
             ),
-        ),
-    ]);
+        ],
+        Some(&agent.control_socket),
+    );
 
     let status = statuses(&out);
     // The attacks were really made: the build scripts ran (cargo and pip report a failed
@@ -821,7 +832,7 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     // The sharer waits for its maker's descriptor, then reads every descriptor it can; the
     // maker opens the Worker's environment (its parent's: the step is the Worker's child).
     // clone (x86_64 syscall 56) with CLONE_FILES | SIGCHLD: a fork sharing the table.
-    let programs = tempfile::tempdir_in("/var/lib/monitor-tests").unwrap();
+    let programs = integration_tests::tempdir_outside_tmp();
     let program = |name: &str, source: &str| {
         let path = programs.path().join(name);
         std::fs::write(&path, source).unwrap();
@@ -889,11 +900,10 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     let audit = runner("acme/audit-shared-table");
     let audit_out = audit.dir.path().join("out");
     std::fs::create_dir_all(&audit_out).unwrap();
-    audit.run_job(&[
-        ("warmup", "sleep 1\n"),
-        ("share", &script(&audit_out)),
-        ("take", &take(&audit_out)),
-    ]);
+    audit.run_job_with_hooks(
+        &[("share", &script(&audit_out)), ("take", &take(&audit_out))],
+        Some(&agent.control_socket),
+    );
     let took = read(&audit_out.join("took.txt"));
     assert!(
         took.starts_with("took ") && !took.starts_with("took -1"),
@@ -925,16 +935,18 @@ fn a_process_sharing_the_openers_descriptor_table_gets_nothing_where_kills_are_i
     let runner = runner(repository);
     let out = runner.dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    runner.run_job(&[
-        ("warmup", "sleep 1\n"),
-        ("share", &script(&out)),
-        ("take", &take(&out)),
-        ("twins", &twins(&out)),
-        (
-            "after",
-            &format!("echo alive >> {}/status\n", out.display()),
-        ),
-    ]);
+    runner.run_job_with_hooks(
+        &[
+            ("share", &script(&out)),
+            ("take", &take(&out)),
+            ("twins", &twins(&out)),
+            (
+                "after",
+                &format!("echo alive >> {}/status\n", out.display()),
+            ),
+        ],
+        Some(&agent.control_socket),
+    );
     let status = statuses(&out);
     assert!(
         status.contains("maker 137"),
