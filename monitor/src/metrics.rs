@@ -57,6 +57,8 @@ pub struct Metrics {
     pub enforcement_unpinned: IntCounter,
     /// Control requests answered before the kernel's records up to them were all read.
     pub barrier_timeouts: IntCounter,
+    /// Connect records folded into the record of their run of identical connects.
+    pub connects_folded: IntCounter,
     /// SIGHUP profile reloads, by result (`ok`, `refused`).
     pub profile_reloads: IntCounterVec,
     /// Whether the container runtime's API answers (1), or not (0); absent until first asked.
@@ -270,6 +272,11 @@ impl Metrics {
             "Control requests (a job's start or end) answered before every kernel record written up to them had been read, the ring reader being stuck or flooded: the job's report then says it may miss its last events.",
         )
         .expect("valid metric");
+        let connects_folded = IntCounter::new(
+            "monitor_connects_folded_total",
+            "Connects not written as records of their own but counted in a record's `repeats`: a process's consecutive connects identical to the one before (destination, protocol, route, outcome).",
+        )
+        .expect("valid metric");
         let container_runtime_up = IntGauge::new(
             "monitor_container_runtime_up",
             "Whether the container runtime's API (Docker) answers: 1 yes, 0 no (containers are then told by their cgroup only, without image, privileges or mounts).",
@@ -307,6 +314,7 @@ impl Metrics {
             &tamper_log_unpinned,
             &enforcement_unpinned,
             &barrier_timeouts,
+            &connects_folded,
             &containers_seen,
         ] {
             registry
@@ -425,6 +433,7 @@ impl Metrics {
             tamper_log_unpinned,
             enforcement_unpinned,
             barrier_timeouts,
+            connects_folded,
             repositories: Mutex::new(HashSet::new()),
             registry,
         }

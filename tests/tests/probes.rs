@@ -139,6 +139,97 @@ fn tcp_connects_to_loopback_over_ipv4_and_ipv6() {
     connect_and_find(&agent, TcpListener::bind("[::1]:0").unwrap());
 }
 
+/// A process connecting to one place in a loop (a client polling or retrying) is a few
+/// records, not one per connect: the run's first connect is written at once and the others
+/// are counted (`repeats`) on records written at most every tick. Every connect is accounted
+/// for: the records' connects add up to those the listener accepted. A connect elsewhere in
+/// the same loop ends the run and is its own record, each time.
+#[test]
+fn a_run_of_identical_connects_is_written_as_a_few_records_that_count_every_connect() {
+    const CONNECTS: usize = 600;
+    const ELSEWHERE: usize = 6;
+    let agent = Agent::start();
+    let accept_all = |listener: TcpListener, n: usize| {
+        std::thread::spawn(move || {
+            let mut accepted = 0;
+            while accepted < n {
+                let (stream, _) = listener.accept().unwrap();
+                drop(stream);
+                accepted += 1;
+            }
+            accepted
+        })
+    };
+    let (one, other) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (port, other_port) = (
+        one.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let at_one = accept_all(one, CONNECTS - ELSEWHERE);
+    let at_other = accept_all(other, ELSEWHERE);
+    let script = format!(
+        "import socket\n\
+         for i in range({CONNECTS}):\n\
+         \x20   port = {other_port} if i % 100 == 50 else {port}\n\
+         \x20   socket.create_connection(('127.0.0.1', port)).close()\n"
+    );
+    let mut child = spawn("python3", &["-c", &script]);
+    let child_pid = child.id() as u64;
+    assert!(child.wait().unwrap().success());
+    // The connects really happened.
+    assert_eq!(at_one.join().unwrap(), CONNECTS - ELSEWHERE);
+    assert_eq!(at_other.join().unwrap(), ELSEWHERE);
+    let to = |port: u16| {
+        move |e: &serde_json::Value| {
+            kind(e) == "connect" && pid(e) == child_pid && e["port"].as_u64() == Some(port as u64)
+        }
+    };
+    let connects = |records: &[serde_json::Value]| -> u64 {
+        records
+            .iter()
+            .map(|e| 1 + e["repeats"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let records = loop {
+        let records: Vec<serde_json::Value> = agent.events().into_iter().filter(to(port)).collect();
+        if connects(&records) >= (CONNECTS - ELSEWHERE) as u64 {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} connects accounted for in {} records",
+            connects(&records),
+            CONNECTS - ELSEWHERE,
+            records.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(connects(&records), (CONNECTS - ELSEWHERE) as u64);
+    // Runs between the connects elsewhere (and whatever else the machine did meanwhile).
+    assert!(
+        records.len() <= CONNECTS / 4,
+        "{} records for {} connects",
+        records.len(),
+        CONNECTS - ELSEWHERE
+    );
+    assert!(records.iter().any(|e| e["repeats"].as_u64() > Some(0)));
+    // The first connect is written as itself; each connect elsewhere is a record of its own.
+    assert!(records[0].get("repeats").is_none(), "{:#}", records[0]);
+    let elsewhere: Vec<serde_json::Value> =
+        agent.events().into_iter().filter(to(other_port)).collect();
+    assert_eq!(elsewhere.len(), ELSEWHERE, "{elsewhere:#?}");
+    assert!(elsewhere.iter().all(|e| e.get("repeats").is_none()));
+    // The metric counts the folded records.
+    assert!(
+        integration_tests::sample(&agent.scrape(), "monitor_connects_folded_total").unwrap_or(0.0)
+            >= (CONNECTS - ELSEWHERE - records.len()) as f64,
+    );
+}
+
 #[test]
 fn refused_udp_and_mapped_connects_carry_protocol_and_result() {
     let agent = Agent::start();

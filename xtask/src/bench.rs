@@ -179,6 +179,34 @@ fn workloads(scale: f64) -> Vec<Workload> {
             }),
         },
         Workload {
+            // The same connects, each to the next of 64 loopback listeners in turn: no two
+            // consecutive connects are identical, so the monitor writes and judges each one
+            // (the storm above is one destination again and again, which it writes as a run:
+            // docs/events.md, `repeats`).
+            name: "connect storm (64 ports in turn)",
+            watch: Some(Watch {
+                ops: connects as u64,
+                by: watched_by(true),
+            }),
+            run: Box::new(move |_| {
+                let listeners = (0..64)
+                    .map(|_| TcpListener::bind("127.0.0.1:0"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let addrs = listeners
+                    .iter()
+                    .map(TcpListener::local_addr)
+                    .collect::<Result<Vec<_>, _>>()?;
+                for i in 0..connects {
+                    let k = i % listeners.len();
+                    let stream = TcpStream::connect(addrs[k])?;
+                    let (accepted, _) = listeners[k].accept()?;
+                    drop(stream);
+                    drop(accepted);
+                }
+                Ok(())
+            }),
+        },
+        Workload {
             name: "npm install (local tree)",
             watch: None,
             run: Box::new(|dir| {
@@ -1364,6 +1392,10 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          \x20 counter (records the kernel could not queue), bpftrace its `Lost N events` lines.\n\
          - Small workloads (a fraction of a second) have noisy ratios; the build workloads are the ones a CI\n\
          \x20 job feels.\n\
+         - The loopback connect storm is one process connecting to one address again and again: the\n\
+         \x20 monitor receives and counts every connect (`events`) but writes such a run as its first record\n\
+         \x20 and one record at most every half second for the rest (docs/events.md, `repeats`). The storm\n\
+         \x20 over 64 ports in turn has nothing to fold: every connect is written and judged.\n\
          - The monitor's hook tier is on the machine line (`monitor hook tiers`, docs/kernel-tiers.md):\n\
          \x20 `tracepoint` means every open and rename syscall of every process enters a probe. On kernels\n\
          \x20 with BPF-LSM or fentry those tracepoints are not attached and the security hooks run instead;\n\

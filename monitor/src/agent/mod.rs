@@ -8,6 +8,7 @@ mod container_hold;
 mod guarded;
 mod host;
 mod identities;
+mod repeats;
 mod sources;
 pub(crate) use identities::inode_key;
 mod pipeline;
@@ -494,6 +495,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
         runtime_sockets,
         sources,
         hold: Default::default(),
+        repeats: Default::default(),
     };
 
     let (command_tx, commands) = mpsc::channel(64);

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use monitor_common::EventKind;
 use tokio::sync::mpsc;
 
+use super::repeats::Offer;
 use super::{host::boot_ns, kernel_needs, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
 use crate::{
     control::{self, Order, Peer, Request, Response},
@@ -86,6 +87,8 @@ pub(super) struct Pipeline {
     pub(super) sources: Option<super::sources::SourceWatch>,
     /// Events of containers' processes waiting for the runtime's word (see `container_hold`).
     pub(super) hold: super::container_hold::ContainerHold,
+    /// The run of identical connects being folded (see `repeats`).
+    pub(super) repeats: super::repeats::Repeats,
     /// Baselines across runs: each ended job's run compared and recorded (see `baseline`).
     pub(super) baseline: Option<crate::baseline::Baseline>,
     /// Findings and a status line for a person at a terminal (`--output console`), and when
@@ -233,9 +236,43 @@ impl Pipeline {
         {
             log.judged(header.ts_ns, header.tgid);
         }
+        match self.repeats.offer(event) {
+            Offer::Folded => {}
+            Offer::Pass { ended, event } => {
+                if let Some((last, repeats)) = ended {
+                    self.handle_record(enricher, last, repeats, stats);
+                }
+                self.handle_record(enricher, event, 0, stats);
+            }
+        }
+    }
+
+    /// Ends the current run of identical connects (`repeats`): its last record, with its
+    /// count, is handled now. Before anything that must see every connect so far (a control
+    /// request, a reload, a tick's judgements and reports, the agent's stop).
+    pub(super) fn end_connect_run(&mut self, enricher: &mut Enricher, stats: &Stats) {
+        if let Some((last, repeats)) = self.repeats.take() {
+            self.handle_record(enricher, last, repeats, stats);
+            self.flush(stats);
+        }
+    }
+
+    /// Enriches, judges and writes one record (`repeats`: the further connects, identical to
+    /// it, that it stands for: `Detail::Connect::repeats`).
+    fn handle_record(
+        &mut self,
+        enricher: &mut Enricher,
+        event: KernelEvent,
+        repeats: u32,
+        stats: &Stats,
+    ) {
         let Some(mut event) = enricher.enrich(event) else {
             return;
         };
+        if let Detail::Connect { repeats: n, .. } = &mut event.detail {
+            *n = repeats;
+            stats.connects_folded.inc_by(repeats.into());
+        }
         // Bundles a runtime was just started with: read now, while they are surely there.
         for bundle in enricher.take_new_bundles() {
             if let Some(spec) =
@@ -1124,6 +1161,7 @@ pub(super) async fn run(
                     let Ok(event) = rx.try_recv() else { break };
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
+                pipeline.end_connect_run(&mut enricher, &stats);
                 if !settled {
                     pipeline.note_unsettled_request(&stats);
                 }
@@ -1138,6 +1176,7 @@ pub(super) async fn run(
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
+                pipeline.end_connect_run(&mut enricher, &stats);
                 pipeline.container_news(&mut enricher, news, &stats);
             }
             Some(()) = reloads.recv() => {
@@ -1145,9 +1184,11 @@ pub(super) async fn run(
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
+                pipeline.end_connect_run(&mut enricher, &stats);
                 pipeline.reload(&reload_from, &stats);
             }
             _ = tick.tick() => {
+                pipeline.end_connect_run(&mut enricher, &stats);
                 let losses = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
                 note_kernel_counts(losses, &mut reported_losses, |k, t| stats.set_kernel_losses(k, t), "dropped", "(ring buffer full)");
                 let shed = pipeline.shed.as_ref().map(LossReader::read).unwrap_or_default();
@@ -1185,6 +1226,7 @@ pub(super) async fn run(
             }
         }
     }
+    pipeline.end_connect_run(&mut enricher, &stats);
     let held = pipeline.hold.all();
     pipeline.judge_released(&mut enricher, held, &stats);
     pipeline.refresh_losses(&stats);

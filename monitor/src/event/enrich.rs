@@ -1040,6 +1040,7 @@ impl Enricher {
                     fd,
                     via: ConnectVia::from_kernel(via),
                     blocked,
+                    repeats: 0,
                 };
                 (key, detail)
             }

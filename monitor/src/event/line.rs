@@ -143,6 +143,7 @@ mod tests {
                 fd: 3,
                 via: ConnectVia::default(),
                 blocked: false,
+                repeats: 0,
             },
             process: ProcessInfo {
                 pid: 7,

@@ -114,6 +114,13 @@ pub enum Detail {
         /// The kernel refused it (block mode).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         blocked: bool,
+        /// How many more connects, identical to this one and made since the record before it,
+        /// this record stands for (the same process, destination, protocol, route and outcome;
+        /// its time is the last one's): a run of identical connects is written as its first
+        /// and, at most every engine tick, one record for the rest (`agent::repeats`). Every
+        /// record stands for `1 + repeats` connects.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        repeats: u32,
     },
     Open {
         path: String,
@@ -395,3 +402,7 @@ impl WallClock {
 }
 
 pub use program::{argument_program, program_path, reads_program_from_stdin};
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

@@ -131,6 +131,10 @@ pub struct ConnectionRecord {
     /// False when a finding was raised for it.
     pub allowed: bool,
     pub findings: Vec<u64>,
+    /// Further connects, identical to this one, that the record stands for (the event's
+    /// `repeats`); `time` is the last one's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
     #[serde(skip)]
     seq: u64,
 }
@@ -262,8 +266,8 @@ impl Report {
     }
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// A fresh summary nonce (128 random bits, hex).
@@ -569,6 +573,7 @@ impl Recorder {
                 address,
                 port,
                 result,
+                repeats,
                 ..
             } => {
                 if job.counts.1 >= MAX_CONNECTIONS {
@@ -588,6 +593,7 @@ impl Recorder {
                     result: *result,
                     allowed: true,
                     findings: Vec::new(),
+                    repeats: *repeats,
                     seq: e.seq,
                 });
             }
@@ -782,12 +788,18 @@ impl Recorder {
         let summary = Summary {
             steps: steps.len(),
             processes: steps.iter().map(|s| s.processes.len()).sum(),
-            connections: steps.iter().map(|s| s.connections.len()).sum(),
+            // Connects made, a record's repeats with it.
+            connections: steps
+                .iter()
+                .flat_map(|s| &s.connections)
+                .map(|c| 1 + c.repeats as usize)
+                .sum(),
             connections_not_allowed: steps
                 .iter()
                 .flat_map(|s| &s.connections)
                 .filter(|c| !c.allowed)
-                .count(),
+                .map(|c| 1 + c.repeats as usize)
+                .sum(),
             file_accesses: steps.iter().map(|s| s.file_accesses.len()).sum(),
             hooks: steps.iter().map(|s| s.hooks.len()).sum(),
             findings: job.findings.len(),
@@ -1065,6 +1077,31 @@ pub(super) mod tests {
         );
         // Nothing of the arguments (the token was on no command line, but the URL path was).
         assert!(step.iter().all(|b| !b.item.contains("npm_")), "{step:#?}");
+    }
+
+    #[test]
+    fn a_connect_record_standing_for_repeats_counts_them_in_the_summary() {
+        let plain = stealer_report(|_| {});
+        let r = stealer_report(|events| {
+            let connect = events
+                .iter_mut()
+                .find(|e| matches!(e.detail, Detail::Connect { .. }))
+                .expect("the stealer connects");
+            if let Detail::Connect { repeats, .. } = &mut connect.detail {
+                *repeats = 4;
+            }
+        });
+        let step = r.steps.iter().find(|s| s.step.id == "__run").unwrap();
+        assert_eq!(step.connections.len(), 2, "still two records");
+        assert_eq!(step.connections[0].repeats, 4);
+        assert_eq!(r.summary.connections, plain.summary.connections + 4);
+        assert_eq!(
+            r.summary.connections_not_allowed,
+            plain.summary.connections_not_allowed + 4
+        );
+        let json = serde_json::to_value(&step.connections).unwrap();
+        assert_eq!(json[0]["repeats"], 4);
+        assert!(json[1].get("repeats").is_none(), "{json:#}");
     }
 
     #[test]
