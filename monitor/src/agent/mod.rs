@@ -584,6 +584,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<()> {
                         record.header.comm.split(|b| *b == 0).next().unwrap_or_default()
                     ))
                 );
+                // A tamper record, never a connect: no run of connects holds it back.
                 pipeline.handle(&mut enricher, kernel, &stats);
             }
             Err(e) => log::warn!("an undecodable record in the tamper log: {e}"),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use monitor_common::EventKind;
 use tokio::sync::mpsc;
 
-use super::repeats::Offer;
+use super::repeats::{Offer, RunEnd};
 use super::{host::boot_ns, kernel_needs, Stats, ENGINE_TICK, HEARTBEAT_PORT, KINDS};
 use crate::{
     control::{self, Order, Peer, Request, Response},
@@ -249,9 +249,10 @@ impl Pipeline {
 
     /// Ends the current run of identical connects (`repeats`): its last record, with its
     /// count, is handled now. Before anything that must see every connect so far (a control
-    /// request, a reload, a tick's judgements and reports, the agent's stop).
-    pub(super) fn end_connect_run(&mut self, enricher: &mut Enricher, stats: &Stats) {
-        if let Some((last, repeats)) = self.repeats.take() {
+    /// request, a reload, container news and the agent's stop: `RunEnd::Boundary`; a tick's
+    /// judgements and reports: `RunEnd::Tick`).
+    pub(super) fn end_connect_run(&mut self, enricher: &mut Enricher, stats: &Stats, how: RunEnd) {
+        if let Some((last, repeats)) = self.repeats.end(how) {
             self.handle_record(enricher, last, repeats, stats);
             self.flush(stats);
         }
@@ -1161,7 +1162,7 @@ pub(super) async fn run(
                     let Ok(event) = rx.try_recv() else { break };
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
-                pipeline.end_connect_run(&mut enricher, &stats);
+                pipeline.end_connect_run(&mut enricher, &stats, RunEnd::Boundary);
                 if !settled {
                     pipeline.note_unsettled_request(&stats);
                 }
@@ -1176,7 +1177,7 @@ pub(super) async fn run(
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
-                pipeline.end_connect_run(&mut enricher, &stats);
+                pipeline.end_connect_run(&mut enricher, &stats, RunEnd::Boundary);
                 pipeline.container_news(&mut enricher, news, &stats);
             }
             Some(()) = reloads.recv() => {
@@ -1184,11 +1185,11 @@ pub(super) async fn run(
                 while let Ok(event) = rx.try_recv() {
                     pipeline.handle_queued(&mut enricher, event, &stats);
                 }
-                pipeline.end_connect_run(&mut enricher, &stats);
+                pipeline.end_connect_run(&mut enricher, &stats, RunEnd::Boundary);
                 pipeline.reload(&reload_from, &stats);
             }
             _ = tick.tick() => {
-                pipeline.end_connect_run(&mut enricher, &stats);
+                pipeline.end_connect_run(&mut enricher, &stats, RunEnd::Tick);
                 let losses = pipeline.losses.as_ref().map(LossReader::read).unwrap_or_default();
                 note_kernel_counts(losses, &mut reported_losses, |k, t| stats.set_kernel_losses(k, t), "dropped", "(ring buffer full)");
                 let shed = pipeline.shed.as_ref().map(LossReader::read).unwrap_or_default();
@@ -1226,7 +1227,7 @@ pub(super) async fn run(
             }
         }
     }
-    pipeline.end_connect_run(&mut enricher, &stats);
+    pipeline.end_connect_run(&mut enricher, &stats, RunEnd::Boundary);
     let held = pipeline.hold.all();
     pipeline.judge_released(&mut enricher, held, &stats);
     pipeline.refresh_losses(&stats);

@@ -66,12 +66,27 @@ impl Repeats {
         Offer::Pass { ended, event }
     }
 
-    /// Ends the run (a tick, a control request, a reload, the agent's stop): the folded records
-    /// are handed out with their count, and the next identical connect starts a new run's count
-    /// (still folding: the record before it is unchanged).
-    pub(super) fn take(&mut self) -> Option<(KernelEvent, u32)> {
+    /// Hands out the run's folded records with their count: what the agent writes at each tick.
+    /// With [`RunEnd::Tick`] the next identical connect still folds (the record before it in
+    /// the kernel's stream is still a connect like it) and starts a new count; with
+    /// [`RunEnd::Boundary`] (a control request, a reload, container news, the agent's stop:
+    /// something written or decided between two connects) it is written, so that no folded
+    /// connect is counted on the far side of the boundary from where it was made.
+    pub(super) fn end(&mut self, how: RunEnd) -> Option<(KernelEvent, u32)> {
+        if how == RunEnd::Boundary {
+            self.last = None;
+        }
         self.folded.take()
     }
+}
+
+/// Why a run of identical connects is ended before its next different record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunEnd {
+    /// The engine's tick: the count so far is written; the run goes on.
+    Tick,
+    /// Something outside the kernel's stream comes between two connects: the run ends.
+    Boundary,
 }
 
 /// Whether `b` is the same connect as `a`, as the events log and the judge would see it.
@@ -243,10 +258,32 @@ mod tests {
         let _ = r.offer(connect(1, 10, 80));
         let _ = r.offer(connect(2, 10, 80));
         let _ = r.offer(connect(3, 10, 80));
-        let (last, n) = r.take().expect("two folded");
+        let (last, n) = r.end(RunEnd::Tick).expect("two folded");
         assert_eq!((ts(&last), n), (3, 1));
-        assert!(r.take().is_none());
+        assert!(r.end(RunEnd::Tick).is_none());
         assert!(matches!(r.offer(connect(4, 10, 80)), Offer::Folded));
-        assert_eq!(r.take().map(|(_, n)| n), Some(0));
+        assert_eq!(r.end(RunEnd::Tick).map(|(_, n)| n), Some(0));
+    }
+
+    #[test]
+    fn after_a_boundary_the_next_identical_connect_is_written_not_folded() {
+        let mut r = Repeats::default();
+        let _ = r.offer(connect(1, 10, 80));
+        let _ = r.offer(connect(2, 10, 80));
+        let (last, n) = r.end(RunEnd::Boundary).expect("one folded");
+        assert_eq!((ts(&last), n), (2, 0));
+        // A control request was answered here: the connect after it is its own record.
+        let Offer::Pass { ended: None, event } = r.offer(connect(3, 10, 80)) else {
+            panic!("the connect after the boundary folded");
+        };
+        assert_eq!(ts(&event), 3);
+        assert!(matches!(r.offer(connect(4, 10, 80)), Offer::Folded));
+        // With nothing folded, a boundary hands out nothing and still ends the run.
+        assert_eq!(r.end(RunEnd::Boundary).map(|(_, n)| n), Some(0));
+        assert!(r.end(RunEnd::Boundary).is_none());
+        assert!(matches!(
+            r.offer(connect(5, 10, 80)),
+            Offer::Pass { ended: None, .. }
+        ));
     }
 }

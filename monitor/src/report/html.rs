@@ -233,7 +233,7 @@ pub fn render(r: &Report) -> String {
                                     td { (c.time) }
                                     td { "pid " (c.pid) " " code { (c.exe.as_deref().unwrap_or("?")) } }
                                     td { (c.protocol) " " (c.domain.as_deref().unwrap_or("")) " " (c.address) ":" (c.port) }
-                                    td { (c.result) }
+                                    td { (c.result) @if c.repeats > 0 { " \u{00d7}" (1 + u64::from(c.repeats)) } }
                                     td { @if c.allowed { "yes" } @else {
                                         span class="denied" { "no" }
                                         @for id in &c.findings { " " a href={"#finding-" (id)} { "#" (id) } } } }

@@ -577,7 +577,8 @@ impl Recorder {
                 ..
             } => {
                 if job.counts.1 >= MAX_CONNECTIONS {
-                    job.omitted.connections += 1;
+                    // Every connect the record stands for is one left out.
+                    job.omitted.connections += 1 + u64::from(*repeats);
                     return;
                 }
                 job.counts.1 += 1;
@@ -1102,6 +1103,9 @@ pub(super) mod tests {
         let json = serde_json::to_value(&step.connections).unwrap();
         assert_eq!(json[0]["repeats"], 4);
         assert!(json[1].get("repeats").is_none(), "{json:#}");
+        // The page's table says how many connects the row stands for.
+        assert!(html::render(&r).contains(" \u{00d7}5"), "the row shows x5");
+        assert!(!html::render(&plain).contains('\u{00d7}'));
     }
 
     #[test]
