@@ -140,6 +140,8 @@ pub struct AgentUnderTest {
     pub log: PathBuf,
     /// Where the agent writes a job's report when the job ends.
     pub reports: PathBuf,
+    /// Its control socket, private to the lab (root only), for the lab runner's job hooks.
+    pub control_socket: PathBuf,
 }
 
 impl AgentUnderTest {
@@ -153,6 +155,7 @@ impl AgentUnderTest {
         let findings = dir.join("findings.jsonl");
         let log = dir.join("agent.log");
         let reports = dir.join("reports");
+        let control_socket = dir.join("control.sock");
         let child = Command::new(exe)
             .arg("run")
             .arg("--events")
@@ -167,8 +170,11 @@ impl AgentUnderTest {
             .arg(&reports)
             .arg("--pin-dir")
             .arg(pins)
-            // Never take over an installed agent's socket or metrics port.
-            .args(["--no-control-socket", "--no-metrics", "--no-baseline"])
+            // Never take over an installed agent's socket or metrics port: a socket of the
+            // lab's own (mode 0600), which the lab runner's job hooks tell of each job.
+            .arg("--control-socket")
+            .arg(&control_socket)
+            .args(["--no-metrics", "--no-baseline"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -183,6 +189,7 @@ impl AgentUnderTest {
             findings,
             log,
             reports,
+            control_socket,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {

@@ -427,7 +427,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn run(&self, job: &scenarios::Job, agent: &mut AgentUnderTest) -> anyhow::Result<Vec<Value>> {
-        self.execute(job, agent.pid())?;
+        self.execute(job, agent.pid(), &agent.control_socket)?;
         self.collect(job, agent)
     }
 
@@ -441,8 +441,11 @@ impl Runner<'_> {
         restart: impl FnOnce() -> anyhow::Result<AgentUnderTest>,
     ) -> anyhow::Result<Vec<Value>> {
         let pid = agent.pid();
+        // The agent started in its place listens on the same socket: the job's completed hook
+        // tells it of the job's end (or, when none is listening, fails open as on a runner).
+        let socket = agent.control_socket.clone();
         std::thread::scope(|scope| {
-            let running = scope.spawn(|| self.execute(job, pid));
+            let running = scope.spawn(|| self.execute(job, pid, &socket));
             let deadline = Instant::now() + Duration::from_secs(30);
             while agent.alive() {
                 if running.is_finished() || Instant::now() > deadline || interrupted() {
@@ -463,8 +466,15 @@ impl Runner<'_> {
         self.collect(job, agent)
     }
 
-    /// Runs the job to its end; the agent's pid is in the job's `AGENT_PID`.
-    fn execute(&self, job: &scenarios::Job, agent_pid: u32) -> anyhow::Result<()> {
+    /// Runs the job to its end, with the runner's job hooks telling the agent on
+    /// `control_socket` of its start and end (as an installed runner's do: the agent and the
+    /// kernel know the job before its first step); the agent's pid is in the job's `AGENT_PID`.
+    fn execute(
+        &self,
+        job: &scenarios::Job,
+        agent_pid: u32,
+        control_socket: &std::path::Path,
+    ) -> anyhow::Result<()> {
         let workspace = self.layout.workspace();
         let out = self.layout.root().join("out").join(self.run_id);
         // A fresh workspace per job, as a runner checks out anew.
@@ -495,7 +505,11 @@ impl Runner<'_> {
             .chain([MARKER])
             .map(Step::from_pair)
             .collect();
-        let worker_file = self.layout.write_worker(&spec, &steps, None)?;
+        let hooks = runner_sim::Hooks {
+            monitor: std::env::current_exe().context("locating the monitor binary")?,
+            socket: control_socket.to_path_buf(),
+        };
+        let worker_file = self.layout.write_worker(&spec, &steps, Some(&hooks))?;
         let mut command = self
             .layout
             .worker_command(&worker_file, None, &["PYENV_ROOT", "LANG"]);

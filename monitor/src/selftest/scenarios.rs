@@ -157,13 +157,13 @@ pub fn all() -> Vec<Scenario> {
             expect: &["process-memory-read [killed]", "process-environ-read [killed]"],
             attack: job(
                 "a step reads Runner.Worker's memory map and environment",
-                // The lab's runner has no job hooks: the agent learns the job (and the kernel
-                // its Worker) from the first step, so the attack runs in the second.
-                &[("checkout", "sleep 1\n"), ("changed-files", "python3 \"$LAB/memdump.py\" dump || echo \"killed: $?\"\ncat /proc/$PPID/environ >/dev/null || echo \"killed: $?\"\n")],
+                // The lab's runner runs the job hooks: the agent and the kernel know the job
+                // (and its Worker) before the first step, where the attack runs.
+                &[("changed-files", "python3 \"$LAB/memdump.py\" dump || echo \"killed: $?\"\ncat /proc/$PPID/environ >/dev/null || echo \"killed: $?\"\n")],
             ),
             twin: job(
                 "a step lists processes (ps aux, pgrep) and reads its own memory map, under the same kill responses",
-                &[("checkout", "sleep 1\n"), ("changed-files", "ps aux >/dev/null\npgrep -f Runner.Worker >/dev/null\npython3 \"$LAB/memdump.py\" self\n")],
+                &[("changed-files", "ps aux >/dev/null\npgrep -f Runner.Worker >/dev/null\npython3 \"$LAB/memdump.py\" self\n")],
             ),
         },
         Scenario {
@@ -223,18 +223,16 @@ pub fn all() -> Vec<Scenario> {
             expect: &["action-tampered runner actions"],
             attack: job(
                 "a step appends a payload to _actions/actions/checkout/v4/dist/index.js",
-                // A moment first: without the runner's hooks the agent learns the runner's
-                // directories from the job's first process (earlier jobs taught it already).
-                &[("build", "sleep 1
-A=\"$RUNNER_WORKSPACE/../_actions/actions/checkout/v4/dist\"
+                // No moment first: the job-started hook tells the agent of the job (and its
+                // runner's directories) before the step runs.
+                &[("build", "A=\"$RUNNER_WORKSPACE/../_actions/actions/checkout/v4/dist\"
 mkdir -p \"$A\"
 echo 'require(\"https\").get(process.env.UNTRUSTED)' >> \"$A/index.js\"
 ")],
             ),
             twin: job(
                 "the build writes its own dist/index.js in the workspace",
-                &[("build", "sleep 1
-mkdir -p \"$GITHUB_WORKSPACE/dist\"
+                &[("build", "mkdir -p \"$GITHUB_WORKSPACE/dist\"
 echo 'app()' > \"$GITHUB_WORKSPACE/dist/index.js\"
 ")],
             ),
