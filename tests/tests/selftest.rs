@@ -152,3 +152,32 @@ fn an_interrupted_selftest_removes_everything_it_made() {
         processes_from(&dir)
     );
 }
+
+#[test]
+fn a_work_dir_too_long_for_the_labs_socket_is_refused_before_anything_runs_and_left_clean() {
+    require_root();
+    // 100 bytes: with the lab's name and "control.sock" over a unix socket path's 107.
+    let base = work_dir("selftest-long");
+    let pad = 100usize.saturating_sub(base.as_os_str().len() + 1);
+    let dir = base.join("d".repeat(pad));
+    let out = Command::new(monitor_bin())
+        .args(["selftest", "--work-dir"])
+        .arg(&dir)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("monitor selftest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("choose a shorter --work-dir") && stderr.contains("at most 107"),
+        "{stderr}"
+    );
+    // Nothing ran (no scenario's line) and nothing is left of the lab.
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("detected"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -345,6 +345,13 @@ fn write_npm_tree(root: &Path) -> anyhow::Result<()> {
 /// the noise's).
 const REPEATS: usize = 3;
 
+/// Timed runs per round of a workload that takes under `SHORT_SECONDS` (the connect storms,
+/// 0.1 s; the watched-file open storm, 0.05 s): a run that short moves by a tenth from one run
+/// to the next with nothing watching (0.099-0.122 s for the same 3,000 connects), as large as
+/// the overhead it measures, and nine cost the round a few seconds.
+const SHORT_REPEATS: usize = 9;
+const SHORT_SECONDS: f64 = 0.3;
+
 /// The run time of each of `programs` over one run of `workload`, with the kernel's statistics
 /// on for that run only.
 fn probe_run(
@@ -986,8 +993,15 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let dir = work.path();
     let loads = workloads(args.scale);
     // Warm-up: build the npm tree and the bench crate once so every timed run starts the same.
+    // Its time says how many timed runs a round each workload gets.
+    let mut repeats = Vec::new();
     for w in &loads {
-        time(w, dir)?;
+        let warm = time(w, dir)?;
+        repeats.push(if warm < SHORT_SECONDS {
+            SHORT_REPEATS
+        } else {
+            REPEATS
+        });
     }
     let tools: Vec<Tool> = if args.monitor_only {
         vec![Tool::Nothing, Tool::Monitor]
@@ -1026,14 +1040,16 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             let mut first_runs = Vec::new();
             for (w, repeat) in loads
                 .iter()
-                .flat_map(|w| (0..REPEATS).map(move |repeat| (w, repeat)))
+                .zip(&repeats)
+                .flat_map(|(w, &n)| (0..n).map(move |repeat| (w, repeat)))
             {
                 let (cpu0, _, ev0, drop0, causes0) = counters(&running);
                 let seconds = time(w, dir)?;
-                // Let the tool finish what is queued before its CPU and counters are read.
-                if tool != Tool::Nothing {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
+                // Let the tool finish what is queued before its CPU and counters are read; with
+                // nothing watching too, so every timed run starts after the same pause (a run
+                // after an idle half second started on a cooler machine: the 64-port connect
+                // storm with nothing watching, median 0.104 s back to back, 0.108 s after one).
+                std::thread::sleep(Duration::from_millis(500));
                 let (cpu1, rss, ev1, drop1, causes1) = counters(&running);
                 if repeat == 0 {
                     first_runs.push((w, samples.len()));
@@ -1183,6 +1199,78 @@ fn probe_table(r: &Results) -> Option<String> {
     Some(md)
 }
 
+/// The value at quantile `q` (0 to 1) of `values`, by nearest rank.
+fn quantile(mut values: Vec<f64>, q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let at = ((values.len() - 1) as f64 * q).round() as usize;
+    values[at.min(values.len() - 1)]
+}
+
+/// The middle half of a tool's runs of a workload (its 25th to 75th percentile time) as ratios
+/// to the median with nothing watching: how much of a ratio the machine's own noise can be.
+fn spread(r: &Results, tool: Tool, workload: &str) -> (f64, f64) {
+    let times: Vec<f64> = r
+        .samples
+        .iter()
+        .filter(|s| s.tool == tool && s.workload == workload)
+        .map(|s| s.seconds)
+        .collect();
+    let nothing = med(r, Tool::Nothing, workload, |s| s.seconds);
+    (
+        quantile(times.clone(), 0.25) / nothing,
+        quantile(times, 0.75) / nothing,
+    )
+}
+
+/// A table's heading rows: `lead` (its first cells, `| workload |` and any after it, each
+/// right-aligned but the first), then for each peer its label followed by `per_tool`'s cells.
+fn table_head(lead: &[&str], peers: &[Tool], per_tool: &[&str]) -> String {
+    let mut md = String::from("|");
+    for cell in lead {
+        md.push_str(&format!(" {cell} |"));
+    }
+    for t in peers {
+        md.push_str(&format!(" {}", t.label()));
+        for (i, cell) in per_tool.iter().enumerate() {
+            if i == 0 {
+                md.push_str(&format!("{cell} |"));
+            } else {
+                md.push_str(&format!(" {cell} |"));
+            }
+        }
+    }
+    md.push_str("\n|---|");
+    for _ in 1..lead.len() {
+        md.push_str("---:|");
+    }
+    for _ in 0..peers.len() * per_tool.len() {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    md
+}
+
+/// The spread section of the page: every tool's middle half, nothing's too.
+fn spread_table(r: &Results) -> String {
+    let mut md = String::from(
+        "\n## How far the runs spread\n\nThe middle half of each tool's runs (25th to 75th percentile of its times), as ratios to the median with nothing watching. Nothing's own range is the machine's noise: a difference between two tools' medians smaller than it is not one this run can show.\n\n",
+    );
+    let peers = peers(r);
+    md.push_str(&table_head(&["workload", "nothing"], &peers, &[""]));
+    for w in &r.workloads {
+        md.push_str(&format!("| {w} |"));
+        for t in std::iter::once(Tool::Nothing).chain(peers.iter().copied()) {
+            let (low, high) = spread(r, t, w);
+            md.push_str(&format!(" {low:.2}-{high:.2} |"));
+        }
+        md.push('\n');
+    }
+    md
+}
+
 fn ratio(r: &Results, tool: Tool, workload: &str) -> f64 {
     med(r, tool, workload, |s| s.seconds) / med(r, Tool::Nothing, workload, |s| s.seconds)
 }
@@ -1305,7 +1393,7 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          nothing watching, under this monitor (its default profile), under auditd with rules for the same\n\
          syscalls ([benchmarks/audit.rules](benchmarks/audit.rules)) and under bpftrace with the equivalent\n\
          tracepoints ([benchmarks/bench.bt](benchmarks/bench.bt)); the order rotates every round. Values are\n\
-         medians over every run (each workload runs three times a round); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
+         medians over every run (each workload runs three times a round, nine times when it takes under 0.3 s); the raw samples are in [benchmarks/results.json](benchmarks/results.json).\n\n",
     );
     md.push_str("Machine: ");
     md.push_str(
@@ -1316,15 +1404,8 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
             .join(", "),
     );
     md.push_str(&format!("; {} rounds, scale {}.\n\n", r.rounds, r.scale));
-    md.push_str("![Overhead per workload](benchmarks.png)\n\n## Wall time (ratio to nothing watching)\n\nA tool meant to record a workload's operations (exec, open, connect) that recorded fewer than half of them did not watch it: its ratio is not given (`unwatched recorded/operations`). The monitor records watched files only: the unwatched storms are not counted against it.\n\n| workload | nothing (s) |");
-    for t in &peers {
-        md.push_str(&format!(" {} |", t.label()));
-    }
-    md.push_str("\n|---|---:|");
-    for _ in &peers {
-        md.push_str("---:|");
-    }
-    md.push('\n');
+    md.push_str("![Overhead per workload](benchmarks.png)\n\n## Wall time (ratio to nothing watching)\n\nA tool meant to record a workload's operations (exec, open, connect) that recorded fewer than half of them did not watch it: its ratio is not given (`unwatched recorded/operations`). The monitor records watched files only: the unwatched storms are not counted against it.\n\n");
+    md.push_str(&table_head(&["workload", "nothing (s)"], &peers, &[""]));
     for w in &r.workloads {
         md.push_str(&format!(
             "| {w} | {:.3} |",
@@ -1340,15 +1421,13 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
         }
         md.push('\n');
     }
-    md.push_str("\n## What each tool cost and saw, per workload\n\nTool CPU seconds (the tool's own processes: the agent; auditd and the kernel's kauditd; bpftrace. Time spent in the probes is charged to the traced programs and shows in the wall time above), events it recorded and events it dropped.\n\n| workload |");
-    for t in &peers {
-        md.push_str(&format!(" {} CPU s | events | dropped |", t.label()));
-    }
-    md.push_str("\n|---|");
-    for _ in &peers {
-        md.push_str("---:|---:|---:|");
-    }
-    md.push('\n');
+    md.push_str(&spread_table(r));
+    md.push_str("\n## What each tool cost and saw, per workload\n\nTool CPU seconds (the tool's own processes: the agent; auditd and the kernel's kauditd; bpftrace. Time spent in the probes is charged to the traced programs and shows in the wall time above), events it recorded and events it dropped.\n\n");
+    md.push_str(&table_head(
+        &["workload"],
+        &peers,
+        &[" CPU s", "events", "dropped"],
+    ));
     for w in &r.workloads {
         md.push_str(&format!("| {w} |"));
         for t in &peers {
@@ -1602,6 +1681,12 @@ mod tests {
         let md = std::fs::read_to_string(dir.path().join("benchmarks.md")).unwrap();
         assert!(
             md.contains("| build | 2.000 | 1.100x | unwatched 10/30 events | 1.250x |"),
+            "{md}"
+        );
+        // The middle half of the runs, to nothing's median: of three runs the upper quartile
+        // is round 1's outlier, which the medians above do not show.
+        assert!(
+            md.contains("| build | 1.00-3.50 | 1.10-3.60 | 1.50-1.50 | 1.25-1.25 |"),
             "{md}"
         );
         assert!(table(&results).contains("unwatched 10/30"));

@@ -144,6 +144,25 @@ pub struct AgentUnderTest {
     pub control_socket: PathBuf,
 }
 
+/// The control socket of the lab agent whose outputs are in `dir`.
+pub fn control_socket_of(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// A unix socket's path is at most `sun_path`'s 108 bytes with its terminating NUL: a longer
+/// one fails the agent's bind with a bare "path too long" after the lab is half built.
+pub fn check_socket_path(path: &Path) -> anyhow::Result<()> {
+    const SUN_PATH_MAX: usize = 107;
+    let len = path.as_os_str().len();
+    if len > SUN_PATH_MAX {
+        anyhow::bail!(
+            "{} is {len} bytes long; a unix socket's path may be at most {SUN_PATH_MAX}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 impl AgentUnderTest {
     /// Starts the agent with its outputs in `dir` (appended to when an agent ran there before)
     /// and its tamper log pinned in `pins`.
@@ -155,7 +174,7 @@ impl AgentUnderTest {
         let findings = dir.join("findings.jsonl");
         let log = dir.join("agent.log");
         let reports = dir.join("reports");
-        let control_socket = dir.join("control.sock");
+        let control_socket = control_socket_of(dir);
         let child = Command::new(exe)
             .arg("run")
             .arg("--events")

@@ -138,7 +138,15 @@ pub fn run(args: &SelftestArgs) -> anyhow::Result<Scorecard> {
         .with_context(|| format!("creating the lab in {}", args.work_dir.display()))?;
     let root = std::fs::canonicalize(dir.path())?;
     let mut extra_paths = Vec::new();
-    let result = run_in(&root, args, &mut extra_paths);
+    // Checked before anything runs, and cleaned up after as any other failure.
+    let result = lab::check_socket_path(&lab::control_socket_of(&root))
+        .with_context(|| {
+            format!(
+                "the lab's control socket under --work-dir {}: choose a shorter --work-dir",
+                args.work_dir.display()
+            )
+        })
+        .and_then(|()| run_in(&root, args, &mut extra_paths));
     // Cleanup whatever happened: processes left behind, files outside the lab, the lab.
     let leftover = lab::kill_processes_under(&root);
     if leftover > 0 {
@@ -735,6 +743,19 @@ mod tests {
             .into_iter()
             .find(|s| s.name == "workflow-and-shell-rc-persistence")
             .unwrap()
+    }
+
+    #[test]
+    fn a_control_socket_path_is_refused_exactly_where_the_kernel_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().as_os_str().len() + 1;
+        let longest = dir.path().join("s".repeat(107 - base));
+        let too_long = dir.path().join("s".repeat(108 - base));
+        lab::check_socket_path(&longest).unwrap();
+        std::os::unix::net::UnixListener::bind(&longest).expect("107 bytes bind");
+        let err = lab::check_socket_path(&too_long).unwrap_err();
+        assert!(err.to_string().contains("108 bytes long"), "{err}");
+        assert!(std::os::unix::net::UnixListener::bind(&too_long).is_err());
     }
 
     #[test]
