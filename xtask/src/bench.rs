@@ -69,7 +69,15 @@ fn scaled(n: usize, scale: f64) -> usize {
     ((n as f64 * scale) as usize).max(1)
 }
 
-fn workloads(scale: f64) -> Vec<Workload> {
+/// The workloads; the builds (npm install, cargo build) work in `builds`, a directory in memory:
+/// on disk each of their runs took the time ext4 spent finding inodes for its new files among
+/// those the run before had deleted seconds earlier (`recently_deleted` and the inode bitmap
+/// scan led a profile; npm install with nothing watching took 1.4 to 3.5 s on disk, run after
+/// run, and 1.0 to 1.3 s in memory), which buried every tool's cost.
+fn workloads(scale: f64, builds: &Path) -> Vec<Workload> {
+    let npm_root = builds.join("npm-tree");
+    let npm_cache = builds.join("npm-cache");
+    let krate = builds.join("bench-crate");
     let execs = scaled(2000, scale);
     let opens = scaled(200_000, scale);
     let watched = scaled(20_000, scale);
@@ -209,10 +217,10 @@ fn workloads(scale: f64) -> Vec<Workload> {
         Workload {
             name: "npm install (local tree)",
             watch: None,
-            run: Box::new(|dir| {
-                let app = dir.join("npm-tree/app");
+            run: Box::new(move |_| {
+                let app = npm_root.join("app");
                 if !app.exists() {
-                    write_npm_tree(&dir.join("npm-tree"))?;
+                    write_npm_tree(&npm_root)?;
                 }
                 let _ = std::fs::remove_dir_all(app.join("node_modules"));
                 let _ = std::fs::remove_file(app.join("package-lock.json"));
@@ -226,7 +234,7 @@ fn workloads(scale: f64) -> Vec<Workload> {
                     ])
                     .current_dir(&app)
                     .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
-                    .env("npm_config_cache", dir.join("npm-cache"))
+                    .env("npm_config_cache", &npm_cache)
                     .output()?;
                 if !out.status.success() {
                     bail!(
@@ -240,8 +248,7 @@ fn workloads(scale: f64) -> Vec<Workload> {
         Workload {
             name: "cargo build (small crate)",
             watch: None,
-            run: Box::new(|dir| {
-                let krate = dir.join("bench-crate");
+            run: Box::new(move |_| {
                 if !krate.exists() {
                     write_bench_crate(&krate)?;
                 }
@@ -991,7 +998,9 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let bin = root.join("target/release/monitor");
     let work = tempfile::tempdir_in(root.join("target")).context("bench work dir")?;
     let dir = work.path();
-    let loads = workloads(args.scale);
+    let builds =
+        tempfile::tempdir_in("/dev/shm").context("the builds' directory in memory (/dev/shm)")?;
+    let loads = workloads(args.scale, builds.path());
     // Warm-up: build the npm tree and the bench crate once so every timed run starts the same.
     // Its time says how many timed runs a round each workload gets.
     let mut repeats = Vec::new();
@@ -1470,7 +1479,8 @@ fn write_docs(docs: &Path, r: &Results) -> anyhow::Result<()> {
          - \"dropped\" is the worst run: the monitor counts ring-buffer and queue losses, auditd its `lost`\n\
          \x20 counter (records the kernel could not queue), bpftrace its `Lost N events` lines.\n\
          - Small workloads (a fraction of a second) have noisy ratios; the build workloads are the ones a CI\n\
-         \x20 job feels.\n\
+         \x20 job feels. The builds and the unlink storm work in memory (/dev/shm): on disk their runs\n\
+         \x20 timed the file system's reuse of the inodes the run before had just deleted.\n\
          - The loopback connect storm is one process connecting to one address again and again: the\n\
          \x20 monitor receives and counts every connect (`events`) but writes such a run as its first record\n\
          \x20 and one record at most every half second for the rest (docs/events.md, `repeats`). The storm\n\
