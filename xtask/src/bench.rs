@@ -926,12 +926,23 @@ fn machine_info(monitor: &Path) -> BTreeMap<String, String> {
     m
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
+fn median(values: Vec<f64>) -> f64 {
+    quantile(&sorted(values), 0.5)
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values
+}
+
+/// The value at quantile `q` (0 to 1) of `sorted` values, by nearest rank (the median is the
+/// upper middle one of an even count).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
         return f64::NAN;
     }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
+    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
 }
 
 /// What the peer comparison runs, each with a command that proves it works and its Debian package.
@@ -1141,13 +1152,16 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
 
 /// Median over rounds of one field, for a tool and workload.
 fn med(r: &Results, tool: Tool, workload: &str, field: fn(&Sample) -> f64) -> f64 {
-    median(
-        r.samples
-            .iter()
-            .filter(|s| s.tool == tool && s.workload == workload)
-            .map(field)
-            .collect(),
-    )
+    median(values(r, tool, workload, field))
+}
+
+/// `field` of every sample of `tool` on `workload`.
+fn values(r: &Results, tool: Tool, workload: &str, field: fn(&Sample) -> f64) -> Vec<f64> {
+    r.samples
+        .iter()
+        .filter(|s| s.tool == tool && s.workload == workload)
+        .map(field)
+        .collect()
 }
 
 /// The monitor's probes, per workload, from the kernel's per-program statistics: their time
@@ -1208,48 +1222,27 @@ fn probe_table(r: &Results) -> Option<String> {
     Some(md)
 }
 
-/// The value at quantile `q` (0 to 1) of `values`, by nearest rank.
-fn quantile(mut values: Vec<f64>, q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let at = ((values.len() - 1) as f64 * q).round() as usize;
-    values[at.min(values.len() - 1)]
-}
-
 /// The middle half of a tool's runs of a workload (its 25th to 75th percentile time) as ratios
 /// to the median with nothing watching: how much of a ratio the machine's own noise can be.
 fn spread(r: &Results, tool: Tool, workload: &str) -> (f64, f64) {
-    let times: Vec<f64> = r
-        .samples
-        .iter()
-        .filter(|s| s.tool == tool && s.workload == workload)
-        .map(|s| s.seconds)
-        .collect();
+    let times = sorted(values(r, tool, workload, |s| s.seconds));
     let nothing = med(r, Tool::Nothing, workload, |s| s.seconds);
     (
-        quantile(times.clone(), 0.25) / nothing,
-        quantile(times, 0.75) / nothing,
+        quantile(&times, 0.25) / nothing,
+        quantile(&times, 0.75) / nothing,
     )
 }
 
 /// A table's heading rows: `lead` (its first cells, `| workload |` and any after it, each
-/// right-aligned but the first), then for each peer its label followed by `per_tool`'s cells.
+/// right-aligned but the first), then for each peer its label joined to `per_tool`'s first
+/// cell, and its other cells.
 fn table_head(lead: &[&str], peers: &[Tool], per_tool: &[&str]) -> String {
     let mut md = String::from("|");
     for cell in lead {
         md.push_str(&format!(" {cell} |"));
     }
     for t in peers {
-        md.push_str(&format!(" {}", t.label()));
-        for (i, cell) in per_tool.iter().enumerate() {
-            if i == 0 {
-                md.push_str(&format!("{cell} |"));
-            } else {
-                md.push_str(&format!(" {cell} |"));
-            }
-        }
+        md.push_str(&format!(" {}{} |", t.label(), per_tool.join(" | ")));
     }
     md.push_str("\n|---|");
     for _ in 1..lead.len() {
